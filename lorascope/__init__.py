@@ -1,0 +1,37 @@
+"""lorascope: what a fine-tune changed, and how much rank it needed.
+
+The public API is imported lazily so that ``lorascope --help`` and small commands start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "analyze": ("lorascope.analysis", "analyze"),
+    "Results": ("lorascope.results", "Results"),
+    "load_results": ("lorascope.results", "load_results"),
+    "open_checkpoint": ("lorascope.checkpoint", "open_checkpoint"),
+    "LorascopeError": ("lorascope.errors", "LorascopeError"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .analysis import analyze
+    from .checkpoint import open_checkpoint
+    from .errors import LorascopeError
+    from .results import Results, load_results
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lorascope' has no attribute {name!r}")

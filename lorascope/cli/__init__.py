@@ -1,0 +1,46 @@
+"""The ``lorascope`` command: a click group whose commands are thin shells over library functions.
+
+Commands are imported only when invoked, so ``lorascope --help`` starts without torch. Every
+``LorascopeError`` (bad input) ends as one clear paragraph on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import LorascopeError
+
+# command name -> "module:attribute" of its click command
+COMMANDS = {
+    "spectrum": "lorascope.cli.spectrum:spectrum",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LorascopeError as exc:
+            click.secho(f"error: {exc}", err=True, fg="red")
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.secho("interrupted", err=True, fg="red")
+            sys.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="lorascope")
+def main() -> None:
+    """lorascope: what a fine-tune changed, and how much rank it needed."""

@@ -1,0 +1,34 @@
+"""Small pieces shared by the CLI commands: output folders and the 'wrote …' line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+REPORTS = Path("reports")
+
+
+def slug(text: str) -> str:
+    """A file-system-safe short name: 'path/to/My Adapter/' -> 'my-adapter'."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text.strip()).strip("-.").lower()
+    return s[:80] or "run"
+
+
+def input_stem(path: str | Path) -> str:
+    p = Path(path)
+    name = p.name if p.is_dir() else p.stem
+    if name in {"model", "adapter", "adapter_model", "tuned", "base", ""} and p.parent.name:
+        name = f"{p.parent.name}-{name}" if name else p.parent.name
+    return slug(name)
+
+
+def default_out(kind: str, *inputs: str | Path | None) -> Path:
+    """reports/<kind>-<input names>, e.g. reports/spectrum-llama-vs-llama-edit."""
+    stems = [input_stem(p) for p in inputs if p is not None]
+    return REPORTS / slug(f"{kind}-" + "-vs-".join(stems))
+
+
+def wrote(path: Path | str, what: str = "results") -> None:
+    click.echo(f"{what} written to {Path(path)}")

@@ -1,0 +1,159 @@
+"""Per-matrix metrics: pure functions of the singular values of one update (METRICS.md).
+
+Every function takes the known singular values ``sigma`` (descending, float64) and, where it
+matters, the full count ``p = min(m, n)``. Values past ``len(sigma)`` are either exactly zero
+(``complete=True``: a factored or exact SVD) or unknown (``complete=False``: a randomized
+top-k SVD). A metric that cannot be determined from what is known is returned as ``None``,
+never as a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+ENERGY_LEVELS = (0.90, 0.95, 0.99)
+# Cumulative energies are compared with a relative slack of this size, so a spectrum that
+# reaches a level exactly (σ² = [9, 1] and τ = 0.9) is not pushed one index further by rounding.
+_ENERGY_SLACK = 1e-12
+
+
+def _as_sigma(sigma: Any) -> np.ndarray:
+    s = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    if s.size and (np.any(np.diff(s) > 1e-12 * max(s[0], 1e-300)) or s[-1] < 0):
+        raise ValueError("singular values must be non-negative and sorted in descending order")
+    return s
+
+
+def energy(sigma: Any, total: float | None = None) -> np.ndarray:
+    """energy(k) for k = 1..len(sigma): Σ_{i≤k} σi² / Σ σi² (METRICS.md 'energy(k)').
+
+    Args:
+        sigma: known singular values, descending.
+        total: Σσi² over *all* singular values (‖ΔW‖_F²); defaults to the sum of the known ones.
+    """
+    s = _as_sigma(sigma)
+    sq = s * s
+    denom = float(sq.sum()) if total is None else float(total)
+    if denom <= 0.0:
+        return np.zeros_like(sq)
+    return np.cumsum(sq) / denom
+
+
+def rank_at_energy(sigma: Any, tau: float, total: float | None = None) -> int | None:
+    """Smallest k with energy(k) ≥ tau (METRICS.md 'rank_90, rank_95, rank_99').
+
+    Returns 0 for an all-zero update and ``None`` when the known values never reach ``tau``
+    (the rank lies beyond the computed top-k).
+    """
+    if not 0.0 < tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {tau}")
+    e = energy(sigma, total)
+    if e.size == 0 or (total is None and e[-1] == 0.0) or (total is not None and total <= 0.0):
+        return 0
+    hit = np.nonzero(e >= tau - _ENERGY_SLACK)[0]
+    return int(hit[0]) + 1 if hit.size else None
+
+
+def stable_rank(sigma: Any, fro_norm: float | None = None) -> float:
+    """Σσi² / σ1² (METRICS.md 'stable_rank'); exact from ‖ΔW‖_F even when only top-k σ are known."""
+    s = _as_sigma(sigma)
+    if s.size == 0 or s[0] == 0.0:
+        return 0.0
+    total = float((s * s).sum()) if fro_norm is None else fro_norm**2
+    return total / float(s[0] ** 2)
+
+
+def entropy_rank(sigma: Any) -> float:
+    """exp(−Σ pi ln pi) with pi = σi / Σσj (Roy & Vetterli 2007, Eq. 4; METRICS.md 'entropy_rank').
+
+    Zero singular values contribute nothing, so the non-zero ones of an exactly low-rank update suffice.
+    """
+    s = _as_sigma(sigma)
+    total = float(s.sum())
+    if total <= 0.0:
+        return 0.0
+    p = s[s > 0.0] / total
+    return float(math.exp(-float(np.sum(p * np.log(p)))))
+
+
+def numerical_rank(sigma: Any, shape: tuple[int, int]) -> int:
+    """#{σi > σ1 · max(m, n) · eps(float32)} (METRICS.md 'numerical_rank'; numpy's matrix_rank rule)."""
+    s = _as_sigma(sigma)
+    if s.size == 0 or s[0] == 0.0:
+        return 0
+    tol = s[0] * max(shape) * FLOAT32_EPS
+    return int(np.count_nonzero(s > tol))
+
+
+def gd_omega(beta: float) -> float:
+    """ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (Gavish & Donoho 2014, Eq. 5, unknown noise level)."""
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"aspect ratio beta must be in (0, 1], got {beta}")
+    return 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+
+
+def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True) -> int | None:
+    """#{σi > ω(β) · median(σ)}, β = p / max(m, n) (Gavish & Donoho 2014; METRICS.md 'gd_rank').
+
+    The median runs over all p = min(m, n) singular values; with ``complete=True`` the ones not
+    given are exact zeros. Without all p values the median is unknown and ``None`` is returned.
+    """
+    s = _as_sigma(sigma)
+    m, n = shape
+    p = min(m, n)
+    if p == 0:
+        return 0
+    if s.size < p:
+        if not complete:
+            return None
+        s = np.concatenate([s, np.zeros(p - s.size)])
+    threshold = gd_omega(p / max(m, n)) * float(np.median(s[:p]))
+    return int(np.count_nonzero(s > threshold))
+
+
+def module_metrics(
+    sigma: Any,
+    shape: tuple[int, int],
+    fro_norm: float,
+    complete: bool = True,
+    base_fro_norm: float | None = None,
+) -> dict[str, Any]:
+    """Every per-matrix column of the results schema that is a function of σ.
+
+    Args:
+        sigma: known singular values of ΔW, descending.
+        shape: (m, n) of ΔW.
+        fro_norm: ‖ΔW‖_F computed from the entries (exact even when ``sigma`` is a top-k).
+        complete: whether the values past ``len(sigma)`` are known to be zero.
+        base_fro_norm: ‖W_base‖_F where a base is given.
+
+    Returns:
+        A dict with fro_norm, spectral_norm, stable_rank, entropy_rank, rank_90/95/99,
+        numerical_rank, gd_rank, n_singular, rank_beyond_k, base_fro_norm, relative_update.
+        Entries that the known values cannot determine are ``None`` and ``rank_beyond_k`` is True.
+    """
+    s = _as_sigma(sigma)
+    total = fro_norm**2
+    row: dict[str, Any] = {
+        "fro_norm": float(fro_norm),
+        "spectral_norm": float(s[0]) if s.size else 0.0,
+        "stable_rank": stable_rank(s, fro_norm),
+        "entropy_rank": entropy_rank(s) if complete else None,
+    }
+    for tau in ENERGY_LEVELS:
+        row[f"rank_{round(tau * 100)}"] = rank_at_energy(s, tau, total)
+    row["numerical_rank"] = numerical_rank(s, shape)
+    if not complete and s.size and s[-1] > s[0] * max(shape) * FLOAT32_EPS:
+        row["numerical_rank"] = None  # more values above the tolerance may lie beyond k
+    row["gd_rank"] = gd_rank(s, shape, complete)
+    row["n_singular"] = int(s.size)
+    row["rank_beyond_k"] = any(row[c] is None for c in ("rank_90", "rank_95", "rank_99"))
+    row["base_fro_norm"] = None if base_fro_norm is None else float(base_fro_norm)
+    row["relative_update"] = (
+        float(fro_norm) / base_fro_norm if base_fro_norm not in (None, 0.0) else None
+    )
+    return row

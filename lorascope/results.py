@@ -1,0 +1,137 @@
+"""Results on disk: the contract every later step reads (DESIGN.md 'Results schema').
+
+A results folder holds ``modules.csv`` (one row per analyzed matrix), ``singular_values.safetensors``
+(one float32 vector per module, key = name, descending), ``vectors.csv`` (update norms of 1-D
+tensors) and ``summary.json`` (inputs, options, versions, totals, timing, warnings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import LorascopeError
+
+MODULES_CSV = "modules.csv"
+SPECTRA_FILE = "singular_values.safetensors"
+SUMMARY_JSON = "summary.json"
+VECTORS_CSV = "vectors.csv"
+
+# Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"
+# (a rank beyond a randomized top-k, or no base given), never zero.
+MODULE_COLUMNS = [
+    "name", "layer", "module", "rows", "cols", "source", "method", "lora_rank", "scale",
+    "fro_norm", "spectral_norm", "base_fro_norm", "relative_update", "stable_rank", "entropy_rank",
+    "rank_90", "rank_95", "rank_99", "numerical_rank", "gd_rank", "n_singular", "rank_beyond_k",
+    "seconds",
+]
+INT_COLUMNS = ["layer", "rows", "cols", "lora_rank", "rank_90", "rank_95", "rank_99",
+               "numerical_rank", "gd_rank", "n_singular"]
+VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm", "relative_update"]
+
+
+def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A modules table in schema order with nullable integer columns; extra keys are kept after the schema's."""
+    df = pd.DataFrame(rows)
+    for col in MODULE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extra = [c for c in df.columns if c not in MODULE_COLUMNS]
+    df = df[MODULE_COLUMNS + extra]
+    for col in INT_COLUMNS:
+        df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
+    df["rank_beyond_k"] = df["rank_beyond_k"].fillna(False).astype(bool)
+    for col in ("scale", "fro_norm", "spectral_norm", "base_fro_norm", "relative_update",
+                "stable_rank", "entropy_rank", "seconds"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+def vectors_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=VECTOR_COLUMNS)
+    df["layer"] = df["layer"].astype("Int64")
+    return df
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+@dataclass
+class Results:
+    """One analysis: the modules table, each module's singular values, 1-D updates and the run summary."""
+
+    modules: pd.DataFrame
+    spectra: dict[str, np.ndarray]
+    summary: dict[str, Any]
+    vectors: pd.DataFrame = field(default_factory=lambda: vectors_frame([]))
+    path: Path | None = None
+
+    def spectrum(self, name: str) -> np.ndarray:
+        """Singular values of one module, descending (float64)."""
+        try:
+            return np.asarray(self.spectra[name], dtype=np.float64)
+        except KeyError:
+            raise KeyError(f"no module named {name!r} in these results") from None
+
+    def save(self, out: str | Path) -> Path:
+        """Write the results folder (creating it) and return its path."""
+        from safetensors.numpy import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.modules.to_csv(out / MODULES_CSV, index=False)
+        self.vectors.to_csv(out / VECTORS_CSV, index=False)
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.spectra.items()}
+        save_file(arrays, str(out / SPECTRA_FILE), metadata={"content": "singular values, descending"})
+        with open(out / SUMMARY_JSON, "w") as fh:
+            json.dump(self.summary, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        self.path = out
+        return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def load_results(path: str | Path) -> Results:
+    """Read a results folder written by ``Results.save``.
+
+    Raises:
+        LorascopeError: the folder or one of its files is missing or unreadable.
+    """
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    missing = [f for f in (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON) if not (path / f).is_file()]
+    if missing:
+        raise LorascopeError(
+            f"{path} is not a lorascope results folder: {', '.join(missing)} not found there. "
+            "Results folders are written by `lorascope spectrum` (or Results.save)."
+        )
+    try:
+        modules = modules_frame(pd.read_csv(path / MODULES_CSV, keep_default_na=True).to_dict("records"))
+        spectra = {k: v.astype(np.float64) for k, v in load_file(str(path / SPECTRA_FILE)).items()}
+        with open(path / SUMMARY_JSON) as fh:
+            summary = json.load(fh)
+        vectors = (
+            vectors_frame(pd.read_csv(path / VECTORS_CSV).to_dict("records"))
+            if (path / VECTORS_CSV).is_file()
+            else vectors_frame([])
+        )
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise LorascopeError(f"could not read the results folder {path}: {exc}") from None
+    return Results(modules, spectra, summary, vectors, path)
