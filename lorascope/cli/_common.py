@@ -32,3 +32,21 @@ def default_out(kind: str, *inputs: str | Path | None) -> Path:
 
 def wrote(path: Path | str, what: str = "results") -> None:
     click.echo(f"{what} written to {Path(path)}")
+
+
+def check_out(path: Path, marker: str = "summary.json") -> Path:
+    """Validate an output folder before any work: refuse a file, or a non-empty folder lorascope did not write.
+
+    Nothing the user owns is overwritten; the folder itself is created only when results are saved.
+    """
+    from ..errors import LorascopeError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LorascopeError(f"--out {path} is an existing file; give a folder path.")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise LorascopeError(
+            f"--out {path} is a non-empty folder that does not hold lorascope results ({marker} not found); "
+            "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
+        )
+    return path

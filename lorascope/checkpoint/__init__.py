@@ -1,0 +1,158 @@
+"""Open any supported checkpoint lazily: names, shapes and dtypes without reading tensor data.
+
+``open_checkpoint(path)`` detects the format from content (not file extension) and returns dense
+``Weights`` or a LoRA ``Adapter``; ``format=`` forces one of ``FORMATS``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import LorascopeError
+from .base import Adapter, LoraModule, TensorRef, Weights
+from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
+from .peft import is_peft_folder, open_peft
+from .store import MultiFileStore, TensorInfo, TensorStore, file_size, open_file, open_index, sniff
+
+__all__ = [
+    "Adapter", "LoraModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
+    "open_checkpoint", "open_store", "describe_input", "sniff",
+]
+
+# Weight files looked for in a model folder, in order. Globs pick up every match (unindexed shards).
+FOLDER_WEIGHTS = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "*.safetensors.index.json",
+    "*.safetensors",
+    "*.bin.index.json",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+)
+
+
+def open_store(path: str | Path) -> TensorStore:
+    """The tensors of a file or folder as one lazily-read store."""
+    path = _existing(path)
+    if path.is_file():
+        return open_file(path)
+    for pattern in FOLDER_WEIGHTS:
+        hits = sorted(path.glob(pattern))
+        if not hits:
+            continue
+        if pattern.endswith(".json"):
+            return open_index(hits[0])
+        if len(hits) == 1:
+            return open_file(hits[0])
+        return MultiFileStore(path, [open_file(h) for h in hits])
+    raise LorascopeError(
+        f"{path} is a folder without weights: expected model.safetensors (or a sharded "
+        "model.safetensors.index.json), pytorch_model.bin, or an adapter_config.json with adapter weights."
+    )
+
+
+def _existing(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise LorascopeError(f"{p} does not exist.")
+    return p
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    cfg = path / "config.json" if path.is_dir() else None
+    if cfg is None or not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LorascopeError(f"{cfg} is not valid JSON ({exc}).") from None
+    return data if isinstance(data, dict) else None
+
+
+def _open_weights(path: Path) -> Weights:
+    store = open_store(path)
+    fmt = "hf" if path.is_dir() and (path / "config.json").is_file() else store.format
+    return Weights(path, fmt, store, _read_config(path))
+
+
+def _open_auto(path: Path) -> Weights | Adapter:
+    if is_peft_folder(path):
+        return open_peft(path)
+    store = open_store(path)
+    refuse_unsupported(path, store.keys())
+    if detect_layout(store.keys()) is not None:
+        return open_lora_file(path, store)
+    fmt = "hf" if path.is_dir() and (path / "config.json").is_file() else store.format
+    return Weights(path, fmt, store, _read_config(path))
+
+
+def _forced_lora(layout: str) -> Callable[[Path], Adapter]:
+    return lambda path: open_lora_file(path, open_store(path), layout)
+
+
+FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
+    "auto": _open_auto,
+    "safetensors": _open_weights,
+    "torch": _open_weights,
+    "hf": _open_weights,
+    "peft": open_peft,
+    **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
+}
+
+
+def open_checkpoint(path: str | Path, format: str | None = None) -> Weights | Adapter:
+    """Open a checkpoint or adapter; the format is detected from content unless given.
+
+    Raises:
+        LorascopeError: the path is missing, unreadable, or not in a supported format.
+    """
+    path = _existing(path)
+    fmt = format or "auto"
+    if fmt not in FORMATS:
+        raise LorascopeError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    opened = FORMATS[fmt](path)
+    if fmt in ("safetensors", "torch") and not opened.store.format.startswith(fmt):
+        raise LorascopeError(f"{path} was given as {fmt} but its content is {opened.store.format}.")
+    return opened
+
+
+def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 1024 * 1024) -> dict[str, Any]:
+    """The summary.json entry of one input: path, format, sizes and sha256 of small files."""
+    import hashlib
+
+    files = ckpt.store.files()
+    entry: dict[str, Any] = {
+        "role": role,
+        "path": str(ckpt.path),
+        "format": ckpt.format,
+        "bytes": sum(file_size(f) for f in files),
+        "n_tensors": len(ckpt.store.keys()),
+        "files": [],
+    }
+    for f in files:
+        item: dict[str, Any] = {"path": str(f), "bytes": file_size(f), "sha256": None}
+        if item["bytes"] <= hash_limit:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            item["sha256"] = h.hexdigest()
+        entry["files"].append(item)
+    entry["sha256"] = entry["files"][0]["sha256"] if len(files) == 1 else None
+    if isinstance(ckpt, Adapter):
+        entry["modules"] = len(ckpt.modules)
+        if ckpt.format == "peft":
+            cfg = ckpt.config
+            entry["config"] = {k: cfg.get(k) for k in ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules",
+                                                        "fan_in_fan_out", "base_model_name_or_path") if k in cfg}
+    return entry
+

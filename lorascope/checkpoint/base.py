@@ -1,0 +1,135 @@
+"""What an opened checkpoint is: dense ``Weights`` or an ``Adapter`` of low-rank modules, with lazy tensor refs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LorascopeError
+from .store import TensorStore
+
+LAYOUTS = ("as_is", "flatten", "transpose")
+
+
+def as_float(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Upcast any floating tensor (float8, float16, bfloat16 …) before linear algebra."""
+    if not t.is_floating_point():
+        raise LorascopeError(f"expected a floating-point tensor, got {t.dtype}")
+    return t.to(dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class TensorRef:
+    """One tensor in a store, with the reshaping that puts it in the (rows, cols) orientation used.
+
+    layout: 'as_is'; 'flatten' reshapes (d0, d1, …) to (d0, d1·…) — conv kernels; 'transpose' swaps a
+    2-D tensor — GPT-2 Conv1D weights and embedding LoRA factors. ``rows`` keeps only the first rows.
+    """
+
+    store: TensorStore
+    key: str
+    layout: str = "as_is"
+    rows: int | None = None
+    index: int | None = None  # one slice along dim 0 (an expert of a stacked MoE tensor), taken first
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        s = self.store.info(self.key).shape
+        return s[1:] if self.index is not None else s
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        s = self.stored_shape
+        if self.layout == "flatten" and len(s) > 2:
+            rest = 1
+            for d in s[1:]:
+                rest *= d
+            s = (s[0], rest)
+        elif self.layout == "transpose":
+            s = tuple(reversed(s))
+        if self.rows is not None:
+            s = (self.rows, *s[1:])
+        return tuple(s)
+
+    def load(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", copy: bool = False
+    ) -> torch.Tensor:
+        """The tensor upcast to ``dtype`` on ``device``; ``copy=True`` guarantees memory that may be written."""
+        t = self.store.get(self.key)
+        if self.index is not None:
+            t = t[self.index]
+        if self.layout == "flatten" and t.ndim > 2:
+            t = t.reshape(t.shape[0], -1)
+        elif self.layout == "transpose":
+            t = t.T
+        if self.rows is not None:
+            t = t[: self.rows]
+        out = as_float(t.to(device), dtype)
+        return out.clone() if copy and out.data_ptr() == t.data_ptr() else out
+
+
+@dataclass(frozen=True, eq=False)
+class LoraModule:
+    """One low-rank module: ΔW (m, n) = scale · left (m, r) @ right (r, n).
+
+    For PEFT Linear layers left = B and right = A; for embedding LoRA, ΔW = s·(B@A)ᵀ so left = Aᵀ and
+    right = Bᵀ; conv factors are flattened to 2-D. ``magnitude`` is DoRA's magnitude vector.
+    """
+
+    name: str
+    left: TensorRef
+    right: TensorRef
+    rank: int  # nominal r (configuration), used for the scale
+    alpha: float | None
+    scale: float
+    kind: str = "linear"  # linear | conv | embedding
+    source: str = "lora"
+    magnitude: TensorRef | None = None
+    fan_in_fan_out: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.left.shape[0], self.right.shape[1])
+
+    @property
+    def tensor_rank(self) -> int:
+        return self.left.shape[1]
+
+
+@dataclass
+class Weights:
+    """A dense checkpoint: every tensor of a model (single file, sharded, or a Hugging Face folder)."""
+
+    path: Path
+    format: str
+    store: TensorStore
+    config: dict[str, Any] | None = None
+
+    kind = "weights"
+
+
+@dataclass
+class Adapter:
+    """A LoRA adapter: its low-rank modules, plus full tensors it carries (PEFT modules_to_save, biases)."""
+
+    path: Path
+    format: str
+    store: TensorStore
+    modules: list[LoraModule]
+    dense: dict[str, TensorRef] = field(default_factory=dict)  # name -> full 2-D+ tensor it replaces
+    vectors: dict[str, TensorRef] = field(default_factory=dict)  # name -> 1-D tensor (biases, norms)
+    config: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    kind = "adapter"
+
+    @property
+    def is_dora(self) -> bool:
+        return any(m.magnitude is not None for m in self.modules)

@@ -1,0 +1,61 @@
+"""`lorascope spectrum`: analyze every ΔW of an adapter, an adapter on its base, or a base/fine-tuned pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import check_out, default_out, wrote
+
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/spectrum-<inputs>].")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+              help="Force the format of the adapter / tuned input instead of detecting it from content.")
+@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+              help="Force the format of the base input.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Randomized SVD: only the top K singular values of dense updates (‖ΔW‖_F stays exact).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="dtype of dense ΔW and its SVD (factored LoRA spectra are always float64).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Modules computed in parallel (BLAS threads are divided among them).")
+@click.option("--include", default=None, help="Only modules whose name matches this regex.")
+@click.option("--exclude", default=None, help="Skip modules whose name matches this regex.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomized SVD.")
+@click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
+def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, include, exclude, seed, no_report, quiet):
+    """Singular values of every weight update, with effective ranks and magnitudes.
+
+    \b
+      lorascope spectrum ADAPTER             a LoRA adapter alone: ΔW = s·B@A
+      lorascope spectrum BASE TUNED          base vs fine-tuned checkpoints: ΔW = tuned − base
+      lorascope spectrum BASE ADAPTER        an adapter on its base: adds base norms, exact DoRA ΔW
+
+    Writes modules.csv, singular_values.safetensors, vectors.csv and summary.json to --out.
+    """
+    from ..analysis import analyze
+    from ..errors import LorascopeError
+    from .summary import print_summary
+
+    if len(inputs) > 2:
+        raise LorascopeError(f"spectrum takes one input (an adapter) or two (BASE and TUNED/ADAPTER), got {len(inputs)}.")
+    first, second = inputs[0], inputs[1] if len(inputs) == 2 else None
+    out = check_out(out or default_out("spectrum", *inputs))
+    results = analyze(
+        first, second,
+        format=None if fmt == "auto" else fmt,
+        base_format=None if base_format == "auto" else base_format,
+        progress=not quiet, top_k=top_k, precision=precision, device=device, workers=workers,
+        include=include, exclude=exclude, seed=seed,
+    )
+    results.save(out)
+    if not quiet:
+        print_summary(results)
+    wrote(out)
