@@ -73,10 +73,10 @@ def factored_svd(
         s = torch.linalg.svdvals(core)
         return SVD(s.cpu(), fro, "factored", True)
     u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
-    u_c, vh_c = _svd_flip(u_c, vh_c)
     u = q_l @ u_c  # (m, k1) @ (k1, k) -> (m, k)
-    v = q_r @ vh_c.T  # (n, k2) @ (k2, k) -> (n, k)
-    return SVD(s.cpu(), fro, "factored", True, u.cpu(), v.cpu())
+    vh = vh_c @ q_r.T  # (k, k2) @ (k2, n) -> (k, n)
+    u, vh = _svd_flip(u, vh)
+    return SVD(s.cpu(), fro, "factored", True, u.cpu(), vh.T.cpu())
 
 
 def exact_svd(delta: torch.Tensor, compute_uv: bool = False) -> SVD:

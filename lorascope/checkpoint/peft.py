@@ -115,7 +115,10 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any],
         if m is None:
             name = re.sub(r"\.modules_to_save\.[^.]+", "", strip_adapter_prefix(key))
             info = store.info(key)
-            if not info.is_float:
+            if ".base_layer." in f".{name}.":
+                warnings.append({"name": name, "reason": "copy of a base weight saved with the adapter (PEFT "
+                                 "save_embedding_layers); not part of the LoRA update, skipped"})
+            elif not info.is_float:
                 warnings.append({"name": name, "reason": f"non-float tensor ({info.dtype}) skipped"})
             elif len(info.shape) >= 2:
                 dense[name.removesuffix(".weight")] = TensorRef(store, key, "flatten")

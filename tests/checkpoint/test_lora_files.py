@@ -1,0 +1,124 @@
+"""Single-file LoRAs of diffusion tools, built in tmp_path: layout detection, names, scales, conv flattening."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from builders import save_st
+from refs import assert_sigma_close, ref_sigma
+
+import lorascope
+from lorascope.checkpoint import open_checkpoint
+from lorascope.checkpoint.lora_files import kohya_name
+from lorascope.errors import LorascopeError
+
+g = torch.Generator().manual_seed(0)
+
+
+def rnd(*shape):
+    return torch.randn(*shape, generator=g)
+
+
+def spectra(path):
+    res = lorascope.analyze(path)
+    return res, res.modules.set_index("name")
+
+
+def test_kohya_linear_and_conv_with_alpha(tmp_path):
+    down, up = rnd(4, 32), rnd(48, 4)
+    cdown, cup = rnd(4, 8, 3, 3), rnd(16, 4, 1, 1)
+    p = save_st(tmp_path / "k.safetensors", {
+        "lora_unet_down_blocks_0_attentions_1_proj_in.lora_down.weight": down,
+        "lora_unet_down_blocks_0_attentions_1_proj_in.lora_up.weight": up,
+        "lora_unet_down_blocks_0_attentions_1_proj_in.alpha": torch.tensor(2.0),
+        "lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight": cdown,
+        "lora_unet_down_blocks_1_resnets_0_conv1.lora_up.weight": cup,
+        "lora_unet_down_blocks_1_resnets_0_conv1.alpha": torch.tensor(8.0),
+    })
+    res, rows = spectra(p)
+    lin = "unet_down_blocks.0.attentions.1.proj_in"
+    conv = "unet_down_blocks.1.resnets.0.conv1"
+    assert rows.loc[lin, "scale"] == pytest.approx(2.0 / 4) and rows.loc[lin, "layer"] == 0
+    assert_sigma_close(res.spectrum(lin), ref_sigma(0.5 * (up.double() @ down.double()).numpy()), 1e-6, 1e-9)
+    dense_conv = (cup.reshape(16, 4).double() @ cdown.reshape(4, 72).double()).numpy() * 2.0  # flattened (out, in·kh·kw)
+    assert (rows.loc[conv, "rows"], rows.loc[conv, "cols"]) == (16, 72)
+    assert_sigma_close(res.spectrum(conv), ref_sigma(dense_conv), 1e-6, 1e-9)
+    assert set(rows["source"]) == {"kohya"}
+
+
+def test_kohya_without_alpha_uses_scale_one_and_warns(tmp_path):
+    p = save_st(tmp_path / "k.safetensors", {
+        "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_down.weight": rnd(2, 8),
+        "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_up.weight": rnd(8, 2),
+    })
+    res, rows = spectra(p)
+    assert rows["scale"].tolist() == [1.0]
+    assert any("alpha" in w["reason"] for w in res.summary["warnings"])
+    assert kohya_name("lora_te_text_model_encoder_layers_3_mlp_fc1") == "te_text_model_encoder_layers.3.mlp_fc1"
+
+
+def test_diffusers_processor_keys_map_to_module_names(tmp_path):
+    pre = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"
+    p = save_st(tmp_path / "pytorch_lora_weights.safetensors", {
+        f"{pre}.to_q_lora.down.weight": rnd(4, 10), f"{pre}.to_q_lora.up.weight": rnd(10, 4),
+        f"{pre}.to_out_lora.down.weight": rnd(4, 10), f"{pre}.to_out_lora.up.weight": rnd(10, 4),
+        "unet.mid_block.attentions.0.proj_in.lora.down.weight": rnd(4, 10),
+        "unet.mid_block.attentions.0.proj_in.lora.up.weight": rnd(12, 4),
+    })
+    ckpt = open_checkpoint(p)
+    assert ckpt.format == "diffusers"
+    names = sorted(m.name for m in ckpt.modules)
+    assert names == ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+                     "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+                     "unet.mid_block.attentions.0.proj_in"]
+
+
+def test_lora_ab_scale_from_alpha_tensor_then_metadata_then_one(tmp_path):
+    a, b = rnd(4, 20), rnd(6, 4)
+    with_alpha = save_st(tmp_path / "a.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
+                                                      "transformer.blocks.0.proj.lora_B.weight": b,
+                                                      "transformer.blocks.0.proj.alpha": torch.tensor(8.0)})
+    with_meta = save_st(tmp_path / "m.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
+                                                     "transformer.blocks.0.proj.lora_B.weight": b},
+                        {"ss_network_alpha": "2", "ss_network_dim": "4"})
+    bare = save_st(tmp_path / "b.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
+                                                "transformer.blocks.0.proj.lora_B.weight": b})
+    for path, scale in ((with_alpha, 2.0), (with_meta, 0.5), (bare, 1.0)):
+        res, rows = spectra(path)
+        assert rows["scale"].iloc[0] == pytest.approx(scale)
+        assert rows["source"].iloc[0] == "lora-ab"
+        assert_sigma_close(res.spectrum("transformer.blocks.0.proj"), ref_sigma(scale * (b.double() @ a.double()).numpy()), 1e-6, 1e-9)
+    assert any("scale 1 assumed" in w["reason"] for w in lorascope.analyze(bare).summary["warnings"])
+
+
+def test_cloneofsimo_rank_from_metadata(tmp_path):
+    p = save_st(tmp_path / "c.safetensors", {"unet:0:down": rnd(3, 16), "unet:0:up": rnd(16, 3),
+                                            "unet:1:down": rnd(3, 16), "unet:1:up": rnd(16, 3)},
+                {"unet:0:rank": "3", "unet:1:rank": "5"})
+    ckpt = open_checkpoint(p)
+    assert ckpt.format == "cloneofsimo" and [m.name for m in ckpt.modules] == ["unet.0", "unet.1"]
+    assert any("metadata says rank 5" in w["reason"] for w in ckpt.warnings)
+
+
+def test_lycoris_and_unknown_layouts_fail_clearly(tmp_path):
+    lokr = save_st(tmp_path / "lokr.safetensors", {"lora_unet_x.lokr_w1": rnd(4, 4), "lora_unet_x.lokr_w2": rnd(4, 4)})
+    with pytest.raises(LorascopeError, match="LoKr"):
+        open_checkpoint(lokr)
+    unknown = save_st(tmp_path / "u.safetensors", {"w_a_000": rnd(4, 8), "w_b_000": rnd(8, 4)})
+    with pytest.raises(LorascopeError, match="not a LoRA adapter"):
+        lorascope.analyze(unknown)
+    half = save_st(tmp_path / "h.safetensors", {"lora_unet_x.lora_down.weight": rnd(4, 8)})
+    with pytest.raises(LorascopeError, match="only the down factor"):
+        open_checkpoint(half)
+
+
+def test_forced_format_overrides_detection(tmp_path):
+    p = save_st(tmp_path / "k.safetensors", {"lora_unet_x_0_y.lora_down.weight": rnd(2, 6),
+                                             "lora_unet_x_0_y.lora_up.weight": rnd(6, 2)})
+    assert open_checkpoint(p, "kohya").format == "kohya"
+    assert open_checkpoint(p, "safetensors").kind == "weights"
+    with pytest.raises(LorascopeError, match="unknown format"):
+        open_checkpoint(p, "gguf")
+    assert math.isfinite(lorascope.analyze(p).modules["fro_norm"].iloc[0])
+    assert np.isfinite(lorascope.analyze(p, format="kohya").spectrum("unet_x.0.y")).all()

@@ -1,0 +1,112 @@
+"""Adapters and LoRA files written by other people's tools (../shared/fixtures/real): each loads, and its
+singular values match a dense float64 reference built from the raw tensors; each negative fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from refs import assert_sigma_close, ref_sigma
+
+import lorascope
+from lorascope.checkpoint import open_checkpoint
+from lorascope.cli import main
+from conftest import REAL
+
+PEFT = sorted(p.name for p in (REAL / "peft").iterdir()) if (REAL / "peft").is_dir() else []
+FILES = sorted(p.name for p in (REAL / "lora_files").iterdir()) if (REAL / "lora_files").is_dir() else []
+NEGATIVE = ["huggingface+peft_mt0-large_IA3", "lycoris_smart_falcon_4_lokr.safetensors",
+            "JamesQFreeman_LoRA-ViT_lora.safetensors"]
+
+
+def raw_tensors(path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def dense_reference(module, raw, scale):
+    """s · up @ down from the raw stored tensors in float64, conv kernels flattened to (out, in·kh·kw)."""
+    assert module.kind != "embedding"  # none of the real fixtures has an embedding LoRA
+    up = raw[module.left.key].double()
+    down = raw[module.right.key].double()
+    return scale * (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)).numpy()
+
+
+def sample(modules, most=8, big=5_000_000):
+    """Evenly spaced modules (all of them when few), at most one whose dense SVD is large: keeps CI fast."""
+    step = max(1, len(modules) // most)
+    picked, big_seen = [], False
+    for m in modules[::step]:
+        large = m.shape[0] * m.shape[1] > big
+        if large and big_seen:
+            continue
+        big_seen |= large
+        picked.append(m)
+    return picked
+
+
+def check_adapter(path, weight_file, expected_scale):
+    ckpt = open_checkpoint(path)
+    res = lorascope.analyze(ckpt)
+    raw = raw_tensors(weight_file)
+    rows = res.modules.set_index("name")
+    assert len(rows) == len(ckpt.modules) > 0
+    for m in ckpt.modules:
+        assert m.scale == pytest.approx(expected_scale(m))
+        assert rows.loc[m.name, "n_singular"] == min(m.tensor_rank, *m.shape)
+    for m in sample(ckpt.modules):
+        want = ref_sigma(dense_reference(m, raw, expected_scale(m)))
+        assert_sigma_close(res.spectrum(m.name), want, rtol=1e-5, atol_rel=1e-7)
+        assert rows.loc[m.name, "fro_norm"] == pytest.approx(float(np.sqrt((want**2).sum())), rel=1e-6)
+    return res
+
+
+@pytest.mark.parametrize("name", PEFT)
+def test_real_peft_adapter(real_fixtures, name):
+    folder = real_fixtures / "peft" / name
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    weights = next(folder / f for f in ("adapter_model.safetensors", "adapter_model.bin") if (folder / f).exists())
+    res = check_adapter(folder, weights, lambda m: cfg["lora_alpha"] / cfg["r"])
+    assert res.summary["inputs"][0]["format"] == "peft"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_real_lora_file(real_fixtures, name):
+    path = real_fixtures / "lora_files" / name
+    res = check_adapter(path, path, lambda m: 1.0)  # none of these files stores an alpha
+    assert any("scale" in w["reason"] or "alpha" in w["reason"] for w in res.summary["warnings"])
+
+
+def test_gpt2_c_proj_target_matches_two_module_types(real_fixtures):
+    res = lorascope.analyze(real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora")
+    assert {"attn.c_proj", "mlp.c_proj", "attn.c_attn"} == set(res.modules["module"])
+
+
+@pytest.mark.parametrize("name", NEGATIVE)
+def test_negative_inputs_fail_cleanly(real_fixtures, name, tmp_path):
+    path = real_fixtures / "negative" / name
+    result = CliRunner().invoke(main, ["spectrum", str(path), "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and str(path.name) in result.output
+    assert not (tmp_path / "o").exists()  # nothing written for a failed run
+
+
+def test_unrelated_pickled_state_dicts_fail_listing_every_mismatch(real_fixtures, tmp_path):
+    base = real_fixtures / "negative" / "persimmon_vanilla_model.pt"
+    tuned = real_fixtures / "negative" / "persimmon_finetuned_model.pt"
+    before = (base.stat().st_mtime_ns, tuned.stat().st_mtime_ns)
+    proc = subprocess.run([sys.executable, "-m", "lorascope.cli", "spectrum", str(base), str(tuned), "-q",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for key in ("layer1.0.weight", "layer2.0.weight", "fc1.weight", "fc2.weight"):
+        assert key in proc.stderr
+    assert (base.stat().st_mtime_ns, tuned.stat().st_mtime_ns) == before  # inputs never written

@@ -1,0 +1,80 @@
+"""The `lorascope spectrum` command: outputs, default folder, summary, refusals and clean errors."""
+
+import pandas as pd
+import torch
+from builders import peft_folder, save_st
+from click.testing import CliRunner
+
+from lorascope.cli import main
+
+g = torch.Generator().manual_seed(0)
+
+
+def adapter(tmp_path):
+    tensors = {}
+    for i in range(3):
+        for proj in ("q_proj", "v_proj"):
+            tensors[f"model.layers.{i}.self_attn.{proj}.lora_A.weight"] = torch.randn(4, 16, generator=g)
+            tensors[f"model.layers.{i}.self_attn.{proj}.lora_B.weight"] = torch.randn(16, 4, generator=g)
+    return peft_folder(tmp_path / "my-adapter", tensors, {"r": 4, "lora_alpha": 8})
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_adapter_to_default_folder_with_summary(tmp_path, monkeypatch):
+    ad = adapter(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = run("spectrum", ad, "--no-report")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "reports" / "spectrum-my-adapter"
+    assert {p.name for p in out.iterdir()} >= {"modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv"}
+    assert "results written to reports/spectrum-my-adapter" in res.output
+    assert "Median per module type" in res.output and "self_attn.q_proj" in res.output
+    assert "largest updates" in res.output
+    assert len(pd.read_csv(out / "modules.csv")) == 6
+
+
+def test_quiet_out_and_rerun_into_own_results(tmp_path):
+    ad = adapter(tmp_path)
+    out = tmp_path / "res"
+    for _ in range(2):  # a results folder may be written again
+        res = run("spectrum", ad, "--out", out, "-q", "--no-report", "--include", "q_proj")
+        assert res.exit_code == 0, res.output
+        assert "Median" not in res.output and f"results written to {out}" in res.output
+    assert len(pd.read_csv(out / "modules.csv")) == 3
+
+
+def test_refuses_to_write_into_a_folder_it_does_not_own(tmp_path):
+    ad = adapter(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    res = run("spectrum", ad, "--out", mine, "-q")
+    assert res.exit_code == 2 and "refusing to write" in res.output
+    assert (mine / "notes.txt").read_text() == "precious" and len(list(mine.iterdir())) == 1
+    res = run("spectrum", ad, "--out", ad, "-q")  # the adapter folder itself
+    assert res.exit_code == 2 and len(list(ad.iterdir())) == 2
+
+
+def test_bad_inputs_exit_2_without_traceback(tmp_path):
+    ad = adapter(tmp_path)
+    plain = save_st(tmp_path / "w.safetensors", {"a.weight": torch.ones(2, 2)})
+    for args, expected in [
+        (("spectrum", ad, ad, ad), "one input"),
+        (("spectrum", plain), "not a LoRA adapter"),
+        (("spectrum", ad, "--include", "(("), "regular expression"),
+        (("spectrum", ad, "--device", "tpu"), "device must be"),
+    ]:
+        res = run(*args, "-q", "--out", tmp_path / "never")
+        assert res.exit_code == 2, (args, res.output)
+        assert expected in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "never").exists()
+    res = run("spectrum", tmp_path / "missing")
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_help_lists_commands():
+    res = run("--help")
+    assert res.exit_code == 0 and "spectrum" in res.output
