@@ -14,20 +14,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from . import __version__
 from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
 from .delta import Delta, DenseDelta, DoraDelta, LowRankDelta, Plan, VectorDelta, filter_names, plan_deltas, vector_update
 from .errors import LorascopeError
-from .linalg import PRECISIONS, SVD, exact_svd, factored_svd, randomized_svd, resolve_device
+from .linalg import PRECISIONS, SVD, exact_svd, factored_svd, randomized_svd, resolve_device, torch_dtype
 from .metrics import module_metrics
 from .names import split_name
 from .progress import progress_bar
 from .results import Results, modules_frame, vectors_frame
+
+if TYPE_CHECKING:
+    import torch
+
+# Where a computation runs: None = numpy on the CPU (no torch import), else a torch device.
+Device = Any
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class Options:
     """How to compute. Defaults: exact float32 SVDs on the best device, one module at a time."""
 
     precision: str = "float32"  # dense ΔW dtype; the factored path is always float64
+    # 'auto': dense SVDs on a GPU when torch sees one; factored SVDs of LoRA factors (tiny r×r cores)
+    # stay on the CPU in numpy unless a CUDA device is named explicitly.
     top_k: int | None = None  # randomized top-k for dense updates; None = all singular values
     device: str = "auto"
     workers: int = 1
@@ -63,64 +70,147 @@ def _dense_svd(delta: torch.Tensor, opts: Options) -> SVD:
     return exact_svd(delta)
 
 
-def _norm(t: torch.Tensor) -> float:
+def _norm(t: Any) -> float:
+    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix)."""
+    if isinstance(t, np.ndarray):
+        flat = t.reshape(-1)
+        return float(np.sqrt(sum(float(np.dot(c, c)) for c in np.array_split(flat, max(1, flat.size // (1 << 22))))))
+    import torch
+
     return float(torch.linalg.vector_norm(t, dtype=torch.float64).cpu())
 
 
-def _compute_dense(d: DenseDelta, opts: Options, device: torch.device) -> tuple[SVD, float | None]:
-    dtype = PRECISIONS[opts.precision]
-    delta = d.tuned.load(dtype, device, copy=True)
-    base = d.base.load(dtype, device)
+# ---- one module in two phases: fetch (read from disk into CPU memory) and compute (on the device) ------
+# Splitting them lets the next module be read while this one is computed (see ``run_local``).
+
+
+@dataclass
+class Fetched:
+    """One module's tensors in CPU memory, as stored (numpy arrays for the numpy factored path)."""
+
+    delta: Delta
+    device: Device
+    arrays: dict[str, Any]
+    read_seconds: float = 0.0
+
+
+def _cpu(t: torch.Tensor, device: Device) -> torch.Tensor:
+    """Pinned memory when the compute device is a GPU, so the host-to-device copy can overlap."""
+    return t.pin_memory() if device is not None and device.type == "cuda" else t
+
+
+def _fetch_dense(d: DenseDelta, device: Device) -> dict[str, Any]:
+    return {"tuned": _cpu(d.tuned.fetch(), device), "base": _cpu(d.base.fetch(), device)}
+
+
+def _fetch_lowrank(d: LowRankDelta, device: Device) -> dict[str, Any]:
+    if device is None:  # numpy on the CPU: no torch import for adapter-only runs
+        out = {"left": d.module.left.load_numpy(), "right": d.module.right.load_numpy()}
+        if d.base is not None:
+            out["base"] = d.base.load_numpy(np.float32)
+        return out
+    out = {"left": _cpu(d.module.left.fetch(), device), "right": _cpu(d.module.right.fetch(), device)}
+    if d.base is not None:
+        out["base"] = _cpu(d.base.fetch(), device)
+    return out
+
+
+def _fetch_dora(d: DoraDelta, device: Device) -> dict[str, Any]:
+    refs = {"base": d.base, "left": d.module.left, "right": d.module.right, "magnitude": d.module.magnitude}
+    return {k: _cpu(ref.fetch(), device) for k, ref in refs.items()}  # type: ignore[union-attr]
+
+
+def _compute_dense(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
+    from .checkpoint.base import upcast
+
+    dtype = torch_dtype(opts.precision)
+    delta = upcast(f.arrays.pop("tuned"), dtype, f.device, copy=True)
+    base = upcast(f.arrays.pop("base"), dtype, f.device)
     base_norm = _norm(base)
     delta.sub_(base)  # in place: peak memory is two matrices, then one plus the SVD's copy
     del base
     return _dense_svd(delta, opts), base_norm
 
 
-def _compute_lowrank(d: LowRankDelta, opts: Options, device: torch.device) -> tuple[SVD, float | None]:
-    left = d.module.left.load(torch.float64, device)
-    right = d.module.right.load(torch.float64, device)
-    svd = factored_svd(left, right, d.module.scale)
-    base_norm = _norm(d.base.load(PRECISIONS[opts.precision], device)) if d.base is not None else None
-    return svd, base_norm
+def _compute_lowrank(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
+    a = f.arrays
+    if f.device is not None:
+        import torch
+
+        from .checkpoint.base import upcast
+
+        a = {k: upcast(v, torch.float64 if k != "base" else torch_dtype(opts.precision), f.device) for k, v in a.items()}
+    base_norm = _norm(a["base"]) if "base" in a else None
+    return factored_svd(a["left"], a["right"], f.delta.module.scale), base_norm  # type: ignore[union-attr]
 
 
-def dora_update(d: DoraDelta, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ΔW, W0) of a DoRA module: m ⊙ (W0 + sBA) / ‖W0 + sBA‖_row − W0 (Liu et al. 2024, Eq. 5; PEFT's layout)."""
-    w0 = d.base.load(dtype, device)  # (m, n)
-    left = d.module.left.load(dtype, device)  # (m, r)
-    right = d.module.right.load(dtype, device)  # (r, n)
-    merged = w0 + d.module.scale * (left @ right)  # (m, r) @ (r, n) -> (m, n)
+def dora_from(w0: torch.Tensor, left: torch.Tensor, right: torch.Tensor, magnitude: torch.Tensor, scale: float,
+              where: str = "DoRA module") -> torch.Tensor:
+    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖_row − W0 (Liu et al. 2024, Eq. 5), the norm per output row as PEFT takes it."""
+    import torch
+
+    merged = w0 + scale * (left @ right)  # (m, r) @ (r, n) -> (m, n)
     norms = torch.linalg.vector_norm(merged, dim=1, keepdim=True)  # (m, 1): one per output feature
-    magnitude = d.module.magnitude.load(dtype, device).reshape(-1, 1)  # type: ignore[union-attr]
+    magnitude = magnitude.reshape(-1, 1)  # (m, 1)
     if magnitude.shape[0] != merged.shape[0]:
         raise LorascopeError(
-            f"{d.module.magnitude.key}: DoRA magnitude has {magnitude.shape[0]} entries but the weight has "  # type: ignore[union-attr]
-            f"{merged.shape[0]} output features"
+            f"{where}: DoRA magnitude has {magnitude.shape[0]} entries but the weight has {merged.shape[0]} output features"
         )
-    return magnitude / norms * merged - w0, w0
+    return magnitude / norms * merged - w0
 
 
-def _compute_dora(d: DoraDelta, opts: Options, device: torch.device) -> tuple[SVD, float | None]:
-    delta, w0 = dora_update(d, PRECISIONS[opts.precision], device)
-    base_norm = _norm(w0)
-    del w0
+def dora_update(d: DoraDelta, dtype: torch.dtype, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ΔW, W0) of a DoRA module, read from its checkpoint."""
+    w0 = d.base.load(dtype, device)  # (m, n)
+    parts = (d.module.left, d.module.right, d.module.magnitude)
+    left, right, magnitude = (ref.load(dtype, device) for ref in parts)  # type: ignore[union-attr]
+    return dora_from(w0, left, right, magnitude, d.module.scale, d.name), w0
+
+
+def _compute_dora(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
+    from .checkpoint.base import upcast
+
+    dtype = torch_dtype(opts.precision)
+    t = {k: upcast(v, dtype, f.device) for k, v in f.arrays.items()}
+    delta = dora_from(t["base"], t["left"], t["right"], t["magnitude"], f.delta.module.scale, f.delta.name)
+    base_norm = _norm(t["base"])
+    del t
     return _dense_svd(delta, opts), base_norm
 
 
-COMPUTE: dict[type, Callable[[Any, Options, torch.device], tuple[SVD, float | None]]] = {
+FETCH: dict[type, Callable[[Any, Device], dict[str, Any]]] = {
+    DenseDelta: _fetch_dense,
+    LowRankDelta: _fetch_lowrank,
+    DoraDelta: _fetch_dora,
+}
+COMPUTE: dict[type, Callable[[Fetched, Options], tuple[SVD, float | None]]] = {
     DenseDelta: _compute_dense,
     LowRankDelta: _compute_lowrank,
     DoraDelta: _compute_dora,
 }
 
 
-def compute_delta(d: Delta, opts: Options, device: torch.device | None = None) -> Computed:
-    """One module: read its tensors, take the SVD, and return its modules.csv row and σ."""
-    device = device or resolve_device(opts.device)
+def pick_device(d: Delta, opts: Options) -> Device:
+    """None (numpy on the CPU) for factored SVDs unless CUDA is named; else the resolved torch device."""
+    if isinstance(d, LowRankDelta) and not opts.device.startswith("cuda"):
+        return None
+    return resolve_device(opts.device)
+
+
+def fetch(d: Delta, opts: Options) -> Fetched:
+    """Read one module's tensors into CPU memory (the I/O phase)."""
+    device = pick_device(d, opts)
     start = time.perf_counter()
-    svd, base_norm = COMPUTE[type(d)](d, opts, device)
-    sigma = svd.s.double().numpy()
+    arrays = FETCH[type(d)](d, device)
+    return Fetched(d, device, arrays, time.perf_counter() - start)
+
+
+def compute_fetched(f: Fetched, opts: Options) -> Computed:
+    """SVD and metrics of one fetched module: its modules.csv row and σ."""
+    d = f.delta
+    start = time.perf_counter()
+    svd, base_norm = COMPUTE[type(d)](f, opts)
+    sigma = np.asarray(svd.s, dtype=np.float64)
     layer, module = split_name(d.name)
     m, n = d.shape
     module_obj = getattr(d, "module", None)
@@ -136,19 +226,24 @@ def compute_delta(d: Delta, opts: Options, device: torch.device | None = None) -
         "scale": module_obj.scale if module_obj is not None else None,
     }
     row.update(module_metrics(sigma, (m, n), svd.fro_norm, svd.complete, base_norm))
-    row["seconds"] = time.perf_counter() - start
+    row["seconds"] = time.perf_counter() - start + f.read_seconds
     if getattr(d, "added_rows", 0):
         row["added_rows"] = d.added_rows  # type: ignore[union-attr]
     return Computed(row, sigma)
 
 
+def compute_delta(d: Delta, opts: Options) -> Computed:
+    """One module: read its tensors, take the SVD, and return its modules.csv row and σ."""
+    return compute_fetched(fetch(d, opts), opts)
+
+
 def vector_row(v: VectorDelta) -> dict[str, Any]:
     delta, base = vector_update(v)
     layer, module = split_name(v.name)
-    fro = float(torch.linalg.vector_norm(delta))
-    base_fro = float(torch.linalg.vector_norm(base)) if base is not None else None
+    fro = float(np.linalg.norm(delta))
+    base_fro = float(np.linalg.norm(base)) if base is not None else None
     return {
-        "name": v.name, "layer": layer, "module": module, "size": int(delta.numel()), "fro_norm": fro,
+        "name": v.name, "layer": layer, "module": module, "size": int(delta.size), "fro_norm": fro,
         "base_fro_norm": base_fro, "relative_update": fro / base_fro if base_fro else None,
     }
 
@@ -165,29 +260,46 @@ def _unique_names(plan: Plan) -> None:
             seen[d.name] = 1
 
 
-def run_plan(plan: Plan, opts: Options, progress: bool = True) -> list[Computed]:
-    """Compute every delta of a plan, in order, with ``opts.workers`` threads and bounded memory."""
-    device = resolve_device(opts.device)
+def run_local(plan: Plan, opts: Options, progress: bool = True) -> list[Computed]:
+    """Compute every delta of a plan in order on this machine, with bounded memory.
+
+    One worker: a reader thread fetches the next module from disk while this one is computed, so reads
+    overlap the SVDs (on a GPU especially) and at most two modules are in memory. ``workers`` > 1: that
+    many modules in flight, each with cores // workers BLAS threads (no oversubscription).
+    """
     results: list[Computed | None] = [None] * len(plan.deltas)
     with progress_bar(len(plan.deltas), "modules", progress) as bar:
         if opts.workers == 1:
-            for i, d in enumerate(plan.deltas):
-                results[i] = compute_delta(d, opts, device)
-                bar.advance(note=d.name)
+            _run_pipelined(plan.deltas, opts, results, bar)
         else:
-            _run_threads(plan.deltas, opts, device, results, bar)
+            _run_threads(plan.deltas, opts, results, bar)
     return results  # type: ignore[return-value]
 
 
-def _run_threads(deltas: list[Delta], opts: Options, device: torch.device, results: list, bar: Any) -> None:
-    """At most ``workers`` modules in flight, each with cores // workers BLAS threads (no oversubscription)."""
+def _run_pipelined(deltas: list[Delta], opts: Options, results: list, bar: Any) -> None:
+    if not deltas:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorascope-read") as reader:
+        upcoming = reader.submit(fetch, deltas[0], opts)
+        for i, d in enumerate(deltas):
+            current = upcoming.result()
+            if i + 1 < len(deltas):
+                upcoming = reader.submit(fetch, deltas[i + 1], opts)
+            results[i] = compute_fetched(current, opts)
+            del current
+            bar.advance(note=d.name)
+
+
+def _run_threads(deltas: list[Delta], opts: Options, results: list, bar: Any) -> None:
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts.workers))
     try:
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
             pending: dict[Future, int] = {}
             for i, d in enumerate(deltas):
-                pending[pool.submit(compute_delta, d, opts, device)] = i
+                pending[pool.submit(compute_delta, d, opts)] = i
                 if len(pending) >= opts.workers:
                     _drain(pending, deltas, results, bar, wait_all=False)
             _drain(pending, deltas, results, bar, wait_all=True)
@@ -206,6 +318,19 @@ def _drain(pending: dict[Future, int], deltas: list[Delta], results: list, bar: 
             bar.advance(note=deltas[i].name)
         if not wait_all:
             return
+
+
+def _run_ray(plan: Plan, opts: Options, progress: bool = True, address: str | None = None) -> list[Computed]:
+    from .ray_backend import run_ray
+
+    return run_ray(plan, opts, progress=progress, address=address)
+
+
+# execution backends: name -> runner(plan, opts, progress, address)
+BACKENDS: dict[str, Callable[..., list[Computed]]] = {
+    "local": lambda plan, opts, progress=True, address=None: run_local(plan, opts, progress),
+    "ray": _run_ray,
+}
 
 
 def versions() -> dict[str, str]:
@@ -279,6 +404,8 @@ def analyze(
     format: str | None = None,
     base_format: str | None = None,
     progress: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
     **options: Any,
 ) -> Results:
     """Analyze every weight update: an adapter alone, an adapter on its base, or base vs fine-tuned.
@@ -289,6 +416,9 @@ def analyze(
         format: force the format of the adapter / tuned input (see ``lorascope.checkpoint.FORMATS``).
         base_format: force the format of the base input.
         progress: show a progress bar on stderr.
+        backend: 'local' (this machine: threads, GPU) or 'ray' (one task per module or group of small
+            modules on a Ray cluster; needs the ``ray`` extra).
+        ray_address: the cluster to connect to with backend='ray' (default: start a local one).
         **options: fields of ``Options`` (precision, top_k, device, workers, include, exclude, seed).
 
     Returns:
@@ -299,15 +429,31 @@ def analyze(
     """
     try:
         opts = Options(**options)
-        resolve_device(opts.device)
+        if opts.device != "auto":
+            resolve_device(opts.device)
     except (TypeError, ValueError) as exc:
         raise LorascopeError(str(exc)) from None
+    if backend not in BACKENDS:
+        raise LorascopeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     start = time.perf_counter()
     base, tuned_ckpt = open_inputs(base_or_adapter, tuned, format, base_format)
     plan = filter_names(plan_deltas(base, tuned_ckpt), opts.include, opts.exclude)
     _unique_names(plan)
-    computed = run_plan(plan, opts, progress)
+    computed = BACKENDS[backend](plan, opts, progress, ray_address)
     inputs = ([describe_input("base", base)] if base is not None else []) + [
         describe_input("adapter" if isinstance(tuned_ckpt, Adapter) else "tuned", tuned_ckpt)
     ]
-    return build_results(plan, computed, inputs, asdict(opts), time.perf_counter() - start)
+    options_used = {**asdict(opts), "backend": backend, "ray_address": ray_address}
+    results = build_results(plan, computed, inputs, options_used, time.perf_counter() - start)
+    results.summary["timing"].update(_gpu_memory())
+    return results
+
+
+def _gpu_memory() -> dict[str, Any]:
+    """Peak GPU memory of this process, where the GPU was used."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {"gpu": torch.cuda.get_device_name(), "gpu_peak_bytes": int(torch.cuda.max_memory_allocated())}

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 from .checkpoint import Adapter, LoraModule, TensorRef, Weights
 from .errors import LorascopeError, raise_collected
@@ -328,10 +328,10 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
     return Plan(deltas, vectors, warnings, "adapter+base")
 
 
-def vector_update(v: VectorDelta) -> tuple[torch.Tensor, torch.Tensor | None]:
+def vector_update(v: VectorDelta) -> tuple[np.ndarray, np.ndarray | None]:
     """(Δv, v_base) of a 1-D update, float64."""
-    tuned = v.tuned.load(torch.float64).reshape(-1)
+    tuned = v.tuned.load_numpy().reshape(-1)
     if v.is_update or v.base is None:
         return tuned, None
-    base = v.base.load(torch.float64).reshape(-1)
-    return tuned[: base.numel()] - base, base
+    base = v.base.load_numpy().reshape(-1)
+    return tuned[: base.size] - base, base

@@ -8,79 +8,120 @@ Three methods, picked from ``METHODS`` by name:
 - ``randomized``: the top-k by a randomized range finder (Halko, Martinsson & Tropp 2011, Alg. 4.4)
   with ‖ΔW‖_F computed exactly from the entries, so energy fractions stay exact.
 
-This file owns no file access and no printing.
+This file owns no file access and no printing. The factored path works on numpy arrays or torch
+tensors alike (numpy keeps adapter-only runs free of the torch import); the dense paths use torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
-# The factored path runs in float64 whatever the requested precision: its cost is O((m + n) r²)
-# and float64 keeps small singular values accurate to ~1e-12 relative.
-FACTORED_DTYPE = torch.float64
-PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("float32", "float64")
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[precision]
 
 
 @dataclass
 class SVD:
-    """Singular values of one update, descending, on the CPU.
+    """Singular values of one update, descending, on the CPU, in the array type of the input.
 
     ``u`` (m, k) and ``v`` (n, k) hold left and right singular vectors when asked for.
     ``complete`` is True when every singular value not in ``s`` is exactly zero.
     """
 
-    s: torch.Tensor
+    s: Any
     fro_norm: float
     method: str
     complete: bool
-    u: torch.Tensor | None = None
-    v: torch.Tensor | None = None
+    u: Any = None
+    v: Any = None
 
 
-def _svd_flip(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
     """Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's svd_flip)."""
-    idx = u.abs().argmax(dim=0)
-    signs = torch.sign(u[idx, torch.arange(u.shape[1], device=u.device)])
+    cols = np.arange(u.shape[1])
+    if _is_torch(u):
+        import torch
+
+        idx = u.abs().argmax(dim=0)
+        signs = torch.sign(u[idx, torch.as_tensor(cols, device=u.device)])
+    else:
+        signs = np.sign(u[np.abs(u).argmax(axis=0), cols])
     signs[signs == 0] = 1
     return u * signs, vh * signs[:, None]
 
 
-def factored_svd(
-    left: torch.Tensor, right: torch.Tensor, scale: float = 1.0, compute_uv: bool = False
-) -> SVD:
-    """Exact SVD of s · left @ right without forming it.
+def _factored_core(left: Any, right: Any, scale: float, need_q: bool) -> tuple[Any, Any, Any, Any]:
+    """Q_L, Q_R (None unless ``need_q``) and the small core s·R_L R_Rᵀ, in float64, for numpy or torch inputs."""
+    if _is_torch(left):
+        import torch
+
+        linalg, left, right = torch.linalg, left.to(torch.float64), right.to(torch.float64)
+    else:
+        linalg, left, right = np.linalg, np.asarray(left, np.float64), np.asarray(right, np.float64)
+    if need_q:
+        q_l, r_l = linalg.qr(left)  # (m, k1), (k1, r)
+        q_r, r_r = linalg.qr(right.T)  # (n, k2), (k2, r)
+    else:  # R alone: LAPACK skips forming Q, about a third of the work
+        q_l = q_r = None
+        r_l = _r_only(linalg, left)
+        r_r = _r_only(linalg, right.T)
+    return q_l, q_r, scale * (r_l @ r_r.T), linalg  # core: (k1, r) @ (r, k2) -> (k1, k2)
+
+
+def _r_only(linalg: Any, x: Any) -> Any:
+    return linalg.qr(x, mode="r")[1] if linalg is not np.linalg else linalg.qr(x, mode="r")
+
+
+def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = False) -> SVD:
+    """Exact SVD of s · left @ right without forming it (METRICS.md: QR of both factors, SVD of the r×r core).
+
+    Runs in float64 whatever the input dtype: its cost is O((m + n) r² + r³) and float64 keeps the small
+    singular values accurate to ~1e-12 relative.
 
     Args:
-        left: (m, r), e.g. LoRA's B.
+        left: (m, r), e.g. LoRA's B — a numpy array or torch tensor.
         right: (r, n), e.g. LoRA's A.
         scale: s, e.g. lora_alpha / r.
         compute_uv: also return U = Q_L U_c and V = Q_R V_c.
 
     Returns:
-        An ``SVD`` with the min(m, n, r) singular values of the product, ``complete=True``.
+        An ``SVD`` with the min(m, n, r) singular values of the product, ``complete=True``; arrays of the
+        input's type (CPU tensors for torch inputs).
     """
     if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
         raise ValueError(f"factors do not chain: left {tuple(left.shape)}, right {tuple(right.shape)}")
-    left = left.to(FACTORED_DTYPE)
-    right = right.to(FACTORED_DTYPE)
-    q_l, r_l = torch.linalg.qr(left)  # (m, k1), (k1, r)
-    q_r, r_r = torch.linalg.qr(right.T)  # (n, k2), (k2, r)
-    core = scale * (r_l @ r_r.T)  # (k1, r) @ (r, k2) -> (k1, k2)
-    fro = float(torch.linalg.matrix_norm(core).cpu())
+    q_l, q_r, core, linalg = _factored_core(left, right, scale, compute_uv)
+    fro = float(linalg.norm(core))
+    to_cpu = (lambda x: x.cpu()) if _is_torch(core) else (lambda x: x)
     if not compute_uv:
-        s = torch.linalg.svdvals(core)
-        return SVD(s.cpu(), fro, "factored", True)
-    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
+        s = linalg.svdvals(core) if _is_torch(core) else linalg.svd(core, compute_uv=False)
+        return SVD(to_cpu(s), fro, "factored", True)
+    u_c, s, vh_c = linalg.svd(core, full_matrices=False)
     u = q_l @ u_c  # (m, k1) @ (k1, k) -> (m, k)
     vh = vh_c @ q_r.T  # (k, k2) @ (k2, n) -> (k, n)
     u, vh = _svd_flip(u, vh)
-    return SVD(s.cpu(), fro, "factored", True, u.cpu(), vh.T.cpu())
+    return SVD(to_cpu(s), fro, "factored", True, to_cpu(u), to_cpu(vh.T))
 
 
 def exact_svd(delta: torch.Tensor, compute_uv: bool = False) -> SVD:
     """All min(m, n) singular values of a dense (m, n) update, in the dtype it arrives in."""
+    import torch
+
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
         return SVD(torch.linalg.svdvals(delta).cpu().double(), fro, "exact", True)
@@ -108,6 +149,8 @@ def randomized_svd(delta: torch.Tensor, k: int, seed: int = 0, compute_uv: bool 
     ‖ΔW‖_F is exact, from the entries; ``complete`` is False unless k covers min(m, n), in which
     case the exact SVD is used instead.
     """
+    import torch
+
     m, n = delta.shape
     if k >= min(m, n):
         return exact_svd(delta, compute_uv)
@@ -135,6 +178,8 @@ METHODS = {"factored": factored_svd, "exact": exact_svd, "randomized": randomize
 
 def resolve_device(device: str) -> torch.device:
     """'auto' → CUDA when torch sees a GPU, else CPU; 'cuda' without a GPU is an error the caller reports."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):

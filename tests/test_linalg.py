@@ -18,7 +18,7 @@ def test_factored_matches_dense_float64(m, n, r):
     ref = ref_sigma(scale * (b.astype(np.float32).astype(np.float64) @ a.astype(np.float32).astype(np.float64)))
     assert got.complete and got.method == "factored"
     assert len(got.s) == min(m, n, r)
-    assert_sigma_close(got.s.numpy(), ref, rtol=1e-9, atol_rel=1e-12)
+    assert_sigma_close(got.s, ref, rtol=1e-9, atol_rel=1e-12)
     assert got.fro_norm == pytest.approx(float(np.sqrt((ref**2).sum())), rel=1e-12)
 
 
@@ -26,7 +26,7 @@ def test_factored_recovers_planted_spectrum_with_non_orthogonal_factors():
     sig = [10.0, 4.0, 1.0, 0.25, 1e-3]
     b, a = planted_factors(500, 400, sig, seed=1)
     got = linalg.factored_svd(torch.tensor(b), torch.tensor(a), 1.0)
-    assert_sigma_close(got.s.numpy(), sig, rtol=1e-10)
+    assert_sigma_close(got.s, sig, rtol=1e-10)
 
 
 def test_factored_vectors_reconstruct_the_product_and_are_orthonormal():
@@ -39,10 +39,20 @@ def test_factored_vectors_reconstruct_the_product_and_are_orthonormal():
     assert np.all(u[np.abs(u).argmax(axis=0), range(3)] > 0)  # deterministic signs
 
 
+def test_factored_numpy_and_torch_inputs_agree():
+    b, a = planted_factors(70, 50, [4.0, 2.0, 0.5], seed=6)
+    from_numpy = linalg.factored_svd(b, a, 1.5, compute_uv=True)
+    from_torch = linalg.factored_svd(torch.tensor(b), torch.tensor(a), 1.5, compute_uv=True)
+    assert isinstance(from_numpy.s, np.ndarray) and isinstance(from_torch.s, torch.Tensor)
+    np.testing.assert_allclose(from_numpy.s, from_torch.s.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(from_numpy.u, from_torch.u.numpy(), atol=1e-12)  # same deterministic signs
+    np.testing.assert_allclose(from_numpy.v, from_torch.v.numpy(), atol=1e-12)
+
+
 def test_exact_matches_numpy():
     x = np.random.default_rng(3).standard_normal((90, 70))
     got = linalg.exact_svd(torch.tensor(x))
-    assert_sigma_close(got.s.numpy(), ref_sigma(x), rtol=1e-12)
+    assert_sigma_close(got.s, ref_sigma(x), rtol=1e-12)
     assert got.complete and got.fro_norm == pytest.approx(np.linalg.norm(x))
 
 
@@ -51,7 +61,7 @@ def test_randomized_top_k_is_close_and_fro_exact():
     x = planted(400, 300, sig, seed=4) + 1e-4 * np.random.default_rng(5).standard_normal((400, 300))
     got = linalg.randomized_svd(torch.tensor(x, dtype=torch.float32), k=20, seed=0)
     assert not got.complete and len(got.s) == 20
-    assert_sigma_close(got.s.numpy(), ref_sigma(x)[:20], rtol=1e-4)
+    assert_sigma_close(got.s, ref_sigma(x)[:20], rtol=1e-4)
     assert got.fro_norm == pytest.approx(np.linalg.norm(x), rel=1e-6)
 
 

@@ -64,7 +64,7 @@ def _existing(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise LorascopeError(f"{p} does not exist.")
-    return p
+    return p.resolve()  # absolute: worker processes and Ray tasks read the same files
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

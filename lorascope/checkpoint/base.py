@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from ..errors import LorascopeError
 from .store import TensorStore
 
+if TYPE_CHECKING:
+    import torch
+
 LAYOUTS = ("as_is", "flatten", "transpose")
 
 
-def as_float(t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Upcast any floating tensor (float8, float16, bfloat16 …) before linear algebra."""
+def upcast(t: torch.Tensor, dtype: torch.dtype, device: Any = "cpu", copy: bool = False) -> torch.Tensor:
+    """Move to ``device`` and upcast any floating tensor (float8, float16, bfloat16 …) before linear algebra.
+
+    ``copy=True`` guarantees memory that may be written in place (never the stored tensor itself).
+    """
     if not t.is_floating_point():
         raise LorascopeError(f"expected a floating-point tensor, got {t.dtype}")
-    return t.to(dtype)
+    out = t.to(device, non_blocking=t.is_pinned()).to(dtype)
+    return out.clone() if copy and out.data_ptr() == t.data_ptr() else out
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,11 +65,8 @@ class TensorRef:
             s = (self.rows, *s[1:])
         return tuple(s)
 
-    def load(
-        self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", copy: bool = False
-    ) -> torch.Tensor:
-        """The tensor upcast to ``dtype`` on ``device``; ``copy=True`` guarantees memory that may be written."""
-        t = self.store.get(self.key)
+    def _arrange(self, t: Any) -> Any:
+        """Index, layout and rows applied to a torch tensor or numpy array alike."""
         if self.index is not None:
             t = t[self.index]
         if self.layout == "flatten" and t.ndim > 2:
@@ -71,8 +75,26 @@ class TensorRef:
             t = t.T
         if self.rows is not None:
             t = t[: self.rows]
-        out = as_float(t.to(device), dtype)
-        return out.clone() if copy and out.data_ptr() == t.data_ptr() else out
+        return t
+
+    def fetch(self) -> torch.Tensor:
+        """The tensor as stored (its own dtype) on the CPU, arranged: the I/O half of ``load``."""
+        return self._arrange(self.store.get(self.key))
+
+    def load(
+        self, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", copy: bool = False
+    ) -> torch.Tensor:
+        """The tensor upcast to ``dtype`` (default float32) on ``device``; ``copy=True`` guarantees writable memory."""
+        import torch
+
+        return upcast(self.fetch(), dtype or torch.float32, device, copy)
+
+    def load_numpy(self, dtype: Any = np.float64) -> np.ndarray:
+        """The tensor as a numpy array of ``dtype`` on the CPU, without importing torch for safetensors files."""
+        t = self.store.get_numpy(self.key)
+        if not np.issubdtype(t.dtype, np.floating):
+            raise LorascopeError(f"{self.key}: expected a floating-point tensor, got {t.dtype}")
+        return np.ascontiguousarray(self._arrange(t), dtype=dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,8 +1,10 @@
 """Tensor stores: a flat mapping key → tensor over files on disk, read lazily.
 
 ``keys()`` and ``info(key)`` (shape, dtype) never read tensor data: safetensors headers are parsed
-directly and torch pickles are opened with ``mmap=True``. ``get(key)`` reads one tensor. Stores
-hold paths, not open handles, so they pickle (for worker processes and Ray tasks).
+directly and torch pickles are opened with ``mmap=True``. ``get(key)`` reads one tensor as a torch
+tensor in its stored dtype; ``get_numpy(key)`` reads it as a floating numpy array without importing
+torch (bfloat16 and float8 are widened exactly to float32), which keeps adapter-only runs light.
+Stores hold paths, not open handles, so they pickle (for worker processes and Ray tasks).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from ..errors import LorascopeError
+
+if TYPE_CHECKING:
+    import torch
 
 # safetensors dtype tags -> torch dtype names
 SAFETENSORS_DTYPES = {
@@ -30,6 +35,44 @@ SAFETENSORS_DTYPES = {
 FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
                 "float8_e4m3fnuz", "float8_e5m2fnuz"}
 _MAX_HEADER = 100 * 1024 * 1024
+NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "int64": np.int64,
+                "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
+                "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64}
+
+
+def _float8_table(exp_bits: int, man_bits: int, finite_only: bool) -> np.ndarray:
+    """float32 value of every float8 bit pattern (sign, exponent, mantissa; OCP FP8 e4m3fn / e5m2)."""
+    bias = 2 ** (exp_bits - 1) - 1
+    top = 2**exp_bits - 1
+    out = np.empty(256, dtype=np.float32)
+    for code in range(256):
+        sign = -1.0 if code & 0x80 else 1.0
+        e = (code >> man_bits) & top
+        m = code & (2**man_bits - 1)
+        if finite_only and e == top and m == 2**man_bits - 1:
+            value = float("nan")  # e4m3fn: only S.1111.111 is NaN, there is no infinity
+        elif not finite_only and e == top:
+            value = float("inf") if m == 0 else float("nan")
+        elif e == 0:
+            value = m / 2**man_bits * 2.0 ** (1 - bias)
+        else:
+            value = (1 + m / 2**man_bits) * 2.0 ** (e - bias)
+        out[code] = sign * value
+    return out
+
+
+_WIDEN = {
+    "bfloat16": lambda b: (np.frombuffer(b, np.uint16).astype(np.uint32) << 16).view(np.float32),
+    "float8_e4m3fn": lambda b: _float8_table(4, 3, True)[np.frombuffer(b, np.uint8)],
+    "float8_e5m2": lambda b: _float8_table(5, 2, False)[np.frombuffer(b, np.uint8)],
+}
+
+
+def bytes_to_numpy(buf: bytearray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A numpy array from raw little-endian tensor bytes; bfloat16 and float8 widened exactly to float32."""
+    if dtype in _WIDEN:
+        return _WIDEN[dtype](buf).reshape(shape)
+    return np.frombuffer(buf, dtype=NUMPY_DTYPES[dtype]).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -50,28 +93,52 @@ class TensorInfo:
         return n
 
 
+class _NativeDtypes:
+    """torch dtypes numpy represents exactly (checked without importing torch at module load)."""
+
+    def __contains__(self, dtype: Any) -> bool:
+        return str(dtype).removeprefix("torch.") in NUMPY_DTYPES
+
+
+_NUMPY_NATIVE_TORCH = _NativeDtypes()
+
+
 class TensorStore:
-    """Base class: subclasses fill ``self._infos`` (key → TensorInfo) and implement ``_read``."""
+    """Base class: subclasses fill the index (``_infos``: key → TensorInfo) in ``_load`` and implement ``_read``.
+
+    The index is built when the store is opened (so bad files fail early) and left out when the store
+    is pickled: a worker rebuilds it from the file headers on first use, so tasks stay small.
+    """
 
     format = "tensors"
+    _TRANSIENT = ("_infos", "_spans", "_owner", "_state_dict")
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._infos: dict[str, TensorInfo] = {}
+        self._infos: dict[str, TensorInfo] | None = None
         self.metadata: dict[str, str] = {}
+        self._load()
+
+    def _load(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _index(self) -> dict[str, TensorInfo]:
+        if self._infos is None:
+            self._load()
+        return self._infos  # type: ignore[return-value]
 
     def keys(self) -> list[str]:
-        return list(self._infos)
+        return list(self._index())
 
     def __contains__(self, key: str) -> bool:
-        return key in self._infos
+        return key in self._index()
 
     def __len__(self) -> int:
-        return len(self._infos)
+        return len(self._index())
 
     def info(self, key: str) -> TensorInfo:
         try:
-            return self._infos[key]
+            return self._index()[key]
         except KeyError:
             raise LorascopeError(f"{self.path}: no tensor named {key!r}") from None
 
@@ -80,21 +147,31 @@ class TensorStore:
         self.info(key)
         return self._read(key)
 
+    def get_numpy(self, key: str) -> np.ndarray:
+        """One tensor as a numpy array (bfloat16 and float8 widened to float32), without importing torch."""
+        self.info(key)
+        return self._read_numpy(key)
+
     def files(self) -> list[Path]:
         return [self.path]
 
     def _read(self, key: str) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _read_numpy(self, key: str) -> np.ndarray:
+        t = self._read(key)
+        return (t if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("_handle", None)
-        state.pop("_state_dict", None)
+        for name in self._TRANSIENT:
+            if name in state:
+                state[name] = None
         return state
 
 
-def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Tensor infos and metadata from a safetensors header, validating it against the file size."""
+def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], dict[str, tuple[int, int]]]:
+    """Tensor infos, metadata and absolute byte ranges from a safetensors header, validated against the file size."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -114,6 +191,7 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         raise LorascopeError(f"{path} is not a valid safetensors file: its header is not a JSON object.")
     metadata = header.pop("__metadata__", None) or {}
     infos: dict[str, TensorInfo] = {}
+    spans: dict[str, tuple[int, int]] = {}
     problems = []
     for key, entry in header.items():
         try:
@@ -127,25 +205,46 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
             problems.append(f"{key}: data ends at byte {8 + n + end}, past the end of the file ({size})")
             continue
         infos[key] = TensorInfo(key, shape, dtype)
+        spans[key] = (8 + n + start, 8 + n + end)
     if problems:
         raise LorascopeError(f"{path} has a damaged safetensors header:\n" + "\n".join(f"  - {p}" for p in problems[:20]))
-    return infos, {str(k): str(v) for k, v in metadata.items()}
+    return infos, {str(k): str(v) for k, v in metadata.items()}, spans
 
 
 class SafetensorsFile(TensorStore):
+    """A safetensors file read one tensor at a time with plain reads (no mmap).
+
+    Only the bytes of the requested tensor are read into fresh memory, so the process's resident
+    memory holds the tensors in use and nothing else, however large the file.
+    """
+
     format = "safetensors"
 
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self._infos, self.metadata = read_safetensors_header(self.path)
-        self._handle = None
+    def _load(self) -> None:
+        self._infos, self.metadata, self._spans = read_safetensors_header(self.path)
+
+    def _bytes(self, key: str) -> bytearray:
+        start, end = self._spans[key]
+        buf = bytearray(end - start)
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            if fh.readinto(buf) != len(buf):
+                raise LorascopeError(f"{self.path}: tensor {key} is cut short (the file is truncated)")
+        return buf
 
     def _read(self, key: str) -> torch.Tensor:
-        if getattr(self, "_handle", None) is None:
-            from safetensors import safe_open
+        import torch
 
-            self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-        return self._handle.get_tensor(key)
+        info = self._infos[key]
+        dtype = getattr(torch, info.dtype)
+        buf = self._bytes(key)
+        if not buf:
+            return torch.empty(info.shape, dtype=dtype)
+        return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+    def _read_numpy(self, key: str) -> np.ndarray:
+        info = self._infos[key]
+        return bytes_to_numpy(self._bytes(key), info.dtype, info.shape)
 
 
 def _unpickling_refused(path: Path, exc: Exception) -> LorascopeError:
@@ -159,6 +258,8 @@ def _unpickling_refused(path: Path, exc: Exception) -> LorascopeError:
 
 def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a torch pickle, with weights_only=True (and mmap where the format allows)."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
@@ -178,6 +279,8 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _find_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "module"):
             inner = obj.get(wrapper)
@@ -196,16 +299,15 @@ def _find_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
 class TorchFile(TensorStore):
     format = "torch"
 
-    def __init__(self, path: Path):
-        super().__init__(path)
+    def _load(self) -> None:
         state = load_torch_state(self.path)
         self._infos = {k: TensorInfo(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
         self._state_dict = state
 
     def _read(self, key: str) -> torch.Tensor:
-        if getattr(self, "_state_dict", None) is None:
-            self._state_dict = load_torch_state(self.path)
-        return self._state_dict[key]
+        if self._state_dict is None:
+            self._load()
+        return self._state_dict[key]  # type: ignore[index]
 
 
 class MultiFileStore(TensorStore):
@@ -214,21 +316,11 @@ class MultiFileStore(TensorStore):
     format = "sharded"
 
     def __init__(self, path: Path, parts: list[TensorStore], weight_map: dict[str, str] | None = None):
-        super().__init__(path)
         self.parts = parts
-        self._owner: dict[str, int] = {}
-        duplicates = []
-        for i, part in enumerate(parts):
-            for key in part.keys():
-                if key in self._owner:
-                    duplicates.append(f"{key} (in {parts[self._owner[key]].path.name} and {part.path.name})")
-                self._owner[key] = i
-                self._infos[key] = part.info(key)
-            self.metadata.update(part.metadata)
-        if duplicates:
-            raise LorascopeError(f"{path}: tensors stored twice across shards:\n" + "\n".join(f"  - {d}" for d in duplicates[:20]))
+        self._owner: dict[str, int] | None = None
+        super().__init__(path)
         if weight_map is not None:
-            missing = sorted(set(weight_map) - set(self._owner))
+            missing = sorted(set(weight_map) - set(self._index()))
             if missing:
                 raise LorascopeError(
                     f"{path} lists {len(missing)} tensor(s) that no shard holds, e.g. {', '.join(missing[:5])}. "
@@ -236,11 +328,29 @@ class MultiFileStore(TensorStore):
                 )
         self.format = f"{parts[0].format}-sharded" if parts else "sharded"
 
+    def _load(self) -> None:
+        owner: dict[str, int] = {}
+        infos: dict[str, TensorInfo] = {}
+        duplicates = []
+        for i, part in enumerate(self.parts):
+            for key in part.keys():
+                if key in owner:
+                    duplicates.append(f"{key} (in {self.parts[owner[key]].path.name} and {part.path.name})")
+                owner[key] = i
+                infos[key] = part.info(key)
+            self.metadata.update(part.metadata)
+        if duplicates:
+            raise LorascopeError(f"{self.path}: tensors stored twice across shards:\n" + "\n".join(f"  - {d}" for d in duplicates[:20]))
+        self._owner, self._infos = owner, infos
+
     def files(self) -> list[Path]:
         return [p.path for p in self.parts]
 
     def _read(self, key: str) -> torch.Tensor:
-        return self.parts[self._owner[key]].get(key)
+        return self.parts[self._owner[key]].get(key)  # type: ignore[index]
+
+    def _read_numpy(self, key: str) -> np.ndarray:
+        return self.parts[self._owner[key]].get_numpy(key)  # type: ignore[index]
 
 
 # ---- opening files -------------------------------------------------------------------------

@@ -25,12 +25,16 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffus
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Modules computed in parallel (BLAS threads are divided among them).")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine; ray: one task per module (or group of small ones) on a Ray cluster.")
+@click.option("--ray-address", default=None, help="Ray cluster to connect to [default: start a local one].")
 @click.option("--include", default=None, help="Only modules whose name matches this regex.")
 @click.option("--exclude", default=None, help="Skip modules whose name matches this regex.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomized SVD.")
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
-def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, include, exclude, seed, no_report, quiet):
+def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, backend, ray_address, include, exclude,
+             seed, no_report, quiet):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b
@@ -52,7 +56,7 @@ def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, i
         first, second,
         format=None if fmt == "auto" else fmt,
         base_format=None if base_format == "auto" else base_format,
-        progress=not quiet, top_k=top_k, precision=precision, device=device, workers=workers,
+        progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision, device=device, workers=workers,
         include=include, exclude=exclude, seed=seed,
     )
     results.save(out)

@@ -3,6 +3,7 @@
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from builders import save_st
@@ -31,6 +32,20 @@ def test_low_precision_dtypes_are_upcast(tmp_path, dtype):
 
     got = TensorRef(ref, "x.weight").load(torch.float32)
     assert got.dtype == torch.float32 and torch.equal(got, x.to(dtype).float())
+    # the numpy reader widens bfloat16 / float8 bit patterns itself: it must agree with torch exactly
+    assert np.array_equal(TensorRef(ref, "x.weight").load_numpy(np.float32), x.to(dtype).float().numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16])
+def test_numpy_widening_matches_torch_for_every_bit_pattern(tmp_path, dtype):
+    bits = torch.arange(256, dtype=torch.uint8) if dtype.itemsize == 1 else torch.randint(
+        0, 2**16, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.int32).to(torch.uint16)
+    x = bits.view(dtype)
+    p = save_st(tmp_path / "all.safetensors", {"x": x})
+    got = open_store(p).get_numpy("x")
+    want = x.float().numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
 
 
 def test_sharded_safetensors_folder_via_index(tmp_path):

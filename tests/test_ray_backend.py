@@ -1,0 +1,106 @@
+"""The Ray backend on a local cluster: same results as the local backend; a killed task is retried and reported."""
+
+import os
+
+import pandas as pd
+import pytest
+import torch
+from builders import save_st
+from refs import planted
+
+import lorascope
+from lorascope.delta import LowRankDelta
+from lorascope.errors import LorascopeError
+
+ray = pytest.importorskip("ray", reason="needs the ray extra")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pair")
+    g = torch.Generator().manual_seed(0)
+    base, tuned = {}, {}
+    for i in range(3):
+        for mod, shape in (("q", (48, 32)), ("mlp.up", (64, 32)), ("mlp.down", (32, 64))):
+            key = f"model.layers.{i}.{mod}.weight"
+            w = torch.randn(*shape, generator=g)
+            base[key] = w
+            tuned[key] = w + torch.tensor(planted(*shape, [3.0, 1.0, 0.2], seed=i)).float()
+    base["model.norm.weight"] = torch.ones(32)
+    tuned["model.norm.weight"] = torch.full((32,), 1.1)
+    return save_st(tmp / "b.safetensors", base), save_st(tmp / "t.safetensors", tuned)
+
+
+def crash_once(marker_dir):
+    """A compute function whose worker dies mid-task, once in the whole run."""
+    from lorascope.analysis import compute_delta
+
+    def compute(d, opts):
+        marker = os.path.join(marker_dir, "crashed")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # the worker process is killed, as by a node failure
+        return compute_delta(d, opts)
+
+    return compute
+
+
+def test_ray_results_equal_local(cluster, pair):
+    local = lorascope.analyze(*pair)
+    remote = lorascope.analyze(*pair, backend="ray")
+    cols = [c for c in local.modules.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(local.modules[cols], remote.modules[cols], rtol=1e-6)
+    for name, sigma in local.spectra.items():
+        assert remote.spectrum(name) == pytest.approx(sigma, rel=1e-6)
+    pd.testing.assert_frame_equal(local.vectors, remote.vectors)
+    assert remote.summary["options"]["backend"] == "ray"
+
+
+def test_killed_task_is_retried_and_reported(cluster, pair, tmp_path):
+    from lorascope.analysis import Options, build_results, open_inputs
+    from lorascope.delta import plan_deltas
+    from lorascope.ray_backend import run_ray
+
+    base, tuned = open_inputs(*pair)
+    plan = plan_deltas(base, tuned)
+    computed = run_ray(plan, Options(), progress=False, compute=crash_once(str(tmp_path)))
+    assert all(c is not None for c in computed)
+    retries = [w for w in plan.warnings if "retried" in w["reason"]]
+    assert len(retries) == 1 and "attempt 2 of 3" in retries[0]["reason"]
+    res = build_results(plan, computed, [], {}, 0.0)
+    assert len(res.modules) == 9
+
+
+def test_a_task_failing_every_time_stops_the_run_naming_it(cluster, pair, tmp_path):
+    from lorascope.analysis import Options, open_inputs
+    from lorascope.delta import plan_deltas
+    from lorascope.ray_backend import run_ray
+
+    def always_crash(d, opts):
+        os._exit(1)
+
+    plan = plan_deltas(*open_inputs(*pair))
+    with pytest.raises(LorascopeError, match="failed after 3 attempt"):
+        run_ray(plan, Options(), progress=False, compute=always_crash)
+
+
+def test_groups_keep_order_and_bound_cost():
+    from lorascope.ray_backend import group_deltas
+
+    class D:
+        def __init__(self, m, n):
+            self.shape = (m, n)
+
+    deltas = [D(4096, 4096), D(10, 10), D(10, 10), D(4096, 11008), D(10, 10)]
+    groups = group_deltas(deltas, max_cost=4096 * 4096)
+    assert [i for g in groups for i in g] == list(range(5))
+    assert groups[0] == [0] and [3] in groups
+    assert LowRankDelta  # factored modules are costed by (m + n)·r (see _cost)
