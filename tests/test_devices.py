@@ -52,9 +52,9 @@ def test_gpu_results_equal_cpu_results(tmp_path):
     tuned = {k: base[k] + torch.tensor(v).float() for k, v in ups.items()}
     b = save_st(tmp_path / "b.safetensors", base)
     t = save_st(tmp_path / "t.safetensors", tuned)
-    for inputs in ((b, t), (adapter(tmp_path),)):
+    for inputs in ((b, t), (adapter(tmp_path),)):  # dense and factored SVDs on the GPU
         cpu = lorascope.analyze(*inputs, device="cpu")
         gpu = lorascope.analyze(*inputs, device="cuda")
         for name, sigma in cpu.spectra.items():
             np.testing.assert_allclose(gpu.spectrum(name), sigma, rtol=1e-4, atol=1e-6 * sigma[0])
-        assert "gpu_peak_bytes" in gpu.summary["timing"] or inputs == (adapter(tmp_path),)
+        assert gpu.summary["timing"]["gpu_peak_bytes"] > 0
