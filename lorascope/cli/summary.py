@@ -26,7 +26,9 @@ def print_summary(results: Results, top: int = 10) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get room for module names
     m = results.modules
     s = results.summary
     console.print(f"[bold]{len(m)} modules[/] analyzed ({s.get('kind')}) in {s['timing']['total_seconds']:.1f} s")
