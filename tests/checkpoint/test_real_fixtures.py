@@ -18,8 +18,12 @@ from lorascope.checkpoint import open_checkpoint
 from lorascope.cli import main
 from conftest import REAL
 
-PEFT = sorted(p.name for p in (REAL / "peft").iterdir()) if (REAL / "peft").is_dir() else []
-FILES = sorted(p.name for p in (REAL / "lora_files").iterdir()) if (REAL / "lora_files").is_dir() else []
+# The fixtures MANIFEST.md lists; a test for each, skipping with the reason where the folder is absent.
+PEFT = ["Tashu014+lora-imdb-distilbert", "TheSotti+Lightweight-Fine-Tuning-to-FM",
+        "abrhaleyarefaine1997+gpt2-tigrinya-lora", "anirudh-ak+peft-gpt2",
+        "dayanidhi04+emotion-classification-distilbert-lora", "sidkris+Parameter-Efficient-Fine-Tuning-with-LoRA"]
+FILES = ["catundchat_pytorch_lora_weights.safetensors", "cloneofsimo_analog_svd_rank4.safetensors",
+         "leighwoods_lora.safetensors", "timohavdk_new.safetensors", "timohavdk_pytorch_lora_weights.safetensors"]
 NEGATIVE = ["huggingface+peft_mt0-large_IA3", "lycoris_smart_falcon_4_lokr.safetensors",
             "JamesQFreeman_LoRA-ViT_lora.safetensors"]
 
