@@ -79,22 +79,33 @@ def _drop_page_cache() -> bool:
         return False
 
 
-def main() -> None:
-    start_launcher()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pair_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark on a synthetic pair shares."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=4096)
     ap.add_argument("--intermediate", type=int, default=11008)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--update-rank", type=int, default=64)
-    ap.add_argument("--mem-cap-gb", type=float, default=2.5)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--work", type=Path, default=None, help="folder for the pair (default: temporary)")
-    args = ap.parse_args()
+    ap.add_argument("--work", type=Path, default=None, help="folder for the pair (default: temporary; reused if it holds one)")
+    return ap
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="lorascope-fulldiff-"))
+
+def ensure_pair(args: argparse.Namespace, prefix: str) -> Path:
+    """The folder holding base/ and tuned/, written unless --work already holds them."""
+    work = args.work or Path(tempfile.mkdtemp(prefix=prefix))
     if not (work / "tuned" / "model.safetensors.index.json").exists():
         print(f"writing the pair to {work} …", flush=True)
         write_pair(work, args.width, args.intermediate, args.layers, args.update_rank)
+    return work
+
+
+def main() -> None:
+    start_launcher()
+    ap = pair_arguments(__doc__)
+    ap.add_argument("--mem-cap-gb", type=float, default=2.5)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+    work = ensure_pair(args, "lorascope-fulldiff-")
     base, tuned = work / "base", work / "tuned"
     pair_gb = (folder_bytes(base) + folder_bytes(tuned)) / 1e9
     cap_bytes = int(args.mem_cap_gb * 1e9)

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from full_diff import write_pair  # noqa: E402
+from full_diff import ensure_pair, pair_arguments  # noqa: E402
 from measure import run, start_launcher, which  # noqa: E402
 
 SHAPES_7B = [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]
@@ -64,18 +63,11 @@ def configurations(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 def main() -> None:
     start_launcher()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=int, default=4096)
-    ap.add_argument("--intermediate", type=int, default=11008)
-    ap.add_argument("--layers", type=int, default=4)
+    ap = pair_arguments(__doc__)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-ray", action="store_true")
-    ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="lorascope-scale-"))
-    if not (work / "tuned" / "model.safetensors.index.json").exists():
-        print(f"writing the pair to {work} …", flush=True)
-        write_pair(work, args.width, args.intermediate, args.layers, 64)
+    work = ensure_pair(args, "lorascope-scale-")
     lorascope = which("lorascope") or "lorascope"
     rows, reference = [], None
     for label, extra in configurations(args):
