@@ -15,6 +15,8 @@ _LAZY = {
     "load_results": ("lorascope.results", "load_results"),
     "open_checkpoint": ("lorascope.checkpoint", "open_checkpoint"),
     "LorascopeError": ("lorascope.errors", "LorascopeError"),
+    "render_report": ("lorascope.report", "render_report"),
+    "render_comparison": ("lorascope.report", "render_comparison"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis import analyze
     from .checkpoint import open_checkpoint
     from .errors import LorascopeError
+    from .report import render_comparison, render_report
     from .results import Results, load_results
 
 

@@ -16,6 +16,7 @@ from ..errors import LorascopeError
 # command name -> "module:attribute" of its click command
 COMMANDS = {
     "spectrum": "lorascope.cli.spectrum:spectrum",
+    "report": "lorascope.cli.report:report",
 }
 
 

@@ -42,7 +42,8 @@ def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, b
       lorascope spectrum BASE TUNED          base vs fine-tuned checkpoints: ΔW = tuned − base
       lorascope spectrum BASE ADAPTER        an adapter on its base: adds base norms, exact DoRA ΔW
 
-    Writes modules.csv, singular_values.safetensors, vectors.csv and summary.json to --out.
+    Writes modules.csv, singular_values.safetensors, vectors.csv and summary.json to --out,
+    and report.html with figures/*.png beside them unless --no-report.
     """
     from ..analysis import analyze
     from ..errors import LorascopeError
@@ -63,3 +64,9 @@ def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, b
     if not quiet:
         print_summary(results)
     wrote(out)
+    if not no_report:
+        from ..report import render_report
+
+        if not quiet:
+            click.echo("rendering the report …", err=True)
+        wrote(render_report(results), "report")

@@ -46,6 +46,20 @@ def test_quiet_out_and_rerun_into_own_results(tmp_path):
     assert len(pd.read_csv(out / "modules.csv")) == 3
 
 
+def test_report_beside_the_results_unless_no_report(tmp_path):
+    ad = adapter(tmp_path)
+    out = tmp_path / "res"
+    res = run("spectrum", ad, "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    assert f"report written to {out / 'report.html'}" in res.output
+    html = (out / "report.html").read_text()
+    assert "self_attn.q_proj" in html and "<img" in html
+    assert len(list((out / "figures").glob("*.png"))) >= 4
+    (out / "report.html").unlink()
+    assert run("spectrum", ad, "--out", out, "-q", "--no-report").exit_code == 0
+    assert not (out / "report.html").exists()
+
+
 def test_refuses_to_write_into_a_folder_it_does_not_own(tmp_path):
     ad = adapter(tmp_path)
     mine = tmp_path / "mine"

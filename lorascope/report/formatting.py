@@ -1,0 +1,76 @@
+"""How numbers read on the page: table cells, byte sizes, parameter counts, durations."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def is_missing(v: Any) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, (float, np.floating)) and math.isnan(v)
+
+
+def cell(v: Any) -> str:
+    """A table cell: empty for missing, integers in full, floats to 4 significant digits.
+
+    Plain digits only (no thousands separators), so the page's sort reads them as numbers.
+    """
+    if is_missing(v):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else ""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v == int(v) and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.4g}"
+    return str(v)
+
+
+def human_bytes(n: Any) -> str:
+    if is_missing(n):
+        return "–"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # unreachable; keeps type checkers content
+
+
+def human_count(n: Any) -> str:
+    """12 345 678 -> '12.3 M'."""
+    if is_missing(n):
+        return "–"
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def seconds(s: Any) -> str:
+    if is_missing(s):
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
+    return f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def plain(v: Any) -> str:
+    """Any option or version value as short text."""
+    if is_missing(v):
+        return "–"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(plain, v)) or "–"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={plain(x)}" for k, x in v.items()) or "–"
+    return str(v)

@@ -1,0 +1,111 @@
+"""Rendering: a ``Page`` of sections to PNG figures and one self-contained HTML file.
+
+Figures are drawn one at a time (each ``FigureBlock.draw`` is called once), encoded as 150 dpi PNGs,
+written under ``figures/`` and inlined into the page as base64 data URIs. The page loads nothing:
+no CDN, no web font, and a Content-Security-Policy that forbids every request a mistake could add.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from .blocks import Page, TableBlock
+from .formatting import cell
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DPI = 150
+CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, so its fonts read at their point size
+TEMPLATE = "report.html.j2"
+
+
+@dataclass(frozen=True)
+class Png:
+    data: bytes
+    width: int
+    height: int
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.data).decode("ascii")
+
+    @property
+    def css_width(self) -> int:
+        return round(self.width * CSS_PX_PER_INCH / DPI)
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> Png:
+    """Encode a figure as PNG (no timestamp metadata, so identical figures give identical files)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": None})
+    raw = buf.getvalue()
+    width, height = struct.unpack(">II", raw[16:24])  # IHDR: the first chunk of every PNG
+    return Png(raw, width, height)
+
+
+def draw_figures(page: Page) -> dict[str, Png]:
+    """Draw every figure of the page once, in page order, keeping only its PNG."""
+    pngs: dict[str, Png] = {}
+    for block in page.figures:
+        if block.key in pngs:
+            raise ValueError(f"two figures of the page are keyed {block.key!r}")
+        fig = block.draw()
+        pngs[block.key] = png_bytes(fig)
+        fig.clear()  # drop artists now rather than at garbage collection
+    return pngs
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A table as the template renders it: header, cell strings and which columns are numeric."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    numeric: list[bool]
+    csv_uri: str | None
+
+
+def table_view(block: TableBlock) -> TableView:
+    df = block.data
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rows = [[cell(v) for v in rec] for rec in df.itertuples(index=False, name=None)]
+    csv_uri = None
+    if block.csv_name:
+        csv = df.to_csv(index=False).encode("utf-8")
+        csv_uri = "data:text/csv;charset=utf-8;base64," + base64.b64encode(csv).decode("ascii")
+    return TableView([str(c) for c in df.columns], rows, numeric, csv_uri)
+
+
+def render_html(page: Page, pngs: dict[str, Png], footer: str = "") -> str:
+    """The page as one HTML document with every figure inlined."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(table_view=table_view, pngs=pngs)
+    return env.get_template(TEMPLATE).render(page=page, footer=footer)
+
+
+def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = "") -> Path:
+    """Draw, write ``figures_dir/<key>.png`` (unless None) and the HTML file ``out``; return ``out``."""
+    pngs = draw_figures(page)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if figures_dir is not None:
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        for key, png in pngs.items():
+            (figures_dir / f"{key}.png").write_bytes(png.data)
+    out.write_text(render_html(page, pngs, footer), encoding="utf-8")
+    return out

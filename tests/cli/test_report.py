@@ -1,0 +1,42 @@
+"""The `lorascope report` command: re-render one folder, compare several, refuse bad input with exit code 2."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from report.synthetic import synthetic_results
+
+from lorascope.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_rerender_one_folder_in_place_and_to_a_file(tmp_path):
+    folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
+    res = run("report", folder)
+    assert res.exit_code == 0, res.output
+    assert f"report written to {folder / 'report.html'}" in res.output
+    assert (folder / "figures" / "spectra.png").is_file()
+    res = run("report", folder, "--out", tmp_path / "elsewhere.html")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "elsewhere.html").is_file() and (tmp_path / "elsewhere-figures" / "energy.png").is_file()
+
+
+def test_compare_two_folders_with_labels(tmp_path, monkeypatch):
+    a = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "a")
+    b = synthetic_results(2, kind="full-diff", hidden=16).save(tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    res = run("report", a, b, "--label", "lora", "--label", "full")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "reports" / "report-a-vs-b" / "report.html"
+    assert out.is_file()
+    assert "entropy_rank · lora" in out.read_text(encoding="utf-8")
+
+
+def test_bad_input_exits_2_without_traceback(tmp_path):
+    (tmp_path / "notes.txt").write_text("not results")
+    for args in ([tmp_path], [tmp_path / "missing"], [tmp_path, tmp_path, "--label", "only-one"]):
+        res = run("report", *args)
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output and "error:" in res.output
