@@ -17,6 +17,8 @@ from ..errors import LorascopeError
 COMMANDS = {
     "spectrum": "lorascope.cli.spectrum:spectrum",
     "report": "lorascope.cli.report:report",
+    "params": "lorascope.cli.audit:params",
+    "audit": "lorascope.cli.audit:audit",
 }
 
 

@@ -1,0 +1,252 @@
+"""``lorascope audit CLAIMS.yaml``: many claims at once → one table (terminal, audit.csv, audit.html).
+
+The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim (any claim
+key, e.g. ``tolerance``, ``shapes``, ``dtype``). One claim::
+
+    - name: "Blog post X: Llama-2-7B, q and v, r=8"
+      model: configs/llama-2-7b-hf.json       # config.json, model folder or checkpoint; relative to the YAML file
+      rank: 8
+      alpha: 16
+      targets: [q_proj, v_proj]               # or attn | mlp | all-linear | a regex string
+      claimed: {lora: 4.2M, percent: 0.06, total: 6.7B}
+      source: https://example.org/post        # free text, shown in the table
+
+``read_claims`` validates every entry and raises once with all problems; ``run_claims`` evaluates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import LorascopeError, raise_collected
+from .claims import FIGURE_LABELS, Claim, format_figure
+from .count import BIAS_MODES, DTYPES, LoraSettings
+from .numbers import parse_count, parse_layers, parse_percent
+from .params import AuditOptions, count_config
+from .sources import SHAPES_FROM, load_model
+from .targets import parse_targets
+
+# claim key -> accepted aliases (PEFT's LoraConfig names)
+KEYS: dict[str, tuple[str, ...]] = {
+    "name": (), "model": (), "head": (), "shapes": (), "dtype": (), "source": ("url", "note"),
+    "rank": ("r",), "alpha": ("lora_alpha",), "targets": ("target_modules",), "layers": ("layers_to_transform",),
+    "rank_pattern": (), "dora": ("use_dora",), "bias": (), "modules_to_save": (), "allow_unmatched": (),
+    "claimed": ("claim",), "tolerance": (),
+}
+CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",), "total": ("model_params",)}
+COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact", "relative_error",
+           "tolerance", "verdict", "explanation", "mistakes", "claimed_text", "exact_text", "source"]
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One validated entry of a claims file."""
+
+    name: str
+    model: Path
+    settings: LoraSettings
+    options: AuditOptions
+    claim: Claim
+    source: str = ""
+
+
+def read_claims(path: str | Path) -> list[ClaimSpec]:
+    """Parse and validate a claims YAML file.
+
+    Raises:
+        LorascopeError: unreadable or malformed YAML, or any invalid entry (all problems listed at once).
+    """
+    import yaml
+
+    path = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LorascopeError(f"{path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise LorascopeError(f"{path} is not valid YAML: {exc}") from None
+    defaults: dict[str, Any] = {}
+    if isinstance(data, dict):
+        if "claims" not in data:
+            raise LorascopeError(f"{path}: expected a list of claims, or a mapping with a 'claims:' list "
+                                 f"(found keys {', '.join(map(str, data))}).")
+        defaults = {k: v for k, v in data.items() if k != "claims"}
+        data = data["claims"]
+    if not isinstance(data, list) or not data:
+        raise LorascopeError(f"{path}: 'claims' must be a non-empty list of claims, found {type(data).__name__}.")
+    problems: list[str] = []
+    specs = []
+    for key in list(defaults):
+        if _canonical(str(key)) is None:
+            problems.append(f"top-level key {key!r} is not known; expected 'claims' or a claim key ({', '.join(KEYS)})")
+            del defaults[key]
+    for i, entry in enumerate(data):
+        where = f"claim {i + 1}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a mapping of claim keys, found {entry!r}")
+            continue
+        merged = {**defaults, **entry}
+        where = f"claim {i + 1} ({merged.get('name')})" if merged.get("name") else where
+        spec = _spec(merged, where, path.parent, problems)
+        if spec is not None:
+            specs.append(spec)
+    raise_collected(problems, f"{path} has {len(problems)} problem(s):")
+    return specs
+
+
+def _canonical(key: str) -> str | None:
+    for name, aliases in KEYS.items():
+        if key == name or key in aliases:
+            return name
+    return None
+
+
+def _spec(entry: dict[str, Any], where: str, base: Path, problems: list[str]) -> ClaimSpec | None:
+    values: dict[str, Any] = {}
+    n_before = len(problems)
+    for key, value in entry.items():
+        name = _canonical(str(key))
+        if name is None:
+            problems.append(f"{where}: key {key!r} is not known; expected one of {', '.join(KEYS)}")
+        else:
+            values[name] = value
+    missing = [key for key in ("model", "claimed") if values.get(key) is None]
+    for key in missing:
+        problems.append(f"{where}: key {key!r} is missing")
+    if missing:
+        return None
+
+    def attempt(fn, *args):
+        try:
+            return fn(*args)
+        except (LorascopeError, ValueError, TypeError) as exc:
+            problems.append(f"{where}: {exc}")
+            return None
+
+    model = Path(str(values["model"])).expanduser()
+    model = model if model.is_absolute() else base / model
+    if not model.exists():
+        problems.append(f"{where}: model {values['model']!r} does not exist (looked for {model})")
+    claim = attempt(_claim, values["claimed"], values.get("tolerance", 0.02), where)
+    settings = _settings(values, where, problems)
+    options = attempt(lambda: AuditOptions(shapes=str(values.get("shapes", "auto")), head=values.get("head"),
+                                           dtype=str(values.get("dtype", "bf16"))))
+    if values.get("shapes", "auto") not in SHAPES_FROM:
+        problems.append(f"{where}: shapes {values.get('shapes')!r} is not one of {', '.join(SHAPES_FROM)}")
+    if len(problems) > n_before:
+        return None
+    return ClaimSpec(str(values.get("name") or f"{where}"), model, settings, options, claim, str(values.get("source") or ""))
+
+
+def _claim(claimed: Any, tolerance: Any, where: str) -> Claim:
+    if not isinstance(claimed, dict):
+        # a bare number is the LoRA parameter count
+        claimed = {"lora": claimed}
+    figures: dict[str, Any] = {}
+    for key, value in claimed.items():
+        name = next((f for f, aliases in CLAIMED_KEYS.items() if key == f or key in aliases), None)
+        if name is None:
+            raise LorascopeError(f"claimed key {key!r} is not known; expected {', '.join(CLAIMED_KEYS)}")
+        figures[name] = (parse_percent(value, f"claimed {key}") if name == "percent"
+                         else parse_count(value, f"claimed {key}"))
+    if not figures:
+        raise LorascopeError("'claimed' is empty; give at least one of lora, percent, total")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+        raise LorascopeError(f"tolerance {tolerance!r} must be a number (0.02 = 2 %)")
+    return Claim(**figures, tolerance=float(tolerance))
+
+
+def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSettings | None:
+    """LoraSettings from a claim's keys; every bad field is added to ``problems``, not only the first."""
+    errors: list[str] = []
+
+    def field(fn, *args):
+        try:
+            return fn(*args)
+        except (LorascopeError, ValueError, TypeError) as exc:
+            errors.append(str(exc).rstrip("."))
+            return None
+
+    rank_pattern = v.get("rank_pattern") or {}
+    if not isinstance(rank_pattern, dict):
+        errors.append(f"rank_pattern must be a mapping of name patterns to ranks, found {rank_pattern!r}")
+        rank_pattern = {}
+    mts = v.get("modules_to_save") or ()
+    mts = (mts,) if isinstance(mts, str) else tuple(mts)
+    for key, allowed in (("bias", BIAS_MODES), ("dtype", tuple(DTYPES))):
+        if key in v and str(v[key]) not in allowed:
+            errors.append(f"{key} {v[key]!r} is not one of {', '.join(allowed)}")
+    targets = field(parse_targets, v.get("targets"), "targets")
+    layers = field(parse_layers, v.get("layers"), "layers")
+    for key, default in (("rank", 16), ("alpha", 32)):
+        field(lambda k=key, d=default: LoraSettings(**{k: v.get(k, d)}))
+    field(lambda: LoraSettings(rank_pattern=rank_pattern))
+    problems.extend(f"{where}: {e}" for e in errors)
+    if errors:
+        return None
+    return LoraSettings(
+        rank=v.get("rank", 16), alpha=v.get("alpha", 32), targets=targets, layers=layers, rank_pattern=rank_pattern,
+        dora=bool(v.get("dora", False)), bias=str(v.get("bias", "none")), modules_to_save=mts,
+        allow_unmatched=bool(v.get("allow_unmatched", False)),
+    )
+
+
+def run_claims(specs: list[ClaimSpec], progress: Any | None = None) -> pd.DataFrame:
+    """Evaluate every claim: one row per (claim, figure); a claim that cannot be evaluated gets verdict 'error'.
+
+    Args:
+        specs: validated claims (``read_claims``).
+        progress: a progress task with ``advance(note=…)``, optional.
+    """
+    rows = []
+    models: dict[tuple, Any] = {}
+    for spec in specs:
+        try:
+            key = (str(spec.model), spec.options.shapes, spec.options.head)
+            if key not in models:
+                models[key] = load_model(spec.model, spec.options.shapes, spec.options.head)
+            result = count_config(models[key], spec.settings, spec.options, spec.claim, str(spec.model))
+        except LorascopeError as exc:
+            rows.append(_error_row(spec, str(exc)))
+        else:
+            rows.extend(_rows(spec, result))
+        if progress is not None:
+            progress.advance(note=spec.name)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _rows(spec: ClaimSpec, result) -> list[dict[str, Any]]:
+    c = result.count
+    out = []
+    for f in result.claim.figures:
+        e = f.explanation
+        out.append({
+            "name": spec.name, "model": str(spec.model), "arch": c.model.arch, "targets": c.match.resolved.label,
+            "rank": spec.settings.rank, "modules": len(c.table), "figure": FIGURE_LABELS[f.figure],
+            "claimed": f.claimed, "exact": f.exact, "relative_error": f.error, "tolerance": f.tolerance,
+            "verdict": f.verdict, "explanation": "" if e is None else e.text,
+            "mistakes": "" if e is None or not e.reproduces else "+".join(e.keys),
+            "claimed_text": format_figure(f.figure, f.claimed), "exact_text": format_figure(f.figure, f.exact),
+            "source": spec.source,
+        })
+    return out
+
+
+def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
+    return {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(spec.settings.targets),
+            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": float("nan"), "exact": float("nan"),
+            "relative_error": float("nan"), "tolerance": spec.claim.tolerance, "verdict": "error",
+            "explanation": message, "mistakes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
+
+
+def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
+    """Write audit.csv and audit.html into ``out`` (created); returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv, page = out / "audit.csv", out / "audit.html"
+    table.drop(columns=["claimed_text", "exact_text"]).to_csv(csv, index=False)
+    page.write_text(html, encoding="utf-8")
+    return [csv, page]

@@ -1,0 +1,158 @@
+"""What a model is made of, for counting: its named modules with weight shapes, and which weights are tied.
+
+This room owns the data types every audit step shares (``ModuleShape``, ``ModelShapes``) and the pure
+operations on them: totals, roles of modules (query, key, MLP up …), and re-layering. Where the shapes come
+from — lorascope's own rules, transformers on the meta device, checkpoint headers — is elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from ..names import module_type, split_name
+
+# Kinds of module. LoRA can wrap the first three (PEFT refuses anything else as a target).
+LORA_KINDS = ("linear", "conv1d", "embedding")
+KINDS = (*LORA_KINDS, "other")
+
+# Role of a module from the end of its name with inner integers as '*', most specific first. Roles drive the
+# common-mistake recomputations (square k/v, square MLP) and nothing else.
+ROLE_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("attention.self.query", "q"), ("attention.self.key", "k"), ("attention.self.value", "v"),
+    ("attention.output.dense", "o"), ("intermediate.dense", "up"), ("output.dense", "down"),
+    ("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("o_proj", "o"), ("qkv_proj", "qkv"),
+    ("q_lin", "q"), ("k_lin", "k"), ("v_lin", "v"), ("out_lin", "o"),
+    ("attn.c_attn", "qkv"), ("attn.c_proj", "o"), ("mlp.c_fc", "up"), ("mlp.c_proj", "down"),
+    ("gate_up_proj", "gate_up"), ("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down"),
+    ("experts.*.w1", "gate"), ("experts.*.w3", "up"), ("experts.*.w2", "down"), ("block_sparse_moe.gate", "router"),
+    ("ffn.lin1", "up"), ("ffn.lin2", "down"),
+    ("embed_tokens", "embed"), ("wte", "embed"), ("word_embeddings", "embed"),
+    ("lm_head", "head"), ("vocab_projector", "head"), ("predictions.decoder", "head"),
+)
+ATTENTION_ROLES = ("q", "k", "v", "o", "qkv")
+MLP_ROLES = ("gate", "up", "down", "gate_up")
+
+
+def role_of(name: str) -> str | None:
+    """The role of a module ('q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'router', 'embed', 'head')."""
+    typed = module_type(name)
+    for suffix, role in ROLE_SUFFIXES:
+        if typed == suffix or typed.endswith("." + suffix):
+            return role
+    return None
+
+
+@dataclass(frozen=True)
+class ModuleShape:
+    """One module that owns parameters.
+
+    ``shape`` is (out_features, in_features) for linear and Conv1D layers — Conv1D stores its weight
+    (in, out), but the logical orientation is used everywhere — and (num_embeddings, embedding_dim) for
+    embeddings; for other modules it is the weight's shape or ().
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    params: int  # parameters this module owns and the model total counts (a tied weight is not counted here)
+    bias: int = 0  # elements of its own bias vector (trainable with bias="all" / "lora_only")
+    tied_to: str | None = None  # the module whose weight this one shares (tied embeddings)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind in LORA_KINDS and len(self.shape) != 2:
+            raise ValueError(f"shape of a {self.kind} module must be 2-D, got {self.shape} for {self.name}")
+
+    @property
+    def role(self) -> str | None:
+        return role_of(self.name)
+
+    @property
+    def weight_numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n if self.shape else 0
+
+
+@dataclass(frozen=True)
+class ParamShape:
+    """A parameter that PEFT can only reach with ``target_parameters`` (lora.ParamWrapper): a fused stack of
+    experts (E, out, in) or a router weight held by a module that is not a Linear layer."""
+
+    name: str  # module path + '.' + parameter name: model.layers.0.mlp.experts.gate_up_proj
+    shape: tuple[int, ...]
+
+    @property
+    def experts(self) -> int:
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+
+@dataclass(frozen=True)
+class ModelShapes:
+    """A model's modules in definition order, as counted (each parameter once, as ``model.parameters()`` does)."""
+
+    arch: str  # model_type of the config ('llama', 'gpt2', …) or 'checkpoint' for header-only sources
+    head: str  # base | causal-lm | masked-lm | seq-cls | unknown
+    modules: tuple[ModuleShape, ...]
+    hidden: int | None = None  # d_model, the width a "d×d" assumption uses
+    output_head: str | None = None  # the module PEFT's all-linear leaves out (the output embedding / classifier)
+    shapes_from: str = "rules"  # rules | hf | headers
+    notes: tuple[str, ...] = ()
+    parameters: tuple[ParamShape, ...] = ()  # reachable only as target_parameters (fused experts, routers)
+    config: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def total(self) -> int:
+        """Model parameters with tied weights counted once."""
+        return sum(m.params for m in self.modules)
+
+    @property
+    def tied(self) -> tuple[ModuleShape, ...]:
+        return tuple(m for m in self.modules if m.tied_to is not None)
+
+    @property
+    def num_layers(self) -> int:
+        layers = {split_name(m.name)[0] for m in self.modules}
+        return len(layers - {None})
+
+    def by_name(self) -> dict[str, ModuleShape]:
+        return {m.name: m for m in self.modules}
+
+    def with_modules(self, modules: Iterable[ModuleShape], **changes) -> ModelShapes:
+        return replace(self, modules=tuple(modules), **changes)
+
+
+def relayer(model: ModelShapes, n_layers: int) -> ModelShapes:
+    """The same model with ``n_layers`` copies of its first layer (for the 'different layer count' mistake)."""
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be ≥ 1, got {n_layers}")
+    first = min((split_name(m.name)[0] for m in model.modules if split_name(m.name)[0] is not None), default=None)
+    if first is None:
+        return model
+    return model.with_modules(_relayered(model.modules, first, n_layers),
+                              parameters=tuple(_relayered(model.parameters, first, n_layers)))
+
+
+def _relayered(items, first: int, n_layers: int) -> list:
+    """Items outside the layer stack kept in place; the stack replaced by n copies of layer ``first``."""
+    template = [m for m in items if split_name(m.name)[0] == first]
+    out: list = []
+    placed = False
+    for m in items:
+        if split_name(m.name)[0] is None:
+            out.append(m)
+        elif not placed:
+            out.extend(_renumber(t, first, i) for i in range(n_layers) for t in template)
+            placed = True
+    return out
+
+
+def _renumber(m, old: int, new: int):
+    parts = m.name.split(".")
+    i = next(i for i, p in enumerate(parts) if p.isdigit())
+    assert int(parts[i]) == old
+    parts[i] = str(new)
+    return replace(m, name=".".join(parts))

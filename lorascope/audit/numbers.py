@@ -1,0 +1,106 @@
+"""Human-readable numbers: parse claims such as ``33M``, ``4.2B``, ``1,234,567``, ``0.45%``; print ``33.6M``."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..errors import LorascopeError
+
+SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+_COUNT = re.compile(r"^\s*(?P<num>[0-9][0-9_,]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<suffix>[kKmMbBgGtT]?)\s*$")
+_PERCENT = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*%?\s*$")
+
+
+def parse_count(value: str | int | float, where: str = "claim") -> int:
+    """A parameter count from ``33M``, ``4.2B``, ``1,234,567``, ``7e9`` or a number.
+
+    Raises:
+        LorascopeError: the value is not a non-negative number with an optional K/M/B/T suffix.
+    """
+    if isinstance(value, bool):
+        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B or 1,234,567.")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise LorascopeError(f"{where} {value!r} is not a parameter count (expected a non-negative number).")
+        return round(value)
+    m = _COUNT.match(str(value))
+    if m is None or ("," in m["num"] and not re.fullmatch(r"[0-9]{1,3}(,[0-9]{3})*(\.[0-9]*)?", m["num"])):
+        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 1,234,567 or 7e9.")
+    number = float(m["num"].replace(",", "").replace("_", ""))
+    return round(number * SUFFIXES[m["suffix"].upper()])
+
+
+def parse_percent(value: str | int | float, where: str = "percent claim") -> float:
+    """A percentage from ``0.45``, ``0.45%`` (both mean 0.45 %).
+
+    Raises:
+        LorascopeError: the value is not a number between 0 and 100.
+    """
+    if isinstance(value, bool):
+        raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        m = _PERCENT.match(str(value))
+        if m is None:
+            raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
+        number = float(m["num"])
+    if not math.isfinite(number) or not 0 <= number <= 100:
+        raise LorascopeError(f"{where} {value!r} must lie between 0 and 100 (a percentage, 0.45 means 0.45 %).")
+    return number
+
+
+def short(n: float) -> str:
+    """``33554432`` -> ``33.6M``; ``6738415616`` -> ``6.74B``; three significant digits."""
+    n = float(n)
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.3g}" if n != int(n) else str(int(n))
+
+
+def exact(n: int) -> str:
+    """``4194304`` -> ``4,194,304``."""
+    return f"{int(n):,}"
+
+
+def both(n: int) -> str:
+    """``4,194,304 (4.19M)``."""
+    return f"{exact(n)} ({short(n)})" if abs(n) >= 1000 else exact(n)
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in decimal units: 16,777,216 -> '16.8 MB'."""
+    for suffix, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {suffix}"
+    return f"{int(n)} B"
+
+
+def parse_layers(value: str | int | list | tuple | None, where: str = "--layers") -> tuple[int, ...] | None:
+    """Layer indices from ``0-15``, ``0,2,4-7``, an int or a list; None stays None.
+
+    Raises:
+        LorascopeError: anything else, or a range that runs backwards.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise LorascopeError(f"{where} {value!r} is not a layer list; expected e.g. 0-15 or 0,2,4-7.")
+    if isinstance(value, int):
+        value = [value]
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        m = re.fullmatch(r"(\d+)\s*(?:[-–:]\s*(\d+))?", text)
+        if m is None:
+            raise LorascopeError(f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. 0-15 or 0,2,4-7.")
+        first, last = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
+        if last < first:
+            raise LorascopeError(f"{where} {value!r}: the range {text} runs backwards; write {last}-{first}.")
+        out.extend(range(first, last + 1))
+    if not out:
+        raise LorascopeError(f"{where} {value!r} names no layers.")
+    return tuple(sorted(set(out)))

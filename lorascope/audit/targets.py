@@ -1,0 +1,377 @@
+"""Which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
+
+- A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` matches
+  both ``attn.c_proj`` and ``mlp.c_proj`` in GPT-2).
+- A string is a regular expression that must match the whole module name (``re.fullmatch``).
+- ``all-linear`` is every Linear / Conv1D layer except the output layer (the output embeddings, or for a
+  classifier the ``score`` / ``classifier`` head).
+- ``layers_to_transform`` (``--layers``) keeps only modules whose first numbered component is listed; PEFT
+  applies it to name lists only and refuses it with a regex or all-linear.
+- A module named by ``modules_to_save`` is never a LoRA target.
+
+``attn`` and ``mlp`` are lorascope presets per architecture (``PRESETS``); with no targets, PEFT's default
+for the architecture is used (``PEFT_DEFAULTS``, from PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import LorascopeError
+from ..names import module_type, split_name
+from .layout import LORA_KINDS, ModelShapes
+
+ALL_LINEAR = "all-linear"
+_REGEX_CHARS = set("*+?[](){}|^$\\")
+
+_LLAMA_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+_LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
+# Preset target sets per architecture: a tuple of names (PEFT list semantics) or a regex string.
+PRESETS: dict[str, dict[str, tuple[str, ...] | str]] = {
+    "attn": {
+        **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2"), _LLAMA_ATTN),
+        "phi3": ("qkv_proj", "o_proj"),
+        "gpt2": ("attn.c_attn", "attn.c_proj"),
+        "bert": ("query", "key", "value", "attention.output.dense"),
+        "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin"),
+    },
+    "mlp": {
+        **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"), _LLAMA_MLP),
+        "mixtral": ("w1", "w2", "w3"),
+        "phi3": ("gate_up_proj", "down_proj"),
+        "gpt2": ("mlp.c_fc", "mlp.c_proj"),
+        # not ("intermediate.dense", "output.dense"): 'output.dense' also ends 'attention.output.dense'
+        "bert": r".*\.layer\.\d+\.(intermediate|output)\.dense",
+        "distilbert": ("ffn.lin1", "ffn.lin2"),
+    },
+}
+PEFT_DEFAULTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2"), ("q_proj", "v_proj")),
+    "gpt2": ("c_attn",),
+    "bert": ("query", "value"),
+}
+PRESET_WORDS = (ALL_LINEAR, "attn", "mlp")
+
+# PEFT ≥ 0.21 on transformers ≥ 5 (peft/utils/transformers_weight_conversion.py): MoE models whose experts
+# transformers now fuses into 3-D parameters get their transformers-4 target names mapped to target_parameters.
+# old leaf name -> parameter it now targets; fused groups must be targeted together and get rank r·len(group).
+MOE_TARGETS: dict[str, dict[str, str]] = {
+    "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
+}
+MOE_FUSED: dict[str, dict[str, tuple[str, ...]]] = {"mixtral": {"gate_up_proj": ("w1", "w3")}}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What the user asked LoRA to target: names, one regex, a preset word, or nothing (PEFT's default)."""
+
+    names: tuple[str, ...] = ()
+    regex: str | None = None
+    preset: str | None = None  # all-linear | attn | mlp | None
+
+    def __post_init__(self) -> None:
+        given = sum((bool(self.names), self.regex is not None, self.preset is not None))
+        if given > 1:
+            raise ValueError("TargetSpec takes one of names, regex or preset")
+        if self.preset is not None and self.preset not in PRESET_WORDS:
+            raise ValueError(f"preset must be one of {PRESET_WORDS}, got {self.preset!r}")
+
+    @property
+    def is_default(self) -> bool:
+        return not self.names and self.regex is None and self.preset is None
+
+    def __str__(self) -> str:
+        if self.names:
+            return ",".join(self.names)
+        return self.regex if self.regex is not None else (self.preset or "default")
+
+
+def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -> TargetSpec:
+    """A TargetSpec from ``q_proj,v_proj``, ``attn``, ``mlp``, ``all-linear``, a regex, or a list of names.
+
+    A string with regex characters (``*+?[](){}|^$\\``) or a ``re:`` prefix is a full-match regex, as a string
+    target_modules is in PEFT; otherwise it is a comma-separated list of names.
+
+    Raises:
+        LorascopeError: an empty name or a regex that does not compile.
+    """
+    if value is None:
+        return TargetSpec()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in PRESET_WORDS:
+            return TargetSpec(preset=text.lower())
+        if text.startswith("re:") or _REGEX_CHARS & set(text):
+            pattern = text[3:] if text.startswith("re:") else text
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise LorascopeError(f"{where} {pattern!r} is not a valid regular expression: {exc}.") from None
+            return TargetSpec(regex=pattern)
+        value = text.split(",")
+    names = tuple(str(n).strip() for n in value)
+    if not names or any(not n for n in names):
+        raise LorascopeError(f"{where} {value!r} has an empty target name; give names separated by commas "
+                             "(q_proj,v_proj), a preset (attn, mlp, all-linear) or a regex.")
+    return TargetSpec(names=names)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A TargetSpec made concrete for one model: the names or regex PEFT would receive."""
+
+    names: tuple[str, ...] = ()  # PEFT list semantics (full names from all-linear included)
+    regex: str | None = None
+    label: str = ""  # how the targets were chosen, for messages
+    full_names: bool = False  # all-linear: exact module names, which PEFT does not filter by layer
+
+
+def resolve(spec: TargetSpec, model: ModelShapes) -> Resolved:
+    """Turn presets and the default into the names or regex PEFT would get for this model.
+
+    Raises:
+        LorascopeError: a preset or default that does not exist for the architecture.
+    """
+    if spec.names:
+        return Resolved(names=spec.names, label=str(spec))
+    if spec.regex is not None:
+        return Resolved(regex=spec.regex, label=f"regex {spec.regex}")
+    if spec.preset == ALL_LINEAR:
+        names = tuple(m.name for m in model.modules if m.kind in ("linear", "conv1d") and m.name != model.output_head)
+        left_out = f" (leaves out the output layer {model.output_head})" if model.output_head else ""
+        return Resolved(names=names, label=ALL_LINEAR + left_out, full_names=True)
+    if spec.preset is not None:
+        table = PRESETS[spec.preset]
+        if model.arch not in table:
+            raise LorascopeError(f"--targets {spec.preset}: no {spec.preset} preset for model_type {model.arch!r} "
+                                 f"(presets exist for {', '.join(sorted(table))}); give the module names instead.")
+        value = table[model.arch]
+        if isinstance(value, str):
+            return Resolved(regex=value, label=f"{spec.preset} = regex {value}")
+        return Resolved(names=value, label=f"{spec.preset} = {','.join(value)}")
+    if model.arch not in PEFT_DEFAULTS:
+        raise LorascopeError(f"no --targets given and PEFT has no default targets for model_type {model.arch!r}; "
+                             "give --targets (names, attn, mlp, all-linear or a regex).")
+    names = PEFT_DEFAULTS[model.arch]
+    return Resolved(names=names, label=f"{','.join(names)} (PEFT's default for {model.arch})")
+
+
+def peft_layer_index(name: str, layers_pattern: Sequence[str] | str | None = None) -> int | None:
+    """The layer index PEFT's layers_to_transform reads from a module name (its first numbered component
+    after at least two others, or after one of ``layers_pattern``), or None."""
+    if not layers_pattern:
+        m = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", name)
+    else:
+        patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern)
+        m = None
+        for pattern in patterns:
+            m = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", name)
+            if m is not None:
+                break
+    return int(m["idx"]) if m else None
+
+
+def in_modules_to_save(name: str, modules_to_save: Sequence[str]) -> bool:
+    """PEFT never puts LoRA on a module that modules_to_save names (as a whole component path)."""
+    return any(re.match(rf"(^|.*\.){m}($|\..*)", name) for m in modules_to_save)
+
+
+def _suffixes(name: str) -> list[str]:
+    """Every proper dotted suffix of a name: 'a.b.c' -> ['b.c', 'c'] (what a PEFT name target can end with)."""
+    parts = name.split(".")
+    return [".".join(parts[i:]) for i in range(1, len(parts))]
+
+
+@dataclass(frozen=True)
+class TargetMatch:
+    """The modules one target specification reaches in one model."""
+
+    resolved: Resolved
+    modules: tuple[str, ...]  # LoRA modules, in model order
+    by_target: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each target -> modules it reached
+    unmatched: tuple[str, ...] = ()  # targets that reached nothing
+    refused: tuple[tuple[str, str], ...] = ()  # (name, kind) reached but not a layer LoRA can wrap
+    outside_layers: int = 0  # modules a target named that --layers left out
+    parameters: tuple[str, ...] = ()  # target_parameters reached (fused experts, routers): parameter paths
+    rank_factor: dict[str, int] = field(default_factory=dict)  # parameter leaf -> rank multiple (fused groups)
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Matched modules grouped by module type (``self_attn.q_proj``, ``block_sparse_moe.experts.*.w1``)."""
+        out: dict[str, list[str]] = {}
+        for name in (*self.modules, *self.parameters):
+            out.setdefault(type_of(name), []).append(name)
+        return {k: tuple(v) for k, v in out.items()}
+
+
+def type_of(name: str) -> str:
+    """The module type a name groups under: the path after its layer index, inner integers as '*'."""
+    return module_type(split_name(name)[1])
+
+
+def match_targets(
+    model: ModelShapes,
+    spec: TargetSpec,
+    layers: Sequence[int] | None = None,
+    modules_to_save: Sequence[str] = (),
+    layers_pattern: Sequence[str] | str | None = None,
+) -> TargetMatch:
+    """The modules PEFT would put LoRA on (check_target_module_exists, over every module that owns parameters).
+
+    Raises:
+        LorascopeError: ``layers`` with a regex or all-linear (PEFT refuses that combination).
+    """
+    resolved = resolve(spec, model)
+    if layers is not None and (resolved.regex is not None or resolved.full_names):
+        raise LorascopeError(
+            f"--layers cannot be combined with targets {resolved.label}: PEFT applies layers_to_transform to lists "
+            "of names only (LoraConfig raises 'layers_to_transform cannot be used when target_modules is a str'). "
+            "Give module names, or put the layer range into the regex."
+        )
+    resolved, param_targets, rank_factor = _moe_conversion(resolved, model)
+    hits: list[str] = []
+    refused: list[tuple[str, str]] = []
+    by_target: dict[str, list[str]] = {t: [] for t in (resolved.names if not resolved.full_names else ())}
+    if resolved.regex is not None:
+        by_target[resolved.regex] = []
+    names_set = set(resolved.names)
+    outside = 0
+    for m in model.modules:
+        if modules_to_save and in_modules_to_save(m.name, modules_to_save):
+            continue
+        if resolved.regex is not None:
+            found = re.fullmatch(resolved.regex, m.name) is not None
+            targets = [resolved.regex] if found else []
+        elif m.name in names_set:
+            found, targets = True, [m.name]
+        else:
+            targets = [t for t in _suffixes(m.name) if t in names_set]
+            found = bool(targets)
+            if found and layers is not None:
+                if peft_layer_index(m.name, layers_pattern) not in set(layers):
+                    outside += 1
+                    continue
+        if not found:
+            continue
+        if m.kind not in LORA_KINDS:
+            refused.append((m.name, m.kind))
+            continue
+        hits.append(m.name)
+        if not resolved.full_names:
+            for t in targets:
+                by_target[t].append(m.name)
+    if resolved.full_names:
+        by_target = {ALL_LINEAR: hits}
+    params: list[str] = []
+    for t in param_targets:
+        by_target.setdefault(t, [])
+    for p in model.parameters:
+        reached = [t for t in param_targets if p.name == t or p.name.endswith("." + t)]
+        if reached:
+            params.append(p.name)
+            for t in reached:
+                by_target[t].append(p.name)
+    unmatched = tuple(t for t, found in by_target.items() if not found)
+    return TargetMatch(resolved, tuple(hits), {k: tuple(v) for k, v in by_target.items()}, unmatched,
+                       tuple(refused), outside, tuple(params), rank_factor)
+
+
+def _moe_conversion(resolved: Resolved, model: ModelShapes) -> tuple[Resolved, tuple[str, ...], dict[str, int]]:
+    """PEFT's MoE target conversion for transformers-5 module trees (``MOE_TARGETS``); a no-op elsewhere.
+
+    all-linear and regexes become leaf names first (all-linear adds every expert and router name); names that
+    map to fused parameters move to target_parameters, which layers_to_transform does not filter.
+
+    Raises:
+        LorascopeError: one member of a fused group targeted without the others (PEFT refuses it).
+    """
+    mapping = MOE_TARGETS.get(model.arch)
+    if model.shapes_from != "hf" or not mapping or not any(len(p.shape) == 3 for p in model.parameters):
+        return resolved, (), {}
+    names = resolved.names
+    if resolved.full_names:
+        names = tuple(dict.fromkeys([n.rsplit(".", 1)[-1] for n in resolved.names] + list(mapping)))
+    elif resolved.regex is not None:
+        names = _regex_leaves(resolved.regex, model, mapping)
+        if not names:
+            return resolved, (), {}
+    params: list[str] = []
+    remaining: list[str] = []
+    present: dict[str, set[str]] = {}
+    for target in names:
+        old = next((o for o in mapping if target == o or target.endswith("." + o)), None)
+        if old is None:
+            remaining.append(target)
+            continue
+        params.append(mapping[old])
+        present.setdefault(mapping[old], set()).add(old)
+    factor = {}
+    for new, group in MOE_FUSED.get(model.arch, {}).items():
+        have = present.get(new, set())
+        if have and len(have) < len(group):
+            raise LorascopeError(
+                f"targets {resolved.label}: {', '.join(sorted(have))} cannot be targeted without "
+                f"{', '.join(sorted(set(group) - have))} on this model, because transformers fuses them into {new} "
+                "(PEFT raises the same error). Target them together."
+            )
+        if len(have) == len(group) > 1:
+            factor[new] = len(group)
+    label = f"{resolved.label} (experts and router as target_parameters)" if params else resolved.label
+    return Resolved(names=tuple(remaining), label=label), tuple(dict.fromkeys(params)), factor
+
+
+def _regex_leaves(regex: str, model: ModelShapes, mapping: dict[str, str]) -> tuple[str, ...]:
+    """Leaf names of the module and parameter paths a regex matches, plus transformers-4 expert names it would
+    have matched (probed on the fused parameters' containers)."""
+    keys = [m.name for m in model.modules] + [p.name for p in model.parameters]
+    leaves = {k.rsplit(".", 1)[-1] for k in keys if re.fullmatch(regex, k)}
+    for p in model.parameters:
+        container, _, leaf = p.name.rpartition(".")
+        for old, new in mapping.items():
+            if new == leaf and old not in leaves and re.fullmatch(regex, f"{container}.{old}"):
+                leaves.add(old)
+    return tuple(sorted(leaves))
+
+
+def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = False) -> list[str]:
+    """Problems with a match, loudest first; raises when LoRA would reach nothing or PEFT would refuse.
+
+    Returns:
+        warnings to show (targets that matched nothing while others matched, with allow_unmatched).
+
+    Raises:
+        LorascopeError: nothing matched; a target matched a module LoRA cannot wrap; a target matched nothing
+            (unless ``allow_unmatched``).
+    """
+    if match.refused:
+        shown = ", ".join(f"{n} ({k})" for n, k in match.refused[:4])
+        raise LorascopeError(
+            f"targets {match.resolved.label} reach {len(match.refused)} module(s) LoRA cannot wrap: {shown}. PEFT accepts "
+            "Linear, Conv1D and Embedding layers only (it raises 'Target module … is not supported'). Narrow the targets."
+        )
+    messages = [_unmatched_message(t, model, match) for t in match.unmatched]
+    reached = bool(match.modules or match.parameters)
+    if not reached or (messages and not allow_unmatched):
+        intro = "LoRA targets matched nothing in this model" if not reached else "some LoRA targets matched nothing"
+        hint = "" if reached else " (PEFT raises 'Target modules … not found in the base model')"
+        tail = "" if not reached else " Pass --allow-unmatched to count the rest anyway, as PEFT silently does."
+        raise LorascopeError(f"{intro}{hint}:\n" + "\n".join(f"  - {x}" for x in messages or
+                             [f"targets {match.resolved.label}"]) + "\n" + _available(model) + tail)
+    return messages
+
+
+def _unmatched_message(target: str, model: ModelShapes, match: TargetMatch) -> str:
+    why = " (all its matches lie outside --layers)" if match.outside_layers else ""
+    near = sorted({type_of(m.name) for m in model.modules if target in m.name and m.kind in LORA_KINDS})[:5]
+    hint = f"; names containing it: {', '.join(near)}" if near else ""
+    return f"target {target!r} matched no module{why}{hint}"
+
+
+def _available(model: ModelShapes) -> str:
+    types: dict[str, int] = {}
+    for m in model.modules:
+        if m.kind in LORA_KINDS:
+            types[type_of(m.name)] = types.get(type_of(m.name), 0) + 1
+    listed = ", ".join(f"{t} (×{n})" if n > 1 else t for t, n in types.items())
+    return f"  layers LoRA can wrap in this model: {listed}"

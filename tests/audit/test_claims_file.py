@@ -1,0 +1,80 @@
+"""`audit CLAIMS.yaml`: validation with every problem at once, one row per figure, CSV and HTML outputs."""
+
+import pytest
+import yaml
+
+from lorascope.audit.claims_file import read_claims, run_claims, save_audit
+from lorascope.audit.page import render_page
+from lorascope.errors import LorascopeError
+
+
+def write(tmp_path, data, name="claims.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def claims(config_dir):
+    return {
+        "tolerance": 0.02,
+        "shapes": "rules",
+        "claims": [
+            {"name": "correct", "model": str(config_dir / "llama-2-7b-hf.json"), "r": 8, "target_modules": ["q_proj", "v_proj"],
+             "claimed": {"lora": "4.2M", "percent": "0.062%"}},
+            {"name": "square kv", "model": str(config_dir / "mistral-7b-v0.1.mlc-modified.json"), "rank": 16,
+             "targets": "attn", "claimed": {"lora": 32 * 16 * 4 * 8192}, "source": "https://example.org/post"},
+            {"name": "nothing", "model": str(config_dir / "gpt2.json"), "targets": "q_proj", "claimed": "1M"},
+        ],
+    }
+
+
+def test_runs_every_claim(tmp_path, config_dir):
+    specs = read_claims(write(tmp_path, claims(config_dir)))
+    assert [s.name for s in specs] == ["correct", "square kv", "nothing"]
+    table = run_claims(specs)
+    assert list(table["verdict"]) == ["ok", "ok", "wrong", "error"]
+    wrong = table[table["name"] == "square kv"].iloc[0]
+    assert wrong["mistakes"] == "square_kv" and "grouped-query attention ignored" in wrong["explanation"]
+    assert "target 'q_proj' matched no module" in table[table["name"] == "nothing"].iloc[0]["explanation"]
+    html = render_page(table, "audit <test>")
+    assert "audit &lt;test&gt;" in html and "https://example.org/post" in html
+    assert "grouped-query attention ignored" in html and "matched no module" in html
+    assert 'src="http' not in html and 'href="http' not in html and "@import" not in html  # self-contained
+    written = save_audit(tmp_path / "out", table, html)
+    assert [p.name for p in written] == ["audit.csv", "audit.html"]
+    assert (tmp_path / "out" / "audit.csv").read_text().splitlines()[0].startswith("name,model,arch,targets")
+
+
+def test_relative_model_paths(tmp_path, config_dir):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "gpt2.json").write_text((config_dir / "gpt2.json").read_text())
+    path = write(tmp_path, [{"model": "cfg/gpt2.json", "rank": 8, "targets": "c_attn", "claimed": {"lora": 294912},
+                            "shapes": "rules"}])
+    (spec,) = read_claims(path)
+    assert spec.model == tmp_path / "cfg" / "gpt2.json"
+    assert list(run_claims([spec])["verdict"]) == ["ok"]
+
+
+def test_all_problems_reported_at_once(tmp_path, config_dir):
+    data = {"claims": [
+        {"model": str(config_dir / "gpt2.json"), "rnak": 8, "claimed": {"lora": "33M"}},
+        {"name": "b", "model": "missing.json", "claimed": {"lora": "lots"}},
+        {"name": "c", "model": str(config_dir / "gpt2.json"), "targets": ".*(", "claimed": {"precent": 1}},
+        {"name": "d", "model": str(config_dir / "gpt2.json"), "claimed": {"lora": 1}, "rank": 0, "layers": "3-1"},
+        "just text",
+    ], "colour": "red"}
+    with pytest.raises(LorascopeError) as err:
+        read_claims(write(tmp_path, data))
+    text = str(err.value)
+    for expected in ("top-level key 'colour' is not known", "claim 1: key 'rnak' is not known",
+                     "claim 2 (b): model 'missing.json' does not exist", "claim 2 (b): claimed lora 'lots' is not a parameter count",
+                     "claim 3 (c): targets '.*(' is not a valid regular expression", "claimed key 'precent' is not known",
+                     "claim 4 (d): rank must be a positive integer", "claim 5: expected a mapping"):
+        assert expected in text, (expected, text)
+
+
+def test_malformed_yaml(tmp_path):
+    with pytest.raises(LorascopeError, match="is not valid YAML"):
+        read_claims(write(tmp_path, "claims: [\n  - name: x\n    model: : :"))
+    with pytest.raises(LorascopeError, match="expected a list of claims, or a mapping with a 'claims:' list"):
+        read_claims(write(tmp_path, {"model": "x"}))

@@ -1,0 +1,74 @@
+"""`lorascope params` and `lorascope audit` end to end: output, JSON, files written, clean errors."""
+
+import json
+
+import yaml
+from click.testing import CliRunner
+
+from lorascope.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_params_prints_counts_memory_and_claim(config_dir):
+    res = run("params", config_dir / "llama-2-7b-hf.json", "-r", "8", "-t", "q_proj,v_proj", "--shapes", "rules",
+              "--claim", "8.4M", "--claim-percent", "0.0622")
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "6,738,415,616 (6.74B) parameters" in out
+    assert "self_attn.v_proj ×32  4096×4096  ← v_proj" in out
+    assert "trainable 4,194,304 (4.19M)" in out and "0.06224 % of the model" in out
+    assert "adapter file 8,405,600 bytes" in out
+    assert "full fine-tuning" in out and "activations, KV cache" in out
+    assert "wrong" in out and "reproduced by: targets taken as attn" in out
+
+
+def test_params_json_and_out(tmp_path, config_dir):
+    res = run("params", config_dir / "mistral-7b-v0.1.mlc-modified.json", "--shapes", "rules", "-t", "attn", "--json",
+              "--out", tmp_path / "p", "--dora", "--layers", "0-1")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output[: res.output.rindex("}") + 1])
+    assert data["counts"]["lora"] == 2 * 16 * 2 * ((4096 + 4096) + (4096 + 1024))
+    assert data["counts"]["dora_magnitude"] == 2 * (4096 + 1024 + 1024 + 4096)
+    assert data["lora"]["layers"] == [0, 1] and data["model"]["parameters"] == 7_241_732_096
+    assert (tmp_path / "p" / "params.json").is_file() and (tmp_path / "p" / "modules.csv").is_file()
+    assert f"results written to {tmp_path / 'p'}" in res.output
+
+
+def test_params_on_an_adapter(real_fixtures, config_dir):
+    res = run("params", real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", "--model",
+              config_dir / "gpt2.json", "--shapes", "rules", "--claim", "811K", "-r", "4")
+    assert res.exit_code == 0, res.output
+    assert "--rank ignored" in res.output
+    assert "c_proj │ attn.c_proj ×12, mlp.c_proj ×12" in res.output
+    assert "ok" in res.output
+
+
+def test_bad_input_exits_cleanly(tmp_path, config_dir):
+    cases = [
+        (["params", config_dir / "gpt2.json", "-t", "q_proj", "--shapes", "rules"], "matched nothing"),
+        (["params", config_dir / "gpt2.json", "-t", ".*(", "--shapes", "rules"], "not a valid regular expression"),
+        (["params", config_dir / "gpt2.json", "--claim", "lots", "--shapes", "rules"], "--claim 'lots' is not a parameter count"),
+        (["params", config_dir / "gpt2.json", "--rank-pattern", "{v_proj: 2}"], "--rank-pattern"),
+        (["params", tmp_path / "nothing.json"], "does not exist"),
+        (["audit", tmp_path / "nothing.yaml"], "does not exist"),
+    ]
+    for args, message in cases:
+        res = run(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output and "Traceback" not in res.output, (args, res.output)
+
+
+def test_audit_writes_default_folder(tmp_path, monkeypatch, config_dir):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blog.yaml").write_text(yaml.safe_dump({"shapes": "rules", "claims": [
+        {"name": "post", "model": str(config_dir / "gpt2.json"), "rank": 8, "targets": "c_attn", "claimed": "295K"},
+        {"name": "bad", "model": str(config_dir / "gpt2.json"), "targets": "q", "claimed": "1M"},
+    ]}))
+    res = run("audit", "blog.yaml", "-q")
+    out = tmp_path / "reports" / "audit-blog"
+    assert (out / "audit.csv").is_file() and (out / "audit.html").is_file()
+    assert "audit.csv and audit.html written to reports/audit-blog" in res.output
+    assert res.exit_code == 2 and "1 claim(s) could not be checked" in res.output and "bad:" in res.output
