@@ -17,6 +17,8 @@ from ..errors import LorascopeError
 COMMANDS = {
     "spectrum": "lorascope.cli.spectrum:spectrum",
     "report": "lorascope.cli.report:report",
+    "compare": "lorascope.cli.compare:compare",
+    "intruders": "lorascope.cli.compare:intruders",
     "params": "lorascope.cli.audit:params",
     "audit": "lorascope.cli.audit:audit",
 }

@@ -13,7 +13,7 @@ from ._common import default_out, wrote
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path),
               help="HTML file (or folder for report.html) [default: RESULTS/report.html for one folder, "
-                   "reports/compare-<names>/report.html for several].")
+                   "reports/report-<names>/report.html for several].")
 @click.option("--label", "labels", multiple=True,
               help="A short name per results folder in a comparison, in order (repeat the option).")
 def report(results, out, labels):
@@ -24,12 +24,25 @@ def report(results, out, labels):
       lorascope report DIR_A DIR_B [DIR_C …] [--out FILE]       side by side: overlaid energy curves,
                                                                 heatmaps on shared scales, one joined table
     """
-    from ..report import render_comparison, render_report
+    from ..report import render_comparison
 
     if len(results) == 1:
         if labels:
             click.echo("--label is used only when comparing several results folders; ignored.", err=True)
-        path = render_report(results[0], out)
+        path = _render_one(results[0], out)
     else:
-        path = render_comparison(list(results), out or default_out("compare", *results), list(labels) or None)
+        path = render_comparison(list(results), out or default_out("report", *results), list(labels) or None)
     wrote(path, "report")
+
+
+def _render_one(folder: Path, out: Path | None) -> Path:
+    """A spectrum results folder (with whatever sweep, selection or comparison tables joined it), or a
+    folder that holds a comparison alone."""
+    from ..report import render_report
+    from .compare import MARKER, SPECTRUM_MARKER
+
+    if not (folder / SPECTRUM_MARKER).is_file() and (folder / MARKER).is_file():
+        from ..report.compare_figures import render_compare_report
+
+        return render_compare_report(folder, out)
+    return render_report(folder, out)

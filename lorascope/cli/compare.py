@@ -1,0 +1,160 @@
+"""`lorascope compare` and `lorascope intruders`: two updates side by side, and the intruder dimensions of one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import check_out, default_out, wrote
+
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+MARKER = "compare_summary.json"
+SPECTRUM_MARKER = "summary.json"  # a `lorascope spectrum` results folder
+
+
+def _fmt(value: str) -> str | None:
+    return None if value == "auto" else value
+
+
+def _common_options(f):
+    """Options both commands share: intruder settings, numerics, module filters, output."""
+    options = [
+        click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/<command>-<inputs>]."),
+        click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.: 10)."),
+        click.option("--epsilon", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
+                     help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
+                          "the counts for 0.10 … 0.90 are written too."),
+        click.option("--tuned-svd", type=click.Choice(["exact", "randomized"]), default="exact", show_default=True,
+                     help="Intruders: SVD of W_tuned; 'randomized' finds the top-k faster."),
+        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                     help="dtype of the dense SVDs (factored LoRA SVDs and projections are always float64)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (dense SVDs)."),
+        click.option("--include", default=None, help="Only modules whose name matches this regex."),
+        click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random directions and randomized SVDs."),
+        click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command()
+@click.argument("x", type=click.Path(exists=True, path_type=Path))
+@click.argument("y", type=click.Path(exists=True, path_type=Path))
+@click.option("--base", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The base model both were tuned from: needed for full checkpoints, amplification and intruders.")
+@click.option("--side", type=click.Choice(["left", "right"]), default="left", show_default=True,
+              help="φ on left (output) or right (input) singular vectors; Hu et al. use the right vectors of A.")
+@click.option("--cap", type=click.IntRange(min=1), default=64, show_default=True,
+              help="φ grid: i, j up to min(rank, CAP); every value to 16, then log-spaced.")
+@click.option("--amp-rank", type=click.IntRange(min=1), default=None,
+              help="r of the amplification factor [default: a LoRA update's rank; a dense one takes the other's].")
+@click.option("--no-intruders", is_flag=True, help="Skip intruder dimensions (the dense SVDs of W and W + ΔW).")
+@click.option("--labels", nargs=2, default=None, metavar="X_LABEL Y_LABEL", help="Names of X and Y in the tables.")
+@click.option("--format-x", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force X's format.")
+@click.option("--format-y", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force Y's format.")
+@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+              help="Force the base's format.")
+@_common_options
+def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format, out, top_k, epsilon,
+            tuned_svd, precision, device, include, exclude, seed, no_report, quiet):
+    """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
+
+    \b
+      lorascope compare ADAPTER_R8 ADAPTER_R64                 φ and cosine (no base needed)
+      lorascope compare ADAPTER FULL_TUNED --base BASE         adds amplification and intruders
+      lorascope compare TUNED_A TUNED_B --base BASE            two full fine-tunes
+
+    Writes compare_modules.csv, subspace_similarity.csv, amplification.csv, intruders.csv,
+    intruder_modules.csv, intruder_sweep.csv and compare_summary.json to --out.
+    """
+    from ..compare import compare as run_compare
+
+    out = _check_out(out or default_out("compare", x, y))
+    results = run_compare(
+        x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x), format_y=_fmt(format_y),
+        base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap, amp_rank=amp_rank,
+        intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision,
+        device=device, include=include, exclude=exclude, seed=seed,
+    )
+    _finish(results, out, no_report, quiet)
+
+
+@click.command()
+@click.argument("base", type=click.Path(exists=True, path_type=Path))
+@click.argument("tuned", type=click.Path(exists=True, path_type=Path))
+@click.option("--label", default=None, help="Name of the update in the tables [default: from its path].")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+              help="Force the format of the tuned checkpoint or adapter.")
+@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+              help="Force the base's format.")
+@_common_options
+def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_svd, precision, device, include, exclude,
+              seed, no_report, quiet):
+    """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
+
+    \b
+      lorascope intruders BASE ADAPTER
+      lorascope intruders BASE TUNED --top-k 10 --epsilon 0.5
+
+    Shuttleworth et al. 2024, Algorithm 1. Writes intruders.csv (each top-k vector's largest |cos| with the
+    base), intruder_modules.csv, intruder_sweep.csv (counts for ε = 0.10 … 0.90) and compare_summary.json.
+    """
+    from ..compare import intruders as run_intruders
+
+    out = _check_out(out or default_out("intruders", base, tuned))
+    results = run_intruders(
+        base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet, top_k=top_k,
+        epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device, include=include, exclude=exclude,
+        seed=seed,
+    )
+    _finish(results, out, no_report, quiet)
+
+
+def _check_out(out: Path) -> Path:
+    """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
+    if (Path(out) / SPECTRUM_MARKER).is_file():
+        return Path(out)
+    return check_out(out, marker=MARKER)
+
+
+def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
+    results.save(out)
+    if not quiet:
+        print_headline(results.summary)
+    wrote(out)
+    if not no_report:
+        wrote(_render(out), "report")
+
+
+def _render(out: Path) -> Path:
+    """The spectrum report with its comparison section where the folder holds spectrum results, else a compare page."""
+    from .report import _render_one
+
+    return _render_one(out, None)
+
+
+def print_headline(summary: dict) -> None:
+    """A few lines: mean cosine and φ over modules, then amplification and intruders per update."""
+    h = summary.get("headline") or {}
+    n = (summary.get("totals") or {}).get("modules", 0)
+    if "mean_cosine" in h:
+        click.echo(f"{n} modules compared: mean cosine {_g(h['mean_cosine'])}, mean φ(1,1) {_g(h['mean_phi_1_1'])}, "
+                   f"mean φ(k_x, k_y) {_g(h['mean_phi_all'])} (random subspaces: {_g(h['mean_random_all'])})")
+    for label, u in (h.get("updates") or {}).items():
+        parts = []
+        if u.get("median_amplification") is not None:
+            parts.append(f"median amplification {_g(u['median_amplification'])} (r = {_g(u.get('median_rank'))})")
+        if "intruders" in u:
+            parts.append(f"{u['intruders']} intruder dimensions at ε = {u['epsilon']:g} in "
+                         f"{u['modules_with_intruders']} of {u['modules']} modules")
+        if parts:
+            click.echo(f"  {label}: " + "; ".join(parts))
+
+
+def _g(v) -> str:
+    return "–" if v is None else f"{float(v):.3g}"

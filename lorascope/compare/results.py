@@ -1,0 +1,98 @@
+"""Comparison results on disk: the tables ``lorascope compare`` and ``lorascope intruders`` write, and reading them back.
+
+A results folder holds whichever of these the run produced (the report adds its compare section when
+``compare_summary.json`` is there):
+
+- ``compare_modules.csv``: one row per module both updates touch — ranks, norms, cosine, the φ summary,
+  and with a base the amplification factor and intruder count of each update.
+- ``subspace_similarity.csv``: φ(i, j) per module on the (i, j) grid, with the random expectation max(i, j)/m.
+- ``amplification.csv``: Hu et al.'s Table 7 per module and update.
+- ``intruders.csv``: one row per top-k singular vector of W_tuned: σ, max |cos| with the base, intruder at ε.
+- ``intruder_modules.csv``: intruder count per module and update at the chosen ε.
+- ``intruder_sweep.csv``: intruders summed over modules at each ε of the sweep.
+- ``compare_summary.json``: inputs, labels, options, versions, totals, headline numbers, timing, warnings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LorascopeError
+
+SUMMARY_JSON = "compare_summary.json"
+# attribute of CompareResults -> its file
+TABLES = {
+    "modules": "compare_modules.csv",
+    "similarity": "subspace_similarity.csv",
+    "amplification": "amplification.csv",
+    "intruders": "intruders.csv",
+    "intruder_modules": "intruder_modules.csv",
+    "sweep": "intruder_sweep.csv",
+}
+
+
+@dataclass
+class CompareResults:
+    """The tables of one comparison (None where the run did not produce them) and its summary."""
+
+    summary: dict[str, Any]
+    modules: pd.DataFrame | None = None
+    similarity: pd.DataFrame | None = None
+    amplification: pd.DataFrame | None = None
+    intruders: pd.DataFrame | None = None
+    intruder_modules: pd.DataFrame | None = None
+    sweep: pd.DataFrame | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    def save(self, out: str | Path) -> Path:
+        """Write every table present and the summary into ``out`` (created), and return it."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for attr, name in TABLES.items():
+            table = getattr(self, attr)
+            if table is not None:
+                table.to_csv(out / name, index=False)
+            elif (out / name).exists():  # a stale table of an earlier run into the same folder
+                (out / name).unlink()
+        with open(out / SUMMARY_JSON, "w") as fh:
+            json.dump(self.summary, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        self.path = out
+        return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (Path, tuple)):
+        return str(obj) if isinstance(obj, Path) else list(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def load_compare(path: str | Path) -> CompareResults:
+    """Read a folder written by ``CompareResults.save``.
+
+    Raises:
+        LorascopeError: the folder has no compare_summary.json or a table is unreadable.
+    """
+    path = Path(path)
+    if not (path / SUMMARY_JSON).is_file():
+        raise LorascopeError(
+            f"{path} holds no comparison results ({SUMMARY_JSON} not found); they are written by "
+            "`lorascope compare` and `lorascope intruders`."
+        )
+    try:
+        with open(path / SUMMARY_JSON) as fh:
+            summary = json.load(fh)
+        tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if (path / name).is_file()}
+    except (OSError, ValueError) as exc:
+        raise LorascopeError(f"could not read the comparison results in {path}: {exc}") from None
+    return CompareResults(summary, **tables, path=path)

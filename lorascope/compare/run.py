@@ -1,0 +1,388 @@
+"""Stream the modules of two updates (and their base) one at a time and build the comparison tables.
+
+``compare(X, Y, base)`` and ``intruders(BASE, TUNED)`` are the entry points of ``lorascope compare`` and
+``lorascope intruders``. Modules of X and Y are paired by normalized name (``NameIndex``), so an adapter
+and a full fine-tune of the same base line up. Each module's tensors are read, measured (``pair``) and
+released before the next, so peak memory is a few matrices whatever the model size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..analysis import dora_update, versions
+from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
+from ..delta import Delta, DenseDelta, DoraDelta, LowRankDelta, filter_names, plan_deltas
+from ..errors import LorascopeError
+from ..linalg import resolve_device, torch_dtype
+from ..names import NameIndex, split_name
+from ..progress import progress_bar
+from .intruders import IntruderOptions, intruder_counts, intruder_sweep
+from .pair import PairOptions, PairResult, compare_pair, single_intruders
+from .results import CompareResults
+from .subspace import GridOptions
+from .updates import Dense, LowRank, Update
+
+Checkpoint = Weights | Adapter
+Source = str | Path | Weights | Adapter
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where dense work runs and which modules are read."""
+
+    device: str = "auto"  # dense SVDs on a GPU when torch sees one; factored SVDs stay on the CPU
+    include: str | None = None  # regex on module names
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # raises ValueError naming the allowed values
+
+
+def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
+    """Route flat keyword options to the dataclass that owns each (``intruders=False`` turns them off).
+
+    Raises:
+        LorascopeError: an unknown option or a value out of range.
+    """
+    owners = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (GridOptions, IntruderOptions, RunOptions)}
+    owners[PairOptions] = {f.name for f in dataclasses.fields(PairOptions)} - {"grid", "intruders"}
+    want_intruders = options.pop("intruders", True)
+    parts: dict[type, dict[str, Any]] = {cls: {} for cls in owners}
+    for key, value in options.items():
+        cls = next((c for c, names in owners.items() if key in names), None)
+        if cls is None:
+            known = sorted({n for names in owners.values() for n in names} | {"intruders"})
+            raise LorascopeError(f"unknown option {key!r}; expected one of: {', '.join(known)}")
+        parts[cls][key] = value
+    try:
+        grid = GridOptions(**parts[GridOptions])
+        intr = IntruderOptions(**parts[IntruderOptions]) if want_intruders else None
+        pair = PairOptions(grid=grid, intruders=intr, **parts[PairOptions])
+        run = RunOptions(**parts[RunOptions])
+    except (TypeError, ValueError) as exc:
+        raise LorascopeError(str(exc)) from None
+    return pair, run
+
+
+# ---- reading one update ------------------------------------------------------------------------
+
+
+def _load_lowrank(d: LowRankDelta, dtype: torch.dtype, device: torch.device) -> Update:
+    m = d.module
+    return LowRank(m.left.load(torch.float64), m.right.load(torch.float64), m.scale)  # factors: CPU, float64
+
+
+def _load_dense(d: DenseDelta, dtype: torch.dtype, device: torch.device) -> Update:
+    delta = d.tuned.load(dtype, device, copy=True)
+    delta.sub_(d.base.load(dtype, device))  # in place: two matrices at the peak
+    return Dense(delta)
+
+
+def _load_dora(d: DoraDelta, dtype: torch.dtype, device: torch.device) -> Update:
+    return Dense(dora_update(d, dtype, device)[0])
+
+
+# Delta item type -> its update, read from disk
+LOADERS: dict[type, Callable[[Any, torch.dtype, torch.device], Update]] = {
+    LowRankDelta: _load_lowrank,
+    DenseDelta: _load_dense,
+    DoraDelta: _load_dora,
+}
+
+
+def load_update(d: Delta, dtype: torch.dtype, device: torch.device) -> Update:
+    return LOADERS[type(d)](d, dtype, device)
+
+
+# ---- opening and pairing ---------------------------------------------------------------------------
+
+
+def _open(source: Source, fmt: str | None) -> Checkpoint:
+    return source if isinstance(source, (Weights, Adapter)) else open_checkpoint(source, fmt)
+
+
+def _label(source: Source, fallback: str) -> str:
+    path = Path(source.path if isinstance(source, (Weights, Adapter)) else source)
+    name = path.name if path.is_dir() else path.stem
+    if name in {"adapter", "adapter_model", "model", "tuned", ""} and path.parent.name:
+        name = path.parent.name
+    return name or fallback
+
+
+def default_labels(x: Source, y: Source) -> tuple[str, str]:
+    """Input names for the long tables ('r8', 'r64'), or 'x' and 'y' when the two names coincide."""
+    lx, ly = _label(x, "x"), _label(y, "y")
+    return (lx, ly) if lx != ly else ("x", "y")
+
+
+def _require_base(ckpt: Checkpoint, role: str, base: Checkpoint | None) -> None:
+    if isinstance(ckpt, Weights) and base is None:
+        raise LorascopeError(
+            f"{role} ({ckpt.path}) is a full checkpoint; its update ΔW = tuned − base needs the base model. "
+            "Give it with --base BASE (two adapters alone need no base)."
+        )
+
+
+def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Delta]], list[dict[str, str]]]:
+    """Pairs (ΔW from X, ΔW from Y) of the same module, matched by normalized name; the rest as warnings."""
+    warnings: list[dict[str, str]] = []
+    by_name: dict[str, Delta] = {}
+    for d in ys:
+        if d.name in by_name:
+            warnings.append({"name": d.name, "reason": "two modules of Y map to this name; the second is ignored"})
+        else:
+            by_name[d.name] = d
+    index = NameIndex(by_name)
+    pairs: list[tuple[Delta, Delta]] = []
+    used: set[str] = set()
+    for dx in xs:
+        hit = index.find(dx.name)
+        if hit is None or hit in used:
+            warnings.append({"name": dx.name, "reason": "only in X (no module of that name in Y)"})
+            continue
+        dy = by_name[hit]
+        if tuple(dx.shape) != tuple(dy.shape):
+            warnings.append({"name": dx.name, "reason": f"X's update is {list(dx.shape)} but Y's is {list(dy.shape)}; skipped"})
+            continue
+        used.add(hit)
+        pairs.append((dx, dy))
+    warnings += [{"name": n, "reason": "only in Y (no module of that name in X)"} for n in by_name if n not in used]
+    return pairs, warnings
+
+
+def _plan(base: Weights | None, ckpt: Checkpoint, run: RunOptions) -> tuple[list[Delta], list[dict[str, str]]]:
+    plan = filter_names(plan_deltas(base, ckpt), run.include, run.exclude)
+    return plan.deltas, plan.warnings
+
+
+def _meta(d: Delta) -> dict[str, Any]:
+    layer, module = split_name(d.name)
+    m, n = d.shape
+    return {"name": d.name, "layer": layer, "module": module, "rows": m, "cols": n}
+
+
+def _base_weight(refs: list[TensorRef | None], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    ref = next((r for r in refs if r is not None), None)
+    return None if ref is None else ref.load(dtype, device)
+
+
+# ---- the two runs ------------------------------------------------------------------------------------
+
+
+def compare(
+    x: Source,
+    y: Source,
+    base: Source | None = None,
+    *,
+    labels: tuple[str, str] | None = None,
+    format_x: str | None = None,
+    format_y: str | None = None,
+    base_format: str | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> CompareResults:
+    """Compare two updates of the same base module by module (Hu et al. 2021 §7.2–7.3; Shuttleworth et al. 2024).
+
+    Args:
+        x: an adapter or a fine-tuned checkpoint.
+        y: likewise.
+        base: the base checkpoint; needed for full checkpoints, amplification and intruder dimensions.
+        labels: names of X and Y in the tables (default: from their paths).
+        format_x, format_y, base_format: force a format (``lorascope.checkpoint.FORMATS``).
+        progress: a progress bar over modules on stderr.
+        **options: side, cap, full_to, per_octave (φ grid); top_k, epsilon, epsilons, tuned_svd, intruders
+            (bool); amp_rank, precision, dense_svd, seed; device, include, exclude.
+
+    Returns:
+        ``CompareResults``; ``.save(dir)`` writes the tables.
+
+    Raises:
+        LorascopeError: an input is missing or unsupported, the inputs share no module, or a full checkpoint
+            was given without its base.
+    """
+    start = time.perf_counter()
+    pair_opts, run = build_options(**options)
+    ck_x, ck_y = _open(x, format_x), _open(y, format_y)
+    ck_b = _open(base, base_format) if base is not None else None
+    if isinstance(ck_b, Adapter):
+        raise LorascopeError(f"--base {ck_b.path} is a LoRA adapter; the base must be the model's own weights.")
+    _require_base(ck_x, "X", ck_b)
+    _require_base(ck_y, "Y", ck_b)
+    if ck_b is None:
+        pair_opts = dataclasses.replace(pair_opts, intruders=None)  # they need W_base
+    labels = labels or default_labels(x, y)
+    xs, warn_x = _plan(ck_b, ck_x, run)
+    ys, warn_y = _plan(ck_b, ck_y, run)
+    pairs, warnings = pair_deltas(xs, ys)
+    if not pairs:
+        raise LorascopeError(
+            f"X ({ck_x.path}) and Y ({ck_y.path}) share no module of the same name and shape "
+            f"(X has e.g. {xs[0].name if xs else 'none'}, Y has e.g. {ys[0].name if ys else 'none'}); "
+            "are they updates of the same base model?"
+        )
+    device, dtype = resolve_device(run.device), torch_dtype(pair_opts.precision)
+    parts: list[tuple[dict[str, Any], PairResult]] = []
+    with progress_bar(len(pairs), "modules", progress) as bar:
+        for index, (dx, dy) in enumerate(pairs):
+            ux, uy = load_update(dx, dtype, device), load_update(dy, dtype, device)
+            w = _base_weight([dx.base, dy.base], dtype, device) if ck_b is not None else None
+            rng = np.random.default_rng([pair_opts.seed, index])
+            meta = {**_meta(dx), "source_x": dx.source, "source_y": dy.source}
+            parts.append((meta, compare_pair(ux, uy, w, pair_opts, labels, rng)))
+            del ux, uy, w
+            bar.advance(note=dx.name)
+    results = _compare_tables(parts, pair_opts)
+    inputs = [describe_input("x", ck_x), describe_input("y", ck_y)] + ([describe_input("base", ck_b)] if ck_b else [])
+    options_used = {"grid": dataclasses.asdict(pair_opts.grid),
+                    "intruders": dataclasses.asdict(pair_opts.intruders) if pair_opts.intruders else None,
+                    **{k: v for k, v in dataclasses.asdict(pair_opts).items() if k not in ("grid", "intruders")},
+                    **dataclasses.asdict(run)}
+    results.summary = _summary("compare", inputs, list(labels), options_used, results,
+                               warn_x + warn_y + warnings, time.perf_counter() - start)
+    return results
+
+
+def _frame(rows: list[dict[str, Any]] | list[pd.DataFrame], concat: bool = False) -> pd.DataFrame | None:
+    if not rows:
+        return None
+    df = pd.concat(rows, ignore_index=True) if concat else pd.DataFrame(rows)
+    if "layer" in df.columns:
+        df["layer"] = df["layer"].astype("Int64")
+    return df
+
+
+def _compare_tables(parts: list[tuple[dict[str, Any], PairResult]], opts: PairOptions) -> CompareResults:
+    modules = _frame([{**meta, **res.row} for meta, res in parts])
+    similarity = _frame([res.similarity.assign(**{k: meta[k] for k in ("name", "layer", "module")}, side=opts.grid.side)
+                         [["name", "layer", "module", "side", "i", "j", "phi", "random"]]
+                         for meta, res in parts if len(res.similarity)], concat=True)
+    amplification = _frame([{**{k: meta[k] for k in ("name", "layer", "module")}, **row}
+                            for meta, res in parts for row in res.amplification])
+    intr = _frame([t.assign(name=meta["name"], layer=meta["layer"], module=meta["module"])
+                   for meta, res in parts for t in res.intruders], concat=True)
+    return _with_intruders(CompareResults({}, modules, similarity, amplification), intr, opts.intruders)
+
+
+def _with_intruders(results: CompareResults, table: pd.DataFrame | None, opts: IntruderOptions | None) -> CompareResults:
+    if table is None or opts is None:
+        return results
+    front = ["name", "layer", "module", "update"]
+    results.intruders = table[front + [c for c in table.columns if c not in front]]
+    results.intruder_modules = intruder_counts(results.intruders, opts.epsilon)
+    results.sweep = intruder_sweep(results.intruders, opts.epsilons)
+    return results
+
+
+def intruders(
+    base: Source,
+    tuned: Source,
+    *,
+    label: str | None = None,
+    format: str | None = None,
+    base_format: str | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> CompareResults:
+    """Intruder dimensions of a fine-tune or adapter against its base (Shuttleworth et al. 2024, Algorithm 1).
+
+    Args:
+        base: the base checkpoint.
+        tuned: a fine-tuned checkpoint or an adapter of ``base``.
+        label: the update's name in the tables (default: from its path).
+        format, base_format: force a format.
+        progress: a progress bar over modules on stderr.
+        **options: top_k, epsilon, epsilons, tuned_svd; precision, seed; device, include, exclude.
+
+    Returns:
+        ``CompareResults`` with intruders, intruder_modules and sweep.
+    """
+    start = time.perf_counter()
+    options.pop("intruders", None)  # this command computes nothing else
+    pair_opts, run = build_options(**options)
+    opts = pair_opts.intruders or IntruderOptions()
+    ck_b, ck_t = _open(base, base_format), _open(tuned, format)
+    if isinstance(ck_b, Adapter):
+        raise LorascopeError(f"{ck_b.path} is a LoRA adapter; the first input must be the base model's weights.")
+    deltas, warnings = _plan(ck_b, ck_t, run)
+    label = label or _label(tuned, "tuned")
+    device, dtype = resolve_device(run.device), torch_dtype(pair_opts.precision)
+    tables: list[pd.DataFrame] = []
+    with progress_bar(len(deltas), "modules", progress) as bar:
+        for d in deltas:
+            if d.base is None:
+                warnings.append({"name": d.name, "reason": "no base weight; intruder dimensions need it, skipped"})
+            else:
+                w, update = d.base.load(dtype, device), load_update(d, dtype, device)
+                meta = _meta(d)
+                tables.append(single_intruders(w, update, opts, pair_opts.seed)
+                              .assign(update=label, name=meta["name"], layer=meta["layer"], module=meta["module"]))
+                del w, update
+            bar.advance(note=d.name)
+    if not tables:
+        raise LorascopeError(f"no module of {ck_t.path} has a base weight in {ck_b.path}; nothing to compare.")
+    results = _with_intruders(CompareResults({}), _frame(tables, concat=True), opts)
+    inputs = [describe_input("base", ck_b), describe_input("tuned", ck_t)]
+    options_used = {"intruders": dataclasses.asdict(opts), "precision": pair_opts.precision, "seed": pair_opts.seed,
+                    **dataclasses.asdict(run)}
+    results.summary = _summary("intruders", inputs, [label], options_used, results, warnings,
+                               time.perf_counter() - start)
+    return results
+
+
+# ---- summary -----------------------------------------------------------------------------------------
+
+
+def headline(results: CompareResults, labels: list[str]) -> dict[str, Any]:
+    """A few numbers per run: mean cosine and φ summary over modules; per update the median amplification
+    and the intruders summed over modules at the chosen ε."""
+    out: dict[str, Any] = {}
+    mods = results.modules
+    if mods is not None:
+        for col in ("cosine", "phi_1_1", "phi_min", "phi_all", "random_all", "shared_dims", "random_dims"):
+            out[f"mean_{col}"] = _nan_none(mods[col].mean())
+    per: dict[str, dict[str, Any]] = {label: {} for label in labels}
+    if results.amplification is not None:
+        for label, group in results.amplification.groupby("update"):
+            per[label]["median_amplification"] = _nan_none(group["amplification"].median())
+            per[label]["median_rank"] = _nan_none(group["rank"].median())
+    if results.intruder_modules is not None:
+        for label, group in results.intruder_modules.groupby("update"):
+            per[label].update(intruders=int(group["intruders"].sum()), epsilon=float(group["epsilon"].iloc[0]),
+                              modules_with_intruders=int((group["intruders"] > 0).sum()), modules=len(group))
+    out["updates"] = per
+    return out
+
+
+def _nan_none(v: Any) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+def _summary(kind: str, inputs: list[dict[str, Any]], labels: list[str], options: dict[str, Any],
+             results: CompareResults, warnings: list[dict[str, str]], seconds: float) -> dict[str, Any]:
+    n_modules = len(results.modules) if results.modules is not None else (
+        results.intruders["name"].nunique() if results.intruders is not None else 0)
+    return {
+        "lorascope_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kind": kind,
+        "inputs": inputs,
+        "labels": labels,
+        "options": options,
+        "versions": versions(),
+        "totals": {"modules": int(n_modules), "skipped": len(warnings)},
+        "headline": headline(results, labels),
+        "timing": {"total_seconds": round(seconds, 3)},
+        "warnings": warnings,
+    }
