@@ -274,9 +274,9 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     (or one shared bar for all panels when ``shared_scale``)."""
     n_layers = max(len(p.grid.values.index) for p in panels)
     n_types = max(len(p.grid.values.columns) for p in panels)
-    ncols = len(panels) if n_types <= 8 else min(2, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
     panel_w = max(2.0, 0.42 * n_types + 0.9)
+    ncols = max(1, min(len(panels), int(12.0 // (panel_w + 0.1))))  # as many as fit 12 inches at full size
+    nrows = math.ceil(len(panels) / ncols)
     panel_h = float(np.clip(0.24 * n_layers, 1.6, 9.0)) + 1.0 + 0.055 * max(len(labels.get(t, t)) for t in panels[0].grid.values.columns)
     fig = Figure(figsize=(min(12.0, panel_w * ncols + 0.4), panel_h * nrows + 0.3), layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
