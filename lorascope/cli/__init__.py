@@ -21,6 +21,9 @@ COMMANDS = {
     "intruders": "lorascope.cli.compare:intruders",
     "params": "lorascope.cli.audit:params",
     "audit": "lorascope.cli.audit:audit",
+    "train": "lorascope.cli.train:train",
+    "train-sweep": "lorascope.cli.train:train_sweep",
+    "demo": "lorascope.cli.train:demo",
 }
 
 
