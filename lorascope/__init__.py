@@ -19,7 +19,10 @@ _LAZY = {
     "render_comparison": ("lorascope.report", "render_comparison"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # the names of _LAZY
+    "__version__", "LorascopeError", "Results", "analyze", "load_results", "open_checkpoint", "render_comparison",
+    "render_report",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .analysis import analyze

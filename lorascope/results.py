@@ -90,20 +90,27 @@ class Results:
         self.vectors.to_csv(out / VECTORS_CSV, index=False)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.spectra.items()}
         save_file(arrays, str(out / SPECTRA_FILE), metadata={"content": "singular values, descending"})
-        with open(out / SUMMARY_JSON, "w") as fh:
-            json.dump(self.summary, fh, indent=2, default=_json_default)
-            fh.write("\n")
+        write_json(out / SUMMARY_JSON, self.summary)
         self.path = out
         return out
 
 
+def write_json(path: str | Path, obj: Any) -> None:
+    """``obj`` as indented JSON; numpy scalars, paths, tuples and sets are written as plain values."""
+    Path(path).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if hasattr(obj, "item"):  # a 0-d tensor or array
+        return obj.item()
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 

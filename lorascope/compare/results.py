@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..errors import LorascopeError
+from ..results import write_json
 
 SUMMARY_JSON = "compare_summary.json"
 # attribute of CompareResults -> its file
@@ -60,21 +60,11 @@ class CompareResults:
                 table.to_csv(out / name, index=False)
             elif (out / name).exists():  # a stale table of an earlier run into the same folder
                 (out / name).unlink()
-        with open(out / SUMMARY_JSON, "w") as fh:
-            json.dump(self.summary, fh, indent=2, default=_json_default)
-            fh.write("\n")
+        write_json(out / SUMMARY_JSON, self.summary)
         self.path = out
         return out
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, (Path, tuple)):
-        return str(obj) if isinstance(obj, Path) else list(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def load_compare(path: str | Path) -> CompareResults:

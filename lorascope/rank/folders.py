@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LorascopeError
-from ..results import MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON, Results, load_results
+from ..results import MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON, Results, load_results, write_json
 from .export import ExportOptions, ExportResult, export_adapter
 from .functional import (EvalOptions, functional_sweep, hf_evaluation, is_trainer_run, pick_rank, trainer_evaluation,
                          trainer_run)
@@ -106,22 +106,6 @@ def plan_for(results: Results, base: Any, tuned: Any) -> Any:
 # ---- writing ------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with open(path, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-        fh.write("\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def _clean(obj: Any) -> Any:
@@ -272,7 +256,7 @@ def save_sweep(output: SweepOutput, out: str | Path) -> Path:
     tables = {SWEEP_CSV: output.truncation, UNIFORM_CSV: output.uniform, FRONTIER_CSV: output.frontier,
               FUNCTIONAL_CSV: output.functional, TRAINING_CSV: output.training, KNEES_CSV: output.knees}
     _write_tables(out, tables)
-    _write_json(out / SWEEP_JSON, _clean(output.info))
+    write_json(out / SWEEP_JSON, _clean(output.info))
     return out
 
 
@@ -373,7 +357,7 @@ def save_selection(output: SelectOutput, out: str | Path) -> Path:
             "max_excess_rel_error": _excess(t),
             "config": _config_brief(output.export.config),
         }
-    _write_json(out / SELECTION_JSON, _clean(info))
+    write_json(out / SELECTION_JSON, _clean(info))
     return out
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import LorascopeError
+from ..results import write_json  # noqa: F401  (the run folders' JSON writer, used across the trainer)
 from .data import Example, examples_from_lines
 from .model import MiniGPT, config_from_hf, hf_config
 from .tokenizer import HFTokenizer, Tokenizer, WordTokenizer, from_hf_tokenizer_json, hf_tokenizer_config, hf_tokenizer_json
@@ -43,18 +44,6 @@ class Base:
     max_length: int
 
 
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -16,7 +16,6 @@ from refs import assert_sigma_close, ref_sigma
 import lorascope
 from lorascope.checkpoint import open_checkpoint
 from lorascope.cli import main
-from conftest import REAL
 
 # The fixtures MANIFEST.md lists; a test for each, skipping with the reason where the folder is absent.
 PEFT = ["Tashu014+lora-imdb-distilbert", "TheSotti+Lightweight-Fine-Tuning-to-FM",
