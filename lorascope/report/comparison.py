@@ -57,7 +57,8 @@ def build_comparison_page(runs: list[Results], labels: list[str]) -> Page:
     ctx = ComparisonContext(runs, labels)
     total = sum(len(r.modules) for r in runs)
     subtitle = f"lorascope comparison · {len(runs)} analyses · {total} modules in all"
-    return Page("Comparison: " + " vs ".join(labels), subtitle, COMPARISON_SECTIONS.build(ctx))
+    title = " vs ".join(labels) if len(labels) <= 4 else f"{len(labels)} analyses, {labels[0]} … {labels[-1]}"
+    return Page("Comparison: " + title, subtitle, COMPARISON_SECTIONS.build(ctx))
 
 
 @COMPARISON_SECTIONS.register("runs", "Analyses compared", order=10)
@@ -96,7 +97,17 @@ def headline_section(ctx: ComparisonContext) -> list[Block]:
                 **{f"{c} median": float(pd.to_numeric(g[c], errors="coerce").median())
                    for c in ("entropy_rank", "rank_90", "rank_99", ctx.size)},
             })
-    return [TableBlock(pd.DataFrame(rows), caption="Median per module type and run")]
+    table = pd.DataFrame(rows)
+    if len(ctx.runs) <= 4:
+        return [TableBlock(table, caption="Median per module type and run")]
+    # many runs: one compact table per metric, a row per run and a column per module type
+    blocks: list[Block] = []
+    for c in ("entropy_rank", "rank_90", ctx.size):
+        wide = table.pivot(index="run", columns="module type", values=f"{c} median")
+        wide = wide.reindex(index=ctx.labels, columns=[t for t in ctx.types if t in wide.columns])
+        wide.columns = [ctx.type_labels.get(t, t) for t in wide.columns]
+        blocks.append(TableBlock(wide.reset_index(), caption=f"Median {c} per module type (columns) and run (rows)"))
+    return blocks
 
 
 @COMPARISON_SECTIONS.register("energy", "Cumulative energy, overlaid", order=30)
