@@ -126,3 +126,20 @@ def test_edge_cases_render(tmp_path):
     res.modules = modules_frame(rows)
     page = parse_page(render_report(res.save(tmp_path / "zero")).read_text(encoding="utf-8"))
     assert len(page.images) == 7
+
+
+def test_many_runs_get_a_short_title_and_a_table_per_metric():
+    from lorascope.report.blocks import TableBlock
+    from lorascope.report.comparison import build_comparison_page
+
+    runs = [synthetic_results(2, kind="adapter", r=r, hidden=32) for r in (1, 2, 4, 8, 16)]
+    labels = [f"r{r}" for r in (1, 2, 4, 8, 16)]
+    page = build_comparison_page(runs, labels)
+    assert page.title == "Comparison: 5 analyses, r1 … r16"
+    headline = next(s for s in page.sections if s.key == "headline")
+    tables = [b for b in headline.blocks if isinstance(b, TableBlock)]
+    assert len(tables) == 3 and all(list(t.data["run"]) == labels for t in tables)
+    med = runs[2].modules.assign(t=runs[2].modules["module"]).groupby("t")["entropy_rank"].median()
+    first = tables[0].data.set_index("run")
+    assert first.shape[1] == med.size  # one column per module type
+    assert sorted(first.loc["r4"].to_numpy()) == pytest.approx(sorted(med.to_numpy()))
