@@ -17,10 +17,12 @@ A sweep writes one run folder per configuration, ``base/`` once (a MiniGPT base 
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -249,17 +251,35 @@ def sweep(specs: list[RunSpec], base_path: Path, out: Path, copy_base: bool, pro
     Returns:
         The path of ``index.csv``.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    shared = materialize_base(base_path, out, copy_base)
-    rows = []
-    for i, spec in enumerate(specs, 1):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # deterministic-kernel notices, once per run otherwise
-            rows.append(train_run(spec, shared, out / spec.run_name(), progress))
-        write_csv(out / INDEX, rows)
-        if on_run is not None:
-            on_run(i, len(specs), rows[-1])
+    rows: list[dict[str, Any]] = []
+    with _removed_on_failure(out, keep=lambda: bool(rows)):
+        out.mkdir(parents=True, exist_ok=True)
+        shared = materialize_base(base_path, out, copy_base)
+        for i, spec in enumerate(specs, 1):
+            with _removed_on_failure(out / spec.run_name()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # deterministic-kernel notices, once per run
+                rows.append(train_run(spec, shared, out / spec.run_name(), progress))
+            write_csv(out / INDEX, rows)
+            if on_run is not None:
+                on_run(i, len(specs), rows[-1])
     return out / INDEX
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path, keep: Any = lambda: False) -> Iterator[None]:
+    """Undo ``out`` if the block fails (a bad task, targets matching nothing, Ctrl-C) and ``out`` was absent
+    or empty before, so a failed run leaves nothing that would block the same ``--out`` next time; an empty
+    folder the user made is left empty. ``keep()`` true keeps everything (a sweep keeps its finished runs)."""
+    existed = out.is_dir()
+    fresh = not out.exists() or (existed and not any(out.iterdir()))
+    try:
+        yield
+    except BaseException:
+        if fresh and not keep() and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir()
+        raise
 
 
 
@@ -281,8 +301,9 @@ def train_one(spec: RunSpec, out: Path, model: Path | None = None,
               pretrain_cfg: PretrainConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """One run into ``out`` (``out/base`` holds the MiniGPT base when no ``model`` folder is given)."""
     base, copy = resolve_base(model, pretrain_cfg or PretrainConfig(), progress)
-    out.mkdir(parents=True, exist_ok=True)
-    return train_run(spec, materialize_base(base, out, copy), out, progress)
+    with _removed_on_failure(out):
+        out.mkdir(parents=True, exist_ok=True)
+        return train_run(spec, materialize_base(base, out, copy), out, progress)
 
 
 def train_sweep(specs: list[RunSpec], out: Path, model: Path | None = None,

@@ -61,6 +61,7 @@ def test_bad_input_is_one_clear_error(tiny_base, tmp_path, monkeypatch, args, ma
     res = run(*args, "--model", tiny_base, *FAST, "-q", "--out", tmp_path / "o")
     assert res.exit_code == 2, res.output
     assert match in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()  # nothing left behind to block the same --out next time
 
 
 @pytest.mark.parametrize("args", [["train", "--method", "prefix"], ["train", "--rank", "0"]])

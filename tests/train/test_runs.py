@@ -154,3 +154,20 @@ def test_hugging_face_gpt2_folder_with_conv1d(tmp_path):
     ids = torch.tensor([[2, 11, 7, 4, 5]])
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-4)
+
+
+def test_failed_sweep_leaves_nothing_behind_and_keeps_finished_runs(tiny_base, tmp_path):
+    out = tmp_path / "sw"  # copy_base=True: the MiniGPT base is copied into out/base before the first run
+    with pytest.raises(LorascopeError, match="unknown task"):
+        sweep([spec(task="capitals:3")], tiny_base, out, copy_base=True)
+    assert not out.exists()  # so the same --out works next time
+
+    out.mkdir()  # an empty folder the user made stays, empty
+    with pytest.raises(LorascopeError, match="unknown task"):
+        sweep([spec(task="capitals:3")], tiny_base, out, copy_base=True)
+    assert out.is_dir() and not any(out.iterdir())
+
+    with pytest.raises(LorascopeError, match="match no linear module"):
+        sweep([spec(rank=1), spec(rank=2, targets="qkv")], tiny_base, out, copy_base=True)
+    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv"}  # the failed run is gone
+    assert pd.read_csv(out / "index.csv")["run"].tolist() == ["lora-r1-attn"]
