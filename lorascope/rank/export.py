@@ -18,6 +18,10 @@ with ``(.*\\.)?(k)$`` matching a module name, and every exported module is check
 rank with ``checkpoint.peft.module_scale`` before anything is written (explicit keys for every module,
 then escaped keys, where a shorter name would also match a longer one). Modules at rank 0, expert
 slices of stacked tensors and 1-D tensors are not exported and are listed with the reason.
+
+A resize keeps what the source adapter trained besides its LoRA factors: the full tensors it saved for
+``modules_to_save`` (a classifier head, say) are copied unchanged, under their own keys and dtype, and the
+config keeps its ``modules_to_save`` list, so the smaller adapter still loads into a working model.
 """
 
 from __future__ import annotations
@@ -252,6 +256,7 @@ def export_adapter(
             f"the inputs have e.g. {', '.join(list(by_name)[:3])}. Were the results computed from other checkpoints?"
         )
     _check_export_dir(out)
+    carried = _modules_to_save(tuned)
     rows: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
     exported: dict[str, int] = {}
@@ -265,7 +270,9 @@ def export_adapter(
                    "energy": np.nan, "rel_error": np.nan, "optimal_rel_error": np.nan, "exported": False, "reason": ""}
             if optimal_rel_error and name in optimal_rel_error:
                 row["optimal_rel_error"] = float(optimal_rel_error[name])
-            if r <= 0:
+            if d.source == "modules_to_save" and carried:
+                row["reason"] = "modules_to_save tensor of the source adapter, copied unchanged"
+            elif r <= 0:
                 row["reason"] = "rank 0 selected"
             elif isinstance(layout, str):
                 row["reason"] = layout
@@ -293,12 +300,22 @@ def export_adapter(
     all_names = _model_names(base, tuned)
     if all_names and target_problems(config["target_modules"], exported, all_names):
         config["target_modules"] = regex_targets(exported)
-    write_peft_folder(out, config, tensors, options.dtype)
+    if carried:
+        config["modules_to_save"] = (source or {}).get("modules_to_save")
+    write_peft_folder(out, config, tensors, options.dtype, carried)
     return ExportResult(out, config, table)
 
 
 def _exported_row(tk: TopK) -> dict[str, Any]:
     return {"method": tk.method, "energy": tk.energy(), "rel_error": tk.rel_error()}
+
+
+def _modules_to_save(tuned: Weights | Adapter | None) -> dict[str, Any]:
+    """The source adapter's modules_to_save tensors (store key -> tensor as stored), when it is a PEFT adapter."""
+    if not isinstance(tuned, Adapter) or not (tuned.config or {}).get("modules_to_save"):
+        return {}
+    refs = [*tuned.dense.values(), *(ref for name, ref in tuned.vectors.items() if not name.endswith(".lora_B.bias"))]
+    return {ref.key: ref.store.get(ref.key) for ref in refs}
 
 
 def _model_names(base: Weights | None, tuned: Weights | Adapter | None) -> list[str]:
@@ -317,14 +334,16 @@ def _check_export_dir(out: Path) -> None:
                              "write into it so nothing there is overwritten. Give a new or empty folder.")
 
 
-def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32") -> Path:
-    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``)."""
+def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
+                      verbatim: dict[str, Any] | None = None) -> Path:
+    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as they are)."""
     import torch
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     tdtype = getattr(torch, dtype)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(tdtype).contiguous() for k, v in tensors.items()}
+    state.update({k: torch.as_tensor(v).contiguous() for k, v in (verbatim or {}).items()})
     save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     for stale in ("adapter_model.bin", "adapter_model.pt"):  # a re-export must not leave an older weight file first
         (out / stale).unlink(missing_ok=True)

@@ -1,12 +1,15 @@
 """PEFT itself loads the exported adapters: its ranks and scales are the selection's, and its logits equal
 base + truncated ΔW computed independently with numpy. Needs the `hf` extra."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from rank.planting import truncate
 from refs import planted
 
+import lorascope
 from lorascope.rank import Policy, run_select
 
 transformers = pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
@@ -116,3 +119,31 @@ def test_gpt2_full_finetune_extraction_loads_in_peft(tmp_path):
                                {n: truncate(refs[n], r).T for n, r in ranks.items()}))
     got = logits(loaded)
     assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+
+
+def test_resize_keeps_the_modules_to_save_head_of_a_real_classifier_adapter(real_fixtures, tmp_path):
+    """A real SEQ_CLS adapter (DistilBERT, LoRA on q_lin/v_lin, a trained classifier head in modules_to_save):
+    resized at energy 1.0 it keeps every LoRA direction and its head, so PEFT gives the source's logits."""
+    from safetensors.torch import load_file
+
+    source = real_fixtures / "peft" / "Tashu014+lora-imdb-distilbert"
+    results = lorascope.analyze(source).save(tmp_path / "results")
+    run_select([results], tmp_path / "sel", Policy("energy", energy=1.0), export=tmp_path / "small")
+    src, out = load_file(source / "adapter_model.safetensors"), load_file(tmp_path / "small" / "adapter_model.safetensors")
+    heads = [k for k in src if ".lora_" not in k]
+    assert heads and all(torch.equal(src[k], out[k]) for k in heads)  # copied unchanged, same dtype
+
+    torch.manual_seed(0)
+    base = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(num_labels=2)).eval()
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102], [101, 6659, 1010, 2025, 2204, 102]])
+
+    def peft_logits(folder):
+        model = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(folder)).eval()
+        with torch.no_grad():
+            return model(input_ids=ids).logits.double().numpy()
+
+    want, got = peft_logits(source), peft_logits(tmp_path / "small")
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits.double().numpy()
+    assert np.abs(plain - want).max() > 1e-2  # the head and the update matter: this comparison can fail
