@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from ..errors import LorascopeError
@@ -52,8 +53,10 @@ def hf_model(config: dict[str, Any], head: str | None = None, where: str = "conf
         with _quiet():
             hf_config = transformers.AutoConfig.for_model(arch, **kwargs)
     except (ValueError, KeyError, TypeError) as exc:
+        why = str(exc)
+        why = "it does not know this model_type" if "Unrecognized model identifier" in why else why[:300]
         raise LorascopeError(f"{where}: transformers {transformers.__version__} cannot build a config for model_type "
-                             f"{arch!r} ({exc}).") from None
+                             f"{arch!r} ({why}). Check the model_type in the config, or update transformers.") from None
     auto = getattr(transformers, AUTO_CLASSES[head])
     try:
         with torch.device("meta"), _quiet():
@@ -143,7 +146,24 @@ def hf_shapes(config: dict[str, Any], head: str | None = None, where: str = "con
     arch = model_type_of(config, where)
     head = head or head_of(config, arch)
     model = hf_model(config, head, where)
-    return shapes_of_model(model, arch, head, config)
+    shapes = shapes_of_model(model, arch, head, config)
+    defaulted = defaulted_keys(config, model.config)
+    if defaulted:
+        shown = ", ".join(f"{k}={getattr(model.config, k)}" for k in defaulted)
+        shapes = replace(shapes, notes=(f"{where} does not set {', '.join(defaulted)}; transformers' defaults for "
+                                        f"{arch} were used ({shown}). Counts follow them.", *shapes.notes))
+    return shapes
+
+
+# Keys that set the shapes of most architectures; transformers fills any that are missing with its defaults.
+SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def defaulted_keys(config: dict[str, Any], hf_config: Any) -> list[str]:
+    """The SHAPE_KEYS the model's config class has but ``config`` sets under neither its name nor its alias."""
+    aliases = getattr(hf_config, "attribute_map", {}) or {}
+    return [k for k in SHAPE_KEYS
+            if isinstance(getattr(hf_config, k, None), int) and k not in config and aliases.get(k) not in config]
 
 
 @contextlib.contextmanager

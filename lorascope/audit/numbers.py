@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 
 from ..errors import LorascopeError
 
@@ -104,3 +105,18 @@ def parse_layers(value: str | int | list | tuple | None, where: str = "--layers"
     if not out:
         raise LorascopeError(f"{where} {value!r} names no layers.")
     return tuple(sorted(set(out)))
+
+
+def format_ranges(layers: Iterable[int]) -> str:
+    """Layer indices as compact ranges: (0, 1, 2, 5) -> '0-2,5'."""
+    out, start, prev = [], None, None
+    for i in sorted(layers):
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            out.append(f"{start}-{prev}" if start != prev else str(start))
+            start = prev = i
+    out.append(f"{start}-{prev}" if start != prev else str(start))
+    return ",".join(out)

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .claims import FIGURE_LABELS, ClaimCheck, format_figure
-from .numbers import both, exact, human_bytes
+from .numbers import both, exact, format_ranges, human_bytes
 from .params import AdapterResult, ParamsResult
 
 SHAPES_WORDS = {"hf": "transformers on the meta device", "rules": "lorascope's shape rules",
@@ -60,7 +60,7 @@ def print_params(result: ParamsResult, console: Any | None = None) -> None:
     con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · d={m.hidden} · "
               f"tied: {tied}")
     s = c.settings
-    extras = [f"layers {_ranges(s.layers)}" if s.layers else "", "DoRA" if s.dora else "",
+    extras = [f"layers {format_ranges(s.layers)}" if s.layers else "", "DoRA" if s.dora else "",
               f"rank_pattern {dict(s.rank_pattern)}" if s.rank_pattern else "",
               f"bias={s.bias}" if s.bias != "none" else "",
               f"modules_to_save {list(s.modules_to_save)}" if s.modules_to_save else ""]
@@ -185,17 +185,3 @@ def print_claims_table(table: pd.DataFrame, console: Any | None = None) -> None:
         err = "" if pd.isna(r.relative_error) else f"{r.relative_error:+.2%}"
         t.add_row(r.name, r.figure, r.claimed_text, r.exact_text, err, f"[{style}]{r.verdict}[/]", r.explanation or "")
     con.print(t)
-
-
-def _ranges(layers: tuple[int, ...]) -> str:
-    out, start, prev = [], None, None
-    for i in sorted(layers):
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
-        else:
-            out.append(f"{start}-{prev}" if start != prev else str(start))
-            start = prev = i
-    out.append(f"{start}-{prev}" if start != prev else str(start))
-    return ",".join(out)

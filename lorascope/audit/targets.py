@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import LorascopeError
 from ..names import module_type, split_name
 from .layout import LORA_KINDS, ModelShapes
+from .numbers import format_ranges
 
 ALL_LINEAR = "all-linear"
 _REGEX_CHARS = set("*+?[](){}|^$\\")
@@ -196,6 +197,8 @@ class TargetMatch:
     outside_layers: int = 0  # modules a target named that --layers left out
     parameters: tuple[str, ...] = ()  # target_parameters reached (fused experts, routers): parameter paths
     rank_factor: dict[str, int] = field(default_factory=dict)  # parameter leaf -> rank multiple (fused groups)
+    absent_layers: tuple[int, ...] = ()  # --layers indices the model does not have
+    model_layers: tuple[int, ...] = ()  # the layer indices it has (where --layers was given)
 
     def groups(self) -> dict[str, tuple[str, ...]]:
         """Matched modules grouped by module type (``self_attn.q_proj``, ``block_sparse_moe.experts.*.w1``)."""
@@ -273,8 +276,12 @@ def match_targets(
             for t in reached:
                 by_target[t].append(p.name)
     unmatched = tuple(t for t, found in by_target.items() if not found)
+    have: tuple[int, ...] = ()
+    if layers is not None:
+        have = tuple(sorted({i for m in model.modules if (i := peft_layer_index(m.name, layers_pattern)) is not None}))
+    absent = tuple(sorted(set(layers or ()) - set(have)))
     return TargetMatch(resolved, tuple(hits), {k: tuple(v) for k, v in by_target.items()}, unmatched,
-                       tuple(refused), outside, tuple(params), rank_factor)
+                       tuple(refused), outside, tuple(params), rank_factor, absent, have)
 
 
 def _moe_conversion(resolved: Resolved, model: ModelShapes) -> tuple[Resolved, tuple[str, ...], dict[str, int]]:
@@ -358,6 +365,10 @@ def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = 
         tail = "" if not reached else " Pass --allow-unmatched to count the rest anyway, as PEFT silently does."
         raise LorascopeError(f"{intro}{hint}:\n" + "\n".join(f"  - {x}" for x in messages or
                              [f"targets {match.resolved.label}"]) + "\n" + _available(model) + tail)
+    if match.absent_layers:
+        has = f"its layers are {format_ranges(match.model_layers)}" if match.model_layers else "it has no numbered layers"
+        messages.append(f"--layers (layers_to_transform) names layers this model does not have: {format_ranges(match.absent_layers)} "
+                        f"({has}); PEFT skips them silently, so they add nothing to the count")
     return messages
 
 

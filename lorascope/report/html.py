@@ -99,8 +99,30 @@ def render_html(page: Page, pngs: dict[str, Png], footer: str = "") -> str:
     return env.get_template(TEMPLATE).render(page=page, footer=footer)
 
 
+GENERATOR_TAG = '<meta name="generator" content="lorascope">'  # in every page the template writes
+
+
+def check_writable(out: Path) -> None:
+    """Refuse to replace a file that is not a page lorascope wrote: nothing the user owns is overwritten."""
+    from ..errors import LorascopeError
+
+    if out.is_file():
+        with open(out, "rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace")
+        if GENERATOR_TAG not in head:
+            raise LorascopeError(
+                f"--out {out} is an existing file that lorascope did not write (no lorascope page header in it); "
+                "refusing to overwrite it. Give a new file name or a folder."
+            )
+
+
 def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = "") -> Path:
-    """Draw, write ``figures_dir/<key>.png`` (unless None) and the HTML file ``out``; return ``out``."""
+    """Draw, write ``figures_dir/<key>.png`` (unless None) and the HTML file ``out``; return ``out``.
+
+    Raises:
+        LorascopeError: ``out`` is an existing file that is not a lorascope page.
+    """
+    check_writable(out)
     pngs = draw_figures(page)
     out.parent.mkdir(parents=True, exist_ok=True)
     if figures_dir is not None:

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -72,3 +73,23 @@ def test_audit_writes_default_folder(tmp_path, monkeypatch, config_dir):
     assert (out / "audit.csv").is_file() and (out / "audit.html").is_file()
     assert "audit.csv and audit.html written to reports/audit-blog" in res.output
     assert res.exit_code == 2 and "1 claim(s) could not be checked" in res.output and "bad:" in res.output
+
+
+def test_layers_the_model_lacks_are_named(config_dir):
+    res = run("params", config_dir / "llama-2-7b-hf.json", "--shapes", "rules", "--layers", "30-40")
+    assert res.exit_code == 0, res.output
+    assert "names layers this model does not have: 32-40 (its layers are 0-31)" in res.output
+    assert "trainable 524,288" in res.output  # layers 30 and 31 only: 2 × 2 × 16 × (4096 + 4096)
+
+
+def test_unknown_model_type_and_missing_shape_keys(tmp_path):
+    pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
+    (tmp_path / "weird.json").write_text(json.dumps({"model_type": "weird", "hidden_size": 8}))
+    res = run("params", tmp_path / "weird.json", "--shapes", "hf")
+    assert res.exit_code == 2 and "cannot build a config for model_type 'weird'" in res.output
+    assert len(res.output) < 400  # one paragraph, not transformers' list of every model type
+    (tmp_path / "bare.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    res = run("params", tmp_path / "bare.json", "--shapes", "hf")
+    assert res.exit_code == 0, res.output
+    assert "does not set vocab_size, intermediate_size, num_hidden_layers, num_attention_heads" in res.output
+    assert "hidden_size" not in res.output.split("does not set")[1].split(";")[0]

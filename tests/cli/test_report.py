@@ -40,3 +40,17 @@ def test_bad_input_exits_2_without_traceback(tmp_path):
         res = run("report", *args)
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output and "error:" in res.output
+
+
+def test_an_existing_file_is_replaced_only_when_lorascope_wrote_it(tmp_path):
+    folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>my own notes</html>")
+    for args in ([folder], [folder, folder]):  # one report, a comparison
+        res = run("report", *args, "--out", mine)
+        assert res.exit_code == 2 and "refusing to overwrite" in res.output and "Traceback" not in res.output
+        assert mine.read_text() == "<html>my own notes</html>"
+    ours = tmp_path / "ours.html"
+    assert run("report", folder, "--out", ours).exit_code == 0
+    res = run("report", folder, "--out", ours)  # a page lorascope wrote is re-rendered in place
+    assert res.exit_code == 0, res.output
