@@ -376,9 +376,23 @@ def build_results(
             "total_seconds": round(seconds, 3),
             "module_seconds": round(float(sum(r["seconds"] for r in rows)), 3),
         },
-        "warnings": plan.warnings,
+        "warnings": plan.warnings + zero_update_warnings(rows),
     }
     return Results(modules, spectra, summary, vectors)
+
+
+def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One warning for the modules whose ΔW is exactly zero (frozen, or inputs that hold the same weights)."""
+    zero = [r["name"] for r in rows if r["fro_norm"] == 0]
+    if not zero:
+        return []
+    if len(zero) == len(rows):
+        reason = (f"ΔW is exactly zero in every one of the {len(rows)} modules: the two inputs hold the same "
+                  "weights (was the fine-tuned checkpoint given as TUNED?)")
+    else:
+        reason = (f"ΔW is exactly zero in {len(zero)} of {len(rows)} modules, unchanged by the fine-tune (frozen?): "
+                  f"{', '.join(zero[:3])}{' …' if len(zero) > 3 else ''}; their ranks are 0")
+    return [{"name": "zero updates", "reason": reason}]
 
 
 def open_inputs(

@@ -201,3 +201,20 @@ def test_options_are_validated(tmp_path):
     with pytest.raises(LorascopeError, match="first of two inputs must be the base"):
         adapter = save_st(tmp_path / "ad.safetensors", {"m.lora_A.weight": torch.ones(1, 4), "m.lora_B.weight": torch.ones(4, 1)})
         lorascope.analyze(adapter, t)
+
+
+def test_zero_updates_are_metrics_of_zero_and_one_warning(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    base = {f"layers.{i}.w.weight": torch.randn(12, 8, generator=g) for i in range(4)}
+    b = save_st(tmp_path / "b.safetensors", base)
+    same = lorascope.analyze(b, save_st(tmp_path / "same.safetensors", {k: v.clone() for k, v in base.items()}))
+    assert (same.modules[["fro_norm", "entropy_rank", "rank_90", "stable_rank", "gd_rank"]] == 0).all().all()
+    [w] = same.summary["warnings"]
+    assert "every one of the 4 modules" in w["reason"] and "same weights" in w["reason"]
+
+    tuned = {k: v + (i % 2) * torch.tensor(planted(12, 8, [1.0, 0.5], seed=i)).float() for i, (k, v) in enumerate(base.items())}
+    part = lorascope.analyze(b, save_st(tmp_path / "t.safetensors", tuned))
+    assert part.modules.set_index("name")["rank_90"].to_dict() == {"layers.0.w": 0, "layers.1.w": 2, "layers.2.w": 0, "layers.3.w": 2}
+    [w] = part.summary["warnings"]
+    assert "zero in 2 of 4 modules" in w["reason"] and "layers.0.w, layers.2.w" in w["reason"]
+    assert part.summary["totals"]["skipped"] == 0  # a zero update is analyzed, not skipped
