@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -29,6 +30,38 @@ class _RichTask:
             self._progress.update(self._id, advance=n)
 
 
+LINE_EVERY = 10.0  # seconds between plain progress lines
+
+
+class _LineTask:
+    """Progress as plain lines where stderr is not a terminal (a log file, CI): rich would draw nothing until
+    the end. One line at most every LINE_EVERY seconds, and one when the work is done."""
+
+    def __init__(self, total: int | None, description: str):
+        self.total, self.description = total, description
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.note = ""
+
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        self.done += n
+        self.note = note or self.note
+        now = time.monotonic()
+        if now - self.last >= LINE_EVERY:
+            self.last = now
+            self.line()
+
+    def line(self, end: bool = False) -> None:
+        elapsed = time.monotonic() - self.start
+        count = f"{self.done}/{self.total}" if self.total else str(self.done)
+        eta = ""
+        if not end and self.total and 0 < self.done < self.total:
+            eta = f", eta {elapsed / self.done * (self.total - self.done):.0f} s"
+        note = f"  {self.note}" if self.note and not end else ""
+        print(f"{self.description}: {count} in {elapsed:.0f} s{eta}{' (done)' if end else ''}{note}",
+              file=sys.stderr, flush=True)
+
+
 @contextmanager
 def progress_bar(total: int | None, description: str, enabled: bool = True) -> Iterator[Task]:
     """A progress bar with count, rate and ETA on stderr; a no-op when disabled.
@@ -49,6 +82,11 @@ def progress_bar(total: int | None, description: str, enabled: bool = True) -> I
     )
 
     console = Console(file=sys.stderr)
+    if not console.is_terminal:
+        task = _LineTask(total, description)
+        yield task
+        task.line(end=True)
+        return
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
