@@ -152,7 +152,7 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
     """
     from ..errors import LorascopeError
     from ..rank import Policy, run_select
-    from ..rank.export import ExportOptions
+    from ..rank.export import ExportOptions, check_export_dir
     from ..rank.truncate import TruncateOptions
 
     chosen = [name for name, given in (("--energy", energy is not None), ("--budget", budget is not None),
@@ -168,6 +168,8 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
         tolerance=tolerance,
     )
     out = check_out(out or default_out("select", *(inputs or [from_sweep])))
+    if export is not None:
+        check_export_dir(export, inputs)
     result = run_select(
         list(inputs), out, policy, from_sweep=from_sweep, export=export,
         export_options=ExportOptions(dtype=dtype, truncate=TruncateOptions(svd=svd, precision=precision)),

@@ -255,7 +255,7 @@ def export_adapter(
             f"{len(missing)} selected module(s) are not updates of these inputs (e.g. {missing[0]}); "
             f"the inputs have e.g. {', '.join(list(by_name)[:3])}. Were the results computed from other checkpoints?"
         )
-    _check_export_dir(out)
+    check_export_dir(out, [getattr(c, "path", None) for c in (base, tuned)])
     carried = _modules_to_save(tuned)
     rows: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
@@ -326,12 +326,43 @@ def _model_names(base: Weights | None, tuned: Weights | Adapter | None) -> list[
     return []
 
 
-def _check_export_dir(out: Path) -> None:
+WRITTEN_BY = {"written_by": "lorascope"}  # safetensors metadata of every adapter lorascope exports
+
+
+def check_export_dir(out: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an export folder that is an input or holds one, or that holds anything lorascope did not write.
+
+    A folder holding an adapter this function's exports wrote before is replaced; nothing else is overwritten.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise LorascopeError(f"--export {out} is an existing file; give a folder path.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "adapter_config.json").exists():
-        raise LorascopeError(f"--export {out} is a non-empty folder that does not hold an adapter; refusing to "
-                             "write into it so nothing there is overwritten. Give a new or empty folder.")
+    target = out.resolve()
+    for p in inputs:
+        if p is None:
+            continue
+        src = Path(p).resolve()
+        if target == src or target in src.parents:
+            raise LorascopeError(f"--export {out} is or holds the input {p}; refusing to write there "
+                                 "so the input is not overwritten. Give a new folder.")
+    if out.is_dir() and any(out.iterdir()) and not _exported_here(out):
+        raise LorascopeError(f"--export {out} is a non-empty folder that does not hold an adapter lorascope exported; "
+                             "refusing to write into it so nothing there is overwritten. Give a new or empty folder.")
+    return out
+
+
+def _exported_here(out: Path) -> bool:
+    weights = out / "adapter_model.safetensors"
+    if not (out / "adapter_config.json").is_file() or not weights.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="np") as fh:
+            metadata = fh.metadata() or {}
+    except Exception:  # noqa: BLE001 - an unreadable file is not ours
+        return False
+    return all(metadata.get(k) == v for k, v in WRITTEN_BY.items())
 
 
 def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
@@ -344,7 +375,7 @@ def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.n
     tdtype = getattr(torch, dtype)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(tdtype).contiguous() for k, v in tensors.items()}
     state.update({k: torch.as_tensor(v).contiguous() for k, v in (verbatim or {}).items()})
-    save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt", **WRITTEN_BY})
     for stale in ("adapter_model.bin", "adapter_model.pt"):  # a re-export must not leave an older weight file first
         (out / stale).unlink(missing_ok=True)
     with open(out / "adapter_config.json", "w") as fh:

@@ -78,3 +78,10 @@ def test_counts_and_rank_lists_parse():
     assert parse_ranks("8,1,2-4") == [1, 2, 3, 4, 8] and parse_ranks(None) is None
     with pytest.raises(click.BadParameter):
         parse_ranks("0,2")
+
+
+def test_select_export_onto_its_input_is_refused_before_any_work(tmp_path, ad):
+    before = {p.name: p.read_bytes() for p in ad.iterdir()}
+    res = run("select", ad, "--energy", "0.9", "--export", ad, "--out", tmp_path / "sel")
+    assert res.exit_code == 2 and "is or holds the input" in res.output and "Traceback" not in res.output
+    assert {p.name: p.read_bytes() for p in ad.iterdir()} == before and not (tmp_path / "sel").exists()

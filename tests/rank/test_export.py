@@ -189,3 +189,27 @@ def test_export_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(LorascopeError, match="non-empty folder"):
         run_select([ad], tmp_path / "sel", Policy("energy"), export=tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_export_never_overwrites_an_input_or_a_foreign_adapter(tmp_path):
+    ad, _ = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (8, 8)}, {"model.layers.0.self_attn.q_proj": [2.0, 1.0]},
+                    {"r": 2, "lora_alpha": 2})
+    before = {p.name: p.read_bytes() for p in ad.iterdir()}
+    with pytest.raises(LorascopeError, match="is or holds the input"):
+        run_select([ad], tmp_path / "sel", Policy("energy"), export=ad)
+    with pytest.raises(LorascopeError, match="is or holds the input"):
+        run_select([ad], tmp_path / "sel", Policy("energy"), export=ad.parent)
+    # a copy of the adapter somewhere else was not written by an export: refused as well
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name, data in before.items():
+        (foreign / name).write_bytes(data)
+    with pytest.raises(LorascopeError, match="does not hold an adapter lorascope exported"):
+        run_select([ad], tmp_path / "sel", Policy("energy"), export=foreign)
+    assert {p.name: p.read_bytes() for p in ad.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in foreign.iterdir()} == before
+    # a folder an earlier export wrote is replaced
+    first = run_select([ad], tmp_path / "sel", Policy("energy", energy=0.99), export=tmp_path / "small")
+    assert first.export.config["r"] == 2
+    again = run_select([ad], tmp_path / "sel2", Policy("energy", energy=0.5), export=tmp_path / "small")
+    assert again.export.config["r"] == 1 and open_checkpoint(tmp_path / "small").modules[0].rank == 1
