@@ -34,19 +34,28 @@ def wrote(path: Path | str, what: str = "results") -> None:
     click.echo(f"{what} written to {Path(path)}")
 
 
-def check_out(path: Path, marker: str = "summary.json") -> Path:
+RESULTS_FILES = ("modules.csv", "singular_values.safetensors", "summary.json")  # a `lorascope spectrum` results folder
+
+
+def is_results_folder(path: Path) -> bool:
+    return all((Path(path) / f).is_file() for f in RESULTS_FILES)
+
+
+def check_out(path: Path, marker: str | tuple[str, ...] = RESULTS_FILES) -> Path:
     """Validate an output folder before any work: refuse a file, or a non-empty folder lorascope did not write.
 
-    Nothing the user owns is overwritten; the folder itself is created only when results are saved.
+    A folder counts as lorascope's when it holds every file of ``marker``. Nothing the user owns is overwritten;
+    the folder itself is created only when results are saved.
     """
     from ..errors import LorascopeError
 
     path = Path(path)
+    files = (marker,) if isinstance(marker, str) else marker
     if path.exists() and not path.is_dir():
         raise LorascopeError(f"--out {path} is an existing file; give a folder path.")
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+    if path.is_dir() and any(path.iterdir()) and not all((path / f).is_file() for f in files):
         raise LorascopeError(
-            f"--out {path} is a non-empty folder that does not hold lorascope results ({marker} not found); "
-            "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
+            f"--out {path} is a non-empty folder that does not hold lorascope results ({' + '.join(files)} not "
+            "found); refusing to write into it so nothing there is overwritten. Give a new or empty folder."
         )
     return path

@@ -106,7 +106,7 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
     else:
         print_params(result)
     if out is not None:
-        _save_params(check_out(out, marker="params.json"), result)
+        _save_params(check_out(out, marker=("params.json", "modules.csv")), result)
         wrote(out)
 
 
@@ -141,7 +141,7 @@ def audit(claims, out, quiet):
     from ..progress import progress_bar
 
     specs = read_claims(claims)
-    out = check_out(out or default_out("audit", claims), marker="audit.csv")
+    out = check_out(out or default_out("audit", claims), marker=("audit.csv", "audit.html"))
     with progress_bar(len(specs), "claims", enabled=not quiet) as bar:
         table = run_claims(specs, bar)
     html = render_page(table, f"Parameter-count audit: {Path(claims).name}",

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, wrote
+from ._common import check_out, default_out, is_results_folder, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
 MARKER = "compare_summary.json"
-SPECTRUM_MARKER = "summary.json"  # a `lorascope spectrum` results folder
 
 
 def _fmt(value: str) -> str | None:
@@ -117,7 +116,7 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
 
 def _check_out(out: Path) -> Path:
     """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
-    if (Path(out) / SPECTRUM_MARKER).is_file():
+    if is_results_folder(out):
         return Path(out)
     return check_out(out, marker=MARKER)
 

@@ -39,9 +39,10 @@ def _render_one(folder: Path, out: Path | None) -> Path:
     """A spectrum results folder (with whatever sweep, selection or comparison tables joined it), or a
     folder that holds a comparison alone."""
     from ..report import render_report
-    from .compare import MARKER, SPECTRUM_MARKER
+    from ._common import is_results_folder
+    from .compare import MARKER
 
-    if not (folder / SPECTRUM_MARKER).is_file() and (folder / MARKER).is_file():
+    if not is_results_folder(folder) and (folder / MARKER).is_file():
         from ..report.compare_figures import render_compare_report
 
         return render_compare_report(folder, out)

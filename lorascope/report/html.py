@@ -45,7 +45,7 @@ class Png:
 def png_bytes(fig: Figure, dpi: int = DPI) -> Png:
     """Encode a figure as PNG (no timestamp metadata, so identical figures give identical files)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": PNG_SOFTWARE})
     raw = buf.getvalue()
     width, height = struct.unpack(">II", raw[16:24])  # IHDR: the first chunk of every PNG
     return Png(raw, width, height)
@@ -100,30 +100,44 @@ def render_html(page: Page, pngs: dict[str, Png], footer: str = "") -> str:
 
 
 GENERATOR_TAG = '<meta name="generator" content="lorascope">'  # in every page the template writes
+PNG_SOFTWARE = "lorascope"  # the Software text chunk of every figure written
 
 
-def check_writable(out: Path) -> None:
-    """Refuse to replace a file that is not a page lorascope wrote: nothing the user owns is overwritten."""
+def check_writable(out: Path, figures: list[Path] = ()) -> None:
+    """Refuse to replace a file lorascope did not write: a page without its generator tag, or a PNG without its
+    Software chunk, among ``figures`` (the PNG files about to be written)."""
     from ..errors import LorascopeError
 
-    if out.is_file():
-        with open(out, "rb") as fh:
-            head = fh.read(4096).decode("utf-8", errors="replace")
-        if GENERATOR_TAG not in head:
-            raise LorascopeError(
-                f"--out {out} is an existing file that lorascope did not write (no lorascope page header in it); "
-                "refusing to overwrite it. Give a new file name or a folder."
-            )
+    if out.is_file() and GENERATOR_TAG not in _head(out):
+        raise LorascopeError(
+            f"--out {out} is an existing file that lorascope did not write (no lorascope page header in it); "
+            "refusing to overwrite it. Give a new file name or a folder."
+        )
+    foreign = [f for f in figures if f.exists() and (not f.is_file() or f"Software\x00{PNG_SOFTWARE}" not in _head(f))]
+    if foreign:
+        raise LorascopeError(
+            f"the report's figures would replace {', '.join(map(str, foreign[:3]))}"
+            f"{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}, which lorascope did not write; "
+            "refusing to overwrite them. Give --out a new file name or an empty folder."
+        )
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return fh.read(4096).decode("latin-1")
 
 
 def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = "") -> Path:
     """Draw, write ``figures_dir/<key>.png`` (unless None) and the HTML file ``out``; return ``out``.
 
     Raises:
-        LorascopeError: ``out`` is an existing file that is not a lorascope page.
+        LorascopeError: ``out`` is an existing file that is not a lorascope page, or a PNG about to be written
+            exists and is not a lorascope figure.
     """
     check_writable(out)
     pngs = draw_figures(page)
+    if figures_dir is not None:
+        check_writable(out, [figures_dir / f"{key}.png" for key in pngs])
     out.parent.mkdir(parents=True, exist_ok=True)
     if figures_dir is not None:
         figures_dir.mkdir(parents=True, exist_ok=True)

@@ -54,3 +54,18 @@ def test_an_existing_file_is_replaced_only_when_lorascope_wrote_it(tmp_path):
     assert run("report", folder, "--out", ours).exit_code == 0
     res = run("report", folder, "--out", ours)  # a page lorascope wrote is re-rendered in place
     assert res.exit_code == 0, res.output
+
+
+def test_figures_never_overwrite_pngs_of_a_folder_lorascope_did_not_write(tmp_path):
+    folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
+    slides = tmp_path / "slides"
+    (slides / "figures").mkdir(parents=True)
+    (slides / "figures" / "spectra.png").write_bytes(b"my own figure")
+    res = run("report", folder, "--out", slides)
+    assert res.exit_code == 2 and "which lorascope did not write" in res.output and "Traceback" not in res.output
+    assert (slides / "figures" / "spectra.png").read_bytes() == b"my own figure"
+    assert not (slides / "report.html").exists()
+    # the same folder once lorascope's page is in it (it wrote the figures beside it) is re-rendered in place
+    fresh = tmp_path / "fresh"
+    assert run("report", folder, "--out", fresh).exit_code == 0
+    assert run("report", folder, "--out", fresh).exit_code == 0

@@ -109,3 +109,17 @@ def test_compare_into_a_spectrum_folder_joins_its_report(tiny):
     html = (out / "report.html").read_text()
     assert "Comparing two updates" in html and "Singular value spectra" in html
     assert (out / "modules.csv").is_file() and (out / "figures" / "compare_phi.png").is_file()
+
+
+def test_a_folder_with_only_a_summary_json_is_not_taken_for_results(tiny):
+    a = tiny.adapter("r4", 4, seed=1)
+    b = tiny.adapter("r8", 8, seed=2)
+    mine = tiny.root / "mine"
+    mine.mkdir()
+    for name in ("summary.json", "intruders.csv", "amplification.csv"):
+        (mine / name).write_text(f"my {name}")
+    for args in (("compare", a, b), ("intruders", tiny.base_file(), a), ("spectrum", a)):
+        res = run(*args, "--out", mine, "-q")
+        assert res.exit_code == 2 and "refusing to write into it" in res.output and "Traceback" not in res.output
+    assert {p.name: p.read_text() for p in mine.iterdir()} == {
+        n: f"my {n}" for n in ("summary.json", "intruders.csv", "amplification.csv")}
