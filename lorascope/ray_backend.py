@@ -105,7 +105,10 @@ def run_ray(
                         results[i] = res
                     bar.advance(len(groups[g]), note=plan.deltas[groups[g][-1]].name)
                 except Exception as exc:  # noqa: BLE001 - classified below
-                    if _is_input_error(exc) or attempts[g] >= max_attempts:
+                    if _is_input_error(exc):  # bad input fails the same way everywhere: its own message, no retry
+                        cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
+                        raise LorascopeError(str(cause.args[0] if cause.args else cause)) from None
+                    if attempts[g] >= max_attempts:
                         names = ", ".join(plan.deltas[i].name for i in groups[g][:5])
                         raise LorascopeError(
                             f"Ray task for module(s) {names} failed after {attempts[g]} attempt(s): "

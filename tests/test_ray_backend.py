@@ -5,6 +5,7 @@ import os
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 from builders import save_st
 from refs import planted
 
@@ -90,6 +91,17 @@ def test_a_task_failing_every_time_stops_the_run_naming_it(cluster, pair, tmp_pa
     plan = plan_deltas(*open_inputs(*pair))
     with pytest.raises(LorascopeError, match="failed after 3 attempt"):
         run_ray(plan, Options(), progress=False, compute=always_crash)
+
+
+def test_bad_input_in_a_task_stops_at_once_with_its_own_message(cluster, pair, tmp_path):
+    base = dict(load_file(str(pair[0])))
+    base["model.layers.1.q.weight"][2, 3] = float("nan")
+    bad = save_st(tmp_path / "nan.safetensors", base)
+    with pytest.raises(LorascopeError) as err:
+        lorascope.analyze(bad, pair[1], backend="ray")
+    message = str(err.value)
+    assert message.startswith(f"{bad}: tensor model.layers.1.q.weight holds 1 NaN or Inf")
+    assert "Traceback" not in message and "ray::" not in message
 
 
 def test_groups_keep_order_and_bound_cost():

@@ -78,8 +78,19 @@ class TensorRef:
         return t
 
     def fetch(self) -> torch.Tensor:
-        """The tensor as stored (its own dtype) on the CPU, arranged: the I/O half of ``load``."""
-        return self._arrange(self.store.get(self.key))
+        """The tensor as stored (its own dtype) on the CPU, arranged: the I/O half of ``load``.
+
+        Raises:
+            LorascopeError: the tensor holds NaN or Inf.
+        """
+        import torch
+
+        t = self._arrange(self.store.get(self.key))
+        if t.is_floating_point():
+            finite = torch.isfinite(t if t.element_size() > 1 else t.to(torch.float16))  # float8: no isfinite kernel
+            if not bool(finite.all()):
+                self._non_finite(int((~finite).sum()), t.numel())
+        return t
 
     def load(
         self, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", copy: bool = False
@@ -94,7 +105,17 @@ class TensorRef:
         t = self.store.get_numpy(self.key)
         if not np.issubdtype(t.dtype, np.floating):
             raise LorascopeError(f"{self.key}: expected a floating-point tensor, got {t.dtype}")
-        return np.ascontiguousarray(self._arrange(t), dtype=dtype)
+        t = np.ascontiguousarray(self._arrange(t), dtype=dtype)
+        if not np.isfinite(t).all():
+            self._non_finite(int((~np.isfinite(t)).sum()), t.size)
+        return t
+
+    def _non_finite(self, bad: int, size: int) -> None:
+        raise LorascopeError(
+            f"{self.store.path}: tensor {self.key} holds {bad} NaN or Inf value(s) of {size}; a matrix with "
+            "non-finite entries has no singular values to report. The checkpoint is damaged or its training diverged "
+            "(--exclude can leave this module out)."
+        )
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,12 +1,14 @@
 """The ``lorascope`` command: a click group whose commands are thin shells over library functions.
 
 Commands are imported only when invoked, so ``lorascope --help`` starts without torch. Every
-``LorascopeError`` (bad input) ends as one clear paragraph on stderr and exit code 2, never a traceback.
+``LorascopeError`` (bad input) ends as one clear paragraph on stderr and exit code 2, never a traceback;
+any other exception ends as one paragraph and exit code 1 (``LORASCOPE_DEBUG=1`` shows its traceback).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -48,6 +50,16 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.secho("interrupted", err=True, fg="red")
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the backstop: one paragraph, never a traceback
+            if os.environ.get("LORASCOPE_DEBUG"):
+                raise
+            click.secho(
+                f"error: unexpected {type(exc).__name__}: {exc}. lorascope did not expect this input or state; "
+                "nothing further was written. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it "
+                "with the command that caused it.", err=True, fg="red")
+            sys.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

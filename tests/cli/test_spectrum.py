@@ -92,3 +92,29 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path):
 def test_help_lists_commands():
     res = run("--help")
     assert res.exit_code == 0 and "spectrum" in res.output
+
+
+def test_nan_or_inf_in_any_matrix_is_a_clean_error_naming_file_and_tensor(tmp_path):
+    key = "model.layers.1.self_attn.v_proj.weight"
+    base = {key: torch.randn(8, 8, generator=g), "model.layers.1.self_attn.q_proj.weight": torch.randn(8, 8, generator=g)}
+    save_st(tmp_path / "base.safetensors", base)
+    for i, bad in enumerate((float("nan"), float("inf"), float("-inf"))):
+        tuned = {k: v + 0.1 for k, v in base.items()}
+        tuned[key] = tuned[key].to(torch.float16)
+        tuned[key][i, 2] = bad
+        tuned_file = save_st(tmp_path / f"tuned{i}.safetensors", tuned)
+        for cmd in ("spectrum", "intruders"):
+            res = run(cmd, tmp_path / "base.safetensors", tuned_file, "--out", tmp_path / f"{cmd}{i}", "--no-report")
+            assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+            assert f"{tuned_file}: tensor {key} holds 1 NaN or Inf value(s) of 64" in res.output
+            assert not (tmp_path / f"{cmd}{i}").exists()
+    ad = adapter(tmp_path)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(ad / "adapter_model.safetensors"))
+    lora_b = next(k for k in tensors if k.endswith("layers.2.self_attn.q_proj.lora_B.weight"))
+    tensors[lora_b][0, 0] = float("nan")
+    bad = peft_folder(tmp_path / "nan-adapter", {k.removeprefix("base_model.model."): v for k, v in tensors.items()},
+                      {"r": 4, "lora_alpha": 8})
+    res = run("spectrum", bad, "--out", tmp_path / "o", "--no-report")
+    assert res.exit_code == 2 and f"tensor {lora_b} holds 1 NaN" in res.output
