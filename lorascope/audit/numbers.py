@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from ..errors import LorascopeError
 
@@ -17,26 +18,31 @@ def parse_count(value: str | int | float, where: str = "claim") -> int:
     """A parameter count from ``33M``, ``4.2B``, ``1,234,567``, ``7e9`` or a number.
 
     Raises:
-        LorascopeError: the value is not a non-negative number with an optional K/M/B/T suffix.
+        LorascopeError: the value is not a positive, finite number with an optional K/M/B/T suffix.
     """
     if isinstance(value, bool):
         raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B or 1,234,567.")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise LorascopeError(f"{where} {value!r} is not a parameter count (expected a non-negative number).")
-        return round(value)
+        return _positive_count(float(value), value, where)
     m = _COUNT.match(str(value))
     if m is None or ("," in m["num"] and not re.fullmatch(r"[0-9]{1,3}(,[0-9]{3})*(\.[0-9]*)?", m["num"])):
         raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 1,234,567 or 7e9.")
     number = float(m["num"].replace(",", "").replace("_", ""))
-    return round(number * SUFFIXES[m["suffix"].upper()])
+    return _positive_count(number * SUFFIXES[m["suffix"].upper()], value, where)
+
+
+def _positive_count(number: float, value: Any, where: str) -> int:
+    if not math.isfinite(number) or round(number) <= 0:
+        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected a positive, finite number "
+                             "such as 33M, 4.2B or 1,234,567.")
+    return round(number)
 
 
 def parse_percent(value: str | int | float, where: str = "percent claim") -> float:
     """A percentage from ``0.45``, ``0.45%`` (both mean 0.45 %).
 
     Raises:
-        LorascopeError: the value is not a number between 0 and 100.
+        LorascopeError: the value is not a number above 0 and at most 100.
     """
     if isinstance(value, bool):
         raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
@@ -47,8 +53,8 @@ def parse_percent(value: str | int | float, where: str = "percent claim") -> flo
         if m is None:
             raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
         number = float(m["num"])
-    if not math.isfinite(number) or not 0 <= number <= 100:
-        raise LorascopeError(f"{where} {value!r} must lie between 0 and 100 (a percentage, 0.45 means 0.45 %).")
+    if not math.isfinite(number) or not 0 < number <= 100:
+        raise LorascopeError(f"{where} {value!r} must lie above 0 and at most 100 (a percentage, 0.45 means 0.45 %).")
     return number
 
 
@@ -79,6 +85,9 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+MAX_LAYERS = 100_000
+
+
 def parse_layers(value: str | int | list | tuple | None, where: str = "--layers") -> tuple[int, ...] | None:
     """Layer indices from ``0-15``, ``0,2,4-7``, an int or a list; None stays None.
 
@@ -99,6 +108,8 @@ def parse_layers(value: str | int | list | tuple | None, where: str = "--layers"
         if m is None:
             raise LorascopeError(f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. 0-15 or 0,2,4-7.")
         first, last = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
+        if last >= MAX_LAYERS:
+            raise LorascopeError(f"{where} {value!r}: layer {last} is beyond any model (indices below {MAX_LAYERS:,}).")
         if last < first:
             raise LorascopeError(f"{where} {value!r}: the range {text} runs backwards; write {last}-{first}.")
         out.extend(range(first, last + 1))

@@ -14,7 +14,8 @@ def test_parse_count(text, value):
     assert parse_count(text) == value
 
 
-@pytest.mark.parametrize("text", ["33MB", "abc", "1,23,4", "-5", "", "4.2 billion", True])
+@pytest.mark.parametrize("text", ["33MB", "abc", "1,23,4", "-5", "", "4.2 billion", True, "0", 0, "0.4", "1e400",
+                                  float("inf"), float("nan")])
 def test_parse_count_refuses(text):
     with pytest.raises(LorascopeError, match="--claim .* is not a parameter count"):
         parse_count(text, "--claim")
@@ -22,8 +23,9 @@ def test_parse_count_refuses(text):
 
 def test_parse_percent():
     assert parse_percent("0.45") == parse_percent("0.45%") == parse_percent(0.45) == 0.45
-    with pytest.raises(LorascopeError, match="must lie between 0 and 100"):
-        parse_percent("120")
+    for bad in ("120", "0", 0, -1, float("nan"), "1e400"):
+        with pytest.raises(LorascopeError, match="must lie above 0 and at most 100"):
+            parse_percent(bad)
     with pytest.raises(LorascopeError, match="is not a percentage"):
         parse_percent("half")
 
@@ -33,6 +35,8 @@ def test_parse_layers():
     assert parse_layers("0,2,4-5") == (0, 2, 4, 5)
     assert parse_layers([3, 1]) == (1, 3)
     assert parse_layers(7) == (7,)
+    with pytest.raises(LorascopeError, match="layer 99999999999 is beyond any model"):
+        parse_layers("0-99999999999")  # refused before any list of that length is built
     assert parse_layers(None) is None
     with pytest.raises(LorascopeError, match="runs backwards; write 3-5"):
         parse_layers("5-3")
