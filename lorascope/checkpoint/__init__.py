@@ -96,7 +96,26 @@ def _open_auto(path: Path) -> Weights | Adapter:
 
 
 def _forced_lora(layout: str) -> Callable[[Path], Adapter]:
-    return lambda path: open_lora_file(path, open_store(path), layout)
+    def opener(path: Path) -> Adapter:
+        store = open_store(path)
+        adapter = open_lora_file(path, store, layout)
+        if not adapter.modules:
+            raise LorascopeError(
+                f"{path} was given as {layout} but holds no {layout} LoRA factors (found tensors such as "
+                f"{', '.join(store.keys()[:3])}); leave --format out to detect the layout from the content."
+            )
+        return adapter
+
+    return opener
+
+
+def _forced_peft(path: Path) -> Adapter:
+    if not is_peft_folder(path):
+        raise LorascopeError(
+            f"{path} was given as peft but is not a PEFT adapter folder: expected a folder holding adapter_config.json "
+            "and adapter_model.safetensors (or adapter_model.bin); leave --format out to detect the format."
+        )
+    return open_peft(path)
 
 
 FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
@@ -104,7 +123,7 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "safetensors": _open_weights,
     "torch": _open_weights,
     "hf": _open_weights,
-    "peft": open_peft,
+    "peft": _forced_peft,
     **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
 }
 

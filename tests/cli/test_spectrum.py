@@ -118,3 +118,17 @@ def test_nan_or_inf_in_any_matrix_is_a_clean_error_naming_file_and_tensor(tmp_pa
                       {"r": 4, "lora_alpha": 8})
     res = run("spectrum", bad, "--out", tmp_path / "o", "--no-report")
     assert res.exit_code == 2 and f"tensor {lora_b} holds 1 NaN" in res.output
+
+
+def test_a_forced_format_the_input_does_not_have_is_a_clean_error(tmp_path):
+    plain = save_st(tmp_path / "plain.safetensors", {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 4, generator=g)})
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    cases = [("peft", plain, "was given as peft but is not a PEFT adapter folder"),
+             ("peft", tmp_path / "folder", "was given as peft but is not a PEFT adapter folder")]
+    cases += [(fmt, plain, f"was given as {fmt} but holds no {fmt} LoRA factors")
+              for fmt in ("kohya", "diffusers", "cloneofsimo")]
+    for fmt, path, message in cases:
+        res = run("spectrum", "--format", fmt, path, "--out", tmp_path / "o", "--no-report")
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (fmt, res.output)
+        assert not (tmp_path / "o").exists()
