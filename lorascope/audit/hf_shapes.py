@@ -52,11 +52,14 @@ def hf_model(config: dict[str, Any], head: str | None = None, where: str = "conf
     try:
         with _quiet():
             hf_config = transformers.AutoConfig.for_model(arch, **kwargs)
-    except (ValueError, KeyError, TypeError) as exc:
-        why = str(exc)
-        why = "it does not know this model_type" if "Unrecognized model identifier" in why else why[:300]
+    except Exception as exc:  # noqa: BLE001 - transformers validates configs with many exception types
+        why = " ".join(str(exc).split())
+        if "Unrecognized model identifier" in why:
+            why, fix = "it does not know this model_type", "Check the model_type in the config, or update transformers."
+        else:
+            why, fix = why[:300], "Check the values in the config, or use --shapes rules."
         raise LorascopeError(f"{where}: transformers {transformers.__version__} cannot build a config for model_type "
-                             f"{arch!r} ({why}). Check the model_type in the config, or update transformers.") from None
+                             f"{arch!r} ({why}). {fix}") from None
     auto = getattr(transformers, AUTO_CLASSES[head])
     try:
         with torch.device("meta"), _quiet():
@@ -64,6 +67,10 @@ def hf_model(config: dict[str, Any], head: str | None = None, where: str = "conf
     except (ValueError, KeyError) as exc:
         raise LorascopeError(f"{where}: transformers {transformers.__version__} has no {AUTO_CLASSES[head]} for "
                              f"model_type {arch!r} ({exc}); pick another --head.") from None
+    except Exception as exc:  # noqa: BLE001 - a config transformers accepted but cannot build a model from
+        raise LorascopeError(f"{where}: transformers {transformers.__version__} could not build a {arch!r} model from "
+                             f"this config ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}). Check its "
+                             "values, or use --shapes rules.") from None
 
 
 def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) -> ModelShapes:

@@ -93,3 +93,18 @@ def test_unknown_model_type_and_missing_shape_keys(tmp_path):
     assert res.exit_code == 0, res.output
     assert "does not set vocab_size, intermediate_size, num_hidden_layers, num_attention_heads" in res.output
     assert "hidden_size" not in res.output.split("does not set")[1].split(";")[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": "64"}, "cannot build a config for model_type 'llama' (Validation error for field 'hidden_size'"),
+    ({"num_hidden_layers": 2.5}, "Field 'num_hidden_layers' expected int, got float"),
+    ({"intermediate_size": -128}, "could not build a 'llama' model from this config"),
+])
+def test_config_values_transformers_rejects_are_clean_errors(tmp_path, change, message):
+    pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
+    config = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "vocab_size": 100, **change}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    res = run("params", tmp_path / "config.json", "--shapes", "hf")
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+    assert "--shapes rules" in res.output
