@@ -38,8 +38,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "claimed": ("claim",), "tolerance": (),
 }
 CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",), "total": ("model_params",)}
+NOTE_SEP = " | "  # between the notes of one claim in its "notes" cell
 COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact", "relative_error",
-           "tolerance", "verdict", "explanation", "mistakes", "claimed_text", "exact_text", "source"]
+           "tolerance", "verdict", "explanation", "mistakes", "notes", "claimed_text", "exact_text", "source"]
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,16 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
 
     path = Path(path).expanduser()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LorascopeError(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise LorascopeError(f"{path} is a folder; expected a claims YAML file (see examples/claims.yaml).") from None
+    except UnicodeDecodeError as exc:
+        raise LorascopeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a claims "
+                             "YAML file.") from None
+    except OSError as exc:
+        raise LorascopeError(f"{path} could not be read: {exc.strerror or exc}.") from None
     except yaml.YAMLError as exc:
         raise LorascopeError(f"{path} is not valid YAML: {exc}") from None
     defaults: dict[str, Any] = {}
@@ -176,7 +184,15 @@ def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSetting
         errors.append(f"rank_pattern must be a mapping of name patterns to ranks, found {rank_pattern!r}")
         rank_pattern = {}
     mts = v.get("modules_to_save") or ()
-    mts = (mts,) if isinstance(mts, str) else tuple(mts)
+    mts = (mts,) if isinstance(mts, str) else mts
+    if not isinstance(mts, (list, tuple)) or not all(isinstance(m, str) for m in mts):
+        errors.append(f"modules_to_save must be a module name or a list of names, found {v.get('modules_to_save')!r}")
+        mts = ()
+    flags = {}
+    for key in ("dora", "allow_unmatched"):
+        flags[key] = v.get(key, False)
+        if not isinstance(flags[key], bool):
+            errors.append(f"{key} must be true or false, found {flags[key]!r}")
     for key, allowed in (("bias", BIAS_MODES), ("dtype", tuple(DTYPES))):
         if key in v and str(v[key]) not in allowed:
             errors.append(f"{key} {v[key]!r} is not one of {', '.join(allowed)}")
@@ -190,8 +206,8 @@ def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSetting
         return None
     return LoraSettings(
         rank=v.get("rank", 16), alpha=v.get("alpha", 32), targets=targets, layers=layers, rank_pattern=rank_pattern,
-        dora=bool(v.get("dora", False)), bias=str(v.get("bias", "none")), modules_to_save=mts,
-        allow_unmatched=bool(v.get("allow_unmatched", False)),
+        dora=flags["dora"], bias=str(v.get("bias", "none")), modules_to_save=tuple(mts),
+        allow_unmatched=flags["allow_unmatched"],
     )
 
 
@@ -229,7 +245,7 @@ def _rows(spec: ClaimSpec, result) -> list[dict[str, Any]]:
             "rank": spec.settings.rank, "modules": len(c.table), "figure": FIGURE_LABELS[f.figure],
             "claimed": f.claimed, "exact": f.exact, "relative_error": f.error, "tolerance": f.tolerance,
             "verdict": f.verdict, "explanation": "" if e is None else e.text,
-            "mistakes": "" if e is None or not e.reproduces else "+".join(e.keys),
+            "mistakes": "" if e is None or not e.reproduces else "+".join(e.keys), "notes": NOTE_SEP.join(result.warnings),
             "claimed_text": format_figure(f.figure, f.claimed), "exact_text": format_figure(f.figure, f.exact),
             "source": spec.source,
         })
@@ -240,7 +256,7 @@ def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
     return {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(spec.settings.targets),
             "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": float("nan"), "exact": float("nan"),
             "relative_error": float("nan"), "tolerance": spec.claim.tolerance, "verdict": "error",
-            "explanation": message, "mistakes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
+            "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
 
 
 def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:

@@ -62,6 +62,8 @@ def test_all_problems_reported_at_once(tmp_path, config_dir):
         {"name": "c", "model": str(config_dir / "gpt2.json"), "targets": ".*(", "claimed": {"precent": 1}},
         {"name": "d", "model": str(config_dir / "gpt2.json"), "claimed": {"lora": 1}, "rank": 0, "layers": "3-1"},
         "just text",
+        {"name": "f", "model": str(config_dir / "gpt2.json"), "claimed": {"lora": 0}, "modules_to_save": 5,
+         "dora": "false", "allow_unmatched": "no"},
     ], "colour": "red"}
     with pytest.raises(LorascopeError) as err:
         read_claims(write(tmp_path, data))
@@ -69,7 +71,11 @@ def test_all_problems_reported_at_once(tmp_path, config_dir):
     for expected in ("top-level key 'colour' is not known", "claim 1: key 'rnak' is not known",
                      "claim 2 (b): model 'missing.json' does not exist", "claim 2 (b): claimed lora 'lots' is not a parameter count",
                      "claim 3 (c): targets '.*(' is not a valid regular expression", "claimed key 'precent' is not known",
-                     "claim 4 (d): rank must be a positive integer", "claim 5: expected a mapping"):
+                     "claim 4 (d): rank must be a positive integer", "claim 5: expected a mapping",
+                     "claim 6 (f): claimed lora 0 is not a parameter count",
+                     "claim 6 (f): modules_to_save must be a module name or a list of names, found 5",
+                     "claim 6 (f): dora must be true or false, found 'false'",  # a string, not YAML's false
+                     "claim 6 (f): allow_unmatched must be true or false, found 'no'"):
         assert expected in text, (expected, text)
 
 
@@ -78,3 +84,21 @@ def test_malformed_yaml(tmp_path):
         read_claims(write(tmp_path, "claims: [\n  - name: x\n    model: : :"))
     with pytest.raises(LorascopeError, match="expected a list of claims, or a mapping with a 'claims:' list"):
         read_claims(write(tmp_path, {"model": "x"}))
+
+
+def test_a_folder_or_binary_file_is_not_a_claims_file(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(LorascopeError, match="is a folder; expected a claims YAML file"):
+        read_claims(tmp_path / "folder")
+    (tmp_path / "binary.yaml").write_bytes(b"claims:\n  - name: \xff\xfe\n")
+    with pytest.raises(LorascopeError, match="is not UTF-8 text"):
+        read_claims(tmp_path / "binary.yaml")
+
+
+def test_layers_the_model_lacks_are_noted_in_the_row_and_the_page(tmp_path, config_dir):
+    data = {"claims": [{"name": "deep", "model": str(config_dir / "llama-2-7b-hf.json"), "shapes": "rules", "rank": 16,
+                        "targets": ["q_proj"], "layers": "30-40", "claimed": {"lora": 2 * 16 * (4096 + 4096)}}]}
+    table = run_claims(read_claims(write(tmp_path, data)))
+    row = table.iloc[0]
+    assert row["verdict"] == "ok" and "names layers this model does not have: 32-40" in row["notes"]
+    assert "names layers this model does not have: 32-40" in render_page(table, "audit")
