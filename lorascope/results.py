@@ -130,15 +130,31 @@ def load_results(path: str | Path) -> Results:
             "Results folders are written by `lorascope spectrum` (or Results.save)."
         )
     try:
-        modules = modules_frame(pd.read_csv(path / MODULES_CSV, keep_default_na=True).to_dict("records"))
+        raw = pd.read_csv(path / MODULES_CSV, keep_default_na=True)
         spectra = {k: v.astype(np.float64) for k, v in load_file(str(path / SPECTRA_FILE)).items()}
-        with open(path / SUMMARY_JSON) as fh:
+        with open(path / SUMMARY_JSON, encoding="utf-8") as fh:
             summary = json.load(fh)
         vectors = (
             vectors_frame(pd.read_csv(path / VECTORS_CSV).to_dict("records"))
             if (path / VECTORS_CSV).is_file()
             else vectors_frame([])
         )
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise LorascopeError(f"could not read the results folder {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - csv, safetensors and json readers each raise their own types
+        raise LorascopeError(f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
+                             "Re-run the analysis that wrote it.") from None
+    missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns]
+    if missing_columns:
+        raise LorascopeError(f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
+                             f"{', '.join(missing_columns[:6])}. Re-run the analysis that wrote it.")
+    if not isinstance(summary, dict):
+        raise LorascopeError(f"{path / SUMMARY_JSON} holds a {type(summary).__name__}, not the summary object "
+                             "lorascope writes. Re-run the analysis that wrote it.")
+    unmatched = [str(n) for n in raw["name"] if str(n) not in spectra]
+    if unmatched:
+        raise LorascopeError(f"{path}: {len(unmatched)} module(s) of {MODULES_CSV} have no spectrum in {SPECTRA_FILE} "
+                             f"(e.g. {unmatched[0]}); the two files are from different runs or damaged.")
+    try:
+        modules = modules_frame(raw.to_dict("records"))
+    except (TypeError, ValueError) as exc:
+        raise LorascopeError(f"{path / MODULES_CSV} holds values of the wrong type ({exc}).") from None
     return Results(modules, spectra, summary, vectors, path)

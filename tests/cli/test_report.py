@@ -69,3 +69,25 @@ def test_figures_never_overwrite_pngs_of_a_folder_lorascope_did_not_write(tmp_pa
     fresh = tmp_path / "fresh"
     assert run("report", folder, "--out", fresh).exit_code == 0
     assert run("report", folder, "--out", fresh).exit_code == 0
+
+
+def test_damaged_results_folders_are_clean_errors(tmp_path):
+    import shutil
+
+    good = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "good")
+    first = (good / "modules.csv").read_text().splitlines()[1].split(",")[0]
+    damage = {
+        "modules.csv": ("name,x\n1,2\n", "lacks the column(s) layer, module"),
+        "singular_values.safetensors": ("garbage", "could not read the results folder"),
+        "summary.json": ("[1, 2]", "holds a list, not the summary object"),
+    }
+    for i, (name, (content, message)) in enumerate(damage.items()):
+        bad = shutil.copytree(good, tmp_path / f"bad{i}")
+        (bad / name).write_text(content)
+        for cmd in ("report", "sweep"):
+            res = run(cmd, bad, "--out", tmp_path / f"{cmd}{i}")
+            assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (name, res.output)
+    bad = shutil.copytree(good, tmp_path / "renamed")
+    (bad / "modules.csv").write_text((good / "modules.csv").read_text().replace(first, "model.other"))
+    res = run("report", bad)
+    assert res.exit_code == 2 and "have no spectrum in singular_values.safetensors (e.g. model.other" in res.output
