@@ -67,6 +67,11 @@ def results_for(inputs: Sequence[str | Path], progress: bool = False, **analyze_
     if not 1 <= len(inputs) <= 2:
         raise LorascopeError(f"give a results folder, an adapter, or BASE and TUNED/ADAPTER; got {len(inputs)} inputs.")
     if len(inputs) == 1 and is_results_folder(inputs[0]):
+        given = [k for k, v in analyze_options.items() if v is not None and k != "precision"]  # precision: export SVDs too
+        if given:
+            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise LorascopeError(f"{inputs[0]} holds results already computed, so {options} cannot change them; "
+                                 "give the checkpoints instead (or run `lorascope spectrum` with those options first).")
         return load_results(inputs[0])
     return analyze(*inputs, progress=progress, **analyze_options)
 

@@ -110,13 +110,15 @@ def _budget_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | N
     greedy = knap.greedy(int(policy.budget or 0))
     t_greedy = time.perf_counter() - start
     total = float(spectra.totals.sum()) or 1.0
+    top_k = int((~spectra.table["complete"].astype(bool)).sum())  # modules whose σ past a randomized top-k are unknown
     notes = {
         "knapsack": {
-            "exact": bool(exact.exact),
+            "exact": bool(exact.exact) and not top_k,
+            "top_k_modules": top_k,
             "exact_energy": exact.gain / total,
             "greedy_energy": greedy.gain / total,
             "gap_energy": (exact.gain - greedy.gain) / total,  # exact − greedy, as a fraction of ‖ΔW‖²
-            "upper_bound_energy": exact.upper_bound / total,
+            "upper_bound_energy": exact.upper_bound / total if not top_k else None,
             "exact_params": exact.cost,
             "greedy_params": greedy.cost,
             "modules_differing": int(np.sum(exact.ranks != greedy.ranks)),
@@ -275,14 +277,22 @@ def _energy_words(selection: Selection, spectra: Spectra) -> list[str]:
 
 def _budget_words(selection: Selection, spectra: Spectra) -> list[str]:
     k = selection.notes["knapsack"]
-    proof = "proven optimal" if k["exact"] else "the best found within the search limit (not proven optimal)"
+    if k.get("top_k_modules"):
+        proof = (f"optimal only among ranks within the computed top-k: {k['top_k_modules']} module(s) have a randomized "
+                 "top-k spectrum, and larger ranks there were never computed (not proven optimal overall)")
+    elif k["exact"]:
+        proof = "proven optimal"
+    else:
+        proof = "the best found within the search limit (not proven optimal)"
     if k["gap_energy"] <= 1e-12:
         cmp = "the greedy σ²/(m+n) allocation reaches the same energy"
     else:
         cmp = (f"the greedy σ²/(m+n) allocation keeps {k['greedy_energy']:.4%}, {k['gap_energy']:.2e} of the "
                f"energy less ({k['modules_differing']} module(s) differ)")
+    bound = ("no allocation within the budget can keep more than "
+             f"{k['upper_bound_energy']:.4%} (LP bound)" if k["upper_bound_energy"] is not None else "no upper bound is known")
     return [f"The allocation is {proof} (multiple-choice knapsack over {k['cost_classes']} cost class(es)); {cmp}; "
-            f"no allocation within the budget can keep more than {k['upper_bound_energy']:.4%} (LP bound)."]
+            f"{bound}."]
 
 
 def _noise_words(selection: Selection, spectra: Spectra) -> list[str]:

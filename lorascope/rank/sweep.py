@@ -116,9 +116,11 @@ def frontier(spectra: Spectra, ranks: Sequence[int], extra_budgets: int = 24) ->
     grid = set(int(p) for p in uni["params"])
     if extra_budgets and hi > lo:
         grid |= {int(b) for b in np.geomspace(lo, hi, extra_budgets)}
+    complete = bool(spectra.table["complete"].all())  # a top-k spectrum: larger ranks there were never computed
     for budget in sorted(grid):
         for policy, alloc in (("optimal", knap.solve(budget)), ("greedy", knap.greedy(budget))):
             rows.append({"policy": policy, "k": np.nan, "budget": budget, "params": alloc.cost,
                          "energy": alloc.gain / total, "rel_error": pooled_rel_error(spectra, alloc.ranks),
-                         "upper_bound_energy": alloc.upper_bound / total, "exact": alloc.exact})
+                         "upper_bound_energy": alloc.upper_bound / total if complete else np.nan,
+                         "exact": alloc.exact and complete})
     return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)

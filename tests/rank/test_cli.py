@@ -85,3 +85,10 @@ def test_select_export_onto_its_input_is_refused_before_any_work(tmp_path, ad):
     res = run("select", ad, "--energy", "0.9", "--export", ad, "--out", tmp_path / "sel")
     assert res.exit_code == 2 and "is or holds the input" in res.output and "Traceback" not in res.output
     assert {p.name: p.read_bytes() for p in ad.iterdir()} == before and not (tmp_path / "sel").exists()
+
+
+def test_analysis_options_on_a_results_folder_are_refused_not_ignored(tmp_path, ad):
+    assert run("sweep", ad, "--out", tmp_path / "sw", "-q", "--no-report").exit_code == 0
+    for cmd, policy in (("sweep", ()), ("select", ("--energy", "0.9"))):
+        res = run(cmd, tmp_path / "sw", *policy, "--include", "q_proj", "--out", tmp_path / f"{cmd}-o")
+        assert res.exit_code == 2 and "holds results already computed, so --include cannot change them" in res.output

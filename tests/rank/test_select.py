@@ -149,3 +149,21 @@ def test_noise_policy_refuses_a_top_k_spectrum(tmp_path):
     base, tuned, _ = full_finetune(tmp_path, {"model.layers.0.mlp.down_proj": dw})
     with pytest.raises(LorascopeError, match="randomized top-k"):
         select_ranks(spectra_of(lorascope.analyze(base, tuned, top_k=4)), Policy("noise"))
+
+
+def test_budget_on_a_top_k_spectrum_claims_no_global_optimum(tmp_path):
+    from lorascope.rank.sweep import frontier
+
+    dw = planted(30, 30, np.geomspace(3, 0.1, 30), seed=3)
+    base, tuned, _ = full_finetune(tmp_path, {"model.layers.0.mlp.down_proj": dw})
+    complete = spectra_of(lorascope.analyze(base, tuned))
+    partial = spectra_of(lorascope.analyze(base, tuned, top_k=4))
+    exact = select_ranks(complete, Policy("budget", budget=200))
+    assert exact.notes["knapsack"]["exact"] and "proven optimal (" in exact.recommendation
+    sel = select_ranks(partial, Policy("budget", budget=200))
+    k = sel.notes["knapsack"]
+    assert not k["exact"] and k["top_k_modules"] == 1 and k["upper_bound_energy"] is None
+    assert "not proven optimal overall" in sel.recommendation and "LP bound" not in sel.recommendation
+    optimal = frontier(partial, [1, 2, 4]).query("policy == 'optimal'")
+    assert not optimal["exact"].any() and optimal["upper_bound_energy"].isna().all()
+    assert frontier(complete, [1, 2, 4]).query("policy == 'optimal'")["exact"].all()
