@@ -212,7 +212,7 @@ def selection_totals(spectra: Spectra, ranks: np.ndarray) -> dict[str, Any]:
     pooled = pooled_energy(spectra, ranks)
     lora = spectra.table["lora_rank"]
     original = int(np.sum(lora.fillna(0).to_numpy(np.int64) * costs)) if lora.notna().all() and len(lora) else None
-    k_eq = int(params // int(costs.sum())) if costs.size and costs.sum() else 0
+    k_eq = _uniform_rank_within(spectra, params)
     uniform_energy = pooled_energy(spectra, rank_used(spectra, k_eq)) if k_eq else 0.0
     return {
         "modules": int(len(ranks)),
@@ -227,6 +227,16 @@ def selection_totals(spectra: Spectra, ranks: np.ndarray) -> dict[str, Any]:
         "uniform_rank_same_params": k_eq,
         "uniform_energy_same_params": uniform_energy,
     }
+
+
+def _uniform_rank_within(spectra: Spectra, params: int) -> int:
+    """The largest uniform k whose truncation (capped at each module's rank, as the sweep counts it) costs ≤ params."""
+    best = 0
+    for k in range(1, int(spectra.max_ranks.max(initial=0)) + 1):
+        if int(np.sum(rank_used(spectra, k) * spectra.unit_costs)) > params:
+            break
+        best = k
+    return best
 
 
 # ---- words -----------------------------------------------------------------------------------------

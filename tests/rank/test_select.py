@@ -167,3 +167,21 @@ def test_budget_on_a_top_k_spectrum_claims_no_global_optimum(tmp_path):
     optimal = frontier(partial, [1, 2, 4]).query("policy == 'optimal'")
     assert not optimal["exact"].any() and optimal["upper_bound_energy"].isna().all()
     assert frontier(complete, [1, 2, 4]).query("policy == 'optimal'")["exact"].all()
+
+
+def test_uniform_baseline_is_priced_as_the_sweep_prices_it(tmp_path):
+    from lorascope.rank.sweep import uniform_table
+
+    ad, _ = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
+                    {"model.layers.0.self_attn.q_proj": [1.0], "model.layers.1.self_attn.q_proj": list(np.geomspace(4, 1, 8))},
+                    {"r": 8, "lora_alpha": 8})
+    spectra = spectra_of(lorascope.analyze(ad))
+    sel = select_ranks(spectra, Policy("energy", energy=0.999))
+    t = sel.totals
+    assert sel.ranks() == {"model.layers.0.self_attn.q_proj": 1, "model.layers.1.self_attn.q_proj": 8}
+    assert t["params"] == 9 * 64
+    uniform = uniform_table(spectra, range(1, 9))
+    affordable = uniform[uniform["params"] <= t["params"]]
+    # a uniform rank 8 keeps module 0 at its rank 1, so it costs 9·64, not 16·64: k = 8, not 576 // 128 = 4
+    assert t["uniform_rank_same_params"] == int(affordable["k"].max()) == 8
+    assert t["uniform_energy_same_params"] == pytest.approx(float(affordable["energy"].iloc[-1]))
