@@ -174,7 +174,7 @@ def test_uniform_baseline_is_priced_as_the_sweep_prices_it(tmp_path):
 
     ad, _ = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
                     {"model.layers.0.self_attn.q_proj": [1.0], "model.layers.1.self_attn.q_proj": list(np.geomspace(4, 1, 8))},
-                    {"r": 8, "lora_alpha": 8})
+                    {"r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 1}})
     spectra = spectra_of(lorascope.analyze(ad))
     sel = select_ranks(spectra, Policy("energy", energy=0.999))
     t = sel.totals
