@@ -386,7 +386,10 @@ def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     zero = [r["name"] for r in rows if r["fro_norm"] == 0]
     if not zero:
         return []
-    if len(zero) == len(rows):
+    if len(zero) == len(rows) and all(r["source"] != "dense" for r in rows):
+        reason = (f"ΔW is exactly zero in every one of the {len(rows)} adapter modules: their lora_B (up) factors are "
+                  "all zeros, as initialized; this adapter was saved before any training step changed it")
+    elif len(zero) == len(rows):
         reason = (f"ΔW is exactly zero in every one of the {len(rows)} modules: the two inputs hold the same "
                   "weights (was the fine-tuned checkpoint given as TUNED?)")
     else:

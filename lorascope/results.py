@@ -81,11 +81,18 @@ class Results:
             raise KeyError(f"no module named {name!r} in these results") from None
 
     def save(self, out: str | Path) -> Path:
-        """Write the results folder (creating it) and return its path."""
+        """Write the results folder (creating it) and return its path.
+
+        Over results of other inputs or options, the tables computed from those (sweep, selection, comparison)
+        are removed, so no report joins them to spectra they were not computed from.
+        """
         from safetensors.numpy import save_file
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        if not _same_analysis(out / SUMMARY_JSON, self.summary):
+            for name in DERIVED_FILES:
+                (out / name).unlink(missing_ok=True)
         self.modules.to_csv(out / MODULES_CSV, index=False)
         self.vectors.to_csv(out / VECTORS_CSV, index=False)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.spectra.items()}
@@ -93,6 +100,28 @@ class Results:
         write_json(out / SUMMARY_JSON, self.summary)
         self.path = out
         return out
+
+
+# tables later commands add to a results folder (lorascope.rank.folders, lorascope.compare.results)
+DERIVED_FILES = (
+    "sweep.csv", "sweep_uniform.csv", "sweep_frontier.csv", "functional.csv", "sweep.json", "training.csv",
+    "training_knees.csv", "selection.csv", "selection.json", "export.csv", "compare_summary.json",
+    "compare_modules.csv", "subspace_similarity.csv", "amplification.csv", "intruders.csv", "intruder_modules.csv",
+    "intruder_sweep.csv",
+)
+
+
+def _same_analysis(summary_file: Path, summary: dict[str, Any]) -> bool:
+    """Whether the results already in a folder came from the same inputs and options (or there are none)."""
+    if not summary_file.is_file():
+        return True
+    try:
+        old = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    keys = ("inputs", "options")
+    return isinstance(old, dict) and all(json.loads(json.dumps(summary.get(k), default=_json_default)) == old.get(k)
+                                         for k in keys)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

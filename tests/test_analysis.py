@@ -218,3 +218,32 @@ def test_zero_updates_are_metrics_of_zero_and_one_warning(tmp_path):
     [w] = part.summary["warnings"]
     assert "zero in 2 of 4 modules" in w["reason"] and "layers.0.w, layers.2.w" in w["reason"]
     assert part.summary["totals"]["skipped"] == 0  # a zero update is analyzed, not skipped
+
+    from builders import peft_folder
+
+    untrained = {f"model.layers.{i}.self_attn.q_proj.{f}.weight": (torch.randn(4, 8, generator=g) if f == "lora_A"
+                                                                   else torch.zeros(8, 4))
+                 for i in range(2) for f in ("lora_A", "lora_B")}
+    ad = lorascope.analyze(peft_folder(tmp_path / "untrained", untrained, {"r": 4, "lora_alpha": 8}))
+    [w] = ad.summary["warnings"]
+    assert "every one of the 2 adapter modules" in w["reason"] and "lora_B (up) factors are all zeros" in w["reason"]
+
+
+def test_results_of_other_inputs_drop_the_tables_computed_from_the_old_ones(tmp_path):
+    from lorascope.compare.results import SUMMARY_JSON, TABLES
+    from lorascope.rank import folders
+    from lorascope.results import DERIVED_FILES
+
+    written = {getattr(folders, n) for n in dir(folders) if n.endswith(("_CSV", "_JSON"))} - {"modules.csv", "summary.json"}
+    assert written | set(TABLES.values()) | {SUMMARY_JSON} <= set(DERIVED_FILES)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = pair(tmp_path / "a", {"model.layers.0.mlp.up_proj.weight": planted(12, 8, [2.0, 1.0], seed=1)})
+    other = pair(tmp_path / "b", {"model.layers.0.mlp.up_proj.weight": planted(12, 8, [3.0], seed=2)})
+    out = lorascope.analyze(*first[:2]).save(tmp_path / "res")
+    (out / "sweep.csv").write_text("k\n1\n")
+    (out / "notes.txt").write_text("mine")
+    lorascope.analyze(*first[:2]).save(out)  # the same analysis again: its sweep still applies
+    assert (out / "sweep.csv").is_file()
+    lorascope.analyze(*other[:2]).save(out)
+    assert not (out / "sweep.csv").exists() and (out / "notes.txt").read_text() == "mine"

@@ -223,6 +223,9 @@ def compare(
     if ck_b is None:
         pair_opts = dataclasses.replace(pair_opts, intruders=None)  # they need W_base
     labels = labels or default_labels(x, y)
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise LorascopeError(f"--labels {' '.join(map(str, labels))}: give two different names, one for X and one for Y "
+                             "(each names its columns in the tables).")
     xs, warn_x = _plan(ck_b, ck_x, run)
     ys, warn_y = _plan(ck_b, ck_y, run)
     pairs, warnings = pair_deltas(xs, ys)

@@ -302,7 +302,7 @@ def hf_evaluation(folder: str | Path, data: str | Path, options: EvalOptions | N
     """
     import torch
 
-    from ..train.data import encode
+    from ..train.data import IGNORE, encode
     from ..train.tokenizer import HFTokenizer
     from ..train.trainer import evaluate as evaluate_sets
 
@@ -316,6 +316,11 @@ def hf_evaluation(folder: str | Path, data: str | Path, options: EvalOptions | N
         raise LorascopeError(f"{folder} has no tokenizer transformers can load ({str(exc).splitlines()[0][:200]}); "
                              "the functional sweep tokenizes the evaluation data with the base model's tokenizer.") from None
     encoded, _ = encode(read_examples(data, options.max_examples), tok, options.max_length)
+    scored = int((encoded.labels[:, 1:] != IGNORE).sum())  # the model predicts position t from those before it
+    if scored == 0:
+        raise LorascopeError(f"{data}: {folder}'s tokenizer turns the evaluation data into no token the model is scored "
+                             "on (every completion is empty or a single leading token), so a loss would be meaningless. "
+                             "Check the tokenizer files in the model folder and the data's format.")
     device = torch.device(options.device)
 
     def evaluate(m: Any) -> dict[str, float]:

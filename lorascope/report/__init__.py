@@ -77,6 +77,10 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
         raise LorascopeError(f"a comparison needs at least two results folders, got {len(runs)}")
     if labels is not None and len(labels) != len(runs):
         raise LorascopeError(f"got {len(labels)} labels for {len(runs)} results folders; give one label per folder")
+    if labels is not None and len(set(labels)) != len(labels):
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise LorascopeError(f"the label(s) {', '.join(map(repr, twice))} are given more than once; each run's column "
+                             "is named by its label, so labels must differ")
     html = html_path(out)
     page = build_comparison_page(runs, labels or run_labels(runs))
     return write_page(page, html, figures_dir(html), footer=footer_text(runs))

@@ -36,7 +36,9 @@ def test_compare_two_folders_with_labels(tmp_path, monkeypatch):
 
 def test_bad_input_exits_2_without_traceback(tmp_path):
     (tmp_path / "notes.txt").write_text("not results")
-    for args in ([tmp_path], [tmp_path / "missing"], [tmp_path, tmp_path, "--label", "only-one"]):
+    folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
+    for args in ([tmp_path], [tmp_path / "missing"], [tmp_path, tmp_path, "--label", "only-one"],
+                 [folder, folder, "--label", "a", "--label", "a"]):
         res = run("report", *args)
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output and "error:" in res.output

@@ -123,3 +123,10 @@ def test_a_folder_with_only_a_summary_json_is_not_taken_for_results(tiny):
         assert res.exit_code == 2 and "refusing to write into it" in res.output and "Traceback" not in res.output
     assert {p.name: p.read_text() for p in mine.iterdir()} == {
         n: f"my {n}" for n in ("summary.json", "intruders.csv", "amplification.csv")}
+
+
+def test_the_same_label_twice_is_refused(tiny):
+    a = tiny.adapter("r4", 4, seed=1)
+    b = tiny.adapter("r8", 8, seed=2)
+    res = run("compare", a, b, "--labels", "same", "same", "--out", tiny.root / "o")
+    assert res.exit_code == 2 and "give two different names" in res.output and not (tiny.root / "o").exists()

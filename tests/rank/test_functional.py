@@ -129,3 +129,21 @@ def test_functional_sweep_needs_the_base(folders, tmp_path):
                      {"r": 2, "lora_alpha": 2})
     with pytest.raises(LorascopeError, match="needs the base model"):
         run_sweep([ad], tmp_path / "out", [1], eval_data=tmp / "eval.txt")
+
+
+def test_a_base_without_a_usable_tokenizer_gives_no_loss(folders, tmp_path):
+    import shutil
+
+    from lorascope.rank import run_sweep
+
+    tmp, _, _ = folders
+    bare = shutil.copytree(tmp / "base", tmp_path / "bare")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    with pytest.raises(LorascopeError, match="tokenizer"):
+        run_sweep([bare, tmp / "tuned"], tmp_path / "out", [1], eval_data=tmp / "eval.txt")
+    # prompts longer than max_length: every completion is cut away, so no token would be scored (loss 0, acc 1)
+    long = json.dumps({"prompt": " ".join(LINES * 40), "completion": LINES[0]})
+    (tmp_path / "long.jsonl").write_text(long + "\n")
+    with pytest.raises(LorascopeError, match="no token the model is scored on"):
+        run_sweep([tmp / "base", tmp / "tuned"], tmp_path / "out2", [1], eval_data=tmp_path / "long.jsonl")
