@@ -90,11 +90,29 @@ def reopen_inputs(results: Results) -> tuple[Any, Any]:
         if not path.exists():
             raise LorascopeError(f"{path} (the {entry['role']} these results were computed from) no longer exists; "
                                  "give the checkpoints instead of the results folder.")
+        _check_unchanged(entry)
         fmt = entry.get("format")
         return open_checkpoint(path, fmt if fmt in FORMATS and fmt not in ("safetensors", "torch") else None)
 
     base = _open(entries["base"]) if "base" in entries else None
     return base, _open(tuned)
+
+
+def _check_unchanged(entry: dict[str, Any]) -> None:
+    """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are hashed)."""
+    import hashlib
+
+    for item in entry.get("files") or []:
+        path, want = Path(item.get("path", "")), item.get("sha256")
+        if not want or not path.is_file():
+            continue
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != want:
+            raise LorascopeError(f"{path} (part of the {entry.get('role')} these results were computed from) has changed "
+                                 "since; re-run the analysis, or give the checkpoints instead of the results folder.")
 
 
 def plan_for(results: Results, base: Any, tuned: Any) -> Any:

@@ -92,3 +92,11 @@ def test_analysis_options_on_a_results_folder_are_refused_not_ignored(tmp_path, 
     for cmd, policy in (("sweep", ()), ("select", ("--energy", "0.9"))):
         res = run(cmd, tmp_path / "sw", *policy, "--include", "q_proj", "--out", tmp_path / f"{cmd}-o")
         assert res.exit_code == 2 and "holds results already computed, so --include cannot change them" in res.output
+
+
+def test_export_from_results_refuses_a_source_changed_since(tmp_path, ad):
+    assert run("sweep", ad, "--out", tmp_path / "sw", "-q", "--no-report").exit_code == 0
+    weights = ad / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes().replace(b"lora_A", b"lora_A", 1) + b" ")  # one byte more: a new sha256
+    res = run("select", tmp_path / "sw", "--energy", "0.9", "--export", tmp_path / "small", "--out", tmp_path / "sel")
+    assert res.exit_code == 2 and "has changed since" in res.output and not (tmp_path / "small").exists()
