@@ -15,7 +15,7 @@ from ..errors import LorascopeError
 from .base import Adapter, LoraModule, TensorRef, Weights
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
-from .store import MultiFileStore, TensorInfo, TensorStore, file_size, open_file, open_index, sniff
+from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, open_file, open_index, sniff
 
 __all__ = [
     "Adapter", "LoraModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
@@ -146,8 +146,6 @@ def open_checkpoint(path: str | Path, format: str | None = None) -> Weights | Ad
 
 def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 1024 * 1024) -> dict[str, Any]:
     """The summary.json entry of one input: path, format, sizes and sha256 of small files."""
-    import hashlib
-
     files = ckpt.store.files()
     entry: dict[str, Any] = {
         "role": role,
@@ -160,11 +158,7 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
     for f in files:
         item: dict[str, Any] = {"path": str(f), "bytes": file_size(f), "sha256": None}
         if item["bytes"] <= hash_limit:
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            item["sha256"] = h.hexdigest()
+            item["sha256"] = file_sha256(f)
         entry["files"].append(item)
     entry["sha256"] = entry["files"][0]["sha256"] if len(files) == 1 else None
     if isinstance(ckpt, Adapter):

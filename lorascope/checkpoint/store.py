@@ -407,6 +407,17 @@ def open_index(path: Path) -> MultiFileStore:
     return MultiFileStore(path, parts, weight_map)
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_size(path: Path) -> int:
     try:
         return os.path.getsize(path)

@@ -100,17 +100,11 @@ def reopen_inputs(results: Results) -> tuple[Any, Any]:
 
 def _check_unchanged(entry: dict[str, Any]) -> None:
     """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are hashed)."""
-    import hashlib
+    from ..checkpoint.store import file_sha256
 
     for item in entry.get("files") or []:
         path, want = Path(item.get("path", "")), item.get("sha256")
-        if not want or not path.is_file():
-            continue
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != want:
+        if want and path.is_file() and file_sha256(path) != want:
             raise LorascopeError(f"{path} (part of the {entry.get('role')} these results were computed from) has changed "
                                  "since; re-run the analysis, or give the checkpoints instead of the results folder.")
 
