@@ -93,3 +93,20 @@ def test_damaged_results_folders_are_clean_errors(tmp_path):
     (bad / "modules.csv").write_text((good / "modules.csv").read_text().replace(first, "model.other"))
     res = run("report", bad)
     assert res.exit_code == 2 and "have no spectrum in singular_values.safetensors (e.g. model.other" in res.output
+
+
+def test_an_unexpected_failure_is_one_paragraph_and_exit_code_1(tmp_path, monkeypatch):
+    import lorascope.report
+
+    folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lorascope.report, "render_report", broken)
+    res = run("report", folder)
+    assert res.exit_code == 1 and "unexpected RuntimeError: boom" in res.output and "LORASCOPE_DEBUG=1" in res.output
+    assert "Traceback" not in res.output
+    monkeypatch.setenv("LORASCOPE_DEBUG", "1")
+    res = run("report", folder)
+    assert isinstance(res.exception, RuntimeError)  # re-raised for the traceback
