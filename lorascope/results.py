@@ -22,6 +22,7 @@ MODULES_CSV = "modules.csv"
 SPECTRA_FILE = "singular_values.safetensors"
 SUMMARY_JSON = "summary.json"
 VECTORS_CSV = "vectors.csv"
+RESULTS_FILES = (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON)  # what makes a folder a results folder
 
 # Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"
 # (a rank beyond a randomized top-k, or no base given), never zero.
@@ -124,6 +125,12 @@ def _same_analysis(summary_file: Path, summary: dict[str, Any]) -> bool:
                                          for k in keys)
 
 
+def is_results_folder(path: str | Path) -> bool:
+    """Whether ``path`` holds every file ``Results.save`` writes (a lone summary.json is not enough)."""
+    p = Path(path)
+    return p.is_dir() and all((p / f).is_file() for f in RESULTS_FILES)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """``obj`` as indented JSON; numpy scalars, paths, tuples and sets are written as plain values."""
     Path(path).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -152,7 +159,7 @@ def load_results(path: str | Path) -> Results:
     from safetensors.numpy import load_file
 
     path = Path(path)
-    missing = [f for f in (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON) if not (path / f).is_file()]
+    missing = [f for f in RESULTS_FILES if not (path / f).is_file()]
     if missing:
         raise LorascopeError(
             f"{path} is not a lorascope results folder: {', '.join(missing)} not found there. "

@@ -259,6 +259,12 @@ def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
             "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
 
 
+def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(claim name, note) for every note of the audit table's ``notes`` cells, one claim's notes once."""
+    rows = table.drop_duplicates("name")[["name", "notes"]].itertuples(index=False)
+    return [(name, note) for name, text in rows for note in str(text or "").split(NOTE_SEP) if note]
+
+
 def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
     """Write audit.csv and audit.html into ``out`` (created); returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .claims import MISTAKES
-from .claims_file import NOTE_SEP
+from .claims_file import claim_notes
 
 TABLE_COLUMNS = {"name": "claim", "figure": "figure", "claimed": "claimed", "exact": "exact",
                  "relative_error": "error (%)", "verdict": "verdict", "mistakes": "mistake", "arch": "model",
@@ -37,8 +37,7 @@ def build_page(table: pd.DataFrame, title: str, subtitle: str = ""):
         what = f"{r.name} — {r.figure}: claimed {r.claimed_text}, exact {r.exact_text}; " if r.figure else f"{r.name}: "
         notes.append(NoteBlock(what + (r.explanation or "no common mistake changes this figure"),
                                "warn" if r.verdict == "error" else "info"))
-    for name, text in table.drop_duplicates("name")[["name", "notes"]].itertuples(index=False):
-        notes.extend(NoteBlock(f"{name}: {note}", "warn") for note in filter(None, str(text or "").split(NOTE_SEP)))
+    notes.extend(NoteBlock(f"{name}: {note}", "warn") for name, note in claim_notes(table))
     why = Section("why", "Why the wrong figures are wrong", notes or [NoteBlock("Every claimed figure is correct.")])
     method = Section("method", "How the counts were made", [NoteBlock(text) for text in (
         "LoRA parameters: r·(out + in) per targeted weight, from its real shape (grouped-query k/v, fused qkv and "

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .claims import FIGURE_LABELS, ClaimCheck, format_figure
-from .claims_file import NOTE_SEP
+from .claims_file import claim_notes
 from .numbers import both, exact, format_ranges, human_bytes
 from .params import AdapterResult, ParamsResult
 
@@ -186,6 +186,5 @@ def print_claims_table(table: pd.DataFrame, console: Any | None = None) -> None:
         err = "" if pd.isna(r.relative_error) else f"{r.relative_error:+.2%}"
         t.add_row(r.name, r.figure, r.claimed_text, r.exact_text, err, f"[{style}]{r.verdict}[/]", r.explanation or "")
     con.print(t)
-    for name, notes in table.drop_duplicates("name")[["name", "notes"]].itertuples(index=False):
-        for note in filter(None, str(notes or "").split(NOTE_SEP)):
-            con.print(f"[yellow]note[/] {name}: {note}")
+    for name, note in claim_notes(table):
+        con.print(f"[yellow]note[/] {name}: {note}")

@@ -34,23 +34,17 @@ def wrote(path: Path | str, what: str = "results") -> None:
     click.echo(f"{what} written to {Path(path)}")
 
 
-RESULTS_FILES = ("modules.csv", "singular_values.safetensors", "summary.json")  # a `lorascope spectrum` results folder
-
-
-def is_results_folder(path: Path) -> bool:
-    return all((Path(path) / f).is_file() for f in RESULTS_FILES)
-
-
-def check_out(path: Path, marker: str | tuple[str, ...] = RESULTS_FILES) -> Path:
+def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
     """Validate an output folder before any work: refuse a file, or a non-empty folder lorascope did not write.
 
-    A folder counts as lorascope's when it holds every file of ``marker``. Nothing the user owns is overwritten;
+    A folder counts as lorascope's when it holds every file of ``marker`` (default: those of a results folder). Nothing the user owns is overwritten;
     the folder itself is created only when results are saved.
     """
     from ..errors import LorascopeError
+    from ..results import RESULTS_FILES
 
     path = Path(path)
-    files = (marker,) if isinstance(marker, str) else marker
+    files = RESULTS_FILES if marker is None else (marker,) if isinstance(marker, str) else marker
     if path.exists() and not path.is_dir():
         raise LorascopeError(f"--out {path} is an existing file; give a folder path.")
     if path.is_dir() and any(path.iterdir()) and not all((path / f).is_file() for f in files):

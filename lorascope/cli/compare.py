@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, is_results_folder, wrote
+from ._common import check_out, default_out, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
 MARKER = "compare_summary.json"
@@ -116,6 +116,8 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
 
 def _check_out(out: Path) -> Path:
     """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
+    from ..results import is_results_folder
+
     if is_results_folder(out):
         return Path(out)
     return check_out(out, marker=MARKER)

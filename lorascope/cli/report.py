@@ -39,7 +39,7 @@ def _render_one(folder: Path, out: Path | None) -> Path:
     """A spectrum results folder (with whatever sweep, selection or comparison tables joined it), or a
     folder that holds a comparison alone."""
     from ..report import render_report
-    from ._common import is_results_folder
+    from ..results import is_results_folder
     from .compare import MARKER
 
     if not is_results_folder(folder) and (folder / MARKER).is_file():

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LorascopeError
-from ..results import MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON, Results, load_results, write_json
+from ..results import Results, is_results_folder, load_results, write_json
 from .export import ExportOptions, ExportResult, export_adapter
 from .functional import (EvalOptions, functional_sweep, hf_evaluation, is_trainer_run, pick_rank, trainer_evaluation,
                          trainer_run)
@@ -53,11 +53,6 @@ TRAIN_INDEX = "index.csv"  # of a train-sweep folder (train/runs.py)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-
-
-def is_results_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and all((p / f).is_file() for f in (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON))
 
 
 def results_for(inputs: Sequence[str | Path], progress: bool = False, **analyze_options: Any) -> Results:

@@ -103,9 +103,8 @@ GENERATOR_TAG = '<meta name="generator" content="lorascope">'  # in every page t
 PNG_SOFTWARE = "lorascope"  # the Software text chunk of every figure written
 
 
-def check_writable(out: Path, figures: list[Path] = ()) -> None:
-    """Refuse to replace a file lorascope did not write: a page without its generator tag, or a PNG without its
-    Software chunk, among ``figures`` (the PNG files about to be written)."""
+def check_writable(out: Path) -> None:
+    """Refuse to replace a file that is not a page lorascope wrote (no generator tag in its head)."""
     from ..errors import LorascopeError
 
     if out.is_file() and GENERATOR_TAG not in _head(out):
@@ -113,6 +112,12 @@ def check_writable(out: Path, figures: list[Path] = ()) -> None:
             f"--out {out} is an existing file that lorascope did not write (no lorascope page header in it); "
             "refusing to overwrite it. Give a new file name or a folder."
         )
+
+
+def check_figures_writable(figures: list[Path]) -> None:
+    """Refuse to replace, among the PNG files about to be written, one without lorascope's Software chunk."""
+    from ..errors import LorascopeError
+
     foreign = [f for f in figures if f.exists() and (not f.is_file() or f"Software\x00{PNG_SOFTWARE}" not in _head(f))]
     if foreign:
         raise LorascopeError(
@@ -137,7 +142,7 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
     check_writable(out)
     pngs = draw_figures(page)
     if figures_dir is not None:
-        check_writable(out, [figures_dir / f"{key}.png" for key in pngs])
+        check_figures_writable([figures_dir / f"{key}.png" for key in pngs])
     out.parent.mkdir(parents=True, exist_ok=True)
     if figures_dir is not None:
         figures_dir.mkdir(parents=True, exist_ok=True)
