@@ -14,26 +14,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from . import __version__
 from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
-from .delta import Delta, DenseDelta, DoraDelta, LowRankDelta, Plan, VectorDelta, filter_names, plan_deltas, vector_update
+from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, build, filter_names, plan_deltas, vector_update
+from .delta import fetch as read_delta
 from .errors import LorascopeError
-from .linalg import PRECISIONS, SVD, exact_svd, factored_svd, randomized_svd, resolve_device, torch_dtype
+from .linalg import PRECISIONS, resolve_device, svd
 from .metrics import module_metrics
 from .names import split_name
 from .progress import progress_bar
 from .results import Results, modules_frame, vectors_frame
-
-if TYPE_CHECKING:
-    import torch
-
-# Where a computation runs: None = numpy on the CPU (no torch import), else a torch device.
-Device = Any
-
 
 @dataclass(frozen=True)
 class Options:
@@ -64,156 +58,21 @@ class Computed:
     sigma: np.ndarray
 
 
-def _dense_svd(delta: torch.Tensor, opts: Options) -> SVD:
-    if opts.top_k is not None and opts.top_k < min(delta.shape):
-        return randomized_svd(delta, opts.top_k, seed=opts.seed)
-    return exact_svd(delta)
-
-
-def _norm(t: Any) -> float:
-    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix)."""
-    if isinstance(t, np.ndarray):
-        flat = t.reshape(-1)
-        return float(np.sqrt(sum(float(np.dot(c, c)) for c in np.array_split(flat, max(1, flat.size // (1 << 22))))))
-    import torch
-
-    return float(torch.linalg.vector_norm(t, dtype=torch.float64).cpu())
-
-
-# ---- one module in two phases: fetch (read from disk into CPU memory) and compute (on the device) ------
-# Splitting them lets the next module be read while this one is computed (see ``run_local``).
-
-
-@dataclass
-class Fetched:
-    """One module's tensors in CPU memory, as stored (numpy arrays for the numpy factored path)."""
-
-    delta: Delta
-    device: Device
-    arrays: dict[str, Any]
-    read_seconds: float = 0.0
-
-
-def _cpu(t: torch.Tensor, device: Device) -> torch.Tensor:
-    """Pinned memory when the compute device is a GPU, so the host-to-device copy can overlap."""
-    return t.pin_memory() if device is not None and device.type == "cuda" else t
-
-
-def _fetch_dense(d: DenseDelta, device: Device) -> dict[str, Any]:
-    return {"tuned": _cpu(d.tuned.fetch(), device), "base": _cpu(d.base.fetch(), device)}
-
-
-def _fetch_lowrank(d: LowRankDelta, device: Device) -> dict[str, Any]:
-    if device is None:  # numpy on the CPU: no torch import for adapter-only runs
-        out = {"left": d.module.left.load_numpy(), "right": d.module.right.load_numpy()}
-        if d.base is not None:
-            out["base"] = d.base.load_numpy(np.float32)
-        return out
-    out = {"left": _cpu(d.module.left.fetch(), device), "right": _cpu(d.module.right.fetch(), device)}
-    if d.base is not None:
-        out["base"] = _cpu(d.base.fetch(), device)
-    return out
-
-
-def _fetch_dora(d: DoraDelta, device: Device) -> dict[str, Any]:
-    refs = {"base": d.base, "left": d.module.left, "right": d.module.right, "magnitude": d.module.magnitude}
-    return {k: _cpu(ref.fetch(), device) for k, ref in refs.items()}  # type: ignore[union-attr]
-
-
-def _compute_dense(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
-    from .checkpoint.base import upcast
-
-    dtype = torch_dtype(opts.precision)
-    delta = upcast(f.arrays.pop("tuned"), dtype, f.device, copy=True)
-    base = upcast(f.arrays.pop("base"), dtype, f.device)
-    base_norm = _norm(base)
-    delta.sub_(base)  # in place: peak memory is two matrices, then one plus the SVD's copy
-    del base
-    return _dense_svd(delta, opts), base_norm
-
-
-def _compute_lowrank(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
-    a = f.arrays
-    if f.device is not None:
-        import torch
-
-        from .checkpoint.base import upcast
-
-        a = {k: upcast(v, torch.float64 if k != "base" else torch_dtype(opts.precision), f.device) for k, v in a.items()}
-    base_norm = _norm(a["base"]) if "base" in a else None
-    return factored_svd(a["left"], a["right"], f.delta.module.scale), base_norm  # type: ignore[union-attr]
-
-
-def dora_from(w0: torch.Tensor, left: torch.Tensor, right: torch.Tensor, magnitude: torch.Tensor, scale: float,
-              where: str = "DoRA module") -> torch.Tensor:
-    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖_row − W0 (Liu et al. 2024, Eq. 5), the norm per output row as PEFT takes it."""
-    import torch
-
-    merged = w0 + scale * (left @ right)  # (m, r) @ (r, n) -> (m, n)
-    norms = torch.linalg.vector_norm(merged, dim=1, keepdim=True)  # (m, 1): one per output feature
-    magnitude = magnitude.reshape(-1, 1)  # (m, 1)
-    if magnitude.shape[0] != merged.shape[0]:
-        raise LorascopeError(
-            f"{where}: DoRA magnitude has {magnitude.shape[0]} entries but the weight has {merged.shape[0]} output features"
-        )
-    return magnitude / norms * merged - w0
-
-
-def dora_update(d: DoraDelta, dtype: torch.dtype, device: Any = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ΔW, W0) of a DoRA module, read from its checkpoint."""
-    w0 = d.base.load(dtype, device)  # (m, n)
-    parts = (d.module.left, d.module.right, d.module.magnitude)
-    left, right, magnitude = (ref.load(dtype, device) for ref in parts)  # type: ignore[union-attr]
-    return dora_from(w0, left, right, magnitude, d.module.scale, d.name), w0
-
-
-def _compute_dora(f: Fetched, opts: Options) -> tuple[SVD, float | None]:
-    from .checkpoint.base import upcast
-
-    dtype = torch_dtype(opts.precision)
-    t = {k: upcast(v, dtype, f.device) for k, v in f.arrays.items()}
-    delta = dora_from(t["base"], t["left"], t["right"], t["magnitude"], f.delta.module.scale, f.delta.name)
-    base_norm = _norm(t["base"])
-    del t
-    return _dense_svd(delta, opts), base_norm
-
-
-FETCH: dict[type, Callable[[Any, Device], dict[str, Any]]] = {
-    DenseDelta: _fetch_dense,
-    LowRankDelta: _fetch_lowrank,
-    DoraDelta: _fetch_dora,
-}
-COMPUTE: dict[type, Callable[[Fetched, Options], tuple[SVD, float | None]]] = {
-    DenseDelta: _compute_dense,
-    LowRankDelta: _compute_lowrank,
-    DoraDelta: _compute_dora,
-}
-
-
-def pick_device(d: Delta, opts: Options) -> Device:
-    """None (numpy on the CPU) for factored SVDs unless CUDA is named; else the resolved torch device."""
-    if isinstance(d, LowRankDelta) and not opts.device.startswith("cuda"):
-        return None
-    return resolve_device(opts.device)
-
-
 def fetch(d: Delta, opts: Options) -> Fetched:
     """Read one module's tensors into CPU memory (the I/O phase)."""
-    device = pick_device(d, opts)
-    start = time.perf_counter()
-    arrays = FETCH[type(d)](d, device)
-    return Fetched(d, device, arrays, time.perf_counter() - start)
+    return read_delta(d, opts.device)
 
 
 def compute_fetched(f: Fetched, opts: Options) -> Computed:
     """SVD and metrics of one fetched module: its modules.csv row and σ."""
     d = f.delta
     start = time.perf_counter()
-    svd, base_norm = COMPUTE[type(d)](f, opts)
-    sigma = np.asarray(svd.s, dtype=np.float64)
+    form, base_norm = build(f, opts.precision)
+    result = svd(form, k=opts.top_k, seed=opts.seed)
+    del form
+    sigma = np.asarray(result.s, dtype=np.float64)
     layer, module = split_name(d.name)
     m, n = d.shape
-    module_obj = getattr(d, "module", None)
     row: dict[str, Any] = {
         "name": d.name,
         "layer": layer,
@@ -221,14 +80,15 @@ def compute_fetched(f: Fetched, opts: Options) -> Computed:
         "rows": m,
         "cols": n,
         "source": d.source,
-        "method": svd.method,
-        "lora_rank": module_obj.rank if module_obj is not None else None,
-        "scale": module_obj.scale if module_obj is not None else None,
+        "family": d.family,
+        "method": result.method,
+        "lora_rank": d.rank,
+        "scale": d.scale,
     }
-    row.update(module_metrics(sigma, (m, n), svd.fro_norm, svd.complete, base_norm))
+    row.update(module_metrics(sigma, (m, n), result.fro_norm, result.complete, base_norm))
     row["seconds"] = time.perf_counter() - start + f.read_seconds
-    if getattr(d, "added_rows", 0):
-        row["added_rows"] = d.added_rows  # type: ignore[union-attr]
+    if d.added_rows:
+        row["added_rows"] = d.added_rows
     return Computed(row, sigma)
 
 
@@ -357,7 +217,8 @@ def build_results(
     modules = modules_frame(rows)
     spectra = {c.row["name"]: c.sigma for c in computed}
     vectors = vectors_frame([vector_row(v) for v in plan.vectors])
-    adapter_params = int(sum(r["lora_rank"] * (r["rows"] + r["cols"]) for r in rows if r.get("lora_rank")))
+    adapter_params = int(sum(FAMILIES[d.family].params(d) for d in plan.deltas
+                             if d.module is not None and FAMILIES[d.family].params is not None))
     summary = {
         "lorascope_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

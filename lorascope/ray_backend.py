@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 from .analysis import Computed, Options, compute_delta
-from .delta import Delta, LowRankDelta, Plan
+from .delta import FAMILIES, Delta, Plan
 from .errors import LorascopeError
 from .progress import progress_bar
 
@@ -25,7 +25,7 @@ GROUP_MODULES = 64
 
 def _cost(d: Delta) -> int:
     m, n = d.shape
-    return (m + n) * d.module.tensor_rank if isinstance(d, LowRankDelta) else m * n
+    return (m + n) * d.module.tensor_rank if FAMILIES[d.family].form == "LowRank" and d.module else m * n
 
 
 def group_deltas(deltas: list[Delta], max_cost: int = GROUP_COST, max_modules: int = GROUP_MODULES) -> list[list[int]]:

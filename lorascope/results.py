@@ -27,11 +27,12 @@ RESULTS_FILES = (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON)  # what makes a folder
 # Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"
 # (a rank beyond a randomized top-k, or no base given), never zero.
 MODULE_COLUMNS = [
-    "name", "layer", "module", "rows", "cols", "source", "method", "lora_rank", "scale",
+    "name", "layer", "module", "rows", "cols", "source", "family", "method", "lora_rank", "scale",
     "fro_norm", "spectral_norm", "base_fro_norm", "relative_update", "stable_rank", "entropy_rank",
     "rank_90", "rank_95", "rank_99", "numerical_rank", "gd_rank", "n_singular", "rank_beyond_k",
     "seconds",
 ]
+LATER_COLUMNS = ("family",)  # added after the first release: results written before lack it (read as empty)
 INT_COLUMNS = ["layer", "rows", "cols", "lora_rank", "rank_90", "rank_95", "rank_99",
                "numerical_rank", "gd_rank", "n_singular"]
 VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm", "relative_update"]
@@ -178,7 +179,7 @@ def load_results(path: str | Path) -> Results:
     except Exception as exc:  # noqa: BLE001 - csv, safetensors and json readers each raise their own types
         raise LorascopeError(f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
                              "Re-run the analysis that wrote it.") from None
-    missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns]
+    missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns and c not in LATER_COLUMNS]
     if missing_columns:
         raise LorascopeError(f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
                              f"{', '.join(missing_columns[:6])}. Re-run the analysis that wrote it.")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
-from .base import Adapter, LoraModule, TensorRef, Weights
+from .base import Adapter, AdapterModule, TensorRef, Weights
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, open_file, open_index, sniff
 
 __all__ = [
-    "Adapter", "LoraModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
+    "Adapter", "AdapterModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
     "open_checkpoint", "open_store", "describe_input", "sniff",
 ]
 

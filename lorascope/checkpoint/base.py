@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,31 +124,47 @@ class TensorRef:
 
 
 @dataclass(frozen=True, eq=False)
-class LoraModule:
-    """One low-rank module: ΔW (m, n) = scale · left (m, r) @ right (r, n).
+class AdapterModule:
+    """One adapter module of any update family: its stored tensors by part, and what its format declares.
 
-    For PEFT Linear layers left = B and right = A; for embedding LoRA, ΔW = s·(B@A)ᵀ so left = Aᵀ and
-    right = Bᵀ; conv factors are flattened to 2-D. ``magnitude`` is DoRA's magnitude vector.
+    ΔW (m, n) is given by the family's formula (``lorascope.delta.FAMILIES[family]``). The reader arranges
+    each part so the formula holds in ΔW's (out, in·kh·kw) orientation: for LoRA, ΔW = scale · up @ down,
+    with an embedding's factors transposed and conv factors flattened.
     """
 
     name: str
-    left: TensorRef
-    right: TensorRef
-    rank: int  # nominal r (configuration), used for the scale
+    family: str  # a key of lorascope.delta.FAMILIES: lora, dora, loha, lokr, …
+    parts: Mapping[str, TensorRef]
+    shape: tuple[int, int]  # ΔW (m, n)
+    rank: int | None  # nominal r from the format (the scale uses it); None where the family has none
     alpha: float | None
     scale: float
     kind: str = "linear"  # linear | conv | embedding
-    source: str = "lora"
-    magnitude: TensorRef | None = None
-    fan_in_fan_out: bool = False
+    source: str = "peft"  # the format: peft | kohya | diffusers | lora-ab | cloneofsimo | …
+    fan_in_fan_out: bool = False  # PEFT: the base weight is stored (in, out), GPT-2 Conv1D
+    kernel: tuple[int, ...] = ()  # a conv layer's kernel dims (ΔW's columns are in·kh·kw)
+    params: Mapping[str, Any] = field(default_factory=dict)  # family parameters the format declares
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.left.shape[0], self.right.shape[1])
+    def left(self) -> TensorRef:
+        """LoRA's B (m, r), as arranged."""
+        return self.parts["up"]
+
+    @property
+    def right(self) -> TensorRef:
+        """LoRA's A (r, n), as arranged."""
+        return self.parts["down"]
+
+    @property
+    def magnitude(self) -> TensorRef | None:
+        return self.parts.get("magnitude")
 
     @property
     def tensor_rank(self) -> int:
-        return self.left.shape[1]
+        """The rank the stored factors have (LoRA's inner dimension), or the nominal rank."""
+        if "up" in self.parts:
+            return self.parts["up"].shape[1]
+        return int(self.rank or 0)
 
 
 @dataclass
@@ -164,12 +181,12 @@ class Weights:
 
 @dataclass
 class Adapter:
-    """A LoRA adapter: its low-rank modules, plus full tensors it carries (PEFT modules_to_save, biases)."""
+    """An adapter: its modules (any update family), plus full tensors it carries (PEFT modules_to_save, biases)."""
 
     path: Path
     format: str
     store: TensorStore
-    modules: list[LoraModule]
+    modules: list[AdapterModule]
     dense: dict[str, TensorRef] = field(default_factory=dict)  # name -> full 2-D+ tensor it replaces
     vectors: dict[str, TensorRef] = field(default_factory=dict)  # name -> 1-D tensor (biases, norms)
     config: dict[str, Any] = field(default_factory=dict)
@@ -178,5 +195,6 @@ class Adapter:
     kind = "adapter"
 
     @property
-    def is_dora(self) -> bool:
-        return any(m.magnitude is not None for m in self.modules)
+    def families(self) -> list[str]:
+        """The update families of its modules, in first-seen order."""
+        return list(dict.fromkeys(m.family for m in self.modules))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import LorascopeError
 from ..names import strip_adapter_prefix
-from .base import Adapter, LoraModule, TensorRef
+from .base import Adapter, AdapterModule, TensorRef
 from .peft import _KEY as PEFT_KEY
 from .peft import build_adapter
 from .store import TensorStore
@@ -169,7 +169,11 @@ def open_down_up(path: Path, store: TensorStore, layout_name: str) -> Adapter:
             no_alpha.append(module)
             scale = 1.0
         kind = "conv" if len(store.info(pair["down"]).shape) > 2 else "linear"
-        modules.append(LoraModule(layout.name(module), left, right, rank, alpha, scale, kind, layout_name))
+        shape = (left.shape[0], right.shape[1])
+        parts = {"up": left, "down": right}
+        kernel = tuple(right.stored_shape[2:]) if kind == "conv" else ()
+        modules.append(AdapterModule(layout.name(module), "lora", parts, shape, rank, alpha, scale, kind, layout_name,
+                                     kernel=kernel))
     if problems:
         raise LorascopeError(f"{path}: incomplete LoRA modules:\n" + "\n".join(f"  - {p}" for p in problems[:20]))
     warnings = []
@@ -186,7 +190,7 @@ def open_down_up(path: Path, store: TensorStore, layout_name: str) -> Adapter:
     return Adapter(path, layout_name, store, modules, {}, {}, dict(store.metadata), warnings)
 
 
-def _check_metadata_ranks(store: TensorStore, modules: list[LoraModule]) -> list[dict[str, str]]:
+def _check_metadata_ranks(store: TensorStore, modules: list[AdapterModule]) -> list[dict[str, str]]:
     out = []
     for m in modules:
         declared = store.metadata.get(m.name.replace(".", ":") + ":rank")
@@ -197,7 +201,7 @@ def _check_metadata_ranks(store: TensorStore, modules: list[LoraModule]) -> list
 
 def open_lora_ab(path: Path, store: TensorStore) -> Adapter:
     """PEFT-style lora_A/lora_B keys without an adapter_config.json (ai-toolkit, newer diffusers)."""
-    adapter = build_adapter(path, "lora-ab", store, {}, default_source="lora-ab")
+    adapter = build_adapter(path, "lora-ab", store, {})
     meta_alpha = _metadata_alpha(store)
     modules, no_alpha = [], 0
     for m in adapter.modules:

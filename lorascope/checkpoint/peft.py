@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import LorascopeError
 from ..names import strip_adapter_prefix
-from .base import Adapter, LoraModule, TensorRef
+from .base import Adapter, AdapterModule, TensorRef
 from .store import TensorStore, open_file
 
 CONFIG = "adapter_config.json"
@@ -104,7 +104,7 @@ def open_peft(path: Path) -> Adapter:
     return build_adapter(path, "peft", store, cfg)
 
 
-def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any], default_source: str = "lora") -> Adapter:
+def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """Group PEFT-named tensors (lora_A/lora_B/…) into modules; everything else is a full tensor or vector."""
     parts: dict[str, dict[str, str]] = defaultdict(dict)
     dense: dict[str, TensorRef] = {}
@@ -134,7 +134,7 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any],
             )
         parts[module][part] = key
 
-    modules: list[LoraModule] = []
+    modules: list[AdapterModule] = []
     problems: list[str] = []
     fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
     for name, p in sorted(parts.items()):
@@ -166,9 +166,13 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any],
                 "name": name,
                 "reason": f"tensors have rank {left.shape[1]} but the config gives r={r}; scale uses r={r} as PEFT does",
             })
-        magnitude = TensorRef(store, p["lora_magnitude_vector"]) if "lora_magnitude_vector" in p else None
-        source = "dora" if magnitude is not None else default_source
-        modules.append(LoraModule(name, left, right, r, alpha, scale, kind, source, magnitude, fan_in_fan_out))
+        parts = {"up": left, "down": right}
+        if "lora_magnitude_vector" in p:
+            parts["magnitude"] = TensorRef(store, p["lora_magnitude_vector"])
+        family = "dora" if "magnitude" in parts else "lora"
+        shape = (left.shape[0], right.shape[1])
+        kernel = tuple(right.stored_shape[2:]) if kind == "conv" else ()
+        modules.append(AdapterModule(name, family, parts, shape, r, alpha, scale, kind, fmt, fan_in_fan_out, kernel))
     if problems:
         raise LorascopeError(f"{store.path}: incomplete LoRA modules:\n" + "\n".join(f"  - {x}" for x in problems[:20]))
     if not modules:

@@ -22,18 +22,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..linalg import SVD, exact_svd, randomized_svd
-from .updates import numerical_rank
+from ..linalg import SVD, Dense, svd
+from ..metrics import numerical_rank
 
 EPSILONS = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))  # 0.10, 0.15, …, 0.90
 
 
 def _exact_top(w: torch.Tensor, k: int, seed: int) -> SVD:
-    return exact_svd(w, compute_uv=True)
+    return svd(Dense(w), compute_uv=True)
 
 
 def _randomized_top(w: torch.Tensor, k: int, seed: int) -> SVD:
-    return randomized_svd(w, k, seed=seed, compute_uv=True)
+    return svd(Dense(w), compute_uv=True, k=k, seed=seed)
 
 
 # how the top-k of W_tuned is found: the exact SVD, or a randomized range finder (faster; its vectors drift
@@ -66,10 +66,10 @@ def base_directions(w: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     Returns:
         σ (p,) float64 descending and U (m, p) on the CPU, p = numerical rank ≤ min(m, n).
     """
-    svd = exact_svd(w, compute_uv=True)
-    s = np.asarray(svd.s, np.float64)
+    full = svd(Dense(w), compute_uv=True)
+    s = np.asarray(full.s, np.float64)
     p = numerical_rank(s, tuple(w.shape))
-    return s[:p], svd.u[:, :p]
+    return s[:p], full.u[:, :p]
 
 
 def max_cosines(base_u: torch.Tensor, tuned_u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +104,12 @@ def find_intruders(
         rank of the closest base direction), base_sigma (its σ), intruder (max_cos < ε).
     """
     k = min(opts.top_k, min(w_tuned.shape))
-    svd = TUNED_SVDS[opts.tuned_svd](w_tuned, k, seed)
-    tuned_u = torch.as_tensor(svd.u)[:, :k].cpu()
+    top = TUNED_SVDS[opts.tuned_svd](w_tuned, k, seed)
+    tuned_u = torch.as_tensor(top.u)[:, :k].cpu()
     best, index = max_cosines(base_u.cpu(), tuned_u)
     return pd.DataFrame({
         "j": np.arange(1, k + 1),
-        "sigma": np.asarray(svd.s, np.float64)[:k],
+        "sigma": np.asarray(top.s, np.float64)[:k],
         "max_cos": best,
         "base_index": index + 1,
         "base_sigma": np.asarray(base_s, np.float64)[index],

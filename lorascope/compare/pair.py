@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..linalg import PRECISIONS, SVD, torch_dtype
+from ..linalg import PRECISIONS, SVD, Dense, Form, cosine, merged, svd
+from ..metrics import numerical_rank
 from .amplification import table7, top_singular_values
 from .intruders import IntruderOptions, base_directions, find_intruders
 from .subspace import GridOptions, similarity_grid, similarity_summary
-from .updates import LowRank, Update, cosine, merged, update_svd
+
+Update = Form
 
 DENSE_SVDS = ("exact", "randomized")
 
@@ -57,10 +59,27 @@ class PairResult:
     intruders: list[pd.DataFrame] = field(default_factory=list)
 
 
+def update_svd(a: Update, k: int | None = None, seed: int = 0) -> SVD:
+    """Singular values and vectors of ΔW, cut to its numerical rank so no vector spans a zero direction.
+
+    Factored forms: exact (every non-zero direction). Dense forms: the exact SVD, or the randomized top-k
+    (Halko et al. 2011) when ``k`` is below min(m, n) — the route is ``lorascope.linalg.svd``'s.
+
+    Returns:
+        An ``SVD`` with float64 CPU tensors ``s`` (k,), ``u`` (m, k), ``v`` (n, k).
+    """
+    k = min(a.shape) if k is None else k
+    full = svd(a, compute_uv=True, k=k, seed=seed)
+    s = torch.as_tensor(np.asarray(full.s, np.float64))
+    keep = min(numerical_rank(s.numpy(), a.shape), k)
+    return SVD(s[:keep], full.fro_norm, full.method, full.complete,
+               torch.as_tensor(full.u)[:, :keep].to(torch.float64), torch.as_tensor(full.v)[:, :keep].to(torch.float64))
+
+
 def svd_of(a: Update, opts: PairOptions) -> SVD:
     """ΔW's singular vectors: factored for low-rank, exact (or randomized top-k) for dense."""
     k = None if opts.dense_svd == "exact" else max(opts.grid.cap, opts.amp_rank or 0)
-    return update_svd(a, k, torch_dtype(opts.precision), opts.seed)
+    return update_svd(a, k, opts.seed)
 
 
 def vectors(svd: SVD, side: str) -> np.ndarray:
@@ -71,9 +90,9 @@ def amp_rank(svd: SVD, a: Update, partner: Update | None, partner_svd: SVD | Non
     """r for Table 7 (see ``PairOptions.amp_rank``), never above ΔW's numerical rank."""
     if opts.amp_rank is not None:
         want = opts.amp_rank
-    elif isinstance(a, LowRank):
+    elif not isinstance(a, Dense):  # a factored form: its own exact rank
         want = len(svd.s)
-    elif isinstance(partner, LowRank) and partner_svd is not None:
+    elif partner is not None and not isinstance(partner, Dense) and partner_svd is not None:
         want = len(partner_svd.s)
     else:
         want = opts.grid.cap
@@ -141,8 +160,8 @@ def compare_pair(
     base_dirs = base_directions(w) if opts.intruders is not None else None
     base_sigma = base_dirs[0] if base_dirs is not None else top_singular_values(w, max(1, *ranks.values()), opts.seed)
     row["base_fro_norm"] = w_fro
-    for key, label, a, svd in (("x", labels[0], x, svd_x), ("y", labels[1], y, svd_y)):
-        amp = {"update": label, **amplification_row(w, svd, ranks[key], base_sigma, rng, w_fro)}
+    for key, label, a, a_svd in (("x", labels[0], x, svd_x), ("y", labels[1], y, svd_y)):
+        amp = {"update": label, **amplification_row(w, a_svd, ranks[key], base_sigma, rng, w_fro)}
         result.amplification.append(amp)
         row[f"amplification_{key}"] = amp["amplification"]
         if base_dirs is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,18 +20,19 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..analysis import dora_update, versions
+from ..analysis import versions
 from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
-from ..delta import Delta, DenseDelta, DoraDelta, LowRankDelta, filter_names, plan_deltas
+from ..delta import Delta, filter_names, load_form, plan_deltas
 from ..errors import LorascopeError
-from ..linalg import resolve_device, torch_dtype
+from ..linalg import Form, resolve_device, torch_dtype
 from ..names import NameIndex, split_name
 from ..progress import progress_bar
 from .intruders import IntruderOptions, intruder_counts, intruder_sweep
 from .pair import PairOptions, PairResult, compare_pair, single_intruders
 from .results import CompareResults
 from .subspace import GridOptions
-from .updates import Dense, LowRank, Update
+
+Update = Form
 
 Checkpoint = Weights | Adapter
 Source = str | Path | Weights | Adapter
@@ -79,31 +79,10 @@ def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
 # ---- reading one update ------------------------------------------------------------------------
 
 
-def _load_lowrank(d: LowRankDelta, dtype: torch.dtype, device: torch.device) -> Update:
-    m = d.module
-    return LowRank(m.left.load(torch.float64), m.right.load(torch.float64), m.scale)  # factors: CPU, float64
-
-
-def _load_dense(d: DenseDelta, dtype: torch.dtype, device: torch.device) -> Update:
-    delta = d.tuned.load(dtype, device, copy=True)
-    delta.sub_(d.base.load(dtype, device))  # in place: two matrices at the peak
-    return Dense(delta)
-
-
-def _load_dora(d: DoraDelta, dtype: torch.dtype, device: torch.device) -> Update:
-    return Dense(dora_update(d, dtype, device)[0])
-
-
-# Delta item type -> its update, read from disk
-LOADERS: dict[type, Callable[[Any, torch.dtype, torch.device], Update]] = {
-    LowRankDelta: _load_lowrank,
-    DenseDelta: _load_dense,
-    DoraDelta: _load_dora,
-}
-
-
 def load_update(d: Delta, dtype: torch.dtype, device: torch.device) -> Update:
-    return LOADERS[type(d)](d, dtype, device)
+    """The form of one module's ΔW: factors stay factors (float64, CPU), dense updates in ``dtype`` on ``device``."""
+    precision = "float64" if dtype == torch.float64 else "float32"
+    return load_form(d, precision, str(device))
 
 
 # ---- opening and pairing ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..checkpoint import Adapter, Weights
 from ..checkpoint.peft import module_scale
-from ..delta import Delta, DoraDelta, LowRankDelta, Plan
+from ..delta import Delta, Plan
 from ..errors import LorascopeError
 from ..progress import progress_bar
 from .truncate import TopK, TruncateOptions, top_k
@@ -79,14 +79,14 @@ class Layout:
 
 def layout_of(d: Delta) -> Layout | str:
     """The PEFT layout of one update, or the reason it cannot be exported."""
-    if isinstance(d, LowRankDelta) or isinstance(d, DoraDelta):
+    if d.module is not None:
         m = d.module
         if m.source in ("kohya", "cloneofsimo") and d.base is None:
             return (f"{m.source} names are flattened paths, not module names of a model; give the base model "
                     "so names are resolved")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
         if m.kind == "conv":
-            return Layout("conv", kernel=tuple(m.right.stored_shape[2:]))
+            return Layout("conv", kernel=m.kernel)
         return Layout(m.kind if m.kind == "embedding" else "linear", fan_in_fan_out=transpose)
     ref = d.tuned
     if ref.index is not None:

@@ -3,8 +3,8 @@
 The saved spectra hold σ only; a truncation needs the singular vectors too, so they are recomputed one
 module at a time (never two dense updates in memory):
 
-- LoRA factors: ``factored_svd`` of s·B@A in float64 — exact, O((m+n)r²), ΔW never formed.
-- Dense ΔW (full fine-tune, DoRA, modules_to_save): the exact SVD, or the randomized top-k
+- Factored forms (LoRA, LoKr, …): exact in float64, ΔW never formed (``lorascope.linalg.svd``).
+- Dense ΔW (full fine-tune, DoRA, IA3, modules_to_save): the exact SVD, or the randomized top-k
   (Halko, Martinsson & Tropp 2011, Alg. 4.4, as ``linalg.randomized_svd``) when k ≤ min(m, n) / 10
   with ``svd='auto'``. Both return an orthogonal projection U_k U_kᵀ ΔW, so the achieved error is exactly
   sqrt(1 − Σ_{i≤k} s_i² / ‖ΔW‖_F²), reported next to the optimal sqrt(1 − energy(k)) of the saved spectrum.
@@ -12,14 +12,13 @@ module at a time (never two dense updates in memory):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..delta import Delta, DenseDelta, DoraDelta, LowRankDelta
-from ..linalg import PRECISIONS, exact_svd, factored_svd, randomized_svd, torch_dtype
+from ..delta import Delta, load_form
+from ..linalg import PRECISIONS, Dense, Form, svd
 
 SVD_CHOICES = ("auto", "exact", "randomized")
 RANDOMIZED_BELOW = 0.1  # 'auto' uses the randomized top-k when k ≤ this fraction of min(m, n)
@@ -92,61 +91,33 @@ def _keep(u: Any, s: Any, v: Any, k: int, fro: float, method: str, complete: boo
     return TopK(_np(u)[:, :keep], s[:keep], _np(v)[:, :keep], float(fro), method, lost)
 
 
-def _lowrank(d: LowRankDelta, k: int, opts: TruncateOptions) -> TopK:
-    left, right = d.module.left.load_numpy(), d.module.right.load_numpy()  # (m, r), (r, n)
-    svd = factored_svd(left, right, d.module.scale, compute_uv=True)
-    return _keep(svd.u, svd.s, svd.v, k, svd.fro_norm, svd.method, svd.complete)
-
-
-def _dense_matrix(d: Delta, opts: TruncateOptions) -> Any:
-    """ΔW (m, n) as a torch tensor of the chosen precision."""
-    from ..analysis import dora_update
-    from ..checkpoint.base import upcast
-
-    dtype = torch_dtype(opts.precision)
-    if isinstance(d, DoraDelta):
-        return dora_update(d, dtype)[0]
-    delta = upcast(d.tuned.fetch(), dtype, "cpu", copy=True)
-    delta.sub_(upcast(d.base.fetch(), dtype, "cpu"))  # in place: two matrices at the peak
-    return delta
-
-
 def dense_top_k(delta: Any, k: int, opts: TruncateOptions) -> TopK:
     """Top-k triplets of a dense torch ΔW by the route ``opts.svd`` names (module docstring)."""
-    p = min(delta.shape)
-    randomized = opts.svd == "randomized" or (opts.svd == "auto" and k <= RANDOMIZED_BELOW * p)
-    if randomized and k < p:
-        svd = randomized_svd(delta, k, seed=opts.seed, compute_uv=True)
-    else:
-        svd = exact_svd(delta, compute_uv=True)
-    return _keep(svd.u, svd.s, svd.v, k, svd.fro_norm, svd.method, svd.complete)
+    return form_top_k(Dense(delta), k, opts)
 
 
-def _dense(d: Delta, k: int, opts: TruncateOptions) -> TopK:
-    return dense_top_k(_dense_matrix(d, opts), k, opts)
-
-
-TOP_K: dict[type, Callable[[Any, int, TruncateOptions], TopK]] = {
-    LowRankDelta: _lowrank,
-    DenseDelta: _dense,
-    DoraDelta: _dense,
-}
+def form_top_k(form: Form, k: int, opts: TruncateOptions) -> TopK:
+    """Top-k triplets of ΔW in any form: factored forms exactly, dense ones as ``opts.svd`` says."""
+    route_k: int | None = k  # factored forms are exact anyway: k only limits the vectors formed
+    if isinstance(form, Dense):
+        p = min(form.shape)
+        randomized = opts.svd == "randomized" or (opts.svd == "auto" and k <= RANDOMIZED_BELOW * p)
+        route_k = k if randomized and k < p else None
+    result = svd(form, compute_uv=True, k=route_k, seed=opts.seed)
+    return _keep(result.u, result.s, result.v, k, result.fro_norm, result.method, result.complete)
 
 
 def top_k(d: Delta, k: int, opts: TruncateOptions | None = None) -> TopK:
     """The top-k singular triplets of one update, read from its checkpoint (k ≥ 1)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    return TOP_K[type(d)](d, k, opts or TruncateOptions())
+    opts = opts or TruncateOptions()
+    return form_top_k(load_form(d, opts.precision), k, opts)
 
 
 def full_update(d: Delta, opts: TruncateOptions | None = None) -> Any:
-    """The untruncated ΔW (m, n) as a float32 torch tensor (s·B@A formed only here, for one module)."""
+    """The untruncated ΔW (m, n) as a float32 torch tensor (a product formed only here, for one module)."""
     import torch
 
     opts = opts or TruncateOptions()
-    if isinstance(d, LowRankDelta):
-        left = torch.from_numpy(d.module.left.load_numpy())  # (m, r)
-        right = torch.from_numpy(d.module.right.load_numpy())  # (r, n)
-        return (d.module.scale * (left @ right)).float()  # (m, r) @ (r, n) -> (m, n)
-    return _dense_matrix(d, opts).float()
+    return torch.as_tensor(load_form(d, opts.precision).to_dense()).float()

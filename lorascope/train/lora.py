@@ -129,7 +129,7 @@ class LoraLinear(nn.Module):
 
     def merged_weight(self) -> torch.Tensor:
         """The (out, in) weight this layer computes with: W0 + s·BA, or DoRA's m · (W0 + s·BA) / ‖W0 + s·BA‖."""
-        w0 = self._original_weight().detach()
+        w0 = self.original_weight().detach()
         combined = w0 + self.delta_weight().detach()
         if not self.spec.dora:
             return combined
@@ -172,7 +172,7 @@ class LoraLinear(nn.Module):
         self._unmerged_weight = None
         self.merged = False
 
-    def _original_weight(self) -> torch.Tensor:
+    def original_weight(self) -> torch.Tensor:
         """W0 as (out, in), whether or not the update is merged."""
         if not self.merged:
             return self.kind.weight(self.base_layer)

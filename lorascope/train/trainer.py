@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linalg import exact_svd, factored_svd
+from ..delta import form_from
+from ..linalg import Dense, svd
 from ..metrics import module_metrics
 from ..progress import progress_bar
 from . import memory
@@ -182,12 +183,17 @@ def snapshot(model: nn.Module, step: int, refs: dict[str, torch.Tensor]) -> list
     """One row per adapter module (factored SVD of s·B@A) or per trained matrix (exact SVD of W − W0)."""
     rows = []
     for name, layer in lora_layers(model):
-        svd = factored_svd(layer.lora_B.weight.detach().cpu(), layer.lora_A.weight.detach().cpu(), layer.scaling)
-        rows.append(_row(step, name, "lora", layer.shape, svd, layer.spec.r))
+        tensors = {"up": layer.lora_B.weight.detach().cpu(), "down": layer.lora_A.weight.detach().cpu()}
+        family = "dora" if layer.spec.dora else "lora"
+        if layer.spec.dora:  # the exact DoRA update needs W0 and the magnitudes
+            tensors["magnitude"] = layer.lora_magnitude_vector.detach().cpu()
+            tensors["base"] = layer.original_weight().detach().cpu()
+        form = form_from(family, {k: v.float() for k, v in tensors.items()}, layer.scaling, name=name)
+        rows.append(_row(step, name, "lora", layer.shape, svd(form), layer.spec.r))
     modules = dict(model.named_modules())
     for name, w0 in refs.items():
         delta = _out_in(modules[name]).detach().cpu().float() - w0.float()
-        rows.append(_row(step, name, "dense", tuple(delta.shape), exact_svd(delta), None))
+        rows.append(_row(step, name, "dense", tuple(delta.shape), svd(Dense(delta)), None))
     return rows
 
 

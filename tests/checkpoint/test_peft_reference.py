@@ -99,7 +99,7 @@ def test_dora_exact_update_needs_the_base(tmp_path):
     base, adapter, merged, deltas = make(tmp_path, tiny_llama(), {
         "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True})
     exact = lorascope.analyze(base, adapter)
-    assert set(exact.modules["source"]) == {"dora"} and set(exact.modules["method"]) == {"exact"}
+    assert set(exact.modules["family"]) == {"dora"} and set(exact.modules["method"]) == {"exact"}
     check(exact, deltas)
     alone = lorascope.analyze(adapter)  # without the base: s·B@A, with a warning saying so
     assert any("DoRA" in w["reason"] for w in alone.summary["warnings"])
@@ -123,3 +123,37 @@ def test_embedding_lora(tmp_path):
     assert "model.embed_tokens" in deltas
     check(lorascope.analyze(adapter), deltas)
     check(lorascope.analyze(base, adapter), deltas)
+
+
+def test_gpt2_dora_on_square_conv1d_layers_uses_the_declared_orientation(tmp_path):
+    """attn.c_proj is square (24×24): its base weight must be transposed because the formats declare Conv1D,
+    not because the shapes happen to fit. DoRA's update depends on W0's orientation, so a wrong one shows."""
+    base, adapter, merged, deltas = make(tmp_path, tiny_gpt2(), {
+        "r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"], "fan_in_fan_out": True, "use_dora": True})
+    on_base = lorascope.analyze(base, adapter)
+    assert set(on_base.modules["family"]) == {"dora"}
+    assert {"attn.c_proj", "mlp.c_proj"} <= set(on_base.modules["module"])
+    check(on_base, deltas, transpose_names=("c_attn", "c_proj"))
+
+
+def test_gpt2_amplification_on_a_square_layer_uses_w_as_out_by_in(tmp_path):
+    """Table 7's ‖UᵀWV‖_F with W (out, in): on the square attn.c_proj a base used untransposed gives another value."""
+    base, adapter, merged, deltas = make(tmp_path, tiny_gpt2(), {
+        "r": 4, "lora_alpha": 8, "target_modules": ["c_proj"], "fan_in_fan_out": True})
+    from lorascope.compare.run import compare
+
+    res = compare(adapter, merged, base, intruders=False)
+    amp = res.amplification.set_index(["name", "update"])
+    from safetensors.torch import load_file
+
+    sd = load_file(str(base / "model.safetensors"))
+    for name in ("transformer.h.0.attn.c_proj", "transformer.h.1.attn.c_proj"):
+        dw = deltas[name].T  # (out, in)
+        w0 = sd[f"{name}.weight"].double().numpy().T  # Conv1D stores (in, out)
+        u, s, vt = np.linalg.svd(dw)
+        r = 4
+        want = np.linalg.norm(dw) / np.linalg.norm(u[:, :r].T @ w0 @ vt[:r].T)
+        got = amp.loc[(name, res.summary["labels"][0]), "amplification"]
+        assert got == pytest.approx(want, rel=1e-4)
+        wrong = np.linalg.norm(dw) / np.linalg.norm(u[:, :r].T @ w0.T @ vt[:r].T)
+        assert abs(wrong - want) > 1e-3 * want  # the test can tell the two orientations apart

@@ -14,7 +14,8 @@ from lorascope.compare.amplification import (
     top_singular_values,
 )
 from lorascope.compare.pair import PairOptions, compare_pair
-from lorascope.compare.updates import Dense, LowRank, update_svd
+from lorascope.compare.pair import update_svd
+from lorascope.linalg import Dense, LowRank
 
 SIGMAS = 5.0 * 0.9 ** np.arange(60) + 0.1
 

@@ -16,7 +16,7 @@ from lorascope.compare.intruders import (
     intruder_sweep,
     max_cosines,
 )
-from lorascope.compare.updates import Dense, LowRank, merged
+from lorascope.linalg import Dense, LowRank, merged
 
 M = 128
 SIGMAS = 10 * 0.9 ** np.arange(M) + 0.05  # well-separated top singular values

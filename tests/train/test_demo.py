@@ -28,7 +28,7 @@ def test_demo_pipeline(small, tiny_base, tmp_path):
     for name in names:
         modules = pd.read_csv(tmp_path / "demo" / "spectra" / name / "modules.csv")
         expected_source = "dense" if name in ("full", "freeze-b1") else "lora"
-        assert (modules["source"] == expected_source).all(), name
+        assert (modules["family"] == expected_source).all(), name
     value_only = pd.read_csv(tmp_path / "demo" / "spectra" / "lora-r4-v_proj" / "modules.csv")
     assert len(value_only) == 2 and value_only["name"].str.endswith("v_proj").all()
     assert (value_only["rank_90"] <= 4).all()

@@ -58,7 +58,7 @@ def test_the_spectrum_engine_reads_our_adapter_and_agrees_with_rank_history(tiny
     engine = results.modules.set_index("name")
     ours = pd.read_csv(tmp_path / "run" / "rank_history.csv").query("step == 12").set_index("name")
     assert set(engine.index) == set(ours.index) and len(ours) == 14
-    assert (engine["lora_rank"] == 3).all() and (engine["source"] == "lora").all()
+    assert (engine["lora_rank"] == 3).all() and (engine["family"] == "lora").all()
     for col in ("fro_norm", "entropy_rank", "rank_90"):
         assert engine[col].loc[ours.index].to_numpy() == pytest.approx(ours[col].to_numpy(), rel=1e-5)
     # the adapter alone, and base vs the merged model, see the same update

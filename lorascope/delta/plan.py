@@ -1,11 +1,10 @@
-"""Pair modules by normalized name and describe each update ΔW as a lazy Delta item (METRICS.md 'The update ΔW').
+"""Pair modules by normalized name and describe each update ΔW as a lazy ``Delta`` item (docs/METRICS.md 'The update ΔW').
 
-- ``DenseDelta``: ΔW = W_tuned − W_base, both upcast before the subtraction.
-- ``LowRankDelta``: ΔW = s · L @ R from a LoRA module's factors, never formed.
-- ``DoraDelta``: ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖_row − W0; needs the base weight; dense.
-
-``plan_deltas`` reads only names and shapes; tensors are read when an item is computed. Everything
-that is skipped or unpaired is recorded as a warning with its reason.
+A ``Delta`` names its family (``lorascope.delta.FAMILIES``), its stored tensors by part, and, where given,
+the base weight in ΔW's (out, in) orientation. ``plan_deltas`` reads only names, shapes and what the formats
+declare; tensors are read when an item is computed. Everything skipped or unpaired is a warning with its
+reason. Orientation comes from declarations — PEFT's ``fan_in_fan_out``, a base config's ``model_type`` whose
+linear layers are GPT-2 Conv1D — never from a coincidence of shapes.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .checkpoint import Adapter, LoraModule, TensorRef, Weights
-from .errors import LorascopeError, raise_collected
-from .names import NameIndex
+from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
+from ..errors import LorascopeError, raise_collected
+from ..names import NameIndex
+from .family import FAMILIES
 
 # Tensors whose first dimension grows when tokens are added to a vocabulary.
 VOCAB_NAMES = re.compile(r"(embed|wte|lm_head|word_embeddings|shared|output|score|head)", re.IGNORECASE)
@@ -29,46 +27,41 @@ EXPERT_STACK = re.compile(r"experts?\b", re.IGNORECASE)
 
 
 @dataclass(eq=False)
-class DenseDelta:
+class Delta:
+    """One update, read lazily: its family, stored tensors by part, ΔW's shape and the base weight where given.
+
+    ``parts`` of the dense family hold ``tuned``; an adapter module's are the module's own. ``source`` is the
+    format the update came from (dense, peft, kohya, …, modules_to_save).
+    """
+
     name: str
-    tuned: TensorRef
-    base: TensorRef
-    source: str = "dense"
+    family: str
+    parts: dict[str, TensorRef]
+    shape: tuple[int, int]
+    source: str
+    base: TensorRef | None = None
+    module: AdapterModule | None = None
     added_rows: int = 0
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.tuned.shape[:2]  # type: ignore[return-value]
-
-
-@dataclass(eq=False)
-class LowRankDelta:
-    name: str
-    module: LoraModule
-    base: TensorRef | None = None
+    def tuned(self) -> TensorRef:
+        return self.parts["tuned"]
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.module.shape
+    def scale(self) -> float | None:
+        return None if self.module is None else self.module.scale
 
     @property
-    def source(self) -> str:
-        return "lora" if self.module.source == "dora" else self.module.source
+    def rank(self) -> int | None:
+        return None if self.module is None else self.module.rank
 
 
-@dataclass(eq=False)
-class DoraDelta:
-    name: str
-    module: LoraModule
-    base: TensorRef
-    source: str = "dora"
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.module.shape
+def dense_delta(name: str, tuned: TensorRef, base: TensorRef, source: str = "dense", added_rows: int = 0) -> Delta:
+    return Delta(name, "dense", {"tuned": tuned}, tuple(tuned.shape[:2]), source, base, None, added_rows)
 
 
-Delta = DenseDelta | LowRankDelta | DoraDelta
+def module_delta(name: str, module: AdapterModule, base: TensorRef | None = None) -> Delta:
+    return Delta(name, module.family, dict(module.parts), tuple(module.shape), module.source, base, module)
 
 
 @dataclass
@@ -180,12 +173,13 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
         name = weight_name(key)
         if len(t_info.shape) == 3 and EXPERT_STACK.search(key):
             for e in range(t_info.shape[0]):
-                deltas.append(DenseDelta(f"{name}.{e}", TensorRef(t_store, key, index=e), TensorRef(b_store, b_key, index=e)))
+                deltas.append(dense_delta(f"{name}.{e}", TensorRef(t_store, key, index=e),
+                                          TensorRef(b_store, b_key, index=e)))
             continue
         layout = "transpose" if conv1d and len(t_info.shape) == 2 and CONV1D_NAMES.search(name) else "flatten"
         rows = b_info.shape[0] if added else None
-        deltas.append(DenseDelta(name, TensorRef(t_store, key, layout, rows), TensorRef(b_store, b_key, layout, rows),
-                                 added_rows=added))
+        deltas.append(dense_delta(name, TensorRef(t_store, key, layout, rows), TensorRef(b_store, b_key, layout, rows),
+                                  added_rows=added))
         if added:
             warnings.append({"name": name, "reason": f"{added} rows added (new tokens); the {rows} common rows analyzed"})
     raise_collected(
@@ -222,14 +216,44 @@ def plan_adapter(adapter: Adapter, base: Weights | None) -> Plan:
     return _plan_adapter_on_base(adapter, base, warnings)
 
 
+def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | None:
+    """The module's Delta when no base weight is given: its own family, or its stand-in with a warning, or None."""
+    family = FAMILIES[m.family]
+    if not family.needs_base:
+        return module_delta(m.name, m)
+    fallback = BASE_FREE_STAND_INS.get(m.family)
+    if fallback is None:
+        warnings.append({"name": m.name, "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
+                         "which was not found; skipped"})
+        return None
+    return module_delta(m.name, dataclasses.replace(m, family=fallback))
+
+
+# Families whose update needs the base, and the family analyzed in their place without one (with a warning).
+BASE_FREE_STAND_INS = {"dora": "lora"}
+
+
+def _refuse_base_only(adapter: Adapter, deltas: list[Delta]) -> None:
+    if adapter.modules and not deltas:
+        families = ", ".join(adapter.families)
+        raise LorascopeError(
+            f"{adapter.path} is a {families} adapter: its update needs the base weights it was trained on "
+            f"(ΔW = {FAMILIES[adapter.modules[0].family].formula}). Give the base first: lorascope spectrum BASE ADAPTER."
+        )
+
+
 def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Plan:
-    deltas: list[Delta] = [LowRankDelta(m.name, m) for m in adapter.modules]
-    if adapter.is_dora:
+    skipped: list[dict[str, str]] = []
+    deltas = [d for d in (_without_base(m, skipped) for m in adapter.modules) if d is not None]
+    _refuse_base_only(adapter, deltas)
+    stood_in = [m for m in adapter.modules if m.family in BASE_FREE_STAND_INS]
+    if stood_in:
         warnings.append({
             "name": "*",
-            "reason": "DoRA adapter analyzed without its base: ΔW taken as s·B@A, ignoring the magnitude vector. "
-            "Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as s·B@A, ignoring the "
+            "magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
         })
+    warnings += skipped
     for name in adapter.dense:
         warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model"})
     vectors = []
@@ -250,7 +274,7 @@ class BaseLookup:
         self.dotted = NameIndex(self.key_of)
         self.flat = NameIndex(self.flat_key_of, sep="_")
 
-    def find(self, name: str, source: str = "lora") -> str | None:
+    def find(self, name: str, source: str = "peft") -> str | None:
         if source == "kohya":
             hit = self.flat.find(name.replace(".", "_"))
             return None if hit is None else self.flat_key_of[hit]
@@ -258,14 +282,32 @@ class BaseLookup:
         return None if hit is None else self.key_of[hit]
 
 
-def _base_ref(base: Weights, key: str, want: tuple[int, ...]) -> TensorRef | None:
-    """The base weight in ΔW's (out, in) orientation: as stored, conv-flattened, or transposed (Conv1D)."""
-    ref = TensorRef(base.store, key, "flatten")
-    if ref.shape == tuple(want):
-        return ref
-    if len(ref.stored_shape) == 2 and tuple(reversed(ref.stored_shape)) == tuple(want):
-        return TensorRef(base.store, key, "transpose")
-    return None
+def declares_conv1d(base: Weights, name: str) -> bool:
+    """Whether the base's config declares this weight a GPT-2 Conv1D, stored (in, out)."""
+    return _conv1d(base) and CONV1D_NAMES.search(weight_name(name)) is not None
+
+
+def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | None, str | None]:
+    """The base weight in ΔW's (out, in) orientation as the formats declare it, or (None, the problem).
+
+    Transposed when the adapter declares ``fan_in_fan_out`` or the base's config declares a Conv1D layer;
+    as stored (conv kernels flattened) otherwise. A shape that fits only the other orientation is refused,
+    never guessed: on a square layer a guess cannot be checked.
+    """
+    transpose = m.fan_in_fan_out or declares_conv1d(base, key)
+    ref = TensorRef(base.store, key, "transpose" if transpose else "flatten")
+    if ref.shape == tuple(m.shape):
+        return ref, None
+    stored = base.store.info(key).shape
+    problem = f"{m.name}: ΔW is {list(m.shape)} but the base weight {key} is {list(stored)}"
+    if len(stored) == 2 and tuple(reversed(stored)) == tuple(m.shape):
+        if transpose:
+            problem += " (stored (out, in) although the adapter or the base config declares (in, out))"
+        else:
+            problem += (" — it fits only transposed, but nothing declares the (in, out) layout of GPT-2's Conv1D: "
+                        "give the base as its model folder with config.json (model_type declares it), or an adapter "
+                        "whose adapter_config.json sets fan_in_fan_out")
+    return None, problem
 
 
 def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[str, str]]) -> Plan:
@@ -277,12 +319,14 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         key = lookup.find(m.name, m.source)
         if key is None:
             warnings.append({"name": m.name, "reason": "no base weight of this name; analyzed without the base"})
-            deltas.append(LowRankDelta(m.name, m))
+            d = _without_base(m, warnings)
+            if d is not None:
+                deltas.append(d)
             continue
         info = base.store.info(key)
-        ref = _base_ref(base, key, m.shape)
+        ref, problem = _base_ref(base, key, m)
         if ref is None:
-            problems.append(f"{m.name}: ΔW is {list(m.shape)} but the base weight {key} is {list(info.shape)}")
+            problems.append(problem)  # type: ignore[arg-type]
             continue
         if not info.is_float:
             problems.append(f"{key}: the base weight is {info.dtype}, not floating point (a quantized "
@@ -290,12 +334,10 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
             continue
         matched += 1
         name = weight_name(key)  # the base's name, so rows join a full-diff analysis of the same model
-        if m.magnitude is not None and m.kind != "embedding":
-            deltas.append(DoraDelta(name, m, ref))
-            continue
-        if m.magnitude is not None:
+        if m.family == "dora" and m.kind == "embedding":
             warnings.append({"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"})
-        deltas.append(LowRankDelta(name, m, ref))
+            m = dataclasses.replace(m, family="lora")
+        deltas.append(module_delta(name, m, ref))
     raise_collected(
         problems,
         f"the adapter {adapter.path} does not fit the base {base.path} for {len(problems)} module(s); "
@@ -309,12 +351,12 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         )
     for name, ref in adapter.dense.items():
         key = lookup.find(name)
-        b_ref = _base_ref(base, key, ref.shape) if key else None
-        if b_ref is None:
+        b_ref = TensorRef(base.store, key, "flatten") if key else None
+        if b_ref is None or b_ref.shape != ref.shape:
             warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save) with no "
                              "base weight of the same name and shape (a new head?); skipped"})
             continue
-        deltas.append(DenseDelta(name, ref, b_ref, source="modules_to_save"))
+        deltas.append(dense_delta(name, ref, b_ref, source="modules_to_save"))
     vectors: list[VectorDelta] = []
     for name, ref in adapter.vectors.items():
         if name.endswith(".lora_B.bias"):
@@ -327,11 +369,3 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         vectors.append(VectorDelta(name, ref, TensorRef(base.store, key)))
     return Plan(deltas, vectors, warnings, "adapter+base")
 
-
-def vector_update(v: VectorDelta) -> tuple[np.ndarray, np.ndarray | None]:
-    """(Δv, v_base) of a 1-D update, float64."""
-    tuned = v.tuned.load_numpy().reshape(-1)
-    if v.is_update or v.base is None:
-        return tuned, None
-    base = v.base.load_numpy().reshape(-1)
-    return tuned[: base.size] - base, base

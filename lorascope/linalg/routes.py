@@ -1,15 +1,14 @@
-"""Singular values (and vectors on request) of one update, by the cheapest exact route.
+"""The SVD routes: each computes the singular values (and vectors on request) of one kind of update form.
 
-Three methods, picked from ``METHODS`` by name:
-
-- ``factored``: ΔW = s · L @ R with L (m, r) and R (r, n) never formed. QR of L and Rᵀ, then the
-  SVD of the small core s · R_L @ R_Rᵀ gives the exact non-zero singular values (METRICS.md).
-- ``exact``: ``torch.linalg.svdvals`` of a dense ΔW (``torch.linalg.svd`` when vectors are asked for).
-- ``randomized``: the top-k by a randomized range finder (Halko, Martinsson & Tropp 2011, Alg. 4.4)
+- ``factored_svd``: ΔW = s · L @ R with L (m, r) and R (r, n) never formed. QR of L and Rᵀ, then the
+  SVD of the small core s · R_L @ R_Rᵀ gives the exact non-zero singular values (docs/METRICS.md).
+- ``exact_svd``: ``torch.linalg.svdvals`` of a dense ΔW (``torch.linalg.svd`` when vectors are asked for).
+- ``randomized_svd``: the top-k by a randomized range finder (Halko, Martinsson & Tropp 2011, Alg. 4.4)
   with ‖ΔW‖_F computed exactly from the entries, so energy fractions stay exact.
 
-This file owns no file access and no printing. The factored path works on numpy arrays or torch
-tensors alike (numpy keeps adapter-only runs free of the torch import); the dense paths use torch.
+Which route serves which form is decided in one place, ``lorascope.linalg.svd``. This file owns no
+file access and no printing. The factored route works on numpy arrays or torch tensors alike (numpy
+keeps adapter-only runs free of the torch import); the dense routes use torch.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def _svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
+def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
     """Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's svd_flip)."""
     cols = np.arange(u.shape[1])
     if _is_torch(u):
@@ -114,7 +113,7 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
     u_c, s, vh_c = linalg.svd(core, full_matrices=False)
     u = q_l @ u_c  # (m, k1) @ (k1, k) -> (m, k)
     vh = vh_c @ q_r.T  # (k, k2) @ (k2, n) -> (k, n)
-    u, vh = _svd_flip(u, vh)
+    u, vh = svd_flip(u, vh)
     return SVD(to_cpu(s), fro, "factored", True, to_cpu(u), to_cpu(vh.T))
 
 
@@ -126,7 +125,7 @@ def exact_svd(delta: torch.Tensor, compute_uv: bool = False) -> SVD:
     if not compute_uv:
         return SVD(torch.linalg.svdvals(delta).cpu().double(), fro, "exact", True)
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-    u, vh = _svd_flip(u, vh)
+    u, vh = svd_flip(u, vh)
     return SVD(s.cpu().double(), fro, "exact", True, u.cpu(), vh.T.cpu())
 
 
@@ -169,11 +168,9 @@ def randomized_svd(delta: torch.Tensor, k: int, seed: int = 0, compute_uv: bool 
         return SVD(s.cpu().double(), fro, "randomized", False)
     u_s, s, vh = torch.linalg.svd(small, full_matrices=False)
     u = q @ u_s  # (m, w) @ (w, w) -> (m, w)
-    u, vh = _svd_flip(u[:, :k], vh[:k])
+    u, vh = svd_flip(u[:, :k], vh[:k])
     return SVD(s[:k].cpu().double(), fro, "randomized", False, u.cpu(), vh.T.cpu())
 
-
-METHODS = {"factored": factored_svd, "exact": exact_svd, "randomized": randomized_svd}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -187,3 +184,29 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU on this machine")
     return torch.device(device)
+
+
+def kronecker_svd(a: SVD, b: SVD, scale: float = 1.0, compute_uv: bool = False, k: int | None = None) -> SVD:
+    """The SVD of s · A ⊗ B from the SVDs of A and B: σ = |s| σᵢ(A) σⱼ(B), u = u_A,i ⊗ u_B,j, v = v_A,i ⊗ v_B,j.
+
+    (Van Loan 2000, §2.) ‖ΔW‖_F = |s| ‖A‖_F ‖B‖_F; complete when both factors' spectra are. With
+    ``compute_uv``, vectors are formed for the top ``k`` products only (all when ``k`` is None).
+    """
+    sa, sb = np.asarray(a.s, np.float64), np.asarray(b.s, np.float64)
+    products = abs(scale) * np.outer(sa, sb).reshape(-1)  # (ka·kb,), index i·kb + j
+    order = np.argsort(-products, kind="stable")
+    s = products[order]
+    fro = abs(scale) * a.fro_norm * b.fro_norm
+    method = "kronecker"
+    complete = a.complete and b.complete
+    if not compute_uv:
+        return SVD(s, fro, method, complete)
+    keep = order[: (len(order) if k is None else k)]
+    i, j = np.divmod(keep, sb.size)
+    ua, ub, va, vb = (np.asarray(x, np.float64) for x in (a.u, b.u, a.v, b.v))
+    u = (ua[:, i][:, None, :] * ub[:, j][None, :, :]).reshape(ua.shape[0] * ub.shape[0], len(keep))
+    v = (va[:, i][:, None, :] * vb[:, j][None, :, :]).reshape(va.shape[0] * vb.shape[0], len(keep))
+    if scale < 0:
+        v = -v
+    u, vh = svd_flip(u, v.T)
+    return SVD(s, fro, method, complete, u, vh.T)

@@ -1,0 +1,131 @@
+"""Read one ``Delta``'s tensors and build the form of its ΔW: the I/O half and the build half, kept apart.
+
+``fetch`` reads every stored part (and the base weight, where given) into CPU memory — as float64 numpy for
+a factored family computed on the CPU (no torch import), else as stored, pinned for a GPU. ``build`` casts
+them to the working type and calls the family's builder. Splitting the two lets the next module be read
+while this one is computed. ``load_form`` does both.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..linalg import Form, resolve_device, torch_dtype
+from .family import FAMILIES, Tensors
+from .plan import Delta, VectorDelta
+
+# Where a computation runs: None = numpy on the CPU, else a torch device.
+Device = Any
+
+
+@dataclass
+class Fetched:
+    """One module's tensors in CPU memory: parts by name, plus ``base`` where a base weight is given."""
+
+    delta: Delta
+    device: Device
+    arrays: dict[str, Any]
+    read_seconds: float = 0.0
+
+
+def pick_device(d: Delta, device: str) -> Device:
+    """None (numpy on the CPU) for a factored family unless CUDA is named; else the resolved torch device."""
+    if FAMILIES[d.family].numpy and not device.startswith("cuda"):
+        return None
+    return resolve_device(device)
+
+
+def _pinned(t: Any, device: Device) -> Any:
+    """Pinned memory when the compute device is a GPU, so the host-to-device copy can overlap."""
+    return t.pin_memory() if device is not None and device.type == "cuda" else t
+
+
+def fetch(d: Delta, device: str = "cpu") -> Fetched:
+    """Read one module's tensors (the I/O phase).
+
+    Raises:
+        LorascopeError: a tensor is missing, unreadable or holds NaN/Inf.
+    """
+    where = pick_device(d, device)
+    start = time.perf_counter()
+    if where is None:
+        arrays = {part: ref.load_numpy() for part, ref in d.parts.items()}
+        if d.base is not None:
+            arrays["base"] = d.base.load_numpy(np.float32)
+    else:
+        arrays = {part: _pinned(ref.fetch(), where) for part, ref in d.parts.items()}
+        if d.base is not None:
+            arrays["base"] = _pinned(d.base.fetch(), where)
+    return Fetched(d, where, arrays, time.perf_counter() - start)
+
+
+def norm(t: Any) -> float:
+    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix)."""
+    if isinstance(t, np.ndarray):
+        flat = t.reshape(-1)
+        chunks = np.array_split(flat, max(1, flat.size // (1 << 22)))
+        return float(np.sqrt(sum(float(np.dot(c, c)) for c in chunks)))
+    import torch
+
+    return float(torch.linalg.vector_norm(t, dtype=torch.float64).cpu())
+
+
+def _caster(f: Fetched, precision: str) -> Any:
+    if f.device is None:
+        return lambda x, copy: np.array(x, dtype=np.float64, copy=copy)
+    import torch
+
+    from ..checkpoint.base import upcast
+
+    # factored families stay in float64 whatever the device; dense ones use the working precision
+    dtype = torch.float64 if FAMILIES[f.delta.family].numpy else torch_dtype(precision)
+    return lambda x, copy: upcast(torch.as_tensor(x), dtype, f.device, copy)
+
+
+def build(f: Fetched, precision: str = "float32") -> tuple[Form, float | None]:
+    """(the form of ΔW, ‖W_base‖_F where a base is given) from fetched tensors; consumes ``f.arrays``."""
+    base_norm = norm(f.arrays["base"]) if "base" in f.arrays else None
+    tensors = Tensors(f.arrays, _caster(f, precision))
+    f.arrays = {}
+    return FAMILIES[f.delta.family].build(f.delta, tensors), base_norm
+
+
+def load_form(d: Delta, precision: str = "float32", device: str = "cpu") -> Form:
+    """The form of one module's ΔW, read from its checkpoint."""
+    return build(fetch(d, device), precision)[0]
+
+
+def form_from(family: str, tensors: dict[str, Any], scale: float = 1.0, params: dict[str, Any] | None = None,
+              name: str = "module") -> Form:
+    """The form of ΔW from tensors already in memory (a model being trained), by the family's own builder.
+
+    Args:
+        family: a key of ``FAMILIES``.
+        tensors: the family's parts by name (torch tensors or numpy arrays, used as given), plus ``base``
+            (W0 in (out, in) orientation) where the family needs it.
+        scale: the module's scale s.
+        params: family parameters (as a reader would declare them).
+        name: for error messages.
+    """
+    from ..checkpoint.base import AdapterModule
+
+    ref = next(iter(tensors.values()))
+    up, down = tensors.get("up"), tensors.get("down")
+    shape = (int(up.shape[0]), int(down.shape[1])) if up is not None and down is not None else tuple(ref.shape[:2])
+    rank = int(up.shape[1]) if up is not None else None
+    module = AdapterModule(name, family, {}, shape, rank, None, scale, params=params or {})
+    d = Delta(name, family, {}, shape, "memory", None, module)
+    return FAMILIES[family].build(d, Tensors(tensors, lambda x, copy: x.clone() if copy else x))
+
+
+def vector_update(v: VectorDelta) -> tuple[np.ndarray, np.ndarray | None]:
+    """(Δv, v_base) of a 1-D update, float64."""
+    tuned = v.tuned.load_numpy().reshape(-1)
+    if v.is_update or v.base is None:
+        return tuned, None
+    base = v.base.load_numpy().reshape(-1)
+    return tuned[: base.size] - base, base
