@@ -1,4 +1,4 @@
-"""Per-matrix metrics: pure functions of the singular values of one update (METRICS.md).
+"""Per-matrix metrics: pure functions of the singular values of one update (docs/METRICS.md).
 
 Every function takes the known singular values ``sigma`` (descending, float64) and, where it
 matters, the full count ``p = min(m, n)``. Values past ``len(sigma)`` are either exactly zero
@@ -29,7 +29,7 @@ def _as_sigma(sigma: Any) -> np.ndarray:
 
 
 def energy(sigma: Any, total: float | None = None) -> np.ndarray:
-    """energy(k) for k = 1..len(sigma): Σ_{i≤k} σi² / Σ σi² (METRICS.md 'energy(k)').
+    """energy(k) for k = 1..len(sigma): Σ_{i≤k} σi² / Σ σi² (docs/METRICS.md 'energy(k)').
 
     Args:
         sigma: known singular values, descending.
@@ -44,7 +44,7 @@ def energy(sigma: Any, total: float | None = None) -> np.ndarray:
 
 
 def rank_at_energy(sigma: Any, tau: float, total: float | None = None) -> int | None:
-    """Smallest k with energy(k) ≥ tau (METRICS.md 'rank_90, rank_95, rank_99').
+    """Smallest k with energy(k) ≥ tau (docs/METRICS.md 'rank_90, rank_95, rank_99').
 
     Returns 0 for an all-zero update and ``None`` when the known values never reach ``tau``
     (the rank lies beyond the computed top-k).
@@ -59,7 +59,7 @@ def rank_at_energy(sigma: Any, tau: float, total: float | None = None) -> int | 
 
 
 def stable_rank(sigma: Any, fro_norm: float | None = None) -> float:
-    """Σσi² / σ1² (METRICS.md 'stable_rank'); exact from ‖ΔW‖_F even when only top-k σ are known."""
+    """Σσi² / σ1² (docs/METRICS.md 'stable_rank'); exact from ‖ΔW‖_F even when only top-k σ are known."""
     s = _as_sigma(sigma)
     if s.size == 0 or s[0] == 0.0:
         return 0.0
@@ -68,7 +68,7 @@ def stable_rank(sigma: Any, fro_norm: float | None = None) -> float:
 
 
 def entropy_rank(sigma: Any) -> float:
-    """exp(−Σ pi ln pi) with pi = σi / Σσj (Roy & Vetterli 2007, Eq. 4; METRICS.md 'entropy_rank').
+    """exp(−Σ pi ln pi) with pi = σi / Σσj (Roy & Vetterli 2007, Eq. 4; docs/METRICS.md 'entropy_rank').
 
     Zero singular values contribute nothing, so the non-zero ones of an exactly low-rank update suffice.
     """
@@ -81,7 +81,7 @@ def entropy_rank(sigma: Any) -> float:
 
 
 def numerical_rank(sigma: Any, shape: tuple[int, int]) -> int:
-    """#{σi > σ1 · max(m, n) · eps(float32)} (METRICS.md 'numerical_rank'; numpy's matrix_rank rule)."""
+    """#{σi > σ1 · max(m, n) · eps(float32)} (docs/METRICS.md 'numerical_rank'; numpy's matrix_rank rule)."""
     s = _as_sigma(sigma)
     if s.size == 0 or s[0] == 0.0:
         return 0
@@ -97,7 +97,7 @@ def gd_omega(beta: float) -> float:
 
 
 def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True) -> int | None:
-    """#{σi > ω(β) · median(σ)}, β = p / max(m, n) (Gavish & Donoho 2014; METRICS.md 'gd_rank').
+    """#{σi > ω(β) · median(σ)}, β = p / max(m, n) (Gavish & Donoho 2014; docs/METRICS.md 'gd_rank').
 
     The median runs over all p = min(m, n) singular values; with ``complete=True`` the ones not
     given are exact zeros. Without all p values the median is unknown and ``None`` is returned.

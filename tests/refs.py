@@ -1,4 +1,4 @@
-"""Independent float64 references for the numbers lorascope prints (METRICS.md), written directly with numpy."""
+"""Independent float64 references for the numbers lorascope prints (docs/METRICS.md), written directly with numpy."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def test_module_metrics_match_numpy_reference(shape):
 
 
 def test_gaussian_sanity_values():
-    """METRICS.md: n×n i.i.d. Gaussian → rank_90 ≈ 0.51n, entropy_rank ≈ 0.805n, stable_rank ≈ n/4."""
+    """docs/METRICS.md: n×n i.i.d. Gaussian → rank_90 ≈ 0.51n, entropy_rank ≈ 0.805n, stable_rank ≈ n/4."""
     n = 400
     g = np.random.default_rng(0).standard_normal((n, n))
     s = ref_sigma(g)

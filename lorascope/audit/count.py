@@ -1,4 +1,4 @@
-"""LoRA parameter counts from module shapes (METRICS.md 'Parameter counts'), and the adapter file they make.
+"""LoRA parameter counts from module shapes (docs/METRICS.md 'Parameter counts'), and the adapter file they make.
 
 A LoRA module on an (out, in) weight adds r·(in + out) parameters: A is (r, in), B is (out, r). DoRA adds a
 magnitude vector of ``out`` (``embedding_dim`` for embeddings); an embedding adds r·(num_embeddings + dim).

@@ -8,7 +8,7 @@
 | cloneofsimo | ``<group>:<i>:down`` / ``:up``, rank in the metadata | 1 (chosen at inference) |
 
 Factors: down (r, in[, kh, kw]) is the right factor, up (out, r[, 1, 1]) the left; conv kernels are
-flattened to (out, in·kh·kw) as METRICS.md says.
+flattened to (out, in·kh·kw) as docs/METRICS.md says.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How much ΔW amplifies directions W already has (Hu et al. 2021, §7.3 and Table 7).
 
 Project W onto the r-dimensional subspace of ΔW: Uᵀ W V with U (m, r), V (n, r) the top-r left and right
-singular vectors of ΔW. The amplification factor is ‖ΔW‖_F / ‖Uᵀ W V‖_F (METRICS.md 'amplification').
+singular vectors of ΔW. The amplification factor is ‖ΔW‖_F / ‖Uᵀ W V‖_F (docs/METRICS.md 'amplification').
 Table 7 sets ‖Uᵀ W V‖_F for ΔW's directions beside W's own top-r directions (= sqrt(Σ_{i≤r} σᵢ(W)²)) and
 random orthonormal ones (E‖Uᵀ W V‖_F² = r²‖W‖_F²/(m n)). Pure functions of tensors; no file access.
 """

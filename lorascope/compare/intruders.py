@@ -2,7 +2,7 @@
 
 Shuttleworth et al. 2024 ("LoRA vs Full Fine-tuning: An Illusion of Equivalence"), Algorithm 1: take the
 SVD of W_base and of W_tuned = W_base + ΔW; the j-th left singular vector y_j of W_tuned (j ≤ k) is an
-intruder when max_i |cos(y_j, x_i)| < ε over the left singular vectors x_i of W_base (METRICS.md
+intruder when max_i |cos(y_j, x_i)| < ε over the left singular vectors x_i of W_base (docs/METRICS.md
 'intruder dimensions'; default k = 10, ε = 0.5). The count depends strongly on ε, so every top-k vector's
 max |cos| is kept and the count is swept over ε.
 

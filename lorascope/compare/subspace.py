@@ -1,6 +1,6 @@
 """Subspace similarity φ(i, j) between the singular directions of two updates (Hu et al. 2021, §7.2, Eq. 4).
 
-φ(A₁, A₂, i, j) = ‖U₁[:, :i]ᵀ U₂[:, :j]‖_F² / min(i, j) ∈ [0, 1] (METRICS.md 'subspace similarity'): 1 when
+φ(A₁, A₂, i, j) = ‖U₁[:, :i]ᵀ U₂[:, :j]‖_F² / min(i, j) ∈ [0, 1] (docs/METRICS.md 'subspace similarity'): 1 when
 the smaller subspace lies in the larger, about max(i, j)/m for two independent random subspaces of R^m
 (E‖P_iᵀ P_j‖_F² = i·j/m). Pure functions of singular-vector matrices; the driver picks left or right
 vectors (``GridOptions.side``).
@@ -21,7 +21,7 @@ SIDES = ("left", "right")
 class GridOptions:
     """Which singular vectors, and which (i, j) cells of φ are kept."""
 
-    side: str = "left"  # METRICS.md default; Hu et al. compare the right singular vectors of A ('right')
+    side: str = "left"  # docs/METRICS.md default; Hu et al. compare the right singular vectors of A ('right')
     cap: int = 64  # i, j go up to min(rank, cap): a full-rank dense update contributes its top 64 directions
     full_to: int = 16  # every i up to this, then log-spaced (``per_octave`` points per doubling) up to the cap
     per_octave: int = 4

@@ -100,7 +100,7 @@ def load_form(d: Delta, precision: str = "float32", device: str = "cpu") -> Form
 
 
 def form_from(family: str, tensors: dict[str, Any], scale: float = 1.0, params: dict[str, Any] | None = None,
-              name: str = "module") -> Form:
+              name: str = "module", shape: tuple[int, int] | None = None) -> Form:
     """The form of ΔW from tensors already in memory (a model being trained), by the family's own builder.
 
     Args:
@@ -110,12 +110,20 @@ def form_from(family: str, tensors: dict[str, Any], scale: float = 1.0, params: 
         scale: the module's scale s.
         params: family parameters (as a reader would declare them).
         name: for error messages.
+        shape: ΔW's (m, n); needed where neither LoRA factors (up, down) nor a base weight tell it.
+
+    Raises:
+        ValueError: ``shape`` is needed and not given.
     """
     from ..checkpoint.base import AdapterModule
 
-    ref = next(iter(tensors.values()))
     up, down = tensors.get("up"), tensors.get("down")
-    shape = (int(up.shape[0]), int(down.shape[1])) if up is not None and down is not None else tuple(ref.shape[:2])
+    if shape is None and up is not None and down is not None:
+        shape = (int(up.shape[0]), int(down.shape[1]))
+    elif shape is None and "base" in tensors:
+        shape = (int(tensors["base"].shape[0]), int(tensors["base"].shape[1]))
+    if shape is None:
+        raise ValueError(f"give ΔW's shape for a {family} update built from tensors in memory")
     rank = int(up.shape[1]) if up is not None else None
     module = AdapterModule(name, family, {}, shape, rank, None, scale, params=params or {})
     d = Delta(name, family, {}, shape, "memory", None, module)

@@ -48,12 +48,11 @@ def _kronecker(form: Kronecker, compute_uv: bool, k: int | None, seed: int) -> S
 
 
 def _dense(form: Dense, compute_uv: bool, k: int | None, seed: int) -> SVD:
-    import torch
-
-    matrix = torch.as_tensor(form.matrix)
     if k is not None and k < min(form.shape):
-        return randomized_svd(matrix, k, seed=seed, compute_uv=compute_uv)
-    return exact_svd(matrix, compute_uv)
+        import torch
+
+        return randomized_svd(torch.as_tensor(form.matrix), k, seed=seed, compute_uv=compute_uv)
+    return exact_svd(form.matrix, compute_uv)  # numpy arrays stay in numpy (no torch import)
 
 
 # form type -> route

@@ -87,7 +87,7 @@ def _r_only(linalg: Any, x: Any) -> Any:
 
 
 def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = False) -> SVD:
-    """Exact SVD of s · left @ right without forming it (METRICS.md: QR of both factors, SVD of the r×r core).
+    """Exact SVD of s · left @ right without forming it (docs/METRICS.md: QR of both factors, SVD of the r×r core).
 
     Runs in float64 whatever the input dtype: its cost is O((m + n) r² + r³) and float64 keeps the small
     singular values accurate to ~1e-12 relative.
@@ -117,8 +117,20 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
     return SVD(to_cpu(s), fro, "factored", True, to_cpu(u), to_cpu(vh.T))
 
 
-def exact_svd(delta: torch.Tensor, compute_uv: bool = False) -> SVD:
-    """All min(m, n) singular values of a dense (m, n) update, in the dtype it arrives in."""
+def exact_svd(delta: torch.Tensor | np.ndarray, compute_uv: bool = False) -> SVD:
+    """All min(m, n) singular values of a dense (m, n) update, in the dtype it arrives in.
+
+    A numpy array (a small Kronecker factor of a numpy run) is decomposed by numpy's LAPACK, so such runs
+    need no torch; a torch tensor by torch, on its device.
+    """
+    if not _is_torch(delta):
+        a = np.asarray(delta)
+        fro = float(np.linalg.norm(a.astype(np.float64, copy=False)))
+        if not compute_uv:
+            return SVD(np.linalg.svd(a, compute_uv=False).astype(np.float64), fro, "exact", True)
+        u, s, vh = np.linalg.svd(a, full_matrices=False)
+        u, vh = svd_flip(u, vh)
+        return SVD(s.astype(np.float64), fro, "exact", True, u, vh.T)
     import torch
 
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())

@@ -1,4 +1,4 @@
-"""Budget-optimal ranks: the multiple-choice knapsack of METRICS.md 'Rank selection', solved exactly.
+"""Budget-optimal ranks: the multiple-choice knapsack of docs/METRICS.md 'Rank selection', solved exactly.
 
 Module l picks a rank r_l ∈ {0..R_l} at cost r_l·c_l, c_l = m_l + n_l parameters, and gains the energy
 g_l(r_l) = Σ_{i≤r_l} σ²_{l,i}. Maximize Σ g_l(r_l) subject to Σ r_l·c_l ≤ B.
@@ -20,7 +20,7 @@ Three facts make an exact solver fast for real models:
    interval around the LP solution. A depth-first search over those intervals, ordered by penalty and
    pruned by the same bound, proves optimality.
 
-``greedy`` (ratio order, skipping items that no longer fit) is the approximation METRICS.md describes;
+``greedy`` (ratio order, skipping items that no longer fit) is the approximation docs/METRICS.md describes;
 ``solve`` returns the exact optimum with ``exact=True``, or — past ``max_nodes`` evaluated
 combinations — the best allocation found with ``exact=False`` and its proven bound.
 Pure: numpy arrays in, an ``Allocation`` out.
@@ -150,7 +150,7 @@ class RankKnapsack:
         return upper, lam, star
 
     def greedy(self, budget: int) -> Allocation:
-        """Items in σ²/c order, each taken when it still fits (METRICS.md 'greedy on σ²/(m+n)').
+        """Items in σ²/c order, each taken when it still fits (docs/METRICS.md 'greedy on σ²/(m+n)').
 
         Within a module the items share one weight, so a skipped item is never followed by a later
         one of the same module: the result is a valid rank per module.

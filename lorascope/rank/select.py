@@ -1,6 +1,6 @@
 """Rank selection: one rank per module by a named policy, with totals and a plain-language recommendation.
 
-Policies (METRICS.md 'Rank selection'), picked from ``POLICIES`` by name:
+Policies (docs/METRICS.md 'Rank selection'), picked from ``POLICIES`` by name:
 
 | policy | rank of module l |
 | --- | --- |

@@ -35,7 +35,7 @@ class Spectra:
 
     @property
     def unit_costs(self) -> np.ndarray:
-        """m + n: the parameters one unit of LoRA rank costs on each module (METRICS.md 'Parameter counts')."""
+        """m + n: the parameters one unit of LoRA rank costs on each module (docs/METRICS.md 'Parameter counts')."""
         return (self.table["rows"].to_numpy(np.int64) + self.table["cols"].to_numpy(np.int64))
 
     @property
@@ -67,14 +67,14 @@ class Spectra:
         return out
 
     def rel_error_at(self, ranks: np.ndarray) -> np.ndarray:
-        """sqrt(1 − energy(r_l)) per module (METRICS.md 'truncation error'), from the tail (see ``lost``)."""
+        """sqrt(1 − energy(r_l)) per module (docs/METRICS.md 'truncation error'), from the tail (see ``lost``)."""
         totals = self.totals
         lost = self.lost(ranks)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(totals > 0, np.sqrt(lost / np.where(totals > 0, totals, 1.0)), 0.0)
 
     def energy_at(self, ranks: np.ndarray) -> np.ndarray:
-        """energy(r_l) per module (METRICS.md 'energy(k)'); 1.0 for an all-zero update."""
+        """energy(r_l) per module (docs/METRICS.md 'energy(k)'); 1.0 for an all-zero update."""
         totals = self.totals
         kept = self.kept(ranks)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,7 +1,7 @@
 """Truncation sweeps from saved spectra: what a rank-k truncation keeps, per module and for the model.
 
 Eckart–Young: the best rank-k approximation of ΔW keeps energy(k) = Σ_{i≤k} σi² / ‖ΔW‖_F², and its
-relative Frobenius error is sqrt(1 − energy(k)) (METRICS.md 'Rank selection', 'truncation error').
+relative Frobenius error is sqrt(1 − energy(k)) (docs/METRICS.md 'Rank selection', 'truncation error').
 Nothing here recomputes an SVD; every number comes from the stored σ and the exact ‖ΔW‖_F.
 
 - ``truncation_table``: one row per (module, k).

@@ -181,7 +181,7 @@ def spectra_by_type(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], ty
 
 
 def energy_by_type(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], types: list[str]) -> dict[str, list[Curve]]:
-    """energy(k) of every module against ‖ΔW‖_F² (METRICS.md 'energy(k)'), grouped by module type.
+    """energy(k) of every module against ‖ΔW‖_F² (docs/METRICS.md 'energy(k)'), grouped by module type.
 
     The total is the stored fro_norm, so a truncated (top-k) spectrum ends below 1 instead of faking it.
     """
@@ -217,7 +217,7 @@ def nominal_ranks(modules: pd.DataFrame, types: list[str]) -> dict[str, list[int
 
 @dataclass(frozen=True)
 class Sweep:
-    """Rank-k truncation of every module at one uniform k (METRICS.md 'truncation error').
+    """Rank-k truncation of every module at one uniform k (docs/METRICS.md 'truncation error').
 
     ``table`` has columns k, error (aggregate relative Frobenius error), energy (= 1 − error²) and
     adapter_parameters (Σ_modules min(k, p)·(rows + cols)). ``truncated`` names the modules whose
@@ -245,7 +245,7 @@ def uniform_rank_sweep(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray],
     """Aggregate truncation error and parameter cost of one rank k for every module.
 
     error(k) = sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), the denominator from the fro_norm column
-    (METRICS.md 'truncation error'); parameters(k) = Σ_l min(k, p_l)·(m_l + n_l) (METRICS.md 'Parameter counts').
+    (docs/METRICS.md 'truncation error'); parameters(k) = Σ_l min(k, p_l)·(m_l + n_l) (docs/METRICS.md 'Parameter counts').
     ``k`` runs over 1..K (K the longest stored spectrum, or the shortest truncated one), thinned to
     about ``max_points`` values on a log scale.
     """

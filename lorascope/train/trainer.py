@@ -3,7 +3,7 @@
 It owns the loop and what it measures — nothing here knows which method made the parameter groups, and
 nothing here reads or writes files (``runs.py`` does). Every ``rank_every`` steps it records, for each
 adapter module, entropy_rank, rank_90 and ‖ΔW‖_F of ΔW = s·B@A from the factored SVD (never forming
-B@A; METRICS.md), and for a full or frozen-layer fine-tune the same columns of the dense ΔW = W − W0 of
+B@A; docs/METRICS.md), and for a full or frozen-layer fine-tune the same columns of the dense ΔW = W − W0 of
 every trained matrix. For DoRA the snapshot covers the low-rank direction update s·B@A; the magnitude
 rescaling is analyzed by ``lorascope spectrum`` with the base.
 """

@@ -1,4 +1,4 @@
-"""Methods: what trains, counted from the real weight shapes (METRICS.md 'Parameter counts')."""
+"""Methods: what trains, counted from the real weight shapes (docs/METRICS.md 'Parameter counts')."""
 
 from __future__ import annotations
 

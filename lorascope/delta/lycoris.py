@@ -1,0 +1,108 @@
+"""LoHa and LoKr: Hadamard and Kronecker products of low-rank factors (LyCORIS; PEFT's LoHa and LoKr tuners).
+
+Parts use the names both LyCORIS and PEFT store: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``
+(and the Tucker cores ``hada_t1``, ``hada_t2`` of a conv layer), ``lokr_w1`` or ``lokr_w1_a``/``lokr_w1_b``,
+``lokr_w2`` or ``lokr_w2_a``/``lokr_w2_b`` (and the Tucker core ``lokr_t2``). Readers hand them over as stored,
+except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw).
+
+Neither update is formed to take its spectrum:
+
+- LoHa, ΔW = s · (W1a W1b) ⊙ (W2a W2b): the Hadamard product of two rank-r updates factors through the
+  row-wise and column-wise Khatri–Rao products with inner dimension r₁r₂ (``linalg.khatri_rao``), used while
+  r₁r₂ < min(m, n); past that the product is formed (it is then no larger than a dense SVD needs).
+- LoKr, ΔW = s · W1 ⊗ W2: σ(ΔW) are the pairwise products σᵢ(W1)σⱼ(W2), each factor itself factored when
+  stored as a low-rank pair (``linalg.Kronecker``).
+
+A Tucker (CP) conv factor, W[p, r, k, l] = Σ_ij t[i, j, k, l] wa[i, p] wb[j, r] (LyCORIS / PEFT
+``make_weight_cp``), flattened to (out, in·kh·kw) is waᵀ @ M with M[i, (r, k, l)] = Σ_j t[i, j, k, l] wb[j, r]:
+rank r again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..linalg import Dense, Form, Kronecker, LowRank, khatri_rao
+from ..linalg.forms import is_torch
+from .family import Family, Tensors, register
+
+
+def _einsum(spec: str, *ops: Any) -> Any:
+    if is_torch(ops[0]):
+        import torch
+
+        return torch.einsum(spec, *ops)
+    return np.einsum(spec, *ops)
+
+
+def tucker_factors(core: Any, wa: Any, wb: Any) -> tuple[Any, Any]:
+    """(left, right) of a Tucker conv factor: left = waᵀ (out, r), right = (core ×₂ wbᵀ) flattened (r, in·kh·kw).
+
+    Args:
+        core: t (r, r, kh, kw) — (r, r, k, 1) for Conv1d.
+        wa: (r, out), the 1-mode factor.
+        wb: (r, in), the 2-mode factor.
+    """
+    rank = core.shape[0]
+    right = _einsum("ijkl,jr->irkl", core, wb).reshape(rank, -1)  # (r, r, kh, kw) · (r, in) -> (r, in·kh·kw)
+    return wa.T, right
+
+
+def _hada_operand(t: Tensors, i: int) -> tuple[Any, Any]:
+    if f"hada_t{i}" in t:
+        return tucker_factors(t[f"hada_t{i}"], t[f"hada_w{i}_a"], t[f"hada_w{i}_b"])
+    return t[f"hada_w{i}_a"], t[f"hada_w{i}_b"]
+
+
+def _loha(d, t: Tensors) -> Form:
+    (l1, r1), (l2, r2) = _hada_operand(t, 1), _hada_operand(t, 2)
+    scale = d.module.scale
+    if l1.shape[1] * l2.shape[1] < min(d.shape):
+        left, right = khatri_rao(l1, r1, l2, r2)  # (m, r1·r2), (r1·r2, n)
+        return LowRank(left, right, scale)
+    return Dense(scale * ((l1 @ r1) * (l2 @ r2)))  # r1·r2 ≥ min(m, n): no cheaper exact form
+
+
+def _stored_params(d) -> int:
+    return sum(ref.store.info(ref.key).numel for ref in d.parts.values())
+
+
+LOHA = register(Family(
+    name="loha",
+    parts=("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
+    optional=("hada_t1", "hada_t2"),
+    formula="s · (W1a @ W1b) ⊙ (W2a @ W2b), s = α / r",
+    reference="Hyeon-Woo et al. 2022 (FedPara), Eq. 2; LyCORIS loha.py; PEFT LoHaLayer.get_delta_weight",
+    needs_base=False,
+    form="LowRank",
+    build=_loha,
+    params=_stored_params,
+))
+
+
+def _kron_factor(t: Tensors, i: int) -> Form:
+    """W1 or W2 of LoKr as a form: full, a low-rank pair, or (W2 only) a Tucker conv factor."""
+    if f"lokr_w{i}" in t:
+        return Dense(t[f"lokr_w{i}"])
+    if f"lokr_t{i}" in t:
+        return LowRank(*tucker_factors(t[f"lokr_t{i}"], t[f"lokr_w{i}_a"], t[f"lokr_w{i}_b"]))
+    return LowRank(t[f"lokr_w{i}_a"], t[f"lokr_w{i}_b"])
+
+
+def _lokr(d, t: Tensors) -> Kronecker:
+    return Kronecker(_kron_factor(t, 1), _kron_factor(t, 2), d.module.scale)
+
+
+LOKR = register(Family(
+    name="lokr",
+    parts=(),  # one of lokr_w1 | lokr_w1_a + lokr_w1_b, and one of lokr_w2 | lokr_w2_a + lokr_w2_b (+ lokr_t2)
+    optional=("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
+    formula="s · W1 ⊗ W2, each factor full or a low-rank pair (W2 also a Tucker conv factor)",
+    reference="Yeh et al. 2024 (LyCORIS), §3.3; LyCORIS lokr.py make_kron; PEFT LoKrLayer.get_delta_weight",
+    needs_base=False,
+    form="Kronecker",
+    build=_lokr,
+    params=_stored_params,
+))
