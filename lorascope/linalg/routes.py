@@ -44,6 +44,10 @@ def torch_dtype(precision: str) -> torch.dtype:
 def eps_of(dtype: Any) -> float:
     """Machine epsilon of a numpy or torch floating dtype (float64 for anything wider or unknown)."""
     name = str(dtype).removeprefix("torch.")
+    try:
+        name = np.dtype(dtype).name  # numpy dtypes and scalar types (np.float32)
+    except TypeError:
+        pass
     return {"float32": float(np.finfo(np.float32).eps), "float16": float(np.finfo(np.float16).eps),
             "bfloat16": 2.0**-7}.get(name, EPS64)
 

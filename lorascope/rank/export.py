@@ -365,6 +365,27 @@ def _exported_here(out: Path) -> bool:
     return all(metadata.get(k) == v for k, v in WRITTEN_BY.items())
 
 
+def sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, so the same tensors give the same bytes.
+
+    safetensors serializes ``__metadata__`` from a hash map whose order changes from process to process; the
+    rewritten header holds the same entries and keeps its length (padding spaces), so no data moves.
+    """
+    import struct
+
+    with open(path, "r+b") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        if len(header.get("__metadata__") or {}) < 2:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return
+        fh.seek(8)
+        fh.write(text + b" " * (n - len(text)))
+
+
 def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
                       verbatim: dict[str, Any] | None = None) -> Path:
     """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as they are)."""
@@ -376,6 +397,7 @@ def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.n
     state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(tdtype).contiguous() for k, v in tensors.items()}
     state.update({k: torch.as_tensor(v).contiguous() for k, v in (verbatim or {}).items()})
     save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt", **WRITTEN_BY})
+    sort_metadata(out / "adapter_model.safetensors")
     for stale in ("adapter_model.bin", "adapter_model.pt"):  # a re-export must not leave an older weight file first
         (out / stale).unlink(missing_ok=True)
     with open(out / "adapter_config.json", "w") as fh:
