@@ -260,13 +260,22 @@ def _difference(t: np.ndarray, b: np.ndarray, tuned: TensorRef, base: TensorRef,
     d = np.subtract(t, b, dtype=np.float64)  # (rows, cols), C order
     if not np.isfinite(d).all():
         ref = tuned if not np.isfinite(t).all() else base
-        bad = int(np.count_nonzero(~np.isfinite(t if ref is tuned else b)))
+        bad, size = _count_non_finite(ref)
         raise LorascopeError(
-            f"{ref.store.path}: tensor {ref.key} holds {bad} NaN or Inf value(s) in rows {start}–{stop - 1}; a "
-            "matrix with non-finite entries has no singular values to report. The checkpoint is damaged or its "
-            "training diverged (--exclude can leave this module out)."
+            f"{ref.store.path}: tensor {ref.key} holds {bad} NaN or Inf value(s) of {size}; a matrix with "
+            "non-finite entries has no singular values to report. The checkpoint is damaged or its training "
+            "diverged (--exclude can leave this module out)."
         )
     return d
+
+
+def _count_non_finite(ref: TensorRef) -> tuple[int, int]:
+    """(non-finite entries, entries) of a whole tensor, counted block by block."""
+    rows, cols = _stored_shape(ref)
+    step = max(1, BLOCK_BYTES // (8 * cols))
+    bad = sum(int(np.count_nonzero(~np.isfinite(read_rows(ref, r, min(rows, r + step)))))
+              for r in range(0, rows, step))
+    return bad, rows * cols
 
 
 def prefetched(make: Callable[[], Iterator[np.ndarray]], depth: int = PREFETCH) -> Iterator[np.ndarray]:

@@ -144,5 +144,5 @@ def test_non_finite_rows_are_named(tmp_path):
     bad[450, 7] = float("inf")
     b = save_st(tmp_path / "b.safetensors", base)
     t = save_st(tmp_path / "t.safetensors", {"model.layers.0.w.weight": bad})
-    with pytest.raises(LorascopeError, match=r"t.safetensors: tensor model.layers.0.w.weight holds 1 NaN or Inf"):
+    with pytest.raises(LorascopeError, match=r"t.safetensors: tensor model.layers.0.w.weight holds 1 NaN or Inf value\(s\) of 180000"):
         lorascope.analyze(b, t)
