@@ -224,14 +224,21 @@ def run_local(plan: Plan, opts: Options, progress: bool = True) -> list[Computed
     return results  # type: ignore[return-value]
 
 
+def _read_ahead(d: Delta, opts: Options) -> bool:
+    """Whether reading ``d`` is worth a thread: a dense update read whole. Factored modules read in
+    milliseconds (a thread would only trade the GIL back and forth) and streamed ones read their own blocks."""
+    return not FAMILIES[d.family].numpy and not streams(d, opts)
+
+
 def _run_pipelined(deltas: list[Delta], opts: Options, results: list, bar: Any) -> None:
     if not deltas:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorascope-read") as reader:
-        upcoming = reader.submit(fetch, deltas[0], opts)
+        upcoming: Future | None = reader.submit(fetch, deltas[0], opts) if _read_ahead(deltas[0], opts) else None
         for i, d in enumerate(deltas):
-            current = upcoming.result()
-            if i + 1 < len(deltas):
+            current = upcoming.result() if upcoming is not None else fetch(d, opts)
+            upcoming = None
+            if i + 1 < len(deltas) and _read_ahead(deltas[i + 1], opts):
                 upcoming = reader.submit(fetch, deltas[i + 1], opts)
             results[i] = compute_fetched(current, opts)
             del current

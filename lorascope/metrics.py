@@ -27,17 +27,27 @@ ENERGY_LEVELS = (0.90, 0.95, 0.99)
 _ENERGY_SLACK = 1e-12
 
 
+class _Checked(np.ndarray):
+    """A float64 spectrum already checked by ``_as_sigma`` (module_metrics checks once, not per metric)."""
+
+
 def _as_sigma(sigma: Any) -> np.ndarray:
+    if isinstance(sigma, _Checked):
+        return sigma
     s = np.asarray(sigma, dtype=np.float64).reshape(-1)
     if s.size and (np.any(np.diff(s) > 1e-12 * max(s[0], 1e-300)) or s[-1] < 0):
         raise ValueError("singular values must be non-negative and sorted in descending order")
-    return s
+    return s.view(_Checked)
 
 
 def resolved(sigma: Any, floor: float = 0.0) -> np.ndarray:
     """σ with every value at or below ``floor`` set to zero (docs/METRICS.md 'The numerical floor')."""
+    return np.asarray(_resolved(sigma, floor))
+
+
+def _resolved(sigma: Any, floor: float) -> np.ndarray:
     s = _as_sigma(sigma)
-    return np.where(s > floor, s, 0.0) if floor > 0 else s
+    return np.where(s > floor, s, 0.0).view(_Checked) if floor > 0 else s
 
 
 def tail_energy(sigma: Any, total: float | None = None) -> np.ndarray:
@@ -67,8 +77,8 @@ def energy(sigma: Any, total: float | None = None) -> np.ndarray:
     sq = s * s
     denom = float(sq.sum()) if total is None else float(total)
     if denom <= 0.0:
-        return np.zeros_like(sq)
-    return np.cumsum(sq) / denom
+        return np.zeros(sq.shape)
+    return np.asarray(np.cumsum(sq) / denom)
 
 
 def rank_at_energy(sigma: Any, tau: float, total: float | None = None) -> int | None:
@@ -101,7 +111,7 @@ def entropy_rank(sigma: Any, floor: float = 0.0) -> float:
     Zero singular values contribute nothing, so the non-zero ones of an exactly low-rank update suffice;
     values at or below ``floor`` count as zero.
     """
-    s = resolved(sigma, floor)
+    s = _resolved(sigma, floor)
     total = float(s.sum())
     if total <= 0.0:
         return 0.0
@@ -135,7 +145,7 @@ def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True, floor: fl
     When more than half the values lie under the floor, the true median is somewhere in [0, floor]; taking
     the floor counts a value as signal only if it is signal whatever that median is.
     """
-    s = resolved(sigma, floor)
+    s = _resolved(sigma, floor)
     m, n = shape
     p = min(m, n)
     if p == 0:

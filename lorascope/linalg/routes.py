@@ -21,6 +21,7 @@ threads and keep each entry's summation order. torch is used only for tensors on
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,22 +96,55 @@ def _like(x: np.ndarray, template: Any) -> Any:
     return x
 
 
-# ---- threads ---------------------------------------------------------------------------------------
+# ---- threads ----------------------------------------------------------------------------------------
 
-_CONTROLLER: Any = None
+# threadpoolctl controllers of the loaded BLAS libraries (numpy's; scipy's once scipy.linalg is loaded), by
+# whether scipy.linalg was loaded when they were listed
+_BLAS: dict[bool, list[Any]] = {}
+_LOCK = threading.Lock()
+_HELD = [0, []]  # threads inside one_thread(), and the thread counts to restore when the last one leaves
+
+
+def _blas_libraries() -> list[Any]:
+    import sys
+
+    key = "scipy.linalg" in sys.modules  # adapter runs never load scipy: numpy's BLAS is all there is
+    if key not in _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS[key] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    return _BLAS[key]
+
+
+def _set_threads(lib: Any, n: int) -> None:
+    # OpenBLAS's pool is process-wide; the reference count in one_thread() serializes changes, so the
+    # direct setter is used rather than threadpoolctl's first-thread-controls rule
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
 
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run LAPACK on one BLAS thread: its blocked reductions then round the same whatever else runs."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        import scipy.linalg  # noqa: F401 - loads scipy's BLAS, so the controller sees it
-        from threadpoolctl import ThreadpoolController
+    """Run LAPACK on one BLAS thread: its blocked reductions then round the same whatever else runs.
 
-        _CONTROLLER = ThreadpoolController()
-    with _CONTROLLER.limit(limits=1, user_api="blas"):
+    Reference-counted across Python threads: BLAS stays on one thread while any caller is inside, and
+    the previous counts come back when the last one leaves (a few microseconds, so it wraps small calls).
+    """
+    libs = _blas_libraries()
+    with _LOCK:
+        if _HELD[0] == 0:
+            _HELD[1] = [lib.get_num_threads() for lib in libs]
+            for lib in libs:
+                _set_threads(lib, 1)
+        _HELD[0] += 1
+    try:
         yield
+    finally:
+        with _LOCK:
+            _HELD[0] -= 1
+            if _HELD[0] == 0:
+                for lib, n in zip(libs, _HELD[1]):
+                    if n:
+                        _set_threads(lib, n)
 
 
 def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
@@ -151,11 +185,11 @@ def gram_update(g: np.ndarray | None, x: np.ndarray) -> np.ndarray:
 
 
 def _cholesky_upper(g: np.ndarray) -> np.ndarray | None:
-    """Upper R with RᵀR = G from G's upper triangle, or None when G is not numerically positive definite."""
-    from scipy.linalg import lapack
-
-    r, info = lapack.dpotrf(g, lower=0, clean=1)
-    return None if info != 0 else r
+    """Upper R with RᵀR = G, or None when G is not numerically positive definite."""
+    try:
+        return np.linalg.cholesky(g).T  # numpy returns the lower factor L = Rᵀ
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _cholqr2_r(x: np.ndarray) -> np.ndarray | None:
@@ -164,29 +198,34 @@ def _cholqr2_r(x: np.ndarray) -> np.ndarray | None:
     CholeskyQR2 (Fukaya et al. 2014; Yamamoto, Nakatsukasa, Yanagisawa & Fukaya 2015, ETNA 44, Thm 3.3):
     R₁ = chol(xᵀx), Q₁ = x R₁⁻¹, R₂ = chol(Q₁ᵀQ₁), R = R₂R₁. When 8·κ₂(x)·√(m·k·u + k(k+1)·u) ≤ 1
     (u = ε/2) its Q is orthonormal to 6(m·k·u + k(k+1)·u) and ‖QR − x‖_F ≤ 5k²u‖x‖₂: as accurate as
-    Householder QR, in three BLAS-3 passes over x instead of k BLAS-2 ones.
+    Householder QR, in a few passes over x instead of k BLAS-2 ones. numpy only (no scipy import for
+    adapter runs): xᵀx by matmul (BLAS syrk for a transposed pair), Q₁ᵀ by forward substitution.
     """
-    from scipy.linalg import blas
-
     m, k = x.shape
-    r1 = _cholesky_upper(gram_update(None, x))
+    xt = np.ascontiguousarray(x.T)  # (k, m); no copy for the right factor, whose transpose is stored
+    r1 = _cholesky_upper(xt @ xt.T)  # (k, m) @ (m, k) -> (k, k)
     if r1 is None:
         return None
     sv = np.linalg.svd(r1, compute_uv=False)  # k × k: κ₂(x) = κ₂(R₁) to first order
     u = EPS64 / 2
     if not (sv[-1] > 0 and 8 * (sv[0] / sv[-1]) * math.sqrt(m * k * u + k * (k + 1) * u) <= 1):
         return None
-    if x.flags.c_contiguous:  # Q₁ᵀ = R₁⁻ᵀ xᵀ, xᵀ (k, m) in Fortran order: no copy
-        q1 = blas.dtrsm(1.0, r1, x.T, side=0, lower=0, trans_a=1).T  # (m, k), C order
-    else:
-        q1 = blas.dtrsm(1.0, r1, x, side=1, lower=0)  # x R₁⁻¹, (m, k)
-    r2 = _cholesky_upper(gram_update(None, q1))
+    q1t = _forward_substitution(r1, xt)  # R₁ᵀ Q₁ᵀ = xᵀ -> Q₁ᵀ (k, m)
+    r2 = _cholesky_upper(q1t @ q1t.T)  # (k, m) @ (m, k) -> (k, k)
     return None if r2 is None else r2 @ r1  # (k, k) @ (k, k)
 
 
+def _forward_substitution(r: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """Y (k, m) with rᵀ Y = bt, r upper triangular (k, k): row by row, each row one BLAS-2 product
+    (backward stable, Higham 2002, Thm 8.5: (rᵀ + Δ) y = b with |Δ| ≤ γ_k |rᵀ|, as LAPACK's trsm)."""
+    y = np.empty_like(bt)
+    for i in range(r.shape[0]):
+        y[i] = (bt[i] - r[:i, i] @ y[:i]) / r[i, i]  # (i,) @ (i, m) -> (m,)
+    return y
+
+
 def _householder_r(x: np.ndarray) -> np.ndarray:
-    with one_thread():
-        return np.linalg.qr(x, mode="r")  # (min(m, k), k)
+    return np.linalg.qr(x, mode="r")  # (min(m, k), k); callers hold one_thread()
 
 
 def _r_factor(x: np.ndarray) -> np.ndarray:
@@ -229,9 +268,9 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
     lf, rf = _numpy(left, np.float64), _numpy(right, np.float64)
     if compute_uv:
         return _factored_vectors(lf, rf, scale, left, shape)
-    r_l, r_r = _r_factor(lf), _r_factor(rf.T)  # (k1, k), (k2, k)
-    core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
-    with one_thread():
+    with one_thread():  # k-wide factors: threads cost more in synchronization than they save
+        r_l, r_r = _r_factor(lf), _r_factor(rf.T)  # (k1, k), (k2, k)
+        core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
         s = np.linalg.svd(core, compute_uv=False)
     floor = factored_floor(shape, k, scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
     return SVD(_like(s, left), float(np.linalg.norm(core)), "factored", True, floor=floor)
