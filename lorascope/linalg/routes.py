@@ -408,15 +408,58 @@ def gram_svd_dense(delta: Any) -> SVD:
 
 
 def _gram_spectrum(g: np.ndarray, rows: int) -> SVD:
-    from scipy.linalg import eigvalsh
-
     p = g.shape[0]
     fro_sq = float(np.trace(g))
-    with one_thread():
-        lam = eigvalsh(g, lower=False, overwrite_a=True, check_finite=False)  # ascending
-    lam = np.clip(lam[::-1], 0.0, None)
+    lam = np.clip(eigvalsh_upper(g)[::-1], 0.0, None)
     _, floor = gram_floor(rows, p, fro_sq, float(lam[0]) if p else 0.0)
     return SVD(np.sqrt(lam), math.sqrt(max(fro_sq, 0.0)), "gram", True, floor=floor)
+
+
+_TWO_STAGE: list[Any] = []  # [LAPACKE dsyevd_2stage, its integer type] once looked up; [None] if not there
+
+
+def _two_stage() -> tuple[Any, Any] | None:
+    """LAPACK's dsyevd_2stage from the loaded OpenBLAS (through its LAPACKE interface), or None."""
+    if not _TWO_STAGE:
+        import ctypes
+
+        found = None
+        for lib in _blas_libraries():
+            dll = getattr(lib, "dynlib", None)
+            for prefix in ("scipy_", ""):
+                for suffix, int_t in (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32)):
+                    fn = getattr(dll, f"{prefix}LAPACKE_dsyevd_2stage{suffix}", None) if dll is not None else None
+                    if fn is not None and found is None:
+                        fn.restype = int_t
+                        fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t,
+                                       ctypes.c_void_p]
+                        found = (fn, int_t)
+        _TWO_STAGE.append(found)
+    return _TWO_STAGE[0]
+
+
+def eigvalsh_upper(g: np.ndarray) -> np.ndarray:
+    """Eigenvalues, ascending, of the symmetric float64 matrix whose upper triangle ``g`` holds (overwritten).
+
+    LAPACK's two-stage tridiagonal reduction (dsyevd_2stage: BLAS-3 band reduction, then bulge chasing;
+    Haidar, Ltaief & Dongarra 2011) where the loaded OpenBLAS exports it: about 1.5× faster than the
+    one-stage dsytrd; otherwise scipy's eigvalsh. On one thread either way, since the reductions of both
+    round differently on more. Both are backward stable: |λ̂ᵢ − λᵢ| ≤ p(n)·ε·‖G‖₂ (LAPACK Users' Guide §4.7).
+    """
+    p = g.shape[0]
+    two = _two_stage() if p > 1 else None
+    if two is not None:
+        fn, int_t = two
+        a = g if g.flags.f_contiguous and g.dtype == np.float64 else np.asfortranarray(g, dtype=np.float64)
+        w = np.empty(p, dtype=np.float64)
+        with one_thread():
+            info = fn(102, b"N", b"U", int_t(p), a.ctypes.data, int_t(p), w.ctypes.data)  # 102: column major
+        if info == 0:
+            return w
+    from scipy.linalg import eigvalsh
+
+    with one_thread():
+        return eigvalsh(g, lower=False, overwrite_a=True, check_finite=False)
 
 
 # ---- dense: randomized -------------------------------------------------------------------------------
