@@ -32,7 +32,7 @@ from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
 from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, build, filter_names, plan_deltas, vector_update
 from .delta import fetch as read_delta
 from .errors import LorascopeError
-from .linalg import PRECISIONS, Blocks, resolve_device, svd
+from .linalg import PRECISIONS, Blocks, resolve_device, sum_squares, svd
 from .metrics import module_metrics
 from .names import split_name
 from .progress import progress_bar
@@ -188,8 +188,8 @@ def compute_delta(d: Delta, opts: Options) -> Computed:
 def vector_row(v: VectorDelta) -> dict[str, Any]:
     delta, base = vector_update(v)
     layer, module = split_name(v.name)
-    fro = float(np.linalg.norm(delta))
-    base_fro = float(np.linalg.norm(base)) if base is not None else None
+    fro = math.sqrt(sum_squares(delta))  # pairwise sums: the same bits on any number of threads
+    base_fro = math.sqrt(sum_squares(base)) if base is not None else None
     return {
         "name": v.name, "layer": layer, "module": module, "size": int(delta.size), "fro_norm": fro,
         "base_fro_norm": base_fro, "relative_update": fro / base_fro if base_fro else None,

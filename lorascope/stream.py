@@ -30,6 +30,7 @@ import numpy as np
 from .checkpoint import TensorRef
 from .checkpoint.store import _NUMPY_NATIVE_TORCH, MultiFileStore, SafetensorsFile, TorchFile, bytes_to_numpy
 from .errors import LorascopeError
+from .linalg import sum_squares
 
 BLOCK_BYTES = 16 << 20  # one float64 block of M: 16 MiB, rows chosen from the shape alone
 PREFETCH = 2  # blocks read ahead of the one being multiplied
@@ -213,7 +214,7 @@ def delta_blocks(tuned: TensorRef, base: TensorRef, plan: Plan, base_sq: list[fl
         for start in range(0, a, plan.step):
             stop = min(a, start + plan.step)
             t, b = read_rows(tuned, start, stop), read_rows(base, start, stop)
-            total += _sum_sq(b)
+            total += sum_squares(b)
             yield _difference(t, b, tuned, base, start, stop)
         if base_sq is not None:
             base_sq[0] = total
@@ -228,7 +229,7 @@ def delta_blocks(tuned: TensorRef, base: TensorRef, plan: Plan, base_sq: list[fl
                 t, b = whole[0][:, c0:c1], whole[1][:, c0:c1]
             else:
                 t, b = _column_window(tuned, base, a, n_cols, c0, c1)
-            total += _sum_sq(b)
+            total += sum_squares(b)
             yield _difference(t, b, tuned, base, 0, a).T  # (c1 − c0, a) in Fortran order: rows of M = ΔWᵀ
         if base_sq is not None:
             base_sq[0] = total
@@ -247,12 +248,6 @@ def _column_window(tuned: TensorRef, base: TensorRef, a: int, n_cols: int, c0: i
         parts_t.append(read_rows(tuned, r0, r1)[:, c0:c1].copy())
         parts_b.append(read_rows(base, r0, r1)[:, c0:c1].copy())
     return np.concatenate(parts_t), np.concatenate(parts_b)
-
-
-def _sum_sq(x: np.ndarray) -> float:
-    """Σ x² in float64 by numpy's pairwise summation (deterministic, unlike a threaded BLAS dot)."""
-    x64 = np.asarray(x, dtype=np.float64)
-    return float(np.add.reduce((x64 * x64).reshape(-1)))
 
 
 def _difference(t: np.ndarray, b: np.ndarray, tuned: TensorRef, base: TensorRef, start: int, stop: int) -> np.ndarray:

@@ -38,6 +38,7 @@ from .routes import (
     randomized_params,
     randomized_svd,
     resolve_device,
+    sum_squares,
     svd_flip,
     torch_dtype,
 )
@@ -46,7 +47,7 @@ __all__ = [
     "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "SVD", "cosine", "eps_of",
     "exact_floor", "exact_svd", "factored_floor", "factored_svd", "fro_norm", "gram_floor", "gram_svd",
     "gram_svd_dense", "gram_update", "inner", "khatri_rao", "kronecker_svd", "merged", "one_thread",
-    "randomized_params", "randomized_svd", "resolve_device", "svd", "svd_flip", "torch_dtype",
+    "randomized_params", "randomized_svd", "resolve_device", "sum_squares", "svd", "svd_flip", "torch_dtype",
 ]
 
 # Below this short side a dense SVD costs milliseconds and LAPACK's tighter bound (ε·max(m, n)·σ₁ instead of

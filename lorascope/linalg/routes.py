@@ -83,7 +83,11 @@ def _on_cpu(x: Any) -> bool:
 def _numpy(x: Any, dtype: Any = None) -> np.ndarray:
     """A CPU torch tensor or numpy array as numpy (no copy where the dtype already fits)."""
     if _is_torch(x):
-        x = x.detach().numpy()
+        x = x.detach()
+        try:
+            x = x.numpy()
+        except TypeError:  # bfloat16, float8: no numpy dtype; float32 holds them exactly
+            x = x.float().numpy()
     return np.asarray(x, dtype=dtype)
 
 
@@ -145,6 +149,17 @@ def one_thread() -> Iterator[None]:
                 for lib, n in zip(libs, _HELD[1]):
                     if n:
                         _set_threads(lib, n)
+
+
+def sum_squares(x: Any, chunk: int = 1 << 20) -> float:
+    """Σ x² in float64, by numpy's pairwise summation over fixed chunks: the same bits on any number of threads
+    (a BLAS dot product splits its sum by thread). Numpy arrays or CPU torch tensors of any float dtype."""
+    flat = _numpy(x).reshape(-1)
+    total = 0.0
+    for i in range(0, flat.size, chunk):
+        c = flat[i:i + chunk].astype(np.float64)
+        total += float(np.add.reduce(c * c))
+    return total
 
 
 def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
@@ -333,7 +348,7 @@ def exact_svd(delta: Any, compute_uv: bool = False) -> SVD:
     if not _on_cpu(delta):
         return _exact_torch(delta, compute_uv, shape)
     a = _numpy(delta)
-    fro = float(np.linalg.norm(a.astype(np.float64, copy=False)))
+    fro = math.sqrt(sum_squares(a))
     if not compute_uv:
         with one_thread():
             s = np.linalg.svd(a, compute_uv=False).astype(np.float64)
@@ -503,7 +518,7 @@ def randomized_svd(delta: Any, k: int, seed: int = 0, compute_uv: bool = False) 
             q, _ = np.linalg.qr(a.T @ q)  # (n, m) @ (m, w) -> (n, w)
             q, _ = np.linalg.qr(a @ q)  # (m, n) @ (n, w) -> (m, w)
         small = q.T @ a  # (w, m) @ (m, n) -> (w, n)
-        fro = float(np.linalg.norm(a.astype(np.float64, copy=False)))
+        fro = math.sqrt(sum_squares(a))
         if not compute_uv:
             s = np.linalg.svd(small, compute_uv=False)[:k].astype(np.float64)
             return SVD(_like(s, delta), fro, "randomized", False, floor=exact_floor((m, n), a.dtype, s[0]))
