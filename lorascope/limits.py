@@ -146,14 +146,14 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> An
         LorascopeError: missing, a folder, unreadable, too long, not UTF-8 or not strict JSON.
     """
     path = Path(path)
-    label = f"{path}" + (f" ({what})" if what else "")
+    label = str(path)  # messages read "<path> is not valid JSON …"; ``what`` says what the file should be
     try:
         size = path.stat().st_size
         if not path.is_file():
-            raise LorascopeError(f"{label} is not a regular file.")
+            raise LorascopeError(f"{label} is not a regular file; expected {what or 'a JSON file'}.")
         if size > max_bytes:
             raise LorascopeError(f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a JSON "
-                                 "config or index may be; it is not one lorascope can read safely.")
+                                 f"config or index may be; it is not {what or 'one'} lorascope can read safely.")
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
     except FileNotFoundError:
@@ -191,3 +191,58 @@ def check_config_sizes(config: dict[str, Any], where: str) -> None:
 
 def finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---- YAML ------------------------------------------------------------------------------------------------
+
+
+def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """``yaml.safe_load`` of ``text`` after counting its nodes with every alias expanded.
+
+    Aliases let a few bytes stand for exponentially many nodes ("billion laughs"); the node graph is composed
+    first (aliases share nodes, so this is small) and its expanded size counted with memoization, so a file
+    that expands past ``max_nodes`` — or refers to itself — is refused before anything is built from it.
+
+    Raises:
+        LorascopeError: too many nodes after expansion, a recursive alias, or invalid YAML.
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise LorascopeError(f"{where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or hostile.") from None
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise LorascopeError(f"{where} holds a YAML alias that refers to itself (a recursive structure); "
+                                 "a claims file is a plain list of mappings.")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = total
+        if total > max_nodes:
+            raise LorascopeError(f"{where} expands to more than {max_nodes:,} YAML nodes once its aliases (*name) "
+                                 "are expanded; a claims file needs a few hundred. The file is refused.")
+        return total
+
+    if root is not None:
+        try:
+            size(root)
+        except RecursionError:
+            raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or hostile.") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LorascopeError(f"{where} is not valid YAML: {exc}") from None

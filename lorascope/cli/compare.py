@@ -116,27 +116,27 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
 
 def _check_out(out: Path) -> Path:
     """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
-    from ..results import is_results_folder
+    from ..compare.results import TABLES
 
-    if is_results_folder(out):
-        return Path(out)
-    return check_out(out, marker=MARKER)
+    return check_out(out, marker=(MARKER, *TABLES.values(), "report.html"))
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
-    results.save(out)
+    """Tables and report in one transaction: the spectrum report with its comparison section where the folder
+    holds spectrum results, else a compare page; without a report, the earlier one is dropped."""
+    from ..outputs import writing
+    from .report import _render_one
+
+    with writing(out, results.summary.get("kind", "compare"), mode="update", drop=["report.html", "figures"]) as tx:
+        results.write(tx.stage)
+        if not no_report:
+            _render_one(tx.stage, None)
+    results.path = tx.path
     if not quiet:
         print_headline(results.summary)
     wrote(out)
     if not no_report:
-        wrote(_render(out), "report")
-
-
-def _render(out: Path) -> Path:
-    """The spectrum report with its comparison section where the folder holds spectrum results, else a compare page."""
-    from .report import _render_one
-
-    return _render_one(out, None)
+        wrote(out / "report.html", "report")
 
 
 def print_headline(summary: dict) -> None:
