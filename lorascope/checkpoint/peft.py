@@ -153,6 +153,10 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any])
             found = ", ".join(sorted(p))
             problems.append(f"{name}: has {found} but not both LoRA factors (lora_A and lora_B)")
             continue
+        if len(left.shape) != 2 or len(right.shape) != 2:
+            problems.append(f"{name}: LoRA factors must be matrices (conv kernels flattened), found shapes "
+                            f"{list(left.stored_shape)} and {list(right.stored_shape)}")
+            continue
         if left.shape[1] != right.shape[0]:
             problems.append(f"{name}: factor shapes {left.shape} and {right.shape} do not chain (ranks differ)")
             continue

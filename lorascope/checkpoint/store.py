@@ -216,6 +216,9 @@ class TensorStore:
 
     def _read_numpy(self, key: str) -> np.ndarray:
         t = self._read(key)
+        if t.dtype not in _NUMPY_NATIVE_TORCH and not t.is_floating_point():
+            raise LorascopeError(f"{self.path}: tensor {key} is {str(t.dtype).removeprefix('torch.')}; lorascope reads "
+                                 "real floating-point (and integer) tensors, and a cast would drop part of it.")
         return (t if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
 
     def _read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
@@ -280,8 +283,6 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
                 "another format."
             )
         raw = fh.read(n)
-    if raw[:1] != b"{":
-        raise LorascopeError(f"{path} is not a valid safetensors file: its header does not start with '{{'.")
     header = loads_json(raw, f"{path} (safetensors header)")
     if not isinstance(header, dict):
         raise LorascopeError(f"{path} is not a valid safetensors file: its header is not a JSON object.")
@@ -396,6 +397,17 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a torch pickle, with weights_only=True (and mmap where the format allows)."""
     import torch
 
+    if path.suffix == ".safetensors":  # torch.load would hand such a name to the safetensors reader: load by content
+        check_read(path.stat().st_size, f"{path} (a torch pickle named like a safetensors file)")
+        try:
+            with open(path, "rb") as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise _unpickling_refused(path, exc) from None
+        except Exception as exc:  # noqa: BLE001 - torch.load raises many types on damaged files
+            raise LorascopeError(f"{path} could not be read as a torch checkpoint: "
+                                 f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        return _find_state_dict(path, obj)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
@@ -412,8 +424,7 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
             raise _unpickling_refused(path, exc2) from None
         except Exception as exc2:  # noqa: BLE001 - any failure here is a bad file
             raise LorascopeError(f"{path} could not be read as a torch checkpoint: {exc2}") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError,
-            MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on damaged or hostile files
         raise LorascopeError(f"{path} could not be read as a torch checkpoint: "
                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     return _find_state_dict(path, obj)
@@ -451,8 +462,10 @@ class TorchFile(TensorStore):
         return self._state_dict[key]  # type: ignore[index]
 
     def _read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
-        t = self._read(key)[start:stop]  # a view of the memory-mapped storage: only these rows are paged in
-        t = t.reshape(stop - start, -1)
+        t = self._read(key)
+        if t.dtype not in _NUMPY_NATIVE_TORCH and not t.is_floating_point():
+            return self._read_numpy(key)  # refused there, with the reason
+        t = t[start:stop].reshape(stop - start, -1)  # a view of the memory-mapped storage: only these rows are read
         return (t.clone() if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
 
 
@@ -515,7 +528,7 @@ def sniff(path: Path) -> str:
         return "torch"
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
-        if 1 < n <= _MAX_HEADER and head[8:9] == b"{" and 8 + n <= path.stat().st_size:
+        if 1 < n <= _MAX_HEADER and head[8:].lstrip()[:1] in (b"{", b"") and 8 + n <= path.stat().st_size:
             return "safetensors"
     if head.lstrip()[:1] == b"{":
         return "index"

@@ -12,6 +12,7 @@ never read here: a report re-renders from ``modules.csv``, ``singular_values.saf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import LorascopeError
@@ -85,8 +86,10 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     from .html import check_writable
 
     check_writable(html)
+    page = f"{INTERNAL}page.html"  # drawn inside the stage, so a refused or failed run writes no page either
     with writing(figures_dir(html), command) as tx:
-        draw(html, tx.stage)
+        draw(tx.stage / page, tx.stage)
+    os.replace(tx.path / page, html)
     return html
 
 
