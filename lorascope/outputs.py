@@ -5,10 +5,13 @@ complete, in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere
 the next run finishes). So:
 
 - a failed or interrupted run leaves the previous results exactly as they were, and says so (a note on its error);
+  staged files are fsynced before the swap, so this holds across a power loss too (``LORASCOPE_FSYNC=0`` skips
+  that, keeping the atomic swap);
 - a lock (``filelock``, ``.<name>.lorascope-lock`` beside the folder) makes a second run into the same folder
   wait ``LORASCOPE_WAIT`` seconds (default 0) and then refuse, naming the folder;
 - lorascope knows which files it wrote from a manifest it keeps in the folder (``.lorascope-manifest.json``:
-  each file with its size and sha256), never from file names. A file it did not write is never deleted or
+  each file with its size and sha256), never from file names. It writes only into a new or empty folder or
+  one holding its manifest. A file it did not write (one a user put beside the results) is never deleted or
   overwritten: it is carried into the new folder as a hard link (same inode, content untouched), and a run
   that would write a file of the same name is refused before anything changes;
 - files of ours that the new run does not write are dropped unless the command keeps them (``keep``, or
@@ -162,7 +165,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def durable() -> bool:
+    """Whether staged files are fsynced before the swap (``LORASCOPE_FSYNC``, default 1). The swap is atomic
+    either way — a killed process cannot leave a mix — but only fsync makes it survive a power loss."""
+    return os.environ.get("LORASCOPE_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _fsync(path: Path, directory: bool = False) -> None:
+    if not durable():
+        return
     try:
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     except OSError:
@@ -254,6 +265,12 @@ class Output:
     def open(self) -> Output:
         if self.path.exists() and not self.path.is_dir():
             raise LorascopeError(f"--out {self.path} is an existing file; give a folder path.")
+        if self.path.is_dir() and read_manifest(self.path) is None and any(
+                INTERNAL not in p.name for p in self.path.iterdir()):
+            raise LorascopeError(
+                f"--out {self.path} holds files which lorascope did not write (it has no {MANIFEST}); "
+                "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
+            )
         try:
             self.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -346,7 +363,8 @@ class Output:
                 continue
             size = path.stat().st_size
             previous = old_entries.get(name)
-            if previous and previous.get("bytes") == size and (self.stage / name).samefile(self.path / name):
+            twin = self.path / name
+            if previous and previous.get("bytes") == size and twin.is_file() and path.samefile(twin):
                 entries[name] = previous  # hard-linked, unchanged
                 continue
             entries[name] = {"bytes": size, "sha256": sha256(path) if size <= HASH_LIMIT else None}
@@ -357,7 +375,8 @@ class Output:
         with open(self.stage / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable():
+                os.fsync(fh.fileno())
         _fsync(self.stage, directory=True)
         self._swap()
 

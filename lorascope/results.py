@@ -197,13 +197,6 @@ def load_results(path: str | Path) -> Results:
     except Exception as exc:  # noqa: BLE001 - csv, safetensors and json readers each raise their own types
         raise LorascopeError(f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
                              "Re-run the analysis that wrote it.") from None
-    from .outputs import verify
-
-    changed = verify(path, RESULTS_FILES)
-    if changed:
-        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their sha256 is "
-                             "not the one in its manifest): the files were changed, or mixed from different runs. "
-                             "Re-run the analysis that wrote them.")
     missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns and c not in LATER_COLUMNS]
     if missing_columns:
         raise LorascopeError(f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
@@ -219,4 +212,11 @@ def load_results(path: str | Path) -> Results:
         modules = modules_frame(raw.to_dict("records"))
     except (TypeError, ValueError) as exc:
         raise LorascopeError(f"{path / MODULES_CSV} holds values of the wrong type ({exc}).") from None
+    from .outputs import verify
+
+    changed = verify(path, RESULTS_FILES)
+    if changed:
+        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their sha256 is "
+                             "not the one in its manifest): the files were changed, or mixed from different runs. "
+                             "Re-run the analysis that wrote them.")
     return Results(modules, spectra, summary, vectors, path)

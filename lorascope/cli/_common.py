@@ -47,7 +47,7 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
     would be refused at the end.
     """
     from ..errors import LorascopeError
-    from ..outputs import MANIFEST, written_files
+    from ..outputs import INTERNAL, MANIFEST, read_manifest, written_files
     from ..results import RESULTS_FILES, VECTORS_CSV
 
     path = Path(path)
@@ -55,12 +55,17 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
         (marker,) if isinstance(marker, str) else marker)
     if path.exists() and not path.is_dir():
         raise LorascopeError(f"--out {path} is an existing file; give a folder path.")
+    if path.is_dir() and read_manifest(path) is None and any(INTERNAL not in p.name for p in path.iterdir()):
+        raise LorascopeError(
+            f"--out {path} holds files which lorascope did not write (it has no {MANIFEST}); refusing to "
+            "write into it so nothing there is overwritten. Give a new or empty folder."
+        )
     if path.is_dir():
         ours = written_files(path)
         foreign = [n for n in names if (path / n).exists() and n not in ours]
         if foreign:
             raise LorascopeError(
                 f"--out {path} holds {', '.join(foreign)}, which lorascope did not write (not in its {MANIFEST}); "
-                "refusing to write there so nothing of yours is overwritten. Give a new or empty folder."
+                "refusing to write into it so nothing of yours is overwritten. Give a new or empty folder."
             )
     return path

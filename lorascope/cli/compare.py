@@ -84,7 +84,8 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
             device=device, include=include, exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)
-    _finish(results, tx.path, no_report, quiet)
+    results.path = tx.path
+    _finish(results, out, no_report, quiet)
 
 
 @click.command()
@@ -119,7 +120,8 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
             exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)
-    _finish(results, tx.path, no_report, quiet)
+    results.path = tx.path
+    _finish(results, out, no_report, quiet)
 
 
 def _check_out(out: Path) -> Path:
@@ -140,7 +142,6 @@ def _write(results, tx, no_report: bool) -> None:
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
-    results.path = out
     if not quiet:
         print_headline(results.summary)
     wrote(out)

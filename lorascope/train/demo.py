@@ -90,6 +90,8 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
              log: Callable[[str], Any] = lambda s: None) -> DemoResult:
     """Pre-train (or reuse) the base, train the sweep, analyze every run and render the report into ``out``."""
     seconds: dict[str, float] = {}
+    with writing(out, "demo", mode="update"):  # the folder is lorascope's (a manifest) before runs/ go into it
+        pass
     t = time.perf_counter()
     base, cached = pretrain(cfg.pretrain, progress=progress)
     seconds["pretrain"] = time.perf_counter() - t
