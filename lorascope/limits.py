@@ -34,9 +34,10 @@ CONFIG_COUNTS: dict[str, int] = {
     **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers",
                      "num_encoder_layers", "encoder_layers", "decoder_layers"), MAX_LAYERS),
     **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "intermediate_size", "n_inner", "ffn_dim",
-                     "hidden_dim", "vocab_size", "max_position_embeddings", "n_positions", "num_attention_heads",
-                     "n_head", "n_heads", "num_key_value_heads", "head_dim", "num_local_experts", "num_experts",
-                     "n_routed_experts", "moe_intermediate_size", "num_labels"), MAX_DIM),
+                     "hidden_dim", "vocab_size", "max_position_embeddings", "n_positions",
+                     "num_attention_heads", "n_head", "n_heads", "num_key_value_heads", "head_dim",
+                     "num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size",
+                     "num_labels"), MAX_DIM),
 }
 
 
@@ -67,7 +68,8 @@ def parse_bytes(text: str, where: str) -> int:
 
 
 def read_limit() -> int:
-    """The largest tensor, in bytes, read whole into memory (``LORASCOPE_MAX_READ``, default half the available)."""
+    """The largest tensor, in bytes, read whole into memory (``LORASCOPE_MAX_READ``, default half the
+    available)."""
     env = os.environ.get("LORASCOPE_MAX_READ")
     if env:
         return parse_bytes(env, "LORASCOPE_MAX_READ")
@@ -89,7 +91,8 @@ def check_read(nbytes: int, what: str) -> None:
         raise LorascopeError(
             f"{what} is {human_bytes(nbytes)} ({nbytes} bytes); reading it whole needs more than the "
             f"{human_bytes(limit)} allowed (LORASCOPE_MAX_READ, default half the available memory). Raise "
-            "LORASCOPE_MAX_READ if the machine has the memory, or read it in row blocks (TensorStore.get_rows)."
+            "LORASCOPE_MAX_READ if the machine has the memory, or read it in row blocks "
+            "(TensorStore.get_rows)."
         )
 
 
@@ -130,10 +133,12 @@ def loads_json(text: str | bytes, where: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except _Duplicate as exc:
-        raise LorascopeError(f"{where} gives the key {exc.key!r} twice; JSON readers disagree on which one counts, "
+        raise LorascopeError(f"{where} gives the key {exc.key!r} twice; JSON readers disagree on which one "
+                             "counts, "
                              "so the file is refused. Remove one of them.") from None
     except RecursionError:
-        raise LorascopeError(f"{where} nests JSON objects or arrays too deep to read (over ~1000 levels); no real "
+        raise LorascopeError(f"{where} nests JSON objects or arrays too deep to read (over ~1000 levels); "
+                             "no real "
                              "config, index or header does. The file is damaged or hostile.") from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise LorascopeError(f"{where} is not valid JSON ({' '.join(str(exc).split())[:200]}).") from None
@@ -152,8 +157,9 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> An
         if not path.is_file():
             raise LorascopeError(f"{label} is not a regular file; expected {what or 'a JSON file'}.")
         if size > max_bytes:
-            raise LorascopeError(f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a JSON "
-                                 f"config or index may be; it is not {what or 'one'} lorascope can read safely.")
+            raise LorascopeError(f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a "
+                                 f"JSON config or index may be; it is not {what or 'one'} lorascope can read "
+                                 "safely.")
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
     except FileNotFoundError:
@@ -183,10 +189,12 @@ def check_config_sizes(config: dict[str, Any], where: str) -> None:
             check_count(value, key, where, CONFIG_COUNTS[key])
         elif isinstance(value, dict):
             if len(value) > MAX_LIST:
-                raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} are read.")
+                raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} "
+                                     "are read.")
             check_config_sizes(value, f"{where} ({key})")
         elif isinstance(value, list) and len(value) > MAX_LIST:
-            raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} are read.")
+            raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} "
+                                     "are read.")
 
 
 def finite_number(value: Any) -> bool:
@@ -213,7 +221,8 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     except yaml.YAMLError as exc:
         raise LorascopeError(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:
-        raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or hostile.") from None
+        raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or "
+                             "hostile.") from None
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
@@ -233,7 +242,8 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
         active.discard(key)
         sizes[key] = total
         if total > max_nodes:
-            raise LorascopeError(f"{where} expands to more than {max_nodes:,} YAML nodes once its aliases (*name) "
+            raise LorascopeError(f"{where} expands to more than {max_nodes:,} YAML nodes once its aliases "
+                                 "(*name) "
                                  "are expanded; a claims file needs a few hundred. The file is refused.")
         return total
 
@@ -241,7 +251,8 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
         try:
             size(root)
         except RecursionError:
-            raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or hostile.") from None
+            raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or "
+                             "hostile.") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

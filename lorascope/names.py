@@ -58,7 +58,8 @@ class Match:
 
 
 def canonical(name: str, sep: str = ".") -> str:
-    """``name`` with every leading wrapper prefix (``WRAPPER_PREFIXES``, components joined by ``sep``) removed."""
+    """``name`` with every leading wrapper prefix (``WRAPPER_PREFIXES``, components joined by ``sep``)
+    removed."""
     prefixes = [p.replace(".", sep) for p in WRAPPER_PREFIXES]
     changed = True
     while changed:
@@ -70,7 +71,7 @@ def canonical(name: str, sep: str = ".") -> str:
 
 
 class NameIndex:
-    """Finds the name in a collection that a query declares, by the prefix rules of this module and nothing else.
+    """Finds the name in a collection that a query declares, by this module's prefix rules and nothing else.
 
     A query matches a name when the two are equal, or when they are equal once their leading wrapper prefixes
     (``WRAPPER_PREFIXES``) are removed: ``base_model.model.model.layers.0.mlp.up_proj`` finds
@@ -89,7 +90,8 @@ class NameIndex:
             self._by_canonical[canonical(name, sep)].add(name)
 
     def match(self, query: str) -> Match:
-        """The name ``query`` refers to, or None with the reason (absent, or ambiguous with the candidates)."""
+        """The name ``query`` refers to, or None with the reason (absent, or ambiguous with the
+        candidates)."""
         if query in self.names:
             return Match(query)
         hits = self._by_canonical.get(canonical(query, self.sep), set())
@@ -97,9 +99,11 @@ class NameIndex:
             return Match(next(iter(hits)))
         if hits:
             listed = tuple(sorted(hits))
-            return Match(None, f"ambiguous: {', '.join(listed[:4])} all match it once wrapper prefixes are removed",
+            return Match(None, f"ambiguous: {', '.join(listed[:4])} all match it once wrapper prefixes are "
+                         "removed",
                          listed)
-        return Match(None, f"no name equal to it, with or without the wrapper prefixes {', '.join(WRAPPER_PREFIXES)}")
+        prefixes = ", ".join(WRAPPER_PREFIXES)
+        return Match(None, f"no name equal to it, with or without the wrapper prefixes {prefixes}")
 
     def find(self, query: str) -> str | None:
         """The matching name, or None when there is none or it is ambiguous (``match`` says which)."""

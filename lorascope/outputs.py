@@ -1,12 +1,12 @@
 """Output folders as transactions: every command that writes a folder writes it through ``writing``.
 
-A run writes into a temporary *stage* folder beside ``--out`` and the stage replaces the folder only when it is
-complete, in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames and a journal that
-the next run finishes). So:
+A run writes into a temporary *stage* folder beside ``--out``, and the stage replaces the folder only when
+it is complete, in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames and a
+journal that the next run finishes). So:
 
-- a failed or interrupted run leaves the previous results exactly as they were, and says so (a note on its error);
-  staged files are fsynced before the swap, so this holds across a power loss too (``LORASCOPE_FSYNC=0`` skips
-  that, keeping the atomic swap);
+- a failed or interrupted run leaves the previous results exactly as they were, and says so (a note on its
+  error); staged files are fsynced before the swap, so this holds across a power loss too
+  (``LORASCOPE_FSYNC=0`` skips that, keeping the atomic swap);
 - a lock (``filelock``, ``.<name>.lorascope-lock`` beside the folder) makes a second run into the same folder
   wait ``LORASCOPE_WAIT`` seconds (default 0) and then refuse, naming the folder;
 - lorascope knows which files it wrote from a manifest it keeps in the folder (``.lorascope-manifest.json``:
@@ -43,7 +43,8 @@ from .errors import LorascopeError
 MANIFEST = ".lorascope-manifest.json"
 INTERNAL = ".lorascope-"  # lock files, stages, journals and leftovers carry this in their names
 HASH_LIMIT = 64 * 1024 * 1024  # files up to this size get a sha256 in the manifest; larger ones their size
-LINK_AT = 16 * 1024 * 1024  # in update mode, files of ours this large are hard-linked into the stage, not copied
+# in update mode, files of ours this large are hard-linked into the stage, not copied
+LINK_AT = 16 * 1024 * 1024
 _ACTIVE: dict[Path, Path] = {}  # stage -> final folder, for paths shown to users while a stage is written
 _INPUT_KEYS: dict[Path, list[str]] = {}  # default output folder -> the inputs it was chosen for
 
@@ -75,7 +76,8 @@ def shown(path: str | Path) -> Path:
 
 
 def note(exc: BaseException, text: str) -> None:
-    """Attach ``text`` to an exception (Python 3.11's ``add_note``; the CLI prints notes after the message)."""
+    """Attach ``text`` to an exception (Python 3.11's ``add_note``; the CLI prints notes after the
+    message)."""
     notes = getattr(exc, "__notes__", None)
     if notes is None:
         with contextlib.suppress(AttributeError, TypeError):
@@ -126,7 +128,8 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
         path = Path(folder) / name
         if entry is None or not path.is_file():
             bad.append(name)
-        elif entry.get("sha256") and (path.stat().st_size != entry.get("bytes") or sha256(path) != entry["sha256"]):
+        elif entry.get("sha256") and (path.stat().st_size != entry.get("bytes")
+                                      or sha256(path) != entry["sha256"]):
             bad.append(name)
     return bad
 
@@ -240,7 +243,8 @@ class Output:
 
     # -- public helpers for writers
     def file(self, name: str) -> Path:
-        """A fresh path in the stage for the file ``name`` (parents created, any staged copy removed first)."""
+        """A fresh path in the stage for the file ``name`` (parents created, any staged copy removed
+        first)."""
         path = self.stage / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() or path.is_symlink():
@@ -274,7 +278,8 @@ class Output:
         try:
             self.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LorascopeError(f"cannot create the folder {self.parent} for --out: {exc.strerror or exc}.") from None
+            raise LorascopeError(f"cannot create the folder {self.parent} for --out: "
+                                 f"{exc.strerror or exc}.") from None
         self._acquire()
         try:
             self._recover()
@@ -294,11 +299,13 @@ class Output:
             self._lock.acquire()
         except Timeout:
             raise LorascopeError(
-                f"another lorascope run is writing {self.path} (it holds {self.lock_path}); wait for it to finish, "
+                f"another lorascope run is writing {self.path} (it holds {self.lock_path}); wait for it to "
+                "finish, "
                 "set LORASCOPE_WAIT=SECONDS to wait for it, or give another --out."
             ) from None
         except OSError as exc:
-            raise LorascopeError(f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its parent folder "
+            raise LorascopeError(f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its "
+                                 "parent folder "
                                  "writable?") from None
 
     def _release(self) -> None:
@@ -307,7 +314,8 @@ class Output:
             self._lock = None
 
     def keep_files(self, names: Iterable[str]) -> None:
-        """Carry these files or folders of ours into the new folder too (decided after the stage was opened)."""
+        """Carry these files or folders of ours into the new folder too (decided after the stage was
+        opened)."""
         self.keep = list(names)
         self._stage_ours()
 
@@ -349,8 +357,9 @@ class Output:
                                                              for g in foreign)]
         if clashes:
             raise LorascopeError(
-                f"{self.path} holds {', '.join(clashes[:4])}{' …' if len(clashes) > 4 else ''}, which lorascope did "
-                f"not write (it is not in {MANIFEST}); this run would overwrite it, so nothing was written. Move "
+                f"{self.path} holds {', '.join(clashes[:4])}{' …' if len(clashes) > 4 else ''}, which "
+                f"lorascope did not write (it is not in {MANIFEST}); this run would overwrite it, so nothing "
+                "was written. Move "
                 "it away, or give another --out."
             )
         for name in foreign:
@@ -370,7 +379,8 @@ class Output:
             entries[name] = {"bytes": size, "sha256": sha256(path) if size <= HASH_LIMIT else None}
             _fsync(path)
         manifest = {"lorascope": _version(), "command": self.command, "generation": self.generation,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "inputs": self.inputs,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "inputs": self.inputs,
                     "files": dict(sorted(entries.items()))}
         with open(self.stage / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
@@ -386,7 +396,8 @@ class Output:
             _fsync(self.parent, directory=True)
             return
         old = self.parent / f".{self.path.name}{INTERNAL}old-{self.generation[:12]}"
-        _write_journal(self.journal, {"stage": str(self.stage), "old": str(old), "generation": self.generation})
+        _write_journal(self.journal, {"stage": str(self.stage), "old": str(old),
+                                      "generation": self.generation})
         if _exchange(self.stage, self.path):
             os.rename(self.stage, old)  # the stage's name now holds the previous folder
         else:
@@ -404,17 +415,19 @@ class Output:
             _remove_stage_tree(self.stage)
 
     def _recover(self) -> None:
-        """Finish or undo what a killed run left beside the folder (under the lock, before this run starts)."""
+        """Finish or undo what a killed run left beside the folder (under the lock, before this run
+        starts)."""
         if self.journal.is_file():
             try:
                 j = json.loads(self.journal.read_text(encoding="utf-8"))
                 stage, old, gen = Path(j["stage"]), Path(j["old"]), j["generation"]
             except (OSError, ValueError, KeyError, TypeError):
-                raise LorascopeError(f"{self.journal} (left by an interrupted lorascope run) is unreadable; look at "
-                                     f"{self.path} and the .{self.path.name}{INTERNAL}* folders beside it, then remove "
-                                     "the journal.") from None
+                raise LorascopeError(f"{self.journal} (left by an interrupted lorascope run) is unreadable; "
+                                     f"look at {self.path} and the .{self.path.name}{INTERNAL}* folders "
+                                     "beside it, then remove the journal.") from None
             current = read_manifest(self.path) if self.path.is_dir() else None
-            if current is not None and current.get("generation") == gen:  # swapped: the previous folder is leftover
+            # swapped: the previous folder is leftover
+            if current is not None and current.get("generation") == gen:
                 prev = stage if stage.is_dir() else old
                 if stage.is_dir() and not old.exists():
                     os.rename(stage, old)
@@ -523,7 +536,8 @@ def writing(out: str | Path, command: str, **options: Any) -> Iterator[Output]:
     except BaseException as exc:
         tx._discard()
         existed = tx.path.is_dir()
-        note(exc, f"{tx.path} was left as it was{' (no file in it changed)' if existed else ' (not created)'}.")
+        how = " (no file in it changed)" if existed else " (not created)"
+        note(exc, f"{tx.path} was left as it was{how}.")
         tx._release()
         raise
     _ACTIVE.pop(tx.stage, None)
@@ -533,7 +547,8 @@ def writing(out: str | Path, command: str, **options: Any) -> Iterator[Output]:
 
 
 def atomic_file(path: str | Path, data: bytes) -> Path:
-    """Replace one file atomically: written beside it under a temporary name, fsynced, then renamed over it."""
+    """Replace one file atomically: written beside it under a temporary name, fsynced, then renamed over
+    it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{INTERNAL}tmp-{uuid.uuid4().hex[:12]}")

@@ -39,7 +39,8 @@ VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm"
 
 
 def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A modules table in schema order with nullable integer columns; extra keys are kept after the schema's."""
+    """A modules table in schema order with nullable integer columns; extra keys are kept after the
+    schema's."""
     df = pd.DataFrame(rows)
     for col in MODULE_COLUMNS:
         if col not in df.columns:
@@ -102,13 +103,15 @@ class Results:
         return tx.path
 
     def save_options(self, out: str | Path) -> dict[str, Any]:
-        """Options of the output transaction that saves these results into ``out``: which earlier tables stay."""
+        """Options of the output transaction that saves these results into ``out``: which earlier tables
+        stay."""
         same = _same_analysis(Path(out) / SUMMARY_JSON, self.summary)
         inputs = [str(i.get("path")) for i in self.summary.get("inputs", []) if isinstance(i, dict)]
         return {"keep": DERIVED_FILES if same else (), "inputs": inputs}
 
     def write(self, folder: str | Path) -> Path:
-        """Write the four results files into ``folder`` as they are (inside a transaction's stage; see ``save``)."""
+        """Write the four results files into ``folder`` as they are (inside a transaction's stage; see
+        ``save``)."""
         from safetensors.numpy import save_file
 
         folder = Path(folder)
@@ -216,7 +219,7 @@ def load_results(path: str | Path) -> Results:
 
     changed = verify(path, RESULTS_FILES)
     if changed:
-        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their sha256 is "
-                             "not the one in its manifest): the files were changed, or mixed from different runs. "
-                             "Re-run the analysis that wrote them.")
+        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their "
+                             "sha256 is not the one in its manifest): the files were changed, or mixed from "
+                             "different runs. Re-run the analysis that wrote them.")
     return Results(modules, spectra, summary, vectors, path)

@@ -267,7 +267,8 @@ def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
-    """Write audit.csv and audit.html into ``out`` as one transaction (``lorascope.outputs``); returns their paths."""
+    """Write audit.csv and audit.html into ``out`` as one transaction (``lorascope.outputs``); returns their
+    paths."""
     from ..outputs import writing
 
     with writing(out, "audit") as tx:

@@ -15,7 +15,8 @@ from .base import Adapter, AdapterModule, TensorRef, Weights
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from ..limits import check_config_sizes, read_json
-from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file, open_index, sniff
+from .store import (MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file,
+                    open_index, sniff)
 
 __all__ = [
     "Adapter", "AdapterModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
@@ -46,7 +47,8 @@ def open_store(path: str | Path) -> TensorStore:
     if path.is_file():
         return open_file(path)
     for pattern in FOLDER_WEIGHTS:
-        hits = [member(path, h.name, f"the checkpoint folder {path}") for h in sorted(path.glob(pattern)) if h.is_file()]
+        found = sorted(h for h in path.glob(pattern) if h.is_file())
+        hits = [member(path, h.name, f"the checkpoint folder {path}") for h in found]
         if not hits:
             continue
         if pattern.endswith(".json"):

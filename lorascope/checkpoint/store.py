@@ -36,11 +36,13 @@ SAFETENSORS_DTYPES = {
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
     "U16": "uint16", "U32": "uint32", "U64": "uint64",
 }
-# dtypes the safetensors library accepts that lorascope does not read (listed so such tensors are skipped, not the file)
+# dtypes the safetensors library accepts that lorascope does not read (listed, so such tensors are skipped and
+# the file is not refused)
 OTHER_SAFETENSORS_DTYPES = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "C64": 64}
-DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "float8_e4m3fn": 8, "float8_e5m2": 8,
-              "int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8, "uint16": 16, "uint32": 32,
-              "uint64": 64, "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "complex64": 64, "complex128": 128,
+DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "float8_e4m3fn": 8,
+              "float8_e5m2": 8, "int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8,
+              "uint16": 16, "uint32": 32, "uint64": 64, "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8,
+              "complex64": 64, "complex128": 128,
               **OTHER_SAFETENSORS_DTYPES}
 FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
                 "float8_e4m3fnuz", "float8_e5m2fnuz"}
@@ -160,7 +162,8 @@ class TensorStore:
         """One tensor as stored (its own dtype), on the CPU.
 
         Raises:
-            LorascopeError: no such key, or the tensor is larger than ``limits.read_limit()`` (use ``get_rows``).
+            LorascopeError: no such key, or the tensor is larger than ``limits.read_limit()`` (use
+            ``get_rows``).
         """
         self._check_whole(key)
         return self._read(key)
@@ -169,7 +172,8 @@ class TensorStore:
         """One tensor as a numpy array (bfloat16 and float8 widened to float32), without importing torch.
 
         Raises:
-            LorascopeError: no such key, or the tensor is larger than ``limits.read_limit()`` (use ``get_rows``).
+            LorascopeError: no such key, or the tensor is larger than ``limits.read_limit()`` (use
+            ``get_rows``).
         """
         self._check_whole(key)
         return self._read_numpy(key)
@@ -190,7 +194,8 @@ class TensorStore:
         """
         info = self.info(key)
         if len(info.shape) < 2:
-            raise LorascopeError(f"{self.path}: tensor {key} has shape {list(info.shape)}; rows are read from "
+            raise LorascopeError(f"{self.path}: tensor {key} has shape {list(info.shape)}; rows are read "
+                                 "from "
                                  "matrices (two or more dimensions) only.")
         rows = info.shape[0]
         if isinstance(start, bool) or isinstance(stop, bool) or not (0 <= int(start) <= int(stop) <= rows):
@@ -217,8 +222,9 @@ class TensorStore:
     def _read_numpy(self, key: str) -> np.ndarray:
         t = self._read(key)
         if t.dtype not in _NUMPY_NATIVE_TORCH and not t.is_floating_point():
-            raise LorascopeError(f"{self.path}: tensor {key} is {str(t.dtype).removeprefix('torch.')}; lorascope reads "
-                                 "real floating-point (and integer) tensors, and a cast would drop part of it.")
+            dtype = str(t.dtype).removeprefix("torch.")
+            raise LorascopeError(f"{self.path}: tensor {key} is {dtype}; lorascope reads real floating-point "
+                                 "(and integer) tensors, and a cast would drop part of it.")
         return (t if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
 
     def _read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
@@ -279,7 +285,8 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         if n < 2 or n > _MAX_HEADER or 8 + n > size:
             raise LorascopeError(
                 f"{path} is not a valid safetensors file: its header length ({n} bytes) does not fit "
-                f"the file ({size} bytes; at most {_MAX_HEADER} header bytes). The file may be truncated or in "
+                f"the file ({size} bytes; at most {_MAX_HEADER} header bytes). The file may be truncated or "
+                "in "
                 "another format."
             )
         raw = fh.read(n)
@@ -311,12 +318,15 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     expected = 0
     for key, (start, end) in sorted(spans.items(), key=lambda kv: kv[1]):
         if start != expected:
-            what = "overlaps the tensor before it" if start < expected else f"leaves bytes {expected}–{start} unused"
-            problems.append(f"{key}: data starts at offset {start}, where {expected} was expected (it {what})")
+            what = ("overlaps the tensor before it" if start < expected
+                    else f"leaves bytes {expected}–{start} unused")
+            problems.append(f"{key}: data starts at offset {start}, where {expected} was expected "
+                            f"(it {what})")
         expected = max(expected, end)
     if not problems and expected != buffer:
         where = "past the end of the file (truncated)" if expected > buffer else "before the end of the file"
-        problems.append(f"the tensors' data ends at offset {expected}, {where}: the data buffer is {buffer} bytes")
+        problems.append(f"the tensors' data ends at offset {expected}, {where}: the data buffer is "
+                        f"{buffer} bytes")
     if problems:
         raise LorascopeError(f"{path} has a damaged safetensors header (the safetensors library refuses such "
                              "files too):\n" + "\n".join(f"  - {p}" for p in problems[:20]))
@@ -325,14 +335,16 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
 
 
 def library_check(path: Path) -> None:
-    """Open ``path`` with the safetensors library itself; its refusal becomes a LorascopeError naming the file."""
+    """Open ``path`` with the safetensors library itself; its refusal becomes a LorascopeError naming the
+    file."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as fh:
             fh.keys()
     except Exception as exc:  # noqa: BLE001 - the library raises SafetensorError and OSError subclasses
-        raise LorascopeError(f"{path} is refused by the safetensors library: {' '.join(str(exc).split())[:300]}.") from None
+        why = " ".join(str(exc).split())[:300]
+        raise LorascopeError(f"{path} is refused by the safetensors library: {why}.") from None
 
 
 class SafetensorsFile(TensorStore):
@@ -381,7 +393,8 @@ class SafetensorsFile(TensorStore):
                 return fh.get_slice(key)[start:stop]
         row_bytes = info.numel // info.shape[0] * DTYPE_BITS[info.dtype] // 8
         cols = info.numel // info.shape[0]
-        return bytes_to_numpy(self._bytes(key, start * row_bytes, stop * row_bytes), info.dtype, (stop - start, cols))
+        raw = self._bytes(key, start * row_bytes, stop * row_bytes)
+        return bytes_to_numpy(raw, info.dtype, (stop - start, cols))
 
 
 def _unpickling_refused(path: Path, exc: Exception) -> LorascopeError:
@@ -397,7 +410,8 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a torch pickle, with weights_only=True (and mmap where the format allows)."""
     import torch
 
-    if path.suffix == ".safetensors":  # torch.load would hand such a name to the safetensors reader: load by content
+    # torch.load would hand such a name to the safetensors reader: load by content
+    if path.suffix == ".safetensors":
         check_read(path.stat().st_size, f"{path} (a torch pickle named like a safetensors file)")
         try:
             with open(path, "rb") as fh:
@@ -465,7 +479,8 @@ class TorchFile(TensorStore):
         t = self._read(key)
         if t.dtype not in _NUMPY_NATIVE_TORCH and not t.is_floating_point():
             return self._read_numpy(key)  # refused there, with the reason
-        t = t[start:stop].reshape(stop - start, -1)  # a view of the memory-mapped storage: only these rows are read
+        # a view of the memory-mapped storage: only these rows are read
+        t = t[start:stop].reshape(stop - start, -1)
         return (t.clone() if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
 
 
@@ -568,20 +583,24 @@ def member(folder: Path, name: Any, what: str) -> Path:
     root = folder.resolve()
     target = (folder / rel).resolve()
     if not (target == root or root in target.parents or _hub_blob(root, target)):
-        raise LorascopeError(f"{what} names {name!r}, which resolves (after symlinks) to {target}, outside its "
-                             f"folder {root}; every file a checkpoint names must lie in the checkpoint's own folder.")
+        raise LorascopeError(f"{what} names {name!r}, which resolves (after symlinks) to {target}, outside "
+                             f"its folder {root}; every file a checkpoint names must lie in the checkpoint's "
+                             "own folder.")
     return folder / rel
 
 
 def _hub_blob(root: Path, target: Path) -> bool:
-    """Whether ``target`` is a blob of the Hugging Face hub cache repository whose snapshot folder is ``root``."""
+    """Whether ``target`` is a blob of the Hugging Face hub cache repository whose snapshot folder is
+    ``root``."""
     return root.parent.name == "snapshots" and target.parent == root.parent.parent / "blobs"
 
 
 def open_index(path: Path) -> MultiFileStore:
-    """A sharded checkpoint from its ``*.index.json`` (model.safetensors.index.json, pytorch_model.bin.index.json).
+    """A sharded checkpoint from its ``*.index.json`` (model.safetensors.index.json,
+    pytorch_model.bin.index.json).
 
-    Every shard must be a tensor file inside the index's folder (``member``); an index naming itself or another
+    Every shard must be a tensor file inside the index's folder (``member``); an index naming itself or
+    another
     index is refused, so no index can lead to a cycle.
     """
     index = read_json(path, "a sharded-checkpoint index")
@@ -603,7 +622,8 @@ def open_index(path: Path) -> MultiFileStore:
         if shard.resolve() == me:
             raise LorascopeError(f"{path} names itself ({name!r}) as a shard; a shard must be a tensor file.")
         if sniff(shard) == "index":
-            raise LorascopeError(f"{path} names {name!r} as a shard, but that is an index too; indexes do not nest "
+            raise LorascopeError(f"{path} names {name!r} as a shard, but that is an index too; indexes do "
+                                 "not nest "
                                  "(a shard must be a safetensors or torch file).")
     parts = [open_file(f) for f in shards]
     return MultiFileStore(path, parts, weight_map)

@@ -29,13 +29,15 @@ def positive_finite(value: Any, key: str, where: str, integer: bool = False) -> 
         is_number = False
     if not is_number or not math.isfinite(value) or value <= 0:
         kind = "a positive whole number" if integer else "a finite positive number"
-        raise LorascopeError(f"{where}: {key} is {value!r}; it must be {kind} (a LoRA scale is alpha / r, so a "
-                             "zero, negative, infinite or NaN value has no meaning). Fix the value in the file.")
+        raise LorascopeError(f"{where}: {key} is {value!r}; it must be {kind} (a LoRA scale is alpha / r, "
+                             "so a zero, negative, infinite or NaN value has no meaning). Fix the value in "
+                             "the file.")
     return value
 
 
 def check_peft_scales(cfg: dict[str, Any], where: str) -> None:
-    """PEFT's ``r``, ``lora_alpha`` and every ``rank_pattern`` / ``alpha_pattern`` value finite and positive."""
+    """PEFT's ``r``, ``lora_alpha`` and every ``rank_pattern`` / ``alpha_pattern`` value finite and
+    positive."""
     if "r" in cfg:
         positive_finite(cfg["r"], "'r'", where, integer=True)
     if "lora_alpha" in cfg:

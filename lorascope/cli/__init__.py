@@ -4,7 +4,8 @@ Commands are imported only when invoked, so ``lorascope --help`` starts without 
 
 - 0: done. A closed stdout (``lorascope … | head``) is not an error: output is dropped from then on and the
   command finishes its work quietly.
-- 2: bad input — a ``LorascopeError``, one paragraph on stderr naming the file, key or value, never a traceback.
+- 2: bad input — a ``LorascopeError``, one paragraph on stderr naming the file, key or value, never a
+  traceback.
 - 1: anything else, as one paragraph; the traceback only when ``LORASCOPE_DEBUG`` is 1, true, yes or on.
 - 130: interrupted (Ctrl-C).
 
@@ -39,12 +40,14 @@ COMMANDS = {
 
 
 def debug_enabled() -> bool:
-    """Whether ``LORASCOPE_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0, false, empty do not."""
+    """Whether ``LORASCOPE_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0, false, empty do
+    not."""
     return os.environ.get("LORASCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class QuietPipe:
-    """A stdout that, once the reader has gone (EPIPE), drops further output instead of failing the command."""
+    """A stdout that, once the reader has gone (EPIPE), drops further output instead of failing the
+    command."""
 
     def __init__(self, stream: Any):
         self._stream = stream
@@ -104,7 +107,8 @@ class LazyGroup(click.Group):
             click.secho(f"error: {_with_notes(exc)}", err=True, fg="red")
             sys.exit(2)
         except KeyboardInterrupt as exc:
-            click.secho(f"interrupted. {' '.join(getattr(exc, '__notes__', None) or [])}".strip(), err=True, fg="red")
+            notes = " ".join(getattr(exc, "__notes__", None) or [])
+            click.secho(f"interrupted. {notes}".strip(), err=True, fg="red")
             sys.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -116,9 +120,9 @@ class LazyGroup(click.Group):
             if debug_enabled():
                 raise
             click.secho(
-                f"error: unexpected {type(exc).__name__}: {_with_notes(exc)} lorascope did not expect this input or "
-                "state. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it with the command that "
-                "caused it.", err=True, fg="red")
+                f"error: unexpected {type(exc).__name__}: {_with_notes(exc)} lorascope did not expect this "
+                "input or state. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it with "
+                "the command that caused it.", err=True, fg="red")
             sys.exit(1)
 
 

@@ -25,7 +25,8 @@ def input_stem(path: str | Path) -> str:
 
 
 def default_out(kind: str, *inputs: str | Path | None) -> Path:
-    """reports/<kind>-<input names>, e.g. reports/spectrum-llama-vs-llama-edit; with a hash of the resolved input
+    """reports/<kind>-<input names>, e.g. reports/spectrum-llama-vs-llama-edit; with a hash of the resolved
+    input
     paths appended where that folder holds results of other inputs (``lorascope.outputs.default_folder``)."""
     from ..outputs import default_folder
 
@@ -65,7 +66,8 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
         foreign = [n for n in names if (path / n).exists() and n not in ours]
         if foreign:
             raise LorascopeError(
-                f"--out {path} holds {', '.join(foreign)}, which lorascope did not write (not in its {MANIFEST}); "
+                f"--out {path} holds {', '.join(foreign)}, which lorascope did not write (not in its "
+                f"{MANIFEST}); "
                 "refusing to write into it so nothing of yours is overwritten. Give a new or empty folder."
             )
     return path

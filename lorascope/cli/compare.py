@@ -78,10 +78,10 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
     out = _check_out(out or default_out("compare", x, y))
     with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_compare(
-            x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x), format_y=_fmt(format_y),
-            base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap, amp_rank=amp_rank,
-            intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision,
-            device=device, include=include, exclude=exclude, seed=seed,
+            x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x),
+            format_y=_fmt(format_y), base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap,
+            amp_rank=amp_rank, intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd,
+            precision=precision, device=device, include=include, exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)
     results.path = tx.path
@@ -116,8 +116,8 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
     with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_intruders(
             base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet,
-            top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device, include=include,
-            exclude=exclude, seed=seed,
+            top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device,
+            include=include, exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)
     results.path = tx.path
@@ -132,7 +132,8 @@ def _check_out(out: Path) -> Path:
 
 
 def _write(results, tx, no_report: bool) -> None:
-    """Tables and report into the transaction's stage: the spectrum report with its comparison section where the
+    """Tables and report into the transaction's stage: the spectrum report with its comparison section where
+    the
     folder holds spectrum results, else a compare page; without a report, the earlier one is dropped."""
     from .report import _render_one
 

@@ -107,7 +107,8 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     from ..rank.functional import EvalOptions
     from ..rank.truncate import TruncateOptions
 
-    out = check_out(out or default_out("sweep", *inputs), marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
+    out = check_out(out or default_out("sweep", *inputs),
+                    marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
     result = run_sweep(
         list(inputs), out, parse_ranks(ranks), eval_data=eval_data,
         eval_options=EvalOptions(max_length=max_length, batch_size=batch_size, max_examples=max_examples, device=device),

@@ -142,8 +142,9 @@ def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Del
             continue
         used.add(hit)
         pairs.append((dx, dy))
-    raise_collected(ambiguous, f"{len(ambiguous)} module name(s) of X match more than one module of Y once wrapper "
-                    "prefixes are removed; modules are paired only by one unambiguous name. Ambiguous names:")
+    raise_collected(ambiguous, f"{len(ambiguous)} module name(s) of X match more than one module of Y once "
+                    "wrapper prefixes are removed; modules are paired only by one unambiguous name. "
+                    "Ambiguous names:")
     warnings += [{"name": n, "reason": "only in Y (no module of that name in X)"} for n in by_name if n not in used]
     return pairs, warnings
 

@@ -189,9 +189,10 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
                                   added_rows=added))
         if added:
             warnings.append({"name": name, "reason": f"{added} rows added (new tokens); the {rows} common rows analyzed"})
-    raise_collected(ambiguous, f"{base.path} and {tuned.path}: {len(ambiguous)} tensor name(s) match more than one "
-                    "tensor of the other checkpoint once wrapper prefixes are removed; lorascope pairs tensors only "
-                    "by one unambiguous name (lorascope.names.NameIndex). Ambiguous names:")
+    raise_collected(ambiguous, f"{base.path} and {tuned.path}: {len(ambiguous)} tensor name(s) match more "
+                    "than one tensor of the other checkpoint once wrapper prefixes are removed; lorascope "
+                    "pairs tensors only by one unambiguous name (lorascope.names.NameIndex). Ambiguous "
+                    "names:")
     raise_collected(
         problems,
         f"{base.path} and {tuned.path} do not have the same shapes for {len(problems)} tensor(s); "
@@ -283,7 +284,8 @@ class BaseLookup:
         flat: dict[str, list[str]] = {}
         for n, k in self.key_of.items():
             flat.setdefault(n.replace(".", "_"), []).append(k)
-        # two dotted names that flatten alike ('a_b.c', 'a.b_c') are left out: a kohya name cannot tell them apart
+        # two dotted names that flatten alike ('a_b.c', 'a.b_c') are left out: a kohya name cannot tell them
+        # apart
         self.flat_key_of = {n: ks[0] for n, ks in flat.items() if len(ks) == 1}
         self.dotted = NameIndex(self.key_of)
         self.flat = NameIndex(self.flat_key_of, sep="_")
@@ -337,11 +339,12 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         hit = lookup.match(m.name, m.source)
         key = hit.name
         if hit.ambiguous:
-            problems.append(f"{m.name}: the base weight is {hit.reason}; give a base whose names are unambiguous")
+            problems.append(f"{m.name}: the base weight is {hit.reason}; give a base whose names are "
+                            "unambiguous")
             continue
         if key is None:
-            warnings.append({"name": m.name, "reason": f"no base weight of this name ({hit.reason}); analyzed "
-                             "without the base"})
+            warnings.append({"name": m.name, "reason": f"no base weight of this name ({hit.reason}); "
+                             "analyzed without the base"})
             d = _without_base(m, warnings)
             if d is not None:
                 deltas.append(d)

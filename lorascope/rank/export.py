@@ -367,8 +367,10 @@ def _exported_here(out: Path) -> bool:
 
 def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
                       verbatim: dict[str, Any] | None = None) -> Path:
-    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as they are),
-    written as one transaction (``lorascope.outputs``): an earlier export's files are replaced, nothing else."""
+    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as
+    they are),
+    written as one transaction (``lorascope.outputs``): an earlier export's files are replaced, nothing
+    else."""
     import torch
     from safetensors.torch import save_file
 

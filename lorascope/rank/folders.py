@@ -263,7 +263,8 @@ def _functional(results: Results, grid: list[int], eval_data: str | Path, eval_o
 
 
 def save_sweep(output: SweepOutput, out: str | Path) -> Path:
-    """Write the results and the sweep tables as one transaction (``lorascope.outputs``); sweep tables this run
+    """Write the results and the sweep tables as one transaction (``lorascope.outputs``); sweep tables this
+    run
     did not make are dropped, not left stale, and so is the earlier report."""
     from ..outputs import writing
 

@@ -55,7 +55,8 @@ def render_report(results_dir: str | Path | Results, out: str | Path | None = No
 
 
 def write_report(results: Results, html: Path, figures: Path | None = None) -> Path:
-    """Draw the report of ``results`` into ``html`` and ``figures`` as they are (inside a transaction's stage)."""
+    """Draw the report of ``results`` into ``html`` and ``figures`` as they are (inside a transaction's
+    stage)."""
     from .html import write_page
 
     return write_page(build_page(results), html, figures if figures is not None else figures_dir(html),
@@ -121,7 +122,8 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
                              "is named by its label, so labels must differ")
     html = html_path(out)
     page = build_comparison_page(runs, labels or run_labels(runs))
-    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer_text(runs)))
+    footer = footer_text(runs)
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))
 
 
 def html_path(out: str | Path) -> Path:

@@ -285,5 +285,6 @@ def render_compare_report(results_dir: str | Path, out: str | Path | None = None
     section_title = "Comparing two updates" if kind == "compare" else "Intruder dimensions"
     page = Page(title, subtitle, [Section("compare", section_title, compare_blocks(res))])
     html = html_path(out if out is not None else results_dir)
-    footer = f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in {shown(results_dir)}."
+    footer = (f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in "
+              f"{shown(results_dir)}.")
     return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))

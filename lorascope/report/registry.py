@@ -78,7 +78,8 @@ class SectionRegistry(Generic[Ctx]):
 
 
 def folder_has(path: Path | None, name: str) -> bool:
-    """Whether the folder holds ``name`` as lorascope wrote it: a file a user put there under that name (not in
+    """Whether the folder holds ``name`` as lorascope wrote it: a file a user put there under that name (not
+    in
     the folder's manifest, ``lorascope.outputs``) is not read into a report."""
     from ..outputs import read_manifest
 

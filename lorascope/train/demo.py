@@ -90,7 +90,8 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
              log: Callable[[str], Any] = lambda s: None) -> DemoResult:
     """Pre-train (or reuse) the base, train the sweep, analyze every run and render the report into ``out``."""
     seconds: dict[str, float] = {}
-    with writing(out, "demo", mode="update"):  # the folder is lorascope's (a manifest) before runs/ go into it
+    # the folder is lorascope's (a manifest) before runs/ go into it
+    with writing(out, "demo", mode="update"):
         pass
     t = time.perf_counter()
     base, cached = pretrain(cfg.pretrain, progress=progress)
@@ -112,12 +113,14 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
     log(f"analyzed {len(spectra)} runs in {seconds['analyze']:.0f} s")
 
     t = time.perf_counter()
-    with writing(out, "demo", mode="update") as tx:  # the page and demo.json; runs/ and spectra/ are their own
+    # the page and demo.json; runs/ and spectra/ are their own
+    with writing(out, "demo", mode="update") as tx:
         render(spectra, tx.stage)
         seconds["report"] = time.perf_counter() - t
         report = out / "report.html"
         marker = {"config": asdict(cfg), "base": str(base), "base_cached": cached, "index": str(index),
-                  "spectra": {k: str(v) for k, v in spectra.items()}, "report": str(report), "seconds": seconds}
+                  "spectra": {k: str(v) for k, v in spectra.items()}, "report": str(report),
+                  "seconds": seconds}
         (tx.stage / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n", encoding="utf-8")
     table = pd.read_csv(index)
     return DemoResult(out, index, spectra, report, seconds, table)

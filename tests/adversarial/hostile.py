@@ -1,10 +1,10 @@
-"""Hostile and damaged inputs, generated: each builder writes one input into a folder and returns how to run it.
+"""Hostile and damaged inputs, generated: each builder writes one input into a folder and says how to run it.
 
-A ``Case`` names the command line (``{in}`` is the folder the builder wrote into, ``{out}`` an output folder that
-already holds earlier results), the exit code lorascope must end with, and the texts its message must contain
-(the file, key or value it names). The test runs each through the CLI and checks, besides those, that no input
-file changed (sha256), that a refused run left the earlier results byte for byte, and that no traceback and no
-"unexpected" error was shown.
+A ``Case`` names the command line (``{in}`` is the folder the builder wrote into, ``{out}`` an output folder
+that already holds earlier results), the exit code lorascope must end with, and the texts its message must
+contain (the file, key or value it names). The test runs each through the CLI and checks, besides those, that
+no input file changed (sha256), that a refused run left the earlier results byte for byte, and that no
+traceback and no "unexpected" error was shown.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def clean_header() -> tuple[dict, bytes]:
 
 def raw_safetensors(path: Path, header: dict | bytes | str, data: bytes, length: int | None = None,
                     tail: bytes = b"") -> Path:
-    text = header if isinstance(header, bytes) else (header if isinstance(header, str) else json.dumps(header))
+    text = header if isinstance(header, (bytes, str)) else json.dumps(header)
     blob = text.encode("utf-8") if isinstance(text, str) else text
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(struct.pack("<Q", len(blob) if length is None else length) + blob + data + tail)
@@ -71,11 +71,13 @@ def raw_safetensors(path: Path, header: dict | bytes | str, data: bytes, length:
 
 def header_case(mutate: Callable[[dict, bytes], tuple], names: tuple[str, ...] = ("lora.safetensors",),
                 code: int = 2) -> Callable[[Path], Case]:
-    """A case from a mutation of the clean header: mutate(header, data) -> (header, data[, length[, tail]])."""
+    """A case from a mutation of the clean header: mutate(header, data) -> (header, data[, length[,
+    tail]])."""
     def build(folder: Path) -> Case:
         header, data = clean_header()
         raw_safetensors(folder / "lora.safetensors", *mutate(header, data))
-        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code, list(names))
+        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code,
+                    list(names))
     return build
 
 
@@ -93,7 +95,8 @@ HEADER_MUTATIONS: dict[str, Callable[[dict, bytes], tuple]] = {
     "negative-offset": _set(A, "data_offsets", [-8, 24]),
     "overlapping-offsets": _set(B, "data_offsets", [0, 32]),
     "overlap-partial": _set(B, "data_offsets", [16, 48]),
-    "gap-between-tensors": lambda h, d: (_set(B, "data_offsets", [36, 68])(h, d)[0], d[:32] + b"\0" * 4 + d[32:]),
+    "gap-between-tensors": lambda h, d: (_set(B, "data_offsets", [36, 68])(h, d)[0],
+                                         d[:32] + b"\0" * 4 + d[32:]),
     "end-before-start": _set(A, "data_offsets", [32, 0]),
     "offsets-past-file": _set(B, "data_offsets", [32, 1064]),
     "span-shorter-than-shape": _set(A, "shape", [3, 4]),
@@ -138,8 +141,8 @@ HEADER_MUTATIONS: dict[str, Callable[[dict, bytes], tuple]] = {
     "trailing-bytes": lambda h, d: (h, d, None, b"\0" * 16),
     "truncated-data": lambda h, d: (h, d[:40]),
     "no-data-at-all": lambda h, d: (h, b""),
-    "both-tensors-one-span": lambda h, d: (_set(B, "data_offsets", [0, 32])(*_set(A, "data_offsets", [0, 32])(h, d))[0],
-                                           d[:32]),
+    "both-tensors-one-span": lambda h, d: (
+        _set(B, "data_offsets", [0, 32])(*_set(A, "data_offsets", [0, 32])(h, d))[0], d[:32]),
     "lora-a-scalar": lambda h, d: _scalar(h, d),
     "lora-a-nan-values": lambda h, d: (h, np.full(8, np.nan, np.float32).tobytes() + d[32:]),
     "lora-b-inf-values": lambda h, d: (h, d[:32] + np.full(8, np.inf, np.float32).tobytes()),
@@ -162,7 +165,8 @@ for _name, _mutate in {
     "metadata-null": lambda h, d: ({"__metadata__": None, **h}, d),
     "header-padded-with-spaces": lambda h, d: (json.dumps(h) + "    ", d),
     "metadata-strings": lambda h, d: ({"__metadata__": {"format": "pt"}, **h}, d),
-    "conv1d-lora-a-three-dims": _set(A, "shape", [2, 2, 2]),  # (r, in, k): a Conv1d LoRA, flattened to (r, in·k)
+    # (r, in, k): a Conv1d LoRA, flattened to (r, in·k)
+    "conv1d-lora-a-three-dims": _set(A, "shape", [2, 2, 2]),
     "header-starts-with-space": lambda h, d: (" " + json.dumps(h), d),  # JSON allows it; so does the library
 }.items():
     case(f"control-safetensors-{_name}")(header_case(_mutate, (), code=0))
@@ -201,7 +205,8 @@ def _(folder: Path) -> Case:
     # a well-formed header whose 60000×60000 float32 tensor (14.4 GB) lies in a sparse file: never read whole
     n = 60000 * 60000 * 4
     header = {f"{MODULE}.lora_A.weight": {"dtype": "F32", "shape": [60000, 60000], "data_offsets": [0, n]},
-              f"{MODULE}.lora_B.weight": {"dtype": "F32", "shape": [60000, 60000], "data_offsets": [n, 2 * n]}}
+              f"{MODULE}.lora_B.weight": {"dtype": "F32", "shape": [60000, 60000],
+                                          "data_offsets": [n, 2 * n]}}
     blob = json.dumps(header).encode()
     path = folder / "lora.safetensors"
     with open(path, "wb") as fh:
@@ -301,11 +306,12 @@ _torch_case("zip-magic-then-garbage", lambda p: p.write_bytes(b"PK\x03\x04" + b"
 _torch_case("legacy-magic-then-garbage", lambda p: p.write_bytes(b"\x80\x02garbage"))
 _torch_case("nested-100000-deep", _nested_list_pickle)
 _torch_case("empty-file", lambda p: p.write_bytes(b""))
-_torch_case("complex-lora-factors", lambda p: torch.save({k: v.to(torch.complex64) for k, v in _peft_tensors().items()},
-                                                          p))
+_torch_case("complex-lora-factors", lambda p: torch.save(
+    {k: v.to(torch.complex64) for k, v in _peft_tensors().items()}, p))
 _torch_case("float64-complex128-factors", lambda p: torch.save({k: v.to(torch.complex128)
                                                                  for k, v in _peft_tensors().items()}, p))
-_torch_case("int-lora-factors", lambda p: torch.save({k: v.to(torch.int32) for k, v in _peft_tensors().items()}, p))
+_torch_case("int-lora-factors", lambda p: torch.save(
+    {k: v.to(torch.int32) for k, v in _peft_tensors().items()}, p))
 _torch_case("state-dict-is-a-tensor", lambda p: torch.save(torch.zeros(3), p))
 
 
@@ -325,7 +331,8 @@ def _index(folder: Path, weight_map, text: str | None = None) -> None:
                                                         json.dumps({"weight_map": weight_map}))
 
 
-def index_case(name: str, make: Callable[[Path], None], names: tuple[str, ...] = ("model.safetensors.index.json",)):
+def index_case(name: str, make: Callable[[Path], None],
+               names: tuple[str, ...] = ("model.safetensors.index.json",)):
     def build(folder: Path) -> Case:
         _shard(folder / "base" / "model.safetensors")
         make(folder / "tuned")
@@ -356,7 +363,8 @@ def _names_itself(f: Path) -> None:
 
 def _names_index(f: Path) -> None:
     _index(f, {"layers.0.q.weight": "other.index.json"})
-    (f / "other.index.json").write_text(json.dumps({"weight_map": {"layers.0.q.weight": "model.safetensors.index.json"}}))
+    back = {"weight_map": {"layers.0.q.weight": "model.safetensors.index.json"}}
+    (f / "other.index.json").write_text(json.dumps(back))
 
 
 def _dir_shard(f: Path) -> None:
@@ -380,7 +388,8 @@ index_case("missing-shard", lambda f: _index(f, {"layers.0.q.weight": "gone.safe
 index_case("weight-map-a-list", lambda f: _index(f, ["x.safetensors"]))
 index_case("weight-map-values-numbers", lambda f: _index(f, {"layers.0.q.weight": 3}))
 index_case("not-json", lambda f: _index(f, None, "{weight_map"))
-index_case("nested-100000-deep", lambda f: _index(f, None, '{"weight_map": ' + "[" * 100000 + "]" * 100000 + "}"))
+index_case("nested-100000-deep",
+           lambda f: _index(f, None, '{"weight_map": ' + "[" * 100000 + "]" * 100000 + "}"))
 index_case("duplicate-keys", lambda f: _index(f, None, '{"weight_map": {}, "weight_map": {}}'))
 index_case("nul-in-shard-name", lambda f: _index(f, {"layers.0.q.weight": "x\u0000.safetensors"}))
 index_case("home-relative-shard", lambda f: _index(f, {"layers.0.q.weight": "~/x.safetensors"}))
@@ -414,8 +423,8 @@ def _(folder: Path) -> Case:
 
 # ---- PEFT configs ----------------------------------------------------------------------------------------
 
-def peft_case(name: str, config_text: str | bytes | None = None, names: tuple[str, ...] = ("adapter_config.json",),
-              code: int = 2, **cfg) -> None:
+def peft_case(name: str, config_text: str | bytes | None = None,
+              names: tuple[str, ...] = ("adapter_config.json",), code: int = 2, **cfg) -> None:
     def build(folder: Path) -> Case:
         from safetensors.torch import save_file
 
@@ -487,7 +496,8 @@ def kohya_case(name: str, alpha: np.ndarray | None, metadata: dict | None = None
         if alpha is not None:
             tensors[f"{stem}.alpha"] = alpha
         save_file(tensors, str(folder / "lora.safetensors"), metadata=metadata)
-        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code, list(names))
+        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code,
+                    list(names))
     case(f"kohya-{name}")(build)
 
 
@@ -504,8 +514,8 @@ def diffusers_case(name: str, value: str) -> None:
 
         t = clean_tensors()
         stem = "unet.mid_block.attentions.0.to_q"
-        save_file({f"{stem}.lora.down.weight": t[A], f"{stem}.lora.up.weight": t[B]}, str(folder / "lora.safetensors"),
-                  metadata={"ss_network_alpha": value})
+        save_file({f"{stem}.lora.down.weight": t[A], f"{stem}.lora.up.weight": t[B]},
+                  str(folder / "lora.safetensors"), metadata={"ss_network_alpha": value})
         return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], 2,
                     ["lora.safetensors", "ss_network_alpha"])
     case(f"diffusers-{name}")(build)
@@ -520,8 +530,8 @@ kohya_case("control-alpha-zero-means-rank", np.array(0.0, np.float32), code=0, n
 
 # ---- pairing by declared names ---------------------------------------------------------------------------
 
-def pair_case(name: str, base: dict[str, tuple], tuned: dict[str, tuple], code: int, names: tuple[str, ...] = (),
-              after: Callable[[Path], None] | None = None) -> None:
+def pair_case(name: str, base: dict[str, tuple], tuned: dict[str, tuple], code: int,
+              names: tuple[str, ...] = (), after: Callable[[Path], None] | None = None) -> None:
     def build(folder: Path) -> Case:
         g = torch.Generator().manual_seed(1)
         _shard(folder / "base.safetensors", {k: torch.randn(*s, generator=g) for k, s in base.items()})
@@ -548,7 +558,8 @@ def _only_layers(folder: Path) -> None:
     assert "only in the tuned checkpoint" in warned["text_tower.proj.weight"]
 
 
-pair_case("control-towers-reported-unpaired", {"vision_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)},
+pair_case("control-towers-reported-unpaired",
+          {"vision_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)},
           {"text_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)}, 0, after=_only_layers)
 pair_case("control-transformer-prefix", {"h.0.attn.c_attn.weight": (4, 4)},
           {"transformer.h.0.attn.c_attn.weight": (4, 4)}, 0)
@@ -563,8 +574,10 @@ def _(folder: Path) -> Case:
         _peft_config(ad)
         t = clean_tensors()
         save_file({f"base_model.model.{mod}.lora_A.weight": torch.from_numpy(t[A]),
-                   f"base_model.model.{mod}.lora_B.weight": torch.from_numpy(t[B])}, str(ad / "adapter_model.safetensors"))
-    return Case(["compare", "{in}/x", "{in}/y", "--out", "{out}", "-q", "--no-report"], 2, ["share no module"])
+                   f"base_model.model.{mod}.lora_B.weight": torch.from_numpy(t[B])},
+                  str(ad / "adapter_model.safetensors"))
+    return Case(["compare", "{in}/x", "{in}/y", "--out", "{out}", "-q", "--no-report"], 2,
+                ["share no module"])
 
 
 # ---- model configs and claims files ------------------------------------------------------------------------
@@ -603,8 +616,9 @@ def claims_case(name: str, text: str, names: tuple[str, ...] = ("claims.yaml",))
     case(f"claims-{name}")(build)
 
 
-_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)) + "claims: *i\n"
+# each level lists the one before ten times: 10^9 nodes once expanded, from 400 bytes
+_LEVELS = [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)]
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(_LEVELS) + "claims: *i\n"
 claims_case("billion-laughs", _LAUGHS)
 claims_case("recursive-alias", "claims: &c [*c]\n")
 claims_case("nested-deep", "claims: " + "[" * 5000 + "]" * 5000 + "\n")

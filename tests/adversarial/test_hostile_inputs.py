@@ -1,8 +1,9 @@
-"""Every generated hostile input (hostile.CASES) through the CLI: exit code, one paragraph naming the file, key or
-value, inputs unchanged (sha256), and the earlier results in --out unchanged byte for byte when the run is refused.
+"""Every generated hostile input (hostile.CASES) through the CLI: exit code, one paragraph naming the file,
+key or value, inputs unchanged (sha256), and the earlier results in --out unchanged byte for byte when the
+run is refused.
 
-The safetensors cases are also checked against the safetensors library itself: every file it refuses, lorascope
-refuses (and files it accepts are read; see the control cases)."""
+The safetensors cases are also checked against the safetensors library itself: every file it refuses,
+lorascope refuses (and files it accepts are read; see the control cases)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from lorascope.checkpoint.store import read_safetensors_header
 from lorascope.cli import main
 from lorascope.errors import LorascopeError
 
-LARGE = 16 * 1024 * 1024  # sparse test files this large are compared by size, time and their ends, not read whole
+# sparse test files this large are compared by size, time and their ends, not read whole
+LARGE = 16 * 1024 * 1024
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:
@@ -35,7 +37,8 @@ def snapshot(folder: Path) -> dict[str, tuple]:
                     head = fh.read(1 << 16)
                     fh.seek(-(1 << 16), 2)
                     tail = fh.read()
-                out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(head + tail).hexdigest())
+                ends = hashlib.sha256(head + tail).hexdigest()
+                out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns, ends)
             else:
                 out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -48,8 +51,9 @@ def earlier_results(tmp_path_factory) -> Path:
 
     g = torch.Generator().manual_seed(0)
     root = tmp_path_factory.mktemp("earlier")
-    ad = peft_folder(root / "ad", {"model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 8, generator=g),
-                                   "model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 4, generator=g)},
+    prefix = "model.layers.0.self_attn.q_proj"
+    ad = peft_folder(root / "ad", {f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
+                                   f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g)},
                      {"r": 4, "lora_alpha": 8})
     res = CliRunner().invoke(main, ["spectrum", str(ad), "--out", str(root / "results"), "-q"])
     assert res.exit_code == 0, res.output
@@ -76,7 +80,8 @@ def test_hostile_input(name, tmp_path, earlier_results):
         assert text in res.output, (text, res.output)
     if case.code == 2:
         err = res.stderr.strip()
-        assert err.startswith("error: ") and "\n\n" not in err, err  # one paragraph (a list has no blank line)
+        # one paragraph (a list has no blank line)
+        assert err.startswith("error: ") and "\n\n" not in err, err
         assert snapshot(out) == before_out, "the earlier results changed"
         if args[0] in ("spectrum", "compare"):
             assert f"{out} was left as it was" in err, err
@@ -102,7 +107,7 @@ def test_every_header_the_library_refuses_is_refused(name, tmp_path):
         ours_ok = True
     except LorascopeError:
         ours_ok = False
-    assert library_ok or not ours_ok, f"{name}: the safetensors library refuses this header but lorascope read it"
+    assert library_ok or not ours_ok, f"{name}: the library refuses this header, lorascope read it"
     if library_ok and not ours_ok:  # stricter than the library only where JSON readers could disagree
         assert name in ("duplicate-key",), name
 
@@ -112,6 +117,7 @@ def test_a_damaged_header_reports_the_offending_tensor(tmp_path):
     path = raw_safetensors(tmp_path / "x.safetensors", *HEADER_MUTATIONS["negative-offset"](header, data))
     with pytest.raises(LorascopeError, match=r"lora_A.weight: data_offsets \[-8, 24\] is not a pair"):
         read_safetensors_header(path)
-    path = raw_safetensors(tmp_path / "y.safetensors", *HEADER_MUTATIONS["overlapping-offsets"](*clean_header()))
+    overlapping = HEADER_MUTATIONS["overlapping-offsets"](*clean_header())
+    path = raw_safetensors(tmp_path / "y.safetensors", *overlapping)
     with pytest.raises(LorascopeError, match="overlaps the tensor before it"):
         read_safetensors_header(path)

@@ -30,10 +30,11 @@ def results(seed: int, n: int = 3) -> Results:
     """Small results whose every file differs from another seed's."""
     rng = np.random.default_rng(seed)
     spectra = {f"model.layers.{i}.q_proj": np.sort(rng.random(4))[::-1] for i in range(n)}
-    rows = [{"name": k, "layer": i, "module": "q_proj", "rows": 8, "cols": 8, "source": "lora", "method": "factored",
-             "fro_norm": float(np.linalg.norm(v)), "n_singular": 4} for i, (k, v) in enumerate(spectra.items())]
-    return Results(modules_frame(rows), spectra, {"inputs": [{"path": f"/x/{seed}"}], "options": {"seed": seed},
-                                                  "run": seed})
+    rows = [{"name": k, "layer": i, "module": "q_proj", "rows": 8, "cols": 8, "source": "lora",
+             "method": "factored", "fro_norm": float(np.linalg.norm(v)), "n_singular": 4}
+            for i, (k, v) in enumerate(spectra.items())]
+    summary = {"inputs": [{"path": f"/x/{seed}"}], "options": {"seed": seed}, "run": seed}
+    return Results(modules_frame(rows), spectra, summary)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -42,8 +43,9 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def adapter(tmp_path: Path, name: str = "ad") -> Path:
     g = torch.Generator().manual_seed(0)
-    return peft_folder(tmp_path / name, {"model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 8, generator=g),
-                                         "model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 4, generator=g)},
+    prefix = "model.layers.0.self_attn.q_proj"
+    return peft_folder(tmp_path / name, {f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
+                                         f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g)},
                        {"r": 4, "lora_alpha": 8})
 
 
@@ -88,7 +90,8 @@ def _wait_for(path: Path, timeout: float = 60.0) -> None:
 
 @pytest.mark.parametrize("wait", ["0", "60"])
 def test_two_processes_one_folder_forced_interleaving(tmp_path, wait):
-    """A holds the folder with its results staged; B starts then. B refuses (LORASCOPE_WAIT=0) or waits and writes
+    """A holds the folder with its results staged; B starts then. B refuses (LORASCOPE_WAIT=0) or waits and
+    writes
     after A (LORASCOPE_WAIT=60): either way the folder holds one run's files, all of them, never a mix."""
     out = tmp_path / "out"
     results(0).save(out)
@@ -296,13 +299,16 @@ def test_a_folder_without_a_manifest_is_not_overwritten(tmp_path):
 
 def test_default_folders_of_different_inputs_never_collide(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    a, b = adapter(tmp_path / "one", "lora"), adapter(tmp_path / "two", "lora")  # both default to spectrum-lora
+    # both default to spectrum-lora
+    a, b = adapter(tmp_path / "one", "lora"), adapter(tmp_path / "two", "lora")
     assert run("spectrum", a, "-q", "--no-report").exit_code == 0
     assert run("spectrum", b, "-q", "--no-report").exit_code == 0
     assert run("spectrum", a, "-q", "--no-report").exit_code == 0  # the same input reuses its folder
     folders = sorted(p.name for p in (tmp_path / "reports").iterdir() if not p.name.startswith("."))
-    assert len(folders) == 2 and folders[0] == "spectrum-lora" and folders[1].startswith("spectrum-lora-"), folders
-    paths = {json.loads((tmp_path / "reports" / f / "summary.json").read_text())["inputs"][0]["path"] for f in folders}
+    assert len(folders) == 2 and folders[0] == "spectrum-lora", folders
+    assert folders[1].startswith("spectrum-lora-"), folders
+    summaries = [json.loads((tmp_path / "reports" / f / "summary.json").read_text()) for f in folders]
+    paths = {s["inputs"][0]["path"] for s in summaries}
     assert paths == {str(a.resolve()), str(b.resolve())}
 
 
@@ -330,18 +336,13 @@ def test_an_existing_file_as_out_is_refused(tmp_path):
 
 # ---- exit codes of the CLI ---------------------------------------------------------------------------------
 
-def _cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lorascope.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300, **kw)
-
-
 @pytest.mark.slow
 def test_a_closed_stdout_is_a_quiet_exit(tmp_path):
     ad = adapter(tmp_path)
     out = tmp_path / "out"
     status = subprocess.run(f"set -o pipefail; {sys.executable} -m lorascope.cli spectrum {ad} --out {out} "
-                            "| head -c 10 > /dev/null", shell=True, executable="/bin/bash", capture_output=True,
-                            text=True, timeout=300)
+                            "| head -c 10 > /dev/null", shell=True, executable="/bin/bash",
+                            capture_output=True, text=True, timeout=300)
     assert status.returncode == 0, status.stderr
     assert "Traceback" not in status.stderr and "BrokenPipe" not in status.stderr, status.stderr
     assert (out / "report.html").is_file()  # the work was finished; only the printing stopped
@@ -384,7 +385,8 @@ def test_a_second_run_into_a_locked_folder_is_refused_with_exit_2(tmp_path):
     ad = adapter(tmp_path)
     out = tmp_path / "out"
     with FileLock(str(tmp_path / ".out.lorascope-lock")):
-        holder = subprocess.run([sys.executable, "-m", "lorascope.cli", "spectrum", str(ad), "--out", str(out), "-q"],
-                                capture_output=True, text=True, timeout=300, env={**os.environ, "LORASCOPE_WAIT": "0"})
+        holder = subprocess.run([sys.executable, "-m", "lorascope.cli", "spectrum", str(ad), "--out",
+                                 str(out), "-q"], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "LORASCOPE_WAIT": "0"})
     assert holder.returncode == 2 and "another lorascope run is writing" in holder.stderr
     assert not out.exists()

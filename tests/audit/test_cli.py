@@ -95,7 +95,8 @@ def test_unknown_model_type_and_missing_shape_keys(tmp_path):
     assert "hidden_size" not in res.output.split("does not set")[1].split(";")[0]
 
 
-@pytest.mark.parametrize("change, message", [  # sizes are checked when the config is read, before transformers
+# sizes are checked when the config is read, before transformers
+@pytest.mark.parametrize("change, message", [
     ({"hidden_size": "64"}, "'hidden_size' is '64'; expected a whole number from 0 to"),
     ({"num_hidden_layers": 2.5}, "'num_hidden_layers' is 2.5; expected a whole number"),
     ({"intermediate_size": -128}, "'intermediate_size' is -128; expected a whole number"),

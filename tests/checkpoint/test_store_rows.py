@@ -1,4 +1,5 @@
-"""TensorStore.get_rows: row blocks of a matrix, equal to the same rows of the whole tensor, read without the rest."""
+"""TensorStore.get_rows: row blocks of a matrix, equal to the same rows of the whole tensor, read without the
+rest."""
 
 import numpy as np
 import pytest
@@ -45,8 +46,8 @@ def test_rows_of_a_sharded_store(tmp_path):
     a, b = _matrix((8, 4), torch.float32), _matrix((5, 3), torch.bfloat16, 2)
     save_st(tmp_path / "s1.safetensors", {"a": a})
     save_st(tmp_path / "s2.safetensors", {"b": b})
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors",
-                                                                                      "b": "s2.safetensors"}}))
+    index = {"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     store = open_store(tmp_path)
     np.testing.assert_array_equal(store.get_rows("b", 1, 4), b.float().numpy()[1:4])
     np.testing.assert_array_equal(store.get_rows("a", 3, 8), a.numpy()[3:])

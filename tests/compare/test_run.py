@@ -46,7 +46,8 @@ def test_identical_adapters_with_differing_name_prefixes_give_phi_one(tiny):
     assert len(res.modules) == 6
     np.testing.assert_allclose(res.similarity["phi"], 1.0, atol=1e-9)
     np.testing.assert_allclose(res.modules["cosine"], 1.0, atol=1e-12)
-    with pytest.raises(LorascopeError, match="share no module"):  # paired by declared names only, not suffixes
+    # paired by declared names only, not suffixes
+    with pytest.raises(LorascopeError, match="share no module"):
         compare(a, c, side="right")
 
 

@@ -39,8 +39,9 @@ def test_sections_follow_their_files(folder):
         pd.DataFrame({"point": ["base", "truncated", "truncated", "full"], "k": [0, 1, 2, None],
                       "loss": [3.0, 2.5, 2.01, 2.0]}).to_csv(tx.stage / "functional.csv", index=False)
         info = json.loads((tx.stage / "sweep.json").read_text())
-        info["functional_pick"] = {"k": 2, "loss": 2.01, "full_loss": 2.0, "base_loss": 3.0, "tolerance": 0.05,
-                                   "within": True, "metric": "eval_loss", "recovered": 0.99}
+        info["functional_pick"] = {"k": 2, "loss": 2.01, "full_loss": 2.0, "base_loss": 3.0,
+                                   "tolerance": 0.05, "within": True, "metric": "eval_loss",
+                                   "recovered": 0.99}
         tx.file("sweep.json").write_text(json.dumps(info))
         pd.DataFrame({"run": ["a", "b", "f"], "method": ["lora", "lora", "full"], "rank": [1, 4, None],
                       "trainable_parameters": [10, 40, 500], "edit_acc": [0.5, 0.9, 1.0]}).to_csv(
