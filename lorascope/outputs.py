@@ -546,6 +546,37 @@ def writing(out: str | Path, command: str, **options: Any) -> Iterator[Output]:
         print(f"note: {text}", file=sys.stderr)
 
 
+def remove_written(out: str | Path, remove_folder: bool = False) -> None:
+    """Undo a folder lorascope wrote: remove the files its manifest lists, the manifest and the folders left
+    empty — never a file lorascope did not write — and the folder itself when ``remove_folder`` and empty."""
+    out = Path(os.path.abspath(Path(out).expanduser()))
+    with writing_lock(out):
+        for name in sorted(written_files(out), key=lambda n: n.count("/"), reverse=True):
+            target = out / name
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+            parent = target.parent
+            while parent != out:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+                parent = parent.parent
+        (out / MANIFEST).unlink(missing_ok=True)
+        if remove_folder:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+
+
+@contextlib.contextmanager
+def writing_lock(out: Path) -> Iterator[None]:
+    """The lock of ``out`` alone, for changes that are not a transaction (``remove_written``)."""
+    tx = Output(out, "lock")
+    tx._acquire()
+    try:
+        yield
+    finally:
+        tx._release()
+
+
 def atomic_file(path: str | Path, data: bytes) -> Path:
     """Replace one file atomically: written beside it under a temporary name, fsynced, then renamed over
     it."""

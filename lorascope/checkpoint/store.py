@@ -539,12 +539,13 @@ def sniff(path: Path) -> str:
     """'safetensors', 'torch', 'index' or 'unknown' from a file's first bytes, not its extension."""
     with open(path, "rb") as fh:
         head = fh.read(16)
-    if head.startswith(ZIP_MAGIC) or head[:1] == b"\x80":
-        return "torch"
+    # safetensors first: a header length whose low byte is 0x80 looks like a pickle's protocol opcode
     if len(head) >= 9:
         (n,) = struct.unpack("<Q", head[:8])
         if 1 < n <= _MAX_HEADER and head[8:].lstrip()[:1] in (b"{", b"") and 8 + n <= path.stat().st_size:
             return "safetensors"
+    if head.startswith(ZIP_MAGIC) or head[:1] == b"\x80":
+        return "torch"
     if head.lstrip()[:1] == b"{":
         return "index"
     return "unknown"

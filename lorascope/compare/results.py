@@ -93,7 +93,9 @@ def load_compare(path: str | Path) -> CompareResults:
     try:
         with open(path / SUMMARY_JSON) as fh:
             summary = json.load(fh)
-        tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if (path / name).is_file()}
+        from ..report.registry import folder_has  # a table a user put there under one of these names is not read
+
+        tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if folder_has(path, name)}
     except (OSError, ValueError) as exc:
         raise LorascopeError(f"could not read the comparison results in {path}: {exc}") from None
     return CompareResults(summary, **tables, path=path)

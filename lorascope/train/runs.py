@@ -30,7 +30,7 @@ import torch
 
 from .. import __version__
 from ..errors import LorascopeError
-from ..outputs import writing
+from ..outputs import remove_written, writing
 from .data import Task, encode, file_task, world_task
 from .folders import Base, load_base, read_task_file, save_adapter, save_tuned, write_csv, write_json
 from .lora import adaptable_modules, adapter_config, adapter_state_dict, lora_layers, merge_and_unload, peft_target_modules
@@ -255,18 +255,29 @@ def sweep(specs: list[RunSpec], base_path: Path, out: Path, copy_base: bool, pro
         The path of ``index.csv``.
     """
     rows: list[dict[str, Any]] = []
-    shared = materialize_base(base_path, out, copy_base)
-    for i, spec in enumerate(specs, 1):
-        # each finished run is committed with the index listing it, so an interrupted sweep keeps them
-        with writing(out, "train-sweep", mode="update", link=True) as tx, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # deterministic-kernel notices, once per run
-            tx.fresh(spec.run_name())  # staged as hard links: a run is rewritten from nothing
-            row = train_run(spec, shared, tx.stage / spec.run_name(), progress)
-            write_csv(tx.file(INDEX), rows + [row])
-        rows.append(row)
-        if on_run is not None:
-            on_run(i, len(specs), rows[-1])
+    existed = out.exists()
+    try:
+        shared = materialize_base(base_path, out, copy_base)
+        for i, spec in enumerate(specs, 1):
+            # each finished run is committed with the index listing it, so an interrupted sweep keeps them
+            with writing(out, "train-sweep", mode="update", link=True) as tx, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # deterministic-kernel notices, once per run
+                tx.fresh(spec.run_name())  # staged as hard links: a run is rewritten from nothing
+                row = train_run(spec, shared, tx.stage / spec.run_name(), progress)
+                write_csv(tx.file(INDEX), rows + [row])
+            rows.append(row)
+            if on_run is not None:
+                on_run(i, len(specs), rows[-1])
+    except BaseException:
+        if not rows and not _had_runs(out, existed):  # nothing finished: the base copied for it goes too
+            remove_written(out, remove_folder=not existed)
+        raise
     return out / INDEX
+
+
+def _had_runs(out: Path, existed: bool) -> bool:
+    """Whether ``out`` held finished runs before this call (an index of an earlier sweep)."""
+    return existed and (out / INDEX).is_file()
 
 
 
@@ -288,9 +299,16 @@ def train_one(spec: RunSpec, out: Path, model: Path | None = None,
               pretrain_cfg: PretrainConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """One run into ``out`` (``out/base`` holds the MiniGPT base when no ``model`` folder is given)."""
     base, copy = resolve_base(model, pretrain_cfg or PretrainConfig(), progress)
-    shared = materialize_base(base, out, copy)
-    with writing(out, "train", keep=["base"], link=True) as tx:  # the run's files are written from nothing
-        row = train_run(spec, shared, tx.stage, progress)
+    existed = out.exists() and (out / METRICS).is_file()
+    fresh = not out.exists()
+    try:
+        shared = materialize_base(base, out, copy)
+        with writing(out, "train", keep=["base"], link=True) as tx:  # the run's files are written from nothing
+            row = train_run(spec, shared, tx.stage, progress)
+    except BaseException:
+        if not existed:  # a failed first run leaves nothing that would block the same --out next time
+            remove_written(out, remove_folder=fresh)
+        raise
     return {**row, "folder": tx.path.name}
 
 

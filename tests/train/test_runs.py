@@ -26,7 +26,8 @@ def spec(method: str = "lora", **kw) -> RunSpec:
 def test_lora_run_folder(tiny_base, tmp_path):
     out = tmp_path / "r2"
     row = train_run(spec(), tiny_base, out)
-    assert {p.name for p in out.iterdir()} == {"tuned", "adapter", "metrics.json", "history.csv", "rank_history.csv"}
+    assert {p.name for p in out.iterdir()} == {"tuned", "adapter", "metrics.json", "history.csv", "rank_history.csv",
+                                               ".lorascope-manifest.json"}
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "lora" and m["options"]["rank"] == 2 and m["lora"]["scale"] == 2.0
     assert m["lora"]["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"] and m["lora"]["modules"] == 8
@@ -169,5 +170,6 @@ def test_failed_sweep_leaves_nothing_behind_and_keeps_finished_runs(tiny_base, t
 
     with pytest.raises(LorascopeError, match="match no linear module"):
         sweep([spec(rank=1), spec(rank=2, targets="qkv")], tiny_base, out, copy_base=True)
-    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv"}  # the failed run is gone
+    # the failed run is gone
+    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv", ".lorascope-manifest.json"}
     assert pd.read_csv(out / "index.csv")["run"].tolist() == ["lora-r1-attn"]
