@@ -336,7 +336,6 @@ def test_an_existing_file_as_out_is_refused(tmp_path):
 
 # ---- exit codes of the CLI ---------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_a_closed_stdout_is_a_quiet_exit(tmp_path):
     ad = adapter(tmp_path)
     out = tmp_path / "out"

@@ -26,8 +26,7 @@ def spec(method: str = "lora", **kw) -> RunSpec:
 def test_lora_run_folder(tiny_base, tmp_path):
     out = tmp_path / "r2"
     row = train_run(spec(), tiny_base, out)
-    assert {p.name for p in out.iterdir()} == {"tuned", "adapter", "metrics.json", "history.csv", "rank_history.csv",
-                                               ".lorascope-manifest.json"}
+    assert {p.name for p in out.iterdir()} == {"tuned", "adapter", "metrics.json", "history.csv", "rank_history.csv"}
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "lora" and m["options"]["rank"] == 2 and m["lora"]["scale"] == 2.0
     assert m["lora"]["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"] and m["lora"]["modules"] == 8
