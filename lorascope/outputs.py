@@ -232,8 +232,7 @@ class Output:
         self.command, self.mode, self.link = command, mode, link
         self.keep, self.dropped = list(keep), list(drop)
         self.inputs = _INPUT_KEYS.get(self.path) or [str(i) for i in inputs]
-        env_wait = os.environ.get("LORASCOPE_WAIT")
-        self.wait = float(env_wait) if wait is None and env_wait else (wait or 0.0)
+        self.wait = _wait_seconds() if wait is None else wait
         self.generation = uuid.uuid4().hex
         self.stage = self.parent / f".{self.path.name}{INTERNAL}stage-{self.generation[:12]}"
         self.journal = self.parent / f".{self.path.name}{INTERNAL}journal.json"
@@ -445,6 +444,20 @@ class Output:
         for stale in self.parent.glob(f"{glob_escape(prefix)}*"):
             if stale.is_dir() and stale != self.stage:
                 _remove_stage_tree(stale)
+
+
+def _wait_seconds() -> float:
+    """``LORASCOPE_WAIT``: how many seconds a run waits for another run's lock (default 0: refuse at once)."""
+    text = os.environ.get("LORASCOPE_WAIT", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise LorascopeError(f"LORASCOPE_WAIT={text!r} is not a number of seconds; give e.g. 0 or 600.")
+    return value
 
 
 def glob_escape(text: str) -> str:

@@ -389,3 +389,18 @@ def test_a_second_run_into_a_locked_folder_is_refused_with_exit_2(tmp_path):
                                 env={**os.environ, "LORASCOPE_WAIT": "0"})
     assert holder.returncode == 2 and "another lorascope run is writing" in holder.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_lorascope_wait_is_a_clean_error(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("LORASCOPE_WAIT", value)
+    res = run("spectrum", adapter(tmp_path), "--out", tmp_path / "out", "-q")
+    assert res.exit_code == 2 and "LORASCOPE_WAIT" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["lots", "-5G", "0"])
+def test_a_bad_lorascope_max_read_is_a_clean_error(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("LORASCOPE_MAX_READ", value)
+    res = run("spectrum", adapter(tmp_path), "--out", tmp_path / "out", "-q")
+    assert res.exit_code == 2 and "LORASCOPE_MAX_READ" in res.output and "Traceback" not in res.output
