@@ -134,6 +134,13 @@ def main() -> None:
         rows.append((label, med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
     med, runs = median_run([sys.executable, __file__, "--plain-worker", str(base), str(tuned)], args.repeats)
     rows.append(("plain loop (float32 ΔW, torch svdvals)", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
+    gpu = _gpu_name()
+    if gpu:  # on a GPU the matrix is read whole (host RSS grows with it) and decomposed there
+        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(work / "out-gpu"), "-q",
+                                "--no-report", "--device", "cuda"], args.repeats)
+        rows.append((f"lorascope --device cuda ({gpu})", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
+    else:
+        print("no CUDA GPU visible to torch: the GPU row is omitted")
 
     hb, ht = claim_huge(work)
     huge = run([cmd, "spectrum", str(hb), str(ht), "--out", str(work / "out-huge"), "-q", "--no-report",
@@ -154,6 +161,15 @@ def main() -> None:
     print(f"max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: {np.max(np.abs(got - ref)) / ref[0]:.1e}")
     print(f"max |σ − planted| / σ1 (includes float32 storage rounding): {np.max(np.abs(got - planted)) / planted[0]:.1e}")
     print(f"max |σ64 − planted| / σ1 (the storage rounding alone): {np.max(np.abs(ref - planted)) / planted[0]:.1e}")
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    except ImportError:
+        return None
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Block sizes depend on the matrix's shape only — not on the budget, the number 
 the rounding of every sum, and therefore every number, is the same however the work is run. A background
 thread reads the next blocks while the current one is multiplied.
 
-Row reads use ``TensorStore.get_rows(key, start, stop)`` where the store has it, else the local
-``read_rows`` below (byte ranges of a safetensors file, slices of a memory-mapped torch pickle).
+Row reads use ``TensorStore.get_rows(key, start, stop)``; one expert of a stacked (E, R, C) tensor, which that
+API reads as E rows, by the byte range of its rows (``_expert_rows``).
 """
 
 from __future__ import annotations
@@ -106,17 +106,19 @@ def read_rows(ref: TensorRef, start: int, stop: int) -> np.ndarray:
     info = store.info(ref.key)
     rows, per_row = _row_elems(info.shape, ref.index)
     offset = 0 if ref.index is None else ref.index * rows
-    if ref.index is None and callable(getattr(store, "get_rows", None)):
+    if ref.index is None:
         arr = np.asarray(store.get_rows(ref.key, start, stop))
     else:
-        arr = _read_rows(store, ref.key, offset + start, offset + stop, per_row)
+        arr = _expert_rows(store, ref.key, offset + start, offset + stop, per_row)
     return arr.reshape(stop - start, per_row)
 
 
-def _read_rows(store: Any, key: str, start: int, stop: int, per_row: int) -> np.ndarray:
+def _expert_rows(store: Any, key: str, start: int, stop: int, per_row: int) -> np.ndarray:
+    """Rows [start, stop) of a stacked tensor seen as (E·R, C): a byte range of a safetensors file, a slice of a
+    memory-mapped torch pickle, else (other stores) the tensor read whole."""
     if isinstance(store, MultiFileStore):
         store._index()
-        return _read_rows(store.parts[store._owner[key]], key, start, stop, per_row)
+        return _expert_rows(store.parts[store._owner[key]], key, start, stop, per_row)
     info = store.info(key)
     if isinstance(store, SafetensorsFile):
         store._index()

@@ -55,22 +55,28 @@ def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, b
 
     if len(inputs) > 2:
         raise LorascopeError(f"spectrum takes one input (an adapter) or two (BASE and TUNED/ADAPTER), got {len(inputs)}.")
+    from ..outputs import writing
+    from ..report import REPORT_HTML, write_report
+
     first, second = inputs[0], inputs[1] if len(inputs) == 2 else None
     out = check_out(out or default_out("spectrum", *inputs))
-    results = analyze(
-        first, second,
-        format=None if fmt == "auto" else fmt,
-        base_format=None if base_format == "auto" else base_format,
-        progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision, device=device, workers=workers,
-        include=include, exclude=exclude, seed=seed, memory=memory,
-    )
-    results.save(out)
+    with writing(out, "spectrum", inputs=[str(p.resolve()) for p in inputs]) as tx:
+        results = analyze(
+            first, second,
+            format=None if fmt == "auto" else fmt,
+            base_format=None if base_format == "auto" else base_format,
+            progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision,
+            device=device, workers=workers, include=include, exclude=exclude, seed=seed, memory=memory,
+        )
+        tx.keep_files(results.save_options(out)["keep"])
+        results.write(tx.stage)
+        if not no_report:
+            if not quiet:
+                click.echo("rendering the report …", err=True)
+            write_report(results, tx.stage / REPORT_HTML)
+    results.path = tx.path
     if not quiet:
         print_summary(results)
     wrote(out)
     if not no_report:
-        from ..report import render_report
-
-        if not quiet:
-            click.echo("rendering the report …", err=True)
-        wrote(render_report(results), "report")
+        wrote(out / REPORT_HTML, "report")
