@@ -131,7 +131,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--dense-layers", type=int, default=1, help="layers the dense baseline runs on (then extrapolated)")
+    ap.add_argument("--dense-layers", type=int, default=1,
+                    help="layers the dense baseline runs on (then extrapolated); 0 leaves its row out")
     ap.add_argument("--ref-layers", type=int, default=1, help="layers with a dense float64 reference")
     ap.add_argument("--gradience", default=None, help="path of the gradience command (default: from PATH)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the adapter and outputs (default: temporary)")
@@ -152,25 +153,27 @@ def main() -> None:
 
     load_before = os.getloadavg()
     lorascope_cmd = which("lorascope") or "lorascope"
-    out = work / "lorascope-out"
+    out = fresh(work / "lorascope-out")
     cmd = [lorascope_cmd, "spectrum", str(adapter), "--out", str(out), "-q", "--no-report"]
     med, runs = median_run(cmd, args.repeats)
     rows.append(("lorascope (factored)", med.seconds, "measured", med.peak_rss_mb, max_rel_err(lorascope_sigmas(adapter), ref)))
     lorascope_runs = [r.seconds for r in runs]
 
-    npz = work / "dense.npz"
-    cmd = [sys.executable, __file__, "--dense-worker", str(adapter), str(args.dense_layers), str(npz)]
-    med, _ = median_run(cmd, max(1, min(args.repeats, 3)))
-    data = np.load(npz)
-    per_module = json.loads(str(data["seconds"]))
-    by_type = {mod: np.mean([t for k, t in per_module.items() if k.endswith(mod)]) for mod in SHAPES}
-    svd_total = sum(by_type.values()) * args.layers
-    measured_svd = sum(per_module.values())
-    dense_total = med.seconds - measured_svd + svd_total
-    dense_sig = {k.replace("/", "."): data[k] for k in data.files if k != "seconds"}
-    ref_dense = {k: v for k, v in ref.items() if k in dense_sig}
-    rows.append(("dense s·B@A + svdvals (float32)", dense_total, f"extrapolated from {args.dense_layers} layer(s)",
-                 med.peak_rss_mb, max_rel_err(dense_sig, ref_dense)))
+    by_type: dict[str, float] = {}
+    if args.dense_layers > 0:
+        npz = work / "dense.npz"
+        cmd = [sys.executable, __file__, "--dense-worker", str(adapter), str(args.dense_layers), str(npz)]
+        med, _ = median_run(cmd, max(1, min(args.repeats, 3)))
+        data = np.load(npz)
+        per_module = json.loads(str(data["seconds"]))
+        by_type = {mod: np.mean([t for k, t in per_module.items() if k.endswith(mod)]) for mod in SHAPES}
+        svd_total = sum(by_type.values()) * args.layers
+        measured_svd = sum(per_module.values())
+        dense_total = med.seconds - measured_svd + svd_total
+        dense_sig = {k.replace("/", "."): data[k] for k in data.files if k != "seconds"}
+        ref_dense = {k: v for k, v in ref.items() if k in dense_sig}
+        rows.append(("dense s·B@A + svdvals (float32)", dense_total, f"extrapolated from {args.dense_layers} layer(s)",
+                     med.peak_rss_mb, max_rel_err(dense_sig, ref_dense)))
 
     gradience = which("gradience", args.gradience)
     gradience_runs: list[float] = []
@@ -185,7 +188,7 @@ def main() -> None:
 
     gpu = _gpu_name()
     if gpu:
-        out_gpu = work / "lorascope-gpu"
+        out_gpu = fresh(work / "lorascope-gpu")
         med, _ = median_run([lorascope_cmd, "spectrum", str(adapter), "--out", str(out_gpu), "-q", "--no-report",
                              "--device", "cuda"], args.repeats)
         rows.append((f"lorascope --device cuda ({gpu})", med.seconds, "measured", med.peak_rss_mb,
@@ -206,10 +209,21 @@ def main() -> None:
     base = rows[0][1]
     print(f"\nlorascope runs (s): {' '.join(f'{t:.2f}' for t in lorascope_runs)}" +
           (f"; gradience runs (s): {' '.join(f'{t:.2f}' for t in gradience_runs)}" if gradience_runs else ""))
-    print(f"speed-up of lorascope over dense: {rows[1][1] / base:.0f}x" +
-          (f"; over gradience: {rows[2][1] / base:.1f}x" if gradience else ""))
-    per_type = ", ".join(f"{m.split('.')[-1]} {t * 1e3:.0f} ms" for m, t in by_type.items())
-    print(f"dense svdvals per module: {per_type}")
+    by_name = {r[0]: r[1] for r in rows}
+    speedups = [f"over {name}: {by_name[name] / base:.1f}x" for name in ("dense s·B@A + svdvals (float32)",
+                                                                           "gradience audit") if by_name.get(name)]
+    print("speed-up of lorascope " + "; ".join(speedups))
+    if by_type:
+        per_type = ", ".join(f"{m.split('.')[-1]} {t * 1e3:.0f} ms" for m, t in by_type.items())
+        print(f"dense svdvals per module: {per_type}")
+
+
+def fresh(folder: Path) -> Path:
+    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _gpu_name() -> str | None:

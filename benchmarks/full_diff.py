@@ -158,6 +158,14 @@ def lorascope_sigmas(base: Path, tuned: Path, device: str = "cpu") -> tuple[dict
     return {k: np.asarray(v, np.float64) for k, v in res.spectra.items()}, floor
 
 
+def fresh(folder: Path) -> Path:
+    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 def gpu_name() -> str | None:
     try:
         import torch
@@ -196,7 +204,7 @@ def main() -> None:
     lorascope_cmd = which("lorascope") or "lorascope"
     sig, floor = lorascope_sigmas(base, tuned)
     for label, extra in (("lorascope (float64, streamed Gram)", []), ("lorascope --workers 2", ["--workers", "2"])):
-        out = work / ("out-" + "".join(ch if ch.isalnum() else "-" for ch in label))
+        out = fresh(work / ("out-" + "".join(ch if ch.isalnum() else "-" for ch in label)))
         med, runs = median_run([lorascope_cmd, "spectrum", str(base), str(tuned), "--out", str(out), "-q",
                                 "--no-report", "--device", "cpu", *extra], args.repeats)
         rows.append((label, med.seconds, [r.seconds for r in runs], med.peak_rss_mb, max_error(sig, ref)))
@@ -222,7 +230,7 @@ def main() -> None:
 
     gpu = gpu_name()
     if gpu:
-        out = work / "out-gpu"
+        out = fresh(work / "out-gpu")
         gsig, _ = lorascope_sigmas(base, tuned, device="cuda")
         med, runs = median_run([lorascope_cmd, "spectrum", str(base), str(tuned), "--out", str(out), "-q",
                                 "--no-report", "--device", "cuda"], args.repeats)

@@ -129,21 +129,21 @@ def main() -> None:
     cmd = which("lorascope") or "lorascope"
     rows = []
     for label, extra in (("lorascope (default budget)", []), ("lorascope --memory 768M", ["--memory", "768M"])):
-        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(work / "out"), "-q", "--no-report",
+        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(fresh(work / "out")), "-q", "--no-report",
                                 "--device", "cpu", *extra], args.repeats)
         rows.append((label, med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
     med, runs = median_run([sys.executable, __file__, "--plain-worker", str(base), str(tuned)], args.repeats)
     rows.append(("plain loop (float32 ΔW, torch svdvals)", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
     gpu = _gpu_name()
     if gpu:  # on a GPU the matrix is read whole (host RSS grows with it) and decomposed there
-        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(work / "out-gpu"), "-q",
+        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(fresh(work / "out-gpu")), "-q",
                                 "--no-report", "--device", "cuda"], args.repeats)
         rows.append((f"lorascope --device cuda ({gpu})", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
     else:
         print("no CUDA GPU visible to torch: the GPU row is omitted")
 
     hb, ht = claim_huge(work)
-    huge = run([cmd, "spectrum", str(hb), str(ht), "--out", str(work / "out-huge"), "-q", "--no-report",
+    huge = run([cmd, "spectrum", str(hb), str(ht), "--out", str(fresh(work / "out-huge")), "-q", "--no-report",
                 "--device", "cpu", "--memory", "8G"])
     load_after = os.getloadavg()
 
@@ -161,6 +161,14 @@ def main() -> None:
     print(f"max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: {np.max(np.abs(got - ref)) / ref[0]:.1e}")
     print(f"max |σ − planted| / σ1 (includes float32 storage rounding): {np.max(np.abs(got - planted)) / planted[0]:.1e}")
     print(f"max |σ64 − planted| / σ1 (the storage rounding alone): {np.max(np.abs(ref - planted)) / planted[0]:.1e}")
+
+
+def fresh(folder: Path) -> Path:
+    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _gpu_name() -> str | None:

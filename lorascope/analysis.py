@@ -32,6 +32,7 @@ from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
 from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, build, filter_names, plan_deltas, vector_update
 from .delta import fetch as read_delta
 from .errors import LorascopeError
+from .limits import check_read
 from .linalg import PRECISIONS, Blocks, resolve_device, sum_squares, svd
 from .metrics import module_metrics
 from .names import split_name
@@ -128,6 +129,9 @@ def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
     """
     if streams(d, opts):
         return Streamed(d)
+    for ref in [*d.parts.values(), *([d.base] if d.base is not None else [])]:  # each tensor is read whole
+        info = ref.store.info(ref.key)
+        check_read(info.nbytes, f"{ref.store.path}: tensor {ref.key} {list(info.shape)} {info.dtype}")
     need, budget = in_memory_bytes(d, opts), opts.budget()
     if need > budget:
         m, n = d.shape

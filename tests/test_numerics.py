@@ -163,7 +163,7 @@ def test_floor_discards_the_error_tail_of_a_float32_torch_svd():
     above the true float32 storage noise; its floor ε32·max(m, n)·σ1 keeps gd_rank at the planted 8."""
     from lorascope.linalg import exact_floor
 
-    n = 768
+    n = 384
     w = torch.randn(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / n**0.5
     dw = ((w + torch.tensor(planted(n, n, SIGNAL, seed=0))).float() - w.float())
     s = torch.linalg.svdvals(dw).double().numpy()
