@@ -23,13 +23,23 @@ from .results import Results, load_results
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["energy", "figure", "heatmaps", "magnitude_profile", "magnitudes", "names", "spectra", "sweep",
-           "sweep_params", "training"]
+__all__ = [
+    "energy",
+    "figure",
+    "heatmaps",
+    "magnitude_profile",
+    "magnitudes",
+    "names",
+    "spectra",
+    "sweep",
+    "sweep_params",
+    "training",
+]
 
 
 def _show_in_notebooks() -> None:
-    """In an IPython session, display a ``Figure`` as PNG, as ``%matplotlib inline`` would: these figures are
-    built without pyplot, which is what registers that display otherwise. A formatter already there is kept."""
+    """In an IPython session, display a ``Figure`` as PNG, as ``%matplotlib inline`` would: these figures
+    are built without pyplot, which is what registers that display otherwise. A formatter there is kept."""
     import sys
 
     ipython = sys.modules.get("IPython")
@@ -71,7 +81,9 @@ def figure(results: Results | str | Path, name: str) -> Figure:
     """
     blocks = _blocks(_results(results))
     if name not in blocks:
-        raise KeyError(f"no figure named {name!r} for these results; they have: {', '.join(blocks) or 'none'}")
+        raise KeyError(
+            f"no figure named {name!r} for these results; they have: {', '.join(blocks) or 'none'}"
+        )
     _show_in_notebooks()
     return blocks[name].draw()
 
@@ -112,5 +124,5 @@ def sweep_params(results: Results | str | Path) -> Figure:
 
 
 def training(results: Results | str | Path) -> Figure:
-    """Effective rank, energy and magnitude per module type against the training step (``lorascope.callbacks``)."""
-    return figure(results, "training")
+    """Effective rank, energy and magnitude per module type against the step (``lorascope.callbacks``)."""
+    return figure(results, "training_spectra")

@@ -67,7 +67,8 @@ def spectra_series(spectra: Any) -> pd.Series:
     values = np.empty(len(items), dtype=object)  # filled one by one: equal-length arrays must not become 2-D
     for i, (_, v) in enumerate(items):
         values[i] = v
-    return pd.Series(values, index=pd.Index([k for k, _ in items], dtype=object, name="name"), name="singular_values")
+    index = pd.Index([k for k, _ in items], dtype=object, name="name")
+    return pd.Series(values, index=index, name="singular_values")
 
 
 def _missing(v: Any) -> bool:
@@ -86,7 +87,7 @@ class Results:
 
     def __post_init__(self) -> None:
         """``spectra`` as a pandas Series indexed by module name, each value that module's σ array (so
-        ``spectra[name]``, ``.items()`` and ``name in spectra`` read as from a dict, and notebooks get pandas)."""
+        ``spectra[name]``, ``.items()`` and ``name in spectra`` read as from a dict; notebooks get pandas)."""
         if not isinstance(self.spectra, pd.Series):
             self.spectra = spectra_series(self.spectra)
 
@@ -97,7 +98,7 @@ class Results:
         return results_html(self)
 
     def figure(self, name: str):
-        """One of the report's figures as a matplotlib ``Figure`` (``lorascope.figures.names(results)`` lists them).
+        """One of the report's figures as a matplotlib ``Figure`` (``lorascope.figures.names`` lists them).
 
         Raises:
             KeyError: these results have no figure of that name.
@@ -107,7 +108,7 @@ class Results:
         return figure(self, name)
 
     def training(self) -> pd.DataFrame | None:
-        """The spectra recorded during training (``training_spectra.csv``: one row per step and module), or None
+        """The spectra recorded during training (``training_spectra.csv``: a row per step and module), or None
         where the results folder holds none (``lorascope.callbacks``)."""
         from .callbacks import read_training
 

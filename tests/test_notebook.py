@@ -33,7 +33,9 @@ def test_modules_and_spectra_are_pandas_and_read_like_before(results, tmp_path):
     name = results.modules["name"].iloc[0]
     assert name in results.spectra and list(results.spectra.index) == list(results.modules["name"])
     np.testing.assert_array_equal(results.spectra[name], results.spectrum(name))
-    assert results.spectra[name].shape == (4,) and dict(results.spectra.items()).keys() == set(results.spectra.index)
+    assert results.spectra[name].shape == (4,) and dict(results.spectra.items()).keys() == set(
+        results.spectra.index
+    )
     reloaded = load_results(results.save(tmp_path / "saved"))
     assert isinstance(reloaded.spectra, pd.Series)
     np.testing.assert_allclose(reloaded.spectra[name], results.spectra[name], rtol=1e-6)
@@ -48,13 +50,27 @@ def test_results_show_headline_cards_and_main_figures(results):
 
 def test_every_report_figure_is_a_function_returning_a_figure(results):
     have = figures.names(results)
-    assert have == ["heatmaps", "spectra", "energy", "magnitude_distribution", "magnitude_profile", "sweep_error",
-                    "sweep_params"]
-    for f in (figures.heatmaps, figures.spectra, figures.energy, figures.magnitudes, figures.magnitude_profile,
-              figures.sweep, figures.sweep_params):
+    assert have == [
+        "heatmaps",
+        "spectra",
+        "energy",
+        "magnitude_distribution",
+        "magnitude_profile",
+        "sweep_error",
+        "sweep_params",
+    ]
+    for f in (
+        figures.heatmaps,
+        figures.spectra,
+        figures.energy,
+        figures.magnitudes,
+        figures.magnitude_profile,
+        figures.sweep,
+        figures.sweep_params,
+    ):
         assert isinstance(f(results), Figure)
     assert isinstance(results.figure("energy"), Figure)
-    with pytest.raises(KeyError, match="no figure named 'training'.*they have: heatmaps"):
+    with pytest.raises(KeyError, match="no figure named 'training_spectra'.*they have: heatmaps"):
         figures.training(results)
 
 
@@ -64,8 +80,9 @@ def test_the_example_notebook_runs(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("peft")
     nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-                            ).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]

@@ -132,7 +132,9 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
 }
 
 
-def open_checkpoint(path: str | Path, format: str | None = None, revision: str | None = None) -> Weights | Adapter:
+def open_checkpoint(
+    path: str | Path, format: str | None = None, revision: str | None = None
+) -> Weights | Adapter:
     """Open a checkpoint or adapter; the format is detected from content unless given.
 
     Args:

@@ -33,8 +33,17 @@ from ..errors import LorascopeError
 HF_PREFIX = "hf://"
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 NEEDS = ("weights", "config")  # what a command reads: tensors, or a model's config.json alone
-CONNECTION_ERRORS = {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "TimeoutException",
-                     "Timeout", "OfflineModeIsEnabled", "ProxyError", "NetworkError"}
+CONNECTION_ERRORS = {
+    "ConnectError",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutException",
+    "Timeout",
+    "OfflineModeIsEnabled",
+    "ProxyError",
+    "NetworkError",
+}
 _TRUE = {"1", "on", "yes", "true"}
 
 
@@ -61,7 +70,7 @@ class Resolved:
 
 
 def looks_like_repo_id(text: str) -> bool:
-    """Whether ``text`` has the form of a Hub model id: ``name`` or ``namespace/name`` (huggingface_hub's rules)."""
+    """Whether ``text`` has the form of a Hub model id, ``name`` or ``namespace/name`` (its validator)."""
     text = str(text)
     if not text or text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1:
         return False
@@ -76,38 +85,47 @@ def looks_like_repo_id(text: str) -> bool:
     return True
 
 
-def resolve(spec: str | Path, revision: str | None = None, need: str = "weights", progress: bool = True) -> Resolved:
+def resolve(
+    spec: str | Path, revision: str | None = None, need: str = "weights", progress: bool = True
+) -> Resolved:
     """A local path as it is, or a Hub id resolved to its snapshot folder in the local cache.
 
     Args:
-        spec: a path, a Hub id (``org/name``), or ``hf://org/name`` (the Hub even when a local path reads the same).
+        spec: a path, a Hub id (``org/name``), or ``hf://org/name`` (the Hub even when a local path reads the
+            same).
         revision: a branch, tag or commit of the Hub repo (default: its main branch).
-        need: 'weights' (config and weight files) or 'config' (config.json alone; an adapter repo's adapter files).
+        need: 'weights' (config and weight files) or 'config' (config.json alone; an adapter repo's adapter
+            files).
         progress: show huggingface_hub's download progress bars.
 
     Raises:
-        LorascopeError: the path does not exist and is no Hub id; the repo, revision or a needed file cannot be
-            found (online or in the cache); ``revision`` is given for a local path.
+        LorascopeError: the path does not exist and is no Hub id; the repo, revision or a needed file cannot
+            be found (online or in the cache); ``revision`` is given for a local path.
     """
     if need not in NEEDS:
         raise ValueError(f"need must be one of {NEEDS}, got {need!r}")
     text = str(spec)
     if text.startswith(HF_PREFIX):
-        repo_id = text[len(HF_PREFIX):].strip("/")
+        repo_id = text[len(HF_PREFIX) :].strip("/")
         if not looks_like_repo_id(repo_id):
-            raise LorascopeError(f"{text} is not a Hub model id: expected hf://namespace/name (e.g. hf://gpt2 or "
-                                 "hf://meta-llama/Llama-2-7b-hf).")
+            raise LorascopeError(
+                f"{text} is not a Hub model id: expected hf://namespace/name (e.g. hf://gpt2 or "
+                "hf://meta-llama/Llama-2-7b-hf)."
+            )
         return _from_hub(repo_id, revision, need, progress)
     local = Path(text).expanduser()
     if local.exists():
         if revision is not None:
             raise LorascopeError(
-                f"--revision {revision} applies to Hugging Face Hub ids, but {text} is a local path (used as found). "
-                f"Leave --revision out, or write hf://{text} to read the Hub repo of that name.")
+                f"--revision {revision} applies to Hugging Face Hub ids, but {text} is a local path (used as "
+                f"found). Leave --revision out, or write hf://{text} to read the Hub repo of that name."
+            )
         note = None
         if looks_like_repo_id(text):
-            note = (f"{text}: read the local {'folder' if local.is_dir() else 'file'} {local.resolve()}, not the "
-                    f"Hugging Face Hub repo of the same name (write hf://{text} for the Hub)")
+            note = (
+                f"{text}: read the local {'folder' if local.is_dir() else 'file'} {local.resolve()}, not the "
+                f"Hugging Face Hub repo of the same name (write hf://{text} for the Hub)"
+            )
         return Resolved(local, note=note)
     if not looks_like_repo_id(text):
         raise LorascopeError(f"{local} does not exist.")
@@ -120,7 +138,7 @@ def origin(path: str | Path) -> dict[str, str] | None:
     parts = Path(path).parts
     for i in range(len(parts) - 2):
         if parts[i].startswith("models--") and parts[i + 1] == "snapshots" and COMMIT.match(parts[i + 2]):
-            return {"repo_id": parts[i][len("models--"):].replace("--", "/"), "commit": parts[i + 2]}
+            return {"repo_id": parts[i][len("models--") :].replace("--", "/"), "commit": parts[i + 2]}
     return None
 
 
@@ -145,8 +163,10 @@ def select_files(files: list[str], need: str, read_json: Callable[[str], Any], w
     if ADAPTER_CONFIG in root:
         weights = [f for f in ADAPTER_WEIGHTS if f in root][:1]
         if not weights:
-            raise LorascopeError(f"{where} has an {ADAPTER_CONFIG} but no adapter weights: expected one of "
-                                 f"{', '.join(ADAPTER_WEIGHTS)} at the top of the repo.")
+            raise LorascopeError(
+                f"{where} has an {ADAPTER_CONFIG} but no adapter weights: expected one of "
+                f"{', '.join(ADAPTER_WEIGHTS)} at the top of the repo."
+            )
         return [ADAPTER_CONFIG, *weights]
     chosen = ["config.json"] if "config.json" in root else []
     if need == "config" and chosen:
@@ -161,7 +181,9 @@ def select_files(files: list[str], need: str, read_json: Callable[[str], Any], w
     shown = ", ".join(root[:8]) + (" …" if len(root) > 8 else "") if root else "no files at its top level"
     raise LorascopeError(
         f"{where} holds no weights lorascope reads: expected model.safetensors (or a sharded index), "
-        f"pytorch_model.bin, an adapter_config.json with adapter weights, or *.safetensors files; found {shown}.")
+        "pytorch_model.bin, an adapter_config.json with adapter weights, or *.safetensors files; "
+        f"found {shown}."
+    )
 
 
 def _shards(index: Any, name: str, where: str) -> list[str]:
@@ -181,7 +203,7 @@ def offline() -> bool:
 
 
 def cache_dir() -> Path:
-    """The Hub cache folder as the environment gives it now: HF_HUB_CACHE, else HF_HOME/hub, else the default."""
+    """The Hub cache folder as the environment sets it now: HF_HUB_CACHE, else HF_HOME/hub, else default."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
@@ -195,8 +217,10 @@ def _hub() -> Any:
     try:
         import huggingface_hub
     except ImportError:
-        raise LorascopeError("reading a Hugging Face Hub id needs the huggingface_hub package: "
-                             "pip install huggingface_hub (or give a local path).") from None
+        raise LorascopeError(
+            "reading a Hugging Face Hub id needs the huggingface_hub package: "
+            "pip install huggingface_hub (or give a local path)."
+        ) from None
     return huggingface_hub
 
 
@@ -216,37 +240,53 @@ def _from_hub(repo_id: str, revision: str | None, need: str, progress: bool) -> 
             raise
         reason = f"the Hub could not be reached ({_first_line(exc)})"
         found = _from_cache(repo_id, revision, need, where, reason)
-        return Resolved(found.path, found.repo_id, found.commit, f"{repo_id}: {reason}; used the cached snapshot "
-                                                                  f"{found.commit}")
+        return Resolved(
+            found.path,
+            found.repo_id,
+            found.commit,
+            f"{repo_id}: {reason}; used the cached snapshot {found.commit}",
+        )
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in CONNECTION_ERRORS for cls in type(exc).__mro__) or isinstance(exc, ConnectionError)
+    return any(cls.__name__ in CONNECTION_ERRORS for cls in type(exc).__mro__) or isinstance(
+        exc, ConnectionError
+    )
 
 
 def _from_cache(repo_id: str, revision: str | None, need: str, where: str, why: str | None) -> Resolved:
     """The snapshot of ``repo_id`` at ``revision`` in the cache, holding every file the readers need."""
     hub = _hub()
-    hint = ("Run once with network access (unset HF_HUB_OFFLINE), or fetch it with "
-            f"`hf download {repo_id}{' --revision ' + revision if revision else ''}`, or give a local path.")
+    hint = (
+        "Run once with network access (unset HF_HUB_OFFLINE), or fetch it with "
+        f"`hf download {repo_id}{' --revision ' + revision if revision else ''}`, or give a local path."
+    )
     try:
-        folder = Path(hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir(), local_files_only=True))
+        folder = Path(
+            hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir(), local_files_only=True)
+        )
     except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, or an incomplete-snapshot error
         raise LorascopeError(
             f"{where} is not in the local Hugging Face cache ({cache_dir()})"
-            + (f" and {why}" if why else "") + f": {_first_line(exc)}. {hint}") from None
+            + (f" and {why}" if why else "")
+            + f": {_first_line(exc)}. {hint}"
+        ) from None
     present = sorted(p.name for p in folder.iterdir())
     try:
         wanted = select_files(present, need, lambda name: _read_json(folder / name), where)
     except LorascopeError:
         raise LorascopeError(
             f"the cached snapshot of {where} ({folder}) holds no weight file lorascope reads (it has "
-            f"{', '.join(present[:6]) or 'no files'})" + (f", and {why}" if why else "") + f". {hint}") from None
+            f"{', '.join(present[:6]) or 'no files'})" + (f", and {why}" if why else "") + f". {hint}"
+        ) from None
     missing = [f for f in wanted if not (folder / f).exists()]
     if missing:
-        raise LorascopeError(f"the cached snapshot of {where} ({folder}) lacks {', '.join(missing[:6])}"
-                             + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-                             + (f", and {why}" if why else "") + f". {hint}")
+        raise LorascopeError(
+            f"the cached snapshot of {where} ({folder}) lacks {', '.join(missing[:6])}"
+            + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            + (f", and {why}" if why else "")
+            + f". {hint}"
+        )
     return Resolved(folder, repo_id, folder.name)
 
 
@@ -267,14 +307,19 @@ def _download(repo_id: str, revision: str | None, need: str, where: str, progres
         with _progress_bars(hub, progress):
             folder = hub.snapshot_download(repo_id, revision=info.sha, cache_dir=cache, allow_patterns=wanted)
     except GatedRepoError:
-        raise LorascopeError(f"{where} is gated: accept its terms on its Hub page (https://huggingface.co/{repo_id}) "
-                             "and log in (`hf auth login`, or set HF_TOKEN).") from None
+        raise LorascopeError(
+            f"{where} is gated: accept its terms on its Hub page (https://huggingface.co/{repo_id}) "
+            "and log in (`hf auth login`, or set HF_TOKEN)."
+        ) from None
     except RevisionNotFoundError:
-        raise LorascopeError(f"{where} has no revision {revision!r}: give a branch, tag or commit it has.") from None
+        raise LorascopeError(
+            f"{where} has no revision {revision!r}: give a branch, tag or commit it has."
+        ) from None
     except RepositoryNotFoundError:
         raise LorascopeError(
-            f"{repo_id} is neither a local path nor a model on the Hugging Face Hub (a private repo needs a login: "
-            "`hf auth login` or HF_TOKEN).") from None
+            f"{repo_id} is neither a local path nor a model on the Hugging Face Hub (a private repo needs a "
+            "login: `hf auth login` or HF_TOKEN)."
+        ) from None
     return Resolved(Path(folder), repo_id, info.sha)
 
 

@@ -55,11 +55,11 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
     return path
 
 
-# ---- inputs: local paths or Hugging Face Hub ids ------------------------------------------------------------
+# ---- inputs: local paths or Hugging Face Hub ids --------------------------------------------------------
 
 
 class CheckpointPath(click.ParamType):
-    """A command-line input that is an existing path, a Hugging Face Hub id (``org/name``) or ``hf://org/name``.
+    """A command-line input: an existing path, a Hugging Face Hub id (``org/name``) or ``hf://org/name``.
 
     Kept as given (a string); ``resolve_inputs`` turns it into a local path once the revisions are known.
     """
@@ -80,7 +80,7 @@ CHECKPOINT = CheckpointPath()
 
 def resolve_input(spec: str | Path | None, revision: str | None = None, need: str = "weights",
                   quiet: bool = False) -> Path | None:
-    """A local path for one input: as given, or a Hub id's snapshot folder in the cache (fetching what is missing).
+    """A local path for one input: as given, or a Hub id's snapshot folder in the cache (fetching what lacks).
 
     Says on stderr which reading was used where an input is both a local path and a Hub id, and which repo and
     commit a Hub id resolved to (unless ``quiet``).
@@ -98,5 +98,6 @@ def resolve_input(spec: str | Path | None, revision: str | None = None, need: st
     if found.note:
         click.secho(f"note: {found.note}", err=True, fg="yellow")
     elif found.repo_id is not None and not quiet:
-        click.echo(f"{spec}: Hugging Face Hub repo {found.repo_id} at commit {found.commit} ({found.path})", err=True)
+        click.echo(f"{spec}: Hugging Face Hub repo {found.repo_id} at commit {found.commit} ({found.path})",
+                   err=True)
     return found.path

@@ -39,9 +39,9 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--head", type=click.Choice(["base", "causal-lm", "masked-lm", "seq-cls"]), default=None,
               help="Model head [default: what the config's 'architectures' names].")
 @click.option("--model", "base_model", type=CHECKPOINT, default=None,
-              help="For an adapter SOURCE: the base model's config.json or folder (or Hub id), to compare and check "
-                   "claims.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of SOURCE, when it is a Hub id.")
+              help="For an adapter SOURCE: the base model's config.json or folder (or Hub id), to compare "
+                   "and check claims.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of SOURCE, if a Hub id.")
 @click.option("--model-revision", default=None, help="Hub revision of --model, when it is a Hub id.")
 @click.option("--allow-unmatched", is_flag=True, help="Count the targets that match when some match nothing (as PEFT does).")
 @click.option("--no-master-weights", is_flag=True, help="Memory estimate without fp32 master weights.")
@@ -49,8 +49,8 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write params.json and modules.csv here.")
 @click.pass_context
 def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save, dtype, claim,
-           claim_percent, claim_total, tolerance, shapes, head, base_model, revision, model_revision, allow_unmatched,
-           no_master_weights, as_json, out):
+           claim_percent, claim_total, tolerance, shapes, head, base_model, revision, model_revision,
+           allow_unmatched, no_master_weights, as_json, out):
     """Exact LoRA parameter counts for SOURCE, with file size, training memory and claim checks.
 
     \b

@@ -58,13 +58,13 @@ def _common_options(f):
 @click.option("--format-y", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force Y's format.")
 @click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the base's format.")
-@click.option("--revision-x", default=None, help="Hub revision (branch, tag or commit) of X, when it is a Hub id.")
+@click.option("--revision-x", default=None, help="Hub revision (branch, tag or commit) of X, if a Hub id.")
 @click.option("--revision-y", default=None, help="Hub revision of Y, when it is a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of --base, when it is a Hub id.")
 @_common_options
-def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format, revision_x,
-            revision_y, base_revision, out, top_k, epsilon, tuned_svd, precision, device, include, exclude, seed,
-            no_report, quiet):
+def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format,
+            revision_x, revision_y, base_revision, out, top_k, epsilon, tuned_svd, precision, device, include,
+            exclude, seed, no_report, quiet):
     """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
 
     \b
@@ -97,11 +97,11 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
               help="Force the format of the tuned checkpoint or adapter.")
 @click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the base's format.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, when it is a Hub id.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, if a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options
-def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, top_k, epsilon, tuned_svd, precision,
-              device, include, exclude, seed, no_report, quiet):
+def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, top_k, epsilon, tuned_svd,
+              precision, device, include, exclude, seed, no_report, quiet):
     """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
 
     \b

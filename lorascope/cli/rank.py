@@ -52,8 +52,8 @@ def _analysis_options(f):
         click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
                      help="Force the format of the base input."),
         click.option("--revision", default=None,
-                     help="Hub revision (branch, tag or commit) of the adapter / tuned input, when it is a Hub id."),
-        click.option("--base-revision", default=None, help="Hub revision of the base input, when it is a Hub id."),
+                     help="Hub revision (branch, tag or commit) of the adapter / tuned input, if a Hub id."),
+        click.option("--base-revision", default=None, help="Hub revision of the base input, if a Hub id."),
         click.option("--include", default=None, help="Only modules whose name matches this regex."),
         click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
@@ -66,8 +66,9 @@ def _analysis_options(f):
     return f
 
 
-def _resolve(inputs: tuple[str, ...], revision: str | None, base_revision: str | None, quiet: bool) -> list[Path]:
-    """Local paths for the inputs: a Hub id becomes its cache snapshot (the last input is the adapter / tuned)."""
+def _resolve(inputs: tuple[str, ...], revision: str | None, base_revision: str | None,
+             quiet: bool) -> list[Path]:
+    """Local paths for the inputs: a Hub id becomes its cache snapshot (the last input: adapter or tuned)."""
     revisions = [base_revision, revision] if len(inputs) == 2 else [revision] * len(inputs)
     if len(inputs) < 2 and base_revision is not None:
         resolve_input(None, base_revision)  # refuses a revision for a base that was not given

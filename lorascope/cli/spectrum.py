@@ -36,8 +36,8 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffus
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomized SVD.")
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
-def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers, backend,
-             ray_address, include, exclude, seed, no_report, quiet):
+def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers,
+             backend, ray_address, include, exclude, seed, no_report, quiet):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b

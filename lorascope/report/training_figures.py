@@ -36,13 +36,15 @@ def trajectories(table: pd.DataFrame, column: str) -> dict[str, pd.DataFrame]:
     Returns:
         type -> DataFrame indexed by step with columns median, low, high.
     """
-    t = table.assign(type=table["module"].astype(str).map(module_type),
-                     value=pd.to_numeric(table[column], errors="coerce"))
+    t = table.assign(
+        type=table["module"].astype(str).map(module_type), value=pd.to_numeric(table[column], errors="coerce")
+    )
     out = {}
     for kind, group in t.groupby("type", sort=False):
         by_step = group.groupby("step")["value"]
-        out[str(kind)] = pd.DataFrame({"median": by_step.median(), "low": by_step.quantile(BAND[0]),
-                                       "high": by_step.quantile(BAND[1])}).sort_index()
+        out[str(kind)] = pd.DataFrame(
+            {"median": by_step.median(), "low": by_step.quantile(BAND[0]), "high": by_step.quantile(BAND[1])}
+        ).sort_index()
     return out
 
 
@@ -63,16 +65,28 @@ def training_figure(table: pd.DataFrame, labels: dict[str, str] | None = None) -
             style = fg.category_style(i)
             x = c.index.to_numpy(dtype=np.float64)
             ax.fill_between(x, c["low"], c["high"], color=style["color"], alpha=0.15, linewidth=0)
-            ax.plot(x, c["median"], linewidth=1.5, marker=None if many_steps else "o", markersize=2.8,
-                    label=labels.get(kind, kind), **style)
+            ax.plot(
+                x,
+                c["median"],
+                linewidth=1.5,
+                marker=None if many_steps else "o",
+                markersize=2.8,
+                label=labels.get(kind, kind),
+                **style,
+            )
         ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     ncol = 1 if len(types) <= 10 else 2
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", ncol=ncol, frameon=False,
-               title="module type")
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside right upper",
+        ncol=ncol,
+        frameon=False,
+        title="module type",
+    )
     return fig
 
 
@@ -80,7 +94,9 @@ def step_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per module type, the medians at the first and the last recorded step."""
     first, last = int(table["step"].min()), int(table["step"].max())
     rows = []
-    for kind, group in table.assign(type=table["module"].astype(str).map(module_type)).groupby("type", sort=True):
+    for kind, group in table.assign(type=table["module"].astype(str).map(module_type)).groupby(
+        "type", sort=True
+    ):
         row = {"module type": kind, "modules": int(group["name"].nunique())}
         for step in (first, last):
             at = group[group["step"] == step]
@@ -90,7 +106,7 @@ def step_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@SECTIONS.register("training", "During training", order=25, needs=(TRAINING_CSV,))
+@SECTIONS.register("during-training", "During training", order=25, needs=(TRAINING_CSV,))
 def training_section(ctx: RunContext) -> list[Block] | None:
     from ..callbacks import read_training
 
@@ -100,13 +116,20 @@ def training_section(ctx: RunContext) -> list[Block] | None:
     steps = sorted(table["step"].unique())
     per_step = table.groupby("step")["seconds"].sum()
     blocks: list[Block] = [
-        NoteBlock(f"{table['name'].nunique()} adapter modules recorded at {len(steps)} steps ({steps[0]} to "
-                  f"{steps[-1]}) while training; computing the spectra took {per_step.median():.3g} s per recorded "
-                  "step (median). The rest of this page shows the adapter at the last recorded step."),
-        FigureBlock("training", "Each line follows one module type through training: the median over its modules "
-                                "at each recorded step, the shaded band the middle half of them. Left: entropy "
-                                "rank; middle: directions that hold 90 % of the update's energy; right: ‖ΔW‖_F.",
-                    functools.partial(training_figure, table)),
-        TableBlock(step_table(table), caption="Medians per module type at the first and the last recorded step"),
+        NoteBlock(
+            f"{table['name'].nunique()} adapter modules recorded at {len(steps)} steps ({steps[0]} to "
+            f"{steps[-1]}) while training; computing the spectra took {per_step.median():.3g} s per recorded "
+            "step (median). The rest of this page shows the adapter at the last recorded step."
+        ),
+        FigureBlock(
+            "training_spectra",
+            "Each line follows one module type through training: the median over its modules "
+            "at each recorded step, the shaded band the middle half of them. Left: entropy "
+            "rank; middle: directions that hold 90 % of the update's energy; right: ‖ΔW‖_F.",
+            functools.partial(training_figure, table),
+        ),
+        TableBlock(
+            step_table(table), caption="Medians per module type at the first and the last recorded step"
+        ),
     ]
     return blocks

@@ -1,5 +1,5 @@
-"""Hugging Face Hub ids: a cache laid out as huggingface_hub lays it out, offline; file selection; the online path
-with the Hub's calls replaced (no test touches the network)."""
+"""Hugging Face Hub ids: a cache laid out as huggingface_hub lays it out, offline; file selection; the online
+path with the Hub's calls replaced (no test touches the network)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,11 @@ def lora_tensors(scale: float = 1.0) -> dict:
 def model_folder(path: Path, shift: float = 0.0) -> Path:
     """A tiny 'hf' model folder: config.json + model.safetensors (2 layers of q/v projections)."""
     gen = torch.Generator().manual_seed(11)
-    tensors = {f"model.layers.{i}.self_attn.{p}.weight": torch.randn(24, 24, generator=gen) for i in range(2)
-               for p in ("q_proj", "v_proj")}
+    tensors = {
+        f"model.layers.{i}.self_attn.{p}.weight": torch.randn(24, 24, generator=gen)
+        for i in range(2)
+        for p in ("q_proj", "v_proj")
+    }
     if shift:
         tensors = {k: v + shift * torch.randn(24, 24, generator=gen) for k, v in tensors.items()}
     save_st(path / "model.safetensors", tensors)
@@ -49,10 +52,16 @@ def model_folder(path: Path, shift: float = 0.0) -> Path:
     return path
 
 
-def cache_repo(cache: Path, repo_id: str, folder: Path, commit: str = COMMIT, ref: str | None = "main",
-               files: list[str] | None = None) -> Path:
-    """Lay ``folder``'s files into ``cache`` as huggingface_hub does: blobs by hash, snapshots/<commit>/ links to
-    them, refs/<ref> holding the commit. Returns the snapshot folder."""
+def cache_repo(
+    cache: Path,
+    repo_id: str,
+    folder: Path,
+    commit: str = COMMIT,
+    ref: str | None = "main",
+    files: list[str] | None = None,
+) -> Path:
+    """Lay ``folder``'s files into ``cache`` as huggingface_hub does: blobs by hash, snapshots/<commit>/ links
+    to them, refs/<ref> holding the commit. Returns the snapshot folder."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snap = repo / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
@@ -82,7 +91,18 @@ def offline_cache(tmp_path, monkeypatch):
 
 
 def same_results(a, b) -> None:
-    cols = ["name", "rows", "cols", "family", "lora_rank", "scale", "fro_norm", "entropy_rank", "rank_90", "gd_rank"]
+    cols = [
+        "name",
+        "rows",
+        "cols",
+        "family",
+        "lora_rank",
+        "scale",
+        "fro_norm",
+        "entropy_rank",
+        "rank_90",
+        "gd_rank",
+    ]
     pd.testing.assert_frame_equal(a.modules[cols], b.modules[cols])
     assert set(a.spectra.keys()) == set(b.spectra.keys())
     for name in a.modules["name"]:
@@ -107,7 +127,9 @@ def test_full_diff_of_two_ids_on_the_cli_records_repo_and_commit(tmp_path, offli
     cache_repo(offline_cache, "org/base", base)
     cache_repo(offline_cache, "my-org/my-finetune", tuned)
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["spectrum", "org/base", "my-org/my-finetune", "--out", str(out), "--no-report"])
+    res = CliRunner().invoke(
+        main, ["spectrum", "org/base", "my-org/my-finetune", "--out", str(out), "--no-report"]
+    )
     assert res.exit_code == 0, res.output
     assert "Hugging Face Hub repo my-org/my-finetune at commit " + COMMIT in res.output
     summary = json.loads((out / "summary.json").read_text())
@@ -124,8 +146,9 @@ def test_revision_picks_the_snapshot_and_a_missing_one_is_refused(tmp_path, offl
     same_results(analyze(open_checkpoint("org/lora", revision="v1")), analyze(old))
     same_results(analyze(open_checkpoint("org/lora", revision=OLD)), analyze(old))
     same_results(analyze(open_checkpoint("org/lora")), analyze(new))
-    res = CliRunner().invoke(main, ["spectrum", "org/lora", "--revision", "v2", "--out", str(tmp_path / "o"),
-                                    "--no-report"])
+    res = CliRunner().invoke(
+        main, ["spectrum", "org/lora", "--revision", "v2", "--out", str(tmp_path / "o"), "--no-report"]
+    )
     assert res.exit_code == 2 and "not in the local Hugging Face cache" in res.output
     assert "HF_HUB_OFFLINE is set" in res.output and "Traceback" not in res.output
 
@@ -133,8 +156,11 @@ def test_revision_picks_the_snapshot_and_a_missing_one_is_refused(tmp_path, offl
 def test_a_snapshot_missing_its_weights_is_refused_by_name(tmp_path, offline_cache):
     base = model_folder(tmp_path / "src" / "base")
     cache_repo(offline_cache, "org/base", base, files=["config.json"])
-    with pytest.raises(LorascopeError, match=r"cached snapshot .* holds no weight file .*it has config\.json.*"
-                                             r"hf download org/base"):
+    with pytest.raises(
+        LorascopeError,
+        match=r"cached snapshot .* holds no weight file .*it has config\.json.*"
+        r"hf download org/base",
+    ):
         open_checkpoint("org/base")
     # a config is all `params` needs
     assert hub.resolve("org/base", need="config").commit == COMMIT
@@ -145,11 +171,25 @@ def test_a_snapshot_missing_a_shard_is_refused_by_name(tmp_path, offline_cache):
     gen = torch.Generator().manual_seed(5)
     save_st(src / "model-00001-of-00002.safetensors", {"a.weight": torch.randn(4, 4, generator=gen)})
     save_st(src / "model-00002-of-00002.safetensors", {"b.weight": torch.randn(4, 4, generator=gen)})
-    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
-    cache_repo(offline_cache, "org/sharded", src, files=["model.safetensors.index.json",
-                                                          "model-00001-of-00002.safetensors"])
-    with pytest.raises(LorascopeError, match=r"lacks model-00002-of-00002\.safetensors, and HF_HUB_OFFLINE is set"):
+    (src / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a.weight": "model-00001-of-00002.safetensors",
+                    "b.weight": "model-00002-of-00002.safetensors",
+                }
+            }
+        )
+    )
+    cache_repo(
+        offline_cache,
+        "org/sharded",
+        src,
+        files=["model.safetensors.index.json", "model-00001-of-00002.safetensors"],
+    )
+    with pytest.raises(
+        LorascopeError, match=r"lacks model-00002-of-00002\.safetensors, and HF_HUB_OFFLINE is set"
+    ):
         open_checkpoint("org/sharded")
     cache_repo(offline_cache, "org/sharded", src)
     assert sorted(open_checkpoint("org/sharded").store.keys()) == ["a.weight", "b.weight"]
@@ -170,9 +210,13 @@ def test_a_local_path_that_reads_as_an_id_wins_and_says_so(tmp_path, offline_cac
         got = analyze("org/tiny-lora")
     same_results(got, analyze(local))
     same_results(analyze("hf://org/tiny-lora"), analyze(hub_copy))
-    res = CliRunner().invoke(main, ["spectrum", "org/tiny-lora", "--out", str(tmp_path / "o"), "--no-report", "-q"])
+    res = CliRunner().invoke(
+        main, ["spectrum", "org/tiny-lora", "--out", str(tmp_path / "o"), "--no-report", "-q"]
+    )
     assert res.exit_code == 0 and "note: org/tiny-lora: read the local folder" in res.output
-    res = CliRunner().invoke(main, ["spectrum", "org/tiny-lora", "--revision", "main", "--out", str(tmp_path / "p")])
+    res = CliRunner().invoke(
+        main, ["spectrum", "org/tiny-lora", "--revision", "main", "--out", str(tmp_path / "p")]
+    )
     assert res.exit_code == 2 and "write hf://org/tiny-lora" in res.output
 
 
@@ -185,12 +229,20 @@ def test_params_needs_only_the_config(tmp_path, offline_cache, real_fixtures):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(real_fixtures / "configs" / "llama-2-7b-hf.json", src / "config.json")
-    cache_repo(offline_cache, "meta-llama/Llama-2-7b-hf", src)  # no weights in the cache: params does not need them
-    by_id = CliRunner().invoke(main, ["params", "meta-llama/Llama-2-7b-hf", "-r", "8", "-t", "q_proj,v_proj", "--json"])
-    by_path = CliRunner().invoke(main, ["params", str(src / "config.json"), "-r", "8", "-t", "q_proj,v_proj", "--json"])
+    cache_repo(
+        offline_cache, "meta-llama/Llama-2-7b-hf", src
+    )  # no weights in the cache: params does not need them
+    by_id = CliRunner().invoke(
+        main, ["params", "meta-llama/Llama-2-7b-hf", "-r", "8", "-t", "q_proj,v_proj", "--json"]
+    )
+    by_path = CliRunner().invoke(
+        main, ["params", str(src / "config.json"), "-r", "8", "-t", "q_proj,v_proj", "--json"]
+    )
     assert by_id.exit_code == 0, by_id.output
     got, want = json.loads(by_id.stdout), json.loads(by_path.stdout)
-    assert got["counts"] == want["counts"] and got["counts"]["lora"] == 4_194_304  # Hu et al.: 4.2M for 7B q,v r=8
+    assert (
+        got["counts"] == want["counts"] and got["counts"]["lora"] == 4_194_304
+    )  # Hu et al.: 4.2M for 7B q,v r=8
 
 
 # ---- file selection ---------------------------------------------------------------------------------------
@@ -200,29 +252,68 @@ def no_json(name):
     raise AssertionError(f"{name} should not be read")
 
 
-@pytest.mark.parametrize("files, need, want", [
-    (["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "README.md", "sub/x.safetensors"],
-     "weights", ["config.json", "model.safetensors"]),
-    (["config.json", "pytorch_model.bin", "training_args.bin"], "weights", ["config.json", "pytorch_model.bin"]),
-    (["config.json", "model.safetensors"], "config", ["config.json"]),
-    (["model.safetensors"], "config", ["model.safetensors"]),  # no config: headers are read instead
-    (["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "config.json"], "weights",
-     ["adapter_config.json", "adapter_model.safetensors"]),
-    (["adapter_config.json", "adapter_model.bin"], "config", ["adapter_config.json", "adapter_model.bin"]),
-    (["pytorch_lora_weights.safetensors", "image.png"], "weights", ["pytorch_lora_weights.safetensors"]),
-])
+@pytest.mark.parametrize(
+    "files, need, want",
+    [
+        (
+            [
+                "config.json",
+                "model.safetensors",
+                "pytorch_model.bin",
+                "tf_model.h5",
+                "README.md",
+                "sub/x.safetensors",
+            ],
+            "weights",
+            ["config.json", "model.safetensors"],
+        ),
+        (
+            ["config.json", "pytorch_model.bin", "training_args.bin"],
+            "weights",
+            ["config.json", "pytorch_model.bin"],
+        ),
+        (["config.json", "model.safetensors"], "config", ["config.json"]),
+        (["model.safetensors"], "config", ["model.safetensors"]),  # no config: headers are read instead
+        (
+            ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "config.json"],
+            "weights",
+            ["adapter_config.json", "adapter_model.safetensors"],
+        ),
+        (
+            ["adapter_config.json", "adapter_model.bin"],
+            "config",
+            ["adapter_config.json", "adapter_model.bin"],
+        ),
+        (["pytorch_lora_weights.safetensors", "image.png"], "weights", ["pytorch_lora_weights.safetensors"]),
+    ],
+)
 def test_select_files_takes_what_the_readers_open(files, need, want):
     assert hub.select_files(files, need, no_json, "repo") == want
 
 
 def test_select_files_follows_a_sharded_index():
-    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors",
-                            "c": "model-00001-of-00002.safetensors"}}
-    files = ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
-             "model-00002-of-00002.safetensors", "pytorch_model.bin.index.json", "pytorch_model-00001-of-00002.bin"]
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+            "c": "model-00001-of-00002.safetensors",
+        }
+    }
+    files = [
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "pytorch_model.bin.index.json",
+        "pytorch_model-00001-of-00002.bin",
+    ]
     got = hub.select_files(files, "weights", lambda name: index, "repo")
-    assert got == ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
-                   "model-00002-of-00002.safetensors"]
+    assert got == [
+        "config.json",
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
 
 
 def test_select_files_refuses_a_repo_without_weights():
@@ -230,10 +321,20 @@ def test_select_files_refuses_a_repo_without_weights():
         hub.select_files(["README.md", "tf_model.h5"], "weights", no_json, "the repo org/x")
 
 
-@pytest.mark.parametrize("text, is_id", [
-    ("gpt2", True), ("meta-llama/Llama-2-7b-hf", True), ("a/b/c", False), ("./a", False), ("/abs/path", False),
-    ("~/x", False), ("org--x/y", False), ("name/", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "text, is_id",
+    [
+        ("gpt2", True),
+        ("meta-llama/Llama-2-7b-hf", True),
+        ("a/b/c", False),
+        ("./a", False),
+        ("/abs/path", False),
+        ("~/x", False),
+        ("org--x/y", False),
+        ("name/", False),
+        ("", False),
+    ],
+)
 def test_repo_id_form(text, is_id):
     assert hub.looks_like_repo_id(text) is is_id
 
@@ -244,7 +345,7 @@ def test_origin_reads_repo_and_commit_from_a_snapshot_path(tmp_path):
     assert hub.origin(tmp_path / "models--x" / "blobs" / COMMIT) is None
 
 
-# ---- the online path, with the Hub's calls replaced ---------------------------------------------------------
+# ---- the online path, with the Hub's calls replaced -----------------------------------------------------
 
 
 class FakeHub:
@@ -258,7 +359,9 @@ class FakeHub:
         from types import SimpleNamespace
 
         assert repo_id == self.repo_id
-        return SimpleNamespace(sha=COMMIT, siblings=[SimpleNamespace(rfilename=f.name) for f in self.remote.iterdir()])
+        return SimpleNamespace(
+            sha=COMMIT, siblings=[SimpleNamespace(rfilename=f.name) for f in self.remote.iterdir()]
+        )
 
     def _fetch(self, names, revision):
         assert revision == COMMIT

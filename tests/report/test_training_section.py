@@ -22,10 +22,18 @@ def record(tmp_path):
     from lorascope.callbacks import record_spectra
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                                   num_attention_heads=2, num_key_value_heads=2)
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg),
-                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    cfg = transformers.LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    model = peft.get_peft_model(
+        transformers.LlamaForCausalLM(cfg),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]),
+    )
     out = tmp_path / "spectra"
     with torch.no_grad():
         for step in (0, 10, 20, 30):
@@ -39,9 +47,9 @@ def record(tmp_path):
 def test_the_record_renders_with_its_section(record):
     html = render_report(record)
     page = html.read_text()
-    assert "During training" in page and (record / "figures" / "training.png").is_file()
+    assert "During training" in page and (record / "figures" / "training_spectra.png").is_file()
     keys = [s.key for s in build_page(load_results(record)).sections]
-    assert keys.index("training") == keys.index("headline") + 1
+    assert keys.index("during-training") == keys.index("headline") + 1
     res = CliRunner().invoke(main, ["report", str(record)])
     assert res.exit_code == 0, res.output
 
@@ -56,7 +64,10 @@ def test_trajectories_are_medians_over_each_type(record):
     for step, row in curves["self_attn.q_proj"].iterrows():
         values = q.loc[q["step"] == step, "fro_norm"]
         assert row["median"] == pytest.approx(values.median()) and row["low"] <= row["median"] <= row["high"]
-    assert curves["self_attn.q_proj"]["median"].iloc[0] == 0 and curves["self_attn.q_proj"]["median"].iloc[-1] > 0
+    assert (
+        curves["self_attn.q_proj"]["median"].iloc[0] == 0
+        and curves["self_attn.q_proj"]["median"].iloc[-1] > 0
+    )
     summary = step_table(table).set_index("module type")
     assert summary.loc["mlp.down_proj", "modules"] == 2 and summary.loc["mlp.down_proj", "fro_norm @ 0"] == 0
     fig = training_figure(table)
