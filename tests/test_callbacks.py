@@ -108,7 +108,6 @@ def train(tmp_path, model, steps=6, every=3, **kwargs):
     return trainer, cb, reporter
 
 
-@pytest.mark.slow
 def test_recorded_spectra_equal_the_saved_adapters_analysis(tmp_path):
     model = peft_model(use_rslora=True, alpha_pattern={"v_proj": 4}, rank_pattern={"down_proj": 2})
     trainer, cb, reporter = train(tmp_path, model)

@@ -256,21 +256,17 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def _from_cache(repo_id: str, revision: str | None, need: str, where: str, why: str | None) -> Resolved:
     """The snapshot of ``repo_id`` at ``revision`` in the cache, holding every file the readers need."""
-    hub = _hub()
     hint = (
         "Run once with network access (unset HF_HUB_OFFLINE), or fetch it with "
         f"`hf download {repo_id}{' --revision ' + revision if revision else ''}`, or give a local path."
     )
-    try:
-        folder = Path(
-            hub.snapshot_download(repo_id, revision=revision, cache_dir=cache_dir(), local_files_only=True)
-        )
-    except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, or an incomplete-snapshot error
+    folder, reason = snapshot_folder(repo_id, revision)
+    if folder is None:
         raise LorascopeError(
             f"{where} is not in the local Hugging Face cache ({cache_dir()})"
             + (f" and {why}" if why else "")
-            + f": {_first_line(exc)}. {hint}"
-        ) from None
+            + f": {reason}. {hint}"
+        )
     present = sorted(p.name for p in folder.iterdir())
     try:
         wanted = select_files(present, need, lambda name: _read_json(folder / name), where)
@@ -288,6 +284,28 @@ def _from_cache(repo_id: str, revision: str | None, need: str, where: str, why: 
             + f". {hint}"
         )
     return Resolved(folder, repo_id, folder.name)
+
+
+def snapshot_folder(repo_id: str, revision: str | None) -> tuple[Path | None, str]:
+    """(the cache's snapshot folder of ``repo_id`` at ``revision``, or None with the reason), as huggingface_hub
+    lays out its cache: ``models--org--name/refs/<branch or tag>`` holds the commit of
+    ``models--org--name/snapshots/<commit>/``. Files are not checked here (the caller checks the ones it needs:
+    ``snapshot_download(local_files_only=True)`` would ask for every file of a repo it once listed)."""
+    _hub()
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = revision or "main"
+    if COMMIT.match(ref):
+        commit = ref
+    elif (storage / "refs" / ref).is_file():
+        commit = (storage / "refs" / ref).read_text().strip()
+    else:
+        return None, f"no cached revision {ref!r} ({storage / 'refs' / ref} not found)"
+    folder = storage / "snapshots" / commit
+    if not folder.is_dir():
+        return None, f"no cached snapshot of commit {commit} ({folder} not found)"
+    return folder, ""
 
 
 def _download(repo_id: str, revision: str | None, need: str, where: str, progress: bool) -> Resolved:
