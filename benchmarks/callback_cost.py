@@ -9,10 +9,10 @@ The adapter: PEFT LoRA, r = 16, on every linear layer of Llama-2-7B (32 layers �
 - ``snapshot``: the spectra and metrics of every module (what the callback computes), wall and CPU seconds;
 - ``record_spectra``: that plus writing the record (training_spectra.csv, σ per step, the results folder).
 
-A 7B training step cannot run on this machine, so its time is an estimate, stated with its formula: a LoRA step
-costs about 4·N·T FLOPs (forward 2NT, backward through the activations 2NT; no weight gradients of the frozen
-base; Kaplan et al. 2020 §2.1 count 6NT for full training), with N = 6.74e9 parameters and T = --tokens per
-step, at --mfu of an A100's 312 TFLOP/s bf16 peak (--peak). To check the ratio on real hardware, the same
+A 7B training step cannot run on this machine, so its time is an estimate, stated with its formula: a LoRA
+step costs about 4·N·T FLOPs (forward 2NT, backward through the activations 2NT; no weight gradients of the
+frozen base; Kaplan et al. 2020 §2.1 count 6NT for full training), with N = 6.74e9 parameters and T = --tokens
+per step, at --mfu of an A100's 312 TFLOP/s bf16 peak (--peak). To check the ratio on real hardware, the same
 record is also timed against a measured training step of a small Llama (hidden 512, 4 layers, r = 16 on every
 linear layer, 8 × 128 tokens) trained here on the CPU.
 """
@@ -52,7 +52,7 @@ N_7B = 6.74e9  # Llama-2-7B parameters (Touvron et al. 2023, Table 1)
 
 
 def peft_model(shape: dict, rank: int, meta_base: bool):
-    """A PEFT LoRA model of this shape, r on every linear layer; with ``meta_base`` only the adapter is materialized
+    """A PEFT LoRA model of this shape, r on every linear layer; with ``meta_base`` only the adapter exists
     (random factors with a decaying spectrum, as trained adapters have)."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -126,7 +126,8 @@ def main() -> None:
     snap = snapshot(model)
     params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     print(
-        f"adapter: {len(snap.modules)} modules, r = {args.rank}, {params / 1e6:.1f}M float32 parameters on the CPU"
+        f"adapter: {len(snap.modules)} modules, r = {args.rank}, {params / 1e6:.1f}M float32 parameters "
+        "on the CPU"
     )
     snap_wall, snap_cpu = timed(lambda: snapshot(model), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,16 +142,16 @@ def main() -> None:
         f"{args.peak:.3g}) = {step_7b:.2f} s"
     )
     print(
-        "\n| what | wall s | CPU s | share of one 7B step | amortized, every "
+        "\nShares use CPU seconds: the spectra are taken on one thread, so on an idle core their wall time "
+        "is their CPU time.\n\n| what | wall s | CPU s | share of one 7B step | amortized, every "
         f"{args.every} steps |\n| --- | --- | --- | --- | --- |"
     )
     for label, wall, cpu in (
         ("snapshot (spectra + metrics)", snap_wall, snap_cpu),
         ("record_spectra (+ files)", rec_wall, rec_cpu),
     ):
-        print(
-            f"| {label} | {wall:.3f} | {cpu:.3f} | {wall / step_7b:.2%} | {wall / (args.every * step_7b):.3%} |"
-        )
+        share, amortized = cpu / step_7b, cpu / (args.every * step_7b)
+        print(f"| {label} | {wall:.3f} | {cpu:.3f} | {share:.2%} | {amortized:.3%} |")
 
     if not args.no_small:
         step_wall, step_cpu, small = small_step_seconds(args.rank, args.repeats)
@@ -158,10 +159,11 @@ def main() -> None:
         n_small = len(snapshot(small).modules)
         print(
             f"\nmeasured here: a training step of the small Llama ({n_small} LoRA modules, 8 × 128 tokens) "
-            f"{step_wall:.3f} s wall / {step_cpu:.3f} s CPU; its snapshot {s_wall:.4f} s wall / {s_cpu:.4f} s CPU "
-            f"= {s_wall / step_wall:.2%} of a step, {s_wall / (args.every * step_wall):.3%} every {args.every} steps"
+            f"{step_wall:.3f} s wall / {step_cpu:.3f} s CPU; its snapshot {s_wall:.4f} s wall / "
+            f"{s_cpu:.4f} s CPU "
+            f"= {s_cpu / step_cpu:.2%} of a step's CPU time ({s_wall / step_wall:.2%} of its wall time), "
+            f"{s_cpu / (args.every * step_cpu):.3%} every {args.every} steps"
         )
-
 
 if __name__ == "__main__":
     main()
