@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
+from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
@@ -60,11 +62,13 @@ def open_store(path: str | Path) -> TensorStore:
     )
 
 
-def _existing(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise LorascopeError(f"{p} does not exist.")
-    return p.resolve()  # absolute: worker processes and Ray tasks read the same files
+def _existing(path: str | Path, revision: str | None = None) -> Path:
+    """An existing local path, absolute; a Hugging Face Hub id becomes its snapshot folder in the cache
+    (``hub.resolve``: a local path that reads like an id wins, with a ``HubNotice`` saying so)."""
+    found = hub.resolve(path, revision)
+    if found.note:
+        warnings.warn(found.note, hub.HubNotice, stacklevel=3)
+    return found.path.resolve()  # absolute: worker processes and Ray tasks read the same files
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -128,13 +132,22 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
 }
 
 
-def open_checkpoint(path: str | Path, format: str | None = None) -> Weights | Adapter:
+def open_checkpoint(
+    path: str | Path, format: str | None = None, revision: str | None = None
+) -> Weights | Adapter:
     """Open a checkpoint or adapter; the format is detected from content unless given.
 
+    Args:
+        path: a file or folder, or a Hugging Face Hub id (``org/name``, ``hf://org/name``) read through the
+            local Hub cache, fetching only the config and weight files a format needs (``checkpoint.hub``).
+        format: one of ``FORMATS`` (default: detected).
+        revision: the Hub revision (branch, tag or commit) of a Hub id.
+
     Raises:
-        LorascopeError: the path is missing, unreadable, or not in a supported format.
+        LorascopeError: the path is missing, unreadable, or not in a supported format; a Hub id that cannot be
+            resolved (not found, gated, not cached while offline).
     """
-    path = _existing(path)
+    path = _existing(path, revision)
     fmt = format or "auto"
     if fmt not in FORMATS:
         raise LorascopeError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
@@ -161,6 +174,9 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
             item["sha256"] = file_sha256(f)
         entry["files"].append(item)
     entry["sha256"] = entry["files"][0]["sha256"] if len(files) == 1 else None
+    from_hub = hub.origin(ckpt.path)
+    if from_hub is not None:
+        entry["hub"] = from_hub  # repo id and commit of a Hugging Face Hub snapshot
     if isinstance(ckpt, Adapter):
         entry["modules"] = len(ckpt.modules)
         if ckpt.format == "peft":
