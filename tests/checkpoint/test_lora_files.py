@@ -119,6 +119,8 @@ def test_forced_format_overrides_detection(tmp_path):
     assert open_checkpoint(p, "kohya").format == "kohya"
     assert open_checkpoint(p, "safetensors").kind == "weights"
     with pytest.raises(LorascopeError, match="unknown format"):
+        open_checkpoint(p, "ggml")
+    with pytest.raises(LorascopeError, match="was given as gguf but does not start with the GGUF magic"):
         open_checkpoint(p, "gguf")
     assert math.isfinite(lorascope.analyze(p).modules["fro_norm"].iloc[0])
     assert np.isfinite(lorascope.analyze(p, format="kohya").spectrum("unet_x.0.y")).all()
