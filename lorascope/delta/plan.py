@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
 from ..checkpoint.gguf import GGUFBaseNames
+from ..checkpoint.kohya_names import stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import NameIndex
 from .family import FAMILIES
@@ -281,6 +282,9 @@ class BaseLookup:
         """(the base key, the module with its parts as the base orders them) of one adapter module."""
         if self.gguf is not None and m.source == "gguf":
             return self.gguf.pair(m)
+        if m.source == "kohya":  # the base's names decide: kohya's own stem first, then the resolved name
+            stem = stem_of_key(next(iter(m.parts.values())).key)
+            return (stem and self.find(stem, "kohya")) or self.find(m.name, "kohya"), m
         return self.find(m.name, m.source), m
 
     def find(self, name: str, source: str = "peft") -> str | None:
