@@ -4,15 +4,13 @@ kohya's trainers name a module ``lora_<component>_<path with every '.' turned in
 loses the component boundaries (``to_out_0`` is ``to_out.0``, ``linear_1`` is ``linear_1``). This module
 restores them from a vocabulary of the module paths the libraries define, never by guessing:
 
-| prefix | model part | resolved as |
-| --- | --- | --- |
-| ``lora_unet_`` | SD 1.x/2.x and SDXL UNet, diffusers names (``down_blocks_0_…``) | ``unet.<path>`` |
-| ``lora_unet_`` | SDXL UNet in kohya's sgm/LDM names (``input_blocks_4_1_…``) | ``unet.<diffusers path>`` |
-| ``lora_unet_`` | FLUX.1 (BFL names: ``double_blocks_…``, ``single_blocks_…``) | ``transformer.<diffusers path>`` where one-to-one, else the BFL name |
-| ``lora_unet_`` | SD3 MMDiT (SAI names: ``joint_blocks_…``) | ``transformer.<diffusers path>`` where one-to-one, else the SAI name |
-| ``lora_transformer_`` | FLUX / SD3 transformer, diffusers names | ``transformer.<path>`` |
-| ``lora_te_``, ``lora_te1_``, ``lora_te2_`` | CLIP text encoders (and LLM text encoders) | ``text_encoder[_2].<path>`` |
-| ``lora_`` | a transformers language model (``lora_model_layers_0_self_attn_q_proj``) | ``<path>`` |
+- ``lora_unet_``: the SD 1.x/2.x and SDXL UNet in diffusers' names (``down_blocks_0_…``) or, for SDXL, in
+  kohya's sgm/LDM names (``input_blocks_4_1_…``) -> ``unet.<diffusers path>``; FLUX.1 in BFL's names
+  (``double_blocks_…``, ``single_blocks_…``) and SD3 in SAI's MMDiT names (``joint_blocks_…``) ->
+  ``transformer.<diffusers path>`` where the module is one-to-one, else the BFL / SAI name;
+- ``lora_transformer_``: the FLUX / SD3 transformer in diffusers' names -> ``transformer.<path>``;
+- ``lora_te_``, ``lora_te1_``, ``lora_te2_``: CLIP (or LLM) text encoders -> ``text_encoder[_2].<path>``;
+- ``lora_``: a transformers language model (``lora_model_layers_0_self_attn_q_proj``) -> ``<path>``.
 
 A stem matches a vocabulary entry when its '_'-separated tokens split into that entry's components
 (integers where the entry has an index). The stem is resolved when every parse under every entry of its
@@ -29,7 +27,8 @@ context ``adaLN_modulation.1`` is swapped in the last block only. Those keep the
 
 The vocabulary was written from diffusers' UNet2DConditionModel, FluxTransformer2DModel,
 SD3Transformer2DModel and its ``lora_conversion_utils`` (``_convert_kohya_flux_lora_to_diffusers``,
-``_maybe_map_sgm_blocks_to_diffusers``), ``single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers``,
+``_maybe_map_sgm_blocks_to_diffusers``),
+``single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers``,
 and transformers' CLIP, Llama, Qwen2-MoE, Mixtral, GPT-2, GPT-NeoX and Falcon models.
 """
 
@@ -108,7 +107,8 @@ SGM_RESNET = {"in_layers.2": "conv1", "emb_layers.1": "time_emb_proj", "out_laye
               "skip_connection": "conv_shortcut"}
 SGM_MID = {0: ("resnets", 0), 1: ("attentions", 0), 2: ("resnets", 1)}
 SGM_PLAIN = {("time_embed", "0"): "time_embedding.linear_1", ("time_embed", "2"): "time_embedding.linear_2",
-             ("label_emb", "0", "0"): "add_embedding.linear_1", ("label_emb", "0", "2"): "add_embedding.linear_2",
+             ("label_emb", "0", "0"): "add_embedding.linear_1",
+             ("label_emb", "0", "2"): "add_embedding.linear_2",
              ("input_blocks", "0", "0"): "conv_in", ("out", "2"): "conv_out"}
 
 
@@ -123,10 +123,11 @@ def _sgm_inner(prefix: str, kind_index: int, slot: int, rest: Components) -> str
 
 
 def sgm_to_diffusers(parse: Components) -> str | None:
-    """diffusers' name of an sgm UNet module (``_maybe_map_sgm_blocks_to_diffusers`` + ``_convert_unet_lora_key``):
-    input block n ≥ 1 is down block (n−1)//3, slot (n−1)%3, slot 2 being the downsampler; output block n is
-    up block n//3, slot n%3; a bare 'conv' in an output block is its upsampler; middle 0, 1, 2 are resnet 0,
-    attention 0, resnet 1."""
+    """diffusers' name of an sgm UNet module (diffusers' ``_maybe_map_sgm_blocks_to_diffusers`` and
+    ``_convert_unet_lora_key``): input block n ≥ 1 is down block (n−1)//3, slot (n−1)%3, slot 2 being
+    the downsampler; output block n is up block n//3, slot n%3, a bare 'conv' being its upsampler;
+    middle 0, 1, 2 are resnet 0, attention 0, resnet 1; inner index 0 is the resnet, 1 the attention.
+    None where the parse names no LoRA-able module (norms, activations)."""
     if parse in SGM_PLAIN:
         return "unet." + SGM_PLAIN[parse]
     head, rest = parse[0], parse[1:]
@@ -242,7 +243,8 @@ LLM = tuple(path(p) for p in (
     "model.embed_tokens", "(lm_head|embed_out)",
     "transformer.h.{i}.attn.(c_attn|c_proj)", "transformer.h.{i}.mlp.(c_fc|c_proj)", "transformer.(wte|wpe)",
     "transformer.h.{i}.self_attention.(query_key_value|dense)",
-    "transformer.h.{i}.mlp.(dense_h_to_4h|dense_4h_to_h)", "gpt_neox.layers.{i}.mlp.(dense_h_to_4h|dense_4h_to_h)",
+    "transformer.h.{i}.mlp.(dense_h_to_4h|dense_4h_to_h)",
+    "gpt_neox.layers.{i}.mlp.(dense_h_to_4h|dense_4h_to_h)",
     "gpt_neox.layers.{i}.attention.(query_key_value|dense)", "gpt_neox.embed_in",
 ))
 
@@ -263,7 +265,8 @@ PREFIXES = {  # a stem is read under every prefix it starts with ('lora_te1_' an
     "lora_transformer_": Prefix("transformer", TRANSFORMER),
     "lora_te1_": Prefix("text_encoder", CLIP + LLM),
     "lora_te2_": Prefix("text_encoder_2", CLIP + LLM),
-    "lora_te3_": Prefix(None, (), ambiguous="lora_te3_ is FLUX's text_encoder_2 (T5) but SD3's text_encoder_3"),
+    "lora_te3_": Prefix(None, (), ambiguous="lora_te3_ is FLUX's text_encoder_2 (T5) but SD3's "
+                        "text_encoder_3"),
     "lora_te_": Prefix("text_encoder", CLIP + LLM),
     "lora_": Prefix(None, LLM),
 }
@@ -316,7 +319,7 @@ def resolve(stem: str) -> Resolution:
         tokens = stem[len(key):].split("_")
         found = _candidates(tokens, prefix)
         if not found and prefix.repeated and tokens[0] == prefix.repeated:
-            found = _candidates(tokens[1:], prefix)  # 'lora_unet_unet_down_blocks…': diffusers' 'unet.' flattened
+            found = _candidates(tokens[1:], prefix)  # 'lora_unet_unet_…': diffusers' own 'unet.' flattened
         names |= found
     ambiguous = [PREFIXES[k].ambiguous for k in keys if PREFIXES[k].ambiguous]
     if ambiguous and not names:
@@ -324,9 +327,10 @@ def resolve(stem: str) -> Resolution:
     if len(names) == 1:
         return Resolution(stem, names.pop())
     if names:
-        return Resolution(stem, raw_name(stem), f"ambiguous kohya name: it reads as {' or '.join(sorted(names))}")
-    return Resolution(stem, raw_name(stem), "not in lorascope's vocabulary of diffusers / transformers module "
-                      "names; kept in kohya's flattened form")
+        readings = " or ".join(sorted(names))
+        return Resolution(stem, raw_name(stem), f"ambiguous kohya name: it reads as {readings}")
+    return Resolution(stem, raw_name(stem), "not in lorascope's vocabulary of diffusers / transformers "
+                      "module names; kept in kohya's flattened form")
 
 
 def kohya_warnings(stems: Iterable[str]) -> list[dict[str, str]]:

@@ -92,6 +92,20 @@ def test_ambiguous_unknown_and_te3_stems_keep_their_kohya_form(monkeypatch):
     assert r.name.startswith("te3_encoder_block.0") and "text_encoder_3" in r.reason
 
 
+def test_a_name_kept_in_kohya_form_is_a_warning_of_the_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    p = save_st(tmp_path / "k.safetensors", {
+        "lora_unet_x_0_y.lora_down.weight": torch.randn(2, 6, generator=g),
+        "lora_unet_x_0_y.lora_up.weight": torch.randn(6, 2, generator=g),
+        "lora_unet_mid_block_resnets_0_conv1.lora_down.weight": torch.randn(2, 6, generator=g),
+        "lora_unet_mid_block_resnets_0_conv1.lora_up.weight": torch.randn(6, 2, generator=g),
+    })
+    res = lorascope.analyze(p)
+    assert set(res.modules["name"]) == {"unet_x.0.y", "unet.mid_block.resnets.0.conv1"}
+    kept = [w for w in res.summary["warnings"] if "flattened" in w["reason"]]
+    assert [w["name"] for w in kept] == ["unet_x.0.y"]
+
+
 def test_stem_of_key():
     assert stem_of_key("lora_unet_a_0_b.lora_down.weight") == "lora_unet_a_0_b"
     assert stem_of_key("lora_unet_a_0_b_lora_up.weight") == "lora_unet_a_0_b"
@@ -127,7 +141,7 @@ def test_real_kohya_and_diffusers_files_join_row_for_row(real_fixtures, tmp_path
     raw_k, source = load_file(str(kohya.path)), load_file(str(diffusers_file))
     name = sorted(d_mods)[0]
     assert not torch.allclose(raw_k[k_mods[name].right.key], source[d_mods[name].right.key], rtol=1e-3)
-    # ... so the join of equal updates is shown on a kohya file made from the diffusers one by kohya's renaming.
+    # ... so the join of equal updates is shown on a kohya file made from the diffusers one.
     diffusers = lorascope.analyze(diffusers_file)
     made = lorascope.analyze(save_st(tmp_path / "kohya.safetensors", diffusers_to_kohya(source)))
     d_rows, m_rows = diffusers.modules.set_index("name"), made.modules.set_index("name")

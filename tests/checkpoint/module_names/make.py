@@ -158,7 +158,7 @@ def one_to_one(
 ) -> list[tuple[str, str]]:
     """(original name, diffusers name or '-') for each module, from diffusers' own single-file converter:
     a module is one-to-one where a diffusers weight equals its weight exactly (random values); fused or
-    reordered ones (qkv, linear1, shift/scale swaps) match none. Every diffusers layer must be accounted for."""
+    reordered ones (qkv, linear1, shift/scale swaps) match none."""
     g = torch.Generator().manual_seed(0)
     ckpt = {}
     for n in modules:
