@@ -180,5 +180,7 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
             cfg = ckpt.config
             entry["config"] = {k: cfg.get(k) for k in ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules",
                                                         "fan_in_fan_out", "base_model_name_or_path") if k in cfg}
+        elif ckpt.format == "gguf":
+            entry["config"] = dict(ckpt.config)  # general.type, adapter.type, adapter.lora.alpha, architecture
     return entry
 

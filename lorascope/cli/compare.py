@@ -8,7 +8,8 @@ import click
 
 from ._common import check_out, default_out, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 MARKER = "compare_summary.json"
 
 

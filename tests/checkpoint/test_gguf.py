@@ -174,6 +174,14 @@ def assert_sigma_exact(got, want, tol=1e-5):
     assert np.all(want[len(got) :] <= tol * want[0])
 
 
+@pytest.fixture(scope="module")
+def llama_f32(tmp_path_factory):
+    """(base folder, PEFT adapter folder, PEFT's merged ΔW by name, the F32 GGUF adapter), made once."""
+    tmp = tmp_path_factory.mktemp("llama")
+    base, adapter_dir, deltas = make_peft(tmp, "f32")
+    return base, adapter_dir, deltas, write_gguf_adapter(adapter_dir, tmp / "adapter.gguf")
+
+
 @pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
 def test_gguf_adapter_alone_matches_peft(tmp_path, outtype):
     base, adapter_dir, _ = make_peft(tmp_path, outtype)
@@ -194,9 +202,8 @@ def test_gguf_adapter_alone_matches_peft(tmp_path, outtype):
     assert (rows.loc["token_embd", "rows"], rows.loc["token_embd", "cols"]) == (96, 64)  # (vocab, dim)
 
 
-def test_gguf_adapter_on_its_hf_base_takes_the_base_names_and_the_exact_update(tmp_path):
-    base, adapter_dir, deltas = make_peft(tmp_path, "f32")
-    path = write_gguf_adapter(adapter_dir, tmp_path / "adapter.gguf")
+def test_gguf_adapter_on_its_hf_base_takes_the_base_names_and_the_exact_update(llama_f32):
+    base, adapter_dir, deltas, path = llama_f32
     plan = plan_deltas(open_checkpoint(base), open_checkpoint(path))
     assert plan.kind == "adapter+base"
     by_name = {d.name: d for d in plan.deltas}
@@ -206,7 +213,7 @@ def test_gguf_adapter_on_its_hf_base_takes_the_base_names_and_the_exact_update(t
         # the update itself, row for row (query/key rows restored from llama.cpp's order), vs PEFT's merge
         assert np.abs(dense - deltas[name]).max() <= 1e-6 * np.abs(deltas[name]).max(), name
     res = lorascope.analyze(base, path)
-    full = lorascope.analyze(base, tmp_path / "merged")  # the full diff of the same model: rows join by name
+    full = lorascope.analyze(base, base.parent / "merged")  # the full diff of the same model: rows join
     rows, full_rows = res.modules.set_index("name"), full.modules.set_index("name")
     assert set(rows.index) <= set(full_rows.index)
     for name, dw in deltas.items():
@@ -225,9 +232,8 @@ def test_rope_row_order_inverts_the_converters_permute():
     assert torch.equal(permuted[torch.from_numpy(np.argsort(order))], w)
 
 
-def test_pairing_query_rows_needs_the_base_config(tmp_path):
-    base, adapter_dir, _ = make_peft(tmp_path, "f32")
-    path = write_gguf_adapter(adapter_dir, tmp_path / "adapter.gguf")
+def test_pairing_query_rows_needs_the_base_config(llama_f32):
+    base, _, _, path = llama_f32
     bare = base / "model.safetensors"  # the weights without config.json: no head counts
     with pytest.raises(LorascopeError, match="num_attention_heads"):
         plan_deltas(open_checkpoint(bare), open_checkpoint(path))
@@ -249,9 +255,8 @@ def run_cli(*args):
     return CliRunner().invoke(main, ["spectrum", *map(str, args), "--no-report", "-q"])
 
 
-def test_bad_gguf_files_are_clean_errors(tmp_path):
-    _, adapter_dir, _ = make_peft(tmp_path, "f32")
-    good = write_gguf_adapter(adapter_dir, tmp_path / "good.gguf")
+def test_bad_gguf_files_are_clean_errors(tmp_path, llama_f32):
+    _, adapter_dir, _, good = llama_f32
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(good.read_bytes()[:-100])
     no_alpha = write_gguf_adapter(adapter_dir, tmp_path / "no_alpha.gguf", alpha_key=False)
@@ -297,9 +302,28 @@ def test_a_gguf_model_is_weights_and_two_of_them_diff(tmp_path):
     )
 
 
-def test_missing_gguf_package_says_what_to_install(tmp_path, monkeypatch):
-    _, adapter_dir, _ = make_peft(tmp_path, "f32")
-    path = write_gguf_adapter(adapter_dir, tmp_path / "a.gguf")
+def test_missing_gguf_package_says_what_to_install(monkeypatch, llama_f32):
+    path = llama_f32[3]
     monkeypatch.setitem(__import__("sys").modules, "gguf", None)
     with pytest.raises(LorascopeError, match=r"lorascope\[gguf\]"):
         open_checkpoint(path)
+
+
+def test_stacked_expert_factors_are_one_module_per_expert(tmp_path):
+    """convert_lora_to_gguf.py stacks an MoE layer's expert factors: A (E or 1, r, in), B (E, out, r)."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((1, 3, 16)).astype(np.float32)  # one A shared by the experts (its leading dim 1)
+    b = rng.standard_normal((4, 12, 3)).astype(np.float32)
+    writer = gguf.GGUFWriter(tmp_path / "moe.gguf", "qwen2moe")
+    writer.add_type("adapter")
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 6.0)
+    writer.add_tensor("blk.0.ffn_up_exps.weight.lora_a", a)
+    writer.add_tensor("blk.0.ffn_up_exps.weight.lora_b", b)
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+    writer.close()
+    res = lorascope.analyze(tmp_path / "moe.gguf")
+    assert list(res.modules["name"]) == [f"blk.0.ffn_up_exps.{e}" for e in range(4)]
+    for e in range(4):
+        want = ref_sigma(2.0 * b[e].astype(np.float64) @ a[0].astype(np.float64))
+        assert_sigma_exact(res.spectrum(f"blk.0.ffn_up_exps.{e}"), want)
