@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import LorascopeError
 from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
+from .gguf import GGUFFile, is_gguf, open_gguf
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, open_file, open_index, sniff
@@ -46,7 +47,7 @@ def open_store(path: str | Path) -> TensorStore:
     """The tensors of a file or folder as one lazily-read store."""
     path = _existing(path)
     if path.is_file():
-        return open_file(path)
+        return GGUFFile(path) if is_gguf(path) else open_file(path)
     for pattern in FOLDER_WEIGHTS:
         hits = sorted(path.glob(pattern))
         if not hits:
@@ -92,6 +93,8 @@ def _open_auto(path: Path) -> Weights | Adapter:
     if is_peft_folder(path):
         return open_peft(path)
     store = open_store(path)
+    if isinstance(store, GGUFFile):
+        return open_gguf(path, store)
     refuse_unsupported(path, store.keys())
     if detect_layout(store.keys()) is not None:
         return open_lora_file(path, store)
@@ -113,6 +116,15 @@ def _forced_lora(layout: str) -> Callable[[Path], Adapter]:
     return opener
 
 
+def _forced_gguf(path: Path) -> Weights | Adapter:
+    if not (path.is_file() and is_gguf(path)):
+        raise LorascopeError(
+            f"{path} was given as gguf but does not start with the GGUF magic bytes; leave --format out to "
+            "detect the format from the content."
+        )
+    return open_gguf(path)
+
+
 def _forced_peft(path: Path) -> Adapter:
     if not is_peft_folder(path):
         raise LorascopeError(
@@ -128,6 +140,7 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "torch": _open_weights,
     "hf": _open_weights,
     "peft": _forced_peft,
+    "gguf": _forced_gguf,
     **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
 }
 
@@ -183,5 +196,7 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
             cfg = ckpt.config
             entry["config"] = {k: cfg.get(k) for k in ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules",
                                                         "fan_in_fan_out", "base_model_name_or_path") if k in cfg}
+        elif ckpt.format == "gguf":
+            entry["config"] = dict(ckpt.config)  # general.type, adapter.type, adapter.lora.alpha, architecture
     return entry
 

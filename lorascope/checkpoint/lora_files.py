@@ -23,6 +23,8 @@ from pathlib import Path
 from ..errors import LorascopeError
 from ..names import strip_adapter_prefix
 from .base import Adapter, AdapterModule, TensorRef
+from .kohya_names import kohya_warnings
+from .kohya_names import resolve as resolve_kohya
 from .peft import _KEY as PEFT_KEY
 from .peft import build_adapter
 from .store import TensorStore
@@ -38,16 +40,12 @@ UNSUPPORTED = {
 
 
 def kohya_name(stem: str) -> str:
-    """'lora_unet_down_blocks_0_attentions_1_proj_in' -> 'unet_down_blocks.0.attentions.1.proj_in'.
+    """'lora_unet_down_blocks_0_attentions_1_proj_in' -> 'unet.down_blocks.0.attentions.1.proj_in'.
 
-    kohya flattens module paths with '_', which cannot be undone without the model; only the integer
-    components become dotted again, so the layer index is recovered and nothing is invented.
+    The module name the model has in diffusers / transformers (``kohya_names.resolve``); a stem outside
+    the vocabulary, or ambiguous under it, keeps kohya's form with its integers dotted ('unet_x.0.y').
     """
-    tokens = stem.removeprefix("lora_").split("_")
-    out = tokens[0]
-    for prev, tok in zip(tokens, tokens[1:]):
-        out += ("." if tok.isdigit() or prev.isdigit() else "_") + tok
-    return out
+    return resolve_kohya(stem).name
 
 
 def diffusers_name(module: str) -> str:
@@ -181,6 +179,8 @@ def open_down_up(path: Path, store: TensorStore, layout_name: str) -> Adapter:
         warnings.append({"name": "*", "reason": f"{len(no_alpha)} of {len(modules)} modules: {layout.assumed_scale_reason}"})
     if layout_name == "cloneofsimo":
         warnings += _check_metadata_ranks(store, modules)
+    if layout_name == "kohya":
+        warnings += kohya_warnings(sorted(groups))
     leftover = [k for k in store.keys() if k not in used]
     for key in leftover:
         if key.endswith("dora_scale"):

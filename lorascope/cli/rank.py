@@ -9,7 +9,8 @@ import click
 
 from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 _COUNT = re.compile(r"^\s*(?P<num>\d[\d_]*(?:\.\d+)?(?:e\d+)?)\s*(?P<unit>[kmbg]?)\s*$", re.IGNORECASE)
 

@@ -8,7 +8,8 @@ import click
 
 from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 
 
 @click.command()

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 
 from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
+from ..checkpoint.gguf import GGUFBaseNames
+from ..checkpoint.kohya_names import stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import NameIndex
 from .family import FAMILIES
@@ -266,13 +268,24 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
 
 
 class BaseLookup:
-    """Finds the base weight key an adapter module refers to: by dotted name, or by kohya's '_'-flattened name."""
+    """Finds the base weight key an adapter module refers to: by dotted name, by kohya's '_'-flattened name, or
+    through GGUF's names for the adapter's architecture (``checkpoint.gguf.GGUFBaseNames``)."""
 
-    def __init__(self, base: Weights):
+    def __init__(self, base: Weights, adapter: Adapter | None = None):
         self.key_of = {weight_name(k): k for k in base.store.keys()}
         self.flat_key_of = {n.replace(".", "_"): k for n, k in self.key_of.items()}
         self.dotted = NameIndex(self.key_of)
         self.flat = NameIndex(self.flat_key_of, sep="_")
+        self.gguf = GGUFBaseNames(base, adapter) if adapter is not None and adapter.format == "gguf" else None
+
+    def pair(self, m: AdapterModule) -> tuple[str | None, AdapterModule]:
+        """(the base key, the module with its parts as the base orders them) of one adapter module."""
+        if self.gguf is not None and m.source == "gguf":
+            return self.gguf.pair(m)
+        if m.source == "kohya":  # the base's names decide: kohya's own stem first, then the resolved name
+            stem = stem_of_key(next(iter(m.parts.values())).key)
+            return (stem and self.find(stem, "kohya")) or self.find(m.name, "kohya"), m
+        return self.find(m.name, m.source), m
 
     def find(self, name: str, source: str = "peft") -> str | None:
         if source == "kohya":
@@ -311,12 +324,12 @@ def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | No
 
 
 def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[str, str]]) -> Plan:
-    lookup = BaseLookup(base)
+    lookup = BaseLookup(base, adapter)
     deltas: list[Delta] = []
     problems: list[str] = []
     matched = 0
     for m in adapter.modules:
-        key = lookup.find(m.name, m.source)
+        key, m = lookup.pair(m)
         if key is None:
             warnings.append({"name": m.name, "reason": "no base weight of this name; analyzed without the base"})
             d = _without_base(m, warnings)

@@ -81,9 +81,9 @@ def layout_of(d: Delta) -> Layout | str:
     """The PEFT layout of one update, or the reason it cannot be exported."""
     if d.module is not None:
         m = d.module
-        if m.source in ("kohya", "cloneofsimo") and d.base is None:
-            return (f"{m.source} names are flattened paths, not module names of a model; give the base model "
-                    "so names are resolved")
+        if m.source in ("kohya", "cloneofsimo", "gguf") and d.base is None:
+            return (f"{m.source} names are not the module names of a model (kohya flattens paths, GGUF renames "
+                    "them); give the base model so names are resolved")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
         if m.kind == "conv":
             return Layout("conv", kernel=m.kernel)

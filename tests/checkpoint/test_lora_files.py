@@ -37,8 +37,8 @@ def test_kohya_linear_and_conv_with_alpha(tmp_path):
         "lora_unet_down_blocks_1_resnets_0_conv1.alpha": torch.tensor(8.0),
     })
     res, rows = spectra(p)
-    lin = "unet_down_blocks.0.attentions.1.proj_in"
-    conv = "unet_down_blocks.1.resnets.0.conv1"
+    lin = "unet.down_blocks.0.attentions.1.proj_in"
+    conv = "unet.down_blocks.1.resnets.0.conv1"
     assert rows.loc[lin, "scale"] == pytest.approx(2.0 / 4) and rows.loc[lin, "layer"] == 0
     assert_sigma_close(res.spectrum(lin), ref_sigma(0.5 * (up.double() @ down.double()).numpy()), 1e-6, 1e-9)
     dense_conv = (cup.reshape(16, 4).double() @ cdown.reshape(4, 72).double()).numpy() * 2.0  # flattened (out, in·kh·kw)
@@ -55,7 +55,7 @@ def test_kohya_without_alpha_uses_scale_one_and_warns(tmp_path):
     res, rows = spectra(p)
     assert rows["scale"].tolist() == [1.0]
     assert any("alpha" in w["reason"] for w in res.summary["warnings"])
-    assert kohya_name("lora_te_text_model_encoder_layers_3_mlp_fc1") == "te_text_model_encoder_layers.3.mlp_fc1"
+    assert kohya_name("lora_te_text_model_encoder_layers_3_mlp_fc1") == "text_encoder.text_model.encoder.layers.3.mlp.fc1"
 
 
 def test_diffusers_processor_keys_map_to_module_names(tmp_path):
@@ -119,6 +119,8 @@ def test_forced_format_overrides_detection(tmp_path):
     assert open_checkpoint(p, "kohya").format == "kohya"
     assert open_checkpoint(p, "safetensors").kind == "weights"
     with pytest.raises(LorascopeError, match="unknown format"):
+        open_checkpoint(p, "ggml")
+    with pytest.raises(LorascopeError, match="was given as gguf but does not start with the GGUF magic"):
         open_checkpoint(p, "gguf")
     assert math.isfinite(lorascope.analyze(p).modules["fro_norm"].iloc[0])
     assert np.isfinite(lorascope.analyze(p, format="kohya").spectrum("unet_x.0.y")).all()
