@@ -159,19 +159,21 @@ def saved_modules(model: ModelShapes, modules_to_save: tuple[str, ...]) -> tuple
 
 
 def copy_params(m: ModuleShape) -> int:
-    """Parameters of the full copy PEFT's ModulesToSaveWrapper trains of one module: all its own parameters and
-    those it shares with another module (a tied weight, a shared bias) — the copy is new, untied tensors."""
+    """Parameters of the full copy PEFT's ModulesToSaveWrapper trains of one module: all its own parameters
+    and those it shares with another module (a tied weight, a shared bias): the copy is new, untied tensors.
+    """
     return m.params + m.shared
 
 
 @dataclass(frozen=True)
 class Tying:
     """What PEFT makes of a configuration on a model with weights tied to the input embedding
-    (``BaseTuner._check_tied_modules`` and ``LoraModel._add_modules_to_save_to_tie`` / ``_add_targets_to_tie``)."""
+    (``BaseTuner._check_tied_modules``, ``LoraModel._add_modules_to_save_to_tie``, ``_add_targets_to_tie``).
+    """
 
     modules_to_save: tuple[str, ...]  # as PEFT rewrites them
     targets: TargetSpec  # as PEFT rewrites them
-    shared_copy: tuple[str, ...] = ()  # tied modules sharing the embedding's modules_to_save copy (no parameters)
+    shared_copy: tuple[str, ...] = ()  # tied modules sharing the embedding's modules_to_save copy
     tied_lora: tuple[str, ...] = ()  # tied modules whose LoRA factors are the embedding's, transposed
     embedding: str | None = None  # the input embedding the tied modules share a weight with
     untied_copies: tuple[str, ...] = ()  # tied modules modules_to_save copies on their own (ties broken)
@@ -227,16 +229,17 @@ def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     notes = []
     for name in tying.untied_copies:
         m = index[name]
-        notes.append(f"{name} shares its weight with {m.tied_to} (tie_word_embeddings), but modules_to_save trains a "
-                     f"separate copy of it: {copy_params(m):,} parameters of its own, and the tie is broken in the "
-                     "adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one copy shared by both.")
+        notes.append(f"{name} shares its weight with {m.tied_to} (tie_word_embeddings), but modules_to_save "
+                     f"trains a separate copy of it: {copy_params(m):,} parameters of its own, and the tie "
+                     "is broken in the adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one "
+                     "copy shared by both.")
     if tying.shared_copy:
-        notes.append(f"ensure_weight_tying: PEFT trains one copy of {tying.embedding} (modules_to_save becomes "
-                     f"{list(tying.modules_to_save)}) and {', '.join(tying.shared_copy)} shares it.")
+        notes.append(f"ensure_weight_tying: PEFT trains one copy of {tying.embedding} (modules_to_save "
+                     f"becomes {list(tying.modules_to_save)}) and {', '.join(tying.shared_copy)} shares it.")
     if tying.tied_lora:
-        notes.append(f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} gets its "
-                     "factors transposed; they share storage, but PEFT's get_nb_trainable_parameters counts them "
-                     "twice, and so does this count.")
+        notes.append(f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} "
+                     "gets its factors transposed; they share storage, but PEFT's "
+                     "get_nb_trainable_parameters counts them twice, and so does this count.")
     return notes
 
 

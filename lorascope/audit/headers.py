@@ -84,8 +84,8 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
 
     Args:
         tensors: each stored tensor's shape and whether it is floating point (integer tensors are buffers).
-        quantized: the logical (out, in) shape of each bitsandbytes weight of ``bnb`` (read by the loading layer
-            from its quant_state, or the stored shape of an 8-bit weight).
+        quantized: the logical (out, in) shape of each bitsandbytes weight of ``bnb`` (read by the loading
+            layer from its quant_state, or the stored shape of an 8-bit weight).
         bnb: the checkpoint's bitsandbytes layout (``bnb_layout``); its state tensors are not parameters.
         where: the file named in errors.
 
@@ -125,9 +125,9 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
              "embeddings is not stored, so it cannot be targeted here",)
     if quantized:
         n4, n8 = len(bnb.four_bit), len(bnb.eight_bit)
-        told = [f"{n4} bitsandbytes 4-bit weight(s) by the logical shape their quant_state records"] if n4 else []
-        told += [f"{n8} bitsandbytes 8-bit weight(s) as stored (int8, logical shape)"] if n8 else []
-        notes += (f"{' and '.join(told)} counted; their quantization state (absmax, quant_map, SCB …) is not "
+        told = [f"{n4} bitsandbytes 4-bit weight(s) by the shape their quant_state records"] if n4 else []
+        told += [f"{n8} bitsandbytes 8-bit weight(s) by their int8 (out, in) shape"] if n8 else []
+        notes += (f"counted {' and '.join(told)}; their quantization state (absmax, quant_map, SCB …) is not "
                   "counted as parameters, as PEFT's get_nb_trainable_parameters counts the loaded model",)
     return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), hidden=embed.shape[1] if embed else None,
                        output_head=head, shapes_from="headers", notes=notes)
@@ -140,18 +140,19 @@ def _check_quantized(tensors: Mapping[str, tuple[tuple[int, ...], bool]], bnb: B
         if weight not in quantized:
             shape = list(tensors[weight][0])
             why = (f"its quant_state tensor {state} holds no valid shape" if state else
-                   f"it has {weight}.absmax / quant_map but no {weight}.quant_state.bitsandbytes__nf4 (or __fp4)")
+                   f"it has {weight}.absmax / quant_map but no "
+                   f"{weight}.quant_state.bitsandbytes__nf4 (or __fp4)")
             problems.append(f"{weight} is a bitsandbytes 4-bit packed tensor {shape}, and {why}")
     explained = set(bnb.four_bit) | set(bnb.eight_bit) | set(bnb.state)
     for key, (shape, is_float) in sorted(tensors.items()):
         if not is_float and key.endswith(".weight") and len(shape) == 2 and key not in explained:
-            problems.append(f"{key} is an integer weight {list(shape)} that no known quantization layout explains "
-                            "(bitsandbytes 8-bit weights have a .SCB beside them)")
+            problems.append(f"{key} is an integer weight {list(shape)} that no known quantization layout "
+                            "explains (bitsandbytes 8-bit weights have a .SCB beside them)")
     if problems:
         raise LorascopeError(
-            f"{where} holds quantized weights whose logical shapes cannot be known from it, so its parameters "
-            f"cannot be counted: {'; '.join(problems[:4])}{' …' if len(problems) > 4 else ''}. Give the model's "
-            "config.json (or its folder) instead: shapes then come from the configuration."
+            f"{where} holds quantized weights whose logical shapes cannot be known from it, so its "
+            f"parameters cannot be counted: {'; '.join(problems[:4])}{' …' if len(problems) > 4 else ''}. "
+            "Give the model's config.json (or its folder) instead: shapes then come from the configuration."
         )
 
 

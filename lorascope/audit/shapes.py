@@ -247,7 +247,8 @@ def _bert_heads():
         mods = [ModuleShape("cls.predictions", "other", (), vocab, vocab),
                 linear("cls.predictions.transform.dense", h, h, True),
                 norm("cls.predictions.transform.LayerNorm", h, bias=True),
-                tied_linear("cls.predictions.decoder", vocab, h, prefix + "embeddings.word_embeddings", shared_bias=True)]
+                tied_linear("cls.predictions.decoder", vocab, h, prefix + "embeddings.word_embeddings",
+                            shared_bias=True)]
         if not cfg.get("tie_word_embeddings"):
             mods[-1] = ModuleShape("cls.predictions.decoder", "linear", (vocab, h), vocab * h)
         return mods, "cls.predictions.decoder"

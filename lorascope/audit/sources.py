@@ -127,8 +127,9 @@ QUANT_STATE_BYTES = 4096  # far above any real state (about 200 bytes); anything
 
 
 def quant_state_shape(store, weight: str, state: str) -> tuple[int, int] | None:
-    """The logical (out, in) shape a bitsandbytes 4-bit weight's ``quant_state.bitsandbytes__*`` records, checked
-    against its packed tensor (two 4-bit codes per byte of the storage dtype), or None when it holds none."""
+    """The logical (out, in) shape a bitsandbytes 4-bit weight's ``quant_state.bitsandbytes__*`` records,
+    checked against its packed tensor (two 4-bit codes per byte of the storage dtype), or None when it holds
+    none."""
     info = store.info(state)
     if info.dtype != "uint8" or len(info.shape) != 1 or info.numel > QUANT_STATE_BYTES:
         return None
@@ -142,14 +143,14 @@ def quant_state_shape(store, weight: str, state: str) -> tuple[int, int] | None:
     packed = store.info(weight)
     per_element = 2 * ITEMSIZE.get(packed.dtype, 1)  # 4-bit codes per stored element (quant_storage)
     if -(-shape[0] * shape[1] // per_element) != packed.numel:
-        raise LorascopeError(f"{store.path}: {state} records the shape {shape}, which does not fit the packed tensor "
-                             f"{weight} ({packed.dtype} {list(packed.shape)}, {per_element} 4-bit codes each); "
-                             "the file is damaged or not a bitsandbytes checkpoint.")
+        raise LorascopeError(f"{store.path}: {state} records the shape {shape}, which does not fit the "
+                             f"packed tensor {weight} ({packed.dtype} {list(packed.shape)}, {per_element} "
+                             "4-bit codes each); the file is damaged or not a bitsandbytes checkpoint.")
     return shape[0], shape[1]
 
 
-ITEMSIZE = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "int16": 2, "float32": 4, "int32": 4, "float64": 8,
-            "int64": 8}
+ITEMSIZE = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "int16": 2, "float32": 4, "int32": 4,
+            "float64": 8, "int64": 8}
 
 
 def load_adapter(path: str | Path) -> Adapter:

@@ -28,7 +28,7 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
               help="Which biases train alongside LoRA.")
 @click.option("--modules-to-save", default=None, help="Modules trained in full, comma-separated (e.g. lm_head).")
 @click.option("--ensure-weight-tying", is_flag=True,
-              help="PEFT's ensure_weight_tying: a head tied to the embeddings shares one trained copy with them.")
+              help="PEFT's ensure_weight_tying: a head tied to the embeddings shares their trained copy.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="bf16", show_default=True,
               help="dtype of the adapter file and of the model weights in the memory estimate.")
 @click.option("--claim", default=None, help="Claimed LoRA parameter count, e.g. 33M, 4.2B or 1,234,567.")
@@ -48,9 +48,9 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write params.json and modules.csv here.")
 @click.pass_context
-def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save, ensure_weight_tying,
-           dtype, claim, claim_percent, claim_total, tolerance, shapes, head, base_model, allow_unmatched, no_master_weights, as_json,
-           out):
+def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save,
+           ensure_weight_tying, dtype, claim, claim_percent, claim_total, tolerance, shapes, head, base_model,
+           allow_unmatched, no_master_weights, as_json, out):
     """Exact LoRA parameter counts for SOURCE, with file size, training memory and claim checks.
 
     \b

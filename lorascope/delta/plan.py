@@ -207,9 +207,12 @@ INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight
 
 
 def declares_tied(ckpt: Weights) -> bool:
-    """Whether a checkpoint's config declares its output head tied to the input embeddings: ``tie_word_embeddings``
-    as written, or where the key is left out, the default of its model type's transformers config class (gpt2 and
-    gemma tie, llama does not). No config, or no transformers to ask: not declared."""
+    """Whether a checkpoint's config declares its output head tied to the input embeddings.
+
+    ``tie_word_embeddings`` as written, or where the key is left out, the default of its model type's
+    transformers config class (gpt2 and gemma tie, llama does not). No config, or no transformers to ask:
+    not declared.
+    """
     config = ckpt.config or {}
     if isinstance(config.get("tie_word_embeddings"), bool):
         return config["tie_word_embeddings"]
@@ -220,21 +223,24 @@ def declares_tied(ckpt: Weights) -> bool:
         import transformers
 
         return bool(getattr(transformers.AutoConfig.for_model(model_type), "tie_word_embeddings", False))
-    except Exception:  # noqa: BLE001 - transformers absent, or a model type it does not know: nothing declared
+    except Exception:  # noqa: BLE001 - no transformers, or a model type it does not know
         return False
 
 
 def tied_partner(base: Weights, key: str, warnings: list[dict[str, str]]) -> str | None:
-    """The base tensor a tuned output head is paired with when the base stores none: the base's input embedding,
-    when the base declares the two tied (the tuned checkpoint has untied them). A warning says so."""
+    """The base tensor a tuned output head is paired with when the base stores none: the base's input
+    embedding, when the base declares the two tied (the tuned checkpoint has untied them). A warning says so.
+    """
     if not key.endswith(TIED_HEADS) or not declares_tied(base):
         return None
-    found = [k for k in base.store.keys() if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2]
+    found = [k for k in base.store.keys()
+             if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2]
     if len(found) != 1:
         return None
-    warnings.append({"name": weight_name(key), "reason": f"the base declares its output head tied to the input "
-                     f"embeddings (tie_word_embeddings) and stores no {key}; the tuned checkpoint has its own, untied: "
-                     f"ΔW = {key} (tuned) − {found[0]} (base), the weight the base's head uses"})
+    reason = (f"the base declares its output head tied to the input embeddings (tie_word_embeddings) and "
+              f"stores no {key}; the tuned checkpoint has its own, untied: ΔW = {key} (tuned) − {found[0]} "
+              "(base), the weight the base's head uses")
+    warnings.append({"name": weight_name(key), "reason": reason})
     return found[0]
 
 

@@ -60,7 +60,8 @@ def quantized_4bit(key: str, shape: tuple[int, int], quant_type: str = "nf4", ne
 
 def quantized_8bit(key: str, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
     module = key.removesuffix(".weight")
-    return {key: torch.zeros(shape, dtype=torch.int8), f"{module}.SCB": torch.zeros(shape[0], dtype=torch.float32),
+    return {key: torch.zeros(shape, dtype=torch.int8),
+            f"{module}.SCB": torch.zeros(shape[0], dtype=torch.float32),
             f"{module}.weight_format": torch.tensor(0, dtype=torch.uint8)}
 
 
@@ -72,7 +73,8 @@ def is_quantized_linear(key: str) -> bool:
 def save_quantized(path, state: dict[str, torch.Tensor], quantize) -> None:
     out = {}
     for key, value in state.items():
-        out |= quantize(key, tuple(value.shape)) if is_quantized_linear(key) else {key: value.to(torch.float16)}
+        kept = {key: value.to(torch.float16)}
+        out |= quantize(key, tuple(value.shape)) if is_quantized_linear(key) else kept
     save_st(path, out)
 
 
@@ -90,7 +92,8 @@ def test_quantized_checkpoint_counts_as_the_model(tmp_path, variant):
     state = tiny_llama().state_dict()
     save_st(tmp_path / "plain.safetensors", {k: v.contiguous() for k, v in state.items()})
     save_quantized(tmp_path / "quantized.safetensors", state, quantize)
-    plain, quantized = load_model(tmp_path / "plain.safetensors"), load_model(tmp_path / "quantized.safetensors")
+    plain = load_model(tmp_path / "plain.safetensors")
+    quantized = load_model(tmp_path / "quantized.safetensors")
     config = hf_shapes({"model_type": "llama", "architectures": ["LlamaForCausalLM"], **CONFIG})
     assert quantized.total == plain.total == config.total == sum(p.numel() for p in state.values())
     shapes = {m.name: (m.kind, m.shape, m.params) for m in quantized.modules}
@@ -125,8 +128,9 @@ def test_refused_where_a_shape_cannot_be_known(tmp_path):
     lost = quantized_4bit("model.layers.0.self_attn.q_proj.weight", (8, 8))
     del lost["model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4"]
     save_st(tmp_path / "lost.safetensors", base | lost)
-    with pytest.raises(LorascopeError, match=r"q_proj\.weight is a bitsandbytes 4-bit packed tensor \[32, 1\].*"
-                                             r"no model\.layers\.0\.self_attn\.q_proj\.weight\.quant_state.*config\.json"):
+    lost_shape = r"q_proj\.weight is a bitsandbytes 4-bit packed tensor \[32, 1\]"
+    with pytest.raises(LorascopeError, match=lost_shape + r".*no model\.layers\.0\.self_attn\.q_proj\.weight"
+                                             r"\.quant_state.*config\.json"):
         load_model(tmp_path / "lost.safetensors")
     bare = {"model.layers.0.mlp.up_proj.weight": torch.zeros(16, 8, dtype=torch.int8)}
     save_st(tmp_path / "bare.safetensors", base | bare)
@@ -136,10 +140,11 @@ def test_refused_where_a_shape_cannot_be_known(tmp_path):
     wrong = quantized_4bit("model.layers.0.self_attn.q_proj.weight", (8, 8))
     wrong["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(20, 1, dtype=torch.uint8)
     save_st(tmp_path / "wrong.safetensors", base | wrong)
-    with pytest.raises(LorascopeError, match=r"records the shape \[8, 8\], which does not fit the packed tensor"):
+    with pytest.raises(LorascopeError, match=r"records the shape \[8, 8\], which does not fit the packed"):
         load_model(tmp_path / "wrong.safetensors")
     garbled = quantized_4bit("model.layers.0.self_attn.q_proj.weight", (8, 8))
-    garbled["model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4"] = torch.zeros(5, dtype=torch.uint8)
+    state = "model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4"
+    garbled[state] = torch.zeros(5, dtype=torch.uint8)
     save_st(tmp_path / "garbled.safetensors", base | garbled)
     with pytest.raises(LorascopeError, match="holds no valid shape"):
         load_model(tmp_path / "garbled.safetensors")
@@ -147,19 +152,21 @@ def test_refused_where_a_shape_cannot_be_known(tmp_path):
 
 @pytest.mark.parametrize("mode", ["4bit-nf4-double", "4bit-fp4", "8bit"])
 def test_real_bitsandbytes_save_matches_layout_and_peft(tmp_path, mode):
-    """transformers + bitsandbytes on the CPU: the saved keys are the hand-built layout's, and the count is PEFT's."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed; the hand-built layouts above stand in")
+    """transformers + bitsandbytes on the CPU: saved keys as the hand-built layout's, the count as PEFT's."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes (test extra) is not installed")
     peft = pytest.importorskip("peft")
     from safetensors import safe_open
 
     tiny_llama().save_pretrained(tmp_path / "plain")
-    quant = {"4bit-nf4-double": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True),
+    quant = {"4bit-nf4-double": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                     bnb_4bit_use_double_quant=True),
              "4bit-fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4"),
              "8bit": dict(load_in_8bit=True)}[mode]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp_path / "plain", quantization_config=transformers.BitsAndBytesConfig(**quant), device_map="cpu")
+            tmp_path / "plain", quantization_config=transformers.BitsAndBytesConfig(**quant),
+            device_map="cpu")
         model.save_pretrained(tmp_path / "quantized")
         want, _ = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
                                       ).get_nb_trainable_parameters()

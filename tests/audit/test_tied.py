@@ -1,8 +1,9 @@
-"""Tied weights counted as PEFT counts them: modules_to_save on a tied head, ensure_weight_tying, tied LoRA targets.
+"""Tied weights counted as PEFT counts them: modules_to_save on a tied head, ensure_weight_tying, tied LoRA.
 
-The reference is PEFT itself: get_peft_model() on the model transformers builds from the same config (on the meta
-device; PEFT only reads shapes) and its get_nb_trainable_parameters(). Every tied config of the real fixtures
-is checked, with two tiny tied Gemma-2 and Llama configs and BERT / DistilBERT's tied masked-LM heads.
+The reference is PEFT itself: get_peft_model() on the model transformers builds from the same config (on the
+meta device; PEFT only reads shapes) and its get_nb_trainable_parameters(). Every tied config of the real
+fixtures is checked, with two tiny tied Gemma-2 and Llama configs and BERT / DistilBERT's tied masked-LM
+heads.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.hf
 
 TINY = {
-    "tiny-gemma2": {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "vocab_size": 97, "hidden_size": 16,
-                    "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                    "num_key_value_heads": 1, "head_dim": 8, "tie_word_embeddings": True},
+    "tiny-gemma2": {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "vocab_size": 97,
+                    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+                    "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+                    "tie_word_embeddings": True},
     "tiny-llama-tied": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 101,
-                        "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": 2, "num_attention_heads": 4,
-                        "num_key_value_heads": 2, "tie_word_embeddings": True},
+                        "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True},
 }
 # per architecture: (attention targets, input embedding leaf, tied output head leaf)
 NAMES = {"gemma2": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
@@ -40,7 +42,7 @@ NAMES = {"gemma2": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
 
 @pytest.fixture(scope="module")
 def tied_configs(configs) -> dict[str, dict]:
-    """Every config whose model ties its output head to the input embeddings, at four layers, plus the tiny ones."""
+    """Every config whose model ties its output head to its input embeddings (two layers), the tiny ones."""
     from lorascope.audit.hf_shapes import hf_shapes
 
     out = {name: few_layers(cfg, 2) for name, cfg in configs.items() if hf_shapes(few_layers(cfg, 2)).tied}
@@ -65,7 +67,8 @@ def ours(cfg: dict | ModelShapes, targets: list[str], r: int, modules_to_save: l
     from lorascope.audit.hf_shapes import hf_shapes
 
     model = cfg if isinstance(cfg, ModelShapes) else hf_shapes(cfg)
-    settings = LoraSettings(rank=r, targets=parse_targets(targets), modules_to_save=tuple(modules_to_save or ()),
+    settings = LoraSettings(rank=r, targets=parse_targets(targets),
+                            modules_to_save=tuple(modules_to_save or ()),
                             ensure_weight_tying=ensure_weight_tying, allow_unmatched=True)
     return count_lora(model, settings)
 
@@ -92,15 +95,17 @@ def test_every_tied_config_counts_as_peft(tied_configs):
             for shapes, model in models.items():
                 c = ours(model, targets, 4, mts, tie)
                 if (c.trainable, c.peft_total) != want:
-                    failures.append(f"{name} {label} ({shapes}): ours {(c.trainable, c.peft_total)}, PEFT {want}")
+                    ours_ = (c.trainable, c.peft_total)
+                    failures.append(f"{name} {label} ({shapes}): ours {ours_}, PEFT {want}")
     assert not failures, "\n".join(failures)
 
 
 def test_gemma_2_9b_saved_head_is_a_full_copy(configs):
-    """The issue's numbers: q_proj, v_proj at r = 8 with modules_to_save lm_head on gemma-2-9b (full depth)."""
+    """The issue's numbers: q_proj, v_proj at r = 8, modules_to_save lm_head, on gemma-2-9b at full depth."""
     c = ours(configs["gemma-2-9b"], ["q_proj", "v_proj"], 8, ["lm_head"])
     assert c.lora == 4_472_832 and c.saved == 256_000 * 3584 == 917_504_000
-    assert c.trainable == 921_976_832 == peft_count(configs["gemma-2-9b"], ["q_proj", "v_proj"], 8, ["lm_head"])[0]
+    want, _ = peft_count(configs["gemma-2-9b"], ["q_proj", "v_proj"], 8, ["lm_head"])
+    assert c.trainable == 921_976_832 == want
     assert c.saved_modules == ("lm_head",)
 
 
@@ -108,7 +113,8 @@ def test_the_audit_says_what_the_tie_does(config_dir):
     lora = {"rank": 8, "targets": parse_targets("q_proj,v_proj")}
     broken = audit_source(config_dir / "gemma-2-9b.json", LoraSettings(**lora, modules_to_save=("lm_head",)))
     assert broken.count.trainable == 921_976_832
-    assert any("separate copy" in w and "917,504,000" in w and "ensure_weight_tying" in w for w in broken.warnings)
+    assert any("separate copy" in w and "917,504,000" in w and "ensure_weight_tying" in w
+               for w in broken.warnings)
     shared = audit_source(config_dir / "gemma-2-9b.json",
                           LoraSettings(**lora, modules_to_save=("lm_head",), ensure_weight_tying=True),
                           AuditOptions(shapes="rules"))
@@ -126,18 +132,20 @@ def test_adapter_file_holds_the_copy_of_a_tied_head(tmp_path):
     model = meta_model(cfg, "causal-lm").to_empty(device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
+        config = peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+        pm = peft.get_peft_model(model, config)
     saved = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(pm).items()}
     assert dict(adapter_tensors(c)) == saved
 
 
 def test_tying_rewrite_is_peft_rewrite():
-    """ensure_weight_tying rewrites modules_to_save and target_modules the way PEFT does (read back from its config)."""
+    """ensure_weight_tying rewrites modules_to_save and target_modules as PEFT does (read from its config)."""
     from lorascope.audit.hf_shapes import hf_shapes
 
     cfg = TINY["tiny-llama-tied"]
     model = hf_shapes(cfg)
-    for mts, targets in ((["lm_head"], ["q_proj"]), (None, ["q_proj", "lm_head"]), (None, ["v_proj", "embed_tokens"])):
+    cases = ((["lm_head"], ["q_proj"]), (None, ["q_proj", "lm_head"]), (None, ["v_proj", "embed_tokens"]))
+    for mts, targets in cases:
         config = peft.LoraConfig(r=2, target_modules=targets, modules_to_save=mts, ensure_weight_tying=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -156,7 +164,8 @@ def test_params_cli_and_claims_file_take_ensure_weight_tying(config_dir, tmp_pat
 
     from lorascope.cli import main
 
-    args = ["params", str(config_dir / "gpt2.json"), "-r", "4", "-t", "c_attn", "--modules-to-save", "lm_head", "--json"]
+    args = ["params", str(config_dir / "gpt2.json"), "-r", "4", "-t", "c_attn", "--modules-to-save",
+            "lm_head", "--json"]
     untied = json.loads(CliRunner().invoke(main, args).output)
     tied = json.loads(CliRunner().invoke(main, [*args, "--ensure-weight-tying"]).output)
     vocab_by_hidden = 50257 * 768
@@ -166,7 +175,8 @@ def test_params_cli_and_claims_file_take_ensure_weight_tying(config_dir, tmp_pat
     claims.write_text(yaml.safe_dump({"claims": [
         {"name": "tied", "model": str(config_dir / "gpt2.json"), "rank": 4, "targets": "c_attn",
          "modules_to_save": ["lm_head"], "ensure_weight_tying": True, "claimed": {"lora": 1}},
-        {"name": "bad", "model": str(config_dir / "gpt2.json"), "ensure_weight_tying": "yes", "claimed": {"lora": 1}},
+        {"name": "bad", "model": str(config_dir / "gpt2.json"), "ensure_weight_tying": "yes",
+         "claimed": {"lora": 1}},
     ]}))
     res = CliRunner().invoke(main, ["audit", str(claims), "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 2 and "ensure_weight_tying must be true or false" in res.output

@@ -1,9 +1,8 @@
 """A base whose output head is tied to its input embeddings against a tuned checkpoint that unties them.
 
-transformers saves a tied model without ``lm_head.weight``; a fine-tune that unties the head saves its own. The
-tuned head is paired with the base's embedding, which is the weight the base's head uses, as the base's config
-declares — never by a coincidence of shapes — and a warning says so.
-"""
+transformers saves a tied model without ``lm_head.weight``; a fine-tune that unties the head saves its own.
+The tuned head is paired with the base's embedding, which is the weight the base's head uses, as the base's
+config declares — never by a coincidence of shapes — and a warning says so. """
 
 from __future__ import annotations
 
@@ -48,7 +47,8 @@ def pair(tmp_path_factory):
 
 def test_the_base_file_really_has_no_head(pair):
     base = open_checkpoint(pair[0])
-    assert "lm_head.weight" not in base.store.keys() and "lm_head.weight" in open_checkpoint(pair[1]).store.keys()
+    tuned = open_checkpoint(pair[1])
+    assert "lm_head.weight" not in base.store.keys() and "lm_head.weight" in tuned.store.keys()
 
 
 def test_tuned_head_is_paired_with_the_base_embedding(pair):
@@ -57,7 +57,8 @@ def test_tuned_head_is_paired_with_the_base_embedding(pair):
     head = next(d for d in plan.deltas if d.name == "lm_head")
     assert head.base.key == "model.embed_tokens.weight" and head.tuned.key == "lm_head.weight"
     notes = [w["reason"] for w in plan.warnings if w["name"] == "lm_head"]
-    assert len(notes) == 1 and "tie_word_embeddings" in notes[0] and "model.embed_tokens.weight (base)" in notes[0]
+    assert len(notes) == 1
+    assert "tie_word_embeddings" in notes[0] and "model.embed_tokens.weight (base)" in notes[0]
     res = lorascope.analyze(base, tuned)
     row = res.modules.set_index("name").loc["lm_head"]
     assert row["fro_norm"] == pytest.approx(np.linalg.norm(update), rel=1e-5)
@@ -77,7 +78,8 @@ def test_no_pairing_where_the_base_does_not_declare_a_tie(pair, tmp_path):
     (base / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     plan = plan_deltas(open_checkpoint(base), open_checkpoint(pair[1]))
     assert "lm_head" not in {d.name for d in plan.deltas}
-    assert any(w["name"] == "lm_head.weight" and "only in the tuned checkpoint" in w["reason"] for w in plan.warnings)
+    assert any(w["name"] == "lm_head.weight" and "only in the tuned checkpoint" in w["reason"]
+               for w in plan.warnings)
 
 
 def test_model_type_default_counts_as_declared(pair, tmp_path):
