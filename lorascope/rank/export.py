@@ -220,7 +220,8 @@ class ExportResult:
 
     @property
     def exported(self) -> pd.DataFrame:
-        return self.table[self.table["exported"]]
+        """Modules exported (new token rows, kind 'rows', are listed apart)."""
+        return self.table[self.table["exported"] & (self.table["kind"] != "rows")]
 
     @property
     def skipped(self) -> pd.DataFrame:
@@ -315,7 +316,7 @@ def export_adapter(
     rows += _new_rows(plan, ranks, exported, tensors, extra, notes)
     tie = tied_embedding(plan, base, exported)
     if tie is not None:
-        rows += _tie(tie, tensors, exported, extra, notes)
+        rows += _tie(tie, tensors, exported, extra, notes, rows)
     table = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     source = tuned.config if isinstance(tuned, Adapter) else None
     base_path = str(base.path) if base is not None else None
@@ -365,11 +366,13 @@ def tied_embedding(plan: Plan, base: Weights | None, exported: dict[str, int]) -
 
 
 def _tie(tie: TiedEmbedding, tensors: dict[str, np.ndarray], exported: dict[str, int], extra: dict[str, Any],
-         notes: list[str]) -> list[dict[str, Any]]:
+         notes: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The head's factors and ensure_weight_tying for a tied embedding, or the note saying how to apply the
-    update instead; export.csv rows for what was added."""
+    update instead (also in the embedding's export.csv row); export.csv rows for what was added."""
     e = tie.embedding
+    row = next(r for r in rows if r["name"] == e)
     if tie.untied:
+        row["reason"] = "tied to the base's output head, which the tuned model unties: exact unmerged only"
         notes.append(f"The tuned model unties its output head from {e}, which the base ties "
                      "(tie_word_embeddings): the two updates are exported on their own. Unmerged "
                      "(PeftModel) the adapter is exact; merging would write both into the one matrix the "
@@ -377,12 +380,14 @@ def _tie(tie: TiedEmbedding, tensors: dict[str, np.ndarray], exported: dict[str,
                      f"(tie_word_embeddings=false, its head a copy of {e}).")
         return []
     if tie.head is None:
+        row["reason"] = "tied to the base's output head, which PEFT cannot tie LoRA to: apply it merged"
         notes.append(f"{e} is tied to the base's output head (tie_word_embeddings), which PEFT cannot tie "
                      "LoRA to (ensure_weight_tying acts on lm_head only): unmerged (PeftModel) the update "
                      "reaches the input embedding only. Apply it merged (merge_and_unload), which writes it "
                      "into the shared matrix once.")
         return []
     head, key = tie.head, PEFT_PREFIX + tie.head
+    row["reason"] = f"tied to {head}: ensure_weight_tying; merging needs the recipe in the notes (README)"
     tensors[f"{key}.lora_A.weight"] = tensors[f"{PEFT_PREFIX}{e}.lora_embedding_B"].T  # (dim, r)ᵀ -> (r, dim)
     tensors[f"{key}.lora_B.weight"] = tensors[f"{PEFT_PREFIX}{e}.lora_embedding_A"].T  # (r, num)ᵀ -> (num, r)
     exported[head] = exported[e]

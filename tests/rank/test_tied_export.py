@@ -1,8 +1,8 @@
 """Exports that work unmerged: tied embeddings and extended vocabularies, loaded by PEFT itself.
 
-Each case fine-tunes a tiny transformers model by hand (low-rank updates, so an energy-0.99999 selection keeps them whole),
-exports with ``select --export``, loads the adapter with ``PeftModel.from_pretrained`` on the base and compares
-its logits with the tuned model's. Needs the `hf` extra.
+Each case fine-tunes a tiny transformers model by hand (low-rank updates, which an energy-0.99999 selection
+keeps whole), exports with ``select --export``, loads the adapter with ``PeftModel.from_pretrained`` on the
+base and compares its logits with the tuned model's. Needs the `hf` extra.
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ NEW_IDS = torch.tensor([[1, 64, 9, 66, 2, 67, 33, 65, 11, 3]])  # with tokens of
 
 
 def llama(tie: bool, vocab: int = 64):
-    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie)
+    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   tie_word_embeddings=tie)
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg)
 
 
 def gpt2():
     torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=24, n_layer=2,
-                                                                 n_head=2))
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=24, n_layer=2, n_head=2)
+    return transformers.GPT2LMHeadModel(cfg)
 
 
 def low_rank(shape, r: int, seed: int, scale: float = 0.3) -> torch.Tensor:
@@ -78,13 +79,14 @@ def relative(got: np.ndarray, want: np.ndarray, base: np.ndarray) -> float:
 
 
 def export(tmp_path, base, tuned):
-    out = run_select([base, tuned], tmp_path / "sel", Policy("energy", energy=0.99999), export=tmp_path / "adapter")
+    policy = Policy("energy", energy=0.99999)
+    out = run_select([base, tuned], tmp_path / "sel", policy, export=tmp_path / "adapter")
     return out.export, pd.read_csv(tmp_path / "sel" / "export.csv")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_tied_embedding_update_works_unmerged(tmp_path, arch):
-    """The embedding's update reaches the tied head through ensure_weight_tying; the merge recipe in the note works."""
+    """The embedding's update reaches the tied head (ensure_weight_tying); the note's merge recipe works."""
     cls, model = (transformers.LlamaForCausalLM, llama(tie=True)) if arch == "llama" else (
         transformers.GPT2LMHeadModel, gpt2())
     embedding = "model.embed_tokens" if arch == "llama" else "transformer.wte"
@@ -107,6 +109,7 @@ def test_tied_embedding_update_works_unmerged(tmp_path, arch):
     assert torch.equal(saved[f"{p}lm_head.lora_A.weight"], saved[f"{p}{embedding}.lora_embedding_B"].T)
     assert torch.equal(saved[f"{p}lm_head.lora_B.weight"], saved[f"{p}{embedding}.lora_embedding_A"].T)
     assert any("ensure_weight_tying" in n and "merge_and_unload" in n for n in result.notes)
+    assert json.loads((tmp_path / "sel" / "selection.json").read_text())["export"]["notes"] == result.notes
 
     want, plain = logits(load(cls, tmp_path / "tuned")), logits(load(cls, base))
     assert relative(logits(peft_model(cls, base, tmp_path / "adapter")), want, plain) < 1e-5
@@ -122,7 +125,7 @@ def test_tied_embedding_update_works_unmerged(tmp_path, arch):
 
 
 def test_untied_tuned_head_exports_both_updates(tmp_path):
-    """The base ties lm_head; the tuned model untied and changed it on its own: exact unmerged, and said so."""
+    """The base ties lm_head; the tuned model untied and changed it on its own: exact unmerged, said so."""
     model = llama(tie=True)
     base = save(model, tmp_path / "base")
     tuned = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**model.config.to_dict(),
@@ -170,7 +173,8 @@ def test_new_vocabulary_rows_export_through_trainable_tokens(tmp_path):
     assert result.config["trainable_token_indices"] == {"model.embed_tokens": [64, 65, 66, 67],
                                                         "lm_head": [64, 65, 66, 67]}
     rows = table[table["kind"] == "rows"]
-    assert set(rows["name"]) == {"model.embed_tokens rows 64–67", "lm_head rows 64–67"} and rows["exported"].all()
+    assert set(rows["name"]) == {"model.embed_tokens rows 64–67", "lm_head rows 64–67"}
+    assert rows["exported"].all() and len(result.exported) == 1  # q_proj; the token rows are listed apart
     assert any("resize_token_embeddings(68)" in n for n in result.notes) and len(result.notes) == 2
     want = logits(load(transformers.LlamaForCausalLM, tuned), NEW_IDS)
     plain = logits(load(transformers.LlamaForCausalLM, base, vocab=68), NEW_IDS)
@@ -189,9 +193,11 @@ def test_new_rows_beside_a_lora_update_are_named_as_dropped(tmp_path, capsys):
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "sel" / "export.csv").set_index("name")
     dropped = table.loc["model.embed_tokens rows 64–67"]
-    assert not dropped["exported"] and "dropped" in dropped["reason"] and "trainable_token_indices" in dropped["reason"]
+    assert not dropped["exported"]
+    assert "dropped" in dropped["reason"] and "trainable_token_indices" in dropped["reason"]
     assert bool(table.loc["lm_head rows 64–67", "exported"])  # the head's common rows did not change: it fits
-    assert "model.embed_tokens rows 64–67 (4 new tokens) are not in the adapter" in " ".join(res.output.split())
+    printed = " ".join(res.output.split())
+    assert "model.embed_tokens rows 64–67 (4 new tokens) are not in the adapter" in printed
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["trainable_token_indices"] == {"lm_head": [64, 65, 66, 67]}
     # the common rows are exact; the dropped rows are what the resize made of them
