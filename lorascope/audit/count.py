@@ -188,8 +188,8 @@ def peft_tying(model: ModelShapes, settings: LoraSettings) -> Tying:
     """The configuration PEFT really applies on ``model``, given its weights tied to the input embedding."""
     mts = tuple(settings.modules_to_save)
     plain = Tying(mts, settings.targets)
-    tied = [m for m in model.tied if m.tied_to is not None and model.by_name().get(m.tied_to) is not None
-            and model.by_name()[m.tied_to].kind == "embedding"]
+    index = model.by_name()
+    tied = [m for m in model.tied if m.tied_to in index and index[m.tied_to].kind == "embedding"]
     if not tied:
         return plain
     embedding = tied[0].tied_to

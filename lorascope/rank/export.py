@@ -398,6 +398,10 @@ def _tie(tie: TiedEmbedding, tensors: dict[str, np.ndarray], exported: dict[str,
                  "it twice to the shared matrix: to merge, load the adapter with ensure_weight_tying=False "
                  f"and without {head} in target_modules.")
     reason = f"tied to {e}: its factors, transposed (ensure_weight_tying)"
+    own = next((r for r in rows if r["name"] == head), None)  # an adapter resized that held the head
+    if own is not None:
+        own.update(rank=exported[e], exported=True, reason=reason)
+        return []
     return [_row(head, "linear", True, reason, exported[e])]
 
 

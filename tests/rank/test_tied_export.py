@@ -205,3 +205,26 @@ def test_new_rows_beside_a_lora_update_are_named_as_dropped(tmp_path, capsys):
     plain = logits(load(transformers.LlamaForCausalLM, base, vocab=68))
     got = logits(peft_model(transformers.LlamaForCausalLM, base, tmp_path / "adapter", vocab=68))
     assert relative(got, want, plain) < 1e-5
+
+
+def test_resizing_an_adapter_trained_with_ensure_weight_tying(tmp_path):
+    """A PEFT adapter with LoRA on the tied embedding (ensure_weight_tying, so it saved lm_head's factors too),
+    resized at full energy: the smaller adapter gives the source adapter's logits, unmerged."""
+    model = llama(tie=True)
+    base = save(model, tmp_path / "base")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"], ensure_weight_tying=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.get_peft_model(copy.deepcopy(model), config)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_" in name and "lm_head" not in name:  # lm_head's factors are views of the embedding's
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    pm.save_pretrained(tmp_path / "source")
+    result, table = export(tmp_path, base, tmp_path / "source")
+    assert result.config["ensure_weight_tying"] is True and (table["name"] == "lm_head").sum() == 1
+    want = logits(peft_model(transformers.LlamaForCausalLM, base, tmp_path / "source"))
+    plain = logits(load(transformers.LlamaForCausalLM, base))
+    got = logits(peft_model(transformers.LlamaForCausalLM, base, tmp_path / "adapter"))
+    assert relative(got, want, plain) < 1e-5
