@@ -212,14 +212,15 @@ def test_resizing_an_adapter_trained_with_ensure_weight_tying(tmp_path):
     resized at full energy: the smaller adapter gives the source adapter's logits, unmerged."""
     model = llama(tie=True)
     base = save(model, tmp_path / "base")
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"], ensure_weight_tying=True)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"],
+                             ensure_weight_tying=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = peft.get_peft_model(copy.deepcopy(model), config)
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():
         for name, p in pm.named_parameters():
-            if "lora_" in name and "lm_head" not in name:  # lm_head's factors are views of the embedding's
+            if "lora_" in name and "lm_head" not in name:  # lm_head's factors: views of the embedding's
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     pm.save_pretrained(tmp_path / "source")
     result, table = export(tmp_path, base, tmp_path / "source")
