@@ -208,7 +208,7 @@ def test_new_rows_beside_a_lora_update_are_named_as_dropped(tmp_path, capsys):
 
 
 def test_resizing_an_adapter_trained_with_ensure_weight_tying(tmp_path):
-    """A PEFT adapter with LoRA on the tied embedding (ensure_weight_tying, so it saved lm_head's factors too),
+    """A PEFT adapter with LoRA on the tied embedding (ensure_weight_tying: it saved lm_head's factors too),
     resized at full energy: the smaller adapter gives the source adapter's logits, unmerged."""
     model = llama(tie=True)
     base = save(model, tmp_path / "base")
