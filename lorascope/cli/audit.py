@@ -9,7 +9,8 @@ import click
 from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
 DTYPE_CHOICES = ["bf16", "fp16", "fp32", "fp8"]
-LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save")
+LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save",
+                "ensure_weight_tying")
 
 
 @click.command()
@@ -26,6 +27,8 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--bias", type=click.Choice(["none", "all", "lora_only"]), default="none", show_default=True,
               help="Which biases train alongside LoRA.")
 @click.option("--modules-to-save", default=None, help="Modules trained in full, comma-separated (e.g. lm_head).")
+@click.option("--ensure-weight-tying", is_flag=True,
+              help="PEFT's ensure_weight_tying: a head tied to the embeddings shares their trained copy.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="bf16", show_default=True,
               help="dtype of the adapter file and of the model weights in the memory estimate.")
 @click.option("--claim", default=None, help="Claimed LoRA parameter count, e.g. 33M, 4.2B or 1,234,567.")
@@ -48,8 +51,9 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write params.json and modules.csv here.")
 @click.pass_context
-def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save, dtype, claim,
-           claim_percent, claim_total, tolerance, shapes, head, base_model, revision, model_revision,
+def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save,
+           ensure_weight_tying, dtype, claim, claim_percent, claim_total, tolerance, shapes, head, base_model,
+           revision, model_revision,
            allow_unmatched, no_master_weights, as_json, out):
     """Exact LoRA parameter counts for SOURCE, with file size, training memory and claim checks.
 
@@ -85,7 +89,7 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
             raise LorascopeError(f"--rank-pattern {rank_pattern!r} must map name patterns to positive integer ranks.")
     settings = LoraSettings(
         rank=rank, alpha=alpha, targets=parse_targets(targets), layers=parse_layers(layers), rank_pattern=pattern,
-        dora=dora, bias=bias, allow_unmatched=allow_unmatched,
+        dora=dora, bias=bias, allow_unmatched=allow_unmatched, ensure_weight_tying=ensure_weight_tying,
         modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()) if modules_to_save else (),
     )
     claimed = {"lora": parse_count(claim, "--claim") if claim else None,

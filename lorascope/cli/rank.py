@@ -305,6 +305,8 @@ def print_selection(result) -> None:
         console.print(f"Exported {len(e.exported)} module(s): r = {e.config['r']}, "
                       f"{len(e.config['rank_pattern'])} rank_pattern entr{'y' if len(e.config['rank_pattern']) == 1 else 'ies'}, "
                       f"scale 1 (lora_alpha = r per module).")
+        for note in e.notes:
+            console.print(f"  [yellow]![/] {note}")
         for _, row in skipped.head(8).iterrows():
             console.print(f"  [yellow]•[/] not exported: {row['name']}: {row['reason']}")
         if len(skipped) > 8:

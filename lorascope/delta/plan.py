@@ -153,7 +153,7 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
     paired: set[str] = set()
     for key in t_store.keys():
         t_info = t_store.info(key)
-        b_key = base_by_key.get(key) or index.find(key)
+        b_key = base_by_key.get(key) or index.find(key) or tied_partner(base, key, warnings)
         if b_key is None:
             warnings.append({"name": key, "reason": "only in the tuned checkpoint (no base tensor of that name)"})
             continue
@@ -198,6 +198,52 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
             f"(base has e.g. {', '.join(b_store.keys()[:2])}; tuned has e.g. {', '.join(t_store.keys()[:2])})."
         )
     return Plan(deltas, vectors, warnings, "full-diff")
+
+
+# ---- tied output heads: a tuned checkpoint that unties what its base declares tied -----------------------
+
+# Output heads that models tie to their input embeddings, and those input embeddings, by the end of their key.
+TIED_HEADS = ("lm_head.weight", "cls.predictions.decoder.weight", "vocab_projector.weight")
+INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
+                    "tok_embeddings.weight", "shared.weight")
+
+
+def declares_tied(ckpt: Weights) -> bool:
+    """Whether a checkpoint's config declares its output head tied to the input embeddings.
+
+    ``tie_word_embeddings`` as written, or where the key is left out, the default of its model type's
+    transformers config class (gpt2 and gemma tie, llama does not). No config, or no transformers to ask:
+    not declared.
+    """
+    config = ckpt.config or {}
+    if isinstance(config.get("tie_word_embeddings"), bool):
+        return config["tie_word_embeddings"]
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        return False
+    try:
+        import transformers
+
+        return bool(getattr(transformers.AutoConfig.for_model(model_type), "tie_word_embeddings", False))
+    except Exception:  # noqa: BLE001 - no transformers, or a model type it does not know
+        return False
+
+
+def tied_partner(base: Weights, key: str, warnings: list[dict[str, str]]) -> str | None:
+    """The base tensor a tuned output head is paired with when the base stores none: the base's input
+    embedding, when the base declares the two tied (the tuned checkpoint has untied them). A warning says so.
+    """
+    if not key.endswith(TIED_HEADS) or not declares_tied(base):
+        return None
+    found = [k for k in base.store.keys()
+             if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2]
+    if len(found) != 1:
+        return None
+    reason = (f"the base declares its output head tied to the input embeddings (tie_word_embeddings) and "
+              f"stores no {key}; the tuned checkpoint has its own, untied: ΔW = {key} (tuned) − {found[0]} "
+              "(base), the weight the base's head uses")
+    warnings.append({"name": weight_name(key), "reason": reason})
+    return found[0]
 
 
 def _added_rows(key: str, tuned: tuple[int, ...], base: tuple[int, ...]) -> int | None:
