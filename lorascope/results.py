@@ -39,7 +39,8 @@ VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm"
 
 
 def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A modules table in schema order with nullable integer columns; extra keys are kept after the schema's."""
+    """A modules table in schema order with nullable integer columns; extra keys are kept after the
+    schema's."""
     df = pd.DataFrame(rows)
     for col in MODULE_COLUMNS:
         if col not in df.columns:
@@ -122,25 +123,45 @@ class Results:
             raise KeyError(f"no module named {name!r} in these results") from None
 
     def save(self, out: str | Path) -> Path:
-        """Write the results folder (creating it) and return its path.
+        """Write the results folder as one transaction (``lorascope.outputs.writing``) and return its path.
 
         Over results of other inputs or options, the tables computed from those (sweep, selection, comparison)
-        are removed, so no report joins them to spectra they were not computed from.
+        are dropped, so no report joins them to spectra they were not computed from; a report of the earlier
+        results is dropped too (``lorascope.render_report`` writes the new one). Files lorascope did not write
+        are kept, and never overwritten.
+
+        Raises:
+            LorascopeError: ``out`` is a file, another run is writing it, or it holds a file of one of these
+                names that lorascope did not write. The folder is then left as it was.
         """
+        from .outputs import writing
+
+        with writing(out, "save", **self.save_options(out)) as tx:
+            self.write(tx.stage)
+        self.path = tx.path
+        return tx.path
+
+    def save_options(self, out: str | Path) -> dict[str, Any]:
+        """Options of the output transaction that saves these results into ``out``: which earlier tables
+        stay."""
+        same = _same_analysis(Path(out) / SUMMARY_JSON, self.summary)
+        inputs = [str(i.get("path")) for i in self.summary.get("inputs", []) if isinstance(i, dict)]
+        return {"keep": DERIVED_FILES if same else (), "inputs": inputs}
+
+    def write(self, folder: str | Path) -> Path:
+        """Write the four results files into ``folder`` as they are (inside a transaction's stage; see
+        ``save``)."""
         from safetensors.numpy import save_file
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if not _same_analysis(out / SUMMARY_JSON, self.summary):
-            for name in DERIVED_FILES:
-                (out / name).unlink(missing_ok=True)
-        self.modules.to_csv(out / MODULES_CSV, index=False)
-        self.vectors.to_csv(out / VECTORS_CSV, index=False)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.modules.to_csv(folder / MODULES_CSV, index=False)
+        self.vectors.to_csv(folder / VECTORS_CSV, index=False)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.spectra.items()}
-        save_file(arrays, str(out / SPECTRA_FILE), metadata={"content": "singular values, descending"})
-        write_json(out / SUMMARY_JSON, self.summary)
-        self.path = out
-        return out
+        save_file(arrays, str(folder / SPECTRA_FILE), metadata={"content": "singular values, descending"})
+        write_json(folder / SUMMARY_JSON, self.summary)
+        self.path = folder
+        return folder
 
 
 # tables later commands add to a results folder (lorascope.rank.folders, lorascope.compare.results)
@@ -233,4 +254,11 @@ def load_results(path: str | Path) -> Results:
         modules = modules_frame(raw.to_dict("records"))
     except (TypeError, ValueError) as exc:
         raise LorascopeError(f"{path / MODULES_CSV} holds values of the wrong type ({exc}).") from None
+    from .outputs import verify
+
+    changed = verify(path, RESULTS_FILES)
+    if changed:
+        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their "
+                             "sha256 is not the one in its manifest): the files were changed, or mixed from "
+                             "different runs. Re-run the analysis that wrote them.")
     return Results(modules, spectra, summary, vectors, path)

@@ -240,10 +240,15 @@ def test_results_of_other_inputs_drop_the_tables_computed_from_the_old_ones(tmp_
     (tmp_path / "b").mkdir()
     first = pair(tmp_path / "a", {"model.layers.0.mlp.up_proj.weight": planted(12, 8, [2.0, 1.0], seed=1)})
     other = pair(tmp_path / "b", {"model.layers.0.mlp.up_proj.weight": planted(12, 8, [3.0], seed=2)})
+    from lorascope.outputs import writing
+
     out = lorascope.analyze(*first[:2]).save(tmp_path / "res")
-    (out / "sweep.csv").write_text("k\n1\n")
+    with writing(out, "sweep", mode="update") as tx:  # a sweep table, as lorascope writes one
+        (tx.stage / "sweep.csv").write_text("k\n1\n")
     (out / "notes.txt").write_text("mine")
+    (out / "sweep_uniform.csv").write_text("the user's own table")  # not lorascope's: never dropped
     lorascope.analyze(*first[:2]).save(out)  # the same analysis again: its sweep still applies
     assert (out / "sweep.csv").is_file()
     lorascope.analyze(*other[:2]).save(out)
     assert not (out / "sweep.csv").exists() and (out / "notes.txt").read_text() == "mine"
+    assert (out / "sweep_uniform.csv").read_text() == "the user's own table"

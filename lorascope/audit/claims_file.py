@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import LorascopeError, raise_collected
+from ..limits import load_yaml
 from .claims import FIGURE_LABELS, Claim, format_figure
 from .count import BIAS_MODES, DTYPES, LoraSettings
 from .numbers import parse_count, parse_layers, parse_percent
@@ -39,6 +40,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "claimed": ("claim",), "tolerance": (),
 }
 CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",), "total": ("model_params",)}
+MAX_CLAIMS_BYTES = 4 * 1024 * 1024  # a claims file of a thousand claims is under 1 MB
 NOTE_SEP = " | "  # between the notes of one claim in its "notes" cell
 COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact", "relative_error",
            "tolerance", "verdict", "explanation", "mistakes", "notes", "claimed_text", "exact_text", "source"]
@@ -62,11 +64,12 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
     Raises:
         LorascopeError: unreadable or malformed YAML, or any invalid entry (all problems listed at once).
     """
-    import yaml
-
     path = Path(path).expanduser()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.is_file() and path.stat().st_size > MAX_CLAIMS_BYTES:
+            raise LorascopeError(f"{path} is {path.stat().st_size:,} bytes; a claims file may be at most "
+                                 f"{MAX_CLAIMS_BYTES:,} bytes.")
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise LorascopeError(f"{path} does not exist.") from None
     except IsADirectoryError:
@@ -76,8 +79,6 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
                              "YAML file.") from None
     except OSError as exc:
         raise LorascopeError(f"{path} could not be read: {exc.strerror or exc}.") from None
-    except yaml.YAMLError as exc:
-        raise LorascopeError(f"{path} is not valid YAML: {exc}") from None
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
         if "claims" not in data:
@@ -267,9 +268,11 @@ def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
-    """Write audit.csv and audit.html into ``out`` (created); returns the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    csv, page = out / "audit.csv", out / "audit.html"
-    table.drop(columns=["claimed_text", "exact_text"]).to_csv(csv, index=False)
-    page.write_text(html, encoding="utf-8")
-    return [csv, page]
+    """Write audit.csv and audit.html into ``out`` as one transaction (``lorascope.outputs``); returns their
+    paths."""
+    from ..outputs import writing
+
+    with writing(out, "audit") as tx:
+        table.drop(columns=["claimed_text", "exact_text"]).to_csv(tx.stage / "audit.csv", index=False)
+        (tx.stage / "audit.html").write_text(html, encoding="utf-8")
+    return [tx.path / "audit.csv", tx.path / "audit.html"]

@@ -5,7 +5,6 @@ happens here; the rest of lorascope/audit is pure.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..checkpoint import Adapter, open_store
 from ..checkpoint.base import TensorRef
 from ..checkpoint.peft import is_peft_folder, open_peft
 from ..errors import LorascopeError
+from ..limits import check_config_sizes, read_json
 from .headers import bnb_layout, checkpoint_shapes
 from .layout import ModelShapes
 from .shapes import rule_shapes
@@ -51,14 +51,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path).expanduser()
     p = p / "config.json" if p.is_dir() else p
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise LorascopeError(f"{p} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LorascopeError(f"{p} is not valid JSON ({exc}).") from None
+    data = read_json(p, "a model config")
     if not isinstance(data, dict):
         raise LorascopeError(f"{p} must hold a JSON object (a model config), found {type(data).__name__}.")
+    check_config_sizes(data, str(p))
     return data
 
 

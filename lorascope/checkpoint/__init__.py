@@ -6,19 +6,20 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
+from ..limits import check_config_sizes, read_json
 from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
 from .gguf import GGUFFile, is_gguf, open_gguf
 from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
-from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, open_file, open_index, sniff
+from .store import (MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file,
+                    open_index, sniff)
 
 __all__ = [
     "Adapter", "AdapterModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
@@ -49,7 +50,8 @@ def open_store(path: str | Path) -> TensorStore:
     if path.is_file():
         return GGUFFile(path) if is_gguf(path) else open_file(path)
     for pattern in FOLDER_WEIGHTS:
-        hits = sorted(path.glob(pattern))
+        found = sorted(h for h in path.glob(pattern) if h.is_file())
+        hits = [member(path, h.name, f"the checkpoint folder {path}") for h in found]
         if not hits:
             continue
         if pattern.endswith(".json"):
@@ -76,11 +78,11 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     cfg = path / "config.json" if path.is_dir() else None
     if cfg is None or not cfg.is_file():
         return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LorascopeError(f"{cfg} is not valid JSON ({exc}).") from None
-    return data if isinstance(data, dict) else None
+    data = read_json(cfg, "a model config")
+    if not isinstance(data, dict):
+        return None
+    check_config_sizes(data, str(cfg))
+    return data
 
 
 def _open_weights(path: Path) -> Weights:

@@ -109,7 +109,8 @@ class TensorRef:
         """
         t = self.store.get_numpy(self.key)
         if not np.issubdtype(t.dtype, np.floating):
-            raise LorascopeError(f"{self.key}: expected a floating-point tensor, got {t.dtype}")
+            raise LorascopeError(f"{self.store.path}: tensor {self.key}: expected a floating-point tensor, "
+                                 f"got {t.dtype}")
         t = np.ascontiguousarray(self._arrange(t), dtype=dtype)
         if finite and not np.isfinite(t).all():
             self._non_finite(int((~np.isfinite(t)).sum()), t.size)

@@ -28,6 +28,7 @@ from .kohya_names import resolve as resolve_kohya
 from .peft import _KEY as PEFT_KEY
 from .peft import build_adapter
 from .store import TensorStore
+from .validate import alpha_tensor, metadata_alpha
 
 # LyCORIS and other non down/up factorizations: name them instead of misreading them.
 UNSUPPORTED = {
@@ -125,7 +126,7 @@ def refuse_unsupported(path: Path, keys: list[str]) -> None:
 
 def _alpha_scale(store: TensorStore, alpha_key: str, rank: int, metadata_alpha: float | None) -> tuple[float | None, float | None]:
     if alpha_key in store:
-        alpha = float(store.get(alpha_key).float().reshape(-1)[0])
+        alpha = alpha_tensor(store.get_numpy(alpha_key), alpha_key, str(store.path), rank)
         return alpha, alpha / rank
     if metadata_alpha is not None:
         return metadata_alpha, metadata_alpha / rank
@@ -133,10 +134,7 @@ def _alpha_scale(store: TensorStore, alpha_key: str, rank: int, metadata_alpha: 
 
 
 def _metadata_alpha(store: TensorStore) -> float | None:
-    try:
-        return float(store.metadata["ss_network_alpha"])
-    except (KeyError, ValueError):
-        return None
+    return metadata_alpha(store.metadata.get("ss_network_alpha"), str(store.path))
 
 
 def open_down_up(path: Path, store: TensorStore, layout_name: str) -> Adapter:

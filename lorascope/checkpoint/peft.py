@@ -7,7 +7,6 @@ does: the first key k for which ``(.*\\.)?(k)$`` matches the module's name in th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -15,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
+from ..limits import read_json
 from ..names import strip_adapter_prefix
 from .base import Adapter, AdapterModule, TensorRef
-from .store import TensorStore, open_file
+from .store import TensorStore, member, open_file
+from .validate import check_peft_scales
 
 CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_model.pt")
@@ -36,10 +37,7 @@ def is_peft_folder(path: Path) -> bool:
 
 def read_config(path: Path) -> dict[str, Any]:
     cfg_path = path / CONFIG
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LorascopeError(f"{cfg_path} is not valid JSON ({exc}).") from None
+    cfg = read_json(cfg_path, "a PEFT adapter config")
     if not isinstance(cfg, dict):
         raise LorascopeError(f"{cfg_path} must hold a JSON object, found {type(cfg).__name__}.")
     peft_type = str(cfg.get("peft_type", "LORA")).upper()
@@ -61,6 +59,7 @@ def read_config(path: Path) -> dict[str, Any]:
         problems.append("'r' (the LoRA rank) is missing")
     if problems:
         raise LorascopeError(f"{cfg_path} is not a usable LoRA config: " + "; ".join(problems) + ".")
+    check_peft_scales(cfg, str(cfg_path))
     return cfg
 
 
@@ -90,7 +89,7 @@ def module_scale(cfg: dict[str, Any], name: str) -> tuple[int, float, float]:
 def weight_file(path: Path) -> Path:
     for name in WEIGHT_FILES:
         if (path / name).is_file():
-            return path / name
+            return member(path, name, f"the PEFT adapter folder {path}")
     raise LorascopeError(
         f"{path} has an {CONFIG} but no adapter weights: expected one of {', '.join(WEIGHT_FILES)} in the folder."
     )
@@ -153,6 +152,10 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any])
         else:
             found = ", ".join(sorted(p))
             problems.append(f"{name}: has {found} but not both LoRA factors (lora_A and lora_B)")
+            continue
+        if len(left.shape) != 2 or len(right.shape) != 2:
+            problems.append(f"{name}: LoRA factors must be matrices (conv kernels flattened), found shapes "
+                            f"{list(left.stored_shape)} and {list(right.stored_shape)}")
             continue
         if left.shape[1] != right.shape[0]:
             problems.append(f"{name}: factor shapes {left.shape} and {right.shape} do not chain (ranks differ)")

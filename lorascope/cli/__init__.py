@@ -1,8 +1,15 @@
 """The ``lorascope`` command: a click group whose commands are thin shells over library functions.
 
-Commands are imported only when invoked, so ``lorascope --help`` starts without torch. Every
-``LorascopeError`` (bad input) ends as one clear paragraph on stderr and exit code 2, never a traceback;
-any other exception ends as one paragraph and exit code 1 (``LORASCOPE_DEBUG=1`` shows its traceback).
+Commands are imported only when invoked, so ``lorascope --help`` starts without torch. Exit codes:
+
+- 0: done. A closed stdout (``lorascope … | head``) is not an error: output is dropped from then on and the
+  command finishes its work quietly.
+- 2: bad input — a ``LorascopeError``, one paragraph on stderr naming the file, key or value, never a
+  traceback.
+- 1: anything else, as one paragraph; the traceback only when ``LORASCOPE_DEBUG`` is 1, true, yes or on.
+- 130: interrupted (Ctrl-C).
+
+Notes an error carries (``lorascope.outputs``: "the folder was left as it was") are printed after it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -31,6 +39,52 @@ COMMANDS = {
 }
 
 
+def debug_enabled() -> bool:
+    """Whether ``LORASCOPE_DEBUG`` asks for tracebacks: 1, true, yes or on (any case); 0, false, empty do
+    not."""
+    return os.environ.get("LORASCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class QuietPipe:
+    """A stdout that, once the reader has gone (EPIPE), drops further output instead of failing the
+    command."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.broken = True
+        try:  # later writes of anything still holding the real descriptor go nowhere, at exit too
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _with_notes(exc: BaseException) -> str:
+    return " ".join([str(exc), *map(str, getattr(exc, "__notes__", None) or [])])
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -41,24 +95,34 @@ class LazyGroup(click.Group):
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(sys.stdout, QuietPipe):
+            sys.stdout = QuietPipe(sys.stdout)
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except LorascopeError as exc:
-            click.secho(f"error: {exc}", err=True, fg="red")
+            click.secho(f"error: {_with_notes(exc)}", err=True, fg="red")
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.secho("interrupted", err=True, fg="red")
+        except KeyboardInterrupt as exc:
+            notes = " ".join(getattr(exc, "__notes__", None) or [])
+            click.secho(f"interrupted. {notes}".strip(), err=True, fg="red")
             sys.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            if isinstance(sys.stdout, QuietPipe):
+                sys.stdout._gone()
+            sys.exit(0)
         except Exception as exc:  # noqa: BLE001 - the backstop: one paragraph, never a traceback
-            if os.environ.get("LORASCOPE_DEBUG"):
+            if debug_enabled():
                 raise
             click.secho(
-                f"error: unexpected {type(exc).__name__}: {exc}. lorascope did not expect this input or state; "
-                "nothing further was written. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it "
-                "with the command that caused it.", err=True, fg="red")
+                f"error: unexpected {type(exc).__name__}: {_with_notes(exc)} lorascope did not expect this "
+                "input or state. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it with "
+                "the command that caused it.", err=True, fg="red")
             sys.exit(1)
 
 

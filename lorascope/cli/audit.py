@@ -124,11 +124,12 @@ def _save_params(out: Path, result) -> None:
     import json
 
     from ..audit.params import AdapterResult
+    from ..outputs import writing
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "params.json").write_text(json.dumps(result.to_dict(), indent=2))
     table = result.audit.modules if isinstance(result, AdapterResult) else result.count.table
-    table.to_csv(out / "modules.csv", index=False)
+    with writing(out, "params") as tx:
+        (tx.stage / "params.json").write_text(json.dumps(result.to_dict(), indent=2))
+        table.to_csv(tx.stage / "modules.csv", index=False)
 
 
 @click.command()

@@ -78,15 +78,20 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
     """
     from ..compare import compare as run_compare
 
+    from ..outputs import writing
+
     out = _check_out(out or default_out("compare", x, y))
     x, y = resolve_input(x, revision_x, quiet=quiet), resolve_input(y, revision_y, quiet=quiet)
     base = resolve_input(base, base_revision, quiet=quiet)
-    results = run_compare(
-        x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x), format_y=_fmt(format_y),
-        base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap, amp_rank=amp_rank,
-        intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision,
-        device=device, include=include, exclude=exclude, seed=seed,
-    )
+    with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
+        results = run_compare(
+            x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x),
+            format_y=_fmt(format_y), base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap,
+            amp_rank=amp_rank, intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd,
+            precision=precision, device=device, include=include, exclude=exclude, seed=seed,
+        )
+        _write(results, tx, no_report)
+    results.path = tx.path
     _finish(results, out, no_report, quiet)
 
 
@@ -114,40 +119,46 @@ def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out
     """
     from ..compare import intruders as run_intruders
 
+    from ..outputs import writing
+
     out = _check_out(out or default_out("intruders", base, tuned))
     base = resolve_input(base, base_revision, quiet=quiet)
     tuned = resolve_input(tuned, revision, quiet=quiet)
-    results = run_intruders(
-        base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet, top_k=top_k,
-        epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device, include=include, exclude=exclude,
-        seed=seed,
-    )
+    with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
+        results = run_intruders(
+            base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet,
+            top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device,
+            include=include, exclude=exclude, seed=seed,
+        )
+        _write(results, tx, no_report)
+    results.path = tx.path
     _finish(results, out, no_report, quiet)
 
 
 def _check_out(out: Path) -> Path:
     """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
-    from ..results import is_results_folder
+    from ..compare.results import TABLES
 
-    if is_results_folder(out):
-        return Path(out)
-    return check_out(out, marker=MARKER)
+    return check_out(out, marker=(MARKER, *TABLES.values(), "report.html"))
+
+
+def _write(results, tx, no_report: bool) -> None:
+    """Tables and report into the transaction's stage: the spectrum report with its comparison section where
+    the
+    folder holds spectrum results, else a compare page; without a report, the earlier one is dropped."""
+    from .report import _render_one
+
+    results.write(tx.stage)
+    if not no_report:
+        _render_one(tx.stage, None)
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
-    results.save(out)
     if not quiet:
         print_headline(results.summary)
     wrote(out)
     if not no_report:
-        wrote(_render(out), "report")
-
-
-def _render(out: Path) -> Path:
-    """The spectrum report with its comparison section where the folder holds spectrum results, else a compare page."""
-    from .report import _render_one
-
-    return _render_one(out, None)
+        wrote(out / "report.html", "report")
 
 
 def print_headline(summary: dict) -> None:

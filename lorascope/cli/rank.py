@@ -11,6 +11,7 @@ from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
+_WRITES = ("modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv", "report.html")
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 _COUNT = re.compile(r"^\s*(?P<num>\d[\d_]*(?:\.\d+)?(?:e\d+)?)\s*(?P<unit>[kmbg]?)\s*$", re.IGNORECASE)
 
@@ -119,7 +120,8 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     from ..rank.functional import EvalOptions
     from ..rank.truncate import TruncateOptions
 
-    out = check_out(out or default_out("sweep", *inputs))
+    out = check_out(out or default_out("sweep", *inputs),
+                    marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
     result = run_sweep(
         _resolve(inputs, revision, base_revision, quiet), out, parse_ranks(ranks), eval_data=eval_data,
         eval_options=EvalOptions(max_length=max_length, batch_size=batch_size, max_examples=max_examples, device=device),
@@ -180,7 +182,8 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
         energy=energy if energy is not None else 0.9, budget=parse_count(budget) if budget is not None else None,
         tolerance=tolerance,
     )
-    out = check_out(out or default_out("select", *(inputs or [from_sweep])))
+    out = check_out(out or default_out("select", *(inputs or [from_sweep])),
+                    marker=_WRITES + ("selection.csv", "selection.json", "export.csv"))
     paths = _resolve(inputs, revision, base_revision, quiet)
     if export is not None:
         check_export_dir(export, paths)

@@ -58,26 +58,33 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
 
     if len(inputs) > 2:
         raise LorascopeError(f"spectrum takes one input (an adapter) or two (BASE and TUNED/ADAPTER), got {len(inputs)}.")
+    from ..outputs import writing
+    from ..report import REPORT_HTML, write_report
+
     out = check_out(out or default_out("spectrum", *inputs))
     if len(inputs) == 2:
         first = resolve_input(inputs[0], base_revision, quiet=quiet)
         second = resolve_input(inputs[1], revision, quiet=quiet)
     else:
         first, second = resolve_input(inputs[0], revision, quiet=quiet), resolve_input(None, base_revision)
-    results = analyze(
-        first, second,
-        format=None if fmt == "auto" else fmt,
-        base_format=None if base_format == "auto" else base_format,
-        progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision, device=device, workers=workers,
-        include=include, exclude=exclude, seed=seed,
-    )
-    results.save(out)
+    resolved = [str(Path(p).resolve()) for p in (first, second) if p is not None]
+    with writing(out, "spectrum", inputs=resolved) as tx:
+        results = analyze(
+            first, second,
+            format=None if fmt == "auto" else fmt,
+            base_format=None if base_format == "auto" else base_format,
+            progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision,
+            device=device, workers=workers, include=include, exclude=exclude, seed=seed,
+        )
+        tx.keep_files(results.save_options(out)["keep"])
+        results.write(tx.stage)
+        if not no_report:
+            if not quiet:
+                click.echo("rendering the report …", err=True)
+            write_report(results, tx.stage / REPORT_HTML)
+    results.path = tx.path
     if not quiet:
         print_summary(results)
     wrote(out)
     if not no_report:
-        from ..report import render_report
-
-        if not quiet:
-            click.echo("rendering the report …", err=True)
-        wrote(render_report(results), "report")
+        wrote(out / REPORT_HTML, "report")

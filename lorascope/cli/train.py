@@ -123,7 +123,8 @@ def train(method, rank, targets, out, **o):
     from ..train.runs import METRICS, train_one
 
     spec = _spec(method, rank, targets, o)
-    out = check_out(out or Path("runs") / slug(spec.run_name()), marker=METRICS)
+    out = check_out(out or Path("runs") / slug(spec.run_name()),
+                    marker=(METRICS, "history.csv", "rank_history.csv", "tuned", "adapter", "base"))
     row = train_one(spec, out, o["model_path"], _pretrain_cfg(o), progress=not o["quiet"])
     if not o["quiet"]:
         _print_table([row])
@@ -172,7 +173,7 @@ def train_sweep(methods, ranks, targets, out, **o):
     if any(r < 1 for r in rank_list):
         raise LorascopeError(f"--ranks {ranks!r}: every rank must be a positive integer.")
     specs = expand_sweep(method_list, rank_list, target_list, _spec("lora", rank_list[0], target_list[0], o))
-    out = check_out(out or Path("runs") / slug(f"sweep-{o['task']}"), marker=INDEX)
+    out = check_out(out or Path("runs") / slug(f"sweep-{o['task']}"), marker=(INDEX, "base"))
     echo = (lambda i, n, row: None) if o["quiet"] else (lambda i, n, row: click.echo(f"[{i}/{n}] {row['run']}", err=True))
     index = run_sweep(specs, out, o["model_path"], _pretrain_cfg(o), progress=not o["quiet"], on_run=echo)
     if not o["quiet"]:
@@ -196,7 +197,7 @@ def demo(out, quiet):
     from ..train.demo import MARKER, run_demo, summary_table
     from ..train.pretrain import cache_dir
 
-    out = check_out(out, marker=MARKER)
+    out = check_out(out, marker=(MARKER, "report.html"))
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     result = run_demo(out, progress=not quiet, log=log)
     if not quiet:

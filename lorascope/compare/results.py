@@ -51,14 +51,25 @@ class CompareResults:
     path: Path | None = field(default=None, compare=False)
 
     def save(self, out: str | Path) -> Path:
-        """Write every table present and the summary into ``out`` (created), and return it."""
+        """Write every table present and the summary into ``out`` as one transaction (``lorascope.outputs``),
+        beside whatever results lorascope wrote there before (a stale comparison table and the earlier report
+        are dropped); return the folder."""
+        from ..outputs import writing
+
+        with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
+            self.write(tx.stage)
+        self.path = tx.path
+        return tx.path
+
+    def write(self, out: str | Path) -> Path:
+        """Write the tables and summary into ``out`` as they are (inside a transaction's stage)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for attr, name in TABLES.items():
             table = getattr(self, attr)
             if table is not None:
                 table.to_csv(out / name, index=False)
-            elif (out / name).exists():  # a stale table of an earlier run into the same folder
+            elif (out / name).exists():  # a stale table of an earlier run (a staged copy of ours)
                 (out / name).unlink()
         write_json(out / SUMMARY_JSON, self.summary)
         self.path = out
@@ -82,7 +93,9 @@ def load_compare(path: str | Path) -> CompareResults:
     try:
         with open(path / SUMMARY_JSON) as fh:
             summary = json.load(fh)
-        tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if (path / name).is_file()}
+        from ..report.registry import folder_has  # a table a user put there under one of these names is not read
+
+        tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if folder_has(path, name)}
     except (OSError, ValueError) as exc:
         raise LorascopeError(f"could not read the comparison results in {path}: {exc}") from None
     return CompareResults(summary, **tables, path=path)

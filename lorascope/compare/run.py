@@ -24,7 +24,7 @@ from ..analysis import versions
 from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
 from ..checkpoint.hub import origin as hub_origin
 from ..delta import Delta, filter_names, load_form, plan_deltas
-from ..errors import LorascopeError
+from ..errors import LorascopeError, raise_collected
 from ..linalg import Form, resolve_device, torch_dtype
 from ..names import NameIndex, split_name
 from ..progress import progress_bar
@@ -130,10 +130,15 @@ def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Del
     index = NameIndex(by_name)
     pairs: list[tuple[Delta, Delta]] = []
     used: set[str] = set()
+    ambiguous: list[str] = []
     for dx in xs:
-        hit = index.find(dx.name)
-        if hit is None or hit in used:
-            warnings.append({"name": dx.name, "reason": "only in X (no module of that name in Y)"})
+        found = index.match(dx.name)
+        hit = found.name
+        if found.ambiguous or hit in used:
+            ambiguous.append(f"{dx.name}: {found.reason or f'a second module of X matching {hit}'}")
+            continue
+        if hit is None:
+            warnings.append({"name": dx.name, "reason": f"only in X ({found.reason})"})
             continue
         dy = by_name[hit]
         if tuple(dx.shape) != tuple(dy.shape):
@@ -141,6 +146,9 @@ def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Del
             continue
         used.add(hit)
         pairs.append((dx, dy))
+    raise_collected(ambiguous, f"{len(ambiguous)} module name(s) of X match more than one module of Y once "
+                    "wrapper prefixes are removed; modules are paired only by one unambiguous name. "
+                    "Ambiguous names:")
     warnings += [{"name": n, "reason": "only in Y (no module of that name in X)"} for n in by_name if n not in used]
     return pairs, warnings
 

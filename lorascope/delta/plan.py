@@ -17,7 +17,7 @@ from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
 from ..checkpoint.gguf import GGUFBaseNames
 from ..checkpoint.kohya_names import stem_of_key
 from ..errors import LorascopeError, raise_collected
-from ..names import NameIndex
+from ..names import Match, NameIndex
 from .family import FAMILIES
 
 # Tensors whose first dimension grows when tokens are added to a vocabulary.
@@ -147,17 +147,26 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
     vectors: list[VectorDelta] = []
     problems: list[str] = []
     b_store, t_store = base.store, tuned.store
-    base_by_key = {k: k for k in b_store.keys()}
     index = NameIndex(b_store.keys())
     conv1d = _conv1d(tuned) or _conv1d(base)
-    paired: set[str] = set()
+    paired: dict[str, str] = {}
+    ambiguous: list[str] = []
     for key in t_store.keys():
         t_info = t_store.info(key)
-        b_key = base_by_key.get(key) or index.find(key) or tied_partner(base, key, warnings)
+        hit = index.match(key)
+        b_key = hit.name
+        if b_key is None and not hit.ambiguous:
+            b_key = tied_partner(base, key, warnings)
         if b_key is None:
-            warnings.append({"name": key, "reason": "only in the tuned checkpoint (no base tensor of that name)"})
+            if hit.ambiguous:
+                ambiguous.append(f"{key}: {hit.reason}")
+            else:
+                warnings.append({"name": key, "reason": f"only in the tuned checkpoint ({hit.reason})"})
             continue
-        paired.add(b_key)
+        if b_key in paired:
+            ambiguous.append(f"{key} and {paired[b_key]} both match the base tensor {b_key}")
+            continue
+        paired[b_key] = key
         b_info = b_store.info(b_key)
         if not (t_info.is_float and b_info.is_float):
             warnings.append({"name": key, "reason": f"not floating point ({t_info.dtype}); skipped"})
@@ -184,6 +193,10 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
                                   added_rows=added))
         if added:
             warnings.append({"name": name, "reason": f"{added} rows added (new tokens); the {rows} common rows analyzed"})
+    raise_collected(ambiguous, f"{base.path} and {tuned.path}: {len(ambiguous)} tensor name(s) match more "
+                    "than one tensor of the other checkpoint once wrapper prefixes are removed; lorascope "
+                    "pairs tensors only by one unambiguous name (lorascope.names.NameIndex). Ambiguous "
+                    "names:")
     raise_collected(
         problems,
         f"{base.path} and {tuned.path} do not have the same shapes for {len(problems)} tensor(s); "
@@ -319,26 +332,39 @@ class BaseLookup:
 
     def __init__(self, base: Weights, adapter: Adapter | None = None):
         self.key_of = {weight_name(k): k for k in base.store.keys()}
-        self.flat_key_of = {n.replace(".", "_"): k for n, k in self.key_of.items()}
+        flat: dict[str, list[str]] = {}
+        for n, k in self.key_of.items():
+            flat.setdefault(n.replace(".", "_"), []).append(k)
+        # two dotted names that flatten alike ('a_b.c', 'a.b_c') are left out: a kohya name cannot tell them
+        # apart
+        self.flat_key_of = {n: ks[0] for n, ks in flat.items() if len(ks) == 1}
         self.dotted = NameIndex(self.key_of)
         self.flat = NameIndex(self.flat_key_of, sep="_")
         self.gguf = GGUFBaseNames(base, adapter) if adapter is not None and adapter.format == "gguf" else None
 
-    def pair(self, m: AdapterModule) -> tuple[str | None, AdapterModule]:
-        """(the base key, the module with its parts as the base orders them) of one adapter module."""
+    def pair(self, m: AdapterModule) -> tuple[Match, AdapterModule]:
+        """(the base key found or why not, the module with its parts as the base orders them) of one module."""
         if self.gguf is not None and m.source == "gguf":
-            return self.gguf.pair(m)
+            key, m = self.gguf.pair(m)
+            return Match(key, "" if key else "no base tensor maps to this GGUF name"), m
         if m.source == "kohya":  # the base's names decide: kohya's own stem first, then the resolved name
             stem = stem_of_key(next(iter(m.parts.values())).key)
-            return (stem and self.find(stem, "kohya")) or self.find(m.name, "kohya"), m
-        return self.find(m.name, m.source), m
+            own = self.match(stem, "kohya") if stem else None
+            if own is not None and own.name is not None:
+                return own, m
+            return self.match(m.name, "kohya"), m
+        return self.match(m.name, m.source), m
+
+    def match(self, name: str, source: str = "peft") -> Match:
+        """The base weight key of an adapter module (``Match.name``), or None and why."""
+        if source == "kohya":
+            hit = self.flat.match(name.replace(".", "_"))
+            return Match(self.flat_key_of[hit.name]) if hit.name is not None else hit
+        hit = self.dotted.match(name)
+        return Match(self.key_of[hit.name]) if hit.name is not None else hit
 
     def find(self, name: str, source: str = "peft") -> str | None:
-        if source == "kohya":
-            hit = self.flat.find(name.replace(".", "_"))
-            return None if hit is None else self.flat_key_of[hit]
-        hit = self.dotted.find(name)
-        return None if hit is None else self.key_of[hit]
+        return self.match(name, source).name
 
 
 def declares_conv1d(base: Weights, name: str) -> bool:
@@ -375,9 +401,15 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
     problems: list[str] = []
     matched = 0
     for m in adapter.modules:
-        key, m = lookup.pair(m)
+        hit, m = lookup.pair(m)
+        key = hit.name
+        if hit.ambiguous:
+            problems.append(f"{m.name}: the base weight is {hit.reason}; give a base whose names are "
+                            "unambiguous")
+            continue
         if key is None:
-            warnings.append({"name": m.name, "reason": "no base weight of this name; analyzed without the base"})
+            warnings.append({"name": m.name, "reason": f"no base weight of this name ({hit.reason}); "
+                             "analyzed without the base"})
             d = _without_base(m, warnings)
             if d is not None:
                 deltas.append(d)

@@ -521,18 +521,21 @@ def _exported_here(out: Path) -> bool:
 
 def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
                       verbatim: dict[str, Any] | None = None) -> Path:
-    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as they are)."""
+    """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as
+    they are),
+    written as one transaction (``lorascope.outputs``): an earlier export's files are replaced, nothing
+    else."""
     import torch
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
+    from ..outputs import writing
+
     tdtype = getattr(torch, dtype)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)).to(tdtype).contiguous() for k, v in tensors.items()}
     state.update({k: torch.as_tensor(v).contiguous() for k, v in (verbatim or {}).items()})
-    save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt", **WRITTEN_BY})
-    for stale in ("adapter_model.bin", "adapter_model.pt"):  # a re-export must not leave an older weight file first
-        (out / stale).unlink(missing_ok=True)
-    with open(out / "adapter_config.json", "w") as fh:
-        json.dump(config, fh, indent=2)
-        fh.write("\n")
-    return out
+    with writing(out, "export") as tx:
+        save_file(state, str(tx.stage / "adapter_model.safetensors"), metadata={"format": "pt", **WRITTEN_BY})
+        with open(tx.stage / "adapter_config.json", "w") as fh:
+            json.dump(config, fh, indent=2)
+            fh.write("\n")
+    return tx.path

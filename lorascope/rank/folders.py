@@ -263,13 +263,19 @@ def _functional(results: Results, grid: list[int], eval_data: str | Path, eval_o
 
 
 def save_sweep(output: SweepOutput, out: str | Path) -> Path:
-    """Write the results and the sweep tables; sweep tables this run did not make are removed, not left stale."""
-    out = output.results.save(out)
+    """Write the results and the sweep tables as one transaction (``lorascope.outputs``); sweep tables this
+    run
+    did not make are dropped, not left stale, and so is the earlier report."""
+    from ..outputs import writing
+
     tables = {SWEEP_CSV: output.truncation, UNIFORM_CSV: output.uniform, FRONTIER_CSV: output.frontier,
               FUNCTIONAL_CSV: output.functional, TRAINING_CSV: output.training, KNEES_CSV: output.knees}
-    _write_tables(out, tables)
-    write_json(out / SWEEP_JSON, _clean(output.info))
-    return out
+    with writing(out, "sweep", **output.results.save_options(out)) as tx:
+        output.results.write(tx.stage)
+        _write_tables(tx.stage, tables)
+        write_json(tx.stage / SWEEP_JSON, _clean(output.info))
+    output.results.path = tx.path
+    return tx.path
 
 
 def _write_tables(out: Path, tables: dict[str, pd.DataFrame | None]) -> None:
@@ -355,7 +361,17 @@ def _export(results: Results, spectra: Spectra, selection: Selection, export: st
 
 
 def save_selection(output: SelectOutput, out: str | Path) -> Path:
-    out = output.results.save(out)
+    """Write the results and the selection tables as one transaction (``lorascope.outputs``)."""
+    from ..outputs import writing
+
+    with writing(out, "select", **output.results.save_options(out)) as tx:
+        _write_selection(output, tx.stage)
+    output.results.path = tx.path
+    return tx.path
+
+
+def _write_selection(output: SelectOutput, out: Path) -> None:
+    output.results.write(out)
     _write_tables(out, {SELECTION_CSV: output.selection.table,
                         EXPORT_CSV: output.export.table if output.export is not None else None})
     info = output.selection.summary()
@@ -371,7 +387,6 @@ def save_selection(output: SelectOutput, out: str | Path) -> Path:
             "notes": list(output.export.notes),
         }
     write_json(out / SELECTION_JSON, _clean(info))
-    return out
 
 
 def _excess(t: pd.DataFrame) -> float | None:

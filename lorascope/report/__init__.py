@@ -12,6 +12,7 @@ never read here: a report re-renders from ``modules.csv``, ``singular_values.saf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import LorascopeError
@@ -46,13 +47,51 @@ def render_report(results_dir: str | Path | Results, out: str | Path | None = No
     Raises:
         LorascopeError: the folder is not a readable results folder, or no output path can be chosen.
     """
-    from .html import write_page
-
     results = results_dir if isinstance(results_dir, Results) else load_results(results_dir)
     if out is None and results.path is None:
         raise LorascopeError("these results were never saved to a folder; give the report an output path (out=...)")
     html = html_path(out if out is not None else results.path)
-    return write_page(build_page(results), html, figures_dir(html), footer=footer_text([results]))
+    return publish(html, lambda page_file, figures: write_report(results, page_file, figures))
+
+
+def write_report(results: Results, html: Path, figures: Path | None = None) -> Path:
+    """Draw the report of ``results`` into ``html`` and ``figures`` as they are (inside a transaction's
+    stage)."""
+    from .html import write_page
+
+    return write_page(build_page(results), html, figures if figures is not None else figures_dir(html),
+                      footer=footer_text([results]))
+
+
+def publish(html: Path, draw, command: str = "report") -> Path:
+    """Write a page and its figures through the output transaction (``lorascope.outputs``); return ``html``.
+
+    ``draw(page_file, figures_folder)`` writes them. A ``report.html`` in a folder lorascope owns (new, empty,
+    or holding its manifest) is written by one transaction of that folder, which drops the earlier page and
+    figures; a page beside files lorascope did not write is replaced atomically and its figures folder is a
+    transaction of its own.
+    """
+    from ..outputs import INTERNAL, read_manifest, shown, writing
+
+    html = Path(html)
+    folder = html.parent
+    if shown(folder) != folder:  # already inside an open transaction's stage: write as it is
+        draw(html, figures_dir(html))
+        return html
+    owned = not folder.exists() or read_manifest(folder) is not None or not any(
+        INTERNAL not in p.name for p in folder.iterdir())
+    if html.name == REPORT_HTML and owned:
+        with writing(folder, command, mode="update", drop=[REPORT_HTML, FIGURES_DIR]) as tx:
+            draw(tx.stage / REPORT_HTML, tx.stage / FIGURES_DIR)
+        return html
+    from .html import check_writable
+
+    check_writable(html)
+    page = f"{INTERNAL}page.html"  # drawn inside the stage, so a refused or failed run writes no page either
+    with writing(figures_dir(html), command) as tx:
+        draw(tx.stage / page, tx.stage)
+    os.replace(tx.path / page, html)
+    return html
 
 
 def render_comparison(results_dirs: list[str | Path | Results], out: str | Path, labels: list[str] | None = None) -> Path:
@@ -83,7 +122,8 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
                              "is named by its label, so labels must differ")
     html = html_path(out)
     page = build_comparison_page(runs, labels or run_labels(runs))
-    return write_page(page, html, figures_dir(html), footer=footer_text(runs))
+    footer = footer_text(runs)
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))
 
 
 def html_path(out: str | Path) -> Path:
@@ -136,5 +176,7 @@ def run_labels(runs: list[Results]) -> list[str]:
 def footer_text(runs: list[Results]) -> str:
     from .. import __version__
 
-    where = ", ".join(str(r.path) for r in runs if r.path is not None)
+    from ..outputs import shown
+
+    where = ", ".join(str(shown(r.path)) for r in runs if r.path is not None)
     return f"Written by lorascope {__version__} from the saved results in {where or 'memory'}; it reads no checkpoint."

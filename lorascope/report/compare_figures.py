@@ -271,7 +271,7 @@ def render_compare_report(results_dir: str | Path, out: str | Path | None = None
     Returns:
         The path of the HTML file.
     """
-    from . import figures_dir, html_path
+    from . import html_path, publish
     from .html import write_page
 
     res = load_compare(results_dir)
@@ -280,8 +280,11 @@ def render_compare_report(results_dir: str | Path, out: str | Path | None = None
     kind = s.get("kind", "compare")
     title = " vs ".join(s.get("labels") or names) if kind == "compare" else f"intruder dimensions: {' → '.join(names)}"
     subtitle = f"lorascope {kind} report · {(s.get('totals') or {}).get('modules', 0)} modules · {s.get('created', '')}"
+    from ..outputs import shown
+
     section_title = "Comparing two updates" if kind == "compare" else "Intruder dimensions"
     page = Page(title, subtitle, [Section("compare", section_title, compare_blocks(res))])
     html = html_path(out if out is not None else results_dir)
-    footer = f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in {results_dir}."
-    return write_page(page, html, figures_dir(html), footer=footer)
+    footer = (f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in "
+              f"{shown(results_dir)}.")
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))

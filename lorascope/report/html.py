@@ -139,6 +139,8 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
         LorascopeError: ``out`` is an existing file that is not a lorascope page, or a PNG about to be written
             exists and is not a lorascope figure.
     """
+    from ..outputs import atomic_file
+
     check_writable(out)
     pngs = draw_figures(page)
     if figures_dir is not None:
@@ -148,5 +150,5 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
         figures_dir.mkdir(parents=True, exist_ok=True)
         for key, png in pngs.items():
             (figures_dir / f"{key}.png").write_bytes(png.data)
-    out.write_text(render_html(page, pngs, footer), encoding="utf-8")
+    atomic_file(out, render_html(page, pngs, footer).encode("utf-8"))
     return out

@@ -78,4 +78,12 @@ class SectionRegistry(Generic[Ctx]):
 
 
 def folder_has(path: Path | None, name: str) -> bool:
-    return path is not None and (Path(path) / name).is_file()
+    """Whether the folder holds ``name`` as lorascope wrote it: a file a user put there under that name (not
+    in
+    the folder's manifest, ``lorascope.outputs``) is not read into a report."""
+    from ..outputs import read_manifest
+
+    if path is None or not (Path(path) / name).is_file():
+        return False
+    manifest = read_manifest(Path(path))
+    return manifest is None or name in manifest["files"]

@@ -18,6 +18,7 @@ Defaults are sized to finish in a few minutes on two CPU cores, pre-training inc
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .folders import write_json
+from ..outputs import writing
 from .methods import MethodConfig
 from .pretrain import PretrainConfig, pretrain
 from .runs import INDEX, RunSpec, expand_sweep, sweep
@@ -89,6 +90,9 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
              log: Callable[[str], Any] = lambda s: None) -> DemoResult:
     """Pre-train (or reuse) the base, train the sweep, analyze every run and render the report into ``out``."""
     seconds: dict[str, float] = {}
+    # the folder is lorascope's (a manifest) before runs/ go into it
+    with writing(out, "demo", mode="update"):
+        pass
     t = time.perf_counter()
     base, cached = pretrain(cfg.pretrain, progress=progress)
     seconds["pretrain"] = time.perf_counter() - t
@@ -109,12 +113,16 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
     log(f"analyzed {len(spectra)} runs in {seconds['analyze']:.0f} s")
 
     t = time.perf_counter()
-    report = render(spectra, out)
-    seconds["report"] = time.perf_counter() - t
+    # the page and demo.json; runs/ and spectra/ are their own
+    with writing(out, "demo", mode="update") as tx:
+        render(spectra, tx.stage)
+        seconds["report"] = time.perf_counter() - t
+        report = out / "report.html"
+        marker = {"config": asdict(cfg), "base": str(base), "base_cached": cached, "index": str(index),
+                  "spectra": {k: str(v) for k, v in spectra.items()}, "report": str(report),
+                  "seconds": seconds}
+        (tx.stage / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n", encoding="utf-8")
     table = pd.read_csv(index)
-    write_json(out / MARKER, {"config": asdict(cfg), "base": str(base), "base_cached": cached,
-                              "index": str(index), "spectra": {k: str(v) for k, v in spectra.items()},
-                              "report": str(report), "seconds": seconds})
     return DemoResult(out, index, spectra, report, seconds, table)
 
 

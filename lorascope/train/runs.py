@@ -17,12 +17,11 @@ A sweep writes one run folder per configuration, ``base/`` once (a MiniGPT base 
 
 from __future__ import annotations
 
-import contextlib
+import os
 import platform
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 
 from .. import __version__
 from ..errors import LorascopeError
+from ..outputs import remove_written, writing
 from .data import Task, encode, file_task, world_task
 from .folders import Base, load_base, read_task_file, save_adapter, save_tuned, write_csv, write_json
 from .lora import adaptable_modules, adapter_config, adapter_state_dict, lora_layers, merge_and_unload, peft_target_modules
@@ -234,13 +234,16 @@ def expand_sweep(methods: list[str], ranks: list[int], targets: list[str], templ
 
 
 def materialize_base(base_path: Path, out: Path, copy: bool) -> Path:
-    """The base the runs of a sweep share: ``out/base`` (a copy, made once) or ``base_path`` itself."""
+    """The base the runs of a sweep share: ``out/base`` (a copy, made once, in its own transaction of ``out``)
+    or ``base_path`` itself."""
     if not copy:
         return base_path
     target = out / "base"
     if not (target / "config.json").is_file():
-        shutil.copytree(base_path, target, dirs_exist_ok=True)
-    return target
+        with writing(out, "train", mode="update", link=True) as tx:
+            tx.fresh("base")
+            shutil.copytree(base_path, tx.stage / "base")
+    return Path(os.path.abspath(target))
 
 
 def sweep(specs: list[RunSpec], base_path: Path, out: Path, copy_base: bool, progress: bool = False,
@@ -252,34 +255,29 @@ def sweep(specs: list[RunSpec], base_path: Path, out: Path, copy_base: bool, pro
         The path of ``index.csv``.
     """
     rows: list[dict[str, Any]] = []
-    with _removed_on_failure(out, keep=lambda: bool(rows)):
-        out.mkdir(parents=True, exist_ok=True)
+    existed = out.exists()
+    try:
         shared = materialize_base(base_path, out, copy_base)
         for i, spec in enumerate(specs, 1):
-            with _removed_on_failure(out / spec.run_name()), warnings.catch_warnings():
+            # each finished run is committed with the index listing it, so an interrupted sweep keeps them
+            with writing(out, "train-sweep", mode="update", link=True) as tx, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # deterministic-kernel notices, once per run
-                rows.append(train_run(spec, shared, out / spec.run_name(), progress))
-            write_csv(out / INDEX, rows)
+                tx.fresh(spec.run_name())  # staged as hard links: a run is rewritten from nothing
+                row = train_run(spec, shared, tx.stage / spec.run_name(), progress)
+                write_csv(tx.file(INDEX), rows + [row])
+            rows.append(row)
             if on_run is not None:
                 on_run(i, len(specs), rows[-1])
+    except BaseException:
+        if not rows and not _had_runs(out, existed):  # nothing finished: the base copied for it goes too
+            remove_written(out, remove_folder=not existed)
+        raise
     return out / INDEX
 
 
-@contextlib.contextmanager
-def _removed_on_failure(out: Path, keep: Any = lambda: False) -> Iterator[None]:
-    """Undo ``out`` if the block fails (a bad task, targets matching nothing, Ctrl-C) and ``out`` was absent
-    or empty before, so a failed run leaves nothing that would block the same ``--out`` next time; an empty
-    folder the user made is left empty. ``keep()`` true keeps everything (a sweep keeps its finished runs)."""
-    existed = out.is_dir()
-    fresh = not out.exists() or (existed and not any(out.iterdir()))
-    try:
-        yield
-    except BaseException:
-        if fresh and not keep() and out.is_dir():
-            shutil.rmtree(out, ignore_errors=True)
-            if existed:
-                out.mkdir()
-        raise
+def _had_runs(out: Path, existed: bool) -> bool:
+    """Whether ``out`` held finished runs before this call (an index of an earlier sweep)."""
+    return existed and (out / INDEX).is_file()
 
 
 
@@ -301,9 +299,17 @@ def train_one(spec: RunSpec, out: Path, model: Path | None = None,
               pretrain_cfg: PretrainConfig | None = None, progress: bool = False) -> dict[str, Any]:
     """One run into ``out`` (``out/base`` holds the MiniGPT base when no ``model`` folder is given)."""
     base, copy = resolve_base(model, pretrain_cfg or PretrainConfig(), progress)
-    with _removed_on_failure(out):
-        out.mkdir(parents=True, exist_ok=True)
-        return train_run(spec, materialize_base(base, out, copy), out, progress)
+    existed = out.exists() and (out / METRICS).is_file()
+    fresh = not out.exists()
+    try:
+        shared = materialize_base(base, out, copy)
+        with writing(out, "train", keep=["base"], link=True) as tx:  # the run's files are written from nothing
+            row = train_run(spec, shared, tx.stage, progress)
+    except BaseException:
+        if not existed:  # a failed first run leaves nothing that would block the same --out next time
+            remove_written(out, remove_folder=fresh)
+        raise
+    return {**row, "folder": tx.path.name}
 
 
 def train_sweep(specs: list[RunSpec], out: Path, model: Path | None = None,

@@ -22,7 +22,8 @@ def test_compare_two_adapters_to_default_folder(tiny, monkeypatch):
     assert "results written to reports/compare-r4-vs-r8" in res.output
     assert "6 modules compared" in res.output
     files = {p.name for p in out.iterdir()}
-    assert files == {"compare_modules.csv", "subspace_similarity.csv", "compare_summary.json"}
+    assert files == {"compare_modules.csv", "subspace_similarity.csv", "compare_summary.json",
+                     ".lorascope-manifest.json"}
     assert len(pd.read_csv(out / "compare_modules.csv")) == 6
 
 

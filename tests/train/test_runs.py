@@ -169,5 +169,6 @@ def test_failed_sweep_leaves_nothing_behind_and_keeps_finished_runs(tiny_base, t
 
     with pytest.raises(LorascopeError, match="match no linear module"):
         sweep([spec(rank=1), spec(rank=2, targets="qkv")], tiny_base, out, copy_base=True)
-    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv"}  # the failed run is gone
+    # the failed run is gone
+    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv", ".lorascope-manifest.json"}
     assert pd.read_csv(out / "index.csv")["run"].tolist() == ["lora-r1-attn"]
