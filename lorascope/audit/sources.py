@@ -16,7 +16,7 @@ from ..checkpoint import Adapter, open_store
 from ..checkpoint.base import TensorRef
 from ..checkpoint.peft import is_peft_folder, open_peft
 from ..errors import LorascopeError
-from ..limits import check_config_sizes, read_json
+from ..limits import check_config_sizes, loads_json, read_json
 from .headers import bnb_layout, checkpoint_shapes
 from .layout import ModelShapes
 from .shapes import rule_shapes
@@ -130,9 +130,9 @@ def quant_state_shape(store, weight: str, state: str) -> tuple[int, int] | None:
     if info.dtype != "uint8" or len(info.shape) != 1 or info.numel > QUANT_STATE_BYTES:
         return None
     try:
-        data = json.loads(bytes(store.get_numpy(state).tolist()).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
+        data = loads_json(bytes(store.get_numpy(state).tolist()), f"{store.path}: {state}")
+    except LorascopeError:
+        return None  # not a quant state: the caller refuses the weight with its own message
     shape = data.get("shape") if isinstance(data, dict) else None
     if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape)):
         return None
