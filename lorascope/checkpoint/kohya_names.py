@@ -351,3 +351,30 @@ def stem_of_key(key: str) -> str | None:
     'lora_unet_x.hada_w1_a' -> 'lora_unet_x'), or None."""
     m = _STEM.match(key)
     return m["stem"] if m else None
+
+
+# Where each kohya component lives in the checkpoints people pair a kohya file with: a diffusers component folder
+# (no prefix), a diffusers pipeline state dict ('unet.', 'text_encoder.'), or an original single-file checkpoint
+# (SD / SDXL 'model.diffusion_model.', 'cond_stage_model.transformer.', 'conditioner.embedders.N.…'; FLUX / SD3
+# saved by ComfyUI under 'model.diffusion_model.'). A base name pairs with a kohya stem only when removing one of
+# its component's prefixes leaves exactly the stem's path (kohya's own tokens, or the resolved name's).
+COMPONENT_PREFIXES: dict[str | None, tuple[str, ...]] = {
+    "unet": ("", "unet.", "model.diffusion_model."),
+    "transformer": ("", "transformer.", "model.diffusion_model."),
+    "text_encoder": ("", "text_encoder.", "cond_stage_model.transformer.", "conditioner.embedders.0.transformer."),
+    "text_encoder_2": ("", "text_encoder_2.", "conditioner.embedders.1.model."),
+    None: ("",),
+}
+
+
+def component_of(stem: str) -> tuple[str | None, str] | None:
+    """(component, the stem's path after its prefix, '_'-joined) of a kohya stem — the longest prefix of
+    ``PREFIXES`` it starts with — or None for a stem with no known prefix or an ambiguous component."""
+    keys = sorted((p for p in PREFIXES if stem.startswith(p)), key=len, reverse=True)
+    if not keys or PREFIXES[keys[0]].ambiguous:
+        return None
+    prefix = PREFIXES[keys[0]]
+    rest = stem[len(keys[0]):]
+    if prefix.repeated and rest.startswith(prefix.repeated + "_"):
+        rest = rest[len(prefix.repeated) + 1:]
+    return prefix.component, rest

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
 from ..checkpoint.gguf import GGUFBaseNames
-from ..checkpoint.kohya_names import stem_of_key
+from ..checkpoint.kohya_names import COMPONENT_PREFIXES, component_of, stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import Match, NameIndex
 from .family import FAMILIES
@@ -347,13 +347,34 @@ class BaseLookup:
         if self.gguf is not None and m.source == "gguf":
             key, m = self.gguf.pair(m)
             return Match(key, "" if key else "no base tensor maps to this GGUF name"), m
-        if m.source == "kohya":  # the base's names decide: kohya's own stem first, then the resolved name
-            stem = stem_of_key(next(iter(m.parts.values())).key)
-            own = self.match(stem, "kohya") if stem else None
-            if own is not None and own.name is not None:
-                return own, m
-            return self.match(m.name, "kohya"), m
+        if m.source == "kohya":
+            return self._kohya(m), m
         return self.match(m.name, m.source), m
+
+    def _kohya(self, m: AdapterModule) -> Match:
+        """A kohya module's base weight: kohya's own stem, then the resolved name, each matched exactly against
+        the base names with one of its component's declared prefixes (``kohya_names.COMPONENT_PREFIXES``)
+        removed. The base's names decide; two base weights that fit one stem pair nothing."""
+        stem = stem_of_key(next(iter(m.parts.values())).key)
+        split = component_of(stem) if stem else None
+        if split is None:
+            return self.match(m.name, "kohya")
+        component, rest = split
+        resolved = m.name.removeprefix(f"{component}.") if component else m.name
+        hits: set[str] = set()
+        for path in (rest, resolved.replace(".", "_")):
+            for prefix in COMPONENT_PREFIXES.get(component, ("",)):
+                key = self.flat_key_of.get(prefix.replace(".", "_") + path)
+                if key is not None:
+                    hits.add(key)
+            if hits:
+                break
+        if len(hits) == 1:
+            return Match(hits.pop())
+        if hits:
+            return Match(None, f"ambiguous: {', '.join(sorted(hits))} all fit the kohya name {stem}",
+                         tuple(sorted(hits)))
+        return self.match(m.name, "kohya")
 
     def match(self, name: str, source: str = "peft") -> Match:
         """The base weight key of an adapter module (``Match.name``), or None and why."""

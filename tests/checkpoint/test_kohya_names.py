@@ -187,3 +187,20 @@ def test_the_base_names_decide(tmp_path):
         assert rows.loc[base_key, "base_fro_norm"] == pytest.approx(float(w.double().norm()), rel=1e-6)
         want = ref_sigma((up.double() @ down.double()).numpy())
         np.testing.assert_allclose(res.spectrum(base_key), want[:2], rtol=1e-6)
+
+
+def test_a_kohya_component_pairs_only_under_its_own_prefixes(tmp_path):
+    """lora_te_ names the text encoder: a base weight of the same path under the UNet's prefix is another
+    model's weight and pairs with nothing (here nothing pairs at all, so the base is refused)."""
+    g = torch.Generator().manual_seed(1)
+    stem = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    adapter = save_st(tmp_path / "te.safetensors", {f"{stem}.lora_down.weight": torch.randn(2, 8, generator=g),
+                                                    f"{stem}.lora_up.weight": torch.randn(8, 2, generator=g)})
+    wrong = "model.diffusion_model.text_model.encoder.layers.0.self_attn.q_proj"
+    right = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj"
+    base = save_st(tmp_path / "b.safetensors", {f"{wrong}.weight": torch.randn(8, 8, generator=g),
+                                                "other.weight": torch.randn(8, 8, generator=g)})
+    with pytest.raises(lorascope.LorascopeError, match="Is this the adapter's base model"):
+        lorascope.analyze(base, adapter)
+    base = save_st(tmp_path / "b2.safetensors", {f"{right}.weight": torch.randn(8, 8, generator=g)})
+    assert list(lorascope.analyze(base, adapter).modules["name"]) == [right]
