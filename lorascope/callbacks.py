@@ -330,19 +330,27 @@ def recorded_steps(out: str | Path) -> list[int]:
 
 def clear_record(out: str | Path, after: int = -1) -> None:
     """Drop the recorded steps greater than ``after`` (all by default): a resumed run continues the record, a
-    new run starts it anew."""
+    new run starts it anew. One transaction (``lorascope.outputs``): files lorascope did not write stay."""
     out = Path(out)
-    steps = [s for s in recorded_steps(out) if s > after]
-    for s in steps:
-        (out / TRAINING_SIGMA_DIR / STEP_FILE.format(step=s)).unlink()
-    csv = out / TRAINING_CSV
-    if csv.is_file() and (after < 0 or steps):
-        kept = read_training(out)
-        kept = kept[kept["step"] <= after] if kept is not None else None
-        if kept is None or kept.empty:
-            csv.unlink()
-        else:
-            kept.to_csv(csv, index=False)
+    later = [s for s in recorded_steps(out) if s > after]
+    if not later and not (after < 0 and (out / TRAINING_CSV).is_file()):
+        return
+    from .outputs import writing
+
+    kept = read_training(out)
+    with writing(out, "record", mode="update", link=True) as tx:
+        _write_record(tx, out, kept[kept["step"] <= after] if kept is not None else None, later)
+
+
+def _write_record(tx: Any, out: Path, rows: pd.DataFrame | None, dropped_steps: list[int]) -> None:
+    """Stage the record's table (``rows``; none when empty) and drop the σ files of ``dropped_steps``."""
+    for s in dropped_steps:
+        tx.drop(f"{TRAINING_SIGMA_DIR}/{STEP_FILE.format(step=s)}")
+    tx.fresh(TRAINING_CSV)
+    if rows is not None and not rows.empty:
+        rows.to_csv(tx.file(TRAINING_CSV), index=False)
+    else:
+        tx.drop(TRAINING_CSV)
 
 
 def record_spectra(
@@ -353,7 +361,8 @@ def record_spectra(
     Appends to ``training_spectra.csv`` and writes ``training_spectra/step-<step>.safetensors``; a step
     recorded before is replaced together with every later one (a resumed run continues its record). ``out``
     also holds the latest snapshot as a results folder, so ``lorascope report out`` and ``load_results(out)``
-    read it.
+    read it. Each record is one transaction (``lorascope.outputs.writing``): an interrupted one leaves the
+    record as it was, and files lorascope did not write are never touched.
 
     Args:
         model: a PEFT model being trained.
@@ -366,47 +375,32 @@ def record_spectra(
         The headline numbers (``headline``), to log wherever the loop logs.
 
     Raises:
-        LorascopeError: see ``adapter_modules``; ``out`` holds files lorascope did not write.
+        LorascopeError: see ``adapter_modules``; ``out`` is a file, or holds files lorascope did not write.
     """
     from safetensors.numpy import save_file
 
-    out = _check_folder(Path(out))
+    from .outputs import writing
+    from .results import MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON, VECTORS_CSV
+
+    out = Path(out)
     started = time.perf_counter()
     snap = snapshot(model, step, adapter)
-    if recorded_steps(out) and recorded_steps(out)[-1] >= step:
-        clear_record(out, after=step - 1)
-    sigma_dir = out / TRAINING_SIGMA_DIR
-    sigma_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in snap.spectra.items()},
-        str(sigma_dir / STEP_FILE.format(step=step)),
-        metadata={"step": str(step)},
-    )
+    earlier = read_training(out)
+    earlier = earlier[earlier["step"] < step] if earlier is not None else None
     rows = snap.modules.assign(step=step)[ROW_COLUMNS]
-    csv = out / TRAINING_CSV
-    rows.to_csv(csv, mode="a", header=not csv.is_file(), index=False)
-    Results(snap.modules, snap.spectra, _summary(model, snap, out, context, started)).save(out)
-    return headline(snap)
-
-
-def _check_folder(out: Path) -> Path:
-    from .results import RESULTS_FILES
-
-    ours = set(RESULTS_FILES) | {TRAINING_CSV, TRAINING_SIGMA_DIR, "vectors.csv", "report.html", "figures"}
-    if out.exists() and not out.is_dir():
-        raise LorascopeError(f"{out} is an existing file; give a folder for the training record.")
-    strangers = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
-    if (
-        strangers
-        and not (out / TRAINING_CSV).is_file()
-        and not all((out / f).is_file() for f in RESULTS_FILES)
-    ):
-        raise LorascopeError(
-            f"{out} holds files lorascope did not write ({', '.join(strangers[:4])}); refusing to "
-            "write the training record there. Give a new or empty folder."
+    table = rows if earlier is None or earlier.empty else pd.concat([earlier, rows], ignore_index=True)
+    results = Results(snap.modules, snap.spectra, _summary(model, snap, out, context, started))
+    with writing(out, "record", mode="update", link=True) as tx:
+        _write_record(tx, out, table, [s for s in recorded_steps(out) if s >= step])
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in snap.spectra.items()},
+            str(tx.file(f"{TRAINING_SIGMA_DIR}/{STEP_FILE.format(step=step)}")),
+            metadata={"step": str(step)},
         )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        for name in (MODULES_CSV, VECTORS_CSV, SPECTRA_FILE, SUMMARY_JSON):
+            tx.fresh(name)  # staged as hard links: rewrite new files, never the linked ones in place
+        results.write(tx.stage)
+    return headline(snap)
 
 
 def _summary(
@@ -584,7 +578,7 @@ class SpectrumCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        clear_record(_check_folder(self.out), after=state.global_step if state.global_step else -1)
+        clear_record(self.out, after=state.global_step if state.global_step else -1)
         if self.log and not self.attached and _reporters(args):
             import warnings
 

@@ -230,7 +230,7 @@ def test_record_replaces_later_steps_and_refuses_foreign_folders(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
-    with pytest.raises(LorascopeError, match="holds files lorascope did not write"):
+    with pytest.raises(LorascopeError, match="holds files which lorascope did not write"):
         record_spectra(model, 0, foreign)
 
 

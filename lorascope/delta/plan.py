@@ -155,18 +155,18 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
         t_info = t_store.info(key)
         hit = index.match(key)
         b_key = hit.name
-        if b_key is None and not hit.ambiguous:
-            b_key = tied_partner(base, key, warnings)
+        tied = b_key is None and not hit.ambiguous and (b_key := tied_partner(base, key, warnings)) is not None
         if b_key is None:
             if hit.ambiguous:
                 ambiguous.append(f"{key}: {hit.reason}")
             else:
                 warnings.append({"name": key, "reason": f"only in the tuned checkpoint ({hit.reason})"})
             continue
-        if b_key in paired:
-            ambiguous.append(f"{key} and {paired[b_key]} both match the base tensor {b_key}")
-            continue
-        paired[b_key] = key
+        if not tied:  # a tied head's base weight is the embedding's too, as declared: not a second claim
+            if b_key in paired:
+                ambiguous.append(f"{key} and {paired[b_key]} both match the base tensor {b_key}")
+                continue
+            paired[b_key] = key
         b_info = b_store.info(b_key)
         if not (t_info.is_float and b_info.is_float):
             warnings.append({"name": key, "reason": f"not floating point ({t_info.dtype}); skipped"})

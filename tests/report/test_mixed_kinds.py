@@ -55,7 +55,7 @@ def kinds(tmp_path_factory) -> dict[str, object]:
         "zero-adapter": lorascope.analyze(untrained),
         "zero-full": lorascope.analyze(b, o),
     }
-    return {kind: res.save(tmp / kind) for kind, res in runs.items()}
+    return {kind: res.save(tmp / "results" / kind) for kind, res in runs.items()}
 
 
 def test_the_kinds_are_what_they_claim(kinds):
