@@ -59,6 +59,7 @@ class Case:
     adapter: Path
     deltas: dict[str, np.ndarray]  # module name -> ΔW_ref as the weight is stored, float64
     model: nn.Module  # the PEFT model (float64), after the reference was taken
+    merged: dict[str, torch.Tensor] | None = None  # PEFT's merged state dict (float64), where PEFT merges
 
 
 def randomize(model: nn.Module, scale: float = 0.3, seed: int = 1, around_one: tuple[str, ...] = ()) -> None:
@@ -101,14 +102,14 @@ def make_case(tmp_path: Path, model: nn.Module, config, *, scale: float = 0.3, a
     deltas = {}
     for module, shape in (forward_deltas or {}).items():
         deltas[module] = forward_update(pm.base_model.model.get_submodule(module), shape)
-    merged = copy.deepcopy(pm).merge_and_unload() if not forward_deltas else None
+    merged = copy.deepcopy(pm).merge_and_unload().state_dict() if not forward_deltas else None
     if merged is not None:
-        for key, w in merged.state_dict().items():
+        for key, w in merged.items():
             if key in base_sd and w.shape == base_sd[key].shape and not torch.equal(w.double(), base_sd[key]):
                 if key.endswith(".bias"):
                     continue
                 deltas[key.removesuffix(".weight")] = (w.double() - base_sd[key]).numpy()
-    return Case(base, folder / "adapter", deltas, pm)
+    return Case(base, folder / "adapter", deltas, pm, merged)
 
 
 def forward_update(layer: nn.Module, shape: tuple[int, ...]) -> np.ndarray:
@@ -118,3 +119,19 @@ def forward_update(layer: nn.Module, shape: tuple[int, ...]) -> np.ndarray:
     with torch.no_grad():
         y = layer(x) - layer.get_base_layer()(x)  # (n, out, 1…)
     return y.reshape(n, -1).T.numpy()  # (out, C·k…)
+
+
+def matrices(name: str, dw: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(module name, ΔW as a matrix) of one reference: a fused expert parameter splits per expert, a conv
+    kernel flattens to (out, in·k…)."""
+    if dw.ndim == 3 and ".experts." in name + ".":
+        return [(f"{name}.{e}", dw[e]) for e in range(dw.shape[0])]
+    return [(name, dw.reshape(dw.shape[0], -1))]
+
+
+def save_fused(model: nn.Module, folder: Path) -> Path:
+    """A model folder whose weights are the in-memory state dict (fused experts kept fused) with its config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    model.config.to_json_file(str(folder / "config.json"))
+    return folder
