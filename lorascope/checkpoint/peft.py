@@ -36,18 +36,24 @@ _KEY = re.compile(
 ADAPTER_PARTS = {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
 
 Reader = Callable[[Path, TensorStore, dict[str, Any]], Adapter]
+Check = Callable[[dict[str, Any], Path], Any]
 # peft_type -> reader of a folder of that type; LORA here, the others in peft_types.py
 PEFT_TYPES: dict[str, Reader] = {}
+# peft_type -> its config check, run before the weights are opened (raises LorascopeError)
+CONFIG_CHECKS: dict[str, Check] = {}
 # every tensor part name some PEFT type stores, by type: a part of another type is claimed by no module here
 PARTS_BY_TYPE: dict[str, frozenset[str]] = {"LORA": frozenset(ADAPTER_PARTS)}
 
 
-def peft_type(name: str, parts: Iterable[str]) -> Callable[[Reader], Reader]:
-    """Register ``reader`` for adapters whose config says ``peft_type`` = ``name``, storing these part names."""
+def peft_type(name: str, parts: Iterable[str], check: Check | None = None) -> Callable[[Reader], Reader]:
+    """Register ``reader`` for adapters whose config says ``peft_type`` = ``name``, storing these part names;
+    ``check`` validates the config before the weights are read."""
 
     def register(reader: Reader) -> Reader:
         PEFT_TYPES[name] = reader
         PARTS_BY_TYPE[name] = frozenset(parts)
+        if check is not None:
+            CONFIG_CHECKS[name] = check
         return reader
 
     return register
@@ -166,8 +172,11 @@ def open_peft(path: Path) -> Adapter:
     """
     path = Path(path)
     cfg = read_config(path)
+    kind = str(cfg.get("peft_type", "LORA")).upper()
+    if kind in CONFIG_CHECKS:
+        CONFIG_CHECKS[kind](cfg, path)
     store = open_file(weight_file(path))
-    return PEFT_TYPES[str(cfg.get("peft_type", "LORA")).upper()](path, store, cfg)
+    return PEFT_TYPES[kind](path, store, cfg)
 
 
 # ---- the key grammar every type shares ------------------------------------------------------------
@@ -373,5 +382,6 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
 
 
 PEFT_TYPES["LORA"] = open_lora
+CONFIG_CHECKS["LORA"] = lora_config_checks
 
 from . import peft_types  # noqa: E402,F401 - registers the other peft_types

@@ -134,7 +134,7 @@ def _loha_shape(p: dict[str, TensorRef]) -> tuple[tuple[int, int], str, tuple[in
     return (p["hada_w1_a"].shape[0], p["hada_w1_b"].shape[1]), "matrix", ()
 
 
-@peft_type("LOHA", LOHA_PARTS)
+@peft_type("LOHA", LOHA_PARTS, lambda cfg, path: _check_lycoris(cfg, path))
 def open_loha(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT LoHa folder: ΔW = (α/r) · (W1a W1b) ⊙ (W2a W2b), Tucker cores for conv layers."""
     _check_lycoris(cfg, path)
@@ -164,7 +164,7 @@ def _lokr_factor_shape(p: dict[str, TensorRef], i: int) -> tuple[int, int]:
     return p[f"lokr_w{i}_a"].shape[0], p[f"lokr_w{i}_b"].shape[1]
 
 
-@peft_type("LOKR", LOKR_PARTS)
+@peft_type("LOKR", LOKR_PARTS, lambda cfg, path: _check_lycoris(cfg, path))
 def open_lokr(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT LoKr folder: ΔW = (α/r) · W1 ⊗ W2, each factor full or a low-rank pair (W2 also a Tucker factor)."""
     _check_lycoris(cfg, path)
@@ -210,7 +210,12 @@ def _rank_masks(cfg: dict[str, Any], where: Path) -> dict[str, int]:
     return kept
 
 
-@peft_type("ADALORA", ADALORA_PARTS)
+def _check_adalora(cfg: dict[str, Any], path: Path) -> tuple[int, float, dict[str, int]]:
+    return (positive(cfg, "init_r", path, integer=True, default=12), positive(cfg, "lora_alpha", path, default=8),
+            _rank_masks(cfg, path))
+
+
+@peft_type("ADALORA", ADALORA_PARTS, _check_adalora)
 def open_adalora(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT AdaLoRA folder: ΔW = B diag(E) A · α / (ranknum + 1e-5), at the ranks its allocation kept.
 
@@ -218,9 +223,7 @@ def open_adalora(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter
     recreates each layer at ``init_r`` and keeps that ranknum (``resize_modules_by_rank_pattern``), so the
     scale is α / (init_r + 1e-5) unless the file stores ranknum (older PEFT), which then applies.
     """
-    init_r = positive(cfg, "init_r", path, integer=True, default=12)
-    alpha = positive(cfg, "lora_alpha", path, default=8)
-    kept = _rank_masks(cfg, path)
+    init_r, alpha, kept = _check_adalora(cfg, path)
     leftovers = Leftovers(store, "ADALORA")
     modules, problems, warnings = [], [], []
     for name, keys in sorted(group_parts(store, part_pattern(ADALORA_PARTS), leftovers).items()):
@@ -261,7 +264,7 @@ def _shared(store: TensorStore, part: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-@peft_type("VERA", VERA_PARTS)
+@peft_type("VERA", VERA_PARTS, lambda cfg, path: positive(cfg, "r", path, integer=True, default=256))
 def open_vera(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT VeRA folder: ΔW = Λ_b B[:out] Λ_d A[:, :in] with the shared projections saved in the file.
 
@@ -387,7 +390,7 @@ def _oft_options(cfg: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[
     return options, warnings
 
 
-@peft_type("OFT", ("oft_R", "oft_embedding_R"))
+@peft_type("OFT", ("oft_R", "oft_embedding_R"), lambda cfg, path: _oft_options(cfg, path))
 def open_oft(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT OFT folder (PEFT ≥ 0.14): block-diagonal Cayley rotations of the base weight's input side."""
     options, warnings = _oft_options(cfg, path)
