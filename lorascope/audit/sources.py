@@ -118,8 +118,17 @@ def load_model(path: str | Path, shapes: str = "auto", head: str | None = None) 
 
 
 def load_adapter(path: str | Path) -> Adapter:
-    """A PEFT adapter folder, opened lazily (headers only)."""
-    return open_peft(Path(path).expanduser())
+    """A PEFT LoRA or DoRA adapter folder, opened lazily (headers only).
+
+    Raises:
+        LorascopeError: the adapter holds modules of another family (the audit counts LoRA factors).
+    """
+    adapter = open_peft(Path(path).expanduser())
+    other = [f for f in adapter.families if f not in ("lora", "dora")]
+    if other:
+        raise LorascopeError(f"{adapter.path} is a {', '.join(adapter.families)} adapter; the parameter audit counts "
+                             "LoRA and DoRA adapters only (lorascope spectrum reads the other families).")
+    return adapter
 
 
 @dataclass(frozen=True)
