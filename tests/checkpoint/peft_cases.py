@@ -51,6 +51,8 @@ class ConvNet(nn.Module):
         self.point = nn.Conv2d(6, 8, 1)
         self.lin = nn.Linear(8, 10)
         self.emb = nn.Embedding(12, 8)
+        self.wide = nn.Conv2d(16, 32, 3)  # wide enough for LoKr's Tucker and low-rank W2 (r < max(8, 4) / 2)
+        self.wide1d = nn.Conv1d(16, 32, 3)
 
 
 @dataclass

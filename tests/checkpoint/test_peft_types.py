@@ -135,8 +135,9 @@ CONV = {
     "loha-tucker": (peft.LoHaConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "point"],
                                     use_effective_conv2d=True), {}, ["loha"]),
     "loha-flat": (peft.LoHaConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin"]), {}, ["loha"]),
-    "lokr-tucker": (peft.LoKrConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin"],
-                                    use_effective_conv2d=True), {}, ["lokr"]),
+    "lokr-effective": (peft.LoKrConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "wide", "wide1d"],
+                                       use_effective_conv2d=True), {}, ["lokr"]),  # full W2 (2-, 3-, 4-D), Tucker
+    "lokr-flat": (peft.LoKrConfig(r=2, alpha=4, target_modules=["wide", "wide1d"], decompose_both=True), {}, ["lokr"]),
     "ia3": (peft.IA3Config(target_modules=["conv", "grouped", "lin"], feedforward_modules=["grouped", "lin"]),
             {"around_one": ("ia3_l",)}, ["ia3"]),
     "oft": (peft.OFTConfig(oft_block_size=4, target_modules=["conv", "lin", "emb"]), {"scale": 0.1}, ["oft"]),
@@ -152,6 +153,9 @@ def test_conv_and_embedding_layers_with_base(tmp_path, kind):
     res = lorascope.analyze(case.base, case.adapter)
     check_spectra(res, case.deltas, families)
     check_merged(case, tmp_path)
+    parts = {p for m in open_checkpoint(case.adapter).modules for p in m.parts}
+    expected = {"loha-tucker": {"hada_t1"}, "lokr-effective": {"lokr_t2", "lokr_w2"}, "lokr-flat": {"lokr_w2_b"}}
+    assert expected.get(kind, set()) <= parts  # the layouts the case is meant to cover
 
 
 def test_lokr_conv1d_full_factor_is_the_matrix_peft_applies(tmp_path):

@@ -68,7 +68,7 @@ FAMILIES = {
              {"scale": 0.1, "around_one": ("boft_s",)}),
     "conv-loha": (ConvNet, peft.LoHaConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin"],
                                            use_effective_conv2d=True), {}),
-    "conv-lokr": (ConvNet, peft.LoKrConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin"],
+    "conv-lokr": (ConvNet, peft.LoKrConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "wide", "wide1d"],
                                            use_effective_conv2d=True), {}),
     "conv-oft": (ConvNet, peft.OFTConfig(oft_block_size=4, target_modules=["conv", "lin", "emb"]), {"scale": 0.1}),
 }
