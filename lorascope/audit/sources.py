@@ -126,8 +126,9 @@ def load_adapter(path: str | Path) -> Adapter:
     adapter = open_peft(Path(path).expanduser())
     other = [f for f in adapter.families if f not in ("lora", "dora")]
     if other:
-        raise LorascopeError(f"{adapter.path} is a {', '.join(adapter.families)} adapter; the parameter audit counts "
-                             "LoRA and DoRA adapters only (lorascope spectrum reads the other families).")
+        families = ", ".join(adapter.families)
+        raise LorascopeError(f"{adapter.path} is a {families} adapter; the parameter audit counts LoRA and DoRA "
+                             "adapters only (lorascope spectrum reads the other families).")
     return adapter
 
 

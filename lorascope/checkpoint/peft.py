@@ -1,4 +1,4 @@
-"""PEFT adapter folders (adapter_config.json + adapter_model.safetensors or .bin), read by their ``peft_type``.
+"""PEFT adapter folders (adapter_config.json + adapter_model.safetensors or .bin), read by ``peft_type``.
 
 ``PEFT_TYPES`` maps each peft_type to its reader; this file holds the folder and config handling, the key
 grammar shared by every type, and the LoRA reader (with DoRA, grouped convolutions and LoRA on fused MoE
@@ -79,8 +79,9 @@ def read_config(path: Path) -> dict[str, Any]:
     kind = str(cfg.get("peft_type", "LORA")).upper()
     if kind not in PEFT_TYPES:
         raise LorascopeError(
-            f"{cfg_path} describes an adapter of type {kind} (peft_type={cfg.get('peft_type')!r}). lorascope reads "
-            f"the PEFT types whose update is a weight change ΔW: {', '.join(sorted(PEFT_TYPES))}; an adapter of "
+            f"{cfg_path} describes an adapter of type {kind} (peft_type={cfg.get('peft_type')!r}). lorascope "
+            "reads the PEFT types whose update is a weight change ΔW: "
+            f"{', '.join(sorted(PEFT_TYPES))}; an adapter of "
             f"type {kind} has no ΔW to take a spectrum of. Merge it into the base model and compare base and "
             "merged checkpoints instead (lorascope spectrum BASE MERGED)."
         )
@@ -97,10 +98,14 @@ def positive(cfg: dict[str, Any], field: str, where: Path, integer: bool = False
     kinds = (int,) if integer else (int, float)
     if value is None and default is None and field not in cfg:
         raise LorascopeError(f"{where / CONFIG}: '{field}' is missing.")
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value <= 0:
-        raise LorascopeError(f"{where / CONFIG}: '{field}' must be a positive {'integer' if integer else 'number'}, "
-                             f"found {value!r}.")
+    if not _positive(value, kinds):
+        kind = "integer" if integer else "number"
+        raise LorascopeError(f"{where / CONFIG}: '{field}' must be a positive {kind}, found {value!r}.")
     return value
+
+
+def _positive(value: Any, kinds: tuple[type, ...]) -> bool:
+    return not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value) and value > 0
 
 
 def patterns(cfg: dict[str, Any], where: Path, integer: dict[str, bool]) -> None:
@@ -115,13 +120,14 @@ def patterns(cfg: dict[str, Any], where: Path, integer: dict[str, bool]) -> None
         if table is None:
             continue
         if not isinstance(table, dict):
-            problems.append(f"'{field}' must be a JSON object mapping name patterns to numbers, found {table!r}")
+            problems.append(f"'{field}' must be a JSON object mapping name patterns to numbers, "
+                            f"found {table!r}")
             continue
         for key, value in table.items():
             kinds = (int,) if whole else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value <= 0:
-                problems.append(f"'{field}' entry {key!r} must be a positive {'integer' if whole else 'number'}, "
-                                f"found {value!r}")
+            if not _positive(value, kinds):
+                problems.append(f"'{field}' entry {key!r} must be a positive "
+                                f"{'integer' if whole else 'number'}, found {value!r}")
     raise_collected(problems, f"{where / CONFIG} is not a usable config:")
 
 
@@ -132,7 +138,8 @@ def pattern_key(patterns: dict[str, Any], name: str) -> str | None:
             if re.match(rf"(.*\.)?({key})$", name):
                 return key
         except re.error as exc:
-            raise LorascopeError(f"rank_pattern/alpha_pattern key {key!r} is not a valid regular expression: {exc}") from None
+            raise LorascopeError(f"rank_pattern/alpha_pattern key {key!r} is not a valid regular expression: "
+                                 f"{exc}") from None
     return None
 
 
@@ -160,7 +167,8 @@ def weight_file(path: Path) -> Path:
         if (path / name).is_file():
             return path / name
     raise LorascopeError(
-        f"{path} has an {CONFIG} but no adapter weights: expected one of {', '.join(WEIGHT_FILES)} in the folder."
+        f"{path} has an {CONFIG} but no adapter weights: expected one of {', '.join(WEIGHT_FILES)} in the "
+        "folder."
     )
 
 
@@ -185,7 +193,8 @@ def open_peft(path: Path) -> Adapter:
 def part_pattern(parts: Iterable[str]) -> re.Pattern:
     """``<module>.<part>[.<adapter name>][.weight|.bias]`` for these part names (longest first)."""
     names = "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
-    return re.compile(rf"^(?P<module>.+?)\.(?P<part>{names})(?:\.(?P<adapter>[^.]+?))??(?:\.(?P<param>weight|bias))?$")
+    return re.compile(rf"^(?P<module>.+?)\.(?P<part>{names})"
+                      r"(?:\.(?P<adapter>[^.]+?))??(?:\.(?P<param>weight|bias))?$")
 
 
 class Leftovers:
@@ -203,14 +212,14 @@ class Leftovers:
         info = self.store.info(key)
         other = _other_type(name, self.kind)
         if other is not None:
-            self.warnings.append({"name": name, "reason": f"a {other} tensor in a {self.kind} adapter: claimed by no "
-                                  "module of this adapter's type; skipped"})
+            self.warnings.append({"name": name, "reason": f"a {other} tensor in a {self.kind} adapter: "
+                                  "claimed by no module of this adapter's type; skipped"})
         elif "trainable_tokens_" in name:
             self.warnings.append({"name": name, "reason": "rows of an embedding trained through "
                                   "trainable_token_indices; not a weight update lorascope reads, skipped"})
         elif ".base_layer." in f".{name}.":
-            self.warnings.append({"name": name, "reason": "copy of a base weight saved with the adapter (PEFT "
-                                  "save_embedding_layers); not part of the update, skipped"})
+            self.warnings.append({"name": name, "reason": "copy of a base weight saved with the adapter "
+                                  "(PEFT save_embedding_layers); not part of the update, skipped"})
         elif not info.is_float:
             self.warnings.append({"name": name, "reason": f"non-float tensor ({info.dtype}) skipped"})
         elif len(info.shape) >= 2:
@@ -229,7 +238,7 @@ def _other_type(name: str, kind: str) -> str | None:
 
 
 def group_parts(store: TensorStore, pattern: re.Pattern, leftovers: Leftovers) -> dict[str, dict[str, str]]:
-    """module name -> {part (+ '.bias' for a bias) -> key}; keys the pattern does not match go to ``leftovers``.
+    """module name -> {part (+ '.bias' for a bias) -> key}; keys the pattern does not match go to leftovers.
 
     Raises:
         LorascopeError: one module has the same part twice (a file holding several adapters).
@@ -260,18 +269,19 @@ def finish(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any], module
             f"{store.path} holds no {what} modules: no tensor names end in the parts a {what} adapter stores "
             f"(found {len(store.keys())} tensors such as {', '.join(store.keys()[:3])})."
         )
-    return Adapter(path, fmt, store, modules, leftovers.dense, leftovers.vectors, cfg, warnings + leftovers.warnings)
+    warnings = warnings + leftovers.warnings
+    return Adapter(path, fmt, store, modules, leftovers.dense, leftovers.vectors, cfg, warnings)
 
 
 # ---- LoRA (and DoRA, grouped convolutions, fused MoE experts) ---------------------------------------------
 
 # LoRA variants whose update PEFT applies is not s·B@A of the stored factors, by config key.
 UNREAD_VARIANTS = {
-    "use_qalora": "QALoRA pools the input in groups before lora_A, so its update is not B@A of the stored factors",
+    "use_qalora": "QALoRA pools the input in groups before lora_A, so its update is not B@A of the factors",
     "use_bdlora": "BD-LoRA stores block-diagonal factors reshaped at merge time",
     "kasa_config": "KaSA also truncates the base weight's smallest singular directions and adds lora_diag",
     "arrow_config": "Arrow routes each token among several adapters, so there is no single ΔW",
-    "layer_replication": "layer replication duplicates base layers, so module names do not address base weights",
+    "layer_replication": "layer replication duplicates base layers; module names do not address base weights",
 }
 # init_lora_weights values after which the adapter applies to a changed base, not the published one.
 BASE_CHANGING_INITS = ("pissa", "olora", "corda")
@@ -281,23 +291,24 @@ def lora_config_checks(cfg: dict[str, Any], path: Path) -> list[dict[str, str]]:
     """Validate a LoRA config (r, alpha, patterns, variants); warnings about what the adapter applies to.
 
     Raises:
-        LorascopeError: a non-positive or non-finite r, alpha or pattern value, or a variant lorascope does not read.
+        LorascopeError: a non-positive or non-finite r, alpha or pattern value, or a variant not read.
     """
     positive(cfg, "r", path, integer=True)
     positive(cfg, "lora_alpha", path, default=8)
     patterns(cfg, path, {"rank_pattern": True, "alpha_pattern": False})
     for field, why in UNREAD_VARIANTS.items():
         if cfg.get(field):
-            raise LorascopeError(f"{path / CONFIG} sets {field}={cfg[field]!r}: {why}, which lorascope does not "
-                                 "read. Merge the adapter with PEFT and compare base and merged checkpoints instead.")
+            raise LorascopeError(f"{path / CONFIG} sets {field}={cfg[field]!r}: {why}, which lorascope "
+                                 "does not read. Merge the adapter with PEFT and compare base and merged "
+                                 "checkpoints instead.")
     warnings = []
     init = str(cfg.get("init_lora_weights", ""))
     if init.lower().startswith(BASE_CHANGING_INITS):
-        warnings.append({"name": "*", "reason": f"init_lora_weights={init!r}: the adapter's ΔW is relative to the "
-                         "base PEFT changed at initialization (its residual), not to the original base weights"})
+        warnings.append({"name": "*", "reason": f"init_lora_weights={init!r}: the adapter's ΔW is relative "
+                         "to the base PEFT changed at initialization (its residual), not the original base"})
     if cfg.get("alora_invocation_tokens"):
-        warnings.append({"name": "*", "reason": "aLoRA: PEFT applies ΔW = s·B@A only to tokens after the invocation "
-                         "sequence; the spectra are of that ΔW"})
+        warnings.append({"name": "*", "reason": "aLoRA: PEFT applies ΔW = s·B@A only to tokens after the "
+                         "invocation sequence; the spectra are of that ΔW"})
     return warnings
 
 
@@ -340,15 +351,17 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any])
 
 
 def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str, Any], fmt: str,
-                 fan_in_fan_out: bool, problems: list[str], warnings: list[dict[str, str]]) -> AdapterModule | None:
+                 fan_in_fan_out: bool, problems: list[str],
+                 warnings: list[dict[str, str]]) -> AdapterModule | None:
     """One LoRA / DoRA module, or None with the problem recorded."""
     params: dict[str, Any] = {}
     if "lora_A" in p and "lora_B" in p:
         a, b = p["lora_A"], p["lora_B"]
         kind = "conv" if len(store.info(a).shape) > 2 else "linear"
         left, right = TensorRef(store, b, "flatten"), TensorRef(store, a, "flatten")
-        if kind == "conv" and left.shape[1] != right.shape[0] and left.shape[1] and right.shape[0] % left.shape[1] == 0:
-            params["groups"] = right.shape[0] // left.shape[1]  # PEFT's grouped lora_B: (out, r/G, 1, …)
+        per_group, rank = left.shape[1], right.shape[0]
+        if kind == "conv" and 0 < per_group < rank and rank % per_group == 0:
+            params["groups"] = rank // per_group  # PEFT's grouped lora_B: (out, r/G, 1, …)
     elif "lora_embedding_A" in p and "lora_embedding_B" in p:
         # PEFT Embedding: A (r, num_embeddings), B (dim, r); ΔW (num, dim) = s·(B @ A)ᵀ = s·Aᵀ @ Bᵀ
         a, b = p["lora_embedding_A"], p["lora_embedding_B"]
@@ -378,7 +391,8 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
     family = "dora" if "magnitude" in parts else "lora"
     shape = (left.shape[0], right.shape[1])
     kernel = tuple(right.stored_shape[2:]) if kind == "conv" else ()
-    return AdapterModule(name, family, parts, shape, r, alpha, scale, kind, fmt, fan_in_fan_out, kernel, params)
+    return AdapterModule(name, family, parts, shape, r, alpha, scale, kind, fmt, fan_in_fan_out, kernel,
+                         params)
 
 
 PEFT_TYPES["LORA"] = open_lora

@@ -1,4 +1,4 @@
-"""LoRA on fused MoE experts (PEFT ``target_parameters``) against its base: which parameter, which orientation.
+"""LoRA on fused MoE experts (PEFT ``target_parameters``) against its base: which parameter, which way round.
 
 A ``lora_expert`` module is expert e of a LoRA on a 3-D parameter (E, d1, d2). PEFT defines its factors
 from that parameter (``lora.ParamWrapper``): when the experts module declares ``is_transposed`` the
@@ -31,10 +31,11 @@ TRANSPOSED_EXPERTS = frozenset({"gpt_oss", "aria", "openai_privacy_filter"})
 # step3p7) not decorated at all, so PEFT's getattr(module, "is_transposed", False) is False
 PLAIN_EXPERTS = frozenset({
     "afmoe", "bailing_hybrid", "cohere2_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4",
-    "dots1", "ernie4_5_moe", "ernie4_5_vl_moe", "exaone_moe", "flex_olmo", "gemma4", "glm4_moe", "glm4_moe_lite",
-    "glm4v_moe", "granitemoe", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe", "jamba", "kimi_linear",
-    "lfm2_moe", "llama4", "llama4_text", "minimax", "minimax_m2", "mixtral", "nemotron_h", "olmoe", "phimoe",
-    "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next", "qwen3_omni_moe", "qwen3_vl_moe", "step3p7",
+    "dots1", "ernie4_5_moe", "ernie4_5_vl_moe", "exaone_moe", "flex_olmo", "gemma4", "glm4_moe",
+    "glm4_moe_lite", "glm4v_moe", "granitemoe", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
+    "jamba", "kimi_linear", "lfm2_moe", "llama4", "llama4_text", "minimax", "minimax_m2", "mixtral",
+    "nemotron_h", "olmoe", "phimoe", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next", "qwen3_omni_moe",
+    "qwen3_vl_moe", "step3p7",
 })
 # the order in which every experts class of those model types registers its fused parameters (transformers 5)
 REGISTRATION_ORDER = ("gate_up_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,7 +51,7 @@ def declared_model_type(config: dict[str, Any] | None) -> str | None:
 
 
 class ExpertBases:
-    """Resolves each ``lora_expert`` module to its parameter, base key and orientation, once per wrapped module.
+    """Resolves each ``lora_expert`` module to its parameter, base key and orientation (once per module).
 
     Args:
         base: the base checkpoint.
@@ -84,8 +85,8 @@ class ExpertBases:
         if not info.is_float:
             return f"{key}: the base parameter is {info.dtype}, not floating point"
         if not self._fits(key, m):
-            return (f"{key}: the base parameter is {list(info.shape)}, not ({p['experts']} experts, {m.shape[0]}, "
-                    f"{m.shape[1]}) in either orientation; is this the adapter's base?")
+            return (f"{key}: the base parameter is {list(info.shape)}, not ({p['experts']} experts, "
+                    f"{m.shape[0]}, {m.shape[1]}) in either orientation; is this the adapter's base?")
         transposed = self._transposed(m, key)
         return transposed if isinstance(transposed, str) else (param, key, transposed)
 
@@ -112,24 +113,28 @@ class ExpertBases:
             fitting = [(c, k) for c, k in keys.items() if k is not None and self._fits(k, m)]
             if len(fitting) != 1:
                 shapes = ", ".join(f"{c} {list(self.base.store.info(k).shape)}" for c, k in keys.items() if k)
-                return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(keys)}; the base's shapes "
-                        f"({shapes}) do not tell which wrapper is which parameter (PEFT nests them in the order the "
-                        "model class registers them, which the adapter does not record)")
+                return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(keys)}; the "
+                        f"base's shapes ({shapes}) do not tell which wrapper is which parameter (PEFT "
+                        "nests them in the order the model class registers them, which the adapter does not "
+                        "record)")
             assignment[m.params["depth"]] = fitting[0]
         if len({c for c, _ in assignment.values()}) != len(assignment):
-            return f"{module}: two nested parameter LoRAs fit the same base parameter; which is which is not known"
+            return f"{module}: two nested parameter LoRAs fit the same base parameter; which is which?"
         return assignment
 
     def _by_order(self, module: str, wrappers: list[AdapterModule],
                   candidates: list[str]) -> dict[int, tuple[str, str | None]] | str:
-        """The innermost wrapper is the first parameter registered, in the order the base's model type declares."""
-        if self.model_type is None or len(candidates) != len(wrappers) or not set(candidates) <= set(REGISTRATION_ORDER):
+        """The innermost wrapper is the first parameter registered, in the order the model type fixes."""
+        known = set(candidates) <= set(REGISTRATION_ORDER)
+        if self.model_type is None or len(candidates) != len(wrappers) or not known:
             kind = (self.base.config or {}).get("model_type")
-            return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(candidates)}, and the base holds "
-                    f"no fused parameter of these names to tell them apart by shape (checkpoints saved by transformers "
-                    f"keep experts one by one) nor declares a model type whose registration order lorascope knows "
-                    f"(its config says {kind!r}). Give a base whose state dict holds the fused parameters, or a model "
-                    f"folder whose config.json names one of: {', '.join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))}.")
+            types = ", ".join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))
+            return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(candidates)}, and the "
+                    "base holds no fused parameter of these names to tell them apart by shape (checkpoints "
+                    "saved by transformers keep experts one by one) nor declares a model type whose "
+                    f"registration order lorascope knows (its config says {kind!r}). Give a base whose "
+                    "state dict holds the fused parameters, or a model folder whose config.json names one "
+                    f"of: {types}.")
         ordered = sorted(candidates, key=REGISTRATION_ORDER.index)  # first registered = innermost = deepest
         depths = sorted((m.params["depth"] for m in wrappers), reverse=True)
         return {depth: (param, None) for depth, param in zip(depths, ordered)}
@@ -142,15 +147,16 @@ class ExpertBases:
         if d1 != d2:
             by_shape = (d1, d2) == (inp, out)
             if declared is not None and declared != by_shape:
-                return (f"{key}: the base config ({self.model_type}) declares its experts "
-                        f"{'(E, in, out)' if declared else '(E, out, in)'} but the adapter's factors fit only the other "
-                        "orientation; is this the adapter's base?")
+                layout = "(E, in, out)" if declared else "(E, out, in)"
+                return (f"{key}: the base config ({self.model_type}) declares its experts {layout} but the "
+                        "adapter's factors fit only the other orientation; is this the adapter's base?")
             return by_shape
         if declared is None:
             kind = (self.base.config or {}).get("model_type")
-            return (f"{key}: square experts ({d1}×{d2}) and no declared layout: whether PEFT read this parameter as "
-                    f"(experts, out, in) or (experts, in, out) depends on the model class's is_transposed, which "
-                    f"lorascope knows for the model types {', '.join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))}"
-                    f"; the base's config declares {kind!r}. Give the base as a model folder whose config.json "
-                    "names one of them, or analyze the adapter alone (its spectra need no orientation).")
+            types = ", ".join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))
+            return (f"{key}: square experts ({d1}×{d2}) and no declared layout: whether PEFT read this "
+                    "parameter as (experts, out, in) or (experts, in, out) depends on the model class's "
+                    f"is_transposed, which lorascope knows for the model types {types}; the base's config "
+                    f"declares {kind!r}. Give the base as a model folder whose config.json names one of "
+                    "them, or analyze the adapter alone (its spectra need no orientation).")
         return declared

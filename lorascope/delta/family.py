@@ -57,9 +57,9 @@ class Family:
         build: (delta, tensors) -> the form of ΔW; tensors hold ``base`` (W0 in ΔW's orientation) where given.
         numpy: ``build`` works on float64 numpy arrays, so a CPU run needs no torch.
         params: the number of trainable parameters the module stores (for summary totals), or None.
-        fit_base: (module, base weight ref in ΔW's orientation) -> the module completed from its base (what the
-            adapter leaves to the base: VeRA's input width, IA3's other dimension), or a string saying why the
-            base does not fit; None where the module is complete as read.
+        fit_base: (module, base weight ref in ΔW's orientation) -> the module completed from its base (what
+            the adapter leaves to the base: VeRA's input width, IA3's other dimension), or a string saying why
+            the base does not fit; None where the module is complete as read.
     """
 
     name: str

@@ -46,7 +46,8 @@ def grouped_up(up: Any, groups: int) -> Any:
     if out % groups:
         raise LorascopeError(f"a grouped lora_B with {out} output channels cannot have {groups} groups")
     rows = out // groups
-    full = up.new_zeros((out, per * groups)) if is_torch(up) else np.zeros((out, per * groups), dtype=up.dtype)
+    shape = (out, per * groups)
+    full = up.new_zeros(shape) if is_torch(up) else np.zeros(shape, dtype=up.dtype)
     for g in range(groups):
         full[g * rows:(g + 1) * rows, g * per:(g + 1) * per] = up[g * rows:(g + 1) * rows]  # block g
     return full
@@ -202,7 +203,7 @@ def _vera_params(d) -> int:
 
 
 def _vera_fit(m, ref) -> Any:
-    """VeRA slices its shared projections to the layer: rows of B to m, columns of A to the base's input width."""
+    """VeRA slices the shared projections to the layer: B's rows to m, A's columns to the base's width."""
     rows, cols = ref.shape
     if rows != m.shape[0]:
         return (f"vera_lambda_b has {m.shape[0]} entries but the base weight has {rows} output features "
@@ -218,7 +219,7 @@ def _vera_fit(m, ref) -> Any:
 VERA = register(Family(
     name="vera",
     parts=("vera_A", "vera_B", "lambda_b", "lambda_d"),
-    formula="Λ_b B[:m] Λ_d A[:, :n]; the shared projections A, B are sliced to the layer, n the base's input width",
+    formula="Λ_b B[:m] Λ_d A[:, :n]; the shared projections sliced to the layer, n the base's input width",
     reference="Kopiczko et al. 2024 (VeRA), Eq. 1; PEFT vera.Linear.get_delta_weight",
     needs_base=True,  # for n only: the adapter does not record each layer's input width
     form="LowRank",

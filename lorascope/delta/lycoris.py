@@ -3,8 +3,8 @@
 Parts use the names both LyCORIS and PEFT store: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``
 (and the Tucker cores ``hada_t1``, ``hada_t2`` of a conv layer), ``lokr_w1`` or ``lokr_w1_a``/``lokr_w1_b``,
 ``lokr_w2`` or ``lokr_w2_a``/``lokr_w2_b`` (and the Tucker core ``lokr_t2``). Readers hand them over as stored,
-except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw) — all but a
-Conv1d's full 3-D ``lokr_w2``, which is not a Kronecker factor of the update PEFT applies (``_lokr_conv1d_full``).
+except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw) — all but
+a Conv1d's full 3-D ``lokr_w2``, not a Kronecker factor of the update PEFT applies (``_lokr_conv1d_full``).
 
 Neither update is formed to take its spectrum:
 

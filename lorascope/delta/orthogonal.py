@@ -34,7 +34,7 @@ from .lora import stored_params
 
 
 def skew_from_upper(vec: Any, block: int) -> Any:
-    """Skew-symmetric (k, b, b) blocks Q from their strictly upper-triangular entries (k, b(b−1)/2), row-major.
+    """Skew-symmetric (k, b, b) blocks Q from their strictly upper-triangular entries (k, b(b−1)/2).
 
     PEFT ``OFTRotationModule._pytorch_skew_symmetric``: Q[rows, cols] = v for ``torch.triu_indices(b, b, 1)``,
     then Q − Qᵀ.
@@ -92,7 +92,7 @@ def cayley_neumann(q: Any, terms: int) -> Any:
 
 
 def oft_blocks(vec: Any, p: dict[str, Any]) -> Any:
-    """The orthogonal blocks R (k, b, b) of one OFT module from its stored ``oft_R`` (k, b(b−1)/2), float64."""
+    """The orthogonal blocks R (k, b, b) of one OFT module from its ``oft_R`` (k, b(b−1)/2), in float64."""
     import torch
 
     q = skew_from_upper(vec.to(torch.float64), int(p["block_size"]))
@@ -137,8 +137,8 @@ def _oft_fit(m, ref) -> Any:
         return f"the base weight's {cols} input features are not a whole number of OFT blocks of size {b}"
     blocks = m.parts["oft_R"].stored_shape[0]
     if not m.params.get("block_share") and blocks * b != cols:
-        return (f"oft_R holds {blocks} blocks of size {b} ({blocks * b} features) but the base weight has {cols} "
-                "input features")
+        return (f"oft_R holds {blocks} blocks of size {b} ({blocks * b} features) but the base weight has "
+                f"{cols} input features")
     return dataclasses.replace(m, shape=(rows, cols))
 
 
@@ -146,7 +146,7 @@ OFT = register(Family(
     name="oft",
     parts=("oft_R",),
     formula="W0 (Rᵀ − I), R = diag(R₁ … R_k) orthogonal Cayley blocks (W0 (R − I) for an embedding)",
-    reference="Qiu et al. 2023 (OFT), Eq. 2 and §4 (COFT); PEFT oft.layer.OFTRotationModule.get_weight, Linear.merge",
+    reference="Qiu et al. 2023 (OFT), Eq. 2, §4 (COFT); PEFT OFTRotationModule.get_weight, oft.Linear.merge",
     needs_base=True,
     form="Dense",
     build=_oft,

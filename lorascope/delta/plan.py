@@ -249,13 +249,15 @@ def _refuse_unnamed_experts(adapter: Adapter) -> None:
     unnamed = sorted({m.params["module"] for m in adapter.modules
                       if m.family == "lora_expert" and m.params.get("parameter") is None})
     if unnamed:
-        example = next(m for m in adapter.modules if m.family == "lora_expert" and m.params["module"] == unnamed[0])
+        example = next(m for m in adapter.modules
+                       if m.family == "lora_expert" and m.params["module"] == unnamed[0])
         raise LorascopeError(
-            f"{adapter.path} holds LoRAs on several fused parameters of one module ({len(unnamed)} such modules, e.g. "
-            f"{unnamed[0]}: {', '.join(example.params['candidates'])}). PEFT nests one wrapper per parameter in the "
-            "order the model class registers its parameters, which the adapter does not record, so which LoRA "
-            "belongs to which parameter is not known from the adapter alone. Give BASE ADAPTER "
-            "(lorascope spectrum BASE ADAPTER): its fused parameters' shapes, or its config's model type, tell them apart."
+            f"{adapter.path} holds LoRAs on several fused parameters of one module ({len(unnamed)} such "
+            f"modules, e.g. {unnamed[0]}: {', '.join(example.params['candidates'])}). PEFT nests one wrapper "
+            "per parameter in the order the model class registers its parameters, which the adapter does not "
+            "record, so which LoRA belongs to which parameter is not known from the adapter alone. Give BASE "
+            "ADAPTER (lorascope spectrum BASE ADAPTER): its fused parameters' shapes, or its config's model "
+            "type, tell them apart."
         )
 
 
@@ -305,7 +307,8 @@ def declares_conv1d(base: Weights, name: str) -> bool:
     return _conv1d(base) and CONV1D_NAMES.search(weight_name(name)) is not None
 
 
-def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | None, AdapterModule, str | None]:
+def _base_ref(base: Weights, key: str,
+              m: AdapterModule) -> tuple[TensorRef | None, AdapterModule, str | None]:
     """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
     (the family's ``fit_base``), or (None, m, the problem).
 
@@ -365,8 +368,9 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
                     problems.append(d)
                 continue
             if d.base is None:
-                warnings.append({"name": d.name, "reason": "the base holds no fused parameter of this name (checkpoints "
-                                 "saved by transformers keep experts one by one); analyzed without the base"})
+                warnings.append({"name": d.name, "reason": "the base holds no fused parameter of this name "
+                                 "(checkpoints saved by transformers keep experts one by one); analyzed "
+                                 "without the base"})
             matched += 1
             deltas.append(d)
             continue
@@ -379,8 +383,9 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
             continue
         info = base.store.info(key)
         if m.params.get("groups", 1) > 1 and m.family == "lora":
-            warnings.append({"name": m.name, "reason": "LoRA on a grouped convolution: PEFT adds a full (ungrouped) "
-                             "convolution beside the grouped base weight and cannot merge it; analyzed without the base"})
+            warnings.append({"name": m.name, "reason": "LoRA on a grouped convolution: PEFT adds a full "
+                             "(ungrouped) convolution beside the grouped base weight and cannot merge it; "
+                             "analyzed without the base"})
             matched += 1
             deltas.append(module_delta(weight_name(key), m))
             continue

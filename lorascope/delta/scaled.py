@@ -25,7 +25,8 @@ from ..linalg.forms import is_torch
 from .family import Family, Tensors, register
 
 
-def ia3_update(w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 module", groups: int = 1) -> Any:
+def ia3_update(w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 module",
+               groups: int = 1) -> Any:
     """ΔW (m, n) = diag(v) W0 (axis 'out') or W0 diag(v) (axis 'in'), v = l − 1 or l by ``stored``.
 
     With ``groups`` G > 1 (axis 'in' of a grouped conv) W0 is (out, in/G·kernel) and output channel o of
@@ -53,7 +54,7 @@ def ia3_update(w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 mo
 
 
 def _grouped_columns(v: Any, groups: int, m: int, n: int) -> Any:
-    """The (m, n) scaling of a grouped conv: row o holds group o // (m/G)'s slice of v, repeated per kernel element."""
+    """The (m, n) scaling of a grouped conv: row o holds group o // (m/G)'s slice of v, per kernel element."""
     per_group = v.shape[0] // groups  # input channels per group
     kernel = n // per_group
     v = v.reshape(groups, per_group)  # (G, in/G)
@@ -65,8 +66,8 @@ def _grouped_columns(v: Any, groups: int, m: int, n: int) -> Any:
 
 def _ia3(d, t: Tensors) -> Dense:
     p = d.module.params
-    return Dense(ia3_update(t["base"], t["scale"], p.get("axis", "out"), p.get("stored", "multiplier"), d.name,
-                            int(p.get("groups", 1))))
+    axis, stored = p.get("axis", "out"), p.get("stored", "multiplier")
+    return Dense(ia3_update(t["base"], t["scale"], axis, stored, d.name, int(p.get("groups", 1))))
 
 
 def _ia3_fit(m, ref) -> Any:
@@ -82,8 +83,8 @@ def _ia3_fit(m, ref) -> Any:
     channels = stored[1] if conv else cols  # a conv's input channels per group, else in
     groups = size // channels if size % channels == 0 else 0
     if groups < 1 or (groups > 1 and (not conv or rows % groups)):
-        return (f"the IA3 vector has {size} entries but the base weight (stored {list(stored)}) has {channels} "
-                "input channels")
+        return (f"the IA3 vector has {size} entries but the base weight (stored {list(stored)}) has "
+                f"{channels} input channels")
     params = {**m.params, "groups": groups} if groups > 1 else m.params
     return dataclasses.replace(m, shape=(rows, cols), params=params)
 

@@ -12,7 +12,7 @@ Layouts follow PEFT (the keys ``base_model.model.<module>.…`` of ``PeftModel.s
 | Linear, GPT-2 Conv1D (``fan_in_fan_out``) | ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r) |
 | Embedding, ΔW (num, dim) | ``lora_embedding_A`` (r, num) = (U√S)ᵀ, ``lora_embedding_B`` (dim, r) = V√S |
 | ConvNd, ΔW flattened (out, in·k…) | ``lora_A.weight`` (r, in, k…), ``lora_B.weight`` (out, r, 1…) |
-| expert e of a fused parameter (E, ·, ·) | ``target_parameters`` LoRA: ``lora_A.weight`` (E·r, in), ``lora_B.weight`` (out, r·E) |
+| expert e of a fused (E, ·, ·) parameter | ``target_parameters``: ``lora_A`` (E·r, in), ``lora_B`` (out, r·E) |
 
 A layer's kind comes from the module (an embedding, a conv with its kernel) or, for families that store
 flattened factors (LoHa, LoKr, OFT, BOFT, IA3), from the base weight's stored shape; without a base such a
@@ -94,17 +94,17 @@ def layout_of(d: Delta) -> Layout | str:
         if m.family == "lora_expert":
             return Layout("expert")
         if int(m.params.get("groups", 1)) > 1:
-            return ("a grouped convolution: PEFT's LoRA there has a grouped lora_B, which the truncated SVD of the "
-                    "update does not have")
+            return ("a grouped convolution: a PEFT LoRA there has a grouped lora_B (one block per group), "
+                    "which the truncated SVD of the update does not have")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
         stored = d.base.stored_shape if d.base is not None else ()
         if m.kind != "embedding" and len(stored) > 2:
-            return Layout("conv", kernel=tuple(stored[2:]))  # the base's kernel (a Conv1d Tucker core is (k, 1))
+            return Layout("conv", kernel=tuple(stored[2:]))  # the base's (a Conv1d Tucker core is (k, 1))
         if m.kind == "conv":
             return Layout("conv", kernel=m.kernel)
         if m.kind == "matrix" and d.base is None:
-            return (f"{m.family} stores this layer's factors flattened, so the adapter does not record whether it "
-                    "is a linear layer or a convolution; give the base model")
+            return (f"{m.family} stores this layer's factors flattened, so the adapter does not record "
+                    "whether it is a linear layer or a convolution; give the base model")
         return Layout(m.kind if m.kind == "embedding" else "linear", fan_in_fan_out=transpose)
     ref = d.tuned
     if ref.index is not None:
@@ -219,7 +219,7 @@ def adapter_config(ranks: dict[str, int], fan_in_fan_out: bool, source: dict[str
     key form does.
     """
     if not ranks:
-        raise ValueError("no module to export")  # names: module names, or parameter paths of target_parameters
+        raise ValueError("no module to export")  # module names, or target_parameters' parameter paths
     r_max = max(ranks.values())
     source = source or {}
     config: dict[str, Any] = {
@@ -379,7 +379,8 @@ def export_adapter(
 def _add_expert(slots: dict[str, ExpertSlot], d: Delta, factors: tuple[np.ndarray, np.ndarray]) -> None:
     p = d.module.params
     path = f"{p['module']}.{p['parameter']}"
-    slot = slots.setdefault(path, ExpertSlot(p["module"], p["parameter"], int(p["experts"]), int(p["depth"]), {}))
+    slot = slots.setdefault(path, ExpertSlot(p["module"], p["parameter"], int(p["experts"]),
+                                             int(p["depth"]), {}))
     slot.factors[int(p["expert"])] = factors
     slot.names.append(d.name)
 
@@ -397,8 +398,8 @@ def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tens
         for row in rows:
             if row["name"] in experts:
                 row["exported"] = False
-                row["reason"] = ("an expert of a fused parameter: PEFT's target_parameters LoRA does not work with the "
-                                 "fan_in_fan_out the other exported modules need")
+                row["reason"] = ("an expert of a fused parameter: PEFT's target_parameters LoRA does not "
+                                 "work with the fan_in_fan_out the other exported modules need")
         return {}
     packed, ranks = expert_tensors(list(slots.values()))
     tensors.update(packed)
@@ -406,8 +407,8 @@ def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tens
         sl = experts.get(row["name"])
         if sl is not None:
             r = ranks[f"{sl.module}.{sl.parameter}"]
-            row["reason"] = (f"in a target_parameters LoRA on {sl.module}.{sl.parameter} at r = {r} (PEFT keeps one "
-                             "rank per parameter: the experts' own ranks are zero-padded to it)")
+            row["reason"] = (f"in a target_parameters LoRA on {sl.module}.{sl.parameter} at r = {r} (PEFT "
+                             "keeps one rank per parameter: the experts' own ranks are zero-padded to it)")
     return ranks
 
 

@@ -25,8 +25,14 @@ PREFIX = "base_model.model."
 
 def tiny_llama() -> nn.Module:
     cfg = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg)
@@ -84,19 +90,29 @@ def save_base(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def make_case(tmp_path: Path, model: nn.Module, config, *, scale: float = 0.3, around_one: tuple[str, ...] = (),
-              forward_deltas: dict[str, tuple[int, ...]] | None = None, name: str = "case") -> Case:
+def make_case(
+    tmp_path: Path,
+    model: nn.Module,
+    config,
+    *,
+    scale: float = 0.3,
+    around_one: tuple[str, ...] = (),
+    forward_deltas: dict[str, tuple[int, ...]] | None = None,
+    name: str = "case",
+) -> Case:
     """Base and PEFT adapter in ``tmp_path/name``; ΔW_ref from PEFT's merge (or its forward, where named).
 
     Args:
         forward_deltas: module name -> input shape (channels, *spatial) for modules whose update is measured
-            through PEFT's forward (layer(x) − base_layer(x) on a basis of inputs that exactly cover one kernel
-            position) instead of its merge.
+            through PEFT's forward (layer(x) − base_layer(x) on a basis of inputs that exactly cover one
+            kernel position) instead of its merge.
     """
     folder = tmp_path / name
     model = model.float()
     base_sd = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
-    base = save_base(model, folder / ("base" if isinstance(model, transformers.PreTrainedModel) else "base.safetensors"))
+    base = save_base(
+        model, folder / ("base" if isinstance(model, transformers.PreTrainedModel) else "base.safetensors")
+    )
     pm = peft.get_peft_model(model, config)
     randomize(pm, scale, around_one=around_one)
     pm.save_pretrained(folder / "adapter")
@@ -132,8 +148,11 @@ def matrices(name: str, dw: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 
 def save_fused(model: nn.Module, folder: Path) -> Path:
-    """A model folder whose weights are the in-memory state dict (fused experts kept fused) with its config."""
+    """A model folder whose weights are the in-memory state dict (fused experts kept fused), with config."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    save_file(
+        {k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
+        str(folder / "model.safetensors"),
+    )
     model.config.to_json_file(str(folder / "config.json"))
     return folder

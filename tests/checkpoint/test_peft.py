@@ -138,7 +138,8 @@ def test_lora_configs_that_are_not_usable_name_the_key(tmp_path, config, match):
 ])
 def test_other_types_check_their_config(tmp_path, peft_type, config, match):
     with pytest.raises(LorascopeError, match=match):
-        open_checkpoint(peft_folder(tmp_path / "ad", {"m.x.ia3_l": torch.ones(3, 1)}, {"peft_type": peft_type, **config}))
+        tensors = {"m.x.ia3_l": torch.ones(3, 1)}
+        open_checkpoint(peft_folder(tmp_path / "ad", tensors, {"peft_type": peft_type, **config}))
 
 
 def test_a_tensor_of_another_type_is_a_warning_and_an_adapter_of_none_is_refused(tmp_path):
@@ -152,9 +153,10 @@ def test_a_tensor_of_another_type_is_a_warning_and_an_adapter_of_none_is_refused
 
 
 def test_ia3_axis_comes_from_feedforward_modules_and_must_fit_the_stored_shape(tmp_path):
-    tensors = {"model.layers.0.mlp.down_proj.ia3_l": torch.ones(1, 8), "model.layers.0.self_attn.q_proj.ia3_l":
-               torch.ones(6, 1)}
-    cfg = {"peft_type": "IA3", "target_modules": ["q_proj", "down_proj"], "feedforward_modules": ["down_proj"]}
+    tensors = {"model.layers.0.mlp.down_proj.ia3_l": torch.ones(1, 8),
+               "model.layers.0.self_attn.q_proj.ia3_l": torch.ones(6, 1)}
+    cfg = {"peft_type": "IA3", "target_modules": ["q_proj", "down_proj"],
+           "feedforward_modules": ["down_proj"]}
     adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
     axes = {m.name: m.params["axis"] for m in adapter.modules}
     assert axes == {"model.layers.0.mlp.down_proj": "in", "model.layers.0.self_attn.q_proj": "out"}
@@ -173,7 +175,8 @@ def test_vera_without_its_projections_is_refused_naming_the_prng_key(tmp_path):
 
 def test_adalora_ranks_must_match_the_allocation_and_a_stored_ranknum_applies(tmp_path):
     a, b, e = torch.randn(2, 5), torch.randn(6, 2), torch.randn(2, 1)
-    tensors = {"model.q.lora_A": a, "model.q.lora_B": b, "model.q.lora_E": e, "model.q.ranknum": torch.tensor([3.0])}
+    tensors = {"model.q.lora_A": a, "model.q.lora_B": b, "model.q.lora_E": e,
+               "model.q.ranknum": torch.tensor([3.0])}
     cfg = {"peft_type": "ADALORA", "init_r": 4, "lora_alpha": 6}
     adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
     (m,) = adapter.modules
@@ -187,7 +190,8 @@ def test_adalora_ranks_must_match_the_allocation_and_a_stored_ranknum_applies(tm
 
 
 def test_target_parameters_factors_must_chain_per_expert(tmp_path):
-    tensors = {"model.experts.lora_A.weight": torch.randn(5, 4), "model.experts.lora_B.weight": torch.randn(6, 5)}
+    tensors = {"model.experts.lora_A.weight": torch.randn(5, 4),
+               "model.experts.lora_B.weight": torch.randn(6, 5)}
     cfg = {"r": 2, "target_modules": [], "target_parameters": ["experts.w"]}
     with pytest.raises(LorascopeError, match=r"not \(E·r, in\) and \(out, r·E\) for r=2"):
         open_checkpoint(peft_folder(tmp_path / "ad", tensors, cfg))

@@ -1,7 +1,7 @@
-"""Every PEFT type, made by PEFT itself on tiny models: lorascope's singular values and ‖ΔW‖_F against a float64
-numpy SVD of the update PEFT applies (its merge minus the base, or its forward where it cannot merge), to 1e-5
-of σ1; and, with the base, W0 + ΔW against PEFT's merged weight, which a wrong orientation or axis fails.
-Needs the `hf` extra."""
+"""Every PEFT type, made by PEFT itself on tiny models: lorascope's singular values and ‖ΔW‖_F against a
+float64 numpy SVD of the update PEFT applies (its merge minus the base, or its forward where it cannot
+merge), to 1e-5 of σ1; and, with the base, W0 + ΔW against PEFT's merged weight, which a wrong orientation
+or axis fails. Needs the `hf` extra."""
 
 from __future__ import annotations
 
@@ -21,7 +21,14 @@ from lorascope.errors import LorascopeError
 transformers = pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
 peft = pytest.importorskip("peft", reason="needs the hf extra (peft)")
 
-from checkpoint.peft_cases import ConvNet, make_case, matrices, save_fused, tiny_gpt2, tiny_llama  # noqa: E402
+from checkpoint.peft_cases import (  # noqa: E402
+    ConvNet,
+    make_case,
+    matrices,
+    save_fused,
+    tiny_gpt2,
+    tiny_llama,
+)
 
 pytestmark = [pytest.mark.hf, pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -58,7 +65,11 @@ def check_merged(case, tmp_path):
             continue
         w0 = d.base.load(torch.float64).numpy()
         dw = np.asarray(torch.as_tensor(load_form(d, "float64").to_dense()).double())
-        want = TensorRef(merged, d.base.key, d.base.layout, d.base.rows, d.base.index).load(torch.float64).numpy()
+        want = (
+            TensorRef(merged, d.base.key, d.base.layout, d.base.rows, d.base.index)
+            .load(torch.float64)
+            .numpy()
+        )
         np.testing.assert_allclose(w0 + dw, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=d.name)
         paired += 1
     assert paired == len(plan.deltas)
@@ -66,22 +77,60 @@ def check_merged(case, tmp_path):
 
 LLAMA = {
     "loha": (peft.LoHaConfig(r=2, alpha=5, target_modules=["q_proj", "v_proj", "down_proj"]), {}, ["loha"]),
-    "loha-patterns": (peft.LoHaConfig(r=2, alpha=4, target_modules=["q_proj", "v_proj"], rank_pattern={"v_proj": 3},
-                                      alpha_pattern={"q_proj": 9}), {}, ["loha"]),
-    "lokr": (peft.LoKrConfig(r=2, alpha=4, target_modules=["q_proj", "down_proj"], decompose_both=True), {}, ["lokr"]),
+    "loha-patterns": (
+        peft.LoHaConfig(
+            r=2,
+            alpha=4,
+            target_modules=["q_proj", "v_proj"],
+            rank_pattern={"v_proj": 3},
+            alpha_pattern={"q_proj": 9},
+        ),
+        {},
+        ["loha"],
+    ),
+    "lokr": (
+        peft.LoKrConfig(r=2, alpha=4, target_modules=["q_proj", "down_proj"], decompose_both=True),
+        {},
+        ["lokr"],
+    ),
     "lokr-full": (peft.LoKrConfig(r=8, alpha=3, target_modules=["q_proj", "v_proj"]), {}, ["lokr"]),
-    "adalora": (peft.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10,
-                                   target_modules=["q_proj", "v_proj"]), {}, ["adalora"]),
+    "adalora": (
+        peft.AdaLoraConfig(
+            init_r=4, target_r=2, lora_alpha=8, total_step=10, target_modules=["q_proj", "v_proj"]
+        ),
+        {},
+        ["adalora"],
+    ),
     "vera": (peft.VeraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]), {}, ["vera"]),
-    "ia3": (peft.IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"]),
-            {"around_one": ("ia3_l",)}, ["ia3"]),
+    "ia3": (
+        peft.IA3Config(target_modules=["q_proj", "down_proj"], feedforward_modules=["down_proj"]),
+        {"around_one": ("ia3_l",)},
+        ["ia3"],
+    ),
     "oft": (peft.OFTConfig(oft_block_size=8, target_modules=["q_proj", "v_proj"]), {"scale": 0.1}, ["oft"]),
-    "oft-exact-coft": (peft.OFTConfig(oft_block_size=8, target_modules=["q_proj"], use_cayley_neumann=False,
-                                      coft=True, eps=0.5), {"scale": 0.1}, ["oft"]),
-    "oft-shared-neumann7": (peft.OFTConfig(r=4, oft_block_size=0, target_modules=["q_proj", "v_proj"],
-                                           block_share=True, num_cayley_neumann_terms=7), {"scale": 0.1}, ["oft"]),
-    "boft": (peft.BOFTConfig(boft_block_size=8, target_modules=["q_proj", "v_proj"]),
-             {"scale": 0.1, "around_one": ("boft_s",)}, ["boft"]),
+    "oft-exact-coft": (
+        peft.OFTConfig(
+            oft_block_size=8, target_modules=["q_proj"], use_cayley_neumann=False, coft=True, eps=0.5
+        ),
+        {"scale": 0.1},
+        ["oft"],
+    ),
+    "oft-shared-neumann7": (
+        peft.OFTConfig(
+            r=4,
+            oft_block_size=0,
+            target_modules=["q_proj", "v_proj"],
+            block_share=True,
+            num_cayley_neumann_terms=7,
+        ),
+        {"scale": 0.1},
+        ["oft"],
+    ),
+    "boft": (
+        peft.BOFTConfig(boft_block_size=8, target_modules=["q_proj", "v_proj"]),
+        {"scale": 0.1, "around_one": ("boft_s",)},
+        ["boft"],
+    ),
 }
 
 
@@ -113,11 +162,20 @@ def test_families_that_need_the_base_are_refused_alone(tmp_path, kind):
 
 
 GPT2 = {
-    "adalora": peft.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, total_step=10, target_modules=["c_attn", "c_proj"],
-                                  fan_in_fan_out=True),
+    "adalora": peft.AdaLoraConfig(
+        init_r=4,
+        target_r=2,
+        lora_alpha=8,
+        total_step=10,
+        target_modules=["c_attn", "c_proj"],
+        fan_in_fan_out=True,
+    ),
     "vera": peft.VeraConfig(r=4, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True),
-    "ia3": peft.IA3Config(target_modules=["c_attn", "attn.c_proj", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"],
-                          fan_in_fan_out=True),
+    "ia3": peft.IA3Config(
+        target_modules=["c_attn", "attn.c_proj", "mlp.c_proj"],
+        feedforward_modules=["mlp.c_proj"],
+        fan_in_fan_out=True,
+    ),
 }
 
 
@@ -132,17 +190,40 @@ def test_gpt2_conv1d_square_and_non_square_with_base(tmp_path, kind):
 
 
 CONV = {
-    "loha-tucker": (peft.LoHaConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "point"],
-                                    use_effective_conv2d=True), {}, ["loha"]),
+    "loha-tucker": (
+        peft.LoHaConfig(
+            r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "point"], use_effective_conv2d=True
+        ),
+        {},
+        ["loha"],
+    ),
     "loha-flat": (peft.LoHaConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin"]), {}, ["loha"]),
-    "lokr-effective": (peft.LoKrConfig(r=2, alpha=4, target_modules=["conv", "conv1d", "lin", "wide", "wide1d"],
-                                       use_effective_conv2d=True), {}, ["lokr"]),  # full W2 (2-, 3-, 4-D), Tucker
-    "lokr-flat": (peft.LoKrConfig(r=2, alpha=4, target_modules=["wide", "wide1d"], decompose_both=True), {}, ["lokr"]),
-    "ia3": (peft.IA3Config(target_modules=["conv", "grouped", "lin"], feedforward_modules=["grouped", "lin"]),
-            {"around_one": ("ia3_l",)}, ["ia3"]),
+    "lokr-effective": (
+        peft.LoKrConfig(
+            r=2,
+            alpha=4,
+            target_modules=["conv", "conv1d", "lin", "wide", "wide1d"],
+            use_effective_conv2d=True,
+        ),
+        {},
+        ["lokr"],
+    ),  # full W2 (2-, 3-, 4-D), Tucker
+    "lokr-flat": (
+        peft.LoKrConfig(r=2, alpha=4, target_modules=["wide", "wide1d"], decompose_both=True),
+        {},
+        ["lokr"],
+    ),
+    "ia3": (
+        peft.IA3Config(target_modules=["conv", "grouped", "lin"], feedforward_modules=["grouped", "lin"]),
+        {"around_one": ("ia3_l",)},
+        ["ia3"],
+    ),
     "oft": (peft.OFTConfig(oft_block_size=4, target_modules=["conv", "lin", "emb"]), {"scale": 0.1}, ["oft"]),
-    "boft": (peft.BOFTConfig(boft_block_size=4, target_modules=["conv", "lin"]),
-             {"scale": 0.1, "around_one": ("boft_s",)}, ["boft"]),
+    "boft": (
+        peft.BOFTConfig(boft_block_size=4, target_modules=["conv", "lin"]),
+        {"scale": 0.1, "around_one": ("boft_s",)},
+        ["boft"],
+    ),
 }
 
 
@@ -154,7 +235,11 @@ def test_conv_and_embedding_layers_with_base(tmp_path, kind):
     check_spectra(res, case.deltas, families)
     check_merged(case, tmp_path)
     parts = {p for m in open_checkpoint(case.adapter).modules for p in m.parts}
-    expected = {"loha-tucker": {"hada_t1"}, "lokr-effective": {"lokr_t2", "lokr_w2"}, "lokr-flat": {"lokr_w2_b"}}
+    expected = {
+        "loha-tucker": {"hada_t1"},
+        "lokr-effective": {"lokr_t2", "lokr_w2"},
+        "lokr-flat": {"lokr_w2_b"},
+    }
     assert expected.get(kind, set()) <= parts  # the layouts the case is meant to cover
 
 
@@ -173,15 +258,22 @@ def test_lokr_conv1d_full_factor_is_the_matrix_peft_applies(tmp_path):
 
 
 def test_grouped_conv_lora_follows_peft_forward(tmp_path):
-    """PEFT cannot merge a LoRA on a grouped conv (its lora_B is grouped): the update is measured from its forward."""
-    case = make_case(tmp_path, ConvNet(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["grouped", "conv"]),
-                     forward_deltas={"grouped": (4, 3, 3), "conv": (4, 3, 3)})
+    """PEFT cannot merge a LoRA on a grouped conv (its lora_B is grouped): the update is its forward's."""
+    case = make_case(
+        tmp_path,
+        ConvNet(),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["grouped", "conv"]),
+        forward_deltas={"grouped": (4, 3, 3), "conv": (4, 3, 3)},
+    )
     for res in (lorascope.analyze(case.adapter), lorascope.analyze(case.base, case.adapter)):
         check_spectra(res, case.deltas, ["lora"])
     with_base = lorascope.analyze(case.base, case.adapter)
     assert any("grouped convolution" in w["reason"] for w in with_base.summary["warnings"])
     rows = with_base.modules.set_index("name")
-    assert (rows.loc["grouped", "rows"], rows.loc["grouped", "cols"]) == (6, 4 * 9)  # a full conv beside the base
+    assert (rows.loc["grouped", "rows"], rows.loc["grouped", "cols"]) == (
+        6,
+        4 * 9,
+    )  # a full conv beside the base
 
 
 def test_adalora_after_rank_allocation_matches_peft_reload(tmp_path):
@@ -190,7 +282,9 @@ def test_adalora_after_rank_allocation_matches_peft_reload(tmp_path):
     model = tiny_llama()
     base_dir = tmp_path / "base"
     model.save_pretrained(base_dir)
-    cfg = peft.AdaLoraConfig(init_r=6, target_r=2, lora_alpha=7, total_step=10, target_modules=["q_proj", "v_proj"])
+    cfg = peft.AdaLoraConfig(
+        init_r=6, target_r=2, lora_alpha=7, total_step=10, target_modules=["q_proj", "v_proj"]
+    )
     pm = peft.get_peft_model(model, cfg)
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -205,12 +299,16 @@ def test_adalora_after_rank_allocation_matches_peft_reload(tmp_path):
     pm.peft_config["default"].rank_pattern = masks
     pm.base_model.rankallocator.mask_using_rank_pattern(pm.base_model.model, masks)
     pm.save_pretrained(tmp_path / "adapter")
-    reloaded = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(base_dir),
-                                              tmp_path / "adapter").double()
+    reloaded = peft.PeftModel.from_pretrained(
+        transformers.LlamaForCausalLM.from_pretrained(base_dir), tmp_path / "adapter"
+    ).double()
     base_sd = transformers.LlamaForCausalLM.from_pretrained(base_dir).double().state_dict()
     merged = reloaded.merge_and_unload().state_dict()
-    deltas = {k.removesuffix(".weight"): (merged[k] - base_sd[k]).numpy() for k in base_sd
-              if not torch.equal(merged[k], base_sd[k])}
+    deltas = {
+        k.removesuffix(".weight"): (merged[k] - base_sd[k]).numpy()
+        for k in base_sd
+        if not torch.equal(merged[k], base_sd[k])
+    }
     assert len(deltas) == 3
     res = lorascope.analyze(base_dir, tmp_path / "adapter")
     check_spectra(res, deltas, ["adalora"])
@@ -222,7 +320,9 @@ def test_adalora_after_rank_allocation_matches_peft_reload(tmp_path):
 
 
 def test_vera_without_saved_projections_is_refused(tmp_path):
-    case = make_case(tmp_path, tiny_llama(), peft.VeraConfig(r=4, target_modules=["q_proj"], save_projection=False))
+    case = make_case(
+        tmp_path, tiny_llama(), peft.VeraConfig(r=4, target_modules=["q_proj"], save_projection=False)
+    )
     for args in ((case.adapter,), (case.base, case.adapter)):
         with pytest.raises(LorascopeError, match="save_projection=True"):
             lorascope.analyze(*args)
@@ -231,8 +331,13 @@ def test_vera_without_saved_projections_is_refused(tmp_path):
 def test_boft_with_two_butterfly_factors_matches_peft_own_functions(tmp_path):
     """PEFT forces one butterfly factor without its CUDA extension, so two are built here from PEFT's own
     permutation and Cayley functions (BOFTLayer.block_butterfly_perm, perm2mat, cayley_batch) on its layer."""
-    case = make_case(tmp_path, tiny_llama(), peft.BOFTConfig(boft_block_size=4, target_modules=["q_proj"]),
-                     scale=0.1, around_one=("boft_s",))
+    case = make_case(
+        tmp_path,
+        tiny_llama(),
+        peft.BOFTConfig(boft_block_size=4, target_modules=["q_proj"]),
+        scale=0.1,
+        around_one=("boft_s",),
+    )
     from safetensors.torch import load_file, save_file
 
     weights = case.adapter / "adapter_model.safetensors"
@@ -264,8 +369,16 @@ def test_boft_with_two_butterfly_factors_matches_peft_own_functions(tmp_path):
 
 def tiny_qwen_moe():
     cfg = transformers.Qwen3MoeConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=24, moe_intermediate_size=12, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, num_experts=3, num_experts_per_tok=2, head_dim=8,
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=24,
+        moe_intermediate_size=12,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_experts=3,
+        num_experts_per_tok=2,
+        head_dim=8,
     )
     torch.manual_seed(0)
     return transformers.Qwen3MoeForCausalLM(cfg)
@@ -274,8 +387,16 @@ def tiny_qwen_moe():
 def tiny_gpt_oss():
     """is_transposed experts (E, in, out); down_proj is square (16×16)."""
     cfg = transformers.GptOssConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=8, num_local_experts=3, num_experts_per_tok=2, layer_types=["full_attention"],
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        num_local_experts=3,
+        num_experts_per_tok=2,
+        layer_types=["full_attention"],
     )
     torch.manual_seed(0)
     return transformers.GptOssForCausalLM(cfg)
@@ -297,8 +418,11 @@ def test_moe_one_parameter_one_factored_lora_per_expert(tmp_path):
 def test_moe_nested_parameters_need_the_base(tmp_path):
     """gate_up_proj and down_proj on one module: PEFT nests them in registration order. Alone: refused. With
     a transformers-saved base (experts kept one by one on disk) the config's model type tells the order."""
-    case = make_case(tmp_path, tiny_qwen_moe(), peft.LoraConfig(r=2, lora_alpha=4, target_modules=[],
-                                                                target_parameters=BOTH))
+    case = make_case(
+        tmp_path,
+        tiny_qwen_moe(),
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH),
+    )
     with pytest.raises(LorascopeError, match="Give BASE ADAPTER"):
         lorascope.analyze(case.adapter)
     res = lorascope.analyze(case.base, case.adapter)
@@ -309,7 +433,9 @@ def test_moe_nested_parameters_need_the_base(tmp_path):
 def test_moe_fused_base_pairs_each_expert_by_shape(tmp_path):
     model = tiny_qwen_moe()
     fused = save_fused(copy.deepcopy(model), tmp_path / "fused")
-    case = make_case(tmp_path, model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH))
+    case = make_case(
+        tmp_path, model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH)
+    )
     res = lorascope.analyze(fused, case.adapter)
     check_spectra(res, case.deltas, ["lora_expert"])
     assert res.modules["relative_update"].notna().all()
@@ -318,21 +444,30 @@ def test_moe_fused_base_pairs_each_expert_by_shape(tmp_path):
 
 
 def test_moe_square_transposed_experts_follow_the_declared_model_type(tmp_path):
-    case = make_case(tmp_path, tiny_gpt_oss(), peft.LoraConfig(r=2, lora_alpha=4, target_modules=[],
-                                                               target_parameters=BOTH))
+    case = make_case(
+        tmp_path,
+        tiny_gpt_oss(),
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH),
+    )
     res = lorascope.analyze(case.base, case.adapter)
     check_spectra(res, case.deltas, ["lora_expert"])
     check_merged(case, tmp_path)  # down_proj is square: only the declared (E, in, out) orientation passes
 
 
 def test_moe_square_experts_without_a_declaration_are_refused_with_a_base(tmp_path):
-    """A base without config.json: square experts cannot be oriented, so the pairing is refused; alone is fine."""
+    """A base without config.json: square experts cannot be oriented, so pairing is refused; alone is fine."""
     model = tiny_gpt_oss()
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "bare.safetensors"))
-    case = make_case(tmp_path, model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=[],
-                                                      target_parameters=["mlp.experts.down_proj"]))
+    save_file(
+        {k: v.detach().contiguous() for k, v in model.state_dict().items()},
+        str(tmp_path / "bare.safetensors"),
+    )
+    case = make_case(
+        tmp_path,
+        model,
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=["mlp.experts.down_proj"]),
+    )
     with pytest.raises(LorascopeError, match="square experts"):
         lorascope.analyze(tmp_path / "bare.safetensors", case.adapter)
     check_spectra(lorascope.analyze(case.adapter), case.deltas, ["lora_expert"])
@@ -342,10 +477,14 @@ def cli_case(tmp_path, kind):
     if kind == "loha":
         return make_case(tmp_path, tiny_llama(), peft.LoHaConfig(r=2, alpha=4, target_modules=["q_proj"]))
     if kind == "oft":
-        return make_case(tmp_path, tiny_llama(), peft.OFTConfig(oft_block_size=8, target_modules=["q_proj"]), scale=0.1)
+        return make_case(
+            tmp_path, tiny_llama(), peft.OFTConfig(oft_block_size=8, target_modules=["q_proj"]), scale=0.1
+        )
     model = tiny_qwen_moe()
     fused = save_fused(copy.deepcopy(model), tmp_path / "fused")  # intruders needs the base's expert weights
-    case = make_case(tmp_path, model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH))
+    case = make_case(
+        tmp_path, model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=[], target_parameters=BOTH)
+    )
     case.base = fused
     return case
 
@@ -370,12 +509,24 @@ def test_every_command_runs_on_peft_families(tmp_path, kind):
     ok("compare", case.adapter, case.adapter, "--base", case.base, "--out", out / "cmp", "-q", "--no-report")
     ok("intruders", case.base, case.adapter, "--out", out / "intr", "-q", "--no-report")
     ok("sweep", out / "spec", "--out", out / "sweep", "-q", "--no-report")
-    ok("select", out / "sweep", "--energy", "0.9", "--export", out / "exp", "--out", out / "sel", "-q", "--no-report")
+    ok(
+        "select",
+        out / "sweep",
+        "--energy",
+        "0.9",
+        "--export",
+        out / "exp",
+        "--out",
+        out / "sel",
+        "-q",
+        "--no-report",
+    )
     if kind == "moe":
         ok("report", out / "spec")
         assert (out / "spec" / "report.html").is_file()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = transformers.AutoModelForCausalLM.from_pretrained(
-            case.base if kind != "moe" else tmp_path / "case" / "base")
+            case.base if kind != "moe" else tmp_path / "case" / "base"
+        )
         peft.PeftModel.from_pretrained(base, out / "exp")  # the export loads

@@ -1,5 +1,5 @@
-"""lorascope/delta/lora.py and scaled.py: the LoRA relatives' forms against their dense definitions in float64 numpy
-(grouped-conv LoRA, one expert of a fused-parameter LoRA, AdaLoRA, VeRA, IA3 on a grouped conv)."""
+"""lorascope/delta/lora.py and scaled.py: the LoRA relatives' forms against their dense definitions in float64
+numpy (grouped-conv LoRA, one expert of a fused-parameter LoRA, AdaLoRA, VeRA, IA3 on a grouped conv)."""
 
 import numpy as np
 import pytest
@@ -17,27 +17,27 @@ def check(form, dense):
     got = linalg.svd(form)
     want = ref_sigma(dense)
     np.testing.assert_allclose(got.s, want[: got.s.size], rtol=1e-9, atol=1e-11 * want[0])
-    assert np.all(want[got.s.size:] <= 1e-9 * want[0])
+    assert np.all(want[got.s.size :] <= 1e-9 * want[0])
     assert got.fro_norm == pytest.approx(np.linalg.norm(dense), rel=1e-10)
     np.testing.assert_allclose(np.asarray(form.to_dense()), dense, atol=1e-12 * np.abs(dense).max())
 
 
 def test_grouped_lora_b_is_block_diagonal():
-    """Output channel o of group g = o // (out/G) reads rank components g·r/G … (g+1)·r/G (a Conv with groups=G)."""
+    """Output channel o of group g = o // (out/G) reads ranks g·r/G … (g+1)·r/G (a Conv with groups=G)."""
     out, r, groups, inp = 6, 4, 2, 7
     b = rng.standard_normal((out, r // groups))
     a = rng.standard_normal((r, inp))
     dense = np.zeros((out, inp))
     for o in range(out):
         g = o // (out // groups)
-        dense[o] = b[o] @ a[g * (r // groups):(g + 1) * (r // groups)]
+        dense[o] = b[o] @ a[g * (r // groups) : (g + 1) * (r // groups)]
     np.testing.assert_allclose(grouped_up(b, groups) @ a, dense)
     form = form_from("lora", {"up": b, "down": a}, scale=1.5, params={"groups": groups})
     check(form, 1.5 * dense)
 
 
 def test_expert_factors_read_peft_layout():
-    """PEFT: A.reshape(E, r, in)[e] and B.reshape(out, r, E)[:, :, e] (numpy's reshape, the same row-major order)."""
+    """PEFT: A.reshape(E, r, in)[e] and B.reshape(out, r, E)[:, :, e] (numpy's reshape: the same order)."""
     experts, r, out, inp = 3, 2, 5, 4
     a = rng.standard_normal((experts * r, inp))
     b = rng.standard_normal((out, r * experts))
@@ -45,8 +45,13 @@ def test_expert_factors_read_peft_layout():
         up, down = expert_factors(a, b, e, experts)
         np.testing.assert_array_equal(down, a.reshape(experts, r, inp)[e])
         np.testing.assert_array_equal(up, b.reshape(out, r, experts)[:, :, e])
-        form = form_from("lora_expert", {"lora_A": a, "lora_B": b}, scale=0.5, shape=(out, inp),
-                         params={"expert": e, "experts": experts})
+        form = form_from(
+            "lora_expert",
+            {"lora_A": a, "lora_B": b},
+            scale=0.5,
+            shape=(out, inp),
+            params={"expert": e, "experts": experts},
+        )
         assert isinstance(form, linalg.LowRank)
         check(form, 0.5 * b.reshape(out, r, experts)[:, :, e] @ a.reshape(experts, r, inp)[e])
 
@@ -67,7 +72,7 @@ def test_vera_slices_the_shared_projections():
 
 
 def test_ia3_on_a_grouped_conv_scales_each_group_by_its_slice():
-    """PEFT _get_ia3_scaling_for_weight: l (1, in) over a weight (out, in/G, k, k), group g gets l[g·in/G …]."""
+    """PEFT _get_ia3_scaling_for_weight: l (1, in) on a weight (out, in/G, k, k): group g gets l[g·in/G …]."""
     out, inp, groups, k = 6, 4, 2, 3
     w0 = rng.standard_normal((out, inp // groups, k, k))
     l_vec = 1 + 0.3 * rng.standard_normal(inp)
@@ -75,7 +80,9 @@ def test_ia3_on_a_grouped_conv_scales_each_group_by_its_slice():
     per = inp // groups
     for o in range(out):
         g = o // (out // groups)
-        want[o] = w0[o] * l_vec[g * per:(g + 1) * per, None, None]
+        want[o] = w0[o] * l_vec[g * per : (g + 1) * per, None, None]
     base = torch.tensor(w0.reshape(out, -1))
-    got = form_from("ia3", {"scale": torch.tensor(l_vec), "base": base}, params={"axis": "in", "groups": groups})
+    got = form_from(
+        "ia3", {"scale": torch.tensor(l_vec), "base": base}, params={"axis": "in", "groups": groups}
+    )
     np.testing.assert_allclose(got.matrix.numpy(), (want - w0).reshape(out, -1), atol=1e-12)

@@ -37,13 +37,16 @@ def test_skew_blocks_and_the_exact_cayley_transform_is_orthogonal():
 
 
 def test_neumann_series_approaches_the_inverse_cayley_transform():
-    """PEFT's series I + 2Q + 2Q² + … expands (I + Q)(I − Q)⁻¹ = Rᵀ of the exact transform; more terms, closer."""
+    """PEFT's series I + 2Q + 2Q² + … expands (I + Q)(I − Q)⁻¹, the transpose of the exact transform R;
+    more terms come closer."""
     _, q = skew(2, 5, scale=0.05)
     exact_t = cayley_exact(q).transpose(1, 2)
     errors = [float((cayley_neumann(q, t) - exact_t).abs().max()) for t in (2, 5, 9)]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6
     q2 = q @ q
-    np.testing.assert_allclose(cayley_neumann(q, 5), torch.eye(5) + 2 * q + 2 * q2 + 2 * q2 @ q + q2 @ q2, atol=1e-14)
+    np.testing.assert_allclose(
+        cayley_neumann(q, 5), torch.eye(5) + 2 * q + 2 * q2 + 2 * q2 @ q + q2 @ q2, atol=1e-14
+    )
 
 
 def test_coft_projects_each_block_into_the_ball():
@@ -65,7 +68,9 @@ def test_oft_update_is_w0_times_the_block_rotation(rotate, share):
     p = {"block_size": b, "block_share": share, "cayley_neumann": False, "rotate": rotate}
     blocks = cayley_exact(skew_from_upper(vec, b)).numpy()
     full = block_diag(*([blocks[0]] * k if share else blocks))
-    rotated = w0.numpy() @ (full if rotate == "embedding" else full.T)  # PEFT: W0 R (embedding), (R W0ᵀ)ᵀ else
+    rotated = w0.numpy() @ (
+        full if rotate == "embedding" else full.T
+    )  # PEFT: W0 R (embedding), (R W0ᵀ)ᵀ else
     np.testing.assert_allclose(oft_update(w0, vec, p).numpy(), rotated - w0.numpy(), atol=1e-12)
 
 
