@@ -206,12 +206,14 @@ class Leftovers:
         self.dense: dict[str, TensorRef] = {}
         self.vectors: dict[str, TensorRef] = {}
         self.warnings: list[dict[str, str]] = []
+        self.other_types: set[str] = set()  # PEFT types whose parts were found here
 
     def add(self, key: str) -> None:
         name = re.sub(r"\.modules_to_save\.[^.]+", "", strip_adapter_prefix(key))
         info = self.store.info(key)
         other = _other_type(name, self.kind)
         if other is not None:
+            self.other_types.add(other)
             self.warnings.append({"name": name, "reason": f"a {other} tensor in a {self.kind} adapter: "
                                   "claimed by no module of this adapter's type; skipped"})
         elif "trainable_tokens_" in name:
@@ -265,9 +267,12 @@ def finish(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any], module
     """The Adapter, or one error listing every incomplete module, or a refusal when no module was found."""
     raise_collected(problems, f"{store.path}: incomplete or inconsistent {what} modules:")
     if not modules:
+        others = " / ".join(sorted(leftovers.other_types))
+        hint = (f" Its tensors are parts of a {others} adapter: the config's peft_type says otherwise; "
+                "lorascope reads the type the config declares.") if others else ""
         raise LorascopeError(
             f"{store.path} holds no {what} modules: no tensor names end in the parts a {what} adapter stores "
-            f"(found {len(store.keys())} tensors such as {', '.join(store.keys()[:3])})."
+            f"(found {len(store.keys())} tensors such as {', '.join(store.keys()[:3])}).{hint}"
         )
     warnings = warnings + leftovers.warnings
     return Adapter(path, fmt, store, modules, leftovers.dense, leftovers.vectors, cfg, warnings)

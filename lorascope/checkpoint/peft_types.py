@@ -429,7 +429,8 @@ def open_oft(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         embedding = part == "oft_embedding_R"
         params = {**options, "block_size": b, "rotate": "embedding" if embedding else "input"}
         cols = 0 if options["block_share"] else ref.shape[0] * b  # shared: the base gives the width
-        modules.append(AdapterModule(name, "oft", {"oft_R": ref}, (0, cols), ref.shape[0], None, 1.0,
+        blocks = None if options["block_share"] else ref.shape[0]  # PEFT's OFT r: the number of blocks
+        modules.append(AdapterModule(name, "oft", {"oft_R": ref}, (0, cols), blocks, None, 1.0,
                                      "embedding" if embedding else "matrix", "peft", params=params))
     return finish(path, "peft", store, cfg, modules, leftovers, problems, warnings, "OFT")
 
