@@ -142,6 +142,8 @@ def test_llama_family_with_base_matches_peft(tmp_path, kind):
     assert check_spectra(res, case.deltas, families) == len(res.modules) >= 2
     assert res.modules["relative_update"].notna().all()
     check_merged(case, tmp_path)
+    trainable, _ = case.model.get_nb_trainable_parameters()  # PEFT's own count
+    assert res.summary["totals"]["adapter_parameters"] == trainable
 
 
 @pytest.mark.parametrize("kind", ["loha", "lokr", "adalora"])
