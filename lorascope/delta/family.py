@@ -60,6 +60,8 @@ class Family:
         fit_base: (module, base weight ref in ΔW's orientation) -> the module completed from its base (what
             the adapter leaves to the base: VeRA's input width, IA3's other dimension), or a string saying why
             the base does not fit; None where the module is complete as read.
+        shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
+            read once and reused by the modules that follow.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Family:
     numpy: bool = True
     params: Callable[[Delta], int] | None = None
     fit_base: Callable[[AdapterModule, TensorRef], AdapterModule | str] | None = None
+    shared: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, Family] = {}

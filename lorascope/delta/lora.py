@@ -166,6 +166,7 @@ LORA_EXPERT = register(Family(
     form="LowRank",
     build=_lora_expert,
     params=_lora_expert_params,
+    shared=("lora_A", "lora_B"),  # every expert of the parameter reads the same two tensors
 ))
 
 
@@ -226,4 +227,5 @@ VERA = register(Family(
     build=_vera,
     params=_vera_params,
     fit_base=_vera_fit,
+    shared=("vera_A", "vera_B"),
 ))
