@@ -1,6 +1,7 @@
 """Spectra of a LoRA on fused MoE experts (PEFT target_parameters), Qwen3-30B-A3B-shaped: lorascope vs dense.
 
     python benchmarks/peft_experts.py [--layers 4] [--experts 128] [--rank 8] [--repeats 3] [--dense-experts 8]
+                                      [--threads 1]
 
 Writes a synthetic PEFT adapter on ``mlp.experts.gate_up_proj`` (E experts of (2·768) × 2048, as
 Qwen3-30B-A3B; lora_A (E·r, 2048), lora_B (1536, r·E), float32) in a temporary folder, then measures the whole
@@ -11,13 +12,15 @@ process (start-up included): wall time (median of --repeats) and peak RSS of
   torch.linalg.svdvals, over --dense-experts experts and extrapolated to all of them;
 
 and the largest error of lorascope's top singular values against a float64 dense SVD of a few experts,
-relative to σ1.
+relative to σ1. Both children run with --threads BLAS/OpenMP threads (default 1: on a shared machine more
+threads than free cores make LAPACK spin, and a dense 1536 × 2048 SVD then takes a minute instead of a second).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import median_run  # noqa: E402
+from measure import median_run, start_launcher  # noqa: E402
 
 HIDDEN, MOE_INTERMEDIATE = 2048, 768  # Qwen3-30B-A3B
 
@@ -90,7 +93,11 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dense-experts", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # inherited by the launcher and every child
+    start_launcher()
     modules = args.layers * args.experts
     with tempfile.TemporaryDirectory() as tmp:
         folder, out = Path(tmp) / "adapter", Path(tmp) / "results"
@@ -107,7 +114,7 @@ def main() -> None:
         per_expert = max(0.0, dense.seconds - empty.seconds) / args.dense_experts
         error = reference_error(folder, out, args.experts, args.rank, min(4, args.experts))
     print(f"{args.layers} layers × {args.experts} experts = {modules} expert modules, r = {args.rank}, "
-          f"adapter {size / 2**20:.0f} MiB")
+          f"adapter {size / 2**20:.0f} MiB, {args.threads} BLAS thread(s)")
     print("| tool | wall (s) | peak RSS (MiB) | note |")
     print("| --- | --- | --- | --- |")
     print(f"| lorascope spectrum | {ours.seconds:.1f} | {ours.peak_rss_mb:.0f} | every expert, factored; "
