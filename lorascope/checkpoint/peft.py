@@ -214,8 +214,8 @@ class Leftovers:
         other = _other_type(name, self.kind)
         if other is not None:
             self.other_types.add(other)
-            self.warnings.append({"name": name, "reason": f"a {other} tensor in a {self.kind} adapter: "
-                                  "claimed by no module of this adapter's type; skipped"})
+            self.warnings.append({"name": name, "reason": f"a part of PEFT type {other} in this {self.kind} "
+                                  "adapter: claimed by no module of the adapter's type; skipped"})
         elif "trainable_tokens_" in name:
             self.warnings.append({"name": name, "reason": "rows of an embedding trained through "
                                   "trainable_token_indices; not a weight update lorascope reads, skipped"})
@@ -268,7 +268,7 @@ def finish(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any], module
     raise_collected(problems, f"{store.path}: incomplete or inconsistent {what} modules:")
     if not modules:
         others = " / ".join(sorted(leftovers.other_types))
-        hint = (f" Its tensors are parts of a {others} adapter: the config's peft_type says otherwise; "
+        hint = (f" Its tensors are parts of PEFT type {others}: the config's peft_type says otherwise; "
                 "lorascope reads the type the config declares.") if others else ""
         raise LorascopeError(
             f"{store.path} holds no {what} modules: no tensor names end in the parts a {what} adapter stores "

@@ -146,9 +146,9 @@ def test_a_tensor_of_another_type_is_a_warning_and_an_adapter_of_none_is_refused
     tensors = {**layers(n=1), "model.layers.0.mlp.down_proj.hada_w1_a": torch.randn(4, 2)}
     adapter = open_checkpoint(peft_folder(tmp_path / "mixed", tensors, {"r": 4}))
     (w,) = [w for w in adapter.warnings if "hada_w1_a" in w["name"]]
-    assert "LOHA tensor in a LORA adapter" in w["reason"]
+    assert "a part of PEFT type LOHA in this LORA adapter" in w["reason"]
     only = {"model.layers.0.mlp.down_proj.hada_w1_a": torch.randn(4, 2)}
-    with pytest.raises(LorascopeError, match="holds no LoRA modules.*parts of a LOHA adapter"):
+    with pytest.raises(LorascopeError, match="holds no LoRA modules.*parts of PEFT type LOHA"):
         open_checkpoint(peft_folder(tmp_path / "none", only, {"r": 4}))
 
 
