@@ -103,8 +103,9 @@ def _lokr_conv1d_full(d, t: Tensors) -> Dense:
     """A PEFT Conv1d LoKr with a full 3-D W2 (o₂, i₂, k), kept 3-D by the reader: not a Kronecker product.
 
     PEFT (``make_kron``) unsqueezes W1 only for a 4-D W2, so here ``torch.kron`` pads W1 to (1, o₁, i₁) and
-    interleaves (LyCORIS's current make_kron pads W1 at the end instead, giving W1 ⊗ W2_flat): ΔW[j·o₁ + p, q·i₁k + s·k + l] = s · W1[p, s] W2[j, q, l], a row and column permutation of
-    W1 ⊗ W2_flat. Same σ, other singular vectors: the exact matrix is formed (it is the conv weight's size).
+    interleaves: ΔW[j·o₁ + p, q·i₁k + s·k + l] = s · W1[p, s] W2[j, q, l], a row and column permutation of
+    W1 ⊗ W2_flat (current LyCORIS pads W1 at the end instead, giving W1 ⊗ W2_flat). Same σ, other singular
+    vectors: the exact matrix is formed (it is the conv weight's size).
     """
     w1 = _kron_factor(t, 1).to_dense()
     w2 = t["lokr_w2"]
