@@ -150,8 +150,18 @@ ITEMSIZE = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "int16": 2, "flo
 
 
 def load_adapter(path: str | Path) -> Adapter:
-    """A PEFT adapter folder, opened lazily (headers only)."""
-    return open_peft(Path(path).expanduser())
+    """A PEFT LoRA or DoRA adapter folder, opened lazily (headers only).
+
+    Raises:
+        LorascopeError: the adapter holds modules of another family (the audit counts LoRA factors).
+    """
+    adapter = open_peft(Path(path).expanduser())
+    other = [f for f in adapter.families if f not in ("lora", "dora")]
+    if other:
+        families = ", ".join(adapter.families)
+        raise LorascopeError(f"{adapter.path} is a {families} adapter; the parameter audit counts LoRA and DoRA "
+                             "adapters only (lorascope spectrum reads the other families).")
+    return adapter
 
 
 @dataclass(frozen=True)

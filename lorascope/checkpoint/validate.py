@@ -35,20 +35,6 @@ def positive_finite(value: Any, key: str, where: str, integer: bool = False) -> 
     return value
 
 
-def check_peft_scales(cfg: dict[str, Any], where: str) -> None:
-    """PEFT's ``r``, ``lora_alpha`` and every ``rank_pattern`` / ``alpha_pattern`` value finite and
-    positive."""
-    if "r" in cfg:
-        positive_finite(cfg["r"], "'r'", where, integer=True)
-    if "lora_alpha" in cfg:
-        positive_finite(cfg["lora_alpha"], "'lora_alpha'", where)
-    for field, integer in (("rank_pattern", True), ("alpha_pattern", False)):
-        patterns = cfg.get(field)
-        if isinstance(patterns, dict):
-            for name, value in patterns.items():
-                positive_finite(value, f"{field}[{name!r}]", where, integer=integer)
-
-
 def alpha_tensor(values: Any, key: str, where: str, rank: int) -> float:
     """A kohya / diffusers ``.alpha`` tensor's value: exactly one finite number ≥ 0.
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..checkpoint import AdapterModule, TensorRef
     from ..linalg import Form
     from .plan import Delta
 
@@ -56,6 +57,11 @@ class Family:
         build: (delta, tensors) -> the form of ΔW; tensors hold ``base`` (W0 in ΔW's orientation) where given.
         numpy: ``build`` works on float64 numpy arrays, so a CPU run needs no torch.
         params: the number of trainable parameters the module stores (for summary totals), or None.
+        fit_base: (module, base weight ref in ΔW's orientation) -> the module completed from its base (what
+            the adapter leaves to the base: VeRA's input width, IA3's other dimension), or a string saying why
+            the base does not fit; None where the module is complete as read.
+        shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
+            read once and reused by the modules that follow.
     """
 
     name: str
@@ -68,6 +74,8 @@ class Family:
     optional: tuple[str, ...] = ()
     numpy: bool = True
     params: Callable[[Delta], int] | None = None
+    fit_base: Callable[[AdapterModule, TensorRef], AdapterModule | str] | None = None
+    shared: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, Family] = {}

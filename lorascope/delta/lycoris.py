@@ -3,7 +3,9 @@
 Parts use the names both LyCORIS and PEFT store: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``
 (and the Tucker cores ``hada_t1``, ``hada_t2`` of a conv layer), ``lokr_w1`` or ``lokr_w1_a``/``lokr_w1_b``,
 ``lokr_w2`` or ``lokr_w2_a``/``lokr_w2_b`` (and the Tucker core ``lokr_t2``). Readers hand them over as stored,
-except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw).
+except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw) — all but
+a Conv1d's full 3-D ``lokr_w2`` where the format declares ``params['kron'] == 'peft-conv1d'`` (PEFT's product
+is then not W1 ⊗ W2_flat: ``_lokr_conv1d_full``).
 
 Neither update is formed to take its spectrum:
 
@@ -91,8 +93,29 @@ def _kron_factor(t: Tensors, i: int) -> Form:
     return LowRank(t[f"lokr_w{i}_a"], t[f"lokr_w{i}_b"])
 
 
-def _lokr(d, t: Tensors) -> Kronecker:
+def _lokr(d, t: Tensors) -> Form:
+    if d.module.params.get("kron") == "peft-conv1d":
+        return _lokr_conv1d_full(d, t)
     return Kronecker(_kron_factor(t, 1), _kron_factor(t, 2), d.module.scale)
+
+
+def _lokr_conv1d_full(d, t: Tensors) -> Dense:
+    """A PEFT Conv1d LoKr with a full 3-D W2 (o₂, i₂, k), kept 3-D by the reader: not a Kronecker product.
+
+    PEFT (``make_kron``) unsqueezes W1 only for a 4-D W2, so here ``torch.kron`` pads W1 to (1, o₁, i₁) and
+    interleaves: ΔW[j·o₁ + p, q·i₁k + s·k + l] = s · W1[p, s] W2[j, q, l], a row and column permutation of
+    W1 ⊗ W2_flat (current LyCORIS pads W1 at the end instead, giving W1 ⊗ W2_flat). Same σ, other singular
+    vectors: the exact matrix is formed (it is the conv weight's size).
+    """
+    w1 = _kron_factor(t, 1).to_dense()
+    w2 = t["lokr_w2"]
+    if is_torch(w2):
+        import torch
+
+        kron = torch.kron(torch.as_tensor(w1)[None], w2)  # (1, o1, i1) ⊗ (o2, i2, k) -> (o2, o1·i2, i1·k)
+    else:
+        kron = np.kron(np.asarray(w1)[None], w2)
+    return Dense(d.module.scale * kron.reshape(w1.shape[0] * w2.shape[0], -1))
 
 
 LOKR = register(Family(

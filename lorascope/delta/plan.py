@@ -18,6 +18,7 @@ from ..checkpoint.gguf import GGUFBaseNames
 from ..checkpoint.kohya_names import COMPONENT_PREFIXES, component_of, stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import Match, NameIndex
+from .experts import ExpertBases
 from .family import FAMILIES
 
 # Tensors whose first dimension grows when tokens are added to a vocabulary.
@@ -299,11 +300,30 @@ def _refuse_base_only(adapter: Adapter, deltas: list[Delta]) -> None:
         families = ", ".join(adapter.families)
         raise LorascopeError(
             f"{adapter.path} is a {families} adapter: its update needs the base weights it was trained on "
-            f"(ΔW = {FAMILIES[adapter.modules[0].family].formula}). Give the base first: lorascope spectrum BASE ADAPTER."
+            f"(ΔW = {FAMILIES[adapter.modules[0].family].formula}), so it cannot be analyzed alone. "
+            "Give BASE ADAPTER: lorascope spectrum BASE ADAPTER."
+        )
+
+
+def _refuse_unnamed_experts(adapter: Adapter) -> None:
+    """Nested LoRAs on several parameters of one module can be told apart only by their base parameters."""
+    unnamed = sorted({m.params["module"] for m in adapter.modules
+                      if m.family == "lora_expert" and m.params.get("parameter") is None})
+    if unnamed:
+        example = next(m for m in adapter.modules
+                       if m.family == "lora_expert" and m.params["module"] == unnamed[0])
+        raise LorascopeError(
+            f"{adapter.path} holds LoRAs on several fused parameters of one module ({len(unnamed)} such "
+            f"modules, e.g. {unnamed[0]}: {', '.join(example.params['candidates'])}). PEFT nests one wrapper "
+            "per parameter in the order the model class registers its parameters, which the adapter does not "
+            "record, so which LoRA belongs to which parameter is not known from the adapter alone. Give BASE "
+            "ADAPTER (lorascope spectrum BASE ADAPTER): its fused parameters' shapes, or its config's model "
+            "type, tell them apart."
         )
 
 
 def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Plan:
+    _refuse_unnamed_experts(adapter)
     skipped: list[dict[str, str]] = []
     deltas = [d for d in (_without_base(m, skipped) for m in adapter.modules) if d is not None]
     _refuse_base_only(adapter, deltas)
@@ -393,8 +413,10 @@ def declares_conv1d(base: Weights, name: str) -> bool:
     return _conv1d(base) and CONV1D_NAMES.search(weight_name(name)) is not None
 
 
-def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | None, str | None]:
-    """The base weight in ΔW's (out, in) orientation as the formats declare it, or (None, the problem).
+def _base_ref(base: Weights, key: str,
+              m: AdapterModule) -> tuple[TensorRef | None, AdapterModule, str | None]:
+    """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
+    (the family's ``fit_base``), or (None, m, the problem).
 
     Transposed when the adapter declares ``fan_in_fan_out`` or the base's config declares a Conv1D layer;
     as stored (conv kernels flattened) otherwise. A shape that fits only the other orientation is refused,
@@ -402,8 +424,14 @@ def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | No
     """
     transpose = m.fan_in_fan_out or declares_conv1d(base, key)
     ref = TensorRef(base.store, key, "transpose" if transpose else "flatten")
+    fit = FAMILIES[m.family].fit_base
+    if fit is not None and len(ref.shape) == 2:
+        fitted = fit(m, ref)
+        if isinstance(fitted, str):
+            return None, m, f"{m.name}: {fitted}"
+        m = fitted
     if ref.shape == tuple(m.shape):
-        return ref, None
+        return ref, m, None
     stored = base.store.info(key).shape
     problem = f"{m.name}: ΔW is {list(m.shape)} but the base weight {key} is {list(stored)}"
     if len(stored) == 2 and tuple(reversed(stored)) == tuple(m.shape):
@@ -413,15 +441,45 @@ def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | No
             problem += (" — it fits only transposed, but nothing declares the (in, out) layout of GPT-2's Conv1D: "
                         "give the base as its model folder with config.json (model_type declares it), or an adapter "
                         "whose adapter_config.json sets fan_in_fan_out")
-    return None, problem
+    return None, m, problem
+
+
+def _expert_delta(base: Weights, experts: ExpertBases, m: AdapterModule) -> Delta | str:
+    """One expert of a LoRA on a fused parameter, paired with that expert's slice of the base parameter
+    (``lorascope.delta.experts``); without a base ref where the base stores no fused parameter of its name."""
+    resolved = experts.resolve(m)
+    if isinstance(resolved, str):
+        return resolved
+    param, key, transpose = resolved
+    e = int(m.params["expert"])
+    path = weight_name(key) if key is not None else f"{m.params['module']}.{param}"
+    name = f"{path}.{e}"  # the parameter path and expert index, as a full diff names its experts
+    m = dataclasses.replace(m, name=name, params={**m.params, "parameter": param, "transposed": transpose})
+    if key is None:
+        return module_delta(name, m)
+    return module_delta(name, m, TensorRef(base.store, key, "transpose" if transpose else "as_is", index=e))
 
 
 def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[str, str]]) -> Plan:
     lookup = BaseLookup(base, adapter)
+    experts = ExpertBases(base, lookup.find, adapter.modules)
     deltas: list[Delta] = []
     problems: list[str] = []
     matched = 0
     for m in adapter.modules:
+        if m.family == "lora_expert":
+            d = _expert_delta(base, experts, m)
+            if isinstance(d, str):
+                if d not in problems:
+                    problems.append(d)
+                continue
+            if d.base is None:
+                warnings.append({"name": d.name, "reason": "the base holds no fused parameter of this name "
+                                 "(checkpoints saved by transformers keep experts one by one); analyzed "
+                                 "without the base"})
+            matched += 1
+            deltas.append(d)
+            continue
         hit, m = lookup.pair(m)
         key = hit.name
         if hit.ambiguous:
@@ -436,7 +494,14 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
                 deltas.append(d)
             continue
         info = base.store.info(key)
-        ref, problem = _base_ref(base, key, m)
+        if m.params.get("groups", 1) > 1 and m.family == "lora":
+            warnings.append({"name": m.name, "reason": "LoRA on a grouped convolution: PEFT adds a full "
+                             "(ungrouped) convolution beside the grouped base weight and cannot merge it; "
+                             "analyzed without the base"})
+            matched += 1
+            deltas.append(module_delta(weight_name(key), m))
+            continue
+        ref, m, problem = _base_ref(base, key, m)
         if ref is None:
             problems.append(problem)  # type: ignore[arg-type]
             continue

@@ -12,6 +12,13 @@ Layouts follow PEFT (the keys ``base_model.model.<module>.…`` of ``PeftModel.s
 | Linear, GPT-2 Conv1D (``fan_in_fan_out``) | ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r) |
 | Embedding, ΔW (num, dim) | ``lora_embedding_A`` (r, num) = (U√S)ᵀ, ``lora_embedding_B`` (dim, r) = V√S |
 | ConvNd, ΔW flattened (out, in·k…) | ``lora_A.weight`` (r, in, k…), ``lora_B.weight`` (out, r, 1…) |
+| expert e of a fused (E, ·, ·) parameter | ``target_parameters``: ``lora_A`` (E·r, in), ``lora_B`` (out, r·E) |
+
+A layer's kind comes from the module (an embedding, a conv with its kernel) or, for families that store
+flattened factors (LoHa, LoKr, OFT, BOFT, IA3), from the base weight's stored shape; without a base such a
+module is listed as not exported. Experts of one fused parameter share one rank in PEFT's ParamWrapper: each
+is exported at its own rank and zero-padded to the largest, in PEFT's layout (expert e uses rows e·r … (e+1)·r
+of lora_A and columns e, e+E, … of lora_B); several parameters of one module keep the source's nesting.
 
 ``rank_pattern``/``alpha_pattern`` keys are full module names, longest first; PEFT takes the first key k
 with ``(.*\\.)?(k)$`` matching a module name, and every exported module is checked to resolve to its own
@@ -99,9 +106,20 @@ def layout_of(d: Delta) -> Layout | str:
         if m.source in ("kohya", "cloneofsimo", "gguf") and d.base is None:
             return (f"{m.source} names are not the module names of a model (kohya flattens paths, GGUF renames "
                     "them); give the base model so names are resolved")
+        if m.family == "lora_expert":
+            return Layout("expert")
+        if int(m.params.get("groups", 1)) > 1:
+            return ("a grouped convolution: a PEFT LoRA there has a grouped lora_B (one block per group), "
+                    "which the truncated SVD of the update does not have")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
+        stored = d.base.stored_shape if d.base is not None else ()
+        if m.kind != "embedding" and len(stored) > 2:
+            return Layout("conv", kernel=tuple(stored[2:]))  # the base's (a Conv1d Tucker core is (k, 1))
         if m.kind == "conv":
             return Layout("conv", kernel=m.kernel)
+        if m.kind == "matrix" and d.base is None:
+            return (f"{m.family} stores this layer's factors flattened, so the adapter does not record "
+                    "whether it is a linear layer or a convolution; give the base model")
         return Layout(m.kind if m.kind == "embedding" else "linear", fan_in_fan_out=transpose)
     ref = d.tuned
     if ref.index is not None:
@@ -129,6 +147,49 @@ def peft_tensors(name: str, layout: Layout, b: np.ndarray, a: np.ndarray) -> dic
         return {f"{key}.lora_A.weight": np.ascontiguousarray(a.reshape(r, in_ch, *layout.kernel)),
                 f"{key}.lora_B.weight": np.ascontiguousarray(b.reshape(b.shape[0], r, *ones))}
     return {f"{key}.lora_A.weight": np.ascontiguousarray(a), f"{key}.lora_B.weight": np.ascontiguousarray(b)}
+
+
+@dataclass
+class ExpertSlot:
+    """The exported experts of one fused parameter: expert index -> (B_e (out, k_e), A_e (k_e, in))."""
+
+    module: str
+    parameter: str
+    experts: int
+    depth: int  # the source's nesting depth (PEFT nests parameters of one module in registration order)
+    factors: dict[int, tuple[np.ndarray, np.ndarray]]
+    names: list[str] = field(default_factory=list)  # the exported experts' module names
+
+
+def expert_tensors(slots: list[ExpertSlot]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """PEFT ParamWrapper tensors per parameter, and parameter path -> its rank r (the largest expert rank).
+
+    lora_A (E·r, in) holds A_e in rows e·r … e·r + k_e; lora_B (out, r·E) holds B_e's column j in column
+    j·E + e (PEFT ``get_delta_factors``: A.reshape(E, r, in), B.reshape(out, r, E)); the rest is zero, so
+    each expert's update is its own rank-k_e truncation. Parameters of one module are nested as in the
+    source: the deepest there is the deepest here (``.base_layer`` once per level).
+    """
+    tensors: dict[str, np.ndarray] = {}
+    ranks: dict[str, int] = {}
+    by_module: dict[str, list[ExpertSlot]] = {}
+    for slot in slots:
+        by_module.setdefault(slot.module, []).append(slot)
+    for module, group in by_module.items():
+        group.sort(key=lambda sl: -sl.depth)
+        for level, slot in enumerate(group):
+            r = max(a.shape[0] for _, a in slot.factors.values())
+            b0, a0 = next(iter(slot.factors.values()))
+            e_count = slot.experts
+            lora_a = np.zeros((e_count * r, a0.shape[1]))
+            lora_b = np.zeros((b0.shape[0], r * e_count))
+            for e, (b, a) in slot.factors.items():
+                k = a.shape[0]
+                lora_a[e * r:e * r + k] = a  # (k, in) into expert e's rows
+                lora_b[:, e + e_count * np.arange(k)] = b  # column j of B_e -> j·E + e
+            key = PEFT_PREFIX + module + ".base_layer" * (len(group) - 1 - level)
+            tensors[f"{key}.lora_A.weight"], tensors[f"{key}.lora_B.weight"] = lora_a, lora_b
+            ranks[f"{module}.{slot.parameter}"] = r
+    return tensors, ranks
 
 
 def _ordered(names: Iterable[str]) -> list[str]:
@@ -173,7 +234,7 @@ def adapter_config(ranks: dict[str, int], fan_in_fan_out: bool, source: dict[str
     key form does.
     """
     if not ranks:
-        raise ValueError("no module to export")
+        raise ValueError("no module to export")  # module names, or target_parameters' parameter paths
     r_max = max(ranks.values())
     source = source or {}
     config: dict[str, Any] = {
@@ -277,6 +338,7 @@ def export_adapter(
     rows: list[dict[str, Any]] = []
     tensors: dict[str, np.ndarray] = {}
     exported: dict[str, int] = {}
+    slots: dict[str, ExpertSlot] = {}
     fan_in_fan_out = False
     todo = [(n, int(r)) for n, r in ranks.items()]
     with progress_bar(len(todo), "export", progress) as bar:
@@ -298,6 +360,9 @@ def export_adapter(
                 row.update(_exported_row(tk))
                 if tk.rank == 0:
                     row["reason"] = "the update is zero"
+                elif layout.kind == "expert":
+                    _add_expert(slots, d, tk.factors())
+                    row["exported"], row["rank"] = True, tk.rank
                 else:
                     b, a = tk.factors()
                     tensors.update(peft_tensors(name, layout, b, a))
@@ -307,7 +372,8 @@ def export_adapter(
                 del tk
             rows.append(row)
             bar.advance(note=name)
-    if not exported:
+    param_ranks = _pack_experts(slots, rows, tensors, fan_in_fan_out)
+    if not exported and not param_ranks:
         raise LorascopeError("the selection exports no module (every rank is 0 or no module can be exported); "
                              "nothing was written.")
     notes: list[str] = []
@@ -320,9 +386,13 @@ def export_adapter(
     table = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     source = tuned.config if isinstance(tuned, Adapter) else None
     base_path = str(base.path) if base is not None else None
-    config = adapter_config(exported, fan_in_fan_out, source, base_path, _task_type(tuned, base) if tuned else None)
+    config = adapter_config({**exported, **param_ranks}, fan_in_fan_out, source, base_path,
+                            _task_type(tuned, base) if tuned else None)
+    config["target_modules"] = sorted(exported)
+    if param_ranks:
+        config["target_parameters"] = sorted(param_ranks)
     all_names = _model_names(base, tuned)
-    if all_names and target_problems(config["target_modules"], exported, all_names):
+    if exported and all_names and target_problems(config["target_modules"], exported, all_names):
         config["target_modules"] = regex_targets(exported)
     if carried:
         config["modules_to_save"] = (source or {}).get("modules_to_save")
@@ -458,6 +528,42 @@ def _pad_token_rows(tensors: dict[str, np.ndarray], name: str, k: int) -> None:
 def _row(name: str, kind: str, exported: bool, reason: str, rank: float = np.nan) -> dict[str, Any]:
     return {"name": name, "kind": kind, "rank": rank, "method": None, "energy": np.nan, "rel_error": np.nan,
             "optimal_rel_error": np.nan, "exported": exported, "reason": reason}
+
+
+def _add_expert(slots: dict[str, ExpertSlot], d: Delta, factors: tuple[np.ndarray, np.ndarray]) -> None:
+    p = d.module.params
+    path = f"{p['module']}.{p['parameter']}"
+    slot = slots.setdefault(path, ExpertSlot(p["module"], p["parameter"], int(p["experts"]),
+                                             int(p["depth"]), {}))
+    slot.factors[int(p["expert"])] = factors
+    slot.names.append(d.name)
+
+
+def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tensors: dict[str, np.ndarray],
+                  fan_in_fan_out: bool) -> dict[str, int]:
+    """Experts packed into target_parameters tensors (added to ``tensors``); parameter path -> rank.
+
+    PEFT's ParamWrapper refuses fan_in_fan_out, so beside GPT-2 Conv1D modules the experts are not exported.
+    """
+    if not slots:
+        return {}
+    experts = {name: sl for sl in slots.values() for name in sl.names}
+    if fan_in_fan_out:
+        for row in rows:
+            if row["name"] in experts:
+                row["exported"] = False
+                row["reason"] = ("an expert of a fused parameter: PEFT's target_parameters LoRA does not "
+                                 "work with the fan_in_fan_out the other exported modules need")
+        return {}
+    packed, ranks = expert_tensors(list(slots.values()))
+    tensors.update(packed)
+    for row in rows:
+        sl = experts.get(row["name"])
+        if sl is not None:
+            r = ranks[f"{sl.module}.{sl.parameter}"]
+            row["reason"] = (f"in a target_parameters LoRA on {sl.module}.{sl.parameter} at r = {r} (PEFT "
+                             "keeps one rank per parameter: the experts' own ranks are zero-padded to it)")
+    return ranks
 
 
 def _exported_row(tk: TopK) -> dict[str, Any]:
