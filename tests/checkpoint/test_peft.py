@@ -117,10 +117,12 @@ def test_modules_to_save_listed_as_skipped_without_base(tmp_path):
 
 
 @pytest.mark.parametrize("config, match", [
-    ({"r": 4, "lora_alpha": float("nan")}, "'lora_alpha' must be a positive number, found nan"),
+    ({"r": 4, "lora_alpha": float("nan")}, r"not valid JSON \(NaN is not a JSON number\)"),  # strict JSON
+    ({"r": 4, "lora_alpha": 0.0}, "'lora_alpha' must be a positive number, found 0.0"),
     ({"r": 4, "lora_alpha": -2}, "'lora_alpha' must be a positive number"),
     ({"r": 4, "rank_pattern": {"q_proj": 0}}, "'rank_pattern' entry 'q_proj' must be a positive integer"),
-    ({"r": 4, "alpha_pattern": {"q_proj": float("inf")}}, "'alpha_pattern' entry 'q_proj'"),
+    ({"r": 4, "alpha_pattern": {"q_proj": float("inf")}}, r"not valid JSON \(Infinity is not a JSON number\)"),
+    ({"r": 4, "alpha_pattern": {"q_proj": -1.5}}, "'alpha_pattern' entry 'q_proj'"),
     ({"r": 4, "use_qalora": True}, "use_qalora"),
     ({"r": 4, "kasa_config": {"x": 1}}, "kasa_config"),
     ({"r": 4, "layer_replication": [[0, 1]]}, "layer_replication"),
@@ -133,7 +135,7 @@ def test_lora_configs_that_are_not_usable_name_the_key(tmp_path, config, match):
 @pytest.mark.parametrize("peft_type, config, match", [
     ("LOHA", {"r": 2, "alpha": 0}, "'alpha' must be a positive number"),
     ("LOKR", {"r": -1, "alpha": 4}, "'r' must be a positive integer"),
-    ("ADALORA", {"init_r": 4, "lora_alpha": float("nan")}, "'lora_alpha'"),
+    ("ADALORA", {"init_r": 4, "lora_alpha": 0}, "'lora_alpha'"),
     ("OFT", {"r": 0}, "no 'oft_block_size'"),
 ])
 def test_other_types_check_their_config(tmp_path, peft_type, config, match):
