@@ -3,7 +3,8 @@
 Part ``scale`` holds the learned vector l, one value per input feature (``params['axis'] == 'in'``: PEFT's
 feedforward modules, stored (1, in)) or per output feature ('out': stored (out, 1)). PEFT stores the
 multiplier itself, W' = l ⊙ W, so ΔW = (l − 1) ⊙ W0 (``params['stored'] == 'multiplier'``); a format that
-stores the increment, W' = (1 + l) ⊙ W, declares 'increment'. A conv layer's input scale repeats over the
+stores the increment, W' = (1 + l) ⊙ W, declares 'increment' (LyCORIS ``IA3Module``: ``weight`` with
+``on_input`` saying the axis, merged as W · (1 + l), ``_ia3_weight``). A conv layer's input scale repeats over the
 kernel: ΔW's columns are in·kh·kw.
 """
 
@@ -54,10 +55,11 @@ IA3 = register(Family(
     name="ia3",
     parts=("scale",),
     formula="(l − 1) ⊙ W0, l scaling each output row or (feedforward) each input column",
-    reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge",
+    reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge; LyCORIS ia3.py (increment)",
     needs_base=True,
     form="Dense",
     build=_ia3,
     numpy=False,
     params=_ia3_params,
+    layouts=(frozenset({"scale"}),),
 ))
