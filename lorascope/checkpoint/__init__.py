@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import LorascopeError
 from .base import Adapter, AdapterModule, TensorRef, Weights
-from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
+from .lora_files import LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from .store import MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, open_file, open_index, sniff
 
@@ -124,7 +124,7 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "torch": _open_weights,
     "hf": _open_weights,
     "peft": _forced_peft,
-    **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
+    **{name: _forced_lora(name) for name in LAYOUTS},
 }
 
 

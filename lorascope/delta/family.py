@@ -87,7 +87,8 @@ def register(family: Family) -> Family:
     for other in FAMILIES.values():
         shared = set(family.layouts) & set(other.layouts)
         if shared:
-            raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts {sorted(shared.pop())}")
+            raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts "
+                             f"{sorted(shared.pop())}")
     FAMILIES[family.name] = family
     return family
 

@@ -54,8 +54,9 @@ LORA = register(Family(
 ))
 
 
-def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out", where: str = "DoRA module") -> Any:
-    """ΔW = m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors, ΔW′ the undecomposed update.
+def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out",
+                     where: str = "DoRA module") -> Any:
+    """ΔW = m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors, ΔW′ undecomposed.
 
     Args:
         w0: the base weight (m, n) in ΔW's orientation (conv kernels flattened: n = in·kh·kw).
@@ -66,7 +67,7 @@ def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out", wh
             ``wd_on_output=False``: its columns of the flattened weight are channel-major, kh·kw per channel).
 
     Raises:
-        LorascopeError: the magnitude does not have one entry per row (or a whole number of columns per entry).
+        LorascopeError: the magnitude has not one entry per row (or a whole number of columns per entry).
     """
     import torch
 
@@ -75,8 +76,8 @@ def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out", wh
     mag = magnitude.reshape(-1)
     if axis == "out":
         if mag.shape[0] != m:
-            raise LorascopeError(f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has {m} "
-                                 "output features")
+            raise LorascopeError(f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has "
+                                 f"{m} output features")
         norms = torch.linalg.vector_norm(merged, dim=1, keepdim=True)  # (m, 1)
         return mag.reshape(-1, 1) / norms * merged - w0
     channels = mag.shape[0]
@@ -91,7 +92,7 @@ def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out", wh
 
 def dora_update(w0: Any, up: Any, down: Any, magnitude: Any, scale: float, axis: str = "out",
                 where: str = "DoRA module") -> Any:
-    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors (``weight_decompose``).
+    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖ − W0 (Liu et al. 2024, Eq. 5), torch tensors (``weight_decompose``).
 
     Raises:
         LorascopeError: the magnitude does not fit the weight (``weight_decompose``).
@@ -105,7 +106,8 @@ def _inner(d) -> Family:
 
 def _dora(d, t: Tensors) -> Dense:
     update = _inner(d).build(d, t).to_dense()  # the undecomposed ΔW′ (m, n), one module at a time
-    return Dense(weight_decompose(t["base"], update, t["magnitude"], d.module.params.get("dora_axis", "out"), d.name))
+    axis = d.module.params.get("dora_axis", "out")
+    return Dense(weight_decompose(t["base"], update, t["magnitude"], axis, d.name))
 
 
 DORA = register(Family(
@@ -113,7 +115,8 @@ DORA = register(Family(
     parts=("up", "down", "magnitude"),
     formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row (PEFT) or "
     "input channel",
-    reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, wd_on_output); "
+    reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, "
+    "wd_on_output); "
     "ai-toolkit DoRAModule (magnitude)",
     needs_base=True,
     form="Dense",

@@ -53,7 +53,7 @@ def tucker_right(core: Any, wb: Any) -> Any:
 
 
 def tucker_factors(core: Any, wa: Any, wb: Any) -> tuple[Any, Any]:
-    """(left, right) of a Tucker conv factor: left = waᵀ (out, r), right = ``tucker_right(core, wb)`` (r, in·k…).
+    """(left, right) of a Tucker conv factor: waᵀ (out, r) and ``tucker_right(core, wb)`` (r, in·k…).
 
     Args:
         core: t (r, r, k…).
@@ -135,7 +135,7 @@ FULL = register(Family(
     name="full",
     parts=("diff",),
     formula="diff (W_tuned − W_base as the file stores it)",
-    reference="LyCORIS full.py (FullModule.custom_state_dict: diff = W − W_org); Yeh et al. 2024 (LyCORIS), §3",
+    reference="LyCORIS full.py (FullModule.custom_state_dict: diff = W − W_org); Yeh et al. 2024, §3",
     needs_base=False,
     form="Dense",
     build=_full,

@@ -85,8 +85,11 @@ def layout_of(d: Delta) -> Layout | str:
             return (f"{m.source} names are flattened paths, not module names of a model; give the base model "
                     "so names are resolved")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
-        if m.kind == "conv":
-            return Layout("conv", kernel=m.kernel)
+        base_kernel = tuple(d.base.stored_shape[2:]) if d.base is not None else ()
+        if m.kind == "conv" or base_kernel:
+            if not (base_kernel or m.kernel):  # older LyCORIS LoHa/LoKr keep the kernel inside 2-D factors
+                return "a conv layer whose kernel size the file does not record; give the base model"
+            return Layout("conv", kernel=base_kernel or m.kernel)
         return Layout(m.kind if m.kind == "embedding" else "linear", fan_in_fan_out=transpose)
     ref = d.tuned
     if ref.index is not None:

@@ -101,10 +101,10 @@ def test_cloneofsimo_rank_from_metadata(tmp_path):
     assert any("metadata says rank 5" in w["reason"] for w in ckpt.warnings)
 
 
-def test_lycoris_and_unknown_layouts_fail_clearly(tmp_path):
-    lokr = save_st(tmp_path / "lokr.safetensors", {"lora_unet_x.lokr_w1": rnd(4, 4), "lora_unet_x.lokr_w2": rnd(4, 4)})
-    with pytest.raises(LorascopeError, match="LoKr"):
-        open_checkpoint(lokr)
+def test_unsupported_and_unknown_layouts_fail_clearly(tmp_path):
+    oft = save_st(tmp_path / "oft.safetensors", {"lycoris_x.oft_blocks": rnd(2, 4, 4), "lycoris_x.alpha": torch.tensor(1.0)})
+    with pytest.raises(LorascopeError, match="OFT"):
+        open_checkpoint(oft)
     unknown = save_st(tmp_path / "u.safetensors", {"w_a_000": rnd(4, 8), "w_b_000": rnd(8, 4)})
     with pytest.raises(LorascopeError, match="not a LoRA adapter"):
         lorascope.analyze(unknown)
