@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import pytest
@@ -73,9 +73,11 @@ def prefix(name: str):
         LycorisNetwork.LORA_PREFIX = before
 
 
-def build(folder: Path, algo: str, seed: int = 0, key_prefix: str = "lycoris", **kwargs):
-    """A random Tiny base saved as ``base.safetensors`` and a randomized LyCORIS network on it saved with its
-    own ``save_weights`` as ``<algo>.safetensors``; returns (model, network, adapter path, base path)."""
+def build(folder: Path, algo: str, seed: int = 0, key_prefix: str = "lycoris", net_seed: int | None = None,
+          **kwargs):
+    """A random Tiny base (from ``seed``) saved as ``base.safetensors`` and a randomized LyCORIS network on it
+    (from ``net_seed``) saved with its own ``save_weights`` as ``<algo>.safetensors``; returns (model, network,
+    adapter path, base path)."""
     torch.manual_seed(seed)
     model = Tiny()
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,7 @@ def build(folder: Path, algo: str, seed: int = 0, key_prefix: str = "lycoris", *
                 **kwargs,
             )
     net.apply_to()
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1 if net_seed is None else net_seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
             noise = torch.randn(p.shape, generator=gen) * 0.2
@@ -147,6 +149,26 @@ def base_name(lora_name: str, key_prefix: str = "lycoris") -> str:
 def references(net, key_prefix: str = "lycoris") -> dict[str, np.ndarray]:
     """ΔW per base module name, float64, for every module of the network."""
     return {base_name(m.lora_name, key_prefix): forward_delta(m) for m in net.loras}
+
+
+def mixed(folder: Path, picks: dict[str, str], net_seed: int = 1) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """One file whose modules come from networks of different configurations on the same base (LyCORIS lets a
+    preset pick the algorithm per module): ``picks`` maps a base module name to a ``CONFIGS`` entry. Returns
+    (adapter path, base path, ΔW per module)."""
+    tensors, refs, base = {}, {}, None
+    for config in sorted(set(picks.values())):
+        algo, options, _, _ = CONFIGS[config]
+        _, net, path, base = build(folder / config, algo, net_seed=net_seed, **dict(options))
+        own = references(net)
+        stored = load_file(str(path))
+        for name, chosen in picks.items():
+            if chosen == config:
+                refs[name] = own[name]
+                stem = "lycoris_" + name.replace(".", "_")
+                tensors.update({k: v for k, v in stored.items() if k.split(".")[0] == stem})
+    path = folder / f"mixed-{net_seed}.safetensors"
+    save_file(tensors, str(path))
+    return path, base, refs
 
 
 def rekey(

@@ -223,3 +223,41 @@ def test_parts_that_do_not_fit_are_refused_naming_the_module(tmp_path):
     )
     with pytest.raises(lorascope.LorascopeError, match="on_input must hold 0 or 1"):
         open_checkpoint(ia3)
+
+
+# ---- every command on every family ---------------------------------------------------------------------
+
+MIXED = {"blocks.0.q": "lokr-both", "blocks.0.conv": "loha-tucker", "blocks.0.point": "locon",
+         "blocks.1.q": "dora-in", "blocks.1.conv": "full", "blocks.1.point": "ia3-in"}
+
+
+def test_every_command_on_a_file_mixing_the_families(tmp_path):
+    from lorascope import render_report
+    from lorascope.compare import compare, intruders
+    from lorascope.rank import Policy, run_select, run_sweep
+
+    path, base, refs = lycoris_nets.mixed(tmp_path / "a", MIXED, net_seed=1)
+    other, _, refs_b = lycoris_nets.mixed(tmp_path / "b", MIXED, net_seed=2)
+    res = lorascope.analyze(base, path)
+    assert dict(zip(res.modules["name"], res.modules["family"])) == {
+        "blocks.0.q": "lokr", "blocks.0.conv": "loha", "blocks.0.point": "lora", "blocks.1.q": "dora",
+        "blocks.1.conv": "full", "blocks.1.point": "ia3"}
+    check_spectra(res, refs)
+    folder = res.save(tmp_path / "spectrum")
+    assert render_report(folder).stat().st_size > 0
+
+    cmp = compare(path, other, base=base, labels=("a", "b"))
+    cos = dict(zip(cmp.modules["name"], cmp.modules["cosine"]))
+    for name, dw in refs.items():
+        want = float(np.sum(dw * refs_b[name]) / (np.linalg.norm(dw) * np.linalg.norm(refs_b[name])))
+        assert cos[name] == pytest.approx(want, abs=1e-6), name
+    intr = intruders(base, path)
+    assert set(intr.intruder_modules["name"]) == set(refs)
+
+    sweep = run_sweep([folder], tmp_path / "sweep", ranks=[1, 2])
+    rows = sweep.truncation.set_index(["name", "k"])
+    for name, dw in refs.items():
+        s = ref_sigma(dw)
+        assert rows.loc[(name, 1), "energy"] == pytest.approx(s[0] ** 2 / np.sum(s**2), rel=1e-5), name
+    sel = run_select([folder], tmp_path / "select", Policy("energy", energy=0.9), export=tmp_path / "peft")
+    assert set(sel.export.exported["name"]) == set(refs)
