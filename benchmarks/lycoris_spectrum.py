@@ -163,7 +163,7 @@ def measure(algo: str, path: Path, work: Path, args, ref_modules: list[str]) -> 
     timing = work / f"{algo}-dense.json"
     med, _ = median_run(
         [sys.executable, __file__, "--dense-worker", str(path), str(args.dense_layers), str(timing)],
-        max(1, min(args.repeats, 3)),
+        max(1, args.dense_repeats),  # the per-module times read below are those of the last run
     )
     per_module = json.loads(timing.read_text())
     by_type = {mod: float(np.mean([t for k, t in per_module.items() if k.endswith(mod)])) for mod in SHAPES}

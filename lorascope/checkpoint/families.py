@@ -259,7 +259,7 @@ def build_module(
     if family == "dora":
         params["dora_axis"], g = dora_axis(parts["magnitude"], g)
     warning = None
-    if alpha is not None and g.rank is None:
+    if alpha is not None and g.rank is None and inner != "lokr":  # LyCORIS stores α with full W1, W2 too
         warning = (
             f"{alpha.key}: a {inner} module has no rank to divide by; its alpha is not applied (as LyCORIS "
             "and ComfyUI do)"

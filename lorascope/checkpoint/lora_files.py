@@ -92,10 +92,9 @@ def _ia3_params(store: TensorStore, parts: dict[str, TensorRef]) -> dict[str, st
 
 
 def _unclaimed_reason(parts: set[str]) -> str:
-    lora = {"up", "down"}
-    if parts & lora and not lora <= parts and parts <= {"up", "down", "mid", "magnitude", "alpha"}:
-        missing = "down" if "up" in parts else "up"
-        return f"only the {'up' if missing == 'down' else 'down'} factor is present (no {missing})"
+    if len(parts & {"up", "down"}) == 1 and parts <= {"up", "down", "mid", "magnitude", "alpha"}:
+        present, missing = ("up", "down") if "up" in parts else ("down", "up")
+        return f"only the {present} factor is present (no {missing})"
     if parts == {"weight"}:
         return "a full weight without LyCORIS IA3's on_input flag (a base weight or modules_to_save?)"
     return f"no update family has exactly the parts {sorted(parts)}"
