@@ -1,6 +1,7 @@
 """Spectra of Mistral-7B-shaped LyCORIS LoKr and LoHa files: lorascope's factored routes vs dense ΔW.
 
     python benchmarks/lycoris_spectrum.py [--layers 32] [--rank 8] [--repeats 3] [--dense-layers 1]
+                                         [--dense-repeats 1]
 
 Builds two synthetic single-file adapters in LyCORIS's kohya naming
 (``lycoris_model_layers_<i>_<module>.<part>``, fp16, with ``.alpha``) for 32 layers × q, k, v, o, gate, up,
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument(
         "--dense-layers", type=int, default=1, help="layers the dense baseline runs on (then extrapolated)"
     )
+    ap.add_argument("--dense-repeats", type=int, default=1, help="runs of the slow dense baseline (median kept)")
     ap.add_argument(
         "--ref-modules",
         default="self_attn.k_proj,self_attn.v_proj",

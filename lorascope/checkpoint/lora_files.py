@@ -215,10 +215,11 @@ def refuse_unsupported(path: Path, keys: list[str]) -> None:
 
 
 def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) -> Adapter:
-    """Open a single-file adapter of any family; ``layout`` keeps only the modules of that source.
+    """Open a single-file adapter of any family; ``layout`` keeps only the modules of that source (and may
+    return an adapter without modules, for the caller to say that the file is not what was asked for).
 
     Raises:
-        LorascopeError: no module is claimed by a family, parts of a module do not fit together, a module
+        LorascopeError: no module is claimed by a family (``layout`` not given), parts of a module do not fit together, a module
             holds one part twice (more than one adapter in the file), or a declared scale is unusable.
     """
     grouped = group_keys(store.keys())
@@ -233,7 +234,7 @@ def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) ->
     raise_collected(
         reading.problems, f"{path}: {len(reading.problems)} module(s) whose parts do not fit together:"
     )
-    if not reading.modules:
+    if not reading.modules and layout is None:  # a forced layout's caller says what was asked for
         raise _refusal(path, store, grouped, reading)
     for f in grouped.vectors:
         reading.read_vector(f)
