@@ -187,18 +187,30 @@ FACTOR = re.compile(r"^(?:up|down|mid|hada_\w+|lokr_\w+)$")
 
 def detect_layout(keys: list[str]) -> str | None:
     """The source most adapter modules in ``keys`` have ('kohya', 'diffusers', 'lora-ab', 'cloneofsimo'), or
-    None (names only; nothing is read). A module counts when a family claims its parts or it holds a
-    factor."""
+    None (names only; nothing is read).
+
+    A module holding an adapter factor (up, down, hada_*, lokr_*) makes the file an adapter, complete or not.
+    Modules claimed without one (LyCORIS full's ``.diff``, IA3's ``.weight`` + ``.on_input``) do so only when they
+    are not outnumbered by plain ``.weight`` tensors: a model checkpoint with a stray ``.diff`` stays a model.
+    """
     from ..delta.family import claim
 
     grouped = group_keys(keys)
-    sources: Counter[str] = Counter()
+    strong: Counter[str] = Counter()
+    weak: Counter[str] = Counter()
+    plain = 0
     for module, found in grouped.modules.items():
         parts = set(found) - {"alpha"}
         if {"weight", "on_input"} <= parts:
             parts = parts - {"weight", "on_input"} | {"scale"}
-        if claim(parts) is not None or any(FACTOR.match(p) for p in parts):
-            sources[module_identity(module, found)[1]] += 1
+        source = module_identity(module, found)[1]
+        if any(FACTOR.match(p) for p in parts):
+            strong[source] += 1
+        elif claim(parts) is not None:
+            weak[source] += 1
+        elif parts == {"weight"}:
+            plain += 1
+    sources = strong or (weak if weak.total() >= plain else Counter())
     return sources.most_common(1)[0][0] if sources else None
 
 

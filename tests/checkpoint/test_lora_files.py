@@ -194,3 +194,13 @@ def test_peft_names_with_an_adapter_name_or_without_weight_suffix(tmp_path):
                                                "x.lora_A.two.weight": a.clone(), "x.lora_B.two.weight": b.clone()})
     with pytest.raises(LorascopeError, match="more than one adapter"):
         open_checkpoint(two)
+
+
+def test_a_model_checkpoint_with_a_stray_diff_tensor_stays_a_model(tmp_path):
+    model = {f"layers.{i}.proj.weight": rnd(4, 4) for i in range(3)}
+    p = save_st(tmp_path / "m.safetensors", {**model, "layers.0.time.diff": rnd(4, 4)})
+    assert open_checkpoint(p).kind == "weights"
+    full = save_st(tmp_path / "f.safetensors", {"lycoris_a.diff": rnd(4, 4), "lycoris_b.diff": rnd(4, 4),
+                                                "lycoris_a.diff_b": rnd(4)})
+    ckpt = open_checkpoint(full)
+    assert ckpt.families == ["full"] and list(ckpt.vectors) == ["lycoris_a.diff_b"]
