@@ -1,7 +1,7 @@
 """ΔW has one home: every update family, how it is read, and the form its spectrum is taken from.
 
 - ``family``: the ``Family`` registry entry and ``FAMILIES`` (name -> family).
-- one module per family group: ``dense`` (full fine-tunes), ``lora`` (LoRA, DoRA), ``lycoris`` (LoHa, LoKr),
+- one module per family group: ``dense`` (full fine-tunes), ``lora`` (LoRA, DoRA), ``lycoris`` (LoHa, LoKr, full),
   ``scaled`` (IA3), …
 - ``plan``: pairing modules by name into lazy ``Delta`` items, with the base weight in ΔW's orientation.
 - ``read``: reading a Delta's tensors and building its form (``lorascope.linalg.forms``).

@@ -87,7 +87,7 @@ def test_kohya_prefix_from_lycoris_save(tmp_path):
 @pytest.mark.parametrize(
     "style,source", [("diffusers", "diffusers"), ("comfyui", "diffusers"), ("ai-toolkit", "lora-ab")]
 )
-@pytest.mark.parametrize("config", ["locon-tucker", "lokr-both", "dora-in", "full"])
+@pytest.mark.parametrize("config", ["locon-tucker", "loha-tucker", "lokr-both", "full", "ia3-in", "dora-in"])
 def test_the_same_files_rekeyed_under_other_tools_prefixes(tmp_path, config, style, source):
     net, path, base, family, _ = make(tmp_path, config)
     refs = lycoris_nets.references(net)
