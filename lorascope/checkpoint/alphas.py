@@ -33,10 +33,10 @@ def tensor_alpha(ref: TensorRef) -> float:
     Raises:
         LorascopeError: it holds more than one value, or a value that is not finite and positive.
     """
-    t = ref.store.get(ref.key)
-    if t.numel() != 1:
-        raise LorascopeError(f"{ref.store.path}: {ref.key} holds {t.numel()} values; an alpha is one number.")
-    return positive(float(t.float().reshape(-1)[0]), f"{ref.store.path}: tensor {ref.key}")
+    t = ref.store.get_numpy(ref.key)  # numpy: an adapter-only run needs no torch
+    if t.size != 1:
+        raise LorascopeError(f"{ref.store.path}: {ref.key} holds {t.size} values; an alpha is one number.")
+    return positive(float(t.reshape(-1)[0]), f"{ref.store.path}: tensor {ref.key}")
 
 
 def positive(value: float, where: str) -> float:

@@ -81,8 +81,8 @@ def _refs(store: TensorStore, parts: dict[str, Found]) -> dict[str, TensorRef]:
 def _ia3_params(store: TensorStore, parts: dict[str, TensorRef]) -> dict[str, str]:
     """LyCORIS IA3: ``weight`` becomes the ``scale`` part; ``on_input`` (0 or 1) declares the axis."""
     flag = parts.pop("on_input")
-    value = store.get(flag.key).reshape(-1)
-    if value.numel() != 1 or float(value[0]) not in (0.0, 1.0):
+    value = store.get_numpy(flag.key).reshape(-1)
+    if value.size != 1 or float(value[0]) not in (0.0, 1.0):
         raise LorascopeError(
             f"{store.path}: {flag.key} must hold 0 or 1 (LyCORIS IA3's on_input flag), "
             f"found {value.tolist()[:4]}."
