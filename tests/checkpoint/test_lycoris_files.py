@@ -261,3 +261,20 @@ def test_every_command_on_a_file_mixing_the_families(tmp_path):
         assert rows.loc[(name, 1), "energy"] == pytest.approx(s[0] ** 2 / np.sum(s**2), rel=1e-5), name
     sel = run_select([folder], tmp_path / "select", Policy("energy", energy=0.9), export=tmp_path / "peft")
     assert set(sel.export.exported["name"]) == set(refs)
+
+
+def test_cli_reads_lycoris_files_and_refuses_bad_ones_cleanly(tmp_path):
+    from click.testing import CliRunner
+
+    from lorascope.cli import main
+
+    _, path, base, _, _ = make(tmp_path, "dokr-out")
+    ok = CliRunner().invoke(main, ["spectrum", str(base), str(path), "--out", str(tmp_path / "o"), "-q",
+                                   "--no-report"])
+    assert ok.exit_code == 0, ok.output
+    assert lorascope.load_results(tmp_path / "o").modules["family"].tolist() == ["dora"] * 6
+    raw = load_file(str(path))
+    raw["lycoris_blocks_0_q.alpha"] = torch.tensor(float("nan"))
+    bad = save_st(tmp_path / "bad.safetensors", raw)
+    res = CliRunner().invoke(main, ["spectrum", str(bad), "--out", str(tmp_path / "b"), "-q"])
+    assert res.exit_code == 2 and "lycoris_blocks_0_q.alpha" in res.output and "Traceback" not in res.output
