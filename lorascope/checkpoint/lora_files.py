@@ -190,8 +190,9 @@ def detect_layout(keys: list[str]) -> str | None:
     None (names only; nothing is read).
 
     A module holding an adapter factor (up, down, hada_*, lokr_*) makes the file an adapter, complete or not.
-    Modules claimed without one (LyCORIS full's ``.diff``, IA3's ``.weight`` + ``.on_input``) do so only when they
-    are not outnumbered by plain ``.weight`` tensors: a model checkpoint with a stray ``.diff`` stays a model.
+    Modules claimed without one (LyCORIS full's ``.diff``, IA3's ``.weight`` + ``.on_input``) do so only when
+    they are not outnumbered by plain ``.weight`` tensors: a model checkpoint with a stray ``.diff`` stays a
+    model.
     """
     from ..delta.family import claim
 
@@ -231,8 +232,9 @@ def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) ->
     return an adapter without modules, for the caller to say that the file is not what was asked for).
 
     Raises:
-        LorascopeError: no module is claimed by a family (``layout`` not given), parts of a module do not fit together, a module
-            holds one part twice (more than one adapter in the file), or a declared scale is unusable.
+        LorascopeError: no module is claimed by a family (``layout`` not given), parts of a module do not
+            fit together, a module holds one part twice (more than one adapter in the file), or a declared
+            scale is unusable.
     """
     grouped = group_keys(store.keys())
     raise_collected(

@@ -102,7 +102,8 @@ def test_cloneofsimo_rank_from_metadata(tmp_path):
 
 
 def test_unsupported_and_unknown_layouts_fail_clearly(tmp_path):
-    oft = save_st(tmp_path / "oft.safetensors", {"lycoris_x.oft_blocks": rnd(2, 4, 4), "lycoris_x.alpha": torch.tensor(1.0)})
+    oft = save_st(tmp_path / "oft.safetensors", {"lycoris_x.oft_blocks": rnd(2, 4, 4),
+                                                 "lycoris_x.alpha": torch.tensor(1.0)})
     with pytest.raises(LorascopeError, match="OFT"):
         open_checkpoint(oft)
     unknown = save_st(tmp_path / "u.safetensors", {"w_a_000": rnd(4, 8), "w_b_000": rnd(8, 4)})
@@ -159,8 +160,10 @@ def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
 
     a, b = rnd(4, 20), rnd(6, 4)
     tensors = {f"{m}.lora_{ab}.weight": t for m in ("transformer.blocks.0.proj", "transformer.blocks.1.proj",
-                                                     "text_encoder.layers.0.q") for ab, t in (("A", a.clone()), ("B", b.clone()))}
-    header = {"transformer.r": 4, "transformer.lora_alpha": 8, "transformer.alpha_pattern": {"blocks.1.proj": 2},
+                                                     "text_encoder.layers.0.q")
+               for ab, t in (("A", a.clone()), ("B", b.clone()))}
+    header = {"transformer.r": 4, "transformer.lora_alpha": 8,
+              "transformer.alpha_pattern": {"blocks.1.proj": 2},
               "transformer.rank_pattern": {}, "text_encoder.r": 4, "text_encoder.lora_alpha": 4,
               "text_encoder.use_rslora": True}
     p = save_st(tmp_path / "pytorch_lora_weights.safetensors", tensors,
@@ -176,7 +179,8 @@ def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
     bad = save_st(tmp_path / "bad.safetensors", tensors, {"lora_adapter_metadata": json.dumps(header)})
     with pytest.raises(LorascopeError, match="lora_adapter_metadata.*transformer.*lora_alpha"):
         open_checkpoint(bad)
-    both = save_st(tmp_path / "both.safetensors", {**tensors, "transformer.blocks.0.proj.alpha": torch.tensor(1.0)},
+    both = save_st(tmp_path / "both.safetensors",
+                   {**tensors, "transformer.blocks.0.proj.alpha": torch.tensor(1.0)},
                    {"lora_adapter_metadata": json.dumps({**header, "transformer.lora_alpha": 8})})
     with pytest.raises(LorascopeError, match="declares its scale twice"):
         open_checkpoint(both)
@@ -191,7 +195,8 @@ def test_peft_names_with_an_adapter_name_or_without_weight_suffix(tmp_path):
         ckpt = open_checkpoint(p)
         assert [(m.name, m.family, m.source) for m in ckpt.modules] == [("x", "lora", "lora-ab")]
     two = save_st(tmp_path / "t.safetensors", {"x.lora_A.one.weight": a, "x.lora_B.one.weight": b,
-                                               "x.lora_A.two.weight": a.clone(), "x.lora_B.two.weight": b.clone()})
+                                               "x.lora_A.two.weight": a.clone(),
+                                               "x.lora_B.two.weight": b.clone()})
     with pytest.raises(LorascopeError, match="more than one adapter"):
         open_checkpoint(two)
 

@@ -87,7 +87,7 @@ def test_ia3_both_axes_and_conv_columns():
 
 @pytest.mark.parametrize("kernel", [(3,), (3, 3), (2, 3, 3)])  # Conv1d, Conv2d, Conv3d cores
 def test_locon_tucker_core_stays_factored(kernel):
-    """LyCORIS LoCon with lora_mid: ΔW[p, q, k…] = s · Σ_ij mid[i, j, k…] up[p, i] down[j, q] (rebuild_tucker)."""
+    """LyCORIS LoCon with lora_mid (rebuild_tucker): ΔW[p, q, k…] = s·Σ_ij mid[i, j, k…] up[p, i] down[j, q]."""
     out, inp, r = 9, 5, 3
     up, down, mid = rand(out, r), rand(r, inp), rand(r, r, *kernel)
     want = 0.5 * np.einsum("ij...,pi,jq->pq...", mid, up, down).reshape(out, -1)
@@ -104,8 +104,8 @@ def test_full_is_the_stored_difference():
 
 
 def test_dora_per_input_channel_norm_of_a_conv_and_over_loha():
-    """LyCORIS weight_decompose with wd_on_output=False: the norm of each input channel runs over the output rows
-    and that channel's kernel positions; DoRA over LoHa decomposes LoHa's own ΔW′."""
+    """LyCORIS weight_decompose with wd_on_output=False: the norm of each input channel runs over the output
+    rows and that channel's kernel positions; DoRA over LoHa decomposes LoHa's own ΔW′."""
     out, inp, k, r = 6, 4, 9, 2
     w0 = rand(out, inp * k)
     t = {"hada_w1_a": rand(out, r), "hada_w1_b": rand(r, inp * k), "hada_w2_a": rand(out, r),
@@ -116,5 +116,6 @@ def test_dora_per_input_channel_norm_of_a_conv_and_over_loha():
     norms = np.sqrt((merged**2).sum(axis=(0, 2)))  # (in,)
     want = (m / norms)[None, :, None] * merged
     tensors = {key: torch.tensor(v) for key, v in {**t, "base": w0, "magnitude": m}.items()}
-    got = form_from("dora", tensors, scale=0.5, params={"inner": "loha", "dora_axis": "in"}, shape=(out, inp * k))
+    got = form_from("dora", tensors, scale=0.5, params={"inner": "loha", "dora_axis": "in"},
+                    shape=(out, inp * k))
     np.testing.assert_allclose(got.matrix.numpy(), want.reshape(out, -1) - w0, rtol=1e-12, atol=1e-12)
