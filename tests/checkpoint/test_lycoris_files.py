@@ -143,7 +143,8 @@ def lokr_reference(raw, stem):
 
 def dense_sigma(dw):
     """σ of a dense float64 matrix: LAPACK's SVD, or for an elongated one (a UNet conv, 1280 × 23040) the
-    square roots of the eigenvalues of its smaller Gram matrix — absolute error ~1e-8·σ1, several times cheaper."""
+    square roots of the eigenvalues of its smaller Gram matrix — absolute error ~1e-8·σ1, several times
+    cheaper."""
     m, n = dw.shape
     if max(m, n) <= 2 * min(m, n):
         return ref_sigma(dw)
