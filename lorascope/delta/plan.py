@@ -27,6 +27,8 @@ VOCAB_NAMES = re.compile(r"(embed|wte|lm_head|word_embeddings|shared|output|scor
 CONV1D_MODEL_TYPES = {"gpt2"}
 CONV1D_NAMES = re.compile(r"\.(c_attn|c_proj|c_fc|q_attn)$")
 EXPERT_STACK = re.compile(r"experts?\b", re.IGNORECASE)
+# 1-D tensors that are updates themselves, not new values: PEFT lora_B bias, LyCORIS full diff_b and norm diffs.
+UPDATE_VECTORS = (".lora_B.bias", ".diff_b", ".w_norm", ".b_norm")
 
 
 @dataclass(eq=False)
@@ -288,7 +290,7 @@ def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | N
         warnings.append({"name": m.name, "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
                          "which was not found; skipped"})
         return None
-    return module_delta(m.name, dataclasses.replace(m, family=fallback))
+    return module_delta(m.name, dataclasses.replace(m, family=m.params.get("inner", fallback)))
 
 
 # Families whose update needs the base, and the family analyzed in their place without one (with a warning).
@@ -331,15 +333,15 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
     if stood_in:
         warnings.append({
             "name": "*",
-            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as s·B@A, ignoring the "
-            "magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
+            "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
         })
     warnings += skipped
     for name in adapter.dense:
         warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model"})
     vectors = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
         else:
             warnings.append({"name": name, "reason": "1-D tensor saved with the adapter; its update needs the base model"})
@@ -514,6 +516,8 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         if m.family == "dora" and m.kind == "embedding":
             warnings.append({"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"})
             m = dataclasses.replace(m, family="lora")
+        if 0 in m.shape:
+            m = dataclasses.replace(m, shape=tuple(ref.shape))
         deltas.append(module_delta(name, m, ref))
     raise_collected(
         problems,
@@ -536,7 +540,7 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         deltas.append(dense_delta(name, ref, b_ref, source="modules_to_save"))
     vectors: list[VectorDelta] = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
             continue
         key = lookup.find(name)

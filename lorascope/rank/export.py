@@ -113,9 +113,12 @@ def layout_of(d: Delta) -> Layout | str:
                     "which the truncated SVD of the update does not have")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
         stored = d.base.stored_shape if d.base is not None else ()
-        if m.kind != "embedding" and len(stored) > 2:
-            return Layout("conv", kernel=tuple(stored[2:]))  # the base's (a Conv1d Tucker core is (k, 1))
+        base_kernel = tuple(stored[2:]) if m.kind != "embedding" and len(stored) > 2 else ()
+        if base_kernel:
+            return Layout("conv", kernel=base_kernel)  # the base's (a Conv1d Tucker core is (k, 1))
         if m.kind == "conv":
+            if not m.kernel:  # older LyCORIS LoHa/LoKr keep the kernel inside 2-D factors
+                return "a conv layer whose kernel size the file does not record; give the base model"
             return Layout("conv", kernel=m.kernel)
         if m.kind == "matrix" and d.base is None:
             return (f"{m.family} stores this layer's factors flattened, so the adapter does not record "
