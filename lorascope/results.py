@@ -64,6 +64,16 @@ def vectors_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def spectra_series(spectra: Any) -> pd.Series:
+    """A name -> σ mapping as a pandas Series of float arrays (object dtype, indexed by module name)."""
+    items = list(spectra.items())
+    values = np.empty(len(items), dtype=object)  # filled one by one: equal-length arrays must not become 2-D
+    for i, (_, v) in enumerate(items):
+        values[i] = v
+    index = pd.Index([k for k, _ in items], dtype=object, name="name")
+    return pd.Series(values, index=index, name="singular_values")
+
+
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
@@ -73,10 +83,39 @@ class Results:
     """One analysis: the modules table, each module's singular values, 1-D updates and the run summary."""
 
     modules: pd.DataFrame
-    spectra: dict[str, np.ndarray]
+    spectra: pd.Series  # module name -> σ, descending (a dict given here becomes this Series)
     summary: dict[str, Any]
     vectors: pd.DataFrame = field(default_factory=lambda: vectors_frame([]))
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        """``spectra`` as a pandas Series indexed by module name, each value that module's σ array (so
+        ``spectra[name]``, ``.items()`` and ``name in spectra`` read as from a dict; notebooks get pandas)."""
+        if not isinstance(self.spectra, pd.Series):
+            self.spectra = spectra_series(self.spectra)
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows for these results: the headline cards and the main figures, inline."""
+        from .report.notebook import results_html
+
+        return results_html(self)
+
+    def figure(self, name: str):
+        """One of the report's figures as a matplotlib ``Figure`` (``lorascope.figures.names`` lists them).
+
+        Raises:
+            KeyError: these results have no figure of that name.
+        """
+        from .figures import figure
+
+        return figure(self, name)
+
+    def training(self) -> pd.DataFrame | None:
+        """The spectra recorded during training (``training_spectra.csv``: a row per step and module), or None
+        where the results folder holds none (``lorascope.callbacks``)."""
+        from .callbacks import read_training
+
+        return read_training(self.path) if self.path is not None else None
 
     def spectrum(self, name: str) -> np.ndarray:
         """Singular values of one module, descending (float64)."""

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..checkpoint import Adapter
 from ..names import NameIndex, split_name
-from .count import LoraCount, LoraSettings, count_lora
+from .count import LoraCount, LoraSettings, count_lora, peft_tying
 from .layout import ModelShapes, ModuleShape
 from .sources import TensorStats
 from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets, type_of
@@ -91,7 +91,7 @@ def settings_of(config: dict[str, Any]) -> LoraSettings:
         dora=bool(config.get("use_dora")), bias=str(config.get("bias") or "none"),
         modules_to_save=tuple(dict.fromkeys([*(config.get("modules_to_save") or ()),
                                              *TASK_SAVED.get(str(config.get("task_type")), ())])),
-        allow_unmatched=True,
+        allow_unmatched=True, ensure_weight_tying=bool(config.get("ensure_weight_tying")),
     )
 
 
@@ -240,7 +240,8 @@ def _target_findings(targets: dict[str, dict[str, int]], settings: LoraSettings)
 
 def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings) -> AdapterAudit:
     """Expected modules and counts from the config on the base model, compared with what the adapter holds."""
-    match = match_targets(model, settings.targets, settings.layers, settings.modules_to_save,
+    tying = peft_tying(model, settings)
+    match = match_targets(model, tying.targets, settings.layers, tying.modules_to_save,
                           audit.config.get("layers_pattern"))
     count = count_lora(model, settings, match)
     index = NameIndex(m.name for m in adapter.modules)
@@ -249,7 +250,8 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
     findings = list(audit.findings)
     found: set[str] = set()
     missing, mismatched = [], []
-    for name in match.modules:
+    tied = [n for n in tying.tied_lora if tying.embedding in match.modules]  # PEFT saves their factors too
+    for name in (*match.modules, *tied):
         hit = index.find(name)
         if hit is None:
             missing.append(name)

@@ -36,6 +36,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "name": (), "model": (), "head": (), "shapes": (), "dtype": (), "source": ("url", "note"),
     "rank": ("r",), "alpha": ("lora_alpha",), "targets": ("target_modules",), "layers": ("layers_to_transform",),
     "rank_pattern": (), "dora": ("use_dora",), "bias": (), "modules_to_save": (), "allow_unmatched": (),
+    "ensure_weight_tying": (),
     "claimed": ("claim",), "tolerance": (),
 }
 CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",), "total": ("model_params",)}
@@ -190,7 +191,7 @@ def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSetting
         errors.append(f"modules_to_save must be a module name or a list of names, found {v.get('modules_to_save')!r}")
         mts = ()
     flags = {}
-    for key in ("dora", "allow_unmatched"):
+    for key in ("dora", "allow_unmatched", "ensure_weight_tying"):
         flags[key] = v.get(key, False)
         if not isinstance(flags[key], bool):
             errors.append(f"{key} must be true or false, found {flags[key]!r}")
@@ -208,7 +209,7 @@ def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSetting
     return LoraSettings(
         rank=v.get("rank", 16), alpha=v.get("alpha", 32), targets=targets, layers=layers, rank_pattern=rank_pattern,
         dora=flags["dora"], bias=str(v.get("bias", "none")), modules_to_save=tuple(mts),
-        allow_unmatched=flags["allow_unmatched"],
+        allow_unmatched=flags["allow_unmatched"], ensure_weight_tying=flags["ensure_weight_tying"],
     )
 
 

@@ -2,12 +2,21 @@
 
 A LoRA module on an (out, in) weight adds r·(in + out) parameters: A is (r, in), B is (out, r). DoRA adds a
 magnitude vector of ``out`` (``embedding_dim`` for embeddings); an embedding adds r·(num_embeddings + dim).
-Conv1D (GPT-2) and fused layers (phi3 qkv_proj, GPT-2 c_attn) count as stored. Everything here is pure.
+Conv1D (GPT-2) and fused layers (phi3 qkv_proj, GPT-2 c_attn) count as stored.
+
+Tied weights count as PEFT 0.21 counts them (``PeftModel.get_nb_trainable_parameters``): ``modules_to_save``
+trains a full copy of every module it reaches, tied weight included — an output head tied to the input
+embeddings gets a copy of its own, untied. With ``ensure_weight_tying`` PEFT rewrites the configuration
+first (``BaseTuner._check_tied_modules``): a tied module in ``modules_to_save`` is replaced by the input
+embedding, whose one copy the tied modules then share; an embedding or tied head among the LoRA targets puts
+LoRA on the embedding, and each tied module gets the embedding's factors transposed — separate parameters
+sharing storage, which PEFT counts twice. Everything here is pure.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +34,8 @@ DTYPES: dict[str, tuple[str, int]] = {
     "bf16": ("BF16", 2), "bfloat16": ("BF16", 2), "fp8": ("F8_E4M3", 1), "float8": ("F8_E4M3", 1),
 }
 PEFT_PREFIX = "base_model.model."
+# PEFT's EMBEDDING_LAYER_NAMES: the last name components that make ensure_weight_tying act on a config
+TIE_NAMES = ("embed_tokens", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class LoraSettings:
     bias: str = "none"  # none | all | lora_only: which biases train alongside LoRA
     modules_to_save: tuple[str, ...] = ()  # modules trained in full and saved with the adapter
     allow_unmatched: bool = False  # count the targets that match, as PEFT does, when some match nothing
+    ensure_weight_tying: bool = False  # PEFT's LoraConfig.ensure_weight_tying: tied modules share one copy
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -84,6 +96,7 @@ class LoraCount:
     bias: int  # trained biases
     saved: int  # modules_to_save: full copies trained
     saved_modules: tuple[str, ...] = ()
+    tying: Tying | None = None  # what PEFT made of tied weights in this configuration
 
     @property
     def trainable(self) -> int:
@@ -145,6 +158,97 @@ def saved_modules(model: ModelShapes, modules_to_save: tuple[str, ...]) -> tuple
     return tuple(out)
 
 
+def copy_params(m: ModuleShape) -> int:
+    """Parameters of the full copy PEFT's ModulesToSaveWrapper trains of one module: all its own parameters
+    and those it shares with another module (a tied weight, a shared bias): the copy is new, untied tensors.
+    """
+    return m.params + m.shared
+
+
+@dataclass(frozen=True)
+class Tying:
+    """What PEFT makes of a configuration on a model with weights tied to the input embedding
+    (``BaseTuner._check_tied_modules``, ``LoraModel._add_modules_to_save_to_tie``, ``_add_targets_to_tie``).
+    """
+
+    modules_to_save: tuple[str, ...]  # as PEFT rewrites them
+    targets: TargetSpec  # as PEFT rewrites them
+    shared_copy: tuple[str, ...] = ()  # tied modules sharing the embedding's modules_to_save copy
+    tied_lora: tuple[str, ...] = ()  # tied modules whose LoRA factors are the embedding's, transposed
+    embedding: str | None = None  # the input embedding the tied modules share a weight with
+    untied_copies: tuple[str, ...] = ()  # tied modules modules_to_save copies on their own (ties broken)
+
+
+def _tie_entry(entries: list[str], key: str) -> str | None:
+    """The first entry PEFT removes for a tied module ``key`` (``re.match`` of ``(^|.*\\.){m}($|\\..*)``)."""
+    return next((m for m in entries if re.match(rf"(^|.*\.){m}($|\..*)", key)), None)
+
+
+def peft_tying(model: ModelShapes, settings: LoraSettings) -> Tying:
+    """The configuration PEFT really applies on ``model``, given its weights tied to the input embedding."""
+    mts = tuple(settings.modules_to_save)
+    plain = Tying(mts, settings.targets)
+    index = model.by_name()
+    tied = [m for m in model.tied if m.tied_to in index and index[m.tied_to].kind == "embedding"]
+    if not tied:
+        return plain
+    embedding = tied[0].tied_to
+    keys = [m.name for m in tied]
+    if not settings.ensure_weight_tying:
+        untied = tuple(m.name for m in saved_modules(model, mts) if m.tied_to is not None)
+        return Tying(mts, settings.targets, embedding=embedding, untied_copies=untied)
+    if any(m.split(".")[-1] in TIE_NAMES for m in mts):
+        entries = list(mts) + ([embedding] if embedding not in mts else [])
+        for key in keys:
+            hit = _tie_entry(entries, key)
+            if hit is not None:
+                entries.remove(hit)
+        return Tying(tuple(entries), settings.targets, shared_copy=tuple(keys), embedding=embedding)
+    spec = settings.targets
+    if spec.regex is not None:
+        in_targets = any(re.fullmatch(spec.regex, n) for n in TIE_NAMES)
+    else:
+        in_targets = any(t.split(".")[-1] in TIE_NAMES for t in spec.names)
+    if not in_targets:
+        return plain
+    if spec.regex is not None:
+        targets = TargetSpec(regex=rf"(?:{spec.regex}|^{re.escape(embedding)}$)")
+    else:
+        names = list(dict.fromkeys([*spec.names, embedding]))
+        for key in keys:
+            hit = _tie_entry(names, key)
+            if hit is not None:
+                names.remove(hit)
+        targets = TargetSpec(names=tuple(names))
+    return Tying(mts, targets, tied_lora=tuple(keys), embedding=embedding)
+
+
+def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
+    """What a user should know about tied weights in this configuration, one sentence each."""
+    index = model.by_name()
+    notes = []
+    for name in tying.untied_copies:
+        m = index[name]
+        notes.append(f"{name} shares its weight with {m.tied_to} (tie_word_embeddings), but modules_to_save "
+                     f"trains a separate copy of it: {copy_params(m):,} parameters of its own, and the tie "
+                     "is broken in the adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one "
+                     "copy shared by both.")
+    if tying.shared_copy:
+        notes.append(f"ensure_weight_tying: PEFT trains one copy of {tying.embedding} (modules_to_save "
+                     f"becomes {list(tying.modules_to_save)}) and {', '.join(tying.shared_copy)} shares it.")
+    if tying.tied_lora:
+        notes.append(f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} "
+                     "gets its factors transposed; they share storage, but PEFT's "
+                     "get_nb_trainable_parameters counts them twice, and so does this count.")
+    return notes
+
+
+def peft_match(model: ModelShapes, settings: LoraSettings, tying: Tying | None = None) -> TargetMatch:
+    """The modules PEFT puts LoRA on, after its rewrite of tied configurations (tied modules not included)."""
+    tying = tying or peft_tying(model, settings)
+    return match_targets(model, tying.targets, settings.layers, tying.modules_to_save)
+
+
 def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | None = None) -> LoraCount:
     """Exact LoRA parameters of ``settings`` on ``model``.
 
@@ -156,29 +260,40 @@ def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | 
     Returns:
         The count, with one table row per LoRA module.
     """
-    match = match or match_targets(model, settings.targets, settings.layers, settings.modules_to_save)
-    rows = list(_module_rows(model, settings, match))
+    tying = peft_tying(model, settings)
+    match = match or peft_match(model, settings, tying)
+    rows = list(_module_rows(model, settings, match, tying))
     table = pd.DataFrame(rows, columns=["name", "layer", "module_type", "kind", "rows", "cols", "r", "lora",
                                         "magnitude", "bias", "params"])
-    lora, mag, bias, saved, names = _sums(model, settings, rows)
-    return LoraCount(model, settings, match, table, lora, mag, bias, saved, names)
+    lora, mag, bias, saved, names = _sums(model, settings, rows, tying)
+    return LoraCount(model, settings, match, table, lora, mag, bias, saved, names, tying)
 
 
 def trainable_params(model: ModelShapes, settings: LoraSettings, match: TargetMatch | None = None) -> int:
     """The trainable total of ``count_lora`` without building its table (for many recomputations)."""
-    match = match or match_targets(model, settings.targets, settings.layers, settings.modules_to_save)
-    return sum(_sums(model, settings, list(_module_rows(model, settings, match)))[:4])
+    tying = peft_tying(model, settings)
+    match = match or peft_match(model, settings, tying)
+    return sum(_sums(model, settings, list(_module_rows(model, settings, match, tying)), tying)[:4])
 
 
-def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch):
+def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch, tying: Tying):
     index = model.by_name()
+    tied = set(tying.tied_lora)
     for name in match.modules:
+        if name in tied:
+            continue  # below, with the embedding's rank
         m = index[name]
         r = settings.rank_for(name)
         lora = lora_params(m, r)
         mag = magnitude_params(m) if settings.dora else 0
         bias = m.bias if settings.bias == "lora_only" else 0
         yield (name, _layer(name), type_of(name), m.kind, m.shape[0], m.shape[1], r, lora, mag, bias, lora + mag + bias)
+    if tying.tied_lora and tying.embedding in match.modules:
+        r = settings.rank_for(tying.embedding)  # the tied module holds the embedding's factors, transposed
+        for name in tying.tied_lora:
+            m = index[name]
+            lora = lora_params(m, r)
+            yield (name, _layer(name), type_of(name), m.kind, m.shape[0], m.shape[1], r, lora, 0, 0, lora)
     if match.parameters and settings.dora:
         raise LorascopeError(f"DoRA cannot be combined with targets that reach fused parameters ({match.parameters[0]} …): "
                              "PEFT's lora.ParamWrapper does not work with use_dora=True.")
@@ -203,14 +318,15 @@ def param_lora_params(p: ParamShape, r: int) -> int:
     return r * p.experts * (p.shape[-2] + p.shape[-1])
 
 
-def _sums(model: ModelShapes, settings: LoraSettings, rows: list[tuple]) -> tuple[int, int, int, int, tuple[str, ...]]:
+def _sums(model: ModelShapes, settings: LoraSettings, rows: list[tuple],
+          tying: Tying) -> tuple[int, int, int, int, tuple[str, ...]]:
     lora = sum(row[7] for row in rows)
     mag = sum(row[8] for row in rows)
     bias = sum(row[9] for row in rows)
     if settings.bias == "all":
         bias = sum(m.bias for m in model.modules)
-    saved = saved_modules(model, settings.modules_to_save)
-    return lora, mag, bias, sum(m.params for m in saved), tuple(m.name for m in saved)
+    saved = [m for m in saved_modules(model, tying.modules_to_save) if m.name not in tying.shared_copy]
+    return lora, mag, bias, sum(copy_params(m) for m in saved), tuple(m.name for m in saved)
 
 
 def _layer(name: str) -> int | None:
@@ -243,7 +359,7 @@ def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
             out.append((f"{PEFT_PREFIX}{m.name}.bias", (m.bias,)))
     for name in count.saved_modules:
         m = index[name]
-        if m.params - m.bias:
+        if copy_params(m) - m.bias:
             out.append((f"{PEFT_PREFIX}{name}.weight", m.shape))
         if m.bias:
             out.append((f"{PEFT_PREFIX}{name}.bias", (m.bias,)))

@@ -86,10 +86,11 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
         own = list(module.named_parameters(recurse=False))
         if not own:
             continue
-        params = bias = 0
+        params = bias = shared = 0
         tied_to = None
         for pname, p in own:
             if id(p) in owner:
+                shared += p.numel()
                 if pname == "weight":
                     tied_to = owner[id(p)]
                 continue
@@ -110,7 +111,7 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
             kind, shape = "embedding", (module.num_embeddings, module.embedding_dim)
         else:
             kind, shape = "other", tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
-        modules.append(ModuleShape(name, kind, shape, params, bias, tied_to))
+        modules.append(ModuleShape(name, kind, shape, params, bias, tied_to, shared))
     notes = []
     if fused:
         import transformers

@@ -58,6 +58,7 @@ class ModuleShape:
     params: int  # parameters this module owns and the model total counts (a tied weight is not counted here)
     bias: int = 0  # elements of its own bias vector (trainable with bias="all" / "lora_only")
     tied_to: str | None = None  # the module whose weight this one shares (tied embeddings)
+    shared: int = 0  # elements of parameters another module owns that it uses (a tied weight, a shared bias)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -15,11 +15,12 @@ import pandas as pd
 from ..errors import LorascopeError
 from .adapter import AdapterAudit, audit_adapter
 from .claims import Claim, ClaimCheck, check_claim
-from .count import DTYPES, LoraCount, LoraSettings, adapter_file_size, count_lora
+from .count import (DTYPES, LoraCount, LoraSettings, adapter_file_size, count_lora, peft_match, peft_tying,
+                    tying_notes)
 from .layout import ModelShapes
 from .memory import MemoryAssumptions, training_memory
 from .sources import load_adapter, load_model, scan_adapter, source_kind
-from .targets import check_match, match_targets
+from .targets import check_match
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class ParamsResult:
             "lora": {"rank": c.settings.rank, "alpha": c.settings.alpha, "targets": c.match.resolved.label,
                      "layers": list(c.settings.layers) if c.settings.layers else None,
                      "rank_pattern": dict(c.settings.rank_pattern), "dora": c.settings.dora, "bias": c.settings.bias,
-                     "modules_to_save": list(c.settings.modules_to_save), "modules": len(c.table)},
+                     "modules_to_save": list(c.settings.modules_to_save),
+                     "ensure_weight_tying": c.settings.ensure_weight_tying, "modules": len(c.table)},
             "matched": {t: list(v) for t, v in c.match.by_target.items()},
             "unmatched_targets": list(c.match.unmatched),
             "counts": {"lora": c.lora, "dora_magnitude": c.magnitude, "bias": c.bias, "modules_to_save": c.saved,
@@ -154,8 +156,9 @@ def count_config(model: ModelShapes, settings: LoraSettings, options: AuditOptio
     Raises:
         LorascopeError: targets that match nothing (unless allowed) or reach layers LoRA cannot wrap.
     """
-    match = match_targets(model, settings.targets, settings.layers, settings.modules_to_save)
-    warnings = check_match(match, model, settings.allow_unmatched)
+    tying = peft_tying(model, settings)
+    match = peft_match(model, settings, tying)
+    warnings = check_match(match, model, settings.allow_unmatched) + tying_notes(model, tying)
     count = count_lora(model, settings, match)
     memory = training_memory(count.total, count.trainable, options.memory)
     checked = check_claim(count, claim) if claim is not None else None

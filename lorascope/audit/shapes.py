@@ -96,9 +96,12 @@ def norm(name: str, dim: int, bias: bool = False) -> ModuleShape:
     return ModuleShape(name, "other", (dim,), dim * (2 if bias else 1), dim if bias else 0)
 
 
-def tied_linear(name: str, out: int, inn: int, to: str, bias: bool = False) -> ModuleShape:
-    """An output layer whose weight is the input embedding (counted once, there); only its bias is its own."""
-    return ModuleShape(name, "linear", (out, inn), out if bias else 0, out if bias else 0, tied_to=to)
+def tied_linear(name: str, out: int, inn: int, to: str, bias: bool = False,
+                shared_bias: bool = False) -> ModuleShape:
+    """An output layer whose weight is the input embedding (counted once, there); only its bias is its own,
+    unless ``shared_bias``: then its bias too belongs to another module (BERT's ``cls.predictions.bias``)."""
+    return ModuleShape(name, "linear", (out, inn), out if bias else 0, out if bias else 0, tied_to=to,
+                       shared=out * inn + (out if shared_bias else 0))
 
 
 # ---------------------------------------------------------------- decoder-only transformers (Llama family)
@@ -244,7 +247,8 @@ def _bert_heads():
         mods = [ModuleShape("cls.predictions", "other", (), vocab, vocab),
                 linear("cls.predictions.transform.dense", h, h, True),
                 norm("cls.predictions.transform.LayerNorm", h, bias=True),
-                tied_linear("cls.predictions.decoder", vocab, h, prefix + "embeddings.word_embeddings")]
+                tied_linear("cls.predictions.decoder", vocab, h, prefix + "embeddings.word_embeddings",
+                            shared_bias=True)]
         if not cfg.get("tie_word_embeddings"):
             mods[-1] = ModuleShape("cls.predictions.decoder", "linear", (vocab, h), vocab * h)
         return mods, "cls.predictions.decoder"

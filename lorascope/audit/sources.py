@@ -16,8 +16,8 @@ from ..checkpoint import Adapter, open_store
 from ..checkpoint.base import TensorRef
 from ..checkpoint.peft import is_peft_folder, open_peft
 from ..errors import LorascopeError
-from ..limits import check_config_sizes, read_json
-from .headers import checkpoint_shapes
+from ..limits import check_config_sizes, loads_json, read_json
+from .headers import bnb_layout, checkpoint_shapes
 from .layout import ModelShapes
 from .shapes import rule_shapes
 
@@ -110,12 +110,58 @@ def load_model(path: str | Path, shapes: str = "auto", head: str | None = None) 
         return shapes_from_config(read_config(p), shapes, head, str(p / "config.json" if p.is_dir() else p))
     store = open_store(path)
     infos = {k: (tuple(store.info(k).shape), store.info(k).is_float) for k in store.keys()}
-    return checkpoint_shapes(infos)
+    bnb = bnb_layout(infos)
+    quantized = {w: tuple(infos[w][0]) for w in bnb.eight_bit}
+    for weight, state in bnb.four_bit.items():
+        shape = quant_state_shape(store, weight, state) if state else None
+        if shape is not None:
+            quantized[weight] = shape
+    return checkpoint_shapes(infos, quantized, bnb, str(path))
+
+
+QUANT_STATE_BYTES = 4096  # far above any real state (about 200 bytes); anything longer is not one
+
+
+def quant_state_shape(store, weight: str, state: str) -> tuple[int, int] | None:
+    """The logical (out, in) shape a bitsandbytes 4-bit weight's ``quant_state.bitsandbytes__*`` records,
+    checked against its packed tensor (two 4-bit codes per byte of the storage dtype), or None when it holds
+    none."""
+    info = store.info(state)
+    if info.dtype != "uint8" or len(info.shape) != 1 or info.numel > QUANT_STATE_BYTES:
+        return None
+    try:
+        data = loads_json(bytes(store.get_numpy(state).tolist()), f"{store.path}: {state}")
+    except LorascopeError:
+        return None  # not a quant state: the caller refuses the weight with its own message
+    shape = data.get("shape") if isinstance(data, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape)):
+        return None
+    packed = store.info(weight)
+    per_element = 2 * ITEMSIZE.get(packed.dtype, 1)  # 4-bit codes per stored element (quant_storage)
+    if -(-shape[0] * shape[1] // per_element) != packed.numel:
+        raise LorascopeError(f"{store.path}: {state} records the shape {shape}, which does not fit the "
+                             f"packed tensor {weight} ({packed.dtype} {list(packed.shape)}, {per_element} "
+                             "4-bit codes each); the file is damaged or not a bitsandbytes checkpoint.")
+    return shape[0], shape[1]
+
+
+ITEMSIZE = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "int16": 2, "float32": 4, "int32": 4,
+            "float64": 8, "int64": 8}
 
 
 def load_adapter(path: str | Path) -> Adapter:
-    """A PEFT adapter folder, opened lazily (headers only)."""
-    return open_peft(Path(path).expanduser())
+    """A PEFT LoRA or DoRA adapter folder, opened lazily (headers only).
+
+    Raises:
+        LorascopeError: the adapter holds modules of another family (the audit counts LoRA factors).
+    """
+    adapter = open_peft(Path(path).expanduser())
+    other = [f for f in adapter.families if f not in ("lora", "dora")]
+    if other:
+        families = ", ".join(adapter.families)
+        raise LorascopeError(f"{adapter.path} is a {families} adapter; the parameter audit counts LoRA and DoRA "
+                             "adapters only (lorascope spectrum reads the other families).")
+    return adapter
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
-from .base import Adapter, AdapterModule, TensorRef, Weights
-from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
-from .peft import is_peft_folder, open_peft
 from ..limits import check_config_sizes, read_json
+from . import hub
+from .base import Adapter, AdapterModule, TensorRef, Weights
+from .gguf import GGUFFile, is_gguf, open_gguf
+from .lora_files import LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
+from .peft import is_peft_folder, open_peft
 from .store import (MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file,
                     open_index, sniff)
 
@@ -45,7 +48,7 @@ def open_store(path: str | Path) -> TensorStore:
     """The tensors of a file or folder as one lazily-read store."""
     path = _existing(path)
     if path.is_file():
-        return open_file(path)
+        return GGUFFile(path) if is_gguf(path) else open_file(path)
     for pattern in FOLDER_WEIGHTS:
         found = sorted(h for h in path.glob(pattern) if h.is_file())
         hits = [member(path, h.name, f"the checkpoint folder {path}") for h in found]
@@ -62,11 +65,13 @@ def open_store(path: str | Path) -> TensorStore:
     )
 
 
-def _existing(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise LorascopeError(f"{p} does not exist.")
-    return p.resolve()  # absolute: worker processes and Ray tasks read the same files
+def _existing(path: str | Path, revision: str | None = None) -> Path:
+    """An existing local path, absolute; a Hugging Face Hub id becomes its snapshot folder in the cache
+    (``hub.resolve``: a local path that reads like an id wins, with a ``HubNotice`` saying so)."""
+    found = hub.resolve(path, revision)
+    if found.note:
+        warnings.warn(found.note, hub.HubNotice, stacklevel=3)
+    return found.path.resolve()  # absolute: worker processes and Ray tasks read the same files
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -90,6 +95,8 @@ def _open_auto(path: Path) -> Weights | Adapter:
     if is_peft_folder(path):
         return open_peft(path)
     store = open_store(path)
+    if isinstance(store, GGUFFile):
+        return open_gguf(path, store)
     refuse_unsupported(path, store.keys())
     if detect_layout(store.keys()) is not None:
         return open_lora_file(path, store)
@@ -111,6 +118,15 @@ def _forced_lora(layout: str) -> Callable[[Path], Adapter]:
     return opener
 
 
+def _forced_gguf(path: Path) -> Weights | Adapter:
+    if not (path.is_file() and is_gguf(path)):
+        raise LorascopeError(
+            f"{path} was given as gguf but does not start with the GGUF magic bytes; leave --format out to "
+            "detect the format from the content."
+        )
+    return open_gguf(path)
+
+
 def _forced_peft(path: Path) -> Adapter:
     if not is_peft_folder(path):
         raise LorascopeError(
@@ -126,17 +142,27 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "torch": _open_weights,
     "hf": _open_weights,
     "peft": _forced_peft,
-    **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
+    "gguf": _forced_gguf,
+    **{name: _forced_lora(name) for name in LAYOUTS},
 }
 
 
-def open_checkpoint(path: str | Path, format: str | None = None) -> Weights | Adapter:
+def open_checkpoint(
+    path: str | Path, format: str | None = None, revision: str | None = None
+) -> Weights | Adapter:
     """Open a checkpoint or adapter; the format is detected from content unless given.
 
+    Args:
+        path: a file or folder, or a Hugging Face Hub id (``org/name``, ``hf://org/name``) read through the
+            local Hub cache, fetching only the config and weight files a format needs (``checkpoint.hub``).
+        format: one of ``FORMATS`` (default: detected).
+        revision: the Hub revision (branch, tag or commit) of a Hub id.
+
     Raises:
-        LorascopeError: the path is missing, unreadable, or not in a supported format.
+        LorascopeError: the path is missing, unreadable, or not in a supported format; a Hub id that cannot be
+            resolved (not found, gated, not cached while offline).
     """
-    path = _existing(path)
+    path = _existing(path, revision)
     fmt = format or "auto"
     if fmt not in FORMATS:
         raise LorascopeError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
@@ -163,11 +189,16 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
             item["sha256"] = file_sha256(f)
         entry["files"].append(item)
     entry["sha256"] = entry["files"][0]["sha256"] if len(files) == 1 else None
+    from_hub = hub.origin(ckpt.path)
+    if from_hub is not None:
+        entry["hub"] = from_hub  # repo id and commit of a Hugging Face Hub snapshot
     if isinstance(ckpt, Adapter):
         entry["modules"] = len(ckpt.modules)
         if ckpt.format == "peft":
             cfg = ckpt.config
             entry["config"] = {k: cfg.get(k) for k in ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules",
                                                         "fan_in_fan_out", "base_model_name_or_path") if k in cfg}
+        elif ckpt.format == "gguf":
+            entry["config"] = dict(ckpt.config)  # general.type, adapter.type, adapter.lora.alpha, architecture
     return entry
 

@@ -18,7 +18,7 @@ def slug(text: str) -> str:
 
 def input_stem(path: str | Path) -> str:
     p = Path(path)
-    name = p.name if p.is_dir() else p.stem
+    name = p.stem if p.is_file() else p.name  # a folder, or a Hub id (org/Qwen2.5-7B keeps its dot)
     if name in {"model", "adapter", "adapter_model", "tuned", "base", ""} and p.parent.name:
         name = f"{p.parent.name}-{name}" if name else p.parent.name
     return slug(name)
@@ -71,3 +71,51 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
                 "refusing to write into it so nothing of yours is overwritten. Give a new or empty folder."
             )
     return path
+
+
+# ---- inputs: local paths or Hugging Face Hub ids --------------------------------------------------------
+
+
+class CheckpointPath(click.ParamType):
+    """A command-line input: an existing path, a Hugging Face Hub id (``org/name``) or ``hf://org/name``.
+
+    Kept as given (a string); ``resolve_inputs`` turns it into a local path once the revisions are known.
+    """
+
+    name = "PATH|HUB_ID"
+
+    def convert(self, value, param, ctx):
+        from ..checkpoint.hub import HF_PREFIX, looks_like_repo_id
+
+        text = str(value)
+        if Path(text).expanduser().exists() or text.startswith(HF_PREFIX) or looks_like_repo_id(text):
+            return text
+        self.fail(f"{text!r} does not exist, and is not a Hugging Face Hub id (org/name).", param, ctx)
+
+
+CHECKPOINT = CheckpointPath()
+
+
+def resolve_input(spec: str | Path | None, revision: str | None = None, need: str = "weights",
+                  quiet: bool = False) -> Path | None:
+    """A local path for one input: as given, or a Hub id's snapshot folder in the cache (fetching what lacks).
+
+    Says on stderr which reading was used where an input is both a local path and a Hub id, and which repo and
+    commit a Hub id resolved to (unless ``quiet``).
+    """
+    if spec is None:
+        if revision is not None:
+            from ..errors import LorascopeError
+
+            raise LorascopeError(f"a revision ({revision}) was given for an input that is not there; "
+                                 "give the input, or leave the revision out.")
+        return None
+    from ..checkpoint.hub import resolve
+
+    found = resolve(spec, revision, need=need, progress=not quiet)
+    if found.note:
+        click.secho(f"note: {found.note}", err=True, fg="yellow")
+    elif found.repo_id is not None and not quiet:
+        click.echo(f"{spec}: Hugging Face Hub repo {found.repo_id} at commit {found.commit} ({found.path})",
+                   err=True)
+    return found.path

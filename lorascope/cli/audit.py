@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, wrote
+from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
 DTYPE_CHOICES = ["bf16", "fp16", "fp32", "fp8"]
-LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save")
+LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save",
+                "ensure_weight_tying")
 
 
 @click.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=CHECKPOINT)
 @click.option("--rank", "-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank r.")
 @click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=32, show_default=True,
               help="lora_alpha (does not change counts; used to spot 'alpha read as rank').")
@@ -26,6 +27,8 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--bias", type=click.Choice(["none", "all", "lora_only"]), default="none", show_default=True,
               help="Which biases train alongside LoRA.")
 @click.option("--modules-to-save", default=None, help="Modules trained in full, comma-separated (e.g. lm_head).")
+@click.option("--ensure-weight-tying", is_flag=True,
+              help="PEFT's ensure_weight_tying: a head tied to the embeddings shares their trained copy.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="bf16", show_default=True,
               help="dtype of the adapter file and of the model weights in the memory estimate.")
 @click.option("--claim", default=None, help="Claimed LoRA parameter count, e.g. 33M, 4.2B or 1,234,567.")
@@ -38,21 +41,26 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
                    "auto = hf when installed.")
 @click.option("--head", type=click.Choice(["base", "causal-lm", "masked-lm", "seq-cls"]), default=None,
               help="Model head [default: what the config's 'architectures' names].")
-@click.option("--model", "base_model", type=click.Path(path_type=Path), default=None,
-              help="For an adapter SOURCE: the base model's config.json or folder, to compare and check claims.")
+@click.option("--model", "base_model", type=CHECKPOINT, default=None,
+              help="For an adapter SOURCE: the base model's config.json or folder (or Hub id), to compare "
+                   "and check claims.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of SOURCE, if a Hub id.")
+@click.option("--model-revision", default=None, help="Hub revision of --model, when it is a Hub id.")
 @click.option("--allow-unmatched", is_flag=True, help="Count the targets that match when some match nothing (as PEFT does).")
 @click.option("--no-master-weights", is_flag=True, help="Memory estimate without fp32 master weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write params.json and modules.csv here.")
 @click.pass_context
-def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save, dtype, claim,
-           claim_percent, claim_total, tolerance, shapes, head, base_model, allow_unmatched, no_master_weights, as_json,
-           out):
+def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save,
+           ensure_weight_tying, dtype, claim, claim_percent, claim_total, tolerance, shapes, head, base_model,
+           revision, model_revision,
+           allow_unmatched, no_master_weights, as_json, out):
     """Exact LoRA parameter counts for SOURCE, with file size, training memory and claim checks.
 
     \b
     SOURCE is a model config.json or folder (shapes from the config, no weights needed), a checkpoint (shapes
-    from its headers, no data read), or a PEFT adapter folder (audited against its adapter_config.json).
+    from its headers, no data read), or a PEFT adapter folder (audited against its adapter_config.json); or
+    a Hugging Face Hub id of one of these (only config.json is fetched for a model).
     \b
       lorascope params llama-2-7b/config.json -r 8 -t q_proj,v_proj --claim 4.2M
       lorascope params mistral.json -t all-linear --dora --claim-percent 0.58
@@ -81,13 +89,15 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
             raise LorascopeError(f"--rank-pattern {rank_pattern!r} must map name patterns to positive integer ranks.")
     settings = LoraSettings(
         rank=rank, alpha=alpha, targets=parse_targets(targets), layers=parse_layers(layers), rank_pattern=pattern,
-        dora=dora, bias=bias, allow_unmatched=allow_unmatched,
+        dora=dora, bias=bias, allow_unmatched=allow_unmatched, ensure_weight_tying=ensure_weight_tying,
         modules_to_save=tuple(m.strip() for m in modules_to_save.split(",") if m.strip()) if modules_to_save else (),
     )
     claimed = {"lora": parse_count(claim, "--claim") if claim else None,
                "percent": parse_percent(claim_percent, "--claim-percent") if claim_percent else None,
                "total": parse_count(claim_total, "--claim-total") if claim_total else None}
     checked = Claim(**claimed, tolerance=tolerance) if any(v is not None for v in claimed.values()) else None
+    source = resolve_input(source, revision, need="config", quiet=as_json)
+    base_model = resolve_input(base_model, model_revision, need="config", quiet=as_json)
     options = AuditOptions(shapes=shapes, head=head, dtype=dtype, master_weights=not no_master_weights,
                            model=base_model)
     if source_kind(source) == "adapter":

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, wrote
+from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 MARKER = "compare_summary.json"
 
 
@@ -42,9 +43,9 @@ def _common_options(f):
 
 
 @click.command()
-@click.argument("x", type=click.Path(exists=True, path_type=Path))
-@click.argument("y", type=click.Path(exists=True, path_type=Path))
-@click.option("--base", type=click.Path(exists=True, path_type=Path), default=None,
+@click.argument("x", type=CHECKPOINT)
+@click.argument("y", type=CHECKPOINT)
+@click.option("--base", type=CHECKPOINT, default=None,
               help="The base model both were tuned from: needed for full checkpoints, amplification and intruders.")
 @click.option("--side", type=click.Choice(["left", "right"]), default="left", show_default=True,
               help="φ on left (output) or right (input) singular vectors; Hu et al. use the right vectors of A.")
@@ -58,9 +59,13 @@ def _common_options(f):
 @click.option("--format-y", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force Y's format.")
 @click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the base's format.")
+@click.option("--revision-x", default=None, help="Hub revision (branch, tag or commit) of X, if a Hub id.")
+@click.option("--revision-y", default=None, help="Hub revision of Y, when it is a Hub id.")
+@click.option("--base-revision", default=None, help="Hub revision of --base, when it is a Hub id.")
 @_common_options
-def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format, out, top_k, epsilon,
-            tuned_svd, precision, device, include, exclude, seed, no_report, quiet):
+def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format,
+            revision_x, revision_y, base_revision, out, top_k, epsilon, tuned_svd, precision, device, include,
+            exclude, seed, no_report, quiet):
     """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
 
     \b
@@ -76,6 +81,8 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
     from ..outputs import writing
 
     out = _check_out(out or default_out("compare", x, y))
+    x, y = resolve_input(x, revision_x, quiet=quiet), resolve_input(y, revision_y, quiet=quiet)
+    base = resolve_input(base, base_revision, quiet=quiet)
     with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_compare(
             x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x),
@@ -89,16 +96,18 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
 
 
 @click.command()
-@click.argument("base", type=click.Path(exists=True, path_type=Path))
-@click.argument("tuned", type=click.Path(exists=True, path_type=Path))
+@click.argument("base", type=CHECKPOINT)
+@click.argument("tuned", type=CHECKPOINT)
 @click.option("--label", default=None, help="Name of the update in the tables [default: from its path].")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the format of the tuned checkpoint or adapter.")
 @click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the base's format.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, if a Hub id.")
+@click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options
-def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_svd, precision, device, include, exclude,
-              seed, no_report, quiet):
+def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, top_k, epsilon, tuned_svd,
+              precision, device, include, exclude, seed, no_report, quiet):
     """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
 
     \b
@@ -113,6 +122,8 @@ def intruders(base, tuned, label, fmt, base_format, out, top_k, epsilon, tuned_s
     from ..outputs import writing
 
     out = _check_out(out or default_out("intruders", base, tuned))
+    base = resolve_input(base, base_revision, quiet=quiet)
+    tuned = resolve_input(tuned, revision, quiet=quiet)
     with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_intruders(
             base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, wrote
+from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 _WRITES = ("modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv", "report.html")
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
 _COUNT = re.compile(r"^\s*(?P<num>\d[\d_]*(?:\.\d+)?(?:e\d+)?)\s*(?P<unit>[kmbg]?)\s*$", re.IGNORECASE)
@@ -52,6 +53,9 @@ def _analysis_options(f):
                      help="Force the format of the adapter / tuned input."),
         click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
                      help="Force the format of the base input."),
+        click.option("--revision", default=None,
+                     help="Hub revision (branch, tag or commit) of the adapter / tuned input, if a Hub id."),
+        click.option("--base-revision", default=None, help="Hub revision of the base input, if a Hub id."),
         click.option("--include", default=None, help="Only modules whose name matches this regex."),
         click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
@@ -64,13 +68,22 @@ def _analysis_options(f):
     return f
 
 
+def _resolve(inputs: tuple[str, ...], revision: str | None, base_revision: str | None,
+             quiet: bool) -> list[Path]:
+    """Local paths for the inputs: a Hub id becomes its cache snapshot (the last input: adapter or tuned)."""
+    revisions = [base_revision, revision] if len(inputs) == 2 else [revision] * len(inputs)
+    if len(inputs) < 2 and base_revision is not None:
+        resolve_input(None, base_revision)  # refuses a revision for a base that was not given
+    return [resolve_input(x, r, quiet=quiet) for x, r in zip(inputs, revisions)]
+
+
 def _analyze_kwargs(fmt, base_format, include, exclude, precision) -> dict:
     return {"format": None if fmt == "auto" else fmt, "base_format": None if base_format == "auto" else base_format,
             "include": include, "exclude": exclude, "precision": precision}
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=CHECKPOINT)
 @click.option("--ranks", default=None, help="Grid of k, e.g. 1,2,4,8,16 [default: 1, 2, 4, … up to the largest rank].")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: reports/sweep-<inputs>].")
 @click.option("--eval-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -88,7 +101,7 @@ def _analyze_kwargs(fmt, base_format, include, exclude, precision) -> dict:
               help="Singular vectors of dense updates: randomized top-k when k ≤ min(m,n)/10 with auto.")
 @_analysis_options
 def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_examples, device, svd,
-          fmt, base_format, include, exclude, precision, no_report, quiet):
+          fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet):
     """What a rank-k truncation of every ΔW keeps: per module, for the model, and at equal parameter budgets.
 
     \b
@@ -110,7 +123,7 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     out = check_out(out or default_out("sweep", *inputs),
                     marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
     result = run_sweep(
-        list(inputs), out, parse_ranks(ranks), eval_data=eval_data,
+        _resolve(inputs, revision, base_revision, quiet), out, parse_ranks(ranks), eval_data=eval_data,
         eval_options=EvalOptions(max_length=max_length, batch_size=batch_size, max_examples=max_examples, device=device),
         tolerance=tolerance, truncate=TruncateOptions(svd=svd, precision=precision), progress=not quiet,
         **_analyze_kwargs(fmt, base_format, include, exclude, precision),
@@ -122,7 +135,7 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, type=CHECKPOINT)
 @click.option("--energy", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Policy: each module keeps this fraction τ of its ‖ΔW‖² (rank_τ).")
 @click.option("--budget", default=None, help="Policy: the best ranks within this many adapter parameters (20M, 1.5B).")
@@ -140,7 +153,7 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: reports/select-<inputs>].")
 @_analysis_options
 def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, svd, out,
-           fmt, base_format, include, exclude, precision, no_report, quiet):
+           fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet):
     """A rank per module by one policy, what it costs and keeps; --export writes the adapter.
 
     \b
@@ -171,10 +184,11 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
     )
     out = check_out(out or default_out("select", *(inputs or [from_sweep])),
                     marker=_WRITES + ("selection.csv", "selection.json", "export.csv"))
+    paths = _resolve(inputs, revision, base_revision, quiet)
     if export is not None:
-        check_export_dir(export, inputs)
+        check_export_dir(export, paths)
     result = run_select(
-        list(inputs), out, policy, from_sweep=from_sweep, export=export,
+        paths, out, policy, from_sweep=from_sweep, export=export,
         export_options=ExportOptions(dtype=dtype, truncate=TruncateOptions(svd=svd, precision=precision)),
         progress=not quiet, **_analyze_kwargs(fmt, base_format, include, exclude, precision),
     )
@@ -294,6 +308,8 @@ def print_selection(result) -> None:
         console.print(f"Exported {len(e.exported)} module(s): r = {e.config['r']}, "
                       f"{len(e.config['rank_pattern'])} rank_pattern entr{'y' if len(e.config['rank_pattern']) == 1 else 'ies'}, "
                       f"scale 1 (lora_alpha = r per module).")
+        for note in e.notes:
+            console.print(f"  [yellow]![/] {note}")
         for _, row in skipped.head(8).iterrows():
             console.print(f"  [yellow]•[/] not exported: {row['name']}: {row['reason']}")
         if len(skipped) > 8:

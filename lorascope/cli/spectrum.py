@@ -6,18 +6,22 @@ from pathlib import Path
 
 import click
 
-from ._common import check_out, default_out, wrote
+from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffusers", "lora-ab", "cloneofsimo"]
+FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
+                  "cloneofsimo"]
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=CHECKPOINT)
 @click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/spectrum-<inputs>].")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the format of the adapter / tuned input instead of detecting it from content.")
 @click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
               help="Force the format of the base input.")
+@click.option("--revision", default=None,
+              help="Hub revision (branch, tag or commit) of the adapter / tuned input, when it is a Hub id.")
+@click.option("--base-revision", default=None, help="Hub revision of the base input, when it is a Hub id.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Randomized SVD: only the top K singular values of dense updates (‖ΔW‖_F stays exact).")
 @click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
@@ -37,14 +41,17 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "kohya", "diffus
                    "matrices are streamed in row blocks within it; a module that cannot fit is refused.")
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
-def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, backend, ray_address, include, exclude,
-             seed, memory, no_report, quiet):
+def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers,
+             backend, ray_address, include, exclude, seed, memory, no_report, quiet):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b
       lorascope spectrum ADAPTER             a LoRA adapter alone: ΔW = s·B@A
       lorascope spectrum BASE TUNED          base vs fine-tuned checkpoints: ΔW = tuned − base
       lorascope spectrum BASE ADAPTER        an adapter on its base: adds base norms, exact DoRA ΔW
+
+    Each input is a local path or a Hugging Face Hub id (org/name; hf://org/name when a local
+    path reads the same), fetched into the Hub cache with only the config and weight files needed.
 
     Writes modules.csv, singular_values.safetensors, vectors.csv and summary.json to --out,
     and report.html with figures/*.png beside them unless --no-report.
@@ -58,9 +65,14 @@ def spectrum(inputs, out, fmt, base_format, top_k, precision, device, workers, b
     from ..outputs import writing
     from ..report import REPORT_HTML, write_report
 
-    first, second = inputs[0], inputs[1] if len(inputs) == 2 else None
     out = check_out(out or default_out("spectrum", *inputs))
-    with writing(out, "spectrum", inputs=[str(p.resolve()) for p in inputs]) as tx:
+    if len(inputs) == 2:
+        first = resolve_input(inputs[0], base_revision, quiet=quiet)
+        second = resolve_input(inputs[1], revision, quiet=quiet)
+    else:
+        first, second = resolve_input(inputs[0], revision, quiet=quiet), resolve_input(None, base_revision)
+    resolved = [str(Path(p).resolve()) for p in (first, second) if p is not None]
+    with writing(out, "spectrum", inputs=resolved) as tx:
         results = analyze(
             first, second,
             format=None if fmt == "auto" else fmt,

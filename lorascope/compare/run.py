@@ -22,6 +22,7 @@ import torch
 from .. import __version__
 from ..analysis import versions
 from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
+from ..checkpoint.hub import origin as hub_origin
 from ..delta import Delta, filter_names, load_form, plan_deltas
 from ..errors import LorascopeError, raise_collected
 from ..linalg import Form, resolve_device, torch_dtype
@@ -94,6 +95,9 @@ def _open(source: Source, fmt: str | None) -> Checkpoint:
 
 def _label(source: Source, fallback: str) -> str:
     path = Path(source.path if isinstance(source, (Weights, Adapter)) else source)
+    from_hub = hub_origin(path)
+    if from_hub is not None:  # a Hub cache snapshot is named by its commit: use the repo's name
+        return from_hub["repo_id"].rsplit("/", 1)[-1]
     name = path.name if path.is_dir() else path.stem
     if name in {"adapter", "adapter_model", "model", "tuned", ""} and path.parent.name:
         name = path.parent.name

@@ -1,8 +1,8 @@
 """ΔW has one home: every update family, how it is read, and the form its spectrum is taken from.
 
 - ``family``: the ``Family`` registry entry and ``FAMILIES`` (name -> family).
-- one module per family group: ``dense`` (full fine-tunes), ``lora`` (LoRA, DoRA), ``lycoris`` (LoHa, LoKr),
-  ``scaled`` (IA3), …
+- one module per family group: ``dense`` (full fine-tunes), ``lora`` (LoRA, DoRA, MoE experts, AdaLoRA,
+  VeRA), ``lycoris`` (LoHa, LoKr, full), ``scaled`` (IA3), ``orthogonal`` (OFT, BOFT), …
 - ``plan``: pairing modules by name into lazy ``Delta`` items, with the base weight in ΔW's orientation.
 - ``read``: reading a Delta's tensors and building its form (``lorascope.linalg.forms``).
 
@@ -12,7 +12,7 @@ Analysis, compare/intruders, sweep/select/export and the trainer ask this packag
 
 from __future__ import annotations
 
-from . import dense, lora, lycoris, scaled  # noqa: F401 - each registers its families
+from . import dense, lora, lycoris, orthogonal, scaled  # noqa: F401 - each registers its families
 from .family import FAMILIES, Family, Tensors, family_of, register
 from .lora import dora_update
 from .plan import (

@@ -8,11 +8,12 @@ Nothing outside ``lorascope.delta`` builds a ΔW.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..checkpoint import AdapterModule, TensorRef
     from ..linalg import Form
     from .plan import Delta
 
@@ -56,6 +57,15 @@ class Family:
         build: (delta, tensors) -> the form of ΔW; tensors hold ``base`` (W0 in ΔW's orientation) where given.
         numpy: ``build`` works on float64 numpy arrays, so a CPU run needs no torch.
         params: the number of trainable parameters the module stores (for summary totals), or None.
+        fit_base: (module, base weight ref in ΔW's orientation) -> the module completed from its base (what
+            the adapter leaves to the base: VeRA's input width, IA3's other dimension), or a string saying why
+            the base does not fit; None where the module is complete as read.
+        shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
+            read once and reused by the modules that follow.
+        layouts: the part-name sets a single-file reader may find for one module of this family, each exactly
+            (``claim`` picks the family from them); empty for families no file layout names by parts.
+        decomposable: a ``magnitude`` beside these parts makes the module weight-decomposed (DoRA over this
+            family, as LyCORIS ``weight_decompose`` does for LoCon, LoHa and LoKr).
     """
 
     name: str
@@ -68,16 +78,45 @@ class Family:
     optional: tuple[str, ...] = ()
     numpy: bool = True
     params: Callable[[Delta], int] | None = None
+    fit_base: Callable[[AdapterModule, TensorRef], AdapterModule | str] | None = None
+    shared: tuple[str, ...] = ()
+    layouts: tuple[frozenset[str], ...] = ()
+    decomposable: bool = False
 
 
 FAMILIES: dict[str, Family] = {}
+MAGNITUDE = "magnitude"  # the part that makes a module weight-decomposed
+WEIGHT_DECOMPOSED = "dora"  # the family of such modules; params['inner'] names the decomposed family
 
 
 def register(family: Family) -> Family:
     if family.name in FAMILIES:
         raise ValueError(f"update family {family.name!r} is registered twice")
+    for other in FAMILIES.values():
+        shared = set(family.layouts) & set(other.layouts)
+        if shared:
+            raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts "
+                             f"{sorted(shared.pop())}")
     FAMILIES[family.name] = family
     return family
+
+
+def claim(parts: Collection[str]) -> tuple[str, dict[str, str]] | None:
+    """The family whose layout is exactly ``parts``, with its parameters, or None when no family claims them.
+
+    A ``magnitude`` beside the parts of a decomposable family gives ``('dora', {'inner': family})``: DoRA over
+    that family's update (Liu et al. 2024, Eq. 5; LyCORIS ``weight_decompose``). Data-driven: each family
+    lists its layouts (``Family.layouts``); nothing here names a family.
+    """
+    have = frozenset(parts)
+    for family in FAMILIES.values():
+        if have in family.layouts:
+            return family.name, {}
+    if MAGNITUDE in have:
+        inner = claim(have - {MAGNITUDE})
+        if inner is not None and not inner[1] and FAMILIES[inner[0]].decomposable:
+            return WEIGHT_DECOMPOSED, {"inner": inner[0]}
+    return None
 
 
 def family_of(name: str) -> Family:

@@ -14,8 +14,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..checkpoint import Adapter, AdapterModule, TensorRef, Weights
+from ..checkpoint.gguf import GGUFBaseNames
+from ..checkpoint.kohya_names import COMPONENT_PREFIXES, component_of, stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import Match, NameIndex
+from .experts import ExpertBases
 from .family import FAMILIES
 
 # Tensors whose first dimension grows when tokens are added to a vocabulary.
@@ -24,6 +27,8 @@ VOCAB_NAMES = re.compile(r"(embed|wte|lm_head|word_embeddings|shared|output|scor
 CONV1D_MODEL_TYPES = {"gpt2"}
 CONV1D_NAMES = re.compile(r"\.(c_attn|c_proj|c_fc|q_attn)$")
 EXPERT_STACK = re.compile(r"experts?\b", re.IGNORECASE)
+# 1-D tensors that are updates themselves, not new values: PEFT lora_B bias, LyCORIS full diff_b and norm diffs.
+UPDATE_VECTORS = (".lora_B.bias", ".diff_b", ".w_norm", ".b_norm")
 
 
 @dataclass(eq=False)
@@ -153,16 +158,18 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
         t_info = t_store.info(key)
         hit = index.match(key)
         b_key = hit.name
+        tied = b_key is None and not hit.ambiguous and (b_key := tied_partner(base, key, warnings)) is not None
         if b_key is None:
             if hit.ambiguous:
                 ambiguous.append(f"{key}: {hit.reason}")
             else:
                 warnings.append({"name": key, "reason": f"only in the tuned checkpoint ({hit.reason})"})
             continue
-        if b_key in paired:
-            ambiguous.append(f"{key} and {paired[b_key]} both match the base tensor {b_key}")
-            continue
-        paired[b_key] = key
+        if not tied:  # a tied head's base weight is the embedding's too, as declared: not a second claim
+            if b_key in paired:
+                ambiguous.append(f"{key} and {paired[b_key]} both match the base tensor {b_key}")
+                continue
+            paired[b_key] = key
         b_info = b_store.info(b_key)
         if not (t_info.is_float and b_info.is_float):
             warnings.append({"name": key, "reason": f"not floating point ({t_info.dtype}); skipped"})
@@ -209,6 +216,52 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
     return Plan(deltas, vectors, warnings, "full-diff")
 
 
+# ---- tied output heads: a tuned checkpoint that unties what its base declares tied -----------------------
+
+# Output heads that models tie to their input embeddings, and those input embeddings, by the end of their key.
+TIED_HEADS = ("lm_head.weight", "cls.predictions.decoder.weight", "vocab_projector.weight")
+INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
+                    "tok_embeddings.weight", "shared.weight")
+
+
+def declares_tied(ckpt: Weights) -> bool:
+    """Whether a checkpoint's config declares its output head tied to the input embeddings.
+
+    ``tie_word_embeddings`` as written, or where the key is left out, the default of its model type's
+    transformers config class (gpt2 and gemma tie, llama does not). No config, or no transformers to ask:
+    not declared.
+    """
+    config = ckpt.config or {}
+    if isinstance(config.get("tie_word_embeddings"), bool):
+        return config["tie_word_embeddings"]
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        return False
+    try:
+        import transformers
+
+        return bool(getattr(transformers.AutoConfig.for_model(model_type), "tie_word_embeddings", False))
+    except Exception:  # noqa: BLE001 - no transformers, or a model type it does not know
+        return False
+
+
+def tied_partner(base: Weights, key: str, warnings: list[dict[str, str]]) -> str | None:
+    """The base tensor a tuned output head is paired with when the base stores none: the base's input
+    embedding, when the base declares the two tied (the tuned checkpoint has untied them). A warning says so.
+    """
+    if not key.endswith(TIED_HEADS) or not declares_tied(base):
+        return None
+    found = [k for k in base.store.keys()
+             if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2]
+    if len(found) != 1:
+        return None
+    reason = (f"the base declares its output head tied to the input embeddings (tie_word_embeddings) and "
+              f"stores no {key}; the tuned checkpoint has its own, untied: ΔW = {key} (tuned) − {found[0]} "
+              "(base), the weight the base's head uses")
+    warnings.append({"name": weight_name(key), "reason": reason})
+    return found[0]
+
+
 def _added_rows(key: str, tuned: tuple[int, ...], base: tuple[int, ...]) -> int | None:
     """Rows added to an embedding or output head for new tokens, or None for a real mismatch."""
     if len(tuned) == len(base) and len(tuned) in (1, 2) and tuned[1:] == base[1:] and tuned[0] > base[0]:
@@ -237,7 +290,7 @@ def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | N
         warnings.append({"name": m.name, "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
                          "which was not found; skipped"})
         return None
-    return module_delta(m.name, dataclasses.replace(m, family=fallback))
+    return module_delta(m.name, dataclasses.replace(m, family=m.params.get("inner", fallback)))
 
 
 # Families whose update needs the base, and the family analyzed in their place without one (with a warning).
@@ -249,11 +302,30 @@ def _refuse_base_only(adapter: Adapter, deltas: list[Delta]) -> None:
         families = ", ".join(adapter.families)
         raise LorascopeError(
             f"{adapter.path} is a {families} adapter: its update needs the base weights it was trained on "
-            f"(ΔW = {FAMILIES[adapter.modules[0].family].formula}). Give the base first: lorascope spectrum BASE ADAPTER."
+            f"(ΔW = {FAMILIES[adapter.modules[0].family].formula}), so it cannot be analyzed alone. "
+            "Give BASE ADAPTER: lorascope spectrum BASE ADAPTER."
+        )
+
+
+def _refuse_unnamed_experts(adapter: Adapter) -> None:
+    """Nested LoRAs on several parameters of one module can be told apart only by their base parameters."""
+    unnamed = sorted({m.params["module"] for m in adapter.modules
+                      if m.family == "lora_expert" and m.params.get("parameter") is None})
+    if unnamed:
+        example = next(m for m in adapter.modules
+                       if m.family == "lora_expert" and m.params["module"] == unnamed[0])
+        raise LorascopeError(
+            f"{adapter.path} holds LoRAs on several fused parameters of one module ({len(unnamed)} such "
+            f"modules, e.g. {unnamed[0]}: {', '.join(example.params['candidates'])}). PEFT nests one wrapper "
+            "per parameter in the order the model class registers its parameters, which the adapter does not "
+            "record, so which LoRA belongs to which parameter is not known from the adapter alone. Give BASE "
+            "ADAPTER (lorascope spectrum BASE ADAPTER): its fused parameters' shapes, or its config's model "
+            "type, tell them apart."
         )
 
 
 def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Plan:
+    _refuse_unnamed_experts(adapter)
     skipped: list[dict[str, str]] = []
     deltas = [d for d in (_without_base(m, skipped) for m in adapter.modules) if d is not None]
     _refuse_base_only(adapter, deltas)
@@ -261,15 +333,15 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
     if stood_in:
         warnings.append({
             "name": "*",
-            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as s·B@A, ignoring the "
-            "magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
+            "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
         })
     warnings += skipped
     for name in adapter.dense:
         warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model"})
     vectors = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
         else:
             warnings.append({"name": name, "reason": "1-D tensor saved with the adapter; its update needs the base model"})
@@ -277,9 +349,10 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
 
 
 class BaseLookup:
-    """Finds the base weight key an adapter module refers to: by dotted name, or by kohya's '_'-flattened name."""
+    """Finds the base weight key an adapter module refers to: by dotted name, by kohya's '_'-flattened name, or
+    through GGUF's names for the adapter's architecture (``checkpoint.gguf.GGUFBaseNames``)."""
 
-    def __init__(self, base: Weights):
+    def __init__(self, base: Weights, adapter: Adapter | None = None):
         self.key_of = {weight_name(k): k for k in base.store.keys()}
         flat: dict[str, list[str]] = {}
         for n, k in self.key_of.items():
@@ -289,6 +362,41 @@ class BaseLookup:
         self.flat_key_of = {n: ks[0] for n, ks in flat.items() if len(ks) == 1}
         self.dotted = NameIndex(self.key_of)
         self.flat = NameIndex(self.flat_key_of, sep="_")
+        self.gguf = GGUFBaseNames(base, adapter) if adapter is not None and adapter.format == "gguf" else None
+
+    def pair(self, m: AdapterModule) -> tuple[Match, AdapterModule]:
+        """(the base key found or why not, the module with its parts as the base orders them) of one module."""
+        if self.gguf is not None and m.source == "gguf":
+            key, m = self.gguf.pair(m)
+            return Match(key, "" if key else "no base tensor maps to this GGUF name"), m
+        if m.source == "kohya":
+            return self._kohya(m), m
+        return self.match(m.name, m.source), m
+
+    def _kohya(self, m: AdapterModule) -> Match:
+        """A kohya module's base weight: kohya's own stem, then the resolved name, each matched exactly against
+        the base names with one of its component's declared prefixes (``kohya_names.COMPONENT_PREFIXES``)
+        removed. The base's names decide; two base weights that fit one stem pair nothing."""
+        stem = stem_of_key(next(iter(m.parts.values())).key)
+        split = component_of(stem) if stem else None
+        if split is None:
+            return self.match(m.name, "kohya")
+        component, rest = split
+        resolved = m.name.removeprefix(f"{component}.") if component else m.name
+        hits: set[str] = set()
+        for path in (rest, resolved.replace(".", "_")):
+            for prefix in COMPONENT_PREFIXES.get(component, ("",)):
+                key = self.flat_key_of.get(prefix.replace(".", "_") + path)
+                if key is not None:
+                    hits.add(key)
+            if hits:
+                break
+        if len(hits) == 1:
+            return Match(hits.pop())
+        if hits:
+            return Match(None, f"ambiguous: {', '.join(sorted(hits))} all fit the kohya name {stem}",
+                         tuple(sorted(hits)))
+        return self.match(m.name, "kohya")
 
     def match(self, name: str, source: str = "peft") -> Match:
         """The base weight key of an adapter module (``Match.name``), or None and why."""
@@ -307,8 +415,10 @@ def declares_conv1d(base: Weights, name: str) -> bool:
     return _conv1d(base) and CONV1D_NAMES.search(weight_name(name)) is not None
 
 
-def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | None, str | None]:
-    """The base weight in ΔW's (out, in) orientation as the formats declare it, or (None, the problem).
+def _base_ref(base: Weights, key: str,
+              m: AdapterModule) -> tuple[TensorRef | None, AdapterModule, str | None]:
+    """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
+    (the family's ``fit_base``), or (None, m, the problem).
 
     Transposed when the adapter declares ``fan_in_fan_out`` or the base's config declares a Conv1D layer;
     as stored (conv kernels flattened) otherwise. A shape that fits only the other orientation is refused,
@@ -316,8 +426,14 @@ def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | No
     """
     transpose = m.fan_in_fan_out or declares_conv1d(base, key)
     ref = TensorRef(base.store, key, "transpose" if transpose else "flatten")
+    fit = FAMILIES[m.family].fit_base
+    if fit is not None and len(ref.shape) == 2:
+        fitted = fit(m, ref)
+        if isinstance(fitted, str):
+            return None, m, f"{m.name}: {fitted}"
+        m = fitted
     if ref.shape == tuple(m.shape):
-        return ref, None
+        return ref, m, None
     stored = base.store.info(key).shape
     problem = f"{m.name}: ΔW is {list(m.shape)} but the base weight {key} is {list(stored)}"
     if len(stored) == 2 and tuple(reversed(stored)) == tuple(m.shape):
@@ -327,16 +443,46 @@ def _base_ref(base: Weights, key: str, m: AdapterModule) -> tuple[TensorRef | No
             problem += (" — it fits only transposed, but nothing declares the (in, out) layout of GPT-2's Conv1D: "
                         "give the base as its model folder with config.json (model_type declares it), or an adapter "
                         "whose adapter_config.json sets fan_in_fan_out")
-    return None, problem
+    return None, m, problem
+
+
+def _expert_delta(base: Weights, experts: ExpertBases, m: AdapterModule) -> Delta | str:
+    """One expert of a LoRA on a fused parameter, paired with that expert's slice of the base parameter
+    (``lorascope.delta.experts``); without a base ref where the base stores no fused parameter of its name."""
+    resolved = experts.resolve(m)
+    if isinstance(resolved, str):
+        return resolved
+    param, key, transpose = resolved
+    e = int(m.params["expert"])
+    path = weight_name(key) if key is not None else f"{m.params['module']}.{param}"
+    name = f"{path}.{e}"  # the parameter path and expert index, as a full diff names its experts
+    m = dataclasses.replace(m, name=name, params={**m.params, "parameter": param, "transposed": transpose})
+    if key is None:
+        return module_delta(name, m)
+    return module_delta(name, m, TensorRef(base.store, key, "transpose" if transpose else "as_is", index=e))
 
 
 def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[str, str]]) -> Plan:
-    lookup = BaseLookup(base)
+    lookup = BaseLookup(base, adapter)
+    experts = ExpertBases(base, lookup.find, adapter.modules)
     deltas: list[Delta] = []
     problems: list[str] = []
     matched = 0
     for m in adapter.modules:
-        hit = lookup.match(m.name, m.source)
+        if m.family == "lora_expert":
+            d = _expert_delta(base, experts, m)
+            if isinstance(d, str):
+                if d not in problems:
+                    problems.append(d)
+                continue
+            if d.base is None:
+                warnings.append({"name": d.name, "reason": "the base holds no fused parameter of this name "
+                                 "(checkpoints saved by transformers keep experts one by one); analyzed "
+                                 "without the base"})
+            matched += 1
+            deltas.append(d)
+            continue
+        hit, m = lookup.pair(m)
         key = hit.name
         if hit.ambiguous:
             problems.append(f"{m.name}: the base weight is {hit.reason}; give a base whose names are "
@@ -350,7 +496,14 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
                 deltas.append(d)
             continue
         info = base.store.info(key)
-        ref, problem = _base_ref(base, key, m)
+        if m.params.get("groups", 1) > 1 and m.family == "lora":
+            warnings.append({"name": m.name, "reason": "LoRA on a grouped convolution: PEFT adds a full "
+                             "(ungrouped) convolution beside the grouped base weight and cannot merge it; "
+                             "analyzed without the base"})
+            matched += 1
+            deltas.append(module_delta(weight_name(key), m))
+            continue
+        ref, m, problem = _base_ref(base, key, m)
         if ref is None:
             problems.append(problem)  # type: ignore[arg-type]
             continue
@@ -363,6 +516,8 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         if m.family == "dora" and m.kind == "embedding":
             warnings.append({"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"})
             m = dataclasses.replace(m, family="lora")
+        if 0 in m.shape:
+            m = dataclasses.replace(m, shape=tuple(ref.shape))
         deltas.append(module_delta(name, m, ref))
     raise_collected(
         problems,
@@ -385,7 +540,7 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         deltas.append(dense_delta(name, ref, b_ref, source="modules_to_save"))
     vectors: list[VectorDelta] = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
             continue
         key = lookup.find(name)

@@ -8,7 +8,9 @@ while this one is computed. ``load_form`` does both.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,34 @@ def _pinned(t: Any, device: Device) -> Any:
     return t.pin_memory() if device is not None and device.type == "cuda" else t
 
 
+class SharedArrays:
+    """The last few arrays read for parts several modules share (``Family.shared``), so the experts of one
+    fused parameter read its factors once, not once per expert. Read-only arrays; thread-safe; bounded."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        # key -> (the store, kept alive so its id is not reused while cached; the array)
+        self._arrays: OrderedDict[tuple, tuple[Any, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, ref: Any) -> np.ndarray:
+        key = (id(ref.store), ref.key, ref.layout, ref.rows, ref.index)
+        with self._lock:
+            if key in self._arrays:
+                self._arrays.move_to_end(key)
+                return self._arrays[key][1]
+        array = ref.load_numpy()
+        array.setflags(write=False)  # shared: a builder that writes must copy (Tensors.copy does)
+        with self._lock:
+            self._arrays[key] = (ref.store, array)
+            while len(self._arrays) > self.size:
+                self._arrays.popitem(last=False)
+        return array
+
+
+SHARED = SharedArrays()
+
+
 def fetch(d: Delta, device: str = "cpu") -> Fetched:
     """Read one module's tensors (the I/O phase).
 
@@ -53,7 +83,8 @@ def fetch(d: Delta, device: str = "cpu") -> Fetched:
     where = pick_device(d, device)
     start = time.perf_counter()
     if where is None:
-        arrays = {part: ref.load_numpy() for part, ref in d.parts.items()}
+        shared = FAMILIES[d.family].shared
+        arrays = {part: SHARED.load(ref) if part in shared else ref.load_numpy() for part, ref in d.parts.items()}
         if d.base is not None:
             arrays["base"] = d.base.load_numpy(np.float32)
     else:

@@ -379,11 +379,12 @@ def _write_selection(output: SelectOutput, out: Path) -> None:
         t = output.export.table
         info["export"] = {
             "path": str(output.export.path),
-            "modules": int(t["exported"].sum()),
+            "modules": len(output.export.exported),
             "not_exported": [{"name": n, "reason": r} for n, r in zip(t.loc[~t["exported"], "name"],
                                                                        t.loc[~t["exported"], "reason"])],
             "max_excess_rel_error": _excess(t),
             "config": _config_brief(output.export.config),
+            "notes": list(output.export.notes),
         }
     write_json(out / SELECTION_JSON, _clean(info))
 

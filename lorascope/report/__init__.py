@@ -142,7 +142,8 @@ def figures_dir(html: Path) -> Path:
 def run_title(results: Results) -> str:
     """What was analyzed, in a few words: the input names (base → tuned), else the folder name."""
     inputs = (results.summary or {}).get("inputs") or []
-    names = [Path(str(i.get("path", ""))).name for i in inputs if i.get("path")]
+    names = [(i.get("hub") or {}).get("repo_id") or Path(str(i.get("path", ""))).name
+             for i in inputs if i.get("path")]
     if names:
         return " → ".join(names)
     return results.path.name if results.path is not None else "lorascope results"

@@ -94,7 +94,7 @@ def headline_section(ctx: ComparisonContext) -> list[Block]:
                 continue
             rows.append({
                 "module type": t, "run": label, "modules": len(g), "r": data.ranks_text(g["lora_rank"]),
-                **{f"{c} median": float(pd.to_numeric(g[c], errors="coerce").median())
+                **{f"{c} median": data.median(g[c])
                    for c in ("entropy_rank", "rank_90", "rank_99", ctx.size)},
             })
     table = pd.DataFrame(rows)

@@ -26,6 +26,17 @@ SIZE_UNITS = {
 }
 
 
+def numeric(values: pd.Series) -> pd.Series:
+    """A column as float64 with NaN for missing values: nullable Int64 columns (a rank beyond a randomized
+    top-k is <NA>) and text become plain floats, so reductions give NaN instead of pd.NA."""
+    return pd.to_numeric(values, errors="coerce").astype("float64")
+
+
+def median(values: pd.Series) -> float:
+    """The median of the known values of a column, NaN when none is known (every rank beyond a top-k)."""
+    return float(numeric(values).median())
+
+
 def size_column(modules: pd.DataFrame) -> str:
     """The magnitude column to show: relative_update where a base was given, else fro_norm."""
     if "relative_update" in modules and modules["relative_update"].notna().any():
@@ -116,10 +127,10 @@ def type_summary(modules: pd.DataFrame, types: list[str]) -> pd.DataFrame:
         g = df[df["type"] == t]
         row = {"module type": t, "modules": len(g), "r": ranks_text(g["lora_rank"])}
         for col in ("entropy_rank", "rank_90"):
-            v = pd.to_numeric(g[col], errors="coerce").dropna()
-            row[f"{col} median"] = float(v.median()) if len(v) else np.nan
+            v = numeric(g[col]).dropna()
+            row[f"{col} median"] = median(v)
             row[f"{col} range"] = _range_text(v)
-        row[f"{size} median"] = float(pd.to_numeric(g[size], errors="coerce").median())
+        row[f"{size} median"] = median(g[size])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -132,12 +143,11 @@ def rank_use(modules: pd.DataFrame, types: list[str]) -> pd.DataFrame:
         g = df[df["type"] == t]
         if g.empty:
             continue
-        r = pd.to_numeric(g["lora_rank"]).astype("float64")
-        med = {c: float(pd.to_numeric(g[c], errors="coerce").median()) for c in
-               ("rank_90", "rank_99", "numerical_rank", "gd_rank", "entropy_rank")}
+        r = numeric(g["lora_rank"])
+        med = {c: median(g[c]) for c in ("rank_90", "rank_99", "numerical_rank", "gd_rank", "entropy_rank")}
         rows.append({
             "module type": t, "modules": len(g), "nominal r": ranks_text(g["lora_rank"]), **med,
-            "rank_99 / r": float((pd.to_numeric(g["rank_99"], errors="coerce") / r).median()),
+            "rank_99 / r": median(numeric(g["rank_99"]) / r),
         })
     return pd.DataFrame(rows)
 

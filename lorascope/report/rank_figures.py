@@ -229,6 +229,7 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
         if excess is not None and math.isfinite(excess):
             text += f" The largest excess of a module's relative error over the optimal sqrt(1 − energy) is {excess:.2e}."
         blocks.append(NoteBlock(text))
+        blocks += [NoteBlock(note, level="warn") for note in export.get("notes") or []]
         skipped = export.get("not_exported") or []
         if skipped:
             blocks.append(TableBlock(pd.DataFrame(skipped), caption=f"Not exported ({len(skipped)})",

@@ -321,3 +321,4 @@ def modules_section(ctx: RunContext) -> list[Block]:
 # spectrum report imports neither of them; the comparison module pulls in torch).
 SECTIONS.plugin("lorascope.report.rank_figures", ("sweep_frontier.csv", "functional.csv", "selection.csv"))
 SECTIONS.plugin("lorascope.report.compare_figures", ("compare_summary.json",))
+SECTIONS.plugin("lorascope.report.training_figures", ("training_spectra.csv",))

@@ -36,7 +36,7 @@ def meta_model(cfg: dict, head: str):
 def peft_reference(cfg: dict, head: str, targets, r: int, **extra) -> tuple[int, int]:
     """(trainable, all params) as PEFT counts them for LoraConfig(r, targets, **extra) on the meta model."""
     model = meta_model(cfg, head)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.device("meta"):  # LoRA factors on the meta device too: shapes only
         warnings.simplefilter("ignore")
         peft_model = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules=targets, **extra))
     return peft_model.get_nb_trainable_parameters()
@@ -144,8 +144,8 @@ def test_rules_equal_transformers_module_by_module(configs, hf_cache, name):
     rules = rule_shapes(cfg)
     assert rules.total == hf.total
     assert (rules.head, rules.output_head, rules.hidden) == (hf.head, hf.output_head, hf.hidden)
-    ours = {m.name: (m.kind, m.shape, m.params, m.bias, m.tied_to) for m in rules.modules}
-    theirs = {m.name: (m.kind, m.shape, m.params, m.bias, m.tied_to) for m in hf.modules}
+    ours = {m.name: (m.kind, m.shape, m.params, m.bias, m.tied_to, m.shared) for m in rules.modules}
+    theirs = {m.name: (m.kind, m.shape, m.params, m.bias, m.tied_to, m.shared) for m in hf.modules}
     if cfg["model_type"] == "mixtral":  # transformers 5 fuses the experts; everything else is the same
         ours = {k: v for k, v in ours.items() if "block_sparse_moe" not in k}
         theirs = {k: v for k, v in theirs.items() if ".mlp." not in k}

@@ -92,7 +92,7 @@ def test_broken_configs_and_missing_weights(tmp_path):
     with pytest.raises(LorascopeError, match="not valid JSON"):
         open_checkpoint(d)
     (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 0}))
-    with pytest.raises(LorascopeError, match="'r' must be a positive number"):
+    with pytest.raises(LorascopeError, match="'r' must be a positive integer"):
         open_checkpoint(d)
     (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 4}))
     with pytest.raises(LorascopeError, match="no adapter weights"):
@@ -111,3 +111,93 @@ def test_modules_to_save_listed_as_skipped_without_base(tmp_path):
     reasons = {w["name"]: w["reason"] for w in res.summary["warnings"]}
     assert "modules_to_save" in reasons["classifier"] and "classifier.bias" in reasons
     assert "classifier" not in set(res.modules["name"])
+
+
+# ---- every peft_type: config checks and what no family claims (hand-built folders) ---------------------
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"r": 4, "lora_alpha": float("nan")}, r"not valid JSON \(NaN is not a JSON number\)"),  # strict JSON
+    ({"r": 4, "lora_alpha": 0.0}, "'lora_alpha' must be a positive number, found 0.0"),
+    ({"r": 4, "lora_alpha": -2}, "'lora_alpha' must be a positive number"),
+    ({"r": 4, "rank_pattern": {"q_proj": 0}}, "'rank_pattern' entry 'q_proj' must be a positive integer"),
+    ({"r": 4, "alpha_pattern": {"q_proj": float("inf")}}, r"not valid JSON \(Infinity is not a JSON number\)"),
+    ({"r": 4, "alpha_pattern": {"q_proj": -1.5}}, "'alpha_pattern' entry 'q_proj'"),
+    ({"r": 4, "use_qalora": True}, "use_qalora"),
+    ({"r": 4, "kasa_config": {"x": 1}}, "kasa_config"),
+    ({"r": 4, "layer_replication": [[0, 1]]}, "layer_replication"),
+])
+def test_lora_configs_that_are_not_usable_name_the_key(tmp_path, config, match):
+    with pytest.raises(LorascopeError, match=match):
+        open_checkpoint(peft_folder(tmp_path / "ad", layers(n=1), config))
+
+
+@pytest.mark.parametrize("peft_type, config, match", [
+    ("LOHA", {"r": 2, "alpha": 0}, "'alpha' must be a positive number"),
+    ("LOKR", {"r": -1, "alpha": 4}, "'r' must be a positive integer"),
+    ("ADALORA", {"init_r": 4, "lora_alpha": 0}, "'lora_alpha'"),
+    ("OFT", {"r": 0}, "no 'oft_block_size'"),
+])
+def test_other_types_check_their_config(tmp_path, peft_type, config, match):
+    with pytest.raises(LorascopeError, match=match):
+        tensors = {"m.x.ia3_l": torch.ones(3, 1)}
+        open_checkpoint(peft_folder(tmp_path / "ad", tensors, {"peft_type": peft_type, **config}))
+
+
+def test_a_tensor_of_another_type_is_a_warning_and_an_adapter_of_none_is_refused(tmp_path):
+    tensors = {**layers(n=1), "model.layers.0.mlp.down_proj.hada_w1_a": torch.randn(4, 2)}
+    adapter = open_checkpoint(peft_folder(tmp_path / "mixed", tensors, {"r": 4}))
+    (w,) = [w for w in adapter.warnings if "hada_w1_a" in w["name"]]
+    assert "a part of PEFT type LOHA in this LORA adapter" in w["reason"]
+    only = {"model.layers.0.mlp.down_proj.hada_w1_a": torch.randn(4, 2)}
+    with pytest.raises(LorascopeError, match="holds no LoRA modules.*parts of PEFT type LOHA"):
+        open_checkpoint(peft_folder(tmp_path / "none", only, {"r": 4}))
+
+
+def test_ia3_axis_comes_from_feedforward_modules_and_must_fit_the_stored_shape(tmp_path):
+    tensors = {"model.layers.0.mlp.down_proj.ia3_l": torch.ones(1, 8),
+               "model.layers.0.self_attn.q_proj.ia3_l": torch.ones(6, 1)}
+    cfg = {"peft_type": "IA3", "target_modules": ["q_proj", "down_proj"],
+           "feedforward_modules": ["down_proj"]}
+    adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
+    axes = {m.name: m.params["axis"] for m in adapter.modules}
+    assert axes == {"model.layers.0.mlp.down_proj": "in", "model.layers.0.self_attn.q_proj": "out"}
+    with pytest.raises(LorascopeError, match="feedforward_modules"):
+        open_checkpoint(peft_folder(tmp_path / "bad", tensors, {**cfg, "feedforward_modules": []}))
+    with pytest.raises(LorascopeError, match="Give BASE ADAPTER"):
+        lorascope.analyze(tmp_path / "ok")
+
+
+def test_vera_without_its_projections_is_refused_naming_the_prng_key(tmp_path):
+    tensors = {"model.q_proj.vera_lambda_b": torch.ones(6), "model.q_proj.vera_lambda_d": torch.ones(2)}
+    cfg = {"peft_type": "VERA", "r": 2, "save_projection": False, "projection_prng_key": 7}
+    with pytest.raises(LorascopeError, match="projection_prng_key=7"):
+        open_checkpoint(peft_folder(tmp_path / "v", tensors, cfg))
+
+
+def test_adalora_ranks_must_match_the_allocation_and_a_stored_ranknum_applies(tmp_path):
+    a, b, e = torch.randn(2, 5), torch.randn(6, 2), torch.randn(2, 1)
+    tensors = {"model.q.lora_A": a, "model.q.lora_B": b, "model.q.lora_E": e,
+               "model.q.ranknum": torch.tensor([3.0])}
+    cfg = {"peft_type": "ADALORA", "init_r": 4, "lora_alpha": 6}
+    adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
+    (m,) = adapter.modules
+    assert m.scale == pytest.approx(6 / (3 + 1e-5)) and m.rank == 2
+    res = lorascope.analyze(tmp_path / "ok")
+    want = ref_sigma(m.scale * (b.double() @ (a.double() * e.double())).numpy())
+    assert_sigma_close(res.spectrum("model.q"), want, rtol=1e-9, atol_rel=1e-12)
+    masks = {"model.q.lora_E": [True, False, False, True, True, False]}
+    with pytest.raises(LorascopeError, match="rank_pattern keeps 3 ranks but the tensors have 2"):
+        open_checkpoint(peft_folder(tmp_path / "bad", tensors, {**cfg, "rank_pattern": masks}))
+
+
+def test_target_parameters_factors_must_chain_per_expert(tmp_path):
+    tensors = {"model.experts.lora_A.weight": torch.randn(5, 4),
+               "model.experts.lora_B.weight": torch.randn(6, 5)}
+    cfg = {"r": 2, "target_modules": [], "target_parameters": ["experts.w"]}
+    with pytest.raises(LorascopeError, match=r"not \(E·r, in\) and \(out, r·E\) for r=2"):
+        open_checkpoint(peft_folder(tmp_path / "ad", tensors, cfg))
+    ok = {"model.experts.lora_A.weight": torch.randn(6, 4), "model.experts.lora_B.weight": torch.randn(5, 6)}
+    adapter = open_checkpoint(peft_folder(tmp_path / "ok", ok, cfg))
+    assert [m.name for m in adapter.modules] == [f"model.experts.w.{e}" for e in range(3)]
+    assert {m.family for m in adapter.modules} == {"lora_expert"} and adapter.modules[0].shape == (5, 4)

@@ -23,8 +23,7 @@ PEFT = ["Tashu014+lora-imdb-distilbert", "TheSotti+Lightweight-Fine-Tuning-to-FM
         "dayanidhi04+emotion-classification-distilbert-lora", "sidkris+Parameter-Efficient-Fine-Tuning-with-LoRA"]
 FILES = ["catundchat_pytorch_lora_weights.safetensors", "cloneofsimo_analog_svd_rank4.safetensors",
          "leighwoods_lora.safetensors", "timohavdk_new.safetensors", "timohavdk_pytorch_lora_weights.safetensors"]
-NEGATIVE = ["huggingface+peft_mt0-large_IA3", "lycoris_smart_falcon_4_lokr.safetensors",
-            "JamesQFreeman_LoRA-ViT_lora.safetensors"]
+NEGATIVE = ["huggingface+peft_mt0-large_IA3", "JamesQFreeman_LoRA-ViT_lora.safetensors"]
 
 
 def raw_tensors(path):
@@ -96,6 +95,7 @@ def test_gpt2_c_proj_target_matches_two_module_types(real_fixtures):
 @pytest.mark.parametrize("name", NEGATIVE)
 def test_negative_inputs_fail_cleanly(real_fixtures, name, tmp_path):
     path = real_fixtures / "negative" / name
+    assert path.exists(), path  # a missing file would fail for the wrong reason
     result = CliRunner().invoke(main, ["spectrum", str(path), "--out", str(tmp_path / "o"), "-q"])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and str(path.name) in result.output
@@ -113,3 +113,42 @@ def test_unrelated_pickled_state_dicts_fail_listing_every_mismatch(real_fixtures
     for key in ("layer1.0.weight", "layer2.0.weight", "fc1.weight", "fc2.weight"):
         assert key in proc.stderr
     assert (base.stat().st_mtime_ns, tuned.stat().st_mtime_ns) == before  # inputs never written
+
+
+IA3_REAL = "huggingface+peft_mt0-large_IA3"
+
+
+def test_real_ia3_adapter_is_read_and_refused_alone_because_it_needs_the_base(real_fixtures, tmp_path):
+    """PEFT's mt0-large IA3 example: 192 modules (k, v, wi_1), no feedforward modules: l scales output rows.
+    Alone there is no ΔW = (l − 1) ⊙ W0 to take: refused for that reason, not as an unknown type."""
+    folder = real_fixtures / "negative" / IA3_REAL
+    adapter = open_checkpoint(folder)
+    assert len(adapter.modules) == 192 and adapter.families == ["ia3"]
+    assert {m.params["axis"] for m in adapter.modules} == {"out"}
+    result = CliRunner().invoke(main, ["spectrum", str(folder), "--out", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    for words in ("ia3 adapter", "needs the base", "BASE ADAPTER"):
+        assert words in result.output
+
+
+def test_real_ia3_adapter_on_a_stand_in_base_of_mt0_large_shapes(real_fixtures, tmp_path):
+    """A stand-in base, not mt0-large: random weights of mt0-large's shapes (d_model 1024, 16 heads × d_kv 64)
+    for decoder block 0's cross-attention k only (a module with no encoder twin of the same suffix). It is
+    analyzed exactly; the other 191 are skipped with the reason (IA3 needs its base weight)."""
+    from safetensors.torch import save_file
+
+    folder = real_fixtures / "negative" / IA3_REAL
+    names = ["decoder.block.0.layer.1.EncDecAttention.k"]
+    gen = torch.Generator().manual_seed(0)
+    base = {f"{n}.weight": torch.randn(1024, 1024, generator=gen) * 0.02 for n in names}
+    save_file(base, str(tmp_path / "stand_in.safetensors"))
+    res = lorascope.analyze(tmp_path / "stand_in.safetensors", folder)
+    assert sorted(res.modules["name"]) == names and set(res.modules["family"]) == {"ia3"}
+    skipped = [w for w in res.summary["warnings"] if "needs the base weight" in w["reason"]]
+    assert len(skipped) == 191
+    raw = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    for n in names:
+        l_vec = raw[f"base_model.model.{n}.ia3_l"].double().numpy()  # (1024, 1): a multiplier per output row
+        dw = (l_vec - 1) * base[f"{n}.weight"].double().numpy()
+        assert_sigma_close(res.spectrum(n), ref_sigma(dw), rtol=0, atol_rel=1e-5)
+        assert res.modules.set_index("name").loc[n, "fro_norm"] == pytest.approx(np.linalg.norm(dw), rel=1e-5)
