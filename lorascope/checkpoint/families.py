@@ -227,6 +227,9 @@ def module_scale(
     return Scale(None, 1.0, reason)
 
 
+VECTOR_PARTS = frozenset({"magnitude", "scale"})  # parts that may be stored 1-D (a DoRA magnitude, an IA3 vector)
+
+
 @dataclass
 class Built:
     module: AdapterModule
@@ -251,6 +254,9 @@ def build_module(
     parts = dict(parts)
     alpha = parts.pop("alpha", None)
     inner = params.get("inner", family)
+    for part, ref in parts.items():
+        if part not in VECTOR_PARTS and len(ref.stored_shape) < 2:
+            raise Unfit(f"{ref.key} {list(ref.stored_shape)} should be a matrix (2 dims, or 4 for a conv layer)")
     if inner == "ia3":
         g = _ia3(parts, params["axis"])
     else:
