@@ -105,7 +105,7 @@ def test_the_same_files_rekeyed_under_other_tools_prefixes(tmp_path, config, sty
         source if family in ("lora", "dora") else "diffusers"
     )  # lora_A/B only where LoRA factors are
     assert {m.source for m in ckpt.modules} == {expected_source}
-    res = lorascope.analyze(base, rekeyed)  # dotted names find the base's through their common suffix
+    res = lorascope.analyze(base, rekeyed)  # under their component's declared prefixes
     check_spectra(res, refs)
     assert set(res.modules["family"]) == {family}
 
@@ -195,7 +195,7 @@ def rnd(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("alpha", [0.0, -2.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("alpha", [-2.0, float("nan"), float("inf")])
 def test_alpha_must_be_finite_and_positive(tmp_path, alpha):
     p = save_st(
         tmp_path / "a.safetensors",
@@ -209,6 +209,22 @@ def test_alpha_must_be_finite_and_positive(tmp_path, alpha):
     )
     with pytest.raises(lorascope.LorascopeError, match=r"lora_unet_x\.alpha.*finite and positive"):
         open_checkpoint(p)
+
+
+def test_a_stored_alpha_of_zero_means_alpha_equals_r(tmp_path):
+    """sd-scripts' LoRAModule and LyCORIS's modules read alpha 0 (or None) as alpha = r: scale 1."""
+    p = save_st(
+        tmp_path / "a.safetensors",
+        {
+            "lora_unet_x.hada_w1_a": rnd(6, 2),
+            "lora_unet_x.hada_w1_b": rnd(2, 5),
+            "lora_unet_x.hada_w2_a": rnd(6, 2),
+            "lora_unet_x.hada_w2_b": rnd(2, 5),
+            "lora_unet_x.alpha": torch.tensor(0.0),
+        },
+    )
+    (m,) = open_checkpoint(p).modules
+    assert (m.alpha, m.scale) == (2.0, 1.0)
 
 
 def test_a_tensor_no_family_claims_is_a_warning_and_a_file_of_them_is_refused(tmp_path):
