@@ -1,18 +1,19 @@
 """lorascope: what a fine-tune changed, and how much rank it needed.
 
-The public API is imported lazily so that ``lorascope --help`` and small commands start fast.
+The public API is imported lazily so that ``lorascope --help`` and small commands start fast: this module
+imports none of the package's modules, so any of them may read ``__version__`` from it without a cycle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "analyze": ("lorascope.analysis", "analyze"),
-    "Results": ("lorascope.results", "Results"),
-    "load_results": ("lorascope.results", "load_results"),
+    "Results": ("lorascope.notebook", "Results"),
+    "load_results": ("lorascope.notebook", "load_results"),
     "open_checkpoint": ("lorascope.checkpoint", "open_checkpoint"),
     "LorascopeError": ("lorascope.errors", "LorascopeError"),
     "render_report": ("lorascope.report", "render_report"),
@@ -23,13 +24,6 @@ __all__ = [  # the names of _LAZY
     "__version__", "LorascopeError", "Results", "analyze", "load_results", "open_checkpoint", "render_comparison",
     "render_report",
 ]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .analysis import analyze
-    from .checkpoint import open_checkpoint
-    from .errors import LorascopeError
-    from .report import render_comparison, render_report
-    from .results import Results, load_results
 
 
 def __getattr__(name: str) -> Any:

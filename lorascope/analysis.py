@@ -1,7 +1,7 @@
 """Drive the stream of updates: open inputs, plan the deltas, compute each spectrum, build the tables.
 
-``analyze`` is the public entry point; ``compute_delta`` is the unit of work (one module → one row and
-its singular values) that local threads, the GPU path and remote workers all run. Tensors are read
+``analyze`` is the public entry point; ``lorascope.compute.compute_delta`` is the unit of work (one module →
+one row and its singular values) that local threads, the GPU path and remote workers all run. Tensors are read
 one module at a time, so peak memory does not grow with checkpoint size; a full-diff ΔW on the CPU is
 read in row blocks (``lorascope.stream``), so it does not grow with the matrix either. Every module runs
 under the memory budget (``--memory``); one that cannot fit is refused with the number it needs.
@@ -17,176 +17,31 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from . import __version__
 from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
-from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, build, filter_names, plan_deltas, vector_update
-from .delta import fetch as read_delta
+from .compute import Computed, Options, Streamed, compute_delta, compute_fetched, fetch, streams
+from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, filter_names, plan_deltas, unique_names
+from .delta import vector_update
 from .errors import LorascopeError
-from .limits import check_read
-from .linalg import PRECISIONS, Blocks, resolve_device, sum_squares, svd
-from .metrics import module_metrics
+from .linalg import resolve_device, sum_squares
 from .names import split_name
+from .notebook import Results
 from .progress import progress_bar
-from .results import Results, modules_frame, vectors_frame
-from .stream import READ_ITEMSIZE, default_budget, delta_blocks, parse_memory, stream_plan, streamable
+from .results import modules_frame, vectors_frame, versions
+from .stream import default_budget, parse_memory
 
-@dataclass(frozen=True)
-class Options:
-    """How to compute. Defaults: float64 spectra on the best device, one module at a time, 60 % of the free memory."""
-
-    precision: str = "float64"  # dense ΔW dtype; the factored and streamed (Gram) routes are always float64
-    # 'auto': dense SVDs on a GPU when torch sees one; factored SVDs of LoRA factors (tiny r×r cores)
-    # stay on the CPU in numpy unless a CUDA device is named explicitly.
-    top_k: int | None = None  # randomized top-k for dense updates; None = all singular values
-    device: str = "auto"
-    workers: int = 1
-    include: str | None = None
-    exclude: str | None = None
-    seed: int = 0  # randomized SVD test matrices
-    memory: int | str | None = None  # budget in bytes or a size ('768M'); None: 60 % of the available memory
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {self.top_k}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.memory is not None:
-            parse_memory(self.memory)
-
-    def budget(self) -> int:
-        """Bytes one module may use: the budget (given, or 60 % of the available memory) over the workers."""
-        total = parse_memory(self.memory) if self.memory is not None else default_budget()[0]
-        return total // self.workers
-
-
-@dataclass
-class Computed:
-    row: dict[str, Any]
-    sigma: np.ndarray
-    seconds: float = 0.0  # wall time of this module, read included (kept out of the tables: not a result)
-
-
-@dataclass
-class Streamed:
-    """A dense full-diff module read in row blocks while it is computed: nothing is fetched ahead."""
-
-    delta: Delta
-    read_seconds: float = 0.0
-
-
-def gpu_possible() -> bool:
-    """Whether a GPU could be there, without importing torch: a CUDA or ROCm device node exists."""
-    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
-
-
-def on_cpu(device: str) -> bool:
-    """Whether dense work runs on the CPU: 'cpu', or 'auto' where torch sees no GPU."""
-    if device == "cpu":
-        return True
-    if device != "auto":
-        return False
-    return not gpu_possible() or resolve_device("auto").type == "cpu"
-
-
-def streams(d: Delta, opts: Options) -> bool:
-    """A full-diff ΔW on the CPU, singular values only, float64: read in row blocks, never whole."""
-    return (d.family == "dense" and d.base is not None and opts.precision == "float64" and opts.top_k is None
-            and streamable(d.tuned, d.base) and on_cpu(opts.device))
-
-
-def in_memory_bytes(d: Delta, opts: Options) -> int:
-    """About the peak bytes of computing ``d`` with its tensors whole: the tensors as read, plus, for a dense
-    form, the working-precision ΔW and the SVD's copy of it."""
-    refs = list(d.parts.values()) + ([d.base] if d.base is not None else [])
-    read = 0
-    for ref in refs:
-        info = ref.store.info(ref.key)
-        read += info.numel * READ_ITEMSIZE.get(info.dtype, 8)
-    if FAMILIES[d.family].form != "Dense":
-        return 2 * read
-    m, n = d.shape
-    width = 8 if opts.precision == "float64" else 4
-    return read + 2 * m * n * width
-
-
-def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
-    """Read one module's tensors into CPU memory (the I/O phase); a streamed module is read while computed.
-
-    Raises:
-        LorascopeError: the module cannot be computed within the memory budget.
-    """
-    if streams(d, opts):
-        return Streamed(d)
-    for ref in [*d.parts.values(), *([d.base] if d.base is not None else [])]:  # each tensor is read whole
-        info = ref.store.info(ref.key)
-        check_read(info.nbytes, f"{ref.store.path}: tensor {ref.key} {list(info.shape)} {info.dtype}")
-    need, budget = in_memory_bytes(d, opts), opts.budget()
-    if need > budget:
-        m, n = d.shape
-        hint = ("or analyze it with the default --precision float64 and no --top-k, which streams a full-diff "
-                "matrix in row blocks on the CPU" if d.family == "dense" else "or leave it out with --exclude")
-        raise LorascopeError(
-            f"module {d.name} ({m}×{n}, {d.family}) needs about {need / 2**20:,.0f} MiB to compute in memory, but the "
-            f"memory budget is {budget / 2**20:,.0f} MiB{' per worker' if opts.workers > 1 else ''}. Give more with "
-            f"--memory (e.g. --memory {-(-need * opts.workers // 2**20)}M), {hint}."
-        )
-    return read_delta(d, opts.device)
-
-
-def _spectrum(f: Fetched | Streamed, opts: Options) -> tuple[Any, float | None]:
-    """(the SVD of one module, ‖W_base‖_F where a base is given)."""
-    if isinstance(f, Streamed):
-        d = f.delta
-        plan = stream_plan(d.tuned, d.base, opts.budget())
-        base_sq = [0.0]
-        result = svd(Blocks(d.shape, delta_blocks(d.tuned, d.base, plan, base_sq)))
-        return result, math.sqrt(base_sq[0])
-    form, base_norm = build(f, opts.precision)
-    result = svd(form, k=opts.top_k, seed=opts.seed)
-    return result, base_norm
-
-
-def compute_fetched(f: Fetched | Streamed, opts: Options) -> Computed:
-    """SVD and metrics of one fetched module: its modules.csv row and σ."""
-    d = f.delta
-    start = time.perf_counter()
-    result, base_norm = _spectrum(f, opts)
-    sigma = np.asarray(result.s, dtype=np.float64)
-    layer, module = split_name(d.name)
-    m, n = d.shape
-    row: dict[str, Any] = {
-        "name": d.name,
-        "layer": layer,
-        "module": module,
-        "rows": m,
-        "cols": n,
-        "source": d.source,
-        "family": d.family,
-        "method": result.method,
-        "lora_rank": d.rank,
-        "scale": d.scale,
-    }
-    row.update(module_metrics(sigma, (m, n), result.fro_norm, result.complete, base_norm, result.floor))
-    if d.added_rows:
-        row["added_rows"] = d.added_rows
-    return Computed(row, sigma, time.perf_counter() - start + f.read_seconds)
-
-
-def compute_delta(d: Delta, opts: Options) -> Computed:
-    """One module: read its tensors, take the SVD, and return its modules.csv row and σ."""
-    return compute_fetched(fetch(d, opts), opts)
+# the unit of work lives in lorascope.compute; these names are importable from here as they always were
+__all__ = [
+    "BACKENDS", "Computed", "Fetched", "Options", "Streamed", "analyze", "build_results", "compute_delta",
+    "compute_fetched", "fetch", "open_inputs", "run_local", "versions",
+]
 
 
 def vector_row(v: VectorDelta) -> dict[str, Any]:
@@ -198,18 +53,6 @@ def vector_row(v: VectorDelta) -> dict[str, Any]:
         "name": v.name, "layer": layer, "module": module, "size": int(delta.size), "fro_norm": fro,
         "base_fro_norm": base_fro, "relative_update": fro / base_fro if base_fro else None,
     }
-
-
-def _unique_names(plan: Plan) -> None:
-    seen: dict[str, int] = {}
-    for d in plan.deltas:
-        if d.name in seen:
-            seen[d.name] += 1
-            new = f"{d.name}#{seen[d.name]}"
-            plan.warnings.append({"name": d.name, "reason": f"two modules map to this name; the second is named {new}"})
-            d.name = new
-        else:
-            seen[d.name] = 1
 
 
 def run_local(plan: Plan, opts: Options, progress: bool = True) -> list[Computed]:
@@ -297,18 +140,6 @@ BACKENDS: dict[str, Callable[..., list[Computed]]] = {
     "local": lambda plan, opts, progress=True, address=None: run_local(plan, opts, progress),
     "ray": _run_ray,
 }
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "lorascope": __version__}
-    for pkg in ("torch", "numpy", "scipy", "pandas", "safetensors"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def build_results(
@@ -506,7 +337,7 @@ def analyze(
     start = time.perf_counter()
     base, tuned_ckpt = open_inputs(base_or_adapter, tuned, format, base_format)
     plan = filter_names(plan_deltas(base, tuned_ckpt), opts.include, opts.exclude)
-    _unique_names(plan)
+    unique_names(plan)
     budget, how = (parse_memory(opts.memory), "given") if opts.memory is not None else default_budget()
     run_opts = dataclasses.replace(opts, memory=budget) if backend == "local" else opts  # Ray: each node's own
     computed = BACKENDS[backend](plan, run_opts, progress, ray_address)

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from typing import Callable
 
-from .analysis import Computed, Options, compute_delta
+from .compute import Computed, Options, compute_delta
 from .delta import FAMILIES, Delta, Plan
 from .errors import LorascopeError
 from .progress import progress_bar

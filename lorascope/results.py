@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from .errors import LorascopeError
 
 MODULES_CSV = "modules.csv"
@@ -80,7 +82,10 @@ def _missing(v: Any) -> bool:
 
 @dataclass
 class Results:
-    """One analysis: the modules table, each module's singular values, 1-D updates and the run summary."""
+    """One analysis: the modules table, each module's singular values, 1-D updates and the run summary.
+
+    The data every step passes along; ``lorascope.Results`` (``lorascope.notebook``) is this with its views
+    (what a notebook shows, the report's figures, the training record)."""
 
     modules: pd.DataFrame
     spectra: pd.Series  # module name -> σ, descending (a dict given here becomes this Series)
@@ -93,29 +98,6 @@ class Results:
         ``spectra[name]``, ``.items()`` and ``name in spectra`` read as from a dict; notebooks get pandas)."""
         if not isinstance(self.spectra, pd.Series):
             self.spectra = spectra_series(self.spectra)
-
-    def _repr_html_(self) -> str:
-        """What a notebook shows for these results: the headline cards and the main figures, inline."""
-        from .report.notebook import results_html
-
-        return results_html(self)
-
-    def figure(self, name: str):
-        """One of the report's figures as a matplotlib ``Figure`` (``lorascope.figures.names`` lists them).
-
-        Raises:
-            KeyError: these results have no figure of that name.
-        """
-        from .figures import figure
-
-        return figure(self, name)
-
-    def training(self) -> pd.DataFrame | None:
-        """The spectra recorded during training (``training_spectra.csv``: a row per step and module), or None
-        where the results folder holds none (``lorascope.callbacks``)."""
-        from .callbacks import read_training
-
-        return read_training(self.path) if self.path is not None else None
 
     def spectrum(self, name: str) -> np.ndarray:
         """Singular values of one module, descending (float64)."""
@@ -192,6 +174,20 @@ def is_results_folder(path: str | Path) -> bool:
     """Whether ``path`` holds every file ``Results.save`` writes (a lone summary.json is not enough)."""
     p = Path(path)
     return p.is_dir() and all((p / f).is_file() for f in RESULTS_FILES)
+
+
+def versions() -> dict[str, str]:
+    """The versions a result was computed with (summary.json's ``versions``): Python, lorascope, and the
+    numerical libraries that are installed."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "lorascope": __version__}
+    for pkg in ("torch", "numpy", "scipy", "pandas", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 def write_json(path: str | Path, obj: Any) -> None:

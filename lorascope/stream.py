@@ -28,7 +28,10 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import TensorRef
-from .checkpoint.store import _NUMPY_NATIVE_TORCH, MultiFileStore, SafetensorsFile, TorchFile, bytes_to_numpy
+from .checkpoint.dtypes import NUMPY_NATIVE_TORCH, bytes_to_numpy
+from .checkpoint.safetensors_file import SafetensorsFile
+from .checkpoint.tensor_store import MultiFileStore
+from .checkpoint.torch_file import TorchFile
 from .errors import LorascopeError
 from .linalg import sum_squares
 
@@ -132,7 +135,7 @@ def _expert_rows(store: Any, key: str, start: int, stop: int, per_row: int) -> n
         return bytes_to_numpy(buf, info.dtype, (stop - start, per_row))
     if isinstance(store, TorchFile):
         t = store.get(key).reshape(-1, per_row)[start:stop]  # a slice of the memory-mapped tensor
-        return (t if t.dtype in _NUMPY_NATIVE_TORCH else t.float()).numpy()
+        return (t if t.dtype in NUMPY_NATIVE_TORCH else t.float()).numpy()
     return np.asarray(store.get_numpy(key)).reshape(-1, per_row)[start:stop]  # any other store: read whole
 
 

@@ -12,36 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LorascopeError
-from ..limits import check_config_sizes, read_json
 from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
+from .configs import model_config
 from .gguf import GGUFFile, is_gguf, open_gguf
 from .lora_files import LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
-from .store import (MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file,
-                    open_index, sniff)
+from .store import (FOLDER_WEIGHTS, MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member,
+                    open_file, open_index, sniff)
 
 __all__ = [
     "Adapter", "AdapterModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
     "open_checkpoint", "open_store", "describe_input", "sniff",
 ]
-
-# Weight files looked for in a model folder, in order. Globs pick up every match (unindexed shards).
-FOLDER_WEIGHTS = (
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
-    "diffusion_pytorch_model.safetensors.index.json",
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "*.safetensors.index.json",
-    "*.safetensors",
-    "*.bin.index.json",
-    "*.bin",
-    "*.pt",
-    "*.pth",
-)
 
 
 def open_store(path: str | Path) -> TensorStore:
@@ -74,21 +57,10 @@ def _existing(path: str | Path, revision: str | None = None) -> Path:
     return found.path.resolve()  # absolute: worker processes and Ray tasks read the same files
 
 
-def _read_config(path: Path) -> dict[str, Any] | None:
-    cfg = path / "config.json" if path.is_dir() else None
-    if cfg is None or not cfg.is_file():
-        return None
-    data = read_json(cfg, "a model config")
-    if not isinstance(data, dict):
-        return None
-    check_config_sizes(data, str(cfg))
-    return data
-
-
 def _open_weights(path: Path) -> Weights:
     store = open_store(path)
     fmt = "hf" if path.is_dir() and (path / "config.json").is_file() else store.format
-    return Weights(path, fmt, store, _read_config(path))
+    return Weights(path, fmt, store, model_config(path))
 
 
 def _open_auto(path: Path) -> Weights | Adapter:
@@ -101,7 +73,7 @@ def _open_auto(path: Path) -> Weights | Adapter:
     if detect_layout(store.keys()) is not None:
         return open_lora_file(path, store)
     fmt = "hf" if path.is_dir() and (path / "config.json").is_file() else store.format
-    return Weights(path, fmt, store, _read_config(path))
+    return Weights(path, fmt, store, model_config(path))
 
 
 def _forced_lora(layout: str) -> Callable[[Path], Adapter]:

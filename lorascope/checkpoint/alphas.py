@@ -16,13 +16,12 @@ finite and positive.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from ..errors import LorascopeError
+from ..errors import LorascopeError, raise_collected
 from .base import TensorRef
-from .peft import module_scale
-from .store import TensorStore
+from .peft_config import module_scale, pattern_problems, positive_number
+from .tensor_store import TensorStore
 
 METADATA_KEY = "lora_adapter_metadata"
 
@@ -41,18 +40,13 @@ def tensor_alpha(ref: TensorRef, rank: int) -> float:
     value = float(t.reshape(-1)[0])
     if value == 0:
         return float(rank)
-    return positive(value, f"{ref.store.path}: tensor {ref.key}")
+    return _alpha(value, f"{ref.store.path}: tensor {ref.key}")
 
 
-def positive(value: float, where: str) -> float:
-    """``value`` when finite and > 0; else a LorascopeError naming ``where``."""
-    if not math.isfinite(value) or value <= 0:
-        raise LorascopeError(
-            f"{where} gives alpha = {value}; an alpha must be finite and positive (the update is scaled by "
-            "alpha / r). "
-            "The file is damaged or was not written by a LoRA tool."
-        )
-    return value
+def _alpha(value: float, where: str) -> float:
+    """``value`` when finite and > 0 (``peft_config.positive_number``), with why an alpha must be."""
+    return positive_number(value, f"{where}: alpha", why="; an alpha must be finite and positive (the update "
+                           "is scaled by alpha / r). The file is damaged or was not written by a LoRA tool.")
 
 
 class DeclaredScales:
@@ -99,21 +93,11 @@ def _header_configs(store: TensorStore) -> dict[str, dict[str, Any]]:
 
 
 def _check_config(cfg: dict[str, Any], where: str) -> None:
-    r = cfg.get("r")
-    if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r <= 0):
-        raise LorascopeError(f"{where}: 'r' must be a positive integer, found {r!r}.")
-    alpha = cfg.get("lora_alpha", 8)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
-        raise LorascopeError(f"{where}: 'lora_alpha' must be a number, found {alpha!r}.")
-    positive(float(alpha), f"{where}: 'lora_alpha'")
-    for field in ("rank_pattern", "alpha_pattern"):
-        pattern = cfg.get(field) or {}
-        if not isinstance(pattern, dict):
-            raise LorascopeError(f"{where}: {field!r} must map module names to numbers, found {pattern!r}.")
-        for key, value in pattern.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise LorascopeError(f"{where}: {field}[{key!r}] must be a number, found {value!r}.")
-            positive(float(value), f"{where}: {field}[{key!r}]")
+    """r, lora_alpha and the pattern tables of a LoraConfig header, by PEFT configs' own rules."""
+    if cfg.get("r") is not None:
+        positive_number(cfg["r"], f"{where}: 'r'", integer=True, why=".")
+    positive_number(cfg.get("lora_alpha", 8), f"{where}: 'lora_alpha'", why=".")
+    raise_collected(pattern_problems(cfg, {"rank_pattern": True, "alpha_pattern": False}), f"{where}:")
 
 
 def _network_alpha(store: TensorStore) -> float | None:
@@ -122,4 +106,4 @@ def _network_alpha(store: TensorStore) -> float | None:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None  # absent, or 'None': nothing declared
-    return positive(value, f"{store.path}: metadata 'ss_network_alpha'")
+    return _alpha(value, f"{store.path}: metadata 'ss_network_alpha'")

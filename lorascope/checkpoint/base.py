@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import LorascopeError
-from .store import TensorStore
+from .tensor_store import TensorStore
 
 if TYPE_CHECKING:
     import torch

@@ -39,7 +39,8 @@ import numpy as np
 
 from ..errors import LorascopeError
 from .base import Adapter, AdapterModule, TensorRef, Weights
-from .store import TensorInfo, TensorStore, bytes_to_numpy
+from .dtypes import TensorInfo, bytes_to_numpy
+from .tensor_store import TensorStore
 
 if TYPE_CHECKING:
     import torch

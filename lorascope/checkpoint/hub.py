@@ -155,9 +155,9 @@ def select_files(files: list[str], need: str, read_json: Callable[[str], Any], w
     Raises:
         LorascopeError: the repo has no file the readers would open.
     """
-    from . import FOLDER_WEIGHTS
-    from .peft import CONFIG as ADAPTER_CONFIG
-    from .peft import WEIGHT_FILES as ADAPTER_WEIGHTS
+    from .store import FOLDER_WEIGHTS
+    from .peft_config import CONFIG as ADAPTER_CONFIG
+    from .peft_config import WEIGHT_FILES as ADAPTER_WEIGHTS
 
     root = sorted(f for f in files if "/" not in f)
     if ADAPTER_CONFIG in root:

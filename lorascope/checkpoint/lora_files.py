@@ -29,7 +29,7 @@ from .families import Unfit, build_module
 from .kohya_names import kohya_warnings
 from .kohya_names import resolve as resolve_kohya
 from .parts import Found, Grouped, group_keys
-from .store import TensorStore
+from .tensor_store import TensorStore
 
 LAYOUTS = ("kohya", "diffusers", "lora-ab", "cloneofsimo")  # what --format may force; sources of modules
 DOWN_UP_LAYOUTS = LAYOUTS  # the name earlier releases exported

@@ -10,7 +10,6 @@ from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
-MARKER = "compare_summary.json"
 
 
 def _fmt(value: str) -> str | None:
@@ -137,20 +136,20 @@ def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out
 
 def _check_out(out: Path) -> Path:
     """A new folder, one this command wrote, or a spectrum results folder (the tables join its report)."""
-    from ..compare.results import TABLES
+    from ..compare.results import SUMMARY_JSON, TABLES
 
-    return check_out(out, marker=(MARKER, *TABLES.values(), "report.html"))
+    return check_out(out, marker=(SUMMARY_JSON, *TABLES.values(), "report.html"))
 
 
 def _write(results, tx, no_report: bool) -> None:
     """Tables and report into the transaction's stage: the spectrum report with its comparison section where
     the
     folder holds spectrum results, else a compare page; without a report, the earlier one is dropped."""
-    from .report import _render_one
+    from ..report.folder import render_folder
 
     results.write(tx.stage)
     if not no_report:
-        _render_one(tx.stage, None)
+        render_folder(tx.stage, None)
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:

@@ -25,25 +25,13 @@ def report(results, out, labels):
                                                                 heatmaps on shared scales, one joined table
     """
     from ..report import render_comparison
+    from ..report.folder import render_folder
 
     if len(results) == 1:
         if labels:
             click.echo("--label is used only when comparing several results folders; ignored.", err=True)
-        path = _render_one(results[0], out)
+        path = render_folder(results[0], out)
     else:
         path = render_comparison(list(results), out or default_out("report", *results), list(labels) or None)
     wrote(path, "report")
 
-
-def _render_one(folder: Path, out: Path | None) -> Path:
-    """A spectrum results folder (with whatever sweep, selection or comparison tables joined it), or a
-    folder that holds a comparison alone."""
-    from ..report import render_report
-    from ..results import is_results_folder
-    from .compare import MARKER
-
-    if not is_results_folder(folder) and (folder / MARKER).is_file():
-        from ..report.compare_figures import render_compare_report
-
-        return render_compare_report(folder, out)
-    return render_report(folder, out)

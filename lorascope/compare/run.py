@@ -20,14 +20,14 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..analysis import versions
 from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
 from ..checkpoint.hub import origin as hub_origin
-from ..delta import Delta, filter_names, load_form, plan_deltas
+from ..delta import Delta, filter_names, load_form, plan_deltas, unique_names
 from ..errors import LorascopeError, raise_collected
 from ..linalg import Form, resolve_device, torch_dtype
 from ..names import NameIndex, split_name
 from ..progress import progress_bar
+from ..results import versions
 from .intruders import IntruderOptions, intruder_counts, intruder_sweep
 from .pair import PairOptions, PairResult, compare_pair, single_intruders
 from .results import CompareResults
@@ -121,12 +121,7 @@ def _require_base(ckpt: Checkpoint, role: str, base: Checkpoint | None) -> None:
 def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Delta]], list[dict[str, str]]]:
     """Pairs (ΔW from X, ΔW from Y) of the same module, matched by normalized name; the rest as warnings."""
     warnings: list[dict[str, str]] = []
-    by_name: dict[str, Delta] = {}
-    for d in ys:
-        if d.name in by_name:
-            warnings.append({"name": d.name, "reason": "two modules of Y map to this name; the second is ignored"})
-        else:
-            by_name[d.name] = d
+    by_name = {d.name: d for d in ys}  # unique: each plan went through delta.unique_names
     index = NameIndex(by_name)
     pairs: list[tuple[Delta, Delta]] = []
     used: set[str] = set()
@@ -154,7 +149,7 @@ def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Del
 
 
 def _plan(base: Weights | None, ckpt: Checkpoint, run: RunOptions) -> tuple[list[Delta], list[dict[str, str]]]:
-    plan = filter_names(plan_deltas(base, ckpt), run.include, run.exclude)
+    plan = unique_names(filter_names(plan_deltas(base, ckpt), run.include, run.exclude))
     return plan.deltas, plan.warnings
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..checkpoint import AdapterModule, Weights
+from ..checkpoint.base import AdapterModule, Weights
 
 # transformers 5 experts classes decorated with use_experts_implementation(is_transposed=True): (E, in, out)
 TRANSPOSED_EXPERTS = frozenset({"gpt_oss", "aria", "openai_privacy_filter"})

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..checkpoint import AdapterModule, TensorRef
+    from ..checkpoint.base import AdapterModule, TensorRef
     from ..linalg import Form
-    from .plan import Delta
+    from .items import Delta
 
 
 class Tensors:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..linalg import Form, resolve_device, torch_dtype
 from .family import FAMILIES, Tensors
-from .plan import Delta, VectorDelta
+from .items import Delta, VectorDelta
 
 # Where a computation runs: None = numpy on the CPU, else a torch device.
 Device = Any

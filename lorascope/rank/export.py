@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ..checkpoint import Adapter, Weights
-from ..checkpoint.peft import module_scale
+from ..checkpoint.peft_config import module_scale
 from ..delta import Delta, Plan
 from ..delta.plan import INPUT_EMBEDDINGS, declares_tied
 from ..errors import LorascopeError

@@ -106,13 +106,10 @@ def _check_unchanged(entry: dict[str, Any]) -> None:
 
 def plan_for(results: Results, base: Any, tuned: Any) -> Any:
     """The updates of the inputs, filtered and named as the analysis that made ``results`` named them."""
-    from ..analysis import _unique_names
-    from ..delta import filter_names, plan_deltas
+    from ..delta import filter_names, plan_deltas, unique_names
 
     opts = results.summary.get("options", {})
-    plan = filter_names(plan_deltas(base, tuned), opts.get("include"), opts.get("exclude"))
-    _unique_names(plan)
-    return plan
+    return unique_names(filter_names(plan_deltas(base, tuned), opts.get("include"), opts.get("exclude")))
 
 
 # ---- writing ------------------------------------------------------------------------------------------
