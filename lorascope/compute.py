@@ -142,7 +142,8 @@ def _spectrum(f: Fetched | Streamed, opts: Options) -> tuple[Any, float | None]:
         result = svd(Blocks(d.shape, delta_blocks(d.tuned, d.base, plan, base_sq)))
         return result, math.sqrt(base_sq[0])
     form, base_norm = build(f, opts.precision)
-    result = svd(form, k=opts.top_k, seed=opts.seed)
+    # --top-k asks for the randomized top-k of a dense update (README 'spectrum'); without it, every value
+    result = svd(form, k=opts.top_k, method="randomized" if opts.top_k else "exact", seed=opts.seed)
     return result, base_norm
 
 

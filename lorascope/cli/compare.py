@@ -10,23 +10,51 @@ from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
+SVD_CHOICES = ["exact", "randomized", "auto"]  # lorascope.linalg.SVD_METHODS
 
 
 def _fmt(value: str) -> str | None:
     return None if value == "auto" else value
 
 
+def _renamed(old: str, new: str, dest: str):
+    """A hidden option spelled as ``old`` was, which says it is now ``new`` and passes its value on to it."""
+    def stash(ctx: click.Context, param: click.Parameter, value):
+        if value is not None:
+            click.echo(f"{old} is now {new} (the old spelling will be removed); using {new} {value}.", err=True)
+            ctx.meta[f"renamed:{dest}"] = value
+
+    return click.option(old, f"_old_{dest}", hidden=True, default=None, expose_value=False, callback=stash,
+                        type=click.IntRange(min=1) if dest == "intruder_k" else click.Choice(SVD_CHOICES))
+
+
+def _takes_renamed(ctx: click.Context, param: click.Parameter, value):
+    """The value of the new option, or of its old spelling when only that was given."""
+    old = ctx.meta.get(f"renamed:{param.name}")
+    if old is None:
+        return value
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError(f"give --{param.name.replace('_', '-')} only, not also its old spelling.")
+    return old
+
+
 def _common_options(f):
     """Options both commands share: intruder settings, numerics, module filters, output."""
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/<command>-<inputs>]."),
-        click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.: 10)."),
+        _renamed("--top-k", "--intruder-k", "intruder_k"),
+        _renamed("--tuned-svd", "--svd", "svd"),
+        click.option("--intruder-k", type=click.IntRange(min=1), default=10, show_default=True,
+                     callback=_takes_renamed,
+                     help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.'s "
+                          "k: 10). Was --top-k, which now means only the randomized SVD's k (spectrum)."),
         click.option("--epsilon", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
                      help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
                           "the counts for 0.10 … 0.90 are written too."),
-        click.option("--tuned-svd", type=click.Choice(["exact", "randomized"]), default="exact", show_default=True,
-                     help="Intruders: SVD of W_tuned; 'randomized' finds the top-k faster."),
+        click.option("--svd", type=click.Choice(SVD_CHOICES), default="exact", show_default=True,
+                     callback=_takes_renamed,
+                     help="Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for φ): "
+                          "'randomized' finds it faster; 'auto' where k ≤ 10% of min(m, n). Was --tuned-svd."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
                      help="dtype of the dense SVDs (factored LoRA SVDs and projections are always float64)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (dense SVDs)."),
@@ -63,7 +91,7 @@ def _common_options(f):
 @click.option("--base-revision", default=None, help="Hub revision of --base, when it is a Hub id.")
 @_common_options
 def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format,
-            revision_x, revision_y, base_revision, out, top_k, epsilon, tuned_svd, precision, device, include,
+            revision_x, revision_y, base_revision, out, intruder_k, epsilon, svd, precision, device, include,
             exclude, seed, no_report, quiet):
     """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
 
@@ -86,7 +114,7 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
         results = run_compare(
             x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x),
             format_y=_fmt(format_y), base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap,
-            amp_rank=amp_rank, intruders=not no_intruders, top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd,
+            amp_rank=amp_rank, intruders=not no_intruders, intruder_k=intruder_k, epsilon=epsilon, svd=svd,
             precision=precision, device=device, include=include, exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)
@@ -105,13 +133,13 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, if a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options
-def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, top_k, epsilon, tuned_svd,
+def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, intruder_k, epsilon, svd,
               precision, device, include, exclude, seed, no_report, quiet):
     """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
 
     \b
       lorascope intruders BASE ADAPTER
-      lorascope intruders BASE TUNED --top-k 10 --epsilon 0.5
+      lorascope intruders BASE TUNED --intruder-k 10 --epsilon 0.5
 
     Shuttleworth et al. 2024, Algorithm 1. Writes intruders.csv (each top-k vector's largest |cos| with the
     base), intruder_modules.csv, intruder_sweep.csv (counts for ε = 0.10 … 0.90) and compare_summary.json.
@@ -126,7 +154,7 @@ def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out
     with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_intruders(
             base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet,
-            top_k=top_k, epsilon=epsilon, tuned_svd=tuned_svd, precision=precision, device=device,
+            intruder_k=intruder_k, epsilon=epsilon, svd=svd, precision=precision, device=device,
             include=include, exclude=exclude, seed=seed,
         )
         _write(results, tx, no_report)

@@ -3,7 +3,7 @@
 Shuttleworth et al. 2024 ("LoRA vs Full Fine-tuning: An Illusion of Equivalence"), Algorithm 1: take the
 SVD of W_base and of W_tuned = W_base + ΔW; the j-th left singular vector y_j of W_tuned (j ≤ k) is an
 intruder when max_i |cos(y_j, x_i)| < ε over the left singular vectors x_i of W_base (docs/METRICS.md
-'intruder dimensions'; default k = 10, ε = 0.5). The count depends strongly on ε, so every top-k vector's
+'intruder dimensions'; default k = 10, ε = 0.5: ``intruder_k`` and ``epsilon``). The count depends strongly on ε, so every top-k vector's
 max |cos| is kept and the count is swept over ε.
 
 Which base vectors: all of them, because a large cosine can sit on any x_i. When m ≤ n and W_base has full
@@ -22,42 +22,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..linalg import SVD, Dense, svd
+from ..linalg import SVD_METHODS, Dense, svd
 from ..metrics import numerical_rank
 
 EPSILONS = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))  # 0.10, 0.15, …, 0.90
-
-
-def _exact_top(w: torch.Tensor, k: int, seed: int) -> SVD:
-    return svd(Dense(w), compute_uv=True)
-
-
-def _randomized_top(w: torch.Tensor, k: int, seed: int) -> SVD:
-    return svd(Dense(w), compute_uv=True, k=k, seed=seed)
-
-
-# how the top-k of W_tuned is found: the exact SVD, or a randomized range finder (faster; its vectors drift
-# where σ_k ≈ σ_{k+1}, which moves max |cos| only for those nearly tied directions)
-TUNED_SVDS = {"exact": _exact_top, "randomized": _randomized_top}
 
 
 @dataclass(frozen=True)
 class IntruderOptions:
     """Algorithm 1's k and ε, the ε sweep, and how W_tuned's top-k is computed."""
 
-    top_k: int = 10  # Shuttleworth et al. look at the top 10 singular vectors
+    intruder_k: int = 10  # Algorithm 1's k: Shuttleworth et al. look at the top 10 singular vectors
     epsilon: float = 0.5  # the threshold reported per module; the sweep covers the rest
     epsilons: tuple[float, ...] = EPSILONS
-    tuned_svd: str = "exact"
+    # W_tuned's top-k: the exact SVD, or a randomized range finder (faster; its vectors drift where
+    # σ_k ≈ σ_{k+1}, which moves max |cos| only for those nearly tied directions); linalg.SVD_METHODS
+    svd: str = "exact"
 
     def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {self.top_k}")
+        if self.intruder_k < 1:
+            raise ValueError(f"intruder_k must be a positive integer, got {self.intruder_k}")
         for eps in (self.epsilon, *self.epsilons):
             if not 0.0 < eps <= 1.0:
                 raise ValueError(f"epsilon must lie in (0, 1], got {eps}")
-        if self.tuned_svd not in TUNED_SVDS:
-            raise ValueError(f"tuned_svd must be one of {', '.join(TUNED_SVDS)}, got {self.tuned_svd!r}")
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {', '.join(SVD_METHODS)}, got {self.svd!r}")
 
 
 def base_directions(w: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
@@ -103,8 +92,8 @@ def find_intruders(
         One row per j ≤ k: j (1-based rank in W_tuned), sigma (σ_j(W_tuned)), max_cos, base_index (1-based
         rank of the closest base direction), base_sigma (its σ), intruder (max_cos < ε).
     """
-    k = min(opts.top_k, min(w_tuned.shape))
-    top = TUNED_SVDS[opts.tuned_svd](w_tuned, k, seed)
+    k = min(opts.intruder_k, min(w_tuned.shape))
+    top = svd(Dense(w_tuned), compute_uv=True, k=k, method=opts.svd, seed=seed)
     tuned_u = torch.as_tensor(top.u)[:, :k].cpu()
     best, index = max_cosines(base_u.cpu(), tuned_u)
     return pd.DataFrame({
@@ -150,7 +139,7 @@ def intruder_counts(table: pd.DataFrame, epsilon: float, by: str = "update") -> 
     keys = ["name", "layer", "module", by]
     grouped = table.groupby(keys, sort=False, dropna=False)["max_cos"]
     out = grouped.agg(
-        top_k="size",
+        intruder_k="size",
         intruders=lambda s: count_intruders(s.to_numpy(), epsilon),
         min_max_cos="min",
     ).reset_index()

@@ -15,15 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..linalg import PRECISIONS, SVD, Dense, Form, cosine, merged, svd
+from ..linalg import PRECISIONS, SVD, SVD_METHODS, Dense, Form, cosine, merged, svd
 from ..metrics import numerical_rank
 from .amplification import table7, top_singular_values
 from .intruders import IntruderOptions, base_directions, find_intruders
 from .subspace import GridOptions, similarity_grid, similarity_summary
 
 Update = Form
-
-DENSE_SVDS = ("exact", "randomized")
 
 
 @dataclass(frozen=True)
@@ -37,14 +35,16 @@ class PairOptions:
     # that one is low-rank (so both are projected on equally many directions), else grid.cap
     amp_rank: int | None = None
     precision: str = "float32"  # dense SVDs (W, W + ΔW, dense ΔW); factors and projections are float64
-    dense_svd: str = "exact"  # 'randomized': top max(cap, amp_rank) of a dense ΔW only
+    # a dense ΔW's SVD (linalg.SVD_METHODS): 'exact', or the randomized top max(cap, amp_rank); the intruders'
+    # W_tuned takes the same option (IntruderOptions.svd: one ``svd`` for every dense top-k of a comparison)
+    svd: str = "exact"
     seed: int = 0  # random directions of Table 7 and randomized SVDs
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.dense_svd not in DENSE_SVDS:
-            raise ValueError(f"dense_svd must be one of {', '.join(DENSE_SVDS)}, got {self.dense_svd!r}")
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {', '.join(SVD_METHODS)}, got {self.svd!r}")
         if self.amp_rank is not None and self.amp_rank < 1:
             raise ValueError(f"amp_rank must be a positive integer, got {self.amp_rank}")
 
@@ -59,17 +59,17 @@ class PairResult:
     intruders: list[pd.DataFrame] = field(default_factory=list)
 
 
-def update_svd(a: Update, k: int | None = None, seed: int = 0) -> SVD:
+def update_svd(a: Update, k: int | None = None, seed: int = 0, method: str = "exact") -> SVD:
     """Singular values and vectors of ΔW, cut to its numerical rank so no vector spans a zero direction.
 
-    Factored forms: exact (every non-zero direction). Dense forms: the exact SVD, or the randomized top-k
-    (Halko et al. 2011) when ``k`` is below min(m, n) — the route is ``lorascope.linalg.svd``'s.
+    Factored forms: exact (every non-zero direction). Dense forms: the top ``k`` (all without one) by
+    ``method`` — the route is ``lorascope.linalg.svd``'s.
 
     Returns:
         An ``SVD`` with float64 CPU tensors ``s`` (k,), ``u`` (m, k), ``v`` (n, k).
     """
     k = min(a.shape) if k is None else k
-    full = svd(a, compute_uv=True, k=k, seed=seed)
+    full = svd(a, compute_uv=True, k=k, method=method, seed=seed)
     s = torch.as_tensor(np.asarray(full.s, np.float64))
     keep = min(numerical_rank(s.numpy(), a.shape), k)
     return SVD(s[:keep], full.fro_norm, full.method, full.complete,
@@ -78,8 +78,8 @@ def update_svd(a: Update, k: int | None = None, seed: int = 0) -> SVD:
 
 def svd_of(a: Update, opts: PairOptions) -> SVD:
     """ΔW's singular vectors: factored for low-rank, exact (or randomized top-k) for dense."""
-    k = None if opts.dense_svd == "exact" else max(opts.grid.cap, opts.amp_rank or 0)
-    return update_svd(a, k, opts.seed)
+    k = None if opts.svd == "exact" else max(opts.grid.cap, opts.amp_rank or 0)
+    return update_svd(a, k, opts.seed, opts.svd)
 
 
 def vectors(svd: SVD, side: str) -> np.ndarray:

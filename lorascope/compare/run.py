@@ -51,8 +51,15 @@ class RunOptions:
         resolve_device(self.device)  # raises ValueError naming the allowed values
 
 
+# options renamed so that one name means one thing across commands: old name -> new name
+RENAMED_OPTIONS = {"top_k": "intruder_k", "tuned_svd": "svd", "dense_svd": "svd"}
+
+
 def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
     """Route flat keyword options to the dataclass that owns each (``intruders=False`` turns them off).
+
+    An option several dataclasses have (``svd``: every dense top-k of the comparison) goes to each of them.
+    The names ``RENAMED_OPTIONS`` lists still work, with a FutureWarning naming the new one.
 
     Raises:
         LorascopeError: an unknown option or a value out of range.
@@ -61,12 +68,13 @@ def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
     owners[PairOptions] = {f.name for f in dataclasses.fields(PairOptions)} - {"grid", "intruders"}
     want_intruders = options.pop("intruders", True)
     parts: dict[type, dict[str, Any]] = {cls: {} for cls in owners}
-    for key, value in options.items():
-        cls = next((c for c, names in owners.items() if key in names), None)
-        if cls is None:
+    for key, value in _renamed(options).items():
+        classes = [c for c, names in owners.items() if key in names]
+        if not classes:
             known = sorted({n for names in owners.values() for n in names} | {"intruders"})
             raise LorascopeError(f"unknown option {key!r}; expected one of: {', '.join(known)}")
-        parts[cls][key] = value
+        for cls in classes:
+            parts[cls][key] = value
     try:
         grid = GridOptions(**parts[GridOptions])
         intr = IntruderOptions(**parts[IntruderOptions]) if want_intruders else None
@@ -75,6 +83,20 @@ def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
     except (TypeError, ValueError) as exc:
         raise LorascopeError(str(exc)) from None
     return pair, run
+
+
+def _renamed(options: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in options.items():
+        new = RENAMED_OPTIONS.get(key)
+        if new is not None:
+            import warnings
+
+            warnings.warn(f"the option {key!r} is now {new!r}", FutureWarning, stacklevel=4)
+            if new in options:
+                raise LorascopeError(f"give {new!r} only (not also {key!r}, its old name).")
+        out[new or key] = value
+    return out
 
 
 # ---- reading one update ------------------------------------------------------------------------
@@ -188,8 +210,9 @@ def compare(
         labels: names of X and Y in the tables (default: from their paths).
         format_x, format_y, base_format: force a format (``lorascope.checkpoint.FORMATS``).
         progress: a progress bar over modules on stderr.
-        **options: side, cap, full_to, per_octave (φ grid); top_k, epsilon, epsilons, tuned_svd, intruders
-            (bool); amp_rank, precision, dense_svd, seed; device, include, exclude.
+        **options: side, cap, full_to, per_octave (φ grid); intruder_k, epsilon, epsilons, intruders (bool);
+            amp_rank, precision, svd ('exact' or 'randomized': every dense top-k), seed; device, include,
+            exclude.
 
     Returns:
         ``CompareResults``; ``.save(dir)`` writes the tables.
@@ -292,7 +315,7 @@ def intruders(
         label: the update's name in the tables (default: from its path).
         format, base_format: force a format.
         progress: a progress bar over modules on stderr.
-        **options: top_k, epsilon, epsilons, tuned_svd; precision, seed; device, include, exclude.
+        **options: intruder_k, epsilon, epsilons, svd; precision, seed; device, include, exclude.
 
     Returns:
         ``CompareResults`` with intruders, intruder_modules and sweep.

@@ -11,7 +11,11 @@
 | ``Dense``, otherwise | all σ by LAPACK (``exact_svd``), or the top-k by a randomized range finder (``randomized_svd``) | O(mn·p) |
 
 p = min(m, n). Every result carries its absolute error bound (``SVD.floor``, docs/METRICS.md 'The numerical
-floor'). No other module picks a route; callers say what they need (vectors or not, a top-k or all).
+floor'). No other module picks a route; callers say what they need (vectors or not, a top-k or all) and, for
+a dense top-k, which method the user asked for (``SVD_METHODS``): 'exact' (every value), 'randomized' (the
+top k by a randomized range finder, Halko, Martinsson & Tropp 2011, Alg. 4.4), or 'auto' (randomized when
+k ≤ ``RANDOMIZED_BELOW``·p, where it is markedly faster, exact otherwise). The option is spelled ``svd`` /
+``--svd`` and the count ``top_k`` / ``--top-k`` in every command that takes them.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from .routes import (
 )
 
 __all__ = [
-    "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "SVD", "cosine", "eps_of",
+    "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "RANDOMIZED_BELOW", "SVD",
+    "SVD_METHODS", "cosine", "eps_of",
     "exact_floor", "exact_svd", "factored_floor", "factored_svd", "fro_norm", "gram_floor", "gram_svd",
     "gram_svd_dense", "gram_update", "inner", "khatri_rao", "kronecker_svd", "merged", "one_thread",
     "randomized_params", "randomized_svd", "resolve_device", "sum_squares", "svd", "svd_flip", "torch_dtype",
@@ -53,15 +58,19 @@ __all__ = [
 # Below this short side a dense SVD costs milliseconds and LAPACK's tighter bound (ε·max(m, n)·σ₁ instead of
 # the Gram route's √δ) comes for free, so small matrices take the exact route.
 GRAM_MIN = 256
+# How a dense top-k is computed (``svd(method=...)``); 'auto' takes the randomized route when k is at most this
+# fraction of min(m, n): there a range finder of k + oversampling columns is several times faster than LAPACK.
+SVD_METHODS = ("auto", "exact", "randomized")
+RANDOMIZED_BELOW = 0.1
 
 
-def _lowrank(form: LowRank, compute_uv: bool, k: int | None, seed: int) -> SVD:
+def _lowrank(form: LowRank, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
     return factored_svd(form.left, form.right, form.scale, compute_uv)  # exact and cheap: every value, k unused
 
 
-def _kronecker(form: Kronecker, compute_uv: bool, k: int | None, seed: int) -> SVD:
-    a = svd(form.a, compute_uv=compute_uv, seed=seed)
-    b = svd(form.b, compute_uv=compute_uv, seed=seed)
+def _kronecker(form: Kronecker, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
+    a = svd(form.a, compute_uv=compute_uv, method="exact", seed=seed)
+    b = svd(form.b, compute_uv=compute_uv, method="exact", seed=seed)
     return kronecker_svd(a, b, form.scale, compute_uv, k)
 
 
@@ -72,8 +81,15 @@ def _gram_suits(matrix: Any) -> bool:
     return dtype == "float64" and on_cpu and min(matrix.shape) >= GRAM_MIN
 
 
-def _dense(form: Dense, compute_uv: bool, k: int | None, seed: int) -> SVD:
-    if k is not None and k < min(form.shape):
+def randomized(method: str, k: int | None, shape: tuple[int, int]) -> bool:
+    """Whether a dense top-``k`` of an (m, n) matrix takes the randomized route under ``method``."""
+    if k is None or k >= min(shape):
+        return False
+    return method == "randomized" or (method == "auto" and k <= RANDOMIZED_BELOW * min(shape))
+
+
+def _dense(form: Dense, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
+    if randomized(method, k, form.shape):
         import torch
 
         matrix = form.matrix if hasattr(form.matrix, "device") else torch.as_tensor(form.matrix)
@@ -83,7 +99,7 @@ def _dense(form: Dense, compute_uv: bool, k: int | None, seed: int) -> SVD:
     return exact_svd(form.matrix, compute_uv)  # numpy arrays stay in numpy (no torch import)
 
 
-def _blocks(form: Blocks, compute_uv: bool, k: int | None, seed: int) -> SVD:
+def _blocks(form: Blocks, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
     if compute_uv or k is not None:
         raise ValueError("a streamed update gives singular values only; read it whole for vectors or a top-k")
     if min(form.shape) < GRAM_MIN:  # small: read whole (a few MiB at most) for LAPACK's tighter bound
@@ -92,7 +108,7 @@ def _blocks(form: Blocks, compute_uv: bool, k: int | None, seed: int) -> SVD:
 
 
 # form type -> route
-ROUTES: dict[type, Callable[[Any, bool, int | None, int], SVD]] = {
+ROUTES: dict[type, Callable[[Any, bool, int | None, str, int], SVD]] = {
     LowRank: _lowrank,
     Kronecker: _kronecker,
     Dense: _dense,
@@ -100,14 +116,18 @@ ROUTES: dict[type, Callable[[Any, bool, int | None, int], SVD]] = {
 }
 
 
-def svd(form: Form, *, compute_uv: bool = False, k: int | None = None, seed: int = 0) -> SVD:
+def svd(form: Form, *, compute_uv: bool = False, k: int | None = None, method: str = "auto",
+        seed: int = 0) -> SVD:
     """Singular values of ΔW (and vectors with ``compute_uv``) by the cheapest exact route for its form.
 
     Args:
         form: the update as its family stores it (or as row blocks read from its files).
         compute_uv: also return U (m, ·) and V (n, ·) with deterministic signs.
-        k: for a dense form, the top-k by the randomized route when k < min(m, n) (``complete`` is then
-            False); for factored forms every value is exact anyway and ``k`` only limits the vectors formed.
+        k: the top-k wanted, or None for every value. For a dense form, ``method`` says how the top-k is found:
+            by the randomized route (``complete`` is then False) or exactly (every value, the caller keeps
+            the first k); for factored forms every value is exact anyway and ``k`` only limits the vectors
+            formed.
+        method: 'exact', 'randomized' or 'auto' (module docstring); it matters only for a dense top-k.
         seed: of the randomized route's test matrix.
 
     Returns:
@@ -115,6 +135,11 @@ def svd(form: Form, *, compute_uv: bool = False, k: int | None = None, seed: int
         absolute error bound on every value.
 
     Raises:
-        ValueError: vectors or a top-k asked of a streamed form.
+        ValueError: an unknown method, a 'randomized' top-k without k, or vectors or a top-k asked of a
+            streamed form.
     """
-    return ROUTES[type(form)](form, compute_uv, k, seed)
+    if method not in SVD_METHODS:
+        raise ValueError(f"svd method must be one of {', '.join(SVD_METHODS)}, got {method!r}")
+    if method == "randomized" and k is None:
+        raise ValueError("the randomized SVD finds a top-k: give k")
+    return ROUTES[type(form)](form, compute_uv, k, method, seed)

@@ -5,8 +5,8 @@ module at a time (never two dense updates in memory):
 
 - Factored forms (LoRA, LoKr, …): exact in float64, ΔW never formed (``lorascope.linalg.svd``).
 - Dense ΔW (full fine-tune, DoRA, IA3, modules_to_save): the exact SVD, or the randomized top-k
-  (Halko, Martinsson & Tropp 2011, Alg. 4.4, as ``linalg.randomized_svd``) when k ≤ min(m, n) / 10
-  with ``svd='auto'``.
+  (Halko, Martinsson & Tropp 2011, Alg. 4.4), as ``svd`` says: 'exact', 'randomized', or 'auto', which
+  ``lorascope.linalg.svd`` resolves (randomized when k ≤ ``linalg.RANDOMIZED_BELOW``·min(m, n)).
 
 The achieved error ‖ΔW − U_k diag(s) V_kᵀ‖_F is never computed as ‖ΔW‖_F² − Σ s_i², which cancels when
 the truncation keeps nearly everything (a 2e-7 error read 3e-4 that way). For a factored form it is the
@@ -23,11 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..delta import Delta, load_form
-from ..linalg import PRECISIONS, Dense, Form, svd
+from ..linalg import PRECISIONS, SVD_METHODS, Dense, Form, svd
 from ..metrics import tail_energy
-
-SVD_CHOICES = ("auto", "exact", "randomized")
-RANDOMIZED_BELOW = 0.1  # 'auto' uses the randomized top-k when k ≤ this fraction of min(m, n)
 
 
 @dataclass(frozen=True)
@@ -39,8 +36,8 @@ class TruncateOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.svd not in SVD_CHOICES:
-            raise ValueError(f"svd must be one of {SVD_CHOICES}, got {self.svd!r}")
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {SVD_METHODS}, got {self.svd!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -127,12 +124,7 @@ def dense_top_k(delta: Any, k: int, opts: TruncateOptions) -> TopK:
 
 def form_top_k(form: Form, k: int, opts: TruncateOptions) -> TopK:
     """Top-k triplets of ΔW in any form: factored forms exactly, dense ones as ``opts.svd`` says."""
-    route_k: int | None = k  # factored forms are exact anyway: k only limits the vectors formed
-    if isinstance(form, Dense):
-        p = min(form.shape)
-        randomized = opts.svd == "randomized" or (opts.svd == "auto" and k <= RANDOMIZED_BELOW * p)
-        route_k = k if randomized and k < p else None
-    result = svd(form, compute_uv=True, k=route_k, seed=opts.seed)
+    result = svd(form, compute_uv=True, k=k, method=opts.svd, seed=opts.seed)
     matrix = form.matrix if isinstance(form, Dense) else None
     return _keep(result.u, result.s, result.v, k, result.fro_norm, result.method, matrix)
 

@@ -32,7 +32,7 @@ def test_compare_with_base_writes_every_table_and_a_report(tiny):
     lora = tiny.adapter("lora", 4, seed=3)
     full = tiny.full("full", seed=4)
     out = tiny.root / "res"
-    res = run("compare", lora, full, "--base", base, "--out", out, "-q", "--top-k", 4, "--epsilon", 0.4,
+    res = run("compare", lora, full, "--base", base, "--out", out, "-q", "--intruder-k", 4, "--epsilon", 0.4,
               "--labels", "LoRA", "FFT")
     assert res.exit_code == 0, res.output
     assert "modules compared" not in res.output and f"results written to {out}" in res.output
@@ -60,7 +60,7 @@ def test_intruders_command(tiny, monkeypatch):
     base = tiny.base_file()
     lora = tiny.adapter("lora", 4, seed=5)
     monkeypatch.chdir(tiny.root)
-    res = run("intruders", base, lora, "--top-k", 3)
+    res = run("intruders", base, lora, "--intruder-k", 3)
     assert res.exit_code == 0, res.output
     out = tiny.root / "reports" / "intruders-base-model-vs-lora"
     assert "intruder dimensions at ε = 0.5" in res.output and out.is_dir()

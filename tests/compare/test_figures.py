@@ -11,7 +11,7 @@ from lorascope.report.blocks import CardsBlock, FigureBlock, TableBlock
 
 def test_figures_and_blocks_from_saved_tables(tiny, tmp_path):
     base = tiny.base_file()
-    res = compare(tiny.adapter("r4", 4, seed=1), tiny.adapter("r8", 8, seed=2), base, top_k=3)
+    res = compare(tiny.adapter("r4", 4, seed=1), tiny.adapter("r8", 8, seed=2), base, intruder_k=3)
     back = load_compare(res.save(tmp_path / "out"))
     blocks = cf.compare_blocks(back)
     figures = [b for b in blocks if isinstance(b, FigureBlock)]
@@ -41,7 +41,7 @@ def test_mean_phi_grid_averages_layers():
 def test_render_compare_report_for_intruders_only(tiny, tmp_path):
     from lorascope.compare import intruders
 
-    res = intruders(tiny.base_file(), tiny.adapter("lora", 4, seed=3), top_k=2)
+    res = intruders(tiny.base_file(), tiny.adapter("lora", 4, seed=3), intruder_k=2)
     out = res.save(tmp_path / "intr")
     html = cf.render_compare_report(out)
     text = html.read_text()

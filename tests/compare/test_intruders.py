@@ -101,7 +101,7 @@ def test_float32_path_matches_float64_reference():
     w = planted(60, 80, np.linspace(4, 0.1, 60), seed=5)  # distinct σ: every base direction well defined
     dw = 0.8 * rng.standard_normal((60, 3)) @ rng.standard_normal((3, 80)) / 9
     bs, bu = base_directions(torch.tensor(w, dtype=torch.float32))
-    table = find_intruders(torch.tensor(w + dw, dtype=torch.float32), bu, bs, IntruderOptions(top_k=6))
+    table = find_intruders(torch.tensor(w + dw, dtype=torch.float32), bu, bs, IntruderOptions(intruder_k=6))
     np.testing.assert_allclose(table["max_cos"], ref_max_cos(w, w + dw, 6), atol=1e-4)
     assert len(table) == 6 and table["j"].tolist() == list(range(1, 7))
 
@@ -111,7 +111,7 @@ def test_randomized_tuned_svd_agrees_on_separated_spectra(base):
     v = unit(M, 9)
     tuned = w + 2 * SIGMAS[0] * torch.tensor(np.outer(v, v))
     exact = find_intruders(tuned, bu, bs)
-    fast = find_intruders(tuned, bu, bs, IntruderOptions(tuned_svd="randomized"))
+    fast = find_intruders(tuned, bu, bs, IntruderOptions(svd="randomized"))
     np.testing.assert_allclose(fast["max_cos"], exact["max_cos"], atol=1e-3)
 
 
@@ -140,7 +140,7 @@ def test_sweep_and_counts():
 def test_options_are_validated():
     with pytest.raises(ValueError, match="epsilon"):
         IntruderOptions(epsilon=1.5)
-    with pytest.raises(ValueError, match="top_k"):
-        IntruderOptions(top_k=0)
-    with pytest.raises(ValueError, match="tuned_svd"):
-        IntruderOptions(tuned_svd="lanczos")
+    with pytest.raises(ValueError, match="intruder_k"):
+        IntruderOptions(intruder_k=0)
+    with pytest.raises(ValueError, match="svd must be one of"):
+        IntruderOptions(svd="lanczos")

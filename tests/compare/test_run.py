@@ -55,7 +55,7 @@ def test_adapter_against_full_fine_tune_with_base(tiny):
     base = tiny.base_file()
     lora = tiny.adapter("lora", 4, seed=4)
     full = tiny.full("full", seed=5)
-    res = compare(lora, full, base, top_k=5)
+    res = compare(lora, full, base, intruder_k=5)
     mods = res.modules.set_index("name")
     amp = res.amplification.set_index(["name", "update"])
     for name, w in tiny.weights.items():
@@ -112,7 +112,7 @@ def test_planted_intruder_shows_in_one_module(tiny):
 def test_full_fine_tune_intruders_and_saved_tables_round_trip(tiny, tmp_path):
     base = tiny.base_file()
     full = tiny.full("full", seed=7)
-    res = intruders(base, full, include="q_proj", top_k=3, epsilon=0.3)
+    res = intruders(base, full, include="q_proj", intruder_k=3, epsilon=0.3)
     assert set(res.intruders["name"]) == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}
     assert (res.intruder_modules["epsilon"] == 0.3).all() and len(res.intruders) == 6
     out = res.save(tmp_path / "out")
