@@ -26,6 +26,7 @@ from .linalg import PRECISIONS, Blocks, resolve_device, svd
 from .metrics import module_metrics
 from .names import split_name
 from .stream import READ_ITEMSIZE, default_budget, delta_blocks, parse_memory, stream_plan, streamable
+from .units import human_bytes
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,8 @@ def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
         hint = ("or analyze it with the default --precision float64 and no --top-k, which streams a full-diff "
                 "matrix in row blocks on the CPU" if d.family == "dense" else "or leave it out with --exclude")
         raise LorascopeError(
-            f"module {d.name} ({m}×{n}, {d.family}) needs about {need / 2**20:,.0f} MiB to compute in memory, but the "
-            f"memory budget is {budget / 2**20:,.0f} MiB{' per worker' if opts.workers > 1 else ''}. Give more with "
+            f"module {d.name} ({m}×{n}, {d.family}) needs about {human_bytes(need, 'MiB')} to compute in memory, but "
+            f"the memory budget is {human_bytes(budget, 'MiB')}{' per worker' if opts.workers > 1 else ''}. Give more with "
             f"--memory (e.g. --memory {-(-need * opts.workers // 2**20)}M), {hint}."
         )
     return read_delta(d, opts.device)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from .errors import LorascopeError
+from .units import human_bytes, parse_bytes
 
 MAX_SAFETENSORS_HEADER = 100_000_000  # bytes; the safetensors library's own MAX_HEADER_SIZE
 MAX_JSON_BYTES = 64 * 1024 * 1024  # config.json, adapter_config.json, shard indexes (real ones: < 1 MB)
@@ -56,32 +56,16 @@ def _available_memory() -> int:
         return 8 << 30
 
 
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_bytes(text: str, where: str) -> int:
-    """'8G' -> 8 GiB, '512M', '1000000'; a LorascopeError naming ``where`` otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text), re.IGNORECASE)
-    if m is None or float(m[1]) <= 0:
-        raise LorascopeError(f"{where}={text!r} is not a size in bytes; write e.g. 8G, 512M or 1000000.")
-    return int(float(m[1]) * _UNITS[m[2].lower()])
-
-
 def read_limit() -> int:
     """The largest tensor, in bytes, read whole into memory (``LORASCOPE_MAX_READ``, default half the
     available)."""
     env = os.environ.get("LORASCOPE_MAX_READ")
     if env:
-        return parse_bytes(env, "LORASCOPE_MAX_READ")
+        try:
+            return parse_bytes(env, "LORASCOPE_MAX_READ")
+        except ValueError as exc:
+            raise LorascopeError(str(exc)) from None
     return max(_available_memory() // 2, 64 << 20)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
 def check_read(nbytes: int, what: str) -> None:

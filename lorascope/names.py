@@ -17,7 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-ADAPTER_PREFIXES = ("base_model.model.",)
+PEFT_PREFIX = "base_model.model."  # what PeftModel.save_pretrained puts before every module name
+ADAPTER_PREFIXES = (PEFT_PREFIX,)
 # Leading components that wrap a model without renaming its modules, removed before two names are compared:
 # PEFT's PeftModel (base_model.model.), the task-head classes of transformers (model. for Llama-style,
 # transformer. for GPT-2-style models around their base model), DistributedDataParallel (module.) and

@@ -24,6 +24,9 @@ MODULES_CSV = "modules.csv"
 SPECTRA_FILE = "singular_values.safetensors"
 SUMMARY_JSON = "summary.json"
 VECTORS_CSV = "vectors.csv"
+# the training record (lorascope.training_record): a row per step and module, and σ per step
+TRAINING_CSV = "training_spectra.csv"
+TRAINING_SIGMA_DIR = "training_spectra"
 RESULTS_FILES = (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON)  # what makes a folder a results folder
 
 # Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"

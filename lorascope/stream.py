@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .checkpoint.tensor_store import MultiFileStore
 from .checkpoint.torch_file import TorchFile
 from .errors import LorascopeError
 from .linalg import sum_squares
+from .units import human_bytes, parse_bytes
 
 BLOCK_BYTES = 16 << 20  # one float64 block of M: 16 MiB, rows chosen from the shape alone
 PREFETCH = 2  # blocks read ahead of the one being multiplied
@@ -41,27 +41,21 @@ MIN_BUDGET = 64 << 20
 # bytes per value once read: bfloat16 and float8 are widened to float32 (``bytes_to_numpy``)
 READ_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 4, "float8_e4m3fn": 4, "float8_e5m2": 4}
 STORED_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
-
 
 # ---- the budget -----------------------------------------------------------------------------------------
 
 
 def parse_memory(text: str | int) -> int:
-    """Bytes from '768M', '2.5G', '4GiB', '1e9' or an int (K, M, G, T are powers of 1024; KB, MB, GB of 1000).
+    """Bytes from '768M', '2.5G', '4GiB', '1e9' or an int (``lorascope.units.parse_bytes``: K, M, G, T are
+    powers of 1024; KB, MB, GB of 1000), at least ``MIN_BUDGET``.
 
     Raises:
         ValueError: not a positive size.
     """
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-        unit = match.group(2).lower() if match else None
-        if match is None or unit not in _UNITS:
-            raise ValueError(f"memory must be a size such as 768M, 2.5G or 4GiB, got {text!r}")
-        value = int(float(match.group(1)) * _UNITS[unit])
+    try:
+        value = parse_bytes(text, "memory")
+    except ValueError:
+        raise ValueError(f"memory must be a size such as 768M, 2.5G or 4GiB, got {text!r}") from None
     if value < MIN_BUDGET:
         raise ValueError(f"memory must be at least {MIN_BUDGET >> 20} MiB, got {text!r} ({value} bytes)")
     return value
@@ -159,8 +153,8 @@ def _itemsizes(ref: TensorRef) -> int:
 
 def streamable(tuned: TensorRef, base: TensorRef) -> bool:
     """Whether both tensors can be read row by row as the same stored matrix (same arrangement and shape)."""
-    same = tuned.layout == base.layout and tuned.shape == base.shape and len(tuned.shape) == 2
-    return same and not (tuned.layout == "transpose" and (tuned.rows is not None or base.rows is not None))
+    same = tuned.view == base.view and tuned.shape == base.shape and len(tuned.shape) == 2
+    return same and not (tuned.view == "transpose" and (tuned.rows is not None or base.rows is not None))
 
 
 def stream_plan(tuned: TensorRef, base: TensorRef, budget: int) -> Plan:
@@ -180,10 +174,10 @@ def stream_plan(tuned: TensorRef, base: TensorRef, budget: int) -> Plan:
     need = 8 * p * p + (PREFETCH + 2) * block
     if need > budget:
         raise LorascopeError(
-            f"{tuned.store.path}: tensor {tuned.key} ({a}×{b}) needs at least {_mib(need)} to stream (its "
-            f"{p}×{p} float64 Gram matrix and {PREFETCH + 2} blocks of rows), but the memory budget is "
-            f"{_mib(budget)}. Give more with --memory (e.g. --memory {_mib_ceil(need)}M), or leave this module out "
-            "with --exclude."
+            f"{tuned.store.path}: tensor {tuned.key} ({a}×{b}) needs at least {human_bytes(need, 'MiB')} to stream "
+            f"(its {p}×{p} float64 Gram matrix and {PREFETCH + 2} blocks of rows), but the memory budget is "
+            f"{human_bytes(budget, 'MiB')}. Give more with --memory (e.g. --memory {_mib_ceil(need)}M), or leave "
+            "this module out with --exclude."
         )
     hold = False
     if not by_rows:
@@ -195,11 +189,7 @@ def stream_plan(tuned: TensorRef, base: TensorRef, budget: int) -> Plan:
 
 def _stored_shape(ref: TensorRef) -> tuple[int, int]:
     shape = ref.shape
-    return (int(shape[1]), int(shape[0])) if ref.layout == "transpose" else (int(shape[0]), int(shape[1]))
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
+    return (int(shape[1]), int(shape[0])) if ref.view == "transpose" else (int(shape[0]), int(shape[1]))
 
 
 def _mib_ceil(n: int) -> int:

@@ -20,11 +20,9 @@ import pandas as pd
 
 from . import __version__
 from .errors import LorascopeError
-from .results import Results
+from .results import TRAINING_CSV, TRAINING_SIGMA_DIR, Results
 from .snapshot import Snapshot, headline, snapshot
 
-TRAINING_CSV = "training_spectra.csv"
-TRAINING_SIGMA_DIR = "training_spectra"
 STEP_FILE = "step-{step:08d}.safetensors"
 ROW_COLUMNS = [  # of training_spectra.csv: the step, then the modules.csv columns a snapshot has
     "step",

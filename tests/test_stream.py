@@ -39,7 +39,7 @@ def test_read_rows_equals_the_whole_tensor(tmp_path, dtype):
     x = torch.randn(37, 5, 3, generator=torch.Generator().manual_seed(0)).to(dtype)  # a conv-like 3-D weight
     path = save_st(tmp_path / "w.safetensors", {"w": x, "e": torch.randn(4, 9, 6).to(dtype)})
     store = open_checkpoint(path).store
-    ref = TensorRef(store, "w", layout="flatten")
+    ref = TensorRef(store, "w", view="flatten")
     whole = ref.load_numpy(np.float32)
     got = np.concatenate([stream.read_rows(ref, i, min(37, i + 8)) for i in range(0, 37, 8)])
     assert np.array_equal(got.astype(np.float32), whole)

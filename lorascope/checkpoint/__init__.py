@@ -16,7 +16,7 @@ from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
 from .configs import model_config
 from .gguf import GGUFFile, is_gguf, open_gguf
-from .lora_files import LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
+from .lora_files import FILE_FORMATS, detect_format, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from .store import (FOLDER_WEIGHTS, MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member,
                     open_file, open_index, sniff)
@@ -70,20 +70,20 @@ def _open_auto(path: Path) -> Weights | Adapter:
     if isinstance(store, GGUFFile):
         return open_gguf(path, store)
     refuse_unsupported(path, store.keys())
-    if detect_layout(store.keys()) is not None:
+    if detect_format(store.keys()) is not None:
         return open_lora_file(path, store)
     fmt = "hf" if path.is_dir() and (path / "config.json").is_file() else store.format
     return Weights(path, fmt, store, model_config(path))
 
 
-def _forced_lora(layout: str) -> Callable[[Path], Adapter]:
+def _forced_lora(fmt: str) -> Callable[[Path], Adapter]:
     def opener(path: Path) -> Adapter:
         store = open_store(path)
-        adapter = open_lora_file(path, store, layout)
+        adapter = open_lora_file(path, store, fmt)
         if not adapter.modules:
             raise LorascopeError(
-                f"{path} was given as {layout} but holds no {layout} LoRA factors (found tensors such as "
-                f"{', '.join(store.keys()[:3])}); leave --format out to detect the layout from the content."
+                f"{path} was given as {fmt} but holds no {fmt} LoRA factors (found tensors such as "
+                f"{', '.join(store.keys()[:3])}); leave --format out to detect the format from the content."
             )
         return adapter
 
@@ -115,7 +115,7 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "hf": _open_weights,
     "peft": _forced_peft,
     "gguf": _forced_gguf,
-    **{name: _forced_lora(name) for name in LAYOUTS},
+    **{name: _forced_lora(name) for name in FILE_FORMATS},
 }
 
 

@@ -15,7 +15,7 @@ from .tensor_store import TensorStore
 if TYPE_CHECKING:
     import torch
 
-LAYOUTS = ("as_is", "flatten", "transpose")
+VIEWS = ("as_is", "flatten", "transpose")  # how a stored tensor is seen as a matrix (TensorRef.view)
 
 
 def upcast(t: torch.Tensor, dtype: torch.dtype, device: Any = "cpu", copy: bool = False) -> torch.Tensor:
@@ -33,19 +33,19 @@ def upcast(t: torch.Tensor, dtype: torch.dtype, device: Any = "cpu", copy: bool 
 class TensorRef:
     """One tensor in a store, with the reshaping that puts it in the (rows, cols) orientation used.
 
-    layout: 'as_is'; 'flatten' reshapes (d0, d1, …) to (d0, d1·…) — conv kernels; 'transpose' swaps a
+    view: 'as_is'; 'flatten' reshapes (d0, d1, …) to (d0, d1·…) — conv kernels; 'transpose' swaps a
     2-D tensor — GPT-2 Conv1D weights and embedding LoRA factors. ``rows`` keeps only the first rows.
     """
 
     store: TensorStore
     key: str
-    layout: str = "as_is"
+    view: str = "as_is"
     rows: int | None = None
     index: int | None = None  # one slice along dim 0 (an expert of a stacked MoE tensor), taken first
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -55,24 +55,24 @@ class TensorRef:
     @property
     def shape(self) -> tuple[int, ...]:
         s = self.stored_shape
-        if self.layout == "flatten" and len(s) > 2:
+        if self.view == "flatten" and len(s) > 2:
             rest = 1
             for d in s[1:]:
                 rest *= d
             s = (s[0], rest)
-        elif self.layout == "transpose":
+        elif self.view == "transpose":
             s = tuple(reversed(s))
         if self.rows is not None:
             s = (self.rows, *s[1:])
         return tuple(s)
 
     def _arrange(self, t: Any) -> Any:
-        """Index, layout and rows applied to a torch tensor or numpy array alike."""
+        """Index, view and rows applied to a torch tensor or numpy array alike."""
         if self.index is not None:
             t = t[self.index]
-        if self.layout == "flatten" and t.ndim > 2:
+        if self.view == "flatten" and t.ndim > 2:
             t = t.reshape(t.shape[0], -1)
-        elif self.layout == "transpose":
+        elif self.view == "transpose":
             t = t.T
         if self.rows is not None:
             t = t[: self.rows]

@@ -77,7 +77,7 @@ def _lora(p: Mapping[str, TensorRef]) -> Geometry:
             )
         n, kernel = _tucker(p["mid"], r, down, "LoCon")
         return Geometry((up.shape[0], n), r, "conv", kernel)
-    kind = "embedding" if down.layout == "transpose" else _kind(_kernel(down))
+    kind = "embedding" if down.view == "transpose" else _kind(_kernel(down))
     return Geometry((up.shape[0], down.shape[1]), r, kind, _kernel(down))
 
 

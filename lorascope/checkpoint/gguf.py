@@ -426,7 +426,7 @@ class GGUFBaseNames:
             )
         up = m.parts["up"]
         perm = rope_row_order(m.shape[0], n)
-        return TensorRef(RowOrder(up.store, {up.key: np.argsort(perm)}), up.key, up.layout, up.rows, up.index)
+        return TensorRef(RowOrder(up.store, {up.key: np.argsort(perm)}), up.key, up.view, up.rows, up.index)
 
 
 def _name_map(gguf: Any, arch: Any, n_blocks: int) -> Any:

@@ -31,8 +31,8 @@ from .kohya_names import resolve as resolve_kohya
 from .parts import Found, Grouped, group_keys
 from .tensor_store import TensorStore
 
-LAYOUTS = ("kohya", "diffusers", "lora-ab", "cloneofsimo")  # what --format may force; sources of modules
-DOWN_UP_LAYOUTS = LAYOUTS  # the name earlier releases exported
+FILE_FORMATS = ("kohya", "diffusers", "lora-ab", "cloneofsimo")  # what --format may force; sources of modules
+DOWN_UP_LAYOUTS = FILE_FORMATS  # the name earlier releases exported
 FLATTENED = re.compile(r"^(?:lora|lycoris)_[^.:]+$")  # kohya-style stems: the module path with '.' -> '_'
 
 
@@ -73,7 +73,7 @@ def module_identity(module: str, parts: dict[str, Found]) -> tuple[str, str]:
 
 
 def _refs(store: TensorStore, parts: dict[str, Found]) -> dict[str, TensorRef]:
-    return {part: TensorRef(store, f.key, f.part.layout) for part, f in parts.items()}
+    return {part: TensorRef(store, f.key, f.part.view) for part, f in parts.items()}
 
 
 def _ia3_params(store: TensorStore, parts: dict[str, TensorRef]) -> dict[str, str]:
@@ -101,8 +101,8 @@ def _unclaimed_reason(parts: set[str]) -> str:
 class _Reading:
     """The state of one file being read: modules, vectors, warnings and problems."""
 
-    def __init__(self, path: Path, store: TensorStore, layout: str | None):
-        self.path, self.store, self.layout = path, store, layout
+    def __init__(self, path: Path, store: TensorStore, fmt: str | None):
+        self.path, self.store, self.fmt = path, store, fmt
         self.declared = DeclaredScales(store)
         self.modules: list[AdapterModule] = []
         self.vectors: dict[str, TensorRef] = {}
@@ -115,10 +115,10 @@ class _Reading:
         from ..delta.family import claim  # delta imports checkpoint: resolved when a file is read
 
         name, source = module_identity(module, found)
-        if self.layout is not None and source != self.layout:
+        if self.fmt is not None and source != self.fmt:
             for f in found.values():
                 self.warnings.append(
-                    {"name": f.key, "reason": f"not a {self.layout} adapter tensor; skipped"}
+                    {"name": f.key, "reason": f"not a {self.fmt} adapter tensor; skipped"}
                 )
             return
         refs = _refs(self.store, found)
@@ -149,7 +149,7 @@ class _Reading:
     def read_vector(self, f: Found) -> None:
         name, source = module_identity(f.module, {"": f})
         suffix = f.key[len(f.module) :]  # '.diff_b', '.lora_B.bias', …: plan.UPDATE_VECTORS recognizes them
-        if self.layout is None or source == self.layout:
+        if self.fmt is None or source == self.fmt:
             self.vectors[name + re.sub(r"^(\.lora_B)\.[^.]+(\.bias)$", r"\1\2", suffix)] = TensorRef(
                 self.store, f.key
             )
@@ -183,7 +183,7 @@ def _refusal(path: Path, store: TensorStore, grouped: Grouped, reading: _Reading
 FACTOR = re.compile(r"^(?:up|down|mid|hada_\w+|lokr_\w+)$")
 
 
-def detect_layout(keys: list[str]) -> str | None:
+def detect_format(keys: list[str]) -> str | None:
     """The source most adapter modules in ``keys`` have ('kohya', 'diffusers', 'lora-ab', 'cloneofsimo'), or
     None (names only; nothing is read).
 
@@ -216,7 +216,7 @@ def detect_layout(keys: list[str]) -> str | None:
 def refuse_unsupported(path: Path, keys: list[str]) -> None:
     """Refuse a file holding only LyCORIS algorithms lorascope does not read (OFT, BOFT, GLoRA, T-LoRA)."""
     grouped = group_keys(keys)
-    if grouped.unsupported and detect_layout(keys) is None:
+    if grouped.unsupported and detect_format(keys) is None:
         kinds = "; ".join(f"{k}: {len(v)} tensors such as {v[0]}" for k, v in grouped.unsupported.items())
         raise LorascopeError(
             f"{path} holds {kinds}. lorascope does not compute these updates; merge the file into its base "
@@ -225,12 +225,12 @@ def refuse_unsupported(path: Path, keys: list[str]) -> None:
         )
 
 
-def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) -> Adapter:
-    """Open a single-file adapter of any family; ``layout`` keeps only the modules of that source (and may
+def open_lora_file(path: Path, store: TensorStore, fmt: str | None = None) -> Adapter:
+    """Open a single-file adapter of any family; ``fmt`` keeps only the modules of that source (and may
     return an adapter without modules, for the caller to say that the file is not what was asked for).
 
     Raises:
-        LorascopeError: no module is claimed by a family (``layout`` not given), parts of a module do not
+        LorascopeError: no module is claimed by a family (``fmt`` not given), parts of a module do not
             fit together, a module holds one part twice (more than one adapter in the file), or a declared
             scale is unusable.
     """
@@ -240,13 +240,13 @@ def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) ->
         f"{path} names some module parts twice (more than one adapter in one file? "
         "save each adapter separately):",
     )
-    reading = _Reading(path, store, layout)
+    reading = _Reading(path, store, fmt)
     for module, found in sorted(grouped.modules.items()):
         reading.read_module(module, found)
     raise_collected(
         reading.problems, f"{path}: {len(reading.problems)} module(s) whose parts do not fit together:"
     )
-    if not reading.modules and layout is None:  # a forced layout's caller says what was asked for
+    if not reading.modules and fmt is None:  # a forced format's caller says what was asked for
         raise _refusal(path, store, grouped, reading)
     for f in grouped.vectors:
         reading.read_vector(f)
@@ -259,12 +259,12 @@ def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) ->
             {"name": k, "reason": f"{kind}: lorascope does not compute this update; skipped"} for k in keys
         ]
     warnings += [
-        {"name": k, "reason": "not an adapter tensor in any layout lorascope reads; skipped"}
+        {"name": k, "reason": "not an adapter tensor in any format lorascope reads; skipped"}
         for k in grouped.unknown
     ]
     warnings += kohya_warnings(sorted(m for m in grouped.modules if FLATTENED.match(m)))
     sources = Counter(m.source for m in reading.modules)
-    fmt = layout or sources.most_common(1)[0][0]
+    fmt = fmt or sources.most_common(1)[0][0]
     if fmt == "cloneofsimo":
         warnings += _check_metadata_ranks(store, reading.modules)
     return Adapter(path, fmt, store, reading.modules, {}, reading.vectors, dict(store.metadata), warnings)

@@ -31,7 +31,7 @@ _ADAPTER = r"(?:\.(?!(?:weight|bias)$)[^.]+)?"  # PEFT's optional adapter name: 
 
 @dataclass(frozen=True)
 class Part:
-    """One tail of the grammar: the canonical part, its grammar and the ``TensorRef`` layout it is read with.
+    """One tail of the grammar: the canonical part, its grammar and the ``TensorRef`` view it is read with.
 
     ``part`` is a family part (up, down, mid, magnitude, hada_*, lokr_*, diff), or a reader-level name:
     ``alpha`` (the scale), ``on_input`` and ``weight`` (LyCORIS IA3), ``vector`` (a 1-D update kept beside
@@ -41,7 +41,7 @@ class Part:
     tail: str
     part: str
     grammar: str
-    layout: str = "flatten"
+    view: str = "flatten"
 
 
 PARTS: tuple[Part, ...] = (

@@ -113,7 +113,7 @@ def open_lokr(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         conv = any(len(ref.stored_shape) > 2 for ref in parts.values())
         kernel = tuple((parts.get("lokr_w2") or parts.get("lokr_t2")).stored_shape[2:]) if conv else ()
         r, alpha, scale = _lycoris_scale(cfg, name)
-        interleaved = "lokr_w2" in parts and parts["lokr_w2"].layout == "as_is"  # PEFT's Conv1d make_kron
+        interleaved = "lokr_w2" in parts and parts["lokr_w2"].view == "as_is"  # PEFT's Conv1d make_kron
         params = {"kron": "peft-conv1d"} if interleaved else {}
         modules.append(AdapterModule(name, "lokr", parts, (o1 * o2, i1 * i2), r, alpha, scale,
                                      "conv" if conv else "matrix", "peft", kernel=kernel, params=params))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
@@ -12,19 +11,16 @@ from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
 _WRITES = ("modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv", "report.html")
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-_COUNT = re.compile(r"^\s*(?P<num>\d[\d_]*(?:\.\d+)?(?:e\d+)?)\s*(?P<unit>[kmbg]?)\s*$", re.IGNORECASE)
 
 
 def parse_count(text: str) -> int:
-    """'20M' -> 20_000_000, '1.5B' -> 1_500_000_000, '500k', '20_000_000', '2e7'."""
-    m = _COUNT.match(str(text))
-    if m is None:
-        raise click.BadParameter(f"{text!r} is not a parameter count; write e.g. 20M, 1.5B, 500k or 20000000")
-    value = float(m["num"].replace("_", "")) * _SUFFIX[m["unit"].lower()]
-    if value != int(value):
-        raise click.BadParameter(f"{text!r} is not a whole number of parameters")
-    return int(value)
+    """'20M' -> 20_000_000, '1.5B' -> 1_500_000_000, '500k', '20_000_000', '2e7' (``lorascope.units``)."""
+    from ..units import parse_count as count
+
+    try:
+        return count(text, "--budget")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_ranks(text: str | None) -> list[int] | None:

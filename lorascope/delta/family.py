@@ -62,8 +62,8 @@ class Family:
             the base does not fit; None where the module is complete as read.
         shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
             read once and reused by the modules that follow.
-        layouts: the part-name sets a single-file reader may find for one module of this family, each exactly
-            (``claim`` picks the family from them); empty for families no file layout names by parts.
+        part_sets: the part-name sets a single-file reader may find for one module of this family, each exactly
+            (``claim`` picks the family from them); empty for families no file format names by parts.
         decomposable: a ``magnitude`` beside these parts makes the module weight-decomposed (DoRA over this
             family, as LyCORIS ``weight_decompose`` does for LoCon, LoHa and LoKr).
     """
@@ -80,7 +80,7 @@ class Family:
     params: Callable[[Delta], int] | None = None
     fit_base: Callable[[AdapterModule, TensorRef], AdapterModule | str] | None = None
     shared: tuple[str, ...] = ()
-    layouts: tuple[frozenset[str], ...] = ()
+    part_sets: tuple[frozenset[str], ...] = ()
     decomposable: bool = False
 
 
@@ -93,7 +93,7 @@ def register(family: Family) -> Family:
     if family.name in FAMILIES:
         raise ValueError(f"update family {family.name!r} is registered twice")
     for other in FAMILIES.values():
-        shared = set(family.layouts) & set(other.layouts)
+        shared = set(family.part_sets) & set(other.part_sets)
         if shared:
             raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts "
                              f"{sorted(shared.pop())}")
@@ -102,15 +102,15 @@ def register(family: Family) -> Family:
 
 
 def claim(parts: Collection[str]) -> tuple[str, dict[str, str]] | None:
-    """The family whose layout is exactly ``parts``, with its parameters, or None when no family claims them.
+    """The family whose part set is exactly ``parts``, with its parameters, or None when no family claims them.
 
     A ``magnitude`` beside the parts of a decomposable family gives ``('dora', {'inner': family})``: DoRA over
     that family's update (Liu et al. 2024, Eq. 5; LyCORIS ``weight_decompose``). Data-driven: each family
-    lists its layouts (``Family.layouts``); nothing here names a family.
+    lists its part_sets (``Family.part_sets``); nothing here names a family.
     """
     have = frozenset(parts)
     for family in FAMILIES.values():
-        if have in family.layouts:
+        if have in family.part_sets:
             return family.name, {}
     if MAGNITUDE in have:
         inner = claim(have - {MAGNITUDE})

@@ -89,7 +89,7 @@ LORA = register(Family(
     form="LowRank",
     build=_lora,
     params=_lora_params,
-    layouts=(frozenset({"up", "down"}), frozenset({"up", "down", "mid"})),
+    part_sets=(frozenset({"up", "down"}), frozenset({"up", "down", "mid"})),
     decomposable=True,
 ))
 

@@ -94,7 +94,7 @@ LOHA = register(Family(
     form="LowRank",
     build=_loha,
     params=_stored_params,
-    layouts=(frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}),
+    part_sets=(frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}),
              frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})),
     decomposable=True,
 ))
@@ -144,7 +144,7 @@ LOKR = register(Family(
     form="Kronecker",
     build=_lokr,
     params=_stored_params,
-    layouts=tuple(frozenset(w1 | w2) for w1 in ({"lokr_w1"}, {"lokr_w1_a", "lokr_w1_b"})
+    part_sets=tuple(frozenset(w1 | w2) for w1 in ({"lokr_w1"}, {"lokr_w1_a", "lokr_w1_b"})
                   for w2 in ({"lokr_w2"}, {"lokr_w2_a", "lokr_w2_b"}, {"lokr_w2_a", "lokr_w2_b", "lokr_t2"})),
     decomposable=True,
 ))
@@ -164,5 +164,5 @@ FULL = register(Family(
     build=_full,
     numpy=False,  # dense: torch in the working precision, like a full fine-tune's difference
     params=_stored_params,
-    layouts=(frozenset({"diff"}),),
+    part_sets=(frozenset({"diff"}),),
 ))

@@ -57,7 +57,7 @@ class SharedArrays:
         self._lock = threading.Lock()
 
     def load(self, ref: Any) -> np.ndarray:
-        key = (id(ref.store), ref.key, ref.layout, ref.rows, ref.index)
+        key = (id(ref.store), ref.key, ref.view, ref.rows, ref.index)
         with self._lock:
             if key in self._arrays:
                 self._arrays.move_to_end(key)

@@ -105,5 +105,5 @@ IA3 = register(Family(
     numpy=False,
     params=_ia3_params,
     fit_base=_ia3_fit,
-    layouts=(frozenset({"scale"}),),
+    part_sets=(frozenset({"scale"}),),
 ))

@@ -1,24 +1,12 @@
-"""Sweep and selection folders: inputs in (a results folder, or checkpoints analyzed first), tables out.
+"""Sweep and selection folders: ``run_sweep`` and ``run_select``, what the ``lorascope sweep`` and
+``lorascope select`` commands call — inputs in (``inputs``), tables out (``files``).
 
-A sweep or selection folder is a results folder (``results.py``: modules.csv, singular_values.safetensors,
-summary.json, vectors.csv) with the rank tables added, so the report renders it with its optional sections:
-
-| file | written by | content |
-| --- | --- | --- |
-| sweep.csv | ``run_sweep`` | per module and k: rank, params, energy(k), sqrt(1 − energy(k)) |
-| sweep_uniform.csv | ``run_sweep`` | the model at uniform rank k: params, pooled energy, spread |
-| sweep_frontier.csv | ``run_sweep`` | params → energy: uniform, budget-optimal (exact) and greedy |
-| functional.csv | ``run_sweep`` with evaluation data or a trainer run | loss (and task metrics) per k, base, untruncated |
-| training.csv, training_knees.csv | ``run_sweep`` of a train-sweep folder | runs against r, full, freeze; knee per metric |
-| sweep.json | ``run_sweep`` | the grid, inputs, functional pick, timing |
-| selection.csv | ``run_select`` | per module: chosen rank, params, energy, error |
-| selection.json | ``run_select`` | policy, totals, notes (knapsack exact vs greedy), recommendation, export |
-| export.csv | ``run_select --export`` | per module: exported rank, SVD route, achieved and optimal error, or why not |
+A sweep or selection folder is a results folder (``results.py``) with the rank tables added
+(``files.py`` lists them), so the report renders it with its optional sections.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LorascopeError
-from ..results import Results, is_results_folder, load_results, write_json
+from ..results import Results, write_json
 from .export import ExportOptions, ExportResult, export_adapter
 from .functional import (EvalOptions, functional_sweep, hf_evaluation, is_trainer_run, pick_rank, trainer_evaluation,
                          trainer_run)
@@ -38,94 +26,15 @@ from .spectra import Spectra, spectra_of
 from .sweep import check_ranks, default_ranks, frontier, truncation_table, uniform_table
 from .training import knees, training_table
 from .truncate import TruncateOptions
+from .files import (EXPORT_CSV, FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON, SWEEP_CSV,
+                    SWEEP_JSON, TRAIN_INDEX, TRAINING_CSV, UNIFORM_CSV, clean_json, load_functional, write_tables)
+from .inputs import plan_for, reopen_inputs, results_for
 
-SWEEP_CSV = "sweep.csv"
-UNIFORM_CSV = "sweep_uniform.csv"
-FRONTIER_CSV = "sweep_frontier.csv"
-FUNCTIONAL_CSV = "functional.csv"
-SWEEP_JSON = "sweep.json"
-SELECTION_CSV = "selection.csv"
-SELECTION_JSON = "selection.json"
-EXPORT_CSV = "export.csv"
-TRAINING_CSV = "training.csv"
-KNEES_CSV = "training_knees.csv"
-TRAIN_INDEX = "index.csv"  # of a train-sweep folder (train/runs.py)
-
-
-# ---- inputs -------------------------------------------------------------------------------------------
-
-
-def results_for(inputs: Sequence[str | Path], progress: bool = False, **analyze_options: Any) -> Results:
-    """A saved results folder as it is, or the analysis of one or two checkpoints (``lorascope.analyze``)."""
-    from ..analysis import analyze
-
-    if not 1 <= len(inputs) <= 2:
-        raise LorascopeError(f"give a results folder, an adapter, or BASE and TUNED/ADAPTER; got {len(inputs)} inputs.")
-    if len(inputs) == 1 and is_results_folder(inputs[0]):
-        given = [k for k, v in analyze_options.items() if v is not None and k != "precision"]  # precision: export SVDs too
-        if given:
-            options = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise LorascopeError(f"{inputs[0]} holds results already computed, so {options} cannot change them; "
-                                 "give the checkpoints instead (or run `lorascope spectrum` with those options first).")
-        return load_results(inputs[0])
-    return analyze(*inputs, progress=progress, **analyze_options)
-
-
-def reopen_inputs(results: Results) -> tuple[Any, Any]:
-    """(base or None, tuned or adapter) reopened from the paths results record in summary.json."""
-    from ..checkpoint import FORMATS, open_checkpoint
-
-    entries = {e.get("role"): e for e in results.summary.get("inputs", [])}
-    tuned = entries.get("tuned") or entries.get("adapter")
-    if tuned is None:
-        raise LorascopeError(f"{results.path or 'these results'}: summary.json names no input checkpoints to reopen.")
-
-    def _open(entry: dict[str, Any]) -> Any:
-        path = Path(entry["path"])
-        if not path.exists():
-            raise LorascopeError(f"{path} (the {entry['role']} these results were computed from) no longer exists; "
-                                 "give the checkpoints instead of the results folder.")
-        _check_unchanged(entry)
-        fmt = entry.get("format")
-        return open_checkpoint(path, fmt if fmt in FORMATS and fmt not in ("safetensors", "torch") else None)
-
-    base = _open(entries["base"]) if "base" in entries else None
-    return base, _open(tuned)
-
-
-def _check_unchanged(entry: dict[str, Any]) -> None:
-    """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are hashed)."""
-    from ..checkpoint.store import file_sha256
-
-    for item in entry.get("files") or []:
-        path, want = Path(item.get("path", "")), item.get("sha256")
-        if want and path.is_file() and file_sha256(path) != want:
-            raise LorascopeError(f"{path} (part of the {entry.get('role')} these results were computed from) has changed "
-                                 "since; re-run the analysis, or give the checkpoints instead of the results folder.")
-
-
-def plan_for(results: Results, base: Any, tuned: Any) -> Any:
-    """The updates of the inputs, filtered and named as the analysis that made ``results`` named them."""
-    from ..delta import filter_names, plan_deltas, unique_names
-
-    opts = results.summary.get("options", {})
-    return unique_names(filter_names(plan_deltas(base, tuned), opts.get("include"), opts.get("exclude")))
-
-
-# ---- writing ------------------------------------------------------------------------------------------
-
-
-
-
-def _clean(obj: Any) -> Any:
-    """NaN -> None throughout, so the JSON is standard."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+__all__ = [  # the commands' entry points; the files' names and the inputs' functions stay importable from here
+    "EXPORT_CSV", "FRONTIER_CSV", "FUNCTIONAL_CSV", "KNEES_CSV", "SELECTION_CSV", "SELECTION_JSON", "SWEEP_CSV",
+    "SWEEP_JSON", "TRAIN_INDEX", "TRAINING_CSV", "UNIFORM_CSV", "SelectOutput", "SweepOutput", "load_functional",
+    "plan_for", "reopen_inputs", "results_for", "run_select", "run_sweep", "save_selection", "save_sweep",
+]
 
 
 # ---- sweep --------------------------------------------------------------------------------------------
@@ -269,33 +178,10 @@ def save_sweep(output: SweepOutput, out: str | Path) -> Path:
               FUNCTIONAL_CSV: output.functional, TRAINING_CSV: output.training, KNEES_CSV: output.knees}
     with writing(out, "sweep", **output.results.save_options(out)) as tx:
         output.results.write(tx.stage)
-        _write_tables(tx.stage, tables)
-        write_json(tx.stage / SWEEP_JSON, _clean(output.info))
+        write_tables(tx.stage, tables)
+        write_json(tx.stage / SWEEP_JSON, clean_json(output.info))
     output.results.path = tx.path
     return tx.path
-
-
-def _write_tables(out: Path, tables: dict[str, pd.DataFrame | None]) -> None:
-    for name, table in tables.items():
-        if table is None:
-            (out / name).unlink(missing_ok=True)
-        else:
-            table.to_csv(out / name, index=False)
-
-
-def load_functional(folder: str | Path) -> pd.DataFrame:
-    """functional.csv of a sweep folder, or a LorascopeError saying how to make one."""
-    path = Path(folder) / FUNCTIONAL_CSV
-    if path.is_file():
-        table = pd.read_csv(path)
-        info = Path(folder) / SWEEP_JSON
-        pick = json.loads(info.read_text()).get("functional_pick") if info.is_file() else None
-        table.attrs["loss_metric"] = (pick or {}).get("metric", "eval_loss")
-        return table
-    if not path.is_file():
-        raise LorascopeError(f"{folder} holds no {FUNCTIONAL_CSV}: run `lorascope sweep BASE TUNED --eval-data FILE` "
-                             "to measure the loss against k first.")
-    return pd.read_csv(path)
 
 
 # ---- select -------------------------------------------------------------------------------------------
@@ -369,7 +255,7 @@ def save_selection(output: SelectOutput, out: str | Path) -> Path:
 
 def _write_selection(output: SelectOutput, out: Path) -> None:
     output.results.write(out)
-    _write_tables(out, {SELECTION_CSV: output.selection.table,
+    write_tables(out, {SELECTION_CSV: output.selection.table,
                         EXPORT_CSV: output.export.table if output.export is not None else None})
     info = output.selection.summary()
     if output.export is not None:
@@ -383,7 +269,7 @@ def _write_selection(output: SelectOutput, out: Path) -> None:
             "config": _config_brief(output.export.config),
             "notes": list(output.export.notes),
         }
-    write_json(out / SELECTION_JSON, _clean(info))
+    write_json(out / SELECTION_JSON, clean_json(info))
 
 
 def _excess(t: pd.DataFrame) -> float | None:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import LorascopeError
 from ..metrics import gd_rank, rank_at_energy
+from ..units import human_count
 from .functional import pick_rank
 from .knapsack import RankKnapsack
 from .spectra import Spectra
@@ -55,7 +56,7 @@ class Policy:
     def describe(self) -> str:
         return {
             "energy": f"energy τ = {self.energy:g} per module",
-            "budget": f"parameter budget B = {_count(self.budget or 0)}",
+            "budget": f"parameter budget B = {human_count(self.budget or 0)}",
             "noise": "noise rank (Gavish–Donoho threshold)",
             "functional": f"functional: the smallest rank keeping {1 - self.tolerance:.0%} of the fine-tune's loss change",
         }[self.name]
@@ -242,14 +243,6 @@ def _uniform_rank_within(spectra: Spectra, params: int) -> int:
 # ---- words -----------------------------------------------------------------------------------------
 
 
-def _count(n: float) -> str:
-    """12345678 -> '12.3M'."""
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{int(n)}"
-
-
 def recommendation(selection: Selection, spectra: Spectra) -> str:
     """A few plain sentences: what was chosen, what it costs and keeps, and how it compares."""
     t, tot, p = selection.table, selection.totals, selection.policy
@@ -260,13 +253,13 @@ def recommendation(selection: Selection, spectra: Spectra) -> str:
         return " ".join(parts)
     parts.append(
         f"It gives {len(chosen)} of {tot['modules']} modules a rank between {int(chosen['rank'].min())} and "
-        f"{int(chosen['rank'].max())} (median {np.median(chosen['rank']):g}), {_count(tot['params'])} adapter "
+        f"{int(chosen['rank'].max())} (median {np.median(chosen['rank']):g}), {human_count(tot['params'])} adapter "
         f"parameters, keeping {tot['energy']:.1%} of the update's energy ‖ΔW‖² (relative Frobenius error "
         f"{tot['rel_error']:.3f}; the worst module keeps {tot['min_module_energy']:.1%})."
     )
     if tot["original_params"]:
         parts.append(f"That is {tot['params'] / tot['original_params']:.0%} of the original adapter's "
-                     f"{_count(tot['original_params'])} parameters.")
+                     f"{human_count(tot['original_params'])} parameters.")
     if tot["uniform_rank_same_params"]:
         parts.append(f"A uniform rank {tot['uniform_rank_same_params']} costs no more and keeps "
                      f"{tot['uniform_energy_same_params']:.1%}.")

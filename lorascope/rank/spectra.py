@@ -1,20 +1,27 @@
 """The modules of a results folder as the rank code sees them: σ², ‖ΔW‖_F², shapes, and what is known.
 
-A ``Spectra`` is built from a ``Results`` (no recomputation) and is what every sweep and policy reads.
-A module's spectrum is *complete* when the singular values not stored are exact zeros (factored or exact
-SVD); a randomized top-k spectrum is not, and energies past its k are unknown (NaN), never guessed.
+A ``Spectra`` is built from a ``Results`` (no recomputation) and is what every sweep and policy reads —
+and what the report's uniform sweep is priced from (``spectra_from``). A module's spectrum is *complete* when
+the singular values not stored are exact zeros (factored or exact SVD); a randomized top-k spectrum is not —
+nor one marked ``rank_beyond_k``, nor one whose Σσ² falls short of ‖ΔW‖_F² by more than ``SHORT_SLACK`` —
+and energies past its k are unknown (NaN), never guessed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..metrics import tail_energy
 from ..results import Results
 
 COMPLETE_METHODS = {"factored", "exact", "gram", "kronecker"}
+# Stored spectra whose squared sum falls short of ‖ΔW‖_F² by more than this fraction are a top-k, whatever
+# the method says; spectra are stored as float32, so the slack is far above rounding.
+SHORT_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
@@ -54,16 +61,22 @@ class Spectra:
                 out[l] = float(np.sum(s[:r] ** 2))
         return out
 
+    def tails(self, l: int) -> np.ndarray:
+        """‖ΔW_l − ΔW_l,r‖_F² for r = 0..len(σ_l) (``metrics.tail_energy``): the tail Σ_{i>r} σ² summed from
+        the smallest value up (no cancellation, exactly 0 at full rank), plus, for a top-k, the part of
+        ‖ΔW‖_F² past the stored values."""
+        complete = bool(self.table["complete"].iat[l])
+        return tail_energy(self.sigma[l], None if complete else float(self.totals[l]))
+
     def lost(self, ranks: np.ndarray) -> np.ndarray:
-        """‖ΔW_l − ΔW_l,r‖_F² per module: the tail Σ_{i>r} σ² of a complete spectrum (no cancellation, exactly 0
-        at full rank), else ‖ΔW‖_F² − kept for a top-k."""
+        """‖ΔW_l − ΔW_l,r‖_F² per module (``tails``); NaN where r passes a top-k spectrum."""
         out = np.empty(len(self.sigma))
-        totals = self.totals
         for l, (s, r) in enumerate(zip(self.sigma, ranks)):
-            if self.table["complete"].iat[l]:
-                out[l] = float(np.sum(s[int(r):] ** 2))
+            r = int(r)
+            if r > s.size and not self.table["complete"].iat[l]:
+                out[l] = np.nan
             else:
-                out[l] = max(0.0, totals[l] - float(np.sum(s[: int(r)] ** 2))) if int(r) <= s.size else np.nan
+                out[l] = float(self.tails(l)[min(r, s.size)])
         return out
 
     def rel_error_at(self, ranks: np.ndarray) -> np.ndarray:
@@ -84,13 +97,29 @@ class Spectra:
 
 def spectra_of(results: Results) -> Spectra:
     """The rank code's view of a ``Results`` (modules table + stored σ)."""
-    m = results.modules
+    return spectra_from(results.modules, results.spectra)
+
+
+def complete_spectrum(rec: dict, s: np.ndarray) -> bool:
+    """Whether the σ not stored for this modules.csv row are exact zeros (module docstring)."""
+    p = min(int(rec["rows"]), int(rec["cols"]))
+    complete = str(rec.get("method")) in COMPLETE_METHODS or s.size >= p
+    fro = rec.get("fro_norm")
+    fro2 = float(fro) ** 2 if fro is not None and pd.notna(fro) else float(s @ s)
+    short = fro2 > 0 and float(s @ s) < fro2 * (1 - SHORT_SLACK)
+    beyond = rec.get("rank_beyond_k")
+    return complete and not short and not (beyond is not None and pd.notna(beyond) and bool(beyond))
+
+
+def spectra_from(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray]) -> Spectra:
+    """The rank code's view of a modules table and σ per module name (the modules without σ left out)."""
     rows = []
     sigma = []
-    for rec in m.to_dict("records"):
-        s = results.spectrum(rec["name"])
-        p = min(int(rec["rows"]), int(rec["cols"]))
-        complete = str(rec.get("method")) in COMPLETE_METHODS or s.size >= p
+    for rec in modules.to_dict("records"):
+        if rec["name"] not in spectra:
+            continue
+        s = np.asarray(spectra[rec["name"]], dtype=np.float64)
+        complete = complete_spectrum(rec, s)
         rows.append({
             "name": rec["name"], "layer": rec["layer"], "module": rec["module"], "rows": int(rec["rows"]),
             "cols": int(rec["cols"]), "source": rec.get("source"), "lora_rank": rec.get("lora_rank"),

@@ -9,11 +9,14 @@ Nothing here recomputes an SVD; every number comes from the stored σ and the ex
   Σ_l kept_l / Σ_l ‖ΔW_l‖², and the spread of per-module energies.
 - ``frontier``: parameters spent → pooled energy kept, for uniform ranks and for the budget-optimal
   ranks of the same budgets (exact knapsack, and the greedy approximation beside it).
+- ``uniform_sweep``: ``uniform_table``'s pricing at every k up to the longest known spectrum, for the
+  report's curves (the report renders it; it computes no sweep of its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -95,6 +98,56 @@ def uniform_table(spectra: Spectra, ranks: Sequence[int]) -> pd.DataFrame:
             "modules_at_full_rank": int(np.sum(r >= spectra.max_ranks)),
         })
     return pd.DataFrame(rows, columns=UNIFORM_COLUMNS)
+
+
+@dataclass(frozen=True)
+class UniformSweep:
+    """Rank-k truncation of every module at one uniform k, for every k (docs/METRICS.md 'truncation error').
+
+    ``table`` has columns k, error (the pooled relative Frobenius error), energy (= 1 − error²) and
+    adapter_parameters (Σ_l r_l(k)·(m_l + n_l), r_l(k) = ``rank_used``: what a rank-k truncation really keeps,
+    as ``uniform_table`` prices it). ``truncated`` names the modules whose stored spectrum is a top-k; the
+    sweep stops at the shortest of those (``k_limit``), past which it is unknown.
+    """
+
+    table: pd.DataFrame
+    truncated: list[str]
+    k_limit: int | None
+
+
+UNIFORM_SWEEP_COLUMNS = ["k", "error", "energy", "adapter_parameters"]
+
+
+def uniform_sweep(spectra: Spectra, max_points: int = 400) -> UniformSweep:
+    """The uniform-rank sweep at k = 1 … K (K the longest stored spectrum, or the shortest top-k one), thinned
+    to about ``max_points`` values on a log scale (``sweep_ks``).
+
+    error(k) = sqrt(Σ_l lost_l(k) / Σ_l ‖ΔW_l‖_F²), each lost_l from ``Spectra.tails`` (summed from the tail,
+    never total − kept).
+    """
+    if not spectra.sigma:
+        return UniformSweep(pd.DataFrame(columns=UNIFORM_SWEEP_COLUMNS), [], None)
+    complete = spectra.table["complete"].to_numpy(bool)
+    lengths = np.array([s.size for s in spectra.sigma])
+    truncated = [n for n, c in zip(spectra.names, complete) if not c]
+    k_limit = int(lengths[~complete].min()) if truncated else None
+    ks = sweep_ks(k_limit or max(int(lengths.max()), 1), max_points)
+    lost = np.zeros(len(ks))
+    for l in range(len(spectra.sigma)):
+        lost += spectra.tails(l)[np.minimum(ks, lengths[l])]  # (K,): this module's tail at each k
+    total = float(spectra.totals.sum())
+    error = np.sqrt(lost / total) if total > 0 else np.zeros(len(ks))
+    params = np.array([int(np.sum(rank_used(spectra, int(k)) * spectra.unit_costs)) for k in ks])
+    table = pd.DataFrame({"k": ks, "error": error, "energy": 1.0 - error**2, "adapter_parameters": params})
+    return UniformSweep(table, truncated, k_limit)
+
+
+def sweep_ks(k_max: int, max_points: int) -> np.ndarray:
+    """1 … k_max, or about ``max_points`` of them on a log scale with every power of two kept."""
+    if k_max <= max_points:
+        return np.arange(1, k_max + 1)
+    ks = np.unique(np.round(np.geomspace(1, k_max, max_points)).astype(np.int64))
+    return np.union1d(ks, 2 ** np.arange(int(np.log2(k_max)) + 1))
 
 
 def frontier(spectra: Spectra, ranks: Sequence[int], extra_budgets: int = 24) -> pd.DataFrame:

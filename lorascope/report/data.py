@@ -12,13 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..metrics import energy, tail_energy
+from ..metrics import ENERGY_LEVELS, energy  # noqa: F401 - ENERGY_LEVELS: the levels the figures mark
 from ..names import module_type
+from ..rank.spectra import complete_spectrum, spectra_from
+from ..rank.sweep import UniformSweep, sweep_ks, uniform_sweep
 
-ENERGY_LEVELS = (0.90, 0.95, 0.99)
-# Known spectra whose squared sum falls short of ‖ΔW‖_F² by more than this fraction are truncated
-# (a randomized top-k); spectra are stored as float32, so the slack is far above rounding.
-_TRUNCATION_SLACK = 1e-4
 
 SIZE_UNITS = {
     "relative_update": r"relative update $\|\Delta W\|_F\,/\,\|W_{base}\|_F$",
@@ -225,73 +223,21 @@ def nominal_ranks(modules: pd.DataFrame, types: list[str]) -> dict[str, list[int
 # ---- uniform-rank sweep ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sweep:
-    """Rank-k truncation of every module at one uniform k (docs/METRICS.md 'truncation error').
-
-    ``table`` has columns k, error (aggregate relative Frobenius error), energy (= 1 − error²) and
-    adapter_parameters (Σ_modules min(k, p)·(rows + cols)). ``truncated`` names the modules whose
-    stored spectrum is a top-k; the sweep stops at the smallest such k, past which it is unknown.
-    """
-
-    table: pd.DataFrame
-    truncated: list[str]
-    k_limit: int | None
+Sweep = UniformSweep  # the uniform sweep is computed in lorascope.rank.sweep; the report only renders it
+_sweep_ks = sweep_ks
 
 
 def truncated_modules(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray]) -> list[str]:
-    """Modules whose stored σ are a top-k: method 'randomized', a rank beyond k, or Σσ² short of ‖ΔW‖_F²."""
-    out = []
-    for _, row in modules.iterrows():
-        s = np.asarray(spectra.get(row["name"], ()), dtype=np.float64)
-        fro2 = float(row["fro_norm"]) ** 2 if pd.notna(row["fro_norm"]) else float(s @ s)
-        short = fro2 > 0 and (s @ s) < fro2 * (1 - _TRUNCATION_SLACK)
-        if row.get("method") == "randomized" or bool(row.get("rank_beyond_k", False)) or short:
-            out.append(row["name"])
-    return out
+    """Modules whose stored σ are a top-k (``rank.spectra.complete_spectrum``: a randomized method, a rank beyond
+    k, or Σσ² short of ‖ΔW‖_F²)."""
+    return [str(rec["name"]) for rec in modules.to_dict("records")
+            if not complete_spectrum(rec, np.asarray(spectra.get(rec["name"], ()), dtype=np.float64))]
 
 
 def uniform_rank_sweep(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], max_points: int = 400) -> Sweep:
-    """Aggregate truncation error and parameter cost of one rank k for every module.
-
-    error(k) = sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), the denominator from the fro_norm column
-    (docs/METRICS.md 'truncation error'); parameters(k) = Σ_l min(k, p_l)·(m_l + n_l) (docs/METRICS.md 'Parameter counts').
-    ``k`` runs over 1..K (K the longest stored spectrum, or the shortest truncated one), thinned to
-    about ``max_points`` values on a log scale.
-    """
-    names = [n for n in modules["name"] if n in spectra and len(spectra[n])]
-    if not names:
-        return Sweep(pd.DataFrame(columns=["k", "error", "energy", "adapter_parameters"]), [], None)
-    rows = modules.set_index("name").loc[names]
-    truncated = truncated_modules(modules[modules["name"].isin(names)], spectra)
-    lengths = np.array([len(spectra[n]) for n in names])
-    k_limit = int(min(len(spectra[n]) for n in truncated)) if truncated else None
-    k_max = k_limit or int(lengths.max())
-    ks = _sweep_ks(k_max, max_points)
-
-    fro2 = pd.to_numeric(rows["fro_norm"], errors="coerce").to_numpy(dtype=np.float64) ** 2
-    residual = np.zeros(len(ks))  # Σ_l Σ_{i>k} σ²_{l,i}: tails summed from the smallest value up, never total − kept
-    for j, n in enumerate(names):
-        s = np.asarray(spectra[n], dtype=np.float64)
-        if not np.isfinite(fro2[j]):
-            fro2[j] = float(s @ s)
-        unknown = fro2[j] if n in truncated else None  # a top-k: the part of ‖ΔW‖² past the stored values
-        residual += tail_energy(s, unknown)[np.minimum(ks, len(s))]
-    total = float(fro2.sum())
-    error = np.sqrt(residual / total) if total > 0 else np.zeros(len(ks))
-
-    p = np.minimum(rows["rows"].to_numpy(dtype=np.int64), rows["cols"].to_numpy(dtype=np.int64))
-    width = (rows["rows"] + rows["cols"]).to_numpy(dtype=np.int64)
-    params = np.array([int(np.sum(np.minimum(k, p) * width)) for k in ks])
-    table = pd.DataFrame({"k": ks, "error": error, "energy": 1.0 - error**2, "adapter_parameters": params})
-    return Sweep(table, truncated, k_limit)
-
-
-def _sweep_ks(k_max: int, max_points: int) -> np.ndarray:
-    if k_max <= max_points:
-        return np.arange(1, k_max + 1)
-    ks = np.unique(np.round(np.geomspace(1, k_max, max_points)).astype(np.int64))
-    return np.union1d(ks, 2 ** np.arange(int(np.log2(k_max)) + 1))
+    """The uniform-rank sweep of the modules that have a stored spectrum (``rank.sweep.uniform_sweep``)."""
+    have = {n: s for n, s in spectra.items() if len(s)}
+    return uniform_sweep(spectra_from(modules, have), max_points)
 
 
 def sweep_milestones(sweep: Sweep) -> pd.DataFrame:

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..units import human_bytes, human_count  # noqa: F401 - the page prints numbers as lorascope.units does
+
 
 def is_missing(v: Any) -> bool:
     if v is None or v is pd.NA or v is pd.NaT:
@@ -32,28 +34,6 @@ def cell(v: Any) -> str:
             return str(int(v))
         return f"{v:.4g}"
     return str(v)
-
-
-def human_bytes(n: Any) -> str:
-    if is_missing(n):
-        return "–"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # unreachable; keeps type checkers content
-
-
-def human_count(n: Any) -> str:
-    """12 345 678 -> '12.3 M'."""
-    if is_missing(n):
-        return "–"
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f}"
 
 
 def seconds(s: Any) -> str:

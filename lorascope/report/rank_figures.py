@@ -17,19 +17,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..rank.files import (FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON,
+                          TRAINING_CSV)
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FigureBlock, NoteBlock, TableBlock
 from .formatting import human_count
 from .sections import SECTIONS, RunContext
 
-FRONTIER_CSV = "sweep_frontier.csv"
-TRAINING_CSV = "training.csv"
-KNEES_CSV = "training_knees.csv"
-FUNCTIONAL_CSV = "functional.csv"
-SELECTION_CSV = "selection.csv"
-SELECTION_JSON = "selection.json"
-EXPORT_CSV = "export.csv"
 POLICY_STYLE = {  # frontier curve -> (label, colour, line style)
     "uniform": ("uniform rank k", fg.OKABE_ITO[0], "-"),
     "optimal": ("budget-optimal ranks (exact knapsack)", fg.OKABE_ITO[3], "-"),

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..names import module_type
+from ..results import TRAINING_CSV
 from . import data
 from . import figures as fg
 from .blocks import Block, FigureBlock, NoteBlock, TableBlock
 from .sections import SECTIONS, RunContext
 
-TRAINING_CSV = "training_spectra.csv"
 PANELS = {  # column -> (panel title, y label); linear axes from 0: a run starts from ΔW = 0
     "entropy_rank": ("effective rank", "entropy_rank (directions)"),
     "rank_90": ("energy", "rank_90: directions holding 90 % of ‖ΔW‖²"),
@@ -108,7 +108,7 @@ def step_table(table: pd.DataFrame) -> pd.DataFrame:
 
 @SECTIONS.register("during-training", "During training", order=25, needs=(TRAINING_CSV,))
 def training_section(ctx: RunContext) -> list[Block] | None:
-    from ..callbacks import read_training
+    from ..training_record import read_training
 
     table = read_training(ctx.results.path)
     if table is None or table.empty:

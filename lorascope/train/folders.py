@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint.configs import read_config
 from ..errors import LorascopeError
+from ..limits import read_json
 from ..results import write_json  # noqa: F401  (the run folders' JSON writer, used across the trainer)
 from .data import Example, examples_from_lines
 from .model import MiniGPT, config_from_hf, hf_config
@@ -86,13 +88,6 @@ def save_minigpt(path: Path, model: MiniGPT, tok: WordTokenizer, world: World | 
     return path
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LorascopeError(f"cannot read {path}: {exc}") from None
-
-
 def is_minigpt_folder(path: Path) -> bool:
     """A Llama folder with a word-level tokenizer.json: lorascope's own models, loadable without transformers."""
     if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()
@@ -109,7 +104,7 @@ def is_minigpt_folder(path: Path) -> bool:
 def load_minigpt(path: Path) -> Base:
     from safetensors.torch import load_file
 
-    cfg = config_from_hf(_read_json(path / "config.json"))
+    cfg = config_from_hf(read_config(path / "config.json"))
     model = MiniGPT(cfg)
     state = load_file(str(path / "model.safetensors"))
     if cfg.tie_word_embeddings:
@@ -118,8 +113,8 @@ def load_minigpt(path: Path) -> Base:
     if missing or unexpected:
         raise LorascopeError(f"{path}/model.safetensors does not fit its config.json: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}.")
-    tok = from_hf_tokenizer_json(_read_json(path / "tokenizer.json"))
-    world = world_from_dict(_read_json(path / WORLD_FILE)) if (path / WORLD_FILE).is_file() else None
+    tok = from_hf_tokenizer_json(read_json(path / "tokenizer.json", "a tokenizer.json"))
+    world = world_from_dict(read_json(path / WORLD_FILE, "the facts a MiniGPT was taught")) if (path / WORLD_FILE).is_file() else None
     return Base(model, tok, world, path, "minigpt", cfg.max_position_embeddings)
 
 
@@ -187,11 +182,11 @@ def save_tuned(path: Path, base: Base, model: nn.Module) -> Path:
 
 
 def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
-    """A PEFT adapter folder: ``adapter_config.json`` and ``adapter_model.safetensors``."""
-    path.mkdir(parents=True, exist_ok=True)
-    write_json(path / "adapter_config.json", config)
-    save_safetensors(path / "adapter_model.safetensors", tensors)
-    return path
+    """A PEFT adapter folder: ``adapter_config.json`` and ``adapter_model.safetensors``, written by the one PEFT
+    adapter writer (``checkpoint.peft_config.write_adapter``)."""
+    from ..checkpoint.peft_config import write_adapter
+
+    return write_adapter(path, config, tensors)
 
 
 def read_task_file(path: Path) -> list[Example]:

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint.peft_config import lora_config
 from ..errors import LorascopeError
+from ..names import PEFT_PREFIX
 from .nf4 import NF4Linear
 
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -349,22 +350,7 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def adapter_config(spec: LoraSpec, target_modules: list[str] | str, base_path: str,
                    fan_in_fan_out: bool = False) -> dict:
-    """``adapter_config.json`` as PEFT's ``LoraConfig`` reads it."""
-    return {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_path,
-        "r": spec.r,
-        "lora_alpha": spec.alpha,
-        "lora_dropout": spec.dropout,
-        "target_modules": target_modules,
-        "use_rslora": spec.rslora,
-        "use_dora": spec.dora,
-        "fan_in_fan_out": fan_in_fan_out,
-        "bias": "none",
-        "init_lora_weights": True,
-        "inference_mode": True,
-        "modules_to_save": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-    }
+    """``adapter_config.json`` of this spec as PEFT's ``LoraConfig`` reads it (``checkpoint.peft_config``)."""
+    return lora_config(spec.r, spec.alpha, target_modules, fan_in_fan_out=fan_in_fan_out,
+                       lora_dropout=spec.dropout, use_rslora=spec.rslora, use_dora=spec.dora,
+                       base_model_name_or_path=base_path, task_type="CAUSAL_LM")

@@ -66,7 +66,7 @@ def check_merged(case, tmp_path):
         w0 = d.base.load(torch.float64).numpy()
         dw = np.asarray(torch.as_tensor(load_form(d, "float64").to_dense()).double())
         want = (
-            TensorRef(merged, d.base.key, d.base.layout, d.base.rows, d.base.index)
+            TensorRef(merged, d.base.key, d.base.view, d.base.rows, d.base.index)
             .load(torch.float64)
             .numpy()
         )

@@ -9,7 +9,7 @@ from lorascope.delta.family import claim
 def test_every_layout_is_claimed_by_one_family_only():
     seen = {}
     for family in FAMILIES.values():
-        for layout in family.layouts:
+        for layout in family.part_sets:
             assert layout not in seen, (layout, seen.get(layout), family.name)
             seen[layout] = family.name
             assert claim(layout) == (family.name, {})
