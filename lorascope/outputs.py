@@ -25,8 +25,6 @@ people's files (a report page given as ``--out page.html``) are replaced atomica
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import json
 import os
@@ -38,11 +36,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import LorascopeError
+from . import __version__
+from .errors import LorascopeError, note
+from .filesystem import (atomic_file, durable, fsync, glob_escape, link_or_copy, remove_stage_tree,
+                         write_journal)
+from .filesystem import cleanup_old as _cleanup_old  # looked up here when a transaction commits (a test
+from .filesystem import exchange as _exchange  # replaces them to stop a run between the two steps)
+from .manifest import HASH_LIMIT, INTERNAL, MANIFEST, file_sha256, read_manifest, under, verify, walk, written_files
 
-MANIFEST = ".lorascope-manifest.json"
-INTERNAL = ".lorascope-"  # lock files, stages, journals and leftovers carry this in their names
-HASH_LIMIT = 64 * 1024 * 1024  # files up to this size get a sha256 in the manifest; larger ones their size
+__all__ = [  # the transaction, and the manifest and file-system names importable from here as they always were
+    "HASH_LIMIT", "INTERNAL", "LINK_AT", "MANIFEST", "Output", "atomic_file", "default_folder", "durable", "note",
+    "read_manifest", "remove_written", "shown", "verify", "writing", "writing_lock", "written_files",
+]
 # in update mode, files of ours this large are hard-linked into the stage, not copied
 LINK_AT = 16 * 1024 * 1024
 _ACTIVE: dict[Path, Path] = {}  # stage -> final folder, for paths shown to users while a stage is written
@@ -73,144 +78,6 @@ def shown(path: str | Path) -> Path:
         if p == stage or stage in p.parents:
             return final / p.relative_to(stage)
     return p
-
-
-def note(exc: BaseException, text: str) -> None:
-    """Attach ``text`` to an exception (Python 3.11's ``add_note``; the CLI prints notes after the
-    message)."""
-    notes = getattr(exc, "__notes__", None)
-    if notes is None:
-        with contextlib.suppress(AttributeError, TypeError):
-            exc.__notes__ = notes = []  # type: ignore[attr-defined]
-    if notes is not None:
-        notes.append(text)
-
-
-# ---- manifest ----------------------------------------------------------------------------------------------
-
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a folder lorascope wrote, or None (no manifest, or one that is not lorascope's)."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-        return None
-    return data
-
-
-def written_files(folder: Path) -> set[str]:
-    """Paths (relative, '/'-separated) of the files lorascope wrote in ``folder``, from its manifest."""
-    manifest = read_manifest(folder)
-    return set(manifest["files"]) if manifest else set()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(folder: Path, names: Iterable[str]) -> list[str]:
-    """Which of ``names`` differ from what the folder's manifest recorded (empty without a manifest)."""
-    manifest = read_manifest(folder)
-    if manifest is None:
-        return []
-    bad = []
-    for name in names:
-        entry = manifest["files"].get(name)
-        path = Path(folder) / name
-        if entry is None or not path.is_file():
-            bad.append(name)
-        elif entry.get("sha256") and (path.stat().st_size != entry.get("bytes")
-                                      or sha256(path) != entry["sha256"]):
-            bad.append(name)
-    return bad
-
-
-def _walk(folder: Path) -> tuple[list[str], list[str]]:
-    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out."""
-    files, dirs = [], []
-    for root, subdirs, names in os.walk(folder):
-        rel = Path(root).relative_to(folder)
-        subdirs[:] = [d for d in subdirs if INTERNAL not in d and not os.path.islink(os.path.join(root, d))]
-        for d in subdirs:
-            dirs.append((rel / d).as_posix())
-        for name in names:
-            if INTERNAL in name:
-                continue
-            files.append((rel / name).as_posix())
-        for d in os.listdir(root):
-            full = os.path.join(root, d)
-            if os.path.islink(full) and os.path.isdir(full) and INTERNAL not in d:
-                files.append((rel / d).as_posix())
-    return files, dirs
-
-
-def _under(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name == p or name.startswith(p.rstrip("/") + "/") for p in prefixes)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_symlink():
-        os.symlink(os.readlink(src), dst)
-        return
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def durable() -> bool:
-    """Whether staged files are fsynced before the swap (``LORASCOPE_FSYNC``, default 1). The swap is atomic
-    either way — a killed process cannot leave a mix — but only fsync makes it survive a power loss."""
-    return os.environ.get("LORASCOPE_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def _fsync(path: Path, directory: bool = False) -> None:
-    if not durable():
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# ---- the atomic swap ---------------------------------------------------------------------------------------
-
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directory entries atomically (Linux renameat2); False where the system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd = -100
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
 
 
 # ---- the transaction ---------------------------------------------------------------------------------------
@@ -262,7 +129,7 @@ class Output:
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.is_dir():
-            _remove_stage_tree(target)
+            remove_stage_tree(target)
 
     # -- lifecycle
     def open(self) -> Output:
@@ -326,9 +193,9 @@ class Output:
         if not self.path.is_dir():
             return
         ours = written_files(self.path)
-        keep = [f for f in ours if self.mode == "update" or _under(f, self.keep)]
+        keep = [f for f in ours if self.mode == "update" or under(f, self.keep)]
         for name in keep:
-            if _under(name, self.dropped):
+            if under(name, self.dropped):
                 continue
             src = self.path / name
             if not (src.is_file() or src.is_symlink()):
@@ -338,7 +205,7 @@ class Output:
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             if self.link or src.stat().st_size >= LINK_AT:
-                _link_or_copy(src, dst)
+                link_or_copy(src, dst)
             else:
                 shutil.copy2(src, dst)
 
@@ -347,10 +214,10 @@ class Output:
         over, write the manifest, swap, and clean up the previous folder."""
         old_manifest = read_manifest(self.path) if self.path.is_dir() else None
         ours_old = set(old_manifest["files"]) if old_manifest else set()
-        staged, _ = _walk(self.stage)
+        staged, _ = walk(self.stage)
         foreign: list[str] = []
         if self.path.is_dir():
-            present, _ = _walk(self.path)
+            present, _ = walk(self.path)
             foreign = [f for f in present if f not in ours_old and f != MANIFEST]
         clashes = [f for f in staged if f in foreign or any(g.startswith(f + "/") or f.startswith(g + "/")
                                                              for g in foreign)]
@@ -362,7 +229,7 @@ class Output:
                 "it away, or give another --out."
             )
         for name in foreign:
-            _link_or_copy(self.path / name, self.stage / name)
+            link_or_copy(self.path / name, self.stage / name)
         entries = {}
         old_entries = old_manifest["files"] if old_manifest else {}
         for name in staged:
@@ -375,9 +242,9 @@ class Output:
             if previous and previous.get("bytes") == size and twin.is_file() and path.samefile(twin):
                 entries[name] = previous  # hard-linked, unchanged
                 continue
-            entries[name] = {"bytes": size, "sha256": sha256(path) if size <= HASH_LIMIT else None}
-            _fsync(path)
-        manifest = {"lorascope": _version(), "command": self.command, "generation": self.generation,
+            entries[name] = {"bytes": size, "sha256": file_sha256(path) if size <= HASH_LIMIT else None}
+            fsync(path)
+        manifest = {"lorascope": __version__, "command": self.command, "generation": self.generation,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "inputs": self.inputs,
                     "files": dict(sorted(entries.items()))}
@@ -386,23 +253,23 @@ class Output:
             fh.flush()
             if durable():
                 os.fsync(fh.fileno())
-        _fsync(self.stage, directory=True)
+        fsync(self.stage, directory=True)
         self._swap()
 
     def _swap(self) -> None:
         if not self.path.exists():
             os.rename(self.stage, self.path)
-            _fsync(self.parent, directory=True)
+            fsync(self.parent, directory=True)
             return
         old = self.parent / f".{self.path.name}{INTERNAL}old-{self.generation[:12]}"
-        _write_journal(self.journal, {"stage": str(self.stage), "old": str(old),
+        write_journal(self.journal, {"stage": str(self.stage), "old": str(old),
                                       "generation": self.generation})
         if _exchange(self.stage, self.path):
             os.rename(self.stage, old)  # the stage's name now holds the previous folder
         else:
             os.rename(self.path, old)
             os.rename(self.stage, self.path)
-        _fsync(self.parent, directory=True)
+        fsync(self.parent, directory=True)
         left = _cleanup_old(old, self.path)
         if left:
             self.notes.append(f"files that appeared in {self.path} while it was written are kept in {old}")
@@ -411,7 +278,7 @@ class Output:
     def _discard(self) -> None:
         _ACTIVE.pop(self.stage, None)
         if self.stage.exists():
-            _remove_stage_tree(self.stage)
+            remove_stage_tree(self.stage)
 
     def _recover(self) -> None:
         """Finish or undo what a killed run left beside the folder (under the lock, before this run
@@ -443,7 +310,7 @@ class Output:
         prefix = f".{self.path.name}{INTERNAL}stage-"
         for stale in self.parent.glob(f"{glob_escape(prefix)}*"):
             if stale.is_dir() and stale != self.stage:
-                _remove_stage_tree(stale)
+                remove_stage_tree(stale)
 
 
 def _wait_seconds() -> float:
@@ -460,71 +327,12 @@ def _wait_seconds() -> float:
     return value
 
 
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
-def _write_journal(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
-def _remove_stage_tree(folder: Path) -> None:
-    """Remove a stage: every entry in it is a file this run wrote or a link to a file still in the folder."""
-    for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in dirs:
-            full = os.path.join(root, name)
-            if os.path.islink(full):
-                os.unlink(full)
-            else:
-                os.rmdir(full)
-    os.rmdir(folder)
-
-
-def _cleanup_old(old: Path, new: Path) -> list[str]:
-    """Remove the previous folder after a swap: its files of ours, and links whose twin is in the new folder.
-
-    A file lorascope did not write and the new folder lacks (one created during the run) is moved into the
-    new folder, or — where a file of that name exists there — left in ``old``. Returns what was left.
-    """
-    ours = written_files(old)
-    files, dirs = _walk(old)
-    left = []
-    for name in files:
-        src, twin = old / name, new / name
-        if name in ours or name == MANIFEST:
-            src.unlink()
-        elif twin.exists() or twin.is_symlink():
-            same = (src.is_symlink() and twin.is_symlink() and os.readlink(src) == os.readlink(twin)) or (
-                not src.is_symlink() and not twin.is_symlink() and twin.is_file() and (
-                    os.path.samefile(src, twin) or sha256(src) == sha256(twin)))
-            if same:
-                src.unlink()
-            else:
-                left.append(name)
-        else:
-            twin.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, twin)
-    with contextlib.suppress(OSError):
-        (old / MANIFEST).unlink(missing_ok=True)
-    for name in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
-        with contextlib.suppress(OSError):
-            (old / name).rmdir()
-    with contextlib.suppress(OSError):
-        old.rmdir()
-    return left
 
 
 @contextlib.contextmanager
@@ -590,19 +398,3 @@ def writing_lock(out: Path) -> Iterator[None]:
         tx._release()
 
 
-def atomic_file(path: str | Path, data: bytes) -> Path:
-    """Replace one file atomically: written beside it under a temporary name, fsynced, then renamed over
-    it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{INTERNAL}tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import LorascopeError
 from ..limits import MAX_SAFETENSORS_HEADER, MAX_SHARDS, read_json
+from ..manifest import file_sha256
 from .dtypes import (DTYPE_BITS, FLOAT_DTYPES, NUMPY_DTYPES, NUMPY_NATIVE_TORCH, OTHER_SAFETENSORS_DTYPES,
                      SAFETENSORS_DTYPES, TensorInfo, bytes_to_numpy)
 from .safetensors_file import SafetensorsFile, library_check, read_safetensors_header
@@ -145,17 +146,6 @@ def open_index(path: Path) -> MultiFileStore:
                                  "(a shard must be a safetensors or torch file).")
     parts = [open_file(f) for f in shards]
     return MultiFileStore(path, parts, weight_map)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in 1 MiB chunks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_size(path: Path) -> int:

@@ -52,7 +52,7 @@ def reopen_inputs(results: Results) -> tuple[Any, Any]:
 
 def _check_unchanged(entry: dict[str, Any]) -> None:
     """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are hashed)."""
-    from ..checkpoint.store import file_sha256
+    from ..manifest import file_sha256
 
     for item in entry.get("files") or []:
         path, want = Path(item.get("path", "")), item.get("sha256")
