@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..checkpoint.base import Adapter, AdapterModule, TensorRef, Weights
-from ..checkpoint.gguf import GGUFBaseNames
+from ..checkpoint.gguf_names import GGUFBaseNames
 from ..checkpoint.kohya_names import COMPONENT_PREFIXES, component_of, stem_of_key
 from ..errors import LorascopeError, raise_collected
 from ..names import Match, NameIndex

@@ -24,28 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .forms import Blocks, Dense, Form, Kronecker, LowRank, cosine, fro_norm, inner, khatri_rao, merged
-from .routes import (
-    EPS64,
-    PRECISIONS,
-    SVD,
-    eps_of,
-    exact_floor,
-    exact_svd,
-    factored_floor,
-    factored_svd,
-    gram_floor,
-    gram_svd,
-    gram_svd_dense,
-    gram_update,
-    kronecker_svd,
-    one_thread,
-    randomized_params,
-    randomized_svd,
-    resolve_device,
-    sum_squares,
-    svd_flip,
-    torch_dtype,
-)
+from .common import (EPS64, PRECISIONS, SVD, eps_of, one_thread, resolve_device, sum_squares, svd_flip,
+                     torch_dtype)
+from .gram import gram_floor, gram_svd, gram_svd_dense, gram_update
+from .routes import (exact_floor, exact_svd, factored_floor, factored_svd, kronecker_svd, randomized_params,
+                     randomized_svd)
 
 __all__ = [
     "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "RANDOMIZED_BELOW", "SVD",

@@ -4,7 +4,7 @@ together with an absolute error bound on every value it returns (the numerical f
 | route | computes | floor: a bound on every \\|σ̂ᵢ − σᵢ\\| |
 | --- | --- | --- |
 | ``factored_svd`` | ΔW = s·L@R never formed: R factors of L and Rᵀ by CholeskyQR2 (Householder QR when a factor is too ill-conditioned for it), SVD of the k×k core; float64 | ε·max(m, n)·k·\\|s\\|·‖L‖_F‖R‖_F |
-| ``gram_svd`` | eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW, accumulated over row blocks | √δ, δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²) |
+| ``gram_svd`` (``gram.py``) | eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW, accumulated over row blocks | √δ, δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²) |
 | ``exact_svd`` | LAPACK's SVD of the dense ΔW in the dtype it arrives in | ε_dtype·max(m, n)·σ̂₁ |
 | ``randomized_svd`` | the top k by a randomized range finder (lower bounds of σ₁…σ_k) | ε_dtype·max(m, n)·σ̂₁ (arithmetic only) |
 | ``kronecker_svd`` | products of the factors' singular values | first-order product of the factors' floors |
@@ -13,187 +13,20 @@ together with an absolute error bound on every value it returns (the numerical f
 place, ``lorascope.linalg.svd``. This file owns no file access and no printing.
 
 On the CPU every route runs on numpy / scipy (one BLAS library), and the LAPACK calls whose rounding depends on
-the number of threads (SVD, QR, symmetric eigensolvers) run on one thread, so a spectrum is bit-for-bit the
-same however many modules are computed at once; BLAS-3 products (syrk, gemm, trsm) split their output among
-threads and keep each entry's summation order. torch is used only for tensors on a GPU.
+the number of threads (SVD, QR, symmetric eigensolvers) run on one thread (``common.one_thread``), so a
+spectrum is bit-for-bit the same however many modules are computed at once; BLAS-3 products (syrk, gemm,
+trsm) split their output among threads and keep each entry's summation order. torch is used only for tensors
+on a GPU. The Gram route is ``gram.py``'s; what the routes share (the ``SVD`` result, dtypes, signs) is
+``common.py``'s.
 """
-
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterable
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
-
-PRECISIONS = ("float32", "float64")
-EPS64 = float(np.finfo(np.float64).eps)
-
-
-def torch_dtype(precision: str) -> torch.dtype:
-    import torch
-
-    return {"float32": torch.float32, "float64": torch.float64}[precision]
-
-
-def eps_of(dtype: Any) -> float:
-    """Machine epsilon of a numpy or torch floating dtype (float64 for anything wider or unknown)."""
-    name = str(dtype).removeprefix("torch.")
-    try:
-        name = np.dtype(dtype).name  # numpy dtypes and scalar types (np.float32)
-    except TypeError:
-        pass
-    return {"float32": float(np.finfo(np.float32).eps), "float16": float(np.finfo(np.float16).eps),
-            "bfloat16": 2.0**-7}.get(name, EPS64)
-
-
-@dataclass
-class SVD:
-    """Singular values of one update, descending, on the CPU, in the array type of the input.
-
-    ``u`` (m, k) and ``v`` (n, k) hold left and right singular vectors when asked for.
-    ``complete`` is True when every singular value not in ``s`` is exactly zero.
-    ``floor`` is the route's absolute error bound on every value (docs/METRICS.md, 'The numerical floor'):
-    a computed value at or below it cannot be told from zero.
-    """
-
-    s: Any
-    fro_norm: float
-    method: str
-    complete: bool
-    u: Any = None
-    v: Any = None
-    floor: float = 0.0
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _on_cpu(x: Any) -> bool:
-    return not _is_torch(x) or x.device.type == "cpu"
-
-
-def _numpy(x: Any, dtype: Any = None) -> np.ndarray:
-    """A CPU torch tensor or numpy array as numpy (no copy where the dtype already fits)."""
-    if _is_torch(x):
-        x = x.detach()
-        try:
-            x = x.numpy()
-        except TypeError:  # bfloat16, float8: no numpy dtype; float32 holds them exactly
-            x = x.float().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
-def _like(x: np.ndarray, template: Any) -> Any:
-    """``x`` back in the array type of ``template`` (torch for torch inputs)."""
-    if _is_torch(template):
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(x))
-    return x
-
-
-# ---- threads ----------------------------------------------------------------------------------------
-
-# threadpoolctl controllers of the loaded BLAS libraries (numpy's; scipy's once scipy.linalg is loaded), by
-# whether scipy.linalg was loaded when they were listed
-_BLAS: dict[bool, list[Any]] = {}
-_LOCK = threading.Lock()
-_HELD = [0, []]  # threads inside one_thread(), and the thread counts to restore when the last one leaves
-
-
-def _blas_libraries() -> list[Any]:
-    import sys
-
-    key = "scipy.linalg" in sys.modules  # adapter runs never load scipy: numpy's BLAS is all there is
-    if key not in _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS[key] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-    return _BLAS[key]
-
-
-def _set_threads(lib: Any, n: int) -> None:
-    # OpenBLAS's pool is process-wide; the reference count in one_thread() serializes changes, so the
-    # direct setter is used rather than threadpoolctl's first-thread-controls rule
-    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run LAPACK on one BLAS thread: its blocked reductions then round the same whatever else runs.
-
-    Reference-counted across Python threads: BLAS stays on one thread while any caller is inside, and
-    the previous counts come back when the last one leaves (a few microseconds, so it wraps small calls).
-    """
-    libs = _blas_libraries()
-    with _LOCK:
-        if _HELD[0] == 0:
-            _HELD[1] = [lib.get_num_threads() for lib in libs]
-            for lib in libs:
-                _set_threads(lib, 1)
-        _HELD[0] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _HELD[0] -= 1
-            if _HELD[0] == 0:
-                for lib, n in zip(libs, _HELD[1]):
-                    if n:
-                        _set_threads(lib, n)
-
-
-def sum_squares(x: Any, chunk: int = 1 << 20) -> float:
-    """Σ x² in float64, by numpy's pairwise summation over fixed chunks: the same bits on any number of threads
-    (a BLAS dot product splits its sum by thread). Numpy arrays or CPU torch tensors of any float dtype."""
-    flat = _numpy(x).reshape(-1)
-    total = 0.0
-    for i in range(0, flat.size, chunk):
-        c = flat[i:i + chunk].astype(np.float64)
-        total += float(np.add.reduce(c * c))
-    return total
-
-
-def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
-    """Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's svd_flip)."""
-    cols = np.arange(u.shape[1])
-    if _is_torch(u):
-        import torch
-
-        idx = u.abs().argmax(dim=0)
-        signs = torch.sign(u[idx, torch.as_tensor(cols, device=u.device)])
-    else:
-        signs = np.sign(u[np.abs(u).argmax(axis=0), cols])
-    signs[signs == 0] = 1
-    return u * signs, vh * signs[:, None]
-
-
-# ---- Gram matrices ------------------------------------------------------------------------------------
-
-
-def gram_update(g: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """G + xᵀx for a float64 block x (b, p), upper triangle only (BLAS dsyrk, half the flops of a product).
-
-    ``g`` is (p, p) in Fortran order (updated in place) or None to start.
-    """
-    from scipy.linalg import blas
-
-    x = np.asarray(x, dtype=np.float64)
-    if not (x.flags.c_contiguous or x.flags.f_contiguous):
-        x = np.ascontiguousarray(x)
-    if g is None:
-        g = np.zeros((x.shape[1], x.shape[1]), dtype=np.float64, order="F")
-    if x.flags.c_contiguous:  # x.T is (p, b) in Fortran order: A·Aᵀ = xᵀx
-        return blas.dsyrk(1.0, x.T, beta=1.0, c=g, trans=0, lower=0, overwrite_c=1)
-    return blas.dsyrk(1.0, x, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)  # x (b, p) Fortran: Aᵀ·A
+from .common import EPS64, SVD, as_numpy, eps_of, like, on_cpu, one_thread, sum_squares, svd_flip
 
 
 # ---- factored: s·L@R ------------------------------------------------------------------------------------
@@ -278,9 +111,9 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
         raise ValueError(f"factors do not chain: left {tuple(left.shape)}, right {tuple(right.shape)}")
     shape = (int(left.shape[0]), int(right.shape[1]))
     k = int(left.shape[1])
-    if not (_on_cpu(left) and _on_cpu(right)):
+    if not (on_cpu(left) and on_cpu(right)):
         return _factored_torch(left, right, scale, compute_uv, shape)
-    lf, rf = _numpy(left, np.float64), _numpy(right, np.float64)
+    lf, rf = as_numpy(left, np.float64), as_numpy(right, np.float64)
     if compute_uv:
         return _factored_vectors(lf, rf, scale, left, shape)
     with one_thread():  # k-wide factors: threads cost more in synchronization than they save
@@ -288,7 +121,7 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
         core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
         s = np.linalg.svd(core, compute_uv=False)
     floor = factored_floor(shape, k, scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
-    return SVD(_like(s, left), float(np.linalg.norm(core)), "factored", True, floor=floor)
+    return SVD(like(s, left), float(np.linalg.norm(core)), "factored", True, floor=floor)
 
 
 def _factored_vectors(lf: np.ndarray, rf: np.ndarray, scale: float, template: Any, shape: tuple[int, int]) -> SVD:
@@ -301,8 +134,8 @@ def _factored_vectors(lf: np.ndarray, rf: np.ndarray, scale: float, template: An
     vh = vh_c @ q_r.T  # (q, k2) @ (k2, n) -> (q, n)
     u, vh = svd_flip(u, vh)
     floor = factored_floor(shape, lf.shape[1], scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
-    return SVD(_like(s, template), float(np.linalg.norm(core)), "factored", True,
-               _like(u, template), _like(vh.T, template), floor=floor)
+    return SVD(like(s, template), float(np.linalg.norm(core)), "factored", True,
+               like(u, template), like(vh.T, template), floor=floor)
 
 
 def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape: tuple[int, int]) -> SVD:
@@ -345,18 +178,18 @@ def exact_svd(delta: Any, compute_uv: bool = False) -> SVD:
     The result is in the array type of the input.
     """
     shape = (int(delta.shape[0]), int(delta.shape[1]))
-    if not _on_cpu(delta):
+    if not on_cpu(delta):
         return _exact_torch(delta, compute_uv, shape)
-    a = _numpy(delta)
+    a = as_numpy(delta)
     fro = math.sqrt(sum_squares(a))
     if not compute_uv:
         with one_thread():
             s = np.linalg.svd(a, compute_uv=False).astype(np.float64)
-        return SVD(_like(s, delta), fro, "exact", True, floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
+        return SVD(like(s, delta), fro, "exact", True, floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
     u, s, vh = np.linalg.svd(a, full_matrices=False)
     u, vh = svd_flip(u, vh)
     s = s.astype(np.float64)
-    return SVD(_like(s, delta), fro, "exact", True, _like(u, delta), _like(vh.T, delta),
+    return SVD(like(s, delta), fro, "exact", True, like(u, delta), like(vh.T, delta),
                floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
 
 
@@ -375,109 +208,6 @@ def _exact_torch(delta: Any, compute_uv: bool, shape: tuple[int, int]) -> SVD:
 
 
 # ---- dense: Gram --------------------------------------------------------------------------------------
-
-
-def gram_floor(rows: int, p: int, fro_sq: float, sigma1_sq: float) -> tuple[float, float]:
-    """(δ, √δ) for the Gram route: |σ̂ᵢ² − σᵢ²| ≤ δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²).
-
-    Forming G: |fl(MᵀM) − MᵀM| ≤ γ_rows |M|ᵀ|M| (Higham 2002, §3.5) and ‖|M|ᵀ|M|‖₂ ≤ ‖M‖_F²; the symmetric
-    eigensolver: |λ̂ᵢ − λᵢ| ≤ p(n)·ε·‖G‖₂ (LAPACK Users' Guide §4.7), p(n) = n. Hence
-    |σ̂ᵢ − σᵢ| = |σ̂ᵢ² − σᵢ²| / (σ̂ᵢ + σᵢ) ≤ min(√δ, δ/σ̂ᵢ): values far above √δ keep nearly all digits.
-    """
-    delta = EPS64 * (rows * fro_sq + p * sigma1_sq)
-    return delta, math.sqrt(delta)
-
-
-def gram_svd(blocks: Iterable[Any], rows: int, p: int) -> SVD:
-    """Singular values of a tall matrix M (rows, p), rows ≥ p, from its float64 Gram matrix MᵀM.
-
-    Args:
-        blocks: M's rows in consecutive blocks (b, p) (numpy or CPU torch; cast to float64 here), each read
-            once; M is never whole in memory.
-        rows, p: M's shape.
-
-    Returns:
-        An ``SVD`` (method 'gram', all p values, floor √δ from ``gram_floor``); ‖M‖_F from G's trace.
-    """
-
-    g = np.zeros((p, p), dtype=np.float64, order="F")
-    seen = 0
-    for x in blocks:
-        x = _numpy(x, np.float64)
-        seen += x.shape[0]
-        g = gram_update(g, x)
-    if seen != rows:
-        raise ValueError(f"the blocks held {seen} rows, not {rows}")
-    return _gram_spectrum(g, rows)
-
-
-def gram_svd_dense(delta: Any) -> SVD:
-    """``gram_svd`` of a float64 matrix in memory: one syrk on its tall orientation (no copy)."""
-    a = _numpy(delta, np.float64)
-    m, n = a.shape
-    tall = a if m >= n else a.T  # (rows, p)
-    g = gram_update(None, tall)
-    out = _gram_spectrum(g, tall.shape[0])
-    out.s = _like(out.s, delta)
-    return out
-
-
-def _gram_spectrum(g: np.ndarray, rows: int) -> SVD:
-    p = g.shape[0]
-    fro_sq = float(np.trace(g))
-    lam = np.clip(eigvalsh_upper(g)[::-1], 0.0, None)
-    _, floor = gram_floor(rows, p, fro_sq, float(lam[0]) if p else 0.0)
-    return SVD(np.sqrt(lam), math.sqrt(max(fro_sq, 0.0)), "gram", True, floor=floor)
-
-
-_TWO_STAGE: list[Any] = []  # [LAPACKE dsyevd_2stage, its integer type] once looked up; [None] if not there
-
-
-def _two_stage() -> tuple[Any, Any] | None:
-    """LAPACK's dsyevd_2stage from the loaded OpenBLAS (through its LAPACKE interface), or None."""
-    if not _TWO_STAGE:
-        import ctypes
-
-        found = None
-        for lib in _blas_libraries():
-            dll = getattr(lib, "dynlib", None)
-            for prefix in ("scipy_", ""):
-                for suffix, int_t in (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32)):
-                    fn = getattr(dll, f"{prefix}LAPACKE_dsyevd_2stage{suffix}", None) if dll is not None else None
-                    if fn is not None and found is None:
-                        fn.restype = int_t
-                        fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t,
-                                       ctypes.c_void_p]
-                        found = (fn, int_t)
-        _TWO_STAGE.append(found)
-    return _TWO_STAGE[0]
-
-
-def eigvalsh_upper(g: np.ndarray) -> np.ndarray:
-    """Eigenvalues, ascending, of the symmetric float64 matrix whose upper triangle ``g`` holds (overwritten).
-
-    LAPACK's two-stage tridiagonal reduction (dsyevd_2stage: BLAS-3 band reduction, then bulge chasing;
-    Haidar, Ltaief & Dongarra 2011) where the loaded OpenBLAS exports it: about 1.5× faster than the
-    one-stage dsytrd; otherwise scipy's eigvalsh. On one thread either way, since the reductions of both
-    round differently on more. Both are backward stable: |λ̂ᵢ − λᵢ| ≤ p(n)·ε·‖G‖₂ (LAPACK Users' Guide §4.7).
-    """
-    p = g.shape[0]
-    two = _two_stage() if p > 1 else None
-    if two is not None:
-        fn, int_t = two
-        a = g if g.flags.f_contiguous and g.dtype == np.float64 else np.asfortranarray(g, dtype=np.float64)
-        w = np.empty(p, dtype=np.float64)
-        with one_thread():
-            info = fn(102, b"N", b"U", int_t(p), a.ctypes.data, int_t(p), w.ctypes.data)  # 102: column major
-        if info == 0:
-            return w
-    from scipy.linalg import eigvalsh
-
-    with one_thread():
-        return eigvalsh(g, lower=False, overwrite_a=True, check_finite=False)
-
-
-# ---- dense: randomized -------------------------------------------------------------------------------
 
 
 def randomized_params(k: int, shape: tuple[int, int]) -> tuple[int, int]:
@@ -505,9 +235,9 @@ def randomized_svd(delta: Any, k: int, seed: int = 0, compute_uv: bool = False) 
     m, n = delta.shape
     if k >= min(m, n):
         return exact_svd(delta, compute_uv)
-    if not _on_cpu(delta):
+    if not on_cpu(delta):
         return _randomized_torch(delta, k, seed, compute_uv)
-    a = _numpy(delta)
+    a = as_numpy(delta)
     oversample, n_iter = randomized_params(k, (m, n))
     width = min(k + oversample, min(m, n))
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -521,12 +251,12 @@ def randomized_svd(delta: Any, k: int, seed: int = 0, compute_uv: bool = False) 
         fro = math.sqrt(sum_squares(a))
         if not compute_uv:
             s = np.linalg.svd(small, compute_uv=False)[:k].astype(np.float64)
-            return SVD(_like(s, delta), fro, "randomized", False, floor=exact_floor((m, n), a.dtype, s[0]))
+            return SVD(like(s, delta), fro, "randomized", False, floor=exact_floor((m, n), a.dtype, s[0]))
         u_s, s, vh = np.linalg.svd(small, full_matrices=False)
     u = q @ u_s  # (m, w) @ (w, w) -> (m, w)
     u, vh = svd_flip(u[:, :k], vh[:k])
     s = s[:k].astype(np.float64)
-    return SVD(_like(s, delta), fro, "randomized", False, _like(u, delta), _like(vh.T, delta),
+    return SVD(like(s, delta), fro, "randomized", False, like(u, delta), like(vh.T, delta),
                floor=exact_floor((m, n), a.dtype, s[0]))
 
 
@@ -551,19 +281,6 @@ def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
     u, vh = svd_flip((q @ u_s)[:, :k], vh[:k])  # (m, w) @ (w, w)
     s = s[:k].cpu().double()
     return SVD(s, fro, "randomized", False, u.cpu(), vh.T.cpu(), floor=exact_floor((m, n), delta.dtype, float(s[0])))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when torch sees a GPU, else CPU; 'cuda' without a GPU is an error the caller reports."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N; got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU on this machine")
-    return torch.device(device)
 
 
 # ---- Kronecker ----------------------------------------------------------------------------------------
