@@ -102,3 +102,20 @@ def test_rank_grid_is_validated():
     for bad in ([], [0], [1.5], [-2]):
         with pytest.raises(ValueError, match="positive integers"):
             check_ranks(bad)
+
+
+def test_the_uniform_sweep_is_priced_once_and_the_report_renders_that_sweep(dense):
+    """``uniform_sweep`` (every k, for the report's curves) agrees with ``uniform_table`` at every k, and the
+    report's sweep is that same computation (report.data only renders it)."""
+    from lorascope.rank.sweep import uniform_sweep
+    from lorascope.report import data
+
+    results, _ = dense
+    spectra = spectra_of(results)
+    sweep = uniform_sweep(spectra)
+    assert sweep.truncated == [] and sweep.k_limit is None and list(sweep.table["k"]) == list(range(1, 25))
+    table = uniform_table(spectra, list(sweep.table["k"]))
+    np.testing.assert_array_equal(sweep.table["adapter_parameters"], table["params"])
+    np.testing.assert_allclose(sweep.table["error"], table["rel_error"], rtol=1e-9, atol=1e-12)
+    rendered = data.uniform_rank_sweep(results.modules, results.spectra)
+    assert rendered.table.equals(sweep.table)
