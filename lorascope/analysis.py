@@ -35,12 +35,24 @@ from .names import split_name
 from .notebook import Results
 from .progress import progress_bar
 from .results import modules_frame, vectors_frame, versions
+from .analysis_notes import dtype_census, mixed_dtype_warnings, numerics_summary, zero_update_warnings
 from .stream import default_budget, parse_memory
 
 # the unit of work lives in lorascope.compute; these names are importable from here as they always were
 __all__ = [
-    "BACKENDS", "Computed", "Fetched", "Options", "Streamed", "analyze", "build_results", "compute_delta",
-    "compute_fetched", "fetch", "open_inputs", "run_local", "versions",
+    "BACKENDS",
+    "Computed",
+    "Fetched",
+    "Options",
+    "Streamed",
+    "analyze",
+    "build_results",
+    "compute_delta",
+    "compute_fetched",
+    "fetch",
+    "open_inputs",
+    "run_local",
+    "versions",
 ]
 
 
@@ -50,8 +62,13 @@ def vector_row(v: VectorDelta) -> dict[str, Any]:
     fro = math.sqrt(sum_squares(delta))  # pairwise sums: the same bits on any number of threads
     base_fro = math.sqrt(sum_squares(base)) if base is not None else None
     return {
-        "name": v.name, "layer": layer, "module": module, "size": int(delta.size), "fro_norm": fro,
-        "base_fro_norm": base_fro, "relative_update": fro / base_fro if base_fro else None,
+        "name": v.name,
+        "layer": layer,
+        "module": module,
+        "size": int(delta.size),
+        "fro_norm": fro,
+        "base_fro_norm": base_fro,
+        "relative_update": fro / base_fro if base_fro else None,
     }
 
 
@@ -81,7 +98,9 @@ def _run_pipelined(deltas: list[Delta], opts: Options, results: list, bar: Any) 
     if not deltas:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorascope-read") as reader:
-        upcoming: Future | None = reader.submit(fetch, deltas[0], opts) if _read_ahead(deltas[0], opts) else None
+        upcoming: Future | None = (
+            reader.submit(fetch, deltas[0], opts) if _read_ahead(deltas[0], opts) else None
+        )
         for i, d in enumerate(deltas):
             current = upcoming.result() if upcoming is not None else fetch(d, opts)
             upcoming = None
@@ -155,8 +174,13 @@ def build_results(
     module_seconds = {c.row["name"]: round(c.seconds, 4) for c in computed}
     spectra = {c.row["name"]: c.sigma for c in computed}
     vectors = vectors_frame([vector_row(v) for v in plan.vectors])
-    adapter_params = int(sum(FAMILIES[d.family].params(d) for d in plan.deltas
-                             if d.module is not None and FAMILIES[d.family].params is not None))
+    adapter_params = int(
+        sum(
+            FAMILIES[d.family].params(d)
+            for d in plan.deltas
+            if d.module is not None and FAMILIES[d.family].params is not None
+        )
+    )
     summary = {
         "lorascope_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -181,103 +205,6 @@ def build_results(
         "warnings": plan.warnings + zero_update_warnings(rows) + mixed_dtype_warnings(plan),
     }
     return Results(modules, spectra, summary, vectors)
-
-
-FLOOR_RULE = (
-    "σ at or below sigma_floor (the SVD route's own absolute error bound) count as zero in entropy_rank, "
-    "numerical_rank and gd_rank; the stored spectra keep every value (docs/METRICS.md, 'The numerical floor')"
-)
-FLOOR_BY_METHOD = {
-    "factored": "ε·max(m, n)·k·|s|·‖L‖_F·‖R‖_F",
-    "gram": "√(ε·(max(m, n)·‖ΔW‖_F² + min(m, n)·σ1²))",
-    "exact": "ε(dtype)·max(m, n)·σ1",
-    "randomized": "ε(dtype)·max(m, n)·σ1 (arithmetic only; the values are lower bounds)",
-    "kronecker": "|s|·(σ1(A)·floor(B) + σ1(B)·floor(A) + floor(A)·floor(B))",
-}
-
-
-def numerics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """How the spectra were computed: the floor rule, and per method its bound and how many modules used it."""
-    methods: dict[str, int] = {}
-    for r in rows:
-        methods[r["method"]] = methods.get(r["method"], 0) + 1
-    floors = [r["sigma_floor"] / r["spectral_norm"] for r in rows if r.get("spectral_norm")]
-    return {
-        "floor_rule": FLOOR_RULE,
-        "methods": {m: {"modules": k, "floor": FLOOR_BY_METHOD.get(m, "")} for m, k in sorted(methods.items())},
-        "max_floor_over_sigma1": float(max(floors)) if floors else 0.0,
-    }
-
-
-def _tensor_dtype(ref: Any) -> str:
-    return ref.store.info(ref.key).dtype
-
-
-def dtype_census(plan: Plan) -> dict[str, Any]:
-    """Every input tensor's dtype, compactly: counts per dtype per input, and the modules whose dtypes differ."""
-    stores: dict[str, Any] = {}
-    for d in plan.deltas:
-        for ref in d.parts.values():
-            stores.setdefault("adapter" if d.module is not None and d.family != "dense" else "tuned", ref.store)
-        if d.base is not None:
-            stores.setdefault("base", d.base.store)
-    for v in plan.vectors:
-        stores.setdefault("tuned", v.tuned.store)
-        if v.base is not None:
-            stores.setdefault("base", v.base.store)
-    counts = {}
-    for role, store in stores.items():
-        per: dict[str, int] = {}
-        for key in store.keys():
-            dt = store.info(key).dtype
-            per[dt] = per.get(dt, 0) + 1
-        counts[role] = dict(sorted(per.items()))
-    mixed = {d.name: {"tuned": _tensor_dtype(d.tuned), "base": _tensor_dtype(d.base)} for d in plan.deltas
-             if d.family == "dense" and d.base is not None and _tensor_dtype(d.tuned) != _tensor_dtype(d.base)}
-    return {"counts": counts, "mixed_modules": mixed}
-
-
-# unit roundoff of each stored dtype: the relative size of the rounding a weight stored in it carries
-_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8,
-             "float8_e4m3fn": 2.0**-4, "float8_e5m2": 2.0**-3}
-
-
-def mixed_dtype_warnings(plan: Plan) -> list[dict[str, str]]:
-    """One warning per pair of dtypes when full-diff modules compare tensors stored in different dtypes."""
-    pairs: dict[tuple[str, str], list[str]] = {}
-    for d in plan.deltas:
-        if d.family == "dense" and d.base is not None:
-            t, b = _tensor_dtype(d.tuned), _tensor_dtype(d.base)
-            if t != b:
-                pairs.setdefault((t, b), []).append(d.name)
-    out = []
-    for (t, b), names in pairs.items():
-        coarse = t if _ROUNDOFF.get(t, 0) >= _ROUNDOFF.get(b, 0) else b
-        out.append({"name": "mixed dtypes", "reason": (
-            f"{len(names)} module(s) subtract a {b} base from a {t} fine-tuned tensor (e.g. {names[0]}): ΔW then "
-            f"holds the {coarse} rounding of every weight (about {_ROUNDOFF.get(coarse, 0):.0e} of its size) as "
-            "well as the update, full-rank noise that raises entropy_rank, numerical_rank and the energy ranks. "
-            f"Compare checkpoints saved in one dtype (convert the {b if coarse == t else t} one to {coarse}) for "
-            "the update alone; summary.json 'dtypes' lists the modules."
-        )})
-    return out
-
-
-def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One warning for the modules whose ΔW is exactly zero (frozen, or inputs that hold the same weights)."""
-    zero = [r["name"] for r in rows if r["fro_norm"] == 0]
-    if not zero:
-        return []
-    if len(zero) == len(rows) and all(r["source"] != "dense" for r in rows):
-        reason = (f"ΔW is exactly zero in every one of the {len(rows)} adapter modules: their lora_B (up) factors are "
-                  "all zeros, as initialized; this adapter was saved before any training step changed it")
-    elif len(zero) == len(rows):
-        reason = (f"ΔW is exactly zero in every one of the {len(rows)} modules: the two inputs hold the same "
-                  "weights (was the fine-tuned checkpoint given as TUNED?)")
-    else:
-        reason = (f"ΔW is exactly zero in {len(zero)} of {len(rows)} modules, unchanged by the fine-tune (frozen?): "
-                  f"{', '.join(zero[:3])}{' …' if len(zero) > 3 else ''}; their ranks are 0")
-    return [{"name": "zero updates", "reason": reason}]
 
 
 def open_inputs(
@@ -339,7 +266,9 @@ def analyze(
     plan = filter_names(plan_deltas(base, tuned_ckpt), opts.include, opts.exclude)
     unique_names(plan)
     budget, how = (parse_memory(opts.memory), "given") if opts.memory is not None else default_budget()
-    run_opts = dataclasses.replace(opts, memory=budget) if backend == "local" else opts  # Ray: each node's own
+    run_opts = (
+        dataclasses.replace(opts, memory=budget) if backend == "local" else opts
+    )  # Ray: each node's own
     computed = BACKENDS[backend](plan, run_opts, progress, ray_address)
     inputs = ([describe_input("base", base)] if base is not None else []) + [
         describe_input("adapter" if isinstance(tuned_ckpt, Adapter) else "tuned", tuned_ckpt)

@@ -24,8 +24,19 @@ from .training_record import (
 )
 
 __all__ = [
-    "HEADLINE_PREFIX", "Module", "Snapshot", "SpectrumCallback", "TRAINING_CSV", "adapter_modules", "clear_record",
-    "headline", "read_training", "record_spectra", "recorded_steps", "snapshot", "training_spectrum",
+    "HEADLINE_PREFIX",
+    "Module",
+    "Snapshot",
+    "SpectrumCallback",
+    "TRAINING_CSV",
+    "adapter_modules",
+    "clear_record",
+    "headline",
+    "read_training",
+    "record_spectra",
+    "recorded_steps",
+    "snapshot",
+    "training_spectrum",
 ]
 
 # ---- the transformers callback --------------------------------------------------------------------------

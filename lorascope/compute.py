@@ -91,8 +91,14 @@ def on_cpu(device: str) -> bool:
 
 def streams(d: Delta, opts: Options) -> bool:
     """A full-diff ΔW on the CPU, singular values only, float64: read in row blocks, never whole."""
-    return (d.family == "dense" and d.base is not None and opts.precision == "float64" and opts.top_k is None
-            and streamable(d.tuned, d.base) and on_cpu(opts.device))
+    return (
+        d.family == "dense"
+        and d.base is not None
+        and opts.precision == "float64"
+        and opts.top_k is None
+        and streamable(d.tuned, d.base)
+        and on_cpu(opts.device)
+    )
 
 
 def in_memory_bytes(d: Delta, opts: Options) -> int:
@@ -124,8 +130,12 @@ def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
     need, budget = in_memory_bytes(d, opts), opts.budget()
     if need > budget:
         m, n = d.shape
-        hint = ("or analyze it with the default --precision float64 and no --top-k, which streams a full-diff "
-                "matrix in row blocks on the CPU" if d.family == "dense" else "or leave it out with --exclude")
+        hint = (
+            "or analyze it with the default --precision float64 and no --top-k, which streams a full-diff "
+            "matrix in row blocks on the CPU"
+            if d.family == "dense"
+            else "or leave it out with --exclude"
+        )
         raise LorascopeError(
             f"module {d.name} ({m}×{n}, {d.family}) needs about {human_bytes(need, 'MiB')} to compute in memory, but "
             f"the memory budget is {human_bytes(budget, 'MiB')}{' per worker' if opts.workers > 1 else ''}. Give more with "

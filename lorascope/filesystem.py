@@ -16,7 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .errors import LorascopeError
 from .manifest import INTERNAL, MANIFEST, file_sha256, walk, written_files
+
 
 def link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +116,11 @@ def cleanup_old(old: Path, new: Path) -> list[str]:
             src.unlink()
         elif twin.exists() or twin.is_symlink():
             same = (src.is_symlink() and twin.is_symlink() and os.readlink(src) == os.readlink(twin)) or (
-                not src.is_symlink() and not twin.is_symlink() and twin.is_file() and (
-                    os.path.samefile(src, twin) or file_sha256(src) == file_sha256(twin)))
+                not src.is_symlink()
+                and not twin.is_symlink()
+                and twin.is_file()
+                and (os.path.samefile(src, twin) or file_sha256(src) == file_sha256(twin))
+            )
             if same:
                 src.unlink()
             else:
@@ -149,3 +154,17 @@ def atomic_file(path: str | Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def wait_seconds() -> float:
+    """``LORASCOPE_WAIT``: how many seconds a run waits for another run's lock (default 0: refuse at once)."""
+    text = os.environ.get("LORASCOPE_WAIT", "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise LorascopeError(f"LORASCOPE_WAIT={text!r} is not a number of seconds; give e.g. 0 or 600.")
+    return value

@@ -59,8 +59,9 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
         path = Path(folder) / name
         if entry is None or not path.is_file():
             bad.append(name)
-        elif entry.get("sha256") and (path.stat().st_size != entry.get("bytes")
-                                      or file_sha256(path) != entry["sha256"]):
+        elif entry.get("sha256") and (
+            path.stat().st_size != entry.get("bytes") or file_sha256(path) != entry["sha256"]
+        ):
             bad.append(name)
     return bad
 

@@ -38,16 +38,14 @@ from typing import Any
 
 from . import __version__
 from .errors import LorascopeError, note
-from .filesystem import (atomic_file, durable, fsync, glob_escape, link_or_copy, remove_stage_tree,
-                         write_journal)
+from .filesystem import atomic_file as atomic_file  # re-exported: single files beside others' files
+from .filesystem import durable, fsync, glob_escape, link_or_copy
+from .filesystem import remove_stage_tree, wait_seconds, write_journal
 from .filesystem import cleanup_old as _cleanup_old  # looked up here when a transaction commits (a test
 from .filesystem import exchange as _exchange  # replaces them to stop a run between the two steps)
-from .manifest import HASH_LIMIT, INTERNAL, MANIFEST, file_sha256, read_manifest, under, verify, walk, written_files
+from .manifest import HASH_LIMIT, INTERNAL, MANIFEST, file_sha256, read_manifest, under, walk, written_files
+from .manifest import verify as verify  # re-exported: results check their files against the manifest
 
-__all__ = [  # the transaction, and the manifest and file-system names importable from here as they always were
-    "HASH_LIMIT", "INTERNAL", "LINK_AT", "MANIFEST", "Output", "atomic_file", "default_folder", "durable", "note",
-    "read_manifest", "remove_written", "shown", "verify", "writing", "writing_lock", "written_files",
-]
 # in update mode, files of ours this large are hard-linked into the stage, not copied
 LINK_AT = 16 * 1024 * 1024
 _ACTIVE: dict[Path, Path] = {}  # stage -> final folder, for paths shown to users while a stage is written
@@ -86,9 +84,17 @@ def shown(path: str | Path) -> Path:
 class Output:
     """One write of one folder. Use through ``writing``; write every file under ``stage``."""
 
-    def __init__(self, out: str | Path, command: str, mode: str = "replace", keep: Iterable[str] = (),
-                 drop: Iterable[str] = (), inputs: Iterable[str] = (), link: bool = False,
-                 wait: float | None = None):
+    def __init__(
+        self,
+        out: str | Path,
+        command: str,
+        mode: str = "replace",
+        keep: Iterable[str] = (),
+        drop: Iterable[str] = (),
+        inputs: Iterable[str] = (),
+        link: bool = False,
+        wait: float | None = None,
+    ):
         if mode not in ("replace", "update"):
             raise ValueError(f"mode must be 'replace' or 'update', got {mode!r}")
         out = Path(out).expanduser()
@@ -99,7 +105,7 @@ class Output:
         self.command, self.mode, self.link = command, mode, link
         self.keep, self.dropped = list(keep), list(drop)
         self.inputs = _INPUT_KEYS.get(self.path) or [str(i) for i in inputs]
-        self.wait = _wait_seconds() if wait is None else wait
+        self.wait = wait_seconds() if wait is None else wait
         self.generation = uuid.uuid4().hex
         self.stage = self.parent / f".{self.path.name}{INTERNAL}stage-{self.generation[:12]}"
         self.journal = self.parent / f".{self.path.name}{INTERNAL}journal.json"
@@ -135,8 +141,11 @@ class Output:
     def open(self) -> Output:
         if self.path.exists() and not self.path.is_dir():
             raise LorascopeError(f"--out {self.path} is an existing file; give a folder path.")
-        if self.path.is_dir() and read_manifest(self.path) is None and any(
-                INTERNAL not in p.name for p in self.path.iterdir()):
+        if (
+            self.path.is_dir()
+            and read_manifest(self.path) is None
+            and any(INTERNAL not in p.name for p in self.path.iterdir())
+        ):
             raise LorascopeError(
                 f"--out {self.path} holds files which lorascope did not write (it has no {MANIFEST}); "
                 "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
@@ -144,8 +153,9 @@ class Output:
         try:
             self.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LorascopeError(f"cannot create the folder {self.parent} for --out: "
-                                 f"{exc.strerror or exc}.") from None
+            raise LorascopeError(
+                f"cannot create the folder {self.parent} for --out: {exc.strerror or exc}."
+            ) from None
         self._acquire()
         try:
             self._recover()
@@ -170,9 +180,9 @@ class Output:
                 "set LORASCOPE_WAIT=SECONDS to wait for it, or give another --out."
             ) from None
         except OSError as exc:
-            raise LorascopeError(f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its "
-                                 "parent folder "
-                                 "writable?") from None
+            raise LorascopeError(
+                f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its parent folder writable?"
+            ) from None
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -219,8 +229,11 @@ class Output:
         if self.path.is_dir():
             present, _ = walk(self.path)
             foreign = [f for f in present if f not in ours_old and f != MANIFEST]
-        clashes = [f for f in staged if f in foreign or any(g.startswith(f + "/") or f.startswith(g + "/")
-                                                             for g in foreign)]
+        clashes = [
+            f
+            for f in staged
+            if f in foreign or any(g.startswith(f + "/") or f.startswith(g + "/") for g in foreign)
+        ]
         if clashes:
             raise LorascopeError(
                 f"{self.path} holds {', '.join(clashes[:4])}{' …' if len(clashes) > 4 else ''}, which "
@@ -244,10 +257,14 @@ class Output:
                 continue
             entries[name] = {"bytes": size, "sha256": file_sha256(path) if size <= HASH_LIMIT else None}
             fsync(path)
-        manifest = {"lorascope": __version__, "command": self.command, "generation": self.generation,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "inputs": self.inputs,
-                    "files": dict(sorted(entries.items()))}
+        manifest = {
+            "lorascope": __version__,
+            "command": self.command,
+            "generation": self.generation,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": self.inputs,
+            "files": dict(sorted(entries.items())),
+        }
         with open(self.stage / MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
             fh.flush()
@@ -262,8 +279,9 @@ class Output:
             fsync(self.parent, directory=True)
             return
         old = self.parent / f".{self.path.name}{INTERNAL}old-{self.generation[:12]}"
-        write_journal(self.journal, {"stage": str(self.stage), "old": str(old),
-                                      "generation": self.generation})
+        write_journal(
+            self.journal, {"stage": str(self.stage), "old": str(old), "generation": self.generation}
+        )
         if _exchange(self.stage, self.path):
             os.rename(self.stage, old)  # the stage's name now holds the previous folder
         else:
@@ -288,9 +306,11 @@ class Output:
                 j = json.loads(self.journal.read_text(encoding="utf-8"))
                 stage, old, gen = Path(j["stage"]), Path(j["old"]), j["generation"]
             except (OSError, ValueError, KeyError, TypeError):
-                raise LorascopeError(f"{self.journal} (left by an interrupted lorascope run) is unreadable; "
-                                     f"look at {self.path} and the .{self.path.name}{INTERNAL}* folders "
-                                     "beside it, then remove the journal.") from None
+                raise LorascopeError(
+                    f"{self.journal} (left by an interrupted lorascope run) is unreadable; "
+                    f"look at {self.path} and the .{self.path.name}{INTERNAL}* folders "
+                    "beside it, then remove the journal."
+                ) from None
             current = read_manifest(self.path) if self.path.is_dir() else None
             # swapped: the previous folder is leftover
             if current is not None and current.get("generation") == gen:
@@ -311,28 +331,6 @@ class Output:
         for stale in self.parent.glob(f"{glob_escape(prefix)}*"):
             if stale.is_dir() and stale != self.stage:
                 remove_stage_tree(stale)
-
-
-def _wait_seconds() -> float:
-    """``LORASCOPE_WAIT``: how many seconds a run waits for another run's lock (default 0: refuse at once)."""
-    text = os.environ.get("LORASCOPE_WAIT", "").strip()
-    if not text:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise LorascopeError(f"LORASCOPE_WAIT={text!r} is not a number of seconds; give e.g. 0 or 600.")
-    return value
-
-
-
-
-
-
-
-
 
 
 @contextlib.contextmanager
@@ -396,5 +394,3 @@ def writing_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         tx._release()
-
-

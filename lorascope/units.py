@@ -16,13 +16,20 @@ from typing import Any
 MISSING = "–"  # what a missing number prints as
 
 COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-_COUNT = re.compile(r"^\s*(?P<num>[0-9][0-9_,]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<suffix>[kKmMbBgGtT]?)\s*$")
+_COUNT = re.compile(
+    r"^\s*(?P<num>[0-9][0-9_,]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<suffix>[kKmMbBgGtT]?)\s*$"
+)
 _THOUSANDS = re.compile(r"[0-9]{1,3}(,[0-9]{3})*(\.[0-9]*)?")
 BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _SIZE = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?P<unit>[a-zA-Z]*)\s*$")
 _POWER = {"k": 1, "m": 2, "g": 3, "t": 4}
-SIZE_UNITS = {"": 1, "b": 1, **{p: 1024**e for p, e in _POWER.items()},
-              **{p + "ib": 1024**e for p, e in _POWER.items()}, **{p + "b": 1000**e for p, e in _POWER.items()}}
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    **{p: 1024**e for p, e in _POWER.items()},
+    **{p + "ib": 1024**e for p, e in _POWER.items()},
+    **{p + "b": 1000**e for p, e in _POWER.items()},
+}
 
 
 def _missing(v: Any) -> bool:
@@ -49,12 +56,16 @@ def parse_count(value: str | int | float, where: str = "count") -> int:
     else:
         m = _COUNT.match(str(value))
         if m is None or ("," in m["num"] and not _THOUSANDS.fullmatch(m["num"])):
-            raise ValueError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 500k, "
-                             "1,234,567 or 7e9.")
+            raise ValueError(
+                f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 500k, "
+                "1,234,567 or 7e9."
+            )
         number = float(m["num"].replace(",", "").replace("_", "")) * COUNT_SUFFIXES[m["suffix"].upper()]
     if not math.isfinite(number) or round(number) <= 0:
-        raise ValueError(f"{where} {value!r} is not a parameter count; expected a positive, finite number such "
-                         "as 33M, 4.2B or 1,234,567.")
+        raise ValueError(
+            f"{where} {value!r} is not a parameter count; expected a positive, finite number such "
+            "as 33M, 4.2B or 1,234,567."
+        )
     if abs(number - round(number)) > 1e-9 * abs(number):
         raise ValueError(f"{where} {value!r} is not a whole number of parameters.")
     return round(number)
@@ -85,10 +96,14 @@ def parse_bytes(value: str | int | float, where: str = "size") -> int:
     else:
         m = _SIZE.match(str(value))
         if m is None or m["unit"].lower() not in SIZE_UNITS:
-            raise ValueError(f"{where}={value!r} is not a size in bytes; write e.g. 768M, 2.5G, 8GiB or 1000000.")
+            raise ValueError(
+                f"{where}={value!r} is not a size in bytes; write e.g. 768M, 2.5G, 8GiB or 1000000."
+            )
         number = float(m["num"]) * SIZE_UNITS[m["unit"].lower()]
     if not math.isfinite(number) or number < 1:
-        raise ValueError(f"{where}={value!r} is not a size in bytes; write a positive size such as 768M or 8G.")
+        raise ValueError(
+            f"{where}={value!r} is not a size in bytes; write a positive size such as 768M or 8G."
+        )
     return int(number)
 
 

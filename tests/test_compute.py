@@ -7,7 +7,15 @@ from builders import peft_folder, save_st
 from refs import assert_sigma_close, planted, ref_sigma
 
 from lorascope.checkpoint import open_checkpoint
-from lorascope.compute import Options, Streamed, compute_delta, compute_fetched, fetch, in_memory_bytes, streams
+from lorascope.compute import (
+    Options,
+    Streamed,
+    compute_delta,
+    compute_fetched,
+    fetch,
+    in_memory_bytes,
+    streams,
+)
 from lorascope.delta import plan_deltas
 from lorascope.errors import LorascopeError
 
@@ -60,15 +68,24 @@ def test_a_module_over_the_budget_is_refused_with_what_it_needs(full_diff):
 def test_an_adapter_module_is_factored(tmp_path):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(4, 32, generator=g), torch.randn(48, 4, generator=g)
-    ad = peft_folder(tmp_path / "ad", {f"{NAME}.lora_A.weight": a, f"{NAME}.lora_B.weight": b}, {"r": 4, "lora_alpha": 8})
+    ad = peft_folder(
+        tmp_path / "ad", {f"{NAME}.lora_A.weight": a, f"{NAME}.lora_B.weight": b}, {"r": 4, "lora_alpha": 8}
+    )
     (d,) = plan_deltas(None, open_checkpoint(ad)).deltas
     got = compute_delta(d, Options(device="cpu"))
     assert got.row["method"] == "factored" and got.row["lora_rank"] == 4 and got.row["scale"] == 2.0
     assert_sigma_close(got.sigma, ref_sigma(2.0 * b.double().numpy() @ a.double().numpy())[:4], rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad, field", [({"precision": "float16"}, "precision"), ({"top_k": 0}, "top_k"),
-                                        ({"workers": 0}, "workers"), ({"memory": "lots"}, "memory")])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"precision": "float16"}, "precision"),
+        ({"top_k": 0}, "top_k"),
+        ({"workers": 0}, "workers"),
+        ({"memory": "lots"}, "memory"),
+    ],
+)
 def test_options_name_the_bad_field(bad, field):
     with pytest.raises(ValueError, match=field):
         Options(**bad)

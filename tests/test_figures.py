@@ -24,8 +24,11 @@ def test_each_function_draws_its_named_figure(results):
     fig = figures.energy(results)
     assert isinstance(fig, Figure) and fig.axes
     lines = [line for ax in fig.axes for line in ax.get_lines()]
-    assert lines and all(np.all(np.diff(line.get_ydata()) >= -1e-12) for line in lines if len(line.get_ydata()) > 2
-                         and line.get_ydata()[0] <= line.get_ydata()[-1])  # energy(k) curves never fall
+    assert lines and all(
+        np.all(np.diff(line.get_ydata()) >= -1e-12)
+        for line in lines
+        if len(line.get_ydata()) > 2 and line.get_ydata()[0] <= line.get_ydata()[-1]
+    )  # energy(k) curves never fall
     assert isinstance(figures.figure(results, "heatmaps"), Figure)
 
 

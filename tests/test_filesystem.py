@@ -44,7 +44,9 @@ def test_cleanup_old_removes_ours_and_moves_what_appeared_during_the_run(tmp_pat
     (old / "clash.txt").write_text("a")
     (new / "clash.txt").write_text("b")  # a different file of that name: left in the old folder
     left = filesystem.cleanup_old(old, new)
-    assert left == ["clash.txt"] and (new / "user.txt").read_text() == "mine" and not (old / "ours.csv").exists()
+    assert (
+        left == ["clash.txt"] and (new / "user.txt").read_text() == "mine" and not (old / "ours.csv").exists()
+    )
 
 
 def test_stage_removal_journals_and_durability(tmp_path, monkeypatch):

@@ -122,6 +122,7 @@ def knots(graph: dict[str, set[str]]) -> list[str]:
 
 def _component(graph: dict[str, set[str]], start: str) -> set[str]:
     """The modules that reach ``start`` and are reached from it."""
+
     def reach(edges: dict[str, set[str]]) -> set[str]:
         seen, todo = {start}, [start]
         while todo:
@@ -185,11 +186,14 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
         assert b in graph[a]
 
 
-@pytest.mark.parametrize("text, edge", [
-    ("from .. import errors\n", "pkg.errors"),  # a submodule named in the import list
-    ("from ..errors import LorascopeError\n", "pkg.errors"),
-    ("from . import helper\n", "pkg.sub"),  # not a submodule: the package's __init__
-])
+@pytest.mark.parametrize(
+    "text, edge",
+    [
+        ("from .. import errors\n", "pkg.errors"),  # a submodule named in the import list
+        ("from ..errors import LorascopeError\n", "pkg.errors"),
+        ("from . import helper\n", "pkg.sub"),  # not a submodule: the package's __init__
+    ],
+)
 def test_relative_imports_resolve(tmp_path, text, edge):
     root = tmp_path / "pkg"
     (root / "sub").mkdir(parents=True)

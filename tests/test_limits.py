@@ -34,7 +34,9 @@ def test_read_json_bounds_the_file_size(tmp_path):
 
 def test_config_counts_and_lists_are_bounded():
     limits.check_config_sizes({"num_hidden_layers": 32, "text_config": {"hidden_size": 4096}}, "c")
-    with pytest.raises(LorascopeError, match=r"'num_hidden_layers' is 1000000000000.0; expected a whole number"):
+    with pytest.raises(
+        LorascopeError, match=r"'num_hidden_layers' is 1000000000000.0; expected a whole number"
+    ):
         limits.check_config_sizes({"num_hidden_layers": 1e12}, "c")  # a float count is refused
     with pytest.raises(LorascopeError, match=r"c \(vision_config\): 'hidden_size'"):
         limits.check_config_sizes({"vision_config": {"hidden_size": limits.MAX_DIM + 1}}, "c")
@@ -57,6 +59,7 @@ def test_yaml_aliases_are_counted_expanded():
     assert limits.load_yaml("a: [1, 2]\nb: x\n", "claims.yaml") == {"a": [1, 2], "b": "x"}
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-        for p, c in zip("abcde", "bcdef"))
+        for p, c in zip("abcde", "bcdef")
+    )
     with pytest.raises(LorascopeError, match="claims.yaml"):
         limits.load_yaml(bomb, "claims.yaml")

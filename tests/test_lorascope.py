@@ -21,7 +21,9 @@ def test_the_version_is_the_packages():
 
 def test_importing_the_package_imports_none_of_its_modules():
     code = "import sys, lorascope; print(sorted(m for m in sys.modules if m.startswith('lorascope.')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 

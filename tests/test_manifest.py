@@ -2,7 +2,16 @@
 
 import hashlib
 
-from lorascope.manifest import INTERNAL, MANIFEST, file_sha256, read_manifest, under, verify, walk, written_files
+from lorascope.manifest import (
+    INTERNAL,
+    MANIFEST,
+    file_sha256,
+    read_manifest,
+    under,
+    verify,
+    walk,
+    written_files,
+)
 from lorascope.outputs import writing
 
 
@@ -29,9 +38,15 @@ def test_a_transaction_writes_a_manifest_that_verifies(tmp_path):
 
 
 def test_no_manifest_and_internal_names(tmp_path):
-    assert read_manifest(tmp_path) is None and written_files(tmp_path) == set() and verify(tmp_path, ["x"]) == []
+    assert (
+        read_manifest(tmp_path) is None and written_files(tmp_path) == set() and verify(tmp_path, ["x"]) == []
+    )
     (tmp_path / MANIFEST).write_text("[1, 2]")
     assert read_manifest(tmp_path) is None  # not lorascope's
     (tmp_path / f"x{INTERNAL}lock").write_text("")
     assert walk(tmp_path)[0] == []  # internal names (the manifest, locks) are left out
-    assert under("figures/a.png", ["figures"]) and under("figures", ["figures"]) and not under("fig.png", ["fig"])
+    assert (
+        under("figures/a.png", ["figures"])
+        and under("figures", ["figures"])
+        and not under("fig.png", ["fig"])
+    )

@@ -2,23 +2,36 @@
 
 import pytest
 
-from lorascope.names import (ADAPTER_PREFIXES, PEFT_PREFIX, NameIndex, canonical, module_type, split_name,
-                             strip_adapter_prefix)
+from lorascope.names import (
+    ADAPTER_PREFIXES,
+    PEFT_PREFIX,
+    NameIndex,
+    canonical,
+    module_type,
+    split_name,
+    strip_adapter_prefix,
+)
 
 
-@pytest.mark.parametrize("name, layer, module", [
-    ("model.layers.3.self_attn.q_proj", 3, "self_attn.q_proj"),
-    ("transformer.h.11.attn.c_proj", 11, "attn.c_proj"),
-    ("transformer.h.11.mlp.c_proj", 11, "mlp.c_proj"),  # GPT-2's two c_proj stay apart
-    ("lm_head", None, "lm_head"),
-    ("model.layers.0", 0, "model.layers.0"),  # nothing after the layer: the name is its own module
-])
+@pytest.mark.parametrize(
+    "name, layer, module",
+    [
+        ("model.layers.3.self_attn.q_proj", 3, "self_attn.q_proj"),
+        ("transformer.h.11.attn.c_proj", 11, "attn.c_proj"),
+        ("transformer.h.11.mlp.c_proj", 11, "mlp.c_proj"),  # GPT-2's two c_proj stay apart
+        ("lm_head", None, "lm_head"),
+        ("model.layers.0", 0, "model.layers.0"),  # nothing after the layer: the name is its own module
+    ],
+)
 def test_split_name_takes_the_first_integer_as_the_layer(name, layer, module):
     assert split_name(name) == (layer, module)
 
 
 def test_module_type_groups_experts_and_blocks():
-    assert module_type("mlp.experts.7.w1") == "mlp.experts.*.w1" and module_type("self_attn.q_proj") == "self_attn.q_proj"
+    assert (
+        module_type("mlp.experts.7.w1") == "mlp.experts.*.w1"
+        and module_type("self_attn.q_proj") == "self_attn.q_proj"
+    )
 
 
 def test_the_peft_prefix_is_the_one_adapter_prefix_stripped():
@@ -43,5 +56,7 @@ def test_name_index_pairs_by_prefix_only_and_refuses_ambiguity():
     assert missing.name is None and "wrapper prefixes" in missing.reason
     twins = NameIndex(["model.x.w", "transformer.x.w"])
     hit = twins.match("module.x.w")
-    assert hit.name is None and hit.ambiguous == ("model.x.w", "transformer.x.w") and "ambiguous" in hit.reason
+    assert (
+        hit.name is None and hit.ambiguous == ("model.x.w", "transformer.x.w") and "ambiguous" in hit.reason
+    )
     assert twins.find("model.x.w") == "model.x.w"  # an exact name is never ambiguous

@@ -28,7 +28,9 @@ def test_a_failed_run_leaves_the_folder_as_it_was(tmp_path):
             (tx.stage / "one.csv").write_text("changed")
             raise RuntimeError("boom")
     assert (out / "one.csv").read_text() == "1" and "left as it was" in info.value.__notes__[0]
-    assert not [p for p in tmp_path.iterdir() if "stage" in p.name]  # no stage left beside it (the lock file stays)
+    assert not [
+        p for p in tmp_path.iterdir() if "stage" in p.name
+    ]  # no stage left beside it (the lock file stays)
 
 
 def test_files_of_others_are_never_overwritten_or_removed(tmp_path):

@@ -31,9 +31,13 @@ def test_every_module_has_its_mirror_test_and_says_what_it_owns(path):
     tree = ast.parse(test.read_text(encoding="utf-8"))
     assert any(isinstance(n, ast.FunctionDef) and n.name.startswith("test_") for n in tree.body), test
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-    assert doc and len(doc.splitlines()[0]) >= 20, f"{path.relative_to(ROOT)}: no first line saying what it owns"
+    assert doc and len(doc.splitlines()[0]) >= 20, (
+        f"{path.relative_to(ROOT)}: no first line saying what it owns"
+    )
     lines = path.read_text(encoding="utf-8").count("\n")
-    assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines; split it into rooms of one job each"
+    assert lines <= MAX_LINES, (
+        f"{path.relative_to(ROOT)} has {lines} lines; split it into rooms of one job each"
+    )
 
 
 def test_the_mirror_rule_names_files_as_the_package_does():

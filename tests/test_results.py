@@ -7,13 +7,36 @@ import pandas as pd
 import pytest
 
 from lorascope.errors import LorascopeError
-from lorascope.results import (MODULE_COLUMNS, RESULTS_FILES, Results, is_results_folder, load_results,
-                               modules_frame, spectra_series, vectors_frame, versions, write_json)
+from lorascope.results import (
+    MODULE_COLUMNS,
+    RESULTS_FILES,
+    Results,
+    is_results_folder,
+    load_results,
+    modules_frame,
+    spectra_series,
+    vectors_frame,
+    versions,
+    write_json,
+)
 
 
 def results():
-    rows = [{"name": "model.layers.0.q", "layer": 0, "module": "q", "rows": 4, "cols": 3, "source": "peft",
-             "method": "factored", "lora_rank": 2, "fro_norm": 5.0, "rank_90": 1, "extra": "kept"}]
+    rows = [
+        {
+            "name": "model.layers.0.q",
+            "layer": 0,
+            "module": "q",
+            "rows": 4,
+            "cols": 3,
+            "source": "peft",
+            "method": "factored",
+            "lora_rank": 2,
+            "fro_norm": 5.0,
+            "rank_90": 1,
+            "extra": "kept",
+        }
+    ]
     spectra = {"model.layers.0.q": np.array([4.0, 3.0])}
     return Results(modules_frame(rows), spectra, {"kind": "adapter", "inputs": [], "options": {}})
 
@@ -52,10 +75,17 @@ def test_a_changed_file_is_refused_on_reading(tmp_path):
 
 
 def test_json_is_written_with_plain_values(tmp_path):
-    write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.int64(3), "c": (1, 2), "d": np.float32("nan"),
-                                     "p": tmp_path})
-    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": 3, "c": [1, 2], "d": None,
-                                                              "p": str(tmp_path)}
+    write_json(
+        tmp_path / "x.json",
+        {"a": np.float32(1.5), "b": np.int64(3), "c": (1, 2), "d": np.float32("nan"), "p": tmp_path},
+    )
+    assert json.loads((tmp_path / "x.json").read_text()) == {
+        "a": 1.5,
+        "b": 3,
+        "c": [1, 2],
+        "d": None,
+        "p": str(tmp_path),
+    }
     assert vectors_frame([]).columns[0] == "name"
     v = versions()
     assert v["lorascope"] and v["python"].count(".") == 2 and "numpy" in v

@@ -15,10 +15,18 @@ peft = pytest.importorskip("peft")
 
 def model(**lora):
     torch.manual_seed(1)
-    cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
-    config = peft.LoraConfig(r=3, lora_alpha=6, target_modules=["q_proj", "down_proj"], init_lora_weights=False,
-                             **lora)
+    cfg = transformers.LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+    )
+    config = peft.LoraConfig(
+        r=3, lora_alpha=6, target_modules=["q_proj", "down_proj"], init_lora_weights=False, **lora
+    )
     return peft.get_peft_model(transformers.LlamaForCausalLM(cfg), config)
 
 
@@ -42,15 +50,27 @@ def test_spectra_equal_the_float64_svd_of_peft_delta(rslora):
         a = layer.lora_A["default"].weight.detach().double().numpy()
         want = np.linalg.svd(layer.scaling["default"] * b @ a, compute_uv=False)[:3]  # (out, r) @ (r, in)
         np.testing.assert_allclose(snap.spectra[key], want, rtol=1e-10)
-    assert snap.step == 7 and snap.families == {"lora": 2} and snap.adapter_parameters == 3 * (16 + 16) + 3 * (24 + 16)
+    assert (
+        snap.step == 7
+        and snap.families == {"lora": 2}
+        and snap.adapter_parameters == 3 * (16 + 16) + 3 * (24 + 16)
+    )
     numbers = headline(snap)
     m_ = snap.modules
-    assert numbers[HEADLINE_PREFIX + "update_norm"] == pytest.approx(float(np.sqrt((m_["fro_norm"] ** 2).sum())))
+    assert numbers[HEADLINE_PREFIX + "update_norm"] == pytest.approx(
+        float(np.sqrt((m_["fro_norm"] ** 2).sum()))
+    )
     assert numbers[HEADLINE_PREFIX + "entropy_rank"] == pytest.approx(float(m_["entropy_rank"].median()))
 
 
 def test_a_model_without_adapters_is_refused():
-    cfg = transformers.LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=1)
+    cfg = transformers.LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     with pytest.raises(LorascopeError, match="no PEFT adapter layer"):
         snapshot(transformers.LlamaForCausalLM(cfg))

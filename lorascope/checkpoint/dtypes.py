@@ -13,24 +13,71 @@ import numpy as np
 
 # safetensors dtype tags -> torch dtype names
 SAFETENSORS_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-    "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
 }
 # dtypes the safetensors library accepts that lorascope does not read (listed, so such tensors are skipped and
 # the file is not refused)
 OTHER_SAFETENSORS_DTYPES = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "F8_E8M0": 8, "C64": 64}
-DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "float8_e4m3fn": 8,
-              "float8_e5m2": 8, "int64": 64, "int32": 32, "int16": 16, "int8": 8, "uint8": 8, "bool": 8,
-              "uint16": 16, "uint32": 32, "uint64": 64, "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8,
-              "complex64": 64, "complex128": 128,
-              **OTHER_SAFETENSORS_DTYPES}
-FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
-                "float8_e4m3fnuz", "float8_e5m2fnuz"}
-NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "int64": np.int64,
-                "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
-                "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64}
+DTYPE_BITS = {
+    "float64": 64,
+    "float32": 32,
+    "float16": 16,
+    "bfloat16": 16,
+    "float8_e4m3fn": 8,
+    "float8_e5m2": 8,
+    "int64": 64,
+    "int32": 32,
+    "int16": 16,
+    "int8": 8,
+    "uint8": 8,
+    "bool": 8,
+    "uint16": 16,
+    "uint32": 32,
+    "uint64": 64,
+    "float8_e4m3fnuz": 8,
+    "float8_e5m2fnuz": 8,
+    "complex64": 64,
+    "complex128": 128,
+    **OTHER_SAFETENSORS_DTYPES,
+}
+FLOAT_DTYPES = {
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+}
+NUMPY_DTYPES = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "int16": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+}
 
 
 def _float8_table(exp_bits: int, man_bits: int, finite_only: bool) -> np.ndarray:

@@ -29,12 +29,29 @@ import numpy as np
 
 from ..errors import LorascopeError
 from .base import Adapter, AdapterModule, TensorRef, Weights
-from .gguf_file import (ADAPTER_TYPE, ARCHITECTURE, FACTOR_SUFFIXES, GENERAL_TYPE, LORA_ALPHA, TOKEN_EMBEDDING,
-                        GGUFFile, gguf_package, is_gguf)
+from .gguf_file import (
+    ADAPTER_TYPE,
+    ARCHITECTURE,
+    FACTOR_SUFFIXES,
+    GENERAL_TYPE,
+    LORA_ALPHA,
+    TOKEN_EMBEDDING,
+    GGUFFile,
+    gguf_package,
+    is_gguf,
+)
 from .gguf_names import GGUFBaseNames, RowOrder, rope_row_order
 
-__all__ = ["GGUFBaseNames", "GGUFFile", "RowOrder", "gguf_package", "is_gguf", "open_gguf", "open_gguf_adapter",
-           "rope_row_order"]
+__all__ = [
+    "GGUFBaseNames",
+    "GGUFFile",
+    "RowOrder",
+    "gguf_package",
+    "is_gguf",
+    "open_gguf",
+    "open_gguf_adapter",
+    "rope_row_order",
+]
 
 
 # ---- opening: an adapter, or a model's weights ------------------------------------------------------

@@ -17,18 +17,49 @@ from ..errors import LorascopeError
 from . import peft_lora, peft_multiplicative, peft_types  # noqa: F401 - each registers its peft_types
 from .base import Adapter
 from .configs import read_config as read_json_config
-from .peft_config import (CONFIG, WEIGHT_FILES, lora_config, module_scale, pattern_key, pattern_values, patterns,
-                          positive, positive_number, write_adapter)
+from .peft_config import (
+    CONFIG,
+    WEIGHT_FILES,
+    lora_config,
+    module_scale,
+    pattern_key,
+    pattern_values,
+    patterns,
+    positive,
+    positive_number,
+    write_adapter,
+)
 from .peft_keys import CONFIG_CHECKS, PARTS_BY_TYPE, PEFT_TYPES, Leftovers, finish, group_parts, part_pattern
 from .peft_keys import peft_type
 from .peft_lora import build_adapter, lora_config_checks, open_lora
 from .store import member, open_file
 
 __all__ = [
-    "CONFIG", "CONFIG_CHECKS", "PARTS_BY_TYPE", "PEFT_TYPES", "WEIGHT_FILES", "Leftovers", "build_adapter",
-    "finish", "group_parts", "is_peft_folder", "lora_config", "lora_config_checks", "module_scale", "open_lora",
-    "open_peft", "part_pattern", "pattern_key", "pattern_values", "patterns", "peft_type", "positive",
-    "positive_number", "read_config", "weight_file", "write_adapter",
+    "CONFIG",
+    "CONFIG_CHECKS",
+    "PARTS_BY_TYPE",
+    "PEFT_TYPES",
+    "WEIGHT_FILES",
+    "Leftovers",
+    "build_adapter",
+    "finish",
+    "group_parts",
+    "is_peft_folder",
+    "lora_config",
+    "lora_config_checks",
+    "module_scale",
+    "open_lora",
+    "open_peft",
+    "part_pattern",
+    "pattern_key",
+    "pattern_values",
+    "patterns",
+    "peft_type",
+    "positive",
+    "positive_number",
+    "read_config",
+    "weight_file",
+    "write_adapter",
 ]
 
 

@@ -65,13 +65,16 @@ def pattern_problems(cfg: dict[str, Any], integer: dict[str, bool]) -> list[str]
         if table is None:
             continue
         if not isinstance(table, dict):
-            problems.append(f"'{field}' must be a JSON object mapping name patterns to numbers, "
-                            f"found {table!r}")
+            problems.append(
+                f"'{field}' must be a JSON object mapping name patterns to numbers, found {table!r}"
+            )
             continue
         for key, value in table.items():
             if not _positive(value, (int,) if whole else (int, float)):
-                problems.append(f"'{field}' entry {key!r} must be a positive "
-                                f"{'integer' if whole else 'number'}, found {value!r}")
+                problems.append(
+                    f"'{field}' entry {key!r} must be a positive "
+                    f"{'integer' if whole else 'number'}, found {value!r}"
+                )
     return problems
 
 
@@ -91,13 +94,19 @@ def pattern_key(patterns: dict[str, Any], name: str) -> str | None:
             if re.match(rf"(.*\.)?({key})$", name):
                 return key
         except re.error as exc:
-            raise LorascopeError(f"rank_pattern/alpha_pattern key {key!r} is not a valid regular expression: "
-                                 f"{exc}") from None
+            raise LorascopeError(
+                f"rank_pattern/alpha_pattern key {key!r} is not a valid regular expression: {exc}"
+            ) from None
     return None
 
 
-def pattern_values(cfg: dict[str, Any], name: str, r_field: str = "r", alpha_field: str = "lora_alpha",
-                   alpha_default: float = 8) -> tuple[int, float]:
+def pattern_values(
+    cfg: dict[str, Any],
+    name: str,
+    r_field: str = "r",
+    alpha_field: str = "lora_alpha",
+    alpha_default: float = 8,
+) -> tuple[int, float]:
     """(r, alpha) of one module under PEFT's rank_pattern / alpha_pattern rules."""
     rank_pattern = cfg.get("rank_pattern") or {}
     alpha_pattern = cfg.get("alpha_pattern") or {}
@@ -115,11 +124,21 @@ def module_scale(cfg: dict[str, Any], name: str) -> tuple[int, float, float]:
     return r, alpha, scale
 
 
-def lora_config(r: int, lora_alpha: float, target_modules: list[str] | str, *, fan_in_fan_out: bool = False,
-                lora_dropout: float = 0.0, use_rslora: bool = False, use_dora: bool = False,
-                base_model_name_or_path: str | None = None, task_type: str | None = None,
-                rank_pattern: dict[str, int] | None = None, alpha_pattern: dict[str, float] | None = None,
-                **more: Any) -> dict[str, Any]:
+def lora_config(
+    r: int,
+    lora_alpha: float,
+    target_modules: list[str] | str,
+    *,
+    fan_in_fan_out: bool = False,
+    lora_dropout: float = 0.0,
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
+    rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
     """``adapter_config.json`` of a LoRA adapter as PEFT's ``LoraConfig`` reads it (peft_type LORA).
 
     ``more`` adds fields as they are (``layers_to_transform``, …). Raises ValueError for an r or alpha that
@@ -149,8 +168,12 @@ def lora_config(r: int, lora_alpha: float, target_modules: list[str] | str, *, f
     }
 
 
-def write_adapter(folder: str | Path, config: dict[str, Any], tensors: dict[str, Any],
-                  metadata: dict[str, str] | None = None) -> Path:
+def write_adapter(
+    folder: str | Path,
+    config: dict[str, Any],
+    tensors: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write a PEFT adapter folder: ``adapter_config.json`` (indented, sorted as given) and
     ``adapter_model.safetensors`` (torch tensors under PEFT's saved key names, contiguous, on the CPU).
 

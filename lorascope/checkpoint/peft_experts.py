@@ -31,8 +31,15 @@ def targets_parameters(cfg: dict[str, Any], module: str) -> bool:
     return bool(parameter_candidates(cfg, module))
 
 
-def expert_modules(module: str, by_depth: dict[int, dict[str, str]], store: TensorStore, cfg: dict[str, Any],
-                   fmt: str, problems: list[str], warnings: list[dict[str, str]]) -> list[AdapterModule]:
+def expert_modules(
+    module: str,
+    by_depth: dict[int, dict[str, str]],
+    store: TensorStore,
+    cfg: dict[str, Any],
+    fmt: str,
+    problems: list[str],
+    warnings: list[dict[str, str]],
+) -> list[AdapterModule]:
     """The LoRAs PEFT's ParamWrapper puts on the parameters of ``module``: one module per expert.
 
     PEFT wraps one parameter per wrapper, nesting them in the order the model class registers its
@@ -48,13 +55,17 @@ def expert_modules(module: str, by_depth: dict[int, dict[str, str]], store: Tens
     wrappers = len(by_depth)
     known = candidates[0] if len(candidates) == 1 and wrappers == 1 else None
     if not candidates:
-        problems.append(f"{module}: LoRA factors nested under base_layer, but target_parameters names no "
-                        "parameter of this module")
+        problems.append(
+            f"{module}: LoRA factors nested under base_layer, but target_parameters names no "
+            "parameter of this module"
+        )
         return []
     ranks = {c: pattern_values(cfg, f"{module}.{c}") for c in ([known] if known else candidates)}
     if len(set(ranks.values())) > 1:
-        problems.append(f"{module}: {wrappers} nested parameter LoRAs whose rank_pattern / alpha_pattern "
-                        f"entries differ ({ranks}); which is which is not recorded")
+        problems.append(
+            f"{module}: {wrappers} nested parameter LoRAs whose rank_pattern / alpha_pattern "
+            f"entries differ ({ranks}); which is which is not recorded"
+        )
         return []
     r, alpha = next(iter(ranks.values()))
     scale = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
@@ -66,8 +77,10 @@ def expert_modules(module: str, by_depth: dict[int, dict[str, str]], store: Tens
             continue
         a, b = TensorRef(store, p["lora_A"]), TensorRef(store, p["lora_B"])
         if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] % r or b.shape[1] != a.shape[0]:
-            problems.append(f"{where}: lora_A {list(a.shape)} and lora_B {list(b.shape)} are not "
-                            f"(E·r, in) and (out, r·E) for r={r}")
+            problems.append(
+                f"{where}: lora_A {list(a.shape)} and lora_B {list(b.shape)} are not "
+                f"(E·r, in) and (out, r·E) for r={r}"
+            )
             continue
         experts, shape = a.shape[0] // r, (b.shape[0], a.shape[1])
         if experts == 1 and known is not None:  # a 2-D parameter: a plain LoRA on that weight
@@ -77,9 +90,19 @@ def expert_modules(module: str, by_depth: dict[int, dict[str, str]], store: Tens
             continue
         path = f"{module}.{known}" if known else f"{module}.<nested {depth} of {wrappers}>"
         for e in range(experts):
-            params = {"expert": e, "experts": experts, "module": module, "parameter": known,
-                      "candidates": tuple(candidates), "depth": depth, "wrappers": wrappers}
+            params = {
+                "expert": e,
+                "experts": experts,
+                "module": module,
+                "parameter": known,
+                "candidates": tuple(candidates),
+                "depth": depth,
+                "wrappers": wrappers,
+            }
             parts = {"lora_A": a, "lora_B": b}
-            out.append(AdapterModule(f"{path}.{e}", "lora_expert", parts, shape, r, alpha, scale, "expert",
-                                     fmt, params=params))
+            out.append(
+                AdapterModule(
+                    f"{path}.{e}", "lora_expert", parts, shape, r, alpha, scale, "expert", fmt, params=params
+                )
+            )
     return out

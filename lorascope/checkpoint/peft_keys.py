@@ -46,8 +46,10 @@ def peft_type(name: str, parts: Iterable[str], check: Check | None = None) -> Ca
 def part_pattern(parts: Iterable[str]) -> re.Pattern:
     """``<module>.<part>[.<adapter name>][.weight|.bias]`` for these part names (longest first)."""
     names = "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
-    return re.compile(rf"^(?P<module>.+?)\.(?P<part>{names})"
-                      r"(?:\.(?P<adapter>[^.]+?))??(?:\.(?P<param>weight|bias))?$")
+    return re.compile(
+        rf"^(?P<module>.+?)\.(?P<part>{names})"
+        r"(?:\.(?P<adapter>[^.]+?))??(?:\.(?P<param>weight|bias))?$"
+    )
 
 
 class Leftovers:
@@ -67,14 +69,29 @@ class Leftovers:
         other = _other_type(name, self.kind)
         if other is not None:
             self.other_types.add(other)
-            self.warnings.append({"name": name, "reason": f"a part of PEFT type {other} in this {self.kind} "
-                                  "adapter: claimed by no module of the adapter's type; skipped"})
+            self.warnings.append(
+                {
+                    "name": name,
+                    "reason": f"a part of PEFT type {other} in this {self.kind} "
+                    "adapter: claimed by no module of the adapter's type; skipped",
+                }
+            )
         elif "trainable_tokens_" in name:
-            self.warnings.append({"name": name, "reason": "rows of an embedding trained through "
-                                  "trainable_token_indices; not a weight update lorascope reads, skipped"})
+            self.warnings.append(
+                {
+                    "name": name,
+                    "reason": "rows of an embedding trained through "
+                    "trainable_token_indices; not a weight update lorascope reads, skipped",
+                }
+            )
         elif ".base_layer." in f".{name}.":
-            self.warnings.append({"name": name, "reason": "copy of a base weight saved with the adapter "
-                                  "(PEFT save_embedding_layers); not part of the update, skipped"})
+            self.warnings.append(
+                {
+                    "name": name,
+                    "reason": "copy of a base weight saved with the adapter "
+                    "(PEFT save_embedding_layers); not part of the update, skipped",
+                }
+            )
         elif not info.is_float:
             self.warnings.append({"name": name, "reason": f"non-float tensor ({info.dtype}) skipped"})
         elif len(info.shape) >= 2:
@@ -115,14 +132,29 @@ def group_parts(store: TensorStore, pattern: re.Pattern, leftovers: Leftovers) -
     return parts
 
 
-def finish(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any], modules: list[AdapterModule],
-           leftovers: Leftovers, problems: list[str], warnings: list[dict[str, str]], what: str) -> Adapter:
+def finish(
+    path: Path,
+    fmt: str,
+    store: TensorStore,
+    cfg: dict[str, Any],
+    modules: list[AdapterModule],
+    leftovers: Leftovers,
+    problems: list[str],
+    warnings: list[dict[str, str]],
+    what: str,
+) -> Adapter:
     """The Adapter, or one error listing every incomplete module, or a refusal when no module was found."""
     raise_collected(problems, f"{store.path}: incomplete or inconsistent {what} modules:")
     if not modules:
         others = " / ".join(sorted(leftovers.other_types))
-        hint = (f" Its tensors are parts of PEFT type {others}: the config's peft_type says otherwise; "
-                "lorascope reads the type the config declares.") if others else ""
+        hint = (
+            (
+                f" Its tensors are parts of PEFT type {others}: the config's peft_type says otherwise; "
+                "lorascope reads the type the config declares."
+            )
+            if others
+            else ""
+        )
         raise LorascopeError(
             f"{store.path} holds no {what} modules: no tensor names end in the parts a {what} adapter stores "
             f"(found {len(store.keys())} tensors such as {', '.join(store.keys()[:3])}).{hint}"

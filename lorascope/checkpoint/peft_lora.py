@@ -50,17 +50,29 @@ def lora_config_checks(cfg: dict[str, Any], path: Path) -> list[dict[str, str]]:
     patterns(cfg, path, {"rank_pattern": True, "alpha_pattern": False})
     for field, why in UNREAD_VARIANTS.items():
         if cfg.get(field):
-            raise LorascopeError(f"{path / CONFIG} sets {field}={cfg[field]!r}: {why}, which lorascope "
-                                 "does not read. Merge the adapter with PEFT and compare base and merged "
-                                 "checkpoints instead.")
+            raise LorascopeError(
+                f"{path / CONFIG} sets {field}={cfg[field]!r}: {why}, which lorascope "
+                "does not read. Merge the adapter with PEFT and compare base and merged "
+                "checkpoints instead."
+            )
     warnings = []
     init = str(cfg.get("init_lora_weights", ""))
     if init.lower().startswith(BASE_CHANGING_INITS):
-        warnings.append({"name": "*", "reason": f"init_lora_weights={init!r}: the adapter's ΔW is relative "
-                         "to the base PEFT changed at initialization (its residual), not the original base"})
+        warnings.append(
+            {
+                "name": "*",
+                "reason": f"init_lora_weights={init!r}: the adapter's ΔW is relative "
+                "to the base PEFT changed at initialization (its residual), not the original base",
+            }
+        )
     if cfg.get("alora_invocation_tokens"):
-        warnings.append({"name": "*", "reason": "aLoRA: PEFT applies ΔW = s·B@A only to tokens after the "
-                         "invocation sequence; the spectra are of that ΔW"})
+        warnings.append(
+            {
+                "name": "*",
+                "reason": "aLoRA: PEFT applies ΔW = s·B@A only to tokens after the "
+                "invocation sequence; the spectra are of that ΔW",
+            }
+        )
     return warnings
 
 
@@ -101,9 +113,16 @@ def build_adapter(path: Path, fmt: str, store: TensorStore, cfg: dict[str, Any])
     return finish(path, fmt, store, cfg, modules, leftovers, problems, warnings, "LoRA")
 
 
-def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str, Any], fmt: str,
-                 fan_in_fan_out: bool, problems: list[str],
-                 warnings: list[dict[str, str]]) -> AdapterModule | None:
+def _lora_module(
+    name: str,
+    p: dict[str, str],
+    store: TensorStore,
+    cfg: dict[str, Any],
+    fmt: str,
+    fan_in_fan_out: bool,
+    problems: list[str],
+    warnings: list[dict[str, str]],
+) -> AdapterModule | None:
     """One LoRA / DoRA module, or None with the problem recorded."""
     params: dict[str, Any] = {}
     if "lora_A" in p and "lora_B" in p:
@@ -111,8 +130,10 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
         kind = "conv" if len(store.info(a).shape) > 2 else "linear"
         left, right = TensorRef(store, b, "flatten"), TensorRef(store, a, "flatten")
         if len(left.shape) != 2 or len(right.shape) != 2:
-            problems.append(f"{name}: LoRA factors must be matrices (conv kernels flattened), found shapes "
-                            f"{list(left.stored_shape)} and {list(right.stored_shape)}")
+            problems.append(
+                f"{name}: LoRA factors must be matrices (conv kernels flattened), found shapes "
+                f"{list(left.stored_shape)} and {list(right.stored_shape)}"
+            )
             return None
         per_group, rank = left.shape[1], right.shape[0]
         if kind == "conv" and 0 < per_group < rank and rank % per_group == 0:
@@ -123,8 +144,10 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
         kind = "embedding"
         left, right = TensorRef(store, a, "transpose"), TensorRef(store, b, "transpose")
         if len(left.shape) != 2 or len(right.shape) != 2:
-            problems.append(f"{name}: embedding LoRA factors must be matrices, found shapes "
-                            f"{list(left.stored_shape)} and {list(right.stored_shape)}")
+            problems.append(
+                f"{name}: embedding LoRA factors must be matrices, found shapes "
+                f"{list(left.stored_shape)} and {list(right.stored_shape)}"
+            )
             return None
     else:
         found = ", ".join(sorted(p))
@@ -139,8 +162,13 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
     else:
         r, alpha, scale = rank, None, 1.0
     if r != rank:
-        warnings.append({"name": name, "reason": f"tensors have rank {rank} but the config gives r={r}; "
-                         f"scale uses r={r} as PEFT does"})
+        warnings.append(
+            {
+                "name": name,
+                "reason": f"tensors have rank {rank} but the config gives r={r}; "
+                f"scale uses r={r} as PEFT does",
+            }
+        )
     parts = {"up": left, "down": right}
     if "lora_magnitude_vector" in p:
         if params.get("groups"):
@@ -150,5 +178,6 @@ def _lora_module(name: str, p: dict[str, str], store: TensorStore, cfg: dict[str
     family = "dora" if "magnitude" in parts else "lora"
     shape = (left.shape[0], right.shape[1])
     kernel = tuple(right.stored_shape[2:]) if kind == "conv" else ()
-    return AdapterModule(name, family, parts, shape, r, alpha, scale, kind, fmt, fan_in_fan_out, kernel,
-                         params)
+    return AdapterModule(
+        name, family, parts, shape, r, alpha, scale, kind, fmt, fan_in_fan_out, kernel, params
+    )

@@ -46,16 +46,31 @@ def open_ia3(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         ff = is_feedforward(cfg, name)
         size = math.prod(shape)
         if len(shape) == 2 and ((ff and shape[0] != 1) or (not ff and shape[1] != 1)):
-            problems.append(f"{name}: ia3_l is stored {list(shape)}, but the config "
-                            f"{'lists' if ff else 'does not list'} it among feedforward_modules, which means "
-                            f"{'(1, in)' if ff else '(out, 1)'}")
+            problems.append(
+                f"{name}: ia3_l is stored {list(shape)}, but the config "
+                f"{'lists' if ff else 'does not list'} it among feedforward_modules, which means "
+                f"{'(1, in)' if ff else '(out, 1)'}"
+            )
             continue
         kind = "conv" if len(shape) > 2 else "linear"
         params = {"axis": "in" if ff else "out", "stored": "multiplier"}
         # ΔW has the base weight's shape; l gives one side, the base the other (delta.scaled fit_base)
         shape = (0, size) if ff else (size, 0)
-        modules.append(AdapterModule(name, "ia3", {"scale": ref}, shape, None, None, 1.0, kind, "peft",
-                                     fan_in_fan_out, params=params))
+        modules.append(
+            AdapterModule(
+                name,
+                "ia3",
+                {"scale": ref},
+                shape,
+                None,
+                None,
+                1.0,
+                kind,
+                "peft",
+                fan_in_fan_out,
+                params=params,
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, [], "IA3")
 
 
@@ -84,15 +99,30 @@ def _oft_options(cfg: dict[str, Any], path: Path) -> tuple[dict[str, Any], list[
     warnings = []
     neumann = cfg.get("use_cayley_neumann", True)
     if "use_cayley_neumann" not in cfg:
-        warnings.append({"name": "*", "reason": "the OFT config has no use_cayley_neumann: PEFT applies its "
-                         "default, the Cayley–Neumann series (5 terms), which older PEFT did not use"})
+        warnings.append(
+            {
+                "name": "*",
+                "reason": "the OFT config has no use_cayley_neumann: PEFT applies its "
+                "default, the Cayley–Neumann series (5 terms), which older PEFT did not use",
+            }
+        )
     elif neumann and _version(cfg.get("peft_version")) < (0, 18):
-        warnings.append({"name": "*", "reason": "Cayley–Neumann OFT saved before PEFT 0.18, whose series "
-                         "differed; ΔW is the one the installed PEFT applies"})
+        warnings.append(
+            {
+                "name": "*",
+                "reason": "Cayley–Neumann OFT saved before PEFT 0.18, whose series "
+                "differed; ΔW is the one the installed PEFT applies",
+            }
+        )
     terms = positive(cfg, "num_cayley_neumann_terms", path, integer=True, default=5) if neumann else 0
     eps = positive(cfg, "eps", path, default=6e-5) if cfg.get("coft") else 0.0
-    options = {"coft": bool(cfg.get("coft")), "eps": eps, "block_share": bool(cfg.get("block_share")),
-               "cayley_neumann": bool(neumann), "neumann_terms": terms}
+    options = {
+        "coft": bool(cfg.get("coft")),
+        "eps": eps,
+        "block_share": bool(cfg.get("block_share")),
+        "cayley_neumann": bool(neumann),
+        "neumann_terms": terms,
+    }
     return options, warnings
 
 
@@ -101,17 +131,20 @@ def open_oft(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     """A PEFT OFT folder (PEFT ≥ 0.14): block-diagonal Cayley rotations of the base weight's input side."""
     options, warnings = _oft_options(cfg, path)
     if any(".oft_r" in k or ".oft_s" in k for k in store.keys()):
-        raise LorascopeError(f"{store.path} holds oft_r / oft_s tensors of the OFT of PEFT < 0.14, which the "
-                             "installed PEFT refuses to load and lorascope does not read.")
+        raise LorascopeError(
+            f"{store.path} holds oft_r / oft_s tensors of the OFT of PEFT < 0.14, which the "
+            "installed PEFT refuses to load and lorascope does not read."
+        )
     leftovers = Leftovers(store, "OFT")
     modules, problems = [], []
     grouped = group_parts(store, part_pattern(("oft_R", "oft_embedding_R")), leftovers)
     for name, keys in sorted(grouped.items()):
-        (part, key), = keys.items()
+        ((part, key),) = keys.items()
         ref = TensorRef(store, key)
         if len(ref.shape) != 2 or (b := _block_size(ref.shape[1])) is None or b < 2:
-            problems.append(f"{name}: {part} is {list(ref.shape)}, not (blocks, b(b−1)/2) for a block size "
-                            "b ≥ 2")
+            problems.append(
+                f"{name}: {part} is {list(ref.shape)}, not (blocks, b(b−1)/2) for a block size b ≥ 2"
+            )
             continue
         if options["block_share"] != (ref.shape[0] == 1) and options["block_share"]:
             problems.append(f"{name}: block_share is set but {part} holds {ref.shape[0]} blocks")
@@ -120,8 +153,20 @@ def open_oft(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         params = {**options, "block_size": b, "rotate": "embedding" if embedding else "input"}
         cols = 0 if options["block_share"] else ref.shape[0] * b  # shared: the base gives the width
         blocks = None if options["block_share"] else ref.shape[0]  # PEFT's OFT r: the number of blocks
-        modules.append(AdapterModule(name, "oft", {"oft_R": ref}, (0, cols), blocks, None, 1.0,
-                                     "embedding" if embedding else "matrix", "peft", params=params))
+        modules.append(
+            AdapterModule(
+                name,
+                "oft",
+                {"oft_R": ref},
+                (0, cols),
+                blocks,
+                None,
+                1.0,
+                "embedding" if embedding else "matrix",
+                "peft",
+                params=params,
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, warnings, "OFT")
 
 
@@ -142,6 +187,18 @@ def open_boft(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
             continue
         params = {"factors": shape[0], "blocks": shape[1], "block_size": shape[2]}
         size = (math.prod(s.shape), shape[1] * shape[2])
-        modules.append(AdapterModule(name, "boft", {"boft_R": rot, "boft_s": s}, size, shape[1], None, 1.0,
-                                     "matrix", "peft", params=params))
+        modules.append(
+            AdapterModule(
+                name,
+                "boft",
+                {"boft_R": rot, "boft_s": s},
+                size,
+                shape[1],
+                None,
+                1.0,
+                "matrix",
+                "peft",
+                params=params,
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, [], "BOFT")

@@ -65,8 +65,13 @@ def open_loha(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     leftovers = Leftovers(store, "LOHA")
     modules, problems = [], []
     for name, keys in sorted(group_parts(store, part_pattern(LOHA_PARTS), leftovers).items()):
-        needed = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", *(("hada_t1", "hada_t2") if any(
-            k.startswith("hada_t") for k in keys) else ()))
+        needed = (
+            "hada_w1_a",
+            "hada_w1_b",
+            "hada_w2_a",
+            "hada_w2_b",
+            *(("hada_t1", "hada_t2") if any(k.startswith("hada_t") for k in keys) else ()),
+        )
         missing = [k for k in needed if k not in keys]
         if missing:
             problems.append(f"{name}: missing {', '.join(missing)}")
@@ -74,8 +79,9 @@ def open_loha(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         parts = {k: TensorRef(store, keys[k], "as_is" if "hada_t1" in keys else "flatten") for k in needed}
         shape, kind, kernel = _loha_shape(parts)
         r, alpha, scale = _lycoris_scale(cfg, name)
-        modules.append(AdapterModule(name, "loha", parts, shape, r, alpha, scale, kind, "peft",
-                                     kernel=kernel))
+        modules.append(
+            AdapterModule(name, "loha", parts, shape, r, alpha, scale, kind, "peft", kernel=kernel)
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, [], "LoHa")
 
 
@@ -97,8 +103,11 @@ def open_lokr(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
     leftovers = Leftovers(store, "LOKR")
     modules, problems = [], []
     for name, keys in sorted(group_parts(store, part_pattern(LOKR_PARTS), leftovers).items()):
-        bad = [f"W{i}" for i in (1, 2)
-               if f"lokr_w{i}" not in keys and not {f"lokr_w{i}_a", f"lokr_w{i}_b"} <= set(keys)]
+        bad = [
+            f"W{i}"
+            for i in (1, 2)
+            if f"lokr_w{i}" not in keys and not {f"lokr_w{i}_a", f"lokr_w{i}_b"} <= set(keys)
+        ]
         if bad:
             problems.append(f"{name}: has {', '.join(sorted(keys))}, no complete {' or '.join(bad)}")
             continue
@@ -106,8 +115,11 @@ def open_lokr(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         for k, key in keys.items():
             ndim = len(store.info(key).shape)
             # a Conv1d's full lokr_w2 stays 3-D: PEFT's product is then not W1 ⊗ W2_flat (delta.lycoris)
-            keep = (k == "lokr_t2" or (k == "lokr_w2" and ndim == 3)
-                    or ("lokr_t2" in keys and k.startswith("lokr_w2_")))
+            keep = (
+                k == "lokr_t2"
+                or (k == "lokr_w2" and ndim == 3)
+                or ("lokr_t2" in keys and k.startswith("lokr_w2_"))
+            )
             parts[k] = TensorRef(store, key, "as_is" if keep else "flatten")
         (o1, i1), (o2, i2) = _lokr_factor_shape(parts, 1), _lokr_factor_shape(parts, 2)
         conv = any(len(ref.stored_shape) > 2 for ref in parts.values())
@@ -115,8 +127,21 @@ def open_lokr(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         r, alpha, scale = _lycoris_scale(cfg, name)
         interleaved = "lokr_w2" in parts and parts["lokr_w2"].view == "as_is"  # PEFT's Conv1d make_kron
         params = {"kron": "peft-conv1d"} if interleaved else {}
-        modules.append(AdapterModule(name, "lokr", parts, (o1 * o2, i1 * i2), r, alpha, scale,
-                                     "conv" if conv else "matrix", "peft", kernel=kernel, params=params))
+        modules.append(
+            AdapterModule(
+                name,
+                "lokr",
+                parts,
+                (o1 * o2, i1 * i2),
+                r,
+                alpha,
+                scale,
+                "conv" if conv else "matrix",
+                "peft",
+                kernel=kernel,
+                params=params,
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, [], "LoKr")
 
 
@@ -133,8 +158,10 @@ def _rank_masks(cfg: dict[str, Any], where: Path) -> dict[str, int]:
     kept = {}
     for key, mask in masks.items():
         if not isinstance(mask, list) or not all(isinstance(x, bool) for x in mask):
-            raise LorascopeError(f"{where / CONFIG}: AdaLoRA rank_pattern entry {key!r} must be a list of "
-                                 f"booleans (one per initial rank), found {mask!r}.")
+            raise LorascopeError(
+                f"{where / CONFIG}: AdaLoRA rank_pattern entry {key!r} must be a list of "
+                f"booleans (one per initial rank), found {mask!r}."
+            )
         name = re.sub(r"\.lora_E(\.[^.]+)?$", "", key)  # keys are '<module>.lora_E' (PEFT's named_parameters)
         kept[name] = sum(mask)
     return kept
@@ -164,8 +191,10 @@ def open_adalora(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter
         a, b, e = (TensorRef(store, keys[k]) for k in ("lora_A", "lora_B", "lora_E"))
         rank = a.shape[0]
         if b.shape[1] != rank or math.prod(e.shape) != rank:
-            problems.append(f"{name}: lora_A {list(a.shape)}, lora_B {list(b.shape)}, lora_E {list(e.shape)} "
-                            "do not share one rank")
+            problems.append(
+                f"{name}: lora_A {list(a.shape)}, lora_B {list(b.shape)}, lora_E {list(e.shape)} "
+                "do not share one rank"
+            )
             continue
         if name in kept and kept[name] != rank:
             problems.append(f"{name}: rank_pattern keeps {kept[name]} ranks but the tensors have {rank}")
@@ -177,13 +206,27 @@ def open_adalora(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter
         if "ranknum" in keys:  # saved by older PEFT versions; loading then restores it
             ranknum = float(TensorRef(store, keys["ranknum"]).load_numpy(finite=False).reshape(-1)[0])
             if not math.isfinite(ranknum) or ranknum <= 0:
-                raise LorascopeError(f"{store.path}: {keys['ranknum']} must be a positive number, "
-                                     f"found {ranknum!r}.")
+                raise LorascopeError(
+                    f"{store.path}: {keys['ranknum']} must be a positive number, found {ranknum!r}."
+                )
         scale = alpha / (ranknum + 1e-5)
         parts = {"up": b, "down": a, "diag": e}
         fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
-        modules.append(AdapterModule(name, "adalora", parts, (b.shape[0], a.shape[1]), rank, alpha, scale,
-                                     "linear", "peft", fan_in_fan_out, params={"ranknum": ranknum}))
+        modules.append(
+            AdapterModule(
+                name,
+                "adalora",
+                parts,
+                (b.shape[0], a.shape[1]),
+                rank,
+                alpha,
+                scale,
+                "linear",
+                "peft",
+                fan_in_fan_out,
+                params={"ranknum": ranknum},
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, warnings, "AdaLoRA")
 
 
@@ -228,14 +271,32 @@ def open_vera(path: Path, store: TensorStore, cfg: dict[str, Any]) -> Adapter:
         lb, ld = TensorRef(store, keys["vera_lambda_b"]), TensorRef(store, keys["vera_lambda_d"])
         out, r = math.prod(lb.shape), math.prod(ld.shape)
         if r != proj_a.shape[0] or r != proj_b.shape[1] or out > proj_b.shape[0]:
-            problems.append(f"{name}: vera_lambda_b ({out}) and vera_lambda_d ({r}) do not fit the shared "
-                            f"vera_A {list(proj_a.shape)} and vera_B {list(proj_b.shape)}")
+            problems.append(
+                f"{name}: vera_lambda_b ({out}) and vera_lambda_d ({r}) do not fit the shared "
+                f"vera_A {list(proj_a.shape)} and vera_B {list(proj_b.shape)}"
+            )
             continue
-        parts = {"vera_B": TensorRef(store, key_b, rows=out), "vera_A": TensorRef(store, key_a, "transpose"),
-                 "lambda_b": lb, "lambda_d": ld}
+        parts = {
+            "vera_B": TensorRef(store, key_b, rows=out),
+            "vera_A": TensorRef(store, key_a, "transpose"),
+            "lambda_b": lb,
+            "lambda_d": ld,
+        }
         # ΔW's input width is the base layer's (PEFT slices vera_A to it): 0 until the base gives it
-        modules.append(AdapterModule(name, "vera", parts, (out, 0), r, None, 1.0, "linear", "peft",
-                                     bool(cfg.get("fan_in_fan_out", False))))
+        modules.append(
+            AdapterModule(
+                name,
+                "vera",
+                parts,
+                (out, 0),
+                r,
+                None,
+                1.0,
+                "linear",
+                "peft",
+                bool(cfg.get("fan_in_fan_out", False)),
+            )
+        )
     return finish(path, "peft", store, cfg, modules, leftovers, problems, [], "VeRA")
 
 

@@ -44,7 +44,9 @@ def _header_entry(key: str, entry: Any) -> tuple[str, tuple[int, ...], int, int]
     return dtype or tag, tuple(shape), offsets[0], offsets[1]
 
 
-def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str], dict[str, tuple[int, int]]]:
+def read_safetensors_header(
+    path: Path,
+) -> tuple[dict[str, TensorInfo], dict[str, str], dict[str, tuple[int, int]]]:
     """Tensor infos, metadata and absolute byte ranges from a safetensors header.
 
     Enforces the rules of the safetensors library (``safetensors::tensor::Metadata::validate``): a header
@@ -89,8 +91,10 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         info = TensorInfo(key, shape, dtype)
         bits = info.numel * DTYPE_BITS[dtype]
         if end < start or bits % 8 or end - start != bits // 8:
-            problems.append(f"{key}: data_offsets [{start}, {end}] span {end - start} bytes, but shape "
-                            f"{list(shape)} of {dtype} needs {bits / 8:g}")
+            problems.append(
+                f"{key}: data_offsets [{start}, {end}] span {end - start} bytes, but shape "
+                f"{list(shape)} of {dtype} needs {bits / 8:g}"
+            )
             continue
         infos[key] = info
         spans[key] = (start, end)
@@ -98,18 +102,25 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
     expected = 0
     for key, (start, end) in sorted(spans.items(), key=lambda kv: kv[1]):
         if start != expected:
-            what = ("overlaps the tensor before it" if start < expected
-                    else f"leaves bytes {expected}–{start} unused")
-            problems.append(f"{key}: data starts at offset {start}, where {expected} was expected "
-                            f"(it {what})")
+            what = (
+                "overlaps the tensor before it"
+                if start < expected
+                else f"leaves bytes {expected}–{start} unused"
+            )
+            problems.append(
+                f"{key}: data starts at offset {start}, where {expected} was expected (it {what})"
+            )
         expected = max(expected, end)
     if not problems and expected != buffer:
         where = "past the end of the file (truncated)" if expected > buffer else "before the end of the file"
-        problems.append(f"the tensors' data ends at offset {expected}, {where}: the data buffer is "
-                        f"{buffer} bytes")
+        problems.append(
+            f"the tensors' data ends at offset {expected}, {where}: the data buffer is {buffer} bytes"
+        )
     if problems:
-        raise LorascopeError(f"{path} has a damaged safetensors header (the safetensors library refuses such "
-                             "files too):\n" + "\n".join(f"  - {p}" for p in problems[:20]))
+        raise LorascopeError(
+            f"{path} has a damaged safetensors header (the safetensors library refuses such "
+            "files too):\n" + "\n".join(f"  - {p}" for p in problems[:20])
+        )
     spans = {k: (8 + n + a, 8 + n + b) for k, (a, b) in spans.items()}
     return infos, {str(k): v for k, v in metadata.items()}, spans
 

@@ -16,17 +16,43 @@ from typing import Any
 from ..errors import LorascopeError
 from ..limits import MAX_SAFETENSORS_HEADER, MAX_SHARDS, read_json
 from ..manifest import file_sha256
-from .dtypes import (DTYPE_BITS, FLOAT_DTYPES, NUMPY_DTYPES, NUMPY_NATIVE_TORCH, OTHER_SAFETENSORS_DTYPES,
-                     SAFETENSORS_DTYPES, TensorInfo, bytes_to_numpy)
+from .dtypes import (
+    DTYPE_BITS,
+    FLOAT_DTYPES,
+    NUMPY_DTYPES,
+    NUMPY_NATIVE_TORCH,
+    OTHER_SAFETENSORS_DTYPES,
+    SAFETENSORS_DTYPES,
+    TensorInfo,
+    bytes_to_numpy,
+)
 from .safetensors_file import SafetensorsFile, library_check, read_safetensors_header
 from .tensor_store import MultiFileStore, TensorStore
 from .torch_file import TorchFile, load_torch_state
 
 __all__ = [
-    "DTYPE_BITS", "FLOAT_DTYPES", "FOLDER_WEIGHTS", "MultiFileStore", "NUMPY_DTYPES", "NUMPY_NATIVE_TORCH",
-    "OTHER_SAFETENSORS_DTYPES", "SAFETENSORS_DTYPES", "SafetensorsFile", "TensorInfo", "TensorStore", "TorchFile",
-    "bytes_to_numpy", "file_sha256", "file_size", "library_check", "load_torch_state", "member", "open_file",
-    "open_index", "read_safetensors_header", "sniff",
+    "DTYPE_BITS",
+    "FLOAT_DTYPES",
+    "FOLDER_WEIGHTS",
+    "MultiFileStore",
+    "NUMPY_DTYPES",
+    "NUMPY_NATIVE_TORCH",
+    "OTHER_SAFETENSORS_DTYPES",
+    "SAFETENSORS_DTYPES",
+    "SafetensorsFile",
+    "TensorInfo",
+    "TensorStore",
+    "TorchFile",
+    "bytes_to_numpy",
+    "file_sha256",
+    "file_size",
+    "library_check",
+    "load_torch_state",
+    "member",
+    "open_file",
+    "open_index",
+    "read_safetensors_header",
+    "sniff",
 ]
 
 # Weight files looked for in a model folder, in order. Globs pick up every match (unindexed shards).
@@ -97,14 +123,18 @@ def member(folder: Path, name: Any, what: str) -> Path:
         raise LorascopeError(f"{what} names a file {name!r}; expected a file name inside {folder}.")
     rel = Path(name)
     if rel.is_absolute() or ".." in rel.parts or name.startswith("~"):
-        raise LorascopeError(f"{what} names {name!r}, which is outside its folder {folder}; every file a "
-                             "checkpoint names must lie in the checkpoint's own folder.")
+        raise LorascopeError(
+            f"{what} names {name!r}, which is outside its folder {folder}; every file a "
+            "checkpoint names must lie in the checkpoint's own folder."
+        )
     root = folder.resolve()
     target = (folder / rel).resolve()
     if not (target == root or root in target.parents or _hub_blob(root, target)):
-        raise LorascopeError(f"{what} names {name!r}, which resolves (after symlinks) to {target}, outside "
-                             f"its folder {root}; every file a checkpoint names must lie in the checkpoint's "
-                             "own folder.")
+        raise LorascopeError(
+            f"{what} names {name!r}, which resolves (after symlinks) to {target}, outside "
+            f"its folder {root}; every file a checkpoint names must lie in the checkpoint's "
+            "own folder."
+        )
     return folder / rel
 
 
@@ -141,9 +171,11 @@ def open_index(path: Path) -> MultiFileStore:
         if shard.resolve() == me:
             raise LorascopeError(f"{path} names itself ({name!r}) as a shard; a shard must be a tensor file.")
         if sniff(shard) == "index":
-            raise LorascopeError(f"{path} names {name!r} as a shard, but that is an index too; indexes do "
-                                 "not nest "
-                                 "(a shard must be a safetensors or torch file).")
+            raise LorascopeError(
+                f"{path} names {name!r} as a shard, but that is an index too; indexes do "
+                "not nest "
+                "(a shard must be a safetensors or torch file)."
+            )
     parts = [open_file(f) for f in shards]
     return MultiFileStore(path, parts, weight_map)
 

@@ -99,17 +99,22 @@ class TensorStore:
         """
         info = self.info(key)
         if len(info.shape) < 2:
-            raise LorascopeError(f"{self.path}: tensor {key} has shape {list(info.shape)}; rows are read "
-                                 "from "
-                                 "matrices (two or more dimensions) only.")
+            raise LorascopeError(
+                f"{self.path}: tensor {key} has shape {list(info.shape)}; rows are read "
+                "from "
+                "matrices (two or more dimensions) only."
+            )
         rows = info.shape[0]
         if isinstance(start, bool) or isinstance(stop, bool) or not (0 <= int(start) <= int(stop) <= rows):
-            raise LorascopeError(f"{self.path}: rows [{start}, {stop}) of tensor {key} do not lie within its "
-                                 f"{rows} rows.")
+            raise LorascopeError(
+                f"{self.path}: rows [{start}, {stop}) of tensor {key} do not lie within its {rows} rows."
+            )
         start, stop = int(start), int(stop)
         cols = info.numel // rows if rows else 0
-        check_read((stop - start) * cols * DTYPE_BITS.get(info.dtype, 8) // 8,
-                   f"{self.path}: rows [{start}, {stop}) of tensor {key}")
+        check_read(
+            (stop - start) * cols * DTYPE_BITS.get(info.dtype, 8) // 8,
+            f"{self.path}: rows [{start}, {stop}) of tensor {key}",
+        )
         if start == stop:
             return np.empty((0, cols), dtype=numpy_dtype(info.dtype))
         return self._read_rows(key, start, stop).reshape(stop - start, cols)
@@ -128,8 +133,10 @@ class TensorStore:
         t = self._read(key)
         if t.dtype not in NUMPY_NATIVE_TORCH and not t.is_floating_point():
             dtype = str(t.dtype).removeprefix("torch.")
-            raise LorascopeError(f"{self.path}: tensor {key} is {dtype}; lorascope reads real floating-point "
-                                 "(and integer) tensors, and a cast would drop part of it.")
+            raise LorascopeError(
+                f"{self.path}: tensor {key} is {dtype}; lorascope reads real floating-point "
+                "(and integer) tensors, and a cast would drop part of it."
+            )
         return (t if t.dtype in NUMPY_NATIVE_TORCH else t.float()).numpy()
 
     def _read_rows(self, key: str, start: int, stop: int) -> np.ndarray:
@@ -175,7 +182,10 @@ class MultiFileStore(TensorStore):
                 infos[key] = part.info(key)
             self.metadata.update(part.metadata)
         if duplicates:
-            raise LorascopeError(f"{self.path}: tensors stored twice across shards:\n" + "\n".join(f"  - {d}" for d in duplicates[:20]))
+            raise LorascopeError(
+                f"{self.path}: tensors stored twice across shards:\n"
+                + "\n".join(f"  - {d}" for d in duplicates[:20])
+            )
         self._owner, self._infos = owner, infos
 
     def files(self) -> list[Path]:

@@ -44,8 +44,10 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             raise _unpickling_refused(path, exc) from None
         except Exception as exc:  # noqa: BLE001 - torch.load raises many types on damaged files
-            raise LorascopeError(f"{path} could not be read as a torch checkpoint: "
-                                 f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+            raise LorascopeError(
+                f"{path} could not be read as a torch checkpoint: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            ) from None
         return _find_state_dict(path, obj)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -64,8 +66,10 @@ def load_torch_state(path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc2:  # noqa: BLE001 - any failure here is a bad file
             raise LorascopeError(f"{path} could not be read as a torch checkpoint: {exc2}") from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on damaged or hostile files
-        raise LorascopeError(f"{path} could not be read as a torch checkpoint: "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        raise LorascopeError(
+            f"{path} could not be read as a torch checkpoint: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
     return _find_state_dict(path, obj)
 
 
@@ -92,7 +96,9 @@ class TorchFile(TensorStore):
 
     def _load(self) -> None:
         state = load_torch_state(self.path)
-        self._infos = {k: TensorInfo(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
+        self._infos = {
+            k: TensorInfo(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()
+        }
         self._state_dict = state
 
     def _read(self, key: str) -> torch.Tensor:

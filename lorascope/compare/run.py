@@ -3,15 +3,14 @@
 ``compare(X, Y, base)`` and ``intruders(BASE, TUNED)`` are the entry points of ``lorascope compare`` and
 ``lorascope intruders``. Modules of X and Y are paired by normalized name (``NameIndex``), so an adapter
 and a full fine-tune of the same base line up. Each module's tensors are read, measured (``pair``) and
-released before the next, so peak memory is a few matrices whatever the model size.
+released before the next, so peak memory is a few matrices whatever the model size. The options are
+``options``', the summary ``summary``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
 from ..checkpoint import Adapter, TensorRef, Weights, describe_input, open_checkpoint
 from ..checkpoint.hub import origin as hub_origin
 from ..delta import Delta, filter_names, load_form, plan_deltas, unique_names
@@ -27,76 +25,16 @@ from ..errors import LorascopeError, raise_collected
 from ..linalg import Form, resolve_device, torch_dtype
 from ..names import NameIndex, split_name
 from ..progress import progress_bar
-from ..results import versions
 from .intruders import IntruderOptions, intruder_counts, intruder_sweep
+from .options import RunOptions, build_options
 from .pair import PairOptions, PairResult, compare_pair, single_intruders
 from .results import CompareResults
-from .subspace import GridOptions
+from .summary import run_summary
 
 Update = Form
 
 Checkpoint = Weights | Adapter
 Source = str | Path | Weights | Adapter
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Where dense work runs and which modules are read."""
-
-    device: str = "auto"  # dense SVDs on a GPU when torch sees one; factored SVDs stay on the CPU
-    include: str | None = None  # regex on module names
-    exclude: str | None = None
-
-    def __post_init__(self) -> None:
-        resolve_device(self.device)  # raises ValueError naming the allowed values
-
-
-# options renamed so that one name means one thing across commands: old name -> new name
-RENAMED_OPTIONS = {"top_k": "intruder_k", "tuned_svd": "svd", "dense_svd": "svd"}
-
-
-def build_options(**options: Any) -> tuple[PairOptions, RunOptions]:
-    """Route flat keyword options to the dataclass that owns each (``intruders=False`` turns them off).
-
-    An option several dataclasses have (``svd``: every dense top-k of the comparison) goes to each of them.
-    The names ``RENAMED_OPTIONS`` lists still work, with a FutureWarning naming the new one.
-
-    Raises:
-        LorascopeError: an unknown option or a value out of range.
-    """
-    owners = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (GridOptions, IntruderOptions, RunOptions)}
-    owners[PairOptions] = {f.name for f in dataclasses.fields(PairOptions)} - {"grid", "intruders"}
-    want_intruders = options.pop("intruders", True)
-    parts: dict[type, dict[str, Any]] = {cls: {} for cls in owners}
-    for key, value in _renamed(options).items():
-        classes = [c for c, names in owners.items() if key in names]
-        if not classes:
-            known = sorted({n for names in owners.values() for n in names} | {"intruders"})
-            raise LorascopeError(f"unknown option {key!r}; expected one of: {', '.join(known)}")
-        for cls in classes:
-            parts[cls][key] = value
-    try:
-        grid = GridOptions(**parts[GridOptions])
-        intr = IntruderOptions(**parts[IntruderOptions]) if want_intruders else None
-        pair = PairOptions(grid=grid, intruders=intr, **parts[PairOptions])
-        run = RunOptions(**parts[RunOptions])
-    except (TypeError, ValueError) as exc:
-        raise LorascopeError(str(exc)) from None
-    return pair, run
-
-
-def _renamed(options: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in options.items():
-        new = RENAMED_OPTIONS.get(key)
-        if new is not None:
-            import warnings
-
-            warnings.warn(f"the option {key!r} is now {new!r}", FutureWarning, stacklevel=4)
-            if new in options:
-                raise LorascopeError(f"give {new!r} only (not also {key!r}, its old name).")
-        out[new or key] = value
-    return out
 
 
 # ---- reading one update ------------------------------------------------------------------------
@@ -159,18 +97,30 @@ def pair_deltas(xs: list[Delta], ys: list[Delta]) -> tuple[list[tuple[Delta, Del
             continue
         dy = by_name[hit]
         if tuple(dx.shape) != tuple(dy.shape):
-            warnings.append({"name": dx.name, "reason": f"X's update is {list(dx.shape)} but Y's is {list(dy.shape)}; skipped"})
+            warnings.append(
+                {
+                    "name": dx.name,
+                    "reason": f"X's update is {list(dx.shape)} but Y's is {list(dy.shape)}; skipped",
+                }
+            )
             continue
         used.add(hit)
         pairs.append((dx, dy))
-    raise_collected(ambiguous, f"{len(ambiguous)} module name(s) of X match more than one module of Y once "
-                    "wrapper prefixes are removed; modules are paired only by one unambiguous name. "
-                    "Ambiguous names:")
-    warnings += [{"name": n, "reason": "only in Y (no module of that name in X)"} for n in by_name if n not in used]
+    raise_collected(
+        ambiguous,
+        f"{len(ambiguous)} module name(s) of X match more than one module of Y once "
+        "wrapper prefixes are removed; modules are paired only by one unambiguous name. "
+        "Ambiguous names:",
+    )
+    warnings += [
+        {"name": n, "reason": "only in Y (no module of that name in X)"} for n in by_name if n not in used
+    ]
     return pairs, warnings
 
 
-def _plan(base: Weights | None, ckpt: Checkpoint, run: RunOptions) -> tuple[list[Delta], list[dict[str, str]]]:
+def _plan(
+    base: Weights | None, ckpt: Checkpoint, run: RunOptions
+) -> tuple[list[Delta], list[dict[str, str]]]:
     plan = unique_names(filter_names(plan_deltas(base, ckpt), run.include, run.exclude))
     return plan.deltas, plan.warnings
 
@@ -181,7 +131,9 @@ def _meta(d: Delta) -> dict[str, Any]:
     return {"name": d.name, "layer": layer, "module": module, "rows": m, "cols": n}
 
 
-def _base_weight(refs: list[TensorRef | None], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+def _base_weight(
+    refs: list[TensorRef | None], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
     ref = next((r for r in refs if r is not None), None)
     return None if ref is None else ref.load(dtype, device)
 
@@ -226,15 +178,19 @@ def compare(
     ck_x, ck_y = _open(x, format_x), _open(y, format_y)
     ck_b = _open(base, base_format) if base is not None else None
     if isinstance(ck_b, Adapter):
-        raise LorascopeError(f"--base {ck_b.path} is a LoRA adapter; the base must be the model's own weights.")
+        raise LorascopeError(
+            f"--base {ck_b.path} is a LoRA adapter; the base must be the model's own weights."
+        )
     _require_base(ck_x, "X", ck_b)
     _require_base(ck_y, "Y", ck_b)
     if ck_b is None:
         pair_opts = dataclasses.replace(pair_opts, intruders=None)  # they need W_base
     labels = labels or default_labels(x, y)
     if len(labels) != 2 or labels[0] == labels[1]:
-        raise LorascopeError(f"--labels {' '.join(map(str, labels))}: give two different names, one for X and one for Y "
-                             "(each names its columns in the tables).")
+        raise LorascopeError(
+            f"--labels {' '.join(map(str, labels))}: give two different names, one for X and one for Y "
+            "(each names its columns in the tables)."
+        )
     xs, warn_x = _plan(ck_b, ck_x, run)
     ys, warn_y = _plan(ck_b, ck_y, run)
     pairs, warnings = pair_deltas(xs, ys)
@@ -256,13 +212,24 @@ def compare(
             del ux, uy, w
             bar.advance(note=dx.name)
     results = _compare_tables(parts, pair_opts)
-    inputs = [describe_input("x", ck_x), describe_input("y", ck_y)] + ([describe_input("base", ck_b)] if ck_b else [])
-    options_used = {"grid": dataclasses.asdict(pair_opts.grid),
-                    "intruders": dataclasses.asdict(pair_opts.intruders) if pair_opts.intruders else None,
-                    **{k: v for k, v in dataclasses.asdict(pair_opts).items() if k not in ("grid", "intruders")},
-                    **dataclasses.asdict(run)}
-    results.summary = _summary("compare", inputs, list(labels), options_used, results,
-                               warn_x + warn_y + warnings, time.perf_counter() - start)
+    inputs = [describe_input("x", ck_x), describe_input("y", ck_y)] + (
+        [describe_input("base", ck_b)] if ck_b else []
+    )
+    options_used = {
+        "grid": dataclasses.asdict(pair_opts.grid),
+        "intruders": dataclasses.asdict(pair_opts.intruders) if pair_opts.intruders else None,
+        **{k: v for k, v in dataclasses.asdict(pair_opts).items() if k not in ("grid", "intruders")},
+        **dataclasses.asdict(run),
+    }
+    results.summary = run_summary(
+        "compare",
+        inputs,
+        list(labels),
+        options_used,
+        results,
+        warn_x + warn_y + warnings,
+        time.perf_counter() - start,
+    )
     return results
 
 
@@ -277,17 +244,37 @@ def _frame(rows: list[dict[str, Any]] | list[pd.DataFrame], concat: bool = False
 
 def _compare_tables(parts: list[tuple[dict[str, Any], PairResult]], opts: PairOptions) -> CompareResults:
     modules = _frame([{**meta, **res.row} for meta, res in parts])
-    similarity = _frame([res.similarity.assign(**{k: meta[k] for k in ("name", "layer", "module")}, side=opts.grid.side)
-                         [["name", "layer", "module", "side", "i", "j", "phi", "random"]]
-                         for meta, res in parts if len(res.similarity)], concat=True)
-    amplification = _frame([{**{k: meta[k] for k in ("name", "layer", "module")}, **row}
-                            for meta, res in parts for row in res.amplification])
-    intr = _frame([t.assign(name=meta["name"], layer=meta["layer"], module=meta["module"])
-                   for meta, res in parts for t in res.intruders], concat=True)
+    similarity = _frame(
+        [
+            res.similarity.assign(**{k: meta[k] for k in ("name", "layer", "module")}, side=opts.grid.side)[
+                ["name", "layer", "module", "side", "i", "j", "phi", "random"]
+            ]
+            for meta, res in parts
+            if len(res.similarity)
+        ],
+        concat=True,
+    )
+    amplification = _frame(
+        [
+            {**{k: meta[k] for k in ("name", "layer", "module")}, **row}
+            for meta, res in parts
+            for row in res.amplification
+        ]
+    )
+    intr = _frame(
+        [
+            t.assign(name=meta["name"], layer=meta["layer"], module=meta["module"])
+            for meta, res in parts
+            for t in res.intruders
+        ],
+        concat=True,
+    )
     return _with_intruders(CompareResults({}, modules, similarity, amplification), intr, opts.intruders)
 
 
-def _with_intruders(results: CompareResults, table: pd.DataFrame | None, opts: IntruderOptions | None) -> CompareResults:
+def _with_intruders(
+    results: CompareResults, table: pd.DataFrame | None, opts: IntruderOptions | None
+) -> CompareResults:
     if table is None or opts is None:
         return results
     front = ["name", "layer", "module", "update"]
@@ -326,7 +313,9 @@ def intruders(
     opts = pair_opts.intruders or IntruderOptions()
     ck_b, ck_t = _open(base, base_format), _open(tuned, format)
     if isinstance(ck_b, Adapter):
-        raise LorascopeError(f"{ck_b.path} is a LoRA adapter; the first input must be the base model's weights.")
+        raise LorascopeError(
+            f"{ck_b.path} is a LoRA adapter; the first input must be the base model's weights."
+        )
     deltas, warnings = _plan(ck_b, ck_t, run)
     label = label or _label(tuned, "tuned")
     device, dtype = resolve_device(run.device), torch_dtype(pair_opts.precision)
@@ -334,67 +323,32 @@ def intruders(
     with progress_bar(len(deltas), "modules", progress) as bar:
         for d in deltas:
             if d.base is None:
-                warnings.append({"name": d.name, "reason": "no base weight; intruder dimensions need it, skipped"})
+                warnings.append(
+                    {"name": d.name, "reason": "no base weight; intruder dimensions need it, skipped"}
+                )
             else:
                 w, update = d.base.load(dtype, device), load_update(d, dtype, device)
                 meta = _meta(d)
-                tables.append(single_intruders(w, update, opts, pair_opts.seed)
-                              .assign(update=label, name=meta["name"], layer=meta["layer"], module=meta["module"]))
+                tables.append(
+                    single_intruders(w, update, opts, pair_opts.seed).assign(
+                        update=label, name=meta["name"], layer=meta["layer"], module=meta["module"]
+                    )
+                )
                 del w, update
             bar.advance(note=d.name)
     if not tables:
-        raise LorascopeError(f"no module of {ck_t.path} has a base weight in {ck_b.path}; nothing to compare.")
+        raise LorascopeError(
+            f"no module of {ck_t.path} has a base weight in {ck_b.path}; nothing to compare."
+        )
     results = _with_intruders(CompareResults({}), _frame(tables, concat=True), opts)
     inputs = [describe_input("base", ck_b), describe_input("tuned", ck_t)]
-    options_used = {"intruders": dataclasses.asdict(opts), "precision": pair_opts.precision, "seed": pair_opts.seed,
-                    **dataclasses.asdict(run)}
-    results.summary = _summary("intruders", inputs, [label], options_used, results, warnings,
-                               time.perf_counter() - start)
-    return results
-
-
-# ---- summary -----------------------------------------------------------------------------------------
-
-
-def headline(results: CompareResults, labels: list[str]) -> dict[str, Any]:
-    """A few numbers per run: mean cosine and φ summary over modules; per update the median amplification
-    and the intruders summed over modules at the chosen ε."""
-    out: dict[str, Any] = {}
-    mods = results.modules
-    if mods is not None:
-        for col in ("cosine", "phi_1_1", "phi_min", "phi_all", "random_all", "shared_dims", "random_dims"):
-            out[f"mean_{col}"] = _nan_none(mods[col].mean())
-    per: dict[str, dict[str, Any]] = {label: {} for label in labels}
-    if results.amplification is not None:
-        for label, group in results.amplification.groupby("update"):
-            per[label]["median_amplification"] = _nan_none(group["amplification"].median())
-            per[label]["median_rank"] = _nan_none(group["rank"].median())
-    if results.intruder_modules is not None:
-        for label, group in results.intruder_modules.groupby("update"):
-            per[label].update(intruders=int(group["intruders"].sum()), epsilon=float(group["epsilon"].iloc[0]),
-                              modules_with_intruders=int((group["intruders"] > 0).sum()), modules=len(group))
-    out["updates"] = per
-    return out
-
-
-def _nan_none(v: Any) -> float | None:
-    return None if v is None or pd.isna(v) else float(v)
-
-
-def _summary(kind: str, inputs: list[dict[str, Any]], labels: list[str], options: dict[str, Any],
-             results: CompareResults, warnings: list[dict[str, str]], seconds: float) -> dict[str, Any]:
-    n_modules = len(results.modules) if results.modules is not None else (
-        results.intruders["name"].nunique() if results.intruders is not None else 0)
-    return {
-        "lorascope_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "kind": kind,
-        "inputs": inputs,
-        "labels": labels,
-        "options": options,
-        "versions": versions(),
-        "totals": {"modules": int(n_modules), "skipped": len(warnings)},
-        "headline": headline(results, labels),
-        "timing": {"total_seconds": round(seconds, 3)},
-        "warnings": warnings,
+    options_used = {
+        "intruders": dataclasses.asdict(opts),
+        "precision": pair_opts.precision,
+        "seed": pair_opts.seed,
+        **dataclasses.asdict(run),
     }
+    results.summary = run_summary(
+        "intruders", inputs, [label], options_used, results, warnings, time.perf_counter() - start
+    )
+    return results

@@ -18,12 +18,42 @@ from . import dense, lora, lycoris, orthogonal, scaled  # noqa: F401 - each regi
 from .adapter_plan import BASE_FREE_STAND_INS
 from .family import FAMILIES, Family, Tensors, family_of, register
 from .lora import dora_update
-from .items import Delta, Plan, VectorDelta, dense_delta, filter_names, module_delta, unique_names, weight_name
+from .items import (
+    Delta,
+    Plan,
+    VectorDelta,
+    dense_delta,
+    filter_names,
+    module_delta,
+    unique_names,
+    weight_name,
+)
 from .plan import plan_deltas
 from .read import Fetched, build, fetch, form_from, load_form, norm, pick_device, vector_update
 
 __all__ = [
-    "BASE_FREE_STAND_INS", "FAMILIES", "Delta", "Family", "Fetched", "Plan", "Tensors", "VectorDelta", "build",
-    "dense_delta", "dora_update", "family_of", "fetch", "filter_names", "form_from", "load_form", "module_delta", "norm",
-    "pick_device", "plan_deltas", "register", "unique_names", "vector_update", "weight_name",
+    "BASE_FREE_STAND_INS",
+    "FAMILIES",
+    "Delta",
+    "Family",
+    "Fetched",
+    "Plan",
+    "Tensors",
+    "VectorDelta",
+    "build",
+    "dense_delta",
+    "dora_update",
+    "family_of",
+    "fetch",
+    "filter_names",
+    "form_from",
+    "load_form",
+    "module_delta",
+    "norm",
+    "pick_device",
+    "plan_deltas",
+    "register",
+    "unique_names",
+    "vector_update",
+    "weight_name",
 ]

@@ -38,8 +38,13 @@ def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | N
         return module_delta(m.name, m)
     fallback = BASE_FREE_STAND_INS.get(m.family)
     if fallback is None:
-        warnings.append({"name": m.name, "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
-                         "which was not found; skipped"})
+        warnings.append(
+            {
+                "name": m.name,
+                "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
+                "which was not found; skipped",
+            }
+        )
         return None
     return module_delta(m.name, dataclasses.replace(m, family=m.params.get("inner", fallback)))
 
@@ -60,11 +65,17 @@ def _refuse_base_only(adapter: Adapter, deltas: list[Delta]) -> None:
 
 def _refuse_unnamed_experts(adapter: Adapter) -> None:
     """Nested LoRAs on several parameters of one module can be told apart only by their base parameters."""
-    unnamed = sorted({m.params["module"] for m in adapter.modules
-                      if m.family == "lora_expert" and m.params.get("parameter") is None})
+    unnamed = sorted(
+        {
+            m.params["module"]
+            for m in adapter.modules
+            if m.family == "lora_expert" and m.params.get("parameter") is None
+        }
+    )
     if unnamed:
-        example = next(m for m in adapter.modules
-                       if m.family == "lora_expert" and m.params["module"] == unnamed[0])
+        example = next(
+            m for m in adapter.modules if m.family == "lora_expert" and m.params["module"] == unnamed[0]
+        )
         raise LorascopeError(
             f"{adapter.path} holds LoRAs on several fused parameters of one module ({len(unnamed)} such "
             f"modules, e.g. {unnamed[0]}: {', '.join(example.params['candidates'])}). PEFT nests one wrapper "
@@ -82,20 +93,29 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
     _refuse_base_only(adapter, deltas)
     stood_in = [m for m in adapter.modules if m.family in BASE_FREE_STAND_INS]
     if stood_in:
-        warnings.append({
-            "name": "*",
-            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
-            "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
-        })
+        warnings.append(
+            {
+                "name": "*",
+                "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
+                "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+            }
+        )
     warnings += skipped
     for name in adapter.dense:
-        warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model"})
+        warnings.append(
+            {
+                "name": name,
+                "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model",
+            }
+        )
     vectors = []
     for name, ref in adapter.vectors.items():
         if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
         else:
-            warnings.append({"name": name, "reason": "1-D tensor saved with the adapter; its update needs the base model"})
+            warnings.append(
+                {"name": name, "reason": "1-D tensor saved with the adapter; its update needs the base model"}
+            )
     return Plan(deltas, vectors, warnings, "adapter")
 
 
@@ -103,8 +123,11 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
 # LoRAs name modules 'unet.…' / 'text_encoder.…'; ComfyUI saves the diffusion model's under 'diffusion_model.'
 # (its 'model.diffusion_model.' checkpoint prefix, less 'model.').
 DOTTED_COMPONENTS = {
-    "unet": "unet", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2",
-    "transformer": "transformer", "diffusion_model": "diffusion_model",
+    "unet": "unet",
+    "text_encoder": "text_encoder",
+    "text_encoder_2": "text_encoder_2",
+    "transformer": "transformer",
+    "diffusion_model": "diffusion_model",
 }
 
 
@@ -152,7 +175,11 @@ class BaseLookup:
         """The one base weight named ``prefix + path`` for a declared checkpoint prefix of ``component``,
         matched exactly (components joined by ``sep``). The base's names decide; two that fit pair nothing."""
         names = self.flat_key_of if sep == "_" else self.key_of
-        hits = {names[n] for n in (p.replace(".", sep) + path for p in COMPONENT_PREFIXES[component]) if n in names}
+        hits = {
+            names[n]
+            for n in (p.replace(".", sep) + path for p in COMPONENT_PREFIXES[component])
+            if n in names
+        }
         if len(hits) == 1:
             return Match(hits.pop())
         if hits:
@@ -179,8 +206,9 @@ class BaseLookup:
         return self.match(name, source).name
 
 
-def _base_ref(base: Weights, key: str,
-              m: AdapterModule) -> tuple[TensorRef | None, AdapterModule, str | None]:
+def _base_ref(
+    base: Weights, key: str, m: AdapterModule
+) -> tuple[TensorRef | None, AdapterModule, str | None]:
     """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
     (the family's ``fit_base``), or (None, m, the problem).
 
@@ -204,9 +232,11 @@ def _base_ref(base: Weights, key: str,
         if transpose:
             problem += " (stored (out, in) although the adapter or the base config declares (in, out))"
         else:
-            problem += (" — it fits only transposed, but nothing declares the (in, out) layout of GPT-2's Conv1D: "
-                        "give the base as its model folder with config.json (model_type declares it), or an adapter "
-                        "whose adapter_config.json sets fan_in_fan_out")
+            problem += (
+                " — it fits only transposed, but nothing declares the (in, out) layout of GPT-2's Conv1D: "
+                "give the base as its model folder with config.json (model_type declares it), or an adapter "
+                "whose adapter_config.json sets fan_in_fan_out"
+            )
     return None, m, problem
 
 
@@ -240,30 +270,45 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
                     problems.append(d)
                 continue
             if d.base is None:
-                warnings.append({"name": d.name, "reason": "the base holds no fused parameter of this name "
-                                 "(checkpoints saved by transformers keep experts one by one); analyzed "
-                                 "without the base"})
+                warnings.append(
+                    {
+                        "name": d.name,
+                        "reason": "the base holds no fused parameter of this name "
+                        "(checkpoints saved by transformers keep experts one by one); analyzed "
+                        "without the base",
+                    }
+                )
             matched += 1
             deltas.append(d)
             continue
         hit, m = lookup.pair(m)
         key = hit.name
         if hit.ambiguous:
-            problems.append(f"{m.name}: the base weight is {hit.reason}; give a base whose names are "
-                            "unambiguous")
+            problems.append(
+                f"{m.name}: the base weight is {hit.reason}; give a base whose names are unambiguous"
+            )
             continue
         if key is None:
-            warnings.append({"name": m.name, "reason": f"no base weight of this name ({hit.reason}); "
-                             "analyzed without the base"})
+            warnings.append(
+                {
+                    "name": m.name,
+                    "reason": f"no base weight of this name ({hit.reason}); analyzed without the base",
+                }
+            )
             d = _without_base(m, warnings)
             if d is not None:
                 deltas.append(d)
             continue
         info = base.store.info(key)
         if m.params.get("groups", 1) > 1 and m.family == "lora":
-            warnings.append({"name": m.name, "reason": "LoRA on a grouped convolution: PEFT adds a full "
-                             "(ungrouped) convolution beside the grouped base weight and cannot merge it; "
-                             "analyzed without the base"})
+            warnings.append(
+                {
+                    "name": m.name,
+                    "reason": "LoRA on a grouped convolution: PEFT adds a full "
+                    "(ungrouped) convolution beside the grouped base weight and cannot merge it; "
+                    "analyzed without the base",
+                }
+            )
             matched += 1
             deltas.append(module_delta(weight_name(key), m))
             continue
@@ -272,13 +317,17 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
             problems.append(problem)  # type: ignore[arg-type]
             continue
         if not info.is_float:
-            problems.append(f"{key}: the base weight is {info.dtype}, not floating point (a quantized "
-                            "checkpoint?); give the unquantized base")
+            problems.append(
+                f"{key}: the base weight is {info.dtype}, not floating point (a quantized "
+                "checkpoint?); give the unquantized base"
+            )
             continue
         matched += 1
         name = weight_name(key)  # the base's name, so rows join a full-diff analysis of the same model
         if m.family == "dora" and m.kind == "embedding":
-            warnings.append({"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"})
+            warnings.append(
+                {"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"}
+            )
             m = dataclasses.replace(m, family="lora")
         if 0 in m.shape:
             m = dataclasses.replace(m, shape=tuple(ref.shape))
@@ -298,8 +347,13 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         key = lookup.find(name)
         b_ref = TensorRef(base.store, key, "flatten") if key else None
         if b_ref is None or b_ref.shape != ref.shape:
-            warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save) with no "
-                             "base weight of the same name and shape (a new head?); skipped"})
+            warnings.append(
+                {
+                    "name": name,
+                    "reason": "full tensor saved with the adapter (modules_to_save) with no "
+                    "base weight of the same name and shape (a new head?); skipped",
+                }
+            )
             continue
         deltas.append(dense_delta(name, ref, b_ref, source="modules_to_save"))
     vectors: list[VectorDelta] = []
@@ -309,7 +363,12 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
             continue
         key = lookup.find(name)
         if key is None or base.store.info(key).shape != ref.shape:
-            warnings.append({"name": name, "reason": "1-D tensor saved with the adapter with no base tensor of that shape; skipped"})
+            warnings.append(
+                {
+                    "name": name,
+                    "reason": "1-D tensor saved with the adapter with no base tensor of that shape; skipped",
+                }
+            )
             continue
         vectors.append(VectorDelta(name, ref, TensorRef(base.store, key)))
     return Plan(deltas, vectors, warnings, "adapter+base")

@@ -47,7 +47,9 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
         t_info = t_store.info(key)
         hit = index.match(key)
         b_key = hit.name
-        tied = b_key is None and not hit.ambiguous and (b_key := tied_partner(base, key, warnings)) is not None
+        tied = (
+            b_key is None and not hit.ambiguous and (b_key := tied_partner(base, key, warnings)) is not None
+        )
         if b_key is None:
             if hit.ambiguous:
                 ambiguous.append(f"{key}: {hit.reason}")
@@ -76,19 +78,33 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
         name = weight_name(key)
         if len(t_info.shape) == 3 and EXPERT_STACK.search(key):
             for e in range(t_info.shape[0]):
-                deltas.append(dense_delta(f"{name}.{e}", TensorRef(t_store, key, index=e),
-                                          TensorRef(b_store, b_key, index=e)))
+                deltas.append(
+                    dense_delta(
+                        f"{name}.{e}", TensorRef(t_store, key, index=e), TensorRef(b_store, b_key, index=e)
+                    )
+                )
             continue
         layout = "transpose" if conv1d and len(t_info.shape) == 2 and CONV1D_NAMES.search(name) else "flatten"
         rows = b_info.shape[0] if added else None
-        deltas.append(dense_delta(name, TensorRef(t_store, key, layout, rows), TensorRef(b_store, b_key, layout, rows),
-                                  added_rows=added))
+        deltas.append(
+            dense_delta(
+                name,
+                TensorRef(t_store, key, layout, rows),
+                TensorRef(b_store, b_key, layout, rows),
+                added_rows=added,
+            )
+        )
         if added:
-            warnings.append({"name": name, "reason": f"{added} rows added (new tokens); the {rows} common rows analyzed"})
-    raise_collected(ambiguous, f"{base.path} and {tuned.path}: {len(ambiguous)} tensor name(s) match more "
-                    "than one tensor of the other checkpoint once wrapper prefixes are removed; lorascope "
-                    "pairs tensors only by one unambiguous name (lorascope.names.NameIndex). Ambiguous "
-                    "names:")
+            warnings.append(
+                {"name": name, "reason": f"{added} rows added (new tokens); the {rows} common rows analyzed"}
+            )
+    raise_collected(
+        ambiguous,
+        f"{base.path} and {tuned.path}: {len(ambiguous)} tensor name(s) match more "
+        "than one tensor of the other checkpoint once wrapper prefixes are removed; lorascope "
+        "pairs tensors only by one unambiguous name (lorascope.names.NameIndex). Ambiguous "
+        "names:",
+    )
     raise_collected(
         problems,
         f"{base.path} and {tuned.path} do not have the same shapes for {len(problems)} tensor(s); "
@@ -96,7 +112,9 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
     )
     for key in b_store.keys():
         if key not in paired:
-            warnings.append({"name": key, "reason": "only in the base checkpoint (no tuned tensor of that name)"})
+            warnings.append(
+                {"name": key, "reason": "only in the base checkpoint (no tuned tensor of that name)"}
+            )
     if not deltas and not vectors:
         raise LorascopeError(
             f"{base.path} and {tuned.path} share no tensor names; they are not two versions of one model "
@@ -109,8 +127,14 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
 
 # Output heads that models tie to their input embeddings, and those input embeddings, by the end of their key.
 TIED_HEADS = ("lm_head.weight", "cls.predictions.decoder.weight", "vocab_projector.weight")
-INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight",
-                    "tok_embeddings.weight", "shared.weight")
+INPUT_EMBEDDINGS = (
+    "embed_tokens.weight",
+    "wte.weight",
+    "word_embeddings.weight",
+    "embed_in.weight",
+    "tok_embeddings.weight",
+    "shared.weight",
+)
 
 
 def declares_tied(ckpt: Weights) -> bool:
@@ -140,13 +164,16 @@ def tied_partner(base: Weights, key: str, warnings: list[dict[str, str]]) -> str
     """
     if not key.endswith(TIED_HEADS) or not declares_tied(base):
         return None
-    found = [k for k in base.store.keys()
-             if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2]
+    found = [
+        k for k in base.store.keys() if k.endswith(INPUT_EMBEDDINGS) and len(base.store.info(k).shape) == 2
+    ]
     if len(found) != 1:
         return None
-    reason = (f"the base declares its output head tied to the input embeddings (tie_word_embeddings) and "
-              f"stores no {key}; the tuned checkpoint has its own, untied: ΔW = {key} (tuned) − {found[0]} "
-              "(base), the weight the base's head uses")
+    reason = (
+        f"the base declares its output head tied to the input embeddings (tie_word_embeddings) and "
+        f"stores no {key}; the tuned checkpoint has its own, untied: ΔW = {key} (tuned) − {found[0]} "
+        "(base), the weight the base's head uses"
+    )
     warnings.append({"name": weight_name(key), "reason": reason})
     return found[0]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ..checkpoint.base import AdapterModule, TensorRef
 from ..errors import LorascopeError
 
+
 @dataclass(eq=False)
 class Delta:
     """One update, read lazily: its family, stored tensors by part, ΔW's shape and the base weight where given.
@@ -47,7 +48,9 @@ class Delta:
         return None if self.module is None else self.module.rank
 
 
-def dense_delta(name: str, tuned: TensorRef, base: TensorRef, source: str = "dense", added_rows: int = 0) -> Delta:
+def dense_delta(
+    name: str, tuned: TensorRef, base: TensorRef, source: str = "dense", added_rows: int = 0
+) -> Delta:
     return Delta(name, "dense", {"tuned": tuned}, tuple(tuned.shape[:2]), source, base, None, added_rows)
 
 
@@ -114,6 +117,8 @@ def unique_names(plan: Plan) -> Plan:
             continue
         seen[d.name] += 1
         new = f"{d.name}#{seen[d.name]}"
-        plan.warnings.append({"name": d.name, "reason": f"two modules map to this name; the second is named {new}"})
+        plan.warnings.append(
+            {"name": d.name, "reason": f"two modules map to this name; the second is named {new}"}
+        )
         d.name = new
     return plan

@@ -13,13 +13,45 @@ from __future__ import annotations
 from ..checkpoint.base import Adapter, Weights
 from ..errors import LorascopeError
 from .adapter_plan import BASE_FREE_STAND_INS, UPDATE_VECTORS, BaseLookup, plan_adapter
-from .full_diff import INPUT_EMBEDDINGS, TIED_HEADS, declares_conv1d, declares_tied, plan_full_diff, tied_partner
-from .items import Delta, Plan, VectorDelta, dense_delta, filter_names, module_delta, unique_names, weight_name
+from .full_diff import (
+    INPUT_EMBEDDINGS,
+    TIED_HEADS,
+    declares_conv1d,
+    declares_tied,
+    plan_full_diff,
+    tied_partner,
+)
+from .items import (
+    Delta,
+    Plan,
+    VectorDelta,
+    dense_delta,
+    filter_names,
+    module_delta,
+    unique_names,
+    weight_name,
+)
 
 __all__ = [  # the planning entry point, and the names this module always offered
-    "BASE_FREE_STAND_INS", "INPUT_EMBEDDINGS", "TIED_HEADS", "UPDATE_VECTORS", "BaseLookup", "Delta", "Plan",
-    "VectorDelta", "declares_conv1d", "declares_tied", "dense_delta", "filter_names", "module_delta",
-    "plan_adapter", "plan_deltas", "plan_full_diff", "tied_partner", "unique_names", "weight_name",
+    "BASE_FREE_STAND_INS",
+    "INPUT_EMBEDDINGS",
+    "TIED_HEADS",
+    "UPDATE_VECTORS",
+    "BaseLookup",
+    "Delta",
+    "Plan",
+    "VectorDelta",
+    "declares_conv1d",
+    "declares_tied",
+    "dense_delta",
+    "filter_names",
+    "module_delta",
+    "plan_adapter",
+    "plan_deltas",
+    "plan_full_diff",
+    "tied_partner",
+    "unique_names",
+    "weight_name",
 ]
 
 

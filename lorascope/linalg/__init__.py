@@ -24,18 +24,63 @@ from collections.abc import Callable
 from typing import Any
 
 from .forms import Blocks, Dense, Form, Kronecker, LowRank, cosine, fro_norm, inner, khatri_rao, merged
-from .common import (EPS64, PRECISIONS, SVD, eps_of, one_thread, resolve_device, sum_squares, svd_flip,
-                     torch_dtype)
+from .common import (
+    EPS64,
+    PRECISIONS,
+    SVD,
+    eps_of,
+    one_thread,
+    resolve_device,
+    sum_squares,
+    svd_flip,
+    torch_dtype,
+)
 from .gram import gram_floor, gram_svd, gram_svd_dense, gram_update
-from .routes import (exact_floor, exact_svd, factored_floor, factored_svd, kronecker_svd, randomized_params,
-                     randomized_svd)
+from .routes import (
+    exact_floor,
+    exact_svd,
+    factored_floor,
+    factored_svd,
+    kronecker_svd,
+    randomized_params,
+    randomized_svd,
+)
 
 __all__ = [
-    "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "RANDOMIZED_BELOW", "SVD",
-    "SVD_METHODS", "cosine", "eps_of",
-    "exact_floor", "exact_svd", "factored_floor", "factored_svd", "fro_norm", "gram_floor", "gram_svd",
-    "gram_svd_dense", "gram_update", "inner", "khatri_rao", "kronecker_svd", "merged", "one_thread",
-    "randomized_params", "randomized_svd", "resolve_device", "sum_squares", "svd", "svd_flip", "torch_dtype",
+    "Blocks",
+    "Dense",
+    "EPS64",
+    "Form",
+    "GRAM_MIN",
+    "Kronecker",
+    "LowRank",
+    "PRECISIONS",
+    "RANDOMIZED_BELOW",
+    "SVD",
+    "SVD_METHODS",
+    "cosine",
+    "eps_of",
+    "exact_floor",
+    "exact_svd",
+    "factored_floor",
+    "factored_svd",
+    "fro_norm",
+    "gram_floor",
+    "gram_svd",
+    "gram_svd_dense",
+    "gram_update",
+    "inner",
+    "khatri_rao",
+    "kronecker_svd",
+    "merged",
+    "one_thread",
+    "randomized_params",
+    "randomized_svd",
+    "resolve_device",
+    "sum_squares",
+    "svd",
+    "svd_flip",
+    "torch_dtype",
 ]
 
 # Below this short side a dense SVD costs milliseconds and LAPACK's tighter bound (ε·max(m, n)·σ₁ instead of
@@ -48,7 +93,9 @@ RANDOMIZED_BELOW = 0.1
 
 
 def _lowrank(form: LowRank, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
-    return factored_svd(form.left, form.right, form.scale, compute_uv)  # exact and cheap: every value, k unused
+    return factored_svd(
+        form.left, form.right, form.scale, compute_uv
+    )  # exact and cheap: every value, k unused
 
 
 def _kronecker(form: Kronecker, compute_uv: bool, k: int | None, method: str, seed: int) -> SVD:
@@ -99,8 +146,9 @@ ROUTES: dict[type, Callable[[Any, bool, int | None, str, int], SVD]] = {
 }
 
 
-def svd(form: Form, *, compute_uv: bool = False, k: int | None = None, method: str = "auto",
-        seed: int = 0) -> SVD:
+def svd(
+    form: Form, *, compute_uv: bool = False, k: int | None = None, method: str = "auto", seed: int = 0
+) -> SVD:
     """Singular values of ΔW (and vectors with ``compute_uv``) by the cheapest exact route for its form.
 
     Args:

@@ -34,8 +34,11 @@ def eps_of(dtype: Any) -> float:
         name = np.dtype(dtype).name  # numpy dtypes and scalar types (np.float32)
     except TypeError:
         pass
-    return {"float32": float(np.finfo(np.float32).eps), "float16": float(np.finfo(np.float16).eps),
-            "bfloat16": 2.0**-7}.get(name, EPS64)
+    return {
+        "float32": float(np.finfo(np.float32).eps),
+        "float16": float(np.finfo(np.float16).eps),
+        "bfloat16": 2.0**-7,
+    }.get(name, EPS64)
 
 
 @dataclass
@@ -138,7 +141,7 @@ def sum_squares(x: Any, chunk: int = 1 << 20) -> float:
     flat = as_numpy(x).reshape(-1)
     total = 0.0
     for i in range(0, flat.size, chunk):
-        c = flat[i:i + chunk].astype(np.float64)
+        c = flat[i : i + chunk].astype(np.float64)
         total += float(np.add.reduce(c * c))
     return total
 

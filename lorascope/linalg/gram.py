@@ -97,11 +97,22 @@ def _two_stage() -> tuple[Any, Any] | None:
             dll = getattr(lib, "dynlib", None)
             for prefix in ("scipy_", ""):
                 for suffix, int_t in (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32)):
-                    fn = getattr(dll, f"{prefix}LAPACKE_dsyevd_2stage{suffix}", None) if dll is not None else None
+                    fn = (
+                        getattr(dll, f"{prefix}LAPACKE_dsyevd_2stage{suffix}", None)
+                        if dll is not None
+                        else None
+                    )
                     if fn is not None and found is None:
                         fn.restype = int_t
-                        fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t,
-                                       ctypes.c_void_p]
+                        fn.argtypes = [
+                            ctypes.c_int,
+                            ctypes.c_char,
+                            ctypes.c_char,
+                            int_t,
+                            ctypes.c_void_p,
+                            int_t,
+                            ctypes.c_void_p,
+                        ]
                         found = (fn, int_t)
         _TWO_STAGE.append(found)
     return _TWO_STAGE[0]

@@ -19,6 +19,7 @@ trsm) split their output among threads and keep each entry's summation order. to
 on a GPU. The Gram route is ``gram.py``'s; what the routes share (the ``SVD`` result, dtypes, signs) is
 ``common.py``'s.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,7 +125,9 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
     return SVD(like(s, left), float(np.linalg.norm(core)), "factored", True, floor=floor)
 
 
-def _factored_vectors(lf: np.ndarray, rf: np.ndarray, scale: float, template: Any, shape: tuple[int, int]) -> SVD:
+def _factored_vectors(
+    lf: np.ndarray, rf: np.ndarray, scale: float, template: Any, shape: tuple[int, int]
+) -> SVD:
     with one_thread():
         q_l, r_l = np.linalg.qr(lf)  # (m, k1), (k1, k)
         q_r, r_r = np.linalg.qr(rf.T)  # (n, k2), (k2, k)
@@ -134,15 +137,25 @@ def _factored_vectors(lf: np.ndarray, rf: np.ndarray, scale: float, template: An
     vh = vh_c @ q_r.T  # (q, k2) @ (k2, n) -> (q, n)
     u, vh = svd_flip(u, vh)
     floor = factored_floor(shape, lf.shape[1], scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
-    return SVD(like(s, template), float(np.linalg.norm(core)), "factored", True,
-               like(u, template), like(vh.T, template), floor=floor)
+    return SVD(
+        like(s, template),
+        float(np.linalg.norm(core)),
+        "factored",
+        True,
+        like(u, template),
+        like(vh.T, template),
+        floor=floor,
+    )
 
 
 def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape: tuple[int, int]) -> SVD:
     """The factored route on a GPU: Householder QR of both factors and the core's SVD in torch float64."""
     import torch
 
-    left, right = torch.as_tensor(left).to(torch.float64), torch.as_tensor(right).to(left.device, torch.float64)
+    left, right = (
+        torch.as_tensor(left).to(torch.float64),
+        torch.as_tensor(right).to(left.device, torch.float64),
+    )
     if compute_uv:
         q_l, r_l = torch.linalg.qr(left)
         q_r, r_r = torch.linalg.qr(right.T)
@@ -152,8 +165,9 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
         r_r = torch.linalg.qr(right.T, mode="r")[1]
     core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
     fro = float(torch.linalg.norm(core))
-    floor = factored_floor(shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)),
-                           float(torch.linalg.norm(r_r)))
+    floor = factored_floor(
+        shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)), float(torch.linalg.norm(r_r))
+    )
     if not compute_uv:
         return SVD(torch.linalg.svdvals(core).cpu(), fro, "factored", True, floor=floor)
     u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
@@ -185,12 +199,21 @@ def exact_svd(delta: Any, compute_uv: bool = False) -> SVD:
     if not compute_uv:
         with one_thread():
             s = np.linalg.svd(a, compute_uv=False).astype(np.float64)
-        return SVD(like(s, delta), fro, "exact", True, floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
+        return SVD(
+            like(s, delta), fro, "exact", True, floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0)
+        )
     u, s, vh = np.linalg.svd(a, full_matrices=False)
     u, vh = svd_flip(u, vh)
     s = s.astype(np.float64)
-    return SVD(like(s, delta), fro, "exact", True, like(u, delta), like(vh.T, delta),
-               floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
+    return SVD(
+        like(s, delta),
+        fro,
+        "exact",
+        True,
+        like(u, delta),
+        like(vh.T, delta),
+        floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0),
+    )
 
 
 def _exact_torch(delta: Any, compute_uv: bool, shape: tuple[int, int]) -> SVD:
@@ -199,12 +222,21 @@ def _exact_torch(delta: Any, compute_uv: bool, shape: tuple[int, int]) -> SVD:
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
         s = torch.linalg.svdvals(delta).cpu().double()
-        return SVD(s, fro, "exact", True, floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0))
+        return SVD(
+            s, fro, "exact", True, floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0)
+        )
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
     u, vh = svd_flip(u, vh)
     s = s.cpu().double()
-    return SVD(s, fro, "exact", True, u.cpu(), vh.T.cpu(),
-               floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0))
+    return SVD(
+        s,
+        fro,
+        "exact",
+        True,
+        u.cpu(),
+        vh.T.cpu(),
+        floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0),
+    )
 
 
 # ---- dense: Gram --------------------------------------------------------------------------------------
@@ -256,8 +288,15 @@ def randomized_svd(delta: Any, k: int, seed: int = 0, compute_uv: bool = False) 
     u = q @ u_s  # (m, w) @ (w, w) -> (m, w)
     u, vh = svd_flip(u[:, :k], vh[:k])
     s = s[:k].astype(np.float64)
-    return SVD(like(s, delta), fro, "randomized", False, like(u, delta), like(vh.T, delta),
-               floor=exact_floor((m, n), a.dtype, s[0]))
+    return SVD(
+        like(s, delta),
+        fro,
+        "randomized",
+        False,
+        like(u, delta),
+        like(vh.T, delta),
+        floor=exact_floor((m, n), a.dtype, s[0]),
+    )
 
 
 def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
@@ -280,7 +319,9 @@ def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
     u_s, s, vh = torch.linalg.svd(small, full_matrices=False)
     u, vh = svd_flip((q @ u_s)[:, :k], vh[:k])  # (m, w) @ (w, w)
     s = s[:k].cpu().double()
-    return SVD(s, fro, "randomized", False, u.cpu(), vh.T.cpu(), floor=exact_floor((m, n), delta.dtype, float(s[0])))
+    return SVD(
+        s, fro, "randomized", False, u.cpu(), vh.T.cpu(), floor=exact_floor((m, n), delta.dtype, float(s[0]))
+    )
 
 
 # ---- Kronecker ----------------------------------------------------------------------------------------

@@ -39,19 +39,53 @@ from ..delta import Delta, Plan
 from ..errors import LorascopeError
 from ..progress import progress_bar
 from .export_config import adapter_config, pattern_problems, rank_patterns, regex_targets, target_problems
-from .export_tensors import EMBEDDING_NAMES, ExpertSlot, PeftLayer, expert_tensors, peft_layer_of, peft_tensors
+from .export_tensors import (
+    EMBEDDING_NAMES,
+    ExpertSlot,
+    PeftLayer,
+    expert_tensors,
+    peft_layer_of,
+    peft_tensors,
+)
 from .export_vocab import TiedEmbedding, new_token_rows, tie_head, tied_embedding
 from .truncate import TopK, TruncateOptions, top_k
 
 __all__ = [  # this module's entry points, and the names the export's rooms define (importable from here)
-    "EMBEDDING_NAMES", "EXPORT_COLUMNS", "EXPORT_DTYPES", "ExpertSlot", "ExportOptions", "ExportResult",
-    "PeftLayer", "TiedEmbedding", "WRITTEN_BY", "adapter_config", "check_export_dir", "expert_tensors",
-    "export_adapter", "pattern_problems", "peft_layer_of", "peft_tensors", "rank_patterns", "regex_targets",
-    "target_problems", "tied_embedding", "write_peft_folder",
+    "EMBEDDING_NAMES",
+    "EXPORT_COLUMNS",
+    "EXPORT_DTYPES",
+    "ExpertSlot",
+    "ExportOptions",
+    "ExportResult",
+    "PeftLayer",
+    "TiedEmbedding",
+    "WRITTEN_BY",
+    "adapter_config",
+    "check_export_dir",
+    "expert_tensors",
+    "export_adapter",
+    "pattern_problems",
+    "peft_layer_of",
+    "peft_tensors",
+    "rank_patterns",
+    "regex_targets",
+    "target_problems",
+    "tied_embedding",
+    "write_peft_folder",
 ]
 
 EXPORT_DTYPES = ("float32", "bfloat16", "float16")
-EXPORT_COLUMNS = ["name", "kind", "rank", "method", "energy", "rel_error", "optimal_rel_error", "exported", "reason"]
+EXPORT_COLUMNS = [
+    "name",
+    "kind",
+    "rank",
+    "method",
+    "energy",
+    "rel_error",
+    "optimal_rel_error",
+    "exported",
+    "reason",
+]
 
 
 @dataclass(frozen=True)
@@ -142,8 +176,17 @@ def export_adapter(
         for name, r in todo:
             d = by_name[name]
             layer = peft_layer_of(d)
-            row = {"name": name, "kind": getattr(layer, "kind", None), "rank": r, "method": None,
-                   "energy": np.nan, "rel_error": np.nan, "optimal_rel_error": np.nan, "exported": False, "reason": ""}
+            row = {
+                "name": name,
+                "kind": getattr(layer, "kind", None),
+                "rank": r,
+                "method": None,
+                "energy": np.nan,
+                "rel_error": np.nan,
+                "optimal_rel_error": np.nan,
+                "exported": False,
+                "reason": "",
+            }
             if optimal_rel_error and name in optimal_rel_error:
                 row["optimal_rel_error"] = float(optimal_rel_error[name])
             if d.source == "modules_to_save" and carried:
@@ -171,8 +214,10 @@ def export_adapter(
             bar.advance(note=name)
     param_ranks = _pack_experts(slots, rows, tensors, fan_in_fan_out)
     if not exported and not param_ranks:
-        raise LorascopeError("the selection exports no module (every rank is 0 or no module can be exported); "
-                             "nothing was written.")
+        raise LorascopeError(
+            "the selection exports no module (every rank is 0 or no module can be exported); "
+            "nothing was written."
+        )
     notes: list[str] = []
     # config keys beyond adapter_config's: ensure_weight_tying, trainable_token_indices
     extra: dict[str, Any] = {}
@@ -183,8 +228,13 @@ def export_adapter(
     table = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     source = tuned.config if isinstance(tuned, Adapter) else None
     base_path = str(base.path) if base is not None else None
-    config = adapter_config({**exported, **param_ranks}, fan_in_fan_out, source, base_path,
-                            _task_type(tuned, base) if tuned else None)
+    config = adapter_config(
+        {**exported, **param_ranks},
+        fan_in_fan_out,
+        source,
+        base_path,
+        _task_type(tuned, base) if tuned else None,
+    )
     config["target_modules"] = sorted(exported)
     if param_ranks:
         config["target_parameters"] = sorted(param_ranks)
@@ -203,14 +253,19 @@ def export_adapter(
 def _add_expert(slots: dict[str, ExpertSlot], d: Delta, factors: tuple[np.ndarray, np.ndarray]) -> None:
     p = d.module.params
     path = f"{p['module']}.{p['parameter']}"
-    slot = slots.setdefault(path, ExpertSlot(p["module"], p["parameter"], int(p["experts"]),
-                                             int(p["depth"]), {}))
+    slot = slots.setdefault(
+        path, ExpertSlot(p["module"], p["parameter"], int(p["experts"]), int(p["depth"]), {})
+    )
     slot.factors[int(p["expert"])] = factors
     slot.names.append(d.name)
 
 
-def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tensors: dict[str, np.ndarray],
-                  fan_in_fan_out: bool) -> dict[str, int]:
+def _pack_experts(
+    slots: dict[str, ExpertSlot],
+    rows: list[dict[str, Any]],
+    tensors: dict[str, np.ndarray],
+    fan_in_fan_out: bool,
+) -> dict[str, int]:
     """Experts packed into target_parameters tensors (added to ``tensors``); parameter path -> rank.
 
     PEFT's ParamWrapper refuses fan_in_fan_out, so beside GPT-2 Conv1D modules the experts are not exported.
@@ -222,8 +277,10 @@ def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tens
         for row in rows:
             if row["name"] in experts:
                 row["exported"] = False
-                row["reason"] = ("an expert of a fused parameter: PEFT's target_parameters LoRA does not "
-                                 "work with the fan_in_fan_out the other exported modules need")
+                row["reason"] = (
+                    "an expert of a fused parameter: PEFT's target_parameters LoRA does not "
+                    "work with the fan_in_fan_out the other exported modules need"
+                )
         return {}
     packed, ranks = expert_tensors(list(slots.values()))
     tensors.update(packed)
@@ -231,8 +288,10 @@ def _pack_experts(slots: dict[str, ExpertSlot], rows: list[dict[str, Any]], tens
         sl = experts.get(row["name"])
         if sl is not None:
             r = ranks[f"{sl.module}.{sl.parameter}"]
-            row["reason"] = (f"in a target_parameters LoRA on {sl.module}.{sl.parameter} at r = {r} (PEFT "
-                             "keeps one rank per parameter: the experts' own ranks are zero-padded to it)")
+            row["reason"] = (
+                f"in a target_parameters LoRA on {sl.module}.{sl.parameter} at r = {r} (PEFT "
+                "keeps one rank per parameter: the experts' own ranks are zero-padded to it)"
+            )
     return ranks
 
 
@@ -244,7 +303,10 @@ def _modules_to_save(tuned: Weights | Adapter | None) -> dict[str, Any]:
     """The source adapter's modules_to_save tensors (store key -> tensor as stored), when it is a PEFT adapter."""
     if not isinstance(tuned, Adapter) or not (tuned.config or {}).get("modules_to_save"):
         return {}
-    refs = [*tuned.dense.values(), *(ref for name, ref in tuned.vectors.items() if not name.endswith(".lora_B.bias"))]
+    refs = [
+        *tuned.dense.values(),
+        *(ref for name, ref in tuned.vectors.items() if not name.endswith(".lora_B.bias")),
+    ]
     return {ref.key: ref.store.get(ref.key) for ref in refs}
 
 
@@ -273,11 +335,15 @@ def check_export_dir(out: str | Path, inputs: Iterable[str | Path | None] = ()) 
             continue
         src = Path(p).resolve()
         if target == src or target in src.parents:
-            raise LorascopeError(f"--export {out} is or holds the input {p}; refusing to write there "
-                                 "so the input is not overwritten. Give a new folder.")
+            raise LorascopeError(
+                f"--export {out} is or holds the input {p}; refusing to write there "
+                "so the input is not overwritten. Give a new folder."
+            )
     if out.is_dir() and any(out.iterdir()) and not _exported_here(out):
-        raise LorascopeError(f"--export {out} is a non-empty folder that does not hold an adapter lorascope exported; "
-                             "refusing to write into it so nothing there is overwritten. Give a new or empty folder.")
+        raise LorascopeError(
+            f"--export {out} is a non-empty folder that does not hold an adapter lorascope exported; "
+            "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
+        )
     return out
 
 
@@ -295,8 +361,13 @@ def _exported_here(out: Path) -> bool:
     return all(metadata.get(k) == v for k, v in WRITTEN_BY.items())
 
 
-def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
-                      verbatim: dict[str, Any] | None = None) -> Path:
+def write_peft_folder(
+    out: Path,
+    config: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    dtype: str = "float32",
+    verbatim: dict[str, Any] | None = None,
+) -> Path:
     """The exported adapter, written as one transaction (``lorascope.outputs``) by the one PEFT adapter writer
     (``checkpoint.peft_config.write_adapter``): factors cast to ``dtype``, ``verbatim`` tensors as they are,
     the safetensors metadata marked ``WRITTEN_BY``. An earlier export's files are replaced, nothing else."""

@@ -23,8 +23,9 @@ def _ordered(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: (-len(n), n))
 
 
-def rank_patterns(ranks: dict[str, int], r_default: int, explicit_all: bool = False,
-                  escape: bool = False) -> dict[str, int]:
+def rank_patterns(
+    ranks: dict[str, int], r_default: int, explicit_all: bool = False, escape: bool = False
+) -> dict[str, int]:
     """rank_pattern (= alpha_pattern) entries: full names, longest first, for ranks other than the default."""
     keep = [n for n in ranks if explicit_all or ranks[n] != r_default]
     return {(re.escape(n) if escape else n): int(ranks[n]) for n in _ordered(keep)}
@@ -52,8 +53,13 @@ def target_problems(targets: list[str], exported: Iterable[str], all_names: Iter
     return wrong
 
 
-def adapter_config(ranks: dict[str, int], fan_in_fan_out: bool, source: dict[str, Any] | None = None,
-                   base_path: str | None = None, task_type: str | None = None) -> dict[str, Any]:
+def adapter_config(
+    ranks: dict[str, int],
+    fan_in_fan_out: bool,
+    source: dict[str, Any] | None = None,
+    base_path: str | None = None,
+    task_type: str | None = None,
+) -> dict[str, Any]:
     """``adapter_config.json``: r = lora_alpha = the largest rank, patterns for the rest, scale 1 everywhere.
 
     The patterns are checked to select exactly their own module (module docstring); ValueError if no
@@ -63,17 +69,25 @@ def adapter_config(ranks: dict[str, int], fan_in_fan_out: bool, source: dict[str
         raise ValueError("no module to export")  # module names, or target_parameters' parameter paths
     r_max = max(ranks.values())
     source = source or {}
-    config = lora_config(r_max, r_max, sorted(ranks), fan_in_fan_out=fan_in_fan_out,
-                         base_model_name_or_path=source.get("base_model_name_or_path") or base_path,
-                         task_type=source.get("task_type", task_type), layers_to_transform=None,
-                         layers_pattern=None)
+    config = lora_config(
+        r_max,
+        r_max,
+        sorted(ranks),
+        fan_in_fan_out=fan_in_fan_out,
+        base_model_name_or_path=source.get("base_model_name_or_path") or base_path,
+        task_type=source.get("task_type", task_type),
+        layers_to_transform=None,
+        layers_pattern=None,
+    )
     for explicit_all, escape in ((False, False), (True, False), (True, True)):
         pattern = rank_patterns(ranks, r_max, explicit_all, escape)
         config["rank_pattern"], config["alpha_pattern"] = pattern, dict(pattern)
         if not pattern_problems(config, ranks):
             return config
-    raise ValueError("no rank_pattern form selects exactly the intended modules: "
-                     + "; ".join(pattern_problems(config, ranks)[:5]))
+    raise ValueError(
+        "no rank_pattern form selects exactly the intended modules: "
+        + "; ".join(pattern_problems(config, ranks)[:5])
+    )
 
 
 def regex_targets(names: Iterable[str]) -> str:

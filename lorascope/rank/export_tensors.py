@@ -43,13 +43,17 @@ def peft_layer_of(d: Delta) -> PeftLayer | str:
     if d.module is not None:
         m = d.module
         if m.source in ("kohya", "cloneofsimo", "gguf") and d.base is None:
-            return (f"{m.source} names are not the module names of a model (kohya flattens paths, GGUF renames "
-                    "them); give the base model so names are resolved")
+            return (
+                f"{m.source} names are not the module names of a model (kohya flattens paths, GGUF renames "
+                "them); give the base model so names are resolved"
+            )
         if m.family == "lora_expert":
             return PeftLayer("expert")
         if int(m.params.get("groups", 1)) > 1:
-            return ("a grouped convolution: a PEFT LoRA there has a grouped lora_B (one block per group), "
-                    "which the truncated SVD of the update does not have")
+            return (
+                "a grouped convolution: a PEFT LoRA there has a grouped lora_B (one block per group), "
+                "which the truncated SVD of the update does not have"
+            )
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.view == "transpose")
         stored = d.base.stored_shape if d.base is not None else ()
         base_kernel = tuple(stored[2:]) if m.kind != "embedding" and len(stored) > 2 else ()
@@ -60,8 +64,10 @@ def peft_layer_of(d: Delta) -> PeftLayer | str:
                 return "a conv layer whose kernel size the file does not record; give the base model"
             return PeftLayer("conv", kernel=m.kernel)
         if m.kind == "matrix" and d.base is None:
-            return (f"{m.family} stores this layer's factors flattened, so the adapter does not record "
-                    "whether it is a linear layer or a convolution; give the base model")
+            return (
+                f"{m.family} stores this layer's factors flattened, so the adapter does not record "
+                "whether it is a linear layer or a convolution; give the base model"
+            )
         return PeftLayer(m.kind if m.kind == "embedding" else "linear", fan_in_fan_out=transpose)
     ref = d.tuned
     if ref.index is not None:
@@ -81,13 +87,17 @@ def peft_tensors(name: str, layer: PeftLayer, b: np.ndarray, a: np.ndarray) -> d
     key = PEFT_PREFIX + name
     r = a.shape[0]
     if layer.kind == "embedding":  # ΔW (num, dim) = (lora_B @ lora_A)ᵀ
-        return {f"{key}.lora_embedding_A": np.ascontiguousarray(b.T),  # (r, num)
-                f"{key}.lora_embedding_B": np.ascontiguousarray(a.T)}  # (dim, r)
+        return {
+            f"{key}.lora_embedding_A": np.ascontiguousarray(b.T),  # (r, num)
+            f"{key}.lora_embedding_B": np.ascontiguousarray(a.T),
+        }  # (dim, r)
     if layer.kind == "conv":
         ones = (1,) * len(layer.kernel)
         in_ch = a.shape[1] // int(np.prod(layer.kernel, dtype=np.int64))
-        return {f"{key}.lora_A.weight": np.ascontiguousarray(a.reshape(r, in_ch, *layer.kernel)),
-                f"{key}.lora_B.weight": np.ascontiguousarray(b.reshape(b.shape[0], r, *ones))}
+        return {
+            f"{key}.lora_A.weight": np.ascontiguousarray(a.reshape(r, in_ch, *layer.kernel)),
+            f"{key}.lora_B.weight": np.ascontiguousarray(b.reshape(b.shape[0], r, *ones)),
+        }
     return {f"{key}.lora_A.weight": np.ascontiguousarray(a), f"{key}.lora_B.weight": np.ascontiguousarray(b)}
 
 
@@ -126,7 +136,7 @@ def expert_tensors(slots: list[ExpertSlot]) -> tuple[dict[str, np.ndarray], dict
             lora_b = np.zeros((b0.shape[0], r * e_count))
             for e, (b, a) in slot.factors.items():
                 k = a.shape[0]
-                lora_a[e * r:e * r + k] = a  # (k, in) into expert e's rows
+                lora_a[e * r : e * r + k] = a  # (k, in) into expert e's rows
                 lora_b[:, e + e_count * np.arange(k)] = b  # column j of B_e -> j·E + e
             key = PEFT_PREFIX + module + ".base_layer" * (len(group) - 1 - level)
             tensors[f"{key}.lora_A.weight"], tensors[f"{key}.lora_B.weight"] = lora_a, lora_b

@@ -15,6 +15,7 @@ summary.json, vectors.csv) with the rank tables added, so the report renders it 
 | selection.json | ``run_select`` | policy, totals, notes (knapsack exact vs greedy), recommendation, export |
 | export.csv | ``run_select --export`` | per module: exported rank, SVD route, achieved and optimal error, or why not |
 """
+
 from __future__ import annotations
 
 import json
@@ -68,6 +69,8 @@ def load_functional(folder: str | Path) -> pd.DataFrame:
         table.attrs["loss_metric"] = (pick or {}).get("metric", "eval_loss")
         return table
     if not path.is_file():
-        raise LorascopeError(f"{folder} holds no {FUNCTIONAL_CSV}: run `lorascope sweep BASE TUNED --eval-data FILE` "
-                             "to measure the loss against k first.")
+        raise LorascopeError(
+            f"{folder} holds no {FUNCTIONAL_CSV}: run `lorascope sweep BASE TUNED --eval-data FILE` "
+            "to measure the loss against k first."
+        )
     return pd.read_csv(path)

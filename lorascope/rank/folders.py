@@ -19,21 +19,60 @@ import pandas as pd
 from ..errors import LorascopeError
 from ..results import Results, write_json
 from .export import ExportOptions, ExportResult, export_adapter
-from .functional import (EvalOptions, functional_sweep, hf_evaluation, is_trainer_run, pick_rank, trainer_evaluation,
-                         trainer_run)
+from .functional import (
+    EvalOptions,
+    functional_sweep,
+    hf_evaluation,
+    is_trainer_run,
+    pick_rank,
+    trainer_evaluation,
+    trainer_run,
+)
 from .select import Policy, Selection, select_ranks
 from .spectra import Spectra, spectra_of
 from .sweep import check_ranks, default_ranks, frontier, truncation_table, uniform_table
 from .training import knees, training_table
 from .truncate import TruncateOptions
-from .files import (EXPORT_CSV, FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON, SWEEP_CSV,
-                    SWEEP_JSON, TRAIN_INDEX, TRAINING_CSV, UNIFORM_CSV, clean_json, load_functional, write_tables)
+from .files import (
+    EXPORT_CSV,
+    FRONTIER_CSV,
+    FUNCTIONAL_CSV,
+    KNEES_CSV,
+    SELECTION_CSV,
+    SELECTION_JSON,
+    SWEEP_CSV,
+    SWEEP_JSON,
+    TRAIN_INDEX,
+    TRAINING_CSV,
+    UNIFORM_CSV,
+    clean_json,
+    load_functional,
+    write_tables,
+)
 from .inputs import plan_for, reopen_inputs, results_for
 
 __all__ = [  # the commands' entry points; the files' names and the inputs' functions stay importable from here
-    "EXPORT_CSV", "FRONTIER_CSV", "FUNCTIONAL_CSV", "KNEES_CSV", "SELECTION_CSV", "SELECTION_JSON", "SWEEP_CSV",
-    "SWEEP_JSON", "TRAIN_INDEX", "TRAINING_CSV", "UNIFORM_CSV", "SelectOutput", "SweepOutput", "load_functional",
-    "plan_for", "reopen_inputs", "results_for", "run_select", "run_sweep", "save_selection", "save_sweep",
+    "EXPORT_CSV",
+    "FRONTIER_CSV",
+    "FUNCTIONAL_CSV",
+    "KNEES_CSV",
+    "SELECTION_CSV",
+    "SELECTION_JSON",
+    "SWEEP_CSV",
+    "SWEEP_JSON",
+    "TRAIN_INDEX",
+    "TRAINING_CSV",
+    "UNIFORM_CSV",
+    "SelectOutput",
+    "SweepOutput",
+    "load_functional",
+    "plan_for",
+    "reopen_inputs",
+    "results_for",
+    "run_select",
+    "run_sweep",
+    "save_selection",
+    "save_sweep",
 ]
 
 
@@ -109,12 +148,26 @@ def run_sweep(
     results = results_for(analyzed, progress=progress, **analyze_options)
     spectra = spectra_of(results)
     grid = check_ranks(ranks) if ranks else default_ranks(spectra)
-    output = SweepOutput(results, truncation_table(spectra, grid), uniform_table(spectra, grid), frontier(spectra, grid),
-                         grid, training=training, knees=knee_table)
+    output = SweepOutput(
+        results,
+        truncation_table(spectra, grid),
+        uniform_table(spectra, grid),
+        frontier(spectra, grid),
+        grid,
+        training=training,
+        knees=knee_table,
+    )
     if run is not None and functional is not False:
         model, evaluate, primary = trainer_evaluation(run, device=eval_options.device)
-        output.functional = functional_sweep(model, plan_for(results, *reopen_inputs(results)), grid, evaluate,
-                                             truncate, progress, loss_metric=primary)
+        output.functional = functional_sweep(
+            model,
+            plan_for(results, *reopen_inputs(results)),
+            grid,
+            evaluate,
+            truncate,
+            progress,
+            loss_metric=primary,
+        )
     elif eval_data is not None:
         output.functional = _functional(results, grid, eval_data, eval_options, truncate, progress)
     if output.functional is not None:
@@ -153,16 +206,26 @@ def reference_run(folder: str | Path, index: pd.DataFrame) -> Path:
         return Path(folder) / str(full["folder"].iat[0])
     ranked = index.assign(_r=pd.to_numeric(index.get("rank"), errors="coerce")).dropna(subset=["_r"])
     if ranked.empty:
-        raise LorascopeError(f"{folder}: the training sweep has neither a full fine-tune nor an adapter run to analyze.")
+        raise LorascopeError(
+            f"{folder}: the training sweep has neither a full fine-tune nor an adapter run to analyze."
+        )
     return Path(folder) / str(ranked.sort_values("_r")["folder"].iat[-1])
 
 
-def _functional(results: Results, grid: list[int], eval_data: str | Path, eval_options: EvalOptions | None,
-                truncate: TruncateOptions | None, progress: bool) -> pd.DataFrame:
+def _functional(
+    results: Results,
+    grid: list[int],
+    eval_data: str | Path,
+    eval_options: EvalOptions | None,
+    truncate: TruncateOptions | None,
+    progress: bool,
+) -> pd.DataFrame:
     base, tuned = reopen_inputs(results)
     if base is None:
-        raise LorascopeError("the functional sweep evaluates the base model with truncated updates, so it needs the "
-                             "base model folder: give BASE and TUNED (or BASE and ADAPTER).")
+        raise LorascopeError(
+            "the functional sweep evaluates the base model with truncated updates, so it needs the "
+            "base model folder: give BASE and TUNED (or BASE and ADAPTER)."
+        )
     plan = plan_for(results, base, tuned)
     model, evaluate = hf_evaluation(base.path, eval_data, eval_options)
     return functional_sweep(model, plan, grid, evaluate, truncate, progress)
@@ -174,8 +237,14 @@ def save_sweep(output: SweepOutput, out: str | Path) -> Path:
     did not make are dropped, not left stale, and so is the earlier report."""
     from ..outputs import writing
 
-    tables = {SWEEP_CSV: output.truncation, UNIFORM_CSV: output.uniform, FRONTIER_CSV: output.frontier,
-              FUNCTIONAL_CSV: output.functional, TRAINING_CSV: output.training, KNEES_CSV: output.knees}
+    tables = {
+        SWEEP_CSV: output.truncation,
+        UNIFORM_CSV: output.uniform,
+        FRONTIER_CSV: output.frontier,
+        FUNCTIONAL_CSV: output.functional,
+        TRAINING_CSV: output.training,
+        KNEES_CSV: output.knees,
+    }
     with writing(out, "sweep", **output.results.save_options(out)) as tx:
         output.results.write(tx.stage)
         write_tables(tx.stage, tables)
@@ -234,13 +303,27 @@ def run_select(
     return output
 
 
-def _export(results: Results, spectra: Spectra, selection: Selection, export: str | Path,
-            options: ExportOptions | None, progress: bool) -> ExportResult:
+def _export(
+    results: Results,
+    spectra: Spectra,
+    selection: Selection,
+    export: str | Path,
+    options: ExportOptions | None,
+    progress: bool,
+) -> ExportResult:
     base, tuned = reopen_inputs(results)
     plan = plan_for(results, base, tuned)
     optimal = dict(zip(selection.table["name"], selection.table["rel_error"]))
-    return export_adapter(plan, selection.ranks(), export, base=base, tuned=tuned, optimal_rel_error=optimal,
-                          options=options, progress=progress)
+    return export_adapter(
+        plan,
+        selection.ranks(),
+        export,
+        base=base,
+        tuned=tuned,
+        optimal_rel_error=optimal,
+        options=options,
+        progress=progress,
+    )
 
 
 def save_selection(output: SelectOutput, out: str | Path) -> Path:
@@ -255,16 +338,23 @@ def save_selection(output: SelectOutput, out: str | Path) -> Path:
 
 def _write_selection(output: SelectOutput, out: Path) -> None:
     output.results.write(out)
-    write_tables(out, {SELECTION_CSV: output.selection.table,
-                        EXPORT_CSV: output.export.table if output.export is not None else None})
+    write_tables(
+        out,
+        {
+            SELECTION_CSV: output.selection.table,
+            EXPORT_CSV: output.export.table if output.export is not None else None,
+        },
+    )
     info = output.selection.summary()
     if output.export is not None:
         t = output.export.table
         info["export"] = {
             "path": str(output.export.path),
             "modules": len(output.export.exported),
-            "not_exported": [{"name": n, "reason": r} for n, r in zip(t.loc[~t["exported"], "name"],
-                                                                       t.loc[~t["exported"], "reason"])],
+            "not_exported": [
+                {"name": n, "reason": r}
+                for n, r in zip(t.loc[~t["exported"], "name"], t.loc[~t["exported"], "reason"])
+            ],
             "max_excess_rel_error": _excess(t),
             "config": _config_brief(output.export.config),
             "notes": list(output.export.notes),
@@ -281,5 +371,9 @@ def _excess(t: pd.DataFrame) -> float | None:
 
 
 def _config_brief(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"r": cfg["r"], "lora_alpha": cfg["lora_alpha"], "fan_in_fan_out": cfg["fan_in_fan_out"],
-            "rank_pattern_keys": len(cfg["rank_pattern"])}
+    return {
+        "r": cfg["r"],
+        "lora_alpha": cfg["lora_alpha"],
+        "fan_in_fan_out": cfg["fan_in_fan_out"],
+        "rank_pattern_keys": len(cfg["rank_pattern"]),
+    }

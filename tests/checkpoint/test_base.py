@@ -14,9 +14,17 @@ from lorascope.errors import LorascopeError
 @pytest.fixture
 def store(tmp_path):
     g = torch.Generator().manual_seed(0)
-    return SafetensorsFile(save_st(tmp_path / "a.safetensors", {
-        "conv": torch.randn(4, 3, 2, 2, generator=g), "lin": torch.randn(5, 3, generator=g),
-        "experts": torch.randn(3, 4, 2, generator=g), "bad": torch.tensor([1.0, float("nan")])}))
+    return SafetensorsFile(
+        save_st(
+            tmp_path / "a.safetensors",
+            {
+                "conv": torch.randn(4, 3, 2, 2, generator=g),
+                "lin": torch.randn(5, 3, generator=g),
+                "experts": torch.randn(3, 4, 2, generator=g),
+                "bad": torch.tensor([1.0, float("nan")]),
+            },
+        )
+    )
 
 
 def test_views_shape_and_values_agree(store):
@@ -49,6 +57,13 @@ def test_upcast_never_hands_back_the_stored_tensor_when_a_copy_is_asked():
 
 
 def test_adapter_module_factors(store):
-    m = AdapterModule("x", "lora", {"up": TensorRef(store, "lin"), "down": TensorRef(store, "lin", "transpose")},
-                      (5, 5), 3, 6.0, 2.0)
+    m = AdapterModule(
+        "x",
+        "lora",
+        {"up": TensorRef(store, "lin"), "down": TensorRef(store, "lin", "transpose")},
+        (5, 5),
+        3,
+        6.0,
+        2.0,
+    )
     assert m.left.key == "lin" and m.right.view == "transpose" and m.magnitude is None and m.tensor_rank == 3

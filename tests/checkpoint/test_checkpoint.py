@@ -16,7 +16,9 @@ def test_content_decides_the_format_not_the_file_name(tmp_path):
     path = save_st(tmp_path / "weights.bin", {f"{NAME}.weight": torch.ones(4, 4)})  # safetensors named .bin
     ckpt = open_checkpoint(path)
     assert isinstance(ckpt, Weights) and ckpt.store.format == "safetensors"
-    torch.save({f"{NAME}.weight": torch.ones(2, 2)}, tmp_path / "w.safetensors")  # a pickle named .safetensors
+    torch.save(
+        {f"{NAME}.weight": torch.ones(2, 2)}, tmp_path / "w.safetensors"
+    )  # a pickle named .safetensors
     assert open_checkpoint(tmp_path / "w.safetensors").store.format == "torch"
     with pytest.raises(LorascopeError, match="was given as torch but its content is safetensors"):
         open_checkpoint(path, "torch")
@@ -41,8 +43,11 @@ def test_a_folder_reads_its_config_and_weights(tmp_path):
 
 
 def test_describe_input_hashes_small_files_and_names_the_adapter(tmp_path):
-    ad = peft_folder(tmp_path / "ad", {f"{NAME}.lora_A.weight": torch.ones(2, 4),
-                                       f"{NAME}.lora_B.weight": torch.ones(4, 2)}, {"r": 2, "lora_alpha": 4})
+    ad = peft_folder(
+        tmp_path / "ad",
+        {f"{NAME}.lora_A.weight": torch.ones(2, 4), f"{NAME}.lora_B.weight": torch.ones(4, 2)},
+        {"r": 2, "lora_alpha": 4},
+    )
     ckpt = open_checkpoint(ad)
     assert isinstance(ckpt, Adapter)
     entry = describe_input("adapter", ckpt)

@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from lorascope.checkpoint.dtypes import DTYPE_BITS, FLOAT_DTYPES, NUMPY_NATIVE_TORCH, TensorInfo, bytes_to_numpy
+from lorascope.checkpoint.dtypes import (
+    DTYPE_BITS,
+    FLOAT_DTYPES,
+    NUMPY_NATIVE_TORCH,
+    TensorInfo,
+    bytes_to_numpy,
+)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2, torch.float16,
-                                   torch.float32])
+@pytest.mark.parametrize(
+    "dtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2, torch.float16, torch.float32]
+)
 def test_bytes_widen_exactly_as_torch_converts(dtype):
     x = (torch.randn(6, 5, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
     raw = bytearray(x.contiguous().view(torch.uint8).numpy().tobytes())
@@ -27,4 +34,8 @@ def test_tensor_info_sizes():
     info = TensorInfo("w", (4, 3, 2), "bfloat16")
     assert info.numel == 24 and info.nbytes == 48 and info.is_float
     assert not TensorInfo("i", (3,), "int64").is_float and DTYPE_BITS["float8_e4m3fn"] == 8
-    assert "float16" in FLOAT_DTYPES and torch.float32 in NUMPY_NATIVE_TORCH and torch.bfloat16 not in NUMPY_NATIVE_TORCH
+    assert (
+        "float16" in FLOAT_DTYPES
+        and torch.float32 in NUMPY_NATIVE_TORCH
+        and torch.bfloat16 not in NUMPY_NATIVE_TORCH
+    )

@@ -18,8 +18,12 @@ def built(tmp_path, tensors, parts, family, params=None, source="kohya"):
 
 
 def test_lora_with_alpha_and_a_conv_kernel(tmp_path):
-    b = built(tmp_path, {"u": torch.ones(6, 4, 1, 1), "d": torch.ones(4, 3, 3, 3), "a": torch.tensor(2.0)},
-              {"up": "u", "down": "d", "alpha": "a"}, "lora")
+    b = built(
+        tmp_path,
+        {"u": torch.ones(6, 4, 1, 1), "d": torch.ones(4, 3, 3, 3), "a": torch.tensor(2.0)},
+        {"up": "u", "down": "d", "alpha": "a"},
+        "lora",
+    )
     m = b.module
     assert (m.shape, m.rank, m.alpha, m.scale, m.kind, m.kernel) == ((6, 27), 4, 2.0, 0.5, "conv", (3, 3))
     assert b.default_reason is None
@@ -31,12 +35,16 @@ def test_lora_without_alpha_takes_scale_one_and_says_why(tmp_path):
 
 
 def test_loha_and_lokr_geometry(tmp_path):
-    loha = built(tmp_path, {"a1": torch.ones(6, 2), "b1": torch.ones(2, 5), "a2": torch.ones(6, 2),
-                            "b2": torch.ones(2, 5)},
-                 {"hada_w1_a": "a1", "hada_w1_b": "b1", "hada_w2_a": "a2", "hada_w2_b": "b2"}, "loha").module
+    loha = built(
+        tmp_path,
+        {"a1": torch.ones(6, 2), "b1": torch.ones(2, 5), "a2": torch.ones(6, 2), "b2": torch.ones(2, 5)},
+        {"hada_w1_a": "a1", "hada_w1_b": "b1", "hada_w2_a": "a2", "hada_w2_b": "b2"},
+        "loha",
+    ).module
     assert loha.shape == (6, 5) and loha.rank == 2
-    lokr = built(tmp_path, {"w1": torch.ones(2, 3), "w2": torch.ones(4, 5)}, {"lokr_w1": "w1", "lokr_w2": "w2"},
-                 "lokr").module
+    lokr = built(
+        tmp_path, {"w1": torch.ones(2, 3), "w2": torch.ones(4, 5)}, {"lokr_w1": "w1", "lokr_w2": "w2"}, "lokr"
+    ).module
     assert lokr.shape == (8, 15) and lokr.rank is None and lokr.scale == 1.0  # both factors full: s = 1
 
 

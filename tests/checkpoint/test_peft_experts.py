@@ -16,8 +16,15 @@ def test_candidates_follow_peft_target_parameters_matching():
 def test_a_three_d_parameter_gives_one_module_per_expert(tmp_path):
     e, r, out, inp = 3, 2, 6, 4
     key = "base_model.model.mlp.experts"
-    store = SafetensorsFile(save_st(tmp_path / "a.safetensors", {
-        f"{key}.lora_A.weight": torch.randn(e * r, inp), f"{key}.lora_B.weight": torch.randn(out, r * e)}))
+    store = SafetensorsFile(
+        save_st(
+            tmp_path / "a.safetensors",
+            {
+                f"{key}.lora_A.weight": torch.randn(e * r, inp),
+                f"{key}.lora_B.weight": torch.randn(out, r * e),
+            },
+        )
+    )
     cfg = {"r": r, "lora_alpha": 4, "target_parameters": ["experts.down_proj"]}
     problems, warnings = [], []
     by_depth = {0: {"lora_A": f"{key}.lora_A.weight", "lora_B": f"{key}.lora_B.weight"}}

@@ -18,13 +18,18 @@ def store(tmp_path, tensors):
 
 def test_linear_dora_embedding_and_conv_modules(tmp_path):
     g = torch.Generator().manual_seed(0)
-    s = store(tmp_path, {
-        f"{P}.q.lora_A.weight": torch.randn(4, 6, generator=g), f"{P}.q.lora_B.weight": torch.randn(8, 4, generator=g),
-        f"{P}.q.lora_magnitude_vector": torch.randn(8, generator=g),
-        f"{P}.emb.lora_embedding_A": torch.randn(4, 10, generator=g),
-        f"{P}.emb.lora_embedding_B": torch.randn(6, 4, generator=g),
-        f"{P}.conv.lora_A.weight": torch.randn(4, 3, 3, 3, generator=g),
-        f"{P}.conv.lora_B.weight": torch.randn(5, 4, 1, 1, generator=g)})
+    s = store(
+        tmp_path,
+        {
+            f"{P}.q.lora_A.weight": torch.randn(4, 6, generator=g),
+            f"{P}.q.lora_B.weight": torch.randn(8, 4, generator=g),
+            f"{P}.q.lora_magnitude_vector": torch.randn(8, generator=g),
+            f"{P}.emb.lora_embedding_A": torch.randn(4, 10, generator=g),
+            f"{P}.emb.lora_embedding_B": torch.randn(6, 4, generator=g),
+            f"{P}.conv.lora_A.weight": torch.randn(4, 3, 3, 3, generator=g),
+            f"{P}.conv.lora_B.weight": torch.randn(5, 4, 1, 1, generator=g),
+        },
+    )
     cfg = lora_config(4, 8, ["q", "emb", "conv"], use_dora=True)
     modules = {m.name: m for m in open_lora(tmp_path, s, cfg).modules}
     q, emb, conv = modules["model.q"], modules["model.emb"], modules["model.conv"]

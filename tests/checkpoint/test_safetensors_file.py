@@ -31,12 +31,25 @@ def test_tensors_read_as_the_library_reads_them(tmp_path):
     np.testing.assert_array_equal(store.get_rows("a", 1, 3), want["a"][1:3].numpy())
 
 
-@pytest.mark.parametrize("header, data, message", [
-    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"\0" * 8, "a"),  # 4 floats need 16 bytes
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-      "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, b"\0" * 6, "b"),  # overlapping
-    ({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "Q9"),
-])
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        (
+            {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}},
+            b"\0" * 8,
+            "a",
+        ),  # 4 floats need 16 bytes
+        (
+            {
+                "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]},
+            },
+            b"\0" * 6,
+            "b",
+        ),  # overlapping
+        ({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "Q9"),
+    ],
+)
 def test_headers_the_library_refuses_are_refused_by_name(tmp_path, header, data, message):
     path = raw_file(tmp_path / "bad.safetensors", header, data)
     with pytest.raises(LorascopeError, match=message):

@@ -8,9 +8,16 @@ from lorascope.outputs import writing
 
 
 def test_names_are_file_system_safe_and_say_which_input(tmp_path):
-    assert slug("path/to/My Adapter/") == "path-to-my-adapter" and slug("///") == "run" and len(slug("x" * 200)) == 80
+    assert (
+        slug("path/to/My Adapter/") == "path-to-my-adapter"
+        and slug("///") == "run"
+        and len(slug("x" * 200)) == 80
+    )
     (tmp_path / "r8" / "adapter").mkdir(parents=True)
-    assert input_stem(tmp_path / "r8" / "adapter") == "r8-adapter" and input_stem("org/Qwen2.5-7B") == "qwen2.5-7b"
+    assert (
+        input_stem(tmp_path / "r8" / "adapter") == "r8-adapter"
+        and input_stem("org/Qwen2.5-7B") == "qwen2.5-7b"
+    )
 
 
 def test_default_out_keeps_results_of_other_inputs(tmp_path, monkeypatch):

@@ -16,10 +16,17 @@ NAME = "model.layers.0.self_attn.q_proj"
 @pytest.fixture
 def inputs(tmp_path):
     g = torch.Generator().manual_seed(3)
-    base = save_st(tmp_path / "base" / "model.safetensors", {f"{NAME}.weight": torch.randn(24, 20, generator=g)})
-    adapter = peft_folder(tmp_path / "lora", {f"{NAME}.lora_A.weight": torch.randn(4, 20, generator=g),
-                                              f"{NAME}.lora_B.weight": torch.randn(24, 4, generator=g)},
-                          {"r": 4, "lora_alpha": 8})
+    base = save_st(
+        tmp_path / "base" / "model.safetensors", {f"{NAME}.weight": torch.randn(24, 20, generator=g)}
+    )
+    adapter = peft_folder(
+        tmp_path / "lora",
+        {
+            f"{NAME}.lora_A.weight": torch.randn(4, 20, generator=g),
+            f"{NAME}.lora_B.weight": torch.randn(24, 4, generator=g),
+        },
+        {"r": 4, "lora_alpha": 8},
+    )
     return base, adapter
 
 
@@ -34,17 +41,35 @@ def options_used(out):
 def test_intruder_k_and_svd_reach_the_options(inputs, tmp_path):
     base, adapter = inputs
     out = tmp_path / "new"
-    res = run("intruders", base, adapter, "--intruder-k", 3, "--svd", "randomized", "--out", out, "-q", "--no-report")
+    res = run(
+        "intruders",
+        base,
+        adapter,
+        "--intruder-k",
+        3,
+        "--svd",
+        "randomized",
+        "--out",
+        out,
+        "-q",
+        "--no-report",
+    )
     assert res.exit_code == 0, res.output
-    assert options_used(out)["intruders"]["intruder_k"] == 3 and options_used(out)["intruders"]["svd"] == "randomized"
+    assert (
+        options_used(out)["intruders"]["intruder_k"] == 3
+        and options_used(out)["intruders"]["svd"] == "randomized"
+    )
     assert set(pd.read_csv(out / "intruders.csv")["j"]) == {1, 2, 3}
     assert "intruder_k" in pd.read_csv(out / "intruder_modules.csv").columns
 
 
-@pytest.mark.parametrize("old, new, value, key", [
-    ("--top-k", "--intruder-k", 2, "intruder_k"),
-    ("--tuned-svd", "--svd", "randomized", "svd"),
-])
+@pytest.mark.parametrize(
+    "old, new, value, key",
+    [
+        ("--top-k", "--intruder-k", 2, "intruder_k"),
+        ("--tuned-svd", "--svd", "randomized", "svd"),
+    ],
+)
 def test_old_spellings_still_work_and_say_so(inputs, tmp_path, old, new, value, key):
     base, adapter = inputs
     out = tmp_path / "old"

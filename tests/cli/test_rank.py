@@ -22,12 +22,30 @@ def test_budgets_and_rank_lists():
 
 def test_sweep_and_select_from_the_command_line(tmp_path):
     g = torch.Generator().manual_seed(0)
-    ad = peft_folder(tmp_path / "ad", {f"{Q}.lora_A.weight": torch.randn(4, 16, generator=g),
-                                       f"{Q}.lora_B.weight": torch.randn(12, 4, generator=g)}, {"r": 4, "lora_alpha": 4})
-    res = CliRunner().invoke(main, ["sweep", str(ad), "--out", str(tmp_path / "sw"), "-q", "--no-report",
-                                    "--ranks", "1,2,4"])
+    ad = peft_folder(
+        tmp_path / "ad",
+        {
+            f"{Q}.lora_A.weight": torch.randn(4, 16, generator=g),
+            f"{Q}.lora_B.weight": torch.randn(12, 4, generator=g),
+        },
+        {"r": 4, "lora_alpha": 4},
+    )
+    res = CliRunner().invoke(
+        main, ["sweep", str(ad), "--out", str(tmp_path / "sw"), "-q", "--no-report", "--ranks", "1,2,4"]
+    )
     assert res.exit_code == 0, res.output and (tmp_path / "sw" / "sweep.csv").is_file()
-    res = CliRunner().invoke(main, ["select", str(tmp_path / "sw"), "--budget", "56", "--out", str(tmp_path / "sel"),
-                                    "-q", "--no-report"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "select",
+            str(tmp_path / "sw"),
+            "--budget",
+            "56",
+            "--out",
+            str(tmp_path / "sel"),
+            "-q",
+            "--no-report",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "sel" / "selection.csv").read_text().count("\n") == 2  # a header and the one module

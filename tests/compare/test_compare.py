@@ -1,27 +1,8 @@
 """lorascope/compare/__init__.py: the comparison's entry points and its options, under their one name each."""
 
-import pytest
-
 import lorascope.compare as compare
-from lorascope.compare.run import RENAMED_OPTIONS, build_options
-from lorascope.errors import LorascopeError
 
 
 def test_the_public_names_are_there():
     for name in compare.__all__:
         assert hasattr(compare, name), name
-
-
-def test_one_svd_option_reaches_every_dense_top_k_and_old_names_still_work():
-    pair, run = build_options(svd="randomized", intruder_k=4, cap=8, device="cpu")
-    assert pair.svd == pair.intruders.svd == "randomized" and pair.intruders.intruder_k == 4 and pair.grid.cap == 8
-    with pytest.warns(FutureWarning, match="'top_k' is now 'intruder_k'"):
-        pair, _ = build_options(top_k=3, tuned_svd="randomized")
-    assert pair.intruders.intruder_k == 3 and pair.intruders.svd == "randomized"
-    assert RENAMED_OPTIONS == {"top_k": "intruder_k", "tuned_svd": "svd", "dense_svd": "svd"}
-    with pytest.raises(LorascopeError, match="unknown option 'k'"):
-        build_options(k=3)
-    with pytest.raises(LorascopeError, match="give 'intruder_k' only"), pytest.warns(FutureWarning):
-        build_options(top_k=3, intruder_k=4)
-    pair, _ = build_options(intruders=False)
-    assert pair.intruders is None

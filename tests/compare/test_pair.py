@@ -25,8 +25,11 @@ def test_cosine_and_phi_against_numpy():
     b1, a1 = rng.standard_normal((24, 2)), rng.standard_normal((2, 18))
     b2, a2 = rng.standard_normal((24, 3)), rng.standard_normal((3, 18))
     d1, d2 = b1 @ a1, b2 @ a2
-    res = compare_pair(LowRank(b1, a1, 1.0), Dense(torch.tensor(d2)), opts=PairOptions(grid=GridOptions(cap=8),
-                                                                                         intruders=None))
+    res = compare_pair(
+        LowRank(b1, a1, 1.0),
+        Dense(torch.tensor(d2)),
+        opts=PairOptions(grid=GridOptions(cap=8), intruders=None),
+    )
     cos = float(np.sum(d1 * d2) / (np.linalg.norm(d1) * np.linalg.norm(d2)))
     assert res.row["cosine"] == pytest.approx(cos, rel=1e-10)
     u1, u2 = np.linalg.svd(d1)[0][:, :2], np.linalg.svd(d2)[0][:, :3]
@@ -37,16 +40,22 @@ def test_cosine_and_phi_against_numpy():
 
 def test_with_a_base_amplification_and_intruders_appear_for_both_updates():
     w = planted(16, 12, np.geomspace(3.0, 0.3, 12), seed=2)
-    x, y = LowRank(rng.standard_normal((16, 2)), rng.standard_normal((2, 12)), 0.1), \
-        Dense(torch.tensor(0.05 * rng.standard_normal((16, 12))))
+    x, y = (
+        LowRank(rng.standard_normal((16, 2)), rng.standard_normal((2, 12)), 0.1),
+        Dense(torch.tensor(0.05 * rng.standard_normal((16, 12)))),
+    )
     opts = PairOptions(grid=GridOptions(cap=4), intruders=IntruderOptions(intruder_k=3))
     res = compare_pair(x, y, torch.tensor(w), opts, labels=("lora", "full"))
     assert [a["update"] for a in res.amplification] == ["lora", "full"] and len(res.intruders) == 2
-    assert all(len(t) == 3 for t in res.intruders) and res.row["base_fro_norm"] == pytest.approx(np.linalg.norm(w))
+    assert all(len(t) == 3 for t in res.intruders) and res.row["base_fro_norm"] == pytest.approx(
+        np.linalg.norm(w)
+    )
 
 
-@pytest.mark.parametrize("bad, field", [({"precision": "float16"}, "precision"), ({"svd": "qr"}, "svd"),
-                                        ({"amp_rank": 0}, "amp_rank")])
+@pytest.mark.parametrize(
+    "bad, field",
+    [({"precision": "float16"}, "precision"), ({"svd": "qr"}, "svd"), ({"amp_rank": 0}, "amp_rank")],
+)
 def test_options_name_the_bad_field(bad, field):
     with pytest.raises(ValueError, match=field):
         PairOptions(**bad)

@@ -9,7 +9,9 @@ from lorascope.errors import LorascopeError
 
 def test_tables_round_trip_and_stale_ones_go(tmp_path):
     modules = pd.DataFrame({"name": ["a"], "cosine": [0.5]})
-    res = CompareResults({"kind": "compare"}, modules=modules, sweep=pd.DataFrame({"epsilon": [0.5], "intruders": [1]}))
+    res = CompareResults(
+        {"kind": "compare"}, modules=modules, sweep=pd.DataFrame({"epsilon": [0.5], "intruders": [1]})
+    )
     out = res.save(tmp_path / "cmp")
     assert (out / SUMMARY_JSON).is_file() and (out / TABLES["modules"]).is_file()
     back = load_compare(out)

@@ -31,7 +31,9 @@ def test_on_its_base_a_module_takes_the_base_name_and_orientation(tmp_path):
     save_st(tmp_path / "base" / "model.safetensors", {f"{Q}.weight": torch.ones(4, 6)})
     plan = plan_adapter(adapter(tmp_path), open_checkpoint(tmp_path / "base"))
     (d,) = plan.deltas
-    assert plan.kind == "adapter+base" and d.name == Q and d.base.key == f"{Q}.weight" and d.base.shape == (4, 6)
+    assert (
+        plan.kind == "adapter+base" and d.name == Q and d.base.key == f"{Q}.weight" and d.base.shape == (4, 6)
+    )
 
 
 def test_a_base_fitting_only_transposed_is_refused_not_guessed(tmp_path):
@@ -44,8 +46,10 @@ def test_a_base_fitting_only_transposed_is_refused_not_guessed(tmp_path):
 
 
 def test_base_lookup_by_dotted_and_kohya_names(tmp_path):
-    save_st(tmp_path / "b" / "model.safetensors", {f"{Q}.weight": torch.ones(2, 2),
-                                                    "model.layers.0.mlp.up_proj.weight": torch.ones(2, 2)})
+    save_st(
+        tmp_path / "b" / "model.safetensors",
+        {f"{Q}.weight": torch.ones(2, 2), "model.layers.0.mlp.up_proj.weight": torch.ones(2, 2)},
+    )
     (tmp_path / "b" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     lookup = BaseLookup(open_checkpoint(tmp_path / "b"))
     assert lookup.find("base_model.model.model.layers.0.self_attn.q_proj") == f"{Q}.weight"

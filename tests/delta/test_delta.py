@@ -5,8 +5,20 @@ from lorascope.delta import FAMILIES, family_of
 
 
 def test_every_family_states_its_formula_source_and_form():
-    assert {"dense", "lora", "dora", "lora_expert", "adalora", "vera", "loha", "lokr", "full", "ia3", "oft",
-            "boft"} <= set(FAMILIES)
+    assert {
+        "dense",
+        "lora",
+        "dora",
+        "lora_expert",
+        "adalora",
+        "vera",
+        "loha",
+        "lokr",
+        "full",
+        "ia3",
+        "oft",
+        "boft",
+    } <= set(FAMILIES)
     for name, family in FAMILIES.items():
         assert family.name == name and family.formula and family.reference
         assert family.parts or family.optional or family.part_sets, name  # what it stores (LoKr: either form)

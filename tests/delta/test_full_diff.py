@@ -19,14 +19,31 @@ def folder(path, tensors, config=None):
 
 
 def test_pairs_by_name_with_vectors_added_rows_and_experts(tmp_path):
-    base = folder(tmp_path / "b", {"model.embed_tokens.weight": torch.ones(10, 4), "model.norm.weight": torch.ones(4),
-                                   "model.layers.0.mlp.experts.w1": torch.ones(3, 5, 4), "only_base.weight": torch.ones(2, 2)})
-    tuned = folder(tmp_path / "t", {"model.embed_tokens.weight": torch.ones(12, 4), "model.norm.weight": torch.ones(4),
-                                    "model.layers.0.mlp.experts.w1": torch.ones(3, 5, 4)})
+    base = folder(
+        tmp_path / "b",
+        {
+            "model.embed_tokens.weight": torch.ones(10, 4),
+            "model.norm.weight": torch.ones(4),
+            "model.layers.0.mlp.experts.w1": torch.ones(3, 5, 4),
+            "only_base.weight": torch.ones(2, 2),
+        },
+    )
+    tuned = folder(
+        tmp_path / "t",
+        {
+            "model.embed_tokens.weight": torch.ones(12, 4),
+            "model.norm.weight": torch.ones(4),
+            "model.layers.0.mlp.experts.w1": torch.ones(3, 5, 4),
+        },
+    )
     plan = plan_full_diff(base, tuned)
     names = [d.name for d in plan.deltas]
-    assert names == ["model.embed_tokens", "model.layers.0.mlp.experts.w1.0", "model.layers.0.mlp.experts.w1.1",
-                     "model.layers.0.mlp.experts.w1.2"]
+    assert names == [
+        "model.embed_tokens",
+        "model.layers.0.mlp.experts.w1.0",
+        "model.layers.0.mlp.experts.w1.1",
+        "model.layers.0.mlp.experts.w1.2",
+    ]
     emb = plan.deltas[0]
     assert emb.added_rows == 2 and emb.shape == (10, 4)  # the common rows analyzed
     assert [v.name for v in plan.vectors] == ["model.norm"]

@@ -20,11 +20,16 @@ def plan(tmp_path):
 
 def test_duplicates_are_kept_and_renamed_with_a_warning(plan):
     assert unique_names(plan) is plan
-    assert [d.name for d in plan.deltas] == ["model.layers.0.q", "model.layers.0.v", "model.layers.0.q#2",
-                                             "model.layers.0.q#3"]
+    assert [d.name for d in plan.deltas] == [
+        "model.layers.0.q",
+        "model.layers.0.v",
+        "model.layers.0.q#2",
+        "model.layers.0.q#3",
+    ]
     assert [w["reason"] for w in plan.warnings] == [
         "two modules map to this name; the second is named model.layers.0.q#2",
-        "two modules map to this name; the second is named model.layers.0.q#3"]
+        "two modules map to this name; the second is named model.layers.0.q#3",
+    ]
 
 
 def test_filters_are_regexes_searched_anywhere(plan):

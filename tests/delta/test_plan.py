@@ -16,8 +16,13 @@ Q = "model.layers.0.q_proj"
 def inputs(tmp_path):
     base = open_checkpoint(save_st(tmp_path / "b.safetensors", {f"{Q}.weight": torch.zeros(4, 6)}))
     tuned = open_checkpoint(save_st(tmp_path / "t.safetensors", {f"{Q}.weight": torch.ones(4, 6)}))
-    ad = open_checkpoint(peft_folder(tmp_path / "ad", {f"{Q}.lora_A.weight": torch.ones(2, 6),
-                                                       f"{Q}.lora_B.weight": torch.ones(4, 2)}, {"r": 2}))
+    ad = open_checkpoint(
+        peft_folder(
+            tmp_path / "ad",
+            {f"{Q}.lora_A.weight": torch.ones(2, 6), f"{Q}.lora_B.weight": torch.ones(4, 2)},
+            {"r": 2},
+        )
+    )
     return base, tuned, ad
 
 

@@ -4,13 +4,25 @@ import numpy as np
 import pytest
 import torch
 
-from lorascope.linalg.common import (EPS64, PRECISIONS, as_numpy, eps_of, like, one_thread, resolve_device,
-                                     sum_squares, svd_flip, torch_dtype)
+from lorascope.linalg.common import (
+    EPS64,
+    PRECISIONS,
+    as_numpy,
+    eps_of,
+    like,
+    one_thread,
+    resolve_device,
+    sum_squares,
+    svd_flip,
+    torch_dtype,
+)
 
 
 def test_precisions_and_their_epsilon():
     assert PRECISIONS == ("float32", "float64") and torch_dtype("float32") is torch.float32
-    assert eps_of(np.float32) == np.finfo(np.float32).eps and eps_of(torch.float16) == np.finfo(np.float16).eps
+    assert (
+        eps_of(np.float32) == np.finfo(np.float32).eps and eps_of(torch.float16) == np.finfo(np.float16).eps
+    )
     assert eps_of(torch.bfloat16) == 2.0**-7 and eps_of("int64") == EPS64 == np.finfo(np.float64).eps
 
 

@@ -18,7 +18,7 @@ def test_gram_update_accumulates_the_upper_triangle_of_xtx():
 def test_blocks_give_every_singular_value_within_the_floor():
     sig = np.geomspace(10.0, 1e-3, 120)
     m = planted(360, 120, sig, seed=1)
-    got = gram_svd((m[i:i + 50] for i in range(0, 360, 50)), 360, 120)
+    got = gram_svd((m[i : i + 50] for i in range(0, 360, 50)), 360, 120)
     assert got.method == "gram" and got.complete and got.s.size == 120
     assert np.max(np.abs(got.s - ref_sigma(m))) <= got.floor
     assert got.fro_norm == pytest.approx(np.linalg.norm(m), rel=1e-12)
@@ -31,4 +31,6 @@ def test_blocks_give_every_singular_value_within_the_floor():
 
 def test_eigvalsh_upper_reads_only_the_upper_triangle():
     a = np.array([[2.0, 1.0], [99.0, 3.0]])  # the lower entry is garbage
-    np.testing.assert_allclose(np.sort(eigvalsh_upper(a)), np.linalg.eigvalsh(np.array([[2.0, 1.0], [1.0, 3.0]])))
+    np.testing.assert_allclose(
+        np.sort(eigvalsh_upper(a)), np.linalg.eigvalsh(np.array([[2.0, 1.0], [1.0, 3.0]]))
+    )

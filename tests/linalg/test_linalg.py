@@ -15,17 +15,20 @@ def matrix():
     return planted(200, 120, sig, seed=4), sig
 
 
-@pytest.mark.parametrize("method, k, route, complete", [
-    ("exact", None, "exact", True),
-    ("exact", 5, "exact", True),  # a top-k asked exactly: every value, the caller keeps the first k
-    ("randomized", 5, "randomized", False),
-    ("randomized", 60, "randomized", False),
-    ("auto", 5, "randomized", False),  # 5 ≤ 0.1 · 120
-    ("auto", 12, "randomized", False),  # exactly on the 10 % line
-    ("auto", 13, "exact", True),
-    ("auto", None, "exact", True),
-    ("randomized", 120, "exact", True),  # k = min(m, n): nothing to find faster
-])
+@pytest.mark.parametrize(
+    "method, k, route, complete",
+    [
+        ("exact", None, "exact", True),
+        ("exact", 5, "exact", True),  # a top-k asked exactly: every value, the caller keeps the first k
+        ("randomized", 5, "randomized", False),
+        ("randomized", 60, "randomized", False),
+        ("auto", 5, "randomized", False),  # 5 ≤ 0.1 · 120
+        ("auto", 12, "randomized", False),  # exactly on the 10 % line
+        ("auto", 13, "exact", True),
+        ("auto", None, "exact", True),
+        ("randomized", 120, "exact", True),  # k = min(m, n): nothing to find faster
+    ],
+)
 def test_dense_route_follows_method_and_k(matrix, method, k, route, complete):
     x, sig = matrix
     got = linalg.svd(Dense(torch.tensor(x)), compute_uv=True, k=k, method=method)
@@ -40,7 +43,9 @@ def test_dense_route_follows_method_and_k(matrix, method, k, route, complete):
 def test_the_auto_line_is_randomized_below():
     assert linalg.RANDOMIZED_BELOW == 0.1 and linalg.SVD_METHODS == ("auto", "exact", "randomized")
     assert linalg.randomized("auto", 10, (100, 300)) and not linalg.randomized("auto", 11, (100, 300))
-    assert linalg.randomized("randomized", 99, (100, 300)) and not linalg.randomized("randomized", 100, (100, 300))
+    assert linalg.randomized("randomized", 99, (100, 300)) and not linalg.randomized(
+        "randomized", 100, (100, 300)
+    )
     assert not linalg.randomized("exact", 1, (100, 300)) and not linalg.randomized("auto", None, (100, 300))
 
 

@@ -30,4 +30,6 @@ def test_patterns_are_longest_first_and_the_source_config_wins():
 def test_target_modules_that_would_catch_other_modules_become_a_regex():
     assert target_problems(["q"], ["a.q"], ["a.q", "b.q", "a.k"]) == ["b.q"]
     pattern = regex_targets(["a.q", "x.y"])
-    assert re.fullmatch(pattern, "a.q") and not re.fullmatch(pattern, "b.q") and not re.fullmatch(pattern, "a_q")
+    assert (
+        re.fullmatch(pattern, "a.q") and not re.fullmatch(pattern, "b.q") and not re.fullmatch(pattern, "a_q")
+    )

@@ -12,7 +12,9 @@ rng = np.random.default_rng(3)
 def test_linear_embedding_and_conv_layouts():
     b, a = rng.standard_normal((6, 2)), rng.standard_normal((2, 12))
     lin = peft_tensors("m", PeftLayer("linear"), b, a)
-    np.testing.assert_array_equal(lin[f"{PEFT_PREFIX}m.lora_B.weight"] @ lin[f"{PEFT_PREFIX}m.lora_A.weight"], b @ a)
+    np.testing.assert_array_equal(
+        lin[f"{PEFT_PREFIX}m.lora_B.weight"] @ lin[f"{PEFT_PREFIX}m.lora_A.weight"], b @ a
+    )
     emb = peft_tensors("e", PeftLayer("embedding"), b, a)  # ΔW (num, dim) = (lora_B @ lora_A)ᵀ
     eb, ea = emb[f"{PEFT_PREFIX}e.lora_embedding_B"], emb[f"{PEFT_PREFIX}e.lora_embedding_A"]
     np.testing.assert_allclose((eb @ ea).T, b @ a, rtol=1e-14)
@@ -24,7 +26,9 @@ def test_linear_embedding_and_conv_layouts():
 
 def test_experts_pack_as_peft_get_delta_factors_unpacks_them():
     e_count, out, inp = 3, 5, 4
-    factors = {e: (rng.standard_normal((out, k)), rng.standard_normal((k, inp))) for e, k in ((0, 2), (1, 1), (2, 2))}
+    factors = {
+        e: (rng.standard_normal((out, k)), rng.standard_normal((k, inp))) for e, k in ((0, 2), (1, 1), (2, 2))
+    }
     tensors, ranks = expert_tensors([ExpertSlot("mlp.experts", "down_proj", e_count, 0, factors)])
     r = ranks["mlp.experts.down_proj"]
     lora_a = tensors[f"{PEFT_PREFIX}mlp.experts.lora_A.weight"]  # (E·r, in)

@@ -19,8 +19,11 @@ def test_tables_written_and_dropped(tmp_path):
 
 
 def test_nan_becomes_null_for_standard_json():
-    assert clean_json({"a": float("nan"), "b": [1.0, float("inf")], "c": (2, "x")}) == {"a": None, "b": [1.0, None],
-                                                                                        "c": [2, "x"]}
+    assert clean_json({"a": float("nan"), "b": [1.0, float("inf")], "c": (2, "x")}) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": [2, "x"],
+    }
     json.dumps(clean_json({"x": np.float64(3.0)}), allow_nan=False)
 
 

@@ -14,8 +14,14 @@ Q = "model.layers.0.self_attn.q_proj"
 @pytest.fixture
 def adapter(tmp_path):
     g = torch.Generator().manual_seed(0)
-    return peft_folder(tmp_path / "ad", {f"{Q}.lora_A.weight": torch.randn(2, 6, generator=g),
-                                         f"{Q}.lora_B.weight": torch.randn(5, 2, generator=g)}, {"r": 2})
+    return peft_folder(
+        tmp_path / "ad",
+        {
+            f"{Q}.lora_A.weight": torch.randn(2, 6, generator=g),
+            f"{Q}.lora_B.weight": torch.randn(5, 2, generator=g),
+        },
+        {"r": 2},
+    )
 
 
 def test_checkpoints_are_analyzed_and_a_results_folder_is_read(adapter, tmp_path):

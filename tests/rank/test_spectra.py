@@ -29,8 +29,15 @@ def test_tails_energies_and_unknowns():
     s = np.array([3.0, 2.0, 1.0, 2e-9])
     fro = float(np.sqrt(np.sum(s**2)))
     top = np.array([3.0, 2.0])
-    sp = spectra_from(frame([{"name": "a", "method": "exact", "fro_norm": fro},
-                             {"name": "b", "method": "randomized", "fro_norm": fro}]), {"a": s, "b": top})
+    sp = spectra_from(
+        frame(
+            [
+                {"name": "a", "method": "exact", "fro_norm": fro},
+                {"name": "b", "method": "randomized", "fro_norm": fro},
+            ]
+        ),
+        {"a": s, "b": top},
+    )
     assert sp.table["complete"].tolist() == [True, False]
     assert sp.tails(0)[3] == pytest.approx(4e-18, rel=1e-6)  # no cancellation against the total
     lost = sp.lost(np.array([1, 1]))

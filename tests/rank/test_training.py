@@ -20,8 +20,9 @@ def test_the_knee_is_the_point_farthest_above_the_chord():
 
 
 def test_metric_columns_and_orientation():
-    index = pd.DataFrame({"run": ["a"], "method": ["lora"], "rank": [4], "edit_loss": [0.2], "edit_acc": [0.9],
-                          "note": ["x"]})
+    index = pd.DataFrame(
+        {"run": ["a"], "method": ["lora"], "rank": [4], "edit_loss": [0.2], "edit_acc": [0.9], "note": ["x"]}
+    )
     assert metric_columns(index) == ["edit_loss", "edit_acc"] and lower_is_better("edit_loss")
     assert not lower_is_better("edit_acc")
     table = training_table(index)

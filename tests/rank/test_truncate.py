@@ -10,8 +10,15 @@ from lorascope.linalg import Dense, LowRank
 from lorascope.rank.truncate import TruncateOptions, dense_top_k, form_top_k, residual_sq
 
 
-@pytest.mark.parametrize("svd, k, route", [("auto", 4, "randomized"), ("auto", 30, "exact"),
-                                           ("exact", 4, "exact"), ("randomized", 30, "randomized")])
+@pytest.mark.parametrize(
+    "svd, k, route",
+    [
+        ("auto", 4, "randomized"),
+        ("auto", 30, "exact"),
+        ("exact", 4, "exact"),
+        ("randomized", 30, "randomized"),
+    ],
+)
 def test_dense_top_k_follows_linalgs_rule(svd, k, route):
     sig = np.geomspace(5.0, 1e-3, 60)
     dw = planted(80, 60, sig, seed=0)
@@ -39,7 +46,9 @@ def test_a_factored_form_is_exact_and_its_loss_is_the_float64_tail():
 def test_residual_is_summed_by_blocks_and_options_are_checked():
     m = np.arange(12.0).reshape(4, 3)
     u, s, vt = np.linalg.svd(m, full_matrices=False)
-    assert residual_sq(m, u[:, :1], s[:1], vt[:1].T, block_bytes=8) == pytest.approx(float(np.sum(s[1:] ** 2)))
+    assert residual_sq(m, u[:, :1], s[:1], vt[:1].T, block_bytes=8) == pytest.approx(
+        float(np.sum(s[1:] ** 2))
+    )
     with pytest.raises(ValueError, match="svd must be one of"):
         TruncateOptions(svd="lanczos")
     with pytest.raises(ValueError, match="precision"):

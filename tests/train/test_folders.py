@@ -27,8 +27,11 @@ def test_a_minigpt_folder_round_trips(tmp_path):
 
 def test_an_adapter_is_a_peft_folder(tmp_path):
     key = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_adapter(tmp_path / "ad", {f"{key}.lora_A.weight": torch.ones(2, 4), f"{key}.lora_B.weight": torch.ones(3, 2)},
-                 {"peft_type": "LORA", "r": 2, "lora_alpha": 2, "target_modules": ["q_proj"]})
+    save_adapter(
+        tmp_path / "ad",
+        {f"{key}.lora_A.weight": torch.ones(2, 4), f"{key}.lora_B.weight": torch.ones(3, 2)},
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 2, "target_modules": ["q_proj"]},
+    )
     (m,) = open_checkpoint(tmp_path / "ad").modules
     assert m.shape == (3, 4) and m.scale == 1.0
 

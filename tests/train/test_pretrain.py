@@ -15,8 +15,9 @@ def test_the_cache_key_follows_every_field(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "xdg" / "lorascope"
 
 
-@pytest.mark.parametrize("bad, field", [({"size": "huge"}, "size"), ({"steps": 0}, "steps"),
-                                        ({"n_entities": 1}, "n_entities")])
+@pytest.mark.parametrize(
+    "bad, field", [({"size": "huge"}, "size"), ({"steps": 0}, "steps"), ({"n_entities": 1}, "n_entities")]
+)
 def test_bad_configs_name_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         PretrainConfig(**bad)
