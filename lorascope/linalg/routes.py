@@ -322,8 +322,8 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
     floor = factored_floor(shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)),
                            float(torch.linalg.norm(r_r)))
     if not compute_uv:
-        return SVD(torch.linalg.svdvals(core).cpu(), fro, "factored", True, floor=floor)
-    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
+        return SVD(torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor)
+    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False, driver=cusolver_driver(core))
     u, vh = svd_flip(q_l @ u_c, vh_c @ q_r.T)  # (m, k1) @ (k1, q); (q, k2) @ (k2, n)
     return SVD(s.cpu(), fro, "factored", True, u.cpu(), vh.T.cpu(), floor=floor)
 
@@ -360,14 +360,25 @@ def exact_svd(delta: Any, compute_uv: bool = False) -> SVD:
                floor=exact_floor(shape, a.dtype, s[0] if s.size else 0.0))
 
 
+def cusolver_driver(t: Any) -> str | None:
+    """'gesvd' for a CUDA tensor, None (torch's choice) otherwise.
+
+    torch's default on CUDA can be cuSOLVER's Jacobi solver (gesvdj), which stops at a tolerance: in float32 its
+    values were off by up to 1.1e-3 of σ1 on an H200 (benchmarks/full_diff.py, two Llama-7B-shaped matrices),
+    above the LAPACK bound ε·max(m, n)·σ1 that ``exact_floor`` states. gesvd is the QR-based LAPACK algorithm,
+    for which that bound holds.
+    """
+    return "gesvd" if getattr(getattr(t, "device", None), "type", "cpu") == "cuda" else None
+
+
 def _exact_torch(delta: Any, compute_uv: bool, shape: tuple[int, int]) -> SVD:
     import torch
 
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
-        s = torch.linalg.svdvals(delta).cpu().double()
+        s = torch.linalg.svdvals(delta, driver=cusolver_driver(delta)).cpu().double()
         return SVD(s, fro, "exact", True, floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0))
-    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False, driver=cusolver_driver(delta))
     u, vh = svd_flip(u, vh)
     s = s.cpu().double()
     return SVD(s, fro, "exact", True, u.cpu(), vh.T.cpu(),
@@ -545,9 +556,9 @@ def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
     small = q.T @ delta  # (w, m) @ (m, n) -> (w, n)
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
-        s = torch.linalg.svdvals(small)[:k].cpu().double()
+        s = torch.linalg.svdvals(small, driver=cusolver_driver(small))[:k].cpu().double()
         return SVD(s, fro, "randomized", False, floor=exact_floor((m, n), delta.dtype, float(s[0])))
-    u_s, s, vh = torch.linalg.svd(small, full_matrices=False)
+    u_s, s, vh = torch.linalg.svd(small, full_matrices=False, driver=cusolver_driver(small))
     u, vh = svd_flip((q @ u_s)[:, :k], vh[:k])  # (m, w) @ (w, w)
     s = s[:k].cpu().double()
     return SVD(s, fro, "randomized", False, u.cpu(), vh.T.cpu(), floor=exact_floor((m, n), delta.dtype, float(s[0])))
