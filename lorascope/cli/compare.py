@@ -146,11 +146,11 @@ def _write(results, tx, no_report: bool) -> None:
     """Tables and report into the transaction's stage: the spectrum report with its comparison section where
     the
     folder holds spectrum results, else a compare page; without a report, the earlier one is dropped."""
-    from .report import _render_one
+    from ..report import render_folder
 
     results.write(tx.stage)
     if not no_report:
-        _render_one(tx.stage, None)
+        render_folder(tx.stage, None)
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
@@ -163,6 +163,8 @@ def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
 
 def print_headline(summary: dict) -> None:
     """A few lines: mean cosine and φ over modules, then amplification and intruders per update."""
+    from ..report.formatting import counted
+
     h = summary.get("headline") or {}
     n = (summary.get("totals") or {}).get("modules", 0)
     if "mean_cosine" in h:
@@ -171,10 +173,11 @@ def print_headline(summary: dict) -> None:
     for label, u in (h.get("updates") or {}).items():
         parts = []
         if u.get("median_amplification") is not None:
-            parts.append(f"median amplification {_g(u['median_amplification'])} (r = {_g(u.get('median_rank'))})")
+            parts.append(f"median amplification {_g(u['median_amplification'])} along the top "
+                         f"{_g(u.get('median_rank'))} singular directions of its ΔW")
         if "intruders" in u:
-            parts.append(f"{u['intruders']} intruder dimensions at ε = {u['epsilon']:g} in "
-                         f"{u['modules_with_intruders']} of {u['modules']} modules")
+            parts.append(f"{counted(u['intruders'], 'intruder dimension')} at ε = {u['epsilon']:g} in "
+                         f"{u['modules_with_intruders']} of {counted(u['modules'], 'module')}")
         if parts:
             click.echo(f"  {label}: " + "; ".join(parts))
 

@@ -24,6 +24,7 @@ from ..compare.results import SUMMARY_JSON, CompareResults, load_compare
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FigureBlock, Page, Section, TableBlock
+from .formatting import counted
 from .sections import SECTIONS, RunContext, warning_blocks
 
 PHI_CMAP = "magma"  # Hu et al. Figure 3 shades φ from dark (0) to light (1)
@@ -205,10 +206,11 @@ def headline_cards(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     for label, u in (h.get("updates") or {}).items():
         if u.get("median_amplification") is not None:
-            cards.append((f"{label}: amplification", _g(u["median_amplification"]), f"median, r = {_g(u.get('median_rank'))}"))
+            cards.append((f"{label}: amplification", _g(u["median_amplification"]),
+                          f"median, along ΔW's top {_g(u.get('median_rank'))} directions"))
         if "intruders" in u:
             cards.append((f"{label}: intruders", str(u["intruders"]),
-                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of {u['modules']} modules"))
+                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of {counted(u['modules'], 'module')}"))
     return cards
 
 

@@ -49,12 +49,23 @@ class RunContext:
         return self.results.summary or {}
 
     @cached_property
-    def modules(self) -> pd.DataFrame:
+    def all_modules(self) -> pd.DataFrame:
+        """Every analyzed module, with its type."""
         return data.with_types(self.results.modules)
 
     @cached_property
+    def modules(self) -> pd.DataFrame:
+        """What the statistics and figures summarize: the modules whose ΔW is not exactly zero."""
+        return data.updated(self.all_modules)
+
+    @cached_property
+    def zeros(self) -> pd.DataFrame:
+        """Modules whose ΔW is exactly zero (not trained): named on the page, left out of its statistics."""
+        return data.zero_updates(self.all_modules)
+
+    @cached_property
     def types(self) -> list[str]:
-        return data.type_order(self.modules)
+        return data.type_order(self.modules if len(self.modules) else self.all_modules)
 
     @cached_property
     def labels(self) -> dict[str, str]:
@@ -85,7 +96,7 @@ def inputs_section(ctx: RunContext) -> list[Block]:
     inputs = s.get("inputs") or []
     if inputs:
         blocks.append(TableBlock(inputs_table(inputs), caption="Inputs"))
-    blocks.append(FactsBlock(run_facts(s, len(ctx.modules)), title="Run"))
+    blocks.append(FactsBlock(run_facts(s, len(ctx.all_modules)), title="Run"))
     if s.get("options"):
         blocks.append(FactsBlock([(k, plain(v)) for k, v in s["options"].items()], title="Options"))
     if s.get("versions"):
@@ -140,9 +151,17 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
 @SECTIONS.register("headline", "Headline numbers", order=20)
 def headline_section(ctx: RunContext) -> list[Block] | None:
     m = ctx.modules
-    if m.empty:
+    if ctx.all_modules.empty:
         return [NoteBlock("No module was analyzed: the results hold no matrix update.", level="warn")]
+    if m.empty:
+        return [NoteBlock(f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the fine-tune "
+                          "changed no matrix.", level="warn")]
     blocks: list[Block] = [CardsBlock(headline_cards(ctx))]
+    if len(ctx.zeros):
+        blocks.append(NoteBlock(
+            f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
+            f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
+            "heatmaps and figures of this page leave them out; the modules table lists them.", level="warn"))
     blocks.append(TableBlock(data.type_summary(m, ctx.types),
                              caption="Per module type: median and range (min–max) of the effective ranks"))
     blocks.append(TableBlock(data.largest(m, ctx.size, 10), caption=f"Largest updates by {ctx.size}"))
@@ -159,7 +178,8 @@ def headline_cards(ctx: RunContext) -> list[tuple[str, str, str]]:
     m = ctx.modules
     n_layers = int(m["layer"].dropna().nunique())
     cards = [
-        ("modules analyzed", str(len(m)), f"{len(ctx.types)} module types, {n_layers} layers"),
+        ("modules analyzed", str(len(ctx.all_modules)), f"{len(ctx.types)} module types, {n_layers} layers"
+         + (f", {len(ctx.zeros)} with ΔW = 0" if len(ctx.zeros) else "")),
         ("median entropy_rank", _num(m["entropy_rank"].median()), f"range {_range(m['entropy_rank'])}"),
         ("median rank_90", _num(m["rank_90"].astype("float64").median()), f"range {_range(m['rank_90'])}"),
     ]
