@@ -97,6 +97,9 @@ def select_inputs(inputs: list[Path]) -> list[Path]:
 def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | None]:
     """X, Y and --base of ``compare``: run folders become their updates, and --base defaults to the base they
     were trained from (refused when the two runs name different bases)."""
+    if base is not None and _kind(base) is not None:
+        raise refuse(base, "compare", "a base model as --base (a trainer run's is its base/ or the path its "
+                                      "metrics.json records)")
     bases = []
     out = []
     for item in (x, y):
@@ -115,6 +118,14 @@ def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | No
                                  "give the one both updates apply to with --base.")
         base = str(bases[0])
     return out[0], out[1], base
+
+
+def base_input(base: str, command: str) -> str:
+    """BASE of ``intruders``: a model; a folder lorascope wrote is refused with what to give instead."""
+    if _kind(base) is not None:
+        raise refuse(base, command, "a base model as BASE (a trainer run's is its base/ or the path its "
+                                    "metrics.json records) and the update as TUNED")
+    return base
 
 
 def tuned_input(tuned: str, command: str) -> str:

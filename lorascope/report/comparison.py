@@ -22,7 +22,7 @@ import pandas as pd
 from ..results import Results
 from . import data
 from . import figures as fg
-from . import outcome_figures as of
+from . import outcome_blocks as ob
 from . import trained as tr
 from .blocks import Block, FigureBlock, NoteBlock, Page, TableBlock
 from .formatting import counted, human_count
@@ -107,7 +107,7 @@ def build_comparison_page(runs: list[Results], labels: list[str], run_folders: l
 
 @COMPARISON_SECTIONS.register("answer", "The answer: task outcome against rank", order=1)
 def answer_section(ctx: ComparisonContext) -> list[Block] | None:
-    blocks = of.answer_blocks(ctx.trained)
+    blocks = ob.answer_blocks(ctx.trained)
     if blocks and len(ctx.trained) < len(ctx.runs):
         others = [label for label in ctx.labels if label not in {r.label for r in ctx.trained}]
         blocks.insert(0, NoteBlock(f"{counted(len(others), 'analysis', 'analyses')} did not come from a trainer run "
@@ -117,17 +117,17 @@ def answer_section(ctx: ComparisonContext) -> list[Block] | None:
 
 @COMPARISON_SECTIONS.register("functional", "What a rank-k truncation keeps of the fine-tune", order=2)
 def functional_section(ctx: ComparisonContext) -> list[Block] | None:
-    return of.functional_blocks(ctx.trained)
+    return ob.functional_blocks(ctx.trained)
 
 
 @COMPARISON_SECTIONS.register("rank-during-training", "Effective rank during training", order=3)
 def evolution_section(ctx: ComparisonContext) -> list[Block] | None:
-    return of.evolution_blocks(ctx.trained)
+    return ob.evolution_blocks(ctx.trained)
 
 
 @COMPARISON_SECTIONS.register("forgetting", "Forgetting against rank", order=4)
 def forgetting_section(ctx: ComparisonContext) -> list[Block] | None:
-    return of.forgetting_blocks(ctx.trained)
+    return ob.forgetting_blocks(ctx.trained)
 
 
 def input_root(runs: list[Results]) -> Path | None:

@@ -237,48 +237,36 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
     return blocks
 
 
-# ---- training sweep -----------------------------------------------------------------------------------
-
-
-@fg.styled
-def training_figure(training: pd.DataFrame, metrics: list[str]) -> Figure:
-    """Each metric against the trained rank r (log scale), one line per method; runs without a rank (full
-    fine-tuning, freezing) as horizontal lines."""
-    fig = Figure(figsize=(fg.FULL_WIDTH, 3.2), layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False).ravel()))
-    ranked = training[training["rank"].notna()]
-    others = training[training["rank"].isna()]
-    for ax, metric in zip(axes, metrics):
-        for i, (method, runs) in enumerate(ranked.groupby("method", sort=False)):
-            runs = runs.sort_values("rank")
-            ax.plot(runs["rank"].astype(float), runs[metric], marker="o", markersize=3.5, label=str(method),
-                    **fg.category_style(i))
-        for j, (_, run) in enumerate(others.iterrows()):
-            ax.axhline(float(run[metric]), color=fg.OKABE_ITO[(j + 3) % len(fg.OKABE_ITO)], linestyle=":",
-                       linewidth=1.2, label=str(run["method"]))
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("trained rank r")
-        ax.set_title(metric)
-    axes[0].legend(loc="best", frameon=False)
-    return fig
-
-
 @SECTIONS.register("training", "Training sweep: metrics against rank", order=71, needs=(TRAINING_CSV,))
 def training_section(ctx: RunContext) -> list[Block] | None:
+    """The training sweep this folder's update came from (``lorascope sweep TRAIN_SWEEP_DIR``): every metric
+    against r, one line per target set, full fine-tuning and freezing as references, the knees."""
+    from . import outcome_figures as of
+    from . import trained as tr
+
     training = _read_csv(ctx, TRAINING_CSV)
     if training.empty or "rank" not in training.columns:
         return None
-    main = [m for m in training.columns if m.endswith(("_acc", "_loss")) and m != "train_loss"][:4]
+    table = tr.outcome_from_index(training)
+    metrics = tr.outcome_metrics([], table)
     blocks: list[Block] = []
-    if main:
-        blocks.append(FigureBlock("training", "Final evaluation metrics of each training run against its rank r; dotted "
-                                              "lines are runs without a rank (full fine-tuning, freezing).",
-                                  functools.partial(training_figure, training, main)))
+    if metrics and table["rank"].notna().sum() >= 2:
+        knees = tr.knee_table(table, metrics)
+        blocks.append(FigureBlock(
+            "training", "How to read: each panel is one evaluation metric of the training runs against their "
+                        "LoRA rank r; a line per target set, horizontal lines are the runs without an adapter (full "
+                        "fine-tuning, freezing), and a ring marks a line's knee.",
+            functools.partial(of.outcome_vs_rank, table, metrics, knees)))
     if ctx.has_file(KNEES_CSV):
         knees = _read_csv(ctx, KNEES_CSV)
         if not knees.empty:
-            blocks.append(TableBlock(knees, caption="Knee of each metric against r (Kneedle: the rank farthest above the "
-                                                    "chord from the smallest to the largest r, on log2 r); empty = none"))
-    cols = [c for c in ("run", "method", "rank", "trainable_parameters", "train_seconds", "peak_rss_bytes") if c in training]
-    blocks.append(TableBlock(training[cols + main], caption="Runs: trainable parameters, time, memory and metrics"))
+            blocks.append(TableBlock(knees, caption="Knee of each metric against r per method and target set "
+                                                    "(Kneedle: the rank farthest above the chord from the smallest "
+                                                    "to the largest r, on log2 r); empty = none", collapsed=True))
+    cols = [c for c in ("run", "method", "targets", "rank", "trainable_parameters", "train_seconds",
+                        "peak_rss_bytes") if c in training]
+    blocks.append(TableBlock(training[cols + metrics], caption="Runs: trainable parameters, time, memory and "
+                                                               "metrics"))
+    blocks.append(NoteBlock("Forgetting against the base model and effective rank during training are on the "
+                            "training sweep's own page: `lorascope report TRAIN_SWEEP_DIR`."))
     return blocks

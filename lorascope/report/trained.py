@@ -145,12 +145,23 @@ def runs_of_sweep(folder: str | Path) -> list[TrainedRun]:
 # ---- the outcome table (pure) -------------------------------------------------------------------------
 
 
-def group_of(run: TrainedRun, methods: set[str]) -> str:
+def group_of(method: str, rank: Any, targets: Any, methods: set[str]) -> str:
     """The line a run belongs to in rank figures: its target set (with the method where several adapter
     methods are compared), or ``NO_RANK`` for full fine-tuning and freezing."""
-    if run.rank is None:
+    if rank is None or pd.isna(rank):
         return NO_RANK
-    return f"{run.method} · {run.targets}" if len(methods) > 1 else str(run.targets)
+    return f"{method} · {targets}" if len(methods) > 1 else str(targets)
+
+
+def outcome_from_index(index: pd.DataFrame) -> pd.DataFrame:
+    """The outcome table (``outcome_table``'s columns less forgetting, which needs each run's base evaluation)
+    from a training sweep's ``index.csv`` rows, or the ``training.csv`` that ``lorascope sweep`` copies of it."""
+    table = index.copy()
+    table["rank"] = pd.to_numeric(table["rank"], errors="coerce").astype("Int64")
+    methods = set(table.loc[table["rank"].notna(), "method"].astype(str))
+    table["group"] = [group_of(str(m), r, t, methods) for m, r, t in
+                      zip(table["method"], table["rank"], table.get("targets", pd.Series([None] * len(table))))]
+    return table
 
 
 def outcome_table(runs: list[TrainedRun]) -> pd.DataFrame:
@@ -163,7 +174,8 @@ def outcome_table(runs: list[TrainedRun]) -> pd.DataFrame:
         m = r.metrics
         final, base = m.get("final") or {}, m.get("base_eval") or {}
         row: dict[str, Any] = {
-            "run": r.label, "method": r.method, "targets": r.targets, "rank": r.rank, "group": group_of(r, methods),
+            "run": r.label, "method": r.method, "targets": r.targets, "rank": r.rank,
+            "group": group_of(r.method, r.rank, r.targets, methods),
             "train_blocks": (m.get("options") or {}).get("train_blocks") if r.method == "freeze" else None,
             "trainable_parameters": m.get("trainable_parameters"), "total_parameters": m.get("total_parameters"),
             "train_seconds": m.get("train_seconds"),
@@ -283,14 +295,12 @@ def answer_lines(table: pd.DataFrame, metrics: list[str]) -> list[str]:
                      else f"; no rank matches full fine-tuning ({_v(goal)})")
         if forgetting:
             at = runs.iloc[i]
-            text += "; at that rank it forgets " + ", ".join(
-                f"{_pct(at[c])} of {c.removesuffix('_forgetting').replace('_', '-')}" for c in forgetting)
+            text += "; at that rank " + _losses(at, forgetting)
         lines.append(text + ".")
     for _, ref in refs.iterrows():
         text = f"{ref['run']}: {title} {_v(ref[primary])}, {int(ref['trainable_parameters']):,} trainable parameters"
         if forgetting:
-            text += "; forgets " + ", ".join(
-                f"{_pct(ref[c])} of {c.removesuffix('_forgetting').replace('_', '-')}" for c in forgetting)
+            text += "; " + _losses(ref, forgetting)
         lines.append(text + ".")
     return lines
 
@@ -299,8 +309,23 @@ def _v(x: Any) -> str:
     return "–" if x is None or pd.isna(x) else f"{float(x):.2f}"
 
 
-def _pct(x: Any) -> str:
-    return "–" if x is None or pd.isna(x) else f"{float(x):.0%}"
+def _losses(row: pd.Series, forgetting: list[str]) -> str:
+    """'retain-same accuracy is 63 points below the base model's, retain-other 47'."""
+    parts = [f"{c.removesuffix('_forgetting').replace('_', '-')}{' accuracy' if i == 0 else ''} "
+             f"{_points(row[c])}" for i, c in enumerate(forgetting)]
+    return ", ".join(parts) + " (against the base model)"
+
+
+def _points(x: Any) -> str:
+    """An accuracy difference in percentage points, signed: 'falls 63 points', 'rises 2 points'."""
+    if x is None or pd.isna(x):
+        return "–"
+    points = round(100 * float(x))
+    if points == 0:
+        return "unchanged"
+    return f"{'falls' if points > 0 else 'rises'} {abs(points)} point{'s' if abs(points) != 1 else ''}"
+
+
 
 
 # ---- during training (pure) ---------------------------------------------------------------------------

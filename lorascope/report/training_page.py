@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import LorascopeError
-from . import outcome_figures as of
+from . import outcome_blocks as ob
 from . import trained as tr
 from .blocks import Block, NoteBlock, Page, TableBlock
 from .formatting import counted, human_bytes
@@ -35,22 +35,22 @@ TRAINING_SECTIONS: SectionRegistry[TrainingContext] = SectionRegistry()
 
 @TRAINING_SECTIONS.register("answer", "The answer: task outcome against rank", order=1)
 def answer_section(ctx: TrainingContext) -> list[Block] | None:
-    return of.answer_blocks(ctx.runs)
+    return ob.answer_blocks(ctx.runs)
 
 
 @TRAINING_SECTIONS.register("history", "Metrics during training", order=2)
 def history_section(ctx: TrainingContext) -> list[Block] | None:
-    return of.history_blocks(ctx.runs)
+    return ob.history_blocks(ctx.runs)
 
 
 @TRAINING_SECTIONS.register("rank-during-training", "Effective rank during training", order=3)
 def evolution_section(ctx: TrainingContext) -> list[Block] | None:
-    return of.evolution_blocks(ctx.runs)
+    return ob.evolution_blocks(ctx.runs)
 
 
 @TRAINING_SECTIONS.register("forgetting", "Forgetting against rank", order=4)
 def forgetting_section(ctx: TrainingContext) -> list[Block] | None:
-    return of.forgetting_blocks(ctx.runs)
+    return ob.forgetting_blocks(ctx.runs)
 
 
 @TRAINING_SECTIONS.register("runs", "How each run was trained", order=10)
