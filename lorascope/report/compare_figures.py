@@ -146,11 +146,19 @@ def overlap_by_layer(modules: pd.DataFrame) -> Figure:
         _layer_lines(ax, modules, col, types, names)
         if col == "phi_all":
             _layer_lines(ax, modules, "random_all", types, names, style=":")
-            ax.legend(handles=[Line2D([], [], color="0.3", linestyle=":", label="random subspaces")], frameon=False)
         ax.set_title(title)
         ax.set_xlabel("layer")
-    axes[0].legend(loc="best", frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.3", linestyle=":"))
+    labels.append("φ(k_x, k_y) of random subspaces (dotted, in each type's colour)")
+    _legend_below(fig, handles, labels)
     return fig
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
+    """One legend for every panel, under them: never on a line or a label."""
+    ncol = fg.legend_columns(labels, fig.get_size_inches()[0] - 0.3, handle=2.0)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, handlelength=2.0)
 
 
 @fg.styled
@@ -165,7 +173,7 @@ def amplification_by_layer(amplification: pd.DataFrame) -> Figure:
         ax.set_title(f"{label}: amplification factor")
         ax.set_xlabel("layer")
     axes[0].set_ylabel("‖ΔW‖_F / ‖UᵀWV‖_F")
-    axes[0].legend(loc="best", frameon=False)
+    _legend_below(fig, *axes[0].get_legend_handles_labels())
     return fig
 
 

@@ -30,6 +30,7 @@ LINESTYLES = ["-", "--", ":", "-."]  # cycled after the eight colours, for more 
 # 40 runs share a (colour, line style) and no two of 240 share a (colour, line style, marker)
 RUN_DASHES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (2, 1, 2, 1, 6, 1))]
 RUN_MARKERS = [None, "o", "s", "^", "D", "v"]
+BOX_MIN_MODULES = 5  # magnitude_distribution draws a box over a module type from this many modules on
 DEPTH_CMAP = mpl.colormaps["viridis"].resampled(256)
 DEPTH_RANGE = (0.0, 0.88)  # viridis without its palest yellows, which vanish on white
 HEAT_CMAP = mpl.colormaps["cividis"]
@@ -379,7 +380,7 @@ def magnitude_distribution(values: Mapping[str, pd.DataFrame], labels: Mapping[s
     for i, t in enumerate(types):
         v = pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(v)
-        if ok.sum() >= 5:  # a box summarizes five or more modules; fewer are shown as dots only
+        if ok.sum() >= BOX_MIN_MODULES:  # a box summarizes five or more modules; fewer are shown as dots only
             ax.boxplot(v[ok], positions=[i], **HORIZONTAL, widths=0.6, whis=(5, 95), showfliers=False,
                        patch_artist=True, boxprops={"facecolor": "#eef2f7", "edgecolor": "0.35"},
                        medianprops={"color": "#D55E00", "linewidth": 1.6}, whiskerprops={"color": "0.35"},

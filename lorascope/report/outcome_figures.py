@@ -89,8 +89,10 @@ def _metric_axis(ax, metric: str, values: np.ndarray) -> None:
         pad = 0.05 * (hi - lo)
         ax.set_ylim(lo - pad, hi + pad)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
-    else:
-        ax.set_ylim(bottom=0)
+    else:  # a loss: from 0, with room above the highest point (a reference marker is drawn large)
+        finite = values[np.isfinite(values)]
+        hi = float(finite.max()) if finite.size else 1.0
+        ax.set_ylim(0, hi * 1.08 if hi > 0 else 1.0)
 
 
 def _knee_handle() -> Line2D:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from . import data
 from . import figures as fg
@@ -83,15 +84,17 @@ def functional_figure(functional: pd.DataFrame, pick: dict[str, Any] | None) -> 
                        alpha=0.15, label=f"tolerance: {pick['tolerance']:.0%} of the fine-tune's change")
     if not base.empty:
         ax.axhline(float(base.iat[0]), color="0.4", linestyle=":", linewidth=1.1, label="base model (k = 0)")
-    if pick:
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0)
-        ax.annotate(f"k = {pick['k']}", (pick["k"], 0.5), xycoords=("data", "axes fraction"), xytext=(4, 0),
-                    textcoords="offset points", fontsize=8, color=fg.OKABE_ITO[3])
+    if pick:  # named in the legend, not beside the line, where it could sit on the legend or the curve
+        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0, label=f"smallest k within it: {pick['k']}")
     ax.set_xscale("log", base=2)
+    ks = sorted({int(k) for k in trunc["k"]})
+    ax.set_xticks(ks if len(ks) <= 10 else ks[:: math.ceil(len(ks) / 10)])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("rank k of every update")
     metric = (pick or {}).get("metric", "eval_loss")
     ax.set_ylabel(f"{metric} (nats per token)")
-    ax.legend(loc="center right", frameon=False)
+    fig.legend(loc="outside right upper", frameon=False)
     return fig
 
 

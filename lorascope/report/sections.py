@@ -272,9 +272,18 @@ def magnitude_section(ctx: RunContext) -> list[Block] | None:
     unit = data.SIZE_UNITS[ctx.size]
     values = {t: pd.DataFrame({"value": pd.to_numeric(m.loc[m["type"] == t, ctx.size], errors="coerce"),
                                "layer": data.layer_values(m[m["type"] == t])}) for t in ctx.types}
+    boxed = [t for t, v in values.items() if v["value"].notna().sum() >= fg.BOX_MIN_MODULES]
+    if len(boxed) == len(values):
+        how = ("the box spans the middle half of its module type, the orange bar is the median and the whiskers "
+               "reach 5 % and 95 %.")
+    elif boxed:
+        how = (f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange median, "
+               "whiskers at 5 % and 95 %); fewer are shown as dots alone.")
+    else:
+        how = (f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots alone, "
+               "without a box.")
     blocks: list[Block] = [FigureBlock(
-        "magnitude_distribution", "Each dot is one module (coloured by layer); the box spans the middle half of its "
-                                  "module type, the orange bar is the median and the whiskers reach 5 % and 95 %.",
+        "magnitude_distribution", f"Each dot is one module (coloured by layer); {how}",
         functools.partial(fg.magnitude_distribution, values, ctx.labels, unit))]
     if m["layer"].notna().any():
         grid = data.layer_grid(m, ctx.size, [t for t in ctx.types if t in set(data.layered(m)["type"])])

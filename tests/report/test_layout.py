@@ -129,3 +129,25 @@ def test_a_big_model_heatmap_comparison_switches_to_runs_by_type():
     assert text_problems(fig) == []
     grid = data.run_type_grid(ctx.tables, "entropy_rank", data.type_order(runs[0].modules))
     assert list(grid.values.index) == ctx.labels
+
+
+def test_legends_sit_beside_the_lines_and_labels_of_sweep_and_compare_figures():
+    """The functional sweep names its pick in the legend, and the compare figures put one legend under their
+    panels: no label on a legend, at 4 and at 32 layers."""
+    from lorascope.report.compare_figures import amplification_by_layer, overlap_by_layer
+    from lorascope.report.rank_figures import functional_figure
+
+    functional = pd.DataFrame({"point": ["base"] + ["truncated"] * 5 + ["full"], "k": [0, 1, 2, 4, 8, 16, None],
+                               "loss": [7.7, 5.2, 3.1, 0.86, 0.23, 0.18, 0.17], "energy": [0, .27, .42, .62, .83, .93, 1]})
+    pick = {"k": 8, "tolerance": 0.05, "metric": "edit_loss"}
+    assert text_problems(functional_figure(functional, pick)) == []
+    rng = np.random.default_rng(0)
+    for layers in (4, 32):
+        rows = [{"name": f"model.layers.{i}.self_attn.{p}", "module": f"self_attn.{p}", "layer": i,
+                 "cosine": rng.random(), "phi_1_1": rng.random(), "phi_all": rng.random(), "random_all": 0.5,
+                 "amplification": 0.1 + rng.random(), "update": u}
+                for i in range(layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj") for u in ("r8", "full")]
+        table = pd.DataFrame(rows)
+        for fig in (overlap_by_layer(table[table["update"] == "r8"]), amplification_by_layer(table)):
+            assert text_problems(fig) == [], layers
+            assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
