@@ -46,7 +46,7 @@ def main() -> None:
                     help="the demo folder (holding report.html) [default: reports/demo]")
     ap.add_argument("--out", type=Path, default=HERE / "report-screenshot.png")
     ap.add_argument("--width", type=int, default=1280, help="window width in CSS pixels")
-    ap.add_argument("--height", type=int, default=1500, help="window height in CSS pixels")
+    ap.add_argument("--height", type=int, default=1200, help="window height in CSS pixels")
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("google-chrome"))
     args = ap.parse_args()
     page = args.demo / "report.html" if args.demo.is_dir() else args.demo
