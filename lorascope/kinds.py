@@ -38,7 +38,8 @@ KINDS: dict[str, Kind] = {  # checked in this order: a demo folder is not also a
     "demo": Kind(("demo.json",), "a demo folder (lorascope demo)",
                  "`lorascope report DEMO_DIR` re-renders its page; its runs are in DEMO_DIR/runs"),
     "results": Kind(RESULTS_MARKERS, "a results folder",
-                    "`lorascope report DIR` renders it, `lorascope sweep DIR` and `lorascope select DIR` read it"),
+                    "`lorascope report DIR` renders it, `lorascope sweep DIR` and `lorascope select DIR` "
+                    "read it"),
     "compare": Kind(("compare_summary.json",), "a comparison folder (lorascope compare / intruders)",
                     "`lorascope report DIR` re-renders its page"),
     "run": Kind(("metrics.json", "tuned/"), "a trainer run folder (lorascope train)",

@@ -62,8 +62,8 @@ def sweep_inputs(inputs: list[Path]) -> list[Path]:
         if kind == "demo":
             return [Path(inputs[0]) / "runs"]
         if kind in ("compare", "params", "audit", "results-set"):
-            raise refuse(inputs[0], "sweep", "a results folder, a trainer run or training sweep folder, a demo "
-                                             "folder, or checkpoints")
+            raise refuse(inputs[0], "sweep", "a results folder, a trainer run or training sweep folder, a "
+                                             "demo folder, or checkpoints")
     else:
         for x in inputs:
             if _kind(x) not in (None,):
@@ -82,9 +82,10 @@ def select_inputs(inputs: list[Path]) -> list[Path]:
             runs = Path(inputs[0]) / "runs" if kind == "demo" else Path(inputs[0])
             names = sorted(p.name for p in runs.iterdir() if (p / "metrics.json").is_file())
             raise LorascopeError(
-                f"{inputs[0]} is {describe(inputs[0])} holding {len(names)} runs; a selection is of one update, "
-                f"so give one run folder, e.g. `lorascope select {runs / (names[0] if names else 'RUN')} "
-                f"--energy 0.9` (runs: {', '.join(names[:8])}{' …' if len(names) > 8 else ''}).")
+                f"{inputs[0]} is {describe(inputs[0])} holding {len(names)} runs; a selection is of one "
+                "update, so give one run folder, e.g. `lorascope select "
+                f"{runs / (names[0] if names else 'RUN')} --energy 0.9` (runs: "
+                f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''}).")
         if kind in ("compare", "params", "audit", "results-set"):
             raise refuse(inputs[0], "select", "a results folder, a trainer run folder, or checkpoints")
     else:
@@ -109,13 +110,14 @@ def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | No
             bases.append(b)
             out.append(str(u))
         elif kind is not None:
-            raise refuse(item, "compare", "two updates of one base: adapters, tuned checkpoints or trainer runs")
+            raise refuse(item, "compare", "two updates of one base: adapters, tuned checkpoints or trainer "
+                                          "runs")
         else:
             out.append(item)
     if base is None and bases:
         if len({p.resolve() for p in bases}) > 1:
-            raise LorascopeError(f"{x} and {y} were trained from different bases ({bases[0]} and {bases[1]}); "
-                                 "give the one both updates apply to with --base.")
+            raise LorascopeError(f"{x} and {y} were trained from different bases ({bases[0]} and "
+                                 f"{bases[1]}); give the one both updates apply to with --base.")
         base = str(bases[0])
     return out[0], out[1], base
 

@@ -218,7 +218,8 @@ def headline_cards(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
                           f"median, along ΔW's top {_g(u.get('median_rank'))} directions"))
         if "intruders" in u:
             cards.append((f"{label}: intruders", str(u["intruders"]),
-                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of {counted(u['modules'], 'module')}"))
+                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of "
+                          f"{counted(u['modules'], 'module')}"))
     return cards
 
 

@@ -110,8 +110,8 @@ def answer_section(ctx: ComparisonContext) -> list[Block] | None:
     blocks = ob.answer_blocks(ctx.trained)
     if blocks and len(ctx.trained) < len(ctx.runs):
         others = [label for label in ctx.labels if label not in {r.label for r in ctx.trained}]
-        blocks.insert(0, NoteBlock(f"{counted(len(others), 'analysis', 'analyses')} did not come from a trainer run "
-                                   f"folder, so they have no task outcome: {', '.join(others)}."))
+        blocks.insert(0, NoteBlock(f"{counted(len(others), 'analysis', 'analyses')} did not come from a "
+                                   f"trainer run folder, so they have no task outcome: {', '.join(others)}."))
     return blocks
 
 
@@ -196,7 +196,8 @@ def warnings_blocks(ctx: ComparisonContext) -> list[Block]:
         return [NoteBlock("No run has warnings: every tensor of every analysis was paired and analyzed.")]
     per = pd.DataFrame(rows)["run"].value_counts(sort=False)
     text = "; ".join(f"{label}: {per[label]}" for label in ctx.labels if label in per)
-    return [NoteBlock(f"{counted(len(rows), 'warning')} from the analyses (skipped or unpaired tensors) — {text}.",
+    return [NoteBlock(f"{counted(len(rows), 'warning')} from the analyses (skipped or unpaired tensors) — "
+                      f"{text}.",
                       level="warn"),
             TableBlock(pd.DataFrame(rows), caption=f"Warnings of every run ({len(rows)})", collapsed=len(rows) > 12)]
 
@@ -219,13 +220,14 @@ def headline_section(ctx: ComparisonContext) -> list[Block]:
         return [TableBlock(table, caption="Median per module type and run")]
     # many runs: one compact table per metric, a row per run and a column per module type (closed: the
     # heatmaps below show the same medians)
-    blocks: list[Block] = [NoteBlock("Medians over each run's modules of one type, zero updates left out; the "
-                                     "heatmaps below show the same numbers as colours.")]
+    blocks: list[Block] = [NoteBlock("Medians over each run's modules of one type, zero updates left out; "
+                                     "the heatmaps below show the same numbers as colours.")]
     for c in ("entropy_rank", "rank_90", ctx.size):
         wide = table.pivot(index="run", columns="module type", values=f"{c} median")
         wide = wide.reindex(index=ctx.labels, columns=[t for t in ctx.types if t in wide.columns])
         wide.columns = [ctx.type_labels.get(t, t) for t in wide.columns]
-        blocks.append(TableBlock(wide.reset_index(), caption=f"Median {c} per module type (columns) and run (rows)",
+        blocks.append(TableBlock(wide.reset_index(), caption=f"Median {c} per module type (columns) and run "
+                                                             "(rows)",
                                  collapsed=True))
     return blocks
 
@@ -247,8 +249,8 @@ def energy_section(ctx: ComparisonContext) -> list[Block] | None:
         return None
     shaded = len(ctx.runs) <= BANDS_UP_TO
     return [FigureBlock(
-        "compare_energy", "For each module type, each run's line is the median share of ‖ΔW‖² (squared Frobenius "
-                          "norm) kept by the top k singular values"
+        "compare_energy", "For each module type, each run's line is the median share of ‖ΔW‖² (squared "
+                          "Frobenius norm) kept by the top k singular values"
                           + (" and its band spans the middle half of the modules" if shaded else "")
                           + "; a line that rises sooner needs fewer directions.",
         functools.partial(fg.energy_overlay, bands, ctx.labels, ctx.type_labels, bands_shown=shaded))]
@@ -278,8 +280,8 @@ def heatmap_section(ctx: ComparisonContext) -> list[Block] | None:
         log = isinstance(fg.heat_norm(panels, span=10), fg.LogNorm)
         blocks.append(FigureBlock(
             f"compare_heatmap_{metric}",
-            f"{title}: one panel per run on one {'logarithmic ' if log else ''}colour scale, rows are layers and "
-            "columns module types; the same colour means the same value in every panel, grey no update.",
+            f"{title}: one panel per run on one {'logarithmic ' if log else ''}colour scale, rows are layers "
+            "and columns module types; the same colour means the same value in every panel, grey no update.",
             functools.partial(fg.heatmaps, panels, ctx.type_labels, True)))
     return blocks
 

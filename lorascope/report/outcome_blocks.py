@@ -54,8 +54,8 @@ def answer_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         blocks.append(FigureBlock(
             "outcome_rank",
             f"How to read: each panel is one {task} metric against the LoRA rank r; a line per target set, "
-            "the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and a ring marks "
-            "where a line's gain flattens (its knee).",
+            "the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and a ring "
+            "marks where a line's gain flattens (its knee).",
             functools.partial(of.outcome_vs_rank, table, metrics, knees)))
     if len(runs) >= 2:
         blocks.append(FigureBlock(
@@ -72,10 +72,11 @@ def answer_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
                             + ("; '… lost' is the base model's accuracy minus the run's." if lost else ".")))
     blocks.append(TableBlock(shown, caption="Every run's outcome", interactive=True, csv_name="outcome.csv"))
     if len(knees):
-        blocks.append(TableBlock(knees, caption="Knee of each metric against r per target set (Kneedle on log2 r: "
-                                                "the r farthest above the chord from the smallest to the largest "
-                                                "r; empty where the curve never bends), with the runs without "
-                                                "an adapter beside it", collapsed=len(knees) > 15))
+        blocks.append(TableBlock(knees, caption="Knee of each metric against r per target set (Kneedle on "
+                                                "log2 r: the r farthest above the chord from the smallest to "
+                                                "the largest r; empty where the curve never bends), with the "
+                                                "runs without an adapter beside "
+                                                "it", collapsed=len(knees) > 15))
     return blocks
 
 
@@ -127,8 +128,8 @@ def evolution_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         "adding directions.",
         functools.partial(of.rank_during_training, evolutions, table))]
     if missing:
-        blocks.append(NoteBlock(f"{len(missing)} run(s) recorded no rank history (trained with --rank-every 0): "
-                                f"{', '.join(missing)}.", level="warn"))
+        blocks.append(NoteBlock(f"{len(missing)} run(s) recorded no rank history (trained with --rank-every "
+                                f"0): {', '.join(missing)}.", level="warn"))
     return blocks
 
 
@@ -155,18 +156,19 @@ def functional_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         verdict = ("is the smallest rank that keeps" if pick["within"] else
                    "is the largest rank measured, and even it does not keep")
         blocks.append(NoteBlock(
-            f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} of "
-            f"the fine-tune's change in {metric} ({pick['loss']:.4f} against {pick['full_loss']:.4f} untruncated "
-            f"and {pick['base_loss']:.4f} for the base); that k keeps {energy:.1%} of ‖ΔW‖²."))
+            f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} "
+            f"of the fine-tune's change in {metric} ({pick['loss']:.4f} against {pick['full_loss']:.4f} "
+            f"untruncated and {pick['base_loss']:.4f} for the base); that k keeps {energy:.1%} of ‖ΔW‖²."))
         blocks.append(FigureBlock(
             f"functional_energy_{_slug(run.label)}",
             f"How to read: for {run.label}, every ΔW truncated to its top k singular directions; blue is the "
-            f"share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
+            "share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
             "first is the rank the update needed.",
             functools.partial(of.functional_beside_energy, shares, pick, metric)))
         shown = [c for c in ("point", "k", "energy", "loss", *[c for c in functional.columns if c.endswith("_acc")])
                  if c in functional.columns]
-        blocks.append(TableBlock(functional[shown], caption=f"{run.label}: every point of the functional sweep",
+        blocks.append(TableBlock(functional[shown], caption=f"{run.label}: every point of the functional "
+                                                            "sweep",
                                  collapsed=True))
     return blocks or None
 

@@ -257,15 +257,16 @@ def training_section(ctx: RunContext) -> list[Block] | None:
         knees = tr.knee_table(table, metrics)
         blocks.append(FigureBlock(
             "training", "How to read: each panel is one evaluation metric of the training runs against their "
-                        "LoRA rank r; a line per target set, horizontal lines are the runs without an adapter (full "
-                        "fine-tuning, freezing), and a ring marks a line's knee.",
+                        "LoRA rank r; a line per target set, horizontal lines are the runs without an "
+                        "adapter (full fine-tuning, freezing), and a ring marks a line's knee.",
             functools.partial(of.outcome_vs_rank, table, metrics, knees)))
     if ctx.has_file(KNEES_CSV):
         knees = _read_csv(ctx, KNEES_CSV)
         if not knees.empty:
             blocks.append(TableBlock(knees, caption="Knee of each metric against r per method and target set "
-                                                    "(Kneedle: the rank farthest above the chord from the smallest "
-                                                    "to the largest r, on log2 r); empty = none", collapsed=True))
+                                                    "(Kneedle: the rank farthest above the chord from the "
+                                                    "smallest to the largest r, on log2 r); empty = "
+                                                    "none", collapsed=True))
     cols = [c for c in ("run", "method", "targets", "rank", "trainable_parameters", "train_seconds",
                         "peak_rss_bytes") if c in training]
     blocks.append(TableBlock(training[cols + metrics], caption="Runs: trainable parameters, time, memory and "

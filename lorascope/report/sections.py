@@ -154,8 +154,8 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
     if ctx.all_modules.empty:
         return [NoteBlock("No module was analyzed: the results hold no matrix update.", level="warn")]
     if m.empty:
-        return [NoteBlock(f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the fine-tune "
-                          "changed no matrix.", level="warn")]
+        return [NoteBlock(f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the "
+                          "fine-tune changed no matrix.", level="warn")]
     blocks: list[Block] = [CardsBlock(headline_cards(ctx))]
     if len(ctx.zeros):
         blocks.append(NoteBlock(
@@ -274,14 +274,14 @@ def magnitude_section(ctx: RunContext) -> list[Block] | None:
                                "layer": data.layer_values(m[m["type"] == t])}) for t in ctx.types}
     boxed = [t for t, v in values.items() if v["value"].notna().sum() >= fg.BOX_MIN_MODULES]
     if len(boxed) == len(values):
-        how = ("the box spans the middle half of its module type, the orange bar is the median and the whiskers "
-               "reach 5 % and 95 %.")
+        how = ("the box spans the middle half of its module type, the orange bar is the median and the "
+               "whiskers reach 5 % and 95 %.")
     elif boxed:
-        how = (f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange median, "
-               "whiskers at 5 % and 95 %); fewer are shown as dots alone.")
+        how = (f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange "
+               "median, whiskers at 5 % and 95 %); fewer are shown as dots alone.")
     else:
-        how = (f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots alone, "
-               "without a box.")
+        how = (f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots "
+               "alone, without a box.")
     blocks: list[Block] = [FigureBlock(
         "magnitude_distribution", f"Each dot is one module (coloured by layer); {how}",
         functools.partial(fg.magnitude_distribution, values, ctx.labels, unit))]

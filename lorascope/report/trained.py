@@ -134,7 +134,8 @@ def runs_of_sweep(folder: str | Path) -> list[TrainedRun]:
     except (OSError, ValueError) as exc:
         raise LorascopeError(f"{folder / INDEX_CSV} could not be read ({exc}).") from None
     if index.empty or "folder" not in index.columns:
-        raise LorascopeError(f"{folder / INDEX_CSV} lists no runs (expected a 'folder' column and a row per run).")
+        raise LorascopeError(f"{folder / INDEX_CSV} lists no runs (expected a 'folder' column and a row per "
+                             "run).")
     missing = [str(f) for f in index["folder"] if not is_run_folder(folder / str(f))]
     if missing:
         raise LorascopeError(f"{folder / INDEX_CSV} lists run folder(s) that are not in {folder}: "

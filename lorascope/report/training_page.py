@@ -71,9 +71,10 @@ def runs_section(ctx: TrainingContext) -> list[Block]:
     notes = [f"{r.label}: {n}" for r in ctx.runs for n in r.metrics.get("notes") or []]
     if notes:
         blocks.append(NoteBlock(" ".join(notes), level="warn"))
-    blocks.append(NoteBlock("This page reads the run folders only (metrics.json, history.csv, rank_history.csv). "
-                            "The spectra of the updates come from `lorascope spectrum RUN_DIR` (one run) or "
-                            "`lorascope demo` (the demo analyzes every run and compares them)."))
+    blocks.append(NoteBlock("This page reads the run folders only (metrics.json, history.csv, "
+                            "rank_history.csv). The spectra of the updates come from `lorascope spectrum "
+                            "RUN_DIR` (one run) or `lorascope demo` (the demo analyzes every run and "
+                            "compares them)."))
     return blocks
 
 
@@ -109,8 +110,8 @@ def render_training(folder: str | Path, out: str | Path | None = None) -> Path:
     elif tr.is_run_folder(folder):
         runs = [tr.read_run(folder)]
     else:
-        raise LorascopeError(f"{folder} is neither a training sweep folder (index.csv) nor a trainer run folder "
-                             "(metrics.json beside tuned/).")
+        raise LorascopeError(f"{folder} is neither a training sweep folder (index.csv) nor a trainer run "
+                             "folder (metrics.json beside tuned/).")
     page = build_training_page(folder, runs)
     footer = f"Written by lorascope from the run folders in {folder}; it reads no checkpoint."
     return publish(html_path(out if out is not None else folder),

@@ -121,10 +121,11 @@ def read_marker(folder: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise LorascopeError(f"{path} could not be read as the demo's record ({exc}); run `lorascope demo --out "
-                             f"{folder}` again.") from None
+        raise LorascopeError(f"{path} could not be read as the demo's record ({exc}); run `lorascope demo "
+                             f"--out {folder}` again.") from None
     if not isinstance(record, dict) or not isinstance(record.get("spectra"), dict):
-        raise LorascopeError(f"{path} is not the demo's record (no 'spectra' map); run `lorascope demo` again.")
+        raise LorascopeError(f"{path} is not the demo's record (no 'spectra' map); run `lorascope demo` "
+                             "again.")
     return record
 
 
@@ -140,8 +141,8 @@ def render_demo_folder(folder: str | Path, out: str | Path | None = None) -> Pat
     spectra = {label: folder / SPECTRA / label for label in labels}
     missing = [str(p) for p in spectra.values() if not p.is_dir()]
     if missing:
-        raise LorascopeError(f"{folder} lacks the results folder(s) {', '.join(missing[:3])} that demo.json lists; "
-                             "run `lorascope demo` again.")
+        raise LorascopeError(f"{folder} lacks the results folder(s) {', '.join(missing[:3])} that demo.json "
+                             "lists; run `lorascope demo` again.")
     runs = folder / RUNS
     if out is None:
         with writing(folder, "report", mode="update", drop=["report.html", "figures"]) as tx:

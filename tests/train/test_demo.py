@@ -146,7 +146,8 @@ def test_the_demo_page_in_a_browser(demo, tmp_path):
 
     exe = find_chromium()
     if exe is None:
-        pytest.skip("no headless Chromium found: install Debian's `chromium` package or set LORASCOPE_CHROMIUM")
+        pytest.skip("no headless Chromium found: install Debian's `chromium` package or set "
+                    "LORASCOPE_CHROMIUM")
     out, _ = demo
     page = out / "report.html"
     browser = Browser(exe, tmp_path / "profile")
