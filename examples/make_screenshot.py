@@ -1,4 +1,5 @@
-"""Make the README's picture of the demo page: photograph the top of the real report.html in headless Chromium.
+"""Make the README's picture of the demo page: photograph the top of the real report.html in headless
+Chromium.
 
     lorascope demo                       # writes reports/demo (runs, spectra, report.html)
     python examples/make_screenshot.py   # -> examples/report-screenshot.png

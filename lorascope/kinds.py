@@ -1,9 +1,10 @@
-"""Which lorascope folder is this: the kinds of folder lorascope writes, told apart by the files each declares.
+"""Which lorascope folder is this: the kinds of folder lorascope writes, told apart by the files each
+declares.
 
 Every command that reads a folder asks ``folder_kind`` instead of guessing from a name, and says what to do
-with a folder of another kind (``KINDS[kind].hint``). A marker file counts only as lorascope wrote it: where the
-folder has a manifest (``lorascope.outputs``), the file must be listed in it, so a file a user put there under
-that name does not make the folder something it is not.
+with a folder of another kind (``KINDS[kind].hint``). A marker file counts only as lorascope wrote it: where
+the folder has a manifest (``lorascope.outputs``), the file must be listed in it, so a file a user put there
+under that name does not make the folder something it is not.
 
 | kind | marker | written by |
 | --- | --- | --- |

@@ -135,8 +135,9 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
 
 
 def _walk(folder: Path) -> tuple[list[str], list[str]]:
-    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out — except
-    the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels with it."""
+    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out —
+    except the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels
+    with it."""
     files, dirs = [], []
     for root, subdirs, names in os.walk(folder):
         rel = Path(root).relative_to(folder)

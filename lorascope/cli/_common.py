@@ -50,7 +50,8 @@ def json_mode() -> bool:
 
 
 def plain_json(obj: Any) -> Any:
-    """``obj`` as standard JSON values: NaN and infinities become null, paths strings, numpy scalars numbers."""
+    """``obj`` as standard JSON values: NaN and infinities become null, paths strings, numpy scalars
+    numbers."""
     import numpy as np
 
     if isinstance(obj, dict):

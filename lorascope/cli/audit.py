@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, emit, emit_error, json_option, records, resolve_input, wrote
+from ._common import (CHECKPOINT, check_out, default_out, emit, emit_error, json_option, records,
+                      resolve_input, wrote)
 
 DTYPE_CHOICES = ["bf16", "fp16", "fp32", "fp8"]
 LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save",

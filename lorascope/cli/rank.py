@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records, resolve_input,
-                      wrote)
+from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
+                      resolve_input, wrote)
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
@@ -127,7 +127,8 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     out = check_out(out or default_out("sweep", *inputs),
                     marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
     result = run_sweep(
-        sweep_inputs(_resolve(inputs, revision, base_revision, quiet)), out, parse_ranks(ranks), eval_data=eval_data,
+        sweep_inputs(_resolve(inputs, revision, base_revision, quiet)), out, parse_ranks(ranks),
+        eval_data=eval_data,
         eval_options=EvalOptions(max_length=max_length, batch_size=batch_size, max_examples=max_examples, device=device),
         tolerance=tolerance, truncate=TruncateOptions(svd=svd, precision=precision), progress=not quiet,
         **_analyze_kwargs(fmt, base_format, include, exclude, precision),
@@ -139,8 +140,10 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     emit({"sweep": out, "report": report}, ranks=result.ranks, modules=len(result.results.modules),
          trainer_run=result.info.get("trainer_run"), uniform=records(result.uniform),
          functional=records(result.functional) if result.functional is not None else None,
-         functional_pick=result.pick, training=records(result.training) if result.training is not None else None,
-         knees=records(result.knees) if result.knees is not None else None, seconds=result.info.get("seconds"))
+         functional_pick=result.pick,
+         training=records(result.training) if result.training is not None else None,
+         knees=records(result.knees) if result.knees is not None else None,
+         seconds=result.info.get("seconds"))
 
 
 @click.command()
@@ -302,8 +305,9 @@ def _print_training(console, result) -> None:
     for col in ("method", "targets", "metric", "knee r", "at the knee", "best over r", *value_cols):
         table.add_column(col, justify="left" if col in ("method", "targets", "metric") else "right")
     for _, row in knees.iterrows():
-        table.add_row(str(row["method"]), _fmt(row.get("targets")), str(row["metric"]), _fmt(row["knee_rank"]),
-                      _fmt(row["knee_value"]), _fmt(row["best_rank_value"]), *(_fmt(row[c]) for c in value_cols))
+        table.add_row(str(row["method"]), _fmt(row.get("targets")), str(row["metric"]),
+                      _fmt(row["knee_rank"]), _fmt(row["knee_value"]), _fmt(row["best_rank_value"]),
+                      *(_fmt(row[c]) for c in value_cols))
     console.print(table)
 
 

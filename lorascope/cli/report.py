@@ -1,4 +1,5 @@
-"""`lorascope report`: re-render the page of any folder lorascope wrote, or set several analyses side by side."""
+"""`lorascope report`: re-render the page of any folder lorascope wrote, or set several analyses side by
+side."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def report(results, out, labels, as_json):
         path = render_comparison(list(results), out or default_out("report", *results), list(labels) or None)
     wrote(path, "report")
     figures = path.parent / ("figures" if path.name == "report.html" else f"{path.stem}-figures")
-    emit({"report": path, "figures": figures}, inputs=[str(p) for p in results], **page_document(path, figures))
+    emit({"report": path, "figures": figures}, inputs=[str(p) for p in results],
+         **page_document(path, figures))
 
 
 def page_document(html: Path, figures: Path) -> dict:

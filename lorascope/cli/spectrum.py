@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records, resolve_input, wrote
+from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
+                      resolve_input, wrote)
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]

@@ -259,7 +259,8 @@ def recommendation(selection: Selection, spectra: Spectra) -> str:
         parts.append("It keeps no module (every rank is 0): nothing to export.")
         return " ".join(parts)
     lo, hi = int(chosen["rank"].min()), int(chosen["rank"].max())
-    ranks = f"rank {lo} each" if lo == hi else f"a rank between {lo} and {hi} (median {np.median(chosen['rank']):g})"
+    median = np.median(chosen["rank"])
+    ranks = f"rank {lo} each" if lo == hi else f"a rank between {lo} and {hi} (median {median:g})"
     parts.append(
         f"It gives {len(chosen)} of {tot['modules']} modules {ranks}, {_count(tot['params'])} adapter "
         f"parameters, keeping {tot['energy']:.1%} of the update's energy ‖ΔW‖² (relative Frobenius error "

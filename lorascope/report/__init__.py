@@ -99,9 +99,9 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     return html
 
 
-def render_comparison(results_dirs: list[str | Path | Results], out: str | Path, labels: list[str] | None = None,
-                      run_folders: list[Path | None] | None = None, title: str | None = None,
-                      command: str = "report") -> Path:
+def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
+                      labels: list[str] | None = None, run_folders: list[Path | None] | None = None,
+                      title: str | None = None, command: str = "report") -> Path:
     """Write one page that sets several analyses of the same model side by side.
 
     Args:
@@ -135,7 +135,8 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
     html = html_path(out)
     page = build_comparison_page(runs, labels or run_labels(runs), run_folders, title)
     footer = footer_text(runs)
-    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer), command)
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer),
+                   command)
 
 
 def render_folder(folder: str | Path, out: str | Path | None = None) -> Path:

@@ -88,8 +88,8 @@ class ComparisonContext:
 COMPARISON_SECTIONS: SectionRegistry[ComparisonContext] = SectionRegistry()
 
 
-def build_comparison_page(runs: list[Results], labels: list[str], run_folders: list[Path | None] | None = None,
-                          title: str | None = None) -> Page:
+def build_comparison_page(runs: list[Results], labels: list[str],
+                          run_folders: list[Path | None] | None = None, title: str | None = None) -> Page:
     ctx = ComparisonContext(runs, labels, run_folders)
     total = sum(len(r.modules) for r in runs)
     subtitle = f"lorascope comparison · {len(runs)} analyses · {total} modules in all"
@@ -199,7 +199,8 @@ def warnings_blocks(ctx: ComparisonContext) -> list[Block]:
     return [NoteBlock(f"{counted(len(rows), 'warning')} from the analyses (skipped or unpaired tensors) — "
                       f"{text}.",
                       level="warn"),
-            TableBlock(pd.DataFrame(rows), caption=f"Warnings of every run ({len(rows)})", collapsed=len(rows) > 12)]
+            TableBlock(pd.DataFrame(rows), caption=f"Warnings of every run ({len(rows)})",
+                       collapsed=len(rows) > 12)]
 
 
 @COMPARISON_SECTIONS.register("headline", "Medians per module type", order=20)

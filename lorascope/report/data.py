@@ -147,7 +147,8 @@ def run_type_grid(tables: Mapping[str, pd.DataFrame], metric: str, types: list[s
         values[label] = {t: float(v[df["type"] == t].median()) for t in types}
         counts[label] = {t: int((df["type"] == t).sum()) for t in types}
     frame = pd.DataFrame.from_dict(values, orient="index").reindex(index=list(tables), columns=types)
-    count = pd.DataFrame.from_dict(counts, orient="index").reindex(index=list(tables), columns=types).fillna(0)
+    count = pd.DataFrame.from_dict(counts, orient="index").reindex(index=list(tables), columns=types)
+    count = count.fillna(0)
     return Grid(metric, frame.astype("float64"), count.astype(int))
 
 

@@ -300,8 +300,9 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     (or one shared bar for all panels when ``shared_scale``)."""
     n_layers = max(len(p.grid.values.index) for p in panels)
     n_types = max(len(p.grid.values.columns) for p in panels)
-    row_text = max(len(str(r)) for p in panels for r in p.grid.values.index) if panels[0].rows != "layer" else 0
-    panel_w = max(2.0, 0.42 * n_types + 0.9 + 0.065 * row_text)  # named rows (runs) need room for their labels
+    named_rows = panels[0].rows != "layer"  # named rows (runs) need room for their labels
+    row_text = max(len(str(r)) for p in panels for r in p.grid.values.index) if named_rows else 0
+    panel_w = max(2.0, 0.42 * n_types + 0.9 + 0.065 * row_text)
     ncols = max(1, min(len(panels), int(12.0 // (panel_w + 0.1))))  # as many as fit 12 inches at full size
     nrows = math.ceil(len(panels) / ncols)
     panel_h = float(np.clip(0.24 * n_layers, 1.6, 9.0)) + 1.0 + 0.055 * max(len(labels.get(t, t)) for t in panels[0].grid.values.columns)

@@ -1,4 +1,5 @@
-"""The answer's report blocks: a list of trainer runs (``trained.TrainedRun``) in, figures, tables and notes out.
+"""The answer's report blocks: a list of trainer runs (``trained.TrainedRun``) in, figures, tables and notes
+out.
 
 Used by comparison pages of trainer runs (``comparison.py``: the demo's page), and by the page of a training
 sweep or a single run (``training_page.py``). The figures are ``outcome_figures.py``'s; every caption says in
@@ -165,10 +166,10 @@ def functional_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
             "share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
             "first is the rank the update needed.",
             functools.partial(of.functional_beside_energy, shares, pick, metric)))
-        shown = [c for c in ("point", "k", "energy", "loss", *[c for c in functional.columns if c.endswith("_acc")])
-                 if c in functional.columns]
-        blocks.append(TableBlock(functional[shown], caption=f"{run.label}: every point of the functional "
-                                                            "sweep",
+        accuracies = [c for c in functional.columns if c.endswith("_acc")]
+        shown = [c for c in ("point", "k", "energy", "loss", *accuracies) if c in functional.columns]
+        blocks.append(TableBlock(functional[shown],
+                                 caption=f"{run.label}: every point of the functional sweep",
                                  collapsed=True))
     return blocks or None
 

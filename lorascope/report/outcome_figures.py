@@ -30,7 +30,8 @@ PANEL_W, PANEL_H = 3.2, 2.35
 def group_style(i: int) -> dict[str, Any]:
     """Colour, line style and marker of the i-th group (target set) of runs."""
     style = fg.run_style(i)
-    return {"color": style["color"], "linestyle": style["linestyle"], "marker": GROUP_MARKERS[i % len(GROUP_MARKERS)]}
+    return {"color": style["color"], "linestyle": style["linestyle"],
+            "marker": GROUP_MARKERS[i % len(GROUP_MARKERS)]}
 
 
 def reference_style(j: int) -> dict[str, Any]:
@@ -38,12 +39,14 @@ def reference_style(j: int) -> dict[str, Any]:
     return {"color": color, "linestyle": dash}
 
 
-def _grid(n_panels: int, legend_slot: bool, ncols: int = 3, panel_w: float = PANEL_W, panel_h: float = PANEL_H):
+def _grid(n_panels: int, legend_slot: bool, ncols: int = 3, panel_w: float = PANEL_W,
+          panel_h: float = PANEL_H):
     """Panels in rows of ``ncols``; with ``legend_slot``, one more cell (hidden axes) holds the legend."""
     cells = n_panels + (1 if legend_slot else 0)
     ncols = max(1, min(ncols, cells))
     nrows = math.ceil(cells / ncols)
-    fig = Figure(figsize=(min(fg.FULL_WIDTH, panel_w * ncols + 0.4), panel_h * nrows + 0.5), layout="constrained")
+    fig = Figure(figsize=(min(fg.FULL_WIDTH, panel_w * ncols + 0.4), panel_h * nrows + 0.5),
+                 layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     legend_ax = None
     if legend_slot:
@@ -155,13 +158,14 @@ def outcome_vs_parameters(table: pd.DataFrame, metrics: Sequence[str]) -> Figure
         values = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
         for i, group in enumerate(gs):
             runs = table[table["group"] == group].sort_values("rank")
-            (line,) = ax.plot(runs["trainable_parameters"].astype(float), pd.to_numeric(runs[metric], errors="coerce"),
-                              markersize=4, linewidth=1.5, **group_style(i))
+            (line,) = ax.plot(runs["trainable_parameters"].astype(float),
+                              pd.to_numeric(runs[metric], errors="coerce"), markersize=4, linewidth=1.5,
+                              **group_style(i))
             handles.setdefault(group, line)
         for j, (_, ref) in enumerate(refs.iterrows()):
             if pd.notna(ref.get(metric)):
-                (point,) = ax.plot([float(ref["trainable_parameters"])], [float(ref[metric])], linestyle="none",
-                                   marker=ref_markers[j % len(ref_markers)], markersize=10,
+                (point,) = ax.plot([float(ref["trainable_parameters"])], [float(ref[metric])],
+                                   linestyle="none", marker=ref_markers[j % len(ref_markers)], markersize=10,
                                    color=reference_style(j)["color"], zorder=4)
                 handles.setdefault(str(ref["run"]), point)
         ax.set_xscale("log")
@@ -179,7 +183,8 @@ def outcome_vs_parameters(table: pd.DataFrame, metrics: Sequence[str]) -> Figure
 
 
 def forgetting_vs_rank(table: pd.DataFrame, columns: Sequence[str]) -> Figure:
-    """Accuracy lost on each retention set (base − final) against r: a line per group, references horizontal."""
+    """Accuracy lost on each retention set (base − final) against r: a line per group, references
+    horizontal."""
     return outcome_vs_rank(table, columns)
 
 
@@ -191,9 +196,11 @@ def rank_during_training(evolutions: Mapping[str, pd.DataFrame], table: pd.DataF
     panel."""
     runs = table[table["run"].isin(list(evolutions))]
     panels = tr.groups(runs) + ([tr.NO_RANK] if tr.references(runs).shape[0] else [])
-    fig, axes, legend_ax = _grid(len(panels), legend_slot=len(panels) % 3 != 0 and len(panels) > 1, panel_h=2.3)
+    legend_slot = len(panels) % 3 != 0 and len(panels) > 1
+    fig, axes, legend_ax = _grid(len(panels), legend_slot=legend_slot, panel_h=2.3)
     ranks = sorted({int(r) for r in runs["rank"].dropna()})
-    rank_colors = {r: fg.depth_color(i, fg.depth_norm((0, max(len(ranks) - 1, 1)))) for i, r in enumerate(ranks)}
+    norm = fg.depth_norm((0, max(len(ranks) - 1, 1)))
+    rank_colors = {r: fg.depth_color(i, norm) for i, r in enumerate(ranks)}
     handles: dict[str, Any] = {}
     many_steps = max((len(e) for e in evolutions.values()), default=0) > 30
     for ax, panel in zip(axes, panels):
@@ -201,7 +208,8 @@ def rank_during_training(evolutions: Mapping[str, pd.DataFrame], table: pd.DataF
         for j, (_, run) in enumerate(members.iterrows()):
             e = evolutions[run["run"]]
             if pd.notna(run["rank"]):
-                label, style = f"r = {int(run['rank'])}", {"color": rank_colors[int(run["rank"])], "linestyle": "-"}
+                r = int(run["rank"])
+                label, style = f"r = {r}", {"color": rank_colors[r], "linestyle": "-"}
             else:
                 label, style = str(run["run"]), reference_style(j)
             (line,) = ax.plot(e.index.to_numpy(dtype=float), e["median"].to_numpy(dtype=float), linewidth=1.5,
@@ -224,14 +232,16 @@ def functional_beside_energy(shares: pd.DataFrame, pick: Mapping[str, Any] | Non
     k = shares["k"].to_numpy(dtype=float)
     ax.plot(k, shares["loss_kept"], color=fg.OKABE_ITO[0], marker="o", markersize=4, linewidth=1.7,
             label=f"share of the change in {metric} kept")
-    ax.plot(k, shares["energy"], color=fg.OKABE_ITO[2], marker="s", markersize=4, linewidth=1.7, linestyle="--",
-            label="share of ‖ΔW‖² kept (energy)")
+    ax.plot(k, shares["energy"], color=fg.OKABE_ITO[2], marker="s", markersize=4, linewidth=1.7,
+            linestyle="--", label="share of ‖ΔW‖² kept (energy)")
     if pick:
         ax.axhline(1 - pick["tolerance"], color="0.35", linewidth=0.9, linestyle=":",
                    label=f"{1 - pick['tolerance']:.0%} of the change")
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.1, label=f"smallest k within it: {pick['k']}")
+        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.1,
+                   label=f"smallest k within it: {pick['k']}")
     _rank_axis(ax, k.astype(int).tolist() or [1])
-    values = np.concatenate([shares["loss_kept"].to_numpy(dtype=float), shares["energy"].to_numpy(dtype=float)])
+    values = np.concatenate([shares["loss_kept"].to_numpy(dtype=float),
+                             shares["energy"].to_numpy(dtype=float)])
     finite = values[np.isfinite(values)]
     ax.set_ylim(min(-0.03, float(finite.min()) - 0.03) if finite.size else -0.03,
                 max(1.03, float(finite.max()) + 0.03) if finite.size else 1.03)

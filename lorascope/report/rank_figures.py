@@ -85,7 +85,8 @@ def functional_figure(functional: pd.DataFrame, pick: dict[str, Any] | None) -> 
     if not base.empty:
         ax.axhline(float(base.iat[0]), color="0.4", linestyle=":", linewidth=1.1, label="base model (k = 0)")
     if pick:  # named in the legend, not beside the line, where it could sit on the legend or the curve
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0, label=f"smallest k within it: {pick['k']}")
+        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0,
+                   label=f"smallest k within it: {pick['k']}")
     ax.set_xscale("log", base=2)
     ks = sorted({int(k) for k in trunc["k"]})
     ax.set_xticks(ks if len(ks) <= 10 else ks[:: math.ceil(len(ks) / 10)])

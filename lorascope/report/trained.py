@@ -1,13 +1,13 @@
 """Trainer runs as a report reads them: what each run reached on its task, what it forgot, how its rank grew.
 
-A trainer run folder (``lorascope.train.runs``) declares everything shown here: ``metrics.json`` (method, rank,
-target set, trainable parameters, the base model's and the final evaluation), ``history.csv`` (evaluations
-during training) and ``rank_history.csv`` (every ``rank_every`` steps, each trained matrix's entropy_rank,
-rank_90 and ‖ΔW‖_F). A spectrum results folder leads to its run through the input it analyzed, as its
-``summary.json`` records it: the run's ``adapter/`` or ``tuned/``.
+A trainer run folder (``lorascope.train.runs``) declares everything shown here: ``metrics.json`` (method,
+rank, target set, trainable parameters, the base model's and the final evaluation), ``history.csv``
+(evaluations during training) and ``rank_history.csv`` (every ``rank_every`` steps, each trained matrix's
+entropy_rank, rank_90 and ‖ΔW‖_F). A spectrum results folder leads to its run through the input it analyzed,
+as its ``summary.json`` records it: the run's ``adapter/`` or ``tuned/``.
 
-Reading the folders is ``read_run``, ``run_of_results`` and ``runs_of_sweep``; everything else is pure: lists of
-``TrainedRun`` in, DataFrames and sentences out. Metric names are the trainer's: ``<set>_acc`` and
+Reading the folders is ``read_run``, ``run_of_results`` and ``runs_of_sweep``; everything else is pure: lists
+of ``TrainedRun`` in, DataFrames and sentences out. Metric names are the trainer's: ``<set>_acc`` and
 ``<set>_loss`` per evaluation set in the task's order (the first is what the run was trained to change, e.g.
 ``edit``), ``eval_loss`` pooled over all sets; sets named ``retain*`` hold what the base knew and the
 fine-tune should keep (``lorascope.train.data``).
@@ -38,7 +38,8 @@ NO_RANK = "no adapter"  # the group of runs without a rank: full fine-tuning, fr
 
 @dataclass
 class TrainedRun:
-    """One trainer run folder, read: its metrics.json, histories, and its spectrum analysis where one exists."""
+    """One trainer run folder, read: its metrics.json, histories, and its spectrum analysis where one
+    exists."""
 
     label: str
     folder: Path
@@ -63,7 +64,8 @@ class TrainedRun:
 
     @property
     def sets(self) -> list[str]:
-        """The task's evaluation sets in the order the trainer evaluated them (the first: what it was taught)."""
+        """The task's evaluation sets in the order the trainer evaluated them (the first: what it was
+        taught)."""
         n_eval = (self.metrics.get("task") or {}).get("n_eval") or {}
         return list(n_eval)
 
@@ -155,13 +157,15 @@ def group_of(method: str, rank: Any, targets: Any, methods: set[str]) -> str:
 
 
 def outcome_from_index(index: pd.DataFrame) -> pd.DataFrame:
-    """The outcome table (``outcome_table``'s columns less forgetting, which needs each run's base evaluation)
-    from a training sweep's ``index.csv`` rows, or the ``training.csv`` that ``lorascope sweep`` copies of it."""
+    """The outcome table (``outcome_table``'s columns less forgetting, which needs each run's base
+    evaluation) from a training sweep's ``index.csv`` rows, or the ``training.csv`` that ``lorascope sweep``
+    copies of it."""
     table = index.copy()
     table["rank"] = pd.to_numeric(table["rank"], errors="coerce").astype("Int64")
     methods = set(table.loc[table["rank"].notna(), "method"].astype(str))
-    table["group"] = [group_of(str(m), r, t, methods) for m, r, t in
-                      zip(table["method"], table["rank"], table.get("targets", pd.Series([None] * len(table))))]
+    targets = table["targets"] if "targets" in table.columns else pd.Series([None] * len(table))
+    table["group"] = [group_of(str(m), r, t, methods)
+                      for m, r, t in zip(table["method"], table["rank"], targets)]
     return table
 
 
@@ -178,7 +182,8 @@ def outcome_table(runs: list[TrainedRun]) -> pd.DataFrame:
             "run": r.label, "method": r.method, "targets": r.targets, "rank": r.rank,
             "group": group_of(r.method, r.rank, r.targets, methods),
             "train_blocks": (m.get("options") or {}).get("train_blocks") if r.method == "freeze" else None,
-            "trainable_parameters": m.get("trainable_parameters"), "total_parameters": m.get("total_parameters"),
+            "trainable_parameters": m.get("trainable_parameters"),
+            "total_parameters": m.get("total_parameters"),
             "train_seconds": m.get("train_seconds"),
         }
         for key, value in final.items():
@@ -250,9 +255,8 @@ def knee_table(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     for group in groups(table):
         runs = table[table["group"] == group]
         for metric in metrics:
-            k = knee(runs["rank"].to_numpy(float), pd.to_numeric(runs[metric], errors="coerce").to_numpy(float),
-                     lower_is_better(metric))
             values = pd.to_numeric(runs[metric], errors="coerce")
+            k = knee(runs["rank"].to_numpy(float), values.to_numpy(float), lower_is_better(metric))
             best = values.min() if lower_is_better(metric) else values.max()
             row = {"group": group, "metric": metric, "knee r": k["rank"], "at the knee": k["value"],
                    "best over r": float(best),
@@ -299,7 +303,8 @@ def answer_lines(table: pd.DataFrame, metrics: list[str]) -> list[str]:
             text += "; at that rank " + _losses(at, forgetting)
         lines.append(text + ".")
     for _, ref in refs.iterrows():
-        text = f"{ref['run']}: {title} {_v(ref[primary])}, {int(ref['trainable_parameters']):,} trainable parameters"
+        params = int(ref["trainable_parameters"])
+        text = f"{ref['run']}: {title} {_v(ref[primary])}, {params:,} trainable parameters"
         if forgetting:
             text += "; " + _losses(ref, forgetting)
         lines.append(text + ".")

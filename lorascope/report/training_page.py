@@ -1,9 +1,10 @@
 """The page of a training sweep or of one trainer run, from its folders alone (no spectrum analysis needed).
 
-``lorascope report RUNS_DIR`` (a ``train-sweep`` folder, or the demo's ``runs/``) and ``lorascope report RUN_DIR``
-render this: the answer (outcome against rank and parameters, knees), forgetting, effective rank during
-training from ``rank_history.csv``, a single run's metrics against step, and how each run was trained. The
-sections are the comparison page's own (``outcome_figures.py``), registered in ``TRAINING_SECTIONS``.
+``lorascope report RUNS_DIR`` (a ``train-sweep`` folder, or the demo's ``runs/``) and
+``lorascope report RUN_DIR`` render this: the answer (outcome against rank and parameters, knees),
+forgetting, effective rank during training from ``rank_history.csv``, a single run's metrics against step,
+and how each run was trained. The sections are the comparison page's own (``outcome_blocks.py``), registered
+in ``TRAINING_SECTIONS``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def runs_section(ctx: TrainingContext) -> list[Block]:
         m = r.metrics
         optim, loop = m.get("optim") or {}, m.get("loop") or {}
         rows.append({
-            "run": r.label, "method": r.method, "r": r.rank, "targets": r.targets, "task": (m.get("task") or {}).get("name"),
+            "run": r.label, "method": r.method, "r": r.rank, "targets": r.targets,
+            "task": (m.get("task") or {}).get("name"),
             "steps": loop.get("steps"), "batch": loop.get("batch_size"), "lr": optim.get("lr"),
             "trainable parameters": m.get("trainable_parameters"), "train seconds": m.get("train_seconds"),
             "peak memory": human_bytes((m.get("memory") or {}).get("peak_rss_bytes")),

@@ -90,15 +90,16 @@ def analyze_run(base: Path, run: Path, out: Path) -> Path:
 
 
 def sweep_run(run: Path, out: Path, ranks: tuple[int, ...]) -> dict[str, Any] | None:
-    """The spectra of a run with its truncation and functional sweeps (``lorascope sweep RUN_DIR``) in ``out``;
-    returns the functional pick at ``FUNCTIONAL_TOLERANCE``."""
+    """The spectra of a run with its truncation and functional sweeps (``lorascope sweep RUN_DIR``) in
+    ``out``; returns the functional pick at ``FUNCTIONAL_TOLERANCE``."""
     from ..rank import run_sweep
 
     return run_sweep([run], out, list(ranks), tolerance=FUNCTIONAL_TOLERANCE).pick
 
 
 def render(spectra: dict[str, Path], out: Path, runs: Path | None = None) -> Path:
-    """The comparison page of every run's spectra, opening with the runs' outcome (run folders in ``runs``)."""
+    """The comparison page of every run's spectra, opening with the runs' outcome (run folders in
+    ``runs``)."""
     from ..report import render_comparison
 
     folders = [runs / label for label in spectra] if runs is not None else None
@@ -212,5 +213,5 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in cols if c in table.columns]]
 
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "analyze_run", "render_demo_folder", "summary_table", "INDEX",
-           "MARKER"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "analyze_run", "render_demo_folder", "summary_table",
+           "INDEX", "MARKER"]

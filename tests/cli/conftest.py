@@ -1,8 +1,8 @@
 """Fixtures of the CLI tests: one folder of every kind lorascope writes, built small and without training.
 
 Two trainer run folders laid out as ``lorascope train-sweep`` writes them (``metrics.json`` with planted
-outcomes, ``history.csv``, ``rank_history.csv``, ``tuned/``, a PEFT ``adapter/``) share a base model folder; the
-sweep folder lists them in ``index.csv``. The other kinds are written by lorascope itself from those.
+outcomes, ``history.csv``, ``rank_history.csv``, ``tuned/``, a PEFT ``adapter/``) share a base model folder;
+the sweep folder lists them in ``index.csv``. The other kinds are written by lorascope itself from those.
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("kinds")
     g = torch.Generator().manual_seed(0)
     base = tmp / "base"
-    save_st(base / "model.safetensors", {f"{n}.weight": torch.randn(HIDDEN, HIDDEN, generator=g) for n in MODULES})
+    weights = {f"{n}.weight": torch.randn(HIDDEN, HIDDEN, generator=g) for n in MODULES}
+    save_st(base / "model.safetensors", weights)
     (base / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 2 * HIDDEN, "vocab_size": 32}))
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+        "intermediate_size": 2 * HIDDEN, "vocab_size": 32}))
     sweep = tmp / "sweep"
     runs = [_run(sweep, base, f"lora-r{r}-q_proj-v_proj", r, seed=r) for r in (2, R)]
     rows = [{"run": p.name, "method": "lora", "rank": r, "targets": "q_proj+v_proj", "folder": p.name,
@@ -61,7 +63,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     demo = tmp / "demo"  # the demo's layout: runs/ (a sweep), spectra/ (a results folder per run), demo.json
     spectra = {p.name: analyze(base, p / "adapter").save(demo / "spectra" / p.name) for p in runs}
     (demo / "runs").symlink_to(sweep, target_is_directory=True)
-    (demo / "demo.json").write_text(json.dumps({"runs": "runs", "spectra": {k: f"spectra/{k}" for k in spectra}}))
+    record = {"runs": "runs", "spectra": {k: f"spectra/{k}" for k in spectra}}
+    (demo / "demo.json").write_text(json.dumps(record))
     params = tmp / "params"
     params.mkdir()
     (params / "params.json").write_text("{}")

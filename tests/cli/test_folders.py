@@ -18,14 +18,16 @@ def run(*args):
 
 def test_each_folder_is_told_apart(folders):
     kinds = {k: folder_kind(p) for k, p in folders.items()}
-    assert kinds == {"base": None, "run": "run", "run2": "run", "train-sweep": "train-sweep", "results": "results",
-                     "compare": "compare", "demo": "demo", "params": "params", "audit": "audit"}
+    assert kinds == {"base": None, "run": "run", "run2": "run", "train-sweep": "train-sweep",
+                     "results": "results", "compare": "compare", "demo": "demo", "params": "params",
+                     "audit": "audit"}
     assert folder_kind(folders["demo"] / "spectra") == "results-set"
     assert describe(folders["demo"] / "spectra") == "a folder of 2 results folders"
 
 
 def test_a_marker_lorascope_did_not_write_does_not_count(folders, tmp_path):
-    """A results folder's manifest lists what lorascope wrote: a metrics.json dropped in later is not a run."""
+    """A results folder's manifest lists what lorascope wrote: a metrics.json dropped in later is not a
+    run."""
     import shutil
 
     copy = shutil.copytree(folders["results"], tmp_path / "results")
@@ -39,7 +41,8 @@ def test_a_marker_lorascope_did_not_write_does_not_count(folders, tmp_path):
 def test_a_run_folder_is_its_adapter_on_its_base(folders, tmp_path):
     res = run("spectrum", folders["run"], "--out", tmp_path / "s", "--no-report", "-q")
     assert res.exit_code == 0, res.output
-    direct = run("spectrum", folders["base"], folders["run"] / "adapter", "--out", tmp_path / "d", "--no-report", "-q")
+    direct = run("spectrum", folders["base"], folders["run"] / "adapter", "--out", tmp_path / "d",
+                 "--no-report", "-q")
     assert direct.exit_code == 0, direct.output
     cols = ["name", "fro_norm", "entropy_rank", "rank_90", "relative_update"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s" / "modules.csv")[cols],
@@ -70,7 +73,8 @@ def test_a_demo_folder_is_its_training_sweep_where_commands_read_sweeps(folders)
     (["spectrum", "train-sweep"], ["is a training sweep folder", "give one run folder inside it"]),
     (["sweep", "compare"], ["is a comparison folder", "`lorascope sweep` takes"]),
     (["sweep", "params"], ["is a parameter-count folder", "open params.json"]),
-    (["select", "demo", "--energy", "0.9"], ["holding 2 runs", "give one run folder", "lora-r2-q_proj-v_proj"]),
+    (["select", "demo", "--energy", "0.9"],
+     ["holding 2 runs", "give one run folder", "lora-r2-q_proj-v_proj"]),
     (["select", "train-sweep", "--energy", "0.9"], ["holding 2 runs", "lorascope select"]),
     (["select", "audit", "--energy", "0.9"], ["is an audit folder"]),
     (["report", "params"], ["parameter-count folder", "has no report page"]),

@@ -1,5 +1,6 @@
-"""`--json`: every command prints one document on stdout that docs/cli-json.schema.json accepts (checked with the
-``jsonschema`` package), with what it computed and where it wrote it; failures print an ``ok: false`` document.
+"""`--json`: every command prints one document on stdout that docs/cli-json.schema.json accepts (checked with
+the ``jsonschema`` package), with what it computed and where it wrote it; failures print an ``ok: false``
+document.
 
 train, train-sweep and demo are checked where their runs are trained (tests/train/test_cli.py,
 tests/train/test_demo.py); ``test_every_command_is_covered`` makes sure no command is left out.
@@ -39,7 +40,8 @@ def test_every_command_is_covered():
         covered = {json.dumps(c["if"]["properties"]["command"]) for c in schema["allOf"][1:]}
         assert any(name in c for c in covered), f"no schema branch for {name}"
     for name, where in CHECKED_ELSEWHERE.items():
-        assert f'document(res.stdout, "{name}")' in (Path(__file__).parents[2] / where).read_text(), (name, where)
+        text = (Path(__file__).parents[2] / where).read_text()
+        assert f'document(res.stdout, "{name}")' in text, (name, where)
 
 
 def test_spectrum(folders, tmp_path):
@@ -77,7 +79,7 @@ def test_report_of_each_kind(folders, tmp_path):
     res = run("report", folders["results"], folders["demo"] / "spectra" / folders["run"].name, "--label", "a",
               "--label", "b", "--out", tmp_path / "two.html", "--json")
     doc = document(res.stdout, "report")
-    assert doc["sections"][0] == "answer" and "runs" in doc["sections"]  # both analyzed a trainer run's adapter
+    assert doc["sections"][0] == "answer" and "runs" in doc["sections"]  # both analyzed a run's adapter
     assert "functional" not in doc["sections"]  # neither folder holds a functional sweep
 
 
@@ -98,7 +100,8 @@ def test_params_and_audit(folders, tmp_path):
     doc = document(res.stdout, "params")
     assert doc["written"] == {} and doc["counts"]["actual"] == 4 * 4 * (24 + 24)  # 4 modules, r = 4, 24 × 24
     (tmp_path / "claims.yaml").write_text(yaml.safe_dump({"shapes": "rules", "claims": [
-        {"name": "q and v", "model": str(folders["base"] / "config.json"), "rank": 4, "targets": "q_proj,v_proj",
+        {"name": "q and v", "model": str(folders["base"] / "config.json"), "rank": 4,
+         "targets": "q_proj,v_proj",
          "claimed": "1"}]}))
     res = run("audit", tmp_path / "claims.yaml", "--out", tmp_path / "a", "--json")
     assert res.exit_code == 0, res.output  # a wrong claim is a finding, not an error
@@ -115,7 +118,8 @@ def test_params_and_audit(folders, tmp_path):
     (["select", "DEMO", "--energy", "0.9"], 2, "give one run folder"),
 ])
 def test_failures_are_documents_too(folders, args, exit_code, words):
-    args = [str(folders["params"]) if a == "PARAMS" else str(folders["demo"]) if a == "DEMO" else a for a in args]
+    named = {"PARAMS": str(folders["params"]), "DEMO": str(folders["demo"])}
+    args = [named.get(a, a) for a in args]
     res = run(*args, "--json")
     assert res.exit_code == exit_code, res.output
     doc = document(res.stdout, args[0], ok=False)

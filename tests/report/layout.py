@@ -2,11 +2,11 @@
 
 ``text_problems(fig)`` draws the figure with Agg and records the bounding box of every text actually drawn
 (from ``fig.canvas.get_renderer()``): titles, axis and tick labels, colour-bar labels, annotations, legend
-entries. A rotated text is the rotated rectangle of its glyphs (its size at rotation 0, turned about the centre
-of its window extent), not the much larger upright box around it. A text is *clipped* when a corner leaves the
-canvas, and two texts *overlap* when their rectangles intersect by more than ``slack`` pixels (separating axis
-test). A legend's frame counts as one box: no text outside the legend may sit on it, and no two legends may
-meet.
+entries. A rotated text is the rotated rectangle of its glyphs (its size at rotation 0, turned about the
+centre of its window extent), not the much larger upright box around it. A text is *clipped* when a corner
+leaves the canvas, and two texts *overlap* when their rectangles intersect by more than ``slack`` pixels
+(separating axis test). A legend's frame counts as one box: no text outside the legend may sit on it, and no
+two legends may meet.
 """
 
 from __future__ import annotations

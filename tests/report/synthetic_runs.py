@@ -1,4 +1,5 @@
-"""Synthetic trainer runs with known outcomes, in memory or as run folders, for the answer's figures and pages.
+"""Synthetic trainer runs with known outcomes, in memory or as run folders, for the answer's figures and
+pages.
 
 Run i of a target set at rank r reaches edit accuracy 1 − 2^(−r/k_t) (k_t grows with the set's index, so wider
 sets learn faster), forgets more as r grows, and its entropy rank approaches r during training; full
@@ -47,9 +48,11 @@ def metrics_of(method: str, rank: int | None, targets: str | None, j: int, steps
              "retain_same_loss": forget, "retain_other_acc": 1 - forget / 2, "retain_other_loss": forget / 2,
              "eval_loss": 0.5 + forget}
     base = {"step": 0, "edit_acc": 0.0, "edit_loss": 7.0, "paraphrase_acc": 0.0, "paraphrase_loss": 7.1,
-            "retain_same_acc": 1.0, "retain_same_loss": 0.02, "retain_other_acc": 1.0, "retain_other_loss": 0.05,
+            "retain_same_acc": 1.0, "retain_same_loss": 0.02, "retain_other_acc": 1.0,
+            "retain_other_loss": 0.05,
             "eval_loss": 0.6}
-    name = f"{method}-r{rank}-{targets.replace('+', '-')}" if rank else ("full" if method == "full" else "freeze-b1")
+    reference = "full" if method == "full" else "freeze-b1"
+    name = f"{method}-r{rank}-{targets.replace('+', '-')}" if rank else reference
     lora = {"r": rank, "alpha": 2.0 * rank, "scale": 2.0, "targets": targets} if rank else None
     return {"run": name, "method": method, "options": {"rank": rank or 8, "targets": targets or "attn",
                                                        "train_blocks": 1},
@@ -77,7 +80,8 @@ def histories(metrics: dict, steps: int = 100, every: int = 5) -> tuple[pd.DataF
             e = target * (1 - math.exp(-step / 20)) * (0.9 + 0.05 * layer)
             ranks.append({"step": step, "name": f"model.layers.{layer}.self_attn.v_proj", "source": "lora",
                           "rows": 64, "cols": 128, "lora_rank": target, "entropy_rank": e,
-                          "rank_90": math.ceil(0.8 * e), "fro_norm": step / steps, "spectral_norm": step / steps})
+                          "rank_90": math.ceil(0.8 * e), "fro_norm": step / steps,
+                          "spectral_norm": step / steps})
     return pd.DataFrame(rows), pd.DataFrame(ranks)
 
 

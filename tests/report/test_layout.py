@@ -78,7 +78,8 @@ def test_functional_beside_energy_reads_cleanly():
 def test_every_run_has_its_own_colour_and_line_style_up_to_40():
     styles = [fg.run_style(i) for i in range(40)]
     assert len({(s["color"], str(s["linestyle"])) for s in styles}) == 40
-    assert len({(s["color"], str(s["linestyle"]), s["marker"]) for s in (fg.run_style(i) for i in range(240))}) == 240
+    many = [fg.run_style(i) for i in range(240)]
+    assert len({(s["color"], str(s["linestyle"]), s["marker"]) for s in many}) == 240
     fig = comparison_figures(17)["compare_energy"]
     lines = [ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")]
     assert len(lines) == 17  # every run drawn, each in the style of its position
@@ -120,7 +121,8 @@ def test_the_checker_passes_a_clean_figure_and_sees_only_drawn_text():
 
 
 def test_a_big_model_heatmap_comparison_switches_to_runs_by_type():
-    runs = [llama_like(8, kind="adapter", r=4, hidden=16, seed=i) for i in range(comparison.PANELS_PER_RUN_UP_TO + 1)]
+    n = comparison.PANELS_PER_RUN_UP_TO + 1
+    runs = [llama_like(8, kind="adapter", r=4, hidden=16, seed=i) for i in range(n)]
     ctx = comparison.ComparisonContext(runs, [f"run-{i}" for i in range(len(runs))])
     blocks = comparison.heatmap_section(ctx)
     assert [b.key for b in blocks] == ["compare_heatmap_runs"]
@@ -137,8 +139,10 @@ def test_legends_sit_beside_the_lines_and_labels_of_sweep_and_compare_figures():
     from lorascope.report.compare_figures import amplification_by_layer, overlap_by_layer
     from lorascope.report.rank_figures import functional_figure
 
-    functional = pd.DataFrame({"point": ["base"] + ["truncated"] * 5 + ["full"], "k": [0, 1, 2, 4, 8, 16, None],
-                               "loss": [7.7, 5.2, 3.1, 0.86, 0.23, 0.18, 0.17], "energy": [0, .27, .42, .62, .83, .93, 1]})
+    functional = pd.DataFrame({"point": ["base"] + ["truncated"] * 5 + ["full"],
+                               "k": [0, 1, 2, 4, 8, 16, None],
+                               "loss": [7.7, 5.2, 3.1, 0.86, 0.23, 0.18, 0.17],
+                               "energy": [0, .27, .42, .62, .83, .93, 1]})
     pick = {"k": 8, "tolerance": 0.05, "metric": "edit_loss"}
     assert text_problems(functional_figure(functional, pick)) == []
     rng = np.random.default_rng(0)
@@ -146,7 +150,8 @@ def test_legends_sit_beside_the_lines_and_labels_of_sweep_and_compare_figures():
         rows = [{"name": f"model.layers.{i}.self_attn.{p}", "module": f"self_attn.{p}", "layer": i,
                  "cosine": rng.random(), "phi_1_1": rng.random(), "phi_all": rng.random(), "random_all": 0.5,
                  "amplification": 0.1 + rng.random(), "update": u}
-                for i in range(layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj") for u in ("r8", "full")]
+                for i in range(layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+                for u in ("r8", "full")]
         table = pd.DataFrame(rows)
         for fig in (overlap_by_layer(table[table["update"] == "r8"]), amplification_by_layer(table)):
             assert text_problems(fig) == [], layers

@@ -1,5 +1,6 @@
 """The demo on a tiny configuration, end to end through the CLI: pre-train, sweep, analyze every run, render
-the page that opens with the answer, re-render it with `lorascope report DEMO_DIR`, and open it in Chromium."""
+the page that opens with the answer, re-render it with `lorascope report DEMO_DIR`, and open it in
+Chromium."""
 
 from __future__ import annotations
 
@@ -107,12 +108,14 @@ def test_report_of_the_demo_folder_re_renders_its_page(demo):
     res = CliRunner().invoke(main, ["report", str(out), "--json"])
     assert res.exit_code == 0, res.output
     doc = document(res.stdout, "report")
-    assert doc["written"]["report"] == str(out / "report.html") and (out / "report.html").stat().st_mtime_ns > before
+    assert doc["written"]["report"] == str(out / "report.html")
+    assert (out / "report.html").stat().st_mtime_ns > before
     assert doc["sections"][:4] == ["answer", "functional", "rank-during-training", "forgetting"]
     assert doc["title"].startswith("lorascope demo: 6 fine-tunes of one base")
     assert {p.split("/")[-1] for p in doc["figures"]} >= {"outcome_rank.png", "rank_evolution.png"}
     # the runs folder alone has a page too: the training sweep's answer, no spectra
-    res = CliRunner().invoke(main, ["report", str(out / "runs"), "--out", str(out.parent / "runs.html"), "--json"])
+    res = CliRunner().invoke(main, ["report", str(out / "runs"), "--out", str(out.parent / "runs.html"),
+                                    "--json"])
     runs_doc = document(res.stdout, "report")
     assert runs_doc["sections"][:1] == ["answer"] and "rank-during-training" in runs_doc["sections"]
 
