@@ -18,7 +18,7 @@ from ..results import MODULE_COLUMNS, Results
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FactsBlock, FigureBlock, NoteBlock, TableBlock
-from .formatting import human_bytes, human_count, plain, seconds
+from .formatting import counted, human_bytes, human_count, plain, seconds
 from .registry import SectionRegistry, folder_has
 
 KIND_TEXT = {
@@ -140,7 +140,8 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
         return [NoteBlock("No warnings: every tensor was paired and analyzed.")]
     table = pd.DataFrame([{"name": w.get("name", ""), "reason": w.get("reason", "")} for w in warnings])
     return [
-        NoteBlock(f"{len(warnings)} tensor(s) were skipped or left unpaired; the reasons are below.", level="warn"),
+        NoteBlock(f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or left "
+                  "unpaired; the reasons are below.", level="warn"),
         TableBlock(table, caption=f"Warnings ({len(warnings)})", collapsed=len(warnings) > 12),
     ]
 
