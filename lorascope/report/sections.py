@@ -140,8 +140,8 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
         return [NoteBlock("No warnings: every tensor was paired and analyzed.")]
     table = pd.DataFrame([{"name": w.get("name", ""), "reason": w.get("reason", "")} for w in warnings])
     return [
-        NoteBlock(f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or left "
-                  "unpaired; the reasons are below.", level="warn"),
+        NoteBlock(f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or "
+                  "left unpaired; the reasons are below.", level="warn"),
         TableBlock(table, caption=f"Warnings ({len(warnings)})", collapsed=len(warnings) > 12),
     ]
 
