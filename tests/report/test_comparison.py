@@ -70,8 +70,8 @@ def test_each_runs_warnings_are_carried_over():
 
 
 def test_trainer_runs_open_the_page_with_their_outcome(tmp_path):
-    """Results whose input is a run folder's adapter/ lead to that run; the page opens with every run's outcome,
-    and an analysis of something else is named as having none."""
+    """Results whose input is a run folder's adapter/ lead to that run; the page opens with every run's
+    outcome, and an analysis of something else is named as having none."""
     results, labels = [], []
     for rank in (2, 8):
         m = metrics_of("lora", rank, "attn", 0)
@@ -88,7 +88,8 @@ def test_trainer_runs_open_the_page_with_their_outcome(tmp_path):
     page = build_comparison_page([*results, other], [*labels, "elsewhere"])
     assert [s.key for s in page.sections][:3] == ["answer", "rank-during-training", "forgetting"]
     answer = page.sections[0].blocks
-    assert "1 analysis did not come from a trainer run folder" in answer[0].text and "elsewhere" in answer[0].text
+    assert "1 analysis did not come from a trainer run folder" in answer[0].text
+    assert "elsewhere" in answer[0].text
     outcome = next(b.data for b in answer if isinstance(getattr(b, "data", None), pd.DataFrame)
                    and "edit_acc" in b.data.columns)
     assert outcome["run"].tolist() == labels
