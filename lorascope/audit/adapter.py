@@ -1,29 +1,75 @@
-"""Audit a PEFT adapter: the tensors it really holds against its own adapter_config.json (and, given the base
-model's shapes, against what that config would create on it).
+"""Owns the adapter audit: a PEFT adapter's tensors against its own adapter_config.json (and, given the base
+model's shapes, against what that config would create on it), and the reading of its tensor values.
 
 Findings: actual versus configured parameter counts, tensors whose rank differs from ``r`` / ``rank_pattern``,
 targets that reached nothing and targets that reached more than one module type, ``lora_B`` all zeros (an
 update that is exactly zero: never trained), NaN or Inf values, and the full tensors saved for
-``modules_to_save``. Pure: tensor values arrive as ``TensorStats`` from the loading layer.
+``modules_to_save``. Tensor values are read once, as ``TensorStats`` (``scan_adapter``); the checks are pure.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..checkpoint import Adapter
-from ..names import NameIndex, split_name
-from .count import LoraCount, LoraSettings, count_lora, peft_tying
-from .layout import ModelShapes, ModuleShape
-from .sources import TensorStats
-from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets, type_of
+from ..checkpoint.base import TensorRef
+from ..checkpoint.peft import open_peft
+from ..errors import LorascopeError
+from ..names import NameIndex
+from .count import LoraCount, LoraSettings, count_lora, peft_match, peft_tying
+from .shapes import ModelShapes, ModuleShape, layer_of, type_of
+from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets
 
 SEVERITIES = ("error", "warning", "note")
 # modules PEFT adds to modules_to_save for a task type (PeftModelForSequenceClassification and friends)
 TASK_SAVED = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"), "QUESTION_ANS": ("qa_outputs",)}
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """What the adapter audit needs from a tensor's values."""
+
+    numel: int
+    all_zero: bool
+    nan: int
+    inf: int
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    """A PEFT LoRA or DoRA adapter folder, opened lazily (headers only).
+
+    Raises:
+        LorascopeError: the adapter holds modules of another family (the audit counts LoRA factors).
+    """
+    adapter = open_peft(Path(path).expanduser())
+    if any(f not in ("lora", "dora") for f in adapter.families):
+        raise LorascopeError(
+            f"{adapter.path} is a {', '.join(adapter.families)} adapter; the parameter audit counts LoRA and DoRA "
+            "adapters only (lorascope spectrum reads the other families)."
+        )
+    return adapter
+
+
+def scan_adapter(adapter: Adapter) -> dict[str, TensorStats]:
+    """Values of every adapter tensor (LoRA factors, DoRA magnitudes, saved modules, vectors), by stored key."""
+    refs: dict[str, TensorRef] = {}
+    for ref in [r for m in adapter.modules for r in (m.left, m.right, m.magnitude)] + [
+        *adapter.dense.values(),
+        *adapter.vectors.values(),
+    ]:
+        if ref is not None:
+            refs[ref.key] = ref
+    out = {}
+    for key, ref in refs.items():
+        values = ref.load_numpy(np.float32, finite=False)  # counted here, not refused
+        out[key] = TensorStats(values.size, not values.any(), int(np.isnan(values).sum()), int(np.isinf(values).sum()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -101,13 +147,6 @@ def _adapter_shapes(adapter: Adapter) -> ModelShapes:
     return ModelShapes(arch="adapter", head="unknown", modules=mods, shapes_from="headers")
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def _factor(key: str) -> str:
     return next((p for p in ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B") if p in key), key)
 
@@ -117,7 +156,7 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
 
     Args:
         adapter: an opened PEFT adapter.
-        stats: values of its tensors by key (``sources.scan_adapter``).
+        stats: values of its tensors by key (``scan_adapter``).
         model: the base model's shapes, optional.
     """
     cfg = adapter.config
@@ -128,13 +167,13 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
     for m in adapter.modules:
         out, inn = m.shape
         r_cfg = m.rank
-        mag = _numel(m.magnitude.shape) if m.magnitude is not None else 0
-        actual = _numel(m.left.shape) + _numel(m.right.shape) + mag
+        mag = math.prod(m.magnitude.shape) if m.magnitude is not None else 0
+        actual = math.prod(m.left.shape) + math.prod(m.right.shape) + mag
         configured = r_cfg * (out + inn) + ((inn if m.kind == "embedding" else out) if settings.dora else 0)
         zero = [_factor(ref.key) for ref in (m.left, m.right) if stats.get(ref.key) and stats[ref.key].all_zero]
         bad = sum(stats[ref.key].nan + stats[ref.key].inf for ref in (m.left, m.right, m.magnitude)
                   if ref is not None and ref.key in stats)
-        rows.append((m.name, split_name(m.name)[0], type_of(m.name), m.kind, out, inn, m.tensor_rank, r_cfg,
+        rows.append((m.name, layer_of(m.name), type_of(m.name), m.kind, out, inn, m.tensor_rank, r_cfg,
                      actual, configured, ",".join(zero), bad))
     table = pd.DataFrame(rows, columns=["name", "layer", "module_type", "kind", "rows", "cols", "tensor_rank", "r",
                                         "actual", "configured", "zero_factor", "nonfinite"])
@@ -190,14 +229,9 @@ def _saved_table(adapter: Adapter, settings: LoraSettings) -> pd.DataFrame:
     rows = []
     for name, ref in {**adapter.dense, **adapter.vectors}.items():
         info = ref.store.info(ref.key)
-        n = _numel(tuple(info.shape))
         owner = name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name
-        rows.append((name, tuple(info.shape), info.dtype, n, n * _itemsize(info.dtype), owner))
+        rows.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, owner))
     return pd.DataFrame(rows, columns=["name", "shape", "dtype", "params", "bytes", "module"])
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 1)
 
 
 def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding]:
@@ -241,8 +275,7 @@ def _target_findings(targets: dict[str, dict[str, int]], settings: LoraSettings)
 def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings) -> AdapterAudit:
     """Expected modules and counts from the config on the base model, compared with what the adapter holds."""
     tying = peft_tying(model, settings)
-    match = match_targets(model, tying.targets, settings.layers, tying.modules_to_save,
-                          audit.config.get("layers_pattern"))
+    match = peft_match(model, settings, tying, audit.config.get("layers_pattern"))
     count = count_lora(model, settings, match)
     index = NameIndex(m.name for m in adapter.modules)
     held = {m.name: m for m in adapter.modules}
@@ -272,5 +305,3 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
     return AdapterAudit(audit.path, audit.config, audit.modules, audit.saved, audit.targets, tuple(findings), count,
                         model.total)
 
-
-__all__ = ["AdapterAudit", "Finding", "audit_adapter", "settings_of", "target_spec"]

@@ -1,4 +1,5 @@
-"""``lorascope audit CLAIMS.yaml``: many claims at once → one table (terminal, audit.csv, audit.html).
+"""Owns claims files (``lorascope audit CLAIMS.yaml``): reading and validating them, and running every claim
+into one table, which ``render`` shows in the terminal and writes as audit.csv and audit.html.
 
 The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim (any claim
 key, e.g. ``tolerance``, ``shapes``, ``dtype``). One claim::
@@ -24,11 +25,12 @@ import pandas as pd
 
 from ..errors import LorascopeError, raise_collected
 from ..limits import load_yaml
-from .claims import FIGURE_LABELS, Claim, format_figure
-from .count import BIAS_MODES, DTYPES, LoraSettings
+from .claims import Claim, figure_rows
+from .count import BIAS_MODES, LoraSettings
+from .footprint import DTYPES
 from .numbers import parse_count, parse_layers, parse_percent
 from .params import AuditOptions, count_config
-from .sources import SHAPES_FROM, load_model
+from .shape_source import SHAPE_SOURCES, load_model
 from .targets import parse_targets
 
 # claim key -> accepted aliases (PEFT's LoraConfig names)
@@ -145,8 +147,8 @@ def _spec(entry: dict[str, Any], where: str, base: Path, problems: list[str]) ->
     settings = _settings(values, where, problems)
     options = attempt(lambda: AuditOptions(shapes=str(values.get("shapes", "auto")), head=values.get("head"),
                                            dtype=str(values.get("dtype", "bf16"))))
-    if values.get("shapes", "auto") not in SHAPES_FROM:
-        problems.append(f"{where}: shapes {values.get('shapes')!r} is not one of {', '.join(SHAPES_FROM)}")
+    if values.get("shapes", "auto") not in SHAPE_SOURCES:
+        problems.append(f"{where}: shapes {values.get('shapes')!r} is not one of {', '.join(SHAPE_SOURCES)}")
     if len(problems) > n_before:
         return None
     return ClaimSpec(str(values.get("name") or f"{where}"), model, settings, options, claim, str(values.get("source") or ""))
@@ -239,40 +241,21 @@ def run_claims(specs: list[ClaimSpec], progress: Any | None = None) -> pd.DataFr
 
 def _rows(spec: ClaimSpec, result) -> list[dict[str, Any]]:
     c = result.count
-    out = []
-    for f in result.claim.figures:
-        e = f.explanation
-        out.append({
-            "name": spec.name, "model": str(spec.model), "arch": c.model.arch, "targets": c.match.resolved.label,
-            "rank": spec.settings.rank, "modules": len(c.table), "figure": FIGURE_LABELS[f.figure],
-            "claimed": f.claimed, "exact": f.exact, "relative_error": f.error, "tolerance": f.tolerance,
-            "verdict": f.verdict, "explanation": "" if e is None else e.text,
-            "mistakes": "" if e is None or not e.reproduces else "+".join(e.keys), "notes": NOTE_SEP.join(result.warnings),
-            "claimed_text": format_figure(f.figure, f.claimed), "exact_text": format_figure(f.figure, f.exact),
-            "source": spec.source,
-        })
-    return out
+    claim = {"name": spec.name, "model": str(spec.model), "arch": c.model.arch, "targets": c.match.resolved.label,
+             "rank": spec.settings.rank, "modules": len(c.rows), "notes": NOTE_SEP.join(result.warnings),
+             "source": spec.source}  # fmt: skip
+    return [{**claim, **row} for row in figure_rows(result.claim)]
 
 
 def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
+    nan = float("nan")
     return {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(spec.settings.targets),
-            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": float("nan"), "exact": float("nan"),
-            "relative_error": float("nan"), "tolerance": spec.claim.tolerance, "verdict": "error",
-            "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
+            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": nan, "exact": nan,
+            "relative_error": nan, "tolerance": spec.claim.tolerance, "verdict": "error", "explanation": message,
+            "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "", "source": spec.source}  # fmt: skip
 
 
 def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """(claim name, note) for every note of the audit table's ``notes`` cells, one claim's notes once."""
+    """(claim name, note) for every note of the claims table's ``notes`` cells, one claim's notes once."""
     rows = table.drop_duplicates("name")[["name", "notes"]].itertuples(index=False)
     return [(name, note) for name, text in rows for note in str(text or "").split(NOTE_SEP) if note]
-
-
-def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
-    """Write audit.csv and audit.html into ``out`` as one transaction (``lorascope.outputs``); returns their
-    paths."""
-    from ..outputs import writing
-
-    with writing(out, "audit") as tx:
-        table.drop(columns=["claimed_text", "exact_text"]).to_csv(tx.stage / "audit.csv", index=False)
-        (tx.stage / "audit.html").write_text(html, encoding="utf-8")
-    return [tx.path / "audit.csv", tx.path / "audit.html"]

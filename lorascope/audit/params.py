@@ -1,25 +1,25 @@
-"""``lorascope params``: one SOURCE and one LoRA configuration → exact counts, file size, memory, claim check.
+"""Owns ``lorascope params`` end to end: one SOURCE and one LoRA configuration → counts, bytes, claim check.
 
-``audit_source`` loads (through sources.py), counts and checks; it returns a ``ParamsResult`` or, for a PEFT
-adapter folder, an ``AdapterResult``. Rendering is render.py's job.
+``audit_source`` loads (``shape_source``, or ``adapter`` for a PEFT folder), counts and checks; it returns a
+``ParamsResult`` or an ``AdapterResult``, whose ``to_dict`` is the JSON of ``--json`` and params.json.
+Terminal output is ``render``'s job.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import LorascopeError
-from .adapter import AdapterAudit, audit_adapter
+from .adapter import AdapterAudit, audit_adapter, load_adapter, scan_adapter
 from .claims import Claim, ClaimCheck, check_claim
-from .count import (DTYPES, LoraCount, LoraSettings, adapter_file_size, count_lora, peft_match, peft_tying,
-                    tying_notes)
-from .layout import ModelShapes
-from .memory import MemoryAssumptions, training_memory
-from .sources import load_adapter, load_model, scan_adapter, source_kind
+from .count import LoraCount, LoraSettings, count_lora, peft_match, peft_tying, tying_notes
+from .footprint import DTYPES, MemoryAssumptions, adapter_file_size, training_memory
+from .shape_source import load_model, source_kind
+from .shapes import ModelShapes
 from .targets import check_match
 
 
@@ -71,7 +71,7 @@ class ParamsResult:
                      "layers": list(c.settings.layers) if c.settings.layers else None,
                      "rank_pattern": dict(c.settings.rank_pattern), "dora": c.settings.dora, "bias": c.settings.bias,
                      "modules_to_save": list(c.settings.modules_to_save),
-                     "ensure_weight_tying": c.settings.ensure_weight_tying, "modules": len(c.table)},
+                     "ensure_weight_tying": c.settings.ensure_weight_tying, "modules": len(c.rows)},
             "matched": {t: list(v) for t, v in c.match.by_target.items()},
             "unmatched_targets": list(c.match.unmatched),
             "counts": {"lora": c.lora, "dora_magnitude": c.magnitude, "bias": c.bias, "modules_to_save": c.saved,
@@ -96,8 +96,6 @@ class AdapterResult:
     source: str
     audit: AdapterAudit
     claim: ClaimCheck | None = None
-    dtype: str = "bf16"
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         a = self.audit
@@ -196,4 +194,4 @@ def audit_adapter_source(source: str | Path, options: AuditOptions, claim: Claim
             raise LorascopeError(f"checking a claim against the adapter {source} needs the base model's shapes: "
                                  "pass --model CONFIG_OR_FOLDER (the model the adapter was trained on).")
         checked = check_claim(audit.model_count, claim)
-    return AdapterResult(str(source), audit, checked, options.dtype)
+    return AdapterResult(str(source), audit, checked)

@@ -1,4 +1,4 @@
-"""Which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
+"""Owns which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
 
 - A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` matches
   both ``attn.c_proj`` and ``mlp.c_proj`` in GPT-2).
@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import LorascopeError
-from ..names import module_type, split_name
-from .layout import LORA_KINDS, ModelShapes
 from .numbers import format_ranges
+from .shapes import LORA_KINDS, ModelShapes, type_of
 
 ALL_LINEAR = "all-linear"
 _REGEX_CHARS = set("*+?[](){}|^$\\")
@@ -174,9 +173,16 @@ def peft_layer_index(name: str, layers_pattern: Sequence[str] | str | None = Non
     return int(m["idx"]) if m else None
 
 
+def names_component(entry: str, name: str) -> bool:
+    """Whether ``entry`` names whole components of ``name``, as PEFT's ``re.match`` of
+    ``(^|.*\\.){entry}($|\\..*)`` decides it: how modules_to_save keeps LoRA off a module and how
+    ensure_weight_tying finds a tied one."""
+    return re.match(rf"(^|.*\.){entry}($|\..*)", name) is not None
+
+
 def in_modules_to_save(name: str, modules_to_save: Sequence[str]) -> bool:
     """PEFT never puts LoRA on a module that modules_to_save names (as a whole component path)."""
-    return any(re.match(rf"(^|.*\.){m}($|\..*)", name) for m in modules_to_save)
+    return any(names_component(m, name) for m in modules_to_save)
 
 
 def _suffixes(name: str) -> list[str]:
@@ -206,11 +212,6 @@ class TargetMatch:
         for name in (*self.modules, *self.parameters):
             out.setdefault(type_of(name), []).append(name)
         return {k: tuple(v) for k, v in out.items()}
-
-
-def type_of(name: str) -> str:
-    """The module type a name groups under: the path after its layer index, inner integers as '*'."""
-    return module_type(split_name(name)[1])
 
 
 def match_targets(

@@ -6,9 +6,8 @@ import pytest
 import torch
 from builders import peft_folder
 
-from lorascope.audit.adapter import audit_adapter, settings_of
-from lorascope.audit.shapes import rule_shapes
-from lorascope.audit.sources import load_adapter, scan_adapter
+from lorascope.audit.adapter import audit_adapter, load_adapter, scan_adapter, settings_of
+from lorascope.audit.shape_rules import rule_shapes
 
 g = torch.Generator().manual_seed(0)
 

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from lorascope.audit.claims_file import read_claims, run_claims, save_audit
-from lorascope.audit.page import render_page
+from lorascope.audit.claims_file import read_claims, run_claims
+from lorascope.audit.render import render_page, save_audit
 from lorascope.errors import LorascopeError
 
 

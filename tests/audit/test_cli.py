@@ -109,3 +109,27 @@ def test_config_values_transformers_rejects_are_clean_errors(tmp_path, change, m
     (tmp_path / "config.json").write_text(json.dumps(config))
     res = run("params", tmp_path / "config.json", "--shapes", "hf")
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+
+
+def test_params_cli_and_claims_file_take_ensure_weight_tying(config_dir, tmp_path):
+    from lorascope.audit.claims_file import read_claims
+
+    args = ["params", str(config_dir / "gpt2.json"), "-r", "4", "-t", "c_attn", "--modules-to-save",
+            "lm_head", "--json"]
+    untied = json.loads(run(*args).output)
+    tied = json.loads(run(*[*args, "--ensure-weight-tying"]).output)
+    vocab_by_hidden = 50257 * 768
+    assert untied["counts"]["modules_to_save"] == tied["counts"]["modules_to_save"] == vocab_by_hidden
+    assert "separate copy" in untied["warnings"][0] and "transformer.wte" in tied["warnings"][0]
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump({"claims": [
+        {"name": "tied", "model": str(config_dir / "gpt2.json"), "rank": 4, "targets": "c_attn",
+         "modules_to_save": ["lm_head"], "ensure_weight_tying": True, "claimed": {"lora": 1}},
+        {"name": "bad", "model": str(config_dir / "gpt2.json"), "ensure_weight_tying": "yes",
+         "claimed": {"lora": 1}},
+    ]}))
+    res = run(*["audit", str(claims), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 2 and "ensure_weight_tying must be true or false" in res.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"claims": yaml.safe_load(claims.read_text())["claims"][:1]}))
+    assert read_claims(good)[0].settings.ensure_weight_tying is True

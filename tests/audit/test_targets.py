@@ -2,8 +2,8 @@
 
 import pytest
 
-from lorascope.audit.layout import ModelShapes, ModuleShape
-from lorascope.audit.shapes import rule_shapes
+from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shapes import ModelShapes, ModuleShape
 from lorascope.audit.targets import (
     TargetSpec,
     check_match,
