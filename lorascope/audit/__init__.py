@@ -22,8 +22,8 @@ from .shapes import ModelShapes, ModuleShape
 from .targets import TargetSpec, match_targets, parse_targets
 
 __all__ = [
-    "AdapterAudit", "AdapterResult", "AuditOptions", "Claim", "ClaimCheck", "Finding", "LoraCount", "LoraSettings",
-    "MISTAKES", "MemoryAssumptions", "ModelShapes", "ModuleShape", "ParamsResult", "TargetSpec", "adapter_file_size",
-    "audit_adapter", "audit_source", "check_claim", "count_config", "count_lora", "load_model", "match_targets",
-    "parse_targets", "rule_shapes", "training_memory",
+    "AdapterAudit", "AdapterResult", "AuditOptions", "Claim", "ClaimCheck", "Finding", "LoraCount",
+    "LoraSettings", "MISTAKES", "MemoryAssumptions", "ModelShapes", "ModuleShape", "ParamsResult",
+    "TargetSpec", "adapter_file_size", "audit_adapter", "audit_source", "check_claim", "count_config",
+    "count_lora", "load_model", "match_targets", "parse_targets", "rule_shapes", "training_memory",
 ]  # fmt: skip

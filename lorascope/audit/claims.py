@@ -180,10 +180,12 @@ def figure_rows(check: ClaimCheck) -> list[dict[str, Any]]:
     for f in check.figures:
         e = f.explanation
         rows.append({
-            "figure": FIGURE_LABELS[f.figure], "claimed": f.claimed, "exact": f.exact, "relative_error": f.error,
-            "tolerance": f.tolerance, "verdict": f.verdict, "explanation": "" if e is None else e.text,
+            "figure": FIGURE_LABELS[f.figure], "claimed": f.claimed, "exact": f.exact,
+            "relative_error": f.error, "tolerance": f.tolerance, "verdict": f.verdict,
+            "explanation": "" if e is None else e.text,
             "mistakes": "+".join(e.keys) if e is not None and e.reproduces else "",
-            "claimed_text": format_figure(f.figure, f.claimed), "exact_text": format_figure(f.figure, f.exact),
+            "claimed_text": format_figure(f.figure, f.claimed),
+            "exact_text": format_figure(f.figure, f.exact),
             "fit": math.nan if e is None else e.error, "also": e.also if e is not None else (),
         })  # fmt: skip
     return rows

@@ -1,4 +1,4 @@
-"""Owns exact trainable-parameter counts of a LoRA configuration on a model (docs/METRICS.md 'Parameter counts').
+"""Owns exact trainable-parameter counts of a LoRA configuration on a model (METRICS.md 'Parameter counts').
 
 A LoRA module on an (out, in) weight adds r·(in + out) parameters: A is (r, in), B is (out, r). DoRA adds a
 magnitude vector of ``out`` (``embedding_dim`` for embeddings); an embedding adds r·(num_embeddings + dim).
@@ -139,7 +139,7 @@ class LoraCount:
 
     @property
     def peft_total(self) -> int:
-        """'all params' as PEFT's print_trainable_parameters counts them: the model plus the adapter and copies."""
+        """'all params' as PEFT's print_trainable_parameters counts them: model, adapter and copies."""
         return self.total + self.lora + self.magnitude + self.saved
 
     @property
@@ -152,10 +152,9 @@ class LoraCount:
         if t.empty:
             return pd.DataFrame(columns=["module_type", "modules", "rows", "cols", "r", "params"])
         ranks = lambda s: s.iloc[0] if s.nunique() == 1 else f"{s.min()}–{s.max()}"  # noqa: E731
-        g = t.groupby("module_type", sort=False)
-        return g.agg(
-            modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"), r=("r", ranks), params=("params", "sum")
-        ).reset_index()
+        return t.groupby("module_type", sort=False).agg(
+            modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"), r=("r", ranks),
+            params=("params", "sum")).reset_index()
 
     def by_layer(self) -> pd.DataFrame:
         """Per layer (None for modules outside the layer stack)."""
@@ -225,9 +224,10 @@ def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     """What a user should know about tied weights in this configuration, one sentence each."""
     index = model.by_name()
     notes = [
-        f"{name} shares its weight with {index[name].tied_to} (tie_word_embeddings), but modules_to_save trains a "
-        f"separate copy of it: {copy_params(index[name]):,} parameters of its own, and the tie is broken in the "
-        "adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one copy shared by both."
+        f"{name} shares its weight with {index[name].tied_to} (tie_word_embeddings), but modules_to_save "
+        f"trains a separate copy of it: {copy_params(index[name]):,} parameters of its own, and the tie is "
+        "broken in the adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one copy shared by "
+        "both."
         for name in tying.untied_copies
     ]
     if tying.shared_copy:
@@ -238,15 +238,14 @@ def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     if tying.tied_lora:
         notes.append(
             f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} gets its "
-            "factors transposed; they share storage, but PEFT's get_nb_trainable_parameters counts them twice, "
-            "and so does this count."
+            "factors transposed; they share storage, but PEFT's get_nb_trainable_parameters counts them "
+            "twice, and so does this count."
         )
     return notes
 
 
-def peft_match(
-    model: ModelShapes, settings: LoraSettings, tying: Tying | None = None, layers_pattern: str | list | None = None
-) -> TargetMatch:
+def peft_match(model: ModelShapes, settings: LoraSettings, tying: Tying | None = None,
+               layers_pattern: str | list | None = None) -> TargetMatch:
     """The modules PEFT puts LoRA on, after its rewrite of tied configurations (tied modules not included)."""
     tying = tying or peft_tying(model, settings)
     return match_targets(model, tying.targets, settings.layers, tying.modules_to_save, layers_pattern)
@@ -277,18 +276,20 @@ def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | 
     )
 
 
-def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch, tying: Tying) -> Iterator[Row]:
+def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch, tying: Tying):
     index = model.by_name()
 
-    def row(name: str, m: ModuleShape | ParamShape, kind: str, r: int, lora: int, mag: int = 0, bias: int = 0) -> Row:
-        return Row(name, layer_of(name), type_of(name), kind, m.shape[-2], m.shape[-1], r, lora, mag, bias, lora + mag + bias)
+    def row(name: str, m: ModuleShape | ParamShape, kind: str, r: int, lora: int, mag: int = 0, bias=0):
+        out, inn = m.shape[-2:]
+        return Row(name, layer_of(name), type_of(name), kind, out, inn, r, lora, mag, bias, lora + mag + bias)
 
     for name in match.modules:
         if name in tying.tied_lora:
             continue  # below, with the embedding's rank
         m, r = index[name], settings.rank_for(name)
         magnitude = (m.shape[1] if m.kind == "embedding" else m.shape[0]) if settings.dora else 0
-        yield row(name, m, m.kind, r, r * sum(m.shape), magnitude, m.bias if settings.bias == "lora_only" else 0)
+        bias = m.bias if settings.bias == "lora_only" else 0
+        yield row(name, m, m.kind, r, r * sum(m.shape), magnitude, bias)
     if tying.tied_lora and tying.embedding in match.modules:
         r = settings.rank_for(tying.embedding)  # the tied module holds the embedding's factors, transposed
         for name in tying.tied_lora:
@@ -301,12 +302,12 @@ def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch,
     params = {p.name: p for p in model.parameters}
     for name in match.parameters:
         p, r = params[name], param_rank(settings, match, name)
-        # lora.ParamWrapper on (E, out, in): A (r·E, in) and B (out, r·E), one LoRA of rank r·E over all experts
+        # lora.ParamWrapper on (E, out, in): A (r·E, in), B (out, r·E): one LoRA of rank r·E over all experts
         yield row(name, p, "param", r, r * p.experts * (p.shape[-2] + p.shape[-1]))
 
 
 def param_rank(settings: LoraSettings, match: TargetMatch, name: str) -> int:
-    """r of a target parameter: a rank_pattern key first, then PEFT's r·len(group) for a fused group, else r."""
+    """r of a target parameter: a rank_pattern key, else PEFT's r·len(group) for a fused group, else r."""
     if settings.rank_pattern and pattern_key(dict(settings.rank_pattern), name) is not None:
         return settings.rank_for(name)
     return settings.rank * match.rank_factor.get(name.rsplit(".", 1)[-1], 1)

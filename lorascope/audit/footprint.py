@@ -6,8 +6,8 @@ JSON header padded with spaces to a multiple of 8, then the tensors in name orde
 Training memory counts weights, gradients and AdamW states; activations are excluded. Per trainable
 parameter: its weight, its gradient (same dtype as the weight), an fp32 master copy when the weight is
 16-bit and ``master_weights`` is on, and AdamW's two fp32 moments — 2 + 2 + 4 + 8 = 16 bytes in bf16 mixed
-precision (Rajbhandari et al. 2020, ZeRO §3.1: "2Ψ + 2Ψ + KΨ", K = 12). A frozen parameter costs its weight
-only. LoRA adapter weights are fp32 by default because PEFT upcasts adapters on 16-bit models
+precision (Rajbhandari et al. 2020, ZeRO §3.1: "2Ψ + 2Ψ + KΨ", K = 12). A frozen parameter costs its
+weight only. LoRA adapter weights are fp32 by default because PEFT upcasts adapters on 16-bit models
 (``autocast_adapter_dtype=True``). Everything here is pure.
 """
 
@@ -30,7 +30,7 @@ DTYPES: dict[str, tuple[str, int]] = {
 
 
 def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
-    """The tensors PEFT's save_pretrained writes for this configuration: (key, shape), keys as PEFT names them."""
+    """The tensors PEFT's save_pretrained writes for this configuration: (key as PEFT names it, shape)."""
     prefix = ADAPTER_PREFIXES[0]  # base_model.model.
     index = count.model.by_name()
     out: list[tuple[str, tuple[int, ...]]] = []
@@ -40,9 +40,10 @@ def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
             r = row.lora // (row.rows + row.cols)
             out += [(f"{key}.lora_A.weight", (r, row.cols)), (f"{key}.lora_B.weight", (row.rows, r))]
             continue
-        if row.kind == "embedding":
-            out += [(f"{key}.lora_embedding_A", (row.r, row.rows)), (f"{key}.lora_embedding_B", (row.cols, row.r))]
-        else:
+        if row.kind == "embedding":  # A (r, num_embeddings), B (dim, r)
+            out += [(f"{key}.lora_embedding_A", (row.r, row.rows)),
+                    (f"{key}.lora_embedding_B", (row.cols, row.r))]  # fmt: skip
+        else:  # A (r, in), B (out, r)
             out += [(f"{key}.lora_A.weight", (row.r, row.cols)), (f"{key}.lora_B.weight", (row.rows, row.r))]
         if row.magnitude:
             out.append((f"{key}.lora_magnitude_vector", (row.magnitude,)))
@@ -58,7 +59,7 @@ def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
     return list(dict(out).items())  # a key listed twice (a bias trained and saved) holds the same tensor
 
 
-def safetensors_size(tensors: list[tuple[str, tuple[int, ...]]], dtype: str, metadata: dict | None = None) -> int:
+def safetensors_size(tensors: list[tuple[str, tuple[int, ...]]], dtype: str, metadata: dict | None = None):
     """Exact bytes of a safetensors file holding ``tensors`` in ``dtype`` (all of one dtype)."""
     tag, itemsize = DTYPES[dtype]
     header: dict = {"__metadata__": metadata if metadata is not None else {"format": "pt"}}
@@ -80,7 +81,7 @@ def adapter_file_size(count: LoraCount, dtype: str) -> int:
 class MemoryAssumptions:
     """What the training-memory estimate assumes; printed with the numbers."""
 
-    weights_dtype: str = "bf16"  # the model's weights (frozen base, and the trained weights in full fine-tuning)
+    weights_dtype: str = "bf16"  # the model's weights (frozen base; the trained ones in full fine-tuning)
     adapter_dtype: str = "fp32"  # LoRA weights: PEFT upcasts adapters on 16-bit models
     master_weights: bool = True  # fp32 master copy of 16-bit trainable weights (mixed precision)
     optimizer_states: int = 2  # AdamW: first and second moment
@@ -94,11 +95,13 @@ class MemoryAssumptions:
             raise ValueError("optimizer_states must be ≥ 0 and state_bytes ≥ 1")
 
     def lines(self) -> list[str]:
-        master = "an fp32 master copy of each 16-bit trainable weight" if self.master_weights else "no master copy"
+        master = "an fp32 master copy of each 16-bit trainable weight" if self.master_weights else \
+            "no master copy"
+        states = f"{self.optimizer_states} states × {self.state_bytes} bytes per trainable parameter"
         return [
             f"weights in {self.weights_dtype}; LoRA adapter weights in {self.adapter_dtype}",
             "gradients only for trainable parameters, in the dtype of their weights",
-            f"AdamW: {self.optimizer_states} states × {self.state_bytes} bytes per trainable parameter; {master}",
+            f"AdamW: {states}; {master}",
             "activations, KV cache, temporary buffers and framework overhead are not included",
         ]
 
@@ -109,7 +112,8 @@ class MemoryAssumptions:
 
 
 def training_memory(total: int, trainable: int, a: MemoryAssumptions | None = None) -> pd.DataFrame:
-    """Bytes by part for LoRA (``trainable`` adapter parameters on a frozen model of ``total``) and full fine-tuning.
+    """Bytes by part for LoRA (``trainable`` adapter parameters on a frozen model of ``total``) and for full
+    fine-tuning.
 
     Returns:
         rows weights, gradients, master weights, optimizer states, total; columns lora, full (bytes, ints).

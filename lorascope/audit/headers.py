@@ -34,10 +34,11 @@ from ..errors import LorascopeError
 from ..limits import loads_json
 from .shapes import ModelShapes, ModuleShape
 
-EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
-                   "embed_positions", "shared")
+EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
+                   "token_type_embeddings", "embed_positions", "shared")
 CONV1D_NAMES = ("c_attn", "c_proj", "c_fc", "q_attn")
-BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "position_ids", ".num_batches_tracked")
+BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "position_ids",
+                   ".num_batches_tracked")
 HEAD_NAMES = ("lm_head", "embed_out", "output")
 
 BNB_STATE = re.compile(r"^(?P<weight>.+)\.quant_state\.bitsandbytes__(?P<quant_type>nf4|fp4)$")
@@ -135,8 +136,8 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
         told += [f"{n8} bitsandbytes 8-bit weight(s) by their int8 (out, in) shape"] if n8 else []
         notes += (f"counted {' and '.join(told)}; their quantization state (absmax, quant_map, SCB …) is not "
                   "counted as parameters, as PEFT's get_nb_trainable_parameters counts the loaded model",)
-    return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), hidden=embed.shape[1] if embed else None,
-                       output_head=head, shapes_from="headers", notes=notes)
+    return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), output_head=head, notes=notes,
+                       hidden=embed.shape[1] if embed else None, shapes_from="headers")
 
 
 def _check_quantized(tensors: Mapping[str, tuple[tuple[int, ...], bool]], bnb: BnbLayout,

@@ -13,17 +13,19 @@ from dataclasses import dataclass, replace
 
 from .count import LoraCount, LoraSettings, count_lora
 from .numbers import both
-from .shapes import ATTENTION_ROLES, LORA_KINDS, MLP_ROLES, ModelShapes, ModuleShape, layer_of, relayer, type_of
+from .shapes import ATTENTION_ROLES, LORA_KINDS, MLP_ROLES, ModelShapes, ModuleShape, layer_of, relayer
+from .shapes import type_of
 from .targets import PRESET_WORDS, TargetSpec, match_targets
 
 # Layer counts of published model families (1 to 126 layers): a claim made for a sibling model's depth.
 # Counts are not solved for, since nearly any claim is then some layer count.
-COMMON_LAYER_COUNTS = (1, 2, 4, 6, 8, 12, 16, 18, 22, 24, 26, 28, 32, 36, 40, 42, 46, 48, 60, 62, 64, 80, 88, 94, 96, 126)
+COMMON_LAYER_COUNTS = (1, 2, 4, 6, 8, 12, 16, 18, 22, 24, 26, 28, 32, 36, 40, 42, 46, 48, 60, 62, 64, 80,
+                       88, 94, 96, 126)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A way of counting: model shapes and LoRA settings, plus the model size and percent scale the counter used."""
+    """A way of counting: model shapes, LoRA settings, and the model size and percent scale a counter used."""
 
     model: ModelShapes
     settings: LoraSettings
@@ -39,8 +41,8 @@ class Scenario:
         return replace(self, steps=(*self.steps, step), keys=(*self.keys, key), **changes)
 
     def at_depth(self, measure: Callable[[ModelShapes], int]) -> int:
-        """``measure`` of the model at the scenario's layer count: counts are linear in the number of identical
-        layers, so a changed depth is extrapolated from one- and two-layer copies of the model."""
+        """``measure`` of the model at the scenario's layer count: counts are linear in the number of
+        identical layers, so a changed depth is extrapolated from one- and two-layer copies of the model."""
         if self.n_layers is None:
             return measure(self.model)
         one, two = measure(relayer(self.model, 1)), measure(relayer(self.model, 2))
@@ -52,7 +54,9 @@ class Scenario:
 
     def figure(self, figure: str) -> float:
         """The claimed figure ('lora', 'percent' or 'total') this way of counting produces."""
-        lora = self.lora if self.lora is not None else self.at_depth(lambda m: count_lora(m, self.settings).trainable)
+        lora = self.lora
+        if lora is None:
+            lora = self.at_depth(lambda m: count_lora(m, self.settings).trainable)
         total = self.model_total()
         return {"lora": lora, "total": total, "percent": 100.0 * lora / total * self.percent_scale}[figure]
 
@@ -61,9 +65,10 @@ class Scenario:
 Vary = Callable[[Scenario, LoraCount, str], Iterator[Scenario]]
 
 
-def _reshaped(model: ModelShapes, shape_for: Callable[[ModuleShape], tuple[int, int] | None]) -> ModelShapes | None:
+def _reshaped(model: ModelShapes, shape_for: Callable[[ModuleShape], tuple[int, int] | None]):
     """The model with linear layers reshaped by ``shape_for`` (None: kept), or None when nothing changed."""
-    out = [replace(m, shape=shape_for(m)) if m.kind in ("linear", "conv1d") and shape_for(m) else m for m in model.modules]
+    out = [replace(m, shape=new) if m.kind in ("linear", "conv1d") and (new := shape_for(m)) else m
+           for m in model.modules]  # fmt: skip
     return model.with_modules(out) if out != list(model.modules) else None
 
 
@@ -82,7 +87,8 @@ def _real_shapes(s: Scenario, roles: tuple[str, ...]) -> str:
 
 
 def _changes_count(s: Scenario, model: ModelShapes | None) -> bool:
-    return model is not None and count_lora(model, s.settings).trainable != count_lora(s.model, s.settings).trainable
+    trainable = lambda m: count_lora(m, s.settings).trainable  # noqa: E731
+    return model is not None and trainable(model) != trainable(s.model)
 
 
 def square_attention(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
@@ -98,7 +104,8 @@ def square_attention(s: Scenario, count: LoraCount, figure: str) -> Iterator[Sce
         yield s.then("square_kv", step, model=kv, total=s.model_total())
     every = _reshaped(s.model, lambda m: (h, h) if m.role in ("q", "k", "v", "o") else fused.get(m.role))
     if every != kv and _changes_count(s, every):
-        step = f"every attention projection taken as d×d = {h}×{h} (really {_real_shapes(s, ATTENTION_ROLES)})"
+        real = _real_shapes(s, ATTENTION_ROLES)
+        step = f"every attention projection taken as d×d = {h}×{h} (really {real})"
         yield s.then("square_kv", step, model=every, total=s.model_total())
 
 
@@ -125,7 +132,8 @@ def layer_count(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario
         strict = s.strict or n not in near
         if s.settings.layers:
             settings = replace(s.settings, layers=tuple(range(n)))
-            yield s.then("layers", f"{n} adapted layers counted instead of {n_now}", settings=settings, strict=strict)
+            step = f"{n} adapted layers counted instead of {n_now}"
+            yield s.then("layers", step, settings=settings, strict=strict)
         else:
             step = f"{n} layer{'s' if n > 1 else ''} counted where the model has {n_now}"
             yield s.then("layers", step, n_layers=n, strict=strict)
@@ -138,11 +146,11 @@ def tied_embeddings(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scen
     if tied:
         step = f"the tied embedding matrix counted twice (input and output, +{both(tied)})"
         yield s.then("tied", step, total=total + tied)
-    head = next((m for m in s.model.modules if m.role == "head" and m.tied_to is None and m.kind == "linear"), None)
-    if head is not None:
-        n = head.weight_numel
-        step = f"the output head {head.name} taken as tied to the input embeddings (−{both(n)}; this model unties them)"
-        yield s.then("tied", step, total=total - n)
+    untied = [m for m in s.model.modules if m.role == "head" and m.tied_to is None and m.kind == "linear"]
+    if untied:
+        n = untied[0].weight_numel
+        step = f"the output head {untied[0].name} taken as tied to the input embeddings (−{both(n)}; "
+        yield s.then("tied", step + "this model unties them)", total=total - n)
 
 
 def alpha_as_rank(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
@@ -155,7 +163,8 @@ def alpha_as_rank(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
 def rank_pattern_ignored(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     if s.settings.rank_pattern:
         step = f"rank_pattern ignored (every module at r={s.settings.rank})"
-        yield s.then("rank_pattern", step, settings=replace(s.settings, rank_pattern={}), total=s.model_total())
+        settings = replace(s.settings, rank_pattern={})
+        yield s.then("rank_pattern", step, settings=settings, total=s.model_total())
 
 
 def _with_targets(s: Scenario, step: str, names: tuple[str, ...]) -> Scenario:
@@ -174,8 +183,10 @@ def other_targets(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
     for kind, names in groups.items() if len(groups) > 1 else ():
         target = owners.get(names[0])
         types = {type_of(n) for n in match.by_target.get(target, ())}
-        also = f"; target {target!r} reaches it as well as {', '.join(sorted(types - {kind}))}" if len(types) > 1 else ""
-        yield _with_targets(s, f"{kind} ({len(names)} modules) not counted{also}", tuple(n for n in match.modules if n not in names))
+        also = f"; target {target!r} reaches it as well as {', '.join(sorted(types - {kind}))}"
+        rest = tuple(n for n in match.modules if n not in names)
+        step = f"{kind} ({len(names)} modules) not counted{also if len(types) > 1 else ''}"
+        yield _with_targets(s, step, rest)
     have = set(match.modules)
     if s.model.output_head and s.model.output_head not in have:
         alt = _matched(s, TargetSpec(preset="all-linear"), None)
@@ -187,7 +198,8 @@ def other_targets(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
         if m.kind in LORA_KINDS and m.name not in have and (not layers or layer_of(m.name) in layers):
             extra.setdefault(type_of(m.name), []).append(m.name)
     for kind, names in extra.items():
-        yield _with_targets(s, f"{kind} ({len(names)} modules) counted as a target too", (*match.modules, *names))
+        step = f"{kind} ({len(names)} modules) counted as a target too"
+        yield _with_targets(s, step, (*match.modules, *names))
     for preset in PRESET_WORDS:
         try:
             alt = _matched(s, TargetSpec(preset=preset), None)
@@ -198,13 +210,14 @@ def other_targets(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
 
 
 def dora_toggled(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
-    words = "DoRA magnitude vectors left out" if s.settings.dora else "DoRA magnitude vectors counted (DoRA is off)"
-    yield s.then("dora", words, settings=replace(s.settings, dora=not s.settings.dora), total=s.model_total())
+    step = "DoRA magnitude vectors " + ("left out" if s.settings.dora else "counted (DoRA is off)")
+    yield s.then("dora", step, settings=replace(s.settings, dora=not s.settings.dora), total=s.model_total())
 
 
 def percent_as_fraction(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     if figure == "percent":
-        yield s.then("percent_scale", "the fraction written as a percentage (0.0045 given for 0.45 %)", percent_scale=0.01)
+        step = "the fraction written as a percentage (0.0045 given for 0.45 %)"
+        yield s.then("percent_scale", step, percent_scale=0.01)
         yield s.then("percent_scale", "the percentage multiplied by 100 again", percent_scale=100.0)
 
 
@@ -216,8 +229,8 @@ def full_matrices(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
     full = sum(index[n].weight_numel for n in count.match.modules)
     full += sum(math.prod(params[n]) for n in count.match.parameters)
     step = (
-        f"the full weight matrices of the {len(count.rows)} targeted modules counted (Σ out·in) instead of the "
-        "LoRA factors r·(out+in)"
+        f"the full weight matrices of the {len(count.rows)} targeted modules counted (Σ out·in) instead of "
+        "the LoRA factors r·(out+in)"
     )
     yield s.then("full_matrices", step, lora=full, total=s.model_total())
 
@@ -229,7 +242,7 @@ class Mistake:
     combinable: bool = True  # may be paired with another mistake
 
 
-# In order of how often each is seen; among recomputations that fit a claim equally well the earlier one is named.
+# In order of how often each is seen; of recomputations that fit a claim equally well, the earlier is named.
 MISTAKES: dict[str, Mistake] = {
     "square_kv": Mistake("k/v (attention) projections assumed d×d", square_attention),
     "square_mlp": Mistake("MLP projections assumed d×d or 4·d", square_mlp),
@@ -240,7 +253,8 @@ MISTAKES: dict[str, Mistake] = {
     "rank_pattern": Mistake("rank_pattern ignored", rank_pattern_ignored),
     "dora": Mistake("DoRA magnitude vectors counted or left out", dora_toggled, combinable=False),
     "percent_scale": Mistake("a fraction written as a percentage", percent_as_fraction, combinable=False),
-    "full_matrices": Mistake("full weight matrices counted instead of the LoRA factors", full_matrices, False),
+    "full_matrices": Mistake("full weight matrices counted instead of the LoRA factors", full_matrices,
+                             combinable=False),
 }
 # Mistakes with many variants; two of them together could fit almost any number, so they are never paired.
 BROAD = ("targets", "layers")

@@ -1,4 +1,4 @@
-"""Owns the audit's output: the terminal (rich), and the claims table as audit.csv and a self-contained HTML page.
+"""Owns the audit's output: the terminal (rich), and the claims table as audit.csv and a self-contained page.
 
 Every claimed figure is rendered from one row model, ``claims.figure_rows``: the single claim of
 ``lorascope params`` in the terminal, and each row of the claims table (``claims_file.run_claims``) in the
@@ -28,9 +28,9 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
 VERDICT_STYLE = {"ok": "green", "wrong": "bold red", "error": "yellow"}
 LEFT = ("module type", "part", "figure", "target", "verdict", "explanation", "layers", "name")
 PAGE_COLUMNS = {
-    "name": "claim", "figure": "figure", "claimed": "claimed", "exact": "exact", "relative_error": "error (%)",
-    "verdict": "verdict", "mistakes": "mistake", "arch": "model", "targets": "targets", "rank": "r",
-    "modules": "modules", "source": "source",
+    "name": "claim", "figure": "figure", "claimed": "claimed", "exact": "exact",
+    "relative_error": "error (%)", "verdict": "verdict", "mistakes": "mistake", "arch": "model",
+    "targets": "targets", "rank": "r", "modules": "modules", "source": "source",
 }  # fmt: skip
 
 
@@ -55,8 +55,8 @@ def layer_runs(by_layer: pd.DataFrame) -> list[tuple[str, int, int]]:
     runs: list[list[Any]] = []
     for r in by_layer.itertuples():
         layer = None if pd.isna(r.layer) else int(r.layer)
-        last = runs[-1] if runs else None
-        if last and layer is not None and last[1] is not None and last[1] == layer - 1 and last[2:] == [r.modules, r.params]:
+        last = runs[-1] if runs else [None, None]
+        if layer is not None and last[1] == layer - 1 and last[2:] == [r.modules, r.params]:
             last[1] = layer
         else:
             runs.append([layer, layer, r.modules, r.params])
@@ -72,8 +72,9 @@ def print_params(result: Any, console: Any | None = None) -> None:
     c, m, s = result.count, result.model, result.count.settings
     tied = ", ".join(f"{t.name} = {t.tied_to}" for t in m.tied) or "none"
     con.print(f"[bold]source[/]  {result.source}")
-    con.print(f"[bold]model[/]   {m.arch} · {m.head} · shapes from {SHAPES_WORDS.get(m.shapes_from, m.shapes_from)}")
-    con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · d={m.hidden} · tied: {tied}")
+    con.print(f"[bold]model[/]   {m.arch} · {m.head} · shapes from {SHAPES_WORDS.get(m.shapes_from)}")
+    con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · "
+              f"d={m.hidden} · tied: {tied}")
     extras = [
         f"layers {format_ranges(s.layers)}" if s.layers else "",
         "DoRA" if s.dora else "",
@@ -100,10 +101,9 @@ def print_params(result: Any, console: Any | None = None) -> None:
     parts = (("DoRA magnitude", c.magnitude), ("bias", c.bias), ("modules_to_save", c.saved))
     parts = [f"LoRA {exact(c.lora)}", *(f"{k} {exact(v)}" for k, v in parts if v)]
     con.print(f"[bold]trainable[/] {both(c.trainable)}  ({' + '.join(parts)})")
-    con.print(
-        f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's print_trainable_parameters shows "
-        f"{c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter included)"
-    )
+    con.print(f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's "
+              f"print_trainable_parameters shows {c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter "
+              "included)")
     size = f"{exact(result.file_bytes)} bytes ({human_bytes(result.file_bytes)})"
     con.print(f"[bold]adapter file[/] {size} as {result.dtype} safetensors")
     t = _table("part", "LoRA", "full fine-tuning", title="training memory (no activations)")
@@ -134,18 +134,20 @@ def _print_matched(con: Any, c) -> None:
             continue  # meant to reach many types; a name reaching several is the surprise worth a note
         kinds = sorted(k for k, ns in groups.items() if set(ns) & set(names))
         if len(kinds) > 1:
-            con.print(f"  [cyan]note:[/] target {target!r} matches {len(kinds)} module types: {', '.join(kinds)}")
+            kinds_text = f"{len(kinds)} module types: {', '.join(kinds)}"
+            con.print(f"  [cyan]note:[/] target {target!r} matches {kinds_text}")
     for target in c.match.unmatched:
         con.print(f"  [bold red]target {target!r} matched NOTHING[/]")
 
 
 def _figures_table(rows: list[dict[str, Any]], title: str | None = None, named: bool = False):
-    """Claimed figures as a terminal table, from ``claims.figure_rows`` rows (with a ``name``, the claims table)."""
+    """Claimed figures as a terminal table from ``claims.figure_rows`` rows (``named``: the claims table)."""
     t = _table(*(["name"] if named else []), "figure", "claimed", "exact", "error", "verdict",
                *(["explanation"] if named else []), title=title)  # fmt: skip
     for r in rows:
         err = "" if pd.isna(r["relative_error"]) else f"{r['relative_error']:+.2%}"
-        cells = [r["figure"], r["claimed_text"], r["exact_text"], err, f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]"]
+        verdict = f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]"
+        cells = [r["figure"], r["claimed_text"], r["exact_text"], err, verdict]
         t.add_row(*([r["name"]] if named else []), *cells, *([r["explanation"] or ""] if named else []))
     return t
 
@@ -187,14 +189,13 @@ def print_adapter(result: Any, console: Any | None = None) -> None:
     con.print(f"[bold]LoRA parameters[/] actual {both(a.actual)} · configured {both(a.configured)}{differ}")
     if not a.saved.empty:
         size = human_bytes(int(a.saved["bytes"].sum()))
-        con.print(f"[bold]full tensors[/] {both(a.saved_params)} parameters in {len(a.saved)} tensors ({size})")
+        con.print(f"[bold]full tensors[/] {both(a.saved_params)} parameters in {len(a.saved)} tensors "
+                  f"({size})")
     con.print(f"[bold]trainable[/] {both(a.trainable)}")
     if a.model_count is not None:
-        con.print(
-            f"[bold]on the base model[/] ({both(a.model_total)} parameters): the config creates "
-            f"{both(a.model_count.trainable)} trainable; the adapter holds {100 * a.trainable / a.model_total:.4g} % "
-            "of the model"
-        )
+        share = f"{100 * a.trainable / a.model_total:.4g} %"
+        con.print(f"[bold]on the base model[/] ({both(a.model_total)} parameters): the config creates "
+                  f"{both(a.model_count.trainable)} trainable; the adapter holds {share} of the model")
     for f in a.findings:
         con.print(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}:[/] {f.message}")
     if not a.findings:
@@ -224,30 +225,34 @@ def render_page(table: pd.DataFrame, title: str, subtitle: str = "", footer: str
         ("wrong", str(counts["wrong"]), "figures outside their tolerance"),
         ("not checked", str(counts["error"]), "claims whose input could not be counted"),
     ])  # fmt: skip
-    shown = table.assign(relative_error=100 * table["relative_error"])[list(PAGE_COLUMNS)].rename(columns=PAGE_COLUMNS)
-    claims = TableBlock(shown, "every claimed figure against the exact count", interactive=True, csv_name="audit.csv")
+    shown = table.assign(relative_error=100 * table["relative_error"])[list(PAGE_COLUMNS)]
+    claims = TableBlock(shown.rename(columns=PAGE_COLUMNS), "every claimed figure against the exact count",
+                        interactive=True, csv_name="audit.csv")
     notes = []
     for r in table.itertuples():
         if r.verdict != "ok":
-            what = f"{r.name} — {r.figure}: claimed {r.claimed_text}, exact {r.exact_text}; " if r.figure else f"{r.name}: "
+            what = f"{r.name} — {r.figure}: claimed {r.claimed_text}, exact {r.exact_text}; "
+            what = what if r.figure else f"{r.name}: "
             why = r.explanation or "no common mistake changes this figure"
             notes.append(NoteBlock(what + why, "warn" if r.verdict == "error" else "info"))
     notes.extend(NoteBlock(f"{name}: {note}", "warn") for name, note in claim_notes(table))
     method = [
-        "LoRA parameters: r·(out + in) per targeted weight, from its real shape (grouped-query k/v, fused qkv and "
-        "gate_up, Conv1D and MoE experts as stored); DoRA adds one magnitude per output feature.",
+        "LoRA parameters: r·(out + in) per targeted weight, from its real shape (grouped-query k/v, fused "
+        "qkv and gate_up, Conv1D and MoE experts as stored); DoRA adds one magnitude per output feature.",
         "Targets follow PEFT: a name matches a module that equals it or ends with '.' + it; a string is a "
         "full-match regex; all-linear is every linear layer except the output layer.",
         "Model parameters count every parameter once (tied embeddings once), as model.parameters() does; the "
         "percentage is trainable ÷ model parameters × 100.",
-        "A wrong figure is recomputed under each common mistake, alone and, where none reproduces it, in pairs — "
+        "A wrong figure is recomputed under each common mistake, alone and, where none reproduces it, in "
+        "pairs — "
         + "; ".join(m.label for m in MISTAKES.values())
         + " — and the recomputation that reproduces it is named.",
     ]
     page = Page(title, subtitle, [
         Section("summary", "Summary", [cards]),
         Section("claims", "Claims", [claims]),
-        Section("why", "Why the wrong figures are wrong", notes or [NoteBlock("Every claimed figure is correct.")]),
+        Section("why", "Why the wrong figures are wrong",
+                notes or [NoteBlock("Every claimed figure is correct.")]),
         Section("method", "How the counts were made", [NoteBlock(text) for text in method]),
     ])  # fmt: skip
     return render_html(page, {}, footer)

@@ -95,26 +95,27 @@ def norm(name: str, dim: int, bias: bool = False) -> ModuleShape:
     return ModuleShape(name, "other", (dim,), dim * (2 if bias else 1), dim if bias else 0)
 
 
-def tied_linear(name: str, out: int, inn: int, to: str, bias: bool = False, shared_bias: bool = False) -> ModuleShape:
+def tied_linear(name: str, out: int, inn: int, to: str, bias: bool = False, shared_bias: bool = False):
     """An output layer whose weight is the input embedding (counted once, there); only its bias is its own,
     unless ``shared_bias``: then its bias too belongs to another module (BERT's ``cls.predictions.bias``)."""
     shared = out * inn + (out if shared_bias else 0)
     return ModuleShape(name, "linear", (out, inn), out if bias else 0, out if bias else 0, to, shared)
 
 
-# A rule builds (backbone modules, head modules, output head) for a config and a head.
-Build = Callable[[Cfg, str], tuple[list[ModuleShape], list[ModuleShape], "str | None"]]
+# A rule builds (backbone modules, head modules, the output head's name) for a config and a head.
+Build = Callable[[Cfg, str], tuple]
 
 
 def _lm_head(cfg: Cfg, head: str, h: int, embedding_name: str) -> tuple[list[ModuleShape], str | None]:
-    """The causal-LM head (tied to ``embedding_name`` where the config ties it) or the ``score`` classifier."""
+    """The causal-LM head (tied to ``embedding_name`` where the config ties it), or a ``score`` classifier."""
     if head == "seq-cls":
         return [linear("score", cfg.num_labels(), h)], "score"
     if head == "base":
         return [], None
     vocab = cfg.int("vocab_size")
     tied = cfg.get("tie_word_embeddings")
-    return [tied_linear("lm_head", vocab, h, embedding_name) if tied else linear("lm_head", vocab, h)], "lm_head"
+    head = tied_linear("lm_head", vocab, h, embedding_name) if tied else linear("lm_head", vocab, h)
+    return [head], "lm_head"
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ class DecoderRule:
         kv = cfg.int("num_key_value_heads", default=None) or heads
         hd = cfg.int("head_dim", default=None) or h // heads
         inter = cfg.int("intermediate_size")
-        qkv_b, o_b, mlp_b = (bool(cfg.get(v)) if isinstance(v, str) else v for v in (self.qkv_bias, self.o_bias, self.mlp_bias))
+        flags = (self.qkv_bias, self.o_bias, self.mlp_bias)
+        qkv_b, o_b, mlp_b = (bool(cfg.get(v)) if isinstance(v, str) else v for v in flags)
         mods = [embedding("embed_tokens", cfg.int("vocab_size"), h)]
         for i in range(cfg.int("num_hidden_layers")):
             p = f"layers.{i}."
@@ -155,12 +157,13 @@ class DecoderRule:
                 mods.append(linear(p + "block_sparse_moe.gate", n_exp, h))
                 for e in range(n_exp):
                     q = f"{p}block_sparse_moe.experts.{e}."
-                    mods += [linear(q + "w1", inter, h), linear(q + "w2", h, inter), linear(q + "w3", inter, h)]
-            elif self.fused:
-                mods += [linear(p + "mlp.gate_up_proj", 2 * inter, h, mlp_b), linear(p + "mlp.down_proj", h, inter, mlp_b)]
+                    for name, out, inn in (("w1", inter, h), ("w2", h, inter), ("w3", inter, h)):
+                        mods.append(linear(q + name, out, inn))
             else:
-                for name, out, inn in (("gate_proj", inter, h), ("up_proj", inter, h), ("down_proj", h, inter)):
-                    mods.append(linear(f"{p}mlp.{name}", out, inn, mlp_b))
+                ups = [("gate_up_proj", 2 * inter)] if self.fused else [("gate_proj", inter),
+                                                                         ("up_proj", inter)]  # fmt: skip
+                mods += [linear(f"{p}mlp.{name}", out, h, mlp_b) for name, out in ups]
+                mods.append(linear(p + "mlp.down_proj", h, inter, mlp_b))
             if self.sandwich_norms:
                 mods.append(norm(p + "post_feedforward_layernorm", h))
         mods.append(norm("norm", h))
@@ -186,8 +189,9 @@ def _gpt2(cfg: Cfg, head: str):
     mods = [embedding("wte", cfg.int("vocab_size"), h), embedding("wpe", positions, h)]
     for i in range(cfg.int("n_layer", "num_hidden_layers")):
         p = f"h.{i}."
-        mods += [norm(p + "ln_1", h, bias=True), conv1d(p + "attn.c_attn", 3 * h, h), conv1d(p + "attn.c_proj", h, h)]
-        mods += [norm(p + "ln_2", h, bias=True), conv1d(p + "mlp.c_fc", inner, h), conv1d(p + "mlp.c_proj", h, inner)]
+        mods += [norm(p + "ln_1", h, bias=True), conv1d(p + "attn.c_attn", 3 * h, h)]
+        mods += [conv1d(p + "attn.c_proj", h, h), norm(p + "ln_2", h, bias=True)]
+        mods += [conv1d(p + "mlp.c_fc", inner, h), conv1d(p + "mlp.c_proj", h, inner)]
     mods.append(norm("ln_f", h, bias=True))
     return (mods, *_lm_head(cfg, head, h, "transformer.wte"))
 
@@ -207,10 +211,11 @@ def _bert(cfg: Cfg, head: str):
     mods = _encoder_embeddings(cfg, h, token_types=True)
     for i in range(cfg.int("num_hidden_layers")):
         p = f"encoder.layer.{i}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
-            mods.append(linear(p + name, h, h, True))
-        mods += [norm(p + "attention.output.LayerNorm", h, bias=True), linear(p + "intermediate.dense", inter, h, True)]
-        mods += [linear(p + "output.dense", h, inter, True), norm(p + "output.LayerNorm", h, bias=True)]
+        for name in ("self.query", "self.key", "self.value", "output.dense"):
+            mods.append(linear(f"{p}attention.{name}", h, h, True))
+        mods += [norm(p + "attention.output.LayerNorm", h, bias=True)]
+        mods += [linear(p + "intermediate.dense", inter, h, True), linear(p + "output.dense", h, inter, True)]
+        mods += [norm(p + "output.LayerNorm", h, bias=True)]
     if head != "masked-lm":
         mods.append(linear("pooler.dense", h, h, True))
     if head == "seq-cls":
@@ -239,7 +244,8 @@ def _distilbert(cfg: Cfg, head: str):
         mods += [norm(p + "sa_layer_norm", h, bias=True), linear(p + "ffn.lin1", inner, h, True)]
         mods += [linear(p + "ffn.lin2", h, inner, True), norm(p + "output_layer_norm", h, bias=True)]
     if head == "seq-cls":
-        return mods, [linear("pre_classifier", h, h, True), linear("classifier", cfg.num_labels(), h, True)], "classifier"
+        classifier = [linear("pre_classifier", h, h, True), linear("classifier", cfg.num_labels(), h, True)]
+        return mods, classifier, "classifier"
     if head == "base":
         return mods, [], None
     vocab = cfg.int("vocab_size")
@@ -248,7 +254,8 @@ def _distilbert(cfg: Cfg, head: str):
         if cfg.get("tie_word_embeddings")
         else linear("vocab_projector", vocab, h, True)
     )
-    return mods, [linear("vocab_transform", h, h, True), norm("vocab_layer_norm", h, bias=True), projector], "vocab_projector"
+    lm = [linear("vocab_transform", h, h, True), norm("vocab_layer_norm", h, bias=True), projector]
+    return mods, lm, "vocab_projector"
 
 
 @dataclass(frozen=True)
@@ -285,15 +292,14 @@ def rule_shapes(config: dict[str, Any], head: str | None = None, where: str = "c
     if arch not in ARCHITECTURES:
         raise LorascopeError(
             f"{where}: model_type {arch!r} has no shape rules in lorascope (known: "
-            f"{', '.join(sorted(ARCHITECTURES))}). Install the hf extra (pip install 'lorascope[hf]') to take "
-            "the shapes from transformers instead."
+            f"{', '.join(sorted(ARCHITECTURES))}). Install the hf extra (pip install 'lorascope[hf]') to "
+            "take the shapes from transformers instead."
         )
     rule = ARCHITECTURES[arch]
     head = head or head_of(config, arch)
     if head != "base" and head not in rule.heads:
-        raise LorascopeError(
-            f"{where}: head {head!r} is not known for {arch}; expected one of: {', '.join(['base', *rule.heads])}."
-        )
+        known = ", ".join(["base", *rule.heads])
+        raise LorascopeError(f"{where}: head {head!r} is not known for {arch}; expected one of: {known}.")
     cfg = Cfg(config, DEFAULTS.get(arch, {}), where)
     backbone, head_modules, output = rule.build(cfg, head)
     if head != "base":

@@ -32,9 +32,9 @@ AUTO_CLASSES = {
     "seq-cls": "AutoModelForSequenceClassification",
 }
 HIDDEN_KEYS = ("hidden_size", "n_embd", "dim", "d_model")
-SEQ_CLS_HEADS = ("score", "classifier")  # PEFT's SEQ_CLS_HEAD_NAMES: what all-linear leaves out without an LM head
-# config.json keys that describe files or tooling, not the architecture; transformers must not see some of them
-# (auto_map would ask for remote code, which is never run here).
+SEQ_CLS_HEADS = ("score", "classifier")  # PEFT's SEQ_CLS_HEAD_NAMES: all-linear leaves them out (no LM head)
+# config.json keys that describe files or tooling, not the architecture; transformers must not see some of
+# them (auto_map would ask for remote code, which is never run here).
 IGNORED_KEYS = ("auto_map", "_name_or_path", "transformers_version", "architectures", "model_type")
 # Keys that set the shapes of most architectures; transformers fills any that are missing with its defaults.
 SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -77,11 +77,13 @@ def load_model(path: str | Path, shapes: str = "auto", head: str | None = None) 
     """Module shapes from a config.json, a model folder (its config.json) or a checkpoint's headers.
 
     Raises:
-        LorascopeError: a missing or unreadable source, an adapter folder given as a model, an unknown architecture.
+        LorascopeError: a missing or unreadable source, an adapter folder given as a model, an unknown
+            architecture.
     """
     kind = source_kind(path)
     if kind == "adapter":
-        raise LorascopeError(f"{path} is a PEFT adapter folder; give the base model's config.json or folder here.")
+        raise LorascopeError(f"{path} is a PEFT adapter folder; give the base model's config.json or folder "
+                             "here.")
     if kind == "checkpoint":
         return store_shapes(open_store(path), str(path))
     p = Path(path).expanduser()
@@ -99,17 +101,20 @@ def shapes_from_config(
             refuse (an unknown architecture or head, a bad config value).
     """
     if shapes not in SHAPE_SOURCES:
-        raise LorascopeError(f"--shapes {shapes!r} is not known; expected one of: {', '.join(SHAPE_SOURCES)}.")
+        raise LorascopeError(f"--shapes {shapes!r} is not known; expected one of: {', '.join(SHAPE_SOURCES)}."
+                             )
     if shapes == "rules":
         return rule_shapes(config, head, where)
     if transformers_available():
         return hf_shapes(config, head, where)
     if shapes == "hf":
-        raise LorascopeError("--shapes hf needs transformers: pip install 'lorascope[hf]' (or use --shapes rules).")
+        raise LorascopeError("--shapes hf needs transformers: pip install 'lorascope[hf]' (or use --shapes "
+                             "rules).")
     model = rule_shapes(config, head, where)
     note = (
         f"transformers is not installed, so the shapes come from lorascope's built-in table of "
-        f"{len(ARCHITECTURES)} architectures; pip install 'lorascope[hf]' to have transformers build the model."
+        f"{len(ARCHITECTURES)} architectures; pip install 'lorascope[hf]' to have transformers build the "
+        "model."
     )
     return replace(model, notes=(note, *model.notes))
 
@@ -148,10 +153,11 @@ def hf_model(config: dict[str, Any], head: str | None = None, where: str = "conf
     except Exception as exc:  # noqa: BLE001 - transformers validates configs with many exception types
         why = " ".join(str(exc).split())
         if "Unrecognized model identifier" in why:
-            why, fix = "it does not know this model_type", "Check the model_type in the config, or update transformers."
+            why, fix = "it does not know this model_type", "Check the model_type in the config, or update it."
         else:
             why, fix = why[:300], "Check the values in the config, or use --shapes rules."
-        raise LorascopeError(f"{where}: {version} cannot build a config for model_type {arch!r} ({why}). {fix}") from None
+        raise LorascopeError(f"{where}: {version} cannot build a config for model_type {arch!r} ({why}). "
+                             f"{fix}") from None
     auto = getattr(transformers, AUTO_CLASSES[head])
     try:
         with torch.device("meta"), _quiet():
@@ -184,15 +190,12 @@ def hf_shapes(config: dict[str, Any], head: str | None = None, where: str = "con
     model = hf_model(config, head, where)
     shapes = shapes_of_model(model, arch, head, config)
     aliases = getattr(model.config, "attribute_map", {}) or {}
-    defaulted = [
-        k
-        for k in SHAPE_KEYS
-        if isinstance(getattr(model.config, k, None), int) and k not in config and aliases.get(k) not in config
-    ]
+    defaulted = [k for k in SHAPE_KEYS if isinstance(getattr(model.config, k, None), int)
+                 and k not in config and aliases.get(k) not in config]  # fmt: skip
     if defaulted:
         shown = ", ".join(f"{k}={getattr(model.config, k)}" for k in defaulted)
-        note = f"{where} does not set {', '.join(defaulted)}; transformers' defaults for {arch} were used ({shown})."
-        shapes = replace(shapes, notes=(f"{note} Counts follow them.", *shapes.notes))
+        note = f"{where} does not set {', '.join(defaulted)}; transformers' defaults for {arch} were used "
+        shapes = replace(shapes, notes=(f"{note}({shown}). Counts follow them.", *shapes.notes))
     return shapes
 
 
@@ -202,6 +205,7 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
     import torch
     from transformers.pytorch_utils import Conv1D
 
+    lora_classes = (torch.nn.Linear, torch.nn.Embedding, Conv1D)
     owner: dict[int, str] = {}  # id of a parameter -> the first module that holds it
     modules: list[ModuleShape] = []
     fused: list[str] = []
@@ -222,7 +226,7 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
             bias = p.numel() if pname == "bias" else bias
             if p.ndim == 3:
                 fused.append(f"{name}.{pname} {tuple(p.shape)}")
-            if p.ndim == 3 or (p.ndim == 2 and not isinstance(module, (torch.nn.Linear, torch.nn.Embedding, Conv1D))):
+            if p.ndim == 3 or (p.ndim == 2 and not isinstance(module, lora_classes)):
                 parameters.append(ParamShape(f"{name}.{pname}", tuple(p.shape)))
         weight = getattr(module, "weight", None)
         if isinstance(module, Conv1D):
@@ -240,9 +244,9 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
 
         notes = (
             f"transformers {transformers.__version__} stores the experts fused as 3-D parameters ({fused[0]}"
-            f"{' …' if len(fused) > 1 else ''}); PEFT reaches them only as target_parameters, with one LoRA of "
-            "rank r·E over all E experts (and 2r for a fused gate_up). --shapes rules counts the checkpoint "
-            "layout instead: one Linear per expert, as adapters trained on that layout hold.",
+            f"{' …' if len(fused) > 1 else ''}); PEFT reaches them only as target_parameters, with one LoRA "
+            "of rank r·E over all E experts (and 2r for a fused gate_up). --shapes rules counts the "
+            "checkpoint layout instead: one Linear per expert, as adapters trained on that layout hold.",
         )
     hidden = next((v for k in HIDDEN_KEYS if isinstance(v := getattr(model.config, k, None), int)), None)
     return ModelShapes(
@@ -259,7 +263,7 @@ def shapes_of_model(model: Any, arch: str, head: str, config: dict[str, Any]) ->
 
 
 def _output_head(model: Any, head: str) -> str | None:
-    """The module PEFT's all-linear leaves out: the output embeddings, else (classification) score/classifier."""
+    """The module PEFT's all-linear leaves out: the output embeddings, else score/classifier (seq-cls)."""
     out = model.get_output_embeddings()
     if out is None and head == "seq-cls":
         out = next((getattr(model, n) for n in SEQ_CLS_HEADS if getattr(model, n, None) is not None), None)
@@ -268,7 +272,7 @@ def _output_head(model: Any, head: str) -> str | None:
 
 @contextlib.contextmanager
 def _quiet():
-    """transformers' config validation warnings (token ids outside a test vocabulary …) are not ours to show."""
+    """transformers' config validation warnings (token ids outside a test vocabulary …): not ours to show."""
     import logging
 
     log = logging.getLogger("transformers")

@@ -109,13 +109,13 @@ class ParamShape:
 
 @dataclass(frozen=True)
 class ModelShapes:
-    """A model's modules in definition order, as counted (each parameter once, as ``model.parameters()`` does)."""
+    """A model's modules in definition order, as counted (each parameter once, as ``model.parameters()``)."""
 
     arch: str  # model_type of the config ('llama', 'gpt2', …) or 'checkpoint' for header-only sources
     head: str  # base | causal-lm | masked-lm | seq-cls | unknown
     modules: tuple[ModuleShape, ...]
     hidden: int | None = None  # d_model, the width a "d×d" assumption uses
-    output_head: str | None = None  # the module PEFT's all-linear leaves out (the output embedding / classifier)
+    output_head: str | None = None  # what PEFT's all-linear leaves out (the output embedding / classifier)
     shapes_from: str = "rules"  # hf (transformers) | rules (lorascope's table) | headers (a checkpoint's)
     notes: tuple[str, ...] = ()
     parameters: tuple[ParamShape, ...] = ()  # reachable only as target_parameters (fused experts, routers)
@@ -168,15 +168,14 @@ def head_of(config: dict[str, Any], arch: str) -> str:
 
 
 def relayer(model: ModelShapes, n_layers: int) -> ModelShapes:
-    """The same model with ``n_layers`` copies of its first layer (for the 'different layer count' mistake)."""
+    """The same model with ``n_layers`` copies of its first layer (the 'different layer count' mistake)."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be ≥ 1, got {n_layers}")
     first = min((i for m in model.modules if (i := layer_of(m.name)) is not None), default=None)
     if first is None:
         return model
-    return model.with_modules(
-        _relayered(model.modules, first, n_layers), parameters=tuple(_relayered(model.parameters, first, n_layers))
-    )
+    parameters = tuple(_relayered(model.parameters, first, n_layers))
+    return model.with_modules(_relayered(model.modules, first, n_layers), parameters=parameters)
 
 
 def _relayered(items, first: int, n_layers: int) -> list:
