@@ -70,8 +70,8 @@ class ParamsResult:
         return _plain({
             "source": self.source,
             "model": {"arch": m.arch, "head": m.head, "shapes_from": m.shapes_from, "parameters": c.total,
-                      "layers": m.num_layers, "hidden": m.hidden, "notes": m.notes,
-                      "tied": [{"module": t.name, "tied_to": t.tied_to} for t in m.tied]},
+                      "layers": m.num_layers, "hidden": m.hidden,
+                      "tied": [{"module": t.name, "tied_to": t.tied_to} for t in m.tied], "notes": m.notes},
             "lora": {"rank": s.rank, "alpha": s.alpha, "targets": c.match.resolved.label, "layers": s.layers,
                      "rank_pattern": dict(s.rank_pattern), "dora": s.dora, "bias": s.bias,
                      "modules_to_save": s.modules_to_save, "ensure_weight_tying": s.ensure_weight_tying,
