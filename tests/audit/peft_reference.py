@@ -35,6 +35,7 @@ def peft_reference(cfg: dict, head: str, targets, r: int, **extra) -> tuple[int,
 
 
 def few_layers(cfg: dict, n: int = 4) -> dict:
-    """The same architecture with ``n`` layers: every layer has the same shapes, so per-layer counting is checked
-    exactly at a fraction of PEFT's injection time (full-depth models are checked with the default targets)."""
+    """The same architecture with ``n`` layers: every layer has the same shapes, so per-layer counting is
+    checked exactly at a fraction of PEFT's injection time (full-depth models are checked with the default
+    targets)."""
     return {**cfg, **{k: min(cfg[k], n) for k in LAYER_KEYS if k in cfg}}

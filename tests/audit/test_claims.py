@@ -22,22 +22,46 @@ def only(result):
 
 def test_two_mistakes_at_once(configs):
     # Mistral attn r=8 alpha=16: square k/v AND alpha read as rank, worked by hand
-    f = only(check(configs, "mistral-7b-v0.1.mlc-modified", "attn", Claim(lora=32 * 16 * 4 * 8192), rank=8, alpha=16))
+    f = only(
+        check(
+            configs, "mistral-7b-v0.1.mlc-modified", "attn", Claim(lora=32 * 16 * 4 * 8192), rank=8, alpha=16
+        )
+    )
     assert f.explanation.reproduces and set(f.explanation.keys) == {"square_kv", "alpha_as_rank"}
 
 
 def test_correct_and_rounded_claims_pass_without_explanation(configs):
-    result = check(configs, "llama-2-7b-hf", "q_proj,v_proj", Claim(lora=4_200_000, percent=0.0622, total=6_740_000_000),
-                   rank=8)
+    result = check(
+        configs,
+        "llama-2-7b-hf",
+        "q_proj,v_proj",
+        Claim(lora=4_200_000, percent=0.0622, total=6_740_000_000),
+        rank=8,
+    )
     assert result.ok and all(f.explanation is None for f in result.figures)
     assert [f.verdict for f in result.figures] == ["ok", "ok", "ok"]
 
 
 def test_tolerance_decides_and_unexplained_claims_say_so(configs):
     exact = 4_194_304
-    assert only(check(configs, "llama-2-7b-hf", "q_proj,v_proj", Claim(lora=round(exact * 1.03)), rank=8)).verdict == "wrong"
-    assert only(check(configs, "llama-2-7b-hf", "q_proj,v_proj", Claim(lora=round(exact * 1.03), tolerance=0.05),
-                      rank=8)).verdict == "ok"
+    assert (
+        only(
+            check(configs, "llama-2-7b-hf", "q_proj,v_proj", Claim(lora=round(exact * 1.03)), rank=8)
+        ).verdict
+        == "wrong"
+    )
+    assert (
+        only(
+            check(
+                configs,
+                "llama-2-7b-hf",
+                "q_proj,v_proj",
+                Claim(lora=round(exact * 1.03), tolerance=0.05),
+                rank=8,
+            )
+        ).verdict
+        == "ok"
+    )
     # far below anything a mistake here produces (one layer alone has 24,576)
     f = only(check(configs, "gpt2", "c_attn", Claim(lora=1_000), rank=8))
     assert f.verdict == "wrong" and not f.explanation.reproduces
@@ -64,13 +88,17 @@ def test_a_pair_is_named_only_where_it_reproduces_the_claim(configs):
 
 
 def test_a_right_figure_is_not_searched(configs):
-    count = count_lora(rule_shapes(configs["llama-2-7b-hf"]), LoraSettings(rank=8, targets=parse_targets("q_proj")))
+    count = count_lora(
+        rule_shapes(configs["llama-2-7b-hf"]), LoraSettings(rank=8, targets=parse_targets("q_proj"))
+    )
     assert check_claim(count, Claim(lora=count.trainable)).figures[0].explanation is None
     assert explain_figure(count, Claim(lora=count.trainable * 2), "lora").reproduces  # 'v_proj counted too'
 
 
 def test_a_configuration_that_reaches_nothing_has_no_count_to_check(configs):
-    count = count_lora(rule_shapes(configs["gpt2"]), LoraSettings(targets=parse_targets("q_proj"), allow_unmatched=True))
+    count = count_lora(
+        rule_shapes(configs["gpt2"]), LoraSettings(targets=parse_targets("q_proj"), allow_unmatched=True)
+    )
     with pytest.raises(LorascopeError, match="reach no module of this model, so there is no count"):
         check_claim(count, Claim(lora=1_000))
     assert check_claim(count, Claim(total=124_439_808)).ok  # the model's own size still checks
@@ -79,7 +107,11 @@ def test_a_configuration_that_reaches_nothing_has_no_count_to_check(configs):
 def test_figure_rows_are_the_row_model(configs):
     result = check(configs, "llama-2-7b-hf", "q_proj,v_proj", Claim(lora=8_388_608, percent=0.0622), rank=8)
     wrong, right = figure_rows(result)
-    assert (wrong["figure"], wrong["verdict"], wrong["claimed_text"]) == ("LoRA parameters", "wrong", "8,388,608 (8.39M)")
+    assert (wrong["figure"], wrong["verdict"], wrong["claimed_text"]) == (
+        "LoRA parameters",
+        "wrong",
+        "8,388,608 (8.39M)",
+    )
     assert wrong["exact_text"] == "4,194,304 (4.19M)" and wrong["relative_error"] == pytest.approx(1.0)
     assert wrong["mistakes"] and wrong["explanation"].startswith("reproduced by") and wrong["fit"] < 0.02
     assert (right["figure"], right["verdict"], right["explanation"], right["mistakes"]) == (

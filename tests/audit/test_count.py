@@ -1,5 +1,5 @@
-"""LoRA counts worked by hand, and against PEFT's own: get_nb_trainable_parameters() of get_peft_model() on the
-meta-instantiated model (audit/peft_reference.py), tied weights included.
+"""LoRA counts worked by hand, and against PEFT's own: get_nb_trainable_parameters() of get_peft_model() on
+the meta-instantiated model (audit/peft_reference.py), tied weights included.
 
 The reference builds the model with transformers and injects LoRA with PEFT, independently of lorascope; our
 counts come from transformers' shapes (hf path) and from lorascope's own rules, and must both equal PEFT's
@@ -52,8 +52,12 @@ def test_mixtral_experts_each_count(configs):
     c = count_lora(rule_shapes(configs["mixtral-8x7b-v0.1"]), settings("w1,w2,w3,gate", rank=8))
     per_layer = 8 * 3 * 8 * (4096 + 14336) + 8 * (4096 + 8)
     assert c.trainable == 32 * per_layer
-    assert set(c.by_type()["module_type"]) == {"block_sparse_moe.gate", "block_sparse_moe.experts.*.w1",
-                                               "block_sparse_moe.experts.*.w2", "block_sparse_moe.experts.*.w3"}
+    assert set(c.by_type()["module_type"]) == {
+        "block_sparse_moe.gate",
+        "block_sparse_moe.experts.*.w1",
+        "block_sparse_moe.experts.*.w2",
+        "block_sparse_moe.experts.*.w3",
+    }
 
 
 def test_dora_embeddings_conv1d_and_rank_pattern(configs):
@@ -61,7 +65,9 @@ def test_dora_embeddings_conv1d_and_rank_pattern(configs):
     c = count_lora(gpt2, settings("c_attn", rank=4, dora=True))
     assert c.lora == 12 * 4 * (768 + 2304) and c.magnitude == 12 * 2304  # Conv1D counted as (out, in)
     emb = count_lora(gpt2, settings("wte", rank=4, dora=True))
-    assert emb.lora == 4 * (50257 + 768) and emb.magnitude == 768  # DoRA on an embedding: one value per dimension
+    assert (
+        emb.lora == 4 * (50257 + 768) and emb.magnitude == 768
+    )  # DoRA on an embedding: one value per dimension
     llama = rule_shapes(configs["llama-2-7b-hf"])
     rp = count_lora(llama, settings(rank=8, rank_pattern={"v_proj": 16, r"layers\.0\.self_attn\.q_proj": 2}))
     assert rp.trainable == 31 * 8 * 8192 + 2 * 8192 + 32 * 16 * 8192
@@ -74,8 +80,17 @@ def test_bias_modes_and_modules_to_save(configs):
     assert lora_only.bias == 28 * 3584
     every = count_lora(qwen, settings("q_proj", rank=8, bias="all"))
     assert every.bias == 28 * (3584 + 512 + 512)
-    distil = rule_shapes({"model_type": "distilbert", "dim": 8, "n_layers": 1, "hidden_dim": 16, "vocab_size": 10,
-                          "max_position_embeddings": 4}, head="seq-cls")
+    distil = rule_shapes(
+        {
+            "model_type": "distilbert",
+            "dim": 8,
+            "n_layers": 1,
+            "hidden_dim": 16,
+            "vocab_size": 10,
+            "max_position_embeddings": 4,
+        },
+        head="seq-cls",
+    )
     saved = count_lora(distil, settings("q_lin", rank=2, modules_to_save=("classifier",)))
     # PEFT matches modules_to_save by plain suffix: 'classifier' reaches pre_classifier too
     assert saved.saved_modules == ("pre_classifier", "classifier")
@@ -96,7 +111,8 @@ def test_settings_validate_fields():
 
 
 def peft_targets(text: str | None, arch: str):
-    """What PEFT is given for our spellings: None (its default), 'all-linear', a preset's names or regex, a list."""
+    """What PEFT is given for our spellings: None (its default), 'all-linear', a preset's names or regex, a
+    list."""
     if text is None and arch == "mixtral":
         # PEFT 0.21 on transformers 5 fails to fill in its own Mixtral default (its MoE conversion turns the
         # missing target_modules into an empty set first); give that default, q_proj and v_proj, explicitly.
@@ -113,14 +129,39 @@ def peft_targets(text: str | None, arch: str):
 
 # (config, head, targets, r, extra LoraConfig/LoraSettings options)
 CASES = [
-    *[(name, None, None, 8, {}) for name in (
-        "llama-2-7b-hf", "llama-2-7b-hf.hpmll-resaved", "llama-2-70b-hf", "llama-2-70b-hf.eLLM-EDITED-8layers",
-        "mistral-7b-v0.1.mlc-modified", "mixtral-8x7b-v0.1", "qwen2.5-7b", "qwen2.5-7b-instruct.tt-metal", "qwen3-8b",
-        "gemma-2-9b", "gpt2", "bert-base-uncased")],
-    *[(name, None, "all-linear", 16, {}) for name in (
-        "llama-2-7b-hf", "llama-2-70b-hf.eLLM-EDITED-8layers", "mistral-7b-v0.1.mlc-modified", "mixtral-8x7b-v0.1",
-        "qwen2.5-7b", "qwen3-8b", "gemma-2-9b", "phi-3-mini-4k-instruct", "gpt2", "bert-base-uncased",
-        "distilbert-base-uncased")],
+    *[
+        (name, None, None, 8, {})
+        for name in (
+            "llama-2-7b-hf",
+            "llama-2-7b-hf.hpmll-resaved",
+            "llama-2-70b-hf",
+            "llama-2-70b-hf.eLLM-EDITED-8layers",
+            "mistral-7b-v0.1.mlc-modified",
+            "mixtral-8x7b-v0.1",
+            "qwen2.5-7b",
+            "qwen2.5-7b-instruct.tt-metal",
+            "qwen3-8b",
+            "gemma-2-9b",
+            "gpt2",
+            "bert-base-uncased",
+        )
+    ],
+    *[
+        (name, None, "all-linear", 16, {})
+        for name in (
+            "llama-2-7b-hf",
+            "llama-2-70b-hf.eLLM-EDITED-8layers",
+            "mistral-7b-v0.1.mlc-modified",
+            "mixtral-8x7b-v0.1",
+            "qwen2.5-7b",
+            "qwen3-8b",
+            "gemma-2-9b",
+            "phi-3-mini-4k-instruct",
+            "gpt2",
+            "bert-base-uncased",
+            "distilbert-base-uncased",
+        )
+    ],
     ("llama-2-7b-hf", None, "attn", 4, {"rank_pattern": {"v_proj": 12, r"layers\.0\..*": 2}}),
     ("llama-2-7b-hf", None, "mlp", 8, {"layers_to_transform": [0, 1, 2, 3]}),
     ("llama-2-7b-hf", None, "q_proj,v_proj", 8, {"use_dora": True}),
@@ -149,14 +190,23 @@ CHECKPOINT_LAYOUT_ONLY = {("mixtral-8x7b-v0.1", "all-linear"), ("mixtral-8x7b-v0
 
 def settings_for(targets, r, extra) -> LoraSettings:
     layers = extra.get("layers_to_transform")
-    return LoraSettings(rank=r, targets=parse_targets(targets), layers=parse_layers(layers),
-                        rank_pattern=extra.get("rank_pattern", {}), dora=extra.get("use_dora", False),
-                        bias=extra.get("bias", "none"), modules_to_save=TASK_SAVED.get(extra.get("task_type"), ()))
+    return LoraSettings(
+        rank=r,
+        targets=parse_targets(targets),
+        layers=parse_layers(layers),
+        rank_pattern=extra.get("rank_pattern", {}),
+        dora=extra.get("use_dora", False),
+        bias=extra.get("bias", "none"),
+        modules_to_save=TASK_SAVED.get(extra.get("task_type"), ()),
+    )
 
 
 @pytest.mark.hf
-@pytest.mark.parametrize(("name", "head", "targets", "r", "extra"), CASES,
-                         ids=[f"{c[0]}-{c[2] or 'default'}-r{c[3]}{'-' + '-'.join(c[4]) if c[4] else ''}" for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "head", "targets", "r", "extra"),
+    CASES,
+    ids=[f"{c[0]}-{c[2] or 'default'}-r{c[3]}{'-' + '-'.join(c[4]) if c[4] else ''}" for c in CASES],
+)
 def test_counts_equal_peft(configs, hf_cache, ref, name, head, targets, r, extra):
     from lorascope.audit.shape_source import hf_shapes
 
@@ -196,12 +246,19 @@ def _v4_tree(model, torch):
 
 
 @pytest.mark.hf
-@pytest.mark.parametrize(("targets", "r", "extra"), [
-    ("w1,w2,w3", 8, {}),
-    ("q_proj,k_proj,v_proj,o_proj,gate,w1,w2,w3", 16, {}),  # all-linear on the checkpoint layout (head left out)
-    ("w2", 4, {"layers_to_transform": [1]}),
-    (r"re:.*experts\.[0-3]\.w[13]", 8, {}),
-])
+@pytest.mark.parametrize(
+    ("targets", "r", "extra"),
+    [
+        ("w1,w2,w3", 8, {}),
+        (
+            "q_proj,k_proj,v_proj,o_proj,gate,w1,w2,w3",
+            16,
+            {},
+        ),  # all-linear on the checkpoint layout (head left out)
+        ("w2", 4, {"layers_to_transform": [1]}),
+        (r"re:.*experts\.[0-3]\.w[13]", 8, {}),
+    ],
+)
 def test_rules_match_peft_on_the_checkpoint_layout(configs, ref, targets, r, extra):
     """Mixtral as its checkpoints and transformers 4 lay it out: PEFT on a tree with one Linear per expert."""
     rules = rule_shapes(ref.few_layers(configs["mixtral-8x7b-v0.1"], 2))
@@ -218,7 +275,10 @@ def test_rules_match_peft_on_the_checkpoint_layout(configs, ref, targets, r, ext
 
 def test_llama_q_v_r8_by_hand(configs):
     """Llama-2-7B, q_proj and v_proj, r=8: 32 layers · 2 modules · 8·(4096+4096) = 4,194,304."""
-    assert count_lora(rule_shapes(configs["llama-2-7b-hf"]), settings_for("q_proj,v_proj", 8, {})).trainable == 4_194_304
+    assert (
+        count_lora(rule_shapes(configs["llama-2-7b-hf"]), settings_for("q_proj,v_proj", 8, {})).trainable
+        == 4_194_304
+    )
     assert 32 * 2 * 8 * (4096 + 4096) == 4_194_304
 
 
@@ -265,7 +325,11 @@ def tied_configs(configs, ref) -> dict[str, dict]:
     """Every config whose model ties its output head to its input embeddings (two layers), the tiny ones."""
     from lorascope.audit.shape_source import hf_shapes
 
-    out = {name: ref.few_layers(cfg, 2) for name, cfg in configs.items() if hf_shapes(ref.few_layers(cfg, 2)).tied}
+    out = {
+        name: ref.few_layers(cfg, 2)
+        for name, cfg in configs.items()
+        if hf_shapes(ref.few_layers(cfg, 2)).tied
+    }
     assert {"gemma-2-9b", "gpt2", "bert-base-uncased", "distilbert-base-uncased"} <= set(out)
     return {**out, **TINY}
 
@@ -285,8 +349,14 @@ def peft_count(ref, cfg: dict, targets: list[str], r: int, modules_to_save: list
                ensure_weight_tying: bool = False) -> tuple[int, int]:
     from lorascope.audit.shapes import head_of
 
-    return ref.peft_reference(cfg, head_of(cfg, cfg["model_type"]), targets, r, modules_to_save=modules_to_save,
-                              ensure_weight_tying=ensure_weight_tying)
+    return ref.peft_reference(
+        cfg,
+        head_of(cfg, cfg["model_type"]),
+        targets,
+        r,
+        modules_to_save=modules_to_save,
+        ensure_weight_tying=ensure_weight_tying,
+    )
 
 
 def cases(arch: str) -> list[tuple[str, list[str], list[str] | None, bool]]:
@@ -336,7 +406,9 @@ def test_tying_rewrite_is_peft_rewrite(ref):
     model = hf_shapes(cfg)
     cases = ((["lm_head"], ["q_proj"]), (None, ["q_proj", "lm_head"]), (None, ["v_proj", "embed_tokens"]))
     for mts, targets in cases:
-        config = ref.peft.LoraConfig(r=2, target_modules=targets, modules_to_save=mts, ensure_weight_tying=True)
+        config = ref.peft.LoraConfig(
+            r=2, target_modules=targets, modules_to_save=mts, ensure_weight_tying=True
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref.peft.get_peft_model(ref.meta_model(cfg, "causal-lm"), config)

@@ -39,11 +39,16 @@ def test_adapter_size_equals_what_safetensors_writes(tmp_path, configs):
     ("abrhaleyarefaine1997+gpt2-tigrinya-lora", {}, "causal-lm", "c_attn,c_proj", ()),
     ("anirudh-ak+peft-gpt2", {"num_labels": 6}, "seq-cls", "c_attn", ("score",)),
 ])
-def test_adapter_size_equals_real_peft_files(real_fixtures, configs, folder, cfg_changes, head, targets, saved):
-    """The same configuration as these real adapters predicts their files to the byte (fp32, as they were saved)."""
+def test_adapter_size_equals_real_peft_files(
+    real_fixtures, configs, folder, cfg_changes, head, targets, saved
+):
+    """The same configuration as these real adapters predicts their files to the byte (fp32, as they were
+    saved)."""
     model = rule_shapes({**configs["gpt2"], **cfg_changes}, head=head)
     count = count_lora(model, settings(targets, rank=8, modules_to_save=saved))
-    assert adapter_file_size(count, "fp32") == os.path.getsize(real_fixtures / "peft" / folder / "adapter_model.safetensors")
+    assert adapter_file_size(count, "fp32") == os.path.getsize(
+        real_fixtures / "peft" / folder / "adapter_model.safetensors"
+    )
 
 
 @pytest.mark.hf
@@ -52,10 +57,21 @@ def test_adapter_file_holds_the_copy_of_a_tied_head(tmp_path):
     ref = pytest.importorskip("audit.peft_reference")
     from lorascope.audit.shape_source import hf_shapes
 
-    cfg = {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "vocab_size": 97, "hidden_size": 16,
-           "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-           "head_dim": 8, "tie_word_embeddings": True}
-    c = count_lora(hf_shapes(cfg), settings("q_proj", rank=2, modules_to_save=("lm_head",), allow_unmatched=True))
+    cfg = {
+        "model_type": "gemma2",
+        "architectures": ["Gemma2ForCausalLM"],
+        "vocab_size": 97,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "tie_word_embeddings": True,
+    }
+    c = count_lora(
+        hf_shapes(cfg), settings("q_proj", rank=2, modules_to_save=("lm_head",), allow_unmatched=True)
+    )
     head = c.model.by_name()["lm_head"]
     assert head.tied_to == "model.embed_tokens" and head.params == 0 and copy_params(head) == 97 * 16
     model = ref.meta_model(cfg, "causal-lm").to_empty(device="cpu")
@@ -70,7 +86,12 @@ def test_adapter_file_holds_the_copy_of_a_tied_head(tmp_path):
 def test_full_fine_tuning_is_16_bytes_per_parameter_in_bf16():
     mem = training_memory(1_000, 10).set_index("part")
     assert mem.loc["total", "full"] == 16 * 1_000  # 2 weights + 2 grads + 4 master + 8 AdamW (ZeRO §3.1)
-    assert list(mem.loc[["weights", "gradients", "master weights", "optimizer states"], "full"]) == [2000, 2000, 4000, 8000]
+    assert list(mem.loc[["weights", "gradients", "master weights", "optimizer states"], "full"]) == [
+        2000,
+        2000,
+        4000,
+        8000,
+    ]
 
 
 def test_lora_keeps_the_base_frozen_and_adapters_in_fp32():

@@ -25,8 +25,12 @@ def test_the_audit_says_what_the_tie_does(config_dir):
 
 def test_a_config_result_and_its_json(config_dir):
     settings = LoraSettings(rank=8, targets=parse_targets("q_proj,v_proj"))
-    result = audit_source(config_dir / "llama-2-7b-hf.json", settings, AuditOptions(shapes="rules", dtype="fp32"),
-                          Claim(lora=4_200_000))
+    result = audit_source(
+        config_dir / "llama-2-7b-hf.json",
+        settings,
+        AuditOptions(shapes="rules", dtype="fp32"),
+        Claim(lora=4_200_000),
+    )
     data = json.loads(json.dumps(result.to_dict()))  # JSON-ready as it is
     assert data["counts"]["trainable"] == 4_194_304 and data["model"]["shapes_from"] == "rules"
     assert data["adapter_file"] == {"dtype": "fp32", "bytes": result.file_bytes, "format": "safetensors"}

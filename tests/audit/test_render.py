@@ -1,4 +1,5 @@
-"""The audit's output: layer runs, the terminal, and one row model for a claim in the terminal, CSV and HTML."""
+"""The audit's output: layer runs, the terminal, and one row model for a claim in the terminal, CSV and
+HTML."""
 
 import io
 
@@ -25,7 +26,9 @@ def test_layer_runs():
 
 def test_params_in_the_terminal(config_dir):
     settings = LoraSettings(rank=8, targets=parse_targets("c_proj"))
-    result = audit_source(config_dir / "gpt2.json", settings, AuditOptions(shapes="rules"), Claim(lora=12 * 8 * 1536))
+    result = audit_source(
+        config_dir / "gpt2.json", settings, AuditOptions(shapes="rules"), Claim(lora=12 * 8 * 1536)
+    )
     con = console()
     print_params(result, con)
     out = con.file.getvalue()
@@ -37,8 +40,14 @@ def test_params_in_the_terminal(config_dir):
 
 
 def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir):
-    claim = {"name": "post", "model": str(config_dir / "gpt2.json"), "shapes": "rules", "rank": 8, "targets": "c_proj",
-             "claimed": {"lora": 12 * 8 * 1536, "percent": 0.5}}
+    claim = {
+        "name": "post",
+        "model": str(config_dir / "gpt2.json"),
+        "shapes": "rules",
+        "rank": 8,
+        "targets": "c_proj",
+        "claimed": {"lora": 12 * 8 * 1536, "percent": 0.5},
+    }
     (tmp_path / "claims.yaml").write_text(yaml.safe_dump([claim]))
     table = run_claims(read_claims(tmp_path / "claims.yaml"))
     single = audit_source(config_dir / "gpt2.json", LoraSettings(rank=8, targets=parse_targets("c_proj")),

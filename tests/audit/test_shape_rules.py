@@ -83,7 +83,9 @@ def test_tied_embeddings_count_once_and_default_per_architecture(configs):
 def test_heads_and_prefixes(configs):
     base = rule_shapes(configs["gpt2"], head="base")
     assert "h.0.attn.c_attn" in base.by_name() and base.output_head is None
-    cls = rule_shapes({**configs["distilbert-base-uncased"], "id2label": {"0": "a", "1": "b", "2": "c"}}, head="seq-cls")
+    cls = rule_shapes(
+        {**configs["distilbert-base-uncased"], "id2label": {"0": "a", "1": "b", "2": "c"}}, head="seq-cls"
+    )
     assert shape(cls, "classifier") == (3, 768) and "distilbert.transformer.layer.5.ffn.lin2" in cls.by_name()
 
 
@@ -109,14 +111,38 @@ def test_gemma_without_fixture_by_hand():
               "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 256000}
     # Gemma-7B: embeddings 256000·3072 + 28 · (4 · 4096·3072 + 3 · 24576·3072 + 2·3072) + 3072 (tied head)
     assert rule_shapes(gemma1).total == 8_537_680_896
-    assert set(ARCHITECTURES) == {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2",
-                                  "bert", "distilbert"}
+    assert set(ARCHITECTURES) == {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "gpt2",
+        "bert",
+        "distilbert",
+    }
 
 
 @pytest.mark.hf
-@pytest.mark.parametrize("name", ["llama-2-7b-hf", "llama-2-70b-hf.eLLM-EDITED-8layers", "mistral-7b-v0.1.mlc-modified",
-                                  "mixtral-8x7b-v0.1", "qwen2.5-7b-instruct.tt-metal", "qwen3-8b", "gemma-2-9b",
-                                  "phi-3-mini-4k-instruct", "gpt2", "bert-base-uncased", "distilbert-base-uncased"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-2-7b-hf",
+        "llama-2-70b-hf.eLLM-EDITED-8layers",
+        "mistral-7b-v0.1.mlc-modified",
+        "mixtral-8x7b-v0.1",
+        "qwen2.5-7b-instruct.tt-metal",
+        "qwen3-8b",
+        "gemma-2-9b",
+        "phi-3-mini-4k-instruct",
+        "gpt2",
+        "bert-base-uncased",
+        "distilbert-base-uncased",
+    ],
+)
 def test_rules_equal_transformers_module_by_module(configs, name):
     """The table is a stand-in for transformers: every module, shape, bias and tie the same."""
     pytest.importorskip("transformers")

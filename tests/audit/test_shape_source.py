@@ -1,5 +1,5 @@
-"""Where shapes come from: transformers wherever it is installed, the built-in table (said so) only without it,
-a checkpoint's headers without a config; what a SOURCE is, and the errors a user sees for bad ones."""
+"""Where shapes come from: transformers wherever it is installed, the built-in table (said so) only without
+it, a checkpoint's headers without a config; what a SOURCE is, and the errors a user sees for bad ones."""
 
 import json
 
@@ -63,12 +63,14 @@ def test_transformers_is_the_authority_where_installed(configs):
     cfg = configs["qwen3-8b"]
     model = shapes_from_config(cfg, "auto")
     assert model.shapes_from == "hf" and model.total == 8_190_735_360
-    # a config transformers rejects is an error, not a silent switch to the built-in table (which knows no rope)
+    # a config transformers rejects is an error, not a silent switch to the built-in table (it knows no rope)
     bad = {**cfg, "rope_scaling": {"rope_type": "bogus"}}
     assert rule_shapes(bad).total == 8_190_735_360
     with pytest.raises(LorascopeError, match="could not build a 'qwen3' model from this config.*bogus"):
         shapes_from_config(bad, "auto")
-    with pytest.raises(LorascopeError, match="has no AutoModelForMaskedLM for model_type 'qwen3'; pick another"):
+    with pytest.raises(
+        LorascopeError, match="has no AutoModelForMaskedLM for model_type 'qwen3'; pick another"
+    ):
         shapes_from_config(cfg, "auto", head="masked-lm")
 
 
@@ -76,8 +78,13 @@ def test_a_checkpoint_is_read_from_its_headers(tmp_path):
     torch = pytest.importorskip("torch")
     from builders import save_st
 
-    path = save_st(tmp_path / "model.safetensors", {"model.embed_tokens.weight": torch.zeros(10, 8),
-                                                    "model.layers.0.self_attn.q_proj.weight": torch.zeros(8, 8)})
+    path = save_st(
+        tmp_path / "model.safetensors",
+        {
+            "model.embed_tokens.weight": torch.zeros(10, 8),
+            "model.layers.0.self_attn.q_proj.weight": torch.zeros(8, 8),
+        },
+    )
     model = load_model(path, shapes="auto")
     assert model.shapes_from == "headers" and model.total == 10 * 8 + 8 * 8
     assert "shapes from tensor headers" in model.notes[0]
