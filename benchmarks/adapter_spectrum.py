@@ -5,20 +5,24 @@
 Builds a synthetic adapter (32 layers; q, k, v, o, gate, up, down; r = 16; fp16; grouped-query shapes:
 hidden 4096, 8 KV heads of 128 → k/v 1024 wide, MLP 14336) in a temporary folder, then measures, per
 tool, the whole process (python start-up and imports included): wall time (median of --repeats), peak
-RSS, and the largest relative error of the top singular values against a float64 reference.
+RSS, and the largest relative error of the top singular values against a float64 reference (lorascope's through
+its API, in float64: its singular_values.safetensors stores float32).
 
 - lorascope: `lorascope spectrum ADAPTER -q --no-report`.
 - dense: a script that forms each s·B@A in float32 and calls torch.linalg.svdvals — run over the first
   --dense-layers layers (all 224 modules take hours on a laptop CPU) and extrapolated per module type.
 - gradience: `gradience audit --peft-dir ADAPTER --json --layers --top-singular-values R`, when the
-  `gradience` command is found (PATH, or --gradience).
+  `gradience` command is found (PATH, or --gradience); otherwise its row says "not installed".
+- On a GPU (when torch sees one): `lorascope spectrum ADAPTER --device cuda`.
 The float64 reference is dense: s·B@A formed in float64 and fully decomposed, for --ref-layers layers.
+The machine's load average is printed beside the table: timings taken while other work runs are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -103,10 +107,12 @@ def max_rel_err(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float
     return worst
 
 
-def lorascope_sigmas(out: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+def lorascope_sigmas(adapter: Path, device: str = "auto") -> dict[str, np.ndarray]:
+    """lorascope's float64 spectra, through the API (singular_values.safetensors stores them as float32)."""
+    import lorascope
 
-    return {k.removeprefix("model."): v.astype(np.float64) for k, v in load_file(str(out / "singular_values.safetensors")).items()}
+    res = lorascope.analyze(adapter, device=device)
+    return {k.removeprefix("model."): np.asarray(v, np.float64) for k, v in res.spectra.items()}
 
 
 def gradience_sigmas(path: Path) -> dict[str, np.ndarray]:
@@ -125,7 +131,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--dense-layers", type=int, default=1, help="layers the dense baseline runs on (then extrapolated)")
+    ap.add_argument("--dense-layers", type=int, default=1,
+                    help="layers the dense baseline runs on (then extrapolated); 0 leaves its row out")
     ap.add_argument("--ref-layers", type=int, default=1, help="layers with a dense float64 reference")
     ap.add_argument("--gradience", default=None, help="path of the gradience command (default: from PATH)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the adapter and outputs (default: temporary)")
@@ -144,45 +151,83 @@ def main() -> None:
     ref = reference(adapter, args.ref_layers)
     rows = []
 
+    load_before = os.getloadavg()
     lorascope_cmd = which("lorascope") or "lorascope"
-    out = work / "lorascope-out"
+    out = fresh(work / "lorascope-out")
     cmd = [lorascope_cmd, "spectrum", str(adapter), "--out", str(out), "-q", "--no-report"]
-    med, _ = median_run(cmd, args.repeats)
-    rows.append(("lorascope (factored)", med.seconds, "measured", med.peak_rss_mb, max_rel_err(lorascope_sigmas(out), ref)))
+    med, runs = median_run(cmd, args.repeats)
+    rows.append(("lorascope (factored)", med.seconds, "measured", med.peak_rss_mb, max_rel_err(lorascope_sigmas(adapter), ref)))
+    lorascope_runs = [r.seconds for r in runs]
 
-    npz = work / "dense.npz"
-    cmd = [sys.executable, __file__, "--dense-worker", str(adapter), str(args.dense_layers), str(npz)]
-    med, _ = median_run(cmd, max(1, min(args.repeats, 3)))
-    data = np.load(npz)
-    per_module = json.loads(str(data["seconds"]))
-    by_type = {mod: np.mean([t for k, t in per_module.items() if k.endswith(mod)]) for mod in SHAPES}
-    svd_total = sum(by_type.values()) * args.layers
-    measured_svd = sum(per_module.values())
-    dense_total = med.seconds - measured_svd + svd_total
-    dense_sig = {k.replace("/", "."): data[k] for k in data.files if k != "seconds"}
-    ref_dense = {k: v for k, v in ref.items() if k in dense_sig}
-    rows.append(("dense s·B@A + svdvals (float32)", dense_total, f"extrapolated from {args.dense_layers} layer(s)",
-                 med.peak_rss_mb, max_rel_err(dense_sig, ref_dense)))
+    by_type: dict[str, float] = {}
+    if args.dense_layers > 0:
+        npz = work / "dense.npz"
+        cmd = [sys.executable, __file__, "--dense-worker", str(adapter), str(args.dense_layers), str(npz)]
+        med, _ = median_run(cmd, max(1, min(args.repeats, 3)))
+        data = np.load(npz)
+        per_module = json.loads(str(data["seconds"]))
+        by_type = {mod: np.mean([t for k, t in per_module.items() if k.endswith(mod)]) for mod in SHAPES}
+        svd_total = sum(by_type.values()) * args.layers
+        measured_svd = sum(per_module.values())
+        dense_total = med.seconds - measured_svd + svd_total
+        dense_sig = {k.replace("/", "."): data[k] for k in data.files if k != "seconds"}
+        ref_dense = {k: v for k, v in ref.items() if k in dense_sig}
+        rows.append(("dense s·B@A + svdvals (float32)", dense_total, f"extrapolated from {args.dense_layers} layer(s)",
+                     med.peak_rss_mb, max_rel_err(dense_sig, ref_dense)))
 
     gradience = which("gradience", args.gradience)
+    gradience_runs: list[float] = []
     if gradience:
         gjson = work / "gradience.json"
         cmd = ["sh", "-c", f'"{gradience}" audit --peft-dir "{adapter}" --json --layers --top-singular-values {args.rank} > "{gjson}"']
-        med, _ = median_run(cmd, args.repeats)
+        med, runs = median_run(cmd, args.repeats)
+        gradience_runs = [r.seconds for r in runs]
         rows.append(("gradience audit", med.seconds, "measured", med.peak_rss_mb, max_rel_err(gradience_sigmas(gjson), ref)))
     else:
-        print("gradience: not found on PATH (pip install gradience, or pass --gradience); its row is omitted")
+        rows.append(("gradience audit", None, "not installed", None, None))
+
+    gpu = _gpu_name()
+    if gpu:
+        out_gpu = fresh(work / "lorascope-gpu")
+        med, _ = median_run([lorascope_cmd, "spectrum", str(adapter), "--out", str(out_gpu), "-q", "--no-report",
+                             "--device", "cuda"], args.repeats)
+        rows.append((f"lorascope --device cuda ({gpu})", med.seconds, "measured", med.peak_rss_mb,
+                     max_rel_err(lorascope_sigmas(adapter, "cuda"), ref)))
+    else:
+        print("no CUDA GPU visible to torch: the GPU row is omitted")
+    load_after = os.getloadavg()
 
     print(f"\nwhole-process wall time (median of {args.repeats}), peak RSS, max relative σ error vs float64 "
-          f"(top {args.rank} values, {args.ref_layers} layer(s) = {len(ref)} modules)\n")
+          f"(top {args.rank} values, {args.ref_layers} layer(s) = {len(ref)} modules); load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs\n")
     print(f"{'tool':<34}{'wall s':>10}  {'how':<28}{'peak RSS MiB':>13}{'max rel σ err':>15}")
     for name, secs, how, rss, err in rows:
-        print(f"{name:<34}{secs:>10.2f}  {how:<28}{rss:>13.0f}{err:>15.2e}")
+        secs_t = "–" if secs is None else f"{secs:.2f}"
+        rss_t = "–" if rss is None else f"{rss:.0f}"
+        err_t = "–" if err is None else f"{err:.2e}"
+        print(f"{name:<34}{secs_t:>10}  {how:<28}{rss_t:>13}{err_t:>15}")
     base = rows[0][1]
-    print(f"\nspeed-up of lorascope over dense: {rows[1][1] / base:.0f}x" +
-          (f"; over gradience: {rows[2][1] / base:.1f}x" if gradience else ""))
-    per_type = ", ".join(f"{m.split('.')[-1]} {t * 1e3:.0f} ms" for m, t in by_type.items())
-    print(f"dense svdvals per module: {per_type}")
+    print(f"\nlorascope runs (s): {' '.join(f'{t:.2f}' for t in lorascope_runs)}" +
+          (f"; gradience runs (s): {' '.join(f'{t:.2f}' for t in gradience_runs)}" if gradience_runs else ""))
+    by_name = {r[0]: r[1] for r in rows}
+    speedups = [f"over {name}: {by_name[name] / base:.1f}x" for name in ("dense s·B@A + svdvals (float32)",
+                                                                           "gradience audit") if by_name.get(name)]
+    print("speed-up of lorascope " + "; ".join(speedups))
+    if by_type:
+        per_type = ", ".join(f"{m.split('.')[-1]} {t * 1e3:.0f} ms" for m, t in by_type.items())
+        print(f"dense svdvals per module: {per_type}")
+
+
+def fresh(folder: Path) -> Path:
+    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _gpu_name() -> str | None:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -2,11 +2,20 @@
 
 ``analyze`` is the public entry point; ``compute_delta`` is the unit of work (one module → one row and
 its singular values) that local threads, the GPU path and remote workers all run. Tensors are read
-one module at a time, so peak memory does not grow with checkpoint size.
+one module at a time, so peak memory does not grow with checkpoint size; a full-diff ΔW on the CPU is
+read in row blocks (``lorascope.stream``), so it does not grow with the matrix either. Every module runs
+under the memory budget (``--memory``); one that cannot fit is refused with the number it needs.
+
+Determinism: the same inputs and options give the same tables and spectra bit for bit whatever the
+number of workers or the backend — every CPU route rounds the same on any number of threads
+(``lorascope.linalg.routes``), block sizes depend on shapes only, results are kept in plan order, and
+timings live in summary.json, not in the tables.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import platform
 import time
@@ -23,17 +32,19 @@ from .checkpoint import Adapter, Weights, describe_input, open_checkpoint
 from .delta import FAMILIES, Delta, Fetched, Plan, VectorDelta, build, filter_names, plan_deltas, vector_update
 from .delta import fetch as read_delta
 from .errors import LorascopeError
-from .linalg import PRECISIONS, resolve_device, svd
+from .limits import check_read
+from .linalg import PRECISIONS, Blocks, resolve_device, sum_squares, svd
 from .metrics import module_metrics
 from .names import split_name
 from .progress import progress_bar
 from .results import Results, modules_frame, vectors_frame
+from .stream import READ_ITEMSIZE, default_budget, delta_blocks, parse_memory, stream_plan, streamable
 
 @dataclass(frozen=True)
 class Options:
-    """How to compute. Defaults: exact float32 SVDs on the best device, one module at a time."""
+    """How to compute. Defaults: float64 spectra on the best device, one module at a time, 60 % of the free memory."""
 
-    precision: str = "float32"  # dense ΔW dtype; the factored path is always float64
+    precision: str = "float64"  # dense ΔW dtype; the factored and streamed (Gram) routes are always float64
     # 'auto': dense SVDs on a GPU when torch sees one; factored SVDs of LoRA factors (tiny r×r cores)
     # stay on the CPU in numpy unless a CUDA device is named explicitly.
     top_k: int | None = None  # randomized top-k for dense updates; None = all singular values
@@ -42,6 +53,7 @@ class Options:
     include: str | None = None
     exclude: str | None = None
     seed: int = 0  # randomized SVD test matrices
+    memory: int | str | None = None  # budget in bytes or a size ('768M'); None: 60 % of the available memory
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -50,26 +62,107 @@ class Options:
             raise ValueError(f"top_k must be a positive integer, got {self.top_k}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.memory is not None:
+            parse_memory(self.memory)
+
+    def budget(self) -> int:
+        """Bytes one module may use: the budget (given, or 60 % of the available memory) over the workers."""
+        total = parse_memory(self.memory) if self.memory is not None else default_budget()[0]
+        return total // self.workers
 
 
 @dataclass
 class Computed:
     row: dict[str, Any]
     sigma: np.ndarray
+    seconds: float = 0.0  # wall time of this module, read included (kept out of the tables: not a result)
 
 
-def fetch(d: Delta, opts: Options) -> Fetched:
-    """Read one module's tensors into CPU memory (the I/O phase)."""
+@dataclass
+class Streamed:
+    """A dense full-diff module read in row blocks while it is computed: nothing is fetched ahead."""
+
+    delta: Delta
+    read_seconds: float = 0.0
+
+
+def gpu_possible() -> bool:
+    """Whether a GPU could be there, without importing torch: a CUDA or ROCm device node exists."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def on_cpu(device: str) -> bool:
+    """Whether dense work runs on the CPU: 'cpu', or 'auto' where torch sees no GPU."""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    return not gpu_possible() or resolve_device("auto").type == "cpu"
+
+
+def streams(d: Delta, opts: Options) -> bool:
+    """A full-diff ΔW on the CPU, singular values only, float64: read in row blocks, never whole."""
+    return (d.family == "dense" and d.base is not None and opts.precision == "float64" and opts.top_k is None
+            and streamable(d.tuned, d.base) and on_cpu(opts.device))
+
+
+def in_memory_bytes(d: Delta, opts: Options) -> int:
+    """About the peak bytes of computing ``d`` with its tensors whole: the tensors as read, plus, for a dense
+    form, the working-precision ΔW and the SVD's copy of it."""
+    refs = list(d.parts.values()) + ([d.base] if d.base is not None else [])
+    read = 0
+    for ref in refs:
+        info = ref.store.info(ref.key)
+        read += info.numel * READ_ITEMSIZE.get(info.dtype, 8)
+    if FAMILIES[d.family].form != "Dense":
+        return 2 * read
+    m, n = d.shape
+    width = 8 if opts.precision == "float64" else 4
+    return read + 2 * m * n * width
+
+
+def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
+    """Read one module's tensors into CPU memory (the I/O phase); a streamed module is read while computed.
+
+    Raises:
+        LorascopeError: the module cannot be computed within the memory budget.
+    """
+    if streams(d, opts):
+        return Streamed(d)
+    for ref in [*d.parts.values(), *([d.base] if d.base is not None else [])]:  # each tensor is read whole
+        info = ref.store.info(ref.key)
+        check_read(info.nbytes, f"{ref.store.path}: tensor {ref.key} {list(info.shape)} {info.dtype}")
+    need, budget = in_memory_bytes(d, opts), opts.budget()
+    if need > budget:
+        m, n = d.shape
+        hint = ("or analyze it with the default --precision float64 and no --top-k, which streams a full-diff "
+                "matrix in row blocks on the CPU" if d.family == "dense" else "or leave it out with --exclude")
+        raise LorascopeError(
+            f"module {d.name} ({m}×{n}, {d.family}) needs about {need / 2**20:,.0f} MiB to compute in memory, but the "
+            f"memory budget is {budget / 2**20:,.0f} MiB{' per worker' if opts.workers > 1 else ''}. Give more with "
+            f"--memory (e.g. --memory {-(-need * opts.workers // 2**20)}M), {hint}."
+        )
     return read_delta(d, opts.device)
 
 
-def compute_fetched(f: Fetched, opts: Options) -> Computed:
+def _spectrum(f: Fetched | Streamed, opts: Options) -> tuple[Any, float | None]:
+    """(the SVD of one module, ‖W_base‖_F where a base is given)."""
+    if isinstance(f, Streamed):
+        d = f.delta
+        plan = stream_plan(d.tuned, d.base, opts.budget())
+        base_sq = [0.0]
+        result = svd(Blocks(d.shape, delta_blocks(d.tuned, d.base, plan, base_sq)))
+        return result, math.sqrt(base_sq[0])
+    form, base_norm = build(f, opts.precision)
+    result = svd(form, k=opts.top_k, seed=opts.seed)
+    return result, base_norm
+
+
+def compute_fetched(f: Fetched | Streamed, opts: Options) -> Computed:
     """SVD and metrics of one fetched module: its modules.csv row and σ."""
     d = f.delta
     start = time.perf_counter()
-    form, base_norm = build(f, opts.precision)
-    result = svd(form, k=opts.top_k, seed=opts.seed)
-    del form
+    result, base_norm = _spectrum(f, opts)
     sigma = np.asarray(result.s, dtype=np.float64)
     layer, module = split_name(d.name)
     m, n = d.shape
@@ -85,11 +178,10 @@ def compute_fetched(f: Fetched, opts: Options) -> Computed:
         "lora_rank": d.rank,
         "scale": d.scale,
     }
-    row.update(module_metrics(sigma, (m, n), result.fro_norm, result.complete, base_norm))
-    row["seconds"] = time.perf_counter() - start + f.read_seconds
+    row.update(module_metrics(sigma, (m, n), result.fro_norm, result.complete, base_norm, result.floor))
     if d.added_rows:
         row["added_rows"] = d.added_rows
-    return Computed(row, sigma)
+    return Computed(row, sigma, time.perf_counter() - start + f.read_seconds)
 
 
 def compute_delta(d: Delta, opts: Options) -> Computed:
@@ -100,8 +192,8 @@ def compute_delta(d: Delta, opts: Options) -> Computed:
 def vector_row(v: VectorDelta) -> dict[str, Any]:
     delta, base = vector_update(v)
     layer, module = split_name(v.name)
-    fro = float(np.linalg.norm(delta))
-    base_fro = float(np.linalg.norm(base)) if base is not None else None
+    fro = math.sqrt(sum_squares(delta))  # pairwise sums: the same bits on any number of threads
+    base_fro = math.sqrt(sum_squares(base)) if base is not None else None
     return {
         "name": v.name, "layer": layer, "module": module, "size": int(delta.size), "fro_norm": fro,
         "base_fro_norm": base_fro, "relative_update": fro / base_fro if base_fro else None,
@@ -136,14 +228,21 @@ def run_local(plan: Plan, opts: Options, progress: bool = True) -> list[Computed
     return results  # type: ignore[return-value]
 
 
+def _read_ahead(d: Delta, opts: Options) -> bool:
+    """Whether reading ``d`` is worth a thread: a dense update read whole. Factored modules read in
+    milliseconds (a thread would only trade the GIL back and forth) and streamed ones read their own blocks."""
+    return not FAMILIES[d.family].numpy and not streams(d, opts)
+
+
 def _run_pipelined(deltas: list[Delta], opts: Options, results: list, bar: Any) -> None:
     if not deltas:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorascope-read") as reader:
-        upcoming = reader.submit(fetch, deltas[0], opts)
+        upcoming: Future | None = reader.submit(fetch, deltas[0], opts) if _read_ahead(deltas[0], opts) else None
         for i, d in enumerate(deltas):
-            current = upcoming.result()
-            if i + 1 < len(deltas):
+            current = upcoming.result() if upcoming is not None else fetch(d, opts)
+            upcoming = None
+            if i + 1 < len(deltas) and _read_ahead(deltas[i + 1], opts):
                 upcoming = reader.submit(fetch, deltas[i + 1], opts)
             results[i] = compute_fetched(current, opts)
             del current
@@ -151,20 +250,27 @@ def _run_pipelined(deltas: list[Delta], opts: Options, results: list, bar: Any) 
 
 
 def _run_threads(deltas: list[Delta], opts: Options, results: list, bar: Any) -> None:
-    import torch
+    import sys
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts.workers))
+    from threadpoolctl import ThreadpoolController
+
+    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    torch = sys.modules.get("torch")  # set only where loaded: a streamed full diff never imports it
+    previous = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
     try:
-        with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            pending: dict[Future, int] = {}
-            for i, d in enumerate(deltas):
-                pending[pool.submit(compute_delta, d, opts)] = i
-                if len(pending) >= opts.workers:
-                    _drain(pending, deltas, results, bar, wait_all=False)
-            _drain(pending, deltas, results, bar, wait_all=True)
+        with ThreadpoolController().limit(limits=threads, user_api="blas"):  # no oversubscription
+            with ThreadPoolExecutor(max_workers=opts.workers) as pool:
+                pending: dict[Future, int] = {}
+                for i, d in enumerate(deltas):
+                    pending[pool.submit(compute_delta, d, opts)] = i
+                    if len(pending) >= opts.workers:
+                        _drain(pending, deltas, results, bar, wait_all=False)
+                _drain(pending, deltas, results, bar, wait_all=True)
     finally:
-        torch.set_num_threads(previous)
+        if torch is not None and previous is not None:
+            torch.set_num_threads(previous)
 
 
 def _drain(pending: dict[Future, int], deltas: list[Delta], results: list, bar: Any, wait_all: bool) -> None:
@@ -215,6 +321,7 @@ def build_results(
     """Assemble tables and summary from computed rows (shared by every execution backend)."""
     rows = [c.row for c in computed]
     modules = modules_frame(rows)
+    module_seconds = {c.row["name"]: round(c.seconds, 4) for c in computed}
     spectra = {c.row["name"]: c.sigma for c in computed}
     vectors = vectors_frame([vector_row(v) for v in plan.vectors])
     adapter_params = int(sum(FAMILIES[d.family].params(d) for d in plan.deltas
@@ -235,11 +342,94 @@ def build_results(
         },
         "timing": {
             "total_seconds": round(seconds, 3),
-            "module_seconds": round(float(sum(r["seconds"] for r in rows)), 3),
+            "module_seconds": round(float(sum(module_seconds.values())), 3),
+            "per_module_seconds": module_seconds,
         },
-        "warnings": plan.warnings + zero_update_warnings(rows),
+        "numerics": numerics_summary(rows),
+        "dtypes": dtype_census(plan),
+        "warnings": plan.warnings + zero_update_warnings(rows) + mixed_dtype_warnings(plan),
     }
     return Results(modules, spectra, summary, vectors)
+
+
+FLOOR_RULE = (
+    "σ at or below sigma_floor (the SVD route's own absolute error bound) count as zero in entropy_rank, "
+    "numerical_rank and gd_rank; the stored spectra keep every value (docs/METRICS.md, 'The numerical floor')"
+)
+FLOOR_BY_METHOD = {
+    "factored": "ε·max(m, n)·k·|s|·‖L‖_F·‖R‖_F",
+    "gram": "√(ε·(max(m, n)·‖ΔW‖_F² + min(m, n)·σ1²))",
+    "exact": "ε(dtype)·max(m, n)·σ1",
+    "randomized": "ε(dtype)·max(m, n)·σ1 (arithmetic only; the values are lower bounds)",
+    "kronecker": "|s|·(σ1(A)·floor(B) + σ1(B)·floor(A) + floor(A)·floor(B))",
+}
+
+
+def numerics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the spectra were computed: the floor rule, and per method its bound and how many modules used it."""
+    methods: dict[str, int] = {}
+    for r in rows:
+        methods[r["method"]] = methods.get(r["method"], 0) + 1
+    floors = [r["sigma_floor"] / r["spectral_norm"] for r in rows if r.get("spectral_norm")]
+    return {
+        "floor_rule": FLOOR_RULE,
+        "methods": {m: {"modules": k, "floor": FLOOR_BY_METHOD.get(m, "")} for m, k in sorted(methods.items())},
+        "max_floor_over_sigma1": float(max(floors)) if floors else 0.0,
+    }
+
+
+def _tensor_dtype(ref: Any) -> str:
+    return ref.store.info(ref.key).dtype
+
+
+def dtype_census(plan: Plan) -> dict[str, Any]:
+    """Every input tensor's dtype, compactly: counts per dtype per input, and the modules whose dtypes differ."""
+    stores: dict[str, Any] = {}
+    for d in plan.deltas:
+        for ref in d.parts.values():
+            stores.setdefault("adapter" if d.module is not None and d.family != "dense" else "tuned", ref.store)
+        if d.base is not None:
+            stores.setdefault("base", d.base.store)
+    for v in plan.vectors:
+        stores.setdefault("tuned", v.tuned.store)
+        if v.base is not None:
+            stores.setdefault("base", v.base.store)
+    counts = {}
+    for role, store in stores.items():
+        per: dict[str, int] = {}
+        for key in store.keys():
+            dt = store.info(key).dtype
+            per[dt] = per.get(dt, 0) + 1
+        counts[role] = dict(sorted(per.items()))
+    mixed = {d.name: {"tuned": _tensor_dtype(d.tuned), "base": _tensor_dtype(d.base)} for d in plan.deltas
+             if d.family == "dense" and d.base is not None and _tensor_dtype(d.tuned) != _tensor_dtype(d.base)}
+    return {"counts": counts, "mixed_modules": mixed}
+
+
+# unit roundoff of each stored dtype: the relative size of the rounding a weight stored in it carries
+_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8,
+             "float8_e4m3fn": 2.0**-4, "float8_e5m2": 2.0**-3}
+
+
+def mixed_dtype_warnings(plan: Plan) -> list[dict[str, str]]:
+    """One warning per pair of dtypes when full-diff modules compare tensors stored in different dtypes."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for d in plan.deltas:
+        if d.family == "dense" and d.base is not None:
+            t, b = _tensor_dtype(d.tuned), _tensor_dtype(d.base)
+            if t != b:
+                pairs.setdefault((t, b), []).append(d.name)
+    out = []
+    for (t, b), names in pairs.items():
+        coarse = t if _ROUNDOFF.get(t, 0) >= _ROUNDOFF.get(b, 0) else b
+        out.append({"name": "mixed dtypes", "reason": (
+            f"{len(names)} module(s) subtract a {b} base from a {t} fine-tuned tensor (e.g. {names[0]}): ΔW then "
+            f"holds the {coarse} rounding of every weight (about {_ROUNDOFF.get(coarse, 0):.0e} of its size) as "
+            "well as the update, full-rank noise that raises entropy_rank, numerical_rank and the energy ranks. "
+            f"Compare checkpoints saved in one dtype (convert the {b if coarse == t else t} one to {coarse}) for "
+            "the update alone; summary.json 'dtypes' lists the modules."
+        )})
+    return out
 
 
 def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -297,7 +487,7 @@ def analyze(
         backend: 'local' (this machine: threads, GPU) or 'ray' (one task per module or group of small
             modules on a Ray cluster; needs the ``ray`` extra).
         ray_address: the cluster to connect to with backend='ray' (default: start a local one).
-        **options: fields of ``Options`` (precision, top_k, device, workers, include, exclude, seed).
+        **options: fields of ``Options`` (precision, top_k, device, workers, include, exclude, seed, memory).
 
     Returns:
         ``Results`` with ``modules``, ``spectra``, ``vectors`` and ``summary``; ``.save(dir)`` writes them.
@@ -317,13 +507,16 @@ def analyze(
     base, tuned_ckpt = open_inputs(base_or_adapter, tuned, format, base_format)
     plan = filter_names(plan_deltas(base, tuned_ckpt), opts.include, opts.exclude)
     _unique_names(plan)
-    computed = BACKENDS[backend](plan, opts, progress, ray_address)
+    budget, how = (parse_memory(opts.memory), "given") if opts.memory is not None else default_budget()
+    run_opts = dataclasses.replace(opts, memory=budget) if backend == "local" else opts  # Ray: each node's own
+    computed = BACKENDS[backend](plan, run_opts, progress, ray_address)
     inputs = ([describe_input("base", base)] if base is not None else []) + [
         describe_input("adapter" if isinstance(tuned_ckpt, Adapter) else "tuned", tuned_ckpt)
     ]
     options_used = {**asdict(opts), "backend": backend, "ray_address": ray_address}
     results = build_results(plan, computed, inputs, options_used, time.perf_counter() - start)
     results.summary["timing"].update(_gpu_memory())
+    results.summary["memory"] = {"budget_bytes": budget, "budget": how}
     return results
 
 

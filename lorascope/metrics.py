@@ -5,6 +5,12 @@ matters, the full count ``p = min(m, n)``. Values past ``len(sigma)`` are either
 (``complete=True``: a factored or exact SVD) or unknown (``complete=False``: a randomized
 top-k SVD). A metric that cannot be determined from what is known is returned as ``None``,
 never as a guess.
+
+The numerical floor (docs/METRICS.md): every SVD route bounds its own absolute error on each value
+(``lorascope.linalg.SVD.floor``). The metrics that look at small singular values — entropy_rank,
+numerical_rank, gd_rank — treat values at or below that bound as zero, so what they count is signal
+the computation resolved, not its rounding. The energy metrics need no floor: they move by at most
+p·floor² of ‖ΔW‖_F².
 """
 
 from __future__ import annotations
@@ -21,11 +27,43 @@ ENERGY_LEVELS = (0.90, 0.95, 0.99)
 _ENERGY_SLACK = 1e-12
 
 
+class _Checked(np.ndarray):
+    """A float64 spectrum already checked by ``_as_sigma`` (module_metrics checks once, not per metric)."""
+
+
 def _as_sigma(sigma: Any) -> np.ndarray:
+    if isinstance(sigma, _Checked):
+        return sigma
     s = np.asarray(sigma, dtype=np.float64).reshape(-1)
     if s.size and (np.any(np.diff(s) > 1e-12 * max(s[0], 1e-300)) or s[-1] < 0):
         raise ValueError("singular values must be non-negative and sorted in descending order")
-    return s
+    return s.view(_Checked)
+
+
+def resolved(sigma: Any, floor: float = 0.0) -> np.ndarray:
+    """σ with every value at or below ``floor`` set to zero (docs/METRICS.md 'The numerical floor')."""
+    return np.asarray(_resolved(sigma, floor))
+
+
+def _resolved(sigma: Any, floor: float) -> np.ndarray:
+    s = _as_sigma(sigma)
+    return np.where(s > floor, s, 0.0).view(_Checked) if floor > 0 else s
+
+
+def tail_energy(sigma: Any, total: float | None = None) -> np.ndarray:
+    """Σ_{i>k} σi² for k = 0..len(sigma): the squared error of the best rank-k approximation (Eckart–Young).
+
+    Summed from the smallest value up (a reversed cumulative sum), never as ‖ΔW‖_F² − Σ_{i≤k} σi², which
+    cancels when the tail is small. With ``total`` (‖ΔW‖_F² of a top-k spectrum whose tail was not
+    computed), the unknown remainder max(total − Σσi², 0) is added: the one subtraction left, exact to
+    ε·total.
+    """
+    s = _as_sigma(sigma)
+    sq = (s * s)[::-1]
+    tails = np.concatenate([np.cumsum(sq)[::-1], [0.0]])  # tails[k] = Σ_{i≥k} σ², 0-based
+    if total is not None:
+        tails = tails + max(float(total) - float(tails[0]), 0.0)
+    return tails
 
 
 def energy(sigma: Any, total: float | None = None) -> np.ndarray:
@@ -39,8 +77,8 @@ def energy(sigma: Any, total: float | None = None) -> np.ndarray:
     sq = s * s
     denom = float(sq.sum()) if total is None else float(total)
     if denom <= 0.0:
-        return np.zeros_like(sq)
-    return np.cumsum(sq) / denom
+        return np.zeros(sq.shape)
+    return np.asarray(np.cumsum(sq) / denom)
 
 
 def rank_at_energy(sigma: Any, tau: float, total: float | None = None) -> int | None:
@@ -67,12 +105,13 @@ def stable_rank(sigma: Any, fro_norm: float | None = None) -> float:
     return total / float(s[0] ** 2)
 
 
-def entropy_rank(sigma: Any) -> float:
+def entropy_rank(sigma: Any, floor: float = 0.0) -> float:
     """exp(−Σ pi ln pi) with pi = σi / Σσj (Roy & Vetterli 2007, Eq. 4; docs/METRICS.md 'entropy_rank').
 
-    Zero singular values contribute nothing, so the non-zero ones of an exactly low-rank update suffice.
+    Zero singular values contribute nothing, so the non-zero ones of an exactly low-rank update suffice;
+    values at or below ``floor`` count as zero.
     """
-    s = _as_sigma(sigma)
+    s = _resolved(sigma, floor)
     total = float(s.sum())
     if total <= 0.0:
         return 0.0
@@ -80,12 +119,13 @@ def entropy_rank(sigma: Any) -> float:
     return float(math.exp(-float(np.sum(p * np.log(p)))))
 
 
-def numerical_rank(sigma: Any, shape: tuple[int, int]) -> int:
-    """#{σi > σ1 · max(m, n) · eps(float32)} (docs/METRICS.md 'numerical_rank'; numpy's matrix_rank rule)."""
+def numerical_rank(sigma: Any, shape: tuple[int, int], floor: float = 0.0) -> int:
+    """#{σi > max(σ1 · max(m, n) · eps(float32), floor)} (docs/METRICS.md 'numerical_rank'; numpy's matrix_rank
+    rule at float32, the precision weights are stored in, and never below the computation's floor)."""
     s = _as_sigma(sigma)
     if s.size == 0 or s[0] == 0.0:
         return 0
-    tol = s[0] * max(shape) * FLOAT32_EPS
+    tol = max(s[0] * max(shape) * FLOAT32_EPS, floor)
     return int(np.count_nonzero(s > tol))
 
 
@@ -96,13 +136,16 @@ def gd_omega(beta: float) -> float:
     return 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
 
 
-def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True) -> int | None:
-    """#{σi > ω(β) · median(σ)}, β = p / max(m, n) (Gavish & Donoho 2014; docs/METRICS.md 'gd_rank').
+def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True, floor: float = 0.0) -> int | None:
+    """#{σ̃i > ω(β) · max(median(σ̃), floor)}, β = p / max(m, n), σ̃ = σ with values ≤ floor set to zero
+    (Gavish & Donoho 2014; docs/METRICS.md 'gd_rank' and 'The numerical floor').
 
     The median runs over all p = min(m, n) singular values; with ``complete=True`` the ones not
     given are exact zeros. Without all p values the median is unknown and ``None`` is returned.
+    When more than half the values lie under the floor, the true median is somewhere in [0, floor]; taking
+    the floor counts a value as signal only if it is signal whatever that median is.
     """
-    s = _as_sigma(sigma)
+    s = _resolved(sigma, floor)
     m, n = shape
     p = min(m, n)
     if p == 0:
@@ -111,7 +154,7 @@ def gd_rank(sigma: Any, shape: tuple[int, int], complete: bool = True) -> int | 
         if not complete:
             return None
         s = np.concatenate([s, np.zeros(p - s.size)])
-    threshold = gd_omega(p / max(m, n)) * float(np.median(s[:p]))
+    threshold = gd_omega(p / max(m, n)) * max(float(np.median(s[:p])), floor)
     return int(np.count_nonzero(s > threshold))
 
 
@@ -121,6 +164,7 @@ def module_metrics(
     fro_norm: float,
     complete: bool = True,
     base_fro_norm: float | None = None,
+    floor: float = 0.0,
 ) -> dict[str, Any]:
     """Every per-matrix column of the results schema that is a function of σ.
 
@@ -130,10 +174,11 @@ def module_metrics(
         fro_norm: ‖ΔW‖_F computed from the entries (exact even when ``sigma`` is a top-k).
         complete: whether the values past ``len(sigma)`` are known to be zero.
         base_fro_norm: ‖W_base‖_F where a base is given.
+        floor: the SVD route's absolute error bound on every σ (``lorascope.linalg.SVD.floor``).
 
     Returns:
         A dict with fro_norm, spectral_norm, stable_rank, entropy_rank, rank_90/95/99,
-        numerical_rank, gd_rank, n_singular, rank_beyond_k, base_fro_norm, relative_update.
+        numerical_rank, gd_rank, n_singular, rank_beyond_k, base_fro_norm, relative_update, sigma_floor.
         Entries that the known values cannot determine are ``None`` and ``rank_beyond_k`` is True.
     """
     s = _as_sigma(sigma)
@@ -142,18 +187,19 @@ def module_metrics(
         "fro_norm": float(fro_norm),
         "spectral_norm": float(s[0]) if s.size else 0.0,
         "stable_rank": stable_rank(s, fro_norm),
-        "entropy_rank": entropy_rank(s) if complete else None,
+        "entropy_rank": entropy_rank(s, floor) if complete else None,
     }
     for tau in ENERGY_LEVELS:
         row[f"rank_{round(tau * 100)}"] = rank_at_energy(s, tau, total)
-    row["numerical_rank"] = numerical_rank(s, shape)
-    if not complete and s.size and s[-1] > s[0] * max(shape) * FLOAT32_EPS:
+    row["numerical_rank"] = numerical_rank(s, shape, floor)
+    if not complete and s.size and s[-1] > max(s[0] * max(shape) * FLOAT32_EPS, floor):
         row["numerical_rank"] = None  # more values above the tolerance may lie beyond k
-    row["gd_rank"] = gd_rank(s, shape, complete)
+    row["gd_rank"] = gd_rank(s, shape, complete, floor)
     row["n_singular"] = int(s.size)
     row["rank_beyond_k"] = any(row[c] is None for c in ("rank_90", "rank_95", "rank_99"))
     row["base_fro_norm"] = None if base_fro_norm is None else float(base_fro_norm)
     row["relative_update"] = (
         float(fro_norm) / base_fro_norm if base_fro_norm not in (None, 0.0) else None
     )
+    row["sigma_floor"] = float(floor)
     return row

@@ -9,6 +9,7 @@ a module that still fails stops the run with an error naming it: nothing is drop
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -91,7 +92,10 @@ def run_ray(
         wants_gpu = opts.device.startswith("cuda") or (opts.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         remote = ray.remote(_task).options(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)
         groups = group_deltas(plan.deltas)
-        opts_ref = ray.put(opts)
+        # tasks run side by side on a node: each gets its node's budget (given, or its own default) over the
+        # CPUs the cluster reports, as local workers share one machine's
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        opts_ref = ray.put(dataclasses.replace(opts, workers=cpus))
         results: list[Computed | None] = [None] * len(plan.deltas)
         attempts = {g: 1 for g in range(len(groups))}
         pending = {remote.remote([plan.deltas[i] for i in idx], opts_ref, compute): g for g, idx in enumerate(groups)}

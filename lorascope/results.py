@@ -30,9 +30,11 @@ MODULE_COLUMNS = [
     "name", "layer", "module", "rows", "cols", "source", "family", "method", "lora_rank", "scale",
     "fro_norm", "spectral_norm", "base_fro_norm", "relative_update", "stable_rank", "entropy_rank",
     "rank_90", "rank_95", "rank_99", "numerical_rank", "gd_rank", "n_singular", "rank_beyond_k",
-    "seconds",
+    "sigma_floor",
 ]
-LATER_COLUMNS = ("family",)  # added after the first release: results written before lack it (read as empty)
+# added after the first release: results written before lack them (read as empty). Per-module times moved
+# from a 'seconds' column to summary.json (timing.per_module_seconds), so tables repeat exactly.
+LATER_COLUMNS = ("family", "sigma_floor")
 INT_COLUMNS = ["layer", "rows", "cols", "lora_rank", "rank_90", "rank_95", "rank_99",
                "numerical_rank", "gd_rank", "n_singular"]
 VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm", "relative_update"]
@@ -51,7 +53,7 @@ def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
     df["rank_beyond_k"] = df["rank_beyond_k"].fillna(False).astype(bool)
     for col in ("scale", "fro_norm", "spectral_norm", "base_fro_norm", "relative_update",
-                "stable_rank", "entropy_rank", "seconds"):
+                "stable_rank", "entropy_rank", "sigma_floor"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df
 

@@ -16,7 +16,7 @@ from ..limits import check_config_sizes, read_json
 from . import hub
 from .base import Adapter, AdapterModule, TensorRef, Weights
 from .gguf import GGUFFile, is_gguf, open_gguf
-from .lora_files import DOWN_UP_LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
+from .lora_files import LAYOUTS, detect_layout, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
 from .store import (MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member, open_file,
                     open_index, sniff)
@@ -143,7 +143,7 @@ FORMATS: dict[str, Callable[[Path], Weights | Adapter]] = {
     "hf": _open_weights,
     "peft": _forced_peft,
     "gguf": _forced_gguf,
-    **{name: _forced_lora(name) for name in (*DOWN_UP_LAYOUTS, "lora-ab")},
+    **{name: _forced_lora(name) for name in LAYOUTS},
 }
 
 

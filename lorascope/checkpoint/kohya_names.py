@@ -343,7 +343,7 @@ def kohya_warnings(stems: Iterable[str]) -> list[dict[str, str]]:
     return out
 
 
-_STEM = re.compile(r"^(?P<stem>lora_[^.]+?)(?:[._]lora_(?:down|up)\.weight|\..+)$")
+_STEM = re.compile(r"^(?P<stem>(?:lora|lycoris)_[^.]+?)(?:[._]lora_(?:down|up)\.weight|\..+)$")
 
 
 def stem_of_key(key: str) -> str | None:
@@ -364,12 +364,19 @@ COMPONENT_PREFIXES: dict[str | None, tuple[str, ...]] = {
     "text_encoder": ("", "text_encoder.", "cond_stage_model.transformer.", "conditioner.embedders.0.transformer."),
     "text_encoder_2": ("", "text_encoder_2.", "conditioner.embedders.1.model."),
     None: ("",),
+    "lycoris": ("",),
+    "diffusion_model": ("", "model.diffusion_model."),
 }
+# LyCORIS's create_lycoris on any torch module names each wrapped layer 'lycoris_' + its path in that module
+# with '.' flattened to '_' (lycoris.wrapper.LycorisNetwork.LORA_PREFIX): the base is the wrapped module itself.
+LYCORIS_PREFIX = "lycoris_"
 
 
 def component_of(stem: str) -> tuple[str | None, str] | None:
     """(component, the stem's path after its prefix, '_'-joined) of a kohya stem — the longest prefix of
     ``PREFIXES`` it starts with — or None for a stem with no known prefix or an ambiguous component."""
+    if stem.startswith(LYCORIS_PREFIX):
+        return "lycoris", stem[len(LYCORIS_PREFIX):]
     keys = sorted((p for p in PREFIXES if stem.startswith(p)), key=len, reverse=True)
     if not keys or PREFIXES[keys[0]].ambiguous:
         return None

@@ -1,43 +1,39 @@
-"""Single-file LoRAs written by diffusion tools, recognized by their tensor names.
+"""Single-file adapters of diffusion tools: kohya, diffusers, ai-toolkit, ComfyUI, LyCORIS, cloneofsimo.
 
-| layout | keys | scale |
-| --- | --- | --- |
-| kohya | ``<stem>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (also ``_lora_down``) | alpha / r; no alpha → 1 |
-| diffusers | ``<module>.lora.down.weight`` / ``.up.weight``; processors ``…processor.to_q_lora.down.weight`` | ``.alpha``, else ss_network_alpha, else 1 |
-| lora-ab | ``<module>.lora_A.weight`` / ``.lora_B.weight`` without a config (ai-toolkit, newer diffusers) | same as diffusers |
-| cloneofsimo | ``<group>:<i>:down`` / ``:up``, rank in the metadata | 1 (chosen at inference) |
+One reader for every family: keys are split into module and part by the grammar (``checkpoint.parts``),
+grouped by module, and the family registry claims each module from the set of parts it holds
+(``delta.family.claim``: LoRA/LoCon, LoHa, LoKr, full, IA3, DoRA over any of the first three);
+``checkpoint.families`` reads its geometry and scale. Names follow the module string's style:
 
-Factors: down (r, in[, kh, kw]) is the right factor, up (out, r[, 1, 1]) the left; conv kernels are
-flattened to (out, in·kh·kw) as docs/METRICS.md says.
+| style | module string | name | source |
+| --- | --- | --- | --- |
+| flattened (kohya, LyCORIS, ComfyUI, ai-toolkit) | ``lora_unet_…``, ``lora_te1_…``, ``lycoris_…``, ``lora_transformer_…`` | ``kohya_name`` (integer components dotted) | kohya |
+| dotted (diffusers, ai-toolkit, ComfyUI) | ``unet.…``, ``transformer.…``, ``text_encoder.…``, ``diffusion_model.…`` | the path (old attention processors mapped) | lora-ab for lora_A/lora_B parts, else diffusers |
+| cloneofsimo | ``group:i`` | ``group.i`` | cloneofsimo |
+
+Nothing is guessed: a tensor no family claims is a warning naming it, a file whose tensors no family claims is
+refused, and every α must be finite and positive.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
-from ..errors import LorascopeError
+from ..errors import LorascopeError, raise_collected
 from ..names import strip_adapter_prefix
+from .alphas import DeclaredScales
 from .base import Adapter, AdapterModule, TensorRef
+from .families import Unfit, build_module
 from .kohya_names import kohya_warnings
 from .kohya_names import resolve as resolve_kohya
-from .peft import _KEY as PEFT_KEY
-from .peft import build_adapter
+from .parts import Found, Grouped, group_keys
 from .store import TensorStore
-from .validate import alpha_tensor, metadata_alpha
 
-# LyCORIS and other non down/up factorizations: name them instead of misreading them.
-UNSUPPORTED = {
-    "LyCORIS LoKr (Kronecker factors lokr_w1/lokr_w2)": re.compile(r"[._]lokr_w[12]"),
-    "LyCORIS LoHa (Hadamard factors hada_w1/hada_w2)": re.compile(r"[._]hada_w[12]"),
-    "LyCORIS LoCon with a Tucker core (lora_mid)": re.compile(r"[._]lora_mid\b"),
-    "LyCORIS OFT / BOFT (orthogonal blocks)": re.compile(r"[._](oft_blocks|oft_diag|boft_)"),
-    "LyCORIS IA3 / full-diff (weight, diff)": re.compile(r"\.(diff|diff_b|on_input)$"),
-}
+LAYOUTS = ("kohya", "diffusers", "lora-ab", "cloneofsimo")  # what --format may force; sources of modules
+DOWN_UP_LAYOUTS = LAYOUTS  # the name earlier releases exported
+FLATTENED = re.compile(r"^(?:lora|lycoris)_[^.:]+$")  # kohya-style stems: the module path with '.' -> '_'
 
 
 def kohya_name(stem: str) -> str:
@@ -63,129 +59,226 @@ def cloneofsimo_name(module: str) -> str:
     return module.replace(":", ".")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """A down/up key layout: the regex (groups 'module' and 'which') and how names and alphas are read."""
+def module_identity(module: str, parts: dict[str, Found]) -> tuple[str, str]:
+    """(name, source) of a module string, by its style (module docstring table)."""
+    grammars = {f.part.grammar for f in parts.values()}
+    if "cloneofsimo" in grammars:
+        return cloneofsimo_name(module), "cloneofsimo"
+    if FLATTENED.match(module):
+        return kohya_name(module), "kohya"
+    return diffusers_name(module), "lora-ab" if "lora-ab" in grammars else "diffusers"
 
-    pattern: re.Pattern
-    name: Callable[[str], str]
-    metadata_alpha: bool  # fall back to ss_network_alpha when a module has no alpha tensor
-    assumed_scale_reason: str
+
+# ---- claiming modules --------------------------------------------------------------------------------
 
 
-DOWN_UP_LAYOUTS = {
-    "kohya": Layout(
-        re.compile(r"^(?P<module>lora_[^.]+?)[._]lora_(?P<which>down|up)\.weight$"),
-        kohya_name,
-        False,
-        "kohya LoRA without an .alpha tensor: alpha = r, scale 1 (as sd-scripts loads it)",
-    ),
-    "diffusers": Layout(
-        re.compile(r"^(?P<module>.+?)(?:\.lora|\.lora_linear_layer|_lora)\.(?P<which>down|up)\.weight$"),
-        diffusers_name,
-        True,
-        "diffusers LoRA without alpha: scale 1 assumed (diffusers' default network_alpha = None)",
-    ),
-    "cloneofsimo": Layout(
-        re.compile(r"^(?P<module>[^:]+:\d+):(?P<which>down|up)$"),
-        cloneofsimo_name,
-        False,
-        "cloneofsimo LoRAs store no alpha: the scale is chosen at inference; scale 1 assumed",
-    ),
-}
+def _refs(store: TensorStore, parts: dict[str, Found]) -> dict[str, TensorRef]:
+    return {part: TensorRef(store, f.key, f.part.layout) for part, f in parts.items()}
+
+
+def _ia3_params(store: TensorStore, parts: dict[str, TensorRef]) -> dict[str, str]:
+    """LyCORIS IA3: ``weight`` becomes the ``scale`` part; ``on_input`` (0 or 1) declares the axis."""
+    flag = parts.pop("on_input")
+    value = store.get_numpy(flag.key).reshape(-1)
+    if value.size != 1 or float(value[0]) not in (0.0, 1.0):
+        raise LorascopeError(
+            f"{store.path}: {flag.key} must hold 0 or 1 (LyCORIS IA3's on_input flag), "
+            f"found {value.tolist()[:4]}."
+        )
+    parts["scale"] = parts.pop("weight")
+    return {"axis": "in" if float(value[0]) == 1.0 else "out", "stored": "increment"}
+
+
+def _unclaimed_reason(parts: set[str]) -> str:
+    if len(parts & {"up", "down"}) == 1 and parts <= {"up", "down", "mid", "magnitude", "alpha"}:
+        present, missing = ("up", "down") if "up" in parts else ("down", "up")
+        return f"only the {present} factor is present (no {missing})"
+    if parts == {"weight"}:
+        return "a full weight without LyCORIS IA3's on_input flag (a base weight or modules_to_save?)"
+    return f"no update family has exactly the parts {sorted(parts)}"
+
+
+class _Reading:
+    """The state of one file being read: modules, vectors, warnings and problems."""
+
+    def __init__(self, path: Path, store: TensorStore, layout: str | None):
+        self.path, self.store, self.layout = path, store, layout
+        self.declared = DeclaredScales(store)
+        self.modules: list[AdapterModule] = []
+        self.vectors: dict[str, TensorRef] = {}
+        self.warnings: list[dict[str, str]] = []
+        self.problems: list[str] = []
+        self.unclaimed: list[str] = []
+        self.defaults: Counter[str] = Counter()
+
+    def read_module(self, module: str, found: dict[str, Found]) -> None:
+        from ..delta.family import claim  # delta imports checkpoint: resolved when a file is read
+
+        name, source = module_identity(module, found)
+        if self.layout is not None and source != self.layout:
+            for f in found.values():
+                self.warnings.append(
+                    {"name": f.key, "reason": f"not a {self.layout} adapter tensor; skipped"}
+                )
+            return
+        refs = _refs(self.store, found)
+        params: dict[str, str] = {}
+        if {"weight", "on_input"} <= set(refs):
+            params = _ia3_params(self.store, refs)
+        claimed = claim(set(refs) - {"alpha"})
+        if claimed is None:
+            reason = _unclaimed_reason(set(refs))
+            self.unclaimed.append(f"{module}: {reason}")
+            for f in found.values():
+                self.warnings.append(
+                    {"name": f.key, "reason": f"{reason}; no update family claims it, skipped"}
+                )
+            return
+        family, claim_params = claimed
+        try:
+            built = build_module(name, source, refs, family, {**params, **claim_params}, self.declared)
+        except Unfit as exc:
+            self.problems.append(f"{module}: {exc}")
+            return
+        self.modules.append(built.module)
+        if built.default_reason:
+            self.defaults[built.default_reason] += 1
+        if built.warning:
+            self.warnings.append({"name": name, "reason": built.warning})
+
+    def read_vector(self, f: Found) -> None:
+        name, source = module_identity(f.module, {"": f})
+        suffix = f.key[len(f.module) :]  # '.diff_b', '.lora_B.bias', …: plan.UPDATE_VECTORS recognizes them
+        if self.layout is None or source == self.layout:
+            self.vectors[name + re.sub(r"^(\.lora_B)\.[^.]+(\.bias)$", r"\1\2", suffix)] = TensorRef(
+                self.store, f.key
+            )
+
+
+def _refusal(path: Path, store: TensorStore, grouped: Grouped, reading: _Reading) -> LorascopeError:
+    found = []
+    if grouped.unsupported:
+        found.append(
+            "; ".join(
+                f"{kind}: {len(keys)} tensors such as {keys[0]}" for kind, keys in grouped.unsupported.items()
+            )
+        )
+    if reading.unclaimed:
+        found.append("modules whose parts no update family claims, e.g. " + "; ".join(reading.unclaimed[:3]))
+    if not found:
+        found.append(f"tensors such as {', '.join(store.keys()[:4])}")
+    return LorascopeError(
+        f"{path}: no adapter module lorascope can read. It holds {' — '.join(found)}. lorascope reads LoRA "
+        "(lora_down/lora_up, lora_A/lora_B, .lora.down/.up, :down/:up; LoCon's lora_mid), "
+        "LoHa (hada_w1_a … hada_w2_b), LoKr (lokr_w1 … lokr_w2_b), LyCORIS full (diff), IA3 (weight + "
+        "on_input) and DoRA (dora_scale, magnitude); for another algorithm merge the file into its base "
+        "model with the tool that made it and compare base and "
+        "merged checkpoints with `lorascope spectrum BASE MERGED`."
+    )
+
+
+# Parts that only adapters store: a module holding one is an adapter module even when incomplete (then refused
+# with the reason), while '.alpha', '.diff', '.magnitude' or '.weight' alone may be a dense model's own
+# tensors.
+FACTOR = re.compile(r"^(?:up|down|mid|hada_\w+|lokr_\w+)$")
 
 
 def detect_layout(keys: list[str]) -> str | None:
-    """The LoRA key layout most keys follow ('kohya', 'diffusers', 'cloneofsimo', 'lora-ab'), or None."""
-    counts = {name: sum(1 for k in keys if lay.pattern.match(k)) for name, lay in DOWN_UP_LAYOUTS.items()}
-    counts["lora-ab"] = sum(1 for k in keys if PEFT_KEY.match(k))
-    best = max(counts, key=lambda k: counts[k])
-    return best if counts[best] else None
+    """The source most adapter modules in ``keys`` have ('kohya', 'diffusers', 'lora-ab', 'cloneofsimo'), or
+    None (names only; nothing is read).
 
+    A module holding an adapter factor (up, down, hada_*, lokr_*) makes the file an adapter, complete or not.
+    Modules claimed without one (LyCORIS full's ``.diff``, IA3's ``.weight`` + ``.on_input``) do so only when
+    they are not outnumbered by plain ``.weight`` tensors: a model checkpoint with a stray ``.diff`` stays a
+    model.
+    """
+    from ..delta.family import claim
 
-def unsupported_kinds(keys: list[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = defaultdict(list)
-    for key in keys:
-        for kind, pat in UNSUPPORTED.items():
-            if pat.search(key):
-                found[kind].append(key)
-    return found
+    grouped = group_keys(keys)
+    strong: Counter[str] = Counter()
+    weak: Counter[str] = Counter()
+    plain = 0
+    for module, found in grouped.modules.items():
+        parts = set(found) - {"alpha"}
+        if {"weight", "on_input"} <= parts:
+            parts = parts - {"weight", "on_input"} | {"scale"}
+        source = module_identity(module, found)[1]
+        if any(FACTOR.match(p) for p in parts):
+            strong[source] += 1
+        elif claim(parts) is not None:
+            weak[source] += 1
+        elif parts == {"weight"}:
+            plain += 1
+    sources = strong or (weak if weak.total() >= plain else Counter())
+    return sources.most_common(1)[0][0] if sources else None
 
 
 def refuse_unsupported(path: Path, keys: list[str]) -> None:
-    found = unsupported_kinds(keys)
-    if found:
-        kinds = "; ".join(f"{k}: {len(v)} tensors such as {v[0]}" for k, v in found.items())
+    """Refuse a file holding only LyCORIS algorithms lorascope does not read (OFT, BOFT, GLoRA, T-LoRA)."""
+    grouped = group_keys(keys)
+    if grouped.unsupported and detect_layout(keys) is None:
+        kinds = "; ".join(f"{k}: {len(v)} tensors such as {v[0]}" for k, v in grouped.unsupported.items())
         raise LorascopeError(
-            f"{path} is not a down/up LoRA: it holds {kinds}. lorascope reads LoRA factors "
-            "(lora_down/lora_up, lora_A/lora_B, .lora.down/.up, :down/:up) whose product is the update; "
-            "these factorizations are different. Merge the file into its base model with the tool that "
-            "made it and compare base and merged checkpoints with `lorascope spectrum BASE MERGED`."
+            f"{path} holds {kinds}. lorascope does not compute these updates; merge the file into its base "
+            "model with the tool that made it and compare base and merged checkpoints with "
+            "`lorascope spectrum BASE MERGED`."
         )
 
 
-def _alpha_scale(store: TensorStore, alpha_key: str, rank: int, metadata_alpha: float | None) -> tuple[float | None, float | None]:
-    if alpha_key in store:
-        alpha = alpha_tensor(store.get_numpy(alpha_key), alpha_key, str(store.path), rank)
-        return alpha, alpha / rank
-    if metadata_alpha is not None:
-        return metadata_alpha, metadata_alpha / rank
-    return None, None
+def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) -> Adapter:
+    """Open a single-file adapter of any family; ``layout`` keeps only the modules of that source (and may
+    return an adapter without modules, for the caller to say that the file is not what was asked for).
+
+    Raises:
+        LorascopeError: no module is claimed by a family (``layout`` not given), parts of a module do not
+            fit together, a module holds one part twice (more than one adapter in the file), or a declared
+            scale is unusable.
+    """
+    grouped = group_keys(store.keys())
+    raise_collected(
+        grouped.duplicates,
+        f"{path} names some module parts twice (more than one adapter in one file? "
+        "save each adapter separately):",
+    )
+    reading = _Reading(path, store, layout)
+    for module, found in sorted(grouped.modules.items()):
+        reading.read_module(module, found)
+    raise_collected(
+        reading.problems, f"{path}: {len(reading.problems)} module(s) whose parts do not fit together:"
+    )
+    if not reading.modules and layout is None:  # a forced layout's caller says what was asked for
+        raise _refusal(path, store, grouped, reading)
+    for f in grouped.vectors:
+        reading.read_vector(f)
+    _check_names(path, reading.modules)
+    warnings = reading.warnings
+    for reason, count in reading.defaults.items():
+        warnings.append({"name": "*", "reason": f"{count} of {len(reading.modules)} modules: {reason}"})
+    for kind, keys in grouped.unsupported.items():
+        warnings += [
+            {"name": k, "reason": f"{kind}: lorascope does not compute this update; skipped"} for k in keys
+        ]
+    warnings += [
+        {"name": k, "reason": "not an adapter tensor in any layout lorascope reads; skipped"}
+        for k in grouped.unknown
+    ]
+    warnings += kohya_warnings(sorted(m for m in grouped.modules if FLATTENED.match(m)))
+    sources = Counter(m.source for m in reading.modules)
+    fmt = layout or sources.most_common(1)[0][0]
+    if fmt == "cloneofsimo":
+        warnings += _check_metadata_ranks(store, reading.modules)
+    return Adapter(path, fmt, store, reading.modules, {}, reading.vectors, dict(store.metadata), warnings)
 
 
-def _metadata_alpha(store: TensorStore) -> float | None:
-    return metadata_alpha(store.metadata.get("ss_network_alpha"), str(store.path))
-
-
-def open_down_up(path: Path, store: TensorStore, layout_name: str) -> Adapter:
-    layout = DOWN_UP_LAYOUTS[layout_name]
-    groups: dict[str, dict[str, str]] = defaultdict(dict)
-    used: set[str] = set()
-    for key in store.keys():
-        m = layout.pattern.match(key)
-        if m:
-            groups[m["module"]][m["which"]] = key
-            used.add(key)
-    meta_alpha = _metadata_alpha(store) if layout.metadata_alpha else None
-    modules, problems, no_alpha = [], [], []
-    for module, pair in sorted(groups.items()):
-        if set(pair) != {"down", "up"}:
-            problems.append(f"{module}: only the {next(iter(pair))} factor is present")
-            continue
-        right = TensorRef(store, pair["down"], "flatten")
-        left = TensorRef(store, pair["up"], "flatten")
-        if left.shape[1] != right.shape[0]:
-            problems.append(f"{module}: up {left.shape} and down {right.shape} do not chain")
-            continue
-        rank = right.shape[0]
-        alpha_key = f"{module}.alpha"
-        used.add(alpha_key)
-        alpha, scale = _alpha_scale(store, alpha_key, rank, meta_alpha)
-        if scale is None:
-            no_alpha.append(module)
-            scale = 1.0
-        kind = "conv" if len(store.info(pair["down"]).shape) > 2 else "linear"
-        shape = (left.shape[0], right.shape[1])
-        parts = {"up": left, "down": right}
-        kernel = tuple(right.stored_shape[2:]) if kind == "conv" else ()
-        modules.append(AdapterModule(layout.name(module), "lora", parts, shape, rank, alpha, scale, kind, layout_name,
-                                     kernel=kernel))
-    if problems:
-        raise LorascopeError(f"{path}: incomplete LoRA modules:\n" + "\n".join(f"  - {p}" for p in problems[:20]))
-    warnings = []
-    if no_alpha:
-        warnings.append({"name": "*", "reason": f"{len(no_alpha)} of {len(modules)} modules: {layout.assumed_scale_reason}"})
-    if layout_name == "cloneofsimo":
-        warnings += _check_metadata_ranks(store, modules)
-    if layout_name == "kohya":
-        warnings += kohya_warnings(sorted(groups))
-    leftover = [k for k in store.keys() if k not in used]
-    for key in leftover:
-        if key.endswith("dora_scale"):
-            warnings.append({"name": key, "reason": "kohya DoRA magnitude (dora_scale) ignored: ΔW taken as s·up@down"})
-        else:
-            warnings.append({"name": key, "reason": f"not a {layout_name} LoRA factor; skipped"})
-    return Adapter(path, layout_name, store, modules, {}, {}, dict(store.metadata), warnings)
+def _check_names(path: Path, modules: list[AdapterModule]) -> None:
+    seen: dict[str, AdapterModule] = {}
+    problems = []
+    for m in modules:
+        if m.name in seen:
+            keys = sorted({r.key for r in seen[m.name].parts.values()} | {r.key for r in m.parts.values()})
+            problems.append(f"{m.name}: from {', '.join(keys[:4])}")
+        seen[m.name] = m
+    raise_collected(problems, f"{path} holds two updates for the same module (two layouts mixed?):")
 
 
 def _check_metadata_ranks(store: TensorStore, modules: list[AdapterModule]) -> list[dict[str, str]]:
@@ -193,42 +286,10 @@ def _check_metadata_ranks(store: TensorStore, modules: list[AdapterModule]) -> l
     for m in modules:
         declared = store.metadata.get(m.name.replace(".", ":") + ":rank")
         if declared is not None and declared.isdigit() and int(declared) != m.tensor_rank:
-            out.append({"name": m.name, "reason": f"metadata says rank {declared}, tensors have rank {m.tensor_rank}"})
+            out.append(
+                {
+                    "name": m.name,
+                    "reason": f"metadata says rank {declared}, tensors have rank {m.tensor_rank}",
+                }
+            )
     return out
-
-
-def open_lora_ab(path: Path, store: TensorStore) -> Adapter:
-    """PEFT-style lora_A/lora_B keys without an adapter_config.json (ai-toolkit, newer diffusers)."""
-    adapter = build_adapter(path, "lora-ab", store, {})
-    meta_alpha = _metadata_alpha(store)
-    modules, no_alpha = [], 0
-    for m in adapter.modules:
-        rank = m.tensor_rank
-        alpha, scale = _alpha_scale(store, f"{m.left.key.rsplit('.lora_', 1)[0]}.alpha", rank, meta_alpha)
-        if scale is None:
-            no_alpha += 1
-            alpha, scale = None, 1.0
-        modules.append(dataclasses.replace(m, rank=rank, alpha=alpha, scale=scale))
-    vectors = {k: v for k, v in adapter.vectors.items() if not k.endswith(".alpha")}
-    warnings = list(adapter.warnings)
-    if no_alpha:
-        warnings.append({
-            "name": "*",
-            "reason": f"{no_alpha} of {len(modules)} modules have no .alpha tensor and the file no "
-            "ss_network_alpha metadata: scale 1 assumed",
-        })
-    return dataclasses.replace(adapter, modules=modules, vectors=vectors, config=dict(store.metadata), warnings=warnings)
-
-
-def open_lora_file(path: Path, store: TensorStore, layout: str | None = None) -> Adapter:
-    """Open a single-file LoRA in the given layout, or the one its keys follow."""
-    refuse_unsupported(path, store.keys())
-    layout = layout or detect_layout(store.keys())
-    if layout == "lora-ab":
-        return open_lora_ab(path, store)
-    if layout in DOWN_UP_LAYOUTS:
-        return open_down_up(path, store, layout)
-    raise LorascopeError(
-        f"{path}: no LoRA factors in a known layout (kohya lora_down/lora_up, diffusers .lora.down/.up, "
-        f"lora_A/lora_B, cloneofsimo :down/:up); found tensors such as {', '.join(store.keys()[:4])}."
-    )

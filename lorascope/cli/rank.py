@@ -58,7 +58,7 @@ def _analysis_options(f):
         click.option("--base-revision", default=None, help="Hub revision of the base input, if a Hub id."),
         click.option("--include", default=None, help="Only modules whose name matches this regex."),
         click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
-        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
                      help="dtype of dense ΔW and its SVDs."),
         click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no terminal summary."),

@@ -24,8 +24,9 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya",
 @click.option("--base-revision", default=None, help="Hub revision of the base input, when it is a Hub id.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Randomized SVD: only the top K singular values of dense updates (‖ΔW‖_F stays exact).")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-              help="dtype of dense ΔW and its SVD (factored LoRA spectra are always float64).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
+              help="dtype of dense ΔW held in memory and its SVD (factored and streamed full-diff spectra are "
+                   "always float64; float32 is for GPUs with slow float64).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Modules computed in parallel (BLAS threads are divided among them).")
@@ -35,10 +36,13 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya",
 @click.option("--include", default=None, help="Only modules whose name matches this regex.")
 @click.option("--exclude", default=None, help="Skip modules whose name matches this regex.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomized SVD.")
+@click.option("--memory", default=None, metavar="SIZE",
+              help="Memory budget, e.g. 768M or 8G [default: 60% of the memory available at start]. Full-diff "
+                   "matrices are streamed in row blocks within it; a module that cannot fit is refused.")
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
 def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers,
-             backend, ray_address, include, exclude, seed, no_report, quiet):
+             backend, ray_address, include, exclude, seed, memory, no_report, quiet):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b
@@ -74,7 +78,7 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
             format=None if fmt == "auto" else fmt,
             base_format=None if base_format == "auto" else base_format,
             progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision,
-            device=device, workers=workers, include=include, exclude=exclude, seed=seed,
+            device=device, workers=workers, include=include, exclude=exclude, seed=seed, memory=memory,
         )
         tx.keep_files(results.save_options(out)["keep"])
         results.write(tx.stage)

@@ -2,7 +2,7 @@
 
 - ``family``: the ``Family`` registry entry and ``FAMILIES`` (name -> family).
 - one module per family group: ``dense`` (full fine-tunes), ``lora`` (LoRA, DoRA, MoE experts, AdaLoRA,
-  VeRA), ``lycoris`` (LoHa, LoKr), ``scaled`` (IA3), ``orthogonal`` (OFT, BOFT), …
+  VeRA), ``lycoris`` (LoHa, LoKr, full), ``scaled`` (IA3), ``orthogonal`` (OFT, BOFT), …
 - ``plan``: pairing modules by name into lazy ``Delta`` items, with the base weight in ΔW's orientation.
 - ``read``: reading a Delta's tensors and building its form (``lorascope.linalg.forms``).
 

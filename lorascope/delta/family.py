@@ -8,7 +8,7 @@ Nothing outside ``lorascope.delta`` builds a ΔW.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,10 @@ class Family:
             the base does not fit; None where the module is complete as read.
         shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
             read once and reused by the modules that follow.
+        layouts: the part-name sets a single-file reader may find for one module of this family, each exactly
+            (``claim`` picks the family from them); empty for families no file layout names by parts.
+        decomposable: a ``magnitude`` beside these parts makes the module weight-decomposed (DoRA over this
+            family, as LyCORIS ``weight_decompose`` does for LoCon, LoHa and LoKr).
     """
 
     name: str
@@ -76,16 +80,43 @@ class Family:
     params: Callable[[Delta], int] | None = None
     fit_base: Callable[[AdapterModule, TensorRef], AdapterModule | str] | None = None
     shared: tuple[str, ...] = ()
+    layouts: tuple[frozenset[str], ...] = ()
+    decomposable: bool = False
 
 
 FAMILIES: dict[str, Family] = {}
+MAGNITUDE = "magnitude"  # the part that makes a module weight-decomposed
+WEIGHT_DECOMPOSED = "dora"  # the family of such modules; params['inner'] names the decomposed family
 
 
 def register(family: Family) -> Family:
     if family.name in FAMILIES:
         raise ValueError(f"update family {family.name!r} is registered twice")
+    for other in FAMILIES.values():
+        shared = set(family.layouts) & set(other.layouts)
+        if shared:
+            raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts "
+                             f"{sorted(shared.pop())}")
     FAMILIES[family.name] = family
     return family
+
+
+def claim(parts: Collection[str]) -> tuple[str, dict[str, str]] | None:
+    """The family whose layout is exactly ``parts``, with its parameters, or None when no family claims them.
+
+    A ``magnitude`` beside the parts of a decomposable family gives ``('dora', {'inner': family})``: DoRA over
+    that family's update (Liu et al. 2024, Eq. 5; LyCORIS ``weight_decompose``). Data-driven: each family
+    lists its layouts (``Family.layouts``); nothing here names a family.
+    """
+    have = frozenset(parts)
+    for family in FAMILIES.values():
+        if have in family.layouts:
+            return family.name, {}
+    if MAGNITUDE in have:
+        inner = claim(have - {MAGNITUDE})
+        if inner is not None and not inner[1] and FAMILIES[inner[0]].decomposable:
+            return WEIGHT_DECOMPOSED, {"inner": inner[0]}
+    return None
 
 
 def family_of(name: str) -> Family:

@@ -5,9 +5,14 @@
   factors flattened to (out, in·kh·kw)). A grouped convolution (``params['groups']`` = G > 1) stores PEFT's
   grouped lora_B, (out, r/G): output channel o of group g = o // (out/G) reads only rank components
   g·r/G … (g+1)·r/G, so B is the block-diagonal (out, r) matrix of those blocks (PEFT ``lora.Conv2d``).
-- ``dora``: DoRA's magnitude-and-direction update (Liu et al. 2024, Eq. 5), ``magnitude`` one value per output
-  feature (PEFT's ``lora_magnitude_vector``) or, where the format says so, per input feature
-  (``params['dora_axis'] == 'in'``).
+  A LyCORIS LoCon conv module with a Tucker core adds ``mid`` (r, r, kh, kw) and stores ``down`` as (r, in) (a
+  1×1 kernel): ΔW (flattened) = s · up @ (mid ×₂ down), still rank r and kept factored (``tucker_right``).
+- ``dora``: DoRA's magnitude-and-direction update (Liu et al. 2024, Eq. 5). ``magnitude``: one value per output
+  feature (PEFT's ``lora_magnitude_vector``, ai-toolkit's ``magnitude``, LyCORIS ``dora_scale`` with
+  ``wd_on_output=True``) or, where the format says so (``params['dora_axis'] == 'in'``), per input feature —
+  per input *channel* of a conv layer, the norm then running over the output rows and the kernel (LyCORIS
+  ``dora_scale`` with ``wd_on_output=False``). The update decomposed is LoRA's by default, or that of
+  ``params['inner']`` (LoHa, LoKr: LyCORIS ``weight_decompose``).
 - ``lora_expert``: one expert of a LoRA on a fused 3-D expert parameter (PEFT ``target_parameters``,
   ``lora.ParamWrapper``). Parts ``lora_A`` (E·r, in) and ``lora_B`` (out, r·E) as stored; expert e uses rows
   e·r … (e+1)·r of A and columns e, e+E, e+2E, … of B (PEFT ``ParamWrapper.get_delta_factors``:
@@ -17,7 +22,7 @@
 - ``vera``: ΔW = Λ_b B[:m] Λ_d A[:, :n] (Kopiczko et al. 2024, Eq. 1; PEFT ``vera.Linear.get_delta_weight``),
   the shared random projections sliced to the layer and the two scaling vectors folded into the factors.
 
-Each is a ``linalg.LowRank``; none is formed to take its spectrum.
+Each but DoRA is a ``linalg.LowRank``; none is formed to take its spectrum.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import numpy as np
 from ..errors import LorascopeError
 from ..linalg import Dense, LowRank
 from ..linalg.forms import is_torch
-from .family import Family, Tensors, register
+from .family import FAMILIES, Family, Tensors, register
+from .lycoris import tucker_right
 
 
 def grouped_up(up: Any, groups: int) -> Any:
@@ -56,7 +62,8 @@ def grouped_up(up: Any, groups: int) -> Any:
 def _lora(d, t: Tensors) -> LowRank:
     groups = int(d.module.params.get("groups", 1))
     up = grouped_up(t["up"], groups) if groups > 1 else t["up"]
-    return LowRank(up, t["down"], d.module.scale)
+    right = tucker_right(t["mid"], t["down"]) if "mid" in t else t["down"]  # (r, n)
+    return LowRank(up, right, d.module.scale)
 
 
 def stored_params(d) -> int:
@@ -65,7 +72,7 @@ def stored_params(d) -> int:
 
 
 def _lora_params(d) -> int:
-    if d.module.params.get("groups", 1) > 1:
+    if d.module.params.get("groups", 1) > 1 or "mid" in d.parts:  # grouped B, or a Tucker core: what is stored
         return stored_params(d)
     m, n = d.shape
     return d.module.tensor_rank * (m + n)
@@ -74,63 +81,88 @@ def _lora_params(d) -> int:
 LORA = register(Family(
     name="lora",
     parts=("up", "down"),
-    formula="s · B @ A, s = α / r (α / √r with rsLoRA)",
-    reference="Hu et al. 2021, Eq. 3; PEFT LoraLayer.get_delta_weight; Kalajdzievski 2023 (rsLoRA)",
+    optional=("mid",),
+    formula="s · B @ A, s = α / r (α / √r with rsLoRA); a conv Tucker core M: s · B @ (M ×₂ A)",
+    reference="Hu et al. 2021, Eq. 3; PEFT LoraLayer.get_delta_weight; Kalajdzievski 2023 (rsLoRA); "
+    "LyCORIS locon.py (lora_mid, rebuild_tucker)",
     needs_base=False,
     form="LowRank",
     build=_lora,
     params=_lora_params,
+    layouts=(frozenset({"up", "down"}), frozenset({"up", "down", "mid"})),
+    decomposable=True,
 ))
+
+
+def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out",
+                     where: str = "DoRA module") -> Any:
+    """ΔW = m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors, ΔW′ undecomposed.
+
+    Args:
+        w0: the base weight (m, n) in ΔW's orientation (conv kernels flattened: n = in·kh·kw).
+        update: ΔW′ (m, n), e.g. s·B@A.
+        magnitude: one value per output row (``axis`` 'out') or per input channel ('in'), any shape.
+        axis: 'out' — the norm of each output row (PEFT, LyCORIS ``wd_on_output=True``); 'in' — the norm over
+            the output rows (and, for a conv layer, the kernel positions) of each input channel (LyCORIS
+            ``wd_on_output=False``: its columns of the flattened weight are channel-major, kh·kw per channel).
+
+    Raises:
+        LorascopeError: the magnitude has not one entry per row (or a whole number of columns per entry).
+    """
+    import torch
+
+    merged = w0 + update
+    m, n = merged.shape
+    mag = magnitude.reshape(-1)
+    if axis == "out":
+        if mag.shape[0] != m:
+            raise LorascopeError(f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has "
+                                 f"{m} output features")
+        norms = torch.linalg.vector_norm(merged, dim=1, keepdim=True)  # (m, 1)
+        return mag.reshape(-1, 1) / norms * merged - w0
+    channels = mag.shape[0]
+    if channels == 0 or n % channels:
+        raise LorascopeError(f"{where}: the DoRA magnitude has {channels} entries, which does not divide the "
+                             f"weight's {n} input columns")
+    per = n // channels  # kernel positions per input channel (1 for a linear layer)
+    norms = torch.linalg.vector_norm(merged.reshape(m, channels, per), dim=(0, 2))  # (channels,)
+    column_scale = (mag / norms).repeat_interleave(per).reshape(1, -1)  # (1, n)
+    return column_scale * merged - w0
 
 
 def dora_update(w0: Any, up: Any, down: Any, magnitude: Any, scale: float, axis: str = "out",
                 where: str = "DoRA module") -> Any:
-    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors.
-
-    The norm runs over each output row of the (out, in) weight when ``axis`` is 'out' (PEFT's
-    ``lora_magnitude_vector``: one value per output feature, the paper's column norm of the transposed
-    layout), over each input column when 'in' (LyCORIS ``dora_scale`` with ``wd_on_output=False``).
+    """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖ − W0 (Liu et al. 2024, Eq. 5), torch tensors (``weight_decompose``).
 
     Raises:
-        LorascopeError: the magnitude does not have one entry per row (or column).
+        LorascopeError: the magnitude does not fit the weight (``weight_decompose``).
     """
-    import torch
+    return weight_decompose(w0, scale * (up @ down), magnitude, axis, where)  # (m, r) @ (r, n) -> (m, n)
 
-    merged = w0 + scale * (up @ down)  # (m, r) @ (r, n) -> (m, n)
-    dim, count = (1, merged.shape[0]) if axis == "out" else (0, merged.shape[1])
-    norms = torch.linalg.vector_norm(merged, dim=dim, keepdim=True)  # (m, 1) or (1, n)
-    mag = magnitude.reshape(-1)
-    if mag.shape[0] != count:
-        raise LorascopeError(
-            f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has {count} "
-            f"{'output' if axis == 'out' else 'input'} features"
-        )
-    mag = mag.reshape(-1, 1) if axis == "out" else mag.reshape(1, -1)
-    return mag / norms * merged - w0
+
+def _inner(d) -> Family:
+    return FAMILIES[d.module.params.get("inner", "lora")]
 
 
 def _dora(d, t: Tensors) -> Dense:
-    m = d.module
-    delta = dora_update(t["base"], t["up"], t["down"], t["magnitude"], m.scale, m.params.get("dora_axis", "out"),
-                        d.name)
-    return Dense(delta)
-
-
-def _dora_params(d) -> int:
-    m, n = d.shape
-    return _lora_params(d) + (m if d.module.params.get("dora_axis", "out") == "out" else n)
+    update = _inner(d).build(d, t).to_dense()  # the undecomposed ΔW′ (m, n), one module at a time
+    axis = d.module.params.get("dora_axis", "out")
+    return Dense(weight_decompose(t["base"], update, t["magnitude"], axis, d.name))
 
 
 DORA = register(Family(
     name="dora",
     parts=("up", "down", "magnitude"),
-    formula="m ⊙ (W0 + s·B@A) / ‖W0 + s·B@A‖ − W0, the norm per output row (PEFT) or input column",
-    reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS dora_scale (wd_on_output)",
+    formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row (PEFT) or "
+    "input channel",
+    reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, "
+    "wd_on_output); "
+    "ai-toolkit DoRAModule (magnitude)",
     needs_base=True,
     form="Dense",
     build=_dora,
     numpy=False,
-    params=_dora_params,
+    params=stored_params,
 ))
 
 

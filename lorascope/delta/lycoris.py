@@ -1,4 +1,5 @@
-"""LoHa and LoKr: Hadamard and Kronecker products of low-rank factors (LyCORIS; PEFT's LoHa and LoKr tuners).
+"""LoHa, LoKr and full: Hadamard and Kronecker products of low-rank factors (LyCORIS; PEFT's LoHa and LoKr tuners),
+and LyCORIS's ``full`` algorithm, which stores ΔW itself.
 
 Parts use the names both LyCORIS and PEFT store: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``
 (and the Tucker cores ``hada_t1``, ``hada_t2`` of a conv layer), ``lokr_w1`` or ``lokr_w1_a``/``lokr_w1_b``,
@@ -17,7 +18,10 @@ Neither update is formed to take its spectrum:
 
 A Tucker (CP) conv factor, W[p, r, k, l] = Σ_ij t[i, j, k, l] wa[i, p] wb[j, r] (LyCORIS / PEFT
 ``make_weight_cp``), flattened to (out, in·kh·kw) is waᵀ @ M with M[i, (r, k, l)] = Σ_j t[i, j, k, l] wb[j, r]:
-rank r again.
+rank r again (``tucker_right``); Conv1d and Conv3d cores have one and three kernel dims.
+
+- full, ΔW = diff: LyCORIS ``FullModule`` saves the trained weight minus the original as ``diff`` (and the bias
+  difference as ``diff_b``, a 1-D update the reader keeps beside the module). Dense, no base needed.
 """
 
 from __future__ import annotations
@@ -39,17 +43,26 @@ def _einsum(spec: str, *ops: Any) -> Any:
     return np.einsum(spec, *ops)
 
 
-def tucker_factors(core: Any, wa: Any, wb: Any) -> tuple[Any, Any]:
-    """(left, right) of a Tucker conv factor: left = waᵀ (out, r), right = (core ×₂ wbᵀ) flattened (r, in·kh·kw).
+def tucker_right(core: Any, wb: Any) -> Any:
+    """M = core ×₂ wbᵀ flattened: M[i, (r, k…)] = Σ_j core[i, j, k…] wb[j, r], (r₁, in·k…).
 
     Args:
-        core: t (r, r, kh, kw) — (r, r, k, 1) for Conv1d.
+        core: t (r₁, r₂, k…) — kernel dims (k,) for Conv1d, (kh, kw) for Conv2d, (kd, kh, kw) for Conv3d.
+        wb: (r₂, in), the 2-mode factor (LoCon's 1×1 ``lora_down``, flattened).
+    """
+    rank = core.shape[0]
+    return _einsum("ij...,jr->ir...", core, wb).reshape(rank, -1)  # (r1, r2, k…) · (r2, in) -> (r1, in·k…)
+
+
+def tucker_factors(core: Any, wa: Any, wb: Any) -> tuple[Any, Any]:
+    """(left, right) of a Tucker conv factor: waᵀ (out, r) and ``tucker_right(core, wb)`` (r, in·k…).
+
+    Args:
+        core: t (r, r, k…).
         wa: (r, out), the 1-mode factor.
         wb: (r, in), the 2-mode factor.
     """
-    rank = core.shape[0]
-    right = _einsum("ijkl,jr->irkl", core, wb).reshape(rank, -1)  # (r, r, kh, kw) · (r, in) -> (r, in·kh·kw)
-    return wa.T, right
+    return wa.T, tucker_right(core, wb)
 
 
 def _hada_operand(t: Tensors, i: int) -> tuple[Any, Any]:
@@ -81,6 +94,9 @@ LOHA = register(Family(
     form="LowRank",
     build=_loha,
     params=_stored_params,
+    layouts=(frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}),
+             frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})),
+    decomposable=True,
 ))
 
 
@@ -128,4 +144,25 @@ LOKR = register(Family(
     form="Kronecker",
     build=_lokr,
     params=_stored_params,
+    layouts=tuple(frozenset(w1 | w2) for w1 in ({"lokr_w1"}, {"lokr_w1_a", "lokr_w1_b"})
+                  for w2 in ({"lokr_w2"}, {"lokr_w2_a", "lokr_w2_b"}, {"lokr_w2_a", "lokr_w2_b", "lokr_t2"})),
+    decomposable=True,
+))
+
+
+def _full(d, t: Tensors) -> Dense:
+    return Dense(t.pop("diff"))
+
+
+FULL = register(Family(
+    name="full",
+    parts=("diff",),
+    formula="diff (W_tuned − W_base as the file stores it)",
+    reference="LyCORIS full.py (FullModule.custom_state_dict: diff = W − W_org); Yeh et al. 2024, §3",
+    needs_base=False,
+    form="Dense",
+    build=_full,
+    numpy=False,  # dense: torch in the working precision, like a full fine-tune's difference
+    params=_stored_params,
+    layouts=(frozenset({"diff"}),),
 ))

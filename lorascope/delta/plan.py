@@ -27,6 +27,8 @@ VOCAB_NAMES = re.compile(r"(embed|wte|lm_head|word_embeddings|shared|output|scor
 CONV1D_MODEL_TYPES = {"gpt2"}
 CONV1D_NAMES = re.compile(r"\.(c_attn|c_proj|c_fc|q_attn)$")
 EXPERT_STACK = re.compile(r"experts?\b", re.IGNORECASE)
+# 1-D tensors that are updates themselves, not new values: PEFT lora_B bias, LyCORIS full diff_b and norm diffs.
+UPDATE_VECTORS = (".lora_B.bias", ".diff_b", ".w_norm", ".b_norm")
 
 
 @dataclass(eq=False)
@@ -288,7 +290,7 @@ def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | N
         warnings.append({"name": m.name, "reason": f"{m.family} update (ΔW = {family.formula}) needs the base weight, "
                          "which was not found; skipped"})
         return None
-    return module_delta(m.name, dataclasses.replace(m, family=fallback))
+    return module_delta(m.name, dataclasses.replace(m, family=m.params.get("inner", fallback)))
 
 
 # Families whose update needs the base, and the family analyzed in their place without one (with a warning).
@@ -331,19 +333,28 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
     if stood_in:
         warnings.append({
             "name": "*",
-            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as s·B@A, ignoring the "
-            "magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+            "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
+            "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
         })
     warnings += skipped
     for name in adapter.dense:
         warnings.append({"name": name, "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model"})
     vectors = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
         else:
             warnings.append({"name": name, "reason": "1-D tensor saved with the adapter; its update needs the base model"})
     return Plan(deltas, vectors, warnings, "adapter")
+
+
+# The leading component of a dotted adapter name -> its kohya_names.COMPONENT_PREFIXES entry: diffusers pipeline
+# LoRAs name modules 'unet.…' / 'text_encoder.…'; ComfyUI saves the diffusion model's under 'diffusion_model.'
+# (its 'model.diffusion_model.' checkpoint prefix, less 'model.').
+DOTTED_COMPONENTS = {
+    "unet": "unet", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2",
+    "transformer": "transformer", "diffusion_model": "diffusion_model",
+}
 
 
 class BaseLookup:
@@ -372,35 +383,44 @@ class BaseLookup:
         return self.match(m.name, m.source), m
 
     def _kohya(self, m: AdapterModule) -> Match:
-        """A kohya module's base weight: kohya's own stem, then the resolved name, each matched exactly against
-        the base names with one of its component's declared prefixes (``kohya_names.COMPONENT_PREFIXES``)
-        removed. The base's names decide; two base weights that fit one stem pair nothing."""
+        """A kohya module's base weight: kohya's own stem, then the resolved name, each under one of its
+        component's declared prefixes (``kohya_names.COMPONENT_PREFIXES``)."""
         stem = stem_of_key(next(iter(m.parts.values())).key)
         split = component_of(stem) if stem else None
         if split is None:
             return self.match(m.name, "kohya")
         component, rest = split
         resolved = m.name.removeprefix(f"{component}.") if component else m.name
-        hits: set[str] = set()
         for path in (rest, resolved.replace(".", "_")):
-            for prefix in COMPONENT_PREFIXES.get(component, ("",)):
-                key = self.flat_key_of.get(prefix.replace(".", "_") + path)
-                if key is not None:
-                    hits.add(key)
-            if hits:
-                break
+            hit = self._under(component, path, "_", f"the kohya name {stem}")
+            if hit.name is not None or hit.ambiguous:
+                return hit
+        return self.match(m.name, "kohya")
+
+    def _under(self, component: str | None, path: str, sep: str, what: str) -> Match:
+        """The one base weight named ``prefix + path`` for a declared checkpoint prefix of ``component``,
+        matched exactly (components joined by ``sep``). The base's names decide; two that fit pair nothing."""
+        names = self.flat_key_of if sep == "_" else self.key_of
+        hits = {names[n] for n in (p.replace(".", sep) + path for p in COMPONENT_PREFIXES[component]) if n in names}
         if len(hits) == 1:
             return Match(hits.pop())
         if hits:
-            return Match(None, f"ambiguous: {', '.join(sorted(hits))} all fit the kohya name {stem}",
-                         tuple(sorted(hits)))
-        return self.match(m.name, "kohya")
+            return Match(None, f"ambiguous: {', '.join(sorted(hits))} all fit {what}", tuple(sorted(hits)))
+        return Match(None, f"no base weight fits {what}")
 
     def match(self, name: str, source: str = "peft") -> Match:
-        """The base weight key of an adapter module (``Match.name``), or None and why."""
+        """The base weight key of an adapter module (``Match.name``), or None and why.
+
+        A dotted name that starts with a pipeline component (diffusers' ``unet.``, ComfyUI's ``diffusion_model.``,
+        ``DOTTED_COMPONENTS``) pairs under that component's declared checkpoint prefixes first."""
         if source == "kohya":
             hit = self.flat.match(name.replace(".", "_"))
             return Match(self.flat_key_of[hit.name]) if hit.name is not None else hit
+        head, _, rest = name.partition(".")
+        if head in DOTTED_COMPONENTS and rest:
+            hit = self._under(DOTTED_COMPONENTS[head], rest, ".", f"the {head} component's {rest}")
+            if hit.name is not None or hit.ambiguous:
+                return hit
         hit = self.dotted.match(name)
         return Match(self.key_of[hit.name]) if hit.name is not None else hit
 
@@ -514,6 +534,8 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         if m.family == "dora" and m.kind == "embedding":
             warnings.append({"name": m.name, "reason": "DoRA on an embedding: magnitude ignored, ΔW taken as s·B@A"})
             m = dataclasses.replace(m, family="lora")
+        if 0 in m.shape:
+            m = dataclasses.replace(m, shape=tuple(ref.shape))
         deltas.append(module_delta(name, m, ref))
     raise_collected(
         problems,
@@ -536,7 +558,7 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
         deltas.append(dense_delta(name, ref, b_ref, source="modules_to_save"))
     vectors: list[VectorDelta] = []
     for name, ref in adapter.vectors.items():
-        if name.endswith(".lora_B.bias"):
+        if name.endswith(UPDATE_VECTORS):
             vectors.append(VectorDelta(name, ref, None, is_update=True))
             continue
         key = lookup.find(name)

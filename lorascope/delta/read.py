@@ -95,11 +95,12 @@ def fetch(d: Delta, device: str = "cpu") -> Fetched:
 
 
 def norm(t: Any) -> float:
-    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix)."""
-    if isinstance(t, np.ndarray):
-        flat = t.reshape(-1)
-        chunks = np.array_split(flat, max(1, flat.size // (1 << 22)))
-        return float(np.sqrt(sum(float(np.dot(c, c)) for c in chunks)))
+    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix), on the CPU
+    by fixed-chunk pairwise sums, which round the same on any number of threads."""
+    if isinstance(t, np.ndarray) or t.device.type == "cpu":
+        from ..linalg import sum_squares
+
+        return float(np.sqrt(sum_squares(t)))
     import torch
 
     return float(torch.linalg.vector_norm(t, dtype=torch.float64).cpu())

@@ -3,10 +3,11 @@
 Part ``scale`` holds the learned vector l, one value per input feature (``params['axis'] == 'in'``: PEFT's
 feedforward modules, stored (1, in)) or per output feature ('out': stored (out, 1)). PEFT stores the
 multiplier itself, W' = l ⊙ W, so ΔW = (l − 1) ⊙ W0 (``params['stored'] == 'multiplier'``); a format that
-stores the increment, W' = (1 + l) ⊙ W, declares 'increment'. A conv layer's input scale repeats over the
-kernel: ΔW's columns are in·kh·kw. In a grouped conv (``params['groups']`` = G, from the base: l has one value
-per input channel, the base weight in/G per group) output channel o of group g scales its kernel's channels
-by l[g·in/G … (g+1)·in/G] (PEFT ``ia3._ConvNd._get_ia3_scaling_for_weight``).
+stores the increment, W' = (1 + l) ⊙ W, declares 'increment' (LyCORIS ``IA3Module``: ``weight`` with
+``on_input`` saying the axis, merged as W · (1 + l), ``_ia3_weight``). A conv layer's input scale repeats over
+the kernel: ΔW's columns are in·kh·kw. In a grouped conv (``params['groups']`` = G, from the base: l has one
+value per input channel, the base weight in/G per group) output channel o of group g scales its kernel's
+channels by l[g·in/G … (g+1)·in/G] (PEFT ``ia3._ConvNd._get_ia3_scaling_for_weight``).
 
 ΔW's shape is the base weight's: a module read without its base has 0 for the dimension l does not tell,
 and ``fit_base`` completes it (checking l against the axis) once the base is known.
@@ -97,11 +98,12 @@ IA3 = register(Family(
     name="ia3",
     parts=("scale",),
     formula="(l − 1) ⊙ W0, l scaling each output row or (feedforward) each input column",
-    reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge",
+    reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge; LyCORIS ia3.py (increment)",
     needs_base=True,
     form="Dense",
     build=_ia3,
     numpy=False,
     params=_ia3_params,
     fit_base=_ia3_fit,
+    layouts=(frozenset({"scale"}),),
 ))

@@ -1,14 +1,17 @@
-"""Exact singular values of an update by the cheapest exact route: the one place a route is chosen.
+"""Singular values of an update by the cheapest exact route: the one place a route is chosen.
 
-``svd(form)`` dispatches on the update's form (``lorascope.linalg.forms``):
+``svd(form)`` dispatches on the update's form (``lorascope.linalg.forms``) and on what the caller needs:
 
 | form | route | cost |
 | --- | --- | --- |
-| ``LowRank`` s·L@R | QR of L and Rᵀ, SVD of the k×k core (``factored_svd``), float64 | O((m + n)k² + k³) |
+| ``LowRank`` s·L@R | R factors of L and Rᵀ (CholeskyQR2, Householder where ill-conditioned), SVD of the k×k core (``factored_svd``), float64 | O((m + n)k² + k³) |
 | ``Kronecker`` s·A⊗B | the SVDs of A and B, products of their singular values (``kronecker_svd``) | that of A and B |
-| ``Dense`` | all σ by LAPACK (``exact_svd``), or the top-k by a randomized range finder (``randomized_svd``) | O(mn·min(m, n)) |
+| ``Blocks`` (streamed), p ≥ ``GRAM_MIN`` | float64 Gram matrix accumulated over row blocks, its eigenvalues (``gram_svd``) | mn·p + (4/3)p³, memory 8p² bytes |
+| ``Dense``, float64 on the CPU, values only, p ≥ ``GRAM_MIN`` | the same Gram route on the matrix in memory (``gram_svd_dense``) | mn·p + (4/3)p³ |
+| ``Dense``, otherwise | all σ by LAPACK (``exact_svd``), or the top-k by a randomized range finder (``randomized_svd``) | O(mn·p) |
 
-No other module picks a route; callers say what they need (vectors or not, a top-k or all).
+p = min(m, n). Every result carries its absolute error bound (``SVD.floor``, docs/METRICS.md 'The numerical
+floor'). No other module picks a route; callers say what they need (vectors or not, a top-k or all).
 """
 
 from __future__ import annotations
@@ -16,25 +19,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .forms import Dense, Form, Kronecker, LowRank, cosine, fro_norm, inner, khatri_rao, merged
+from .forms import Blocks, Dense, Form, Kronecker, LowRank, cosine, fro_norm, inner, khatri_rao, merged
 from .routes import (
+    EPS64,
     PRECISIONS,
     SVD,
+    eps_of,
+    exact_floor,
     exact_svd,
+    factored_floor,
     factored_svd,
+    gram_floor,
+    gram_svd,
+    gram_svd_dense,
+    gram_update,
     kronecker_svd,
+    one_thread,
     randomized_params,
     randomized_svd,
     resolve_device,
+    sum_squares,
     svd_flip,
     torch_dtype,
 )
 
 __all__ = [
-    "Dense", "Form", "Kronecker", "LowRank", "PRECISIONS", "SVD", "cosine", "exact_svd", "factored_svd", "fro_norm",
-    "inner", "khatri_rao", "kronecker_svd", "merged", "randomized_params", "randomized_svd", "resolve_device", "svd",
-    "svd_flip", "torch_dtype",
+    "Blocks", "Dense", "EPS64", "Form", "GRAM_MIN", "Kronecker", "LowRank", "PRECISIONS", "SVD", "cosine", "eps_of",
+    "exact_floor", "exact_svd", "factored_floor", "factored_svd", "fro_norm", "gram_floor", "gram_svd",
+    "gram_svd_dense", "gram_update", "inner", "khatri_rao", "kronecker_svd", "merged", "one_thread",
+    "randomized_params", "randomized_svd", "resolve_device", "sum_squares", "svd", "svd_flip", "torch_dtype",
 ]
+
+# Below this short side a dense SVD costs milliseconds and LAPACK's tighter bound (ε·max(m, n)·σ₁ instead of
+# the Gram route's √δ) comes for free, so small matrices take the exact route.
+GRAM_MIN = 256
 
 
 def _lowrank(form: LowRank, compute_uv: bool, k: int | None, seed: int) -> SVD:
@@ -47,12 +65,30 @@ def _kronecker(form: Kronecker, compute_uv: bool, k: int | None, seed: int) -> S
     return kronecker_svd(a, b, form.scale, compute_uv, k)
 
 
+def _gram_suits(matrix: Any) -> bool:
+    """float64, on the CPU, and large enough that the Gram route's speed matters."""
+    dtype = str(matrix.dtype).removeprefix("torch.")
+    on_cpu = not hasattr(matrix, "device") or getattr(matrix.device, "type", "cpu") == "cpu"
+    return dtype == "float64" and on_cpu and min(matrix.shape) >= GRAM_MIN
+
+
 def _dense(form: Dense, compute_uv: bool, k: int | None, seed: int) -> SVD:
     if k is not None and k < min(form.shape):
         import torch
 
-        return randomized_svd(torch.as_tensor(form.matrix), k, seed=seed, compute_uv=compute_uv)
+        matrix = form.matrix if hasattr(form.matrix, "device") else torch.as_tensor(form.matrix)
+        return randomized_svd(matrix, k, seed=seed, compute_uv=compute_uv)
+    if not compute_uv and _gram_suits(form.matrix):
+        return gram_svd_dense(form.matrix)
     return exact_svd(form.matrix, compute_uv)  # numpy arrays stay in numpy (no torch import)
+
+
+def _blocks(form: Blocks, compute_uv: bool, k: int | None, seed: int) -> SVD:
+    if compute_uv or k is not None:
+        raise ValueError("a streamed update gives singular values only; read it whole for vectors or a top-k")
+    if min(form.shape) < GRAM_MIN:  # small: read whole (a few MiB at most) for LAPACK's tighter bound
+        return exact_svd(form.to_dense())
+    return gram_svd(form.blocks(), max(form.shape), min(form.shape))
 
 
 # form type -> route
@@ -60,6 +96,7 @@ ROUTES: dict[type, Callable[[Any, bool, int | None, int], SVD]] = {
     LowRank: _lowrank,
     Kronecker: _kronecker,
     Dense: _dense,
+    Blocks: _blocks,
 }
 
 
@@ -67,13 +104,17 @@ def svd(form: Form, *, compute_uv: bool = False, k: int | None = None, seed: int
     """Singular values of ΔW (and vectors with ``compute_uv``) by the cheapest exact route for its form.
 
     Args:
-        form: the update as its family stores it.
+        form: the update as its family stores it (or as row blocks read from its files).
         compute_uv: also return U (m, ·) and V (n, ·) with deterministic signs.
         k: for a dense form, the top-k by the randomized route when k < min(m, n) (``complete`` is then
             False); for factored forms every value is exact anyway and ``k`` only limits the vectors formed.
         seed: of the randomized route's test matrix.
 
     Returns:
-        An ``SVD``: values descending; ``fro_norm`` exact from the entries or factors.
+        An ``SVD``: values descending; ``fro_norm`` exact from the entries or factors; ``floor`` the route's
+        absolute error bound on every value.
+
+    Raises:
+        ValueError: vectors or a top-k asked of a streamed form.
     """
     return ROUTES[type(form)](form, compute_uv, k, seed)

@@ -7,6 +7,7 @@ Every adapter family reduces to one of three forms (``lorascope.delta`` builds t
 | ``LowRank(L, R, s)`` | s · L @ R, L (m, k), R (k, n) | LoRA, AdaLoRA, VeRA, LoCon/Tucker, LoHa (Khatri–Rao), MoE experts |
 | ``Kronecker(A, B, s)`` | s · A ⊗ B, A and B forms themselves | LoKr |
 | ``Dense(M)`` | M | full fine-tunes, DoRA, IA3, OFT/BOFT, LyCORIS full |
+| ``Blocks(shape, blocks)`` | M read in row blocks, never whole | full fine-tunes streamed from their files |
 
 This module owns the arithmetic between forms that never forms a low-rank or Kronecker product:
 ⟨ΔW₁, ΔW₂⟩_F, ‖ΔW‖_F, the cosine of two updates, and W + ΔW (the one place a product is formed, where a
@@ -106,7 +107,28 @@ class Dense:
         return self.matrix
 
 
-Form = LowRank | Kronecker | Dense
+@dataclass(frozen=True, eq=False)
+class Blocks:
+    """A dense ΔW (m, n) read as consecutive row blocks of its tall orientation, never whole in memory.
+
+    ``blocks()`` starts one pass and yields float64 blocks (b, p) of M = ΔW when m ≥ n, else of M = ΔWᵀ
+    (``transposed``), whose rows together are M's rows in order; p = min(m, n). Only singular values are
+    computed from it (``lorascope.linalg.gram_svd``); ``to_dense`` is for tests and small matrices.
+    """
+
+    shape: tuple[int, int]
+    blocks: Callable[[], Any]
+
+    @property
+    def transposed(self) -> bool:
+        return self.shape[0] < self.shape[1]
+
+    def to_dense(self) -> np.ndarray:
+        m = np.concatenate(list(self.blocks()), axis=0)  # (max(m, n), min(m, n))
+        return m.T if self.transposed else m
+
+
+Form = LowRank | Kronecker | Dense | Blocks
 
 
 def khatri_rao(l1: Any, r1: Any, l2: Any, r2: Any) -> tuple[Any, Any]:

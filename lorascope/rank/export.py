@@ -113,9 +113,12 @@ def layout_of(d: Delta) -> Layout | str:
                     "which the truncated SVD of the update does not have")
         transpose = m.fan_in_fan_out or (d.base is not None and d.base.layout == "transpose")
         stored = d.base.stored_shape if d.base is not None else ()
-        if m.kind != "embedding" and len(stored) > 2:
-            return Layout("conv", kernel=tuple(stored[2:]))  # the base's (a Conv1d Tucker core is (k, 1))
+        base_kernel = tuple(stored[2:]) if m.kind != "embedding" and len(stored) > 2 else ()
+        if base_kernel:
+            return Layout("conv", kernel=base_kernel)  # the base's (a Conv1d Tucker core is (k, 1))
         if m.kind == "conv":
+            if not m.kernel:  # older LyCORIS LoHa/LoKr keep the kernel inside 2-D factors
+                return "a conv layer whose kernel size the file does not record; give the base model"
             return Layout("conv", kernel=m.kernel)
         if m.kind == "matrix" and d.base is None:
             return (f"{m.family} stores this layer's factors flattened, so the adapter does not record "
@@ -625,6 +628,27 @@ def _exported_here(out: Path) -> bool:
     return all(metadata.get(k) == v for k, v in WRITTEN_BY.items())
 
 
+def sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, so the same tensors give the same bytes.
+
+    safetensors serializes ``__metadata__`` from a hash map whose order changes from process to process; the
+    rewritten header holds the same entries and keeps its length (padding spaces), so no data moves.
+    """
+    import struct
+
+    with open(path, "r+b") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        if len(header.get("__metadata__") or {}) < 2:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return
+        fh.seek(8)
+        fh.write(text + b" " * (n - len(text)))
+
+
 def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], dtype: str = "float32",
                       verbatim: dict[str, Any] | None = None) -> Path:
     """adapter_config.json and adapter_model.safetensors (factors cast to ``dtype``; ``verbatim`` tensors as
@@ -641,6 +665,7 @@ def write_peft_folder(out: Path, config: dict[str, Any], tensors: dict[str, np.n
     state.update({k: torch.as_tensor(v).contiguous() for k, v in (verbatim or {}).items()})
     with writing(out, "export") as tx:
         save_file(state, str(tx.stage / "adapter_model.safetensors"), metadata={"format": "pt", **WRITTEN_BY})
+        sort_metadata(tx.stage / "adapter_model.safetensors")
         with open(tx.stage / "adapter_config.json", "w") as fh:
             json.dump(config, fh, indent=2)
             fh.write("\n")

@@ -134,9 +134,9 @@ def _budget_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | N
 
 def _noise_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | None) -> tuple[np.ndarray, dict[str, Any]]:
     ranks, unknown = [], []
-    for s, m, n, complete, name in zip(spectra.sigma, spectra.table["rows"], spectra.table["cols"],
-                                      spectra.table["complete"], spectra.names):
-        r = gd_rank(s, (int(m), int(n)), bool(complete))
+    for s, m, n, complete, floor, name in zip(spectra.sigma, spectra.table["rows"], spectra.table["cols"],
+                                             spectra.table["complete"], spectra.table["floor"], spectra.names):
+        r = gd_rank(s, (int(m), int(n)), bool(complete), float(floor))  # the analysis's numerical floor
         if r is None:
             unknown.append(name)
         ranks.append(r or 0)

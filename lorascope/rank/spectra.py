@@ -14,14 +14,14 @@ import pandas as pd
 
 from ..results import Results
 
-COMPLETE_METHODS = {"factored", "exact"}
+COMPLETE_METHODS = {"factored", "exact", "gram", "kronecker"}
 
 
 @dataclass(frozen=True)
 class Spectra:
     """Per module, aligned by position: names, shapes, σ (descending), ‖ΔW‖_F² and completeness."""
 
-    table: pd.DataFrame  # name, layer, module, rows, cols, source, lora_rank, fro_norm, n_singular, complete
+    table: pd.DataFrame  # name, layer, module, rows, cols, source, lora_rank, fro_norm, n_singular, complete, floor
     sigma: tuple[np.ndarray, ...]
 
     @property
@@ -96,10 +96,11 @@ def spectra_of(results: Results) -> Spectra:
             "cols": int(rec["cols"]), "source": rec.get("source"), "lora_rank": rec.get("lora_rank"),
             "fro_norm": float(rec["fro_norm"]) if pd.notna(rec["fro_norm"]) else float(np.sqrt(np.sum(s**2))),
             "n_singular": int(s.size), "complete": bool(complete),
+            "floor": float(rec["sigma_floor"]) if pd.notna(rec.get("sigma_floor", np.nan)) else 0.0,
         })
         sigma.append(s)
     table = pd.DataFrame(rows, columns=["name", "layer", "module", "rows", "cols", "source", "lora_rank",
-                                        "fro_norm", "n_singular", "complete"])
+                                        "fro_norm", "n_singular", "complete", "floor"])
     table["layer"] = table["layer"].astype("Int64")
     table["lora_rank"] = table["lora_rank"].astype("Int64")
     return Spectra(table, tuple(sigma))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..metrics import energy
+from ..metrics import energy, tail_energy
 from ..names import module_type
 
 ENERGY_LEVELS = (0.90, 0.95, 0.99)
@@ -270,15 +270,14 @@ def uniform_rank_sweep(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray],
     ks = _sweep_ks(k_max, max_points)
 
     fro2 = pd.to_numeric(rows["fro_norm"], errors="coerce").to_numpy(dtype=np.float64) ** 2
-    kept = np.zeros(len(ks))  # Σ_l Σ_{i≤k} σ²_{l,i}, accumulated module by module: O(modules × K)
+    residual = np.zeros(len(ks))  # Σ_l Σ_{i>k} σ²_{l,i}: tails summed from the smallest value up, never total − kept
     for j, n in enumerate(names):
         s = np.asarray(spectra[n], dtype=np.float64)
-        cum = np.cumsum(s * s)
         if not np.isfinite(fro2[j]):
-            fro2[j] = cum[-1]
-        kept += cum[np.minimum(ks, len(cum)) - 1]
+            fro2[j] = float(s @ s)
+        unknown = fro2[j] if n in truncated else None  # a top-k: the part of ‖ΔW‖² past the stored values
+        residual += tail_energy(s, unknown)[np.minimum(ks, len(s))]
     total = float(fro2.sum())
-    residual = np.clip(total - kept, 0.0, None)
     error = np.sqrt(residual / total) if total > 0 else np.zeros(len(ks))
 
     p = np.minimum(rows["rows"].to_numpy(dtype=np.int64), rows["cols"].to_numpy(dtype=np.int64))

@@ -204,3 +204,30 @@ def test_a_kohya_component_pairs_only_under_its_own_prefixes(tmp_path):
         lorascope.analyze(base, adapter)
     base = save_st(tmp_path / "b2.safetensors", {f"{right}.weight": torch.randn(8, 8, generator=g)})
     assert list(lorascope.analyze(base, adapter).modules["name"]) == [right]
+
+
+def test_a_dotted_component_name_pairs_under_its_components_prefixes(tmp_path):
+    """A diffusers pipeline LoRA's 'unet.X' pairs with a bare UNet's 'X' or a single file's
+    'model.diffusion_model.X'; ComfyUI's 'diffusion_model.X' likewise; a LyCORIS 'lycoris_X' with the wrapped
+    module's 'X'. A base holding two of them pairs nothing and says which."""
+    g = torch.Generator().manual_seed(2)
+    down, up = torch.randn(2, 8, generator=g), torch.randn(8, 2, generator=g)
+    w = torch.randn(8, 8, generator=g)
+    adapters = {
+        "unet": save_st(tmp_path / "d.safetensors", {"unet.blocks.0.q.lora_A.weight": down,
+                                                     "unet.blocks.0.q.lora_B.weight": up}),
+        "comfy": save_st(tmp_path / "c.safetensors", {"diffusion_model.blocks.0.q.lora_A.weight": down,
+                                                      "diffusion_model.blocks.0.q.lora_B.weight": up}),
+        "lycoris": save_st(tmp_path / "l.safetensors", {"lycoris_blocks_0_q.lora_down.weight": down,
+                                                        "lycoris_blocks_0_q.lora_up.weight": up}),
+    }
+    for key in ("blocks.0.q", "model.diffusion_model.blocks.0.q"):
+        base = save_st(tmp_path / f"{key[:5]}.safetensors", {f"{key}.weight": w})
+        for kind, adapter in adapters.items():
+            if kind == "lycoris" and key != "blocks.0.q":
+                continue  # a LyCORIS network wraps one module: no checkpoint prefix is declared for it
+            assert list(lorascope.analyze(base, adapter).modules["name"]) == [key], kind
+    both = save_st(tmp_path / "both.safetensors",
+                   {"blocks.0.q.weight": w, "model.diffusion_model.blocks.0.q.weight": w.clone()})
+    with pytest.raises(lorascope.LorascopeError, match=r"ambiguous.*blocks\.0\.q"):
+        lorascope.analyze(both, adapters["unet"])

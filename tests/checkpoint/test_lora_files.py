@@ -101,10 +101,11 @@ def test_cloneofsimo_rank_from_metadata(tmp_path):
     assert any("metadata says rank 5" in w["reason"] for w in ckpt.warnings)
 
 
-def test_lycoris_and_unknown_layouts_fail_clearly(tmp_path):
-    lokr = save_st(tmp_path / "lokr.safetensors", {"lora_unet_x.lokr_w1": rnd(4, 4), "lora_unet_x.lokr_w2": rnd(4, 4)})
-    with pytest.raises(LorascopeError, match="LoKr"):
-        open_checkpoint(lokr)
+def test_unsupported_and_unknown_layouts_fail_clearly(tmp_path):
+    oft = save_st(tmp_path / "oft.safetensors", {"lycoris_x.oft_blocks": rnd(2, 4, 4),
+                                                 "lycoris_x.alpha": torch.tensor(1.0)})
+    with pytest.raises(LorascopeError, match="OFT"):
+        open_checkpoint(oft)
     unknown = save_st(tmp_path / "u.safetensors", {"w_a_000": rnd(4, 8), "w_b_000": rnd(8, 4)})
     with pytest.raises(LorascopeError, match="not a LoRA adapter"):
         lorascope.analyze(unknown)
@@ -124,3 +125,89 @@ def test_forced_format_overrides_detection(tmp_path):
         open_checkpoint(p, "gguf")
     assert math.isfinite(lorascope.analyze(p).modules["fro_norm"].iloc[0])
     assert np.isfinite(lorascope.analyze(p, format="kohya").spectrum("unet_x.0.y")).all()
+
+
+def test_ai_toolkit_dora_magnitude_is_exact_with_the_base(tmp_path):
+    """ai-toolkit's DoRAModule (toolkit/models/DoRA.py; the forward in toolkit/network_mixins.py) adds
+    (m / ‖W + BA‖_row − 1) ⊙ ((W + BA) x) to W x + B A x, B A unscaled: W' = diag(m / ‖W + BA‖_row) (W + BA)."""
+    out, inp, r = 12, 10, 3
+    w0, a, b = rnd(out, inp), rnd(r, inp), 0.3 * rnd(out, r)
+    m = rnd(out).abs() + 0.5
+    key = "transformer.single_transformer_blocks.0.attn.to_q"
+    base = save_st(tmp_path / "base.safetensors", {f"{key}.weight": w0})
+    dora = save_st(tmp_path / "dora.safetensors", {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b,
+                                                   f"{key}.magnitude": m})
+    x = np.eye(inp)  # the forward on the identity, in float64: columns of the effective weight
+    w, ba = w0.double().numpy(), (b.double() @ a.double()).numpy()
+    merged = w + ba
+    y = w @ x + ba @ x + (m.double().numpy() / np.linalg.norm(merged, axis=1) - 1)[:, None] * (merged @ x)
+    res, rows = spectra_of(lorascope.analyze(base, dora))
+    assert rows["family"].tolist() == ["dora"] and rows["scale"].tolist() == [1.0]
+    assert_sigma_close(res.spectrum(key), ref_sigma(y - w), 0, 1e-6)
+    alone, rows = spectra_of(lorascope.analyze(dora))  # without the base: B@A, said so
+    assert rows["family"].tolist() == ["lora"]
+    assert_sigma_close(alone.spectrum(key), ref_sigma(ba), 0, 1e-6)
+    reasons = " ".join(w["reason"] for w in alone.summary["warnings"])
+    assert "DoRA" in reasons and "scale 1 assumed" in reasons
+
+
+def spectra_of(res):
+    return res, res.modules.set_index("name")
+
+
+def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
+    """diffusers' save_lora_weights packs each component's LoraConfig as '<component>.<field>' in the header
+    (lora_base.py _pack_dict_with_prefix, LORA_ADAPTER_METADATA_KEY); PEFT's rules then apply per module."""
+    import json
+
+    a, b = rnd(4, 20), rnd(6, 4)
+    tensors = {f"{m}.lora_{ab}.weight": t for m in ("transformer.blocks.0.proj", "transformer.blocks.1.proj",
+                                                     "text_encoder.layers.0.q")
+               for ab, t in (("A", a.clone()), ("B", b.clone()))}
+    header = {"transformer.r": 4, "transformer.lora_alpha": 8,
+              "transformer.alpha_pattern": {"blocks.1.proj": 2},
+              "transformer.rank_pattern": {}, "text_encoder.r": 4, "text_encoder.lora_alpha": 4,
+              "text_encoder.use_rslora": True}
+    p = save_st(tmp_path / "pytorch_lora_weights.safetensors", tensors,
+                {"format": "pt", "lora_adapter_metadata": json.dumps(header)})
+    scales = {m.name: m.scale for m in open_checkpoint(p).modules}
+    # PEFT: s = lora_alpha / r, alpha_pattern overriding α; rsLoRA: α / √r
+    assert scales == {"transformer.blocks.0.proj": 8 / 4, "transformer.blocks.1.proj": 2 / 4,
+                      "text_encoder.layers.0.q": 4 / math.sqrt(4)}
+    res = lorascope.analyze(p)
+    want = ref_sigma(0.5 * (b.double() @ a.double()).numpy())
+    assert_sigma_close(res.spectrum("transformer.blocks.1.proj"), want, 1e-6, 1e-9)
+    header["transformer.lora_alpha"] = -1
+    bad = save_st(tmp_path / "bad.safetensors", tensors, {"lora_adapter_metadata": json.dumps(header)})
+    with pytest.raises(LorascopeError, match="lora_adapter_metadata.*transformer.*lora_alpha"):
+        open_checkpoint(bad)
+    both = save_st(tmp_path / "both.safetensors",
+                   {**tensors, "transformer.blocks.0.proj.alpha": torch.tensor(1.0)},
+                   {"lora_adapter_metadata": json.dumps({**header, "transformer.lora_alpha": 8})})
+    with pytest.raises(LorascopeError, match="declares its scale twice"):
+        open_checkpoint(both)
+
+
+def test_peft_names_with_an_adapter_name_or_without_weight_suffix(tmp_path):
+    """ComfyUI reads '<module>.lora_B.default.weight' (Qwen) and '<module>.lora_B' (Mochi) as LoRA factors."""
+    a, b = rnd(2, 8), rnd(5, 2)
+    named = save_st(tmp_path / "n.safetensors", {"x.lora_A.default.weight": a, "x.lora_B.default.weight": b})
+    bare = save_st(tmp_path / "b.safetensors", {"x.lora_A": a, "x.lora_B": b})
+    for p in (named, bare):
+        ckpt = open_checkpoint(p)
+        assert [(m.name, m.family, m.source) for m in ckpt.modules] == [("x", "lora", "lora-ab")]
+    two = save_st(tmp_path / "t.safetensors", {"x.lora_A.one.weight": a, "x.lora_B.one.weight": b,
+                                               "x.lora_A.two.weight": a.clone(),
+                                               "x.lora_B.two.weight": b.clone()})
+    with pytest.raises(LorascopeError, match="more than one adapter"):
+        open_checkpoint(two)
+
+
+def test_a_model_checkpoint_with_a_stray_diff_tensor_stays_a_model(tmp_path):
+    model = {f"layers.{i}.proj.weight": rnd(4, 4) for i in range(3)}
+    p = save_st(tmp_path / "m.safetensors", {**model, "layers.0.time.diff": rnd(4, 4)})
+    assert open_checkpoint(p).kind == "weights"
+    full = save_st(tmp_path / "f.safetensors", {"lycoris_a.diff": rnd(4, 4), "lycoris_b.diff": rnd(4, 4),
+                                                "lycoris_a.diff_b": rnd(4)})
+    ckpt = open_checkpoint(full)
+    assert ckpt.families == ["full"] and list(ckpt.vectors) == ["lycoris_a.diff_b"]

@@ -132,3 +132,21 @@ def test_a_forced_format_the_input_does_not_have_is_a_clean_error(tmp_path):
         res = run("spectrum", "--format", fmt, path, "--out", tmp_path / "o", "--no-report")
         assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (fmt, res.output)
         assert not (tmp_path / "o").exists()
+
+
+def test_memory_budget_option(tmp_path):
+    import json
+
+    base = {"model.layers.0.mlp.up_proj.weight": torch.randn(2600, 2048, generator=g)}
+    b = save_st(tmp_path / "b.safetensors", base)
+    t = save_st(tmp_path / "t.safetensors", {k: v + 0.01 for k, v in base.items()})
+    res = run("spectrum", b, t, "--memory", "64M", "-q", "--no-report", "--out", tmp_path / "small")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "(2600×2048) needs at least" in res.output and "--memory" in res.output
+    res = run("spectrum", b, t, "--memory", "lots", "-q", "--no-report", "--out", tmp_path / "bad")
+    assert res.exit_code == 2 and "memory must be a size such as 768M" in res.output
+    res = run("spectrum", b, t, "--memory", "512M", "-q", "--no-report", "--out", tmp_path / "ok")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["memory"] == {"budget_bytes": 512 << 20, "budget": "given"}
+    assert summary["options"]["memory"] == "512M"

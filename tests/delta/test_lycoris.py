@@ -3,6 +3,7 @@ LyCORIS's make_weight / make_weight_cp / make_kron define them), linear and conv
 
 import numpy as np
 import pytest
+import torch
 from refs import ref_sigma
 
 from lorascope import linalg
@@ -82,3 +83,39 @@ def test_ia3_both_axes_and_conv_columns():
     l_out = torch.tensor(rand(6, 1))
     got = form_from("ia3", {"scale": l_out, "base": w0}, params={"axis": "out", "stored": "increment"}).matrix
     np.testing.assert_allclose(got.numpy(), l_out.numpy() * w0.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [(3,), (3, 3), (2, 3, 3)])  # Conv1d, Conv2d, Conv3d cores
+def test_locon_tucker_core_stays_factored(kernel):
+    """LyCORIS LoCon with lora_mid (rebuild_tucker): ΔW[p, q, k…] = s·Σ_ij mid[i, j, k…] up[p, i] down[j, q]."""
+    out, inp, r = 9, 5, 3
+    up, down, mid = rand(out, r), rand(r, inp), rand(r, r, *kernel)
+    want = 0.5 * np.einsum("ij...,pi,jq->pq...", mid, up, down).reshape(out, -1)
+    form = form_from("lora", {"up": up, "down": down, "mid": mid}, scale=0.5)
+    assert isinstance(form, linalg.LowRank) and form.inner_rank == r
+    check(form, want)
+
+
+def test_full_is_the_stored_difference():
+    diff = rand(7, 12)
+    form = form_from("full", {"diff": diff}, shape=(7, 12))
+    assert isinstance(form, linalg.Dense)
+    check(form, diff)
+
+
+def test_dora_per_input_channel_norm_of_a_conv_and_over_loha():
+    """LyCORIS weight_decompose with wd_on_output=False: the norm of each input channel runs over the output
+    rows and that channel's kernel positions; DoRA over LoHa decomposes LoHa's own ΔW′."""
+    out, inp, k, r = 6, 4, 9, 2
+    w0 = rand(out, inp * k)
+    t = {"hada_w1_a": rand(out, r), "hada_w1_b": rand(r, inp * k), "hada_w2_a": rand(out, r),
+         "hada_w2_b": rand(r, inp * k)}
+    inner = 0.5 * (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
+    m = np.abs(rand(inp)) + 0.5
+    merged = (w0 + inner).reshape(out, inp, k)
+    norms = np.sqrt((merged**2).sum(axis=(0, 2)))  # (in,)
+    want = (m / norms)[None, :, None] * merged
+    tensors = {key: torch.tensor(v) for key, v in {**t, "base": w0, "magnitude": m}.items()}
+    got = form_from("dora", tensors, scale=0.5, params={"inner": "loha", "dora_axis": "in"},
+                    shape=(out, inp * k))
+    np.testing.assert_allclose(got.matrix.numpy(), want.reshape(out, -1) - w0, rtol=1e-12, atol=1e-12)

@@ -91,3 +91,105 @@ def test_resolve_device_without_gpu_falls_back_or_refuses_clearly():
 def test_factors_that_do_not_chain_are_rejected():
     with pytest.raises(ValueError, match="do not chain"):
         linalg.factored_svd(torch.zeros(4, 3), torch.zeros(2, 5))
+
+
+# ---- error bounds: every route's values lie within its own floor of a float64 LAPACK SVD ----------------
+
+
+def within_floor(got, ref, floor, per_value=None):
+    got = np.asarray(got, np.float64)
+    n = max(len(got), len(ref))
+    g, w = np.pad(got, (0, n - len(got))), np.pad(np.asarray(ref, np.float64), (0, n - len(ref)))
+    bound = np.full(n, floor) if per_value is None else per_value
+    err = np.abs(g - w)
+    assert np.all(err <= bound), f"worst excess {np.max(err - bound):.3g} at index {np.argmax(err - bound)}"
+
+
+@pytest.mark.parametrize("shape", [(700, 300), (300, 700), (512, 512)])
+def test_gram_route_is_within_its_bound(shape):
+    m, n = shape
+    rng = np.random.default_rng(11)
+    x = planted(m, n, np.geomspace(3, 1e-4, min(m, n)), seed=12) + 1e-9 * rng.standard_normal((m, n))
+    got = linalg.gram_svd_dense(x)
+    ref = ref_sigma(x)
+    assert got.method == "gram" and got.complete and len(got.s) == min(m, n)
+    delta, floor = linalg.gram_floor(max(m, n), min(m, n), float(np.sum(x * x)), float(got.s[0]) ** 2)
+    assert got.floor == pytest.approx(floor)
+    # every value within √δ, and within δ/σ̂ (nearly all digits) where it stands above the floor
+    within_floor(got.s, ref, floor, np.minimum(floor, delta / np.maximum(got.s, 1e-300)))
+    resolved = got.s > 100 * floor
+    np.testing.assert_allclose(got.s[resolved], ref[resolved], rtol=1e-9)
+    assert got.fro_norm == pytest.approx(np.linalg.norm(x), rel=1e-12)
+
+
+def test_gram_route_streamed_in_blocks_equals_in_memory_within_bound():
+    x = planted(900, 260, np.geomspace(2, 1e-3, 260), seed=13)
+    whole = linalg.gram_svd_dense(x)
+    blocks = linalg.gram_svd((x[i:i + 128] for i in range(0, 900, 128)), 900, 260)
+    within_floor(blocks.s, ref_sigma(x), blocks.floor)
+    np.testing.assert_allclose(blocks.s, whole.s, rtol=1e-10, atol=whole.floor)
+    with pytest.raises(ValueError, match="blocks held"):
+        linalg.gram_svd(iter([x[:100]]), 900, 260)
+
+
+@pytest.mark.parametrize("dtype,eps", [(np.float32, np.finfo(np.float32).eps), (np.float64, np.finfo(np.float64).eps)])
+def test_exact_route_floor_bounds_its_error(dtype, eps):
+    x = planted(400, 300, np.geomspace(5, 1e-6, 300), seed=14)
+    got = linalg.exact_svd(x.astype(dtype))
+    assert got.floor == pytest.approx(eps * 400 * got.s[0])
+    within_floor(got.s, ref_sigma(x.astype(dtype).astype(np.float64)), got.floor)
+
+
+@pytest.mark.parametrize("m,n,r", [(4096, 1024, 16), (300, 5000, 8), (64, 48, 40)])
+def test_factored_route_is_within_its_bound(m, n, r):
+    rng = np.random.default_rng(15)
+    b = (rng.standard_normal((m, r)) * np.geomspace(1, 1e-3, r)).astype(np.float16).astype(np.float64)
+    a = (rng.standard_normal((r, n)) / np.sqrt(n)).astype(np.float16).astype(np.float64)
+    got = linalg.factored_svd(b, a, 2.0)
+    ref = ref_sigma(2.0 * (b @ a))[: min(m, n, r)]
+    assert got.floor == pytest.approx(linalg.factored_floor((m, n), r, 2.0, np.linalg.norm(b), np.linalg.norm(a)))
+    within_floor(got.s, ref, got.floor)
+    np.testing.assert_allclose(got.s, ref, rtol=1e-10)
+
+
+def test_factored_route_falls_back_to_householder_when_ill_conditioned():
+    # a factor of condition 1e12 breaks CholeskyQR2's condition; Householder QR keeps the small values exact
+    sig = [1.0, 1e-3, 1e-6, 1e-9, 1e-12]
+    b, a = planted_factors(300, 200, sig, seed=16)
+    assert linalg.routes._cholqr2_r(b) is None  # the condition check refuses it
+    got = linalg.factored_svd(b, a)
+    within_floor(got.s, sig, got.floor)
+    assert_sigma_close(got.s[:3], sig[:3], rtol=1e-8)
+
+
+def test_factored_route_of_a_zero_factor():
+    got = linalg.factored_svd(np.zeros((50, 4)), np.ones((4, 30)))
+    assert np.all(np.asarray(got.s) == 0) and got.fro_norm == 0 and got.floor == 0
+
+
+def test_cholqr2_r_factor_equals_householder_up_to_signs():
+    x = np.random.default_rng(17).standard_normal((2000, 16)) * np.geomspace(1, 1e-4, 16)
+    r = linalg.routes._cholqr2_r(x)
+    h = np.linalg.qr(x, mode="r")
+    np.testing.assert_allclose(np.abs(r), np.abs(h), rtol=1e-9, atol=1e-13 * np.abs(h).max())
+
+
+def test_kronecker_floor_combines_the_factors():
+    a, b = linalg.exact_svd(planted(6, 5, [3.0, 1.0], seed=1)), linalg.exact_svd(planted(4, 7, [2.0, 0.5], seed=2))
+    k = linalg.kronecker_svd(a, b, -1.5)
+    assert k.floor == pytest.approx(1.5 * (3.0 * b.floor + 2.0 * a.floor + a.floor * b.floor), rel=1e-9)
+
+
+def test_routes_round_the_same_on_any_number_of_threads():
+    """The CPU routes give bit-identical values on 1 and 2 BLAS threads (tables repeat whatever --workers)."""
+    from threadpoolctl import threadpool_limits
+
+    x = planted(1200, 700, np.geomspace(3, 1e-5, 700), seed=18) + 1e-7
+    b, a = planted_factors(3000, 2000, list(np.geomspace(4, 1e-3, 32)), seed=19)
+    runs = []
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            runs.append((linalg.gram_svd_dense(x).s, linalg.factored_svd(b, a).s, linalg.exact_svd(x[:300, :200]).s,
+                         linalg.gram_svd((x[i:i + 256] for i in range(0, 1200, 256)), 1200, 700).s))
+    for one, two in zip(*runs):
+        assert np.array_equal(one, two)

@@ -60,14 +60,15 @@ def test_types_come_in_model_order_and_labels_are_short_and_unique():
 
 
 def brute_force_sweep(modules, spectra, k):
-    """docs/METRICS.md, written out: sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), with the tail known only
-    through ‖ΔW‖_F² − Σ_{i≤k} σ²; parameters Σ_l min(k, p_l)(m_l + n_l)."""
+    """docs/METRICS.md, written out: sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), the tail summed where the spectrum
+    is complete and known only through ‖ΔW‖_F² − Σ_{i≤k} σ² past a top-k; parameters Σ_l min(k, p_l)(m_l + n_l)."""
     num = den = 0.0
     params = 0
+    truncated = set(data.truncated_modules(modules, spectra))
     for _, r in modules.iterrows():
         s = [float(x) for x in spectra[r["name"]]]
         total = float(r["fro_norm"]) ** 2
-        num += total - sum(x * x for x in s[:k])
+        num += total - sum(x * x for x in s[:k]) if r["name"] in truncated else sum(x * x for x in s[k:])
         den += total
         params += min(k, min(int(r["rows"]), int(r["cols"]))) * (int(r["rows"]) + int(r["cols"]))
     return math.sqrt(max(num, 0.0) / den), params
@@ -84,7 +85,7 @@ def test_uniform_rank_sweep_matches_the_definition():
         assert row["error"] == pytest.approx(err, rel=1e-6, abs=1e-7)
         assert row["energy"] == pytest.approx(1 - err**2, rel=1e-6, abs=1e-7)
         assert row["adapter_parameters"] == params
-    assert sweep.table["error"].iloc[-1] == pytest.approx(0.0, abs=1e-3)  # float32 spectra vs float64 norms
+    assert sweep.table["error"].iloc[-1] == 0.0  # the whole spectrum kept: no tail, whatever the float32 rounding
 
 
 def test_sweep_of_an_adapter_reaches_zero_at_its_rank():
@@ -140,3 +141,21 @@ def test_type_summary_and_rank_use():
     use = data.rank_use(res.modules, types)
     assert list(use["nominal r"]) == ["8", "8", "8"]
     assert (use["rank_99 / r"] <= 1).all()
+
+
+def test_sweep_error_is_summed_from_the_tail_not_cancelled():
+    """A module keeping all but a 1e-9 tail: error(k) = sqrt(Σ_{i>k}σ²/‖ΔW‖²) ≈ 1e-9, as float64 says; the old
+    sqrt(total − kept) read it as 0 or as the rounding of the total (about 1e-8)."""
+    import pandas as pd
+
+    from lorascope.results import modules_frame
+
+    s = np.array([3.0, 2.0, 1.0, 2e-9, 1e-9])
+    fro = float(np.sqrt(np.sum(s**2)))
+    modules = modules_frame([{"name": "layers.0.w", "layer": 0, "module": "w", "rows": 8, "cols": 5,
+                              "method": "exact", "fro_norm": fro, "rank_beyond_k": False}])
+    t = data.uniform_rank_sweep(modules, {"layers.0.w": s.astype(np.float32)}).table.set_index("k")
+    want = np.sqrt(np.sum(s[3:] ** 2)) / fro
+    assert t.loc[3, "error"] == pytest.approx(want, rel=1e-6)
+    assert t.loc[4, "error"] == pytest.approx(1e-9 / fro, rel=1e-6) and t.loc[5, "error"] == 0.0
+    assert isinstance(t, pd.DataFrame)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import lorascope
 from lorascope.errors import LorascopeError
 from lorascope.train.folders import load_minigpt
 from lorascope.train.methods import MethodConfig
@@ -172,3 +175,18 @@ def test_failed_sweep_leaves_nothing_behind_and_keeps_finished_runs(tiny_base, t
     # the failed run is gone
     assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv", ".lorascope-manifest.json"}
     assert pd.read_csv(out / "index.csv")["run"].tolist() == ["lora-r1-attn"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
+@pytest.mark.parametrize("method", ["lora", "dora", "full"])
+def test_a_run_on_the_gpu_trains_and_saves_what_the_cpu_reads(tiny_base, tmp_path, method):
+    out = tmp_path / method
+    train_run(dataclasses.replace(spec(method), device="cuda"), tiny_base, out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["memory"]["peak_cuda_bytes"] > 0 and m["final"]["step"] == 12
+    assert np.isfinite(m["final"]["eval_loss"])
+    first, last = pd.read_csv(out / "history.csv")["train_loss"].dropna().iloc[[0, -1]]
+    assert last < first  # it learned
+    saved = out / ("tuned" if method == "full" else "adapter")
+    res = lorascope.analyze(tiny_base, saved) if method == "full" else lorascope.analyze(saved)
+    assert (res.modules["fro_norm"] > 0).all()
