@@ -135,7 +135,9 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
 
 
 def _walk(folder: Path) -> tuple[list[str], list[str]]:
-    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out."""
+    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out —
+    except the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels
+    with it."""
     files, dirs = [], []
     for root, subdirs, names in os.walk(folder):
         rel = Path(root).relative_to(folder)
@@ -143,7 +145,7 @@ def _walk(folder: Path) -> tuple[list[str], list[str]]:
         for d in subdirs:
             dirs.append((rel / d).as_posix())
         for name in names:
-            if INTERNAL in name:
+            if INTERNAL in name and not (name == MANIFEST and rel != Path(".")):
                 continue
             files.append((rel / name).as_posix())
         for d in os.listdir(root):
@@ -519,6 +521,9 @@ def _cleanup_old(old: Path, new: Path) -> list[str]:
             os.rename(src, twin)
     with contextlib.suppress(OSError):
         (old / MANIFEST).unlink(missing_ok=True)
+    for lock in old.rglob(f"*{INTERNAL}lock"):  # lock files of subfolders' own transactions: empty, not data
+        with contextlib.suppress(OSError):
+            lock.unlink()
     for name in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
         with contextlib.suppress(OSError):
             (old / name).rmdir()

@@ -8,6 +8,11 @@ never read here: a report re-renders from ``modules.csv``, ``singular_values.saf
 
     render_report("reports/spectrum-my-adapter")              # -> .../report.html + figures/*.png
     render_comparison(["runs/r8", "runs/r64", "runs/full"], "reports/compare.html")
+    render_folder("reports/demo")                             # any folder lorascope wrote that has a page
+
+Analyses of trainer runs (``trained.py``) open their page with the answer: task outcome against rank and
+parameters, forgetting, and effective rank during training (``outcome_figures.py``); a training sweep or a
+single run folder has a page of that alone (``training_page.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ..results import Results, load_results
 REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
 
-__all__ = ["REPORT_HTML", "build_page", "render_comparison", "render_report"]
+__all__ = ["REPORT_HTML", "build_page", "render_comparison", "render_folder", "render_report"]
 
 
 def build_page(results: Results):
@@ -94,19 +99,26 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     return html
 
 
-def render_comparison(results_dirs: list[str | Path | Results], out: str | Path, labels: list[str] | None = None) -> Path:
+def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
+                      labels: list[str] | None = None, run_folders: list[Path | None] | None = None,
+                      title: str | None = None, command: str = "report") -> Path:
     """Write one page that sets several analyses of the same model side by side.
 
     Args:
         results_dirs: two or more results folders (or ``Results``).
         out: the HTML file to write, or a folder to write ``report.html`` into.
         labels: a short name per run; default the folder names (made unique).
+        run_folders: each analysis' trainer run folder (None where it has none); default: found from each
+            results folder's summary.json (the run's ``adapter/`` or ``tuned/`` it analyzed).
+        title: the page title; default "Comparison: " and the labels.
+        command: the command recorded in the output folder's manifest.
 
     Returns:
         The path of the HTML file.
 
     Raises:
-        LorascopeError: fewer than two runs, a folder that is not a results folder, or labels that do not fit.
+        LorascopeError: fewer than two runs, a folder that is not a results folder, labels that do not fit, or
+            a trainer run folder that cannot be read.
     """
     from .comparison import build_comparison_page
     from .html import write_page
@@ -121,9 +133,62 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
         raise LorascopeError(f"the label(s) {', '.join(map(repr, twice))} are given more than once; each run's column "
                              "is named by its label, so labels must differ")
     html = html_path(out)
-    page = build_comparison_page(runs, labels or run_labels(runs))
+    page = build_comparison_page(runs, labels or run_labels(runs), run_folders, title)
     footer = footer_text(runs)
-    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer),
+                   command)
+
+
+def render_folder(folder: str | Path, out: str | Path | None = None) -> Path:
+    """The page of any folder lorascope writes that has one (``lorascope.kinds``): a results folder, a
+    comparison, the demo, a training sweep, a trainer run, or a folder of results folders (compared).
+
+    Args:
+        folder: the folder.
+        out: the HTML file (or folder for ``report.html``); default ``report.html`` inside ``folder``.
+
+    Returns:
+        The path of the HTML file.
+
+    Raises:
+        LorascopeError: a folder of a kind that has no page (parameter counts, an audit, an adapter), naming
+            what it is and what to run instead.
+    """
+    from ..kinds import KINDS, describe, folder_kind, results_set
+
+    folder = Path(folder)
+    kind = folder_kind(folder)
+    if kind == "results":
+        return render_report(folder, out)
+    if kind == "compare":
+        from .compare_figures import render_compare_report
+
+        return render_compare_report(folder, out)
+    if kind == "demo":
+        from ..train.demo import render_demo_folder
+
+        return render_demo_folder(folder, out)
+    if kind in ("train-sweep", "run"):
+        from .training_page import render_training
+
+        return render_training(folder, out)
+    if kind == "results-set":
+        found = results_set(folder)
+        if len(found) < 2:
+            raise LorascopeError(f"{folder} holds one results folder, {found[0].name}, and no page of its "
+                                 f"own; give that folder: `lorascope report {found[0]}`.")
+        return render_comparison(found, out if out is not None else folder)
+    if kind is not None:
+        raise LorascopeError(f"{folder} is {describe(folder)}, which has no report page; {KINDS[kind].hint}.")
+    if not folder.exists():
+        raise LorascopeError(f"{folder} does not exist; give a folder lorascope wrote (a results, "
+                             "comparison, demo, training sweep or run folder).")
+    raise LorascopeError(
+        f"{folder} is not a folder lorascope wrote a report for: it holds none of modules.csv + "
+        "singular_values.safetensors + summary.json (results: `lorascope spectrum`), compare_summary.json "
+        "(`lorascope compare`), demo.json (`lorascope demo`), index.csv (`lorascope train-sweep`) or "
+        "metrics.json (`lorascope train`). If it is a checkpoint or an adapter, analyze it first: "
+        f"`lorascope spectrum {folder}`.")
 
 
 def html_path(out: str | Path) -> Path:

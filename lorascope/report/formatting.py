@@ -56,6 +56,11 @@ def human_count(n: Any) -> str:
     return f"{n:.0f}"
 
 
+def counted(n: Any, noun: str, plural: str | None = None) -> str:
+    """'1 intruder dimension', '3 intruder dimensions': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def seconds(s: Any) -> str:
     if is_missing(s):
         return "–"

@@ -54,12 +54,13 @@ def test_params_json_and_out(tmp_path, config_dir):
         "0-1",
     )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output[: res.output.rindex("}") + 1])
+    data = json.loads(res.stdout)  # stdout holds the document alone; "written to" goes to stderr
     assert data["counts"]["lora"] == 2 * 16 * 2 * ((4096 + 4096) + (4096 + 1024))
     assert data["counts"]["dora_magnitude"] == 2 * (4096 + 1024 + 1024 + 4096)
     assert data["lora"]["layers"] == [0, 1] and data["model"]["parameters"] == 7_241_732_096
     assert (tmp_path / "p" / "params.json").is_file() and (tmp_path / "p" / "modules.csv").is_file()
-    assert f"results written to {tmp_path / 'p'}" in res.output
+    assert f"results written to {tmp_path / 'p'}" in res.stderr
+    assert data["ok"] and data["command"] == "params" and data["written"] == {"params": str(tmp_path / "p")}
 
 
 def test_params_on_an_adapter(real_fixtures, config_dir):
