@@ -294,6 +294,11 @@ def heat_norm(panels: Sequence[HeatPanel], span: float | None = None) -> Normali
     return Normalize(vmin=vals.min(), vmax=vals.max() if vals.max() > vals.min() else vals.min() + 1)
 
 
+# Cells that carry their value as text: up to 16 layers of 7 module types. Larger grids are read from their colour
+# and the page's table; at 32 layers the text costs as much to draw as the rest of the figure and is hard to read.
+ANNOTATED_CELLS = 112
+
+
 @styled
 def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scale: bool = False) -> Figure:
     """Panels side by side, each layer (rows, top = first) × module type (columns), one colour bar each
@@ -313,7 +318,7 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     shared = heat_norm(panels, span=10) if shared_scale else None
     for ax, panel in zip(axes, panels):
         norm = shared or heat_norm([panel])
-        im = _heat_panel(ax, panel, norm, labels, annotate=n_layers * n_types <= 320 and n_layers <= 40)
+        im = _heat_panel(ax, panel, norm, labels, annotate=n_layers * n_types <= ANNOTATED_CELLS and n_layers <= 16)
         if not shared_scale:
             cb = fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", shrink=0.9, aspect=25, pad=0.02)
             cb.set_label(panel.unit, fontsize=8.5)
