@@ -130,6 +130,9 @@ def cleanup_old(old: Path, new: Path) -> list[str]:
             os.rename(src, twin)
     with contextlib.suppress(OSError):
         (old / MANIFEST).unlink(missing_ok=True)
+    for lock in old.rglob(f"*{INTERNAL}lock"):  # lock files of subfolders' own transactions: empty, not data
+        with contextlib.suppress(OSError):
+            lock.unlink()
     for name in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
         with contextlib.suppress(OSError):
             (old / name).rmdir()

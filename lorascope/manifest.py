@@ -67,7 +67,8 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
 
 
 def walk(folder: Path) -> tuple[list[str], list[str]]:
-    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out."""
+    """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out — except
+    the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels with it."""
     files, dirs = [], []
     for root, subdirs, names in os.walk(folder):
         rel = Path(root).relative_to(folder)
@@ -75,7 +76,7 @@ def walk(folder: Path) -> tuple[list[str], list[str]]:
         for d in subdirs:
             dirs.append((rel / d).as_posix())
         for name in names:
-            if INTERNAL in name:
+            if INTERNAL in name and not (name == MANIFEST and rel != Path(".")):
                 continue
             files.append((rel / name).as_posix())
         for d in os.listdir(root):

@@ -102,8 +102,11 @@ def test_float32_on_the_gpu_keeps_a_planted_rank_above_its_floor(tmp_path):
     res = lorascope.analyze(b, t, device="cuda", precision="float32")
     assert list(res.modules["gd_rank"]) == [8, 8]
     assert list(res.modules["numerical_rank"]) == [8, 8]
+    rows = res.modules.set_index("name")
     for name in ups:
-        np.testing.assert_allclose(res.spectrum(name.removesuffix(".weight"))[:8], sigma, rtol=1e-4)
+        name = name.removesuffix(".weight")
+        np.testing.assert_allclose(res.spectrum(name)[:8], sigma, rtol=1e-4)
+        assert np.abs(res.spectrum(name)[:8] - sigma).max() <= rows.loc[name, "sigma_floor"]  # the bound holds
     top = lorascope.analyze(b, t, device="cuda", top_k=8)
     for name in ups:
         np.testing.assert_allclose(top.spectrum(name.removesuffix(".weight"))[:8], sigma, rtol=1e-4)

@@ -101,16 +101,27 @@ class LazyGroup(click.Group):
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx: click.Context):
+        from ._common import emit_error, reset_json, start_json
+
+        reset_json()
+        raw = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if raw and raw[0] in COMMANDS and "--json" in raw[1:raw.index("--") if "--" in raw else None]:
+            start_json(raw[0])  # before parsing, so that a usage error is a JSON document too
         try:
             return super().invoke(ctx)
         except LorascopeError as exc:
+            emit_error(_with_notes(exc), 2)
             click.secho(f"error: {_with_notes(exc)}", err=True, fg="red")
             sys.exit(2)
         except KeyboardInterrupt as exc:
             notes = " ".join(getattr(exc, "__notes__", None) or [])
+            emit_error(f"interrupted. {notes}".strip(), 130)
             click.secho(f"interrupted. {notes}".strip(), err=True, fg="red")
             sys.exit(130)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:
+            emit_error(exc.format_message(), exc.exit_code)
+            raise
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:
             if isinstance(sys.stdout, QuietPipe):
@@ -119,6 +130,7 @@ class LazyGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the backstop: one paragraph, never a traceback
             if debug_enabled():
                 raise
+            emit_error(f"unexpected {type(exc).__name__}: {_with_notes(exc)}", 1)
             click.secho(
                 f"error: unexpected {type(exc).__name__}: {_with_notes(exc)} lorascope did not expect this "
                 "input or state. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it with "

@@ -1,13 +1,111 @@
-"""Small pieces shared by the CLI commands: output folders and the 'wrote …' line."""
+"""Small pieces shared by the CLI commands: output folders, the 'wrote …' line, and ``--json``.
+
+``--json`` (``json_option``) makes a command print one JSON document on stdout when it is done — what it
+computed and where it wrote it (``emit``) — and nothing else there: the 'written to' lines go to stderr, the
+terminal tables are left out. A failure prints a document with ``ok: false`` and the error instead
+(``emit_error``, called by the command group). Every document has ``command``, ``lorascope_version``, ``ok``
+and ``written`` (role → path); the rest is the command's own. The schema is ``docs/cli-json.schema.json``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
 REPORTS = Path("reports")
+JSON_SCHEMA = "docs/cli-json.schema.json"
+_JSON = {"on": False, "command": None, "emitted": False}  # the state of the current invocation
+
+
+def reset_json() -> None:
+    """Forget the previous invocation's ``--json`` (one process may run several: tests, notebooks)."""
+    _JSON.update(on=False, command=None, emitted=False)
+
+
+def start_json(command: str) -> None:
+    """Turn ``--json`` on for ``command`` (the group does so before parsing; the option's callback again)."""
+    _JSON.update(on=True, command=command)
+
+
+def _json_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        start_json(ctx.info_name)
+    return value
+
+
+def json_option(f):
+    """``--json``: one JSON document on stdout instead of tables (see the module docstring)."""
+    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_json_callback,
+                        help=f"Print one JSON document on stdout: what was computed and where it was written "
+                             f"(schema: {JSON_SCHEMA}); tables are left out, progress stays on stderr.")(f)
+
+
+def json_mode() -> bool:
+    return bool(_JSON["on"])
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` as standard JSON values: NaN and infinities become null, paths strings, numpy scalars
+    numbers."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [plain_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    try:
+        import pandas as pd
+
+        if obj is pd.NA or obj is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return str(obj)
+
+
+def records(table) -> list[dict[str, Any]]:
+    """A DataFrame as a list of plain JSON rows (missing values null)."""
+    return plain_json(table.to_dict("records")) if table is not None else []
+
+
+def emit(written: dict[str, Any] | None = None, **fields: Any) -> None:
+    """Print the command's JSON document on stdout (only under ``--json``)."""
+    if not json_mode():
+        return
+    from .. import __version__
+
+    doc = {"command": _JSON["command"], "lorascope_version": __version__, "ok": True,
+           "written": {k: str(v) for k, v in (written or {}).items() if v is not None}, **fields}
+    click.echo(json.dumps(plain_json(doc), indent=2, ensure_ascii=False, allow_nan=False))
+    _JSON["emitted"] = True
+
+
+def emit_error(message: str, exit_code: int, written: dict[str, Any] | None = None, **fields: Any) -> None:
+    """Under ``--json``, a document saying the command failed (once: not after a document was printed)."""
+    if not json_mode() or _JSON["emitted"]:
+        return
+    from .. import __version__
+
+    doc = {"command": _JSON["command"], "lorascope_version": __version__, "ok": False,
+           "written": {k: str(v) for k, v in (written or {}).items() if v is not None},
+           "error": {"message": message, "exit_code": exit_code}, **fields}
+    click.echo(json.dumps(plain_json(doc), indent=2, ensure_ascii=False, allow_nan=False))
+    _JSON["emitted"] = True
 
 
 def slug(text: str) -> str:
@@ -36,7 +134,8 @@ def default_out(kind: str, *inputs: str | Path | None) -> Path:
 
 
 def wrote(path: Path | str, what: str = "results") -> None:
-    click.echo(f"{what} written to {Path(path)}")
+    """'<what> written to <path>' on stdout (on stderr under ``--json``, where stdout holds the document)."""
+    click.echo(f"{what} written to {Path(path)}", err=json_mode())
 
 
 def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
+from ._common import (CHECKPOINT, check_out, default_out, emit, emit_error, json_option, records,
+                      resolve_input, wrote)
 
 DTYPE_CHOICES = ["bf16", "fp16", "fp32", "fp8"]
 LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "bias", "modules_to_save",
@@ -48,7 +49,7 @@ LORA_OPTIONS = ("rank", "alpha", "targets", "layers", "rank_pattern", "dora", "b
 @click.option("--model-revision", default=None, help="Hub revision of --model, when it is a Hub id.")
 @click.option("--allow-unmatched", is_flag=True, help="Count the targets that match when some match nothing (as PEFT does).")
 @click.option("--no-master-weights", is_flag=True, help="Memory estimate without fp32 master weights.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
+@json_option
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write params.json and modules.csv here.")
 @click.pass_context
 def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, modules_to_save,
@@ -65,6 +66,7 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
       lorascope params llama-2-7b/config.json -r 8 -t q_proj,v_proj --claim 4.2M
       lorascope params mistral.json -t all-linear --dora --claim-percent 0.58
       lorascope params my-adapter/ --model base/config.json
+      lorascope params RUN_DIR                      a trainer run's adapter on its base
     """
     import json
 
@@ -73,10 +75,12 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
     from ..audit.numbers import parse_count, parse_layers, parse_percent
     from ..audit.params import AdapterResult, AuditOptions, audit_source
     from ..audit.render import print_adapter, print_params
-    from ..audit.sources import source_kind
+    from ..audit.shape_source import source_kind
     from ..audit.targets import parse_targets
     from ..errors import LorascopeError
+    from .folders import params_input
 
+    source, base_model = params_input(source, base_model)
     pattern = {}
     if rank_pattern:
         try:
@@ -109,15 +113,12 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
     elif base_model is not None:
         raise LorascopeError("--model is for an adapter SOURCE (its base model); SOURCE is already a model.")
     result = audit_source(source, settings, options, checked)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    elif isinstance(result, AdapterResult):
-        print_adapter(result)
-    else:
-        print_params(result)
+    if not as_json:  # under --json the document comes last, once the folder is written
+        (print_adapter if isinstance(result, AdapterResult) else print_params)(result)
     if out is not None:
         _save_params(check_out(out, marker=("params.json", "modules.csv")), result)
         wrote(out)
+    emit({"params": out}, **result.to_dict())
 
 
 def _save_params(out: Path, result) -> None:
@@ -137,7 +138,8 @@ def _save_params(out: Path, result) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: reports/audit-<yaml stem>].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal table.")
-def audit(claims, out, quiet):
+@json_option
+def audit(claims, out, quiet, as_json):
     """Check many claimed parameter counts at once, listed in CLAIMS.yaml.
 
     Writes audit.csv and audit.html (a self-contained page) to --out and prints the table. Each claim names a
@@ -145,9 +147,8 @@ def audit(claims, out, quiet):
     bias, modules_to_save) and claimed figures (lora, percent, total); see `lorascope.audit.claims_file`.
     """
     from .. import __version__
-    from ..audit.claims_file import read_claims, run_claims, save_audit
-    from ..audit.page import render_page
-    from ..audit.render import print_claims_table
+    from ..audit.claims_file import read_claims, run_claims
+    from ..audit.render import print_claims_table, render_page, save_audit
     from ..errors import LorascopeError
     from ..progress import progress_bar
 
@@ -160,10 +161,15 @@ def audit(claims, out, quiet):
                        footer="Exact counts follow PEFT's target matching and LoRA shapes r·(out+in); a claim is "
                               "correct within its tolerance. Explanations recompute the count under common mistakes.")
     save_audit(out, table, html)
-    if not quiet:
+    if not quiet and not as_json:
         print_claims_table(table)
     wrote(out, "audit.csv and audit.html")
+    written = {"results": out, "table": out / "audit.csv", "report": out / "audit.html"}
+    verdicts = {str(k): int(v) for k, v in table["verdict"].value_counts().items()}
     errors = table[table["verdict"] == "error"]
     if not errors.empty:
-        raise LorascopeError(f"{len(errors)} claim(s) could not be checked (their rows say why):\n"
-                             + "\n".join(f"  - {r.name}: {r.explanation}" for r in errors.itertuples()))
+        message = (f"{len(errors)} claim(s) could not be checked (their rows say why):\n"
+                   + "\n".join(f"  - {r.name}: {r.explanation}" for r in errors.itertuples()))
+        emit_error(message, 2, written, claims=records(table), verdicts=verdicts)
+        raise LorascopeError(message)
+    emit(written, claims=records(table), verdicts=verdicts)

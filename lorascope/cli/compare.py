@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
+from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, resolve_input, wrote
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
@@ -63,6 +63,7 @@ def _common_options(f):
         click.option("--seed", type=int, default=0, show_default=True, help="Random directions and randomized SVDs."),
         click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary."),
+        json_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -92,13 +93,15 @@ def _common_options(f):
 @_common_options
 def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format,
             revision_x, revision_y, base_revision, out, intruder_k, epsilon, svd, precision, device, include,
-            exclude, seed, no_report, quiet):
+            exclude, seed, no_report, quiet, as_json):
     """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
 
     \b
       lorascope compare ADAPTER_R8 ADAPTER_R64                 φ and cosine (no base needed)
       lorascope compare ADAPTER FULL_TUNED --base BASE         adds amplification and intruders
       lorascope compare TUNED_A TUNED_B --base BASE            two full fine-tunes
+      lorascope compare RUN_A RUN_B                            two trainer runs (--base: the one they
+                                                               were trained from)
 
     Writes compare_modules.csv, subspace_similarity.csv, amplification.csv, intruders.csv,
     intruder_modules.csv, intruder_sweep.csv and compare_summary.json to --out.
@@ -106,8 +109,10 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
     from ..compare import compare as run_compare
 
     from ..outputs import writing
+    from .folders import compare_inputs
 
     out = _check_out(out or default_out("compare", x, y))
+    x, y, base = compare_inputs(x, y, base)
     x, y = resolve_input(x, revision_x, quiet=quiet), resolve_input(y, revision_y, quiet=quiet)
     base = resolve_input(base, base_revision, quiet=quiet)
     with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
@@ -134,12 +139,13 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
 @click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options
 def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, intruder_k, epsilon, svd,
-              precision, device, include, exclude, seed, no_report, quiet):
+              precision, device, include, exclude, seed, no_report, quiet, as_json):
     """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
 
     \b
       lorascope intruders BASE ADAPTER
       lorascope intruders BASE TUNED --intruder-k 10 --epsilon 0.5
+      lorascope intruders BASE RUN_DIR                 a trainer run's update
 
     Shuttleworth et al. 2024, Algorithm 1. Writes intruders.csv (each top-k vector's largest |cos| with the
     base), intruder_modules.csv, intruder_sweep.csv (counts for ε = 0.10 … 0.90) and compare_summary.json.
@@ -147,8 +153,10 @@ def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out
     from ..compare import intruders as run_intruders
 
     from ..outputs import writing
+    from .folders import base_input, tuned_input
 
     out = _check_out(out or default_out("intruders", base, tuned))
+    base, tuned = base_input(base, "intruders"), tuned_input(tuned, "intruders")
     base = resolve_input(base, base_revision, quiet=quiet)
     tuned = resolve_input(tuned, revision, quiet=quiet)
     with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
@@ -181,15 +189,21 @@ def _write(results, tx, no_report: bool) -> None:
 
 
 def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
-    if not quiet:
+    if not quiet and not json_mode():
         print_headline(results.summary)
     wrote(out)
     if not no_report:
         wrote(out / "report.html", "report")
+    s = results.summary
+    emit({"results": out, "report": None if no_report else out / "report.html"}, kind=s.get("kind"),
+         labels=s.get("labels"), inputs=s.get("inputs"), totals=s.get("totals"), headline=s.get("headline"),
+         seconds=(s.get("timing") or {}).get("total_seconds"), warnings=s.get("warnings") or [])
 
 
 def print_headline(summary: dict) -> None:
     """A few lines: mean cosine and φ over modules, then amplification and intruders per update."""
+    from ..report.formatting import counted
+
     h = summary.get("headline") or {}
     n = (summary.get("totals") or {}).get("modules", 0)
     if "mean_cosine" in h:
@@ -198,10 +212,11 @@ def print_headline(summary: dict) -> None:
     for label, u in (h.get("updates") or {}).items():
         parts = []
         if u.get("median_amplification") is not None:
-            parts.append(f"median amplification {_g(u['median_amplification'])} (r = {_g(u.get('median_rank'))})")
+            parts.append(f"median amplification {_g(u['median_amplification'])} along the top "
+                         f"{_g(u.get('median_rank'))} singular directions of its ΔW")
         if "intruders" in u:
-            parts.append(f"{u['intruders']} intruder dimensions at ε = {u['epsilon']:g} in "
-                         f"{u['modules_with_intruders']} of {u['modules']} modules")
+            parts.append(f"{counted(u['intruders'], 'intruder dimension')} at ε = {u['epsilon']:g} in "
+                         f"{u['modules_with_intruders']} of {counted(u['modules'], 'module')}")
         if parts:
             click.echo(f"  {label}: " + "; ".join(parts))
 

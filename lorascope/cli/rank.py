@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
+from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
+                      resolve_input, wrote)
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
@@ -58,6 +59,7 @@ def _analysis_options(f):
                      help="dtype of dense ΔW and its SVDs."),
         click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no terminal summary."),
+        json_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -97,7 +99,7 @@ def _analyze_kwargs(fmt, base_format, include, exclude, precision) -> dict:
               help="Singular vectors of dense updates: randomized top-k when k ≤ min(m,n)/10 with auto.")
 @_analysis_options
 def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_examples, device, svd,
-          fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet):
+          fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet, as_json):
     """What a rank-k truncation of every ΔW keeps: per module, for the model, and at equal parameter budgets.
 
     \b
@@ -108,6 +110,7 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
       lorascope sweep RUN_DIR                a trainer run: its update, and the loss against k on its task
       lorascope sweep TRAIN_SWEEP_DIR        a training sweep: metrics against r and its knees, and both
                                              sweeps of its full fine-tune ("what LoRA would have matched it?")
+      lorascope sweep DEMO_DIR               the demo's training sweep (DEMO_DIR/runs)
 
     Writes sweep.csv, sweep_uniform.csv, sweep_frontier.csv (and functional.csv, training.csv) beside the
     results tables, and report.html with its sweep sections unless --no-report.
@@ -115,19 +118,28 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
     from ..rank import run_sweep
     from ..rank.functional import EvalOptions
     from ..rank.truncate import TruncateOptions
+    from .folders import sweep_inputs
 
     out = check_out(out or default_out("sweep", *inputs),
                     marker=_WRITES + ("sweep.csv", "sweep.json", "functional.csv"))
     result = run_sweep(
-        _resolve(inputs, revision, base_revision, quiet), out, parse_ranks(ranks), eval_data=eval_data,
+        sweep_inputs(_resolve(inputs, revision, base_revision, quiet)), out, parse_ranks(ranks),
+        eval_data=eval_data,
         eval_options=EvalOptions(max_length=max_length, batch_size=batch_size, max_examples=max_examples, device=device),
         tolerance=tolerance, truncate=TruncateOptions(svd=svd, precision=precision), progress=not quiet,
         **_analyze_kwargs(fmt, base_format, include, exclude, precision),
     )
-    if not quiet:
+    if not quiet and not json_mode():
         print_sweep(result)
     wrote(out, "sweep")
-    _report(out, no_report)
+    report = _report(out, no_report)
+    emit({"sweep": out, "report": report}, ranks=result.ranks, modules=len(result.results.modules),
+         trainer_run=result.info.get("trainer_run"), uniform=records(result.uniform),
+         functional=records(result.functional) if result.functional is not None else None,
+         functional_pick=result.pick,
+         training=records(result.training) if result.training is not None else None,
+         knees=records(result.knees) if result.knees is not None else None,
+         seconds=result.info.get("seconds"))
 
 
 @click.command()
@@ -149,13 +161,14 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: reports/select-<inputs>].")
 @_analysis_options
 def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, svd, out,
-           fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet):
+           fmt, base_format, revision, base_revision, include, exclude, precision, no_report, quiet, as_json):
     """A rank per module by one policy, what it costs and keeps; --export writes the adapter.
 
     \b
       lorascope select ADAPTER --energy 0.9 --export small-adapter/
       lorascope select BASE TUNED --budget 20M --export extracted/
       lorascope select RESULTS_DIR --noise
+      lorascope select RUN_DIR --energy 0.9          a trainer run: its update on its base
       lorascope select --from-sweep reports/sweep-run/
 
     Writes selection.csv and selection.json (and export.csv) beside the results tables, and report.html
@@ -180,7 +193,9 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
     )
     out = check_out(out or default_out("select", *(inputs or [from_sweep])),
                     marker=_WRITES + ("selection.csv", "selection.json", "export.csv"))
-    paths = _resolve(inputs, revision, base_revision, quiet)
+    from .folders import select_inputs
+
+    paths = select_inputs(_resolve(inputs, revision, base_revision, quiet))
     if export is not None:
         check_export_dir(export, paths)
     result = run_select(
@@ -188,22 +203,34 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
         export_options=ExportOptions(dtype=dtype, truncate=TruncateOptions(svd=svd, precision=precision)),
         progress=not quiet, **_analyze_kwargs(fmt, base_format, include, exclude, precision),
     )
-    if not quiet:
+    if not quiet and not json_mode():
         print_selection(result)
     wrote(out, "selection")
     if result.export is not None:
         wrote(result.export.path, "adapter")
-    _report(out, no_report)
+    report = _report(out, no_report)
+    sel = result.selection
+    export_doc = None
+    if result.export is not None:
+        e = result.export
+        export_doc = {"path": e.path, "modules": len(e.exported), "r": e.config["r"],
+                      "rank_pattern_entries": len(e.config["rank_pattern"]), "notes": list(e.notes),
+                      "not_exported": records(e.skipped[["name", "reason"]]) if len(e.skipped) else []}
+    emit({"selection": out, "adapter": result.export.path if result.export is not None else None,
+          "report": report}, policy=sel.policy.name, totals=sel.totals, recommendation=sel.recommendation,
+         ranks=records(sel.table[["name", "rank", "params", "energy", "rel_error"]]), export=export_doc)
 
 
-def _report(out: Path, no_report: bool) -> None:
+def _report(out: Path, no_report: bool) -> Path | None:
     """The folder's report, now with its sweep or selection sections (a selection made from a functional
     sweep alone has no spectra to show, and no report)."""
     if no_report or not (out / "summary.json").is_file():
-        return
+        return None
     from ..report import render_report
 
-    wrote(render_report(out), "report")
+    path = render_report(out)
+    wrote(path, "report")
+    return path
 
 
 # ---- terminal summaries -------------------------------------------------------------------------------
@@ -271,11 +298,12 @@ def _print_training(console, result) -> None:
         return
     table = Table(title="Training sweep: knee of each metric against the trained rank r", title_justify="left")
     value_cols = [c for c in knees.columns if c.endswith("_value") and c not in ("knee_value", "best_rank_value")]
-    for col in ("method", "metric", "knee r", "at the knee", "best over r", *value_cols):
-        table.add_column(col, justify="left" if col in ("method", "metric") else "right")
+    for col in ("method", "targets", "metric", "knee r", "at the knee", "best over r", *value_cols):
+        table.add_column(col, justify="left" if col in ("method", "targets", "metric") else "right")
     for _, row in knees.iterrows():
-        table.add_row(str(row["method"]), str(row["metric"]), _fmt(row["knee_rank"]), _fmt(row["knee_value"]),
-                      _fmt(row["best_rank_value"]), *(_fmt(row[c]) for c in value_cols))
+        table.add_row(str(row["method"]), _fmt(row.get("targets")), str(row["metric"]),
+                      _fmt(row["knee_rank"]), _fmt(row["knee_value"]), _fmt(row["best_rank_value"]),
+                      *(_fmt(row[c]) for c in value_cols))
     console.print(table)
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ._common import CHECKPOINT, check_out, default_out, resolve_input, wrote
+from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
+                      resolve_input, wrote)
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
@@ -41,8 +42,9 @@ FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya",
                    "matrices are streamed in row blocks within it; a module that cannot fit is refused.")
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
+@json_option
 def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers,
-             backend, ray_address, include, exclude, seed, memory, no_report, quiet):
+             backend, ray_address, include, exclude, seed, memory, no_report, quiet, as_json):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b
@@ -52,6 +54,7 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
 
     Each input is a local path or a Hugging Face Hub id (org/name; hf://org/name when a local
     path reads the same), fetched into the Hub cache with only the config and weight files needed.
+    A trainer run folder (lorascope train) is read as its base and its adapter (or tuned model).
 
     Writes modules.csv, singular_values.safetensors, vectors.csv and summary.json to --out,
     and report.html with figures/*.png beside them unless --no-report.
@@ -65,6 +68,9 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
     from ..outputs import writing
     from ..report import REPORT_HTML, write_report
 
+    from .folders import update_inputs
+
+    inputs = update_inputs(inputs, "spectrum")
     out = check_out(out or default_out("spectrum", *inputs))
     if len(inputs) == 2:
         first = resolve_input(inputs[0], base_revision, quiet=quiet)
@@ -87,8 +93,21 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
                 click.echo("rendering the report …", err=True)
             write_report(results, tx.stage / REPORT_HTML)
     results.path = tx.path
-    if not quiet:
+    if not quiet and not json_mode():
         print_summary(results)
     wrote(out)
     if not no_report:
         wrote(out / REPORT_HTML, "report")
+    emit({"results": out, "report": None if no_report else out / REPORT_HTML},
+         **spectrum_document(results))
+
+
+def spectrum_document(results) -> dict:
+    """The ``--json`` fields of an analysis: what was analyzed, medians per module type, totals, warnings."""
+    from .summary import module_type_table
+
+    s = results.summary
+    table = module_type_table(results.modules).reset_index().rename(columns={"type": "module_type"})
+    return {"kind": s.get("kind"), "modules": len(results.modules), "inputs": s.get("inputs"),
+            "totals": s.get("totals"), "seconds": (s.get("timing") or {}).get("total_seconds"),
+            "module_types": records(table), "warnings": s.get("warnings") or []}

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ._common import check_out, slug, wrote
+from ._common import check_out, emit, json_mode, json_option, plain_json, records, slug, wrote
 
 METHOD_NAMES = ["lora", "dora", "lora-plus", "qlora", "full", "freeze"]  # lorascope.train.methods.METHODS
 SIZE_NAMES = ["tiny", "small", "default", "large"]  # lorascope.train.model.SIZES
@@ -60,6 +60,7 @@ common_options = _options(
     click.option("--device", default="auto", show_default=True,
                  help="auto, cpu, cuda or cuda:N (falls back to the CPU, with a note, where CUDA is missing)."),
     click.option("-q", "--quiet", is_flag=True, help="No progress bars and no summary table."),
+    json_option,
 )
 
 
@@ -122,13 +123,15 @@ def train(method, rank, targets, out, **o):
     """
     from ..train.runs import METRICS, train_one
 
+    o["model_path"] = model_input(o["model_path"])
     spec = _spec(method, rank, targets, o)
     out = check_out(out or Path("runs") / slug(spec.run_name()),
                     marker=(METRICS, "history.csv", "rank_history.csv", "tuned", "adapter", "base"))
     row = train_one(spec, out, o["model_path"], _pretrain_cfg(o), progress=not o["quiet"])
-    if not o["quiet"]:
+    if not o["quiet"] and not json_mode():
         _print_table([row])
     wrote(out, "run")
+    emit({"run": out, "metrics": out / METRICS}, run=plain_json(row))
 
 
 def _csv(value: str, option: str, cast: Callable = str) -> list:
@@ -168,6 +171,7 @@ def train_sweep(methods, ranks, targets, out, **o):
     from ..errors import LorascopeError
     from ..train.runs import INDEX, expand_sweep, train_sweep as run_sweep
 
+    o["model_path"] = model_input(o["model_path"])
     method_list, target_list = _csv(methods, "--methods"), _csv(targets, "--targets")
     rank_list = _csv(ranks, "--ranks", int)
     if any(r < 1 for r in rank_list):
@@ -176,19 +180,22 @@ def train_sweep(methods, ranks, targets, out, **o):
     out = check_out(out or Path("runs") / slug(f"sweep-{o['task']}"), marker=(INDEX, "base"))
     echo = (lambda i, n, row: None) if o["quiet"] else (lambda i, n, row: click.echo(f"[{i}/{n}] {row['run']}", err=True))
     index = run_sweep(specs, out, o["model_path"], _pretrain_cfg(o), progress=not o["quiet"], on_run=echo)
-    if not o["quiet"]:
-        import pandas as pd
+    import pandas as pd
 
-        _print_table(pd.read_csv(index).to_dict("records"))
+    table = pd.read_csv(index)
+    if not o["quiet"] and not json_mode():
+        _print_table(table.to_dict("records"))
     wrote(index, "index")
     wrote(out, "runs")
+    emit({"runs": out, "index": index}, runs=records(table))
 
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"), show_default=True,
               help="Output folder: runs/, spectra/, report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; only where the results are.")
-def demo(out, quiet):
+@json_option
+def demo(out, quiet, as_json):
     """Pre-train MiniGPT (cached), sweep LoRA ranks and targets, full fine-tuning and freezing on a fact-edit
     task, analyze every run's spectrum and write a comparison report.
 
@@ -200,10 +207,32 @@ def demo(out, quiet):
     out = check_out(out, marker=(MARKER, "report.html"))
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     result = run_demo(out, progress=not quiet, log=log)
-    if not quiet:
+    if not quiet and not json_mode():
         click.echo(summary_table(result.table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         click.echo(f"base model cache: {cache_dir()}")
     wrote(result.out / "runs", "runs")
     wrote(result.out / "spectra", "spectra")
     if result.report is not None:
         wrote(result.report, "report")
+    emit({"demo": result.out / MARKER, "runs": result.out / "runs", "index": result.index,
+          "spectra": result.out / "spectra", "report": result.report},
+         runs=records(summary_table(result.table)), spectra={k: str(v) for k, v in result.spectra.items()},
+         functional_pick=result.pick, seconds=result.seconds)
+
+
+def model_input(path: Path | None) -> Path | None:
+    """--model of ``train`` and ``train-sweep``: a model folder; a folder lorascope wrote is refused, naming
+    the model folders inside it."""
+    if path is None:
+        return None
+    from ..errors import LorascopeError
+    from ..kinds import describe, folder_kind
+
+    kind = folder_kind(path)
+    if kind is None:
+        return path
+    inside = {"run": "RUN_DIR/tuned (the fine-tuned model, to train on top of it)",
+              "demo": "DEMO_DIR/runs/base (the demo's pre-trained base)",
+              "train-sweep": "SWEEP_DIR/base (the sweep's base)"}.get(kind)
+    raise LorascopeError(f"--model {path} is {describe(path)}, not a model folder; "
+                         + (f"give {inside}." if inside else "give a Hugging Face causal LM folder."))

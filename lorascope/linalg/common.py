@@ -160,6 +160,17 @@ def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
     return u * signs, vh * signs[:, None]
 
 
+def cusolver_driver(t: Any) -> str | None:
+    """'gesvd' for a CUDA tensor, None (torch's choice) otherwise.
+
+    torch's default on CUDA can be cuSOLVER's Jacobi solver (gesvdj), which stops at a tolerance: in float32 its
+    values were off by up to 1.1e-3 of σ1 on an H200 (benchmarks/full_diff.py, two Llama-7B-shaped matrices),
+    above the LAPACK bound ε·max(m, n)·σ1 that ``routes.exact_floor`` states. gesvd is the QR-based LAPACK
+    algorithm, for which that bound holds.
+    """
+    return "gesvd" if getattr(getattr(t, "device", None), "type", "cpu") == "cuda" else None
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' → CUDA when torch sees a GPU, else CPU; 'cuda' without a GPU is an error the caller reports."""
     import torch

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import EPS64, SVD, as_numpy, eps_of, like, on_cpu, one_thread, sum_squares, svd_flip
+from .common import EPS64, SVD, as_numpy, cusolver_driver, eps_of, like, on_cpu, one_thread, sum_squares, svd_flip
 
 
 # ---- factored: s·L@R ------------------------------------------------------------------------------------
@@ -169,8 +169,8 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
         shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)), float(torch.linalg.norm(r_r))
     )
     if not compute_uv:
-        return SVD(torch.linalg.svdvals(core).cpu(), fro, "factored", True, floor=floor)
-    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False)
+        return SVD(torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor)
+    u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False, driver=cusolver_driver(core))
     u, vh = svd_flip(q_l @ u_c, vh_c @ q_r.T)  # (m, k1) @ (k1, q); (q, k2) @ (k2, n)
     return SVD(s.cpu(), fro, "factored", True, u.cpu(), vh.T.cpu(), floor=floor)
 
@@ -221,11 +221,11 @@ def _exact_torch(delta: Any, compute_uv: bool, shape: tuple[int, int]) -> SVD:
 
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
-        s = torch.linalg.svdvals(delta).cpu().double()
+        s = torch.linalg.svdvals(delta, driver=cusolver_driver(delta)).cpu().double()
         return SVD(
             s, fro, "exact", True, floor=exact_floor(shape, delta.dtype, float(s[0]) if s.numel() else 0.0)
         )
-    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False, driver=cusolver_driver(delta))
     u, vh = svd_flip(u, vh)
     s = s.cpu().double()
     return SVD(
@@ -314,9 +314,9 @@ def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
     small = q.T @ delta  # (w, m) @ (m, n) -> (w, n)
     fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64).cpu())
     if not compute_uv:
-        s = torch.linalg.svdvals(small)[:k].cpu().double()
+        s = torch.linalg.svdvals(small, driver=cusolver_driver(small))[:k].cpu().double()
         return SVD(s, fro, "randomized", False, floor=exact_floor((m, n), delta.dtype, float(s[0])))
-    u_s, s, vh = torch.linalg.svd(small, full_matrices=False)
+    u_s, s, vh = torch.linalg.svd(small, full_matrices=False, driver=cusolver_driver(small))
     u, vh = svd_flip((q @ u_s)[:, :k], vh[:k])  # (m, w) @ (w, w)
     s = s[:k].cpu().double()
     return SVD(

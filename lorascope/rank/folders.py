@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LorascopeError
-from ..results import Results, write_json
+from ..results import Results, is_results_folder, write_json
 from .export import ExportOptions, ExportResult, export_adapter
 from .functional import (
     EvalOptions,
@@ -278,8 +278,9 @@ def run_select(
     """Ranks per module by ``policy``, written to ``out``; with ``export`` also a PEFT adapter realizing them.
 
     Args:
-        inputs: a results folder, an adapter, or base and tuned/adapter checkpoints; may be empty with
-            ``from_sweep`` (the sweep folder's results are used).
+        inputs: a results folder, a trainer run folder (its update on its base, as ``run_sweep`` reads it), an
+            adapter, or base and tuned/adapter checkpoints; may be empty with ``from_sweep`` (the sweep
+            folder's results are used).
         out: the folder to write.
         policy: the selection rule (``select.Policy``).
         from_sweep: a sweep folder with functional.csv (the 'functional' policy reads it).
@@ -292,6 +293,9 @@ def run_select(
         if from_sweep is None:
             raise LorascopeError("give a results folder or checkpoints to select from (or --from-sweep DIR).")
         inputs = [from_sweep]
+    if len(inputs) == 1 and not is_results_folder(inputs[0]) and is_trainer_run(inputs[0]):
+        run = trainer_run(inputs[0])
+        inputs = [run.base, run.update]
     results = results_for(inputs, progress=progress, **analyze_options)
     spectra = spectra_of(results)
     functional = load_functional(from_sweep) if from_sweep is not None else None

@@ -251,9 +251,11 @@ def recommendation(selection: Selection, spectra: Spectra) -> str:
     if chosen.empty:
         parts.append("It keeps no module (every rank is 0): nothing to export.")
         return " ".join(parts)
+    lo, hi = int(chosen["rank"].min()), int(chosen["rank"].max())
+    median = np.median(chosen["rank"])
+    ranks = f"rank {lo} each" if lo == hi else f"a rank between {lo} and {hi} (median {median:g})"
     parts.append(
-        f"It gives {len(chosen)} of {tot['modules']} modules a rank between {int(chosen['rank'].min())} and "
-        f"{int(chosen['rank'].max())} (median {np.median(chosen['rank']):g}), {human_count(tot['params'])} adapter "
+        f"It gives {len(chosen)} of {tot['modules']} modules {ranks}, {human_count(tot['params'])} adapter "
         f"parameters, keeping {tot['energy']:.1%} of the update's energy ‖ΔW‖² (relative Frobenius error "
         f"{tot['rel_error']:.3f}; the worst module keeps {tot['min_module_energy']:.1%})."
     )

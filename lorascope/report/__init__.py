@@ -8,6 +8,11 @@ never read here: a report re-renders from ``modules.csv``, ``singular_values.saf
 
     render_report("reports/spectrum-my-adapter")              # -> .../report.html + figures/*.png
     render_comparison(["runs/r8", "runs/r64", "runs/full"], "reports/compare.html")
+    render_folder("reports/demo")                             # any folder lorascope wrote (report.folder)
+
+Analyses of trainer runs (``trained.py``) open their page with the answer: task outcome against rank and
+parameters, forgetting, and effective rank during training (``outcome_figures.py``); a training sweep or a
+single run folder has a page of that alone (``training_page.py``).
 """
 
 from __future__ import annotations
@@ -94,19 +99,26 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     return html
 
 
-def render_comparison(results_dirs: list[str | Path | Results], out: str | Path, labels: list[str] | None = None) -> Path:
+def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
+                      labels: list[str] | None = None, run_folders: list[Path | None] | None = None,
+                      title: str | None = None, command: str = "report") -> Path:
     """Write one page that sets several analyses of the same model side by side.
 
     Args:
         results_dirs: two or more results folders (or ``Results``).
         out: the HTML file to write, or a folder to write ``report.html`` into.
         labels: a short name per run; default the folder names (made unique).
+        run_folders: each analysis' trainer run folder (None where it has none); default: found from each
+            results folder's summary.json (the run's ``adapter/`` or ``tuned/`` it analyzed).
+        title: the page title; default "Comparison: " and the labels.
+        command: the command recorded in the output folder's manifest.
 
     Returns:
         The path of the HTML file.
 
     Raises:
-        LorascopeError: fewer than two runs, a folder that is not a results folder, or labels that do not fit.
+        LorascopeError: fewer than two runs, a folder that is not a results folder, labels that do not fit, or
+            a trainer run folder that cannot be read.
     """
     from .comparison import build_comparison_page
     from .html import write_page
@@ -121,9 +133,10 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
         raise LorascopeError(f"the label(s) {', '.join(map(repr, twice))} are given more than once; each run's column "
                              "is named by its label, so labels must differ")
     html = html_path(out)
-    page = build_comparison_page(runs, labels or run_labels(runs))
+    page = build_comparison_page(runs, labels or run_labels(runs), run_folders, title)
     footer = footer_text(runs)
-    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))
+    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer),
+                   command)
 
 
 def html_path(out: str | Path) -> Path:

@@ -24,6 +24,7 @@ from ..compare.results import SUMMARY_JSON, CompareResults, load_compare
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FigureBlock, Page, Section, TableBlock
+from .formatting import counted
 from .sections import SECTIONS, RunContext, warning_blocks
 
 PHI_CMAP = "magma"  # Hu et al. Figure 3 shades φ from dark (0) to light (1)
@@ -145,11 +146,19 @@ def overlap_by_layer(modules: pd.DataFrame) -> Figure:
         _layer_lines(ax, modules, col, types, names)
         if col == "phi_all":
             _layer_lines(ax, modules, "random_all", types, names, style=":")
-            ax.legend(handles=[Line2D([], [], color="0.3", linestyle=":", label="random subspaces")], frameon=False)
         ax.set_title(title)
         ax.set_xlabel("layer")
-    axes[0].legend(loc="best", frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.3", linestyle=":"))
+    labels.append("φ(k_x, k_y) of random subspaces (dotted, in each type's colour)")
+    _legend_below(fig, handles, labels)
     return fig
+
+
+def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
+    """One legend for every panel, under them: never on a line or a label."""
+    ncol = fg.legend_columns(labels, fig.get_size_inches()[0] - 0.3, handle=2.0)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, handlelength=2.0)
 
 
 @fg.styled
@@ -164,7 +173,7 @@ def amplification_by_layer(amplification: pd.DataFrame) -> Figure:
         ax.set_title(f"{label}: amplification factor")
         ax.set_xlabel("layer")
     axes[0].set_ylabel("‖ΔW‖_F / ‖UᵀWV‖_F")
-    axes[0].legend(loc="best", frameon=False)
+    _legend_below(fig, *axes[0].get_legend_handles_labels())
     return fig
 
 
@@ -205,10 +214,12 @@ def headline_cards(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     for label, u in (h.get("updates") or {}).items():
         if u.get("median_amplification") is not None:
-            cards.append((f"{label}: amplification", _g(u["median_amplification"]), f"median, r = {_g(u.get('median_rank'))}"))
+            cards.append((f"{label}: amplification", _g(u["median_amplification"]),
+                          f"median, along ΔW's top {_g(u.get('median_rank'))} directions"))
         if "intruders" in u:
             cards.append((f"{label}: intruders", str(u["intruders"]),
-                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of {u['modules']} modules"))
+                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of "
+                          f"{counted(u['modules'], 'module')}"))
     return cards
 
 

@@ -42,6 +42,25 @@ def size_column(modules: pd.DataFrame) -> str:
     return "fro_norm"
 
 
+def zero_updates(modules: pd.DataFrame) -> pd.DataFrame:
+    """Modules whose ΔW is exactly zero (‖ΔW‖_F = 0: a matrix the fine-tune did not train, such as the frozen
+    blocks of a layer-freezing run). Their ranks are 0 by definition, so statistics leave them out."""
+    return modules[numeric(modules["fro_norm"]) == 0]
+
+
+def updated(modules: pd.DataFrame) -> pd.DataFrame:
+    """Modules with a non-zero ΔW (or an unknown norm): what medians, bands and heatmaps summarize."""
+    return modules[~(numeric(modules["fro_norm"]) == 0)]
+
+
+def name_list(names: list[str], most: int = 6) -> str:
+    """'a, b, c and 19 more': a readable list of module names."""
+    names = list(names)
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
+
+
 def with_types(modules: pd.DataFrame) -> pd.DataFrame:
     """The modules table plus a ``type`` column (``module_type`` of ``module``: experts and blocks group)."""
     return modules.assign(type=modules["module"].astype(str).map(module_type))
@@ -114,6 +133,21 @@ def layer_grid(modules: pd.DataFrame, metric: str, types: list[str] | None = Non
     mean = mean.reindex(index=layers, columns=types)
     count = count.reindex(index=layers, columns=types).fillna(0).astype(int)
     return Grid(metric, mean, count)
+
+
+def run_type_grid(tables: Mapping[str, pd.DataFrame], metric: str, types: list[str]) -> Grid:
+    """The median of ``metric`` per (run, module type) over the type's modules: rows are the runs in order,
+    columns the module types; NaN where a run has no module of that type."""
+    values, counts = {}, {}
+    for label, modules in tables.items():
+        df = with_types(modules)
+        v = numeric(df[metric])
+        values[label] = {t: float(v[df["type"] == t].median()) for t in types}
+        counts[label] = {t: int((df["type"] == t).sum()) for t in types}
+    frame = pd.DataFrame.from_dict(values, orient="index").reindex(index=list(tables), columns=types)
+    count = pd.DataFrame.from_dict(counts, orient="index").reindex(index=list(tables), columns=types)
+    count = count.fillna(0)
+    return Grid(metric, frame.astype("float64"), count.astype(int))
 
 
 def type_summary(modules: pd.DataFrame, types: list[str]) -> pd.DataFrame:

@@ -26,6 +26,11 @@ from .data import ENERGY_LEVELS, Curve, Grid, layer_values
 # Okabe & Ito (2008), reordered so that the low-contrast yellow comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442"]
 LINESTYLES = ["-", "--", ":", "-."]  # cycled after the eight colours, for more categories than that
+# one style per run of a comparison: eight colours × five dash patterns, then markers, so that no two of
+# 40 runs share a (colour, line style) and no two of 240 share a (colour, line style, marker)
+RUN_DASHES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (2, 1, 2, 1, 6, 1))]
+RUN_MARKERS = [None, "o", "s", "^", "D", "v"]
+BOX_MIN_MODULES = 5  # magnitude_distribution draws a box over a module type from this many modules on
 DEPTH_CMAP = mpl.colormaps["viridis"].resampled(256)
 DEPTH_RANGE = (0.0, 0.88)  # viridis without its palest yellows, which vanish on white
 HEAT_CMAP = mpl.colormaps["cividis"]
@@ -72,6 +77,24 @@ def styled(func):
 def category_style(i: int) -> dict:
     """Colour and line style of the i-th category (Okabe–Ito, then the same colours dashed …)."""
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+
+
+def run_style(i: int) -> dict:
+    """Colour, line style and marker of the i-th run of a comparison: distinct for every run up to 240.
+
+    Okabe–Ito's yellow, too faint for a line on white, is replaced by a mid grey."""
+    colors = OKABE_ITO[:7] + ["#8C8C8C"]
+    n_c, n_d = len(colors), len(RUN_DASHES)
+    return {"color": colors[i % n_c], "linestyle": RUN_DASHES[(i // n_c) % n_d],
+            "marker": RUN_MARKERS[(i // (n_c * n_d)) % len(RUN_MARKERS)]}
+
+
+def legend_columns(labels: Sequence[str], width_in: float, fontsize: float = 8.0, handle: float = 3.0) -> int:
+    """How many legend columns fit ``width_in`` inches for these labels: per column a handle of ``handle`` em,
+    the text (about 0.6 em a character) and matplotlib's padding (0.8 em) and column spacing (2 em)."""
+    longest = max((len(s) for s in labels), default=1)
+    per = (handle + 0.8 + 2.0 + 0.6 * longest) * fontsize / 72
+    return max(1, min(len(labels), int(width_in // per)))
 
 
 def line_alpha(n: int) -> float:
@@ -254,18 +277,26 @@ class HeatPanel:
     grid: Grid
     unit: str  # colour bar label, with units
     log: bool = False  # a logarithmic colour scale (magnitudes spanning decades)
+    rows: str = "layer"  # what the rows are: layers (labels thinned when many), or runs (every one labelled)
 
 
-def heat_norm(panels: Sequence[HeatPanel]) -> Normalize:
-    """One colour scale over all the panels' finite values: logarithmic where asked or where positive
-    values span more than 30× (an r = 8 adapter beside a full fine-tune), or 10× for magnitudes (``log``)."""
+def heat_norm(panels: Sequence[HeatPanel], span: float | None = None) -> Normalize:
+    """One colour scale over all the panels' finite values: logarithmic where positive values span more than
+    ``span``× — default 30× (10× for magnitudes, ``log``); a comparison passes 10, so that an r = 8 adapter
+    beside a full fine-tune is not one flat colour."""
     vals = np.concatenate([p.grid.values.to_numpy(dtype=np.float64).ravel() for p in panels])
     vals = vals[np.isfinite(vals)]
-    if vals.size and (vals > 0).all() and vals.max() > (10 if panels[0].log else 30) * vals.min():
+    span = span if span is not None else (10 if panels[0].log else 30)
+    if vals.size and (vals > 0).all() and vals.max() > span * vals.min():
         return LogNorm(vmin=vals.min(), vmax=max(vals.max(), vals.min() * 1.0001))
     if not vals.size:
         return Normalize(0, 1)
     return Normalize(vmin=vals.min(), vmax=vals.max() if vals.max() > vals.min() else vals.min() + 1)
+
+
+# Cells that carry their value as text: up to 16 layers of 7 module types. Larger grids are read from their colour
+# and the page's table; at 32 layers the text costs as much to draw as the rest of the figure and is hard to read.
+ANNOTATED_CELLS = 112
 
 
 @styled
@@ -274,7 +305,9 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     (or one shared bar for all panels when ``shared_scale``)."""
     n_layers = max(len(p.grid.values.index) for p in panels)
     n_types = max(len(p.grid.values.columns) for p in panels)
-    panel_w = max(2.0, 0.42 * n_types + 0.9)
+    named_rows = panels[0].rows != "layer"  # named rows (runs) need room for their labels
+    row_text = max(len(str(r)) for p in panels for r in p.grid.values.index) if named_rows else 0
+    panel_w = max(2.0, 0.42 * n_types + 0.9 + 0.065 * row_text)
     ncols = max(1, min(len(panels), int(12.0 // (panel_w + 0.1))))  # as many as fit 12 inches at full size
     nrows = math.ceil(len(panels) / ncols)
     panel_h = float(np.clip(0.24 * n_layers, 1.6, 9.0)) + 1.0 + 0.055 * max(len(labels.get(t, t)) for t in panels[0].grid.values.columns)
@@ -282,10 +315,10 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[len(panels):]:
         ax.remove()
-    shared = heat_norm(panels) if shared_scale else None
+    shared = heat_norm(panels, span=10) if shared_scale else None
     for ax, panel in zip(axes, panels):
         norm = shared or heat_norm([panel])
-        im = _heat_panel(ax, panel, norm, labels, annotate=n_layers * n_types <= 320 and n_layers <= 40)
+        im = _heat_panel(ax, panel, norm, labels, annotate=n_layers * n_types <= ANNOTATED_CELLS and n_layers <= 16)
         if not shared_scale:
             cb = fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", shrink=0.9, aspect=25, pad=0.02)
             cb.set_label(panel.unit, fontsize=8.5)
@@ -313,10 +346,10 @@ def _heat_panel(ax, panel: HeatPanel, norm: Normalize, labels: Mapping[str, str]
     ax.set_xticks(range(len(v.columns)), [labels.get(t, t) for t in v.columns], rotation=50, ha="left",
                   rotation_mode="anchor", fontsize=8.5)
     layers = list(v.index)
-    step = max(1, math.ceil(len(layers) / 24))  # at most ~24 layer labels, the rest are thinned
+    step = max(1, math.ceil(len(layers) / 24)) if panel.rows == "layer" else 1  # ~24 layer labels at most
     ticks = list(range(0, len(layers), step))
-    ax.set_yticks(ticks, [str(layers[i]) for i in ticks], fontsize=8.5)
-    ax.set_ylabel("layer", fontsize=9)
+    ax.set_yticks(ticks, [str(layers[i]) for i in ticks], fontsize=8.5 if len(layers) <= 24 else 7.5)
+    ax.set_ylabel(panel.rows, fontsize=9)
     ax.tick_params(length=0)
     if annotate:
         for (i, j), val in np.ndenumerate(data.filled(np.nan)):
@@ -353,7 +386,7 @@ def magnitude_distribution(values: Mapping[str, pd.DataFrame], labels: Mapping[s
     for i, t in enumerate(types):
         v = pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(v)
-        if ok.sum() >= 5:  # a box summarizes five or more modules; fewer are shown as dots only
+        if ok.sum() >= BOX_MIN_MODULES:  # a box summarizes five or more modules; fewer are shown as dots only
             ax.boxplot(v[ok], positions=[i], **HORIZONTAL, widths=0.6, whis=(5, 95), showfliers=False,
                        patch_artist=True, boxprops={"facecolor": "#eef2f7", "edgecolor": "0.35"},
                        medianprops={"color": "#D55E00", "linewidth": 1.6}, whiskerprops={"color": "0.35"},
@@ -478,10 +511,14 @@ class Band:
 
 @styled
 def energy_overlay(bands: Mapping[str, Mapping[str, Band]], runs: Sequence[str], labels: Mapping[str, str],
-                   levels: Sequence[float] = ENERGY_LEVELS) -> Figure:
-    """Per module type, each run's median cumulative energy (band: middle half of its modules)."""
+                   levels: Sequence[float] = ENERGY_LEVELS, bands_shown: bool = True) -> Figure:
+    """Per module type, each run's median cumulative energy (band: middle half of its modules, where
+    ``bands_shown``); each run its own colour and line style (``run_style``), the legend below the panels."""
     types = [t for t in bands if bands[t]]
     fig, axes = panel_grid(len(types), 3, 3.2, 2.5, sharey=True)
+    width, height = fig.get_size_inches()
+    ncol = legend_columns(runs, width - 0.3)
+    fig.set_size_inches(width, height + 0.19 * math.ceil(len(runs) / ncol))  # room for the legend's rows
     k_max = max(len(b.median) for t in types for b in bands[t].values())
     log_x = k_max > 64
     for ax, t in zip(axes, types):
@@ -493,14 +530,20 @@ def energy_overlay(bands: Mapping[str, Mapping[str, Band]], runs: Sequence[str],
             if b is None:
                 continue
             x = np.arange(1, len(b.median) + 1)
-            st = category_style(i)
-            ax.fill_between(x, b.low, b.high, color=st["color"], alpha=0.18, linewidth=0)
-            ax.plot(x, b.median, linewidth=1.6, label=run, **st)
+            st = run_style(i)
+            if bands_shown:
+                ax.fill_between(x, b.low, b.high, color=st["color"], alpha=0.18, linewidth=0)
+            ax.plot(x, b.median, linewidth=1.5, label=run, markersize=3, markevery=max(1, len(x) // 6), **st)
         ax.set_ylim(0, 1.03)
         ax.set_title(labels.get(t, t))
     energy_ticks(axes, levels)
     fig.supxlabel("rank k (number of leading singular values kept)", fontsize=9)
     fig.supylabel(ENERGY_LABEL, fontsize=9)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside upper center", ncol=min(len(runs), 4), frameon=False)
+    handles = {}
+    for ax in axes:  # every run once, in run order, even where a run lacks some module type
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, h)
+    order = [r for r in runs if r in handles]
+    fig.legend([handles[r] for r in order], order, loc="outside upper center", frameon=False, ncol=ncol,
+               handlelength=3.0)
     return fig

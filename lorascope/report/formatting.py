@@ -36,6 +36,11 @@ def cell(v: Any) -> str:
     return str(v)
 
 
+def counted(n: Any, noun: str, plural: str | None = None) -> str:
+    """'1 intruder dimension', '3 intruder dimensions': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def seconds(s: Any) -> str:
     if is_missing(s):
         return "–"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from ..rank.files import (FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON,
                           TRAINING_CSV)
@@ -78,15 +79,18 @@ def functional_figure(functional: pd.DataFrame, pick: dict[str, Any] | None) -> 
                        alpha=0.15, label=f"tolerance: {pick['tolerance']:.0%} of the fine-tune's change")
     if not base.empty:
         ax.axhline(float(base.iat[0]), color="0.4", linestyle=":", linewidth=1.1, label="base model (k = 0)")
-    if pick:
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0)
-        ax.annotate(f"k = {pick['k']}", (pick["k"], 0.5), xycoords=("data", "axes fraction"), xytext=(4, 0),
-                    textcoords="offset points", fontsize=8, color=fg.OKABE_ITO[3])
+    if pick:  # named in the legend, not beside the line, where it could sit on the legend or the curve
+        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0,
+                   label=f"smallest k within it: {pick['k']}")
     ax.set_xscale("log", base=2)
+    ks = sorted({int(k) for k in trunc["k"]})
+    ax.set_xticks(ks if len(ks) <= 10 else ks[:: math.ceil(len(ks) / 10)])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("rank k of every update")
     metric = (pick or {}).get("metric", "eval_loss")
     ax.set_ylabel(f"{metric} (nats per token)")
-    ax.legend(loc="center right", frameon=False)
+    fig.legend(loc="outside right upper", frameon=False)
     return fig
 
 
@@ -232,48 +236,37 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
     return blocks
 
 
-# ---- training sweep -----------------------------------------------------------------------------------
-
-
-@fg.styled
-def training_figure(training: pd.DataFrame, metrics: list[str]) -> Figure:
-    """Each metric against the trained rank r (log scale), one line per method; runs without a rank (full
-    fine-tuning, freezing) as horizontal lines."""
-    fig = Figure(figsize=(fg.FULL_WIDTH, 3.2), layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False).ravel()))
-    ranked = training[training["rank"].notna()]
-    others = training[training["rank"].isna()]
-    for ax, metric in zip(axes, metrics):
-        for i, (method, runs) in enumerate(ranked.groupby("method", sort=False)):
-            runs = runs.sort_values("rank")
-            ax.plot(runs["rank"].astype(float), runs[metric], marker="o", markersize=3.5, label=str(method),
-                    **fg.category_style(i))
-        for j, (_, run) in enumerate(others.iterrows()):
-            ax.axhline(float(run[metric]), color=fg.OKABE_ITO[(j + 3) % len(fg.OKABE_ITO)], linestyle=":",
-                       linewidth=1.2, label=str(run["method"]))
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("trained rank r")
-        ax.set_title(metric)
-    axes[0].legend(loc="best", frameon=False)
-    return fig
-
-
 @SECTIONS.register("training", "Training sweep: metrics against rank", order=71, needs=(TRAINING_CSV,))
 def training_section(ctx: RunContext) -> list[Block] | None:
+    """The training sweep this folder's update came from (``lorascope sweep TRAIN_SWEEP_DIR``): every metric
+    against r, one line per target set, full fine-tuning and freezing as references, the knees."""
+    from . import outcome_figures as of
+    from . import trained as tr
+
     training = _read_csv(ctx, TRAINING_CSV)
     if training.empty or "rank" not in training.columns:
         return None
-    main = [m for m in training.columns if m.endswith(("_acc", "_loss")) and m != "train_loss"][:4]
+    table = tr.outcome_from_index(training)
+    metrics = tr.outcome_metrics([], table)
     blocks: list[Block] = []
-    if main:
-        blocks.append(FigureBlock("training", "Final evaluation metrics of each training run against its rank r; dotted "
-                                              "lines are runs without a rank (full fine-tuning, freezing).",
-                                  functools.partial(training_figure, training, main)))
+    if metrics and table["rank"].notna().sum() >= 2:
+        knees = tr.knee_table(table, metrics)
+        blocks.append(FigureBlock(
+            "training", "How to read: each panel is one evaluation metric of the training runs against their "
+                        "LoRA rank r; a line per target set, horizontal lines are the runs without an "
+                        "adapter (full fine-tuning, freezing), and a ring marks a line's knee.",
+            functools.partial(of.outcome_vs_rank, table, metrics, knees)))
     if ctx.has_file(KNEES_CSV):
         knees = _read_csv(ctx, KNEES_CSV)
         if not knees.empty:
-            blocks.append(TableBlock(knees, caption="Knee of each metric against r (Kneedle: the rank farthest above the "
-                                                    "chord from the smallest to the largest r, on log2 r); empty = none"))
-    cols = [c for c in ("run", "method", "rank", "trainable_parameters", "train_seconds", "peak_rss_bytes") if c in training]
-    blocks.append(TableBlock(training[cols + main], caption="Runs: trainable parameters, time, memory and metrics"))
+            blocks.append(TableBlock(knees, caption="Knee of each metric against r per method and target set "
+                                                    "(Kneedle: the rank farthest above the chord from the "
+                                                    "smallest to the largest r, on log2 r); empty = "
+                                                    "none", collapsed=True))
+    cols = [c for c in ("run", "method", "targets", "rank", "trainable_parameters", "train_seconds",
+                        "peak_rss_bytes") if c in training]
+    blocks.append(TableBlock(training[cols + metrics], caption="Runs: trainable parameters, time, memory and "
+                                                               "metrics"))
+    blocks.append(NoteBlock("Forgetting against the base model and effective rank during training are on the "
+                            "training sweep's own page: `lorascope report TRAIN_SWEEP_DIR`."))
     return blocks

@@ -18,7 +18,7 @@ from ..results import MODULE_COLUMNS, Results
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FactsBlock, FigureBlock, NoteBlock, TableBlock
-from .formatting import human_bytes, human_count, plain, seconds
+from .formatting import counted, human_bytes, human_count, plain, seconds
 from .registry import SectionRegistry, folder_has
 
 KIND_TEXT = {
@@ -49,12 +49,23 @@ class RunContext:
         return self.results.summary or {}
 
     @cached_property
-    def modules(self) -> pd.DataFrame:
+    def all_modules(self) -> pd.DataFrame:
+        """Every analyzed module, with its type."""
         return data.with_types(self.results.modules)
 
     @cached_property
+    def modules(self) -> pd.DataFrame:
+        """What the statistics and figures summarize: the modules whose ΔW is not exactly zero."""
+        return data.updated(self.all_modules)
+
+    @cached_property
+    def zeros(self) -> pd.DataFrame:
+        """Modules whose ΔW is exactly zero (not trained): named on the page, left out of its statistics."""
+        return data.zero_updates(self.all_modules)
+
+    @cached_property
     def types(self) -> list[str]:
-        return data.type_order(self.modules)
+        return data.type_order(self.modules if len(self.modules) else self.all_modules)
 
     @cached_property
     def labels(self) -> dict[str, str]:
@@ -85,7 +96,7 @@ def inputs_section(ctx: RunContext) -> list[Block]:
     inputs = s.get("inputs") or []
     if inputs:
         blocks.append(TableBlock(inputs_table(inputs), caption="Inputs"))
-    blocks.append(FactsBlock(run_facts(s, len(ctx.modules)), title="Run"))
+    blocks.append(FactsBlock(run_facts(s, len(ctx.all_modules)), title="Run"))
     if s.get("options"):
         blocks.append(FactsBlock([(k, plain(v)) for k, v in s["options"].items()], title="Options"))
     if s.get("versions"):
@@ -129,7 +140,8 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
         return [NoteBlock("No warnings: every tensor was paired and analyzed.")]
     table = pd.DataFrame([{"name": w.get("name", ""), "reason": w.get("reason", "")} for w in warnings])
     return [
-        NoteBlock(f"{len(warnings)} tensor(s) were skipped or left unpaired; the reasons are below.", level="warn"),
+        NoteBlock(f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or "
+                  "left unpaired; the reasons are below.", level="warn"),
         TableBlock(table, caption=f"Warnings ({len(warnings)})", collapsed=len(warnings) > 12),
     ]
 
@@ -140,9 +152,17 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
 @SECTIONS.register("headline", "Headline numbers", order=20)
 def headline_section(ctx: RunContext) -> list[Block] | None:
     m = ctx.modules
-    if m.empty:
+    if ctx.all_modules.empty:
         return [NoteBlock("No module was analyzed: the results hold no matrix update.", level="warn")]
+    if m.empty:
+        return [NoteBlock(f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the "
+                          "fine-tune changed no matrix.", level="warn")]
     blocks: list[Block] = [CardsBlock(headline_cards(ctx))]
+    if len(ctx.zeros):
+        blocks.append(NoteBlock(
+            f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
+            f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
+            "heatmaps and figures of this page leave them out; the modules table lists them.", level="warn"))
     blocks.append(TableBlock(data.type_summary(m, ctx.types),
                              caption="Per module type: median and range (min–max) of the effective ranks"))
     blocks.append(TableBlock(data.largest(m, ctx.size, 10), caption=f"Largest updates by {ctx.size}"))
@@ -159,7 +179,8 @@ def headline_cards(ctx: RunContext) -> list[tuple[str, str, str]]:
     m = ctx.modules
     n_layers = int(m["layer"].dropna().nunique())
     cards = [
-        ("modules analyzed", str(len(m)), f"{len(ctx.types)} module types, {n_layers} layers"),
+        ("modules analyzed", str(len(ctx.all_modules)), f"{len(ctx.types)} module types, {n_layers} layers"
+         + (f", {len(ctx.zeros)} with ΔW = 0" if len(ctx.zeros) else "")),
         ("median entropy_rank", _num(m["entropy_rank"].median()), f"range {_range(m['entropy_rank'])}"),
         ("median rank_90", _num(m["rank_90"].astype("float64").median()), f"range {_range(m['rank_90'])}"),
     ]
@@ -252,9 +273,18 @@ def magnitude_section(ctx: RunContext) -> list[Block] | None:
     unit = data.SIZE_UNITS[ctx.size]
     values = {t: pd.DataFrame({"value": pd.to_numeric(m.loc[m["type"] == t, ctx.size], errors="coerce"),
                                "layer": data.layer_values(m[m["type"] == t])}) for t in ctx.types}
+    boxed = [t for t, v in values.items() if v["value"].notna().sum() >= fg.BOX_MIN_MODULES]
+    if len(boxed) == len(values):
+        how = ("the box spans the middle half of its module type, the orange bar is the median and the "
+               "whiskers reach 5 % and 95 %.")
+    elif boxed:
+        how = (f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange "
+               "median, whiskers at 5 % and 95 %); fewer are shown as dots alone.")
+    else:
+        how = (f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots "
+               "alone, without a box.")
     blocks: list[Block] = [FigureBlock(
-        "magnitude_distribution", "Each dot is one module (coloured by layer); the box spans the middle half of its "
-                                  "module type, the orange bar is the median and the whiskers reach 5 % and 95 %.",
+        "magnitude_distribution", f"Each dot is one module (coloured by layer); {how}",
         functools.partial(fg.magnitude_distribution, values, ctx.labels, unit))]
     if m["layer"].notna().any():
         grid = data.layer_grid(m, ctx.size, [t for t in ctx.types if t in set(data.layered(m)["type"])])

@@ -125,7 +125,7 @@ def test_recommendation_states_the_numbers(tmp_path):
     assert f"{sel.totals['energy']:.1%}" in text and "of the original adapter's" in text
     # energy(1) = 16/21.26 and 1/1.25 are below 0.9, energy(2) above it in both modules
     assert sel.ranks() == {"model.layers.0.self_attn.q_proj": 2, "model.layers.1.self_attn.q_proj": 2}
-    assert "2 of 2 modules a rank between 2 and 2" in text
+    assert "2 of 2 modules rank 2 each" in text
     assert "25% of the original adapter's 1.02k parameters" in text
     noise = select_ranks(spectra, Policy("noise"))
     assert "finds no noise" in noise.recommendation  # an exactly low-rank adapter: nothing below the threshold

@@ -83,6 +83,11 @@ def draw_all(page) -> int:
 def test_report_page_of_each_kind(kinds, kind):
     page = build_page(lorascope.load_results(kinds[kind]))
     assert [s.key for s in page.sections][:2] == ["inputs", "headline"]
+    if kind == "zero-adapter":  # every ΔW is zero: nothing to draw, and the page says why
+        headline = next(s for s in page.sections if s.key == "headline").blocks
+        assert len(headline) == 1 and "has ΔW = 0 exactly" in headline[0].text and headline[0].level == "warn"
+        assert draw_all(page) == 0
+        return
     assert draw_all(page) >= 5  # heatmaps, spectra, energy, magnitudes (two), sweep (two)
 
 
@@ -128,7 +133,13 @@ def test_one_run_page_values_for_top_k_and_zero(kinds):
     assert summary["rank_90 median"].isna().all()
     size = "fro_norm median" if "fro_norm median" in summary else "relative_update median"
     assert np.isfinite(summary[size]).all()
-    zero = build_page(lorascope.load_results(kinds["zero-adapter"]))
-    use = next(s for s in zero.sections if s.key == "headline").blocks[3].data
-    assert (use["rank_99"] == 0).all() and (use["rank_99 / r"] == 0).all()
-    assert isinstance(use, pd.DataFrame)
+    zero = build_page(lorascope.load_results(kinds["zero-full"]))  # one matrix changed of 5 (lm_head too)
+    headline = next(s for s in zero.sections if s.key == "headline").blocks
+    note = next(b for b in headline if getattr(b, "level", "") == "warn")
+    assert note.text.startswith("4 of 5 modules have ΔW = 0 exactly")
+    for name in MODULES[1:] + ["lm_head"]:
+        assert name in note.text  # every zero update named
+    summary = headline[2].data  # the medians: of the one module that changed, not dragged to 0 by the others
+    assert isinstance(summary, pd.DataFrame) and (summary["rank_90 median"].dropna() >= 1).all()
+    table = next(s for s in zero.sections if s.key == "modules").blocks[-1].data
+    assert len(table) == len(lorascope.load_results(kinds["zero-full"]).modules)  # the table still lists them

@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+from cli.schema import document
 from click.testing import CliRunner
 
 from lorascope.cli import main
@@ -27,6 +28,25 @@ def test_train_writes_a_run_and_says_where(tiny_base, tmp_path):
     assert (tmp_path / "r" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_train_json_and_the_run_folder_as_input(tiny_base, tmp_path):
+    """`train --json`, then the run folder given where commands take an update: its adapter on its base."""
+    res = run("train", "--model", tiny_base, "--rank", "2", "--targets", "attn", "--task", "edit:3", *FAST,
+              "--out", tmp_path / "r", "--json")
+    assert res.exit_code == 0, res.output
+    doc = document(res.stdout, "train")
+    assert doc["written"] == {"run": str(tmp_path / "r"), "metrics": str(tmp_path / "r" / "metrics.json")}
+    assert doc["run"]["run"] == "lora-r2-attn" and doc["run"]["trainable_parameters"] > 0
+    res = run("spectrum", tmp_path / "r", "--out", tmp_path / "s", "--no-report", "--json")
+    doc = document(res.stdout, "spectrum")
+    assert [i["path"] for i in doc["inputs"]] == [str(tiny_base), str(tmp_path / "r" / "adapter")]
+    assert doc["kind"] == "adapter+base" and doc["modules"] == 2 * 4  # 2 blocks × q, k, v, o
+    res = run("select", tmp_path / "r", "--energy", "0.9", "--out", tmp_path / "sel", "--no-report", "-q")
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(tmp_path / "sel" / "selection.csv")) == 8
+    res = run("train", "--model", tmp_path / "r", *FAST, "--out", tmp_path / "r2", "-q")
+    assert res.exit_code == 2 and "not a model folder" in res.output and f"{tmp_path / 'r'}" in res.output
+
+
 def test_train_default_out_folder(tiny_base, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = run("train", "--model", tiny_base, "--method", "freeze", "--task", "edit:2", *FAST, "-q")
@@ -37,12 +57,14 @@ def test_train_default_out_folder(tiny_base, tmp_path, monkeypatch):
 
 def test_train_sweep(tiny_base, tmp_path):
     res = run("train-sweep", "--model", tiny_base, "--methods", "lora,full", "--ranks", "1,2", "--targets",
-              "v_proj,attn", "--task", "edit:3", *FAST, "-q", "--out", tmp_path / "sw")
+              "v_proj,attn", "--task", "edit:3", *FAST, "-q", "--out", tmp_path / "sw", "--json")
     assert res.exit_code == 0, res.output
+    doc = document(res.stdout, "train-sweep")
     table = pd.read_csv(tmp_path / "sw" / "index.csv")
+    assert [r["run"] for r in doc["runs"]] == table["run"].tolist()
     assert table["run"].tolist() == ["lora-r1-v_proj", "lora-r2-v_proj", "lora-r1-attn", "lora-r2-attn", "full"]
     assert table.set_index("run").loc["full", "lr"] == 1e-4 and table.set_index("run").loc["lora-r1-attn", "lr"] == 1e-3
-    assert f"index written to {tmp_path / 'sw' / 'index.csv'}" in res.output
+    assert f"index written to {tmp_path / 'sw' / 'index.csv'}" in res.stderr
     assert not (tmp_path / "sw" / "base").exists()  # a --model folder is referenced, not copied
 
 
