@@ -26,8 +26,8 @@ from ..errors import LorascopeError
 # command name -> "module:attribute" of its click command
 COMMANDS = {
     "spectrum": "lorascope.cli.spectrum:spectrum",
-    "sweep": "lorascope.cli.rank:sweep",
-    "select": "lorascope.cli.rank:select",
+    "sweep": "lorascope.cli.sweep:sweep",
+    "select": "lorascope.cli.select:select",
     "report": "lorascope.cli.report:report",
     "compare": "lorascope.cli.compare:compare",
     "intruders": "lorascope.cli.compare:intruders",

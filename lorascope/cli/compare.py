@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, resolve_input, wrote
+from .options import renamed, takes_renamed
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
@@ -17,42 +18,21 @@ def _fmt(value: str) -> str | None:
     return None if value == "auto" else value
 
 
-def _renamed(old: str, new: str, dest: str):
-    """A hidden option spelled as ``old`` was, which says it is now ``new`` and passes its value on to it."""
-    def stash(ctx: click.Context, param: click.Parameter, value):
-        if value is not None:
-            click.echo(f"{old} is now {new} (the old spelling will be removed); using {new} {value}.", err=True)
-            ctx.meta[f"renamed:{dest}"] = value
-
-    return click.option(old, f"_old_{dest}", hidden=True, default=None, expose_value=False, callback=stash,
-                        type=click.IntRange(min=1) if dest == "intruder_k" else click.Choice(SVD_CHOICES))
-
-
-def _takes_renamed(ctx: click.Context, param: click.Parameter, value):
-    """The value of the new option, or of its old spelling when only that was given."""
-    old = ctx.meta.get(f"renamed:{param.name}")
-    if old is None:
-        return value
-    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
-        raise click.UsageError(f"give --{param.name.replace('_', '-')} only, not also its old spelling.")
-    return old
-
-
 def _common_options(f):
     """Options both commands share: intruder settings, numerics, module filters, output."""
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/<command>-<inputs>]."),
-        _renamed("--top-k", "--intruder-k", "intruder_k"),
-        _renamed("--tuned-svd", "--svd", "svd"),
+        renamed("--top-k", "--intruder-k", "intruder_k"),
+        renamed("--tuned-svd", "--svd", "svd", SVD_CHOICES),
         click.option("--intruder-k", type=click.IntRange(min=1), default=10, show_default=True,
-                     callback=_takes_renamed,
+                     callback=takes_renamed,
                      help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.'s "
                           "k: 10). Was --top-k, which now means only the randomized SVD's k (spectrum)."),
         click.option("--epsilon", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
                      help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
                           "the counts for 0.10 … 0.90 are written too."),
         click.option("--svd", type=click.Choice(SVD_CHOICES), default="exact", show_default=True,
-                     callback=_takes_renamed,
+                     callback=takes_renamed,
                      help="Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for φ): "
                           "'randomized' finds it faster; 'auto' where k ≤ 10% of min(m, n). Was --tuned-svd."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,

@@ -1,0 +1,38 @@
+"""Options whose old spelling still works: a hidden option under the old name that says what it is now called
+and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new option).
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def renamed(old: str, new: str, dest: str, choices: list[str] | None = None):
+    """A hidden option spelled as ``old`` was, which says it is now ``new`` and passes its value on to it."""
+
+    def stash(ctx: click.Context, param: click.Parameter, value):
+        if value is not None:
+            click.echo(
+                f"{old} is now {new} (the old spelling will be removed); using {new} {value}.", err=True
+            )
+            ctx.meta[f"renamed:{dest}"] = value
+
+    return click.option(
+        old,
+        f"_old_{dest}",
+        hidden=True,
+        default=None,
+        expose_value=False,
+        callback=stash,
+        type=click.Choice(choices) if choices else click.IntRange(min=1),
+    )
+
+
+def takes_renamed(ctx: click.Context, param: click.Parameter, value):
+    """The value of the new option, or of its old spelling when only that was given."""
+    old = ctx.meta.get(f"renamed:{param.name}")
+    if old is None:
+        return value
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError(f"give --{param.name.replace('_', '-')} only, not also its old spelling.")
+    return old
