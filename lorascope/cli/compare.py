@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, resolve_input, wrote
-from .options import renamed, takes_renamed
+from .options import SVD_CHOICES, renamed, svd_option, takes_renamed
 
 FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
                   "cloneofsimo"]
-SVD_CHOICES = ["exact", "randomized", "auto"]  # lorascope.linalg.SVD_METHODS
 
 
 def _fmt(value: str) -> str | None:
@@ -31,10 +30,8 @@ def _common_options(f):
         click.option("--epsilon", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
                      help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
                           "the counts for 0.10 … 0.90 are written too."),
-        click.option("--svd", type=click.Choice(SVD_CHOICES), default="exact", show_default=True,
-                     callback=takes_renamed,
-                     help="Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for φ): "
-                          "'randomized' finds it faster; 'auto' where k ≤ 10% of min(m, n). Was --tuned-svd."),
+        svd_option("exact", "Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for "
+                   "φ; was --tuned-svd)", callback=takes_renamed),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
                      help="dtype of the dense SVDs (factored LoRA SVDs and projections are always float64)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (dense SVDs)."),

@@ -1,10 +1,30 @@
-"""Options whose old spelling still works: a hidden option under the old name that says what it is now called
-and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new option).
+"""Options several commands share, spelled one way: ``--svd`` (how a dense top-k is computed, the choice
+``lorascope.linalg.svd`` makes), and old spellings that still work — a hidden option under the old name that says
+what it is now called and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new option).
 """
 
 from __future__ import annotations
 
 import click
+
+SVD_CHOICES = [
+    "auto",
+    "exact",
+    "randomized",
+]  # lorascope.linalg.SVD_METHODS (kept here: --help imports no numpy)
+
+
+def svd_option(default: str, what: str, **extra):
+    """``--svd``: how a dense top-k is computed (``lorascope.linalg.svd``), the same choices in every command."""
+    return click.option(
+        "--svd",
+        type=click.Choice(SVD_CHOICES),
+        default=default,
+        show_default=True,
+        help=f"{what}: 'exact' (every value), 'randomized' (the top k by a randomized range "
+        "finder, faster) or 'auto' (randomized where k ≤ 10 % of min(m, n)).",
+        **extra,
+    )
 
 
 def renamed(old: str, new: str, dest: str, choices: list[str] | None = None):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, records, wrote
+from .options import svd_option
 from .rank import (
     WRITES,
     analysis_options,
@@ -57,13 +58,7 @@ from .rank import (
     show_default=True,
     help="dtype of the exported factors.",
 )
-@click.option(
-    "--svd",
-    type=click.Choice(["auto", "exact", "randomized"]),
-    default="auto",
-    show_default=True,
-    help="Singular vectors of dense updates: randomized top-k when k ≤ min(m,n)/10 with auto.",
-)
+@svd_option("auto", "Singular vectors of dense updates")
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Output folder [default: reports/select-<inputs>]."
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, records, wrote
+from .options import svd_option
 from .rank import (
     WRITES,
     analysis_options,
@@ -56,13 +57,7 @@ from .rank import (
     help="Evaluate on the first N examples of --eval-data.",
 )
 @click.option("--device", default="cpu", show_default=True, help="Device of the functional sweep's model.")
-@click.option(
-    "--svd",
-    type=click.Choice(["auto", "exact", "randomized"]),
-    default="auto",
-    show_default=True,
-    help="Singular vectors of dense updates: randomized top-k when k ≤ min(m,n)/10 with auto.",
-)
+@svd_option("auto", "Singular vectors of dense updates")
 @analysis_options
 def sweep(
     inputs,

@@ -21,3 +21,15 @@ def test_the_old_spelling_reaches_the_new_option_and_says_so():
     both = CliRunner().invoke(command, ["--old-k", "3", "--new-k", "4"])
     assert both.exit_code == 2 and "give --new-k only" in both.output
     assert "--old-k" not in CliRunner().invoke(command, ["--help"]).output
+
+
+def test_the_svd_choices_are_linalgs():
+    from lorascope.cli.options import SVD_CHOICES
+    from lorascope.linalg import SVD_METHODS
+
+    assert sorted(SVD_CHOICES) == sorted(SVD_METHODS)
+    for cmd in ("sweep", "select", "compare", "intruders"):
+        from lorascope.cli import main
+
+        help_text = CliRunner().invoke(main, [cmd, "--help"]).output
+        assert "--svd [auto|exact|randomized]" in help_text, cmd
