@@ -1,0 +1,45 @@
+"""A kohya LoRA whose alpha is finite but huge (1e38, within float32) gives singular values above float32's
+range. `spectrum` exits 0 and its modules.csv holds finite numbers, but singular_values.safetensors is written in
+float32 and holds inf; every later command on that results folder (`report`, `sweep`, `select`) then dies with
+exit code 1 ("unexpected ValueError: Axis limits cannot be NaN or Inf", "unexpected TypeError: unsupported format
+string passed to NoneType.__format__"). Either the spectrum is stored so that it round-trips, or the input is
+refused up front (exit 2 naming the alpha); a saved results folder must not crash the commands that read it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from found._util import cli
+from safetensors.numpy import load_file
+from safetensors.torch import save_file
+
+STEM = "lora_unet_down_blocks_0_attentions_0_proj_in"
+
+
+def _file(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "huge.safetensors"
+    save_file({f"{STEM}.lora_down.weight": torch.randn(4, 24, generator=g),
+               f"{STEM}.lora_up.weight": torch.randn(32, 4, generator=g),
+               f"{STEM}.alpha": torch.tensor(1e38)}, path)
+    return path
+
+
+def test_spectrum_never_saves_inf_for_finite_numbers(tmp_path):
+    p = cli("spectrum", _file(tmp_path), "--no-report", "--out", tmp_path / "res")
+    assert p.returncode in (0, 2), p.stderr
+    if p.returncode == 0:
+        sv = load_file(str(tmp_path / "res" / "singular_values.safetensors"))
+        assert all(np.isfinite(v).all() for v in sv.values())
+
+
+def test_commands_on_saved_results_do_not_crash(tmp_path):
+    p = cli("spectrum", _file(tmp_path), "--no-report", "--out", tmp_path / "res")
+    if p.returncode == 2:
+        return  # refused up front: fine
+    for args in (("report", tmp_path / "res", "--out", tmp_path / "page.html"),
+                 ("sweep", tmp_path / "res", "--no-report", "--out", tmp_path / "sw"),
+                 ("select", tmp_path / "res", "--energy", "0.9", "--out", tmp_path / "sel")):
+        q = cli(*args)
+        assert q.returncode in (0, 2), (args[0], q.stderr)
+        assert "unexpected" not in q.stderr
