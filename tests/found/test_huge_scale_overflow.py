@@ -43,3 +43,27 @@ def test_commands_on_saved_results_do_not_crash(tmp_path):
         q = cli(*args)
         assert q.returncode in (0, 2), (args[0], q.stderr)
         assert "unexpected" not in q.stderr
+
+
+def test_peft_alpha_1e300_gives_finite_norms_or_is_refused(tmp_path):
+    """lora_alpha = 1e300 (finite, positive, so accepted): σ1 ≈ 4e299 fits float64 and is reported, but fro_norm is
+    written as inf and stable_rank / rank_90 / rank_95 / rank_99 are empty, with exit code 0 and no warning; the
+    saved spectrum is all inf. ‖ΔW‖_F = s·‖BA‖_F is finite here (about 1e300)."""
+    import json
+
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(0)
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    key = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{key}.lora_A.weight": torch.randn(4, 64, generator=g),
+               f"{key}.lora_B.weight": torch.randn(64, 4, generator=g)}, folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 4, "lora_alpha": 1e300, "target_modules": ["q_proj"]}))
+    p = cli("spectrum", folder, "--no-report", "--out", tmp_path / "res")
+    assert p.returncode in (0, 2), p.stderr
+    if p.returncode == 0:
+        row = pd.read_csv(tmp_path / "res" / "modules.csv").iloc[0]
+        assert np.isfinite(row["fro_norm"]) and np.isfinite(row["stable_rank"]), row.to_dict()
+        assert row["rank_90"] == row["rank_90"]  # not empty
