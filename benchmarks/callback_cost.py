@@ -1,6 +1,7 @@
 """What watching a training run costs: one ``SpectrumCallback`` record of a Llama-2-7B-shaped LoRA adapter.
 
     python benchmarks/callback_cost.py [--rank 16] [--repeats 5] [--every 50] [--tokens 16384] [--mfu 0.4]
+    python benchmarks/callback_cost.py --gpu-step [--batch 4] [--seq 2048]     # measured on a CUDA GPU
 
 The adapter: PEFT LoRA, r = 16, on every linear layer of Llama-2-7B (32 layers × q, k, v, o, gate, up, down:
 224 modules; hidden 4096, MLP 11008), float32 factors on the CPU. The base model is built on the meta device
@@ -106,6 +107,50 @@ def small_step_seconds(rank: int, repeats: int) -> tuple[float, float, object]:
     return wall, cpu, model
 
 
+def gpu_7b(rank: int, repeats: int, every: int, batch: int, seq: int) -> None:
+    """Measured on a GPU: a real Llama-2-7B-shaped model (random bf16 weights, built on the GPU), PEFT LoRA r on
+    every linear layer, one training step (forward, backward, AdamW on the adapter; gradient checkpointing) of
+    batch × seq tokens, against one ``record_spectra`` of the same model (factors read from the GPU)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**LLAMA2_7B, max_position_embeddings=seq)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        base = LlamaForCausalLM(config).to(torch.bfloat16)
+    base.gradient_checkpointing_enable()
+    base.enable_input_require_grads()
+    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)  # trained-like, not PEFT's zero init
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(0, config.vocab_size, (batch, seq), device="cuda")
+
+    def step():
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    step_wall, _ = timed(step, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(1, 10**6))
+        rec_wall, rec_cpu = timed(lambda: record_spectra(model, next(counter), Path(tmp) / "rec"), repeats)
+    tokens = batch * seq
+    print(
+        f"\nmeasured on {torch.cuda.get_device_name()}: Llama-2-7B shapes, bf16, LoRA r = {rank} on every linear "
+        f"layer, {batch} × {seq} = {tokens} tokens per step, gradient checkpointing; peak GPU memory "
+        f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB\n\n| what | wall s (median of {repeats}) | "
+        f"share of one step | amortized, every {every} steps |\n| --- | --- | --- | --- |\n"
+        f"| training step | {step_wall:.3f} | | |\n"
+        f"| record_spectra | {rec_wall:.3f} (CPU {rec_cpu:.3f}) | {rec_wall / step_wall:.2%} | "
+        f"{rec_wall / (every * step_wall):.3%} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rank", type=int, default=16)
@@ -115,7 +160,14 @@ def main() -> None:
     ap.add_argument("--peak", type=float, default=312e12, help="accelerator peak FLOP/s (A100 bf16: 312e12)")
     ap.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization of the 7B step")
     ap.add_argument("--no-small", action="store_true", help="skip the measured small-model comparison")
+    ap.add_argument("--gpu-step", action="store_true",
+                    help="measure a real 7B-shaped training step and record on the GPU instead of estimating")
+    ap.add_argument("--batch", type=int, default=4, help="--gpu-step: sequences per step")
+    ap.add_argument("--seq", type=int, default=2048, help="--gpu-step: tokens per sequence")
     args = ap.parse_args()
+    if args.gpu_step:
+        gpu_7b(args.rank, args.repeats, args.every, args.batch, args.seq)
+        return
 
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs; the spectra are taken on one thread "

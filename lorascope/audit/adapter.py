@@ -1,29 +1,72 @@
-"""Audit a PEFT adapter: the tensors it really holds against its own adapter_config.json (and, given the base
-model's shapes, against what that config would create on it).
+"""Owns the adapter audit: a PEFT adapter's tensors against its own adapter_config.json and, given the base
+model's shapes, against what that config would create on it.
 
 Findings: actual versus configured parameter counts, tensors whose rank differs from ``r`` / ``rank_pattern``,
-targets that reached nothing and targets that reached more than one module type, ``lora_B`` all zeros (an
-update that is exactly zero: never trained), NaN or Inf values, and the full tensors saved for
-``modules_to_save``. Pure: tensor values arrive as ``TensorStats`` from the loading layer.
+targets that reached nothing or more than one module type, ``lora_B`` all zeros (an update that is exactly
+zero: never trained), NaN or Inf values, and the full tensors saved for ``modules_to_save``. Tensor values
+are read once, as ``TensorStats`` (``scan_adapter``); the checks are pure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..checkpoint import Adapter
-from ..names import NameIndex, split_name
-from .count import LoraCount, LoraSettings, count_lora, peft_tying
-from .layout import ModelShapes, ModuleShape
-from .sources import TensorStats
-from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets, type_of
+from ..checkpoint.peft import open_peft
+from ..errors import LorascopeError
+from ..names import NameIndex
+from .count import LoraCount, LoraSettings, count_lora, peft_match, peft_tying
+from .shapes import ModelShapes, ModuleShape, layer_of, type_of
+from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets
 
 SEVERITIES = ("error", "warning", "note")
 # modules PEFT adds to modules_to_save for a task type (PeftModelForSequenceClassification and friends)
-TASK_SAVED = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"), "QUESTION_ANS": ("qa_outputs",)}
+TASK_SAVED = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"),
+              "QUESTION_ANS": ("qa_outputs",)}  # fmt: skip
+FACTORS = ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B")
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """What the adapter audit needs from a tensor's values."""
+
+    numel: int
+    all_zero: bool
+    nan: int
+    inf: int
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    """A PEFT LoRA or DoRA adapter folder, opened lazily (headers only).
+
+    Raises:
+        LorascopeError: the adapter holds modules of another family (the audit counts LoRA factors).
+    """
+    adapter = open_peft(Path(path).expanduser())
+    if any(f not in ("lora", "dora") for f in adapter.families):
+        raise LorascopeError(
+            f"{adapter.path} is a {', '.join(adapter.families)} adapter; the parameter audit counts LoRA and "
+            "DoRA adapters only (lorascope spectrum reads the other families)."
+        )
+    return adapter
+
+
+def scan_adapter(adapter: Adapter) -> dict[str, TensorStats]:
+    """Values of every adapter tensor (LoRA factors, DoRA magnitudes, saved modules, vectors) by key."""
+    refs = [r for m in adapter.modules for r in (m.left, m.right, m.magnitude) if r is not None]
+    out = {}
+    for ref in (*refs, *adapter.dense.values(), *adapter.vectors.values()):
+        values = ref.load_numpy(np.float32, finite=False)  # counted here, not refused
+        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        out[ref.key] = TensorStats(values.size, not values.any(), nan, inf)
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,114 +114,89 @@ class AdapterAudit:
 
 
 def target_spec(config: dict[str, Any]) -> TargetSpec:
-    """target_modules as PEFT reads it: a list of names, or a string that is a full-match regex (or all-linear)."""
+    """target_modules as PEFT reads it: a list of names, or a string: a full-match regex or all-linear."""
     value = config.get("target_modules")
-    if value is None:
-        return TargetSpec()
     if isinstance(value, str):
         return TargetSpec(preset=ALL_LINEAR) if value.lower() == ALL_LINEAR else TargetSpec(regex=value)
-    return TargetSpec(names=tuple(str(v) for v in value))
+    return TargetSpec(names=tuple(str(v) for v in value or ()))
 
 
 def settings_of(config: dict[str, Any]) -> LoraSettings:
     """The LoraSettings an adapter_config.json describes; modules_to_save includes what its task type adds."""
     layers = config.get("layers_to_transform")
-    if isinstance(layers, int):
-        layers = [layers]
+    layers = [layers] if isinstance(layers, int) else layers
+    saved = [*(config.get("modules_to_save") or ()), *TASK_SAVED.get(str(config.get("task_type")), ())]
     return LoraSettings(
         rank=int(config.get("r", 8)), alpha=float(config.get("lora_alpha", 8)), targets=target_spec(config),
         layers=tuple(layers) if layers else None, rank_pattern=dict(config.get("rank_pattern") or {}),
         dora=bool(config.get("use_dora")), bias=str(config.get("bias") or "none"),
-        modules_to_save=tuple(dict.fromkeys([*(config.get("modules_to_save") or ()),
-                                             *TASK_SAVED.get(str(config.get("task_type")), ())])),
-        allow_unmatched=True, ensure_weight_tying=bool(config.get("ensure_weight_tying")),
-    )
+        modules_to_save=tuple(dict.fromkeys(saved)), allow_unmatched=True,
+        ensure_weight_tying=bool(config.get("ensure_weight_tying")),
+    )  # fmt: skip
 
 
-def _adapter_shapes(adapter: Adapter) -> ModelShapes:
-    """The adapter's own modules as a model, so config targets can be matched against what it holds."""
-    mods = tuple(ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0) for m in adapter.modules)
-    return ModelShapes(arch="adapter", head="unknown", modules=mods, shapes_from="headers")
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _factor(key: str) -> str:
-    return next((p for p in ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B") if p in key), key)
-
-
-def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelShapes | None = None) -> AdapterAudit:
+def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelShapes | None = None):
     """Check an adapter against its own config and, when ``model`` is given, against the base model.
 
     Args:
         adapter: an opened PEFT adapter.
-        stats: values of its tensors by key (``sources.scan_adapter``).
+        stats: values of its tensors by key (``scan_adapter``).
         model: the base model's shapes, optional.
     """
-    cfg = adapter.config
-    settings = settings_of(cfg)
-    findings: list[Finding] = [Finding("note", f"{w['name']}: {w['reason']}") for w in adapter.warnings
-                               if not w["reason"].startswith("tensors have rank")]  # reported below, as an error
+    cfg, settings = adapter.config, settings_of(adapter.config)
+    # a rank other than the config's is reported below, as an error
+    findings = [Finding("note", f"{w['name']}: {w['reason']}") for w in adapter.warnings
+                if not w["reason"].startswith("tensors have rank")]  # fmt: skip
     rows = []
     for m in adapter.modules:
         out, inn = m.shape
-        r_cfg = m.rank
-        mag = _numel(m.magnitude.shape) if m.magnitude is not None else 0
-        actual = _numel(m.left.shape) + _numel(m.right.shape) + mag
-        configured = r_cfg * (out + inn) + ((inn if m.kind == "embedding" else out) if settings.dora else 0)
-        zero = [_factor(ref.key) for ref in (m.left, m.right) if stats.get(ref.key) and stats[ref.key].all_zero]
-        bad = sum(stats[ref.key].nan + stats[ref.key].inf for ref in (m.left, m.right, m.magnitude)
-                  if ref is not None and ref.key in stats)
-        rows.append((m.name, split_name(m.name)[0], type_of(m.name), m.kind, out, inn, m.tensor_rank, r_cfg,
-                     actual, configured, ",".join(zero), bad))
-    table = pd.DataFrame(rows, columns=["name", "layer", "module_type", "kind", "rows", "cols", "tensor_rank", "r",
-                                        "actual", "configured", "zero_factor", "nonfinite"])
-    findings += _rank_findings(table)
-    findings += _value_findings(adapter, table, stats)
-    saved = _saved_table(adapter, settings)
-    findings += _saved_findings(saved, settings)
-    own = _adapter_shapes(adapter)
+        held = [r for r in (m.left, m.right, m.magnitude) if r is not None]
+        magnitude = (inn if m.kind == "embedding" else out) if settings.dora else 0
+        zero = [next((p for p in FACTORS if p in r.key), r.key) for r in held[:2]  # B, A
+                if r.key in stats and stats[r.key].all_zero]  # fmt: skip
+        bad = sum(stats[r.key].nan + stats[r.key].inf for r in held if r.key in stats)
+        actual = sum(math.prod(r.shape) for r in held)
+        configured = m.rank * (out + inn) + magnitude
+        rows.append((m.name, layer_of(m.name), type_of(m.name), m.kind, out, inn, m.tensor_rank, m.rank,
+                     actual, configured, ",".join(zero), bad))  # fmt: skip
+    columns = ["name", "layer", "module_type", "kind", "rows", "cols", "tensor_rank", "r", "actual",
+               "configured", "zero_factor", "nonfinite"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    saved = []
+    for name, ref in {**adapter.dense, **adapter.vectors}.items():
+        info = ref.store.info(ref.key)
+        owner = name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name
+        saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, owner))
+    saved = pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"])
+    # the adapter's own modules as a model, to match its config's targets against
+    own = [ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0)
+           for m in adapter.modules]  # fmt: skip
+    own = ModelShapes("adapter", "unknown", tuple(own), shapes_from="headers")
     match = match_targets(own, settings.targets, settings.layers, (), cfg.get("layers_pattern"))
-    targets = {t: _types(names) for t, names in match.by_target.items()}
-    findings += _target_findings(targets, settings)
+    targets = {t: dict(Counter(map(type_of, names))) for t, names in match.by_target.items()}
+    findings += _tensor_findings(table, stats) + _saved_findings(saved, settings) + _target_findings(targets)
     audit = AdapterAudit(str(adapter.path), cfg, table, saved, targets, tuple(findings))
-    if model is not None:
-        audit = _against_model(audit, adapter, model, settings)
-    return audit
+    return audit if model is None else _against_model(audit, adapter, model, settings)
 
 
-def _types(names: tuple[str, ...]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for n in names:
-        out[type_of(n)] = out.get(type_of(n), 0) + 1
-    return out
-
-
-def _rank_findings(table: pd.DataFrame) -> list[Finding]:
-    off = table[table["tensor_rank"] != table["r"]]
-    if off.empty:
-        return []
-    shown = ", ".join(f"{r.name} (rank {r.tensor_rank}, config r={r.r})" for r in off.head(5).itertuples())
-    more = f" and {len(off) - 5} more" if len(off) > 5 else ""
-    return [Finding("error", f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
-                    f"adapter_config.json: {shown}{more}. PEFT would refuse to load them (size mismatch).")]
-
-
-def _value_findings(adapter: Adapter, table: pd.DataFrame, stats: dict[str, TensorStats]) -> list[Finding]:
+def _tensor_findings(table: pd.DataFrame, stats: dict[str, TensorStats]) -> list[Finding]:
+    """Ranks other than the config's, factors that are all zeros, NaN or Inf values."""
     out = []
+    off = table[table["tensor_rank"] != table["r"]]
+    if not off.empty:
+        shown = ", ".join(f"{r.name} (rank {r.tensor_rank}, config r={r.r})" for r in off[:5].itertuples())
+        shown += f" and {len(off) - 5} more" if len(off) > 5 else ""
+        out.append(Finding("error", (
+            f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
+            f"adapter_config.json: {shown}. PEFT would refuse to load them (size mismatch).")))
     zero = table[table["zero_factor"] != ""]
     if not zero.empty:
         every = len(zero) == len(table)
-        factor = zero["zero_factor"].iloc[0]
-        scope = "every module" if every else f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
-        out.append(Finding("error" if every else "warning",
-                           f"{factor} is all zeros in {scope}: ΔW = s·B·A is exactly zero there, as PEFT initializes it"
-                           + (" — this adapter never trained (or was saved before training)." if every else ".")))
+        scope = f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
+        end = " — this adapter never trained (or was saved before training)." if every else "."
+        out.append(Finding("error" if every else "warning", (
+            f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW = s·B·A "
+            f"is exactly zero there, as PEFT initializes it{end}")))
     bad = {k: s for k, s in stats.items() if s.nan or s.inf}
     if bad:
         shown = ", ".join(f"{k} ({s.nan} NaN, {s.inf} Inf)" for k, s in list(bad.items())[:4])
@@ -186,51 +204,36 @@ def _value_findings(adapter: Adapter, table: pd.DataFrame, stats: dict[str, Tens
     return out
 
 
-def _saved_table(adapter: Adapter, settings: LoraSettings) -> pd.DataFrame:
-    rows = []
-    for name, ref in {**adapter.dense, **adapter.vectors}.items():
-        info = ref.store.info(ref.key)
-        n = _numel(tuple(info.shape))
-        owner = name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name
-        rows.append((name, tuple(info.shape), info.dtype, n, n * _itemsize(info.dtype), owner))
-    return pd.DataFrame(rows, columns=["name", "shape", "dtype", "params", "bytes", "module"])
-
-
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}.get(dtype, 1)
-
-
 def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding]:
     if saved.empty:
         return []
     listed = settings.modules_to_save
-    out = [Finding("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({int(saved['params'].sum()):,} "
-                   f"parameters, {int(saved['bytes'].sum()):,} bytes): " + ", ".join(
-                       f"{r.name} {'×'.join(map(str, r.shape))}" for r in saved.head(6).itertuples()))]
+    shown = ", ".join(f"{r.name} {'×'.join(map(str, r.shape))}" for r in saved.head(6).itertuples())
+    total = f"{int(saved['params'].sum()):,} parameters, {int(saved['bytes'].sum()):,} bytes"
+    out = [Finding("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({total}): {shown}")]
     for module in dict.fromkeys(saved["module"]):
+        by_suffix = [t for t in listed if module.endswith(t)]
         if in_modules_to_save(module, listed):
             continue
-        by_suffix = [t for t in listed if module.endswith(t)]
         if by_suffix:
-            out.append(Finding("warning", f"{module} was saved and trained in full although modules_to_save "
-                               f"{list(listed)} does not name it: PEFT matches modules_to_save by plain string suffix, "
-                               f"so {by_suffix[0]!r} also reaches {module} ({_numel_of(saved, module):,} parameters)."))
+            n = int(saved.loc[saved["module"] == module, "params"].sum())
+            out.append(Finding("warning", (
+                f"{module} was saved and trained in full although modules_to_save {list(listed)} does not "
+                f"name it: PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also "
+                f"reaches {module} ({n:,} parameters).")))
         else:
-            out.append(Finding("note", f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does "
-                               "not name it (a trained bias, or a tensor saved by hand)."))
+            out.append(Finding("note", (
+                f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not name it "
+                "(a trained bias, or a tensor saved by hand).")))
     return out
 
 
-def _numel_of(saved: pd.DataFrame, module: str) -> int:
-    return int(saved.loc[saved["module"] == module, "params"].sum())
-
-
-def _target_findings(targets: dict[str, dict[str, int]], settings: LoraSettings) -> list[Finding]:
+def _target_findings(targets: dict[str, dict[str, int]]) -> list[Finding]:
     out = []
-    dead = [t for t, types in targets.items() if not types]
-    if dead:
-        out.append(Finding("warning", f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module "
-                           "in this adapter: PEFT ignores a target that matches nothing as long as another one matches."))
+    if dead := [t for t, types in targets.items() if not types]:
+        out.append(Finding("warning", (
+            f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in this "
+            "adapter: PEFT ignores a target that matches nothing as long as another one matches.")))
     for t, types in targets.items():
         if len(types) > 1:
             listed = ", ".join(f"{k} (×{n})" for k, n in types.items())
@@ -238,39 +241,33 @@ def _target_findings(targets: dict[str, dict[str, int]], settings: LoraSettings)
     return out
 
 
-def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings) -> AdapterAudit:
+def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings):
     """Expected modules and counts from the config on the base model, compared with what the adapter holds."""
     tying = peft_tying(model, settings)
-    match = match_targets(model, tying.targets, settings.layers, tying.modules_to_save,
-                          audit.config.get("layers_pattern"))
-    count = count_lora(model, settings, match)
-    index = NameIndex(m.name for m in adapter.modules)
-    held = {m.name: m for m in adapter.modules}
-    model_index = model.by_name()
-    findings = list(audit.findings)
-    found: set[str] = set()
-    missing, mismatched = [], []
+    match = peft_match(model, settings, tying, audit.config.get("layers_pattern"))
+    index, held, shapes = NameIndex(held := {m.name: m for m in adapter.modules}), held, model.by_name()
+    missing, mismatched, found = [], [], set()
     tied = [n for n in tying.tied_lora if tying.embedding in match.modules]  # PEFT saves their factors too
     for name in (*match.modules, *tied):
-        hit = index.find(name)
-        if hit is None:
+        if (hit := index.find(name)) is None:
             missing.append(name)
             continue
         found.add(hit)
-        if tuple(held[hit].shape) != tuple(model_index[name].shape):
-            mismatched.append(f"{hit} {held[hit].shape} vs the model's {model_index[name].shape}")
+        if tuple(held[hit].shape) != tuple(want := shapes[name].shape):
+            mismatched.append(f"{hit} {held[hit].shape} vs the model's {want}")
     extra = [n for n in held if n not in found]
+    findings = list(audit.findings)
     if mismatched:
-        findings.append(Finding("error", f"{len(mismatched)} module(s) differ in shape from the given base model — "
-                                f"this adapter was trained on another model: {'; '.join(mismatched[:3])}."))
+        findings.append(Finding("error", (
+            f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter was "
+            f"trained on another model: {'; '.join(mismatched[:3])}.")))
     if missing:
-        findings.append(Finding("warning", f"the config reaches {len(missing)} module(s) of the base model that the adapter "
-                                f"does not hold, e.g. {', '.join(missing[:3])}."))
+        findings.append(Finding("warning", (
+            f"the config reaches {len(missing)} module(s) of the base model that the adapter does not hold, "
+            f"e.g. {', '.join(missing[:3])}.")))
     if extra:
-        findings.append(Finding("warning", f"the adapter holds {len(extra)} module(s) its config would not create on this "
-                                f"model, e.g. {', '.join(extra[:3])}."))
-    return AdapterAudit(audit.path, audit.config, audit.modules, audit.saved, audit.targets, tuple(findings), count,
-                        model.total)
-
-
-__all__ = ["AdapterAudit", "Finding", "audit_adapter", "settings_of", "target_spec"]
+        findings.append(Finding("warning", (
+            f"the adapter holds {len(extra)} module(s) its config would not create on this model, e.g. "
+            f"{', '.join(extra[:3])}.")))
+    count = count_lora(model, settings, match)
+    return replace(audit, findings=tuple(findings), model_count=count, model_total=model.total)

@@ -1,10 +1,11 @@
-"""``lorascope audit CLAIMS.yaml``: many claims at once → one table (terminal, audit.csv, audit.html).
+"""Owns claims files (``lorascope audit CLAIMS.yaml``): reading and validating them, and running every claim
+into one table, which ``render`` shows in the terminal and writes as audit.csv and audit.html.
 
 The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim (any claim
 key, e.g. ``tolerance``, ``shapes``, ``dtype``). One claim::
 
     - name: "Blog post X: Llama-2-7B, q and v, r=8"
-      model: configs/llama-2-7b-hf.json       # config.json, model folder or checkpoint; relative to the YAML file
+      model: configs/llama-2-7b-hf.json       # config.json, model folder or checkpoint, relative to this file
       rank: 8
       alpha: 16
       targets: [q_proj, v_proj]               # or attn | mlp | all-linear | a regex string
@@ -24,26 +25,30 @@ import pandas as pd
 
 from ..errors import LorascopeError, raise_collected
 from ..limits import load_yaml
-from .claims import FIGURE_LABELS, Claim, format_figure
-from .count import BIAS_MODES, DTYPES, LoraSettings
+from .claims import Claim, figure_rows
+from .count import BIAS_MODES, LoraSettings
+from .footprint import DTYPES
 from .numbers import parse_count, parse_layers, parse_percent
 from .params import AuditOptions, count_config
-from .sources import SHAPES_FROM, load_model
+from .shape_source import SHAPE_SOURCES, load_model
 from .targets import parse_targets
 
 # claim key -> accepted aliases (PEFT's LoraConfig names)
 KEYS: dict[str, tuple[str, ...]] = {
-    "name": (), "model": (), "head": (), "shapes": (), "dtype": (), "source": ("url", "note"),
-    "rank": ("r",), "alpha": ("lora_alpha",), "targets": ("target_modules",), "layers": ("layers_to_transform",),
+    "name": (), "model": (), "head": (), "shapes": (), "dtype": (), "source": ("url", "note"), "rank": ("r",),
+    "alpha": ("lora_alpha",), "targets": ("target_modules",), "layers": ("layers_to_transform",),
     "rank_pattern": (), "dora": ("use_dora",), "bias": (), "modules_to_save": (), "allow_unmatched": (),
-    "ensure_weight_tying": (),
-    "claimed": ("claim",), "tolerance": (),
-}
-CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",), "total": ("model_params",)}
+    "ensure_weight_tying": (), "claimed": ("claim",), "tolerance": (),
+}  # fmt: skip
+CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",),
+                "total": ("model_params",)}  # fmt: skip
+FLAGS = ("dora", "allow_unmatched", "ensure_weight_tying")
+CHOICES = {"bias": BIAS_MODES, "dtype": tuple(DTYPES), "shapes": SHAPE_SOURCES}
 MAX_CLAIMS_BYTES = 4 * 1024 * 1024  # a claims file of a thousand claims is under 1 MB
 NOTE_SEP = " | "  # between the notes of one claim in its "notes" cell
-COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact", "relative_error",
-           "tolerance", "verdict", "explanation", "mistakes", "notes", "claimed_text", "exact_text", "source"]
+COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact",
+           "relative_error", "tolerance", "verdict", "explanation", "mistakes", "notes", "claimed_text",
+           "exact_text", "source"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,11 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
     except FileNotFoundError:
         raise LorascopeError(f"{path} does not exist.") from None
     except IsADirectoryError:
-        raise LorascopeError(f"{path} is a folder; expected a claims YAML file (see examples/claims.yaml).") from None
+        expected = "expected a claims YAML file (see examples/claims.yaml)"
+        raise LorascopeError(f"{path} is a folder; {expected}.") from None
     except UnicodeDecodeError as exc:
-        raise LorascopeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); expected a claims "
-                             "YAML file.") from None
+        where = f"{exc.reason} at byte {exc.start}"
+        raise LorascopeError(f"{path} is not UTF-8 text ({where}); expected a claims YAML file.") from None
     except OSError as exc:
         raise LorascopeError(f"{path} could not be read: {exc.strerror or exc}.") from None
     defaults: dict[str, Any] = {}
@@ -87,82 +93,89 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
         defaults = {k: v for k, v in data.items() if k != "claims"}
         data = data["claims"]
     if not isinstance(data, list) or not data:
-        raise LorascopeError(f"{path}: 'claims' must be a non-empty list of claims, found {type(data).__name__}.")
-    problems: list[str] = []
+        found = type(data).__name__
+        raise LorascopeError(f"{path}: 'claims' must be a non-empty list of claims, found {found}.")
+    problems = [f"top-level key {k!r} is not known; expected 'claims' or a claim key ({', '.join(KEYS)})"
+                for k in defaults if _canonical(str(k)) is None]  # fmt: skip
+    defaults = {k: v for k, v in defaults.items() if _canonical(str(k)) is not None}
     specs = []
-    for key in list(defaults):
-        if _canonical(str(key)) is None:
-            problems.append(f"top-level key {key!r} is not known; expected 'claims' or a claim key ({', '.join(KEYS)})")
-            del defaults[key]
-    for i, entry in enumerate(data):
-        where = f"claim {i + 1}"
+    for i, entry in enumerate(data, 1):
         if not isinstance(entry, dict):
-            problems.append(f"{where}: expected a mapping of claim keys, found {entry!r}")
+            problems.append(f"claim {i}: expected a mapping of claim keys, found {entry!r}")
             continue
         merged = {**defaults, **entry}
-        where = f"claim {i + 1} ({merged.get('name')})" if merged.get("name") else where
-        spec = _spec(merged, where, path.parent, problems)
-        if spec is not None:
+        where = f"claim {i} ({merged['name']})" if merged.get("name") else f"claim {i}"
+        errors: list[str] = []
+        spec = _spec(merged, where, path.parent, errors)
+        problems += [f"{where}: {e}" for e in errors]
+        if not errors:
             specs.append(spec)
     raise_collected(problems, f"{path} has {len(problems)} problem(s):")
     return specs
 
 
 def _canonical(key: str) -> str | None:
-    for name, aliases in KEYS.items():
-        if key == name or key in aliases:
-            return name
-    return None
+    return next((name for name, aliases in KEYS.items() if key == name or key in aliases), None)
 
 
-def _spec(entry: dict[str, Any], where: str, base: Path, problems: list[str]) -> ClaimSpec | None:
-    values: dict[str, Any] = {}
-    n_before = len(problems)
+def _spec(entry: dict[str, Any], where: str, base: Path, errors: list[str]) -> ClaimSpec | None:
+    """One claim's spec; every problem of it is added to ``errors``, not only the first."""
+    v: dict[str, Any] = {}
     for key, value in entry.items():
-        name = _canonical(str(key))
-        if name is None:
-            problems.append(f"{where}: key {key!r} is not known; expected one of {', '.join(KEYS)}")
+        if (name := _canonical(str(key))) is None:
+            errors.append(f"key {key!r} is not known; expected one of {', '.join(KEYS)}")
         else:
-            values[name] = value
-    missing = [key for key in ("model", "claimed") if values.get(key) is None]
-    for key in missing:
-        problems.append(f"{where}: key {key!r} is missing")
-    if missing:
+            v[name] = value
+    if missing := [key for key in ("model", "claimed") if v.get(key) is None]:
+        errors += [f"key {key!r} is missing" for key in missing]
         return None
 
-    def attempt(fn, *args):
+    def checked(fn, *args):
         try:
             return fn(*args)
         except (LorascopeError, ValueError, TypeError) as exc:
-            problems.append(f"{where}: {exc}")
-            return None
+            errors.append(str(exc).rstrip("."))
 
-    model = Path(str(values["model"])).expanduser()
+    model = Path(str(v["model"])).expanduser()
     model = model if model.is_absolute() else base / model
     if not model.exists():
-        problems.append(f"{where}: model {values['model']!r} does not exist (looked for {model})")
-    claim = attempt(_claim, values["claimed"], values.get("tolerance", 0.02), where)
-    settings = _settings(values, where, problems)
-    options = attempt(lambda: AuditOptions(shapes=str(values.get("shapes", "auto")), head=values.get("head"),
-                                           dtype=str(values.get("dtype", "bf16"))))
-    if values.get("shapes", "auto") not in SHAPES_FROM:
-        problems.append(f"{where}: shapes {values.get('shapes')!r} is not one of {', '.join(SHAPES_FROM)}")
-    if len(problems) > n_before:
+        errors.append(f"model {v['model']!r} does not exist (looked for {model})")
+    claim = checked(_claim, v["claimed"], v.get("tolerance", 0.02))
+    rank_pattern, mts = v.get("rank_pattern") or {}, v.get("modules_to_save") or ()
+    mts = (mts,) if isinstance(mts, str) else mts
+    if not isinstance(rank_pattern, dict):
+        errors.append(f"rank_pattern must be a mapping of name patterns to ranks, found {rank_pattern!r}")
+    if not isinstance(mts, (list, tuple)) or not all(isinstance(m, str) for m in mts):
+        errors.append(f"modules_to_save must be a module name or a list of names, found {mts!r}")
+    for k in FLAGS:
+        if not isinstance(v.get(k, False), bool):
+            errors.append(f"{k} must be true or false, found {v[k]!r}")
+    for k, ok in CHOICES.items():
+        if k in v and v[k] not in ok:
+            errors.append(f"{k} {v[k]!r} is not one of {', '.join(ok)}")
+    fields = {"rank": v.get("rank", 16), "alpha": v.get("alpha", 32), "bias": str(v.get("bias", "none")),
+              "targets": checked(parse_targets, v.get("targets"), "targets"),
+              "layers": checked(parse_layers, v.get("layers"), "layers"),
+              **{k: v.get(k, False) for k in FLAGS}}  # fmt: skip
+    rank_pattern = rank_pattern if isinstance(rank_pattern, dict) else {}
+    for field in ({"rank": fields["rank"]}, {"alpha": fields["alpha"]}, {"rank_pattern": rank_pattern}):
+        checked(lambda f=field: LoraSettings(**f))  # each field's own message
+    if errors:
         return None
-    return ClaimSpec(str(values.get("name") or f"{where}"), model, settings, options, claim, str(values.get("source") or ""))
+    settings = LoraSettings(**fields, rank_pattern=rank_pattern, modules_to_save=tuple(mts))
+    options = AuditOptions(str(v.get("shapes", "auto")), v.get("head"), str(v.get("dtype", "bf16")))
+    return ClaimSpec(str(v.get("name") or where), model, settings, options, claim, str(v.get("source") or ""))
 
 
-def _claim(claimed: Any, tolerance: Any, where: str) -> Claim:
-    if not isinstance(claimed, dict):
-        # a bare number is the LoRA parameter count
-        claimed = {"lora": claimed}
+def _claim(claimed: Any, tolerance: Any) -> Claim:
     figures: dict[str, Any] = {}
+    claimed = claimed if isinstance(claimed, dict) else {"lora": claimed}  # a bare number is the LoRA count
     for key, value in claimed.items():
         name = next((f for f, aliases in CLAIMED_KEYS.items() if key == f or key in aliases), None)
         if name is None:
             raise LorascopeError(f"claimed key {key!r} is not known; expected {', '.join(CLAIMED_KEYS)}")
-        figures[name] = (parse_percent(value, f"claimed {key}") if name == "percent"
-                         else parse_count(value, f"claimed {key}"))
+        parse = parse_percent if name == "percent" else parse_count
+        figures[name] = parse(value, f"claimed {key}")
     if not figures:
         raise LorascopeError("'claimed' is empty; give at least one of lora, percent, total")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
@@ -170,51 +183,8 @@ def _claim(claimed: Any, tolerance: Any, where: str) -> Claim:
     return Claim(**figures, tolerance=float(tolerance))
 
 
-def _settings(v: dict[str, Any], where: str, problems: list[str]) -> LoraSettings | None:
-    """LoraSettings from a claim's keys; every bad field is added to ``problems``, not only the first."""
-    errors: list[str] = []
-
-    def field(fn, *args):
-        try:
-            return fn(*args)
-        except (LorascopeError, ValueError, TypeError) as exc:
-            errors.append(str(exc).rstrip("."))
-            return None
-
-    rank_pattern = v.get("rank_pattern") or {}
-    if not isinstance(rank_pattern, dict):
-        errors.append(f"rank_pattern must be a mapping of name patterns to ranks, found {rank_pattern!r}")
-        rank_pattern = {}
-    mts = v.get("modules_to_save") or ()
-    mts = (mts,) if isinstance(mts, str) else mts
-    if not isinstance(mts, (list, tuple)) or not all(isinstance(m, str) for m in mts):
-        errors.append(f"modules_to_save must be a module name or a list of names, found {v.get('modules_to_save')!r}")
-        mts = ()
-    flags = {}
-    for key in ("dora", "allow_unmatched", "ensure_weight_tying"):
-        flags[key] = v.get(key, False)
-        if not isinstance(flags[key], bool):
-            errors.append(f"{key} must be true or false, found {flags[key]!r}")
-    for key, allowed in (("bias", BIAS_MODES), ("dtype", tuple(DTYPES))):
-        if key in v and str(v[key]) not in allowed:
-            errors.append(f"{key} {v[key]!r} is not one of {', '.join(allowed)}")
-    targets = field(parse_targets, v.get("targets"), "targets")
-    layers = field(parse_layers, v.get("layers"), "layers")
-    for key, default in (("rank", 16), ("alpha", 32)):
-        field(lambda k=key, d=default: LoraSettings(**{k: v.get(k, d)}))
-    field(lambda: LoraSettings(rank_pattern=rank_pattern))
-    problems.extend(f"{where}: {e}" for e in errors)
-    if errors:
-        return None
-    return LoraSettings(
-        rank=v.get("rank", 16), alpha=v.get("alpha", 32), targets=targets, layers=layers, rank_pattern=rank_pattern,
-        dora=flags["dora"], bias=str(v.get("bias", "none")), modules_to_save=tuple(mts),
-        allow_unmatched=flags["allow_unmatched"], ensure_weight_tying=flags["ensure_weight_tying"],
-    )
-
-
 def run_claims(specs: list[ClaimSpec], progress: Any | None = None) -> pd.DataFrame:
-    """Evaluate every claim: one row per (claim, figure); a claim that cannot be evaluated gets verdict 'error'.
+    """Evaluate every claim: one row per (claim, figure); a claim that cannot be counted gets verdict 'error'.
 
     Args:
         specs: validated claims (``read_claims``).
@@ -239,40 +209,22 @@ def run_claims(specs: list[ClaimSpec], progress: Any | None = None) -> pd.DataFr
 
 def _rows(spec: ClaimSpec, result) -> list[dict[str, Any]]:
     c = result.count
-    out = []
-    for f in result.claim.figures:
-        e = f.explanation
-        out.append({
-            "name": spec.name, "model": str(spec.model), "arch": c.model.arch, "targets": c.match.resolved.label,
-            "rank": spec.settings.rank, "modules": len(c.table), "figure": FIGURE_LABELS[f.figure],
-            "claimed": f.claimed, "exact": f.exact, "relative_error": f.error, "tolerance": f.tolerance,
-            "verdict": f.verdict, "explanation": "" if e is None else e.text,
-            "mistakes": "" if e is None or not e.reproduces else "+".join(e.keys), "notes": NOTE_SEP.join(result.warnings),
-            "claimed_text": format_figure(f.figure, f.claimed), "exact_text": format_figure(f.figure, f.exact),
-            "source": spec.source,
-        })
-    return out
+    claim = {"name": spec.name, "model": str(spec.model), "arch": c.model.arch,
+             "targets": c.match.resolved.label, "rank": spec.settings.rank, "modules": len(c.rows),
+             "notes": NOTE_SEP.join(result.warnings), "source": spec.source}  # fmt: skip
+    return [{**claim, **row} for row in figure_rows(result.claim)]
 
 
 def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
+    nan = float("nan")
     return {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(spec.settings.targets),
-            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": float("nan"), "exact": float("nan"),
-            "relative_error": float("nan"), "tolerance": spec.claim.tolerance, "verdict": "error",
-            "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "", "source": spec.source}
+            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": nan, "exact": nan,
+            "relative_error": nan, "tolerance": spec.claim.tolerance, "verdict": "error",
+            "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "",
+            "source": spec.source}  # fmt: skip
 
 
 def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """(claim name, note) for every note of the audit table's ``notes`` cells, one claim's notes once."""
+    """(claim name, note) for every note of the claims table's ``notes`` cells, one claim's notes once."""
     rows = table.drop_duplicates("name")[["name", "notes"]].itertuples(index=False)
     return [(name, note) for name, text in rows for note in str(text or "").split(NOTE_SEP) if note]
-
-
-def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
-    """Write audit.csv and audit.html into ``out`` as one transaction (``lorascope.outputs``); returns their
-    paths."""
-    from ..outputs import writing
-
-    with writing(out, "audit") as tx:
-        table.drop(columns=["claimed_text", "exact_text"]).to_csv(tx.stage / "audit.csv", index=False)
-        (tx.stage / "audit.html").write_text(html, encoding="utf-8")
-    return [tx.path / "audit.csv", tx.path / "audit.html"]

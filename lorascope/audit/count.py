@@ -1,4 +1,4 @@
-"""LoRA parameter counts from module shapes (docs/METRICS.md 'Parameter counts'), and the adapter file they make.
+"""Owns exact trainable-parameter counts of a LoRA configuration on a model (METRICS.md 'Parameter counts').
 
 A LoRA module on an (out, in) weight adds r·(in + out) parameters: A is (r, in), B is (out, r). DoRA adds a
 magnitude vector of ``out`` (``embedding_dim`` for embeddings); an embedding adds r·(num_embeddings + dim).
@@ -15,25 +15,20 @@ sharing storage, which PEFT counts twice. Everything here is pure.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
 
 import pandas as pd
 
 from ..checkpoint.peft import pattern_key
 from ..errors import LorascopeError
-from .layout import ModelShapes, ModuleShape, ParamShape
-from .targets import TargetMatch, TargetSpec, match_targets, type_of
+from .shapes import ModelShapes, ModuleShape, ParamShape, layer_of, type_of
+from .targets import TargetMatch, TargetSpec, match_targets, names_component
 
 BIAS_MODES = ("none", "all", "lora_only")
-# safetensors dtype tags and bytes per element, by the names --dtype accepts
-DTYPES: dict[str, tuple[str, int]] = {
-    "fp32": ("F32", 4), "float32": ("F32", 4), "fp16": ("F16", 2), "float16": ("F16", 2),
-    "bf16": ("BF16", 2), "bfloat16": ("BF16", 2), "fp8": ("F8_E4M3", 1), "float8": ("F8_E4M3", 1),
-}
-PEFT_PREFIX = "base_model.model."
 # PEFT's EMBEDDING_LAYER_NAMES: the last name components that make ensure_weight_tying act on a config
 TIE_NAMES = ("embed_tokens", "lm_head")
 
@@ -72,15 +67,34 @@ class LoraSettings:
         return int(self.rank_pattern[key]) if key is not None else self.rank
 
 
-def lora_params(module: ModuleShape, r: int) -> int:
-    """r·(out + in): A (r, in) plus B (out, r); for an embedding r·(num_embeddings + dim)."""
-    out, inn = module.shape
-    return r * (out + inn)
+class Row(NamedTuple):
+    """One LoRA module of a count (a target parameter has kind 'param')."""
+
+    name: str
+    layer: int | None
+    module_type: str
+    kind: str
+    rows: int
+    cols: int
+    r: int
+    lora: int  # A and B factors
+    magnitude: int  # DoRA magnitude vector
+    bias: int  # its bias, trained with bias="lora_only"
+    params: int
 
 
-def magnitude_params(module: ModuleShape) -> int:
-    """DoRA's magnitude vector: one value per output feature (per embedding dimension for embeddings)."""
-    return module.shape[1] if module.kind == "embedding" else module.shape[0]
+@dataclass(frozen=True)
+class Tying:
+    """What PEFT makes of a configuration on a model with weights tied to the input embedding
+    (``BaseTuner._check_tied_modules``, ``LoraModel._add_modules_to_save_to_tie``, ``_add_targets_to_tie``).
+    """
+
+    modules_to_save: tuple[str, ...]  # as PEFT rewrites them
+    targets: TargetSpec  # as PEFT rewrites them
+    shared_copy: tuple[str, ...] = ()  # tied modules sharing the embedding's modules_to_save copy
+    tied_lora: tuple[str, ...] = ()  # tied modules whose LoRA factors are the embedding's, transposed
+    embedding: str | None = None  # the input embedding the tied modules share a weight with
+    untied_copies: tuple[str, ...] = ()  # tied modules modules_to_save copies on their own (ties broken)
 
 
 @dataclass(frozen=True)
@@ -90,13 +104,24 @@ class LoraCount:
     model: ModelShapes
     settings: LoraSettings
     match: TargetMatch
-    table: pd.DataFrame  # one row per LoRA module
-    lora: int  # A and B factors
-    magnitude: int  # DoRA magnitude vectors
+    rows: tuple[Row, ...]  # one per LoRA module
     bias: int  # trained biases
     saved: int  # modules_to_save: full copies trained
     saved_modules: tuple[str, ...] = ()
     tying: Tying | None = None  # what PEFT made of tied weights in this configuration
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """One row per LoRA module (the ``Row`` fields as columns)."""
+        return pd.DataFrame(self.rows, columns=list(Row._fields))
+
+    @property
+    def lora(self) -> int:
+        return sum(row.lora for row in self.rows)
+
+    @property
+    def magnitude(self) -> int:
+        return sum(row.magnitude for row in self.rows)
 
     @property
     def trainable(self) -> int:
@@ -114,7 +139,7 @@ class LoraCount:
 
     @property
     def peft_total(self) -> int:
-        """'all params' as PEFT's print_trainable_parameters counts them: the model plus the adapter and copies."""
+        """'all params' as PEFT's print_trainable_parameters counts them: model, adapter and copies."""
         return self.total + self.lora + self.magnitude + self.saved
 
     @property
@@ -126,11 +151,10 @@ class LoraCount:
         t = self.table
         if t.empty:
             return pd.DataFrame(columns=["module_type", "modules", "rows", "cols", "r", "params"])
-        g = t.groupby("module_type", sort=False)
-        out = g.agg(modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"),
-                    r=("r", lambda s: s.iloc[0] if s.nunique() == 1 else f"{s.min()}–{s.max()}"),
-                    params=("params", "sum")).reset_index()
-        return out
+        ranks = lambda s: s.iloc[0] if s.nunique() == 1 else f"{s.min()}–{s.max()}"  # noqa: E731
+        return t.groupby("module_type", sort=False).agg(
+            modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"), r=("r", ranks),
+            params=("params", "sum")).reset_index()
 
     def by_layer(self) -> pd.DataFrame:
         """Per layer (None for modules outside the layer stack)."""
@@ -147,13 +171,10 @@ def saved_modules(model: ModelShapes, modules_to_save: tuple[str, ...]) -> tuple
     PEFT tests ``key.endswith(name)`` on every module path — a plain string suffix, so ``classifier`` also
     reaches ``pre_classifier``.
     """
-    if not modules_to_save:
-        return ()
     out = []
-    for m in model.modules:
+    for m in model.modules if modules_to_save else ():
         parts = m.name.split(".")
-        paths = [".".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(p.endswith(t) for p in paths for t in modules_to_save):
+        if any(".".join(parts[: i + 1]).endswith(t) for i in range(len(parts)) for t in modules_to_save):
             out.append(m)
     return tuple(out)
 
@@ -165,88 +186,69 @@ def copy_params(m: ModuleShape) -> int:
     return m.params + m.shared
 
 
-@dataclass(frozen=True)
-class Tying:
-    """What PEFT makes of a configuration on a model with weights tied to the input embedding
-    (``BaseTuner._check_tied_modules``, ``LoraModel._add_modules_to_save_to_tie``, ``_add_targets_to_tie``).
-    """
-
-    modules_to_save: tuple[str, ...]  # as PEFT rewrites them
-    targets: TargetSpec  # as PEFT rewrites them
-    shared_copy: tuple[str, ...] = ()  # tied modules sharing the embedding's modules_to_save copy
-    tied_lora: tuple[str, ...] = ()  # tied modules whose LoRA factors are the embedding's, transposed
-    embedding: str | None = None  # the input embedding the tied modules share a weight with
-    untied_copies: tuple[str, ...] = ()  # tied modules modules_to_save copies on their own (ties broken)
-
-
-def _tie_entry(entries: list[str], key: str) -> str | None:
-    """The first entry PEFT removes for a tied module ``key`` (``re.match`` of ``(^|.*\\.){m}($|\\..*)``)."""
-    return next((m for m in entries if re.match(rf"(^|.*\.){m}($|\..*)", key)), None)
-
-
 def peft_tying(model: ModelShapes, settings: LoraSettings) -> Tying:
     """The configuration PEFT really applies on ``model``, given its weights tied to the input embedding."""
-    mts = tuple(settings.modules_to_save)
-    plain = Tying(mts, settings.targets)
+    mts, spec = tuple(settings.modules_to_save), settings.targets
     index = model.by_name()
     tied = [m for m in model.tied if m.tied_to in index and index[m.tied_to].kind == "embedding"]
     if not tied:
-        return plain
-    embedding = tied[0].tied_to
-    keys = [m.name for m in tied]
+        return Tying(mts, spec)
+    embedding, keys = tied[0].tied_to, [m.name for m in tied]
     if not settings.ensure_weight_tying:
         untied = tuple(m.name for m in saved_modules(model, mts) if m.tied_to is not None)
-        return Tying(mts, settings.targets, embedding=embedding, untied_copies=untied)
+        return Tying(mts, spec, embedding=embedding, untied_copies=untied)
     if any(m.split(".")[-1] in TIE_NAMES for m in mts):
-        entries = list(mts) + ([embedding] if embedding not in mts else [])
-        for key in keys:
-            hit = _tie_entry(entries, key)
-            if hit is not None:
-                entries.remove(hit)
-        return Tying(tuple(entries), settings.targets, shared_copy=tuple(keys), embedding=embedding)
-    spec = settings.targets
+        entries = _without_tied([*mts, *([embedding] if embedding not in mts else [])], keys)
+        return Tying(tuple(entries), spec, shared_copy=tuple(keys), embedding=embedding)
     if spec.regex is not None:
-        in_targets = any(re.fullmatch(spec.regex, n) for n in TIE_NAMES)
-    else:
-        in_targets = any(t.split(".")[-1] in TIE_NAMES for t in spec.names)
-    if not in_targets:
-        return plain
-    if spec.regex is not None:
+        if not any(re.fullmatch(spec.regex, n) for n in TIE_NAMES):
+            return Tying(mts, spec)
         targets = TargetSpec(regex=rf"(?:{spec.regex}|^{re.escape(embedding)}$)")
+    elif any(t.split(".")[-1] in TIE_NAMES for t in spec.names):
+        targets = TargetSpec(names=tuple(_without_tied(list(dict.fromkeys([*spec.names, embedding])), keys)))
     else:
-        names = list(dict.fromkeys([*spec.names, embedding]))
-        for key in keys:
-            hit = _tie_entry(names, key)
-            if hit is not None:
-                names.remove(hit)
-        targets = TargetSpec(names=tuple(names))
+        return Tying(mts, spec)
     return Tying(mts, targets, tied_lora=tuple(keys), embedding=embedding)
+
+
+def _without_tied(entries: list[str], tied: list[str]) -> list[str]:
+    """``entries`` less, for each tied module, the first entry PEFT removes for it."""
+    for key in tied:
+        hit = next((e for e in entries if names_component(e, key)), None)
+        if hit is not None:
+            entries.remove(hit)
+    return entries
 
 
 def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     """What a user should know about tied weights in this configuration, one sentence each."""
     index = model.by_name()
-    notes = []
-    for name in tying.untied_copies:
-        m = index[name]
-        notes.append(f"{name} shares its weight with {m.tied_to} (tie_word_embeddings), but modules_to_save "
-                     f"trains a separate copy of it: {copy_params(m):,} parameters of its own, and the tie "
-                     "is broken in the adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one "
-                     "copy shared by both.")
+    notes = [
+        f"{name} shares its weight with {index[name].tied_to} (tie_word_embeddings), but modules_to_save "
+        f"trains a separate copy of it: {copy_params(index[name]):,} parameters of its own, and the tie is "
+        "broken in the adapter. Set ensure_weight_tying=True (PEFT LoraConfig) to train one copy shared by "
+        "both."
+        for name in tying.untied_copies
+    ]
     if tying.shared_copy:
-        notes.append(f"ensure_weight_tying: PEFT trains one copy of {tying.embedding} (modules_to_save "
-                     f"becomes {list(tying.modules_to_save)}) and {', '.join(tying.shared_copy)} shares it.")
+        notes.append(
+            f"ensure_weight_tying: PEFT trains one copy of {tying.embedding} (modules_to_save becomes "
+            f"{list(tying.modules_to_save)}) and {', '.join(tying.shared_copy)} shares it."
+        )
     if tying.tied_lora:
-        notes.append(f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} "
-                     "gets its factors transposed; they share storage, but PEFT's "
-                     "get_nb_trainable_parameters counts them twice, and so does this count.")
+        notes.append(
+            f"ensure_weight_tying: LoRA goes on {tying.embedding} and {', '.join(tying.tied_lora)} gets its "
+            "factors transposed; they share storage, but PEFT's get_nb_trainable_parameters counts them "
+            "twice, and so does this count."
+        )
     return notes
 
 
-def peft_match(model: ModelShapes, settings: LoraSettings, tying: Tying | None = None) -> TargetMatch:
+def peft_match(model: ModelShapes, settings: LoraSettings, tying: Tying | None = None,
+               layers_pattern: str | list | None = None) -> TargetMatch:
     """The modules PEFT puts LoRA on, after its rewrite of tied configurations (tied modules not included)."""
     tying = tying or peft_tying(model, settings)
-    return match_targets(model, tying.targets, settings.layers, tying.modules_to_save)
+    return match_targets(model, tying.targets, settings.layers, tying.modules_to_save, layers_pattern)
 
 
 def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | None = None) -> LoraCount:
@@ -258,136 +260,54 @@ def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | 
         match: the target match, when already computed (it is recomputed otherwise).
 
     Returns:
-        The count, with one table row per LoRA module.
+        The count, with one row per LoRA module.
+
+    Raises:
+        LorascopeError: DoRA with targets that reach fused parameters (PEFT refuses it); a MoE target PEFT
+            refuses (``match_targets``).
     """
     tying = peft_tying(model, settings)
     match = match or peft_match(model, settings, tying)
-    rows = list(_module_rows(model, settings, match, tying))
-    table = pd.DataFrame(rows, columns=["name", "layer", "module_type", "kind", "rows", "cols", "r", "lora",
-                                        "magnitude", "bias", "params"])
-    lora, mag, bias, saved, names = _sums(model, settings, rows, tying)
-    return LoraCount(model, settings, match, table, lora, mag, bias, saved, names, tying)
-
-
-def trainable_params(model: ModelShapes, settings: LoraSettings, match: TargetMatch | None = None) -> int:
-    """The trainable total of ``count_lora`` without building its table (for many recomputations)."""
-    tying = peft_tying(model, settings)
-    match = match or peft_match(model, settings, tying)
-    return sum(_sums(model, settings, list(_module_rows(model, settings, match, tying)), tying)[:4])
+    rows = tuple(_module_rows(model, settings, match, tying))
+    bias = sum(m.bias for m in model.modules) if settings.bias == "all" else sum(row.bias for row in rows)
+    saved = [m for m in saved_modules(model, tying.modules_to_save) if m.name not in tying.shared_copy]
+    return LoraCount(
+        model, settings, match, rows, bias, sum(map(copy_params, saved)), tuple(m.name for m in saved), tying
+    )
 
 
 def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch, tying: Tying):
     index = model.by_name()
-    tied = set(tying.tied_lora)
+
+    def row(name: str, m: ModuleShape | ParamShape, kind: str, r: int, lora: int, mag: int = 0, bias=0):
+        out, inn = m.shape[-2:]
+        return Row(name, layer_of(name), type_of(name), kind, out, inn, r, lora, mag, bias, lora + mag + bias)
+
     for name in match.modules:
-        if name in tied:
+        if name in tying.tied_lora:
             continue  # below, with the embedding's rank
-        m = index[name]
-        r = settings.rank_for(name)
-        lora = lora_params(m, r)
-        mag = magnitude_params(m) if settings.dora else 0
+        m, r = index[name], settings.rank_for(name)
+        magnitude = (m.shape[1] if m.kind == "embedding" else m.shape[0]) if settings.dora else 0
         bias = m.bias if settings.bias == "lora_only" else 0
-        yield (name, _layer(name), type_of(name), m.kind, m.shape[0], m.shape[1], r, lora, mag, bias, lora + mag + bias)
+        yield row(name, m, m.kind, r, r * sum(m.shape), magnitude, bias)
     if tying.tied_lora and tying.embedding in match.modules:
         r = settings.rank_for(tying.embedding)  # the tied module holds the embedding's factors, transposed
         for name in tying.tied_lora:
-            m = index[name]
-            lora = lora_params(m, r)
-            yield (name, _layer(name), type_of(name), m.kind, m.shape[0], m.shape[1], r, lora, 0, 0, lora)
+            yield row(name, index[name], index[name].kind, r, r * sum(index[name].shape))
     if match.parameters and settings.dora:
-        raise LorascopeError(f"DoRA cannot be combined with targets that reach fused parameters ({match.parameters[0]} …): "
-                             "PEFT's lora.ParamWrapper does not work with use_dora=True.")
+        raise LorascopeError(
+            f"DoRA cannot be combined with targets that reach fused parameters ({match.parameters[0]} …): "
+            "PEFT's lora.ParamWrapper does not work with use_dora=True."
+        )
     params = {p.name: p for p in model.parameters}
     for name in match.parameters:
-        p = params[name]
-        r = param_rank(settings, match, name)
-        lora = param_lora_params(p, r)
-        yield (name, _layer(name), type_of(name), "param", p.shape[-2], p.shape[-1], r, lora, 0, 0, lora)
+        p, r = params[name], param_rank(settings, match, name)
+        # lora.ParamWrapper on (E, out, in): A (r·E, in), B (out, r·E): one LoRA of rank r·E over all experts
+        yield row(name, p, "param", r, r * p.experts * (p.shape[-2] + p.shape[-1]))
 
 
 def param_rank(settings: LoraSettings, match: TargetMatch, name: str) -> int:
-    """r of a target parameter: a rank_pattern key first, then PEFT's r·len(group) for a fused group, else r."""
+    """r of a target parameter: a rank_pattern key, else PEFT's r·len(group) for a fused group, else r."""
     if settings.rank_pattern and pattern_key(dict(settings.rank_pattern), name) is not None:
         return settings.rank_for(name)
     return settings.rank * match.rank_factor.get(name.rsplit(".", 1)[-1], 1)
-
-
-def param_lora_params(p: ParamShape, r: int) -> int:
-    """lora.ParamWrapper on a (E, out, in) parameter: A (r·E, in) and B (out, r·E) — one LoRA of rank r·E over
-    all experts; on a 2-D parameter r·(out + in)."""
-    return r * p.experts * (p.shape[-2] + p.shape[-1])
-
-
-def _sums(model: ModelShapes, settings: LoraSettings, rows: list[tuple],
-          tying: Tying) -> tuple[int, int, int, int, tuple[str, ...]]:
-    lora = sum(row[7] for row in rows)
-    mag = sum(row[8] for row in rows)
-    bias = sum(row[9] for row in rows)
-    if settings.bias == "all":
-        bias = sum(m.bias for m in model.modules)
-    saved = [m for m in saved_modules(model, tying.modules_to_save) if m.name not in tying.shared_copy]
-    return lora, mag, bias, sum(copy_params(m) for m in saved), tuple(m.name for m in saved)
-
-
-def _layer(name: str) -> int | None:
-    from ..names import split_name
-
-    return split_name(name)[0]
-
-
-def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
-    """The tensors PEFT's save_pretrained writes for this configuration: (key, shape), keys as PEFT names them."""
-    index = count.model.by_name()
-    out: list[tuple[str, tuple[int, ...]]] = []
-    for row in count.table.itertuples():
-        key = PEFT_PREFIX + row.name
-        if row.kind == "param":  # approximate: ParamWrapper's factors as two matrices of rank r·E
-            experts = row.lora // (row.r * (row.rows + row.cols))
-            out += [(f"{key}.lora_A.weight", (row.r * experts, row.cols)), (f"{key}.lora_B.weight", (row.rows, row.r * experts))]
-            continue
-        m = index[row.name]
-        if m.kind == "embedding":
-            out += [(f"{key}.lora_embedding_A", (row.r, m.shape[0])), (f"{key}.lora_embedding_B", (m.shape[1], row.r))]
-        else:
-            out += [(f"{key}.lora_A.weight", (row.r, m.shape[1])), (f"{key}.lora_B.weight", (m.shape[0], row.r))]
-        if row.magnitude:
-            out.append((f"{key}.lora_magnitude_vector", (row.magnitude,)))
-        if row.bias:
-            out.append((f"{key}.bias", (row.bias,)))
-    for m in count.model.modules:
-        if count.settings.bias == "all" and m.bias:
-            out.append((f"{PEFT_PREFIX}{m.name}.bias", (m.bias,)))
-    for name in count.saved_modules:
-        m = index[name]
-        if copy_params(m) - m.bias:
-            out.append((f"{PEFT_PREFIX}{name}.weight", m.shape))
-        if m.bias:
-            out.append((f"{PEFT_PREFIX}{name}.bias", (m.bias,)))
-    seen: set[str] = set()
-    return [t for t in out if not (t[0] in seen or seen.add(t[0]))]
-
-
-def safetensors_size(tensors: list[tuple[str, tuple[int, ...]]], dtype: str, metadata: dict | None = None) -> int:
-    """Exact bytes of a safetensors file holding ``tensors`` in ``dtype``.
-
-    The file is an 8-byte header length, a compact JSON header padded with spaces to a multiple of 8, then
-    the data; tensors are laid out in name order (one dtype), as safetensors' serializer does.
-    """
-    tag, itemsize = DTYPES[dtype]
-    header: dict = {"__metadata__": metadata if metadata is not None else {"format": "pt"}}
-    offset = 0
-    for key, shape in sorted(tensors):
-        n = 1
-        for d in shape:
-            n *= d
-        header[key] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + n * itemsize]}
-        offset += n * itemsize
-    text = json.dumps(header, separators=(",", ":"))
-    length = len(text.encode())
-    length += (-length) % 8
-    return 8 + length + offset
-
-
-def adapter_file_size(count: LoraCount, dtype: str) -> int:
-    """Bytes of ``adapter_model.safetensors`` for this configuration saved in ``dtype``."""
-    return safetensors_size(adapter_tensors(count), dtype)

@@ -1,4 +1,6 @@
-"""Module shapes from a checkpoint's tensor names and shapes alone (no config, no tensor data).
+"""Owns module shapes from a checkpoint's tensor headers alone: no config, no tensor data.
+
+The source for a checkpoint without a config.json, whatever is installed (transformers needs a config).
 
 The total is exact — a checkpoint stores a tied matrix once. Kinds are inferred from names: embeddings by
 ``EMBEDDING_NAMES``, GPT-2's Conv1D layers (stored (in, out)) by ``CONV1D_NAMES`` in a checkpoint that has
@@ -22,22 +24,27 @@ A quantized weight whose logical shape cannot be known (its quant_state is missi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..checkpoint.store import DTYPE_BITS, TensorStore
 from ..errors import LorascopeError
-from .layout import ModelShapes, ModuleShape
+from ..limits import loads_json
+from .shapes import ModelShapes, ModuleShape
 
-EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
-                   "embed_positions", "shared")
+EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
+                   "token_type_embeddings", "embed_positions", "shared")
 CONV1D_NAMES = ("c_attn", "c_proj", "c_fc", "q_attn")
-BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "position_ids", ".num_batches_tracked")
+BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "position_ids",
+                   ".num_batches_tracked")
 HEAD_NAMES = ("lm_head", "embed_out", "output")
 
 BNB_STATE = re.compile(r"^(?P<weight>.+)\.quant_state\.bitsandbytes__(?P<quant_type>nf4|fp4)$")
 BNB_4BIT_PARTS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")  # "<weight>.<part>"
 BNB_8BIT_PARTS = ("SCB", "weight_format")  # "<module>.<part>" beside an int8 "<module>.weight"
+QUANT_STATE_BYTES = 4096  # far above any real state (about 200 bytes); anything longer is not one
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,8 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
         modules.setdefault(module or key, {})[param if module else "weight"] = tensors[key][0]
     out = []
     for name, params in modules.items():
-        total = sum(_numel(s) for s in params.values())
-        bias = _numel(params["bias"]) if "bias" in params else 0
+        total = sum(math.prod(s) for s in params.values())
+        bias = math.prod(params["bias"]) if "bias" in params else 0
         weight = params.get("weight", ())
         last = name.rsplit(".", 1)[-1]
         if len(weight) == 2 and last in EMBEDDING_NAMES:
@@ -129,8 +136,8 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
         told += [f"{n8} bitsandbytes 8-bit weight(s) by their int8 (out, in) shape"] if n8 else []
         notes += (f"counted {' and '.join(told)}; their quantization state (absmax, quant_map, SCB …) is not "
                   "counted as parameters, as PEFT's get_nb_trainable_parameters counts the loaded model",)
-    return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), hidden=embed.shape[1] if embed else None,
-                       output_head=head, shapes_from="headers", notes=notes)
+    return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), output_head=head, notes=notes,
+                       hidden=embed.shape[1] if embed else None, shapes_from="headers")
 
 
 def _check_quantized(tensors: Mapping[str, tuple[tuple[int, ...], bool]], bnb: BnbLayout,
@@ -156,8 +163,44 @@ def _check_quantized(tensors: Mapping[str, tuple[tuple[int, ...], bool]], bnb: B
         )
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+
+def store_shapes(store: TensorStore, where: str) -> ModelShapes:
+    """``checkpoint_shapes`` of an opened checkpoint: its headers, and the quant_state JSON of any
+    bitsandbytes 4-bit weight (the one tensor whose data is read)."""
+    infos = {k: (tuple(store.info(k).shape), store.info(k).is_float) for k in store.keys()}
+    bnb = bnb_layout(infos)
+    quantized = {w: tuple(infos[w][0]) for w in bnb.eight_bit}
+    for weight, state in bnb.four_bit.items():
+        shape = quant_state_shape(store, weight, state) if state else None
+        if shape is not None:
+            quantized[weight] = shape
+    return checkpoint_shapes(infos, quantized, bnb, where)
+
+
+def quant_state_shape(store: TensorStore, weight: str, state: str) -> tuple[int, int] | None:
+    """The logical (out, in) shape a bitsandbytes 4-bit weight's ``quant_state.bitsandbytes__*`` records,
+    checked against its packed tensor (two 4-bit codes per byte of the storage dtype), or None when it holds
+    none.
+
+    Raises:
+        LorascopeError: the recorded shape does not fit the packed tensor.
+    """
+    info = store.info(state)
+    if info.dtype != "uint8" or len(info.shape) != 1 or info.numel > QUANT_STATE_BYTES:
+        return None
+    try:
+        data = loads_json(bytes(store.get_numpy(state).tolist()), f"{store.path}: {state}")
+    except LorascopeError:
+        return None  # not a quant state: checkpoint_shapes refuses the weight with its own message
+    shape = data.get("shape") if isinstance(data, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d > 0 for d in shape)):
+        return None
+    packed = store.info(weight)
+    per_element = DTYPE_BITS.get(packed.dtype, 8) // 4  # 4-bit codes per stored element (quant_storage)
+    if -(-shape[0] * shape[1] // per_element) != packed.numel:
+        raise LorascopeError(
+            f"{store.path}: {state} records the shape {shape}, which does not fit the packed tensor {weight} "
+            f"({packed.dtype} {list(packed.shape)}, {per_element} 4-bit codes each); the file is damaged or "
+            "not a bitsandbytes checkpoint."
+        )
+    return shape[0], shape[1]

@@ -1,17 +1,20 @@
-"""Human-readable numbers: parse claims such as ``33M``, ``4.2B``, ``1,234,567``, ``0.45%``; print ``33.6M``."""
+"""Owns the audit's human-readable numbers: parse ``33M``, ``4.2B``, ``1,234,567``, ``0.45%``, ``0-15``; print
+``33.6M``, ``4,194,304``, ``16.8 MB``, ``0-2,5``."""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from ..errors import LorascopeError
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-_COUNT = re.compile(r"^\s*(?P<num>[0-9][0-9_,]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?P<suffix>[kKmMbBgGtT]?)\s*$")
-_PERCENT = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*%?\s*$")
+_COUNT = re.compile(r"\s*(?P<num>[0-9][0-9_,]*(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?)\s*(?P<suffix>[kmbgt]?)\s*",
+                    re.IGNORECASE)  # fmt: skip
+_THOUSANDS = re.compile(r"[0-9]{1,3}(,[0-9]{3})*(\.[0-9]*)?")  # commas only between groups of three
+_PERCENT = re.compile(r"\s*(?P<num>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*%?\s*")
+MAX_LAYERS = 100_000
 
 
 def parse_count(value: str | int | float, where: str = "claim") -> int:
@@ -21,20 +24,17 @@ def parse_count(value: str | int | float, where: str = "claim") -> int:
         LorascopeError: the value is not a positive, finite number with an optional K/M/B/T suffix.
     """
     if isinstance(value, bool):
-        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B or 1,234,567.")
-    if isinstance(value, (int, float)):
-        return _positive_count(float(value), value, where)
-    m = _COUNT.match(str(value))
-    if m is None or ("," in m["num"] and not re.fullmatch(r"[0-9]{1,3}(,[0-9]{3})*(\.[0-9]*)?", m["num"])):
-        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 1,234,567 or 7e9.")
-    number = float(m["num"].replace(",", "").replace("_", ""))
-    return _positive_count(number * SUFFIXES[m["suffix"].upper()], value, where)
-
-
-def _positive_count(number: float, value: Any, where: str) -> int:
+        number = math.nan
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    elif (m := _COUNT.fullmatch(str(value))) and ("," not in m["num"] or _THOUSANDS.fullmatch(m["num"])):
+        number = float(m["num"].replace(",", "").replace("_", "")) * SUFFIXES[m["suffix"].upper()]
+    else:
+        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, "
+                             "1,234,567 or 7e9.")
     if not math.isfinite(number) or round(number) <= 0:
-        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected a positive, finite number "
-                             "such as 33M, 4.2B or 1,234,567.")
+        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected a positive, finite "
+                             "number such as 33M, 4.2B or 1,234,567.")
     return round(number)
 
 
@@ -44,17 +44,13 @@ def parse_percent(value: str | int | float, where: str = "percent claim") -> flo
     Raises:
         LorascopeError: the value is not a number above 0 and at most 100.
     """
-    if isinstance(value, bool):
+    m = None if isinstance(value, (int, float)) else _PERCENT.fullmatch(str(value))
+    if isinstance(value, bool) or (m is None and not isinstance(value, (int, float))):
         raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        m = _PERCENT.match(str(value))
-        if m is None:
-            raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
-        number = float(m["num"])
+    number = float(value if m is None else m["num"])
     if not math.isfinite(number) or not 0 < number <= 100:
-        raise LorascopeError(f"{where} {value!r} must lie above 0 and at most 100 (a percentage, 0.45 means 0.45 %).")
+        raise LorascopeError(f"{where} {value!r} must lie above 0 and at most 100 (a percentage, 0.45 means "
+                             "0.45 %).")
     return number
 
 
@@ -85,9 +81,6 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-MAX_LAYERS = 100_000
-
-
 def parse_layers(value: str | int | list | tuple | None, where: str = "--layers") -> tuple[int, ...] | None:
     """Layer indices from ``0-15``, ``0,2,4-7``, an int or a list; None stays None.
 
@@ -98,18 +91,18 @@ def parse_layers(value: str | int | list | tuple | None, where: str = "--layers"
         return None
     if isinstance(value, bool):
         raise LorascopeError(f"{where} {value!r} is not a layer list; expected e.g. 0-15 or 0,2,4-7.")
-    if isinstance(value, int):
-        value = [value]
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    items = [value] if isinstance(value, int) else value if isinstance(value, (list, tuple)) else str(value)
+    items = items.split(",") if isinstance(items, str) else items
     out: list[int] = []
     for item in items:
         text = str(item).strip()
-        m = re.fullmatch(r"(\d+)\s*(?:[-–:]\s*(\d+))?", text)
-        if m is None:
-            raise LorascopeError(f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. 0-15 or 0,2,4-7.")
-        first, last = int(m[1]), int(m[2]) if m[2] is not None else int(m[1])
+        if (m := re.fullmatch(r"(\d+)\s*(?:[-–:]\s*(\d+))?", text)) is None:
+            raise LorascopeError(f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. "
+                                 "0-15 or 0,2,4-7.")
+        first, last = int(m[1]), int(m[2] or m[1])
         if last >= MAX_LAYERS:
-            raise LorascopeError(f"{where} {value!r}: layer {last} is beyond any model (indices below {MAX_LAYERS:,}).")
+            raise LorascopeError(f"{where} {value!r}: layer {last} is beyond any model (indices below "
+                                 f"{MAX_LAYERS:,}).")
         if last < first:
             raise LorascopeError(f"{where} {value!r}: the range {text} runs backwards; write {last}-{first}.")
         out.extend(range(first, last + 1))
@@ -120,14 +113,10 @@ def parse_layers(value: str | int | list | tuple | None, where: str = "--layers"
 
 def format_ranges(layers: Iterable[int]) -> str:
     """Layer indices as compact ranges: (0, 1, 2, 5) -> '0-2,5'."""
-    out, start, prev = [], None, None
+    runs: list[list[int]] = []
     for i in sorted(layers):
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
         else:
-            out.append(f"{start}-{prev}" if start != prev else str(start))
-            start = prev = i
-    out.append(f"{start}-{prev}" if start != prev else str(start))
-    return ",".join(out)
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

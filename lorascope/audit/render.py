@@ -1,24 +1,40 @@
-"""Terminal output of the audit: the ``params`` result, the adapter audit and the claims table (rich)."""
+"""Owns the audit's output: the terminal (rich), and the claims table as audit.csv and a self-contained page.
+
+Every claimed figure is rendered from one row model, ``claims.figure_rows``: the single claim of
+``lorascope params`` in the terminal, and each row of the claims table (``claims_file.run_claims``) in the
+terminal, audit.csv and audit.html alike. The page is structured as report sections and rendered by the
+report's own template (one HTML file, inline CSS and script, nothing loaded from anywhere).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .claims import FIGURE_LABELS, ClaimCheck, format_figure
+from .claims import ClaimCheck, figure_rows
 from .claims_file import claim_notes
+from .mistakes import MISTAKES
 from .numbers import both, exact, format_ranges, human_bytes
-from .params import AdapterResult, ParamsResult
 
-SHAPES_WORDS = {"hf": "transformers on the meta device", "rules": "lorascope's shape rules",
-                "headers": "checkpoint headers"}
+SHAPES_WORDS = {
+    "hf": "transformers on the meta device",
+    "rules": "lorascope's built-in shape table",
+    "headers": "checkpoint headers",
+}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
+VERDICT_STYLE = {"ok": "green", "wrong": "bold red", "error": "yellow"}
+LEFT = ("module type", "part", "figure", "target", "verdict", "explanation", "layers", "name")
+PAGE_COLUMNS = {
+    "name": "claim", "figure": "figure", "claimed": "claimed", "exact": "exact",
+    "relative_error": "error (%)", "verdict": "verdict", "mistakes": "mistake", "arch": "model",
+    "targets": "targets", "rank": "r", "modules": "modules", "source": "source",
+}  # fmt: skip
 
 
 def _console(console: Any | None):
-    import sys
-
     from rich.console import Console
 
     # piped output gets room for the module-type column instead of rich's 80-column default
@@ -30,8 +46,7 @@ def _table(*columns: str, title: str | None = None):
 
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False, header_style="bold")
     for c in columns:
-        t.add_column(c, justify="left" if c in ("module type", "part", "figure", "target", "verdict", "explanation",
-                                                 "layers", "name") else "right")
+        t.add_column(c, justify="left" if c in LEFT else "right")
     return t
 
 
@@ -40,33 +55,35 @@ def layer_runs(by_layer: pd.DataFrame) -> list[tuple[str, int, int]]:
     runs: list[list[Any]] = []
     for r in by_layer.itertuples():
         layer = None if pd.isna(r.layer) else int(r.layer)
-        if runs and layer is not None and runs[-1][1] is not None and runs[-1][1] == layer - 1 \
-                and runs[-1][2:] == [r.modules, r.params]:
-            runs[-1][1] = layer
+        last = runs[-1] if runs else [None, None]
+        if layer is not None and last[1] == layer - 1 and last[2:] == [r.modules, r.params]:
+            last[1] = layer
         else:
             runs.append([layer, layer, r.modules, r.params])
-    out = []
-    for first, last, modules, params in runs:
-        label = "outside layers" if first is None else (str(first) if first == last else f"{first}–{last}")
-        out.append((label, int(modules), int(params)))
-    return out
+    return [
+        ("outside layers" if a is None else str(a) if a == b else f"{a}–{b}", int(modules), int(params))
+        for a, b, modules, params in runs
+    ]
 
 
-def print_params(result: ParamsResult, console: Any | None = None) -> None:
+def print_params(result: Any, console: Any | None = None) -> None:
+    """The ``lorascope params`` result of a model SOURCE (``params.ParamsResult``)."""
     con = _console(console)
-    c, m = result.count, result.model
+    c, m, s = result.count, result.model, result.count.settings
     tied = ", ".join(f"{t.name} = {t.tied_to}" for t in m.tied) or "none"
     con.print(f"[bold]source[/]  {result.source}")
-    con.print(f"[bold]model[/]   {m.arch} · {m.head} · shapes from {SHAPES_WORDS.get(m.shapes_from, m.shapes_from)}")
-    con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · d={m.hidden} · "
-              f"tied: {tied}")
-    s = c.settings
-    extras = [f"layers {format_ranges(s.layers)}" if s.layers else "", "DoRA" if s.dora else "",
-              f"rank_pattern {dict(s.rank_pattern)}" if s.rank_pattern else "",
-              f"bias={s.bias}" if s.bias != "none" else "",
-              f"modules_to_save {list(s.modules_to_save)}" if s.modules_to_save else ""]
-    con.print(f"[bold]LoRA[/]    r={s.rank} · alpha={s.alpha:g} · targets {c.match.resolved.label} → {len(c.table)} modules"
-              + "".join(f" · {e}" for e in extras if e))
+    con.print(f"[bold]model[/]   {m.arch} · {m.head} · shapes from {SHAPES_WORDS.get(m.shapes_from)}")
+    con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · "
+              f"d={m.hidden} · tied: {tied}")
+    extras = [
+        f"layers {format_ranges(s.layers)}" if s.layers else "",
+        "DoRA" if s.dora else "",
+        f"rank_pattern {dict(s.rank_pattern)}" if s.rank_pattern else "",
+        f"bias={s.bias}" if s.bias != "none" else "",
+        f"modules_to_save {list(s.modules_to_save)}" if s.modules_to_save else "",
+    ]
+    lora = f"r={s.rank} · alpha={s.alpha:g} · targets {c.match.resolved.label} → {len(c.rows)} modules"
+    con.print(f"[bold]LoRA[/]    {lora}" + "".join(f" · {e}" for e in extras if e))
     for w in result.warnings:
         con.print(f"[yellow]warning:[/] {w}")
     for note in m.notes:
@@ -81,14 +98,20 @@ def print_params(result: ParamsResult, console: Any | None = None) -> None:
     for label, modules, params in layer_runs(c.by_layer()):
         t.add_row(label, str(modules), exact(params))
     con.print(t)
-    parts = [f"LoRA {exact(c.lora)}"] + [f"{k} {exact(v)}" for k, v in
-                                          (("DoRA magnitude", c.magnitude), ("bias", c.bias), ("modules_to_save", c.saved)) if v]
+    parts = (("DoRA magnitude", c.magnitude), ("bias", c.bias), ("modules_to_save", c.saved))
+    parts = [f"LoRA {exact(c.lora)}", *(f"{k} {exact(v)}" for k, v in parts if v)]
     con.print(f"[bold]trainable[/] {both(c.trainable)}  ({' + '.join(parts)})")
-    con.print(f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's print_trainable_parameters shows "
-              f"{c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter included)")
-    con.print(f"[bold]adapter file[/] {exact(result.file_bytes)} bytes ({human_bytes(result.file_bytes)}) as "
-              f"{result.dtype} safetensors")
-    _print_memory(con, result)
+    con.print(f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's "
+              f"print_trainable_parameters shows {c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter "
+              "included)")
+    size = f"{exact(result.file_bytes)} bytes ({human_bytes(result.file_bytes)})"
+    con.print(f"[bold]adapter file[/] {size} as {result.dtype} safetensors")
+    t = _table("part", "LoRA", "full fine-tuning", title="training memory (no activations)")
+    for r in result.memory.itertuples():
+        t.add_row(r.part, human_bytes(r.lora), human_bytes(r.full))
+    con.print(t)
+    for line in result.assumptions.lines():
+        con.print(f"  [dim]assumes: {line}[/]")
     if result.claim is not None:
         print_claim(result.claim, con)
 
@@ -99,77 +122,80 @@ def _print_matched(con: Any, c) -> None:
         for n in names:
             owners.setdefault(n, []).append(target)
     shapes = {m.name: m.shape for m in c.model.modules} | {p.name: p.shape for p in c.model.parameters}
+    groups = c.match.groups()
     con.print("[bold]matched[/]")
-    for kind, names in c.match.groups().items():
+    for kind, names in groups.items():
         ts = sorted({t for n in names for t in owners.get(n, [])})
         via = f"  ← {', '.join(ts)}" if ts and ts != ["all-linear"] else ""
         param = " (parameter)" if names[0] in c.match.parameters else ""
         con.print(f"  {kind} ×{len(names)}  {'×'.join(map(str, shapes[names[0]]))}{param}{via}")
     for target, names in c.match.by_target.items():
-        if target == "all-linear" or target == c.match.resolved.regex:
+        if target in ("all-linear", c.match.resolved.regex):
             continue  # meant to reach many types; a name reaching several is the surprise worth a note
-        kinds = sorted({k for k, ns in c.match.groups().items() if set(ns) & set(names)})
+        kinds = sorted(k for k, ns in groups.items() if set(ns) & set(names))
         if len(kinds) > 1:
-            con.print(f"  [cyan]note:[/] target {target!r} matches {len(kinds)} module types: {', '.join(kinds)}")
+            kinds_text = f"{len(kinds)} module types: {', '.join(kinds)}"
+            con.print(f"  [cyan]note:[/] target {target!r} matches {kinds_text}")
     for target in c.match.unmatched:
         con.print(f"  [bold red]target {target!r} matched NOTHING[/]")
 
 
-def _print_memory(con: Any, result: ParamsResult) -> None:
-    t = _table("part", "LoRA", "full fine-tuning", title="training memory (no activations)")
-    for r in result.memory.itertuples():
-        t.add_row(r.part, human_bytes(r.lora), human_bytes(r.full))
-    con.print(t)
-    for line in result.assumptions.lines():
-        con.print(f"  [dim]assumes: {line}[/]")
+def _figures_table(rows: list[dict[str, Any]], title: str | None = None, named: bool = False):
+    """Claimed figures as a terminal table from ``claims.figure_rows`` rows (``named``: the claims table)."""
+    t = _table(*(["name"] if named else []), "figure", "claimed", "exact", "error", "verdict",
+               *(["explanation"] if named else []), title=title)  # fmt: skip
+    for r in rows:
+        err = "" if pd.isna(r["relative_error"]) else f"{r['relative_error']:+.2%}"
+        verdict = f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]"
+        cells = [r["figure"], r["claimed_text"], r["exact_text"], err, verdict]
+        t.add_row(*([r["name"]] if named else []), *cells, *([r["explanation"] or ""] if named else []))
+    return t
 
 
 def print_claim(check: ClaimCheck, console: Any | None = None) -> None:
+    """One claim's figures, and under the table how each wrong one comes about."""
     con = _console(console)
-    t = _table("figure", "claimed", "exact", "error", "verdict", title=f"claim (tolerance {check.figures[0].tolerance:.1%})")
-    for f in check.figures:
-        style = "green" if f.ok else "bold red"
-        t.add_row(FIGURE_LABELS[f.figure], format_figure(f.figure, f.claimed), format_figure(f.figure, f.exact),
-                  f"{f.error:+.2%}", f"[{style}]{f.verdict}[/]")
-    con.print(t)
-    for f in check.figures:
-        if f.explanation is not None:
-            e = f.explanation
-            con.print(f"  {FIGURE_LABELS[f.figure]}: {e.text} (claim within {e.error:.2%})")
-            for other in e.also:
+    rows = figure_rows(check)
+    con.print(_figures_table(rows, f"claim (tolerance {check.figures[0].tolerance:.1%})"))
+    for r in rows:
+        if r["explanation"]:
+            con.print(f"  {r['figure']}: {r['explanation']} (claim within {r['fit']:.2%})")
+            for other in r["also"]:
                 con.print(f"    [dim]also consistent: {other}[/]")
-        elif not f.ok:
-            con.print(f"  {FIGURE_LABELS[f.figure]}: no common mistake changes this figure")
+        elif r["verdict"] != "ok":
+            con.print(f"  {r['figure']}: no common mistake changes this figure")
 
 
-def print_adapter(result: AdapterResult, console: Any | None = None) -> None:
+def print_adapter(result: Any, console: Any | None = None) -> None:
+    """The ``lorascope params`` result of an adapter SOURCE (``params.AdapterResult``)."""
     con = _console(console)
-    a = result.audit
-    cfg = a.config
+    a, cfg = result.audit, result.audit.config
     con.print(f"[bold]adapter[/] {result.source}")
-    con.print(f"        r={cfg.get('r')} · alpha={cfg.get('lora_alpha')} · targets {cfg.get('target_modules')} · "
-              f"task {cfg.get('task_type')} · base {cfg.get('base_model_name_or_path')}")
+    con.print(
+        f"        r={cfg.get('r')} · alpha={cfg.get('lora_alpha')} · targets {cfg.get('target_modules')} · "
+        f"task {cfg.get('task_type')} · base {cfg.get('base_model_name_or_path')}"
+    )
     t = _table("target", "module types reached")
     for target, types in a.targets.items():
-        reached = ", ".join(f"{k} ×{n}" for k, n in types.items()) or "[bold red]NOTHING[/]"
-        t.add_row(target, reached)
+        t.add_row(target, ", ".join(f"{k} ×{n}" for k, n in types.items()) or "[bold red]NOTHING[/]")
     con.print(t)
     t = _table("module type", "modules", "shape (out×in)", "tensor rank", "config r", "actual", "configured")
     for kind, g in a.modules.groupby("module_type", sort=False):
-        ranks = sorted(set(g["tensor_rank"]))
-        t.add_row(kind, str(len(g)), f"{g['rows'].iloc[0]}×{g['cols'].iloc[0]}", ",".join(map(str, ranks)),
-                  ",".join(map(str, sorted(set(g["r"])))), exact(g["actual"].sum()), exact(g["configured"].sum()))
+        ranks, rs = ",".join(map(str, sorted(set(g["tensor_rank"])))), ",".join(map(str, sorted(set(g["r"]))))
+        shape = f"{g['rows'].iloc[0]}×{g['cols'].iloc[0]}"
+        t.add_row(kind, str(len(g)), shape, ranks, rs, exact(g["actual"].sum()), exact(g["configured"].sum()))
     con.print(t)
-    con.print(f"[bold]LoRA parameters[/] actual {both(a.actual)} · configured {both(a.configured)}"
-              + ("" if a.actual == a.configured else "  [bold red]differ[/]"))
+    differ = "" if a.actual == a.configured else "  [bold red]differ[/]"
+    con.print(f"[bold]LoRA parameters[/] actual {both(a.actual)} · configured {both(a.configured)}{differ}")
     if not a.saved.empty:
+        size = human_bytes(int(a.saved["bytes"].sum()))
         con.print(f"[bold]full tensors[/] {both(a.saved_params)} parameters in {len(a.saved)} tensors "
-                  f"({human_bytes(int(a.saved['bytes'].sum()))})")
+                  f"({size})")
     con.print(f"[bold]trainable[/] {both(a.trainable)}")
     if a.model_count is not None:
+        share = f"{100 * a.trainable / a.model_total:.4g} %"
         con.print(f"[bold]on the base model[/] ({both(a.model_total)} parameters): the config creates "
-                  f"{both(a.model_count.trainable)} trainable; the adapter holds {100 * a.trainable / a.model_total:.4g} % "
-                  "of the model")
+                  f"{both(a.model_count.trainable)} trainable; the adapter holds {share} of the model")
     for f in a.findings:
         con.print(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}:[/] {f.message}")
     if not a.findings:
@@ -179,12 +205,65 @@ def print_adapter(result: AdapterResult, console: Any | None = None) -> None:
 
 
 def print_claims_table(table: pd.DataFrame, console: Any | None = None) -> None:
+    """The claims table (``claims_file.run_claims``) in the terminal, with each claim's notes below."""
     con = _console(console)
-    t = _table("name", "figure", "claimed", "exact", "error", "verdict", "explanation")
-    for r in table.itertuples():
-        style = {"ok": "green", "wrong": "bold red"}.get(r.verdict, "yellow")
-        err = "" if pd.isna(r.relative_error) else f"{r.relative_error:+.2%}"
-        t.add_row(r.name, r.figure, r.claimed_text, r.exact_text, err, f"[{style}]{r.verdict}[/]", r.explanation or "")
-    con.print(t)
+    con.print(_figures_table(table.to_dict("records"), named=True))
     for name, note in claim_notes(table):
         con.print(f"[yellow]note[/] {name}: {note}")
+
+
+def render_page(table: pd.DataFrame, title: str, subtitle: str = "", footer: str = "") -> str:
+    """The claims table as one self-contained HTML page in the report's style: summary cards, the sortable
+    table, one note per wrong or unchecked figure, and how the counts were made."""
+    from ..report.blocks import CardsBlock, NoteBlock, Page, Section, TableBlock
+    from ..report.html import render_html
+
+    counts = {v: int((table["verdict"] == v).sum()) for v in ("ok", "wrong", "error")}
+    cards = CardsBlock([
+        ("claims", str(table["name"].nunique()), "entries of the claims file"),
+        ("correct", str(counts["ok"]), "figures within their tolerance"),
+        ("wrong", str(counts["wrong"]), "figures outside their tolerance"),
+        ("not checked", str(counts["error"]), "claims whose input could not be counted"),
+    ])  # fmt: skip
+    shown = table.assign(relative_error=100 * table["relative_error"])[list(PAGE_COLUMNS)]
+    claims = TableBlock(shown.rename(columns=PAGE_COLUMNS), "every claimed figure against the exact count",
+                        interactive=True, csv_name="audit.csv")
+    notes = []
+    for r in table.itertuples():
+        if r.verdict != "ok":
+            what = f"{r.name} — {r.figure}: claimed {r.claimed_text}, exact {r.exact_text}; "
+            what = what if r.figure else f"{r.name}: "
+            why = r.explanation or "no common mistake changes this figure"
+            notes.append(NoteBlock(what + why, "warn" if r.verdict == "error" else "info"))
+    notes.extend(NoteBlock(f"{name}: {note}", "warn") for name, note in claim_notes(table))
+    method = [
+        "LoRA parameters: r·(out + in) per targeted weight, from its real shape (grouped-query k/v, fused "
+        "qkv and gate_up, Conv1D and MoE experts as stored); DoRA adds one magnitude per output feature.",
+        "Targets follow PEFT: a name matches a module that equals it or ends with '.' + it; a string is a "
+        "full-match regex; all-linear is every linear layer except the output layer.",
+        "Model parameters count every parameter once (tied embeddings once), as model.parameters() does; the "
+        "percentage is trainable ÷ model parameters × 100.",
+        "A wrong figure is recomputed under each common mistake, alone and, where none reproduces it, in "
+        "pairs — "
+        + "; ".join(m.label for m in MISTAKES.values())
+        + " — and the recomputation that reproduces it is named.",
+    ]
+    page = Page(title, subtitle, [
+        Section("summary", "Summary", [cards]),
+        Section("claims", "Claims", [claims]),
+        Section("why", "Why the wrong figures are wrong",
+                notes or [NoteBlock("Every claimed figure is correct.")]),
+        Section("method", "How the counts were made", [NoteBlock(text) for text in method]),
+    ])  # fmt: skip
+    return render_html(page, {}, footer)
+
+
+def save_audit(out: Path, table: pd.DataFrame, html: str) -> list[Path]:
+    """Write audit.csv (the claims table without its text columns) and audit.html into ``out`` as one
+    transaction (``lorascope.outputs``); returns their paths."""
+    from ..outputs import writing
+
+    with writing(out, "audit") as tx:
+        table.drop(columns=["claimed_text", "exact_text"]).to_csv(tx.stage / "audit.csv", index=False)
+        (tx.stage / "audit.html").write_text(html, encoding="utf-8")
+    return [tx.path / "audit.csv", tx.path / "audit.html"]

@@ -1,4 +1,4 @@
-"""Which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
+"""Owns which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
 
 - A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` matches
   both ``attn.c_proj`` and ``mlp.c_proj`` in GPT-2).
@@ -10,29 +10,30 @@
 - A module named by ``modules_to_save`` is never a LoRA target.
 
 ``attn`` and ``mlp`` are lorascope presets per architecture (``PRESETS``); with no targets, PEFT's default
-for the architecture is used (``PEFT_DEFAULTS``, from PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+for the architecture is used (``PEFT_DEFAULTS``, PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import LorascopeError
-from ..names import module_type, split_name
-from .layout import LORA_KINDS, ModelShapes
 from .numbers import format_ranges
+from .shapes import LORA_KINDS, ModelShapes, type_of
 
 ALL_LINEAR = "all-linear"
 _REGEX_CHARS = set("*+?[](){}|^$\\")
 
+_LLAMA_LIKE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2")
 _LLAMA_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 _LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
 # Preset target sets per architecture: a tuple of names (PEFT list semantics) or a regex string.
 PRESETS: dict[str, dict[str, tuple[str, ...] | str]] = {
     "attn": {
-        **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2"), _LLAMA_ATTN),
+        **dict.fromkeys(_LLAMA_LIKE, _LLAMA_ATTN),
         "phi3": ("qkv_proj", "o_proj"),
         "gpt2": ("attn.c_attn", "attn.c_proj"),
         "bert": ("query", "key", "value", "attention.output.dense"),
@@ -49,14 +50,15 @@ PRESETS: dict[str, dict[str, tuple[str, ...] | str]] = {
     },
 }
 PEFT_DEFAULTS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2"), ("q_proj", "v_proj")),
+    **dict.fromkeys(_LLAMA_LIKE, ("q_proj", "v_proj")),
     "gpt2": ("c_attn",),
     "bert": ("query", "value"),
 }
 PRESET_WORDS = (ALL_LINEAR, "attn", "mlp")
 
 # PEFT ≥ 0.21 on transformers ≥ 5 (peft/utils/transformers_weight_conversion.py): MoE models whose experts
-# transformers now fuses into 3-D parameters get their transformers-4 target names mapped to target_parameters.
+# transformers now fuses into 3-D parameters get their transformers-4 target names mapped to
+# target_parameters.
 # old leaf name -> parameter it now targets; fused groups must be targeted together and get rank r·len(group).
 MOE_TARGETS: dict[str, dict[str, str]] = {
     "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
@@ -73,8 +75,7 @@ class TargetSpec:
     preset: str | None = None  # all-linear | attn | mlp | None
 
     def __post_init__(self) -> None:
-        given = sum((bool(self.names), self.regex is not None, self.preset is not None))
-        if given > 1:
+        if sum((bool(self.names), self.regex is not None, self.preset is not None)) > 1:
             raise ValueError("TargetSpec takes one of names, regex or preset")
         if self.preset is not None and self.preset not in PRESET_WORDS:
             raise ValueError(f"preset must be one of {PRESET_WORDS}, got {self.preset!r}")
@@ -84,9 +85,7 @@ class TargetSpec:
         return not self.names and self.regex is None and self.preset is None
 
     def __str__(self) -> str:
-        if self.names:
-            return ",".join(self.names)
-        return self.regex if self.regex is not None else (self.preset or "default")
+        return ",".join(self.names) or (self.regex if self.regex is not None else self.preset or "default")
 
 
 def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -> TargetSpec:
@@ -109,13 +108,16 @@ def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise LorascopeError(f"{where} {pattern!r} is not a valid regular expression: {exc}.") from None
+                raise LorascopeError(f"{where} {pattern!r} is not a valid regular expression: {exc}.") \
+                    from None
             return TargetSpec(regex=pattern)
         value = text.split(",")
     names = tuple(str(n).strip() for n in value)
     if not names or any(not n for n in names):
-        raise LorascopeError(f"{where} {value!r} has an empty target name; give names separated by commas "
-                             "(q_proj,v_proj), a preset (attn, mlp, all-linear) or a regex.")
+        raise LorascopeError(
+            f"{where} {value!r} has an empty target name; give names separated by commas (q_proj,v_proj), a "
+            "preset (attn, mlp, all-linear) or a regex."
+        )
     return TargetSpec(names=names)
 
 
@@ -140,21 +142,26 @@ def resolve(spec: TargetSpec, model: ModelShapes) -> Resolved:
     if spec.regex is not None:
         return Resolved(regex=spec.regex, label=f"regex {spec.regex}")
     if spec.preset == ALL_LINEAR:
-        names = tuple(m.name for m in model.modules if m.kind in ("linear", "conv1d") and m.name != model.output_head)
-        left_out = f" (leaves out the output layer {model.output_head})" if model.output_head else ""
+        head = model.output_head
+        names = tuple(m.name for m in model.modules if m.kind in ("linear", "conv1d") and m.name != head)
+        left_out = f" (leaves out the output layer {head})" if head else ""
         return Resolved(names=names, label=ALL_LINEAR + left_out, full_names=True)
     if spec.preset is not None:
         table = PRESETS[spec.preset]
         if model.arch not in table:
-            raise LorascopeError(f"--targets {spec.preset}: no {spec.preset} preset for model_type {model.arch!r} "
-                                 f"(presets exist for {', '.join(sorted(table))}); give the module names instead.")
+            raise LorascopeError(
+                f"--targets {spec.preset}: no {spec.preset} preset for model_type {model.arch!r} (presets "
+                f"exist for {', '.join(sorted(table))}); give the module names instead."
+            )
         value = table[model.arch]
         if isinstance(value, str):
             return Resolved(regex=value, label=f"{spec.preset} = regex {value}")
         return Resolved(names=value, label=f"{spec.preset} = {','.join(value)}")
     if model.arch not in PEFT_DEFAULTS:
-        raise LorascopeError(f"no --targets given and PEFT has no default targets for model_type {model.arch!r}; "
-                             "give --targets (names, attn, mlp, all-linear or a regex).")
+        raise LorascopeError(
+            f"no --targets given and PEFT has no default targets for model_type {model.arch!r}; give "
+            "--targets (names, attn, mlp, all-linear or a regex)."
+        )
     names = PEFT_DEFAULTS[model.arch]
     return Resolved(names=names, label=f"{','.join(names)} (PEFT's default for {model.arch})")
 
@@ -164,25 +171,23 @@ def peft_layer_index(name: str, layers_pattern: Sequence[str] | str | None = Non
     after at least two others, or after one of ``layers_pattern``), or None."""
     if not layers_pattern:
         m = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", name)
-    else:
-        patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern)
-        m = None
-        for pattern in patterns:
-            m = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", name)
-            if m is not None:
-                break
-    return int(m["idx"]) if m else None
+        return int(m["idx"]) if m else None
+    for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern:
+        if m := re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", name):
+            return int(m["idx"])
+    return None
+
+
+def names_component(entry: str, name: str) -> bool:
+    """Whether ``entry`` names whole components of ``name``, as PEFT's ``re.match`` of
+    ``(^|.*\\.){entry}($|\\..*)`` decides it: how modules_to_save keeps LoRA off a module and how
+    ensure_weight_tying finds a tied one."""
+    return re.match(rf"(^|.*\.){entry}($|\..*)", name) is not None
 
 
 def in_modules_to_save(name: str, modules_to_save: Sequence[str]) -> bool:
     """PEFT never puts LoRA on a module that modules_to_save names (as a whole component path)."""
-    return any(re.match(rf"(^|.*\.){m}($|\..*)", name) for m in modules_to_save)
-
-
-def _suffixes(name: str) -> list[str]:
-    """Every proper dotted suffix of a name: 'a.b.c' -> ['b.c', 'c'] (what a PEFT name target can end with)."""
-    parts = name.split(".")
-    return [".".join(parts[i:]) for i in range(1, len(parts))]
+    return any(names_component(m, name) for m in modules_to_save)
 
 
 @dataclass(frozen=True)
@@ -196,21 +201,16 @@ class TargetMatch:
     refused: tuple[tuple[str, str], ...] = ()  # (name, kind) reached but not a layer LoRA can wrap
     outside_layers: int = 0  # modules a target named that --layers left out
     parameters: tuple[str, ...] = ()  # target_parameters reached (fused experts, routers): parameter paths
-    rank_factor: dict[str, int] = field(default_factory=dict)  # parameter leaf -> rank multiple (fused groups)
+    rank_factor: dict[str, int] = field(default_factory=dict)  # parameter leaf -> rank multiple (fused)
     absent_layers: tuple[int, ...] = ()  # --layers indices the model does not have
     model_layers: tuple[int, ...] = ()  # the layer indices it has (where --layers was given)
 
     def groups(self) -> dict[str, tuple[str, ...]]:
-        """Matched modules grouped by module type (``self_attn.q_proj``, ``block_sparse_moe.experts.*.w1``)."""
+        """Matched modules by module type (``self_attn.q_proj``, ``block_sparse_moe.experts.*.w1``)."""
         out: dict[str, list[str]] = {}
         for name in (*self.modules, *self.parameters):
             out.setdefault(type_of(name), []).append(name)
         return {k: tuple(v) for k, v in out.items()}
-
-
-def type_of(name: str) -> str:
-    """The module type a name groups under: the path after its layer index, inner integers as '*'."""
-    return module_type(split_name(name)[1])
 
 
 def match_targets(
@@ -220,7 +220,7 @@ def match_targets(
     modules_to_save: Sequence[str] = (),
     layers_pattern: Sequence[str] | str | None = None,
 ) -> TargetMatch:
-    """The modules PEFT would put LoRA on (check_target_module_exists, over every module that owns parameters).
+    """The modules PEFT would put LoRA on (check_target_module_exists over every module owning parameters).
 
     Raises:
         LorascopeError: ``layers`` with a regex or all-linear (PEFT refuses that combination).
@@ -228,9 +228,9 @@ def match_targets(
     resolved = resolve(spec, model)
     if layers is not None and (resolved.regex is not None or resolved.full_names):
         raise LorascopeError(
-            f"--layers cannot be combined with targets {resolved.label}: PEFT applies layers_to_transform to lists "
-            "of names only (LoraConfig raises 'layers_to_transform cannot be used when target_modules is a str'). "
-            "Give module names, or put the layer range into the regex."
+            f"--layers cannot be combined with targets {resolved.label}: PEFT applies layers_to_transform to "
+            "lists of names only (LoraConfig raises 'layers_to_transform cannot be used when target_modules "
+            "is a str'). Give module names, or put the layer range into the regex."
         )
     resolved, param_targets, rank_factor = _moe_conversion(resolved, model)
     hits: list[str] = []
@@ -248,13 +248,13 @@ def match_targets(
             targets = [resolved.regex] if found else []
         elif m.name in names_set:
             found, targets = True, [m.name]
-        else:
-            targets = [t for t in _suffixes(m.name) if t in names_set]
+        else:  # every proper dotted suffix: 'a.b.c' -> 'b.c', 'c'
+            parts = m.name.split(".")
+            targets = [t for i in range(1, len(parts)) if (t := ".".join(parts[i:])) in names_set]
             found = bool(targets)
-            if found and layers is not None:
-                if peft_layer_index(m.name, layers_pattern) not in set(layers):
-                    outside += 1
-                    continue
+            if found and layers is not None and peft_layer_index(m.name, layers_pattern) not in set(layers):
+                outside += 1
+                continue
         if not found:
             continue
         if m.kind not in LORA_KINDS:
@@ -276,15 +276,16 @@ def match_targets(
             for t in reached:
                 by_target[t].append(p.name)
     unmatched = tuple(t for t, found in by_target.items() if not found)
-    have: tuple[int, ...] = ()
+    have: set[int] = set()
     if layers is not None:
-        have = tuple(sorted({i for m in model.modules if (i := peft_layer_index(m.name, layers_pattern)) is not None}))
-    absent = tuple(sorted(set(layers or ()) - set(have)))
-    return TargetMatch(resolved, tuple(hits), {k: tuple(v) for k, v in by_target.items()}, unmatched,
-                       tuple(refused), outside, tuple(params), rank_factor, absent, have)
+        have = {i for m in model.modules if (i := peft_layer_index(m.name, layers_pattern)) is not None}
+    absent = tuple(sorted(set(layers or ()) - have))
+    by_target = {k: tuple(v) for k, v in by_target.items()}
+    return TargetMatch(resolved, tuple(hits), by_target, unmatched, tuple(refused), outside, tuple(params),
+                       rank_factor, absent, tuple(sorted(have)))
 
 
-def _moe_conversion(resolved: Resolved, model: ModelShapes) -> tuple[Resolved, tuple[str, ...], dict[str, int]]:
+def _moe_conversion(resolved: Resolved, model: ModelShapes):
     """PEFT's MoE target conversion for transformers-5 module trees (``MOE_TARGETS``); a no-op elsewhere.
 
     all-linear and regexes become leaf names first (all-linear adds every expert and router name); names that
@@ -319,8 +320,8 @@ def _moe_conversion(resolved: Resolved, model: ModelShapes) -> tuple[Resolved, t
         if have and len(have) < len(group):
             raise LorascopeError(
                 f"targets {resolved.label}: {', '.join(sorted(have))} cannot be targeted without "
-                f"{', '.join(sorted(set(group) - have))} on this model, because transformers fuses them into {new} "
-                "(PEFT raises the same error). Target them together."
+                f"{', '.join(sorted(set(group) - have))} on this model, because transformers fuses them into "
+                f"{new} (PEFT raises the same error). Target them together."
             )
         if len(have) == len(group) > 1:
             factor[new] = len(group)
@@ -354,35 +355,31 @@ def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = 
     if match.refused:
         shown = ", ".join(f"{n} ({k})" for n, k in match.refused[:4])
         raise LorascopeError(
-            f"targets {match.resolved.label} reach {len(match.refused)} module(s) LoRA cannot wrap: {shown}. PEFT accepts "
-            "Linear, Conv1D and Embedding layers only (it raises 'Target module … is not supported'). Narrow the targets."
+            f"targets {match.resolved.label} reach {len(match.refused)} module(s) LoRA cannot wrap: {shown}. "
+            "PEFT accepts Linear, Conv1D and Embedding layers only (it raises 'Target module … is not "
+            "supported'). Narrow the targets."
         )
-    messages = [_unmatched_message(t, model, match) for t in match.unmatched]
+    wrappable = {m.name: type_of(m.name) for m in model.modules if m.kind in LORA_KINDS}
+    messages = []
+    for target in match.unmatched:
+        why = " (all its matches lie outside --layers)" if match.outside_layers else ""
+        near = sorted({t for name, t in wrappable.items() if target in name})[:5]
+        hint = f"; names containing it: {', '.join(near)}" if near else ""
+        messages.append(f"target {target!r} matched no module{why}{hint}")
     reached = bool(match.modules or match.parameters)
     if not reached or (messages and not allow_unmatched):
-        intro = "LoRA targets matched nothing in this model" if not reached else "some LoRA targets matched nothing"
-        hint = "" if reached else " (PEFT raises 'Target modules … not found in the base model')"
-        tail = "" if not reached else " Pass --allow-unmatched to count the rest anyway, as PEFT silently does."
-        raise LorascopeError(f"{intro}{hint}:\n" + "\n".join(f"  - {x}" for x in messages or
-                             [f"targets {match.resolved.label}"]) + "\n" + _available(model) + tail)
+        intro = "some LoRA targets matched nothing" if reached else ("LoRA targets matched nothing in this "
+                 "model (PEFT raises 'Target modules … not found in the base model')")  # fmt: skip
+        tail = " Pass --allow-unmatched to count the rest anyway, as PEFT silently does." if reached else ""
+        listed = ", ".join(f"{t} (×{n})" if n > 1 else t for t, n in Counter(wrappable.values()).items())
+        reasons = "\n".join(f"  - {x}" for x in messages or [f"targets {match.resolved.label}"])
+        raise LorascopeError(f"{intro}:\n{reasons}\n  layers LoRA can wrap in this model: {listed}{tail}")
     if match.absent_layers:
-        has = f"its layers are {format_ranges(match.model_layers)}" if match.model_layers else "it has no numbered layers"
-        messages.append(f"--layers (layers_to_transform) names layers this model does not have: {format_ranges(match.absent_layers)} "
-                        f"({has}); PEFT skips them silently, so they add nothing to the count")
+        has = f"its layers are {format_ranges(match.model_layers)}" if match.model_layers else \
+            "it has no numbered layers"
+        messages.append(
+            f"--layers (layers_to_transform) names layers this model does not have: "
+            f"{format_ranges(match.absent_layers)} ({has}); PEFT skips them silently, so they add nothing to "
+            "the count"
+        )
     return messages
-
-
-def _unmatched_message(target: str, model: ModelShapes, match: TargetMatch) -> str:
-    why = " (all its matches lie outside --layers)" if match.outside_layers else ""
-    near = sorted({type_of(m.name) for m in model.modules if target in m.name and m.kind in LORA_KINDS})[:5]
-    hint = f"; names containing it: {', '.join(near)}" if near else ""
-    return f"target {target!r} matched no module{why}{hint}"
-
-
-def _available(model: ModelShapes) -> str:
-    types: dict[str, int] = {}
-    for m in model.modules:
-        if m.kind in LORA_KINDS:
-            types[type_of(m.name)] = types.get(type_of(m.name), 0) + 1
-    listed = ", ".join(f"{t} (×{n})" if n > 1 else t for t, n in types.items())
-    return f"  layers LoRA can wrap in this model: {listed}"

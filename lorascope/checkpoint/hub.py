@@ -69,6 +69,10 @@ class Resolved:
     note: str | None = None
 
 
+# A local file with one of these suffixes is a weights file, not a Hub repo id that happens to match it: no note.
+WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf"})
+
+
 def looks_like_repo_id(text: str) -> bool:
     """Whether ``text`` has the form of a Hub model id, ``name`` or ``namespace/name`` (its validator)."""
     text = str(text)
@@ -121,7 +125,7 @@ def resolve(
                 f"found). Leave --revision out, or write hf://{text} to read the Hub repo of that name."
             )
         note = None
-        if looks_like_repo_id(text):
+        if looks_like_repo_id(text) and not (local.is_file() and local.suffix in WEIGHT_SUFFIXES):
             note = (
                 f"{text}: read the local {'folder' if local.is_dir() else 'file'} {local.resolve()}, not the "
                 f"Hugging Face Hub repo of the same name (write hf://{text} for the Hub)"

@@ -75,7 +75,7 @@ def params(ctx, source, rank, alpha, targets, layers, rank_pattern, dora, bias, 
     from ..audit.numbers import parse_count, parse_layers, parse_percent
     from ..audit.params import AdapterResult, AuditOptions, audit_source
     from ..audit.render import print_adapter, print_params
-    from ..audit.sources import source_kind
+    from ..audit.shape_source import source_kind
     from ..audit.targets import parse_targets
     from ..errors import LorascopeError
     from .folders import params_input
@@ -147,9 +147,8 @@ def audit(claims, out, quiet, as_json):
     bias, modules_to_save) and claimed figures (lora, percent, total); see `lorascope.audit.claims_file`.
     """
     from .. import __version__
-    from ..audit.claims_file import read_claims, run_claims, save_audit
-    from ..audit.page import render_page
-    from ..audit.render import print_claims_table
+    from ..audit.claims_file import read_claims, run_claims
+    from ..audit.render import print_claims_table, render_page, save_audit
     from ..errors import LorascopeError
     from ..progress import progress_bar
 

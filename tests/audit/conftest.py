@@ -7,12 +7,29 @@ from pathlib import Path
 
 import pytest
 
-# distilbert-base-uncased and bert-base-uncased as published (their config.json values); no fixture file exists.
-DISTILBERT = {"model_type": "distilbert", "architectures": ["DistilBertForMaskedLM"], "vocab_size": 30522, "dim": 768,
-              "n_layers": 6, "n_heads": 12, "hidden_dim": 3072, "max_position_embeddings": 512}
-BERT = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "vocab_size": 30522, "hidden_size": 768,
-        "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "max_position_embeddings": 512,
-        "type_vocab_size": 2}
+# distilbert-base-uncased and bert-base-uncased as published (their config.json values); no fixture file
+# exists.
+DISTILBERT = {
+    "model_type": "distilbert",
+    "architectures": ["DistilBertForMaskedLM"],
+    "vocab_size": 30522,
+    "dim": 768,
+    "n_layers": 6,
+    "n_heads": 12,
+    "hidden_dim": 3072,
+    "max_position_embeddings": 512,
+}
+BERT = {
+    "model_type": "bert",
+    "architectures": ["BertForMaskedLM"],
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+}
 
 
 @pytest.fixture(scope="session")

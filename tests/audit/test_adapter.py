@@ -6,9 +6,8 @@ import pytest
 import torch
 from builders import peft_folder
 
-from lorascope.audit.adapter import audit_adapter, settings_of
-from lorascope.audit.shapes import rule_shapes
-from lorascope.audit.sources import load_adapter, scan_adapter
+from lorascope.audit.adapter import audit_adapter, load_adapter, scan_adapter, settings_of
+from lorascope.audit.shape_rules import rule_shapes
 
 g = torch.Generator().manual_seed(0)
 
@@ -32,7 +31,9 @@ def test_real_adapters_audit_without_error(real_fixtures):
 
 
 def test_gpt2_c_proj_reaches_two_module_types(real_fixtures, configs):
-    result = audit(real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", rule_shapes(configs["gpt2"]))
+    result = audit(
+        real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", rule_shapes(configs["gpt2"])
+    )
     assert result.targets["c_proj"] == {"attn.c_proj": 12, "mlp.c_proj": 12}
     assert any("target 'c_proj' reaches 2 module types" in m for m in messages(result))
     # 12 · 8 · ((768+2304) + (768+768) + (3072+768))
@@ -69,7 +70,9 @@ def lora_layers(n=2, r=4, zero_b=False, rank_of=None):
 
 def test_untrained_adapter_is_an_error(tmp_path):
     result = audit(peft_folder(tmp_path / "a", lora_layers(zero_b=True), {"r": 4}))
-    assert any("lora_B is all zeros in every module" in m and "never trained" in m for m in messages(result, "error"))
+    assert any(
+        "lora_B is all zeros in every module" in m and "never trained" in m for m in messages(result, "error")
+    )
 
 
 def test_rank_mismatch_and_nan(tmp_path):
@@ -89,7 +92,9 @@ def test_against_the_wrong_base_model(tmp_path):
              "num_hidden_layers": 3, "vocab_size": 10}
     result = audit(folder, rule_shapes(llama))  # q_proj is 16×16 here, 24×16 in the adapter; layer 2 missing
     assert any("differ in shape from the given base model" in m for m in messages(result, "error"))
-    assert any("does not hold, e.g. model.layers.2.self_attn.q_proj" in m for m in messages(result, "warning"))
+    assert any(
+        "does not hold, e.g. model.layers.2.self_attn.q_proj" in m for m in messages(result, "warning")
+    )
 
 
 @pytest.mark.parametrize("folder", ["TheSotti+Lightweight-Fine-Tuning-to-FM"])

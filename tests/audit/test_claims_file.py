@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from lorascope.audit.claims_file import read_claims, run_claims, save_audit
-from lorascope.audit.page import render_page
+from lorascope.audit.claims_file import read_claims, run_claims
+from lorascope.audit.render import render_page, save_audit
 from lorascope.errors import LorascopeError
 
 
@@ -19,10 +19,21 @@ def claims(config_dir):
         "tolerance": 0.02,
         "shapes": "rules",
         "claims": [
-            {"name": "correct", "model": str(config_dir / "llama-2-7b-hf.json"), "r": 8, "target_modules": ["q_proj", "v_proj"],
-             "claimed": {"lora": "4.2M", "percent": "0.062%"}},
-            {"name": "square kv", "model": str(config_dir / "mistral-7b-v0.1.mlc-modified.json"), "rank": 16,
-             "targets": "attn", "claimed": {"lora": 32 * 16 * 4 * 8192}, "source": "https://example.org/post"},
+            {
+                "name": "correct",
+                "model": str(config_dir / "llama-2-7b-hf.json"),
+                "r": 8,
+                "target_modules": ["q_proj", "v_proj"],
+                "claimed": {"lora": "4.2M", "percent": "0.062%"},
+            },
+            {
+                "name": "square kv",
+                "model": str(config_dir / "mistral-7b-v0.1.mlc-modified.json"),
+                "rank": 16,
+                "targets": "attn",
+                "claimed": {"lora": 32 * 16 * 4 * 8192},
+                "source": "https://example.org/post",
+            },
             {"name": "nothing", "model": str(config_dir / "gpt2.json"), "targets": "q_proj", "claimed": "1M"},
         ],
     }
@@ -48,34 +59,70 @@ def test_runs_every_claim(tmp_path, config_dir):
 def test_relative_model_paths(tmp_path, config_dir):
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "gpt2.json").write_text((config_dir / "gpt2.json").read_text())
-    path = write(tmp_path, [{"model": "cfg/gpt2.json", "rank": 8, "targets": "c_attn", "claimed": {"lora": 294912},
-                            "shapes": "rules"}])
+    path = write(
+        tmp_path,
+        [
+            {
+                "model": "cfg/gpt2.json",
+                "rank": 8,
+                "targets": "c_attn",
+                "claimed": {"lora": 294912},
+                "shapes": "rules",
+            }
+        ],
+    )
     (spec,) = read_claims(path)
     assert spec.model == tmp_path / "cfg" / "gpt2.json"
     assert list(run_claims([spec])["verdict"]) == ["ok"]
 
 
 def test_all_problems_reported_at_once(tmp_path, config_dir):
-    data = {"claims": [
-        {"model": str(config_dir / "gpt2.json"), "rnak": 8, "claimed": {"lora": "33M"}},
-        {"name": "b", "model": "missing.json", "claimed": {"lora": "lots"}},
-        {"name": "c", "model": str(config_dir / "gpt2.json"), "targets": ".*(", "claimed": {"precent": 1}},
-        {"name": "d", "model": str(config_dir / "gpt2.json"), "claimed": {"lora": 1}, "rank": 0, "layers": "3-1"},
-        "just text",
-        {"name": "f", "model": str(config_dir / "gpt2.json"), "claimed": {"lora": 0}, "modules_to_save": 5,
-         "dora": "false", "allow_unmatched": "no"},
-    ], "colour": "red"}
+    data = {
+        "claims": [
+            {"model": str(config_dir / "gpt2.json"), "rnak": 8, "claimed": {"lora": "33M"}},
+            {"name": "b", "model": "missing.json", "claimed": {"lora": "lots"}},
+            {
+                "name": "c",
+                "model": str(config_dir / "gpt2.json"),
+                "targets": ".*(",
+                "claimed": {"precent": 1},
+            },
+            {
+                "name": "d",
+                "model": str(config_dir / "gpt2.json"),
+                "claimed": {"lora": 1},
+                "rank": 0,
+                "layers": "3-1",
+            },
+            "just text",
+            {
+                "name": "f",
+                "model": str(config_dir / "gpt2.json"),
+                "claimed": {"lora": 0},
+                "modules_to_save": 5,
+                "dora": "false",
+                "allow_unmatched": "no",
+            },
+        ],
+        "colour": "red",
+    }
     with pytest.raises(LorascopeError) as err:
         read_claims(write(tmp_path, data))
     text = str(err.value)
-    for expected in ("top-level key 'colour' is not known", "claim 1: key 'rnak' is not known",
-                     "claim 2 (b): model 'missing.json' does not exist", "claim 2 (b): claimed lora 'lots' is not a parameter count",
-                     "claim 3 (c): targets '.*(' is not a valid regular expression", "claimed key 'precent' is not known",
-                     "claim 4 (d): rank must be a positive integer", "claim 5: expected a mapping",
-                     "claim 6 (f): claimed lora 0 is not a parameter count",
-                     "claim 6 (f): modules_to_save must be a module name or a list of names, found 5",
-                     "claim 6 (f): dora must be true or false, found 'false'",  # a string, not YAML's false
-                     "claim 6 (f): allow_unmatched must be true or false, found 'no'"):
+    for expected in (
+        "top-level key 'colour' is not known",
+        "claim 1: key 'rnak' is not known",
+        "claim 2 (b): model 'missing.json' does not exist",
+        "claim 2 (b): claimed lora 'lots' is not a parameter count",
+        "claim 3 (c): targets '.*(' is not a valid regular expression",
+        "claimed key 'precent' is not known",
+        "claim 4 (d): rank must be a positive integer",
+        "claim 5: expected a mapping",
+        "claim 6 (f): claimed lora 0 is not a parameter count",
+        "claim 6 (f): modules_to_save must be a module name or a list of names, found 5",
+        "claim 6 (f): dora must be true or false, found 'false'",  # a string, not YAML's false
+        "claim 6 (f): allow_unmatched must be true or false, found 'no'",
+    ):
         assert expected in text, (expected, text)
 
 
@@ -96,8 +143,19 @@ def test_a_folder_or_binary_file_is_not_a_claims_file(tmp_path):
 
 
 def test_layers_the_model_lacks_are_noted_in_the_row_and_the_page(tmp_path, config_dir):
-    data = {"claims": [{"name": "deep", "model": str(config_dir / "llama-2-7b-hf.json"), "shapes": "rules", "rank": 16,
-                        "targets": ["q_proj"], "layers": "30-40", "claimed": {"lora": 2 * 16 * (4096 + 4096)}}]}
+    data = {
+        "claims": [
+            {
+                "name": "deep",
+                "model": str(config_dir / "llama-2-7b-hf.json"),
+                "shapes": "rules",
+                "rank": 16,
+                "targets": ["q_proj"],
+                "layers": "30-40",
+                "claimed": {"lora": 2 * 16 * (4096 + 4096)},
+            }
+        ]
+    }
     table = run_claims(read_claims(write(tmp_path, data)))
     row = table.iloc[0]
     assert row["verdict"] == "ok" and "names layers this model does not have: 32-40" in row["notes"]

@@ -14,8 +14,20 @@ def run(*args):
 
 
 def test_params_prints_counts_memory_and_claim(config_dir):
-    res = run("params", config_dir / "llama-2-7b-hf.json", "-r", "8", "-t", "q_proj,v_proj", "--shapes", "rules",
-              "--claim", "8.4M", "--claim-percent", "0.0622")
+    res = run(
+        "params",
+        config_dir / "llama-2-7b-hf.json",
+        "-r",
+        "8",
+        "-t",
+        "q_proj,v_proj",
+        "--shapes",
+        "rules",
+        "--claim",
+        "8.4M",
+        "--claim-percent",
+        "0.0622",
+    )
     assert res.exit_code == 0, res.output
     out = res.output
     assert "6,738,415,616 (6.74B) parameters" in out
@@ -27,8 +39,20 @@ def test_params_prints_counts_memory_and_claim(config_dir):
 
 
 def test_params_json_and_out(tmp_path, config_dir):
-    res = run("params", config_dir / "mistral-7b-v0.1.mlc-modified.json", "--shapes", "rules", "-t", "attn", "--json",
-              "--out", tmp_path / "p", "--dora", "--layers", "0-1")
+    res = run(
+        "params",
+        config_dir / "mistral-7b-v0.1.mlc-modified.json",
+        "--shapes",
+        "rules",
+        "-t",
+        "attn",
+        "--json",
+        "--out",
+        tmp_path / "p",
+        "--dora",
+        "--layers",
+        "0-1",
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)  # stdout holds the document alone; "written to" goes to stderr
     assert data["counts"]["lora"] == 2 * 16 * 2 * ((4096 + 4096) + (4096 + 1024))
@@ -51,8 +75,14 @@ def test_params_on_an_adapter(real_fixtures, config_dir):
 def test_bad_input_exits_cleanly(tmp_path, config_dir):
     cases = [
         (["params", config_dir / "gpt2.json", "-t", "q_proj", "--shapes", "rules"], "matched nothing"),
-        (["params", config_dir / "gpt2.json", "-t", ".*(", "--shapes", "rules"], "not a valid regular expression"),
-        (["params", config_dir / "gpt2.json", "--claim", "lots", "--shapes", "rules"], "--claim 'lots' is not a parameter count"),
+        (
+            ["params", config_dir / "gpt2.json", "-t", ".*(", "--shapes", "rules"],
+            "not a valid regular expression",
+        ),
+        (
+            ["params", config_dir / "gpt2.json", "--claim", "lots", "--shapes", "rules"],
+            "--claim 'lots' is not a parameter count",
+        ),
         (["params", config_dir / "gpt2.json", "--rank-pattern", "{v_proj: 2}"], "--rank-pattern"),
         (["params", tmp_path / "nothing.json"], "does not exist"),
         (["audit", tmp_path / "nothing.yaml"], "does not exist"),
@@ -65,10 +95,23 @@ def test_bad_input_exits_cleanly(tmp_path, config_dir):
 
 def test_audit_writes_default_folder(tmp_path, monkeypatch, config_dir):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "blog.yaml").write_text(yaml.safe_dump({"shapes": "rules", "claims": [
-        {"name": "post", "model": str(config_dir / "gpt2.json"), "rank": 8, "targets": "c_attn", "claimed": "295K"},
-        {"name": "bad", "model": str(config_dir / "gpt2.json"), "targets": "q", "claimed": "1M"},
-    ]}))
+    (tmp_path / "blog.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "shapes": "rules",
+                "claims": [
+                    {
+                        "name": "post",
+                        "model": str(config_dir / "gpt2.json"),
+                        "rank": 8,
+                        "targets": "c_attn",
+                        "claimed": "295K",
+                    },
+                    {"name": "bad", "model": str(config_dir / "gpt2.json"), "targets": "q", "claimed": "1M"},
+                ],
+            }
+        )
+    )
     res = run("audit", "blog.yaml", "-q")
     out = tmp_path / "reports" / "audit-blog"
     assert (out / "audit.csv").is_file() and (out / "audit.html").is_file()
@@ -110,3 +153,27 @@ def test_config_values_transformers_rejects_are_clean_errors(tmp_path, change, m
     (tmp_path / "config.json").write_text(json.dumps(config))
     res = run("params", tmp_path / "config.json", "--shapes", "hf")
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+
+
+def test_params_cli_and_claims_file_take_ensure_weight_tying(config_dir, tmp_path):
+    from lorascope.audit.claims_file import read_claims
+
+    args = ["params", str(config_dir / "gpt2.json"), "-r", "4", "-t", "c_attn", "--modules-to-save",
+            "lm_head", "--json"]
+    untied = json.loads(run(*args).output)
+    tied = json.loads(run(*[*args, "--ensure-weight-tying"]).output)
+    vocab_by_hidden = 50257 * 768
+    assert untied["counts"]["modules_to_save"] == tied["counts"]["modules_to_save"] == vocab_by_hidden
+    assert "separate copy" in untied["warnings"][0] and "transformer.wte" in tied["warnings"][0]
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(yaml.safe_dump({"claims": [
+        {"name": "tied", "model": str(config_dir / "gpt2.json"), "rank": 4, "targets": "c_attn",
+         "modules_to_save": ["lm_head"], "ensure_weight_tying": True, "claimed": {"lora": 1}},
+        {"name": "bad", "model": str(config_dir / "gpt2.json"), "ensure_weight_tying": "yes",
+         "claimed": {"lora": 1}},
+    ]}))
+    res = run(*["audit", str(claims), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 2 and "ensure_weight_tying must be true or false" in res.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"claims": yaml.safe_load(claims.read_text())["claims"][:1]}))
+    assert read_claims(good)[0].settings.ensure_weight_tying is True

@@ -14,8 +14,24 @@ def test_parse_count(text, value):
     assert parse_count(text) == value
 
 
-@pytest.mark.parametrize("text", ["33MB", "abc", "1,23,4", "-5", "", "4.2 billion", True, "0", 0, "0.4", "1e400",
-                                  float("inf"), float("nan")])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "33MB",
+        "abc",
+        "1,23,4",
+        "-5",
+        "",
+        "4.2 billion",
+        True,
+        "0",
+        0,
+        "0.4",
+        "1e400",
+        float("inf"),
+        float("nan"),
+    ],
+)
 def test_parse_count_refuses(text):
     with pytest.raises(LorascopeError, match="--claim .* is not a parameter count"):
         parse_count(text, "--claim")

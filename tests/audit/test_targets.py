@@ -1,9 +1,10 @@
-"""PEFT's target matching: names by suffix, regex full match, all-linear, layers_to_transform, presets, errors."""
+"""PEFT's target matching: names by suffix, regex full match, all-linear, layers_to_transform, presets,
+errors."""
 
 import pytest
 
-from lorascope.audit.layout import ModelShapes, ModuleShape
-from lorascope.audit.shapes import rule_shapes
+from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shapes import ModelShapes, ModuleShape
 from lorascope.audit.targets import (
     TargetSpec,
     check_match,
@@ -20,8 +21,17 @@ def tiny_gpt2(layers=2, head="causal-lm"):
 
 
 def tiny_llama(layers=3):
-    return rule_shapes({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_key_value_heads": 1,
-                        "intermediate_size": 12, "num_hidden_layers": layers, "vocab_size": 10})
+    return rule_shapes(
+        {
+            "model_type": "llama",
+            "hidden_size": 8,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 12,
+            "num_hidden_layers": layers,
+            "vocab_size": 10,
+        }
+    )
 
 
 def test_parse_targets_forms():
@@ -53,7 +63,9 @@ def test_name_matches_by_dotted_suffix_and_c_proj_reaches_two_types():
 
 def test_regex_is_a_full_match():
     m = tiny_llama()
-    assert match_targets(m, parse_targets("re:q_proj")).modules == ()  # a bare name as a regex matches nothing
+    assert (
+        match_targets(m, parse_targets("re:q_proj")).modules == ()
+    )  # a bare name as a regex matches nothing
     match = match_targets(m, parse_targets(r"model\.layers\.[01]\.self_attn\.(q|v)_proj"))
     assert match.modules == tuple(f"model.layers.{i}.self_attn.{p}_proj" for i in (0, 1) for p in ("q", "v"))
 
@@ -70,7 +82,9 @@ def test_all_linear_leaves_out_the_output_layer_even_when_tied():
 
 def test_layers_follow_peft_layer_index():
     assert peft_layer_index("model.layers.3.self_attn.q_proj") == 3
-    assert peft_layer_index("model.layers.1.block_sparse_moe.experts.7.w1") == 1  # the first number, not the expert
+    assert (
+        peft_layer_index("model.layers.1.block_sparse_moe.experts.7.w1") == 1
+    )  # the first number, not the expert
     assert peft_layer_index("h.0.attn.c_attn") is None  # PEFT needs two components before the index
     assert peft_layer_index("transformer.h.0.attn.c_attn", ["h"]) == 0
     m = tiny_llama()
@@ -95,8 +109,17 @@ def test_modules_to_save_are_never_lora_targets():
 
 
 def test_presets_per_architecture():
-    bert = rule_shapes({"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-                        "intermediate_size": 16, "vocab_size": 10, "max_position_embeddings": 4})
+    bert = rule_shapes(
+        {
+            "model_type": "bert",
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 16,
+            "vocab_size": 10,
+            "max_position_embeddings": 4,
+        }
+    )
     mlp = match_targets(bert, TargetSpec(preset="mlp")).modules
     # 'output.dense' as a name would also reach attention.output.dense; the preset does not
     assert mlp == ("encoder.layer.0.intermediate.dense", "encoder.layer.0.output.dense")
@@ -104,8 +127,16 @@ def test_presets_per_architecture():
     attn = match_targets(tiny_llama(1), TargetSpec(preset="attn")).modules
     assert [n.rsplit(".", 1)[1] for n in attn] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert match_targets(tiny_llama(1), TargetSpec()).resolved.names == ("q_proj", "v_proj")  # PEFT's default
-    phi3 = rule_shapes({"model_type": "phi3", "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 4,
-                        "num_hidden_layers": 1, "vocab_size": 10})
+    phi3 = rule_shapes(
+        {
+            "model_type": "phi3",
+            "hidden_size": 8,
+            "num_attention_heads": 2,
+            "intermediate_size": 4,
+            "num_hidden_layers": 1,
+            "vocab_size": 10,
+        }
+    )
     with pytest.raises(LorascopeError, match="PEFT has no default targets for model_type 'phi3'"):
         match_targets(phi3, TargetSpec())
 
@@ -114,8 +145,11 @@ def test_unmatched_targets_are_loud():
     m = tiny_llama()
     match = match_targets(m, parse_targets("q,q_proj"))
     assert match.unmatched == ("q",)
-    with pytest.raises(LorascopeError, match=r"some LoRA targets matched nothing:\n  - target 'q' matched no module; "
-                                             r"names containing it: self_attn.q_proj"):
+    with pytest.raises(
+        LorascopeError,
+        match=r"some LoRA targets matched nothing:\n  - target 'q' matched no module; "
+        r"names containing it: self_attn.q_proj",
+    ):
         check_match(match, m)
     assert check_match(match, m, allow_unmatched=True) == [
         "target 'q' matched no module; names containing it: self_attn.q_proj"]
@@ -130,7 +164,8 @@ def test_targets_that_reach_a_non_linear_module_are_refused():
 
 
 def test_target_parameters_only_on_transformers_trees():
-    # a fused-expert parameter in a rules-built model is never converted (PEFT's conversion is for transformers 5)
+    # a fused-expert parameter in a rules-built model is never converted (PEFT's conversion is for
+    # transformers 5)
     fake = ModelShapes("mixtral", "causal-lm", (ModuleShape("m.layers.0.q_proj", "linear", (4, 4), 16),),
                        shapes_from="rules")
     assert match_targets(fake, parse_targets("w1,q_proj"), ).parameters == ()

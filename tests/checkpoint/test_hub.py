@@ -416,3 +416,18 @@ def test_online_falls_back_to_the_cache_when_the_hub_is_unreachable(tmp_path, mo
     monkeypatch.setattr(huggingface_hub, "HfApi", Unreachable)
     found = hub.resolve("org/base")
     assert found.commit == COMMIT and "could not be reached" in found.note
+
+
+def test_a_local_weights_file_is_read_without_a_note(tmp_path, monkeypatch):
+    """'adapter.safetensors' has the form of a Hub id, but a local file with a weights suffix is a file."""
+    import warnings
+
+    from builders import save_st
+
+    monkeypatch.chdir(tmp_path)
+    save_st(tmp_path / "tuned.safetensors", {"layers.0.q.weight": torch.ones(4, 4)})
+    save_st(tmp_path / "base.safetensors", {"layers.0.q.weight": torch.zeros(4, 4)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hub.HubNotice)
+        res = analyze("base.safetensors", "tuned.safetensors")
+    assert list(res.modules["name"]) == ["layers.0.q"]
