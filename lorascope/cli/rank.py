@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import LorascopeError
 from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
                       resolve_input, wrote)
 
@@ -146,6 +147,16 @@ def sweep(inputs, ranks, out, eval_data, tolerance, max_length, batch_size, max_
          seconds=result.info.get("seconds"))
 
 
+def _apart(export: Path, out: Path) -> None:
+    """The exported adapter and the selection's results folder are two transactions: neither inside the other."""
+    e, o = export.resolve(), out.resolve()
+    if e == o or o in e.parents or e in o.parents:
+        raise LorascopeError(
+            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written as "
+            "two separate folders. Give --export a folder outside --out (e.g. beside it)."
+        )
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, type=CHECKPOINT)
 @click.option("--energy", type=click.FloatRange(0, 1, min_open=True), default=None,
@@ -201,6 +212,7 @@ def select(inputs, energy, budget, noise, from_sweep, tolerance, export, dtype, 
 
     paths = select_inputs(_resolve(inputs, revision, base_revision, quiet))
     if export is not None:
+        _apart(export, out)
         check_export_dir(export, paths)
     result = run_select(
         paths, out, policy, from_sweep=from_sweep, export=export,

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 

@@ -7,7 +7,7 @@ touches a file lorascope did not write … refuses a run that would overwrite on
 from __future__ import annotations
 
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 

@@ -5,7 +5,7 @@ as the README promises for `r` 0 in PEFT configs."""
 from __future__ import annotations
 
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 STEM = "lora_unet_down_blocks_0_attentions_0_proj_in"

@@ -10,7 +10,7 @@ import json
 import shutil
 
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 HIDDEN = 16

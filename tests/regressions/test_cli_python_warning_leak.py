@@ -7,7 +7,7 @@ carry the note once and no Python warning machinery."""
 from __future__ import annotations
 
 import torch
-from found._util import cli
+from regressions._util import cli
 from safetensors.torch import save_file
 
 

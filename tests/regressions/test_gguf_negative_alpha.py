@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from found._util import cli
+from regressions._util import cli
 
 gguf = pytest.importorskip("gguf")
 
