@@ -1,4 +1,4 @@
-"""Helpers of the found-fault tests: run the CLI in a subprocess."""
+"""Helpers of the regression tests: run the CLI in a subprocess."""
 
 from __future__ import annotations
 
