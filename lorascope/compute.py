@@ -158,12 +158,28 @@ def _spectrum(f: Fetched | Streamed, opts: Options) -> tuple[Any, float | None]:
     return result, base_norm
 
 
+# Spectra are stored as float32 (singular_values.safetensors); an update beyond its range cannot be kept.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_range(d: Delta, sigma: np.ndarray, fro_norm: float) -> None:
+    """Raise LorascopeError where ΔW's values or norm overflow (an absurd scale): never an inf in the tables."""
+    largest = max(float(sigma.max()) if sigma.size else 0.0, fro_norm)
+    if not math.isfinite(largest) or largest >= FLOAT32_MAX:
+        raise LorascopeError(
+            f"{d.name}: ΔW's singular values or norm overflow (‖ΔW‖_F = {fro_norm:g}, scale {d.scale}); no "
+            "trained update is this large, so the scale (alpha / r) declared for it is not usable. Check the "
+            "alpha this module's file declares."
+        )
+
+
 def compute_fetched(f: Fetched | Streamed, opts: Options) -> Computed:
     """SVD and metrics of one fetched module: its modules.csv row and σ."""
     d = f.delta
     start = time.perf_counter()
     result, base_norm = _spectrum(f, opts)
     sigma = np.asarray(result.s, dtype=np.float64)
+    _check_range(d, sigma, result.fro_norm)
     layer, module = split_name(d.name)
     m, n = d.shape
     row: dict[str, Any] = {

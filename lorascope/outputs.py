@@ -159,6 +159,7 @@ class Output:
         self._acquire()
         try:
             self._recover()
+            self._refuse_edited()
             self._prepare()
         except BaseException:
             self._discard()
@@ -183,6 +184,21 @@ class Output:
             raise LorascopeError(
                 f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its parent folder writable?"
             ) from None
+
+    def _refuse_edited(self) -> None:
+        """A file the manifest lists whose bytes changed since lorascope wrote it is the user's now: refuse
+        rather than replace or remove it."""
+        if not self.path.is_dir():
+            return
+        edited = [n for n in verify(self.path, written_files(self.path)) if (self.path / n).is_file()]
+        if edited:
+            names = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
+            it = "it" if len(edited) == 1 else "them"
+            raise LorascopeError(
+                f"--out {self.path}: {names} changed since lorascope wrote {it} (the bytes differ from "
+                f"{MANIFEST}); this run would replace or remove {it}. Move the edited file(s) out of the folder, "
+                "or give another --out."
+            )
 
     def _release(self) -> None:
         if self._lock is not None:

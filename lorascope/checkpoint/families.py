@@ -257,6 +257,8 @@ def build_module(
     for part, ref in parts.items():
         if part not in VECTOR_PARTS and len(ref.stored_shape) < 2:
             raise Unfit(f"{ref.key} {list(ref.stored_shape)} should be a matrix (2 dims, or 4 for a conv layer)")
+        if 0 in ref.stored_shape:
+            raise Unfit(f"{ref.key} {list(ref.stored_shape)} is empty (a dimension of 0: rank 0 or no layer)")
     if inner == "ia3":
         g = _ia3(parts, params["axis"])
     else:

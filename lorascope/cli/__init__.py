@@ -142,3 +142,8 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="lorascope")
 def main() -> None:
     """lorascope: what a fine-tune changed, and how much rank it needed."""
+    import warnings
+
+    from ..checkpoint.hub import HubNotice
+
+    warnings.filterwarnings("ignore", category=HubNotice)  # each command prints its inputs' notes itself

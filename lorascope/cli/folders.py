@@ -115,11 +115,24 @@ def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | No
         else:
             out.append(item)
     if base is None and bases:
-        if len({p.resolve() for p in bases}) > 1:
+        if len({p.resolve() for p in bases}) > 1 and not _same_files(bases[0], bases[1]):
             raise LorascopeError(f"{x} and {y} were trained from different bases ({bases[0]} and "
                                  f"{bases[1]}); give the one both updates apply to with --base.")
         base = str(bases[0])
     return out[0], out[1], base
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two base folders (or files) hold the same files byte for byte: each run keeps its own copy."""
+    from ..outputs import sha256
+
+    def listing(p: Path) -> dict[str, Path]:
+        return {f.relative_to(p).as_posix(): f for f in p.rglob("*") if f.is_file()} if p.is_dir() else {"": p}
+
+    fa, fb = listing(Path(a)), listing(Path(b))
+    return fa.keys() == fb.keys() and all(
+        fa[k].stat().st_size == fb[k].stat().st_size and sha256(fa[k]) == sha256(fb[k]) for k in fa
+    )
 
 
 def base_input(base: str, command: str) -> str:

@@ -20,6 +20,18 @@ from .rank import (
 )
 
 
+def _apart(export: Path, out: Path) -> None:
+    """The exported adapter and the selection's results folder are two transactions: neither inside the other."""
+    from ..errors import LorascopeError
+
+    e, o = export.resolve(), out.resolve()
+    if e == o or o in e.parents or e in o.parents:
+        raise LorascopeError(
+            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written as "
+            "two separate folders. Give --export a folder outside --out (e.g. beside it)."
+        )
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, type=CHECKPOINT)
 @click.option(
@@ -137,6 +149,7 @@ def select(
 
     paths = select_inputs(resolve_inputs(inputs, revision, base_revision, quiet))
     if export is not None:
+        _apart(export, out)
         check_export_dir(export, paths)
     result = run_select(
         paths,

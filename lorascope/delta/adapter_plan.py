@@ -212,11 +212,13 @@ def _base_ref(
     """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
     (the family's ``fit_base``), or (None, m, the problem).
 
-    Transposed when the adapter declares ``fan_in_fan_out`` or the base's config declares a Conv1D layer;
+    Transposed when the adapter declares ``fan_in_fan_out`` (not for an embedding: PEFT's Embedding ignores it)
+    or the base's config declares a Conv1D layer;
     as stored (conv kernels flattened) otherwise. A shape that fits only the other orientation is refused,
     never guessed: on a square layer a guess cannot be checked.
     """
-    transpose = m.fan_in_fan_out or declares_conv1d(base, key)
+    # PEFT's fan_in_fan_out applies to its Linear/Conv1D layers; its Embedding layer ignores the flag
+    transpose = (m.fan_in_fan_out and m.kind != "embedding") or declares_conv1d(base, key)
     ref = TensorRef(base.store, key, "transpose" if transpose else "flatten")
     fit = FAMILIES[m.family].fit_base
     if fit is not None and len(ref.shape) == 2:

@@ -72,9 +72,10 @@ def test_rslora_scale(tmp_path):
     assert set(res.modules["scale"].round(12)) == {round(6 / math.sqrt(9), 12)}
 
 
-def test_config_rank_differing_from_tensors_is_flagged(tmp_path):
-    res = lorascope.analyze(peft_folder(tmp_path / "ad", layers(n=1, r=4), {"r": 8, "lora_alpha": 8}))
-    assert any("tensors have rank 4 but the config gives r=8" in w["reason"] for w in res.summary["warnings"])
+def test_config_rank_differing_from_tensors_is_refused(tmp_path):
+    """PEFT builds the layer at the config's r and cannot load rank-4 factors into it: the scale is ambiguous."""
+    with pytest.raises(LorascopeError, match="factors have rank 4 but adapter_config.json's r gives r=8"):
+        lorascope.analyze(peft_folder(tmp_path / "ad", layers(n=1, r=4), {"r": 8, "lora_alpha": 8}))
 
 
 def test_non_lora_peft_types_fail_naming_the_type(tmp_path):
