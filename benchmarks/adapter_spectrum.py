@@ -35,8 +35,12 @@ from measure import median_run, start_launcher, which  # noqa: E402
 
 HIDDEN, KV, MLP = 4096, 1024, 14336
 SHAPES = {  # module -> (out, in)
-    "self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (KV, HIDDEN), "self_attn.v_proj": (KV, HIDDEN),
-    "self_attn.o_proj": (HIDDEN, HIDDEN), "mlp.gate_proj": (MLP, HIDDEN), "mlp.up_proj": (MLP, HIDDEN),
+    "self_attn.q_proj": (HIDDEN, HIDDEN),
+    "self_attn.k_proj": (KV, HIDDEN),
+    "self_attn.v_proj": (KV, HIDDEN),
+    "self_attn.o_proj": (HIDDEN, HIDDEN),
+    "mlp.gate_proj": (MLP, HIDDEN),
+    "mlp.up_proj": (MLP, HIDDEN),
     "mlp.down_proj": (HIDDEN, MLP),
 }
 
@@ -56,10 +60,18 @@ def build_adapter(folder: Path, layers: int, rank: int, alpha: float) -> Path:
             tensors[f"{key}.lora_B.weight"] = b.half()
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": sorted({m.split(".")[-1] for m in SHAPES}),
-        "base_model_name_or_path": "synthetic/mistral-7b-shaped", "task_type": "CAUSAL_LM",
-    }))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": rank,
+                "lora_alpha": alpha,
+                "target_modules": sorted({m.split(".")[-1] for m in SHAPES}),
+                "base_model_name_or_path": "synthetic/mistral-7b-shaped",
+                "task_type": "CAUSAL_LM",
+            }
+        )
+    )
     return folder
 
 
@@ -77,7 +89,9 @@ def dense_worker(adapter: str, layers: int, out: str) -> None:
         for mod in SHAPES:
             key = f"base_model.model.model.layers.{i}.{mod}"
             start = time.perf_counter()
-            dw = scale * (sd[f"{key}.lora_B.weight"].float() @ sd[f"{key}.lora_A.weight"].float())  # (out, r) @ (r, in)
+            dw = scale * (
+                sd[f"{key}.lora_B.weight"].float() @ sd[f"{key}.lora_A.weight"].float()
+            )  # (out, r) @ (r, in)
             s = torch.linalg.svdvals(dw)
             seconds[f"layers.{i}.{mod}"] = time.perf_counter() - start
             sigmas[f"layers.{i}.{mod}"] = s[: cfg["r"]].double().numpy()
@@ -117,7 +131,9 @@ def lorascope_sigmas(adapter: Path, device: str = "auto") -> dict[str, np.ndarra
 
 def gradience_sigmas(path: Path) -> dict[str, np.ndarray]:
     text = path.read_text()
-    data = json.loads(text[text.index("\n{") + 1:] if not text.startswith("{") else text)  # progress lines precede the JSON
+    data = json.loads(
+        text[text.index("\n{") + 1 :] if not text.startswith("{") else text
+    )  # progress lines precede the JSON
     out = {}
     for row in data["layer_data"]["layer_rows"]:
         name = row["name"].removeprefix("base_model.model.model.")
@@ -131,11 +147,17 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--dense-layers", type=int, default=1,
-                    help="layers the dense baseline runs on (then extrapolated); 0 leaves its row out")
+    ap.add_argument(
+        "--dense-layers",
+        type=int,
+        default=1,
+        help="layers the dense baseline runs on (then extrapolated); 0 leaves its row out",
+    )
     ap.add_argument("--ref-layers", type=int, default=1, help="layers with a dense float64 reference")
     ap.add_argument("--gradience", default=None, help="path of the gradience command (default: from PATH)")
-    ap.add_argument("--work", type=Path, default=None, help="folder for the adapter and outputs (default: temporary)")
+    ap.add_argument(
+        "--work", type=Path, default=None, help="folder for the adapter and outputs (default: temporary)"
+    )
     ap.add_argument("--dense-worker", nargs=3, metavar=("ADAPTER", "LAYERS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.dense_worker:
@@ -156,7 +178,15 @@ def main() -> None:
     out = fresh(work / "lorascope-out")
     cmd = [lorascope_cmd, "spectrum", str(adapter), "--out", str(out), "-q", "--no-report"]
     med, runs = median_run(cmd, args.repeats)
-    rows.append(("lorascope (factored)", med.seconds, "measured", med.peak_rss_mb, max_rel_err(lorascope_sigmas(adapter), ref)))
+    rows.append(
+        (
+            "lorascope (factored)",
+            med.seconds,
+            "measured",
+            med.peak_rss_mb,
+            max_rel_err(lorascope_sigmas(adapter), ref),
+        )
+    )
     lorascope_runs = [r.seconds for r in runs]
 
     by_type: dict[str, float] = {}
@@ -172,34 +202,74 @@ def main() -> None:
         dense_total = med.seconds - measured_svd + svd_total
         dense_sig = {k.replace("/", "."): data[k] for k in data.files if k != "seconds"}
         ref_dense = {k: v for k, v in ref.items() if k in dense_sig}
-        rows.append(("dense s·B@A + svdvals (float32)", dense_total, f"extrapolated from {args.dense_layers} layer(s)",
-                     med.peak_rss_mb, max_rel_err(dense_sig, ref_dense)))
+        rows.append(
+            (
+                "dense s·B@A + svdvals (float32)",
+                dense_total,
+                f"extrapolated from {args.dense_layers} layer(s)",
+                med.peak_rss_mb,
+                max_rel_err(dense_sig, ref_dense),
+            )
+        )
 
     gradience = which("gradience", args.gradience)
     gradience_runs: list[float] = []
     if gradience:
         gjson = work / "gradience.json"
-        cmd = ["sh", "-c", f'"{gradience}" audit --peft-dir "{adapter}" --json --layers --top-singular-values {args.rank} > "{gjson}"']
+        cmd = [
+            "sh",
+            "-c",
+            f'"{gradience}" audit --peft-dir "{adapter}" --json --layers --top-singular-values {args.rank} > "{gjson}"',
+        ]
         med, runs = median_run(cmd, args.repeats)
         gradience_runs = [r.seconds for r in runs]
-        rows.append(("gradience audit", med.seconds, "measured", med.peak_rss_mb, max_rel_err(gradience_sigmas(gjson), ref)))
+        rows.append(
+            (
+                "gradience audit",
+                med.seconds,
+                "measured",
+                med.peak_rss_mb,
+                max_rel_err(gradience_sigmas(gjson), ref),
+            )
+        )
     else:
         rows.append(("gradience audit", None, "not installed", None, None))
 
     gpu = _gpu_name()
     if gpu:
         out_gpu = fresh(work / "lorascope-gpu")
-        med, _ = median_run([lorascope_cmd, "spectrum", str(adapter), "--out", str(out_gpu), "-q", "--no-report",
-                             "--device", "cuda"], args.repeats)
-        rows.append((f"lorascope --device cuda ({gpu})", med.seconds, "measured", med.peak_rss_mb,
-                     max_rel_err(lorascope_sigmas(adapter, "cuda"), ref)))
+        med, _ = median_run(
+            [
+                lorascope_cmd,
+                "spectrum",
+                str(adapter),
+                "--out",
+                str(out_gpu),
+                "-q",
+                "--no-report",
+                "--device",
+                "cuda",
+            ],
+            args.repeats,
+        )
+        rows.append(
+            (
+                f"lorascope --device cuda ({gpu})",
+                med.seconds,
+                "measured",
+                med.peak_rss_mb,
+                max_rel_err(lorascope_sigmas(adapter, "cuda"), ref),
+            )
+        )
     else:
         print("no CUDA GPU visible to torch: the GPU row is omitted")
     load_after = os.getloadavg()
 
-    print(f"\nwhole-process wall time (median of {args.repeats}), peak RSS, max relative σ error vs float64 "
-          f"(top {args.rank} values, {args.ref_layers} layer(s) = {len(ref)} modules); load average "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs\n")
+    print(
+        f"\nwhole-process wall time (median of {args.repeats}), peak RSS, max relative σ error vs float64 "
+        f"(top {args.rank} values, {args.ref_layers} layer(s) = {len(ref)} modules); load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after, on {os.cpu_count()} CPUs\n"
+    )
     print(f"{'tool':<34}{'wall s':>10}  {'how':<28}{'peak RSS MiB':>13}{'max rel σ err':>15}")
     for name, secs, how, rss, err in rows:
         secs_t = "–" if secs is None else f"{secs:.2f}"
@@ -207,11 +277,16 @@ def main() -> None:
         err_t = "–" if err is None else f"{err:.2e}"
         print(f"{name:<34}{secs_t:>10}  {how:<28}{rss_t:>13}{err_t:>15}")
     base = rows[0][1]
-    print(f"\nlorascope runs (s): {' '.join(f'{t:.2f}' for t in lorascope_runs)}" +
-          (f"; gradience runs (s): {' '.join(f'{t:.2f}' for t in gradience_runs)}" if gradience_runs else ""))
+    print(
+        f"\nlorascope runs (s): {' '.join(f'{t:.2f}' for t in lorascope_runs)}"
+        + (f"; gradience runs (s): {' '.join(f'{t:.2f}' for t in gradience_runs)}" if gradience_runs else "")
+    )
     by_name = {r[0]: r[1] for r in rows}
-    speedups = [f"over {name}: {by_name[name] / base:.1f}x" for name in ("dense s·B@A + svdvals (float32)",
-                                                                           "gradience audit") if by_name.get(name)]
+    speedups = [
+        f"over {name}: {by_name[name] / base:.1f}x"
+        for name in ("dense s·B@A + svdvals (float32)", "gradience audit")
+        if by_name.get(name)
+    ]
     print("speed-up of lorascope " + "; ".join(speedups))
     if by_type:
         per_type = ", ".join(f"{m.split('.')[-1]} {t * 1e3:.0f} ms" for m, t in by_type.items())

@@ -160,8 +160,11 @@ def main() -> None:
     ap.add_argument("--peak", type=float, default=312e12, help="accelerator peak FLOP/s (A100 bf16: 312e12)")
     ap.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilization of the 7B step")
     ap.add_argument("--no-small", action="store_true", help="skip the measured small-model comparison")
-    ap.add_argument("--gpu-step", action="store_true",
-                    help="measure a real 7B-shaped training step and record on the GPU instead of estimating")
+    ap.add_argument(
+        "--gpu-step",
+        action="store_true",
+        help="measure a real 7B-shaped training step and record on the GPU instead of estimating",
+    )
     ap.add_argument("--batch", type=int, default=4, help="--gpu-step: sequences per step")
     ap.add_argument("--seq", type=int, default=2048, help="--gpu-step: tokens per sequence")
     args = ap.parse_args()
@@ -216,6 +219,7 @@ def main() -> None:
             f"= {s_cpu / step_cpu:.2%} of a step's CPU time ({s_wall / step_wall:.2%} of its wall time), "
             f"{s_cpu / (args.every * step_cpu):.3%} every {args.every} steps"
         )
+
 
 if __name__ == "__main__":
     main()

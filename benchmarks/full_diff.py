@@ -31,21 +31,40 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import median_run, start_launcher, which  # noqa: E402
 
-ALL_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-               "mlp.up_proj", "mlp.down_proj")
+ALL_MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
-def shapes(width: int, intermediate: int, modules: tuple[str, ...] = ALL_MODULES) -> dict[str, tuple[int, int]]:
+def shapes(
+    width: int, intermediate: int, modules: tuple[str, ...] = ALL_MODULES
+) -> dict[str, tuple[int, int]]:
     every = {
-        "self_attn.q_proj": (width, width), "self_attn.k_proj": (width, width), "self_attn.v_proj": (width, width),
-        "self_attn.o_proj": (width, width), "mlp.gate_proj": (intermediate, width),
-        "mlp.up_proj": (intermediate, width), "mlp.down_proj": (width, intermediate),
+        "self_attn.q_proj": (width, width),
+        "self_attn.k_proj": (width, width),
+        "self_attn.v_proj": (width, width),
+        "self_attn.o_proj": (width, width),
+        "mlp.gate_proj": (intermediate, width),
+        "mlp.up_proj": (intermediate, width),
+        "mlp.down_proj": (width, intermediate),
     }
     return {m: every[m] for m in modules}
 
 
-def write_pair(root: Path, width: int, intermediate: int, layers: int, update_rank: int,
-               modules: tuple[str, ...] = ALL_MODULES) -> tuple[Path, Path]:
+def write_pair(
+    root: Path,
+    width: int,
+    intermediate: int,
+    layers: int,
+    update_rank: int,
+    modules: tuple[str, ...] = ALL_MODULES,
+) -> tuple[Path, Path]:
     """Base W ~ N(0, 1/width) and tuned W + ΔW, ΔW = rank-`update_rank` signal + small noise; shard per layer."""
     import torch
     from safetensors.torch import save_file
@@ -54,8 +73,16 @@ def write_pair(root: Path, width: int, intermediate: int, layers: int, update_ra
     base_dir, tuned_dir = root / "base", root / "tuned"
     for folder in (base_dir, tuned_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": width,
-                                                        "intermediate_size": intermediate, "num_hidden_layers": layers}))
+        (folder / "config.json").write_text(
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "hidden_size": width,
+                    "intermediate_size": intermediate,
+                    "num_hidden_layers": layers,
+                }
+            )
+        )
     weight_map = {}
     for i in range(layers):
         shard = f"model-{i + 1:05d}-of-{layers:05d}.safetensors"
@@ -63,7 +90,9 @@ def write_pair(root: Path, width: int, intermediate: int, layers: int, update_ra
         for mod, (out, inp) in shapes(width, intermediate, modules).items():
             key = f"model.layers.{i}.{mod}.weight"
             w = torch.randn(out, inp, generator=gen) / inp**0.5
-            signal = (torch.randn(out, update_rank, generator=gen) @ torch.randn(update_rank, inp, generator=gen)) * 1e-3
+            signal = (
+                torch.randn(out, update_rank, generator=gen) @ torch.randn(update_rank, inp, generator=gen)
+            ) * 1e-3
             dw = signal + torch.randn(out, inp, generator=gen) * 1e-5
             base[key] = w.bfloat16()
             tuned[key] = (w + dw).bfloat16()
@@ -72,7 +101,9 @@ def write_pair(root: Path, width: int, intermediate: int, layers: int, update_ra
         save_file(tuned, str(tuned_dir / shard))
         del base, tuned
     for folder in (base_dir, tuned_dir):
-        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        (folder / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map})
+        )
     return base_dir, tuned_dir
 
 
@@ -87,7 +118,12 @@ def pair_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--intermediate", type=int, default=11008)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--update-rank", type=int, default=64)
-    ap.add_argument("--work", type=Path, default=None, help="folder for the pair (default: temporary; reused if it holds one)")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder for the pair (default: temporary; reused if it holds one)",
+    )
     return ap
 
 
@@ -146,7 +182,9 @@ def reference(base: Path, tuned: Path, cache: Path) -> dict[str, np.ndarray]:
 
 def max_error(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
     """max over matrices and values of |σ − σ_ref| / σ1_ref."""
-    return max(float(np.max(np.abs(np.asarray(got[k], np.float64)[: len(v)] - v)) / v[0]) for k, v in ref.items())
+    return max(
+        float(np.max(np.abs(np.asarray(got[k], np.float64)[: len(v)] - v)) / v[0]) for k, v in ref.items()
+    )
 
 
 def lorascope_sigmas(base: Path, tuned: Path, device: str = "cpu") -> tuple[dict[str, np.ndarray], float]:
@@ -179,10 +217,15 @@ def main() -> None:
     start_launcher()
     ap = pair_arguments(__doc__)
     ap.set_defaults(layers=1)
-    ap.add_argument("--modules", default="self_attn.q_proj,mlp.up_proj",
-                    help=f"comma-separated, from {', '.join(ALL_MODULES)}")
+    ap.add_argument(
+        "--modules",
+        default="self_attn.q_proj,mlp.up_proj",
+        help=f"comma-separated, from {', '.join(ALL_MODULES)}",
+    )
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--plain-worker", nargs=4, metavar=("BASE", "TUNED", "OUT", "DEVICE"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--plain-worker", nargs=4, metavar=("BASE", "TUNED", "OUT", "DEVICE"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--ww-worker", nargs=2, metavar=("BASE", "TUNED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain_worker:
@@ -194,59 +237,131 @@ def main() -> None:
     modules = tuple(m.strip() for m in args.modules.split(",") if m.strip())
     work = ensure_pair(args, "lorascope-fulldiff-", modules)
     base, tuned = work / "base", work / "tuned"
-    shape_text = ", ".join(f"{m} {r}×{c}" for m, (r, c) in shapes(args.width, args.intermediate, modules).items())
-    print(f"pair: {args.layers} layer(s) × ({shape_text}), bfloat16, {(folder_bytes(base) + folder_bytes(tuned)) / 2**20:.0f} "
-          f"MiB on disk together, at {work}", flush=True)
+    shape_text = ", ".join(
+        f"{m} {r}×{c}" for m, (r, c) in shapes(args.width, args.intermediate, modules).items()
+    )
+    print(
+        f"pair: {args.layers} layer(s) × ({shape_text}), bfloat16, {(folder_bytes(base) + folder_bytes(tuned)) / 2**20:.0f} "
+        f"MiB on disk together, at {work}",
+        flush=True,
+    )
     ref = reference(base, tuned, work / "reference-float64.npz")
     load_before = os.getloadavg()
     rows = []
 
     lorascope_cmd = which("lorascope") or "lorascope"
     sig, floor = lorascope_sigmas(base, tuned)
-    for label, extra in (("lorascope (float64, streamed Gram)", []), ("lorascope --workers 2", ["--workers", "2"])):
+    for label, extra in (
+        ("lorascope (float64, streamed Gram)", []),
+        ("lorascope --workers 2", ["--workers", "2"]),
+    ):
         out = fresh(work / ("out-" + "".join(ch if ch.isalnum() else "-" for ch in label)))
-        med, runs = median_run([lorascope_cmd, "spectrum", str(base), str(tuned), "--out", str(out), "-q",
-                                "--no-report", "--device", "cpu", *extra], args.repeats)
+        med, runs = median_run(
+            [
+                lorascope_cmd,
+                "spectrum",
+                str(base),
+                str(tuned),
+                "--out",
+                str(out),
+                "-q",
+                "--no-report",
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            args.repeats,
+        )
         rows.append((label, med.seconds, [r.seconds for r in runs], med.peak_rss_mb, max_error(sig, ref)))
-    print(f"lorascope: largest floor / σ1 {floor:.1e} (values under it count as zero in the noise-sensitive ranks)")
+    print(
+        f"lorascope: largest floor / σ1 {floor:.1e} (values under it count as zero in the noise-sensitive ranks)"
+    )
 
     npz = work / "plain.npz"
-    med, runs = median_run([sys.executable, __file__, "--plain-worker", str(base), str(tuned), str(npz), "cpu"],
-                           args.repeats)
+    med, runs = median_run(
+        [sys.executable, __file__, "--plain-worker", str(base), str(tuned), str(npz), "cpu"], args.repeats
+    )
     data = np.load(npz)
-    rows.append(("plain loop (float32 ΔW, torch svdvals)", med.seconds, [r.seconds for r in runs], med.peak_rss_mb,
-                 max_error({k.replace("/", "."): data[k] for k in data.files}, ref)))
+    rows.append(
+        (
+            "plain loop (float32 ΔW, torch svdvals)",
+            med.seconds,
+            [r.seconds for r in runs],
+            med.peak_rss_mb,
+            max_error({k.replace("/", "."): data[k] for k in data.files}, ref),
+        )
+    )
 
     try:
         import weightwatcher  # noqa: F401
 
         med, runs = median_run([sys.executable, __file__, "--ww-worker", str(base), str(tuned)], args.repeats)
-        rows.append((f"WeightWatcher {weightwatcher.__version__} (base_model)", med.seconds, [r.seconds for r in runs],
-                     med.peak_rss_mb, None))
+        rows.append(
+            (
+                f"WeightWatcher {weightwatcher.__version__} (base_model)",
+                med.seconds,
+                [r.seconds for r in runs],
+                med.peak_rss_mb,
+                None,
+            )
+        )
     except ImportError:
         rows.append(("WeightWatcher", None, [], None, "not installed"))
     except RuntimeError as exc:
-        rows.append(("WeightWatcher (base_model)", None, [], None, f"failed: {str(exc).splitlines()[-1][:60]}"))
+        rows.append(
+            ("WeightWatcher (base_model)", None, [], None, f"failed: {str(exc).splitlines()[-1][:60]}")
+        )
 
     gpu = gpu_name()
     if gpu:
         out = fresh(work / "out-gpu")
         gsig, _ = lorascope_sigmas(base, tuned, device="cuda")
-        med, runs = median_run([lorascope_cmd, "spectrum", str(base), str(tuned), "--out", str(out), "-q",
-                                "--no-report", "--device", "cuda"], args.repeats)
-        rows.append((f"lorascope --device cuda ({gpu})", med.seconds, [r.seconds for r in runs], med.peak_rss_mb,
-                     max_error(gsig, ref)))
-        med, runs = median_run([sys.executable, __file__, "--plain-worker", str(base), str(tuned), str(npz), "cuda"],
-                               args.repeats)
+        med, runs = median_run(
+            [
+                lorascope_cmd,
+                "spectrum",
+                str(base),
+                str(tuned),
+                "--out",
+                str(out),
+                "-q",
+                "--no-report",
+                "--device",
+                "cuda",
+            ],
+            args.repeats,
+        )
+        rows.append(
+            (
+                f"lorascope --device cuda ({gpu})",
+                med.seconds,
+                [r.seconds for r in runs],
+                med.peak_rss_mb,
+                max_error(gsig, ref),
+            )
+        )
+        med, runs = median_run(
+            [sys.executable, __file__, "--plain-worker", str(base), str(tuned), str(npz), "cuda"],
+            args.repeats,
+        )
         data = np.load(npz)
-        rows.append((f"plain loop on cuda ({gpu})", med.seconds, [r.seconds for r in runs], med.peak_rss_mb,
-                     max_error({k.replace("/", "."): data[k] for k in data.files}, ref)))
+        rows.append(
+            (
+                f"plain loop on cuda ({gpu})",
+                med.seconds,
+                [r.seconds for r in runs],
+                med.peak_rss_mb,
+                max_error({k.replace("/", "."): data[k] for k in data.files}, ref),
+            )
+        )
     else:
         print("no CUDA GPU visible to torch: the GPU rows are omitted")
 
     load_after = os.getloadavg()
-    print(f"\nwhole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
-          f"after, on {os.cpu_count()} CPUs\n")
+    print(
+        f"\nwhole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
+        f"after, on {os.cpu_count()} CPUs\n"
+    )
     print(f"{'tool':<44}{'wall s':>8}{'peak RSS MiB':>14}{'max |σ − σ64| / σ1':>22}   runs (s)")
     plain = next(r[1] for r in rows if r[0].startswith("plain loop (float32"))
     for label, secs, runs, rss, err in rows:

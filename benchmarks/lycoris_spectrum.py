@@ -190,7 +190,9 @@ def main() -> None:
     ap.add_argument(
         "--dense-layers", type=int, default=1, help="layers the dense baseline runs on (then extrapolated)"
     )
-    ap.add_argument("--dense-repeats", type=int, default=1, help="runs of the slow dense baseline (median kept)")
+    ap.add_argument(
+        "--dense-repeats", type=int, default=1, help="runs of the slow dense baseline (median kept)"
+    )
     ap.add_argument(
         "--ref-modules",
         default="self_attn.k_proj,self_attn.v_proj",

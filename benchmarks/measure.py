@@ -82,8 +82,9 @@ def start_launcher() -> None:
     if _launcher is None:
         import sys
 
-        _launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        _launcher = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
 
 def run(cmd: list[str], cap: MemoryCap | None = None) -> Run:

@@ -46,8 +46,14 @@ def write_adapter(folder: Path, layers: int, experts: int, rank: int) -> None:
         tensors[f"{key}.lora_B.weight"] = torch.randn(out, rank * experts, generator=gen) * 0.01
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": [],
-              "target_parameters": ["mlp.experts.gate_up_proj"], "lora_dropout": 0.0}
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": [],
+        "target_parameters": ["mlp.experts.gate_up_proj"],
+        "lora_dropout": 0.0,
+    }
     (folder / "adapter_config.json").write_text(json.dumps(config))
 
 
@@ -74,7 +80,11 @@ def reference_error(folder: Path, results: Path, experts: int, rank: int, check:
     from lorascope.results import load_results
 
     sd = load_np(str(folder / "adapter_model.safetensors"))
-    a = sd["base_model.model.model.layers.0.mlp.experts.lora_A.weight"].astype(np.float64).reshape(experts, rank, -1)
+    a = (
+        sd["base_model.model.model.layers.0.mlp.experts.lora_A.weight"]
+        .astype(np.float64)
+        .reshape(experts, rank, -1)
+    )
     b = sd["base_model.model.model.layers.0.mlp.experts.lora_B.weight"].astype(np.float64)
     b = b.reshape(-1, rank, experts)
     res = load_results(results)
@@ -103,24 +113,46 @@ def main() -> None:
         folder, out = Path(tmp) / "adapter", Path(tmp) / "results"
         write_adapter(folder, args.layers, args.experts, args.rank)
         size = (folder / "adapter_model.safetensors").stat().st_size
-        cli = [sys.executable, "-m", "lorascope.cli", "spectrum", str(folder), "-q", "--no-report", "--out", str(out)]
+        cli = [
+            sys.executable,
+            "-m",
+            "lorascope.cli",
+            "spectrum",
+            str(folder),
+            "-q",
+            "--no-report",
+            "--out",
+            str(out),
+        ]
         ours, _ = median_run(cli, args.repeats)
         script = Path(tmp) / "dense.py"
         script.write_text(DENSE)
-        dense_cmd = [sys.executable, str(script), str(folder / "adapter_model.safetensors"), str(args.layers),
-                     str(args.experts), str(args.rank)]
+        dense_cmd = [
+            sys.executable,
+            str(script),
+            str(folder / "adapter_model.safetensors"),
+            str(args.layers),
+            str(args.experts),
+            str(args.rank),
+        ]
         empty, _ = median_run([*dense_cmd, "0"], args.repeats)  # start-up and reading alone
         dense, _ = median_run([*dense_cmd, str(args.dense_experts)], args.repeats)
         per_expert = max(0.0, dense.seconds - empty.seconds) / args.dense_experts
         error = reference_error(folder, out, args.experts, args.rank, min(4, args.experts))
-    print(f"{args.layers} layers × {args.experts} experts = {modules} expert modules, r = {args.rank}, "
-          f"adapter {size / 2**20:.0f} MiB, {args.threads} BLAS thread(s)")
+    print(
+        f"{args.layers} layers × {args.experts} experts = {modules} expert modules, r = {args.rank}, "
+        f"adapter {size / 2**20:.0f} MiB, {args.threads} BLAS thread(s)"
+    )
     print("| tool | wall (s) | peak RSS (MiB) | note |")
     print("| --- | --- | --- | --- |")
-    print(f"| lorascope spectrum | {ours.seconds:.1f} | {ours.peak_rss_mb:.0f} | every expert, factored; "
-          f"max error {error:.1e} of σ1 |")
-    print(f"| dense s·B_e A_e + svdvals | {empty.seconds + per_expert * modules:.1f} (extrapolated) | "
-          f"{dense.peak_rss_mb:.0f} | {per_expert:.3f} s per expert over {args.dense_experts} |")
+    print(
+        f"| lorascope spectrum | {ours.seconds:.1f} | {ours.peak_rss_mb:.0f} | every expert, factored; "
+        f"max error {error:.1e} of σ1 |"
+    )
+    print(
+        f"| dense s·B_e A_e + svdvals | {empty.seconds + per_expert * modules:.1f} (extrapolated) | "
+        f"{dense.peak_rss_mb:.0f} | {per_expert:.3f} s per expert over {args.dense_experts} |"
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ def main() -> None:
         seconds, cpu = render_seconds(folder, args.repeat)
         html_mib = (folder / "report.html").stat().st_size / 2**20
         fig_kib = sum(p.stat().st_size for p in (folder / "figures").glob("*.png")) / 1024
-        print(f"| {label} | {len(results.modules)} | {seconds:.2f} | {cpu:.2f} | {html_mib:.2f} | {fig_kib:.0f} |",
-              flush=True)
+        print(
+            f"| {label} | {len(results.modules)} | {seconds:.2f} | {cpu:.2f} | {html_mib:.2f} | {fig_kib:.0f} |",
+            flush=True,
+        )
     if args.keep:
         print(f"\nreports kept under {base}")
 

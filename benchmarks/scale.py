@@ -24,7 +24,15 @@ from full_diff import ensure_pair, pair_arguments  # noqa: E402
 from measure import run, start_launcher, which  # noqa: E402
 
 SHAPES_7B = [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]
-SHAPES_70B = [(8192, 8192), (1024, 8192), (1024, 8192), (8192, 8192), (28672, 8192), (28672, 8192), (8192, 28672)]
+SHAPES_70B = [
+    (8192, 8192),
+    (1024, 8192),
+    (1024, 8192),
+    (8192, 8192),
+    (28672, 8192),
+    (28672, 8192),
+    (8192, 28672),
+]
 MODELS = {"7B": (32, SHAPES_7B), "70B": (80, SHAPES_70B)}
 
 
@@ -35,13 +43,21 @@ def svd_cost(m: int, n: int) -> float:
 def extrapolate(modules: pd.DataFrame, wall: float) -> dict[str, float]:
     """Seconds for the 7B and 70B shapes: per-matrix cost c·m·n·min(m,n) fitted on the measured matrices,
     scaled by the measured ratio of wall time to summed per-matrix time (start-up, parallelism)."""
-    c = float(np.median(modules["seconds"] / [svd_cost(r, k) for r, k in zip(modules["rows"], modules["cols"])]))
+    c = float(
+        np.median(modules["seconds"] / [svd_cost(r, k) for r, k in zip(modules["rows"], modules["cols"])])
+    )
     overlap = wall / modules["seconds"].sum()
-    return {name: layers * sum(c * svd_cost(m, n) for m, n in shapes) * overlap for name, (layers, shapes) in MODELS.items()}
+    return {
+        name: layers * sum(c * svd_cost(m, n) for m, n in shapes) * overlap
+        for name, (layers, shapes) in MODELS.items()
+    }
 
 
 def configurations(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    out = [("cpu, 1 worker", ["--device", "cpu"]), (f"cpu, {args.workers} workers", ["--device", "cpu", "--workers", str(args.workers)])]
+    out = [
+        ("cpu, 1 worker", ["--device", "cpu"]),
+        (f"cpu, {args.workers} workers", ["--device", "cpu", "--workers", str(args.workers)]),
+    ]
     if not args.skip_ray:
         try:
             import ray  # noqa: F401
@@ -72,7 +88,19 @@ def main() -> None:
     rows, reference = [], None
     for label, extra in configurations(args):
         out = work / ("results-" + "".join(ch if ch.isalnum() else "-" for ch in label))
-        res = run([lorascope, "spectrum", str(work / "base"), str(work / "tuned"), "--out", str(out), "-q", "--no-report", *extra])
+        res = run(
+            [
+                lorascope,
+                "spectrum",
+                str(work / "base"),
+                str(work / "tuned"),
+                "--out",
+                str(out),
+                "-q",
+                "--no-report",
+                *extra,
+            ]
+        )
         if res.returncode != 0:
             print(f"{label}: failed\n{res.output[-2000:]}")
             continue
@@ -85,13 +113,27 @@ def main() -> None:
         sigma_err = _max_sigma_difference(work / "results-cpu--1-worker", out)
         ext = extrapolate(modules, res.seconds)
         gpu = timing.get("gpu_peak_bytes")
-        rows.append((label, res.seconds, modules["seconds"].median(), res.peak_rss_mb / 1024,
-                     f"{gpu / 2**30:.2f}" if gpu else "–", max(agree, sigma_err), ext["7B"], ext["70B"]))
+        rows.append(
+            (
+                label,
+                res.seconds,
+                modules["seconds"].median(),
+                res.peak_rss_mb / 1024,
+                f"{gpu / 2**30:.2f}" if gpu else "–",
+                max(agree, sigma_err),
+                ext["7B"],
+                ext["70B"],
+            )
+        )
     print(f"\n{args.layers} layers × 7 matrices, width {args.width}, MLP {args.intermediate}, bfloat16\n")
-    print(f"{'configuration':<30}{'wall s':>8}{'s/matrix':>10}{'host GiB':>10}{'GPU GiB':>9}{'max rel diff':>14}"
-          f"{'7B est.':>10}{'70B est.':>10}")
+    print(
+        f"{'configuration':<30}{'wall s':>8}{'s/matrix':>10}{'host GiB':>10}{'GPU GiB':>9}{'max rel diff':>14}"
+        f"{'7B est.':>10}{'70B est.':>10}"
+    )
     for label, wall, per, host, gpu, diff, e7, e70 in rows:
-        print(f"{label:<30}{wall:>8.1f}{per:>10.2f}{host:>10.2f}{gpu:>9}{diff:>14.1e}{_hms(e7):>10}{_hms(e70):>10}")
+        print(
+            f"{label:<30}{wall:>8.1f}{per:>10.2f}{host:>10.2f}{gpu:>9}{diff:>14.1e}{_hms(e7):>10}{_hms(e70):>10}"
+        )
     print("\nmax rel diff: against the 1-worker CPU run, over fro_norm and every singular value.")
 
 

@@ -53,8 +53,8 @@ def write_pair(work: Path, rows: int, cols: int) -> tuple[Path, Path]:
         signs = rng.choice([-1.0, 1.0], size=cols)[:, None]
         block = (signs * h) @ right / np.sqrt(k)  # rows j·cols … (j+1)·cols of U diag(σ) Vᵀ
         w = rng.standard_normal((cols, cols)) / np.sqrt(cols)
-        base[j * cols:(j + 1) * cols] = w
-        tuned[j * cols:(j + 1) * cols] = w + block
+        base[j * cols : (j + 1) * cols] = w
+        tuned[j * cols : (j + 1) * cols] = w + block
     b, t = work / "base.safetensors", work / "tuned.safetensors"
     save_file({KEY: base}, str(b))
     del base
@@ -128,39 +128,97 @@ def main() -> None:
 
     cmd = which("lorascope") or "lorascope"
     rows = []
-    for label, extra in (("lorascope (default budget)", []), ("lorascope --memory 768M", ["--memory", "768M"])):
-        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(fresh(work / "out")), "-q", "--no-report",
-                                "--device", "cpu", *extra], args.repeats)
+    for label, extra in (
+        ("lorascope (default budget)", []),
+        ("lorascope --memory 768M", ["--memory", "768M"]),
+    ):
+        med, runs = median_run(
+            [
+                cmd,
+                "spectrum",
+                str(base),
+                str(tuned),
+                "--out",
+                str(fresh(work / "out")),
+                "-q",
+                "--no-report",
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            args.repeats,
+        )
         rows.append((label, med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
     med, runs = median_run([sys.executable, __file__, "--plain-worker", str(base), str(tuned)], args.repeats)
-    rows.append(("plain loop (float32 ΔW, torch svdvals)", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
+    rows.append(
+        ("plain loop (float32 ΔW, torch svdvals)", med.seconds, med.peak_rss_mb, [r.seconds for r in runs])
+    )
     gpu = _gpu_name()
     if gpu:  # on a GPU the matrix is read whole (host RSS grows with it) and decomposed there
-        med, runs = median_run([cmd, "spectrum", str(base), str(tuned), "--out", str(fresh(work / "out-gpu")), "-q",
-                                "--no-report", "--device", "cuda"], args.repeats)
-        rows.append((f"lorascope --device cuda ({gpu})", med.seconds, med.peak_rss_mb, [r.seconds for r in runs]))
+        med, runs = median_run(
+            [
+                cmd,
+                "spectrum",
+                str(base),
+                str(tuned),
+                "--out",
+                str(fresh(work / "out-gpu")),
+                "-q",
+                "--no-report",
+                "--device",
+                "cuda",
+            ],
+            args.repeats,
+        )
+        rows.append(
+            (f"lorascope --device cuda ({gpu})", med.seconds, med.peak_rss_mb, [r.seconds for r in runs])
+        )
     else:
         print("no CUDA GPU visible to torch: the GPU row is omitted")
 
     hb, ht = claim_huge(work)
-    huge = run([cmd, "spectrum", str(hb), str(ht), "--out", str(fresh(work / "out-huge")), "-q", "--no-report",
-                "--device", "cpu", "--memory", "8G"])
+    huge = run(
+        [
+            cmd,
+            "spectrum",
+            str(hb),
+            str(ht),
+            "--out",
+            str(fresh(work / "out-huge")),
+            "-q",
+            "--no-report",
+            "--device",
+            "cpu",
+            "--memory",
+            "8G",
+        ]
+    )
     load_after = os.getloadavg()
 
-    print(f"\n{args.rows}×{args.cols} float32 pair ({2 * args.rows * args.cols * 4 / 2**20:.0f} MiB together); "
-          f"whole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
-          f"after, on {os.cpu_count()} CPUs\n")
+    print(
+        f"\n{args.rows}×{args.cols} float32 pair ({2 * args.rows * args.cols * 4 / 2**20:.0f} MiB together); "
+        f"whole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
+        f"after, on {os.cpu_count()} CPUs\n"
+    )
     print(f"{'run':<42}{'wall s':>8}{'peak RSS MiB':>14}   runs (s)")
     for label, secs, rss, times in rows:
         print(f"{label:<42}{secs:>8.2f}{rss:>14.0f}   {' '.join(f'{t:.1f}' for t in times)}")
     refused = huge.returncode == 2 and "needs at least" in huge.output
-    print(f"{'60000×60000 claimed in a header, --memory 8G':<42}{huge.seconds:>8.2f}{huge.peak_rss_mb:>14.0f}   "
-          f"exit {huge.returncode}: {'refused' if refused else 'NOT refused'}")
+    print(
+        f"{'60000×60000 claimed in a header, --memory 8G':<42}{huge.seconds:>8.2f}{huge.peak_rss_mb:>14.0f}   "
+        f"exit {huge.returncode}: {'refused' if refused else 'NOT refused'}"
+    )
     print(f"  {huge.output.strip().splitlines()[-1][:300] if huge.output.strip() else ''}")
     print(f"\nlorascope route: {method}; floor {floor:.2e} ({floor / ref[0]:.1e} of σ1)")
-    print(f"max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: {np.max(np.abs(got - ref)) / ref[0]:.1e}")
-    print(f"max |σ − planted| / σ1 (includes float32 storage rounding): {np.max(np.abs(got - planted)) / planted[0]:.1e}")
-    print(f"max |σ64 − planted| / σ1 (the storage rounding alone): {np.max(np.abs(ref - planted)) / planted[0]:.1e}")
+    print(
+        f"max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: {np.max(np.abs(got - ref)) / ref[0]:.1e}"
+    )
+    print(
+        f"max |σ − planted| / σ1 (includes float32 storage rounding): {np.max(np.abs(got - planted)) / planted[0]:.1e}"
+    )
+    print(
+        f"max |σ64 − planted| / σ1 (the storage rounding alone): {np.max(np.abs(ref - planted)) / planted[0]:.1e}"
+    )
 
 
 def fresh(folder: Path) -> Path:

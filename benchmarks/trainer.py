@@ -24,8 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure  # noqa: E402
 
-TARGETS = {"attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-           "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+TARGETS = {
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -51,9 +53,15 @@ def build_model(a: argparse.Namespace):
     import torch
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
-                                   num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                                   num_key_value_heads=a.kv_heads, max_position_embeddings=max(a.seq, 64))
+    cfg = transformers.LlamaConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        intermediate_size=a.intermediate,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads,
+        max_position_embeddings=max(a.seq, 64),
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg)
 
@@ -64,15 +72,23 @@ def wrap(model, a: argparse.Namespace):
         from lorascope.train.lora import LoraSpec, inject, lora_layers, resolve_targets
 
         model.requires_grad_(False)  # the frozen base (PEFT's get_peft_model does the same)
-        inject(model, resolve_targets(model, "+".join(TARGETS[a.targets])),
-               LoraSpec(r=a.rank, alpha=2.0 * a.rank, dora=a.dora))
+        inject(
+            model,
+            resolve_targets(model, "+".join(TARGETS[a.targets])),
+            LoraSpec(r=a.rank, alpha=2.0 * a.rank, dora=a.dora),
+        )
         return model, {name: (m.lora_A.weight, m.lora_B.weight) for name, m in lora_layers(model)}
     import peft
 
-    config = peft.LoraConfig(r=a.rank, lora_alpha=2 * a.rank, target_modules=TARGETS[a.targets], use_dora=a.dora)
+    config = peft.LoraConfig(
+        r=a.rank, lora_alpha=2 * a.rank, target_modules=TARGETS[a.targets], use_dora=a.dora
+    )
     model = peft.get_peft_model(model, config)
-    layers = {n.removeprefix("base_model.model."): (m.lora_A["default"].weight, m.lora_B["default"].weight)
-              for n, m in model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)}
+    layers = {
+        n.removeprefix("base_model.model."): (m.lora_A["default"].weight, m.lora_B["default"].weight)
+        for n, m in model.named_modules()
+        if isinstance(m, peft.tuners.lora.LoraLayer)
+    }
     return model, layers
 
 
@@ -104,8 +120,17 @@ def worker(a: argparse.Namespace) -> None:
         if step >= a.warmup:
             times.append(time.perf_counter() - start)
         losses.append(float(loss))
-    print(json.dumps({"step_s": statistics.median(times), "losses": losses, "threads": torch.get_num_threads(),
-                      "trainable": sum(p.numel() for p in params), "layers": len(layers)}))
+    print(
+        json.dumps(
+            {
+                "step_s": statistics.median(times),
+                "losses": losses,
+                "threads": torch.get_num_threads(),
+                "trainable": sum(p.numel() for p in params),
+                "layers": len(layers),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -124,15 +149,21 @@ def main() -> None:
     ours, theirs = results["lorascope"][1], results["peft"][1]
     diff = max(abs(x - y) for x, y in zip(ours["losses"], theirs["losses"]))
     method = "DoRA" if a.dora else "LoRA"
-    print(f"{method} r={a.rank} on {a.targets} ({ours['layers']} layers) of a Llama with hidden {a.hidden}, "
-          f"{a.layers} blocks, vocab {a.vocab}; batch {a.batch}×{a.seq} tokens; {a.steps} timed steps; "
-          f"{ours['threads']} torch threads")
+    print(
+        f"{method} r={a.rank} on {a.targets} ({ours['layers']} layers) of a Llama with hidden {a.hidden}, "
+        f"{a.layers} blocks, vocab {a.vocab}; batch {a.batch}×{a.seq} tokens; {a.steps} timed steps; "
+        f"{ours['threads']} torch threads"
+    )
     print(f"{'':<12}{'step (median)':>15}{'tokens/s':>12}{'peak RSS':>12}{'trainable':>12}{'final loss':>12}")
     for tool, (run, r) in results.items():
-        print(f"{tool:<12}{r['step_s'] * 1e3:>12.1f} ms{a.batch * a.seq / r['step_s']:>12,.0f}"
-              f"{run.peak_rss_mb:>9.0f} MiB{r['trainable']:>12,}{r['losses'][-1]:>12.5f}")
-    print(f"ours / PEFT step time: {ours['step_s'] / theirs['step_s']:.2f}×; "
-          f"max loss difference over {len(ours['losses'])} steps: {diff:.1e}")
+        print(
+            f"{tool:<12}{r['step_s'] * 1e3:>12.1f} ms{a.batch * a.seq / r['step_s']:>12,.0f}"
+            f"{run.peak_rss_mb:>9.0f} MiB{r['trainable']:>12,}{r['losses'][-1]:>12.5f}"
+        )
+    print(
+        f"ours / PEFT step time: {ours['step_s'] / theirs['step_s']:.2f}×; "
+        f"max loss difference over {len(ours['losses'])} steps: {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

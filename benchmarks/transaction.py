@@ -38,9 +38,19 @@ def make_results(modules: int, sigma: int, seed: int = 0) -> Results:
         name = f"model.layers.{i // 7}.{['q', 'k', 'v', 'o', 'gate', 'up', 'down'][i % 7]}_proj"
         s = np.sort(rng.random(sigma))[::-1]
         spectra[name] = s
-        rows.append({"name": name, "layer": i // 7, "module": name.split(".", 3)[3], "rows": sigma,
-                     "cols": sigma, "source": "dense", "method": "exact",
-                     "fro_norm": float(np.linalg.norm(s)), "n_singular": sigma})
+        rows.append(
+            {
+                "name": name,
+                "layer": i // 7,
+                "module": name.split(".", 3)[3],
+                "rows": sigma,
+                "cols": sigma,
+                "source": "dense",
+                "method": "exact",
+                "fro_norm": float(np.linalg.norm(s)),
+                "n_singular": sigma,
+            }
+        )
     return Results(modules_frame(rows), spectra, {"inputs": [{"path": "/bench"}], "options": {"seed": seed}})
 
 
@@ -56,8 +66,9 @@ def timed_rounds(fns: list, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--modules", type=int, default=224)
     parser.add_argument("--sigma", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=7)
@@ -107,9 +118,11 @@ def main() -> None:
         size = sum(p.stat().st_size for p in over.rglob("*") if p.is_file())
     from lorascope.outputs import durable
 
-    print(f"results: {args.modules} modules × {args.sigma} σ ({size / 2**20:.1f} MiB on disk)"
-          f"{' with report' if args.report else ''}; median of {args.repeats}; "
-          f"fsync {'on' if durable() else 'off'}")
+    print(
+        f"results: {args.modules} modules × {args.sigma} σ ({size / 2**20:.1f} MiB on disk)"
+        f"{' with report' if args.report else ''}; median of {args.repeats}; "
+        f"fsync {'on' if durable() else 'off'}"
+    )
     print(f"{'plain write':<28}{t_plain * 1000:9.1f} ms")
     print(f"{'transaction, new folder':<28}{t_new * 1000:9.1f} ms  ({(t_new - t_plain) * 1000:+.1f} ms)")
     print(f"{'transaction, over results':<28}{t_over * 1000:9.1f} ms  ({(t_over - t_plain) * 1000:+.1f} ms)")

@@ -30,11 +30,26 @@ def screenshot(page: Path, out: Path, width: int, height: int, chromium: str) ->
     with tempfile.TemporaryDirectory(prefix="lorascope-shot-") as tmp:
         raw = Path(tmp) / "shot.png"
         subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars",
-             f"--user-data-dir={Path(tmp) / 'profile'}", f"--window-size={width},{height}",
-             f"--screenshot={raw}", page.resolve().as_uri()],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={Path(tmp) / 'profile'}",
+                f"--window-size={width},{height}",
+                f"--screenshot={raw}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=180,
+        )
         image = Image.open(raw).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
         out.parent.mkdir(parents=True, exist_ok=True)
         image.save(out, optimize=True)
@@ -43,8 +58,13 @@ def screenshot(page: Path, out: Path, width: int, height: int, chromium: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("demo", type=Path, nargs="?", default=ROOT / "reports" / "demo",
-                    help="the demo folder (holding report.html) [default: reports/demo]")
+    ap.add_argument(
+        "demo",
+        type=Path,
+        nargs="?",
+        default=ROOT / "reports" / "demo",
+        help="the demo folder (holding report.html) [default: reports/demo]",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "report-screenshot.png")
     ap.add_argument("--width", type=int, default=1280, help="window width in CSS pixels")
     ap.add_argument("--height", type=int, default=1200, help="window height in CSS pixels")

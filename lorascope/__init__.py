@@ -21,7 +21,13 @@ _LAZY = {
 }
 
 __all__ = [  # the names of _LAZY
-    "__version__", "LorascopeError", "Results", "analyze", "load_results", "open_checkpoint", "render_comparison",
+    "__version__",
+    "LorascopeError",
+    "Results",
+    "analyze",
+    "load_results",
+    "open_checkpoint",
+    "render_comparison",
     "render_report",
 ]
 

@@ -36,21 +36,38 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {  # checked in this order: a demo folder is not also a results folder
-    "demo": Kind(("demo.json",), "a demo folder (lorascope demo)",
-                 "`lorascope report DEMO_DIR` re-renders its page; its runs are in DEMO_DIR/runs"),
-    "results": Kind(RESULTS_MARKERS, "a results folder",
-                    "`lorascope report DIR` renders it, `lorascope sweep DIR` and `lorascope select DIR` "
-                    "read it"),
-    "compare": Kind(("compare_summary.json",), "a comparison folder (lorascope compare / intruders)",
-                    "`lorascope report DIR` re-renders its page"),
-    "run": Kind(("metrics.json", "tuned/"), "a trainer run folder (lorascope train)",
-                "`lorascope spectrum RUN_DIR`, `sweep RUN_DIR` and `select RUN_DIR` analyze its update; "
-                "`lorascope report RUN_DIR` shows its training"),
-    "train-sweep": Kind(("index.csv",), "a training sweep folder (lorascope train-sweep)",
-                        "`lorascope sweep DIR` and `lorascope report DIR` read all of its runs; give one run "
-                        "folder inside it to commands that take one update"),
-    "params": Kind(("params.json",), "a parameter-count folder (lorascope params --out)",
-                   "it holds counts, not updates: open params.json"),
+    "demo": Kind(
+        ("demo.json",),
+        "a demo folder (lorascope demo)",
+        "`lorascope report DEMO_DIR` re-renders its page; its runs are in DEMO_DIR/runs",
+    ),
+    "results": Kind(
+        RESULTS_MARKERS,
+        "a results folder",
+        "`lorascope report DIR` renders it, `lorascope sweep DIR` and `lorascope select DIR` read it",
+    ),
+    "compare": Kind(
+        ("compare_summary.json",),
+        "a comparison folder (lorascope compare / intruders)",
+        "`lorascope report DIR` re-renders its page",
+    ),
+    "run": Kind(
+        ("metrics.json", "tuned/"),
+        "a trainer run folder (lorascope train)",
+        "`lorascope spectrum RUN_DIR`, `sweep RUN_DIR` and `select RUN_DIR` analyze its update; "
+        "`lorascope report RUN_DIR` shows its training",
+    ),
+    "train-sweep": Kind(
+        ("index.csv",),
+        "a training sweep folder (lorascope train-sweep)",
+        "`lorascope sweep DIR` and `lorascope report DIR` read all of its runs; give one run "
+        "folder inside it to commands that take one update",
+    ),
+    "params": Kind(
+        ("params.json",),
+        "a parameter-count folder (lorascope params --out)",
+        "it holds counts, not updates: open params.json",
+    ),
     "audit": Kind(("audit.csv",), "an audit folder (lorascope audit)", "open its audit.html"),
 }
 

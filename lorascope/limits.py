@@ -31,13 +31,45 @@ MAX_SHARDS = 100_000  # files one index may name
 
 # config keys that are counts or sizes: key -> bound
 CONFIG_COUNTS: dict[str, int] = {
-    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers",
-                     "num_encoder_layers", "encoder_layers", "decoder_layers"), MAX_LAYERS),
-    **dict.fromkeys(("hidden_size", "n_embd", "d_model", "dim", "intermediate_size", "n_inner", "ffn_dim",
-                     "hidden_dim", "vocab_size", "max_position_embeddings", "n_positions",
-                     "num_attention_heads", "n_head", "n_heads", "num_key_value_heads", "head_dim",
-                     "num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size",
-                     "num_labels"), MAX_DIM),
+    **dict.fromkeys(
+        (
+            "num_hidden_layers",
+            "n_layer",
+            "n_layers",
+            "num_layers",
+            "num_decoder_layers",
+            "num_encoder_layers",
+            "encoder_layers",
+            "decoder_layers",
+        ),
+        MAX_LAYERS,
+    ),
+    **dict.fromkeys(
+        (
+            "hidden_size",
+            "n_embd",
+            "d_model",
+            "dim",
+            "intermediate_size",
+            "n_inner",
+            "ffn_dim",
+            "hidden_dim",
+            "vocab_size",
+            "max_position_embeddings",
+            "n_positions",
+            "num_attention_heads",
+            "n_head",
+            "n_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "num_local_experts",
+            "num_experts",
+            "n_routed_experts",
+            "moe_intermediate_size",
+            "num_labels",
+        ),
+        MAX_DIM,
+    ),
 }
 
 
@@ -117,13 +149,17 @@ def loads_json(text: str | bytes, where: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except _Duplicate as exc:
-        raise LorascopeError(f"{where} gives the key {exc.key!r} twice; JSON readers disagree on which one "
-                             "counts, "
-                             "so the file is refused. Remove one of them.") from None
+        raise LorascopeError(
+            f"{where} gives the key {exc.key!r} twice; JSON readers disagree on which one "
+            "counts, "
+            "so the file is refused. Remove one of them."
+        ) from None
     except RecursionError:
-        raise LorascopeError(f"{where} nests JSON objects or arrays too deep to read (over ~1000 levels); "
-                             "no real "
-                             "config, index or header does. The file is damaged or hostile.") from None
+        raise LorascopeError(
+            f"{where} nests JSON objects or arrays too deep to read (over ~1000 levels); "
+            "no real "
+            "config, index or header does. The file is damaged or hostile."
+        ) from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise LorascopeError(f"{where} is not valid JSON ({' '.join(str(exc).split())[:200]}).") from None
 
@@ -141,9 +177,11 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> An
         if not path.is_file():
             raise LorascopeError(f"{label} is not a regular file; expected {what or 'a JSON file'}.")
         if size > max_bytes:
-            raise LorascopeError(f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a "
-                                 f"JSON config or index may be; it is not {what or 'one'} lorascope can read "
-                                 "safely.")
+            raise LorascopeError(
+                f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a "
+                f"JSON config or index may be; it is not {what or 'one'} lorascope can read "
+                "safely."
+            )
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
     except FileNotFoundError:
@@ -159,8 +197,10 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> An
 def check_count(value: Any, key: str, where: str, limit: int) -> None:
     """Refuse a count or size that is not an integer in [0, limit] (JSON 1e12 is a float, and refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > limit:
-        raise LorascopeError(f"{where}: {key!r} is {value!r}; expected a whole number from 0 to {limit:,}. "
-                             "No real model has more; the config is damaged or hostile.")
+        raise LorascopeError(
+            f"{where}: {key!r} is {value!r}; expected a whole number from 0 to {limit:,}. "
+            "No real model has more; the config is damaged or hostile."
+        )
 
 
 def check_config_sizes(config: dict[str, Any], where: str) -> None:
@@ -173,12 +213,14 @@ def check_config_sizes(config: dict[str, Any], where: str) -> None:
             check_count(value, key, where, CONFIG_COUNTS[key])
         elif isinstance(value, dict):
             if len(value) > MAX_LIST:
-                raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} "
-                                     "are read.")
+                raise LorascopeError(
+                    f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} are read."
+                )
             check_config_sizes(value, f"{where} ({key})")
         elif isinstance(value, list) and len(value) > MAX_LIST:
-            raise LorascopeError(f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} "
-                                     "are read.")
+            raise LorascopeError(
+                f"{where}: {key!r} has {len(value):,} entries; at most {MAX_LIST:,} are read."
+            )
 
 
 def finite_number(value: Any) -> bool:
@@ -205,8 +247,9 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     except yaml.YAMLError as exc:
         raise LorascopeError(f"{where} is not valid YAML: {exc}") from None
     except RecursionError:
-        raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or "
-                             "hostile.") from None
+        raise LorascopeError(
+            f"{where} nests YAML too deep to read; the file is damaged or hostile."
+        ) from None
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
@@ -215,8 +258,10 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise LorascopeError(f"{where} holds a YAML alias that refers to itself (a recursive structure); "
-                                 "a claims file is a plain list of mappings.")
+            raise LorascopeError(
+                f"{where} holds a YAML alias that refers to itself (a recursive structure); "
+                "a claims file is a plain list of mappings."
+            )
         active.add(key)
         total = 1
         if isinstance(node, yaml.SequenceNode):
@@ -226,17 +271,20 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
         active.discard(key)
         sizes[key] = total
         if total > max_nodes:
-            raise LorascopeError(f"{where} expands to more than {max_nodes:,} YAML nodes once its aliases "
-                                 "(*name) "
-                                 "are expanded; a claims file needs a few hundred. The file is refused.")
+            raise LorascopeError(
+                f"{where} expands to more than {max_nodes:,} YAML nodes once its aliases "
+                "(*name) "
+                "are expanded; a claims file needs a few hundred. The file is refused."
+            )
         return total
 
     if root is not None:
         try:
             size(root)
         except RecursionError:
-            raise LorascopeError(f"{where} nests YAML too deep to read; the file is damaged or "
-                             "hostile.") from None
+            raise LorascopeError(
+                f"{where} nests YAML too deep to read; the file is damaged or hostile."
+            ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -198,8 +198,6 @@ def module_metrics(
     row["n_singular"] = int(s.size)
     row["rank_beyond_k"] = any(row[c] is None for c in ("rank_90", "rank_95", "rank_99"))
     row["base_fro_norm"] = None if base_fro_norm is None else float(base_fro_norm)
-    row["relative_update"] = (
-        float(fro_norm) / base_fro_norm if base_fro_norm not in (None, 0.0) else None
-    )
+    row["relative_update"] = float(fro_norm) / base_fro_norm if base_fro_norm not in (None, 0.0) else None
     row["sigma_floor"] = float(floor)
     return row

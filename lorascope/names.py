@@ -67,7 +67,7 @@ def canonical(name: str, sep: str = ".") -> str:
         changed = False
         for prefix in prefixes:
             if name.startswith(prefix) and len(name) > len(prefix):
-                name, changed = name[len(prefix):], True
+                name, changed = name[len(prefix) :], True
     return name
 
 
@@ -100,9 +100,11 @@ class NameIndex:
             return Match(next(iter(hits)))
         if hits:
             listed = tuple(sorted(hits))
-            return Match(None, f"ambiguous: {', '.join(listed[:4])} all match it once wrapper prefixes are "
-                         "removed",
-                         listed)
+            return Match(
+                None,
+                f"ambiguous: {', '.join(listed[:4])} all match it once wrapper prefixes are removed",
+                listed,
+            )
         prefixes = ", ".join(WRAPPER_PREFIXES)
         return Match(None, f"no name equal to it, with or without the wrapper prefixes {prefixes}")
 

@@ -58,8 +58,11 @@ class _LineTask:
         if not end and self.total and 0 < self.done < self.total:
             eta = f", eta {elapsed / self.done * (self.total - self.done):.0f} s"
         note = f"  {self.note}" if self.note and not end else ""
-        print(f"{self.description}: {count} in {elapsed:.0f} s{eta}{' (done)' if end else ''}{note}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{self.description}: {count} in {elapsed:.0f} s{eta}{' (done)' if end else ''}{note}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @contextmanager

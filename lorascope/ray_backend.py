@@ -29,7 +29,9 @@ def _cost(d: Delta) -> int:
     return (m + n) * d.module.tensor_rank if FAMILIES[d.family].form == "LowRank" and d.module else m * n
 
 
-def group_deltas(deltas: list[Delta], max_cost: int = GROUP_COST, max_modules: int = GROUP_MODULES) -> list[list[int]]:
+def group_deltas(
+    deltas: list[Delta], max_cost: int = GROUP_COST, max_modules: int = GROUP_MODULES
+) -> list[list[int]]:
     """Indices of ``deltas`` in groups: a large module alone, small ones together, order kept."""
     groups: list[list[int]] = []
     current: list[int] = []
@@ -46,7 +48,9 @@ def group_deltas(deltas: list[Delta], max_cost: int = GROUP_COST, max_modules: i
     return groups
 
 
-def _task(deltas: list[Delta], opts: Options, compute: Callable[[Delta, Options], Computed]) -> list[Computed]:
+def _task(
+    deltas: list[Delta], opts: Options, compute: Callable[[Delta, Options], Computed]
+) -> list[Computed]:
     return [compute(d, opts) for d in deltas]
 
 
@@ -89,7 +93,9 @@ def run_ray(
 
     started = _connect(address)
     try:
-        wants_gpu = opts.device.startswith("cuda") or (opts.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        wants_gpu = opts.device.startswith("cuda") or (
+            opts.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
+        )
         remote = ray.remote(_task).options(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)
         groups = group_deltas(plan.deltas)
         # tasks run side by side on a node: each gets its node's budget (given, or its own default) over the
@@ -98,7 +104,9 @@ def run_ray(
         opts_ref = ray.put(dataclasses.replace(opts, workers=cpus))
         results: list[Computed | None] = [None] * len(plan.deltas)
         attempts = {g: 1 for g in range(len(groups))}
-        pending = {remote.remote([plan.deltas[i] for i in idx], opts_ref, compute): g for g, idx in enumerate(groups)}
+        pending = {
+            remote.remote([plan.deltas[i] for i in idx], opts_ref, compute): g for g, idx in enumerate(groups)
+        }
         with progress_bar(len(plan.deltas), "modules (ray)", progress) as bar:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -109,7 +117,9 @@ def run_ray(
                         results[i] = res
                     bar.advance(len(groups[g]), note=plan.deltas[groups[g][-1]].name)
                 except Exception as exc:  # noqa: BLE001 - classified below
-                    if _is_input_error(exc):  # bad input fails the same way everywhere: its own message, no retry
+                    if _is_input_error(
+                        exc
+                    ):  # bad input fails the same way everywhere: its own message, no retry
                         cause = getattr(exc, "cause", None) or exc  # Ray wraps the worker's exception
                         raise LorascopeError(str(cause.args[0] if cause.args else cause)) from None
                     if attempts[g] >= max_attempts:
@@ -119,11 +129,13 @@ def run_ray(
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
                         ) from None
                     attempts[g] += 1
-                    plan.warnings.append({
-                        "name": plan.deltas[groups[g][0]].name,
-                        "reason": f"Ray task for {len(groups[g])} module(s) failed ({type(exc).__name__}); "
-                        f"retried (attempt {attempts[g]} of {max_attempts})",
-                    })
+                    plan.warnings.append(
+                        {
+                            "name": plan.deltas[groups[g][0]].name,
+                            "reason": f"Ray task for {len(groups[g])} module(s) failed ({type(exc).__name__}); "
+                            f"retried (attempt {attempts[g]} of {max_attempts})",
+                        }
+                    )
                     time.sleep(0.1)
                     pending[remote.remote([plan.deltas[i] for i in groups[g]], opts_ref, compute)] = g
         return results  # type: ignore[return-value]

@@ -32,16 +32,46 @@ RESULTS_FILES = (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON)  # what makes a folder
 # Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"
 # (a rank beyond a randomized top-k, or no base given), never zero.
 MODULE_COLUMNS = [
-    "name", "layer", "module", "rows", "cols", "source", "family", "method", "lora_rank", "scale",
-    "fro_norm", "spectral_norm", "base_fro_norm", "relative_update", "stable_rank", "entropy_rank",
-    "rank_90", "rank_95", "rank_99", "numerical_rank", "gd_rank", "n_singular", "rank_beyond_k",
+    "name",
+    "layer",
+    "module",
+    "rows",
+    "cols",
+    "source",
+    "family",
+    "method",
+    "lora_rank",
+    "scale",
+    "fro_norm",
+    "spectral_norm",
+    "base_fro_norm",
+    "relative_update",
+    "stable_rank",
+    "entropy_rank",
+    "rank_90",
+    "rank_95",
+    "rank_99",
+    "numerical_rank",
+    "gd_rank",
+    "n_singular",
+    "rank_beyond_k",
     "sigma_floor",
 ]
 # added after the first release: results written before lack them (read as empty). Per-module times moved
 # from a 'seconds' column to summary.json (timing.per_module_seconds), so tables repeat exactly.
 LATER_COLUMNS = ("family", "sigma_floor")
-INT_COLUMNS = ["layer", "rows", "cols", "lora_rank", "rank_90", "rank_95", "rank_99",
-               "numerical_rank", "gd_rank", "n_singular"]
+INT_COLUMNS = [
+    "layer",
+    "rows",
+    "cols",
+    "lora_rank",
+    "rank_90",
+    "rank_95",
+    "rank_99",
+    "numerical_rank",
+    "gd_rank",
+    "n_singular",
+]
 VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm", "relative_update"]
 
 
@@ -57,8 +87,16 @@ def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in INT_COLUMNS:
         df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
     df["rank_beyond_k"] = df["rank_beyond_k"].fillna(False).astype(bool)
-    for col in ("scale", "fro_norm", "spectral_norm", "base_fro_norm", "relative_update",
-                "stable_rank", "entropy_rank", "sigma_floor"):
+    for col in (
+        "scale",
+        "fro_norm",
+        "spectral_norm",
+        "base_fro_norm",
+        "relative_update",
+        "stable_rank",
+        "entropy_rank",
+        "sigma_floor",
+    ):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df
 
@@ -153,9 +191,22 @@ class Results:
 
 # tables later commands add to a results folder (lorascope.rank.folders, lorascope.compare.results)
 DERIVED_FILES = (
-    "sweep.csv", "sweep_uniform.csv", "sweep_frontier.csv", "functional.csv", "sweep.json", "training.csv",
-    "training_knees.csv", "selection.csv", "selection.json", "export.csv", "compare_summary.json",
-    "compare_modules.csv", "subspace_similarity.csv", "amplification.csv", "intruders.csv", "intruder_modules.csv",
+    "sweep.csv",
+    "sweep_uniform.csv",
+    "sweep_frontier.csv",
+    "functional.csv",
+    "sweep.json",
+    "training.csv",
+    "training_knees.csv",
+    "selection.csv",
+    "selection.json",
+    "export.csv",
+    "compare_summary.json",
+    "compare_modules.csv",
+    "subspace_similarity.csv",
+    "amplification.csv",
+    "intruders.csv",
+    "intruder_modules.csv",
     "intruder_sweep.csv",
 )
 
@@ -169,8 +220,9 @@ def _same_analysis(summary_file: Path, summary: dict[str, Any]) -> bool:
     except (OSError, ValueError):
         return False
     keys = ("inputs", "options")
-    return isinstance(old, dict) and all(json.loads(json.dumps(summary.get(k), default=_json_default)) == old.get(k)
-                                         for k in keys)
+    return isinstance(old, dict) and all(
+        json.loads(json.dumps(summary.get(k), default=_json_default)) == old.get(k) for k in keys
+    )
 
 
 def is_results_folder(path: str | Path) -> bool:
@@ -238,19 +290,27 @@ def load_results(path: str | Path) -> Results:
             else vectors_frame([])
         )
     except Exception as exc:  # noqa: BLE001 - csv, safetensors and json readers each raise their own types
-        raise LorascopeError(f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
-                             "Re-run the analysis that wrote it.") from None
+        raise LorascopeError(
+            f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
+            "Re-run the analysis that wrote it."
+        ) from None
     missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns and c not in LATER_COLUMNS]
     if missing_columns:
-        raise LorascopeError(f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
-                             f"{', '.join(missing_columns[:6])}. Re-run the analysis that wrote it.")
+        raise LorascopeError(
+            f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
+            f"{', '.join(missing_columns[:6])}. Re-run the analysis that wrote it."
+        )
     if not isinstance(summary, dict):
-        raise LorascopeError(f"{path / SUMMARY_JSON} holds a {type(summary).__name__}, not the summary object "
-                             "lorascope writes. Re-run the analysis that wrote it.")
+        raise LorascopeError(
+            f"{path / SUMMARY_JSON} holds a {type(summary).__name__}, not the summary object "
+            "lorascope writes. Re-run the analysis that wrote it."
+        )
     unmatched = [str(n) for n in raw["name"] if str(n) not in spectra]
     if unmatched:
-        raise LorascopeError(f"{path}: {len(unmatched)} module(s) of {MODULES_CSV} have no spectrum in {SPECTRA_FILE} "
-                             f"(e.g. {unmatched[0]}); the two files are from different runs or damaged.")
+        raise LorascopeError(
+            f"{path}: {len(unmatched)} module(s) of {MODULES_CSV} have no spectrum in {SPECTRA_FILE} "
+            f"(e.g. {unmatched[0]}); the two files are from different runs or damaged."
+        )
     try:
         modules = modules_frame(raw.to_dict("records"))
     except (TypeError, ValueError) as exc:
@@ -259,7 +319,9 @@ def load_results(path: str | Path) -> Results:
 
     changed = verify(path, RESULTS_FILES)
     if changed:
-        raise LorascopeError(f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their "
-                             "sha256 is not the one in its manifest): the files were changed, or mixed from "
-                             "different runs. Re-run the analysis that wrote them.")
+        raise LorascopeError(
+            f"{path}: {', '.join(changed)} differ from what lorascope wrote there (their "
+            "sha256 is not the one in its manifest): the files were changed, or mixed from "
+            "different runs. Re-run the analysis that wrote them."
+        )
     return Results(modules, spectra, summary, vectors, path)

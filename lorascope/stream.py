@@ -39,8 +39,22 @@ BLOCK_BYTES = 16 << 20  # one float64 block of M: 16 MiB, rows chosen from the s
 PREFETCH = 2  # blocks read ahead of the one being multiplied
 MIN_BUDGET = 64 << 20
 # bytes per value once read: bfloat16 and float8 are widened to float32 (``bytes_to_numpy``)
-READ_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 4, "float8_e4m3fn": 4, "float8_e5m2": 4}
-STORED_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
+READ_ITEMSIZE = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 4,
+    "float8_e4m3fn": 4,
+    "float8_e5m2": 4,
+}
+STORED_ITEMSIZE = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+}
 
 # ---- the budget -----------------------------------------------------------------------------------------
 
@@ -81,7 +95,9 @@ def default_budget() -> tuple[int, str]:
     avail = available_memory()
     if avail is None:
         return 4 << 30, "4 GiB (the system does not report its available memory)"
-    return max(256 << 20, int(0.6 * avail)), f"60% of the {avail / 2**30:.1f} GiB available when the run started"
+    return max(
+        256 << 20, int(0.6 * avail)
+    ), f"60% of the {avail / 2**30:.1f} GiB available when the run started"
 
 
 # ---- reading rows ---------------------------------------------------------------------------------------
@@ -196,8 +212,9 @@ def _mib_ceil(n: int) -> int:
     return -(-n // 2**20)
 
 
-def delta_blocks(tuned: TensorRef, base: TensorRef, plan: Plan, base_sq: list[float] | None = None
-                 ) -> Callable[[], Iterator[np.ndarray]]:
+def delta_blocks(
+    tuned: TensorRef, base: TensorRef, plan: Plan, base_sq: list[float] | None = None
+) -> Callable[[], Iterator[np.ndarray]]:
     """A pass maker for ``lorascope.linalg.Blocks``: each call yields M's float64 blocks in order.
 
     ``base_sq`` (a one-element list) receives ‖W_base‖_F², summed block by block in float64.
@@ -233,8 +250,9 @@ def delta_blocks(tuned: TensorRef, base: TensorRef, plan: Plan, base_sq: list[fl
     return lambda: prefetched(source)
 
 
-def _column_window(tuned: TensorRef, base: TensorRef, a: int, n_cols: int, c0: int, c1: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _column_window(
+    tuned: TensorRef, base: TensorRef, a: int, n_cols: int, c0: int, c1: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Columns [c0, c1) of both stored (a, n_cols) matrices, read row block by row block (one pass over the rows)."""
     step = max(1, BLOCK_BYTES // (8 * n_cols))
     parts_t, parts_b = [], []
@@ -245,7 +263,9 @@ def _column_window(tuned: TensorRef, base: TensorRef, a: int, n_cols: int, c0: i
     return np.concatenate(parts_t), np.concatenate(parts_b)
 
 
-def _difference(t: np.ndarray, b: np.ndarray, tuned: TensorRef, base: TensorRef, start: int, stop: int) -> np.ndarray:
+def _difference(
+    t: np.ndarray, b: np.ndarray, tuned: TensorRef, base: TensorRef, start: int, stop: int
+) -> np.ndarray:
     """t − b in float64 (exact for stored float32 / float16 / bfloat16 values); NaN or Inf is refused."""
     d = np.subtract(t, b, dtype=np.float64)  # (rows, cols), C order
     if not np.isfinite(d).all():
@@ -263,8 +283,10 @@ def _count_non_finite(ref: TensorRef) -> tuple[int, int]:
     """(non-finite entries, entries) of a whole tensor, counted block by block."""
     rows, cols = _stored_shape(ref)
     step = max(1, BLOCK_BYTES // (8 * cols))
-    bad = sum(int(np.count_nonzero(~np.isfinite(read_rows(ref, r, min(rows, r + step)))))
-              for r in range(0, rows, step))
+    bad = sum(
+        int(np.count_nonzero(~np.isfinite(read_rows(ref, r, min(rows, r + step)))))
+        for r in range(0, rows, step)
+    )
     return bad, rows * cols
 
 

@@ -25,7 +25,12 @@ def pair(tmp_path, updates: dict, dtype=torch.float32, extra_base=None, extra_tu
         tuned[key] = torch.tensor(w + dw).to(dtype)
     base.update(extra_base or {})
     tuned.update(extra_tuned or {})
-    return save_st(tmp_path / "base.safetensors", base), save_st(tmp_path / "tuned.safetensors", tuned), base, tuned
+    return (
+        save_st(tmp_path / "base.safetensors", base),
+        save_st(tmp_path / "tuned.safetensors", tuned),
+        base,
+        tuned,
+    )
 
 
 def stored_delta(base, tuned, key):
@@ -35,7 +40,8 @@ def stored_delta(base, tuned, key):
 def test_every_column_matches_numpy_reference(tmp_path):
     updates = {
         # planted rank 4 plus small noise: gd_rank is well defined (4) rather than decided by rounding
-        "model.layers.0.self_attn.q_proj.weight": planted(48, 32, [10, 5, 2, 1], seed=1) + 1e-3 * rng.standard_normal((48, 32)),
+        "model.layers.0.self_attn.q_proj.weight": planted(48, 32, [10, 5, 2, 1], seed=1)
+        + 1e-3 * rng.standard_normal((48, 32)),
         "model.layers.1.mlp.down_proj.weight": planted(32, 64, np.geomspace(3, 0.01, 20), seed=2),
         "model.layers.1.mlp.up_proj.weight": rng.standard_normal((64, 32)) * 0.1,
     }
@@ -80,15 +86,25 @@ def test_half_precision_checkpoints_are_upcast_before_subtracting(tmp_path, dtyp
     res = lorascope.analyze(b, t)
     ref = ref_metrics(stored_delta(base, tuned, "layers.0.x.weight"))
     assert res.modules["fro_norm"].iloc[0] == pytest.approx(ref["fro_norm"], rel=1e-6)
-    assert_sigma_close(res.spectrum("layers.0.x"), np.linalg.svd(stored_delta(base, tuned, "layers.0.x.weight"),
-                                                                  compute_uv=False), rtol=1e-5, atol_rel=1e-6)
+    assert_sigma_close(
+        res.spectrum("layers.0.x"),
+        np.linalg.svd(stored_delta(base, tuned, "layers.0.x.weight"), compute_uv=False),
+        rtol=1e-5,
+        atol_rel=1e-6,
+    )
 
 
 def test_top_k_randomized_never_reports_a_wrong_rank(tmp_path):
     flat = np.ones(60)  # energy spread evenly: rank_90 = 54 lies beyond k = 10
     steep = np.concatenate([[100.0, 50.0], np.full(58, 0.01)])
-    b, t, base, tuned = pair(tmp_path, {"layers.0.flat.weight": planted(80, 60, flat, 1),
-                                        "layers.0.steep.weight": planted(80, 60, steep, 2)}, torch.float64)
+    b, t, base, tuned = pair(
+        tmp_path,
+        {
+            "layers.0.flat.weight": planted(80, 60, flat, 1),
+            "layers.0.steep.weight": planted(80, 60, steep, 2),
+        },
+        torch.float64,
+    )
     res = lorascope.analyze(b, t, top_k=10, precision="float64")
     rows = res.modules.set_index("name")
     f, s = rows.loc["layers.0.flat"], rows.loc["layers.0.steep"]
@@ -124,16 +140,25 @@ def test_include_exclude_and_bad_regex(tmp_path):
 
 def test_pairing_tolerates_prefixes_and_records_unpaired_and_vectors(tmp_path):
     w = rng.standard_normal((16, 12))
-    base = {"layers.0.q.weight": torch.tensor(w).float(), "layers.0.norm.weight": torch.ones(12),
-            "only_base.weight": torch.ones(3, 3)}
-    tuned = {"model.layers.0.q.weight": torch.tensor(w + planted(16, 12, [2, 1], 0)).float(),
-             "model.layers.0.norm.weight": torch.full((12,), 1.5), "model.extra.weight": torch.ones(2, 2)}
+    base = {
+        "layers.0.q.weight": torch.tensor(w).float(),
+        "layers.0.norm.weight": torch.ones(12),
+        "only_base.weight": torch.ones(3, 3),
+    }
+    tuned = {
+        "model.layers.0.q.weight": torch.tensor(w + planted(16, 12, [2, 1], 0)).float(),
+        "model.layers.0.norm.weight": torch.full((12,), 1.5),
+        "model.extra.weight": torch.ones(2, 2),
+    }
     b = save_st(tmp_path / "b.safetensors", base)
     t = save_st(tmp_path / "t.safetensors", tuned)
     res = lorascope.analyze(b, t)
     assert list(res.modules["name"]) == ["model.layers.0.q"]
     reasons = {w["name"]: w["reason"] for w in res.summary["warnings"]}
-    assert "only in the tuned" in reasons["model.extra.weight"] and "only in the base" in reasons["only_base.weight"]
+    assert (
+        "only in the tuned" in reasons["model.extra.weight"]
+        and "only in the base" in reasons["only_base.weight"]
+    )
     v = res.vectors.set_index("name").loc["model.layers.0.norm"]
     assert v["fro_norm"] == pytest.approx(0.5 * np.sqrt(12)) and v["relative_update"] == pytest.approx(0.5)
 
@@ -142,7 +167,10 @@ def test_added_vocabulary_rows_are_analyzed_on_the_common_rows(tmp_path):
     w = rng.standard_normal((50, 16))
     dw = planted(50, 16, [4, 2], 1)
     b = save_st(tmp_path / "b.safetensors", {"model.embed_tokens.weight": torch.tensor(w).float()})
-    t = save_st(tmp_path / "t.safetensors", {"model.embed_tokens.weight": torch.tensor(np.vstack([w + dw, np.ones((3, 16))])).float()})
+    t = save_st(
+        tmp_path / "t.safetensors",
+        {"model.embed_tokens.weight": torch.tensor(np.vstack([w + dw, np.ones((3, 16))])).float()},
+    )
     res = lorascope.analyze(b, t)
     row = res.modules.iloc[0]
     assert (row["rows"], row["cols"], row["added_rows"]) == (50, 16, 3)
@@ -151,8 +179,14 @@ def test_added_vocabulary_rows_are_analyzed_on_the_common_rows(tmp_path):
 
 
 def test_shape_mismatch_lists_every_key(tmp_path):
-    b = save_st(tmp_path / "b.safetensors", {"a.weight": torch.ones(4, 4), "b.weight": torch.ones(4, 4), "c.weight": torch.ones(2, 2)})
-    t = save_st(tmp_path / "t.safetensors", {"a.weight": torch.ones(4, 5), "b.weight": torch.ones(5, 4), "c.weight": torch.ones(2, 2)})
+    b = save_st(
+        tmp_path / "b.safetensors",
+        {"a.weight": torch.ones(4, 4), "b.weight": torch.ones(4, 4), "c.weight": torch.ones(2, 2)},
+    )
+    t = save_st(
+        tmp_path / "t.safetensors",
+        {"a.weight": torch.ones(4, 5), "b.weight": torch.ones(5, 4), "c.weight": torch.ones(2, 2)},
+    )
     with pytest.raises(LorascopeError) as err:
         lorascope.analyze(b, t)
     assert "a.weight: base [4, 4] vs tuned [4, 5]" in str(err.value) and "b.weight" in str(err.value)
@@ -161,11 +195,15 @@ def test_shape_mismatch_lists_every_key(tmp_path):
 def test_conv_expert_stack_and_gpt2_conv1d_layouts(tmp_path):
     conv_dw = rng.standard_normal((8, 4, 3, 3))
     experts_dw = np.stack([planted(6, 5, [e + 1.0], e) for e in range(3)])
-    b, t, base, tuned = pair(tmp_path, {"down.0.conv.weight": conv_dw, "model.layers.0.mlp.experts.w1": experts_dw})
+    b, t, base, tuned = pair(
+        tmp_path, {"down.0.conv.weight": conv_dw, "model.layers.0.mlp.experts.w1": experts_dw}
+    )
     rows = lorascope.analyze(b, t).modules.set_index("name")
     assert (rows.loc["down.0.conv", "rows"], rows.loc["down.0.conv", "cols"]) == (8, 36)
     for e in range(3):
-        assert rows.loc[f"model.layers.0.mlp.experts.w1.{e}", "spectral_norm"] == pytest.approx(e + 1.0, rel=1e-5)
+        assert rows.loc[f"model.layers.0.mlp.experts.w1.{e}", "spectral_norm"] == pytest.approx(
+            e + 1.0, rel=1e-5
+        )
     # GPT-2 Conv1D (in, out) is reported as (out, in) when the config says gpt2
     for side in ("b", "t"):
         (tmp_path / side).mkdir()
@@ -178,8 +216,12 @@ def test_conv_expert_stack_and_gpt2_conv1d_layouts(tmp_path):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    b, t, *_ = pair(tmp_path, {"layers.0.a.weight": planted(20, 10, [3, 1], 1)},
-                    extra_base={"n.weight": torch.ones(4)}, extra_tuned={"n.weight": torch.zeros(4)})
+    b, t, *_ = pair(
+        tmp_path,
+        {"layers.0.a.weight": planted(20, 10, [3, 1], 1)},
+        extra_base={"n.weight": torch.ones(4)},
+        extra_tuned={"n.weight": torch.zeros(4)},
+    )
     res = lorascope.analyze(b, t)
     out = res.save(tmp_path / "res")
     back = lorascope.load_results(out)
@@ -199,7 +241,10 @@ def test_options_are_validated(tmp_path):
     with pytest.raises(LorascopeError, match="top_k"):
         lorascope.analyze(b, t, top_k=0)
     with pytest.raises(LorascopeError, match="first of two inputs must be the base"):
-        adapter = save_st(tmp_path / "ad.safetensors", {"m.lora_A.weight": torch.ones(1, 4), "m.lora_B.weight": torch.ones(4, 1)})
+        adapter = save_st(
+            tmp_path / "ad.safetensors",
+            {"m.lora_A.weight": torch.ones(1, 4), "m.lora_B.weight": torch.ones(4, 1)},
+        )
         lorascope.analyze(adapter, t)
 
 
@@ -207,26 +252,43 @@ def test_zero_updates_are_metrics_of_zero_and_one_warning(tmp_path):
     g = torch.Generator().manual_seed(3)
     base = {f"layers.{i}.w.weight": torch.randn(12, 8, generator=g) for i in range(4)}
     b = save_st(tmp_path / "b.safetensors", base)
-    same = lorascope.analyze(b, save_st(tmp_path / "same.safetensors", {k: v.clone() for k, v in base.items()}))
+    same = lorascope.analyze(
+        b, save_st(tmp_path / "same.safetensors", {k: v.clone() for k, v in base.items()})
+    )
     assert (same.modules[["fro_norm", "entropy_rank", "rank_90", "stable_rank", "gd_rank"]] == 0).all().all()
     [w] = same.summary["warnings"]
     assert "every one of the 4 modules" in w["reason"] and "same weights" in w["reason"]
 
-    tuned = {k: v + (i % 2) * torch.tensor(planted(12, 8, [1.0, 0.5], seed=i)).float() for i, (k, v) in enumerate(base.items())}
+    tuned = {
+        k: v + (i % 2) * torch.tensor(planted(12, 8, [1.0, 0.5], seed=i)).float()
+        for i, (k, v) in enumerate(base.items())
+    }
     part = lorascope.analyze(b, save_st(tmp_path / "t.safetensors", tuned))
-    assert part.modules.set_index("name")["rank_90"].to_dict() == {"layers.0.w": 0, "layers.1.w": 2, "layers.2.w": 0, "layers.3.w": 2}
+    assert part.modules.set_index("name")["rank_90"].to_dict() == {
+        "layers.0.w": 0,
+        "layers.1.w": 2,
+        "layers.2.w": 0,
+        "layers.3.w": 2,
+    }
     [w] = part.summary["warnings"]
     assert "zero in 2 of 4 modules" in w["reason"] and "layers.0.w, layers.2.w" in w["reason"]
     assert part.summary["totals"]["skipped"] == 0  # a zero update is analyzed, not skipped
 
     from builders import peft_folder
 
-    untrained = {f"model.layers.{i}.self_attn.q_proj.{f}.weight": (torch.randn(4, 8, generator=g) if f == "lora_A"
-                                                                   else torch.zeros(8, 4))
-                 for i in range(2) for f in ("lora_A", "lora_B")}
+    untrained = {
+        f"model.layers.{i}.self_attn.q_proj.{f}.weight": (
+            torch.randn(4, 8, generator=g) if f == "lora_A" else torch.zeros(8, 4)
+        )
+        for i in range(2)
+        for f in ("lora_A", "lora_B")
+    }
     ad = lorascope.analyze(peft_folder(tmp_path / "untrained", untrained, {"r": 4, "lora_alpha": 8}))
     [w] = ad.summary["warnings"]
-    assert "every one of the 2 adapter modules" in w["reason"] and "lora_B (up) factors are all zeros" in w["reason"]
+    assert (
+        "every one of the 2 adapter modules" in w["reason"]
+        and "lora_B (up) factors are all zeros" in w["reason"]
+    )
 
 
 def test_results_of_other_inputs_drop_the_tables_computed_from_the_old_ones(tmp_path):
@@ -234,7 +296,10 @@ def test_results_of_other_inputs_drop_the_tables_computed_from_the_old_ones(tmp_
     from lorascope.rank import folders
     from lorascope.results import DERIVED_FILES
 
-    written = {getattr(folders, n) for n in dir(folders) if n.endswith(("_CSV", "_JSON"))} - {"modules.csv", "summary.json"}
+    written = {getattr(folders, n) for n in dir(folders) if n.endswith(("_CSV", "_JSON"))} - {
+        "modules.csv",
+        "summary.json",
+    }
     assert written | set(TABLES.values()) | {SUMMARY_JSON} <= set(DERIVED_FILES)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -38,16 +38,23 @@ def test_read_ahead_pipeline_keeps_order(tmp_path):
     ups = {f"layers.{i}.w.weight": planted(20 + i, 16, [i + 1.0], seed=i) for i in range(6)}
     base = {k: torch.zeros(v.shape) for k, v in ups.items()}
     tuned = {k: torch.tensor(v).float() for k, v in ups.items()}
-    plan = plan_deltas(open_checkpoint(save_st(tmp_path / "b.safetensors", base)),
-                       open_checkpoint(save_st(tmp_path / "t.safetensors", tuned)))
+    plan = plan_deltas(
+        open_checkpoint(save_st(tmp_path / "b.safetensors", base)),
+        open_checkpoint(save_st(tmp_path / "t.safetensors", tuned)),
+    )
     computed = run_local(plan, Options(device="cpu"), progress=False)
     assert [c.row["name"] for c in computed] == [d.name for d in plan.deltas]
     assert [round(c.row["spectral_norm"], 5) for c in computed] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)"
+)
 def test_gpu_results_equal_cpu_results(tmp_path):
-    ups = {f"model.layers.{i}.mlp.up_proj.weight": planted(256, 128, np.geomspace(5, 0.01, 64), seed=i) for i in range(3)}
+    ups = {
+        f"model.layers.{i}.mlp.up_proj.weight": planted(256, 128, np.geomspace(5, 0.01, 64), seed=i)
+        for i in range(3)
+    }
     base = {k: torch.randn(v.shape, generator=g) for k, v in ups.items()}
     tuned = {k: base[k] + torch.tensor(v).float() for k, v in ups.items()}
     b = save_st(tmp_path / "b.safetensors", base)
@@ -62,7 +69,9 @@ def test_gpu_results_equal_cpu_results(tmp_path):
 
 # Every family's torch path on a GPU, checked against the update PEFT itself applies (its merge minus the base, in
 # float64), to the same 1e-5 of σ1 as on the CPU; and the other commands that take --device.
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
+CUDA = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)"
+)
 
 
 def _peft_kinds() -> list[str]:
@@ -106,7 +115,9 @@ def test_float32_on_the_gpu_keeps_a_planted_rank_above_its_floor(tmp_path):
     for name in ups:
         name = name.removesuffix(".weight")
         np.testing.assert_allclose(res.spectrum(name)[:8], sigma, rtol=1e-4)
-        assert np.abs(res.spectrum(name)[:8] - sigma).max() <= rows.loc[name, "sigma_floor"]  # the bound holds
+        assert (
+            np.abs(res.spectrum(name)[:8] - sigma).max() <= rows.loc[name, "sigma_floor"]
+        )  # the bound holds
     top = lorascope.analyze(b, t, device="cuda", top_k=8)
     for name in ups:
         np.testing.assert_allclose(top.spectrum(name.removesuffix(".weight"))[:8], sigma, rtol=1e-4)
@@ -116,24 +127,34 @@ def test_float32_on_the_gpu_keeps_a_planted_rank_above_its_floor(tmp_path):
 def test_compare_and_intruders_on_the_gpu_equal_the_cpu(tmp_path):
     from lorascope.compare import compare, intruders
 
-    ups = {f"model.layers.{i}.self_attn.q_proj.weight": planted(96, 64, np.geomspace(4, 0.5, 6), seed=i)
-           for i in range(2)}
+    ups = {
+        f"model.layers.{i}.self_attn.q_proj.weight": planted(96, 64, np.geomspace(4, 0.5, 6), seed=i)
+        for i in range(2)
+    }
     base = {k: torch.randn(v.shape, generator=g) for k, v in ups.items()}
     b = save_st(tmp_path / "b.safetensors", base)
     t1 = save_st(tmp_path / "t1.safetensors", {k: base[k] + torch.tensor(v).float() for k, v in ups.items()})
-    t2 = save_st(tmp_path / "t2.safetensors",
-                 {k: base[k] + 0.5 * torch.tensor(v).float() + 0.01 * torch.randn(v.shape, generator=g)
-                  for k, v in ups.items()})
+    t2 = save_st(
+        tmp_path / "t2.safetensors",
+        {
+            k: base[k] + 0.5 * torch.tensor(v).float() + 0.01 * torch.randn(v.shape, generator=g)
+            for k, v in ups.items()
+        },
+    )
     for run in (lambda d: compare(t1, t2, b, device=d), lambda d: intruders(b, t2, device=d)):
         cpu, gpu = run("cpu"), run("cuda")
-        tables = [t for t in ("modules", "similarity", "amplification", "intruder_modules")
-                  if getattr(cpu, t) is not None]
+        tables = [
+            t
+            for t in ("modules", "similarity", "amplification", "intruder_modules")
+            if getattr(cpu, t) is not None
+        ]
         assert tables
         for t in tables:
             want, got = getattr(cpu, t), getattr(gpu, t)
             numeric = [c for c in want.select_dtypes("number").columns if "seconds" not in c]
-            np.testing.assert_allclose(got[numeric].to_numpy(float), want[numeric].to_numpy(float),
-                                       rtol=1e-4, atol=1e-6, err_msg=t)
+            np.testing.assert_allclose(
+                got[numeric].to_numpy(float), want[numeric].to_numpy(float), rtol=1e-4, atol=1e-6, err_msg=t
+            )
 
 
 @CUDA
@@ -143,8 +164,9 @@ def test_callback_records_a_model_on_the_gpu_as_on_the_cpu(tmp_path):
 
     from lorascope.callbacks import read_training, record_spectra
 
-    model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                                              init_lora_weights=False))
+    model = peft.get_peft_model(
+        tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
     record_spectra(model, 1, tmp_path / "cpu")
     record_spectra(model.cuda(), 1, tmp_path / "gpu")
     cpu, gpu = read_training(tmp_path / "cpu"), read_training(tmp_path / "gpu")

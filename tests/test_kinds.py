@@ -19,7 +19,10 @@ def test_kinds_from_their_markers(tmp_path):
     (tmp_path / "run" / "metrics.json").write_text("{}")
     assert folder_kind(tmp_path / "run") == "run" and "trainer run" in describe(tmp_path / "run")
     (tmp_path / "plain").mkdir()
-    assert folder_kind(tmp_path / "plain") is None and describe(tmp_path / "plain") == "not a folder lorascope wrote"
+    assert (
+        folder_kind(tmp_path / "plain") is None
+        and describe(tmp_path / "plain") == "not a folder lorascope wrote"
+    )
     assert set(KINDS) >= {"demo", "results", "compare", "run", "train-sweep", "params", "audit"}
 
 

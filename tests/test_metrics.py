@@ -16,7 +16,9 @@ def test_hand_worked_spectrum():
     assert metrics.rank_at_energy(s, 0.90) == 1  # exactly on the level: not pushed past it by rounding
     assert metrics.rank_at_energy(s, 0.95) == 2
     assert metrics.stable_rank(s) == pytest.approx(10 / 9)
-    assert metrics.entropy_rank(s) == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    assert metrics.entropy_rank(s) == pytest.approx(
+        math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    )
     assert metrics.entropy_rank(np.ones(7)) == pytest.approx(7.0)  # flat spectrum: all directions count
 
 
@@ -85,7 +87,9 @@ def test_gd_omega_is_the_papers_coefficient():
     paper's λ* and a numerical Marchenko–Pastur median: the paper's values (λ*(1) = 4/√3, ω(1) ≈ 2.858) come
     out, and ``gd_omega``, the paper's cubic approximation, stays within 0.5 % of the exact coefficient."""
     assert _lambda_star(1.0) == pytest.approx(4 / math.sqrt(3), rel=1e-12)
-    exact = {b: _lambda_star(b) / math.sqrt(_marchenko_pastur_median(b)) for b in (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)}
+    exact = {
+        b: _lambda_star(b) / math.sqrt(_marchenko_pastur_median(b)) for b in (0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+    }
     assert exact[1.0] == pytest.approx(2.858, abs=5e-4)  # the paper's "2.858 · y_med" for square matrices
     for beta, want in exact.items():
         assert metrics.gd_omega(beta) == pytest.approx(want, rel=5e-3), beta

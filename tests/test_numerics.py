@@ -27,8 +27,11 @@ def planted_pair(tmp_path, dtype, shapes, seed=0):
         dw = torch.tensor(planted(m, n, SIGNAL, seed=seed + i))
         base[key], tuned[key] = w.to(dtype), (w + dw).to(dtype)
     tag = str(dtype).removeprefix("torch.")
-    return (save_st(tmp_path / f"b-{tag}.safetensors", base), save_st(tmp_path / f"t-{tag}.safetensors", tuned),
-            {k.removesuffix(".weight"): tuned[k].double().numpy() - base[k].double().numpy() for k in shapes})
+    return (
+        save_st(tmp_path / f"b-{tag}.safetensors", base),
+        save_st(tmp_path / f"t-{tag}.safetensors", tuned),
+        {k.removesuffix(".weight"): tuned[k].double().numpy() - base[k].double().numpy() for k in shapes},
+    )
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
@@ -36,7 +39,10 @@ def planted_pair(tmp_path, dtype, shapes, seed=0):
 def test_planted_rank_is_recovered(tmp_path, storage, precision):
     """A full diff whose update is exactly rank 8 gets gd_rank 8 whatever it is stored in and computed at
     (the Gram route at 640×320, LAPACK at 96×64); float64 tails of float32 SVDs used to count as signal."""
-    shapes = {"model.layers.0.mlp.up_proj.weight": (640, 320), "model.layers.0.self_attn.q_proj.weight": (96, 64)}
+    shapes = {
+        "model.layers.0.mlp.up_proj.weight": (640, 320),
+        "model.layers.0.self_attn.q_proj.weight": (96, 64),
+    }
     b, t, refs = planted_pair(tmp_path, DTYPES[storage], shapes)
     res = lorascope.analyze(b, t, precision=precision)
     rows = res.modules.set_index("name")
@@ -53,13 +59,17 @@ def test_planted_rank_is_recovered(tmp_path, storage, precision):
 @pytest.mark.parametrize("storage", list(DTYPES))
 def test_planted_adapter_rank_at_every_storage_dtype(tmp_path, storage):
     b, a = planted_factors(300, 200, list(SIGNAL), seed=3)
-    tensors = {"model.layers.0.q_proj.lora_B.weight": torch.tensor(b).to(DTYPES[storage]),
-               "model.layers.0.q_proj.lora_A.weight": torch.tensor(a).to(DTYPES[storage])}
+    tensors = {
+        "model.layers.0.q_proj.lora_B.weight": torch.tensor(b).to(DTYPES[storage]),
+        "model.layers.0.q_proj.lora_A.weight": torch.tensor(a).to(DTYPES[storage]),
+    }
     res = lorascope.analyze(peft_folder(tmp_path / "ad", tensors, {"r": RANK, "lora_alpha": RANK}))
     row = res.modules.iloc[0]
     assert (row["gd_rank"], row["numerical_rank"], row["method"]) == (RANK, RANK, "factored")
-    stored = tensors["model.layers.0.q_proj.lora_B.weight"].double().numpy() @ \
-        tensors["model.layers.0.q_proj.lora_A.weight"].double().numpy()
+    stored = (
+        tensors["model.layers.0.q_proj.lora_B.weight"].double().numpy()
+        @ tensors["model.layers.0.q_proj.lora_A.weight"].double().numpy()
+    )
     ref = ref_sigma(stored)[:RANK]
     assert np.all(np.abs(res.spectrum("model.layers.0.q_proj") - ref) <= row["sigma_floor"] + 1e-7 * ref)
     assert row["sigma_floor"] < 1e-10 * ref[0]
@@ -98,8 +108,13 @@ def test_export_rel_error_of_a_randomized_truncation_is_measured_not_cancelled(t
     b = save_st(tmp_path / "b.safetensors", {"model.layers.0.w.weight": torch.tensor(base)})
     t = save_st(tmp_path / "t.safetensors", {"model.layers.0.w.weight": torch.tensor(base + dw)})
     stored = (base + dw) - base  # float64 files: ΔW as stored
-    out = run_select([b, t], tmp_path / "sel", Policy("energy", energy=0.999), export=tmp_path / "ad",
-                     export_options=ExportOptions(truncate=TruncateOptions(svd="randomized")))
+    out = run_select(
+        [b, t],
+        tmp_path / "sel",
+        Policy("energy", energy=0.999),
+        export=tmp_path / "ad",
+        export_options=ExportOptions(truncate=TruncateOptions(svd="randomized")),
+    )
     row = out.export.table.iloc[0]
     assert row["method"] == "randomized" and row["rank"] == RANK
     ad = lorascope.open_checkpoint(tmp_path / "ad")
@@ -108,7 +123,9 @@ def test_export_rel_error_of_a_randomized_truncation_is_measured_not_cancelled(t
     true_err = np.linalg.norm(stored - exported) / np.linalg.norm(stored)
     truncation = np.linalg.norm(stored - out_truncation(stored, RANK)) / np.linalg.norm(stored)
     assert true_err < 1e-5 and truncation < 1e-5
-    assert row["rel_error"] == pytest.approx(truncation, rel=0.05)  # it used to read sqrt(1 − Σs²/‖ΔW‖²) ≈ 1e-4
+    assert row["rel_error"] == pytest.approx(
+        truncation, rel=0.05
+    )  # it used to read sqrt(1 − Σs²/‖ΔW‖²) ≈ 1e-4
     assert row["optimal_rel_error"] == pytest.approx(truncation, rel=0.05)
 
 
@@ -121,13 +138,17 @@ def test_mixed_dtypes_are_warned_about_and_recorded(tmp_path):
     g = torch.Generator().manual_seed(1)
     w = {f"model.layers.{i}.w.weight": torch.randn(300, 260, generator=g) for i in range(3)}
     base = save_st(tmp_path / "b.safetensors", {**w, "model.norm.weight": torch.ones(260)})
-    tuned = {k: (v + 0.01).to(torch.bfloat16 if k != "model.layers.2.w.weight" else torch.float32)
-             for k, v in w.items()}
+    tuned = {
+        k: (v + 0.01).to(torch.bfloat16 if k != "model.layers.2.w.weight" else torch.float32)
+        for k, v in w.items()
+    }
     tuned["model.norm.weight"] = torch.ones(260).bfloat16()
     res = lorascope.analyze(base, save_st(tmp_path / "t.safetensors", tuned))
     d = res.summary["dtypes"]
     assert d["counts"] == {"base": {"float32": 4}, "tuned": {"bfloat16": 3, "float32": 1}}
-    assert d["mixed_modules"] == {f"model.layers.{i}.w": {"tuned": "bfloat16", "base": "float32"} for i in (0, 1)}
+    assert d["mixed_modules"] == {
+        f"model.layers.{i}.w": {"tuned": "bfloat16", "base": "float32"} for i in (0, 1)
+    }
     warn = [w for w in res.summary["warnings"] if w["name"] == "mixed dtypes"]
     assert len(warn) == 1 and "2 module(s) subtract a float32 base from a bfloat16" in warn[0]["reason"]
     json.dumps(res.summary)  # the record is plain JSON
@@ -136,8 +157,12 @@ def test_mixed_dtypes_are_warned_about_and_recorded(tmp_path):
 def test_workers_give_byte_identical_files(tmp_path):
     """Same inputs and options: modules.csv, singular_values.safetensors and vectors.csv are the same bytes
     with 1 and 2 workers (and with Ray, in tests/test_ray_backend.py)."""
-    shapes = {"model.layers.0.mlp.up_proj.weight": (700, 300), "model.layers.0.mlp.down_proj.weight": (300, 700),
-              "model.layers.0.self_attn.q_proj.weight": (64, 48), "model.layers.1.mlp.up_proj.weight": (520, 260)}
+    shapes = {
+        "model.layers.0.mlp.up_proj.weight": (700, 300),
+        "model.layers.0.mlp.down_proj.weight": (300, 700),
+        "model.layers.0.self_attn.q_proj.weight": (64, 48),
+        "model.layers.1.mlp.up_proj.weight": (520, 260),
+    }
     b, t, _ = planted_pair(tmp_path, torch.bfloat16, shapes, seed=4)
     one = lorascope.analyze(b, t, workers=1).save(tmp_path / "one")
     two = lorascope.analyze(b, t, workers=2).save(tmp_path / "two")
@@ -146,7 +171,10 @@ def test_workers_give_byte_identical_files(tmp_path):
 
 
 def test_exported_adapters_are_byte_identical_run_to_run(tmp_path):
-    shapes = {"model.layers.0.mlp.up_proj.weight": (300, 260), "model.layers.0.self_attn.q_proj.weight": (96, 64)}
+    shapes = {
+        "model.layers.0.mlp.up_proj.weight": (300, 260),
+        "model.layers.0.self_attn.q_proj.weight": (96, 64),
+    }
     b, t, _ = planted_pair(tmp_path, torch.float32, shapes, seed=6)
     outs = []
     for run in ("a", "b"):
@@ -165,7 +193,7 @@ def test_floor_discards_the_error_tail_of_a_float32_torch_svd():
 
     n = 384
     w = torch.randn(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / n**0.5
-    dw = ((w + torch.tensor(planted(n, n, SIGNAL, seed=0))).float() - w.float())
+    dw = (w + torch.tensor(planted(n, n, SIGNAL, seed=0))).float() - w.float()
     s = torch.linalg.svdvals(dw).double().numpy()
     ref = ref_sigma(dw.double().numpy())
     floor = exact_floor((n, n), torch.float32, s[0])

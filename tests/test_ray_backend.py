@@ -122,16 +122,23 @@ def test_ray_writes_the_same_bytes_as_local_workers(cluster, tmp_path):
     """Determinism: one pair (streamed Gram, column blocks, small exact) gives byte-identical tables and spectra
     with 1 worker, 2 workers and Ray tasks."""
     g = torch.Generator().manual_seed(3)
-    shapes = {"model.layers.0.mlp.up_proj.weight": (600, 280), "model.layers.0.mlp.down_proj.weight": (280, 600),
-              "model.layers.0.self_attn.q_proj.weight": (64, 48)}
+    shapes = {
+        "model.layers.0.mlp.up_proj.weight": (600, 280),
+        "model.layers.0.mlp.down_proj.weight": (280, 600),
+        "model.layers.0.self_attn.q_proj.weight": (64, 48),
+    }
     base = {k: torch.randn(*s, generator=g).bfloat16() for k, s in shapes.items()}
-    tuned = {k: (v.double() + torch.tensor(planted(*shapes[k], [2.0, 1.0, 0.5], seed=1))).bfloat16()
-             for k, v in base.items()}
+    tuned = {
+        k: (v.double() + torch.tensor(planted(*shapes[k], [2.0, 1.0, 0.5], seed=1))).bfloat16()
+        for k, v in base.items()
+    }
     base["model.norm.weight"], tuned["model.norm.weight"] = torch.ones(280), torch.full((280,), 1.01)
     b, t = save_st(tmp_path / "b.safetensors", base), save_st(tmp_path / "t.safetensors", tuned)
-    folders = [lorascope.analyze(b, t, workers=1).save(tmp_path / "w1"),
-               lorascope.analyze(b, t, workers=2).save(tmp_path / "w2"),
-               lorascope.analyze(b, t, backend="ray").save(tmp_path / "ray")]
+    folders = [
+        lorascope.analyze(b, t, workers=1).save(tmp_path / "w1"),
+        lorascope.analyze(b, t, workers=2).save(tmp_path / "w2"),
+        lorascope.analyze(b, t, backend="ray").save(tmp_path / "ray"),
+    ]
     for name in ("modules.csv", "singular_values.safetensors", "vectors.csv"):
         first = (folders[0] / name).read_bytes()
         assert all((f / name).read_bytes() == first for f in folders[1:]), name

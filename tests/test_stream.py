@@ -44,7 +44,9 @@ def test_read_rows_equals_the_whole_tensor(tmp_path, dtype):
     got = np.concatenate([stream.read_rows(ref, i, min(37, i + 8)) for i in range(0, 37, 8)])
     assert np.array_equal(got.astype(np.float32), whole)
     expert = TensorRef(store, "e", index=2)  # one expert of a stacked (E, R, C) tensor
-    assert np.array_equal(stream.read_rows(expert, 3, 7).astype(np.float32), expert.load_numpy(np.float32)[3:7])
+    assert np.array_equal(
+        stream.read_rows(expert, 3, 7).astype(np.float32), expert.load_numpy(np.float32)[3:7]
+    )
 
 
 def test_read_rows_from_a_torch_pickle(tmp_path):
@@ -131,8 +133,15 @@ def test_a_header_claiming_a_huge_matrix_is_refused_before_reading(tmp_path):
     import struct
 
     for name in ("b", "t"):
-        header = json.dumps({"model.layers.0.w.weight": {"dtype": "F32", "shape": [60000, 60000],
-                                                          "data_offsets": [0, 60000 * 60000 * 4]}}).encode()
+        header = json.dumps(
+            {
+                "model.layers.0.w.weight": {
+                    "dtype": "F32",
+                    "shape": [60000, 60000],
+                    "data_offsets": [0, 60000 * 60000 * 4],
+                }
+            }
+        ).encode()
         with open(tmp_path / f"{name}.safetensors", "wb") as fh:
             fh.write(struct.pack("<Q", len(header)) + header)
             fh.truncate(8 + len(header) + 60000 * 60000 * 4)
@@ -146,5 +155,8 @@ def test_non_finite_rows_are_named(tmp_path):
     bad[450, 7] = float("inf")
     b = save_st(tmp_path / "b.safetensors", base)
     t = save_st(tmp_path / "t.safetensors", {"model.layers.0.w.weight": bad})
-    with pytest.raises(LorascopeError, match=r"t.safetensors: tensor model.layers.0.w.weight holds 1 NaN or Inf value\(s\) of 180000"):
+    with pytest.raises(
+        LorascopeError,
+        match=r"t.safetensors: tensor model.layers.0.w.weight holds 1 NaN or Inf value\(s\) of 180000",
+    ):
         lorascope.analyze(b, t)

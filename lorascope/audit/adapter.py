@@ -186,17 +186,29 @@ def _tensor_findings(table: pd.DataFrame, stats: dict[str, TensorStats]) -> list
     if not off.empty:
         shown = ", ".join(f"{r.name} (rank {r.tensor_rank}, config r={r.r})" for r in off[:5].itertuples())
         shown += f" and {len(off) - 5} more" if len(off) > 5 else ""
-        out.append(Finding("error", (
-            f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
-            f"adapter_config.json: {shown}. PEFT would refuse to load them (size mismatch).")))
+        out.append(
+            Finding(
+                "error",
+                (
+                    f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
+                    f"adapter_config.json: {shown}. PEFT would refuse to load them (size mismatch)."
+                ),
+            )
+        )
     zero = table[table["zero_factor"] != ""]
     if not zero.empty:
         every = len(zero) == len(table)
         scope = f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
         end = " — this adapter never trained (or was saved before training)." if every else "."
-        out.append(Finding("error" if every else "warning", (
-            f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW = s·B·A "
-            f"is exactly zero there, as PEFT initializes it{end}")))
+        out.append(
+            Finding(
+                "error" if every else "warning",
+                (
+                    f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW = s·B·A "
+                    f"is exactly zero there, as PEFT initializes it{end}"
+                ),
+            )
+        )
     bad = {k: s for k, s in stats.items() if s.nan or s.inf}
     if bad:
         shown = ", ".join(f"{k} ({s.nan} NaN, {s.inf} Inf)" for k, s in list(bad.items())[:4])
@@ -217,23 +229,41 @@ def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding
             continue
         if by_suffix:
             n = int(saved.loc[saved["module"] == module, "params"].sum())
-            out.append(Finding("warning", (
-                f"{module} was saved and trained in full although modules_to_save {list(listed)} does not "
-                f"name it: PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also "
-                f"reaches {module} ({n:,} parameters).")))
+            out.append(
+                Finding(
+                    "warning",
+                    (
+                        f"{module} was saved and trained in full although modules_to_save {list(listed)} does not "
+                        f"name it: PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also "
+                        f"reaches {module} ({n:,} parameters)."
+                    ),
+                )
+            )
         else:
-            out.append(Finding("note", (
-                f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not name it "
-                "(a trained bias, or a tensor saved by hand).")))
+            out.append(
+                Finding(
+                    "note",
+                    (
+                        f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not name it "
+                        "(a trained bias, or a tensor saved by hand)."
+                    ),
+                )
+            )
     return out
 
 
 def _target_findings(targets: dict[str, dict[str, int]]) -> list[Finding]:
     out = []
     if dead := [t for t, types in targets.items() if not types]:
-        out.append(Finding("warning", (
-            f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in this "
-            "adapter: PEFT ignores a target that matches nothing as long as another one matches.")))
+        out.append(
+            Finding(
+                "warning",
+                (
+                    f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in this "
+                    "adapter: PEFT ignores a target that matches nothing as long as another one matches."
+                ),
+            )
+        )
     for t, types in targets.items():
         if len(types) > 1:
             listed = ", ".join(f"{k} (×{n})" for k, n in types.items())
@@ -258,16 +288,34 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
     extra = [n for n in held if n not in found]
     findings = list(audit.findings)
     if mismatched:
-        findings.append(Finding("error", (
-            f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter was "
-            f"trained on another model: {'; '.join(mismatched[:3])}.")))
+        findings.append(
+            Finding(
+                "error",
+                (
+                    f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter was "
+                    f"trained on another model: {'; '.join(mismatched[:3])}."
+                ),
+            )
+        )
     if missing:
-        findings.append(Finding("warning", (
-            f"the config reaches {len(missing)} module(s) of the base model that the adapter does not hold, "
-            f"e.g. {', '.join(missing[:3])}.")))
+        findings.append(
+            Finding(
+                "warning",
+                (
+                    f"the config reaches {len(missing)} module(s) of the base model that the adapter does not hold, "
+                    f"e.g. {', '.join(missing[:3])}."
+                ),
+            )
+        )
     if extra:
-        findings.append(Finding("warning", (
-            f"the adapter holds {len(extra)} module(s) its config would not create on this model, e.g. "
-            f"{', '.join(extra[:3])}.")))
+        findings.append(
+            Finding(
+                "warning",
+                (
+                    f"the adapter holds {len(extra)} module(s) its config would not create on this model, e.g. "
+                    f"{', '.join(extra[:3])}."
+                ),
+            )
+        )
     count = count_lora(model, settings, match)
     return replace(audit, findings=tuple(findings), model_count=count, model_total=model.total)

@@ -72,8 +72,10 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
     path = Path(path).expanduser()
     try:
         if path.is_file() and path.stat().st_size > MAX_CLAIMS_BYTES:
-            raise LorascopeError(f"{path} is {path.stat().st_size:,} bytes; a claims file may be at most "
-                                 f"{MAX_CLAIMS_BYTES:,} bytes.")
+            raise LorascopeError(
+                f"{path} is {path.stat().st_size:,} bytes; a claims file may be at most "
+                f"{MAX_CLAIMS_BYTES:,} bytes."
+            )
         data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise LorascopeError(f"{path} does not exist.") from None
@@ -88,8 +90,10 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
         if "claims" not in data:
-            raise LorascopeError(f"{path}: expected a list of claims, or a mapping with a 'claims:' list "
-                                 f"(found keys {', '.join(map(str, data))}).")
+            raise LorascopeError(
+                f"{path}: expected a list of claims, or a mapping with a 'claims:' list "
+                f"(found keys {', '.join(map(str, data))})."
+            )
         defaults = {k: v for k, v in data.items() if k != "claims"}
         data = data["claims"]
     if not isinstance(data, list) or not data:

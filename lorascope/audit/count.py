@@ -152,9 +152,17 @@ class LoraCount:
         if t.empty:
             return pd.DataFrame(columns=["module_type", "modules", "rows", "cols", "r", "params"])
         ranks = lambda s: s.iloc[0] if s.nunique() == 1 else f"{s.min()}–{s.max()}"  # noqa: E731
-        return t.groupby("module_type", sort=False).agg(
-            modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"), r=("r", ranks),
-            params=("params", "sum")).reset_index()
+        return (
+            t.groupby("module_type", sort=False)
+            .agg(
+                modules=("name", "size"),
+                rows=("rows", "first"),
+                cols=("cols", "first"),
+                r=("r", ranks),
+                params=("params", "sum"),
+            )
+            .reset_index()
+        )
 
     def by_layer(self) -> pd.DataFrame:
         """Per layer (None for modules outside the layer stack)."""
@@ -244,8 +252,12 @@ def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     return notes
 
 
-def peft_match(model: ModelShapes, settings: LoraSettings, tying: Tying | None = None,
-               layers_pattern: str | list | None = None) -> TargetMatch:
+def peft_match(
+    model: ModelShapes,
+    settings: LoraSettings,
+    tying: Tying | None = None,
+    layers_pattern: str | list | None = None,
+) -> TargetMatch:
     """The modules PEFT puts LoRA on, after its rewrite of tied configurations (tied modules not included)."""
     tying = tying or peft_tying(model, settings)
     return match_targets(model, tying.targets, settings.layers, tying.modules_to_save, layers_pattern)

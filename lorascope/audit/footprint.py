@@ -95,8 +95,9 @@ class MemoryAssumptions:
             raise ValueError("optimizer_states must be ≥ 0 and state_bytes ≥ 1")
 
     def lines(self) -> list[str]:
-        master = "an fp32 master copy of each 16-bit trainable weight" if self.master_weights else \
-            "no master copy"
+        master = (
+            "an fp32 master copy of each 16-bit trainable weight" if self.master_weights else "no master copy"
+        )
         states = f"{self.optimizer_states} states × {self.state_bytes} bytes per trainable parameter"
         return [
             f"weights in {self.weights_dtype}; LoRA adapter weights in {self.adapter_dtype}",

@@ -34,11 +34,24 @@ from ..errors import LorascopeError
 from ..limits import loads_json
 from .shapes import ModelShapes, ModuleShape
 
-EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
-                   "token_type_embeddings", "embed_positions", "shared")
+EMBEDDING_NAMES = (
+    "embed_tokens",
+    "wte",
+    "wpe",
+    "word_embeddings",
+    "position_embeddings",
+    "token_type_embeddings",
+    "embed_positions",
+    "shared",
+)
 CONV1D_NAMES = ("c_attn", "c_proj", "c_fc", "q_attn")
-BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "position_ids",
-                   ".num_batches_tracked")
+BUFFER_SUFFIXES = (
+    ".attn.bias",
+    ".attn.masked_bias",
+    "rotary_emb.inv_freq",
+    "position_ids",
+    ".num_batches_tracked",
+)
 HEAD_NAMES = ("lm_head", "embed_out", "output")
 
 BNB_STATE = re.compile(r"^(?P<weight>.+)\.quant_state\.bitsandbytes__(?P<quant_type>nf4|fp4)$")
@@ -84,9 +97,12 @@ def bnb_layout(keys: list[str] | Mapping[str, object]) -> BnbLayout:
     return BnbLayout(four, tuple(sorted(eight)), frozenset(state))
 
 
-def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
-                      quantized: Mapping[str, tuple[int, int]] | None = None, bnb: BnbLayout | None = None,
-                      where: str = "the checkpoint") -> ModelShapes:
+def checkpoint_shapes(
+    tensors: Mapping[str, tuple[tuple[int, ...], bool]],
+    quantized: Mapping[str, tuple[int, int]] | None = None,
+    bnb: BnbLayout | None = None,
+    where: str = "the checkpoint",
+) -> ModelShapes:
     """ModelShapes from ``{key: (shape, is_float)}`` of every tensor in a checkpoint.
 
     Args:
@@ -103,8 +119,11 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
     bnb = bnb or BnbLayout()
     quantized = dict(quantized or {})
     _check_quantized(tensors, bnb, quantized, where)
-    tensors = {k: ((tuple(quantized[k]), True) if k in quantized else v) for k, v in tensors.items()
-               if k not in bnb.state}
+    tensors = {
+        k: ((tuple(quantized[k]), True) if k in quantized else v)
+        for k, v in tensors.items()
+        if k not in bnb.state
+    }
     keys = [k for k, (_, is_float) in tensors.items() if is_float and not k.endswith(BUFFER_SUFFIXES)]
     gpt2 = any(k.split(".")[-2:-1] == ["wte"] for k in keys)
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
@@ -128,40 +147,59 @@ def checkpoint_shapes(tensors: Mapping[str, tuple[tuple[int, ...], bool]],
         out.append(ModuleShape(name, kind, tuple(shape), total, bias))
     head = next((m.name for m in out if m.name.rsplit(".", 1)[-1] in HEAD_NAMES and m.kind == "linear"), None)
     embed = next((m for m in out if m.kind == "embedding"), None)
-    notes = ("shapes from tensor headers: kinds are inferred from names, and an output head tied to the "
-             "embeddings is not stored, so it cannot be targeted here",)
+    notes = (
+        "shapes from tensor headers: kinds are inferred from names, and an output head tied to the "
+        "embeddings is not stored, so it cannot be targeted here",
+    )
     if quantized:
         n4, n8 = len(bnb.four_bit), len(bnb.eight_bit)
         told = [f"{n4} bitsandbytes 4-bit weight(s) by the shape their quant_state records"] if n4 else []
         told += [f"{n8} bitsandbytes 8-bit weight(s) by their int8 (out, in) shape"] if n8 else []
-        notes += (f"counted {' and '.join(told)}; their quantization state (absmax, quant_map, SCB …) is not "
-                  "counted as parameters, as PEFT's get_nb_trainable_parameters counts the loaded model",)
-    return ModelShapes(arch="checkpoint", head="unknown", modules=tuple(out), output_head=head, notes=notes,
-                       hidden=embed.shape[1] if embed else None, shapes_from="headers")
+        notes += (
+            f"counted {' and '.join(told)}; their quantization state (absmax, quant_map, SCB …) is not "
+            "counted as parameters, as PEFT's get_nb_trainable_parameters counts the loaded model",
+        )
+    return ModelShapes(
+        arch="checkpoint",
+        head="unknown",
+        modules=tuple(out),
+        output_head=head,
+        notes=notes,
+        hidden=embed.shape[1] if embed else None,
+        shapes_from="headers",
+    )
 
 
-def _check_quantized(tensors: Mapping[str, tuple[tuple[int, ...], bool]], bnb: BnbLayout,
-                     quantized: Mapping[str, tuple[int, int]], where: str) -> None:
+def _check_quantized(
+    tensors: Mapping[str, tuple[tuple[int, ...], bool]],
+    bnb: BnbLayout,
+    quantized: Mapping[str, tuple[int, int]],
+    where: str,
+) -> None:
     problems = []
     for weight, state in sorted(bnb.four_bit.items()):
         if weight not in quantized:
             shape = list(tensors[weight][0])
-            why = (f"its quant_state tensor {state} holds no valid shape" if state else
-                   f"it has {weight}.absmax / quant_map but no "
-                   f"{weight}.quant_state.bitsandbytes__nf4 (or __fp4)")
+            why = (
+                f"its quant_state tensor {state} holds no valid shape"
+                if state
+                else f"it has {weight}.absmax / quant_map but no "
+                f"{weight}.quant_state.bitsandbytes__nf4 (or __fp4)"
+            )
             problems.append(f"{weight} is a bitsandbytes 4-bit packed tensor {shape}, and {why}")
     explained = set(bnb.four_bit) | set(bnb.eight_bit) | set(bnb.state)
     for key, (shape, is_float) in sorted(tensors.items()):
         if not is_float and key.endswith(".weight") and len(shape) == 2 and key not in explained:
-            problems.append(f"{key} is an integer weight {list(shape)} that no known quantization layout "
-                            "explains (bitsandbytes 8-bit weights have a .SCB beside them)")
+            problems.append(
+                f"{key} is an integer weight {list(shape)} that no known quantization layout "
+                "explains (bitsandbytes 8-bit weights have a .SCB beside them)"
+            )
     if problems:
         raise LorascopeError(
             f"{where} holds quantized weights whose logical shapes cannot be known from it, so its "
             f"parameters cannot be counted: {'; '.join(problems[:4])}{' …' if len(problems) > 4 else ''}. "
             "Give the model's config.json (or its folder) instead: shapes then come from the configuration."
         )
-
 
 
 def store_shapes(store: TensorStore, where: str) -> ModelShapes:

@@ -253,8 +253,9 @@ MISTAKES: dict[str, Mistake] = {
     "rank_pattern": Mistake("rank_pattern ignored", rank_pattern_ignored),
     "dora": Mistake("DoRA magnitude vectors counted or left out", dora_toggled, combinable=False),
     "percent_scale": Mistake("a fraction written as a percentage", percent_as_fraction, combinable=False),
-    "full_matrices": Mistake("full weight matrices counted instead of the LoRA factors", full_matrices,
-                             combinable=False),
+    "full_matrices": Mistake(
+        "full weight matrices counted instead of the LoRA factors", full_matrices, combinable=False
+    ),
 }
 # Mistakes with many variants; two of them together could fit almost any number, so they are never paired.
 BROAD = ("targets", "layers")

@@ -30,11 +30,14 @@ def parse_count(value: str | int | float, where: str = "claim") -> int:
     elif (m := _COUNT.fullmatch(str(value))) and ("," not in m["num"] or _THOUSANDS.fullmatch(m["num"])):
         number = float(m["num"].replace(",", "").replace("_", "")) * SUFFIXES[m["suffix"].upper()]
     else:
-        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, "
-                             "1,234,567 or 7e9.")
+        raise LorascopeError(
+            f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 1,234,567 or 7e9."
+        )
     if not math.isfinite(number) or round(number) <= 0:
-        raise LorascopeError(f"{where} {value!r} is not a parameter count; expected a positive, finite "
-                             "number such as 33M, 4.2B or 1,234,567.")
+        raise LorascopeError(
+            f"{where} {value!r} is not a parameter count; expected a positive, finite "
+            "number such as 33M, 4.2B or 1,234,567."
+        )
     return round(number)
 
 
@@ -49,8 +52,9 @@ def parse_percent(value: str | int | float, where: str = "percent claim") -> flo
         raise LorascopeError(f"{where} {value!r} is not a percentage; expected e.g. 0.45 or 0.45%.")
     number = float(value if m is None else m["num"])
     if not math.isfinite(number) or not 0 < number <= 100:
-        raise LorascopeError(f"{where} {value!r} must lie above 0 and at most 100 (a percentage, 0.45 means "
-                             "0.45 %).")
+        raise LorascopeError(
+            f"{where} {value!r} must lie above 0 and at most 100 (a percentage, 0.45 means 0.45 %)."
+        )
     return number
 
 
@@ -97,12 +101,14 @@ def parse_layers(value: str | int | list | tuple | None, where: str = "--layers"
     for item in items:
         text = str(item).strip()
         if (m := re.fullmatch(r"(\d+)\s*(?:[-–:]\s*(\d+))?", text)) is None:
-            raise LorascopeError(f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. "
-                                 "0-15 or 0,2,4-7.")
+            raise LorascopeError(
+                f"{where} {value!r}: {text!r} is not a layer index or range; expected e.g. 0-15 or 0,2,4-7."
+            )
         first, last = int(m[1]), int(m[2] or m[1])
         if last >= MAX_LAYERS:
-            raise LorascopeError(f"{where} {value!r}: layer {last} is beyond any model (indices below "
-                                 f"{MAX_LAYERS:,}).")
+            raise LorascopeError(
+                f"{where} {value!r}: layer {last} is beyond any model (indices below {MAX_LAYERS:,})."
+            )
         if last < first:
             raise LorascopeError(f"{where} {value!r}: the range {text} runs backwards; write {last}-{first}.")
         out.extend(range(first, last + 1))

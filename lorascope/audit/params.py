@@ -173,7 +173,9 @@ def audit_source(source: str | Path, settings: LoraSettings, options: AuditOptio
     model = load_model(options.model, options.shapes, options.head) if options.model else None
     audit = audit_adapter(adapter, scan_adapter(adapter), model)
     if claim is not None and audit.model_count is None:
-        raise LorascopeError(f"checking a claim against the adapter {source} needs the base model's shapes: "
-                             "pass --model CONFIG_OR_FOLDER (the model the adapter was trained on).")
+        raise LorascopeError(
+            f"checking a claim against the adapter {source} needs the base model's shapes: "
+            "pass --model CONFIG_OR_FOLDER (the model the adapter was trained on)."
+        )
     checked = check_claim(audit.model_count, claim) if claim is not None else None
     return AdapterResult(str(source), audit, checked)

@@ -73,8 +73,10 @@ def print_params(result: Any, console: Any | None = None) -> None:
     tied = ", ".join(f"{t.name} = {t.tied_to}" for t in m.tied) or "none"
     con.print(f"[bold]source[/]  {result.source}")
     con.print(f"[bold]model[/]   {m.arch} · {m.head} · shapes from {SHAPES_WORDS.get(m.shapes_from)}")
-    con.print(f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · "
-              f"d={m.hidden} · tied: {tied}")
+    con.print(
+        f"        {both(c.total)} parameters (tied weights once) · {m.num_layers} layers · "
+        f"d={m.hidden} · tied: {tied}"
+    )
     extras = [
         f"layers {format_ranges(s.layers)}" if s.layers else "",
         "DoRA" if s.dora else "",
@@ -101,9 +103,11 @@ def print_params(result: Any, console: Any | None = None) -> None:
     parts = (("DoRA magnitude", c.magnitude), ("bias", c.bias), ("modules_to_save", c.saved))
     parts = [f"LoRA {exact(c.lora)}", *(f"{k} {exact(v)}" for k, v in parts if v)]
     con.print(f"[bold]trainable[/] {both(c.trainable)}  ({' + '.join(parts)})")
-    con.print(f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's "
-              f"print_trainable_parameters shows {c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter "
-              "included)")
+    con.print(
+        f"          {c.percent:.4g} % of the model's {both(c.total)}; PEFT's "
+        f"print_trainable_parameters shows {c.peft_percent:.4g} % (of {exact(c.peft_total)}, adapter "
+        "included)"
+    )
     size = f"{exact(result.file_bytes)} bytes ({human_bytes(result.file_bytes)})"
     con.print(f"[bold]adapter file[/] {size} as {result.dtype} safetensors")
     t = _table("part", "LoRA", "full fine-tuning", title="training memory (no activations)")
@@ -189,13 +193,16 @@ def print_adapter(result: Any, console: Any | None = None) -> None:
     con.print(f"[bold]LoRA parameters[/] actual {both(a.actual)} · configured {both(a.configured)}{differ}")
     if not a.saved.empty:
         size = human_bytes(int(a.saved["bytes"].sum()))
-        con.print(f"[bold]full tensors[/] {both(a.saved_params)} parameters in {len(a.saved)} tensors "
-                  f"({size})")
+        con.print(
+            f"[bold]full tensors[/] {both(a.saved_params)} parameters in {len(a.saved)} tensors ({size})"
+        )
     con.print(f"[bold]trainable[/] {both(a.trainable)}")
     if a.model_count is not None:
         share = f"{100 * a.trainable / a.model_total:.4g} %"
-        con.print(f"[bold]on the base model[/] ({both(a.model_total)} parameters): the config creates "
-                  f"{both(a.model_count.trainable)} trainable; the adapter holds {share} of the model")
+        con.print(
+            f"[bold]on the base model[/] ({both(a.model_total)} parameters): the config creates "
+            f"{both(a.model_count.trainable)} trainable; the adapter holds {share} of the model"
+        )
     for f in a.findings:
         con.print(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}:[/] {f.message}")
     if not a.findings:
@@ -226,8 +233,12 @@ def render_page(table: pd.DataFrame, title: str, subtitle: str = "", footer: str
         ("not checked", str(counts["error"]), "claims whose input could not be counted"),
     ])  # fmt: skip
     shown = table.assign(relative_error=100 * table["relative_error"])[list(PAGE_COLUMNS)]
-    claims = TableBlock(shown.rename(columns=PAGE_COLUMNS), "every claimed figure against the exact count",
-                        interactive=True, csv_name="audit.csv")
+    claims = TableBlock(
+        shown.rename(columns=PAGE_COLUMNS),
+        "every claimed figure against the exact count",
+        interactive=True,
+        csv_name="audit.csv",
+    )
     notes = []
     for r in table.itertuples():
         if r.verdict != "ok":

@@ -226,12 +226,16 @@ def _bert(cfg: Cfg, head: str):
     decoder = "cls.predictions.decoder"
     tied = tied_linear(decoder, vocab, h, "bert.embeddings.word_embeddings", shared_bias=True)
     untied = ModuleShape(decoder, "linear", (vocab, h), vocab * h)
-    return mods, [
-        ModuleShape("cls.predictions", "other", (), vocab, vocab),
-        linear("cls.predictions.transform.dense", h, h, True),
-        norm("cls.predictions.transform.LayerNorm", h, bias=True),
-        tied if cfg.get("tie_word_embeddings") else untied,
-    ], decoder
+    return (
+        mods,
+        [
+            ModuleShape("cls.predictions", "other", (), vocab, vocab),
+            linear("cls.predictions.transform.dense", h, h, True),
+            norm("cls.predictions.transform.LayerNorm", h, bias=True),
+            tied if cfg.get("tie_word_embeddings") else untied,
+        ],
+        decoder,
+    )
 
 
 def _distilbert(cfg: Cfg, head: str):

@@ -82,8 +82,9 @@ def load_model(path: str | Path, shapes: str = "auto", head: str | None = None) 
     """
     kind = source_kind(path)
     if kind == "adapter":
-        raise LorascopeError(f"{path} is a PEFT adapter folder; give the base model's config.json or folder "
-                             "here.")
+        raise LorascopeError(
+            f"{path} is a PEFT adapter folder; give the base model's config.json or folder here."
+        )
     if kind == "checkpoint":
         return store_shapes(open_store(path), str(path))
     p = Path(path).expanduser()
@@ -101,15 +102,17 @@ def shapes_from_config(
             refuse (an unknown architecture or head, a bad config value).
     """
     if shapes not in SHAPE_SOURCES:
-        raise LorascopeError(f"--shapes {shapes!r} is not known; expected one of: {', '.join(SHAPE_SOURCES)}."
-                             )
+        raise LorascopeError(
+            f"--shapes {shapes!r} is not known; expected one of: {', '.join(SHAPE_SOURCES)}."
+        )
     if shapes == "rules":
         return rule_shapes(config, head, where)
     if transformers_available():
         return hf_shapes(config, head, where)
     if shapes == "hf":
-        raise LorascopeError("--shapes hf needs transformers: pip install 'lorascope[hf]' (or use --shapes "
-                             "rules).")
+        raise LorascopeError(
+            "--shapes hf needs transformers: pip install 'lorascope[hf]' (or use --shapes rules)."
+        )
     model = rule_shapes(config, head, where)
     note = (
         f"transformers is not installed, so the shapes come from lorascope's built-in table of "
@@ -156,8 +159,9 @@ def hf_model(config: dict[str, Any], head: str | None = None, where: str = "conf
             why, fix = "it does not know this model_type", "Check the model_type in the config, or update it."
         else:
             why, fix = why[:300], "Check the values in the config, or use --shapes rules."
-        raise LorascopeError(f"{where}: {version} cannot build a config for model_type {arch!r} ({why}). "
-                             f"{fix}") from None
+        raise LorascopeError(
+            f"{where}: {version} cannot build a config for model_type {arch!r} ({why}). {fix}"
+        ) from None
     auto = getattr(transformers, AUTO_CLASSES[head])
     try:
         with torch.device("meta"), _quiet():

@@ -108,8 +108,9 @@ def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise LorascopeError(f"{where} {pattern!r} is not a valid regular expression: {exc}.") \
-                    from None
+                raise LorascopeError(
+                    f"{where} {pattern!r} is not a valid regular expression: {exc}."
+                ) from None
             return TargetSpec(regex=pattern)
         value = text.split(",")
     names = tuple(str(n).strip() for n in value)
@@ -281,8 +282,18 @@ def match_targets(
         have = {i for m in model.modules if (i := peft_layer_index(m.name, layers_pattern)) is not None}
     absent = tuple(sorted(set(layers or ()) - have))
     by_target = {k: tuple(v) for k, v in by_target.items()}
-    return TargetMatch(resolved, tuple(hits), by_target, unmatched, tuple(refused), outside, tuple(params),
-                       rank_factor, absent, tuple(sorted(have)))
+    return TargetMatch(
+        resolved,
+        tuple(hits),
+        by_target,
+        unmatched,
+        tuple(refused),
+        outside,
+        tuple(params),
+        rank_factor,
+        absent,
+        tuple(sorted(have)),
+    )
 
 
 def _moe_conversion(resolved: Resolved, model: ModelShapes):
@@ -375,8 +386,11 @@ def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = 
         reasons = "\n".join(f"  - {x}" for x in messages or [f"targets {match.resolved.label}"])
         raise LorascopeError(f"{intro}:\n{reasons}\n  layers LoRA can wrap in this model: {listed}{tail}")
     if match.absent_layers:
-        has = f"its layers are {format_ranges(match.model_layers)}" if match.model_layers else \
-            "it has no numbered layers"
+        has = (
+            f"its layers are {format_ranges(match.model_layers)}"
+            if match.model_layers
+            else "it has no numbered layers"
+        )
         messages.append(
             f"--layers (layers_to_transform) names layers this model does not have: "
             f"{format_ranges(match.absent_layers)} ({has}); PEFT skips them silently, so they add nothing to "

@@ -18,12 +18,31 @@ from .configs import model_config
 from .gguf import GGUFFile, is_gguf, open_gguf
 from .lora_files import FILE_FORMATS, detect_format, open_lora_file, refuse_unsupported
 from .peft import is_peft_folder, open_peft
-from .store import (FOLDER_WEIGHTS, MultiFileStore, TensorInfo, TensorStore, file_sha256, file_size, member,
-                    open_file, open_index, sniff)
+from .store import (
+    FOLDER_WEIGHTS,
+    MultiFileStore,
+    TensorInfo,
+    TensorStore,
+    file_sha256,
+    file_size,
+    member,
+    open_file,
+    open_index,
+    sniff,
+)
 
 __all__ = [
-    "Adapter", "AdapterModule", "TensorInfo", "TensorRef", "TensorStore", "Weights", "FORMATS",
-    "open_checkpoint", "open_store", "describe_input", "sniff",
+    "Adapter",
+    "AdapterModule",
+    "TensorInfo",
+    "TensorRef",
+    "TensorStore",
+    "Weights",
+    "FORMATS",
+    "open_checkpoint",
+    "open_store",
+    "describe_input",
+    "sniff",
 ]
 
 
@@ -168,9 +187,21 @@ def describe_input(role: str, ckpt: Weights | Adapter, hash_limit: int = 64 * 10
         entry["modules"] = len(ckpt.modules)
         if ckpt.format == "peft":
             cfg = ckpt.config
-            entry["config"] = {k: cfg.get(k) for k in ("r", "lora_alpha", "use_rslora", "use_dora", "target_modules",
-                                                        "fan_in_fan_out", "base_model_name_or_path") if k in cfg}
+            entry["config"] = {
+                k: cfg.get(k)
+                for k in (
+                    "r",
+                    "lora_alpha",
+                    "use_rslora",
+                    "use_dora",
+                    "target_modules",
+                    "fan_in_fan_out",
+                    "base_model_name_or_path",
+                )
+                if k in cfg
+            }
         elif ckpt.format == "gguf":
-            entry["config"] = dict(ckpt.config)  # general.type, adapter.type, adapter.lora.alpha, architecture
+            entry["config"] = dict(
+                ckpt.config
+            )  # general.type, adapter.type, adapter.lora.alpha, architecture
     return entry
-

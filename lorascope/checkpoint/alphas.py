@@ -45,8 +45,12 @@ def tensor_alpha(ref: TensorRef, rank: int) -> float:
 
 def _alpha(value: float, where: str) -> float:
     """``value`` when finite and > 0 (``peft_config.positive_number``), with why an alpha must be."""
-    return positive_number(value, f"{where}: alpha", why="; an alpha must be finite and positive (the update "
-                           "is scaled by alpha / r). The file is damaged or was not written by a LoRA tool.")
+    return positive_number(
+        value,
+        f"{where}: alpha",
+        why="; an alpha must be finite and positive (the update "
+        "is scaled by alpha / r). The file is damaged or was not written by a LoRA tool.",
+    )
 
 
 class DeclaredScales:

@@ -88,7 +88,9 @@ class TensorRef:
 
         t = self._arrange(self.store.get(self.key))
         if t.is_floating_point():
-            finite = torch.isfinite(t if t.element_size() > 1 else t.to(torch.float16))  # float8: no isfinite kernel
+            finite = torch.isfinite(
+                t if t.element_size() > 1 else t.to(torch.float16)
+            )  # float8: no isfinite kernel
             if not bool(finite.all()):
                 self._non_finite(int((~finite).sum()), t.numel())
         return t
@@ -109,8 +111,9 @@ class TensorRef:
         """
         t = self.store.get_numpy(self.key)
         if not np.issubdtype(t.dtype, np.floating):
-            raise LorascopeError(f"{self.store.path}: tensor {self.key}: expected a floating-point tensor, "
-                                 f"got {t.dtype}")
+            raise LorascopeError(
+                f"{self.store.path}: tensor {self.key}: expected a floating-point tensor, got {t.dtype}"
+            )
         t = np.ascontiguousarray(self._arrange(t), dtype=dtype)
         if finite and not np.isfinite(t).all():
             self._non_finite(int((~np.isfinite(t)).sum()), t.size)

@@ -227,7 +227,9 @@ def module_scale(
     return Scale(None, 1.0, reason)
 
 
-VECTOR_PARTS = frozenset({"magnitude", "scale"})  # parts that may be stored 1-D (a DoRA magnitude, an IA3 vector)
+VECTOR_PARTS = frozenset(
+    {"magnitude", "scale"}
+)  # parts that may be stored 1-D (a DoRA magnitude, an IA3 vector)
 
 
 @dataclass
@@ -256,7 +258,9 @@ def build_module(
     inner = params.get("inner", family)
     for part, ref in parts.items():
         if part not in VECTOR_PARTS and len(ref.stored_shape) < 2:
-            raise Unfit(f"{ref.key} {list(ref.stored_shape)} should be a matrix (2 dims, or 4 for a conv layer)")
+            raise Unfit(
+                f"{ref.key} {list(ref.stored_shape)} should be a matrix (2 dims, or 4 for a conv layer)"
+            )
         if 0 in ref.stored_shape:
             raise Unfit(f"{ref.key} {list(ref.stored_shape)} is empty (a dimension of 0: rank 0 or no layer)")
     if inner == "ia3":

@@ -117,9 +117,7 @@ class _Reading:
         name, source = module_identity(module, found)
         if self.fmt is not None and source != self.fmt:
             for f in found.values():
-                self.warnings.append(
-                    {"name": f.key, "reason": f"not a {self.fmt} adapter tensor; skipped"}
-                )
+                self.warnings.append({"name": f.key, "reason": f"not a {self.fmt} adapter tensor; skipped"})
             return
         refs = _refs(self.store, found)
         params: dict[str, str] = {}

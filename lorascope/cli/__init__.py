@@ -105,7 +105,7 @@ class LazyGroup(click.Group):
 
         reset_json()
         raw = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        if raw and raw[0] in COMMANDS and "--json" in raw[1:raw.index("--") if "--" in raw else None]:
+        if raw and raw[0] in COMMANDS and "--json" in raw[1 : raw.index("--") if "--" in raw else None]:
             start_json(raw[0])  # before parsing, so that a usage error is a JSON document too
         try:
             return super().invoke(ctx)
@@ -134,11 +134,16 @@ class LazyGroup(click.Group):
             click.secho(
                 f"error: unexpected {type(exc).__name__}: {_with_notes(exc)} lorascope did not expect this "
                 "input or state. Run again with LORASCOPE_DEBUG=1 to see the traceback, and report it with "
-                "the command that caused it.", err=True, fg="red")
+                "the command that caused it.",
+                err=True,
+                fg="red",
+            )
             sys.exit(1)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="lorascope")
 def main() -> None:
     """lorascope: what a fine-tune changed, and how much rank it needed."""

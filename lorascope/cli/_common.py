@@ -40,9 +40,15 @@ def _json_callback(ctx: click.Context, param: click.Parameter, value: bool) -> b
 
 def json_option(f):
     """``--json``: one JSON document on stdout instead of tables (see the module docstring)."""
-    return click.option("--json", "as_json", is_flag=True, is_eager=True, callback=_json_callback,
-                        help=f"Print one JSON document on stdout: what was computed and where it was written "
-                             f"(schema: {JSON_SCHEMA}); tables are left out, progress stays on stderr.")(f)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_json_callback,
+        help=f"Print one JSON document on stdout: what was computed and where it was written "
+        f"(schema: {JSON_SCHEMA}); tables are left out, progress stays on stderr.",
+    )(f)
 
 
 def json_mode() -> bool:
@@ -89,8 +95,13 @@ def emit(written: dict[str, Any] | None = None, **fields: Any) -> None:
         return
     from .. import __version__
 
-    doc = {"command": _JSON["command"], "lorascope_version": __version__, "ok": True,
-           "written": {k: str(v) for k, v in (written or {}).items() if v is not None}, **fields}
+    doc = {
+        "command": _JSON["command"],
+        "lorascope_version": __version__,
+        "ok": True,
+        "written": {k: str(v) for k, v in (written or {}).items() if v is not None},
+        **fields,
+    }
     click.echo(json.dumps(plain_json(doc), indent=2, ensure_ascii=False, allow_nan=False))
     _JSON["emitted"] = True
 
@@ -101,9 +112,14 @@ def emit_error(message: str, exit_code: int, written: dict[str, Any] | None = No
         return
     from .. import __version__
 
-    doc = {"command": _JSON["command"], "lorascope_version": __version__, "ok": False,
-           "written": {k: str(v) for k, v in (written or {}).items() if v is not None},
-           "error": {"message": message, "exit_code": exit_code}, **fields}
+    doc = {
+        "command": _JSON["command"],
+        "lorascope_version": __version__,
+        "ok": False,
+        "written": {k: str(v) for k, v in (written or {}).items() if v is not None},
+        "error": {"message": message, "exit_code": exit_code},
+        **fields,
+    }
     click.echo(json.dumps(plain_json(doc), indent=2, ensure_ascii=False, allow_nan=False))
     _JSON["emitted"] = True
 
@@ -151,8 +167,11 @@ def check_out(path: Path, marker: str | tuple[str, ...] | None = None) -> Path:
     from ..results import RESULTS_FILES, VECTORS_CSV
 
     path = Path(path)
-    names = (*RESULTS_FILES, VECTORS_CSV, "report.html") if marker is None else (
-        (marker,) if isinstance(marker, str) else marker)
+    names = (
+        (*RESULTS_FILES, VECTORS_CSV, "report.html")
+        if marker is None
+        else ((marker,) if isinstance(marker, str) else marker)
+    )
     if path.exists() and not path.is_dir():
         raise LorascopeError(f"--out {path} is an existing file; give a folder path.")
     if path.is_dir() and read_manifest(path) is None and any(INTERNAL not in p.name for p in path.iterdir()):
@@ -195,8 +214,9 @@ class CheckpointPath(click.ParamType):
 CHECKPOINT = CheckpointPath()
 
 
-def resolve_input(spec: str | Path | None, revision: str | None = None, need: str = "weights",
-                  quiet: bool = False) -> Path | None:
+def resolve_input(
+    spec: str | Path | None, revision: str | None = None, need: str = "weights", quiet: bool = False
+) -> Path | None:
     """A local path for one input: as given, or a Hub id's snapshot folder in the cache (fetching what lacks).
 
     Says on stderr which reading was used where an input is both a local path and a Hub id, and which repo and
@@ -206,8 +226,10 @@ def resolve_input(spec: str | Path | None, revision: str | None = None, need: st
         if revision is not None:
             from ..errors import LorascopeError
 
-            raise LorascopeError(f"a revision ({revision}) was given for an input that is not there; "
-                                 "give the input, or leave the revision out.")
+            raise LorascopeError(
+                f"a revision ({revision}) was given for an input that is not there; "
+                "give the input, or leave the revision out."
+            )
         return None
     from ..checkpoint.hub import resolve
 
@@ -215,6 +237,7 @@ def resolve_input(spec: str | Path | None, revision: str | None = None, need: st
     if found.note:
         click.secho(f"note: {found.note}", err=True, fg="yellow")
     elif found.repo_id is not None and not quiet:
-        click.echo(f"{spec}: Hugging Face Hub repo {found.repo_id} at commit {found.commit} ({found.path})",
-                   err=True)
+        click.echo(
+            f"{spec}: Hugging Face Hub repo {found.repo_id} at commit {found.commit} ({found.path})", err=True
+        )
     return found.path

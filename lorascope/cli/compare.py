@@ -9,8 +9,18 @@ import click
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, resolve_input, wrote
 from .options import SVD_CHOICES, renamed, svd_option, takes_renamed
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
-                  "cloneofsimo"]
+FORMAT_CHOICES = [
+    "auto",
+    "safetensors",
+    "torch",
+    "hf",
+    "peft",
+    "gguf",
+    "kohya",
+    "diffusers",
+    "lora-ab",
+    "cloneofsimo",
+]
 
 
 def _fmt(value: str) -> str | None:
@@ -20,24 +30,51 @@ def _fmt(value: str) -> str | None:
 def _common_options(f):
     """Options both commands share: intruder settings, numerics, module filters, output."""
     options = [
-        click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/<command>-<inputs>]."),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            help="Results folder [default: reports/<command>-<inputs>].",
+        ),
         renamed("--top-k", "--intruder-k", "intruder_k"),
         renamed("--tuned-svd", "--svd", "svd", SVD_CHOICES),
-        click.option("--intruder-k", type=click.IntRange(min=1), default=10, show_default=True,
-                     callback=takes_renamed,
-                     help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.'s "
-                          "k: 10). Was --top-k, which now means only the randomized SVD's k (spectrum)."),
-        click.option("--epsilon", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5, show_default=True,
-                     help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
-                          "the counts for 0.10 … 0.90 are written too."),
-        svd_option("exact", "Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for "
-                   "φ; was --tuned-svd)", callback=takes_renamed),
-        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
-                     help="dtype of the dense SVDs (factored LoRA SVDs and projections are always float64)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (dense SVDs)."),
+        click.option(
+            "--intruder-k",
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            callback=takes_renamed,
+            help="Intruders: how many top singular vectors of W_tuned are checked (Shuttleworth et al.'s "
+            "k: 10). Was --top-k, which now means only the randomized SVD's k (spectrum).",
+        ),
+        click.option(
+            "--epsilon",
+            type=click.FloatRange(min=0, max=1, min_open=True),
+            default=0.5,
+            show_default=True,
+            help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
+            "the counts for 0.10 … 0.90 are written too.",
+        ),
+        svd_option(
+            "exact",
+            "Every dense SVD that needs only a top-k (W_tuned's for intruders, a dense ΔW's for "
+            "φ; was --tuned-svd)",
+            callback=takes_renamed,
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "float64"]),
+            default="float32",
+            show_default=True,
+            help="dtype of the dense SVDs (factored LoRA SVDs and projections are always float64).",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (dense SVDs)."
+        ),
         click.option("--include", default=None, help="Only modules whose name matches this regex."),
         click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Random directions and randomized SVDs."),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Random directions and randomized SVDs."
+        ),
         click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary."),
         json_option,
@@ -50,27 +87,91 @@ def _common_options(f):
 @click.command()
 @click.argument("x", type=CHECKPOINT)
 @click.argument("y", type=CHECKPOINT)
-@click.option("--base", type=CHECKPOINT, default=None,
-              help="The base model both were tuned from: needed for full checkpoints, amplification and intruders.")
-@click.option("--side", type=click.Choice(["left", "right"]), default="left", show_default=True,
-              help="φ on left (output) or right (input) singular vectors; Hu et al. use the right vectors of A.")
-@click.option("--cap", type=click.IntRange(min=1), default=64, show_default=True,
-              help="φ grid: i, j up to min(rank, CAP); every value to 16, then log-spaced.")
-@click.option("--amp-rank", type=click.IntRange(min=1), default=None,
-              help="r of the amplification factor [default: a LoRA update's rank; a dense one takes the other's].")
-@click.option("--no-intruders", is_flag=True, help="Skip intruder dimensions (the dense SVDs of W and W + ΔW).")
-@click.option("--labels", nargs=2, default=None, metavar="X_LABEL Y_LABEL", help="Names of X and Y in the tables.")
-@click.option("--format-x", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force X's format.")
-@click.option("--format-y", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="Force Y's format.")
-@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-              help="Force the base's format.")
+@click.option(
+    "--base",
+    type=CHECKPOINT,
+    default=None,
+    help="The base model both were tuned from: needed for full checkpoints, amplification and intruders.",
+)
+@click.option(
+    "--side",
+    type=click.Choice(["left", "right"]),
+    default="left",
+    show_default=True,
+    help="φ on left (output) or right (input) singular vectors; Hu et al. use the right vectors of A.",
+)
+@click.option(
+    "--cap",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="φ grid: i, j up to min(rank, CAP); every value to 16, then log-spaced.",
+)
+@click.option(
+    "--amp-rank",
+    type=click.IntRange(min=1),
+    default=None,
+    help="r of the amplification factor [default: a LoRA update's rank; a dense one takes the other's].",
+)
+@click.option(
+    "--no-intruders", is_flag=True, help="Skip intruder dimensions (the dense SVDs of W and W + ΔW)."
+)
+@click.option(
+    "--labels", nargs=2, default=None, metavar="X_LABEL Y_LABEL", help="Names of X and Y in the tables."
+)
+@click.option(
+    "--format-x",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force X's format.",
+)
+@click.option(
+    "--format-y",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force Y's format.",
+)
+@click.option(
+    "--base-format",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force the base's format.",
+)
 @click.option("--revision-x", default=None, help="Hub revision (branch, tag or commit) of X, if a Hub id.")
 @click.option("--revision-y", default=None, help="Hub revision of Y, when it is a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of --base, when it is a Hub id.")
 @_common_options
-def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, format_y, base_format,
-            revision_x, revision_y, base_revision, out, intruder_k, epsilon, svd, precision, device, include,
-            exclude, seed, no_report, quiet, as_json):
+def compare(
+    x,
+    y,
+    base,
+    side,
+    cap,
+    amp_rank,
+    no_intruders,
+    labels,
+    format_x,
+    format_y,
+    base_format,
+    revision_x,
+    revision_y,
+    base_revision,
+    out,
+    intruder_k,
+    epsilon,
+    svd,
+    precision,
+    device,
+    include,
+    exclude,
+    seed,
+    no_report,
+    quiet,
+    as_json,
+):
     """Compare two updates of the same base: subspace similarity, cosine, amplification, intruder dimensions.
 
     \b
@@ -94,10 +195,26 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
     base = resolve_input(base, base_revision, quiet=quiet)
     with writing(out, "compare", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_compare(
-            x, y, base, labels=tuple(labels) if labels else None, format_x=_fmt(format_x),
-            format_y=_fmt(format_y), base_format=_fmt(base_format), progress=not quiet, side=side, cap=cap,
-            amp_rank=amp_rank, intruders=not no_intruders, intruder_k=intruder_k, epsilon=epsilon, svd=svd,
-            precision=precision, device=device, include=include, exclude=exclude, seed=seed,
+            x,
+            y,
+            base,
+            labels=tuple(labels) if labels else None,
+            format_x=_fmt(format_x),
+            format_y=_fmt(format_y),
+            base_format=_fmt(base_format),
+            progress=not quiet,
+            side=side,
+            cap=cap,
+            amp_rank=amp_rank,
+            intruders=not no_intruders,
+            intruder_k=intruder_k,
+            epsilon=epsilon,
+            svd=svd,
+            precision=precision,
+            device=device,
+            include=include,
+            exclude=exclude,
+            seed=seed,
         )
         _write(results, tx, no_report)
     results.path = tx.path
@@ -108,15 +225,45 @@ def compare(x, y, base, side, cap, amp_rank, no_intruders, labels, format_x, for
 @click.argument("base", type=CHECKPOINT)
 @click.argument("tuned", type=CHECKPOINT)
 @click.option("--label", default=None, help="Name of the update in the tables [default: from its path].")
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-              help="Force the format of the tuned checkpoint or adapter.")
-@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-              help="Force the base's format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force the format of the tuned checkpoint or adapter.",
+)
+@click.option(
+    "--base-format",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force the base's format.",
+)
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, if a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options
-def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out, intruder_k, epsilon, svd,
-              precision, device, include, exclude, seed, no_report, quiet, as_json):
+def intruders(
+    base,
+    tuned,
+    label,
+    fmt,
+    base_format,
+    revision,
+    base_revision,
+    out,
+    intruder_k,
+    epsilon,
+    svd,
+    precision,
+    device,
+    include,
+    exclude,
+    seed,
+    no_report,
+    quiet,
+    as_json,
+):
     """Intruder dimensions: top singular vectors of W_tuned unlike every singular vector of W_base.
 
     \b
@@ -138,9 +285,20 @@ def intruders(base, tuned, label, fmt, base_format, revision, base_revision, out
     tuned = resolve_input(tuned, revision, quiet=quiet)
     with writing(out, "intruders", mode="update", drop=["report.html", "figures"]) as tx:
         results = run_intruders(
-            base, tuned, label=label, format=_fmt(fmt), base_format=_fmt(base_format), progress=not quiet,
-            intruder_k=intruder_k, epsilon=epsilon, svd=svd, precision=precision, device=device,
-            include=include, exclude=exclude, seed=seed,
+            base,
+            tuned,
+            label=label,
+            format=_fmt(fmt),
+            base_format=_fmt(base_format),
+            progress=not quiet,
+            intruder_k=intruder_k,
+            epsilon=epsilon,
+            svd=svd,
+            precision=precision,
+            device=device,
+            include=include,
+            exclude=exclude,
+            seed=seed,
         )
         _write(results, tx, no_report)
     results.path = tx.path
@@ -172,9 +330,16 @@ def _finish(results, out: Path, no_report: bool, quiet: bool) -> None:
     if not no_report:
         wrote(out / "report.html", "report")
     s = results.summary
-    emit({"results": out, "report": None if no_report else out / "report.html"}, kind=s.get("kind"),
-         labels=s.get("labels"), inputs=s.get("inputs"), totals=s.get("totals"), headline=s.get("headline"),
-         seconds=(s.get("timing") or {}).get("total_seconds"), warnings=s.get("warnings") or [])
+    emit(
+        {"results": out, "report": None if no_report else out / "report.html"},
+        kind=s.get("kind"),
+        labels=s.get("labels"),
+        inputs=s.get("inputs"),
+        totals=s.get("totals"),
+        headline=s.get("headline"),
+        seconds=(s.get("timing") or {}).get("total_seconds"),
+        warnings=s.get("warnings") or [],
+    )
 
 
 def print_headline(summary: dict) -> None:
@@ -184,16 +349,22 @@ def print_headline(summary: dict) -> None:
     h = summary.get("headline") or {}
     n = (summary.get("totals") or {}).get("modules", 0)
     if "mean_cosine" in h:
-        click.echo(f"{n} modules compared: mean cosine {_g(h['mean_cosine'])}, mean φ(1,1) {_g(h['mean_phi_1_1'])}, "
-                   f"mean φ(k_x, k_y) {_g(h['mean_phi_all'])} (random subspaces: {_g(h['mean_random_all'])})")
+        click.echo(
+            f"{n} modules compared: mean cosine {_g(h['mean_cosine'])}, mean φ(1,1) {_g(h['mean_phi_1_1'])}, "
+            f"mean φ(k_x, k_y) {_g(h['mean_phi_all'])} (random subspaces: {_g(h['mean_random_all'])})"
+        )
     for label, u in (h.get("updates") or {}).items():
         parts = []
         if u.get("median_amplification") is not None:
-            parts.append(f"median amplification {_g(u['median_amplification'])} along the top "
-                         f"{_g(u.get('median_rank'))} singular directions of its ΔW")
+            parts.append(
+                f"median amplification {_g(u['median_amplification'])} along the top "
+                f"{_g(u.get('median_rank'))} singular directions of its ΔW"
+            )
         if "intruders" in u:
-            parts.append(f"{counted(u['intruders'], 'intruder dimension')} at ε = {u['epsilon']:g} in "
-                         f"{u['modules_with_intruders']} of {counted(u['modules'], 'module')}")
+            parts.append(
+                f"{counted(u['intruders'], 'intruder dimension')} at ε = {u['epsilon']:g} in "
+                f"{u['modules_with_intruders']} of {counted(u['modules'], 'module')}"
+            )
         if parts:
             click.echo(f"  {label}: " + "; ".join(parts))
 

@@ -31,8 +31,10 @@ def run_paths(folder: str | Path) -> tuple[Path, Path]:
 def refuse(path: Any, command: str, takes: str) -> LorascopeError:
     kind = _kind(path)
     hint = KINDS[kind].hint if kind in KINDS else ""
-    return LorascopeError(f"{path} is {describe(path)}; `lorascope {command}` takes {takes}."
-                          + (f" {hint[0].upper()}{hint[1:]}." if hint else ""))
+    return LorascopeError(
+        f"{path} is {describe(path)}; `lorascope {command}` takes {takes}."
+        + (f" {hint[0].upper()}{hint[1:]}." if hint else "")
+    )
 
 
 def update_inputs(inputs: tuple[str, ...] | list[str], command: str) -> list[str]:
@@ -62,8 +64,11 @@ def sweep_inputs(inputs: list[Path]) -> list[Path]:
         if kind == "demo":
             return [Path(inputs[0]) / "runs"]
         if kind in ("compare", "params", "audit", "results-set"):
-            raise refuse(inputs[0], "sweep", "a results folder, a trainer run or training sweep folder, a "
-                                             "demo folder, or checkpoints")
+            raise refuse(
+                inputs[0],
+                "sweep",
+                "a results folder, a trainer run or training sweep folder, a demo folder, or checkpoints",
+            )
     else:
         for x in inputs:
             if _kind(x) not in (None,):
@@ -85,7 +90,8 @@ def select_inputs(inputs: list[Path]) -> list[Path]:
                 f"{inputs[0]} is {describe(inputs[0])} holding {len(names)} runs; a selection is of one "
                 "update, so give one run folder, e.g. `lorascope select "
                 f"{runs / (names[0] if names else 'RUN')} --energy 0.9` (runs: "
-                f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''}).")
+                f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''})."
+            )
         if kind in ("compare", "params", "audit", "results-set"):
             raise refuse(inputs[0], "select", "a results folder, a trainer run folder, or checkpoints")
     else:
@@ -99,8 +105,11 @@ def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | No
     """X, Y and --base of ``compare``: run folders become their updates, and --base defaults to the base they
     were trained from (refused when the two runs name different bases)."""
     if base is not None and _kind(base) is not None:
-        raise refuse(base, "compare", "a base model as --base (a trainer run's is its base/ or the path its "
-                                      "metrics.json records)")
+        raise refuse(
+            base,
+            "compare",
+            "a base model as --base (a trainer run's is its base/ or the path its metrics.json records)",
+        )
     bases = []
     out = []
     for item in (x, y):
@@ -110,24 +119,29 @@ def compare_inputs(x: str, y: str, base: str | None) -> tuple[str, str, str | No
             bases.append(b)
             out.append(str(u))
         elif kind is not None:
-            raise refuse(item, "compare", "two updates of one base: adapters, tuned checkpoints or trainer "
-                                          "runs")
+            raise refuse(
+                item, "compare", "two updates of one base: adapters, tuned checkpoints or trainer runs"
+            )
         else:
             out.append(item)
     if base is None and bases:
         if len({p.resolve() for p in bases}) > 1 and not _same_files(bases[0], bases[1]):
-            raise LorascopeError(f"{x} and {y} were trained from different bases ({bases[0]} and "
-                                 f"{bases[1]}); give the one both updates apply to with --base.")
+            raise LorascopeError(
+                f"{x} and {y} were trained from different bases ({bases[0]} and "
+                f"{bases[1]}); give the one both updates apply to with --base."
+            )
         base = str(bases[0])
     return out[0], out[1], base
 
 
 def _same_files(a: Path, b: Path) -> bool:
     """Whether two base folders (or files) hold the same files byte for byte: each run keeps its own copy."""
-    from ..outputs import sha256
+    from ..manifest import file_sha256 as sha256
 
     def listing(p: Path) -> dict[str, Path]:
-        return {f.relative_to(p).as_posix(): f for f in p.rglob("*") if f.is_file()} if p.is_dir() else {"": p}
+        return (
+            {f.relative_to(p).as_posix(): f for f in p.rglob("*") if f.is_file()} if p.is_dir() else {"": p}
+        )
 
     fa, fb = listing(Path(a)), listing(Path(b))
     return fa.keys() == fb.keys() and all(
@@ -138,8 +152,12 @@ def _same_files(a: Path, b: Path) -> bool:
 def base_input(base: str, command: str) -> str:
     """BASE of ``intruders``: a model; a folder lorascope wrote is refused with what to give instead."""
     if _kind(base) is not None:
-        raise refuse(base, command, "a base model as BASE (a trainer run's is its base/ or the path its "
-                                    "metrics.json records) and the update as TUNED")
+        raise refuse(
+            base,
+            command,
+            "a base model as BASE (a trainer run's is its base/ or the path its "
+            "metrics.json records) and the update as TUNED",
+        )
     return base
 
 

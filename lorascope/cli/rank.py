@@ -10,8 +10,18 @@ import click
 
 from ._common import json_option, resolve_input, wrote
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
-                  "cloneofsimo"]
+FORMAT_CHOICES = [
+    "auto",
+    "safetensors",
+    "torch",
+    "hf",
+    "peft",
+    "gguf",
+    "kohya",
+    "diffusers",
+    "lora-ab",
+    "cloneofsimo",
+]
 WRITES = ("modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv", "report.html")
 
 
@@ -38,7 +48,9 @@ def parse_ranks(text: str | None) -> list[int] | None:
         try:
             out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
         except ValueError:
-            raise click.BadParameter(f"{text!r}: expected positive integers separated by commas, e.g. 1,2,4,8") from None
+            raise click.BadParameter(
+                f"{text!r}: expected positive integers separated by commas, e.g. 1,2,4,8"
+            ) from None
     if not out or min(out) < 1:
         raise click.BadParameter(f"{text!r}: expected positive integers separated by commas, e.g. 1,2,4,8")
     return sorted(set(out))
@@ -47,17 +59,36 @@ def parse_ranks(text: str | None) -> list[int] | None:
 def analysis_options(f):
     """Options passed to ``lorascope.analyze`` when checkpoints (not a results folder) are given."""
     options = [
-        click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-                     help="Force the format of the adapter / tuned input."),
-        click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-                     help="Force the format of the base input."),
-        click.option("--revision", default=None,
-                     help="Hub revision (branch, tag or commit) of the adapter / tuned input, if a Hub id."),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMAT_CHOICES),
+            default="auto",
+            show_default=True,
+            help="Force the format of the adapter / tuned input.",
+        ),
+        click.option(
+            "--base-format",
+            type=click.Choice(FORMAT_CHOICES),
+            default="auto",
+            show_default=True,
+            help="Force the format of the base input.",
+        ),
+        click.option(
+            "--revision",
+            default=None,
+            help="Hub revision (branch, tag or commit) of the adapter / tuned input, if a Hub id.",
+        ),
         click.option("--base-revision", default=None, help="Hub revision of the base input, if a Hub id."),
         click.option("--include", default=None, help="Only modules whose name matches this regex."),
         click.option("--exclude", default=None, help="Skip modules whose name matches this regex."),
-        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
-                     help="dtype of dense ΔW and its SVDs."),
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "float64"]),
+            default="float64",
+            show_default=True,
+            help="dtype of dense ΔW and its SVDs.",
+        ),
         click.option("--no-report", is_flag=True, help="Write only the tables, not report.html and figures."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars and no terminal summary."),
         json_option,
@@ -67,8 +98,9 @@ def analysis_options(f):
     return f
 
 
-def resolve_inputs(inputs: tuple[str, ...], revision: str | None, base_revision: str | None,
-             quiet: bool) -> list[Path]:
+def resolve_inputs(
+    inputs: tuple[str, ...], revision: str | None, base_revision: str | None, quiet: bool
+) -> list[Path]:
     """Local paths for the inputs: a Hub id becomes its cache snapshot (the last input: adapter or tuned)."""
     revisions = [base_revision, revision] if len(inputs) == 2 else [revision] * len(inputs)
     if len(inputs) < 2 and base_revision is not None:
@@ -77,8 +109,13 @@ def resolve_inputs(inputs: tuple[str, ...], revision: str | None, base_revision:
 
 
 def analyze_kwargs(fmt, base_format, include, exclude, precision) -> dict:
-    return {"format": None if fmt == "auto" else fmt, "base_format": None if base_format == "auto" else base_format,
-            "include": include, "exclude": exclude, "precision": precision}
+    return {
+        "format": None if fmt == "auto" else fmt,
+        "base_format": None if base_format == "auto" else base_format,
+        "include": include,
+        "exclude": exclude,
+        "precision": precision,
+    }
 
 
 def write_report(out: Path, no_report: bool) -> Path | None:

@@ -13,11 +13,18 @@ from ._common import default_out, emit, json_option, wrote
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path),
-              help="HTML file (or folder for report.html) [default: FOLDER/report.html for one folder, "
-                   "reports/report-<names>/report.html for several].")
-@click.option("--label", "labels", multiple=True,
-              help="A short name per results folder in a comparison, in order (repeat the option).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="HTML file (or folder for report.html) [default: FOLDER/report.html for one folder, "
+    "reports/report-<names>/report.html for several].",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="A short name per results folder in a comparison, in order (repeat the option).",
+)
 @json_option
 def report(results, out, labels, as_json):
     """Write report.html and figures/*.png from saved results, without recomputing anything.
@@ -43,8 +50,9 @@ def report(results, out, labels, as_json):
         path = render_comparison(list(results), out or default_out("report", *results), list(labels) or None)
     wrote(path, "report")
     figures = path.parent / ("figures" if path.name == "report.html" else f"{path.stem}-figures")
-    emit({"report": path, "figures": figures}, inputs=[str(p) for p in results],
-         **page_document(path, figures))
+    emit(
+        {"report": path, "figures": figures}, inputs=[str(p) for p in results], **page_document(path, figures)
+    )
 
 
 def page_document(html: Path, figures: Path) -> dict:
@@ -53,6 +61,8 @@ def page_document(html: Path, figures: Path) -> dict:
     title = re.search(r"<title>(.*?)</title>", text, re.S)
     import html as html_lib
 
-    return {"title": html_lib.unescape(title.group(1).strip()) if title else "",
-            "sections": re.findall(r'<section id="[^"]*" data-section="([^"]+)"', text),
-            "figures": sorted(str(p) for p in figures.glob("*.png")) if figures.is_dir() else []}
+    return {
+        "title": html_lib.unescape(title.group(1).strip()) if title else "",
+        "sections": re.findall(r'<section id="[^"]*" data-section="([^"]+)"', text),
+        "figures": sorted(str(p) for p in figures.glob("*.png")) if figures.is_dir() else [],
+    }

@@ -6,45 +6,122 @@ from pathlib import Path
 
 import click
 
-from ._common import (CHECKPOINT, check_out, default_out, emit, json_mode, json_option, records,
-                      resolve_input, wrote)
+from ._common import (
+    CHECKPOINT,
+    check_out,
+    default_out,
+    emit,
+    json_mode,
+    json_option,
+    records,
+    resolve_input,
+    wrote,
+)
 
-FORMAT_CHOICES = ["auto", "safetensors", "torch", "hf", "peft", "gguf", "kohya", "diffusers", "lora-ab",
-                  "cloneofsimo"]
+FORMAT_CHOICES = [
+    "auto",
+    "safetensors",
+    "torch",
+    "hf",
+    "peft",
+    "gguf",
+    "kohya",
+    "diffusers",
+    "lora-ab",
+    "cloneofsimo",
+]
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=CHECKPOINT)
-@click.option("--out", type=click.Path(path_type=Path), help="Results folder [default: reports/spectrum-<inputs>].")
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-              help="Force the format of the adapter / tuned input instead of detecting it from content.")
-@click.option("--base-format", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
-              help="Force the format of the base input.")
-@click.option("--revision", default=None,
-              help="Hub revision (branch, tag or commit) of the adapter / tuned input, when it is a Hub id.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Results folder [default: reports/spectrum-<inputs>]."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force the format of the adapter / tuned input instead of detecting it from content.",
+)
+@click.option(
+    "--base-format",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Force the format of the base input.",
+)
+@click.option(
+    "--revision",
+    default=None,
+    help="Hub revision (branch, tag or commit) of the adapter / tuned input, when it is a Hub id.",
+)
 @click.option("--base-revision", default=None, help="Hub revision of the base input, when it is a Hub id.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
-              help="Randomized SVD: only the top K singular values of dense updates (‖ΔW‖_F stays exact).")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
-              help="dtype of dense ΔW held in memory and its SVD (factored and streamed full-diff spectra are "
-                   "always float64; float32 is for GPUs with slow float64).")
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Randomized SVD: only the top K singular values of dense updates (‖ΔW‖_F stays exact).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "float64"]),
+    default="float64",
+    show_default=True,
+    help="dtype of dense ΔW held in memory and its SVD (factored and streamed full-diff spectra are "
+    "always float64; float32 is for GPUs with slow float64).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Modules computed in parallel (BLAS threads are divided among them).")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this machine; ray: one task per module (or group of small ones) on a Ray cluster.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Modules computed in parallel (BLAS threads are divided among them).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; ray: one task per module (or group of small ones) on a Ray cluster.",
+)
 @click.option("--ray-address", default=None, help="Ray cluster to connect to [default: start a local one].")
 @click.option("--include", default=None, help="Only modules whose name matches this regex.")
 @click.option("--exclude", default=None, help="Skip modules whose name matches this regex.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomized SVD.")
-@click.option("--memory", default=None, metavar="SIZE",
-              help="Memory budget, e.g. 768M or 8G [default: 60% of the memory available at start]. Full-diff "
-                   "matrices are streamed in row blocks within it; a module that cannot fit is refused.")
+@click.option(
+    "--memory",
+    default=None,
+    metavar="SIZE",
+    help="Memory budget, e.g. 768M or 8G [default: 60% of the memory available at start]. Full-diff "
+    "matrices are streamed in row blocks within it; a module that cannot fit is refused.",
+)
 @click.option("--no-report", is_flag=True, help="Write only the results tables, not report.html and figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no terminal summary.")
 @json_option
-def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, precision, device, workers,
-             backend, ray_address, include, exclude, seed, memory, no_report, quiet, as_json):
+def spectrum(
+    inputs,
+    out,
+    fmt,
+    base_format,
+    revision,
+    base_revision,
+    top_k,
+    precision,
+    device,
+    workers,
+    backend,
+    ray_address,
+    include,
+    exclude,
+    seed,
+    memory,
+    no_report,
+    quiet,
+    as_json,
+):
     """Singular values of every weight update, with effective ranks and magnitudes.
 
     \b
@@ -64,7 +141,9 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
     from .summary import print_summary
 
     if len(inputs) > 2:
-        raise LorascopeError(f"spectrum takes one input (an adapter) or two (BASE and TUNED/ADAPTER), got {len(inputs)}.")
+        raise LorascopeError(
+            f"spectrum takes one input (an adapter) or two (BASE and TUNED/ADAPTER), got {len(inputs)}."
+        )
     from ..outputs import writing
     from ..report import REPORT_HTML, write_report
 
@@ -80,11 +159,21 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
     resolved = [str(Path(p).resolve()) for p in (first, second) if p is not None]
     with writing(out, "spectrum", inputs=resolved) as tx:
         results = analyze(
-            first, second,
+            first,
+            second,
             format=None if fmt == "auto" else fmt,
             base_format=None if base_format == "auto" else base_format,
-            progress=not quiet, backend=backend, ray_address=ray_address, top_k=top_k, precision=precision,
-            device=device, workers=workers, include=include, exclude=exclude, seed=seed, memory=memory,
+            progress=not quiet,
+            backend=backend,
+            ray_address=ray_address,
+            top_k=top_k,
+            precision=precision,
+            device=device,
+            workers=workers,
+            include=include,
+            exclude=exclude,
+            seed=seed,
+            memory=memory,
         )
         tx.keep_files(results.save_options(out)["keep"])
         results.write(tx.stage)
@@ -98,8 +187,7 @@ def spectrum(inputs, out, fmt, base_format, revision, base_revision, top_k, prec
     wrote(out)
     if not no_report:
         wrote(out / REPORT_HTML, "report")
-    emit({"results": out, "report": None if no_report else out / REPORT_HTML},
-         **spectrum_document(results))
+    emit({"results": out, "report": None if no_report else out / REPORT_HTML}, **spectrum_document(results))
 
 
 def spectrum_document(results) -> dict:
@@ -108,6 +196,12 @@ def spectrum_document(results) -> dict:
 
     s = results.summary
     table = module_type_table(results.modules).reset_index().rename(columns={"type": "module_type"})
-    return {"kind": s.get("kind"), "modules": len(results.modules), "inputs": s.get("inputs"),
-            "totals": s.get("totals"), "seconds": (s.get("timing") or {}).get("total_seconds"),
-            "module_types": records(table), "warnings": s.get("warnings") or []}
+    return {
+        "kind": s.get("kind"),
+        "modules": len(results.modules),
+        "inputs": s.get("inputs"),
+        "totals": s.get("totals"),
+        "seconds": (s.get("timing") or {}).get("total_seconds"),
+        "module_types": records(table),
+        "warnings": s.get("warnings") or [],
+    }

@@ -31,7 +31,9 @@ def print_summary(results: Results, top: int = 10) -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)  # logs and pipes get room for module names
     m = results.modules
     s = results.summary
-    console.print(f"[bold]{len(m)} modules[/] analyzed ({s.get('kind')}) in {s['timing']['total_seconds']:.1f} s")
+    console.print(
+        f"[bold]{len(m)} modules[/] analyzed ({s.get('kind')}) in {s['timing']['total_seconds']:.1f} s"
+    )
     if m.empty:
         return
     agg = module_type_table(m)

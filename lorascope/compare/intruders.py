@@ -96,14 +96,16 @@ def find_intruders(
     top = svd(Dense(w_tuned), compute_uv=True, k=k, method=opts.svd, seed=seed)
     tuned_u = torch.as_tensor(top.u)[:, :k].cpu()
     best, index = max_cosines(base_u.cpu(), tuned_u)
-    return pd.DataFrame({
-        "j": np.arange(1, k + 1),
-        "sigma": np.asarray(top.s, np.float64)[:k],
-        "max_cos": best,
-        "base_index": index + 1,
-        "base_sigma": np.asarray(base_s, np.float64)[index],
-        "intruder": best < opts.epsilon,
-    })
+    return pd.DataFrame(
+        {
+            "j": np.arange(1, k + 1),
+            "sigma": np.asarray(top.s, np.float64)[:k],
+            "max_cos": best,
+            "base_index": index + 1,
+            "base_sigma": np.asarray(base_s, np.float64)[index],
+            "intruder": best < opts.epsilon,
+        }
+    )
 
 
 def count_intruders(max_cos: np.ndarray, epsilon: float) -> int:
@@ -111,7 +113,9 @@ def count_intruders(max_cos: np.ndarray, epsilon: float) -> int:
     return int((np.asarray(max_cos) < epsilon).sum())
 
 
-def intruder_sweep(table: pd.DataFrame, epsilons: tuple[float, ...] = EPSILONS, by: str = "update") -> pd.DataFrame:
+def intruder_sweep(
+    table: pd.DataFrame, epsilons: tuple[float, ...] = EPSILONS, by: str = "update"
+) -> pd.DataFrame:
     """Intruder counts summed over modules at each ε, per value of ``by``.
 
     Args:
@@ -125,8 +129,15 @@ def intruder_sweep(table: pd.DataFrame, epsilons: tuple[float, ...] = EPSILONS, 
         per_module = group.groupby("name", sort=False)["max_cos"]
         for eps in epsilons:
             counts = per_module.apply(lambda s, e=eps: count_intruders(s.to_numpy(), e))
-            rows.append({by: key, "epsilon": eps, "intruders": int(counts.sum()),
-                         "modules_with_intruders": int((counts > 0).sum()), "modules": int(counts.size)})
+            rows.append(
+                {
+                    by: key,
+                    "epsilon": eps,
+                    "intruders": int(counts.sum()),
+                    "modules_with_intruders": int((counts > 0).sum()),
+                    "modules": int(counts.size),
+                }
+            )
     return pd.DataFrame(rows, columns=[by, "epsilon", "intruders", "modules_with_intruders", "modules"])
 
 

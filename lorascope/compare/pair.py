@@ -72,8 +72,14 @@ def update_svd(a: Update, k: int | None = None, seed: int = 0, method: str = "ex
     full = svd(a, compute_uv=True, k=k, method=method, seed=seed)
     s = torch.as_tensor(np.asarray(full.s, np.float64))
     keep = min(numerical_rank(s.numpy(), a.shape), k)
-    return SVD(s[:keep], full.fro_norm, full.method, full.complete,
-               torch.as_tensor(full.u)[:, :keep].to(torch.float64), torch.as_tensor(full.v)[:, :keep].to(torch.float64))
+    return SVD(
+        s[:keep],
+        full.fro_norm,
+        full.method,
+        full.complete,
+        torch.as_tensor(full.u)[:, :keep].to(torch.float64),
+        torch.as_tensor(full.v)[:, :keep].to(torch.float64),
+    )
 
 
 def svd_of(a: Update, opts: PairOptions) -> SVD:
@@ -106,15 +112,25 @@ def amplification_row(
     s = np.asarray(svd.s, np.float64)
     if r == 0:  # a zero update has no directions to project on
         nan = float("nan")
-        return {"rank": 0, "proj_delta": nan, "proj_w": nan, "proj_random": nan, "random_expected": nan,
-                "base_fro_norm": w_fro, "amplification": nan, "delta_fro": svd.fro_norm, "energy_r": nan}
+        return {
+            "rank": 0,
+            "proj_delta": nan,
+            "proj_w": nan,
+            "proj_random": nan,
+            "random_expected": nan,
+            "base_fro_norm": w_fro,
+            "amplification": nan,
+            "delta_fro": svd.fro_norm,
+            "energy_r": nan,
+        }
     energy = float(np.sum(s[:r] ** 2) / svd.fro_norm**2) if svd.fro_norm > 0 else float("nan")
     out = table7(w, svd.u[:, :r], svd.v[:, :r], svd.fro_norm, base_sigma, rng, w_fro)
     return {**out, "delta_fro": svd.fro_norm, "energy_r": energy}
 
 
-def intruder_rows(w: torch.Tensor, a: Update, base_dirs: tuple[np.ndarray, torch.Tensor],
-                  opts: IntruderOptions, seed: int) -> pd.DataFrame:
+def intruder_rows(
+    w: torch.Tensor, a: Update, base_dirs: tuple[np.ndarray, torch.Tensor], opts: IntruderOptions, seed: int
+) -> pd.DataFrame:
     """Algorithm 1 of Shuttleworth et al. 2024 on W_tuned = W + ΔW."""
     base_s, base_u = base_dirs
     return find_intruders(merged(w, a), base_u, base_s, opts, seed)
@@ -148,8 +164,13 @@ def compare_pair(
     side = opts.grid.side
     vx, vy = vectors(svd_x, side), vectors(svd_y, side)
     row: dict[str, Any] = {
-        "rank_x": len(svd_x.s), "rank_y": len(svd_y.s), "fro_x": svd_x.fro_norm, "fro_y": svd_y.fro_norm,
-        "cosine": cosine(x, y), "side": side, **similarity_summary(vx, vy, opts.grid.cap),
+        "rank_x": len(svd_x.s),
+        "rank_y": len(svd_y.s),
+        "fro_x": svd_x.fro_norm,
+        "fro_y": svd_y.fro_norm,
+        "cosine": cosine(x, y),
+        "side": side,
+        **similarity_summary(vx, vy, opts.grid.cap),
     }
     result = PairResult(row, similarity_grid(vx, vy, opts.grid))
     if w is None:
@@ -158,7 +179,9 @@ def compare_pair(
     w_fro = float(torch.linalg.vector_norm(w, dtype=torch.float64).cpu())
     ranks = {"x": amp_rank(svd_x, x, y, svd_y, opts), "y": amp_rank(svd_y, y, x, svd_x, opts)}
     base_dirs = base_directions(w) if opts.intruders is not None else None
-    base_sigma = base_dirs[0] if base_dirs is not None else top_singular_values(w, max(1, *ranks.values()), opts.seed)
+    base_sigma = (
+        base_dirs[0] if base_dirs is not None else top_singular_values(w, max(1, *ranks.values()), opts.seed)
+    )
     row["base_fro_norm"] = w_fro
     for key, label, a, a_svd in (("x", labels[0], x, svd_x), ("y", labels[1], y, svd_y)):
         amp = {"update": label, **amplification_row(w, a_svd, ranks[key], base_sigma, rng, w_fro)}

@@ -76,8 +76,6 @@ class CompareResults:
         return out
 
 
-
-
 def load_compare(path: str | Path) -> CompareResults:
     """Read a folder written by ``CompareResults.save``.
 
@@ -93,7 +91,9 @@ def load_compare(path: str | Path) -> CompareResults:
     try:
         with open(path / SUMMARY_JSON) as fh:
             summary = json.load(fh)
-        from ..report.registry import folder_has  # a table a user put there under one of these names is not read
+        from ..report.registry import (
+            folder_has,
+        )  # a table a user put there under one of these names is not read
 
         tables = {attr: pd.read_csv(path / name) for attr, name in TABLES.items() if folder_has(path, name)}
     except (OSError, ValueError) as exc:

@@ -23,7 +23,9 @@ class GridOptions:
 
     side: str = "left"  # docs/METRICS.md default; Hu et al. compare the right singular vectors of A ('right')
     cap: int = 64  # i, j go up to min(rank, cap): a full-rank dense update contributes its top 64 directions
-    full_to: int = 16  # every i up to this, then log-spaced (``per_octave`` points per doubling) up to the cap
+    full_to: int = (
+        16  # every i up to this, then log-spaced (``per_octave`` points per doubling) up to the cap
+    )
     per_octave: int = 4
 
     def __post_init__(self) -> None:
@@ -90,10 +92,14 @@ def similarity_grid(u1: np.ndarray, u2: np.ndarray, opts: GridOptions = GridOpti
     gi = grid_points(u1.shape[1], opts.full_to, opts.per_octave)
     gj = grid_points(u2.shape[1], opts.full_to, opts.per_octave)
     ii, jj = np.meshgrid(gi, gj, indexing="ij")
-    return pd.DataFrame({
-        "i": ii.ravel(), "j": jj.ravel(), "phi": phi[ii - 1, jj - 1].ravel(),
-        "random": random_expectation(ii, jj, u1.shape[0]).ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "i": ii.ravel(),
+            "j": jj.ravel(),
+            "phi": phi[ii - 1, jj - 1].ravel(),
+            "random": random_expectation(ii, jj, u1.shape[0]).ravel(),
+        }
+    )
 
 
 def similarity_summary(u1: np.ndarray, u2: np.ndarray, cap: int = 64) -> dict[str, float]:
@@ -108,8 +114,15 @@ def similarity_summary(u1: np.ndarray, u2: np.ndarray, cap: int = 64) -> dict[st
     m, k1, k2 = u1.shape[0], u1.shape[1], u2.shape[1]
     out = {"k_x": k1, "k_y": k2}
     if k1 == 0 or k2 == 0:
-        return {**out, "phi_1_1": math.nan, "phi_min": math.nan, "phi_all": math.nan, "shared_dims": math.nan,
-                "random_all": math.nan, "random_dims": math.nan}
+        return {
+            **out,
+            "phi_1_1": math.nan,
+            "phi_min": math.nan,
+            "phi_all": math.nan,
+            "shared_dims": math.nan,
+            "random_all": math.nan,
+            "random_dims": math.nan,
+        }
     c = overlap_energy(u1, u2)
     k = min(k1, k2)
     return {

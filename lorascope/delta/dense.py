@@ -12,13 +12,15 @@ def _build(d, t: Tensors) -> Dense:
     return Dense(delta)
 
 
-DENSE = register(Family(
-    name="dense",
-    parts=("tuned",),
-    formula="W_tuned − W_base",
-    reference="the definition of a weight update",
-    needs_base=True,
-    form="Dense",
-    build=_build,
-    numpy=False,
-))
+DENSE = register(
+    Family(
+        name="dense",
+        parts=("tuned",),
+        formula="W_tuned − W_base",
+        reference="the definition of a weight update",
+        needs_base=True,
+        form="Dense",
+        build=_build,
+        numpy=False,
+    )
+)

@@ -29,14 +29,48 @@ from ..checkpoint.base import AdapterModule, Weights
 TRANSPOSED_EXPERTS = frozenset({"gpt_oss", "aria", "openai_privacy_filter"})
 # model types whose fused experts PEFT reads as (E, out, in): decorated without is_transposed, or (llama4,
 # step3p7) not decorated at all, so PEFT's getattr(module, "is_transposed", False) is False
-PLAIN_EXPERTS = frozenset({
-    "afmoe", "bailing_hybrid", "cohere2_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4",
-    "dots1", "ernie4_5_moe", "ernie4_5_vl_moe", "exaone_moe", "flex_olmo", "gemma4", "glm4_moe",
-    "glm4_moe_lite", "glm4v_moe", "granitemoe", "granitemoehybrid", "granitemoeshared", "hunyuan_v1_moe",
-    "jamba", "kimi_linear", "lfm2_moe", "llama4", "llama4_text", "minimax", "minimax_m2", "mixtral",
-    "nemotron_h", "olmoe", "phimoe", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next", "qwen3_omni_moe",
-    "qwen3_vl_moe", "step3p7",
-})
+PLAIN_EXPERTS = frozenset(
+    {
+        "afmoe",
+        "bailing_hybrid",
+        "cohere2_moe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "deepseek_v32",
+        "deepseek_v4",
+        "dots1",
+        "ernie4_5_moe",
+        "ernie4_5_vl_moe",
+        "exaone_moe",
+        "flex_olmo",
+        "gemma4",
+        "glm4_moe",
+        "glm4_moe_lite",
+        "glm4v_moe",
+        "granitemoe",
+        "granitemoehybrid",
+        "granitemoeshared",
+        "hunyuan_v1_moe",
+        "jamba",
+        "kimi_linear",
+        "lfm2_moe",
+        "llama4",
+        "llama4_text",
+        "minimax",
+        "minimax_m2",
+        "mixtral",
+        "nemotron_h",
+        "olmoe",
+        "phimoe",
+        "qwen2_moe",
+        "qwen3_5_moe",
+        "qwen3_moe",
+        "qwen3_next",
+        "qwen3_omni_moe",
+        "qwen3_vl_moe",
+        "step3p7",
+    }
+)
 # the order in which every experts class of those model types registers its fused parameters (transformers 5)
 REGISTRATION_ORDER = ("gate_up_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -85,8 +119,10 @@ class ExpertBases:
         if not info.is_float:
             return f"{key}: the base parameter is {info.dtype}, not floating point"
         if not self._fits(key, m):
-            return (f"{key}: the base parameter is {list(info.shape)}, not ({p['experts']} experts, "
-                    f"{m.shape[0]}, {m.shape[1]}) in either orientation; is this the adapter's base?")
+            return (
+                f"{key}: the base parameter is {list(info.shape)}, not ({p['experts']} experts, "
+                f"{m.shape[0]}, {m.shape[1]}) in either orientation; is this the adapter's base?"
+            )
         transposed = self._transposed(m, key)
         return transposed if isinstance(transposed, str) else (param, key, transposed)
 
@@ -105,36 +141,42 @@ class ExpertBases:
             return self._by_shapes(module, wrappers, keys)
         return self._by_order(module, wrappers, list(keys))
 
-    def _by_shapes(self, module: str, wrappers: list[AdapterModule],
-                   keys: dict[str, str | None]) -> dict[int, tuple[str, str | None]] | str:
+    def _by_shapes(
+        self, module: str, wrappers: list[AdapterModule], keys: dict[str, str | None]
+    ) -> dict[int, tuple[str, str | None]] | str:
         """Each wrapper fits exactly one of the base's fused parameters, all different."""
         assignment: dict[int, tuple[str, str | None]] = {}
         for m in wrappers:
             fitting = [(c, k) for c, k in keys.items() if k is not None and self._fits(k, m)]
             if len(fitting) != 1:
                 shapes = ", ".join(f"{c} {list(self.base.store.info(k).shape)}" for c, k in keys.items() if k)
-                return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(keys)}; the "
-                        f"base's shapes ({shapes}) do not tell which wrapper is which parameter (PEFT "
-                        "nests them in the order the model class registers them, which the adapter does not "
-                        "record)")
+                return (
+                    f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(keys)}; the "
+                    f"base's shapes ({shapes}) do not tell which wrapper is which parameter (PEFT "
+                    "nests them in the order the model class registers them, which the adapter does not "
+                    "record)"
+                )
             assignment[m.params["depth"]] = fitting[0]
         if len({c for c, _ in assignment.values()}) != len(assignment):
             return f"{module}: two nested parameter LoRAs fit the same base parameter; which is which?"
         return assignment
 
-    def _by_order(self, module: str, wrappers: list[AdapterModule],
-                  candidates: list[str]) -> dict[int, tuple[str, str | None]] | str:
+    def _by_order(
+        self, module: str, wrappers: list[AdapterModule], candidates: list[str]
+    ) -> dict[int, tuple[str, str | None]] | str:
         """The innermost wrapper is the first parameter registered, in the order the model type fixes."""
         known = set(candidates) <= set(REGISTRATION_ORDER)
         if self.model_type is None or len(candidates) != len(wrappers) or not known:
             kind = (self.base.config or {}).get("model_type")
             types = ", ".join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))
-            return (f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(candidates)}, and the "
-                    "base holds no fused parameter of these names to tell them apart by shape (checkpoints "
-                    "saved by transformers keep experts one by one) nor declares a model type whose "
-                    f"registration order lorascope knows (its config says {kind!r}). Give a base whose "
-                    "state dict holds the fused parameters, or a model folder whose config.json names one "
-                    f"of: {types}.")
+            return (
+                f"{module}: {len(wrappers)} nested parameter LoRAs on {', '.join(candidates)}, and the "
+                "base holds no fused parameter of these names to tell them apart by shape (checkpoints "
+                "saved by transformers keep experts one by one) nor declares a model type whose "
+                f"registration order lorascope knows (its config says {kind!r}). Give a base whose "
+                "state dict holds the fused parameters, or a model folder whose config.json names one "
+                f"of: {types}."
+            )
         ordered = sorted(candidates, key=REGISTRATION_ORDER.index)  # first registered = innermost = deepest
         depths = sorted((m.params["depth"] for m in wrappers), reverse=True)
         return {depth: (param, None) for depth, param in zip(depths, ordered)}
@@ -148,15 +190,19 @@ class ExpertBases:
             by_shape = (d1, d2) == (inp, out)
             if declared is not None and declared != by_shape:
                 layout = "(E, in, out)" if declared else "(E, out, in)"
-                return (f"{key}: the base config ({self.model_type}) declares its experts {layout} but the "
-                        "adapter's factors fit only the other orientation; is this the adapter's base?")
+                return (
+                    f"{key}: the base config ({self.model_type}) declares its experts {layout} but the "
+                    "adapter's factors fit only the other orientation; is this the adapter's base?"
+                )
             return by_shape
         if declared is None:
             kind = (self.base.config or {}).get("model_type")
             types = ", ".join(sorted(TRANSPOSED_EXPERTS | PLAIN_EXPERTS))
-            return (f"{key}: square experts ({d1}×{d2}) and no declared layout: whether PEFT read this "
-                    "parameter as (experts, out, in) or (experts, in, out) depends on the model class's "
-                    f"is_transposed, which lorascope knows for the model types {types}; the base's config "
-                    f"declares {kind!r}. Give the base as a model folder whose config.json names one of "
-                    "them, or analyze the adapter alone (its spectra need no orientation).")
+            return (
+                f"{key}: square experts ({d1}×{d2}) and no declared layout: whether PEFT read this "
+                "parameter as (experts, out, in) or (experts, in, out) depends on the model class's "
+                f"is_transposed, which lorascope knows for the model types {types}; the base's config "
+                f"declares {kind!r}. Give the base as a model folder whose config.json names one of "
+                "them, or analyze the adapter alone (its spectra need no orientation)."
+            )
         return declared

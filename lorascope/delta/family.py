@@ -95,8 +95,9 @@ def register(family: Family) -> Family:
     for other in FAMILIES.values():
         shared = set(family.part_sets) & set(other.part_sets)
         if shared:
-            raise ValueError(f"families {other.name!r} and {family.name!r} both claim the parts "
-                             f"{sorted(shared.pop())}")
+            raise ValueError(
+                f"families {other.name!r} and {family.name!r} both claim the parts {sorted(shared.pop())}"
+            )
     FAMILIES[family.name] = family
     return family
 

@@ -55,7 +55,7 @@ def grouped_up(up: Any, groups: int) -> Any:
     shape = (out, per * groups)
     full = up.new_zeros(shape) if is_torch(up) else np.zeros(shape, dtype=up.dtype)
     for g in range(groups):
-        full[g * rows:(g + 1) * rows, g * per:(g + 1) * per] = up[g * rows:(g + 1) * rows]  # block g
+        full[g * rows : (g + 1) * rows, g * per : (g + 1) * per] = up[g * rows : (g + 1) * rows]  # block g
     return full
 
 
@@ -72,30 +72,35 @@ def stored_params(d) -> int:
 
 
 def _lora_params(d) -> int:
-    if d.module.params.get("groups", 1) > 1 or "mid" in d.parts:  # grouped B, or a Tucker core: what is stored
+    if (
+        d.module.params.get("groups", 1) > 1 or "mid" in d.parts
+    ):  # grouped B, or a Tucker core: what is stored
         return stored_params(d)
     m, n = d.shape
     return d.module.tensor_rank * (m + n)
 
 
-LORA = register(Family(
-    name="lora",
-    parts=("up", "down"),
-    optional=("mid",),
-    formula="s · B @ A, s = α / r (α / √r with rsLoRA); a conv Tucker core M: s · B @ (M ×₂ A)",
-    reference="Hu et al. 2021, Eq. 3; PEFT LoraLayer.get_delta_weight; Kalajdzievski 2023 (rsLoRA); "
-    "LyCORIS locon.py (lora_mid, rebuild_tucker)",
-    needs_base=False,
-    form="LowRank",
-    build=_lora,
-    params=_lora_params,
-    part_sets=(frozenset({"up", "down"}), frozenset({"up", "down", "mid"})),
-    decomposable=True,
-))
+LORA = register(
+    Family(
+        name="lora",
+        parts=("up", "down"),
+        optional=("mid",),
+        formula="s · B @ A, s = α / r (α / √r with rsLoRA); a conv Tucker core M: s · B @ (M ×₂ A)",
+        reference="Hu et al. 2021, Eq. 3; PEFT LoraLayer.get_delta_weight; Kalajdzievski 2023 (rsLoRA); "
+        "LyCORIS locon.py (lora_mid, rebuild_tucker)",
+        needs_base=False,
+        form="LowRank",
+        build=_lora,
+        params=_lora_params,
+        part_sets=(frozenset({"up", "down"}), frozenset({"up", "down", "mid"})),
+        decomposable=True,
+    )
+)
 
 
-def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out",
-                     where: str = "DoRA module") -> Any:
+def weight_decompose(
+    w0: Any, update: Any, magnitude: Any, axis: str = "out", where: str = "DoRA module"
+) -> Any:
     """ΔW = m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0 (Liu et al. 2024, Eq. 5) for torch tensors, ΔW′ undecomposed.
 
     Args:
@@ -116,22 +121,27 @@ def weight_decompose(w0: Any, update: Any, magnitude: Any, axis: str = "out",
     mag = magnitude.reshape(-1)
     if axis == "out":
         if mag.shape[0] != m:
-            raise LorascopeError(f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has "
-                                 f"{m} output features")
+            raise LorascopeError(
+                f"{where}: the DoRA magnitude has {mag.shape[0]} entries but the weight has "
+                f"{m} output features"
+            )
         norms = torch.linalg.vector_norm(merged, dim=1, keepdim=True)  # (m, 1)
         return mag.reshape(-1, 1) / norms * merged - w0
     channels = mag.shape[0]
     if channels == 0 or n % channels:
-        raise LorascopeError(f"{where}: the DoRA magnitude has {channels} entries, which does not divide the "
-                             f"weight's {n} input columns")
+        raise LorascopeError(
+            f"{where}: the DoRA magnitude has {channels} entries, which does not divide the "
+            f"weight's {n} input columns"
+        )
     per = n // channels  # kernel positions per input channel (1 for a linear layer)
     norms = torch.linalg.vector_norm(merged.reshape(m, channels, per), dim=(0, 2))  # (channels,)
     column_scale = (mag / norms).repeat_interleave(per).reshape(1, -1)  # (1, n)
     return column_scale * merged - w0
 
 
-def dora_update(w0: Any, up: Any, down: Any, magnitude: Any, scale: float, axis: str = "out",
-                where: str = "DoRA module") -> Any:
+def dora_update(
+    w0: Any, up: Any, down: Any, magnitude: Any, scale: float, axis: str = "out", where: str = "DoRA module"
+) -> Any:
     """ΔW = m ⊙ (W0 + sBA) / ‖W0 + sBA‖ − W0 (Liu et al. 2024, Eq. 5), torch tensors (``weight_decompose``).
 
     Raises:
@@ -150,20 +160,22 @@ def _dora(d, t: Tensors) -> Dense:
     return Dense(weight_decompose(t["base"], update, t["magnitude"], axis, d.name))
 
 
-DORA = register(Family(
-    name="dora",
-    parts=("up", "down", "magnitude"),
-    formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row (PEFT) or "
-    "input channel",
-    reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, "
-    "wd_on_output); "
-    "ai-toolkit DoRAModule (magnitude)",
-    needs_base=True,
-    form="Dense",
-    build=_dora,
-    numpy=False,
-    params=stored_params,
-))
+DORA = register(
+    Family(
+        name="dora",
+        parts=("up", "down", "magnitude"),
+        formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row (PEFT) or "
+        "input channel",
+        reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, "
+        "wd_on_output); "
+        "ai-toolkit DoRAModule (magnitude)",
+        needs_base=True,
+        form="Dense",
+        build=_dora,
+        numpy=False,
+        params=stored_params,
+    )
+)
 
 
 # ---- LoRA on one expert of a fused 3-D expert parameter (PEFT target_parameters) ----------------------
@@ -175,7 +187,7 @@ def expert_factors(lora_a: Any, lora_b: Any, expert: int, experts: int) -> tuple
     PEFT ``ParamWrapper.get_delta_factors``: A.reshape(E, r, in)[e] and B.reshape(out, r, E)[:, :, e].
     """
     rank = lora_a.shape[0] // experts
-    return lora_b[:, expert::experts], lora_a[expert * rank:(expert + 1) * rank]  # (out, r), (r, in)
+    return lora_b[:, expert::experts], lora_a[expert * rank : (expert + 1) * rank]  # (out, r), (r, in)
 
 
 def _lora_expert(d, t: Tensors) -> LowRank:
@@ -189,17 +201,19 @@ def _lora_expert_params(d) -> int:
     return int(d.module.rank) * (m + n)
 
 
-LORA_EXPERT = register(Family(
-    name="lora_expert",
-    parts=("lora_A", "lora_B"),
-    formula="s · B[:, e::E] @ A[e·r:(e+1)·r], one expert e of E of a fused expert parameter",
-    reference="PEFT lora.ParamWrapper.get_delta_factors / get_delta_weight (target_parameters)",
-    needs_base=False,
-    form="LowRank",
-    build=_lora_expert,
-    params=_lora_expert_params,
-    shared=("lora_A", "lora_B"),  # every expert of the parameter reads the same two tensors
-))
+LORA_EXPERT = register(
+    Family(
+        name="lora_expert",
+        parts=("lora_A", "lora_B"),
+        formula="s · B[:, e::E] @ A[e·r:(e+1)·r], one expert e of E of a fused expert parameter",
+        reference="PEFT lora.ParamWrapper.get_delta_factors / get_delta_weight (target_parameters)",
+        needs_base=False,
+        form="LowRank",
+        build=_lora_expert,
+        params=_lora_expert_params,
+        shared=("lora_A", "lora_B"),  # every expert of the parameter reads the same two tensors
+    )
+)
 
 
 # ---- AdaLoRA ------------------------------------------------------------------------------------------
@@ -210,16 +224,18 @@ def _adalora(d, t: Tensors) -> LowRank:
     return LowRank(t["up"] * diag, t["down"], d.module.scale)  # B diag(E) (m, r), A (r, n)
 
 
-ADALORA = register(Family(
-    name="adalora",
-    parts=("up", "down", "diag"),
-    formula="s · B diag(E) A, s = α / (ranknum + 1e-5), ranknum the initial rank init_r",
-    reference="Zhang et al. 2023 (AdaLoRA), Eq. 3; PEFT adalora.SVDLinear.get_delta_weight",
-    needs_base=False,
-    form="LowRank",
-    build=_adalora,
-    params=stored_params,
-))
+ADALORA = register(
+    Family(
+        name="adalora",
+        parts=("up", "down", "diag"),
+        formula="s · B diag(E) A, s = α / (ranknum + 1e-5), ranknum the initial rank init_r",
+        reference="Zhang et al. 2023 (AdaLoRA), Eq. 3; PEFT adalora.SVDLinear.get_delta_weight",
+        needs_base=False,
+        form="LowRank",
+        build=_adalora,
+        params=stored_params,
+    )
+)
 
 
 # ---- VeRA ---------------------------------------------------------------------------------------------
@@ -239,8 +255,10 @@ def _vera_fit(m, ref) -> Any:
     """VeRA slices the shared projections to the layer: B's rows to m, A's columns to the base's width."""
     rows, cols = ref.shape
     if rows != m.shape[0]:
-        return (f"vera_lambda_b has {m.shape[0]} entries but the base weight has {rows} output features "
-                f"(stored {list(ref.stored_shape)})")
+        return (
+            f"vera_lambda_b has {m.shape[0]} entries but the base weight has {rows} output features "
+            f"(stored {list(ref.stored_shape)})"
+        )
     width = m.parts["vera_A"].stored_shape[1]
     if cols > width:
         return f"the base weight has {cols} input features but the shared vera_A has only {width} columns"
@@ -249,15 +267,17 @@ def _vera_fit(m, ref) -> Any:
     return dataclasses.replace(m, shape=(rows, cols), parts=parts)
 
 
-VERA = register(Family(
-    name="vera",
-    parts=("vera_A", "vera_B", "lambda_b", "lambda_d"),
-    formula="Λ_b B[:m] Λ_d A[:, :n]; the shared projections sliced to the layer, n the base's input width",
-    reference="Kopiczko et al. 2024 (VeRA), Eq. 1; PEFT vera.Linear.get_delta_weight",
-    needs_base=True,  # for n only: the adapter does not record each layer's input width
-    form="LowRank",
-    build=_vera,
-    params=_vera_params,
-    fit_base=_vera_fit,
-    shared=("vera_A", "vera_B"),
-))
+VERA = register(
+    Family(
+        name="vera",
+        parts=("vera_A", "vera_B", "lambda_b", "lambda_d"),
+        formula="Λ_b B[:m] Λ_d A[:, :n]; the shared projections sliced to the layer, n the base's input width",
+        reference="Kopiczko et al. 2024 (VeRA), Eq. 1; PEFT vera.Linear.get_delta_weight",
+        needs_base=True,  # for n only: the adapter does not record each layer's input width
+        form="LowRank",
+        build=_vera,
+        params=_vera_params,
+        fit_base=_vera_fit,
+        shared=("vera_A", "vera_B"),
+    )
+)

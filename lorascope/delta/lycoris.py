@@ -84,20 +84,24 @@ def _stored_params(d) -> int:
     return sum(ref.store.info(ref.key).numel for ref in d.parts.values())
 
 
-LOHA = register(Family(
-    name="loha",
-    parts=("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
-    optional=("hada_t1", "hada_t2"),
-    formula="s · (W1a @ W1b) ⊙ (W2a @ W2b), s = α / r",
-    reference="Hyeon-Woo et al. 2022 (FedPara), Eq. 2; LyCORIS loha.py; PEFT LoHaLayer.get_delta_weight",
-    needs_base=False,
-    form="LowRank",
-    build=_loha,
-    params=_stored_params,
-    part_sets=(frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}),
-             frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"})),
-    decomposable=True,
-))
+LOHA = register(
+    Family(
+        name="loha",
+        parts=("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
+        optional=("hada_t1", "hada_t2"),
+        formula="s · (W1a @ W1b) ⊙ (W2a @ W2b), s = α / r",
+        reference="Hyeon-Woo et al. 2022 (FedPara), Eq. 2; LyCORIS loha.py; PEFT LoHaLayer.get_delta_weight",
+        needs_base=False,
+        form="LowRank",
+        build=_loha,
+        params=_stored_params,
+        part_sets=(
+            frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}),
+            frozenset({"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"}),
+        ),
+        decomposable=True,
+    )
+)
 
 
 def _kron_factor(t: Tensors, i: int) -> Form:
@@ -134,35 +138,42 @@ def _lokr_conv1d_full(d, t: Tensors) -> Dense:
     return Dense(d.module.scale * kron.reshape(w1.shape[0] * w2.shape[0], -1))
 
 
-LOKR = register(Family(
-    name="lokr",
-    parts=(),  # one of lokr_w1 | lokr_w1_a + lokr_w1_b, and one of lokr_w2 | lokr_w2_a + lokr_w2_b (+ lokr_t2)
-    optional=("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
-    formula="s · W1 ⊗ W2, each factor full or a low-rank pair (W2 also a Tucker conv factor)",
-    reference="Yeh et al. 2024 (LyCORIS), §3.3; LyCORIS lokr.py make_kron; PEFT LoKrLayer.get_delta_weight",
-    needs_base=False,
-    form="Kronecker",
-    build=_lokr,
-    params=_stored_params,
-    part_sets=tuple(frozenset(w1 | w2) for w1 in ({"lokr_w1"}, {"lokr_w1_a", "lokr_w1_b"})
-                  for w2 in ({"lokr_w2"}, {"lokr_w2_a", "lokr_w2_b"}, {"lokr_w2_a", "lokr_w2_b", "lokr_t2"})),
-    decomposable=True,
-))
+LOKR = register(
+    Family(
+        name="lokr",
+        parts=(),  # one of lokr_w1 | lokr_w1_a + lokr_w1_b, and one of lokr_w2 | lokr_w2_a + lokr_w2_b (+ lokr_t2)
+        optional=("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
+        formula="s · W1 ⊗ W2, each factor full or a low-rank pair (W2 also a Tucker conv factor)",
+        reference="Yeh et al. 2024 (LyCORIS), §3.3; LyCORIS lokr.py make_kron; PEFT LoKrLayer.get_delta_weight",
+        needs_base=False,
+        form="Kronecker",
+        build=_lokr,
+        params=_stored_params,
+        part_sets=tuple(
+            frozenset(w1 | w2)
+            for w1 in ({"lokr_w1"}, {"lokr_w1_a", "lokr_w1_b"})
+            for w2 in ({"lokr_w2"}, {"lokr_w2_a", "lokr_w2_b"}, {"lokr_w2_a", "lokr_w2_b", "lokr_t2"})
+        ),
+        decomposable=True,
+    )
+)
 
 
 def _full(d, t: Tensors) -> Dense:
     return Dense(t.pop("diff"))
 
 
-FULL = register(Family(
-    name="full",
-    parts=("diff",),
-    formula="diff (W_tuned − W_base as the file stores it)",
-    reference="LyCORIS full.py (FullModule.custom_state_dict: diff = W − W_org); Yeh et al. 2024, §3",
-    needs_base=False,
-    form="Dense",
-    build=_full,
-    numpy=False,  # dense: torch in the working precision, like a full fine-tune's difference
-    params=_stored_params,
-    part_sets=(frozenset({"diff"}),),
-))
+FULL = register(
+    Family(
+        name="full",
+        parts=("diff",),
+        formula="diff (W_tuned − W_base as the file stores it)",
+        reference="LyCORIS full.py (FullModule.custom_state_dict: diff = W − W_org); Yeh et al. 2024, §3",
+        needs_base=False,
+        form="Dense",
+        build=_full,
+        numpy=False,  # dense: torch in the working precision, like a full fine-tune's difference
+        params=_stored_params,
+        part_sets=(frozenset({"diff"}),),
+    )
+)

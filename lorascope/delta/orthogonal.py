@@ -137,23 +137,27 @@ def _oft_fit(m, ref) -> Any:
         return f"the base weight's {cols} input features are not a whole number of OFT blocks of size {b}"
     blocks = m.parts["oft_R"].stored_shape[0]
     if not m.params.get("block_share") and blocks * b != cols:
-        return (f"oft_R holds {blocks} blocks of size {b} ({blocks * b} features) but the base weight has "
-                f"{cols} input features")
+        return (
+            f"oft_R holds {blocks} blocks of size {b} ({blocks * b} features) but the base weight has "
+            f"{cols} input features"
+        )
     return dataclasses.replace(m, shape=(rows, cols))
 
 
-OFT = register(Family(
-    name="oft",
-    parts=("oft_R",),
-    formula="W0 (Rᵀ − I), R = diag(R₁ … R_k) orthogonal Cayley blocks (W0 (R − I) for an embedding)",
-    reference="Qiu et al. 2023 (OFT), Eq. 2, §4 (COFT); PEFT OFTRotationModule.get_weight, oft.Linear.merge",
-    needs_base=True,
-    form="Dense",
-    build=_oft,
-    numpy=False,
-    params=stored_params,
-    fit_base=_oft_fit,
-))
+OFT = register(
+    Family(
+        name="oft",
+        parts=("oft_R",),
+        formula="W0 (Rᵀ − I), R = diag(R₁ … R_k) orthogonal Cayley blocks (W0 (R − I) for an embedding)",
+        reference="Qiu et al. 2023 (OFT), Eq. 2, §4 (COFT); PEFT OFTRotationModule.get_weight, oft.Linear.merge",
+        needs_base=True,
+        form="Dense",
+        build=_oft,
+        numpy=False,
+        params=stored_params,
+        fit_base=_oft_fit,
+    )
+)
 
 
 # ---- BOFT -----------------------------------------------------------------------------------------------
@@ -218,20 +222,24 @@ def _boft(d, t: Tensors) -> Dense:
 
 def _boft_fit(m, ref) -> Any:
     if tuple(ref.shape) != tuple(m.shape):
-        return (f"boft_R rotates {m.shape[1]} input features and boft_s scales {m.shape[0]} output features, "
-                f"but the base weight is {list(ref.shape)} (stored {list(ref.stored_shape)})")
+        return (
+            f"boft_R rotates {m.shape[1]} input features and boft_s scales {m.shape[0]} output features, "
+            f"but the base weight is {list(ref.shape)} (stored {list(ref.stored_shape)})"
+        )
     return m
 
 
-BOFT = register(Family(
-    name="boft",
-    parts=("boft_R", "boft_s"),
-    formula="diag(s) W0 Mᵀ − W0, M a product of butterfly-permuted block-diagonal Cayley rotations",
-    reference="Liu et al. 2024 (BOFT), Eq. 5; PEFT boft.layer.Linear.get_delta_weight / merge",
-    needs_base=True,
-    form="Dense",
-    build=_boft,
-    numpy=False,
-    params=stored_params,
-    fit_base=_boft_fit,
-))
+BOFT = register(
+    Family(
+        name="boft",
+        parts=("boft_R", "boft_s"),
+        formula="diag(s) W0 Mᵀ − W0, M a product of butterfly-permuted block-diagonal Cayley rotations",
+        reference="Liu et al. 2024 (BOFT), Eq. 5; PEFT boft.layer.Linear.get_delta_weight / merge",
+        needs_base=True,
+        form="Dense",
+        build=_boft,
+        numpy=False,
+        params=stored_params,
+        fit_base=_boft_fit,
+    )
+)

@@ -84,7 +84,9 @@ def fetch(d: Delta, device: str = "cpu") -> Fetched:
     start = time.perf_counter()
     if where is None:
         shared = FAMILIES[d.family].shared
-        arrays = {part: SHARED.load(ref) if part in shared else ref.load_numpy() for part, ref in d.parts.items()}
+        arrays = {
+            part: SHARED.load(ref) if part in shared else ref.load_numpy() for part, ref in d.parts.items()
+        }
         if d.base is not None:
             arrays["base"] = d.base.load_numpy(np.float32)
     else:
@@ -131,8 +133,14 @@ def load_form(d: Delta, precision: str = "float32", device: str = "cpu") -> Form
     return build(fetch(d, device), precision)[0]
 
 
-def form_from(family: str, tensors: dict[str, Any], scale: float = 1.0, params: dict[str, Any] | None = None,
-              name: str = "module", shape: tuple[int, int] | None = None) -> Form:
+def form_from(
+    family: str,
+    tensors: dict[str, Any],
+    scale: float = 1.0,
+    params: dict[str, Any] | None = None,
+    name: str = "module",
+    shape: tuple[int, int] | None = None,
+) -> Form:
     """The form of ΔW from tensors already in memory (a model being trained), by the family's own builder.
 
     Args:

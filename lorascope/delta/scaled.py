@@ -26,8 +26,9 @@ from ..linalg.forms import is_torch
 from .family import Family, Tensors, register
 
 
-def ia3_update(w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 module",
-               groups: int = 1) -> Any:
+def ia3_update(
+    w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 module", groups: int = 1
+) -> Any:
     """ΔW (m, n) = diag(v) W0 (axis 'out') or W0 diag(v) (axis 'in'), v = l − 1 or l by ``stored``.
 
     With ``groups`` G > 1 (axis 'in' of a grouped conv) W0 is (out, in/G·kernel) and output channel o of
@@ -42,12 +43,16 @@ def ia3_update(w0: Any, scale: Any, axis: str, stored: str, where: str = "IA3 mo
     m, n = w0.shape
     if axis == "out":
         if v.shape[0] != m:
-            raise LorascopeError(f"{where}: the IA3 vector has {v.shape[0]} entries, the weight {m} output features")
+            raise LorascopeError(
+                f"{where}: the IA3 vector has {v.shape[0]} entries, the weight {m} output features"
+            )
         return v.reshape(-1, 1) * w0
     if groups > 1:
         return w0 * _grouped_columns(v, groups, m, n)
     if n % v.shape[0] != 0:
-        raise LorascopeError(f"{where}: the IA3 vector has {v.shape[0]} entries, the weight {n} input columns")
+        raise LorascopeError(
+            f"{where}: the IA3 vector has {v.shape[0]} entries, the weight {n} input columns"
+        )
     per = n // v.shape[0]  # kernel elements per input channel (1 for a linear layer)
     if per > 1:
         v = v.repeat_interleave(per) if is_torch(v) else np.repeat(v, per)
@@ -84,8 +89,10 @@ def _ia3_fit(m, ref) -> Any:
     channels = stored[1] if conv else cols  # a conv's input channels per group, else in
     groups = size // channels if size % channels == 0 else 0
     if groups < 1 or (groups > 1 and (not conv or rows % groups)):
-        return (f"the IA3 vector has {size} entries but the base weight (stored {list(stored)}) has "
-                f"{channels} input channels")
+        return (
+            f"the IA3 vector has {size} entries but the base weight (stored {list(stored)}) has "
+            f"{channels} input channels"
+        )
     params = {**m.params, "groups": groups} if groups > 1 else m.params
     return dataclasses.replace(m, shape=(rows, cols), params=params)
 
@@ -94,16 +101,18 @@ def _ia3_params(d) -> int:
     return d.parts["scale"].store.info(d.parts["scale"].key).numel
 
 
-IA3 = register(Family(
-    name="ia3",
-    parts=("scale",),
-    formula="(l − 1) ⊙ W0, l scaling each output row or (feedforward) each input column",
-    reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge; LyCORIS ia3.py (increment)",
-    needs_base=True,
-    form="Dense",
-    build=_ia3,
-    numpy=False,
-    params=_ia3_params,
-    fit_base=_ia3_fit,
-    part_sets=(frozenset({"scale"}),),
-))
+IA3 = register(
+    Family(
+        name="ia3",
+        parts=("scale",),
+        formula="(l − 1) ⊙ W0, l scaling each output row or (feedforward) each input column",
+        reference="Liu et al. 2022, (IA)³, §3.3; PEFT IA3Layer.merge; LyCORIS ia3.py (increment)",
+        needs_base=True,
+        form="Dense",
+        build=_ia3,
+        numpy=False,
+        params=_ia3_params,
+        fit_base=_ia3_fit,
+        part_sets=(frozenset({"scale"}),),
+    )
+)

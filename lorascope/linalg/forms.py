@@ -48,7 +48,9 @@ class LowRank:
 
     def __post_init__(self) -> None:
         if self.left.ndim != 2 or self.right.ndim != 2 or self.left.shape[1] != self.right.shape[0]:
-            raise ValueError(f"factors do not chain: left {tuple(self.left.shape)}, right {tuple(self.right.shape)}")
+            raise ValueError(
+                f"factors do not chain: left {tuple(self.left.shape)}, right {tuple(self.right.shape)}"
+            )
 
     @property
     def shape(self) -> tuple[int, int]:

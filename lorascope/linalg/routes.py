@@ -27,7 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from .common import EPS64, SVD, as_numpy, cusolver_driver, eps_of, like, on_cpu, one_thread, sum_squares, svd_flip
+from .common import (
+    EPS64,
+    SVD,
+    as_numpy,
+    cusolver_driver,
+    eps_of,
+    like,
+    on_cpu,
+    one_thread,
+    sum_squares,
+    svd_flip,
+)
 
 
 # ---- factored: s·L@R ------------------------------------------------------------------------------------
@@ -169,7 +180,9 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
         shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)), float(torch.linalg.norm(r_r))
     )
     if not compute_uv:
-        return SVD(torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor)
+        return SVD(
+            torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor
+        )
     u_c, s, vh_c = torch.linalg.svd(core, full_matrices=False, driver=cusolver_driver(core))
     u, vh = svd_flip(q_l @ u_c, vh_c @ q_r.T)  # (m, k1) @ (k1, q); (q, k2) @ (k2, n)
     return SVD(s.cpu(), fro, "factored", True, u.cpu(), vh.T.cpu(), floor=floor)

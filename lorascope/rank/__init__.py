@@ -24,7 +24,20 @@ from .spectra import Spectra, spectra_of
 from .sweep import default_ranks, frontier, truncation_table, uniform_table
 
 __all__ = [
-    "Allocation", "POLICIES", "Policy", "RankKnapsack", "SelectOutput", "Selection", "Spectra", "SweepOutput",
-    "default_ranks", "frontier", "run_select", "run_sweep", "select_ranks", "spectra_of", "truncation_table",
+    "Allocation",
+    "POLICIES",
+    "Policy",
+    "RankKnapsack",
+    "SelectOutput",
+    "Selection",
+    "Spectra",
+    "SweepOutput",
+    "default_ranks",
+    "frontier",
+    "run_select",
+    "run_sweep",
+    "select_ranks",
+    "spectra_of",
+    "truncation_table",
     "uniform_table",
 ]

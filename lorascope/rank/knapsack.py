@@ -99,8 +99,10 @@ class RankKnapsack:
         # all items in greedy (ratio) order, for the LP bound and the greedy allocation
         # (within a class the ratio order is the value order, so each class is taken largest first)
         ratios = np.concatenate([np.zeros(0)] + [c.values / c.weight for c in self.classes])
-        item_class = np.concatenate([np.zeros(0, np.int64)]
-                                    + [np.full(c.values.size, k, dtype=np.int64) for k, c in enumerate(self.classes)])
+        item_class = np.concatenate(
+            [np.zeros(0, np.int64)]
+            + [np.full(c.values.size, k, dtype=np.int64) for k, c in enumerate(self.classes)]
+        )
         order = np.argsort(-ratios, kind="stable")
         self._ratio, self._item_class = ratios[order], item_class[order]
         weights = np.array([c.weight for c in self.classes] or [1], dtype=np.int64)
@@ -121,7 +123,9 @@ class RankKnapsack:
                 ranks += np.bincount(c.owners[: int(n)], minlength=self.n_modules)
         return ranks
 
-    def _allocation(self, counts: Sequence[int], upper: float, exact: bool, method: str, nodes: int = 0) -> Allocation:
+    def _allocation(
+        self, counts: Sequence[int], upper: float, exact: bool, method: str, nodes: int = 0
+    ) -> Allocation:
         gain = float(sum(c.prefix[int(n)] for c, n in zip(self.classes, counts)))
         cost = int(sum(c.weight * int(n) for c, n in zip(self.classes, counts)))
         return Allocation(self._ranks_of(counts), cost, gain, upper, exact, method, nodes)
@@ -252,7 +256,10 @@ class _Search:
             k = self.seq[depth]
             c = self.classes[k]
             cand = self.order[k]
-            cand = cand[(self.upper - (penalty + self.pens[k][cand]) > self.best + self.tol) & (c.weight * cand <= left)]
+            cand = cand[
+                (self.upper - (penalty + self.pens[k][cand]) > self.best + self.tol)
+                & (c.weight * cand <= left)
+            ]
             spent, gained = c.weight * cand, c.prefix[cand]
         else:  # a single class left
             k, cand = None, np.zeros(1, dtype=np.int64)

@@ -30,8 +30,20 @@ from .knapsack import RankKnapsack
 from .spectra import Spectra
 from .sweep import pooled_energy, pooled_rel_error, rank_used
 
-SELECTION_COLUMNS = ["name", "layer", "module", "rows", "cols", "source", "lora_rank", "available_rank", "rank",
-                     "params", "energy", "rel_error"]
+SELECTION_COLUMNS = [
+    "name",
+    "layer",
+    "module",
+    "rows",
+    "cols",
+    "source",
+    "lora_rank",
+    "available_rank",
+    "rank",
+    "params",
+    "energy",
+    "rel_error",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,9 @@ class Policy:
         if not 0.0 < self.energy <= 1.0:
             raise ValueError(f"energy must be in (0, 1], got {self.energy}")
         if self.name == "budget" and (self.budget is None or self.budget < 0):
-            raise ValueError(f"budget must be a non-negative parameter count for the 'budget' policy, got {self.budget}")
+            raise ValueError(
+                f"budget must be a non-negative parameter count for the 'budget' policy, got {self.budget}"
+            )
         if self.tolerance < 0:
             raise ValueError(f"tolerance must be non-negative, got {self.tolerance}")
 
@@ -74,8 +88,12 @@ class Selection:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: policy, totals, notes and the recommendation."""
-        return {"policy": asdict(self.policy), "totals": self.totals, "notes": self.notes,
-                "recommendation": self.recommendation}
+        return {
+            "policy": asdict(self.policy),
+            "totals": self.totals,
+            "notes": self.notes,
+            "recommendation": self.recommendation,
+        }
 
     def ranks(self) -> dict[str, int]:
         return dict(zip(self.table["name"], (int(r) for r in self.table["rank"])))
@@ -86,10 +104,13 @@ class Selection:
 PolicyFn = Callable[[Spectra, Policy, "pd.DataFrame | None"], tuple[np.ndarray, dict[str, Any]]]
 
 
-def _energy_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _energy_ranks(
+    spectra: Spectra, policy: Policy, functional: pd.DataFrame | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     ranks, beyond = [], []
-    for s, total, complete, name, cap in zip(spectra.sigma, spectra.totals, spectra.table["complete"],
-                                             spectra.names, spectra.max_ranks):
+    for s, total, complete, name, cap in zip(
+        spectra.sigma, spectra.totals, spectra.table["complete"], spectra.names, spectra.max_ranks
+    ):
         r = rank_at_energy(s, policy.energy, total)
         if r is None:  # stored σ never reach τ: all of them (complete) or an unknown rank past the top-k
             r = int(cap)
@@ -102,7 +123,9 @@ def _energy_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | N
     return np.asarray(ranks, dtype=np.int64), notes
 
 
-def _budget_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _budget_ranks(
+    spectra: Spectra, policy: Policy, functional: pd.DataFrame | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     knap = RankKnapsack([s**2 for s in spectra.sigma], spectra.unit_costs)
     start = time.perf_counter()
     exact = knap.solve(int(policy.budget or 0))
@@ -111,7 +134,9 @@ def _budget_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | N
     greedy = knap.greedy(int(policy.budget or 0))
     t_greedy = time.perf_counter() - start
     total = float(spectra.totals.sum()) or 1.0
-    top_k = int((~spectra.table["complete"].astype(bool)).sum())  # modules whose σ past a randomized top-k are unknown
+    top_k = int(
+        (~spectra.table["complete"].astype(bool)).sum()
+    )  # modules whose σ past a randomized top-k are unknown
     notes = {
         "knapsack": {
             "exact": bool(exact.exact) and not top_k,
@@ -133,10 +158,18 @@ def _budget_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | N
     return exact.ranks, notes
 
 
-def _noise_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _noise_ranks(
+    spectra: Spectra, policy: Policy, functional: pd.DataFrame | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     ranks, unknown = [], []
-    for s, m, n, complete, floor, name in zip(spectra.sigma, spectra.table["rows"], spectra.table["cols"],
-                                             spectra.table["complete"], spectra.table["floor"], spectra.names):
+    for s, m, n, complete, floor, name in zip(
+        spectra.sigma,
+        spectra.table["rows"],
+        spectra.table["cols"],
+        spectra.table["complete"],
+        spectra.table["floor"],
+        spectra.names,
+    ):
         r = gd_rank(s, (int(m), int(n)), bool(complete), float(floor))  # the analysis's numerical floor
         if r is None:
             unknown.append(name)
@@ -149,7 +182,9 @@ def _noise_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | No
     return np.asarray(ranks, dtype=np.int64), {}
 
 
-def _functional_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | None) -> tuple[np.ndarray, dict[str, Any]]:
+def _functional_ranks(
+    spectra: Spectra, policy: Policy, functional: pd.DataFrame | None
+) -> tuple[np.ndarray, dict[str, Any]]:
     if functional is None or functional.empty:
         raise LorascopeError(
             "the functional policy needs a functional sweep (functional.csv in a `lorascope sweep` folder run "
@@ -192,15 +227,21 @@ def select_ranks(spectra: Spectra, policy: Policy, functional: pd.DataFrame | No
 
 def _available(spectra: Spectra) -> np.ndarray:
     """The largest rank a module can be given: its non-zero σ (or all stored ones for a top-k)."""
-    return np.where(spectra.table["complete"].to_numpy(bool), spectra.max_ranks,
-                    spectra.table["n_singular"].to_numpy(np.int64))
+    return np.where(
+        spectra.table["complete"].to_numpy(bool),
+        spectra.max_ranks,
+        spectra.table["n_singular"].to_numpy(np.int64),
+    )
 
 
 def selection_table(spectra: Spectra, ranks: np.ndarray) -> pd.DataFrame:
     t = spectra.table
     e = spectra.energy_at(ranks)
     out = t[["name", "layer", "module", "rows", "cols", "source", "lora_rank"]].assign(
-        available_rank=_available(spectra), rank=ranks, params=ranks * spectra.unit_costs, energy=e,
+        available_rank=_available(spectra),
+        rank=ranks,
+        params=ranks * spectra.unit_costs,
+        energy=e,
         rel_error=spectra.rel_error_at(ranks),
     )
     return out[SELECTION_COLUMNS].reset_index(drop=True)
@@ -212,7 +253,9 @@ def selection_totals(spectra: Spectra, ranks: np.ndarray) -> dict[str, Any]:
     params = int(np.sum(ranks * costs))
     pooled = pooled_energy(spectra, ranks)
     lora = spectra.table["lora_rank"]
-    original = int(np.sum(lora.fillna(0).to_numpy(np.int64) * costs)) if lora.notna().all() and len(lora) else None
+    original = (
+        int(np.sum(lora.fillna(0).to_numpy(np.int64) * costs)) if lora.notna().all() and len(lora) else None
+    )
     k_eq = _uniform_rank_within(spectra, params)
     uniform_energy = pooled_energy(spectra, rank_used(spectra, k_eq)) if k_eq else 0.0
     return {
@@ -260,31 +303,41 @@ def recommendation(selection: Selection, spectra: Spectra) -> str:
         f"{tot['rel_error']:.3f}; the worst module keeps {tot['min_module_energy']:.1%})."
     )
     if tot["original_params"]:
-        parts.append(f"That is {tot['params'] / tot['original_params']:.0%} of the original adapter's "
-                     f"{human_count(tot['original_params'])} parameters.")
+        parts.append(
+            f"That is {tot['params'] / tot['original_params']:.0%} of the original adapter's "
+            f"{human_count(tot['original_params'])} parameters."
+        )
     if tot["uniform_rank_same_params"]:
-        parts.append(f"A uniform rank {tot['uniform_rank_same_params']} costs no more and keeps "
-                     f"{tot['uniform_energy_same_params']:.1%}.")
+        parts.append(
+            f"A uniform rank {tot['uniform_rank_same_params']} costs no more and keeps "
+            f"{tot['uniform_energy_same_params']:.1%}."
+        )
     parts.extend(_POLICY_WORDS[p.name](selection, spectra))
     dropped = t[t["rank"] == 0]
     if len(dropped):
-        parts.append(f"{len(dropped)} module(s) get rank 0 and are left out of an export (e.g. {dropped['name'].iat[0]}).")
+        parts.append(
+            f"{len(dropped)} module(s) get rank 0 and are left out of an export (e.g. {dropped['name'].iat[0]})."
+        )
     return " ".join(parts)
 
 
 def _energy_words(selection: Selection, spectra: Spectra) -> list[str]:
     beyond = selection.notes.get("rank_beyond_top_k")
     if beyond:
-        return [f"{len(beyond)} module(s) do not reach τ within their stored top-k singular values and were capped "
-                "there; run the spectrum without --top-k for their true rank."]
+        return [
+            f"{len(beyond)} module(s) do not reach τ within their stored top-k singular values and were capped "
+            "there; run the spectrum without --top-k for their true rank."
+        ]
     return []
 
 
 def _budget_words(selection: Selection, spectra: Spectra) -> list[str]:
     k = selection.notes["knapsack"]
     if k.get("top_k_modules"):
-        proof = (f"optimal only among ranks within the computed top-k: {k['top_k_modules']} module(s) have a randomized "
-                 "top-k spectrum, and larger ranks there were never computed (not proven optimal overall)")
+        proof = (
+            f"optimal only among ranks within the computed top-k: {k['top_k_modules']} module(s) have a randomized "
+            "top-k spectrum, and larger ranks there were never computed (not proven optimal overall)"
+        )
     elif k["exact"]:
         proof = "proven optimal"
     else:
@@ -292,31 +345,44 @@ def _budget_words(selection: Selection, spectra: Spectra) -> list[str]:
     if k["gap_energy"] <= 1e-12:
         cmp = "the greedy σ²/(m+n) allocation reaches the same energy"
     else:
-        cmp = (f"the greedy σ²/(m+n) allocation keeps {k['greedy_energy']:.4%}, {k['gap_energy']:.2e} of the "
-               f"energy less ({k['modules_differing']} module(s) differ)")
-    bound = ("no allocation within the budget can keep more than "
-             f"{k['upper_bound_energy']:.4%} (LP bound)" if k["upper_bound_energy"] is not None else "no upper bound is known")
-    return [f"The allocation is {proof} (multiple-choice knapsack over {k['cost_classes']} cost class(es)); {cmp}; "
-            f"{bound}."]
+        cmp = (
+            f"the greedy σ²/(m+n) allocation keeps {k['greedy_energy']:.4%}, {k['gap_energy']:.2e} of the "
+            f"energy less ({k['modules_differing']} module(s) differ)"
+        )
+    bound = (
+        f"no allocation within the budget can keep more than {k['upper_bound_energy']:.4%} (LP bound)"
+        if k["upper_bound_energy"] is not None
+        else "no upper bound is known"
+    )
+    return [
+        f"The allocation is {proof} (multiple-choice knapsack over {k['cost_classes']} cost class(es)); {cmp}; "
+        f"{bound}."
+    ]
 
 
 def _noise_words(selection: Selection, spectra: Spectra) -> list[str]:
     t = selection.table
     full = int(np.sum((t["rank"] == t["available_rank"]) & (t["rank"] > 0)))
-    words = ["Singular values below the Gavish–Donoho threshold are indistinguishable from white noise of the "
-             "same median level and are dropped."]
+    words = [
+        "Singular values below the Gavish–Donoho threshold are indistinguishable from white noise of the "
+        "same median level and are dropped."
+    ]
     if full == len(t) and t["lora_rank"].notna().all():
-        words.append("Every module keeps all its non-zero singular values: an exactly low-rank LoRA update has more "
-                     "zeros than non-zeros, so this test finds no noise in it; use --energy or --budget to shrink it.")
+        words.append(
+            "Every module keeps all its non-zero singular values: an exactly low-rank LoRA update has more "
+            "zeros than non-zeros, so this test finds no noise in it; use --energy or --budget to shrink it."
+        )
     return words
 
 
 def _functional_words(selection: Selection, spectra: Spectra) -> list[str]:
     f = selection.notes["functional"]
     verdict = "" if f["within"] else " No measured rank is within the tolerance; the largest one is used."
-    return [f"Measured ({f.get('metric', 'loss')}): rank {f['k']} reaches {f['loss']:.4f} against {f['full_loss']:.4f} "
-            f"for the untruncated update and {f['base_loss']:.4f} for the base model, {f['recovered']:.0%} of the "
-            f"fine-tune's change (tolerance {f['tolerance']:.0%} of it).{verdict}"]
+    return [
+        f"Measured ({f.get('metric', 'loss')}): rank {f['k']} reaches {f['loss']:.4f} against {f['full_loss']:.4f} "
+        f"for the untruncated update and {f['base_loss']:.4f} for the base model, {f['recovered']:.0%} of the "
+        f"fine-tune's change (tolerance {f['tolerance']:.0%} of it).{verdict}"
+    ]
 
 
 _POLICY_WORDS: dict[str, Callable[[Selection, Spectra], list[str]]] = {

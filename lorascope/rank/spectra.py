@@ -28,7 +28,9 @@ SHORT_SLACK = 1e-4
 class Spectra:
     """Per module, aligned by position: names, shapes, σ (descending), ‖ΔW‖_F² and completeness."""
 
-    table: pd.DataFrame  # name, layer, module, rows, cols, source, lora_rank, fro_norm, n_singular, complete, floor
+    table: (
+        pd.DataFrame
+    )  # name, layer, module, rows, cols, source, lora_rank, fro_norm, n_singular, complete, floor
     sigma: tuple[np.ndarray, ...]
 
     @property
@@ -43,7 +45,7 @@ class Spectra:
     @property
     def unit_costs(self) -> np.ndarray:
         """m + n: the parameters one unit of LoRA rank costs on each module (docs/METRICS.md 'Parameter counts')."""
-        return (self.table["rows"].to_numpy(np.int64) + self.table["cols"].to_numpy(np.int64))
+        return self.table["rows"].to_numpy(np.int64) + self.table["cols"].to_numpy(np.int64)
 
     @property
     def max_ranks(self) -> np.ndarray:
@@ -120,16 +122,40 @@ def spectra_from(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray]) -> Sp
             continue
         s = np.asarray(spectra[rec["name"]], dtype=np.float64)
         complete = complete_spectrum(rec, s)
-        rows.append({
-            "name": rec["name"], "layer": rec["layer"], "module": rec["module"], "rows": int(rec["rows"]),
-            "cols": int(rec["cols"]), "source": rec.get("source"), "lora_rank": rec.get("lora_rank"),
-            "fro_norm": float(rec["fro_norm"]) if pd.notna(rec["fro_norm"]) else float(np.sqrt(np.sum(s**2))),
-            "n_singular": int(s.size), "complete": bool(complete),
-            "floor": float(rec["sigma_floor"]) if pd.notna(rec.get("sigma_floor", np.nan)) else 0.0,
-        })
+        rows.append(
+            {
+                "name": rec["name"],
+                "layer": rec["layer"],
+                "module": rec["module"],
+                "rows": int(rec["rows"]),
+                "cols": int(rec["cols"]),
+                "source": rec.get("source"),
+                "lora_rank": rec.get("lora_rank"),
+                "fro_norm": float(rec["fro_norm"])
+                if pd.notna(rec["fro_norm"])
+                else float(np.sqrt(np.sum(s**2))),
+                "n_singular": int(s.size),
+                "complete": bool(complete),
+                "floor": float(rec["sigma_floor"]) if pd.notna(rec.get("sigma_floor", np.nan)) else 0.0,
+            }
+        )
         sigma.append(s)
-    table = pd.DataFrame(rows, columns=["name", "layer", "module", "rows", "cols", "source", "lora_rank",
-                                        "fro_norm", "n_singular", "complete", "floor"])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "name",
+            "layer",
+            "module",
+            "rows",
+            "cols",
+            "source",
+            "lora_rank",
+            "fro_norm",
+            "n_singular",
+            "complete",
+            "floor",
+        ],
+    )
     table["layer"] = table["layer"].astype("Int64")
     table["lora_rank"] = table["lora_rank"].astype("Int64")
     return Spectra(table, tuple(sigma))

@@ -61,8 +61,11 @@ def truncation_table(spectra: Spectra, ranks: Sequence[int]) -> pd.DataFrame:
     for k in ranks:
         r = rank_used(spectra, k)
         e = spectra.energy_at(r)
-        frames.append(base.assign(k=k, rank=r, params=r * spectra.unit_costs, energy=e,
-                                  rel_error=spectra.rel_error_at(r)))
+        frames.append(
+            base.assign(
+                k=k, rank=r, params=r * spectra.unit_costs, energy=e, rel_error=spectra.rel_error_at(r)
+            )
+        )
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRUNCATION_COLUMNS)
     return out[TRUNCATION_COLUMNS]
 
@@ -90,13 +93,17 @@ def uniform_table(spectra: Spectra, ranks: Sequence[int]) -> pd.DataFrame:
         r = rank_used(spectra, k)
         e = spectra.energy_at(r)
         pooled = pooled_energy(spectra, r)
-        rows.append({
-            "k": k, "params": int(np.sum(r * spectra.unit_costs)), "energy": pooled,
-            "rel_error": pooled_rel_error(spectra, r),
-            "mean_energy": float(np.mean(e)) if e.size else np.nan,
-            "min_energy": float(np.min(e)) if e.size else np.nan,
-            "modules_at_full_rank": int(np.sum(r >= spectra.max_ranks)),
-        })
+        rows.append(
+            {
+                "k": k,
+                "params": int(np.sum(r * spectra.unit_costs)),
+                "energy": pooled,
+                "rel_error": pooled_rel_error(spectra, r),
+                "mean_energy": float(np.mean(e)) if e.size else np.nan,
+                "min_energy": float(np.min(e)) if e.size else np.nan,
+                "modules_at_full_rank": int(np.sum(r >= spectra.max_ranks)),
+            }
+        )
     return pd.DataFrame(rows, columns=UNIFORM_COLUMNS)
 
 
@@ -158,9 +165,19 @@ def frontier(spectra: Spectra, ranks: Sequence[int], extra_budgets: int = 24) ->
     and the LP upper bound are given beside it.
     """
     uni = uniform_table(spectra, ranks)
-    rows = [{"policy": "uniform", "k": int(k), "budget": int(p), "params": int(p), "energy": e,
-             "rel_error": err, "upper_bound_energy": np.nan, "exact": True}
-            for k, p, e, err in zip(uni["k"], uni["params"], uni["energy"], uni["rel_error"])]
+    rows = [
+        {
+            "policy": "uniform",
+            "k": int(k),
+            "budget": int(p),
+            "params": int(p),
+            "energy": e,
+            "rel_error": err,
+            "upper_bound_energy": np.nan,
+            "exact": True,
+        }
+        for k, p, e, err in zip(uni["k"], uni["params"], uni["energy"], uni["rel_error"])
+    ]
     total = float(spectra.totals.sum())
     if total <= 0 or uni.empty:
         return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
@@ -169,11 +186,21 @@ def frontier(spectra: Spectra, ranks: Sequence[int], extra_budgets: int = 24) ->
     grid = set(int(p) for p in uni["params"])
     if extra_budgets and hi > lo:
         grid |= {int(b) for b in np.geomspace(lo, hi, extra_budgets)}
-    complete = bool(spectra.table["complete"].all())  # a top-k spectrum: larger ranks there were never computed
+    complete = bool(
+        spectra.table["complete"].all()
+    )  # a top-k spectrum: larger ranks there were never computed
     for budget in sorted(grid):
         for policy, alloc in (("optimal", knap.solve(budget)), ("greedy", knap.greedy(budget))):
-            rows.append({"policy": policy, "k": np.nan, "budget": budget, "params": alloc.cost,
-                         "energy": alloc.gain / total, "rel_error": pooled_rel_error(spectra, alloc.ranks),
-                         "upper_bound_energy": alloc.upper_bound / total if complete else np.nan,
-                         "exact": alloc.exact and complete})
+            rows.append(
+                {
+                    "policy": policy,
+                    "k": np.nan,
+                    "budget": budget,
+                    "params": alloc.cost,
+                    "energy": alloc.gain / total,
+                    "rel_error": pooled_rel_error(spectra, alloc.ranks),
+                    "upper_bound_energy": alloc.upper_bound / total if complete else np.nan,
+                    "exact": alloc.exact and complete,
+                }
+            )
     return pd.DataFrame(rows, columns=FRONTIER_COLUMNS)

@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FIRST_COLUMNS = ["run", "method", "rank", "targets", "trainable_parameters", "train_seconds", "peak_rss_bytes",
-                 "optimizer_state_bytes"]
+FIRST_COLUMNS = [
+    "run",
+    "method",
+    "rank",
+    "targets",
+    "trainable_parameters",
+    "train_seconds",
+    "peak_rss_bytes",
+    "optimizer_state_bytes",
+]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -27,7 +35,9 @@ def lower_is_better(metric: str) -> bool:
 
 def metric_columns(index: pd.DataFrame) -> list[str]:
     """The evaluation metrics of a sweep index: every *_loss and *_acc column."""
-    return [c for c in index.columns if c.endswith(("_loss", "_acc")) and pd.api.types.is_numeric_dtype(index[c])]
+    return [
+        c for c in index.columns if c.endswith(("_loss", "_acc")) and pd.api.types.is_numeric_dtype(index[c])
+    ]
 
 
 def training_table(index: pd.DataFrame) -> pd.DataFrame:
@@ -74,14 +84,22 @@ def knees(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(rows)
     ranked = table[table["rank"].notna()]
     others = table[table["rank"].isna()]
-    groups = ranked.groupby([c for c in ("method", "targets") if c in ranked.columns], dropna=False, sort=False)
+    groups = ranked.groupby(
+        [c for c in ("method", "targets") if c in ranked.columns], dropna=False, sort=False
+    )
     for key, runs in groups:
         key = key if isinstance(key, tuple) else (key,)
         for metric in metric_columns(table):
             k = knee(runs["rank"].to_numpy(float), runs[metric].to_numpy(float), lower_is_better(metric))
-            row = {"method": key[0], "targets": key[1] if len(key) > 1 else None, "metric": metric,
-                   "knee_rank": k["rank"], "knee_value": k["value"], "knee_score": k["score"],
-                   "best_rank_value": _best(runs[metric], lower_is_better(metric))}
+            row = {
+                "method": key[0],
+                "targets": key[1] if len(key) > 1 else None,
+                "metric": metric,
+                "knee_rank": k["rank"],
+                "knee_value": k["value"],
+                "knee_score": k["score"],
+                "best_rank_value": _best(runs[metric], lower_is_better(metric)),
+            }
             for _, other in others.iterrows():
                 row[f"{other['method']}_value"] = other.get(metric, math.nan)
             rows.append(row)

@@ -51,7 +51,9 @@ class TopK:
     v: np.ndarray
     fro_norm: float
     method: str
-    lost: float = float("nan")  # ‖ΔW − U diag(s) Vᵀ‖_F²: the float64 tail, or the residual summed entry by entry
+    lost: float = float(
+        "nan"
+    )  # ‖ΔW − U diag(s) Vᵀ‖_F²: the float64 tail, or the residual summed entry by entry
 
     @property
     def rank(self) -> int:
@@ -98,7 +100,9 @@ def _keep(u: Any, s: Any, v: Any, k: int, fro: float, method: str, matrix: Any =
     return TopK(u, s[:keep], v, float(fro), method, lost)
 
 
-def residual_sq(matrix: Any, u: np.ndarray, s: np.ndarray, v: np.ndarray, block_bytes: int = 8 << 20) -> float:
+def residual_sq(
+    matrix: Any, u: np.ndarray, s: np.ndarray, v: np.ndarray, block_bytes: int = 8 << 20
+) -> float:
     """‖M − U diag(s) Vᵀ‖_F² summed entry by entry in float64 over row blocks of M (m, n); U (m, k), V (n, k).
 
     Each block's residual is formed in float64 and squared-summed by numpy's pairwise summation, so a

@@ -54,7 +54,9 @@ def render_report(results_dir: str | Path | Results, out: str | Path | None = No
     """
     results = results_dir if isinstance(results_dir, Results) else load_results(results_dir)
     if out is None and results.path is None:
-        raise LorascopeError("these results were never saved to a folder; give the report an output path (out=...)")
+        raise LorascopeError(
+            "these results were never saved to a folder; give the report an output path (out=...)"
+        )
     html = html_path(out if out is not None else results.path)
     return publish(html, lambda page_file, figures: write_report(results, page_file, figures))
 
@@ -64,8 +66,12 @@ def write_report(results: Results, html: Path, figures: Path | None = None) -> P
     stage)."""
     from .html import write_page
 
-    return write_page(build_page(results), html, figures if figures is not None else figures_dir(html),
-                      footer=footer_text([results]))
+    return write_page(
+        build_page(results),
+        html,
+        figures if figures is not None else figures_dir(html),
+        footer=footer_text([results]),
+    )
 
 
 def publish(html: Path, draw, command: str = "report") -> Path:
@@ -83,8 +89,11 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     if shown(folder) != folder:  # already inside an open transaction's stage: write as it is
         draw(html, figures_dir(html))
         return html
-    owned = not folder.exists() or read_manifest(folder) is not None or not any(
-        INTERNAL not in p.name for p in folder.iterdir())
+    owned = (
+        not folder.exists()
+        or read_manifest(folder) is not None
+        or not any(INTERNAL not in p.name for p in folder.iterdir())
+    )
     if html.name == REPORT_HTML and owned:
         with writing(folder, command, mode="update", drop=[REPORT_HTML, FIGURES_DIR]) as tx:
             draw(tx.stage / REPORT_HTML, tx.stage / FIGURES_DIR)
@@ -99,9 +108,14 @@ def publish(html: Path, draw, command: str = "report") -> Path:
     return html
 
 
-def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
-                      labels: list[str] | None = None, run_folders: list[Path | None] | None = None,
-                      title: str | None = None, command: str = "report") -> Path:
+def render_comparison(
+    results_dirs: list[str | Path | Results],
+    out: str | Path,
+    labels: list[str] | None = None,
+    run_folders: list[Path | None] | None = None,
+    title: str | None = None,
+    command: str = "report",
+) -> Path:
     """Write one page that sets several analyses of the same model side by side.
 
     Args:
@@ -127,16 +141,21 @@ def render_comparison(results_dirs: list[str | Path | Results], out: str | Path,
     if len(runs) < 2:
         raise LorascopeError(f"a comparison needs at least two results folders, got {len(runs)}")
     if labels is not None and len(labels) != len(runs):
-        raise LorascopeError(f"got {len(labels)} labels for {len(runs)} results folders; give one label per folder")
+        raise LorascopeError(
+            f"got {len(labels)} labels for {len(runs)} results folders; give one label per folder"
+        )
     if labels is not None and len(set(labels)) != len(labels):
         twice = sorted({x for x in labels if labels.count(x) > 1})
-        raise LorascopeError(f"the label(s) {', '.join(map(repr, twice))} are given more than once; each run's column "
-                             "is named by its label, so labels must differ")
+        raise LorascopeError(
+            f"the label(s) {', '.join(map(repr, twice))} are given more than once; each run's column "
+            "is named by its label, so labels must differ"
+        )
     html = html_path(out)
     page = build_comparison_page(runs, labels or run_labels(runs), run_folders, title)
     footer = footer_text(runs)
-    return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer),
-                   command)
+    return publish(
+        html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer), command
+    )
 
 
 def html_path(out: str | Path) -> Path:
@@ -155,8 +174,11 @@ def figures_dir(html: Path) -> Path:
 def run_title(results: Results) -> str:
     """What was analyzed, in a few words: the input names (base → tuned), else the folder name."""
     inputs = (results.summary or {}).get("inputs") or []
-    names = [(i.get("hub") or {}).get("repo_id") or Path(str(i.get("path", ""))).name
-             for i in inputs if i.get("path")]
+    names = [
+        (i.get("hub") or {}).get("repo_id") or Path(str(i.get("path", ""))).name
+        for i in inputs
+        if i.get("path")
+    ]
     if names:
         return " → ".join(names)
     return results.path.name if results.path is not None else "lorascope results"

@@ -51,12 +51,20 @@ def overlap_table(modules: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for t in types:
         g = typed[typed["type"] == t]
-        rows.append({
-            "module type": t, "modules": len(g), "cosine": g["cosine"].median(),
-            "φ(1,1)": g["phi_1_1"].median(), "φ(k,k)": g["phi_min"].median(),
-            "φ(k_x,k_y)": g["phi_all"].median(), "random max(k_x,k_y)/m": g["random_all"].median(),
-            "shared dims": g["shared_dims"].median(), "k_x": g["k_x"].median(), "k_y": g["k_y"].median(),
-        })
+        rows.append(
+            {
+                "module type": t,
+                "modules": len(g),
+                "cosine": g["cosine"].median(),
+                "φ(1,1)": g["phi_1_1"].median(),
+                "φ(k,k)": g["phi_min"].median(),
+                "φ(k_x,k_y)": g["phi_all"].median(),
+                "random max(k_x,k_y)/m": g["random_all"].median(),
+                "shared dims": g["shared_dims"].median(),
+                "k_x": g["k_x"].median(),
+                "k_y": g["k_y"].median(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -69,13 +77,20 @@ def table7(amplification: pd.DataFrame) -> pd.DataFrame:
             g = by_update[by_update["type"] == t]
             if g.empty:
                 continue
-            rows.append({
-                "update": label, "module type": t, "r": g["rank"].median(),
-                "‖UᵀWV‖ ΔW's": g["proj_delta"].median(), "‖UᵀWV‖ W's top-r": g["proj_w"].median(),
-                "‖UᵀWV‖ random": g["proj_random"].median(), "random expected": g["random_expected"].median(),
-                "‖W‖_F": g["base_fro_norm"].median(), "‖ΔW‖_F": g["delta_fro"].median(),
-                "amplification": g["amplification"].median(),
-            })
+            rows.append(
+                {
+                    "update": label,
+                    "module type": t,
+                    "r": g["rank"].median(),
+                    "‖UᵀWV‖ ΔW's": g["proj_delta"].median(),
+                    "‖UᵀWV‖ W's top-r": g["proj_w"].median(),
+                    "‖UᵀWV‖ random": g["proj_random"].median(),
+                    "random expected": g["random_expected"].median(),
+                    "‖W‖_F": g["base_fro_norm"].median(),
+                    "‖ΔW‖_F": g["delta_fro"].median(),
+                    "amplification": g["amplification"].median(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,9 +102,16 @@ def intruder_table(intruder_modules: pd.DataFrame) -> pd.DataFrame:
         for t in types:
             g = by_update[by_update["type"] == t]
             if len(g):
-                rows.append({"update": label, "module type": t, "modules": len(g), "intruders": int(g["intruders"].sum()),
-                             "modules with intruders": int((g["intruders"] > 0).sum()),
-                             "median min max|cos|": g["min_max_cos"].median()})
+                rows.append(
+                    {
+                        "update": label,
+                        "module type": t,
+                        "modules": len(g),
+                        "intruders": int(g["intruders"].sum()),
+                        "modules with intruders": int((g["intruders"] > 0).sum()),
+                        "median min max|cos|": g["min_max_cos"].median(),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -107,7 +129,9 @@ def phi_heatmaps(grids: dict[str, pd.DataFrame], labels: tuple[str, str], names:
     fig, axes = fg.panel_grid(len(grids), ncols=4, panel_w=2.5, panel_h=2.3)
     image = None
     for ax, (t, g) in zip(axes, grids.items()):
-        image = ax.imshow(g.to_numpy(), vmin=0.0, vmax=1.0, cmap=PHI_CMAP, aspect="auto", interpolation="nearest")
+        image = ax.imshow(
+            g.to_numpy(), vmin=0.0, vmax=1.0, cmap=PHI_CMAP, aspect="auto", interpolation="nearest"
+        )
         xs, ys = _tick_positions(g.columns.to_numpy()), _tick_positions(g.index.to_numpy())
         ax.set_xticks(xs, [str(g.columns[p]) for p in xs])
         ax.set_yticks(ys, [str(g.index[p]) for p in ys])
@@ -120,7 +144,9 @@ def phi_heatmaps(grids: dict[str, pd.DataFrame], labels: tuple[str, str], names:
     return fig
 
 
-def _layer_lines(ax, table: pd.DataFrame, column: str, types: list[str], names: dict[str, str], style: str = "-") -> None:
+def _layer_lines(
+    ax, table: pd.DataFrame, column: str, types: list[str], names: dict[str, str], style: str = "-"
+) -> None:
     """One line per module type against layer (module order where there is no layer)."""
     typed = data.with_types(table)
     for i, t in enumerate(types):
@@ -129,9 +155,14 @@ def _layer_lines(ax, table: pd.DataFrame, column: str, types: list[str], names: 
             continue
         x = data.layer_values(g)
         x = np.where(np.isnan(x), np.arange(len(g)), x)
-        ax.plot(x, g[column].to_numpy(dtype=float), marker="o" if style == "-" else None, markersize=2.5,
-                label=names.get(t, t) if style == "-" else "_nolegend_",
-                **{**fg.category_style(i), "linestyle": style})
+        ax.plot(
+            x,
+            g[column].to_numpy(dtype=float),
+            marker="o" if style == "-" else None,
+            markersize=2.5,
+            label=names.get(t, t) if style == "-" else "_nolegend_",
+            **{**fg.category_style(i), "linestyle": style},
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
 
 
@@ -140,9 +171,14 @@ def overlap_by_layer(modules: pd.DataFrame) -> Figure:
     """Cosine, φ(1, 1) and φ(k_x, k_y) per layer and module type; dotted: φ(k_x, k_y) of random subspaces."""
     _, types, names = _typed(modules)
     fig, axes = fg.panel_grid(3, ncols=3, panel_w=3.2, panel_h=2.6)
-    for ax, (col, title) in zip(axes, [("cosine", "cosine ⟨ΔW_x, ΔW_y⟩ / ‖ΔW_x‖‖ΔW_y‖"),
-                                       ("phi_1_1", "φ(1, 1): top directions"),
-                                       ("phi_all", "φ(k_x, k_y): whole subspaces")]):
+    for ax, (col, title) in zip(
+        axes,
+        [
+            ("cosine", "cosine ⟨ΔW_x, ΔW_y⟩ / ‖ΔW_x‖‖ΔW_y‖"),
+            ("phi_1_1", "φ(1, 1): top directions"),
+            ("phi_all", "φ(k_x, k_y): whole subspaces"),
+        ],
+    ):
         _layer_lines(ax, modules, col, types, names)
         if col == "phi_all":
             _layer_lines(ax, modules, "random_all", types, names, style=":")
@@ -184,9 +220,17 @@ def intruders_vs_epsilon(sweep: pd.DataFrame, epsilon: float | None) -> Figure:
     for i, (label, g) in enumerate(sweep.groupby("update", sort=False)):
         style = fg.category_style(i)
         axes[0].plot(g["epsilon"], g["intruders"], marker="o", markersize=3, label=str(label), **style)
-        axes[1].plot(g["epsilon"], g["modules_with_intruders"] / g["modules"].clip(lower=1), marker="o", markersize=3,
-                     label=str(label), **style)
-    for ax, ylabel in zip(axes, ["intruder dimensions (sum over modules)", "share of modules with an intruder"]):
+        axes[1].plot(
+            g["epsilon"],
+            g["modules_with_intruders"] / g["modules"].clip(lower=1),
+            marker="o",
+            markersize=3,
+            label=str(label),
+            **style,
+        )
+    for ax, ylabel in zip(
+        axes, ["intruder dimensions (sum over modules)", "share of modules with an intruder"]
+    ):
         if epsilon is not None:
             ax.axvline(epsilon, color="0.5", linestyle="--", linewidth=0.8)
         ax.set_xlabel("ε (intruder when max |cos| with every base vector < ε)")
@@ -214,12 +258,22 @@ def headline_cards(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         ]
     for label, u in (h.get("updates") or {}).items():
         if u.get("median_amplification") is not None:
-            cards.append((f"{label}: amplification", _g(u["median_amplification"]),
-                          f"median, along ΔW's top {_g(u.get('median_rank'))} directions"))
+            cards.append(
+                (
+                    f"{label}: amplification",
+                    _g(u["median_amplification"]),
+                    f"median, along ΔW's top {_g(u.get('median_rank'))} directions",
+                )
+            )
         if "intruders" in u:
-            cards.append((f"{label}: intruders", str(u["intruders"]),
-                          f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of "
-                          f"{counted(u['modules'], 'module')}"))
+            cards.append(
+                (
+                    f"{label}: intruders",
+                    str(u["intruders"]),
+                    f"ε = {u['epsilon']:g}, in {u['modules_with_intruders']} of "
+                    f"{counted(u['modules'], 'module')}",
+                )
+            )
     return cards
 
 
@@ -231,41 +285,70 @@ def compare_blocks(res: CompareResults) -> list[Block]:
     if res.similarity is not None and len(res.similarity):
         side = str(res.similarity["side"].iloc[0])
         _, _, names = _typed(res.similarity)
-        blocks.append(FigureBlock(
-            "compare_phi",
-            f"Subspace similarity φ(i, j) = ‖U_xᵢᵀ U_yⱼ‖²_F / min(i, j) of the {side} singular vectors (Hu et al. 2021, "
-            f"Eq. 4), averaged over layers: 1 (light) where {labels[0]}'s top-i directions lie in {labels[1]}'s top-j, "
-            "max(i, j)/m for unrelated random directions.",
-            functools.partial(phi_heatmaps, mean_phi_grids(res.similarity), labels, names)))
+        blocks.append(
+            FigureBlock(
+                "compare_phi",
+                f"Subspace similarity φ(i, j) = ‖U_xᵢᵀ U_yⱼ‖²_F / min(i, j) of the {side} singular vectors (Hu et al. 2021, "
+                f"Eq. 4), averaged over layers: 1 (light) where {labels[0]}'s top-i directions lie in {labels[1]}'s top-j, "
+                "max(i, j)/m for unrelated random directions.",
+                functools.partial(phi_heatmaps, mean_phi_grids(res.similarity), labels, names),
+            )
+        )
     if res.modules is not None and len(res.modules):
-        blocks.append(FigureBlock("compare_overlap", "Per layer: the cosine of the two updates and how much their top "
-                                  "directions overlap; dotted lines (one per module type, same colour) are φ of random "
-                                  "subspaces of the same sizes.",
-                                  functools.partial(overlap_by_layer, res.modules)))
+        blocks.append(
+            FigureBlock(
+                "compare_overlap",
+                "Per layer: the cosine of the two updates and how much their top "
+                "directions overlap; dotted lines (one per module type, same colour) are φ of random "
+                "subspaces of the same sizes.",
+                functools.partial(overlap_by_layer, res.modules),
+            )
+        )
         blocks.append(TableBlock(overlap_table(res.modules), caption="Per module type, medians over layers"))
     if res.amplification is not None and len(res.amplification):
-        blocks.append(FigureBlock(
-            "compare_amplification",
-            "How strongly each update amplifies directions already in W: ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the top-r "
-            "singular vectors of ΔW (Hu et al. 2021, §7.3).",
-            functools.partial(amplification_by_layer, res.amplification)))
-        blocks.append(TableBlock(table7(res.amplification), caption=(
-            "As Hu et al.'s Table 7: ‖UᵀWV‖_F for ΔW's top-r directions, W's own top-r and random directions "
-            "(expected r‖W‖_F/√(mn)); a value near W's own means ΔW reuses W's strong directions, near random "
-            "means it amplifies directions W barely uses")))
+        blocks.append(
+            FigureBlock(
+                "compare_amplification",
+                "How strongly each update amplifies directions already in W: ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the top-r "
+                "singular vectors of ΔW (Hu et al. 2021, §7.3).",
+                functools.partial(amplification_by_layer, res.amplification),
+            )
+        )
+        blocks.append(
+            TableBlock(
+                table7(res.amplification),
+                caption=(
+                    "As Hu et al.'s Table 7: ‖UᵀWV‖_F for ΔW's top-r directions, W's own top-r and random directions "
+                    "(expected r‖W‖_F/√(mn)); a value near W's own means ΔW reuses W's strong directions, near random "
+                    "means it amplifies directions W barely uses"
+                ),
+            )
+        )
     if res.sweep is not None and len(res.sweep):
         eps = (s.get("options") or {}).get("intruders", {}) or {}
-        blocks.append(FigureBlock(
-            "compare_intruders",
-            "Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): of the top-k left singular vectors of "
-            "W + ΔW, those whose largest |cos| with every left singular vector of W is below ε. The count depends "
-            "strongly on ε; the dashed line marks the ε of the tables.",
-            functools.partial(intruders_vs_epsilon, res.sweep, eps.get("epsilon"))))
+        blocks.append(
+            FigureBlock(
+                "compare_intruders",
+                "Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): of the top-k left singular vectors of "
+                "W + ΔW, those whose largest |cos| with every left singular vector of W is below ε. The count depends "
+                "strongly on ε; the dashed line marks the ε of the tables.",
+                functools.partial(intruders_vs_epsilon, res.sweep, eps.get("epsilon")),
+            )
+        )
         if res.intruder_modules is not None:
-            blocks.append(TableBlock(intruder_table(res.intruder_modules), caption="Intruders per module type"))
+            blocks.append(
+                TableBlock(intruder_table(res.intruder_modules), caption="Intruders per module type")
+            )
     if res.modules is not None and len(res.modules):
-        blocks.append(TableBlock(res.modules, caption="Every module compared", interactive=True,
-                                 csv_name="compare_modules.csv", collapsed=True))
+        blocks.append(
+            TableBlock(
+                res.modules,
+                caption="Every module compared",
+                interactive=True,
+                csv_name="compare_modules.csv",
+                collapsed=True,
+            )
+        )
     blocks.extend(warning_blocks(s.get("warnings") or []))
     return blocks
 
@@ -289,13 +372,19 @@ def render_compare_report(results_dir: str | Path, out: str | Path | None = None
     s = res.summary
     names = [Path(str(i.get("path", ""))).name for i in s.get("inputs") or []]
     kind = s.get("kind", "compare")
-    title = " vs ".join(s.get("labels") or names) if kind == "compare" else f"intruder dimensions: {' → '.join(names)}"
+    title = (
+        " vs ".join(s.get("labels") or names)
+        if kind == "compare"
+        else f"intruder dimensions: {' → '.join(names)}"
+    )
     subtitle = f"lorascope {kind} report · {(s.get('totals') or {}).get('modules', 0)} modules · {s.get('created', '')}"
     from ..outputs import shown
 
     section_title = "Comparing two updates" if kind == "compare" else "Intruder dimensions"
     page = Page(title, subtitle, [Section("compare", section_title, compare_blocks(res))])
     html = html_path(out if out is not None else results_dir)
-    footer = (f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in "
-              f"{shown(results_dir)}.")
+    footer = (
+        f"Written by lorascope {s.get('lorascope_version', '')} from the saved tables in "
+        f"{shown(results_dir)}."
+    )
     return publish(html, lambda page_file, figures: write_page(page, page_file, figures, footer=footer))

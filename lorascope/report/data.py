@@ -77,7 +77,11 @@ def type_order(modules: pd.DataFrame) -> list[str]:
 
 def layer_values(modules: pd.DataFrame) -> np.ndarray:
     """The layer column as float64, NaN where a module has no layer (the column is a nullable Int64)."""
-    return pd.to_numeric(modules["layer"], errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    return (
+        pd.to_numeric(modules["layer"], errors="coerce")
+        .astype("Float64")
+        .to_numpy(dtype=np.float64, na_value=np.nan)
+    )
 
 
 def short_labels(types: list[str], width: int = 24) -> dict[str, str]:
@@ -177,10 +181,15 @@ def rank_use(modules: pd.DataFrame, types: list[str]) -> pd.DataFrame:
             continue
         r = numeric(g["lora_rank"])
         med = {c: median(g[c]) for c in ("rank_90", "rank_99", "numerical_rank", "gd_rank", "entropy_rank")}
-        rows.append({
-            "module type": t, "modules": len(g), "nominal r": ranks_text(g["lora_rank"]), **med,
-            "rank_99 / r": median(numeric(g["rank_99"]) / r),
-        })
+        rows.append(
+            {
+                "module type": t,
+                "modules": len(g),
+                "nominal r": ranks_text(g["lora_rank"]),
+                **med,
+                "rank_99 / r": median(numeric(g["rank_99"]) / r),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -217,12 +226,16 @@ class Curve:
     y: np.ndarray
 
 
-def spectra_by_type(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], types: list[str]) -> dict[str, list[Curve]]:
+def spectra_by_type(
+    modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], types: list[str]
+) -> dict[str, list[Curve]]:
     """σ_i of every module, grouped by module type, in layer order."""
     return _curves(modules, types, lambda row: np.asarray(spectra.get(row["name"], ()), dtype=np.float64))
 
 
-def energy_by_type(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], types: list[str]) -> dict[str, list[Curve]]:
+def energy_by_type(
+    modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], types: list[str]
+) -> dict[str, list[Curve]]:
     """energy(k) of every module against ‖ΔW‖_F² (docs/METRICS.md 'energy(k)'), grouped by module type.
 
     The total is the stored fro_norm, so a truncated (top-k) spectrum ends below 1 instead of faking it.
@@ -264,11 +277,16 @@ _sweep_ks = sweep_ks
 def truncated_modules(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray]) -> list[str]:
     """Modules whose stored σ are a top-k (``rank.spectra.complete_spectrum``: a randomized method, a rank beyond
     k, or Σσ² short of ‖ΔW‖_F²)."""
-    return [str(rec["name"]) for rec in modules.to_dict("records")
-            if not complete_spectrum(rec, np.asarray(spectra.get(rec["name"], ()), dtype=np.float64))]
+    return [
+        str(rec["name"])
+        for rec in modules.to_dict("records")
+        if not complete_spectrum(rec, np.asarray(spectra.get(rec["name"], ()), dtype=np.float64))
+    ]
 
 
-def uniform_rank_sweep(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], max_points: int = 400) -> Sweep:
+def uniform_rank_sweep(
+    modules: pd.DataFrame, spectra: Mapping[str, np.ndarray], max_points: int = 400
+) -> Sweep:
     """The uniform-rank sweep of the modules that have a stored spectrum (``rank.sweep.uniform_sweep``)."""
     have = {n: s for n, s in spectra.items() if len(s)}
     return uniform_sweep(spectra_from(modules, have), max_points)
@@ -295,7 +313,9 @@ def actual_adapter_parameters(modules: pd.DataFrame) -> int | None:
 # ---- comparisons of several runs ---------------------------------------------------------------
 
 
-def energy_band(curves: list[Curve], k_max: int, complete: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def energy_band(
+    curves: list[Curve], k_max: int, complete: set[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Median and 25 / 75 % quantiles over modules of energy(k), k = 1..k_max.
 
     A complete spectrum (exactly zero past its stored values, e.g. a LoRA update) stays at its last
@@ -318,7 +338,9 @@ def joined_table(tables: Mapping[str, pd.DataFrame], metrics: list[str]) -> pd.D
     """One row per module name over all runs: name, layer, module, then ``<metric> · <run>`` columns."""
     keys = ["name", "layer", "module"]
     order = pd.concat([t[keys] for t in tables.values()]).drop_duplicates("name")
-    order = order.assign(_layer=layer_values(order)).sort_values("_layer", kind="stable").drop(columns="_layer")
+    order = (
+        order.assign(_layer=layer_values(order)).sort_values("_layer", kind="stable").drop(columns="_layer")
+    )
     joined = order.reset_index(drop=True)
     for metric in metrics:
         for label, t in tables.items():
@@ -330,4 +352,6 @@ def joined_table(tables: Mapping[str, pd.DataFrame], metrics: list[str]) -> pd.D
 
 def common_size_column(tables: Mapping[str, pd.DataFrame]) -> str:
     """relative_update when every run has it (each had a base), else fro_norm."""
-    return "relative_update" if all(size_column(t) == "relative_update" for t in tables.values()) else "fro_norm"
+    return (
+        "relative_update" if all(size_column(t) == "relative_update" for t in tables.values()) else "fro_norm"
+    )

@@ -38,7 +38,11 @@ NO_LAYER_COLOR = "0.45"
 FULL_WIDTH = 10.0  # inches; at 150 dpi a full-width figure is 1500 px, shown at about 1100 px
 HALF_WIDTH = 5.4
 # boxplot's orientation keyword arrived in matplotlib 3.10, replacing vert=False
-HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, mpl.__version__.split(".")[:2])) >= (3, 10) else {"vert": False}
+HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if tuple(map(int, mpl.__version__.split(".")[:2])) >= (3, 10)
+    else {"vert": False}
+)
 MAX_POINTS = 600  # points drawn per line; longer spectra are thinned (they are smooth and monotone)
 
 ENERGY_LABEL = r"energy kept  $\sum_{i\leq k}\sigma_i^2\,/\,\|\Delta W\|_F^2$"
@@ -76,7 +80,10 @@ def styled(func):
 
 def category_style(i: int) -> dict:
     """Colour and line style of the i-th category (Okabe–Ito, then the same colours dashed …)."""
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]}
+    return {
+        "color": OKABE_ITO[i % len(OKABE_ITO)],
+        "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)],
+    }
 
 
 def run_style(i: int) -> dict:
@@ -85,8 +92,11 @@ def run_style(i: int) -> dict:
     Okabe–Ito's yellow, too faint for a line on white, is replaced by a mid grey."""
     colors = OKABE_ITO[:7] + ["#8C8C8C"]
     n_c, n_d = len(colors), len(RUN_DASHES)
-    return {"color": colors[i % n_c], "linestyle": RUN_DASHES[(i // n_c) % n_d],
-            "marker": RUN_MARKERS[(i // (n_c * n_d)) % len(RUN_MARKERS)]}
+    return {
+        "color": colors[i % n_c],
+        "linestyle": RUN_DASHES[(i // n_c) % n_d],
+        "marker": RUN_MARKERS[(i // (n_c * n_d)) % len(RUN_MARKERS)],
+    }
 
 
 def legend_columns(labels: Sequence[str], width_in: float, fontsize: float = 8.0, handle: float = 3.0) -> int:
@@ -147,7 +157,9 @@ def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool 
     """A figure of n small panels in rows of ``ncols``; unused panels are removed."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(min(FULL_WIDTH, panel_w * ncols + 1.2), panel_h * nrows + 0.6), layout="constrained")
+    fig = Figure(
+        figsize=(min(FULL_WIDTH, panel_w * ncols + 1.2), panel_h * nrows + 0.6), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     flat = list(axes.ravel())
     for ax in flat[n:]:
@@ -165,7 +177,9 @@ def log_ticks(axis) -> None:
     two decades, so a narrow axis still has labels and a wide one is not crowded."""
     lo, hi = sorted(axis.get_view_interval())
     axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
-    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # two minor ticks a decade: fewer to lay out, as readable
+    axis.set_minor_locator(
+        LogLocator(subs=(2.0, 5.0))
+    )  # two minor ticks a decade: fewer to lay out, as readable
     labelled = lo > 0 and hi / lo < 100
     axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)) if labelled else NullFormatter())
 
@@ -175,9 +189,18 @@ def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:
     shown = list(ranks) if len(ranks) <= 3 else [min(ranks), max(ranks)]
     for r in shown:
         ax.axvline(r, color="0.2", linestyle="--", linewidth=0.9, zorder=3)
-        ax.annotate(f"r = {r}", (r, 0.0 if bottom else 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(-3, 3 if bottom else -3), textcoords="offset points", ha="right",
-                    va="bottom" if bottom else "top", fontsize=7.5, color="0.2", in_layout=False)
+        ax.annotate(
+            f"r = {r}",
+            (r, 0.0 if bottom else 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, 3 if bottom else -3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom" if bottom else "top",
+            fontsize=7.5,
+            color="0.2",
+            in_layout=False,
+        )
 
 
 def energy_ticks(axes: list, levels: Sequence[float]) -> None:
@@ -222,7 +245,9 @@ def _curves_panel(ax, curves: list[Curve], norm: Normalize, log_x: bool, positiv
 
 
 @styled
-def spectra(curves: Mapping[str, list[Curve]], ranks: Mapping[str, Sequence[int]], labels: Mapping[str, str]) -> Figure:
+def spectra(
+    curves: Mapping[str, list[Curve]], ranks: Mapping[str, Sequence[int]], labels: Mapping[str, str]
+) -> Figure:
     """σ_i against index i, log scale, one panel per module type, one line per module coloured by layer."""
     types = [t for t in curves if curves[t]]
     fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5)
@@ -246,8 +271,12 @@ def spectra(curves: Mapping[str, list[Curve]], ranks: Mapping[str, Sequence[int]
 
 
 @styled
-def energy_curves(curves: Mapping[str, list[Curve]], ranks: Mapping[str, Sequence[int]], labels: Mapping[str, str],
-                  levels: Sequence[float] = ENERGY_LEVELS) -> Figure:
+def energy_curves(
+    curves: Mapping[str, list[Curve]],
+    ranks: Mapping[str, Sequence[int]],
+    labels: Mapping[str, str],
+    levels: Sequence[float] = ENERGY_LEVELS,
+) -> Figure:
     """Cumulative energy against rank k with 90 / 95 / 99 % guides, one panel per module type."""
     types = [t for t in curves if curves[t]]
     fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5, sharey=True)
@@ -310,23 +339,33 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     panel_w = max(2.0, 0.42 * n_types + 0.9 + 0.065 * row_text)
     ncols = max(1, min(len(panels), int(12.0 // (panel_w + 0.1))))  # as many as fit 12 inches at full size
     nrows = math.ceil(len(panels) / ncols)
-    panel_h = float(np.clip(0.24 * n_layers, 1.6, 9.0)) + 1.0 + 0.055 * max(len(labels.get(t, t)) for t in panels[0].grid.values.columns)
+    panel_h = (
+        float(np.clip(0.24 * n_layers, 1.6, 9.0))
+        + 1.0
+        + 0.055 * max(len(labels.get(t, t)) for t in panels[0].grid.values.columns)
+    )
     fig = Figure(figsize=(min(12.0, panel_w * ncols + 0.4), panel_h * nrows + 0.3), layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.remove()
     shared = heat_norm(panels, span=10) if shared_scale else None
     for ax, panel in zip(axes, panels):
         norm = shared or heat_norm([panel])
-        im = _heat_panel(ax, panel, norm, labels, annotate=n_layers * n_types <= ANNOTATED_CELLS and n_layers <= 16)
+        im = _heat_panel(
+            ax, panel, norm, labels, annotate=n_layers * n_types <= ANNOTATED_CELLS and n_layers <= 16
+        )
         if not shared_scale:
-            cb = fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", shrink=0.9, aspect=25, pad=0.02)
+            cb = fig.colorbar(
+                im, ax=ax, orientation="horizontal", location="bottom", shrink=0.9, aspect=25, pad=0.02
+            )
             cb.set_label(panel.unit, fontsize=8.5)
             cb.ax.tick_params(labelsize=7.5)
             if isinstance(norm, LogNorm):
                 log_ticks(cb.ax.xaxis)
     if shared_scale:
-        cb = fig.colorbar(im, ax=axes[: len(panels)], orientation="horizontal", location="bottom", shrink=0.6, aspect=40)
+        cb = fig.colorbar(
+            im, ax=axes[: len(panels)], orientation="horizontal", location="bottom", shrink=0.6, aspect=40
+        )
         cb.set_label(panels[0].unit)
         if isinstance(shared, LogNorm):
             log_ticks(cb.ax.xaxis)
@@ -343,8 +382,14 @@ def _heat_panel(ax, panel: HeatPanel, norm: Normalize, labels: Mapping[str, str]
         ax.spines[side].set_visible(False)
     ax.set_title(panel.title, loc="center", pad=4, fontsize=10, fontweight="bold")
     ax.xaxis.tick_top()
-    ax.set_xticks(range(len(v.columns)), [labels.get(t, t) for t in v.columns], rotation=50, ha="left",
-                  rotation_mode="anchor", fontsize=8.5)
+    ax.set_xticks(
+        range(len(v.columns)),
+        [labels.get(t, t) for t in v.columns],
+        rotation=50,
+        ha="left",
+        rotation_mode="anchor",
+        fontsize=8.5,
+    )
     layers = list(v.index)
     step = max(1, math.ceil(len(layers) / 24)) if panel.rows == "layer" else 1  # ~24 layer labels at most
     ticks = list(range(0, len(layers), step))
@@ -355,8 +400,16 @@ def _heat_panel(ax, panel: HeatPanel, norm: Normalize, labels: Mapping[str, str]
         for (i, j), val in np.ndenumerate(data.filled(np.nan)):
             if np.isfinite(val):
                 lum = np.dot(mpl.colors.to_rgb(cmap(norm(val))), [0.299, 0.587, 0.114])
-                ax.text(j, i, f"{val:.3g}", ha="center", va="center", fontsize=7.5 if len(v.columns) <= 6 else 6.8,
-                        color="black" if lum > 0.55 else "white", in_layout=False)  # inside the axes: layout skips them
+                ax.text(
+                    j,
+                    i,
+                    f"{val:.3g}",
+                    ha="center",
+                    va="center",
+                    fontsize=7.5 if len(v.columns) <= 6 else 6.8,
+                    color="black" if lum > 0.55 else "white",
+                    in_layout=False,
+                )  # inside the axes: layout skips them
     return im
 
 
@@ -369,7 +422,9 @@ def _spans_decades(values: np.ndarray, factor: float = 20.0) -> bool:
 
 
 @styled
-def magnitude_distribution(values: Mapping[str, pd.DataFrame], labels: Mapping[str, str], unit: str) -> Figure:
+def magnitude_distribution(
+    values: Mapping[str, pd.DataFrame], labels: Mapping[str, str], unit: str
+) -> Figure:
     """Per module type, a box (quartiles, whiskers at 5–95 %) over one dot per module coloured by layer.
 
     ``values[type]`` has columns ``value`` and ``layer``.
@@ -387,15 +442,36 @@ def magnitude_distribution(values: Mapping[str, pd.DataFrame], labels: Mapping[s
         v = pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(v)
         if ok.sum() >= BOX_MIN_MODULES:  # a box summarizes five or more modules; fewer are shown as dots only
-            ax.boxplot(v[ok], positions=[i], **HORIZONTAL, widths=0.6, whis=(5, 95), showfliers=False,
-                       patch_artist=True, boxprops={"facecolor": "#eef2f7", "edgecolor": "0.35"},
-                       medianprops={"color": "#D55E00", "linewidth": 1.6}, whiskerprops={"color": "0.35"},
-                       capprops={"color": "0.35"}, zorder=1)
+            ax.boxplot(
+                v[ok],
+                positions=[i],
+                **HORIZONTAL,
+                widths=0.6,
+                whis=(5, 95),
+                showfliers=False,
+                patch_artist=True,
+                boxprops={"facecolor": "#eef2f7", "edgecolor": "0.35"},
+                medianprops={"color": "#D55E00", "linewidth": 1.6},
+                whiskerprops={"color": "0.35"},
+                capprops={"color": "0.35"},
+                zorder=1,
+            )
         colors = [depth_color(lay, norm) for lay in layer_values(values[t])[ok]]
-        ax.scatter(v[ok], i + rng.uniform(-0.22, 0.22, ok.sum()), s=dot, c=colors,
-                   alpha=line_alpha(len(v)) if len(v) > 20 else 0.9, linewidths=0, zorder=2)
-    all_v = np.concatenate([pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                            for t in types])
+        ax.scatter(
+            v[ok],
+            i + rng.uniform(-0.22, 0.22, ok.sum()),
+            s=dot,
+            c=colors,
+            alpha=line_alpha(len(v)) if len(v) > 20 else 0.9,
+            linewidths=0,
+            zorder=2,
+        )
+    all_v = np.concatenate(
+        [
+            pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            for t in types
+        ]
+    )
     if _spans_decades(all_v):
         ax.set_xscale("log")
     ax.set_yticks(range(len(types)), [labels.get(t, t) for t in types])
@@ -417,8 +493,15 @@ def layer_profile(profile: pd.DataFrame, labels: Mapping[str, str], unit: str) -
     marker = "o" if len(profile.index) <= 40 else None
     for i, t in enumerate(profile.columns):
         s = profile[t].dropna()
-        ax.plot(s.index, s.to_numpy(), marker=marker, markersize=3.2, linewidth=1.4, label=labels.get(t, t),
-                **category_style(i))
+        ax.plot(
+            s.index,
+            s.to_numpy(),
+            marker=marker,
+            markersize=3.2,
+            linewidth=1.4,
+            label=labels.get(t, t),
+            **category_style(i),
+        )
     if _spans_decades(profile.to_numpy(dtype=np.float64).ravel()):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=20))
@@ -436,31 +519,52 @@ def _energy_error_guides(ax, levels: Sequence[float]) -> None:
     for level in levels:
         err = math.sqrt(1 - level)
         ax.axhline(err, color="0.35", linewidth=0.7, linestyle=":")
-        ax.annotate(f"{level:.0%} energy", (1.0, err), xycoords=("axes fraction", "data"), xytext=(-2, 2),
-                    textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.3")
+        ax.annotate(
+            f"{level:.0%} energy",
+            (1.0, err),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, 2),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="0.3",
+        )
 
 
 @styled
-def sweep_error(table: pd.DataFrame, ranks: Sequence[int], k_limit: int | None,
-                levels: Sequence[float] = ENERGY_LEVELS) -> Figure:
+def sweep_error(
+    table: pd.DataFrame, ranks: Sequence[int], k_limit: int | None, levels: Sequence[float] = ENERGY_LEVELS
+) -> Figure:
     """Aggregate relative Frobenius error of a uniform rank-k truncation against k."""
     fig = Figure(figsize=(HALF_WIDTH, 3.6), layout="constrained")
     ax = fig.subplots()
     k = table["k"].to_numpy()
-    ax.plot(k, table["error"], color=OKABE_ITO[0], linewidth=1.8, marker="o" if len(k) <= 40 else None, markersize=3)
+    ax.plot(
+        k,
+        table["error"],
+        color=OKABE_ITO[0],
+        linewidth=1.8,
+        marker="o" if len(k) <= 40 else None,
+        markersize=3,
+    )
     index_axis(ax, int(k.max()), log=k.max() > 64)
     _energy_error_guides(ax, levels)
     mark_ranks(ax, ranks)
     ax.set_ylim(0, max(1.0, float(table["error"].max())) * 1.03)
     ax.set_xlabel("uniform rank k (every module truncated to k)")
-    ax.set_ylabel(r"relative error  $\|\Delta W - \Delta W_k\|_F\,/\,\|\Delta W\|_F$" "\n(all modules together)")
+    ax.set_ylabel(
+        r"relative error  $\|\Delta W - \Delta W_k\|_F\,/\,\|\Delta W\|_F$" "\n(all modules together)"
+    )
     if k_limit:
         ax.set_title(f"stops at k = {k_limit}: spectra beyond it were not computed", fontsize=8, color="0.3")
     return fig
 
 
 @styled
-def sweep_energy_params(table: pd.DataFrame, actual_params: int | None, levels: Sequence[float] = ENERGY_LEVELS) -> Figure:
+def sweep_energy_params(
+    table: pd.DataFrame, actual_params: int | None, levels: Sequence[float] = ENERGY_LEVELS
+) -> Figure:
     """Retained energy against the adapter parameters a uniform rank k costs, ranks k labelled."""
     fig = Figure(figsize=(HALF_WIDTH, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -469,17 +573,38 @@ def sweep_energy_params(table: pd.DataFrame, actual_params: int | None, levels: 
     pow2 = [i for i, kk in enumerate(k) if kk & (kk - 1) == 0]
     ax.scatter(x[pow2], y[pow2], s=14, color=OKABE_ITO[2], zorder=3)
     for n, i in enumerate(pow2[:: max(1, math.ceil(len(pow2) / 10))]):
-        ax.annotate(f"k={k[i]}", (x[i], y[i]), xytext=(5, -11 if n % 2 == 0 else 5), textcoords="offset points",
-                    fontsize=7, color="0.25")
+        ax.annotate(
+            f"k={k[i]}",
+            (x[i], y[i]),
+            xytext=(5, -11 if n % 2 == 0 else 5),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.25",
+        )
     for level in levels:
         ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":")
-        ax.annotate(f"{level:.0%}", (0.0, level), xycoords=("axes fraction", "data"), xytext=(2, 1),
-                    textcoords="offset points", fontsize=7, color="0.3", va="bottom")
+        ax.annotate(
+            f"{level:.0%}",
+            (0.0, level),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 1),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+            va="bottom",
+        )
     if actual_params:
         ax.axvline(actual_params, color=OKABE_ITO[3], linestyle="--", linewidth=1.1)
-        ax.annotate(f"this adapter\n{_si(actual_params)} parameters", (actual_params, 0.03),
-                    xycoords=("data", "axes fraction"), xytext=(-4, 0), textcoords="offset points", fontsize=7,
-                    color=OKABE_ITO[3], ha="right")
+        ax.annotate(
+            f"this adapter\n{_si(actual_params)} parameters",
+            (actual_params, 0.03),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, 0),
+            textcoords="offset points",
+            fontsize=7,
+            color=OKABE_ITO[3],
+            ha="right",
+        )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -510,8 +635,13 @@ class Band:
 
 
 @styled
-def energy_overlay(bands: Mapping[str, Mapping[str, Band]], runs: Sequence[str], labels: Mapping[str, str],
-                   levels: Sequence[float] = ENERGY_LEVELS, bands_shown: bool = True) -> Figure:
+def energy_overlay(
+    bands: Mapping[str, Mapping[str, Band]],
+    runs: Sequence[str],
+    labels: Mapping[str, str],
+    levels: Sequence[float] = ENERGY_LEVELS,
+    bands_shown: bool = True,
+) -> Figure:
     """Per module type, each run's median cumulative energy (band: middle half of its modules, where
     ``bands_shown``); each run its own colour and line style (``run_style``), the legend below the panels."""
     types = [t for t in bands if bands[t]]
@@ -544,6 +674,12 @@ def energy_overlay(bands: Mapping[str, Mapping[str, Band]], runs: Sequence[str],
         for h, name in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(name, h)
     order = [r for r in runs if r in handles]
-    fig.legend([handles[r] for r in order], order, loc="outside upper center", frameon=False, ncol=ncol,
-               handlelength=3.0)
+    fig.legend(
+        [handles[r] for r in order],
+        order,
+        loc="outside upper center",
+        frameon=False,
+        ncol=ncol,
+        handlelength=3.0,
+    )
     return fig

@@ -49,17 +49,22 @@ def render_folder(folder: str | Path, out: str | Path | None = None) -> Path:
     if kind == "results-set":
         found = results_set(folder)
         if len(found) < 2:
-            raise LorascopeError(f"{folder} holds one results folder, {found[0].name}, and no page of its "
-                                 f"own; give that folder: `lorascope report {found[0]}`.")
+            raise LorascopeError(
+                f"{folder} holds one results folder, {found[0].name}, and no page of its "
+                f"own; give that folder: `lorascope report {found[0]}`."
+            )
         return render_comparison(found, out if out is not None else folder)
     if kind is not None:
         raise LorascopeError(f"{folder} is {describe(folder)}, which has no report page; {KINDS[kind].hint}.")
     if not folder.exists():
-        raise LorascopeError(f"{folder} does not exist; give a folder lorascope wrote (a results, "
-                             "comparison, demo, training sweep or run folder).")
+        raise LorascopeError(
+            f"{folder} does not exist; give a folder lorascope wrote (a results, "
+            "comparison, demo, training sweep or run folder)."
+        )
     raise LorascopeError(
         f"{folder} is not a folder lorascope wrote a report for: it holds none of modules.csv + "
         "singular_values.safetensors + summary.json (results: `lorascope spectrum`), compare_summary.json "
         "(`lorascope compare`), demo.json (`lorascope demo`), index.csv (`lorascope train-sweep`) or "
         "metrics.json (`lorascope train`). If it is a checkpoint or an adapter, analyze it first: "
-        f"`lorascope spectrum {folder}`.")
+        f"`lorascope spectrum {folder}`."
+    )

@@ -75,7 +75,9 @@ class TableView:
 
 def table_view(block: TableBlock) -> TableView:
     df = block.data
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    numeric = [
+        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns
+    ]
     rows = [[cell(v) for v in rec] for rec in df.itertuples(index=False, name=None)]
     csv_uri = None
     if block.csv_name:
@@ -118,7 +120,11 @@ def check_figures_writable(figures: list[Path]) -> None:
     """Refuse to replace, among the PNG files about to be written, one without lorascope's Software chunk."""
     from ..errors import LorascopeError
 
-    foreign = [f for f in figures if f.exists() and (not f.is_file() or f"Software\x00{PNG_SOFTWARE}" not in _head(f))]
+    foreign = [
+        f
+        for f in figures
+        if f.exists() and (not f.is_file() or f"Software\x00{PNG_SOFTWARE}" not in _head(f))
+    ]
     if foreign:
         raise LorascopeError(
             f"the report's figures would replace {', '.join(map(str, foreign[:3]))}"

@@ -52,32 +52,53 @@ def answer_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
     ranked = table["rank"].notna().sum()
     knees = tr.knee_table(table, metrics) if ranked else pd.DataFrame()
     if ranked >= 2:
-        blocks.append(FigureBlock(
-            "outcome_rank",
-            f"How to read: each panel is one {task} metric against the LoRA rank r; a line per target set, "
-            "the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and a ring "
-            "marks where a line's gain flattens (its knee).",
-            functools.partial(of.outcome_vs_rank, table, metrics, knees)))
+        blocks.append(
+            FigureBlock(
+                "outcome_rank",
+                f"How to read: each panel is one {task} metric against the LoRA rank r; a line per target set, "
+                "the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and a ring "
+                "marks where a line's gain flattens (its knee).",
+                functools.partial(of.outcome_vs_rank, table, metrics, knees),
+            )
+        )
     if len(runs) >= 2:
-        blocks.append(FigureBlock(
-            "outcome_parameters",
-            "How to read: the same metrics against the parameters each run trained (log scale); further left "
-            "is cheaper, so the best method for a budget is the highest point left of it.",
-            functools.partial(of.outcome_vs_parameters, table, metrics)))
+        blocks.append(
+            FigureBlock(
+                "outcome_parameters",
+                "How to read: the same metrics against the parameters each run trained (log scale); further left "
+                "is cheaper, so the best method for a budget is the highest point left of it.",
+                functools.partial(of.outcome_vs_parameters, table, metrics),
+            )
+        )
     shown = table[outcome_columns(table, metrics)]
     lost = [c for c in shown.columns if c.endswith("_forgetting")]
-    shown = shown.rename(columns={"rank": "r", "trainable_parameters": "parameters",
-                                  **{c: c.replace("_forgetting", " lost") for c in lost}})
-    blocks.append(NoteBlock((f"Every run's outcome on {task}" if task else "Every run's outcome")
-                            + ": accuracies are shares of each evaluation set, eval_loss is in nats per token"
-                            + ("; '… lost' is the base model's accuracy minus the run's." if lost else ".")))
+    shown = shown.rename(
+        columns={
+            "rank": "r",
+            "trainable_parameters": "parameters",
+            **{c: c.replace("_forgetting", " lost") for c in lost},
+        }
+    )
+    blocks.append(
+        NoteBlock(
+            (f"Every run's outcome on {task}" if task else "Every run's outcome")
+            + ": accuracies are shares of each evaluation set, eval_loss is in nats per token"
+            + ("; '… lost' is the base model's accuracy minus the run's." if lost else ".")
+        )
+    )
     blocks.append(TableBlock(shown, caption="Every run's outcome", interactive=True, csv_name="outcome.csv"))
     if len(knees):
-        blocks.append(TableBlock(knees, caption="Knee of each metric against r per target set (Kneedle on "
-                                                "log2 r: the r farthest above the chord from the smallest to "
-                                                "the largest r; empty where the curve never bends), with the "
-                                                "runs without an adapter beside "
-                                                "it", collapsed=len(knees) > 15))
+        blocks.append(
+            TableBlock(
+                knees,
+                caption="Knee of each metric against r per target set (Kneedle on "
+                "log2 r: the r farthest above the chord from the smallest to "
+                "the largest r; empty where the curve never bends), with the "
+                "runs without an adapter beside "
+                "it",
+                collapsed=len(knees) > 15,
+            )
+        )
     return blocks
 
 
@@ -90,11 +111,21 @@ def answer_cards(table: pd.DataFrame, metrics: list[str]) -> list[tuple[str, str
         values = pd.to_numeric(runs[primary], errors="coerce")
         i = int(np.nanargmin(values) if tr.lower_is_better(primary) else np.nanargmax(values))
         best = runs.iloc[i]
-        cards.append((f"{group}: best {tr.metric_title(primary)}", _fmt(values.iloc[i], primary),
-                      f"at r = {int(best['rank'])}, {human_count(best['trainable_parameters'])} parameters"))
+        cards.append(
+            (
+                f"{group}: best {tr.metric_title(primary)}",
+                _fmt(values.iloc[i], primary),
+                f"at r = {int(best['rank'])}, {human_count(best['trainable_parameters'])} parameters",
+            )
+        )
     for _, ref in tr.references(table).iterrows():
-        cards.append((f"{ref['run']}: {tr.metric_title(primary)}", _fmt(ref[primary], primary),
-                      f"{human_count(ref['trainable_parameters'])} parameters"))
+        cards.append(
+            (
+                f"{ref['run']}: {tr.metric_title(primary)}",
+                _fmt(ref[primary], primary),
+                f"{human_count(ref['trainable_parameters'])} parameters",
+            )
+        )
     return cards
 
 
@@ -109,11 +140,14 @@ def forgetting_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
     columns = [c for c in table.columns if c.endswith("_forgetting")]
     if not columns or table["rank"].notna().sum() < 2:
         return None
-    return [FigureBlock(
-        "forgetting_rank",
-        "How to read: the share of facts the base model knew that each run no longer states (base accuracy "
-        "minus final accuracy on the retention sets) against r; lower is better, 0 means nothing forgotten.",
-        functools.partial(of.forgetting_vs_rank, table, columns))]
+    return [
+        FigureBlock(
+            "forgetting_rank",
+            "How to read: the share of facts the base model knew that each run no longer states (base accuracy "
+            "minus final accuracy on the retention sets) against r; lower is better, 0 means nothing forgotten.",
+            functools.partial(of.forgetting_vs_rank, table, columns),
+        )
+    ]
 
 
 def evolution_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
@@ -122,15 +156,23 @@ def evolution_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         return None
     table = tr.outcome_table(runs)
     missing = [r.label for r in runs if r.label not in evolutions]
-    blocks: list[Block] = [FigureBlock(
-        "rank_evolution",
-        "How to read: each line is one run's median entropy rank (effective number of directions) of its "
-        "trained matrices at each recorded step, from rank_history.csv; a line that flattens early stopped "
-        "adding directions.",
-        functools.partial(of.rank_during_training, evolutions, table))]
+    blocks: list[Block] = [
+        FigureBlock(
+            "rank_evolution",
+            "How to read: each line is one run's median entropy rank (effective number of directions) of its "
+            "trained matrices at each recorded step, from rank_history.csv; a line that flattens early stopped "
+            "adding directions.",
+            functools.partial(of.rank_during_training, evolutions, table),
+        )
+    ]
     if missing:
-        blocks.append(NoteBlock(f"{len(missing)} run(s) recorded no rank history (trained with --rank-every "
-                                f"0): {', '.join(missing)}.", level="warn"))
+        blocks.append(
+            NoteBlock(
+                f"{len(missing)} run(s) recorded no rank history (trained with --rank-every "
+                f"0): {', '.join(missing)}.",
+                level="warn",
+            )
+        )
     return blocks
 
 
@@ -154,23 +196,34 @@ def functional_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         shares = tr.kept_shares(functional)
         at = shares[shares["k"] == pick["k"]]
         energy = float(at["energy"].iloc[0]) if len(at) else math.nan
-        verdict = ("is the smallest rank that keeps" if pick["within"] else
-                   "is the largest rank measured, and even it does not keep")
-        blocks.append(NoteBlock(
-            f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} "
-            f"of the fine-tune's change in {metric} ({pick['loss']:.4f} against {pick['full_loss']:.4f} "
-            f"untruncated and {pick['base_loss']:.4f} for the base); that k keeps {energy:.1%} of ‖ΔW‖²."))
-        blocks.append(FigureBlock(
-            f"functional_energy_{_slug(run.label)}",
-            f"How to read: for {run.label}, every ΔW truncated to its top k singular directions; blue is the "
-            "share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
-            "first is the rank the update needed.",
-            functools.partial(of.functional_beside_energy, shares, pick, metric)))
+        verdict = (
+            "is the smallest rank that keeps"
+            if pick["within"]
+            else "is the largest rank measured, and even it does not keep"
+        )
+        blocks.append(
+            NoteBlock(
+                f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} "
+                f"of the fine-tune's change in {metric} ({pick['loss']:.4f} against {pick['full_loss']:.4f} "
+                f"untruncated and {pick['base_loss']:.4f} for the base); that k keeps {energy:.1%} of ‖ΔW‖²."
+            )
+        )
+        blocks.append(
+            FigureBlock(
+                f"functional_energy_{_slug(run.label)}",
+                f"How to read: for {run.label}, every ΔW truncated to its top k singular directions; blue is the "
+                "share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
+                "first is the rank the update needed.",
+                functools.partial(of.functional_beside_energy, shares, pick, metric),
+            )
+        )
         accuracies = [c for c in functional.columns if c.endswith("_acc")]
         shown = [c for c in ("point", "k", "energy", "loss", *accuracies) if c in functional.columns]
-        blocks.append(TableBlock(functional[shown],
-                                 caption=f"{run.label}: every point of the functional sweep",
-                                 collapsed=True))
+        blocks.append(
+            TableBlock(
+                functional[shown], caption=f"{run.label}: every point of the functional sweep", collapsed=True
+            )
+        )
     return blocks or None
 
 
@@ -182,9 +235,14 @@ def history_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
     metrics = [m for m in [f"{s}_acc" for s in run.sets] + [tr.POOLED_LOSS] if m in run.history.columns]
     if not metrics:
         return None
-    return [FigureBlock("history", "How to read: each panel is one evaluation metric of the run at each "
-                                   "evaluation step (history.csv); step 0 is the base model.",
-                        functools.partial(of.history_figure, run.history, metrics))]
+    return [
+        FigureBlock(
+            "history",
+            "How to read: each panel is one evaluation metric of the run at each "
+            "evaluation step (history.csv); step 0 is the base model.",
+            functools.partial(of.history_figure, run.history, metrics),
+        )
+    ]
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -22,16 +22,24 @@ from . import trained as tr
 from .formatting import human_count
 
 GROUP_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<"]
-REFERENCE_STYLES = [("0.1", (0, (6, 2))), ("0.45", (0, (4, 1.5, 1, 1.5))), ("0.1", (0, (1, 1.5))),
-                    ("0.45", (0, (8, 2, 2, 2))), ("0.25", "-.")]
+REFERENCE_STYLES = [
+    ("0.1", (0, (6, 2))),
+    ("0.45", (0, (4, 1.5, 1, 1.5))),
+    ("0.1", (0, (1, 1.5))),
+    ("0.45", (0, (8, 2, 2, 2))),
+    ("0.25", "-."),
+]
 PANEL_W, PANEL_H = 3.2, 2.35
 
 
 def group_style(i: int) -> dict[str, Any]:
     """Colour, line style and marker of the i-th group (target set) of runs."""
     style = fg.run_style(i)
-    return {"color": style["color"], "linestyle": style["linestyle"],
-            "marker": GROUP_MARKERS[i % len(GROUP_MARKERS)]}
+    return {
+        "color": style["color"],
+        "linestyle": style["linestyle"],
+        "marker": GROUP_MARKERS[i % len(GROUP_MARKERS)],
+    }
 
 
 def reference_style(j: int) -> dict[str, Any]:
@@ -39,14 +47,16 @@ def reference_style(j: int) -> dict[str, Any]:
     return {"color": color, "linestyle": dash}
 
 
-def _grid(n_panels: int, legend_slot: bool, ncols: int = 3, panel_w: float = PANEL_W,
-          panel_h: float = PANEL_H):
+def _grid(
+    n_panels: int, legend_slot: bool, ncols: int = 3, panel_w: float = PANEL_W, panel_h: float = PANEL_H
+):
     """Panels in rows of ``ncols``; with ``legend_slot``, one more cell (hidden axes) holds the legend."""
     cells = n_panels + (1 if legend_slot else 0)
     ncols = max(1, min(ncols, cells))
     nrows = math.ceil(cells / ncols)
-    fig = Figure(figsize=(min(fg.FULL_WIDTH, panel_w * ncols + 0.4), panel_h * nrows + 0.5),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(min(fg.FULL_WIDTH, panel_w * ncols + 0.4), panel_h * nrows + 0.5), layout="constrained"
+    )
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     legend_ax = None
     if legend_slot:
@@ -63,8 +73,17 @@ def _put_legend(fig: Figure, legend_ax, handles: list, labels: list[str], title:
         return
     if legend_ax is not None:
         ncol = 1 if len(handles) <= 7 else 2
-        legend_ax.legend(handles, labels, loc="center", frameon=False, ncol=ncol, title=title,
-                         fontsize=8 if ncol == 1 else 7.5, handlelength=2.6, borderaxespad=0)
+        legend_ax.legend(
+            handles,
+            labels,
+            loc="center",
+            frameon=False,
+            ncol=ncol,
+            title=title,
+            fontsize=8 if ncol == 1 else 7.5,
+            handlelength=2.6,
+            borderaxespad=0,
+        )
     else:
         fig.legend(handles, labels, loc="outside right upper", frameon=False, title=title, handlelength=2.6)
 
@@ -99,8 +118,16 @@ def _metric_axis(ax, metric: str, values: np.ndarray) -> None:
 
 
 def _knee_handle() -> Line2D:
-    return Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none",
-                  markeredgecolor="0.2", markeredgewidth=1.3)
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker="o",
+        markersize=9,
+        markerfacecolor="none",
+        markeredgecolor="0.2",
+        markeredgewidth=1.3,
+    )
 
 
 @fg.styled
@@ -117,15 +144,28 @@ def outcome_vs_rank(table: pd.DataFrame, metrics: Sequence[str], knees: pd.DataF
         for i, group in enumerate(gs):
             runs = table[table["group"] == group].sort_values("rank")
             st = group_style(i)
-            (line,) = ax.plot(runs["rank"].astype(float), pd.to_numeric(runs[metric], errors="coerce"),
-                              markersize=4, linewidth=1.5, **st)
+            (line,) = ax.plot(
+                runs["rank"].astype(float),
+                pd.to_numeric(runs[metric], errors="coerce"),
+                markersize=4,
+                linewidth=1.5,
+                **st,
+            )
             handles.setdefault(group, line)
             if knees is not None and len(knees):
                 k = knees[(knees["group"] == group) & (knees["metric"] == metric)]
                 if len(k) and pd.notna(k["knee r"].iloc[0]):
-                    ax.plot([float(k["knee r"].iloc[0])], [float(k["at the knee"].iloc[0])], linestyle="none",
-                            marker="o", markersize=9, markerfacecolor="none", markeredgecolor=st["color"],
-                            markeredgewidth=1.3, zorder=4)
+                    ax.plot(
+                        [float(k["knee r"].iloc[0])],
+                        [float(k["at the knee"].iloc[0])],
+                        linestyle="none",
+                        marker="o",
+                        markersize=9,
+                        markerfacecolor="none",
+                        markeredgecolor=st["color"],
+                        markeredgewidth=1.3,
+                        zorder=4,
+                    )
                     handles.setdefault("knee (Kneedle)", _knee_handle())
         for j, (_, ref) in enumerate(refs.iterrows()):
             if pd.notna(ref.get(metric)):
@@ -158,15 +198,25 @@ def outcome_vs_parameters(table: pd.DataFrame, metrics: Sequence[str]) -> Figure
         values = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
         for i, group in enumerate(gs):
             runs = table[table["group"] == group].sort_values("rank")
-            (line,) = ax.plot(runs["trainable_parameters"].astype(float),
-                              pd.to_numeric(runs[metric], errors="coerce"), markersize=4, linewidth=1.5,
-                              **group_style(i))
+            (line,) = ax.plot(
+                runs["trainable_parameters"].astype(float),
+                pd.to_numeric(runs[metric], errors="coerce"),
+                markersize=4,
+                linewidth=1.5,
+                **group_style(i),
+            )
             handles.setdefault(group, line)
         for j, (_, ref) in enumerate(refs.iterrows()):
             if pd.notna(ref.get(metric)):
-                (point,) = ax.plot([float(ref["trainable_parameters"])], [float(ref[metric])],
-                                   linestyle="none", marker=ref_markers[j % len(ref_markers)], markersize=10,
-                                   color=reference_style(j)["color"], zorder=4)
+                (point,) = ax.plot(
+                    [float(ref["trainable_parameters"])],
+                    [float(ref[metric])],
+                    linestyle="none",
+                    marker=ref_markers[j % len(ref_markers)],
+                    markersize=10,
+                    color=reference_style(j)["color"],
+                    zorder=4,
+                )
                 handles.setdefault(str(ref["run"]), point)
         ax.set_xscale("log")
         finite = params[np.isfinite(params) & (params > 0)]
@@ -189,8 +239,9 @@ def forgetting_vs_rank(table: pd.DataFrame, columns: Sequence[str]) -> Figure:
 
 
 @fg.styled
-def rank_during_training(evolutions: Mapping[str, pd.DataFrame], table: pd.DataFrame,
-                         column_label: str = "entropy rank") -> Figure:
+def rank_during_training(
+    evolutions: Mapping[str, pd.DataFrame], table: pd.DataFrame, column_label: str = "entropy rank"
+) -> Figure:
     """The median effective rank over each run's trained matrices against step: a panel per group, a line
     per run, coloured by r (the same r has the same colour in every panel); the runs without a rank share a
     panel."""
@@ -212,8 +263,14 @@ def rank_during_training(evolutions: Mapping[str, pd.DataFrame], table: pd.DataF
                 label, style = f"r = {r}", {"color": rank_colors[r], "linestyle": "-"}
             else:
                 label, style = str(run["run"]), reference_style(j)
-            (line,) = ax.plot(e.index.to_numpy(dtype=float), e["median"].to_numpy(dtype=float), linewidth=1.5,
-                              marker=None if many_steps else "o", markersize=3, **style)
+            (line,) = ax.plot(
+                e.index.to_numpy(dtype=float),
+                e["median"].to_numpy(dtype=float),
+                linewidth=1.5,
+                marker=None if many_steps else "o",
+                markersize=3,
+                **style,
+            )
             handles.setdefault(label, line)
         ax.set_ylim(bottom=0)
         ax.set_title(panel if panel != tr.NO_RANK else "without an adapter")
@@ -230,21 +287,45 @@ def functional_beside_energy(shares: pd.DataFrame, pick: Mapping[str, Any] | Non
     fig = Figure(figsize=(fg.FULL_WIDTH * 0.62, 3.5), layout="constrained")
     ax = fig.subplots()
     k = shares["k"].to_numpy(dtype=float)
-    ax.plot(k, shares["loss_kept"], color=fg.OKABE_ITO[0], marker="o", markersize=4, linewidth=1.7,
-            label=f"share of the change in {metric} kept")
-    ax.plot(k, shares["energy"], color=fg.OKABE_ITO[2], marker="s", markersize=4, linewidth=1.7,
-            linestyle="--", label="share of ‖ΔW‖² kept (energy)")
+    ax.plot(
+        k,
+        shares["loss_kept"],
+        color=fg.OKABE_ITO[0],
+        marker="o",
+        markersize=4,
+        linewidth=1.7,
+        label=f"share of the change in {metric} kept",
+    )
+    ax.plot(
+        k,
+        shares["energy"],
+        color=fg.OKABE_ITO[2],
+        marker="s",
+        markersize=4,
+        linewidth=1.7,
+        linestyle="--",
+        label="share of ‖ΔW‖² kept (energy)",
+    )
     if pick:
-        ax.axhline(1 - pick["tolerance"], color="0.35", linewidth=0.9, linestyle=":",
-                   label=f"{1 - pick['tolerance']:.0%} of the change")
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.1,
-                   label=f"smallest k within it: {pick['k']}")
+        ax.axhline(
+            1 - pick["tolerance"],
+            color="0.35",
+            linewidth=0.9,
+            linestyle=":",
+            label=f"{1 - pick['tolerance']:.0%} of the change",
+        )
+        ax.axvline(
+            pick["k"], color=fg.OKABE_ITO[3], linewidth=1.1, label=f"smallest k within it: {pick['k']}"
+        )
     _rank_axis(ax, k.astype(int).tolist() or [1])
-    values = np.concatenate([shares["loss_kept"].to_numpy(dtype=float),
-                             shares["energy"].to_numpy(dtype=float)])
+    values = np.concatenate(
+        [shares["loss_kept"].to_numpy(dtype=float), shares["energy"].to_numpy(dtype=float)]
+    )
     finite = values[np.isfinite(values)]
-    ax.set_ylim(min(-0.03, float(finite.min()) - 0.03) if finite.size else -0.03,
-                max(1.03, float(finite.max()) + 0.03) if finite.size else 1.03)
+    ax.set_ylim(
+        min(-0.03, float(finite.min()) - 0.03) if finite.size else -0.03,
+        max(1.03, float(finite.max()) + 0.03) if finite.size else 1.03,
+    )
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("rank k of every ΔW (truncated SVD)")
     ax.set_ylabel("share kept")
@@ -258,8 +339,14 @@ def history_figure(history: pd.DataFrame, metrics: Sequence[str]) -> Figure:
     fig, axes, legend_ax = _grid(len(metrics), legend_slot=False)
     for ax, metric in zip(axes, metrics):
         values = pd.to_numeric(history[metric], errors="coerce")
-        ax.plot(history["step"].astype(float), values, color=fg.OKABE_ITO[0], marker="o", markersize=3.5,
-                linewidth=1.5)
+        ax.plot(
+            history["step"].astype(float),
+            values,
+            color=fg.OKABE_ITO[0],
+            marker="o",
+            markersize=3.5,
+            linewidth=1.5,
+        )
         _metric_axis(ax, metric, values.to_numpy(dtype=float))
         ax.set_title(tr.metric_title(metric))
         ax.set_xlabel("training step")

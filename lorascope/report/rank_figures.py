@@ -18,8 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from ..rank.files import (FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON,
-                          TRAINING_CSV)
+from ..rank.files import FRONTIER_CSV, FUNCTIONAL_CSV, KNEES_CSV, SELECTION_CSV, SELECTION_JSON, TRAINING_CSV
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FigureBlock, NoteBlock, TableBlock
@@ -45,12 +44,26 @@ def frontier_figure(frontier: pd.DataFrame) -> Figure:
         rows = frontier[(frontier["policy"] == policy) & (frontier["params"] > 0)].sort_values("params")
         if rows.empty:
             continue
-        ax.plot(rows["params"], rows["energy"], color=color, linestyle=style, linewidth=1.6, label=label,
-                marker="o" if policy == "uniform" else None, markersize=3.5)
+        ax.plot(
+            rows["params"],
+            rows["energy"],
+            color=color,
+            linestyle=style,
+            linewidth=1.6,
+            label=label,
+            marker="o" if policy == "uniform" else None,
+            markersize=3.5,
+        )
         if policy == "uniform":
             for _, r in rows.iterrows():
-                ax.annotate(f"k={int(r['k'])}", (r["params"], r["energy"]), xytext=(3, -10),
-                            textcoords="offset points", fontsize=7, color="0.3")
+                ax.annotate(
+                    f"k={int(r['k'])}",
+                    (r["params"], r["energy"]),
+                    xytext=(3, -10),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="0.3",
+                )
     for level in data.ENERGY_LEVELS:
         ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":")
     ax.set_xscale("log")
@@ -69,19 +82,38 @@ def functional_figure(functional: pd.DataFrame, pick: dict[str, Any] | None) -> 
     trunc = functional[functional["point"] == "truncated"].sort_values("k")
     full = functional.loc[functional["point"] == "full", "loss"]
     base = functional.loc[functional["point"] == "base", "loss"]
-    ax.plot(trunc["k"], trunc["loss"], color=fg.OKABE_ITO[0], marker="o", markersize=3.5, linewidth=1.6,
-            label="rank-k truncation")
+    ax.plot(
+        trunc["k"],
+        trunc["loss"],
+        color=fg.OKABE_ITO[0],
+        marker="o",
+        markersize=3.5,
+        linewidth=1.6,
+        label="rank-k truncation",
+    )
     if not full.empty:
-        ax.axhline(float(full.iat[0]), color=fg.OKABE_ITO[2], linestyle="--", linewidth=1.1, label="untruncated update")
+        ax.axhline(
+            float(full.iat[0]),
+            color=fg.OKABE_ITO[2],
+            linestyle="--",
+            linewidth=1.1,
+            label="untruncated update",
+        )
         if pick and not base.empty:
             change = abs(float(base.iat[0]) - float(full.iat[0]))
-            ax.axhspan(float(full.iat[0]), float(full.iat[0]) + pick["tolerance"] * change, color=fg.OKABE_ITO[2],
-                       alpha=0.15, label=f"tolerance: {pick['tolerance']:.0%} of the fine-tune's change")
+            ax.axhspan(
+                float(full.iat[0]),
+                float(full.iat[0]) + pick["tolerance"] * change,
+                color=fg.OKABE_ITO[2],
+                alpha=0.15,
+                label=f"tolerance: {pick['tolerance']:.0%} of the fine-tune's change",
+            )
     if not base.empty:
         ax.axhline(float(base.iat[0]), color="0.4", linestyle=":", linewidth=1.1, label="base model (k = 0)")
     if pick:  # named in the legend, not beside the line, where it could sit on the legend or the curve
-        ax.axvline(pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0,
-                   label=f"smallest k within it: {pick['k']}")
+        ax.axvline(
+            pick["k"], color=fg.OKABE_ITO[3], linewidth=1.0, label=f"smallest k within it: {pick['k']}"
+        )
     ax.set_xscale("log", base=2)
     ks = sorted({int(k) for k in trunc["k"]})
     ax.set_xticks(ks if len(ks) <= 10 else ks[:: math.ceil(len(ks) / 10)])
@@ -136,12 +168,17 @@ def frontier_milestones(frontier: pd.DataFrame) -> pd.DataFrame:
     gre = frontier[frontier["policy"] == "greedy"].set_index("budget")
     rows = []
     for budget, u in uni.iterrows():
-        rows.append({
-            "k": int(u["k"]), "budget (parameters)": int(budget), "uniform energy": u["energy"],
-            "optimal energy": opt["energy"].get(budget, np.nan), "greedy energy": gre["energy"].get(budget, np.nan),
-            "greedy gap": opt["energy"].get(budget, np.nan) - gre["energy"].get(budget, np.nan),
-            "optimal rel. error": opt["rel_error"].get(budget, np.nan),
-        })
+        rows.append(
+            {
+                "k": int(u["k"]),
+                "budget (parameters)": int(budget),
+                "uniform energy": u["energy"],
+                "optimal energy": opt["energy"].get(budget, np.nan),
+                "greedy energy": gre["energy"].get(budget, np.nan),
+                "greedy gap": opt["energy"].get(budget, np.nan) - gre["energy"].get(budget, np.nan),
+                "optimal rel. error": opt["rel_error"].get(budget, np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -152,19 +189,28 @@ def frontier_section(ctx: RunContext) -> list[Block] | None:
         return None
     milestones = frontier_milestones(frontier)
     blocks: list[Block] = [
-        FigureBlock("rank_frontier",
-                    "Energy kept against the adapter parameters spent: every module at the same rank k (blue), and the "
-                    "best ranks per module for the same budget (red, solved exactly as a multiple-choice knapsack; "
-                    "green dashed, the greedy σ²/(rows+cols) order). The gap between blue and red is what a "
-                    "per-module rank choice gains.",
-                    functools.partial(frontier_figure, frontier)),
-        TableBlock(milestones, caption="At each uniform rank's budget: what uniform, exact-optimal and greedy ranks keep"),
+        FigureBlock(
+            "rank_frontier",
+            "Energy kept against the adapter parameters spent: every module at the same rank k (blue), and the "
+            "best ranks per module for the same budget (red, solved exactly as a multiple-choice knapsack; "
+            "green dashed, the greedy σ²/(rows+cols) order). The gap between blue and red is what a "
+            "per-module rank choice gains.",
+            functools.partial(frontier_figure, frontier),
+        ),
+        TableBlock(
+            milestones,
+            caption="At each uniform rank's budget: what uniform, exact-optimal and greedy ranks keep",
+        ),
     ]
     gap = milestones["greedy gap"].max() if len(milestones) else np.nan
     if np.isfinite(gap):
-        blocks.append(NoteBlock(
-            "The greedy allocation reaches the exact optimum at every budget shown." if gap <= 1e-12 else
-            f"The greedy allocation falls short of the exact optimum by at most {gap:.2e} of the total energy."))
+        blocks.append(
+            NoteBlock(
+                "The greedy allocation reaches the exact optimum at every budget shown."
+                if gap <= 1e-12
+                else f"The greedy allocation falls short of the exact optimum by at most {gap:.2e} of the total energy."
+            )
+        )
     return blocks
 
 
@@ -174,19 +220,29 @@ def functional_section(ctx: RunContext) -> list[Block] | None:
     if table.empty:
         return None
     pick = _read_json(ctx, "sweep.json").get("functional_pick")
-    blocks: list[Block] = [FigureBlock(
-        "functional", "The loss of the base model with every weight update replaced by its rank-k truncation; "
-                      "dashed is the untruncated update, dotted the base model, the band the tolerance.",
-        functools.partial(functional_figure, table, pick))]
+    blocks: list[Block] = [
+        FigureBlock(
+            "functional",
+            "The loss of the base model with every weight update replaced by its rank-k truncation; "
+            "dashed is the untruncated update, dotted the base model, the band the tolerance.",
+            functools.partial(functional_figure, table, pick),
+        )
+    ]
     if pick:
-        verdict = ("is the smallest rank keeping" if pick.get("within")
-                   else "is the largest rank measured; none keeps")
+        verdict = (
+            "is the smallest rank keeping"
+            if pick.get("within")
+            else "is the largest rank measured; none keeps"
+        )
         recovered = pick.get("recovered")
-        blocks.append(NoteBlock(
-            f"k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} of the fine-tune's change in "
-            f"{pick.get('metric', 'the loss')}: {pick['loss']:.4f} against {pick['full_loss']:.4f} untruncated and "
-            f"{pick['base_loss']:.4f} for the base"
-            + (f" ({recovered:.0%} of the change kept)." if recovered is not None else ".")))
+        blocks.append(
+            NoteBlock(
+                f"k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} of the fine-tune's change in "
+                f"{pick.get('metric', 'the loss')}: {pick['loss']:.4f} against {pick['full_loss']:.4f} untruncated and "
+                f"{pick['base_loss']:.4f} for the base"
+                + (f" ({recovered:.0%} of the change kept)." if recovered is not None else ".")
+            )
+        )
     shown = [c for c in table.columns if c not in ("point",)]
     blocks.append(TableBlock(table[["point"] + shown], caption="Every point of the functional sweep"))
     return blocks
@@ -203,27 +259,60 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
     if info.get("recommendation"):
         blocks.append(NoteBlock(info["recommendation"]))
     if totals:
-        cards = [("adapter parameters", human_count(totals.get("params")), f"largest rank {totals.get('max_rank')}"),
-                 ("energy kept", f"{totals.get('energy', float('nan')):.1%}",
-                  f"relative error {totals.get('rel_error', float('nan')):.3f}"),
-                 ("modules kept", f"{totals.get('modules_selected')} of {totals.get('modules')}", "rank 0 = left out")]
+        cards = [
+            (
+                "adapter parameters",
+                human_count(totals.get("params")),
+                f"largest rank {totals.get('max_rank')}",
+            ),
+            (
+                "energy kept",
+                f"{totals.get('energy', float('nan')):.1%}",
+                f"relative error {totals.get('rel_error', float('nan')):.3f}",
+            ),
+            (
+                "modules kept",
+                f"{totals.get('modules_selected')} of {totals.get('modules')}",
+                "rank 0 = left out",
+            ),
+        ]
         blocks.append(CardsBlock(cards))
     typed = data.with_types(table)
     types = data.type_order(typed)
     labels = data.short_labels(types)
-    blocks.append(FigureBlock("selection_ranks", "Per module type: the chosen ranks (dot = median, bar = range) and the "
-                                                 "rank available in the update (|).",
-                              functools.partial(selection_bars, table, types, labels)))
+    blocks.append(
+        FigureBlock(
+            "selection_ranks",
+            "Per module type: the chosen ranks (dot = median, bar = range) and the "
+            "rank available in the update (|).",
+            functools.partial(selection_bars, table, types, labels),
+        )
+    )
     if table["layer"].notna().any():
-        grid = data.layer_grid(table, "rank", [t for t in types if t in set(data.with_types(data.layered(table))["type"])])
-        blocks.append(FigureBlock("selection_heatmap", "The chosen rank of every module, layer (rows) × module type.",
-                                  functools.partial(fg.heatmaps, [fg.HeatPanel("chosen rank", grid, "rank")], labels)))
-    blocks.append(TableBlock(table, caption=f"{len(table)} modules: chosen rank, parameters and energy kept",
-                             interactive=True, csv_name=SELECTION_CSV))
+        grid = data.layer_grid(
+            table, "rank", [t for t in types if t in set(data.with_types(data.layered(table))["type"])]
+        )
+        blocks.append(
+            FigureBlock(
+                "selection_heatmap",
+                "The chosen rank of every module, layer (rows) × module type.",
+                functools.partial(fg.heatmaps, [fg.HeatPanel("chosen rank", grid, "rank")], labels),
+            )
+        )
+    blocks.append(
+        TableBlock(
+            table,
+            caption=f"{len(table)} modules: chosen rank, parameters and energy kept",
+            interactive=True,
+            csv_name=SELECTION_CSV,
+        )
+    )
     export = info.get("export")
     if export:
-        text = (f"Exported to {export.get('path')}: {export.get('modules')} module(s), r = "
-                f"{(export.get('config') or {}).get('r')}, scale 1 (lora_alpha = r per module).")
+        text = (
+            f"Exported to {export.get('path')}: {export.get('modules')} module(s), r = "
+            f"{(export.get('config') or {}).get('r')}, scale 1 (lora_alpha = r per module)."
+        )
         excess = export.get("max_excess_rel_error")
         if excess is not None and math.isfinite(excess):
             text += f" The largest excess of a module's relative error over the optimal sqrt(1 − energy) is {excess:.2e}."
@@ -231,8 +320,13 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
         blocks += [NoteBlock(note, level="warn") for note in export.get("notes") or []]
         skipped = export.get("not_exported") or []
         if skipped:
-            blocks.append(TableBlock(pd.DataFrame(skipped), caption=f"Not exported ({len(skipped)})",
-                                     collapsed=len(skipped) > 12))
+            blocks.append(
+                TableBlock(
+                    pd.DataFrame(skipped),
+                    caption=f"Not exported ({len(skipped)})",
+                    collapsed=len(skipped) > 12,
+                )
+            )
     return blocks
 
 
@@ -251,22 +345,48 @@ def training_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = []
     if metrics and table["rank"].notna().sum() >= 2:
         knees = tr.knee_table(table, metrics)
-        blocks.append(FigureBlock(
-            "training", "How to read: each panel is one evaluation metric of the training runs against their "
-                        "LoRA rank r; a line per target set, horizontal lines are the runs without an "
-                        "adapter (full fine-tuning, freezing), and a ring marks a line's knee.",
-            functools.partial(of.outcome_vs_rank, table, metrics, knees)))
+        blocks.append(
+            FigureBlock(
+                "training",
+                "How to read: each panel is one evaluation metric of the training runs against their "
+                "LoRA rank r; a line per target set, horizontal lines are the runs without an "
+                "adapter (full fine-tuning, freezing), and a ring marks a line's knee.",
+                functools.partial(of.outcome_vs_rank, table, metrics, knees),
+            )
+        )
     if ctx.has_file(KNEES_CSV):
         knees = _read_csv(ctx, KNEES_CSV)
         if not knees.empty:
-            blocks.append(TableBlock(knees, caption="Knee of each metric against r per method and target set "
-                                                    "(Kneedle: the rank farthest above the chord from the "
-                                                    "smallest to the largest r, on log2 r); empty = "
-                                                    "none", collapsed=True))
-    cols = [c for c in ("run", "method", "targets", "rank", "trainable_parameters", "train_seconds",
-                        "peak_rss_bytes") if c in training]
-    blocks.append(TableBlock(training[cols + metrics], caption="Runs: trainable parameters, time, memory and "
-                                                               "metrics"))
-    blocks.append(NoteBlock("Forgetting against the base model and effective rank during training are on the "
-                            "training sweep's own page: `lorascope report TRAIN_SWEEP_DIR`."))
+            blocks.append(
+                TableBlock(
+                    knees,
+                    caption="Knee of each metric against r per method and target set "
+                    "(Kneedle: the rank farthest above the chord from the "
+                    "smallest to the largest r, on log2 r); empty = "
+                    "none",
+                    collapsed=True,
+                )
+            )
+    cols = [
+        c
+        for c in (
+            "run",
+            "method",
+            "targets",
+            "rank",
+            "trainable_parameters",
+            "train_seconds",
+            "peak_rss_bytes",
+        )
+        if c in training
+    ]
+    blocks.append(
+        TableBlock(training[cols + metrics], caption="Runs: trainable parameters, time, memory and metrics")
+    )
+    blocks.append(
+        NoteBlock(
+            "Forgetting against the base model and effective rank during training are on the "
+            "training sweep's own page: `lorascope report TRAIN_SWEEP_DIR`."
+        )
+    )
     return blocks

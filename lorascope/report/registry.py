@@ -47,7 +47,9 @@ class SectionRegistry(Generic[Ctx]):
         """Import ``module`` (whose sections register themselves) only when one of ``files`` is present."""
         self._plugins[module] = tuple(files)
 
-    def register(self, key: str, title: str, order: int, needs: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+    def register(
+        self, key: str, title: str, order: int, needs: tuple[str, ...] = ()
+    ) -> Callable[[Builder], Builder]:
         """Decorator: register ``build(ctx) -> list[Block] | None`` as the section ``key``."""
 
         def decorate(build: Builder) -> Builder:

@@ -109,11 +109,16 @@ def inputs_table(inputs: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for i in inputs:
         sha = i.get("sha256")
-        rows.append({
-            "role": i.get("role", ""), "path": i.get("path", ""), "format": i.get("format", ""),
-            "size": human_bytes(i.get("bytes")), "tensors": i.get("n_tensors"),
-            "sha256": f"{sha[:16]}…" if sha else "not computed",
-        })
+        rows.append(
+            {
+                "role": i.get("role", ""),
+                "path": i.get("path", ""),
+                "format": i.get("format", ""),
+                "size": human_bytes(i.get("bytes")),
+                "tensors": i.get("n_tensors"),
+                "sha256": f"{sha[:16]}…" if sha else "not computed",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -140,8 +145,11 @@ def warning_blocks(warnings: list[dict[str, Any]]) -> list[Block]:
         return [NoteBlock("No warnings: every tensor was paired and analyzed.")]
     table = pd.DataFrame([{"name": w.get("name", ""), "reason": w.get("reason", "")} for w in warnings])
     return [
-        NoteBlock(f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or "
-                  "left unpaired; the reasons are below.", level="warn"),
+        NoteBlock(
+            f"{counted(len(warnings), 'tensor')} {'was' if len(warnings) == 1 else 'were'} skipped or "
+            "left unpaired; the reasons are below.",
+            level="warn",
+        ),
         TableBlock(table, caption=f"Warnings ({len(warnings)})", collapsed=len(warnings) > 12),
     ]
 
@@ -155,23 +163,38 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
     if ctx.all_modules.empty:
         return [NoteBlock("No module was analyzed: the results hold no matrix update.", level="warn")]
     if m.empty:
-        return [NoteBlock(f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the "
-                          "fine-tune changed no matrix.", level="warn")]
+        return [
+            NoteBlock(
+                f"Every one of the {len(ctx.all_modules)} modules has ΔW = 0 exactly: the "
+                "fine-tune changed no matrix.",
+                level="warn",
+            )
+        ]
     blocks: list[Block] = [CardsBlock(headline_cards(ctx))]
     if len(ctx.zeros):
-        blocks.append(NoteBlock(
-            f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
-            f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
-            "heatmaps and figures of this page leave them out; the modules table lists them.", level="warn"))
-    blocks.append(TableBlock(data.type_summary(m, ctx.types),
-                             caption="Per module type: median and range (min–max) of the effective ranks"))
+        blocks.append(
+            NoteBlock(
+                f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
+                f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
+                "heatmaps and figures of this page leave them out; the modules table lists them.",
+                level="warn",
+            )
+        )
+    blocks.append(
+        TableBlock(
+            data.type_summary(m, ctx.types),
+            caption="Per module type: median and range (min–max) of the effective ranks",
+        )
+    )
     blocks.append(TableBlock(data.largest(m, ctx.size, 10), caption=f"Largest updates by {ctx.size}"))
     if ctx.is_adapter:
-        blocks.append(TableBlock(
-            data.rank_use(m, ctx.types),
-            caption="Nominal adapter rank r beside the rank the updates actually use (medians per module type): "
-                    "rank_99 / r near 1 means the adapter uses all of its rank",
-        ))
+        blocks.append(
+            TableBlock(
+                data.rank_use(m, ctx.types),
+                caption="Nominal adapter rank r beside the rank the updates actually use (medians per module type): "
+                "rank_99 / r near 1 means the adapter uses all of its rank",
+            )
+        )
     return blocks
 
 
@@ -179,8 +202,12 @@ def headline_cards(ctx: RunContext) -> list[tuple[str, str, str]]:
     m = ctx.modules
     n_layers = int(m["layer"].dropna().nunique())
     cards = [
-        ("modules analyzed", str(len(ctx.all_modules)), f"{len(ctx.types)} module types, {n_layers} layers"
-         + (f", {len(ctx.zeros)} with ΔW = 0" if len(ctx.zeros) else "")),
+        (
+            "modules analyzed",
+            str(len(ctx.all_modules)),
+            f"{len(ctx.types)} module types, {n_layers} layers"
+            + (f", {len(ctx.zeros)} with ΔW = 0" if len(ctx.zeros) else ""),
+        ),
         ("median entropy_rank", _num(m["entropy_rank"].median()), f"range {_range(m['entropy_rank'])}"),
         ("median rank_90", _num(m["rank_90"].astype("float64").median()), f"range {_range(m['rank_90'])}"),
     ]
@@ -212,25 +239,46 @@ def heatmap_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = []
     if m["layer"].notna().any():
         metrics = ["entropy_rank", "rank_90", ctx.size, "stable_rank"]
-        grids = [data.layer_grid(m, c, [t for t in ctx.types if t in set(data.layered(m)["type"])]) for c in metrics]
-        panels = [fg.HeatPanel(HEATMAP_METRICS[c][0], g, HEATMAP_METRICS[c][1], log=c == ctx.size)
-                  for c, g in zip(metrics, grids)]
-        blocks.append(FigureBlock(
-            "heatmaps", "Each row is a layer (first at the top) and each column a module type; the colour is the "
-                        "metric named above the panel (light = high), grey means no module there.",
-            functools.partial(fg.heatmaps, panels, ctx.labels)))
+        grids = [
+            data.layer_grid(m, c, [t for t in ctx.types if t in set(data.layered(m)["type"])])
+            for c in metrics
+        ]
+        panels = [
+            fg.HeatPanel(HEATMAP_METRICS[c][0], g, HEATMAP_METRICS[c][1], log=c == ctx.size)
+            for c, g in zip(metrics, grids)
+        ]
+        blocks.append(
+            FigureBlock(
+                "heatmaps",
+                "Each row is a layer (first at the top) and each column a module type; the colour is the "
+                "metric named above the panel (light = high), grey means no module there.",
+                functools.partial(fg.heatmaps, panels, ctx.labels),
+            )
+        )
         averaged = grids[0].averaged_cells
         if averaged:
-            blocks.append(NoteBlock(
-                f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a layer index, "
-                "experts); they show the mean."))
+            blocks.append(
+                NoteBlock(
+                    f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a layer index, "
+                    "experts); they show the mean."
+                )
+            )
         if ctx.size == "fro_norm":
-            blocks.append(NoteBlock("No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than relative updates."))
+            blocks.append(
+                NoteBlock(
+                    "No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than relative updates."
+                )
+            )
     off = data.unlayered(m)
     if len(off):
         cols = ["name", "rows", "cols", "entropy_rank", "rank_90", ctx.size, "stable_rank"]
-        blocks.append(TableBlock(off[cols], caption=f"Modules outside the layer stack ({len(off)}): no layer index, "
-                                                    "so they are not in the heatmaps"))
+        blocks.append(
+            TableBlock(
+                off[cols],
+                caption=f"Modules outside the layer stack ({len(off)}): no layer index, "
+                "so they are not in the heatmaps",
+            )
+        )
     return blocks
 
 
@@ -243,8 +291,10 @@ def spectra_section(ctx: RunContext) -> list[Block] | None:
     if not any(curves.values()):
         return None
     ranks = data.nominal_ranks(ctx.modules, ctx.types)
-    caption = ("Each line is one module's singular values σᵢ in descending order (log scale), coloured by its layer "
-               "(grey: no layer); a steep drop means few directions carry the update")
+    caption = (
+        "Each line is one module's singular values σᵢ in descending order (log scale), coloured by its layer "
+        "(grey: no layer); a steep drop means few directions carry the update"
+    )
     caption += ", and the dashed line marks the adapter rank r." if any(ranks.values()) else "."
     return [FigureBlock("spectra", caption, functools.partial(fg.spectra, curves, ranks, ctx.labels))]
 
@@ -255,10 +305,14 @@ def energy_section(ctx: RunContext) -> list[Block] | None:
     if not any(curves.values()):
         return None
     ranks = data.nominal_ranks(ctx.modules, ctx.types)
-    blocks: list[Block] = [FigureBlock(
-        "energy", "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular values; where a line "
-                  "crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / rank_99.",
-        functools.partial(fg.energy_curves, curves, ranks, ctx.labels))]
+    blocks: list[Block] = [
+        FigureBlock(
+            "energy",
+            "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular values; where a line "
+            "crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / rank_99.",
+            functools.partial(fg.energy_curves, curves, ranks, ctx.labels),
+        )
+    ]
     return blocks
 
 
@@ -271,33 +325,60 @@ def magnitude_section(ctx: RunContext) -> list[Block] | None:
     if m.empty:
         return None
     unit = data.SIZE_UNITS[ctx.size]
-    values = {t: pd.DataFrame({"value": pd.to_numeric(m.loc[m["type"] == t, ctx.size], errors="coerce"),
-                               "layer": data.layer_values(m[m["type"] == t])}) for t in ctx.types}
+    values = {
+        t: pd.DataFrame(
+            {
+                "value": pd.to_numeric(m.loc[m["type"] == t, ctx.size], errors="coerce"),
+                "layer": data.layer_values(m[m["type"] == t]),
+            }
+        )
+        for t in ctx.types
+    }
     boxed = [t for t, v in values.items() if v["value"].notna().sum() >= fg.BOX_MIN_MODULES]
     if len(boxed) == len(values):
-        how = ("the box spans the middle half of its module type, the orange bar is the median and the "
-               "whiskers reach 5 % and 95 %.")
+        how = (
+            "the box spans the middle half of its module type, the orange bar is the median and the "
+            "whiskers reach 5 % and 95 %."
+        )
     elif boxed:
-        how = (f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange "
-               "median, whiskers at 5 % and 95 %); fewer are shown as dots alone.")
+        how = (
+            f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange "
+            "median, whiskers at 5 % and 95 %); fewer are shown as dots alone."
+        )
     else:
-        how = (f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots "
-               "alone, without a box.")
-    blocks: list[Block] = [FigureBlock(
-        "magnitude_distribution", f"Each dot is one module (coloured by layer); {how}",
-        functools.partial(fg.magnitude_distribution, values, ctx.labels, unit))]
+        how = (
+            f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots "
+            "alone, without a box."
+        )
+    blocks: list[Block] = [
+        FigureBlock(
+            "magnitude_distribution",
+            f"Each dot is one module (coloured by layer); {how}",
+            functools.partial(fg.magnitude_distribution, values, ctx.labels, unit),
+        )
+    ]
     if m["layer"].notna().any():
         grid = data.layer_grid(m, ctx.size, [t for t in ctx.types if t in set(data.layered(m)["type"])])
-        blocks.append(FigureBlock(
-            "magnitude_profile", "Each line follows one module type through the depth of the model "
-                                 "(mean where several modules share a layer).",
-            functools.partial(fg.layer_profile, grid.values, ctx.labels, unit)))
+        blocks.append(
+            FigureBlock(
+                "magnitude_profile",
+                "Each line follows one module type through the depth of the model "
+                "(mean where several modules share a layer).",
+                functools.partial(fg.layer_profile, grid.values, ctx.labels, unit),
+            )
+        )
     vectors = ctx.results.vectors
     if vectors is not None and len(vectors):
         col = "relative_update" if vectors["relative_update"].notna().any() else "fro_norm"
-        top = vectors.assign(**{col: pd.to_numeric(vectors[col], errors="coerce")}).nlargest(min(10, len(vectors)), col)
-        blocks.append(TableBlock(top[["name", "size", "fro_norm", "relative_update"]],
-                                 caption=f"Largest 1-D updates (biases, norm weights) by {col}, of {len(vectors)}"))
+        top = vectors.assign(**{col: pd.to_numeric(vectors[col], errors="coerce")}).nlargest(
+            min(10, len(vectors)), col
+        )
+        blocks.append(
+            TableBlock(
+                top[["name", "size", "fro_norm", "relative_update"]],
+                caption=f"Largest 1-D updates (biases, norm weights) by {col}, of {len(vectors)}",
+            )
+        )
     return blocks
 
 
@@ -312,18 +393,29 @@ def sweep_section(ctx: RunContext) -> list[Block] | None:
     ranks = sorted({r for rs in data.nominal_ranks(ctx.modules, ctx.types).values() for r in rs})
     actual = data.actual_adapter_parameters(ctx.modules)
     blocks: list[Block] = [
-        FigureBlock("sweep_error", "The error left if every module were truncated to the same rank k, over the whole "
-                                   "model: the dotted lines are where 90 / 95 / 99 % of the energy is kept.",
-                    functools.partial(fg.sweep_error, sweep.table, ranks, sweep.k_limit), width="half"),
-        FigureBlock("sweep_params", "The energy kept against the adapter parameters a uniform rank k would cost; "
-                                    "the curve flattening early means a smaller rank would do.",
-                    functools.partial(fg.sweep_energy_params, sweep.table, actual), width="half"),
+        FigureBlock(
+            "sweep_error",
+            "The error left if every module were truncated to the same rank k, over the whole "
+            "model: the dotted lines are where 90 / 95 / 99 % of the energy is kept.",
+            functools.partial(fg.sweep_error, sweep.table, ranks, sweep.k_limit),
+            width="half",
+        ),
+        FigureBlock(
+            "sweep_params",
+            "The energy kept against the adapter parameters a uniform rank k would cost; "
+            "the curve flattening early means a smaller rank would do.",
+            functools.partial(fg.sweep_energy_params, sweep.table, actual),
+            width="half",
+        ),
     ]
     if sweep.truncated:
-        blocks.append(NoteBlock(
-            f"{len(sweep.truncated)} module(s) have only their top singular values stored (randomized top-k): "
-            f"the error uses the exact Frobenius norms (fro_norm) from the modules table and the sweep stops at k = {sweep.k_limit}.",
-            level="warn"))
+        blocks.append(
+            NoteBlock(
+                f"{len(sweep.truncated)} module(s) have only their top singular values stored (randomized top-k): "
+                f"the error uses the exact Frobenius norms (fro_norm) from the modules table and the sweep stops at k = {sweep.k_limit}.",
+                level="warn",
+            )
+        )
     blocks.append(TableBlock(data.sweep_milestones(sweep), caption="The sweep at powers of two"))
     return blocks
 
@@ -336,15 +428,23 @@ def modules_section(ctx: RunContext) -> list[Block]:
     m = ctx.results.modules
     cols = [c for c in MODULE_COLUMNS if c in m.columns] + [c for c in m.columns if c not in MODULE_COLUMNS]
     table = m[cols]
-    note = ("Click a column header to sort (again to reverse); type in the box to filter by name. "
-            "Empty cells are values that could not be determined (a rank beyond a randomized top-k, no base given).")
-    blocks: list[Block] = [NoteBlock(note), TableBlock(table, caption=f"{len(table)} modules", interactive=True,
-                                                       csv_name="modules.csv")]
+    note = (
+        "Click a column header to sort (again to reverse); type in the box to filter by name. "
+        "Empty cells are values that could not be determined (a rank beyond a randomized top-k, no base given)."
+    )
+    blocks: list[Block] = [
+        NoteBlock(note),
+        TableBlock(table, caption=f"{len(table)} modules", interactive=True, csv_name="modules.csv"),
+    ]
     if np.any(m["rank_beyond_k"].to_numpy(dtype=bool)):
-        blocks.insert(0, NoteBlock(
-            "Some spectra are a randomized top-k: ranks beyond the computed k are left empty.", level="warn"))
+        blocks.insert(
+            0,
+            NoteBlock(
+                "Some spectra are a randomized top-k: ranks beyond the computed k are left empty.",
+                level="warn",
+            ),
+        )
     return blocks
-
 
 
 # Sections of later analyses, imported only where their files are in the results folder (so a plain

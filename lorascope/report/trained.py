@@ -91,13 +91,21 @@ def read_run(folder: str | Path, label: str | None = None, results: Results | No
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise LorascopeError(f"{path} could not be read as the trainer's run record ({exc}); re-run "
-                             "`lorascope train` into that folder.") from None
+        raise LorascopeError(
+            f"{path} could not be read as the trainer's run record ({exc}); re-run "
+            "`lorascope train` into that folder."
+        ) from None
     missing = [k for k in ("run", "method", "final") if not isinstance(metrics, dict) or k not in metrics]
     if missing:
         raise LorascopeError(f"{path} is not a lorascope trainer run record: it lacks {', '.join(missing)}.")
-    return TrainedRun(label or str(metrics["run"]), folder, metrics, _table(folder / HISTORY_CSV),
-                      _table(folder / RANK_HISTORY_CSV), results)
+    return TrainedRun(
+        label or str(metrics["run"]),
+        folder,
+        metrics,
+        _table(folder / HISTORY_CSV),
+        _table(folder / RANK_HISTORY_CSV),
+        results,
+    )
 
 
 def _table(path: Path) -> pd.DataFrame | None:
@@ -136,12 +144,15 @@ def runs_of_sweep(folder: str | Path) -> list[TrainedRun]:
     except (OSError, ValueError) as exc:
         raise LorascopeError(f"{folder / INDEX_CSV} could not be read ({exc}).") from None
     if index.empty or "folder" not in index.columns:
-        raise LorascopeError(f"{folder / INDEX_CSV} lists no runs (expected a 'folder' column and a row per "
-                             "run).")
+        raise LorascopeError(
+            f"{folder / INDEX_CSV} lists no runs (expected a 'folder' column and a row per run)."
+        )
     missing = [str(f) for f in index["folder"] if not is_run_folder(folder / str(f))]
     if missing:
-        raise LorascopeError(f"{folder / INDEX_CSV} lists run folder(s) that are not in {folder}: "
-                             f"{', '.join(missing[:5])}. Re-run the sweep, or remove those rows.")
+        raise LorascopeError(
+            f"{folder / INDEX_CSV} lists run folder(s) that are not in {folder}: "
+            f"{', '.join(missing[:5])}. Re-run the sweep, or remove those rows."
+        )
     return [read_run(folder / str(f)) for f in index["folder"]]
 
 
@@ -164,8 +175,9 @@ def outcome_from_index(index: pd.DataFrame) -> pd.DataFrame:
     table["rank"] = pd.to_numeric(table["rank"], errors="coerce").astype("Int64")
     methods = set(table.loc[table["rank"].notna(), "method"].astype(str))
     targets = table["targets"] if "targets" in table.columns else pd.Series([None] * len(table))
-    table["group"] = [group_of(str(m), r, t, methods)
-                      for m, r, t in zip(table["method"], table["rank"], targets)]
+    table["group"] = [
+        group_of(str(m), r, t, methods) for m, r, t in zip(table["method"], table["rank"], targets)
+    ]
     return table
 
 
@@ -179,7 +191,10 @@ def outcome_table(runs: list[TrainedRun]) -> pd.DataFrame:
         m = r.metrics
         final, base = m.get("final") or {}, m.get("base_eval") or {}
         row: dict[str, Any] = {
-            "run": r.label, "method": r.method, "targets": r.targets, "rank": r.rank,
+            "run": r.label,
+            "method": r.method,
+            "targets": r.targets,
+            "rank": r.rank,
             "group": group_of(r.method, r.rank, r.targets, methods),
             "train_blocks": (m.get("options") or {}).get("train_blocks") if r.method == "freeze" else None,
             "trainable_parameters": m.get("trainable_parameters"),
@@ -227,8 +242,11 @@ def metric_title(metric: str) -> str:
     """'retain_same_acc' -> 'retain-same accuracy', 'eval_loss' -> 'eval loss (nats per token)'."""
     if metric == POOLED_LOSS:
         return "eval loss, all sets (nats per token)"
-    for suffix, word in (("_acc", "accuracy"), ("_loss", "loss (nats per token)"),
-                         ("_forgetting", "facts forgotten")):
+    for suffix, word in (
+        ("_acc", "accuracy"),
+        ("_loss", "loss (nats per token)"),
+        ("_forgetting", "facts forgotten"),
+    ):
         if metric.endswith(suffix):
             return f"{metric.removesuffix(suffix).replace('_', '-')} {word}"
     return metric
@@ -258,10 +276,18 @@ def knee_table(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             values = pd.to_numeric(runs[metric], errors="coerce")
             k = knee(runs["rank"].to_numpy(float), values.to_numpy(float), lower_is_better(metric))
             best = values.min() if lower_is_better(metric) else values.max()
-            row = {"group": group, "metric": metric, "knee r": k["rank"], "at the knee": k["value"],
-                   "best over r": float(best),
-                   "best at r": int(runs["rank"].iloc[int(np.nanargmin(values) if lower_is_better(metric)
-                                                          else np.nanargmax(values))])}
+            row = {
+                "group": group,
+                "metric": metric,
+                "knee r": k["rank"],
+                "at the knee": k["value"],
+                "best over r": float(best),
+                "best at r": int(
+                    runs["rank"].iloc[
+                        int(np.nanargmin(values) if lower_is_better(metric) else np.nanargmax(values))
+                    ]
+                ),
+            }
             for _, ref in refs.iterrows():
                 row[str(ref["run"])] = ref.get(metric, math.nan)
             rows.append(row)
@@ -296,8 +322,11 @@ def answer_lines(table: pd.DataFrame, metrics: list[str]) -> list[str]:
         text = f"{group}: {title} {_v(values.iloc[i])} at best (r = {int(runs['rank'].iloc[i])})"
         if goal is not None:
             reach = smallest_rank_reaching(table, group, primary, goal)
-            text += (f"; r = {reach} is the smallest rank that matches full fine-tuning ({_v(goal)})" if reach
-                     else f"; no rank matches full fine-tuning ({_v(goal)})")
+            text += (
+                f"; r = {reach} is the smallest rank that matches full fine-tuning ({_v(goal)})"
+                if reach
+                else f"; no rank matches full fine-tuning ({_v(goal)})"
+            )
         if forgetting:
             at = runs.iloc[i]
             text += "; at that rank " + _losses(at, forgetting)
@@ -317,8 +346,10 @@ def _v(x: Any) -> str:
 
 def _losses(row: pd.Series, forgetting: list[str]) -> str:
     """'retain-same accuracy is 63 points below the base model's, retain-other 47'."""
-    parts = [f"{c.removesuffix('_forgetting').replace('_', '-')}{' accuracy' if i == 0 else ''} "
-             f"{_points(row[c])}" for i, c in enumerate(forgetting)]
+    parts = [
+        f"{c.removesuffix('_forgetting').replace('_', '-')}{' accuracy' if i == 0 else ''} {_points(row[c])}"
+        for i, c in enumerate(forgetting)
+    ]
     return ", ".join(parts) + " (against the base model)"
 
 
@@ -330,8 +361,6 @@ def _points(x: Any) -> str:
     if points == 0:
         return "unchanged"
     return f"{'falls' if points > 0 else 'rises'} {abs(points)} point{'s' if abs(points) != 1 else ''}"
-
-
 
 
 # ---- during training (pure) ---------------------------------------------------------------------------
@@ -348,8 +377,9 @@ def rank_evolution(run: TrainedRun, column: str = "entropy_rank") -> pd.DataFram
     if h is None or column not in h.columns:
         return None
     values = h.assign(v=pd.to_numeric(h[column], errors="coerce")).groupby("step")["v"]
-    return pd.DataFrame({"median": values.median(), "low": values.quantile(0.25),
-                         "high": values.quantile(0.75)}).sort_index()
+    return pd.DataFrame(
+        {"median": values.median(), "low": values.quantile(0.25), "high": values.quantile(0.75)}
+    ).sort_index()
 
 
 # ---- functional sweep beside energy (pure) ------------------------------------------------------------
@@ -365,5 +395,10 @@ def kept_shares(functional: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["k", "loss_kept", "energy"])
     change = float(base.iat[0]) - float(full.iat[0])
     kept = (float(base.iat[0]) - trunc["loss"].astype(float)) / change if change else np.nan
-    return pd.DataFrame({"k": trunc["k"].astype(int).to_numpy(), "loss_kept": np.asarray(kept, dtype=float),
-                         "energy": trunc["energy"].astype(float).to_numpy()})
+    return pd.DataFrame(
+        {
+            "k": trunc["k"].astype(int).to_numpy(),
+            "loss_kept": np.asarray(kept, dtype=float),
+            "energy": trunc["energy"].astype(float).to_numpy(),
+        }
+    )

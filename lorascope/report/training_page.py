@@ -60,23 +60,36 @@ def runs_section(ctx: TrainingContext) -> list[Block]:
     for r in ctx.runs:
         m = r.metrics
         optim, loop = m.get("optim") or {}, m.get("loop") or {}
-        rows.append({
-            "run": r.label, "method": r.method, "r": r.rank, "targets": r.targets,
-            "task": (m.get("task") or {}).get("name"),
-            "steps": loop.get("steps"), "batch": loop.get("batch_size"), "lr": optim.get("lr"),
-            "trainable parameters": m.get("trainable_parameters"), "train seconds": m.get("train_seconds"),
-            "peak memory": human_bytes((m.get("memory") or {}).get("peak_rss_bytes")),
-            "optimizer state": human_bytes(m.get("optimizer_state_bytes")), "device": m.get("device"),
-            "folder": str(r.folder),
-        })
+        rows.append(
+            {
+                "run": r.label,
+                "method": r.method,
+                "r": r.rank,
+                "targets": r.targets,
+                "task": (m.get("task") or {}).get("name"),
+                "steps": loop.get("steps"),
+                "batch": loop.get("batch_size"),
+                "lr": optim.get("lr"),
+                "trainable parameters": m.get("trainable_parameters"),
+                "train seconds": m.get("train_seconds"),
+                "peak memory": human_bytes((m.get("memory") or {}).get("peak_rss_bytes")),
+                "optimizer state": human_bytes(m.get("optimizer_state_bytes")),
+                "device": m.get("device"),
+                "folder": str(r.folder),
+            }
+        )
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows), caption="Runs: method, options, time and memory")]
     notes = [f"{r.label}: {n}" for r in ctx.runs for n in r.metrics.get("notes") or []]
     if notes:
         blocks.append(NoteBlock(" ".join(notes), level="warn"))
-    blocks.append(NoteBlock("This page reads the run folders only (metrics.json, history.csv, "
-                            "rank_history.csv). The spectra of the updates come from `lorascope spectrum "
-                            "RUN_DIR` (one run) or `lorascope demo` (the demo analyzes every run and "
-                            "compares them)."))
+    blocks.append(
+        NoteBlock(
+            "This page reads the run folders only (metrics.json, history.csv, "
+            "rank_history.csv). The spectra of the updates come from `lorascope spectrum "
+            "RUN_DIR` (one run) or `lorascope demo` (the demo analyzes every run and "
+            "compares them)."
+        )
+    )
     return blocks
 
 
@@ -112,9 +125,13 @@ def render_training(folder: str | Path, out: str | Path | None = None) -> Path:
     elif tr.is_run_folder(folder):
         runs = [tr.read_run(folder)]
     else:
-        raise LorascopeError(f"{folder} is neither a training sweep folder (index.csv) nor a trainer run "
-                             "folder (metrics.json beside tuned/).")
+        raise LorascopeError(
+            f"{folder} is neither a training sweep folder (index.csv) nor a trainer run "
+            "folder (metrics.json beside tuned/)."
+        )
     page = build_training_page(folder, runs)
     footer = f"Written by lorascope from the run folders in {folder}; it reads no checkpoint."
-    return publish(html_path(out if out is not None else folder),
-                   lambda page_file, figures: write_page(page, page_file, figures, footer=footer))
+    return publish(
+        html_path(out if out is not None else folder),
+        lambda page_file, figures: write_page(page, page_file, figures, footer=footer),
+    )

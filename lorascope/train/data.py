@@ -61,8 +61,10 @@ def fact_examples(world: World, facts: list[Fact], templates: range) -> list[Exa
 def pretrain_corpus(world: World) -> list[Example]:
     """Every fact of every pre-trained relation in every phrasing, as whole sentences (loss on all words)."""
     facts = [f for r in world.pretrained_relations for f in world.facts_of(r)]
-    return [Example("", f"{p} {a} .") for p, a in (
-        (e.prompt, e.completion) for e in fact_examples(world, facts, range(4)))]
+    return [
+        Example("", f"{p} {a} .")
+        for p, a in ((e.prompt, e.completion) for e in fact_examples(world, facts, range(4)))
+    ]
 
 
 def world_eval(world: World) -> list[Example]:
@@ -100,9 +102,13 @@ def edit_task(world: World, k: int, seed: int) -> Task:
             "retain_same": fact_examples(world, same, range(4)),
             "retain_other": fact_examples(world, other, range(4)),
         },
-        details={"edited_relations": edited,
-                 "edits": [{"entity": e.entity, "relation": e.relation, "old": o.value, "new": e.value}
-                           for e, o in zip(edits, chosen)]},
+        details={
+            "edited_relations": edited,
+            "edits": [
+                {"entity": e.entity, "relation": e.relation, "old": o.value, "new": e.value}
+                for e, o in zip(edits, chosen)
+            ],
+        },
     )
 
 
@@ -114,14 +120,18 @@ def domain_task(world: World, seed: int) -> Task:
     return Task(
         name="domain",
         train=train,
-        evals={"domain": train, "paraphrase": fact_examples(world, facts, world.paraphrase_templates),
-               "retain": world_eval(world)},
+        evals={
+            "domain": train,
+            "paraphrase": fact_examples(world, facts, world.paraphrase_templates),
+            "retain": world_eval(world),
+        },
         details={"relations": new},
     )
 
 
-def file_task(name: str, examples: list[Example], world: World | None, seed: int,
-              eval_fraction: float = 0.1) -> Task:
+def file_task(
+    name: str, examples: list[Example], world: World | None, seed: int, eval_fraction: float = 0.1
+) -> Task:
     """A user's examples: a seeded tenth (at least one) held out; world retention when the base has a world."""
     if not examples:
         raise LorascopeError(f"task file {name} has no examples (no non-empty lines).")
@@ -133,7 +143,9 @@ def file_task(name: str, examples: list[Example], world: World | None, seed: int
     evals = {"heldout": held or train}
     if world is not None:
         evals["retain"] = world_eval(world)
-    return Task(name=name, train=train, evals=evals, details={"n_examples": len(examples), "n_heldout": len(held)})
+    return Task(
+        name=name, train=train, evals=evals, details={"n_examples": len(examples), "n_heldout": len(held)}
+    )
 
 
 def examples_from_lines(lines: list[str], jsonl: bool, source: str) -> list[Example]:
@@ -156,7 +168,11 @@ def examples_from_lines(lines: list[str], jsonl: bool, source: str) -> list[Exam
             continue
         if isinstance(obj, dict) and isinstance(obj.get("text"), str):
             out.append(Example("", obj["text"]))
-        elif isinstance(obj, dict) and isinstance(obj.get("prompt"), str) and isinstance(obj.get("completion"), str):
+        elif (
+            isinstance(obj, dict)
+            and isinstance(obj.get("prompt"), str)
+            and isinstance(obj.get("completion"), str)
+        ):
             out.append(Example(obj["prompt"], obj["completion"]))
         else:
             problems.append(f"line {no}: expected an object with 'text', or with 'prompt' and 'completion'")
@@ -210,7 +226,9 @@ def encode(examples: list[Example], tok: Tokenizer, max_len: int) -> tuple[Encod
     """Token ids of prompt + completion, labels on the completion; returns the number of truncated examples."""
     rows, truncated = [], 0
     for ex in examples:
-        prompt = ([tok.bos_id] if tok.bos_id is not None else []) + (tok.encode(ex.prompt) if ex.prompt else [])
+        prompt = ([tok.bos_id] if tok.bos_id is not None else []) + (
+            tok.encode(ex.prompt) if ex.prompt else []
+        )
         completion = tok.encode((" " if ex.prompt else "") + ex.completion)
         ids = prompt + completion
         labels = [IGNORE] * len(prompt) + completion

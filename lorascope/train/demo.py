@@ -63,9 +63,17 @@ class DemoConfig:
             raise ValueError("methods, ranks and targets must each name at least one value")
 
     def specs(self) -> list[RunSpec]:
-        template = RunSpec(method=MethodConfig(), task=self.task, device="cpu",
-                           loop=LoopConfig(steps=self.steps, batch_size=self.batch_size, eval_every=self.steps // 4,
-                                           rank_every=self.rank_every))
+        template = RunSpec(
+            method=MethodConfig(),
+            task=self.task,
+            device="cpu",
+            loop=LoopConfig(
+                steps=self.steps,
+                batch_size=self.batch_size,
+                eval_every=self.steps // 4,
+                rank_every=self.rank_every,
+            ),
+        )
         return expand_sweep(list(self.methods), list(self.ranks), list(self.targets), template)
 
 
@@ -108,8 +116,14 @@ def render(spectra: dict[str, Path], out: Path, runs: Path | None = None) -> Pat
         index = pd.read_csv(runs / INDEX)
         task = f" on {index['task'].iat[0]}" if "task" in index.columns and len(index) else ""
     title = f"lorascope demo: {len(spectra)} fine-tunes of one base{task}"
-    return render_comparison(list(spectra.values()), out / "report.html", labels=list(spectra),
-                             run_folders=folders, title=title, command="demo")
+    return render_comparison(
+        list(spectra.values()),
+        out / "report.html",
+        labels=list(spectra),
+        run_folders=folders,
+        title=title,
+        command="demo",
+    )
 
 
 def read_marker(folder: Path) -> dict[str, Any]:
@@ -122,11 +136,14 @@ def read_marker(folder: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise LorascopeError(f"{path} could not be read as the demo's record ({exc}); run `lorascope demo "
-                             f"--out {folder}` again.") from None
+        raise LorascopeError(
+            f"{path} could not be read as the demo's record ({exc}); run `lorascope demo "
+            f"--out {folder}` again."
+        ) from None
     if not isinstance(record, dict) or not isinstance(record.get("spectra"), dict):
-        raise LorascopeError(f"{path} is not the demo's record (no 'spectra' map); run `lorascope demo` "
-                             "again.")
+        raise LorascopeError(
+            f"{path} is not the demo's record (no 'spectra' map); run `lorascope demo` again."
+        )
     return record
 
 
@@ -142,8 +159,10 @@ def render_demo_folder(folder: str | Path, out: str | Path | None = None) -> Pat
     spectra = {label: folder / SPECTRA / label for label in labels}
     missing = [str(p) for p in spectra.values() if not p.is_dir()]
     if missing:
-        raise LorascopeError(f"{folder} lacks the results folder(s) {', '.join(missing[:3])} that demo.json "
-                             "lists; run `lorascope demo` again.")
+        raise LorascopeError(
+            f"{folder} lacks the results folder(s) {', '.join(missing[:3])} that demo.json "
+            "lists; run `lorascope demo` again."
+        )
     runs = folder / RUNS
     if out is None:
         with writing(folder, "report", mode="update", drop=["report.html", "figures"]) as tx:
@@ -151,12 +170,20 @@ def render_demo_folder(folder: str | Path, out: str | Path | None = None) -> Pat
         return folder / "report.html"
     from ..report import render_comparison
 
-    return render_comparison(list(spectra.values()), out, labels=labels,
-                             run_folders=[runs / label for label in labels] if runs.is_dir() else None)
+    return render_comparison(
+        list(spectra.values()),
+        out,
+        labels=labels,
+        run_folders=[runs / label for label in labels] if runs.is_dir() else None,
+    )
 
 
-def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
-             log: Callable[[str], Any] = lambda s: None) -> DemoResult:
+def run_demo(
+    out: Path,
+    cfg: DemoConfig = DemoConfig(),
+    progress: bool = True,
+    log: Callable[[str], Any] = lambda s: None,
+) -> DemoResult:
     """Pre-train (or reuse) the base, train the sweep, analyze every run and render the report into ``out``."""
     seconds: dict[str, float] = {}
     # the folder is lorascope's (a manifest) before runs/ go into it
@@ -170,8 +197,14 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
 
     t = time.perf_counter()
     specs = cfg.specs()
-    index = sweep(specs, base, out / "runs", copy_base=True, progress=progress,
-                  on_run=lambda i, n, row: log(_run_line(i, n, row)))
+    index = sweep(
+        specs,
+        base,
+        out / "runs",
+        copy_base=True,
+        progress=progress,
+        on_run=lambda i, n, row: log(_run_line(i, n, row)),
+    )
     seconds["sweep"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -194,9 +227,17 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig(), progress: bool = True,
         render(spectra, tx.stage, out / RUNS)
         seconds["report"] = time.perf_counter() - t
         report = out / "report.html"
-        marker = {"config": asdict(cfg), "base": str(base), "base_cached": cached, "runs": RUNS,
-                  "index": f"{RUNS}/{INDEX}", "spectra": {k: f"{SPECTRA}/{k}" for k in spectra},
-                  "report": "report.html", "functional_pick": pick, "seconds": seconds}
+        marker = {
+            "config": asdict(cfg),
+            "base": str(base),
+            "base_cached": cached,
+            "runs": RUNS,
+            "index": f"{RUNS}/{INDEX}",
+            "spectra": {k: f"{SPECTRA}/{k}" for k in spectra},
+            "report": "report.html",
+            "functional_pick": pick,
+            "seconds": seconds,
+        }
         (tx.stage / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n", encoding="utf-8")
     table = pd.read_csv(index)
     return DemoResult(out, index, spectra, report, seconds, table, pick)
@@ -213,5 +254,13 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in cols if c in table.columns]]
 
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "analyze_run", "render_demo_folder", "summary_table",
-           "INDEX", "MARKER"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "analyze_run",
+    "render_demo_folder",
+    "summary_table",
+    "INDEX",
+    "MARKER",
+]

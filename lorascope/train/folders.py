@@ -28,7 +28,14 @@ from ..limits import read_json
 from ..results import write_json  # noqa: F401  (the run folders' JSON writer, used across the trainer)
 from .data import Example, examples_from_lines
 from .model import MiniGPT, config_from_hf, hf_config
-from .tokenizer import HFTokenizer, Tokenizer, WordTokenizer, from_hf_tokenizer_json, hf_tokenizer_config, hf_tokenizer_json
+from .tokenizer import (
+    HFTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    from_hf_tokenizer_json,
+    hf_tokenizer_config,
+    hf_tokenizer_json,
+)
 from .world import World, world_from_dict, world_to_dict
 
 WORLD_FILE = "lorascope_world.json"
@@ -46,8 +53,6 @@ class Base:
     max_length: int
 
 
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as CSV; the columns are the union of the rows' keys in first-seen order, NaN written empty."""
     columns: list[str] = []
@@ -57,16 +62,21 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            )
 
 
 def save_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"}
+    )
 
 
 # --- MiniGPT folders --------------------------------------------------------------------------------------
+
 
 def save_minigpt(path: Path, model: MiniGPT, tok: WordTokenizer, world: World | None) -> Path:
     """Write ``model`` as a Hugging Face Llama folder that ``LlamaForCausalLM.from_pretrained`` loads."""
@@ -79,10 +89,14 @@ def save_minigpt(path: Path, model: MiniGPT, tok: WordTokenizer, world: World | 
     save_safetensors(path / "model.safetensors", state)
     write_json(path / "tokenizer.json", hf_tokenizer_json(tok))
     write_json(path / "tokenizer_config.json", hf_tokenizer_config(tok, cfg.max_position_embeddings))
-    write_json(path / "special_tokens_map.json", {k: v for k, v in hf_tokenizer_config(tok, 0).items()
-                                                  if k.endswith("_token")})
-    write_json(path / "generation_config.json", {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
-                                                 "pad_token_id": tok.pad_id})
+    write_json(
+        path / "special_tokens_map.json",
+        {k: v for k, v in hf_tokenizer_config(tok, 0).items() if k.endswith("_token")},
+    )
+    write_json(
+        path / "generation_config.json",
+        {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id},
+    )
     if world is not None:
         write_json(path / WORLD_FILE, world_to_dict(world))
     return path
@@ -90,8 +104,11 @@ def save_minigpt(path: Path, model: MiniGPT, tok: WordTokenizer, world: World | 
 
 def is_minigpt_folder(path: Path) -> bool:
     """A Llama folder with a word-level tokenizer.json: lorascope's own models, loadable without transformers."""
-    if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()
-            and (path / "model.safetensors").is_file()):
+    if not (
+        (path / "config.json").is_file()
+        and (path / "tokenizer.json").is_file()
+        and (path / "model.safetensors").is_file()
+    ):
         return False
     try:
         cfg = json.loads((path / "config.json").read_text())
@@ -111,14 +128,21 @@ def load_minigpt(path: Path) -> Base:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise LorascopeError(f"{path}/model.safetensors does not fit its config.json: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}.")
+        raise LorascopeError(
+            f"{path}/model.safetensors does not fit its config.json: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
     tok = from_hf_tokenizer_json(read_json(path / "tokenizer.json", "a tokenizer.json"))
-    world = world_from_dict(read_json(path / WORLD_FILE, "the facts a MiniGPT was taught")) if (path / WORLD_FILE).is_file() else None
+    world = (
+        world_from_dict(read_json(path / WORLD_FILE, "the facts a MiniGPT was taught"))
+        if (path / WORLD_FILE).is_file()
+        else None
+    )
     return Base(model, tok, world, path, "minigpt", cfg.max_position_embeddings)
 
 
 # --- Hugging Face folders ---------------------------------------------------------------------------------
+
 
 def is_hf_folder(path: Path) -> bool:
     return (path / "config.json").is_file()
@@ -136,10 +160,13 @@ def load_hf(path: Path) -> Base:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise LorascopeError(f"--model {path}: transformers could not load a causal LM and its tokenizer "
-                             f"from this folder ({exc}).") from None
-    max_len = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0)
-                  or 1024)
+        raise LorascopeError(
+            f"--model {path}: transformers could not load a causal LM and its tokenizer "
+            f"from this folder ({exc})."
+        ) from None
+    max_len = int(
+        getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 0) or 1024
+    )
     return Base(model, HFTokenizer(tok), None, path, "hf", max_len)
 
 
@@ -158,8 +185,11 @@ class BaseFormat:
 
 
 BASE_FORMATS: dict[str, BaseFormat] = {
-    "minigpt": BaseFormat(is_minigpt_folder, load_minigpt,
-                          lambda path, base, model: save_minigpt(path, model, base.tokenizer, base.world)),  # type: ignore[arg-type]
+    "minigpt": BaseFormat(
+        is_minigpt_folder,
+        load_minigpt,
+        lambda path, base, model: save_minigpt(path, model, base.tokenizer, base.world),
+    ),  # type: ignore[arg-type]
     "hf": BaseFormat(is_hf_folder, load_hf, save_hf),
 }
 
@@ -168,8 +198,10 @@ def load_base(path: Path) -> Base:
     """Load a base model folder of any format in ``BASE_FORMATS``."""
     path = Path(path)
     if not path.is_dir():
-        raise LorascopeError(f"--model {path} is not a folder; give a Hugging Face model folder "
-                             "(config.json, weights and tokenizer files).")
+        raise LorascopeError(
+            f"--model {path} is not a folder; give a Hugging Face model folder "
+            "(config.json, weights and tokenizer files)."
+        )
     for fmt in BASE_FORMATS.values():
         if fmt.detect(path):
             return fmt.load(path)
@@ -192,10 +224,14 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: dict[str,
 def read_task_file(path: Path) -> list[Example]:
     """Examples from a .txt (one text per line) or .jsonl file (``text``, or ``prompt`` + ``completion``)."""
     if not path.is_file():
-        raise LorascopeError(f"task file {path} does not exist; give edit:K, domain, or a .txt / .jsonl file path.")
+        raise LorascopeError(
+            f"task file {path} does not exist; give edit:K, domain, or a .txt / .jsonl file path."
+        )
     if path.suffix not in (".txt", ".jsonl"):
-        raise LorascopeError(f"task file {path} must end in .txt (one text per line) or .jsonl (one JSON object "
-                             f"per line), not {path.suffix or 'no suffix'}.")
+        raise LorascopeError(
+            f"task file {path} must end in .txt (one text per line) or .jsonl (one JSON object "
+            f"per line), not {path.suffix or 'no suffix'}."
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:

@@ -32,7 +32,6 @@ from ..names import PEFT_PREFIX
 from .nf4 import NF4Linear
 
 
-
 @dataclass(frozen=True)
 class LoraSpec:
     """One adapter's hyper-parameters."""
@@ -58,6 +57,7 @@ class LoraSpec:
 
 # --- the frozen base: how to read and write its (out, in) weight -------------------------------------------
 
+
 @dataclass(frozen=True)
 class BaseKind:
     weight: Callable[[nn.Module], torch.Tensor]  # (out, in), differentiable view where one exists
@@ -82,7 +82,9 @@ def _set_nf4(m: nn.Module, w: torch.Tensor) -> None:
 BASE_KINDS: dict[str, BaseKind] = {
     "Linear": BaseKind(lambda m: m.weight, _set_linear, lambda m: tuple(m.weight.shape), False),
     "Conv1D": BaseKind(lambda m: m.weight.T, _set_conv1d, lambda m: tuple(m.weight.shape[::-1]), True),
-    "NF4Linear": BaseKind(lambda m: m.dequantized(), _set_nf4, lambda m: (m.out_features, m.in_features), False),
+    "NF4Linear": BaseKind(
+        lambda m: m.dequantized(), _set_nf4, lambda m: (m.out_features, m.in_features), False
+    ),
 }
 
 
@@ -91,6 +93,7 @@ def base_kind(module: nn.Module) -> BaseKind | None:
 
 
 # --- the layer --------------------------------------------------------------------------------------------
+
 
 class LoraLinear(nn.Module):
     """A frozen base layer plus a trainable low-rank update (and a magnitude vector with DoRA).
@@ -141,7 +144,9 @@ class LoraLinear(nn.Module):
         if self.merged:
             return result
         x_drop = self.lora_dropout(x)
-        lora = self.lora_B(self.lora_A(x_drop) * self.scaling)  # (…, in) -> (…, r), scaled there (cheaper) -> (…, out)
+        lora = self.lora_B(
+            self.lora_A(x_drop) * self.scaling
+        )  # (…, in) -> (…, r), scaled there (cheaper) -> (…, out)
         if not self.spec.dora:
             return result + lora
         w0 = self.kind.weight(self.base_layer)
@@ -159,8 +164,10 @@ class LoraLinear(nn.Module):
         if self.merged:
             return
         if isinstance(self.base_layer, NF4Linear):
-            raise LorascopeError("an NF4 base cannot take a merged weight in place; use merge_and_unload, which "
-                                 "replaces it with a dense nn.Linear holding the dequantized weight plus the update.")
+            raise LorascopeError(
+                "an NF4 base cannot take a merged weight in place; use merge_and_unload, which "
+                "replaces it with a dense nn.Linear holding the dequantized weight plus the update."
+            )
         new = self.merged_weight()
         self._unmerged_weight = self.base_layer.weight.data
         self.kind.set_weight(self.base_layer, new)
@@ -211,7 +218,9 @@ def _matcher(spec: str) -> Callable[[str], bool]:
         try:
             pattern = re.compile(spec[3:])
         except re.error as exc:
-            raise LorascopeError(f"targets {spec!r}: {spec[3:]!r} is not a valid regular expression ({exc}).") from None
+            raise LorascopeError(
+                f"targets {spec!r}: {spec[3:]!r} is not a valid regular expression ({exc})."
+            ) from None
         return lambda name: pattern.fullmatch(name) is not None
     names = [n for n in spec.split("+") if n]
     if not names:
@@ -222,8 +231,11 @@ def _matcher(spec: str) -> Callable[[str], bool]:
 def adaptable_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every module LoRA can wrap (Linear, Conv1D, NF4Linear), by name, outside existing LoRA layers."""
     inside = {n for n, m in model.named_modules() if isinstance(m, LoraLinear)}
-    return {n: m for n, m in model.named_modules()
-            if base_kind(m) is not None and not any(n.startswith(p + ".") for p in inside)}
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if base_kind(m) is not None and not any(n.startswith(p + ".") for p in inside)
+    }
 
 
 def resolve_targets(model: nn.Module, spec: str) -> list[str]:
@@ -270,6 +282,7 @@ def _suffix_match_any(names: list[str], suffix: str) -> bool:
 
 
 # --- applying, merging, saving ----------------------------------------------------------------------------
+
 
 def inject(model: nn.Module, names: list[str], spec: LoraSpec) -> None:
     """Replace each named module by a ``LoraLinear`` around it (in place); everything else is untouched."""
@@ -324,7 +337,9 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
 
 def _dense_linear(q: NF4Linear, weight: torch.Tensor) -> nn.Linear:
-    lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None, device=weight.device, dtype=weight.dtype)
+    lin = nn.Linear(
+        q.in_features, q.out_features, bias=q.bias is not None, device=weight.device, dtype=weight.dtype
+    )
     lin.weight.data = weight.detach().clone()
     if q.bias is not None:
         lin.bias.data = q.bias.detach().clone()
@@ -348,9 +363,18 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def adapter_config(spec: LoraSpec, target_modules: list[str] | str, base_path: str,
-                   fan_in_fan_out: bool = False) -> dict:
+def adapter_config(
+    spec: LoraSpec, target_modules: list[str] | str, base_path: str, fan_in_fan_out: bool = False
+) -> dict:
     """``adapter_config.json`` of this spec as PEFT's ``LoraConfig`` reads it (``checkpoint.peft_config``)."""
-    return lora_config(spec.r, spec.alpha, target_modules, fan_in_fan_out=fan_in_fan_out,
-                       lora_dropout=spec.dropout, use_rslora=spec.rslora, use_dora=spec.dora,
-                       base_model_name_or_path=base_path, task_type="CAUSAL_LM")
+    return lora_config(
+        spec.r,
+        spec.alpha,
+        target_modules,
+        fan_in_fan_out=fan_in_fan_out,
+        lora_dropout=spec.dropout,
+        use_rslora=spec.rslora,
+        use_dora=spec.dora,
+        base_model_name_or_path=base_path,
+        task_type="CAUSAL_LM",
+    )

@@ -42,10 +42,16 @@ def peak(device: torch.device, was_reset: bool) -> dict[str, int | str]:
     """Peak resident bytes since ``reset_peak`` (and peak CUDA bytes allocated on a GPU)."""
     hwm = _status_kib("VmHWM")
     if hwm is not None:
-        out: dict[str, int | str] = {"peak_rss_bytes": hwm * 1024, "peak_rss_scope": "run" if was_reset else "process"}
+        out: dict[str, int | str] = {
+            "peak_rss_bytes": hwm * 1024,
+            "peak_rss_scope": "run" if was_reset else "process",
+        }
     else:
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "peak_rss_scope": "process"}
+        out = {
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "peak_rss_scope": "process",
+        }
     if device.type == "cuda":
         out["peak_cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out

@@ -56,8 +56,13 @@ class MethodConfig:
         return METHODS[self.method].adapter
 
     def lora_spec(self) -> LoraSpec:
-        return LoraSpec(r=self.rank, alpha=self.alpha if self.alpha is not None else 2.0 * self.rank,
-                        dropout=self.dropout, rslora=self.rslora, dora=self.method == "dora")
+        return LoraSpec(
+            r=self.rank,
+            alpha=self.alpha if self.alpha is not None else 2.0 * self.rank,
+            dropout=self.dropout,
+            rslora=self.rslora,
+            dora=self.method == "dora",
+        )
 
 
 @dataclass
@@ -79,8 +84,13 @@ def _adapter(model: nn.Module, cfg: MethodConfig, b_scale: float = 1.0) -> Prepa
     names = resolve_targets(model, cfg.targets)
     inject(model, names, cfg.lora_spec())
     groups = adapter_parameters(model)
-    return Prepared([{"params": groups["A"], "lr_scale": 1.0, "name": "A"},
-                     {"params": groups["B"], "lr_scale": b_scale, "name": "B"}], names)
+    return Prepared(
+        [
+            {"params": groups["A"], "lr_scale": 1.0, "name": "A"},
+            {"params": groups["B"], "lr_scale": b_scale, "name": "B"},
+        ],
+        names,
+    )
 
 
 def _lora(model: nn.Module, cfg: MethodConfig) -> Prepared:
@@ -112,7 +122,9 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
     """The list of transformer blocks: the longest ``nn.ModuleList`` in the model."""
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
     if not lists:
-        raise LorascopeError(f"method freeze needs a model with a list of blocks; {type(model).__name__} has none.")
+        raise LorascopeError(
+            f"method freeze needs a model with a list of blocks; {type(model).__name__} has none."
+        )
     return max(lists, key=len)
 
 
@@ -123,7 +135,7 @@ def _freeze(model: nn.Module, cfg: MethodConfig) -> Prepared:
     if cfg.train_blocks > len(blocks):
         raise LorascopeError(f"--train-blocks {cfg.train_blocks} exceeds the model's {len(blocks)} blocks.")
     block_ids = {id(p) for b in blocks for p in b.parameters()}
-    trained = [p for b in list(blocks)[-cfg.train_blocks:] for p in b.parameters()]
+    trained = [p for b in list(blocks)[-cfg.train_blocks :] for p in b.parameters()]
     outside = [p for p in model.parameters() if id(p) not in block_ids]
     embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     embed_ids = {id(p) for p in embed.parameters()} if embed is not None else _first_embedding(model)

@@ -36,8 +36,15 @@ class MiniGPTConfig:
     initializer_range: float = 0.02  # std of the normal init of every Linear and Embedding, as Llama
 
     def __post_init__(self) -> None:
-        for field in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                      "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
@@ -51,7 +58,9 @@ class MiniGPTConfig:
                 f"num_key_value_heads ({self.num_key_value_heads})"
             )
         if self.head_dim % 2:
-            raise ValueError(f"head_dim = hidden_size / num_attention_heads must be even for rotary embeddings, got {self.head_dim}")
+            raise ValueError(
+                f"head_dim = hidden_size / num_attention_heads must be even for rotary embeddings, got {self.head_dim}"
+            )
         if self.rope_theta <= 0 or self.rms_norm_eps <= 0 or self.initializer_range <= 0:
             raise ValueError("rope_theta, rms_norm_eps and initializer_range must be positive")
 
@@ -62,10 +71,34 @@ class MiniGPTConfig:
 
 # Size presets for --size; every field can still be overridden one by one.
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "small": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "default": dict(hidden_size=128, intermediate_size=320, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
-    "large": dict(hidden_size=256, intermediate_size=672, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
+    "tiny": dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "small": dict(
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "default": dict(
+        hidden_size=128,
+        intermediate_size=320,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "large": dict(
+        hidden_size=256,
+        intermediate_size=672,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+    ),
 }
 
 
@@ -133,7 +166,9 @@ def rotary_tables(head_dim: int, theta: float, positions: torch.Tensor) -> tuple
 
     inv_freq_i = theta^(−2i / head_dim), angle(t, i) = t · inv_freq_i, duplicated over both halves.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    )
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, 1) * (1, hd/2) -> (T, hd/2)
     emb = torch.cat((angles, angles), dim=-1)  # (T, hd)
     return emb.cos(), emb.sin()
@@ -236,9 +271,12 @@ class MiniGPT(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         t = input_ids.shape[1]
         if t > self.config.max_position_embeddings:
-            raise ValueError(f"sequence length {t} exceeds max_position_embeddings {self.config.max_position_embeddings}")
-        cos, sin = rotary_tables(self.config.head_dim, self.config.rope_theta,
-                                 torch.arange(t, device=input_ids.device))
+            raise ValueError(
+                f"sequence length {t} exceeds max_position_embeddings {self.config.max_position_embeddings}"
+            )
+        cos, sin = rotary_tables(
+            self.config.head_dim, self.config.rope_theta, torch.arange(t, device=input_ids.device)
+        )
         x = self.model.embed_tokens(input_ids)  # (B, T, d)
         for block in self.model.layers:
             x = block(x, cos.to(x.dtype), sin.to(x.dtype))

@@ -18,12 +18,26 @@ from torch import nn
 
 # The 16 NF4 levels of Dettmers et al. 2023 (Appendix E; bitsandbytes' ``create_normal_map``): 8 positive
 # and 7 negative normal quantiles, normalized by the largest, plus zero.
-NF4_LEVELS = torch.tensor([
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-    0.7229568362236023, 1.0,
-])
+NF4_LEVELS = torch.tensor(
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ]
+)
 BLOCK = 64  # values per absmax block, as QLoRA
 
 
@@ -55,8 +69,13 @@ def quantize(weight: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tensor, to
     return packed[: (n + 1) // 2].contiguous(), absmax.contiguous()
 
 
-def dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, ...], block: int = BLOCK,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dequantize(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    shape: tuple[int, ...],
+    block: int = BLOCK,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The weight ``quantize`` stored: NF4[code] · absmax of its block, reshaped to ``shape``."""
     n = 1
     for s in shape:
@@ -76,19 +95,25 @@ class NF4Linear(nn.Module):
         packed, absmax = quantize(linear.weight, block)
         self.register_buffer("packed", packed)
         self.register_buffer("absmax", absmax)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.bias = (
+            None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        )
         self.compute_dtype = linear.weight.dtype
 
     def dequantized(self) -> torch.Tensor:
         """(out, in) weight in the compute dtype."""
-        return dequantize(self.packed, self.absmax, (self.out_features, self.in_features), self.block,
-                          self.compute_dtype)
+        return dequantize(
+            self.packed, self.absmax, (self.out_features, self.in_features), self.block, self.compute_dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantized(), self.bias)
 
     def storage_bytes(self) -> int:
-        return self.packed.numel() * self.packed.element_size() + self.absmax.numel() * self.absmax.element_size()
+        return (
+            self.packed.numel() * self.packed.element_size()
+            + self.absmax.numel() * self.absmax.element_size()
+        )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, block={self.block}, nf4"

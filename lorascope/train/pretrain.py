@@ -81,16 +81,37 @@ def pretrain(cfg: PretrainConfig, progress: bool = False) -> tuple[Path, bool]:
     groups = prepare(model, MethodConfig(method="full")).groups
     train_set, _ = encode(pretrain_corpus(world), tok, model.config.max_position_embeddings)
     eval_set, _ = encode(world_eval(world), tok, model.config.max_position_embeddings)
-    result = train(model, groups, train_set, {"world": eval_set},
-                   OptimConfig(lr=cfg.lr, warmup_steps=50),
-                   LoopConfig(steps=cfg.steps, batch_size=cfg.batch_size, eval_every=max(cfg.steps // 6, 1),
-                              rank_every=0, seed=cfg.seed),
-                   torch.device("cpu"), progress=progress, description="pre-train MiniGPT")
+    result = train(
+        model,
+        groups,
+        train_set,
+        {"world": eval_set},
+        OptimConfig(lr=cfg.lr, warmup_steps=50),
+        LoopConfig(
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            eval_every=max(cfg.steps // 6, 1),
+            rank_every=0,
+            seed=cfg.seed,
+        ),
+        torch.device("cpu"),
+        progress=progress,
+        description="pre-train MiniGPT",
+    )
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_minigpt(tmp, model, tok, world)
-    write_json(tmp / DONE, {"config": asdict(cfg), "format": FORMAT_VERSION, "seconds": result.seconds,
-                            "parameters": model.num_parameters(), "final": result.final, "history": result.history})
+    write_json(
+        tmp / DONE,
+        {
+            "config": asdict(cfg),
+            "format": FORMAT_VERSION,
+            "seconds": result.seconds,
+            "parameters": model.num_parameters(),
+            "final": result.final,
+            "history": result.history,
+        },
+    )
     final.parent.mkdir(parents=True, exist_ok=True)
     if (final / DONE).is_file():  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)

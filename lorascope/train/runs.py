@@ -33,7 +33,14 @@ from ..errors import LorascopeError
 from ..outputs import remove_written, writing
 from .data import Task, encode, file_task, world_task
 from .folders import Base, load_base, read_task_file, save_adapter, save_tuned, write_csv, write_json
-from .lora import adaptable_modules, adapter_config, adapter_state_dict, lora_layers, merge_and_unload, peft_target_modules
+from .lora import (
+    adaptable_modules,
+    adapter_config,
+    adapter_state_dict,
+    lora_layers,
+    merge_and_unload,
+    peft_target_modules,
+)
 from .methods import METHODS, MethodConfig, prepare
 from .pretrain import PretrainConfig, pretrain
 from .trainer import LoopConfig, OptimConfig, train
@@ -82,7 +89,9 @@ def pick_device(name: str) -> tuple[torch.device, str | None]:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
     if name.startswith("cuda") and not torch.cuda.is_available():
-        return torch.device("cpu"), f"device {name!r} was asked for but torch sees no CUDA GPU; trained on the CPU"
+        return torch.device(
+            "cpu"
+        ), f"device {name!r} was asked for but torch sees no CUDA GPU; trained on the CPU"
     return torch.device(name), None
 
 
@@ -124,11 +133,27 @@ def train_run(spec: RunSpec, base_path: Path, out: Path, progress: bool = False)
     model.to(device)
     train_set, cut = encode(task.train, base.tokenizer, base.max_length)
     eval_sets = {name: encode(ex, base.tokenizer, base.max_length)[0] for name, ex in task.evals.items()}
-    notes = [n for n in (device_note, _unknown_note(task, base),
-                         f"{cut} training examples were cut to {base.max_length} tokens" if cut else None) if n]
+    notes = [
+        n
+        for n in (
+            device_note,
+            _unknown_note(task, base),
+            f"{cut} training examples were cut to {base.max_length} tokens" if cut else None,
+        )
+        if n
+    ]
     optim = spec.resolved_optim()
-    result = train(model, prepared.groups, train_set, eval_sets, optim, spec.loop, device, progress,
-                   description=spec.run_name())
+    result = train(
+        model,
+        prepared.groups,
+        train_set,
+        eval_sets,
+        optim,
+        spec.loop,
+        device,
+        progress,
+        description=spec.run_name(),
+    )
     trainable, total = count_parameters(model)
     out.mkdir(parents=True, exist_ok=True)
     lora_info = _save_adapter(spec, model, prepared.targets, all_linear, base, out)
@@ -138,8 +163,13 @@ def train_run(spec: RunSpec, base_path: Path, out: Path, progress: bool = False)
         "method": spec.method.method,
         "options": asdict(spec.method),
         "lora": lora_info,
-        "task": {"spec": spec.task, "name": task.name, "n_train": len(task.train),
-                 "n_eval": {k: len(v) for k, v in task.evals.items()}, **task.details},
+        "task": {
+            "spec": spec.task,
+            "name": task.name,
+            "n_train": len(task.train),
+            "n_eval": {k: len(v) for k, v in task.evals.items()},
+            **task.details,
+        },
         "optim": asdict(optim),
         "loop": asdict(spec.loop),
         "base": str(base.path.resolve()),
@@ -155,7 +185,11 @@ def train_run(spec: RunSpec, base_path: Path, out: Path, progress: bool = False)
         "memory": result.memory,
         "base_eval": result.history[0],
         "final": result.final,
-        "versions": {"lorascope": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "lorascope": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
         "notes": notes,
     }
     write_json(out / METRICS, metrics)
@@ -169,22 +203,38 @@ def _unknown_note(task: Task, base: Base) -> str | None:
     if unknown is None:
         return None
     share = unknown([e.prompt + " " + e.completion for e in task.train])
-    return f"{share:.0%} of the task's words are not in the base's vocabulary and read as [UNK]" if share else None
+    return (
+        f"{share:.0%} of the task's words are not in the base's vocabulary and read as [UNK]"
+        if share
+        else None
+    )
 
 
-def _save_adapter(spec: RunSpec, model: torch.nn.Module, targets: list[str], all_linear: list[str], base: Base,
-                  out: Path) -> dict[str, Any] | None:
+def _save_adapter(
+    spec: RunSpec, model: torch.nn.Module, targets: list[str], all_linear: list[str], base: Base, out: Path
+) -> dict[str, Any] | None:
     if not spec.method.uses_adapter:
         return None
     lora = spec.method.lora_spec()
     layers = dict(lora_layers(model))
     fan_in_fan_out = any(layer.kind.fan_in_fan_out for layer in layers.values())
     target_modules = peft_target_modules(targets, all_linear)
-    save_adapter(out / "adapter", adapter_state_dict(model),
-                 adapter_config(lora, target_modules, str(base.path.resolve()), fan_in_fan_out))
-    return {"r": lora.r, "alpha": lora.alpha, "scale": lora.scale, "rslora": lora.rslora, "dora": lora.dora,
-            "dropout": lora.dropout, "targets": spec.method.targets, "target_modules": target_modules,
-            "modules": len(layers)}
+    save_adapter(
+        out / "adapter",
+        adapter_state_dict(model),
+        adapter_config(lora, target_modules, str(base.path.resolve()), fan_in_fan_out),
+    )
+    return {
+        "r": lora.r,
+        "alpha": lora.alpha,
+        "scale": lora.scale,
+        "rslora": lora.rslora,
+        "dora": lora.dora,
+        "dropout": lora.dropout,
+        "targets": spec.method.targets,
+        "target_modules": target_modules,
+        "modules": len(layers),
+    }
 
 
 def index_row(metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -212,24 +262,36 @@ def index_row(metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 # --- sweeps -----------------------------------------------------------------------------------------------
 
-def expand_sweep(methods: list[str], ranks: list[int], targets: list[str], template: RunSpec) -> list[RunSpec]:
+
+def expand_sweep(
+    methods: list[str], ranks: list[int], targets: list[str], template: RunSpec
+) -> list[RunSpec]:
     """Adapter methods × ranks × target sets, plus one run of each method without an adapter (full, freeze)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise LorascopeError(f"unknown method(s) {', '.join(unknown)}; expected a comma-separated list of "
-                             f"{', '.join(METHODS)}.")
+        raise LorascopeError(
+            f"unknown method(s) {', '.join(unknown)}; expected a comma-separated list of "
+            f"{', '.join(METHODS)}."
+        )
     specs = []
     for method in methods:
         if METHODS[method].adapter:
-            specs += [replace(template, method=replace(template.method, method=method, rank=r, targets=t), name=None)
-                      for t in targets for r in ranks]
+            specs += [
+                replace(
+                    template, method=replace(template.method, method=method, rank=r, targets=t), name=None
+                )
+                for t in targets
+                for r in ranks
+            ]
         else:
             specs.append(replace(template, method=replace(template.method, method=method), name=None))
     names = [s.run_name() for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise LorascopeError(f"the sweep would write two runs into the same folder: {', '.join(dupes)}; "
-                             "remove repeated methods, ranks or targets.")
+        raise LorascopeError(
+            f"the sweep would write two runs into the same folder: {', '.join(dupes)}; "
+            "remove repeated methods, ranks or targets."
+        )
     return specs
 
 
@@ -246,8 +308,14 @@ def materialize_base(base_path: Path, out: Path, copy: bool) -> Path:
     return Path(os.path.abspath(target))
 
 
-def sweep(specs: list[RunSpec], base_path: Path, out: Path, copy_base: bool, progress: bool = False,
-          on_run: Any = None) -> Path:
+def sweep(
+    specs: list[RunSpec],
+    base_path: Path,
+    out: Path,
+    copy_base: bool,
+    progress: bool = False,
+    on_run: Any = None,
+) -> Path:
     """Train every run of ``specs`` into ``out/<run name>``; ``index.csv`` is rewritten after each run, so an
     interrupted sweep keeps the rows of the runs it finished. ``on_run(i, n, row)`` is called after each run.
 
@@ -280,8 +348,8 @@ def _had_runs(out: Path, existed: bool) -> bool:
     return existed and (out / INDEX).is_file()
 
 
-
 # --- entry points: base resolution + one run or a sweep ---------------------------------------------------
+
 
 def resolve_base(model: Path | None, pretrain_cfg: PretrainConfig, progress: bool) -> tuple[Path, bool]:
     """(base folder, whether runs should copy it next to themselves).
@@ -295,15 +363,22 @@ def resolve_base(model: Path | None, pretrain_cfg: PretrainConfig, progress: boo
     return path, True
 
 
-def train_one(spec: RunSpec, out: Path, model: Path | None = None,
-              pretrain_cfg: PretrainConfig | None = None, progress: bool = False) -> dict[str, Any]:
+def train_one(
+    spec: RunSpec,
+    out: Path,
+    model: Path | None = None,
+    pretrain_cfg: PretrainConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """One run into ``out`` (``out/base`` holds the MiniGPT base when no ``model`` folder is given)."""
     base, copy = resolve_base(model, pretrain_cfg or PretrainConfig(), progress)
     existed = out.exists() and (out / METRICS).is_file()
     fresh = not out.exists()
     try:
         shared = materialize_base(base, out, copy)
-        with writing(out, "train", keep=["base"], link=True) as tx:  # the run's files are written from nothing
+        with writing(
+            out, "train", keep=["base"], link=True
+        ) as tx:  # the run's files are written from nothing
             row = train_run(spec, shared, tx.stage, progress)
     except BaseException:
         if not existed:  # a failed first run leaves nothing that would block the same --out next time
@@ -312,8 +387,14 @@ def train_one(spec: RunSpec, out: Path, model: Path | None = None,
     return {**row, "folder": tx.path.name}
 
 
-def train_sweep(specs: list[RunSpec], out: Path, model: Path | None = None,
-                pretrain_cfg: PretrainConfig | None = None, progress: bool = False, on_run: Any = None) -> Path:
+def train_sweep(
+    specs: list[RunSpec],
+    out: Path,
+    model: Path | None = None,
+    pretrain_cfg: PretrainConfig | None = None,
+    progress: bool = False,
+    on_run: Any = None,
+) -> Path:
     """Every run of ``specs`` into ``out/<run name>``, sharing one base; returns ``index.csv``."""
     base, copy = resolve_base(model, pretrain_cfg or PretrainConfig(), progress)
     return sweep(specs, base, out, copy, progress, on_run)

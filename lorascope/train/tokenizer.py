@@ -69,8 +69,15 @@ class WordTokenizer:
 def hf_tokenizer_json(tok: WordTokenizer) -> dict[str, Any]:
     """``tokenizer.json`` for the ``tokenizers`` library: Lowercase → Whitespace → WordLevel, [BOS] prepended."""
     added = [
-        {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-         "special": True}
+        {
+            "id": i,
+            "content": s,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
         for i, s in enumerate(SPECIALS)
     ]
     bos = SPECIALS[tok.bos_id]
@@ -84,8 +91,11 @@ def hf_tokenizer_json(tok: WordTokenizer) -> dict[str, Any]:
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "pair": [
+                {"SpecialToken": {"id": bos, "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"Sequence": {"id": "B", "type_id": 1}},
+            ],
             "special_tokens": {bos: {"id": bos, "ids": [tok.bos_id], "tokens": [bos]}},
         },
         "decoder": None,
@@ -112,9 +122,11 @@ def from_hf_tokenizer_json(d: dict[str, Any]) -> WordTokenizer:
     if model.get("type") != "WordLevel":
         raise ValueError(f"tokenizer.json holds a {model.get('type')!r} model, expected 'WordLevel'")
     by_id = sorted(model["vocab"].items(), key=lambda kv: kv[1])
-    if tuple(t for t, _ in by_id[: len(SPECIALS)]) != SPECIALS or [i for _, i in by_id] != list(range(len(by_id))):
+    if tuple(t for t, _ in by_id[: len(SPECIALS)]) != SPECIALS or [i for _, i in by_id] != list(
+        range(len(by_id))
+    ):
         raise ValueError(f"tokenizer.json vocabulary must start with {SPECIALS} and number its words 0..n-1")
-    return WordTokenizer(tuple(t for t, _ in by_id[len(SPECIALS):]))
+    return WordTokenizer(tuple(t for t, _ in by_id[len(SPECIALS) :]))
 
 
 class HFTokenizer:

@@ -58,7 +58,9 @@ class LoopConfig:
 
     steps: int = 200
     batch_size: int = 16
-    eval_every: int = 25  # evaluation row in history.csv every N steps (and at step 0 and the end); 0: only the end
+    eval_every: int = (
+        25  # evaluation row in history.csv every N steps (and at step 0 and the end); 0: only the end
+    )
     rank_every: int = 25  # spectra snapshot every N steps; 0: none
     eval_batch_size: int = 256
     seed: int = 0  # data order, dropout and LoRA initialization
@@ -88,9 +90,19 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the method's parameter groups, each at lr · its ``lr_scale``."""
     if cfg.lr is None:
         raise ValueError("OptimConfig.lr is None: resolve the method's default learning rate first")
-    param_groups = [{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0), "base_lr": cfg.lr * g.get("lr_scale", 1.0),
-                     "name": g.get("name", "")} for g in groups if g["params"]]
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    param_groups = [
+        {
+            "params": g["params"],
+            "lr": cfg.lr * g.get("lr_scale", 1.0),
+            "base_lr": cfg.lr * g.get("lr_scale", 1.0),
+            "name": g.get("name", ""),
+        }
+        for g in groups
+        if g["params"]
+    ]
+    return torch.optim.AdamW(
+        param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
 
 
 def logits_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -103,8 +115,9 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each next-token prediction, (B, T−1); 0 where the label is IGNORE."""
     pred = logits[:, :-1].float()  # position t predicts token t+1
     target = labels[:, 1:]
-    return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=IGNORE,
-                           reduction="none").view(target.shape)
+    return F.cross_entropy(
+        pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(target.shape)
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -114,7 +127,9 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, sets: dict[str, Encoded], batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, sets: dict[str, Encoded], batch_size: int, device: torch.device
+) -> dict[str, float]:
     """Per set: ``<set>_acc`` (share of examples whose every completion token is the argmax) and
     ``<set>_loss`` (mean completion-token cross-entropy); ``eval_loss`` pools the tokens of all sets."""
     was_training = model.training
@@ -124,8 +139,8 @@ def evaluate(model: nn.Module, sets: dict[str, Encoded], batch_size: int, device
     for name, data in sets.items():
         correct, loss_sum, tokens = 0, 0.0, 0
         for start in range(0, len(data), batch_size):
-            ids = data.ids[start:start + batch_size].to(device)
-            labels = data.labels[start:start + batch_size].to(device)
+            ids = data.ids[start : start + batch_size].to(device)
+            labels = data.labels[start : start + batch_size].to(device)
             logits = logits_of(model, ids)
             mask = labels[:, 1:] != IGNORE
             hit = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | ~mask
@@ -148,13 +163,18 @@ def batches(data: Encoded, batch_size: int, seed: int) -> Iterator[tuple[torch.T
     while True:
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             ids, labels = data.ids[idx], data.labels[idx]
-            width = int((labels != IGNORE).any(0).nonzero().max()) + 1 if (labels != IGNORE).any() else ids.shape[1]
+            width = (
+                int((labels != IGNORE).any(0).nonzero().max()) + 1
+                if (labels != IGNORE).any()
+                else ids.shape[1]
+            )
             yield ids[:, :width], labels[:, :width]
 
 
 # --- spectra snapshots ------------------------------------------------------------------------------------
+
 
 def dense_references(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of every trainable (out, in) matrix of a Linear, Conv1D or Embedding module: the W0 of
@@ -164,8 +184,12 @@ def dense_references(model: nn.Module) -> dict[str, torch.Tensor]:
     refs = {}
     for name, m in model.named_modules():
         w = getattr(m, "weight", None)
-        if isinstance(w, nn.Parameter) and w.requires_grad and w.ndim == 2 and (
-                base_kind(m) is not None or isinstance(m, nn.Embedding)):
+        if (
+            isinstance(w, nn.Parameter)
+            and w.requires_grad
+            and w.ndim == 2
+            and (base_kind(m) is not None or isinstance(m, nn.Embedding))
+        ):
             refs[name] = _out_in(m).detach().cpu().clone()
     return refs
 
@@ -197,13 +221,23 @@ def snapshot(model: nn.Module, step: int, refs: dict[str, torch.Tensor]) -> list
     return rows
 
 
-def _row(step: int, name: str, source: str, shape: tuple[int, int], svd: Any, r: int | None) -> dict[str, Any]:
+def _row(
+    step: int, name: str, source: str, shape: tuple[int, int], svd: Any, r: int | None
+) -> dict[str, Any]:
     m = module_metrics(svd.s, shape, svd.fro_norm, complete=svd.complete)
-    return {"step": step, "name": name, "source": source, "rows": shape[0], "cols": shape[1], "lora_rank": r,
-            **{c: m[c] for c in SNAPSHOT_COLUMNS}}
+    return {
+        "step": step,
+        "name": name,
+        "source": source,
+        "rows": shape[0],
+        "cols": shape[1],
+        "lora_rank": r,
+        **{c: m[c] for c in SNAPSHOT_COLUMNS},
+    }
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainResult:
@@ -229,8 +263,12 @@ def deterministic(seed: int) -> Iterator[None]:
 
 
 def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    return sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor)
+    )
 
 
 def train(
@@ -256,9 +294,13 @@ def train(
     start = time.perf_counter()
 
     def measure(step: int, lr: float) -> dict[str, float]:
-        since = losses[-(step - (history[-1]["step"] if history else 0)):] if step else []
-        row = {"step": step, "lr": lr, "train_loss": sum(since) / len(since) if since else float("nan"),
-               **evaluate(model, eval_sets, loop.eval_batch_size, device)}
+        since = losses[-(step - (history[-1]["step"] if history else 0)) :] if step else []
+        row = {
+            "step": step,
+            "lr": lr,
+            "train_loss": sum(since) / len(since) if since else float("nan"),
+            **evaluate(model, eval_sets, loop.eval_batch_size, device),
+        }
         history.append(row)
         return row
 
@@ -286,5 +328,12 @@ def train(
                 bar.advance(0, note=f"loss {row['train_loss']:.3f}  eval {row['eval_loss']:.3f}")
             bar.advance()
     seconds = time.perf_counter() - start
-    return TrainResult(losses, history, ranks, history[-1], seconds, optimizer_state_bytes(opt),
-                       memory.peak(device, was_reset))
+    return TrainResult(
+        losses,
+        history,
+        ranks,
+        history[-1],
+        seconds,
+        optimizer_state_bytes(opt),
+        memory.peak(device, was_reset),
+    )

@@ -39,15 +39,19 @@ def case(name: str):
         assert name not in CASES, name
         CASES[name] = fn
         return fn
+
     return register
 
 
 # ---- safetensors written byte by byte --------------------------------------------------------------------
 
+
 def clean_tensors() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {f"{MODULE}.lora_A.weight": rng.standard_normal((R, COLS)).astype(np.float32),
-            f"{MODULE}.lora_B.weight": rng.standard_normal((ROWS, R)).astype(np.float32)}
+    return {
+        f"{MODULE}.lora_A.weight": rng.standard_normal((R, COLS)).astype(np.float32),
+        f"{MODULE}.lora_B.weight": rng.standard_normal((ROWS, R)).astype(np.float32),
+    }
 
 
 def clean_header() -> tuple[dict, bytes]:
@@ -60,8 +64,9 @@ def clean_header() -> tuple[dict, bytes]:
     return header, data
 
 
-def raw_safetensors(path: Path, header: dict | bytes | str, data: bytes, length: int | None = None,
-                    tail: bytes = b"") -> Path:
+def raw_safetensors(
+    path: Path, header: dict | bytes | str, data: bytes, length: int | None = None, tail: bytes = b""
+) -> Path:
     text = header if isinstance(header, (bytes, str)) else json.dumps(header)
     blob = text.encode("utf-8") if isinstance(text, str) else text
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,15 +74,19 @@ def raw_safetensors(path: Path, header: dict | bytes | str, data: bytes, length:
     return path
 
 
-def header_case(mutate: Callable[[dict, bytes], tuple], names: tuple[str, ...] = ("lora.safetensors",),
-                code: int = 2) -> Callable[[Path], Case]:
+def header_case(
+    mutate: Callable[[dict, bytes], tuple], names: tuple[str, ...] = ("lora.safetensors",), code: int = 2
+) -> Callable[[Path], Case]:
     """A case from a mutation of the clean header: mutate(header, data) -> (header, data[, length[,
     tail]])."""
+
     def build(folder: Path) -> Case:
         header, data = clean_header()
         raw_safetensors(folder / "lora.safetensors", *mutate(header, data))
-        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code,
-                    list(names))
+        return Case(
+            ["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code, list(names)
+        )
+
     return build
 
 
@@ -88,6 +97,7 @@ def _set(key: str, field_: str, value) -> Callable[[dict, bytes], tuple]:
     def mutate(h: dict, d: bytes) -> tuple:
         h[key][field_] = value
         return h, d
+
     return mutate
 
 
@@ -95,8 +105,10 @@ HEADER_MUTATIONS: dict[str, Callable[[dict, bytes], tuple]] = {
     "negative-offset": _set(A, "data_offsets", [-8, 24]),
     "overlapping-offsets": _set(B, "data_offsets", [0, 32]),
     "overlap-partial": _set(B, "data_offsets", [16, 48]),
-    "gap-between-tensors": lambda h, d: (_set(B, "data_offsets", [36, 68])(h, d)[0],
-                                         d[:32] + b"\0" * 4 + d[32:]),
+    "gap-between-tensors": lambda h, d: (
+        _set(B, "data_offsets", [36, 68])(h, d)[0],
+        d[:32] + b"\0" * 4 + d[32:],
+    ),
     "end-before-start": _set(A, "data_offsets", [32, 0]),
     "offsets-past-file": _set(B, "data_offsets", [32, 1064]),
     "span-shorter-than-shape": _set(A, "shape", [3, 4]),
@@ -142,7 +154,9 @@ HEADER_MUTATIONS: dict[str, Callable[[dict, bytes], tuple]] = {
     "truncated-data": lambda h, d: (h, d[:40]),
     "no-data-at-all": lambda h, d: (h, b""),
     "both-tensors-one-span": lambda h, d: (
-        _set(B, "data_offsets", [0, 32])(*_set(A, "data_offsets", [0, 32])(h, d))[0], d[:32]),
+        _set(B, "data_offsets", [0, 32])(*_set(A, "data_offsets", [0, 32])(h, d))[0],
+        d[:32],
+    ),
     "lora-a-scalar": lambda h, d: _scalar(h, d),
     "lora-a-nan-values": lambda h, d: (h, np.full(8, np.nan, np.float32).tobytes() + d[32:]),
     "lora-b-inf-values": lambda h, d: (h, d[:32] + np.full(8, np.inf, np.float32).tobytes()),
@@ -204,16 +218,20 @@ def _(folder: Path) -> Case:
 def _(folder: Path) -> Case:
     # a well-formed header whose 60000×60000 float32 tensor (14.4 GB) lies in a sparse file: never read whole
     n = 60000 * 60000 * 4
-    header = {f"{MODULE}.lora_A.weight": {"dtype": "F32", "shape": [60000, 60000], "data_offsets": [0, n]},
-              f"{MODULE}.lora_B.weight": {"dtype": "F32", "shape": [60000, 60000],
-                                          "data_offsets": [n, 2 * n]}}
+    header = {
+        f"{MODULE}.lora_A.weight": {"dtype": "F32", "shape": [60000, 60000], "data_offsets": [0, n]},
+        f"{MODULE}.lora_B.weight": {"dtype": "F32", "shape": [60000, 60000], "data_offsets": [n, 2 * n]},
+    }
     blob = json.dumps(header).encode()
     path = folder / "lora.safetensors"
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)) + blob)
         fh.truncate(8 + len(blob) + 2 * n)
-    return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], 2,
-                ["lora.safetensors", "LORASCOPE_MAX_READ"])
+    return Case(
+        ["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"],
+        2,
+        ["lora.safetensors", "LORASCOPE_MAX_READ"],
+    )
 
 
 # ---- torch pickles -------------------------------------------------------------------------------------
@@ -231,13 +249,16 @@ class _Evil:
 
 def _peft_config(folder: Path, **cfg) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": R, "lora_alpha": 4,
-                                                            "target_modules": ["to_q"], **cfg}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": R, "lora_alpha": 4, "target_modules": ["to_q"], **cfg})
+    )
 
 
 def _peft_tensors() -> dict[str, torch.Tensor]:
-    return {f"base_model.model.{k.replace('.weight', '.weight')}": torch.from_numpy(v)
-            for k, v in clean_tensors().items()}
+    return {
+        f"base_model.model.{k.replace('.weight', '.weight')}": torch.from_numpy(v)
+        for k, v in clean_tensors().items()
+    }
 
 
 def _code_pickle(folder: Path, name: str) -> Path:
@@ -254,19 +275,25 @@ def _no_code_ran(folder: Path) -> None:
 
 
 for _label, _file in (("bin", "adapter_model.bin"), ("named-safetensors", "adapter_model.safetensors")):
+
     def _build(folder: Path, _file=_file) -> Case:
         ad = folder / "ad"
         _peft_config(ad)
         _code_pickle(ad, _file)
         return Case(["spectrum", "{in}/ad", "--out", "{out}", "-q"], 2, [_file], after=_no_code_ran)
+
     case(f"pickle-runs-code-{_label}")(_build)
 
 
 @case("pickle-runs-code-zip-torch-file")
 def _(folder: Path) -> Case:
     torch.save({"w": _Evil(str(folder / SENTINEL))}, folder / "model.pt")
-    return Case(["spectrum", "{in}/model.pt", "{in}/model.pt", "--out", "{out}", "-q"], 2, ["model.pt"],
-                after=_no_code_ran)
+    return Case(
+        ["spectrum", "{in}/model.pt", "{in}/model.pt", "--out", "{out}", "-q"],
+        2,
+        ["model.pt"],
+        after=_no_code_ran,
+    )
 
 
 @case("pickle-named-model-safetensors-in-a-model-folder")
@@ -275,8 +302,12 @@ def _(folder: Path) -> Case:
         (folder / side).mkdir()
         (folder / side / "config.json").write_text(json.dumps({"model_type": "llama"}))
         torch.save({"w": _Evil(str(folder / SENTINEL))}, folder / side / "model.safetensors")
-    return Case(["spectrum", "{in}/base", "{in}/tuned", "--out", "{out}", "-q"], 2, ["model.safetensors"],
-                after=_no_code_ran)
+    return Case(
+        ["spectrum", "{in}/base", "{in}/tuned", "--out", "{out}", "-q"],
+        2,
+        ["model.safetensors"],
+        after=_no_code_ran,
+    )
 
 
 def _torch_case(name: str, make: Callable[[Path], None], names: tuple[str, ...] = ("adapter_model.bin",)):
@@ -285,6 +316,7 @@ def _torch_case(name: str, make: Callable[[Path], None], names: tuple[str, ...] 
         _peft_config(ad)
         make(ad / "adapter_model.bin")
         return Case(["spectrum", "{in}/ad", "--out", "{out}", "-q"], 2, list(names))
+
     case(f"pickle-{name}")(build)
 
 
@@ -306,16 +338,22 @@ _torch_case("zip-magic-then-garbage", lambda p: p.write_bytes(b"PK\x03\x04" + b"
 _torch_case("legacy-magic-then-garbage", lambda p: p.write_bytes(b"\x80\x02garbage"))
 _torch_case("nested-100000-deep", _nested_list_pickle)
 _torch_case("empty-file", lambda p: p.write_bytes(b""))
-_torch_case("complex-lora-factors", lambda p: torch.save(
-    {k: v.to(torch.complex64) for k, v in _peft_tensors().items()}, p))
-_torch_case("float64-complex128-factors", lambda p: torch.save({k: v.to(torch.complex128)
-                                                                 for k, v in _peft_tensors().items()}, p))
-_torch_case("int-lora-factors", lambda p: torch.save(
-    {k: v.to(torch.int32) for k, v in _peft_tensors().items()}, p))
+_torch_case(
+    "complex-lora-factors",
+    lambda p: torch.save({k: v.to(torch.complex64) for k, v in _peft_tensors().items()}, p),
+)
+_torch_case(
+    "float64-complex128-factors",
+    lambda p: torch.save({k: v.to(torch.complex128) for k, v in _peft_tensors().items()}, p),
+)
+_torch_case(
+    "int-lora-factors", lambda p: torch.save({k: v.to(torch.int32) for k, v in _peft_tensors().items()}, p)
+)
 _torch_case("state-dict-is-a-tensor", lambda p: torch.save(torch.zeros(3), p))
 
 
 # ---- sharded indexes and paths -------------------------------------------------------------------------
+
 
 def _shard(path: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     from safetensors.torch import save_file
@@ -327,16 +365,19 @@ def _shard(path: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
 
 def _index(folder: Path, weight_map, text: str | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.safetensors.index.json").write_text(text if text is not None else
-                                                        json.dumps({"weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        text if text is not None else json.dumps({"weight_map": weight_map})
+    )
 
 
-def index_case(name: str, make: Callable[[Path], None],
-               names: tuple[str, ...] = ("model.safetensors.index.json",)):
+def index_case(
+    name: str, make: Callable[[Path], None], names: tuple[str, ...] = ("model.safetensors.index.json",)
+):
     def build(folder: Path) -> Case:
         _shard(folder / "base" / "model.safetensors")
         make(folder / "tuned")
         return Case(["spectrum", "{in}/base", "{in}/tuned", "--out", "{out}", "-q"], 2, list(names))
+
     case(f"index-{name}")(build)
 
 
@@ -388,16 +429,21 @@ index_case("missing-shard", lambda f: _index(f, {"layers.0.q.weight": "gone.safe
 index_case("weight-map-a-list", lambda f: _index(f, ["x.safetensors"]))
 index_case("weight-map-values-numbers", lambda f: _index(f, {"layers.0.q.weight": 3}))
 index_case("not-json", lambda f: _index(f, None, "{weight_map"))
-index_case("nested-100000-deep",
-           lambda f: _index(f, None, '{"weight_map": ' + "[" * 100000 + "]" * 100000 + "}"))
+index_case(
+    "nested-100000-deep", lambda f: _index(f, None, '{"weight_map": ' + "[" * 100000 + "]" * 100000 + "}")
+)
 index_case("duplicate-keys", lambda f: _index(f, None, '{"weight_map": {}, "weight_map": {}}'))
 index_case("nul-in-shard-name", lambda f: _index(f, {"layers.0.q.weight": "x\u0000.safetensors"}))
 index_case("home-relative-shard", lambda f: _index(f, {"layers.0.q.weight": "~/x.safetensors"}))
 index_case("shard-is-a-folder", _dir_shard)
 index_case("over-64MB", _big_index)
-index_case("lists-a-tensor-no-shard-holds",
-           lambda f: (_shard(f / "s.safetensors"), _index(f, {"layers.0.q.weight": "s.safetensors",
-                                                                "layers.9.q.weight": "s.safetensors"})))
+index_case(
+    "lists-a-tensor-no-shard-holds",
+    lambda f: (
+        _shard(f / "s.safetensors"),
+        _index(f, {"layers.0.q.weight": "s.safetensors", "layers.9.q.weight": "s.safetensors"}),
+    ),
+)
 
 
 @case("folder-weights-symlinked-outside")
@@ -417,14 +463,30 @@ def _(folder: Path) -> Case:
     snap.mkdir(parents=True)
     (snap / "model.safetensors").symlink_to(Path("../../blobs") / blob.name)
     _shard(folder / "base" / "model.safetensors")
-    return Case(["spectrum", "{in}/base", str(snap).replace(str(folder), "{in}"), "--out", "{out}", "-q",
-                 "--no-report"], 0)
+    return Case(
+        [
+            "spectrum",
+            "{in}/base",
+            str(snap).replace(str(folder), "{in}"),
+            "--out",
+            "{out}",
+            "-q",
+            "--no-report",
+        ],
+        0,
+    )
 
 
 # ---- PEFT configs ----------------------------------------------------------------------------------------
 
-def peft_case(name: str, config_text: str | bytes | None = None,
-              names: tuple[str, ...] = ("adapter_config.json",), code: int = 2, **cfg) -> None:
+
+def peft_case(
+    name: str,
+    config_text: str | bytes | None = None,
+    names: tuple[str, ...] = ("adapter_config.json",),
+    code: int = 2,
+    **cfg,
+) -> None:
     def build(folder: Path) -> Case:
         from safetensors.torch import save_file
 
@@ -435,6 +497,7 @@ def peft_case(name: str, config_text: str | bytes | None = None,
             (ad / "adapter_config.json").write_bytes(raw)
         save_file(_peft_tensors(), str(ad / "adapter_model.safetensors"))
         return Case(["spectrum", "{in}/ad", "--out", "{out}", "-q", "--no-report"], code, list(names))
+
     case(f"peft-{name}")(build)
 
 
@@ -456,10 +519,19 @@ peft_case("rank-pattern-zero", names=("rank_pattern",), rank_pattern={"to_q": 0}
 peft_case("rank-pattern-fraction", names=("rank_pattern",), rank_pattern={"to_q": 1.5})
 peft_case("rank-pattern-negative", names=("rank_pattern",), rank_pattern={"to_q": -1})
 peft_case("alpha-pattern-zero", names=("alpha_pattern",), alpha_pattern={"to_q": 0})
-peft_case("alpha-pattern-infinity", json.dumps({**_base_cfg, "lora_alpha": 4, "alpha_pattern": {"to_q": 1}})
-          .replace('"to_q": 1}', '"to_q": Infinity}'))
-peft_case("alpha-pattern-1e999", json.dumps({**_base_cfg, "lora_alpha": 4, "alpha_pattern": {"to_q": 1}})
-          .replace('"to_q": 1}', '"to_q": 1e999}'), ("alpha_pattern",))
+peft_case(
+    "alpha-pattern-infinity",
+    json.dumps({**_base_cfg, "lora_alpha": 4, "alpha_pattern": {"to_q": 1}}).replace(
+        '"to_q": 1}', '"to_q": Infinity}'
+    ),
+)
+peft_case(
+    "alpha-pattern-1e999",
+    json.dumps({**_base_cfg, "lora_alpha": 4, "alpha_pattern": {"to_q": 1}}).replace(
+        '"to_q": 1}', '"to_q": 1e999}'
+    ),
+    ("alpha_pattern",),
+)
 peft_case("rank-pattern-bad-regex", names=("rank_pattern",), rank_pattern={"(": 4})
 peft_case("config-not-json", "{r: 8")
 peft_case("config-an-array", "[1, 2]")
@@ -485,8 +557,14 @@ def _(folder: Path) -> Case:
 
 # ---- kohya / diffusers alphas ------------------------------------------------------------------------------
 
-def kohya_case(name: str, alpha: np.ndarray | None, metadata: dict | None = None, code: int = 2,
-               names: tuple[str, ...] = ("lora.safetensors",)) -> None:
+
+def kohya_case(
+    name: str,
+    alpha: np.ndarray | None,
+    metadata: dict | None = None,
+    code: int = 2,
+    names: tuple[str, ...] = ("lora.safetensors",),
+) -> None:
     def build(folder: Path) -> Case:
         from safetensors.numpy import save_file
 
@@ -496,8 +574,10 @@ def kohya_case(name: str, alpha: np.ndarray | None, metadata: dict | None = None
         if alpha is not None:
             tensors[f"{stem}.alpha"] = alpha
         save_file(tensors, str(folder / "lora.safetensors"), metadata=metadata)
-        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code,
-                    list(names))
+        return Case(
+            ["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], code, list(names)
+        )
+
     case(f"kohya-{name}")(build)
 
 
@@ -514,10 +594,17 @@ def diffusers_case(name: str, value: str) -> None:
 
         t = clean_tensors()
         stem = "unet.mid_block.attentions.0.to_q"
-        save_file({f"{stem}.lora.down.weight": t[A], f"{stem}.lora.up.weight": t[B]},
-                  str(folder / "lora.safetensors"), metadata={"ss_network_alpha": value})
-        return Case(["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"], 2,
-                    ["lora.safetensors", "ss_network_alpha"])
+        save_file(
+            {f"{stem}.lora.down.weight": t[A], f"{stem}.lora.up.weight": t[B]},
+            str(folder / "lora.safetensors"),
+            metadata={"ss_network_alpha": value},
+        )
+        return Case(
+            ["spectrum", "{in}/lora.safetensors", "--out", "{out}", "-q", "--no-report"],
+            2,
+            ["lora.safetensors", "ss_network_alpha"],
+        )
+
     case(f"diffusers-{name}")(build)
 
 
@@ -530,23 +617,58 @@ kohya_case("control-alpha-zero-means-rank", np.array(0.0, np.float32), code=0, n
 
 # ---- pairing by declared names ---------------------------------------------------------------------------
 
-def pair_case(name: str, base: dict[str, tuple], tuned: dict[str, tuple], code: int,
-              names: tuple[str, ...] = (), after: Callable[[Path], None] | None = None) -> None:
+
+def pair_case(
+    name: str,
+    base: dict[str, tuple],
+    tuned: dict[str, tuple],
+    code: int,
+    names: tuple[str, ...] = (),
+    after: Callable[[Path], None] | None = None,
+) -> None:
     def build(folder: Path) -> Case:
         g = torch.Generator().manual_seed(1)
         _shard(folder / "base.safetensors", {k: torch.randn(*s, generator=g) for k, s in base.items()})
         _shard(folder / "tuned.safetensors", {k: torch.randn(*s, generator=g) for k, s in tuned.items()})
-        return Case(["spectrum", "{in}/base.safetensors", "{in}/tuned.safetensors", "--out", "{out}", "-q",
-                     "--no-report"], code, list(names), after=after)
+        return Case(
+            [
+                "spectrum",
+                "{in}/base.safetensors",
+                "{in}/tuned.safetensors",
+                "--out",
+                "{out}",
+                "-q",
+                "--no-report",
+            ],
+            code,
+            list(names),
+            after=after,
+        )
+
     case(f"pairing-{name}")(build)
 
 
-pair_case("vision-vs-text-tower", {"vision_tower.proj.weight": (4, 4)}, {"text_tower.proj.weight": (4, 4)}, 2,
-          ("share no tensor names",))
-pair_case("ambiguous-base-names", {"model.layers.0.q.weight": (4, 4), "layers.0.q.weight": (4, 4)},
-          {"transformer.layers.0.q.weight": (4, 4)}, 2, ("ambiguous",))
-pair_case("two-tuned-names-one-base", {"layers.0.q.weight": (4, 4)},
-          {"model.layers.0.q.weight": (4, 4), "layers.0.q.weight": (4, 4)}, 2, ("both match",))
+pair_case(
+    "vision-vs-text-tower",
+    {"vision_tower.proj.weight": (4, 4)},
+    {"text_tower.proj.weight": (4, 4)},
+    2,
+    ("share no tensor names",),
+)
+pair_case(
+    "ambiguous-base-names",
+    {"model.layers.0.q.weight": (4, 4), "layers.0.q.weight": (4, 4)},
+    {"transformer.layers.0.q.weight": (4, 4)},
+    2,
+    ("ambiguous",),
+)
+pair_case(
+    "two-tuned-names-one-base",
+    {"layers.0.q.weight": (4, 4)},
+    {"model.layers.0.q.weight": (4, 4), "layers.0.q.weight": (4, 4)},
+    2,
+    ("both match",),
+)
 
 
 def _only_layers(folder: Path) -> None:
@@ -558,11 +680,19 @@ def _only_layers(folder: Path) -> None:
     assert "only in the tuned checkpoint" in warned["text_tower.proj.weight"]
 
 
-pair_case("control-towers-reported-unpaired",
-          {"vision_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)},
-          {"text_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)}, 0, after=_only_layers)
-pair_case("control-transformer-prefix", {"h.0.attn.c_attn.weight": (4, 4)},
-          {"transformer.h.0.attn.c_attn.weight": (4, 4)}, 0)
+pair_case(
+    "control-towers-reported-unpaired",
+    {"vision_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)},
+    {"text_tower.proj.weight": (4, 4), "layers.0.q.weight": (4, 4)},
+    0,
+    after=_only_layers,
+)
+pair_case(
+    "control-transformer-prefix",
+    {"h.0.attn.c_attn.weight": (4, 4)},
+    {"transformer.h.0.attn.c_attn.weight": (4, 4)},
+    0,
+)
 
 
 @case("compare-unrelated-adapters")
@@ -573,23 +703,35 @@ def _(folder: Path) -> Case:
         ad = folder / side
         _peft_config(ad)
         t = clean_tensors()
-        save_file({f"base_model.model.{mod}.lora_A.weight": torch.from_numpy(t[A]),
-                   f"base_model.model.{mod}.lora_B.weight": torch.from_numpy(t[B])},
-                  str(ad / "adapter_model.safetensors"))
-    return Case(["compare", "{in}/x", "{in}/y", "--out", "{out}", "-q", "--no-report"], 2,
-                ["share no module"])
+        save_file(
+            {
+                f"base_model.model.{mod}.lora_A.weight": torch.from_numpy(t[A]),
+                f"base_model.model.{mod}.lora_B.weight": torch.from_numpy(t[B]),
+            },
+            str(ad / "adapter_model.safetensors"),
+        )
+    return Case(
+        ["compare", "{in}/x", "{in}/y", "--out", "{out}", "-q", "--no-report"], 2, ["share no module"]
+    )
 
 
 # ---- model configs and claims files ------------------------------------------------------------------------
 
-LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "vocab_size": 100}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 100,
+}
 
 
 def config_case(name: str, text: str, names: tuple[str, ...] = ("config.json",)) -> None:
     def build(folder: Path) -> Case:
         (folder / "config.json").write_text(text)
         return Case(["params", "{in}/config.json", "--shapes", "rules", "--out", "{out}"], 2, list(names))
+
     case(f"config-{name}")(build)
 
 
@@ -601,8 +743,11 @@ config_case("layers-bool", json.dumps({**LLAMA, "num_hidden_layers": True}), ("n
 config_case("hidden-2^40", json.dumps({**LLAMA, "hidden_size": 2**40}), ("hidden_size",))
 config_case("vocab-1e9", json.dumps({**LLAMA, "vocab_size": 10**9}), ("vocab_size",))
 config_case("experts-2^30", json.dumps({**LLAMA, "num_local_experts": 2**30}), ("num_local_experts",))
-config_case("nested-text-config-layers", json.dumps({**LLAMA, "text_config": {"num_hidden_layers": 10**9}}),
-            ("num_hidden_layers",))
+config_case(
+    "nested-text-config-layers",
+    json.dumps({**LLAMA, "text_config": {"num_hidden_layers": 10**9}}),
+    ("num_hidden_layers",),
+)
 config_case("nested-100000-deep", '{"model_type": "llama", "x": ' + "[" * 100000 + "]" * 100000 + "}")
 config_case("duplicate-keys", json.dumps(LLAMA)[:-1] + ', "num_hidden_layers": 4000}')
 config_case("nan-literal", json.dumps(LLAMA)[:-1] + ', "rms_norm_eps": NaN}')
@@ -613,6 +758,7 @@ def claims_case(name: str, text: str, names: tuple[str, ...] = ("claims.yaml",))
         (folder / "config.json").write_text(json.dumps(LLAMA))
         (folder / "claims.yaml").write_text(text)
         return Case(["audit", "{in}/claims.yaml", "--out", "{out}", "-q"], 2, list(names))
+
     case(f"claims-{name}")(build)
 
 
@@ -623,8 +769,11 @@ claims_case("billion-laughs", _LAUGHS)
 claims_case("recursive-alias", "claims: &c [*c]\n")
 claims_case("nested-deep", "claims: " + "[" * 5000 + "]" * 5000 + "\n")
 claims_case("not-yaml", "claims: [\n  - {name: x\n")
-claims_case("model-outside-numbers", "claims:\n  - {model: config.json, rank: 8, claimed: {lora: 1e400}}\n",
-            ("claims.yaml",))
+claims_case(
+    "model-outside-numbers",
+    "claims:\n  - {model: config.json, rank: 8, claimed: {lora: 1e400}}\n",
+    ("claims.yaml",),
+)
 
 
 @case("claims-over-4MB")

@@ -52,9 +52,14 @@ def earlier_results(tmp_path_factory) -> Path:
     g = torch.Generator().manual_seed(0)
     root = tmp_path_factory.mktemp("earlier")
     prefix = "model.layers.0.self_attn.q_proj"
-    ad = peft_folder(root / "ad", {f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
-                                   f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g)},
-                     {"r": 4, "lora_alpha": 8})
+    ad = peft_folder(
+        root / "ad",
+        {
+            f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
+            f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g),
+        },
+        {"r": 4, "lora_alpha": 8},
+    )
     res = CliRunner().invoke(main, ["spectrum", str(ad), "--out", str(root / "results"), "-q"])
     assert res.exit_code == 0, res.output
     return root / "results"

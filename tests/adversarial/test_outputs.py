@@ -30,9 +30,20 @@ def results(seed: int, n: int = 3) -> Results:
     """Small results whose every file differs from another seed's."""
     rng = np.random.default_rng(seed)
     spectra = {f"model.layers.{i}.q_proj": np.sort(rng.random(4))[::-1] for i in range(n)}
-    rows = [{"name": k, "layer": i, "module": "q_proj", "rows": 8, "cols": 8, "source": "lora",
-             "method": "factored", "fro_norm": float(np.linalg.norm(v)), "n_singular": 4}
-            for i, (k, v) in enumerate(spectra.items())]
+    rows = [
+        {
+            "name": k,
+            "layer": i,
+            "module": "q_proj",
+            "rows": 8,
+            "cols": 8,
+            "source": "lora",
+            "method": "factored",
+            "fro_norm": float(np.linalg.norm(v)),
+            "n_singular": 4,
+        }
+        for i, (k, v) in enumerate(spectra.items())
+    ]
     summary = {"inputs": [{"path": f"/x/{seed}"}], "options": {"seed": seed}, "run": seed}
     return Results(modules_frame(rows), spectra, summary)
 
@@ -44,9 +55,14 @@ def files(folder: Path) -> dict[str, bytes]:
 def adapter(tmp_path: Path, name: str = "ad") -> Path:
     g = torch.Generator().manual_seed(0)
     prefix = "model.layers.0.self_attn.q_proj"
-    return peft_folder(tmp_path / name, {f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
-                                         f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g)},
-                       {"r": 4, "lora_alpha": 8})
+    return peft_folder(
+        tmp_path / name,
+        {
+            f"{prefix}.lora_A.weight": torch.randn(4, 8, generator=g),
+            f"{prefix}.lora_B.weight": torch.randn(8, 4, generator=g),
+        },
+        {"r": 4, "lora_alpha": 8},
+    )
 
 
 def run(*args) -> object:
@@ -97,11 +113,21 @@ def test_two_processes_one_folder_forced_interleaving(tmp_path, wait):
     results(0).save(out)
     script = _script(tmp_path)
     env = {**os.environ, "LORASCOPE_WAIT": wait}
-    a = subprocess.Popen([sys.executable, script, out, "1", "hold"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(
+        [sys.executable, script, out, "1", "hold"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(tmp_path / "staged-1")
-    b = subprocess.Popen([sys.executable, script, out, "2", "save"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(
+        [sys.executable, script, out, "2", "save"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if wait == "0":
         _, err_b = b.communicate(timeout=120)
         assert b.returncode != 0 and "another lorascope run is writing" in err_b and str(out) in err_b
@@ -116,8 +142,10 @@ def test_two_processes_one_folder_forced_interleaving(tmp_path, wait):
     final = load_results(out)  # checks every results file against the manifest's sha256
     want = 1 if wait == "0" else 2
     assert final.summary["run"] == want
-    np.testing.assert_array_equal(final.spectrum("model.layers.0.q_proj"),
-                                  results(want).spectrum("model.layers.0.q_proj").astype(np.float32))
+    np.testing.assert_array_equal(
+        final.spectrum("model.layers.0.q_proj"),
+        results(want).spectrum("model.layers.0.q_proj").astype(np.float32),
+    )
     assert not [p.name for p in tmp_path.iterdir() if "stage-" in p.name or "old-" in p.name]
 
 
@@ -132,6 +160,7 @@ def test_files_mixed_from_two_runs_are_refused_not_rendered(tmp_path):
 
 
 # ---- faults ------------------------------------------------------------------------------------------------
+
 
 def test_an_oserror_mid_write_leaves_the_earlier_results(tmp_path, monkeypatch):
     out = results(0).save(tmp_path / "out")
@@ -223,8 +252,11 @@ def test_a_killed_run_is_finished_or_undone_by_the_next(tmp_path, where):
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                              capture_output=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -250,6 +282,7 @@ def test_a_full_disk_leaves_the_earlier_results(tmp_path):
 
 
 # ---- what the user put there ------------------------------------------------------------------------------
+
 
 def test_files_of_the_user_are_kept_and_never_overwritten(tmp_path):
     ad = adapter(tmp_path)
@@ -282,8 +315,12 @@ def test_no_report_removes_the_report_lorascope_wrote(tmp_path):
     assert (out / "report.html").is_file() and (out / "figures").is_dir()
     assert run("spectrum", ad, "--out", out, "-q", "--no-report").exit_code == 0
     assert not (out / "report.html").exists() and not (out / "figures").exists()
-    assert set(read_manifest(out)["files"]) == {"modules.csv", "singular_values.safetensors", "summary.json",
-                                                "vectors.csv"}
+    assert set(read_manifest(out)["files"]) == {
+        "modules.csv",
+        "singular_values.safetensors",
+        "summary.json",
+        "vectors.csv",
+    }
 
 
 def test_a_folder_without_a_manifest_is_not_overwritten(tmp_path):
@@ -323,7 +360,10 @@ def test_a_page_beside_other_files_is_written_atomically_and_refused_over_a_fore
     assert run("report", folder, "--out", shared / "mine.html").exit_code == 0
     assert (shared / "mine.html").is_file() and (shared / "mine-figures" / MANIFEST).is_file()
     assert sorted(p.name for p in shared.iterdir() if not p.name.startswith(".")) == [
-        "mine-figures", "mine.html", "theirs.html"]
+        "mine-figures",
+        "mine.html",
+        "theirs.html",
+    ]
 
 
 def test_an_existing_file_as_out_is_refused(tmp_path):
@@ -336,20 +376,28 @@ def test_an_existing_file_as_out_is_refused(tmp_path):
 
 # ---- exit codes of the CLI ---------------------------------------------------------------------------------
 
+
 def test_a_closed_stdout_is_a_quiet_exit(tmp_path):
     ad = adapter(tmp_path)
     out = tmp_path / "out"
-    status = subprocess.run(f"set -o pipefail; {sys.executable} -m lorascope.cli spectrum {ad} --out {out} "
-                            "| head -c 10 > /dev/null", shell=True, executable="/bin/bash",
-                            capture_output=True, text=True, timeout=300)
+    status = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m lorascope.cli spectrum {ad} --out {out} "
+        "| head -c 10 > /dev/null",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert status.returncode == 0, status.stderr
     assert "Traceback" not in status.stderr and "BrokenPipe" not in status.stderr, status.stderr
     assert (out / "report.html").is_file()  # the work was finished; only the printing stopped
     assert load_results(out).modules.shape[0] == 1
 
 
-@pytest.mark.parametrize("value, traceback", [("0", False), ("false", False), ("", False), ("1", True),
-                                              ("true", True)])
+@pytest.mark.parametrize(
+    "value, traceback", [("0", False), ("false", False), ("", False), ("1", True), ("true", True)]
+)
 def test_lorascope_debug_values(tmp_path, monkeypatch, value, traceback):
     import lorascope.cli as cli
 
@@ -359,7 +407,8 @@ def test_lorascope_debug_values(tmp_path, monkeypatch, value, traceback):
 
 def test_an_unexpected_error_is_one_paragraph_exit_1_and_debug_0_shows_no_traceback(tmp_path):
     ad = adapter(tmp_path)
-    (tmp_path / "boom.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "boom.py").write_text(
+        textwrap.dedent(f"""
         import sys
         import lorascope.analysis
         def boom(*a, **k):
@@ -368,13 +417,24 @@ def test_an_unexpected_error_is_one_paragraph_exit_1_and_debug_0_shows_no_traceb
         from lorascope.cli import main
         sys.argv = ["lorascope", "spectrum", {str(ad)!r}, "--out", {str(tmp_path / "out")!r}]
         main()
-    """))
-    proc = subprocess.run([sys.executable, tmp_path / "boom.py"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LORASCOPE_DEBUG": "0"})
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, tmp_path / "boom.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LORASCOPE_DEBUG": "0"},
+    )
     assert proc.returncode == 1 and "unexpected RuntimeError: boom" in proc.stderr
     assert "Traceback" not in proc.stderr and "was left as it was (not created)" in proc.stderr
-    proc = subprocess.run([sys.executable, tmp_path / "boom.py"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LORASCOPE_DEBUG": "1"})
+    proc = subprocess.run(
+        [sys.executable, tmp_path / "boom.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LORASCOPE_DEBUG": "1"},
+    )
     assert proc.returncode == 1 and "Traceback" in proc.stderr
 
 
@@ -384,9 +444,13 @@ def test_a_second_run_into_a_locked_folder_is_refused_with_exit_2(tmp_path):
     ad = adapter(tmp_path)
     out = tmp_path / "out"
     with FileLock(str(tmp_path / ".out.lorascope-lock")):
-        holder = subprocess.run([sys.executable, "-m", "lorascope.cli", "spectrum", str(ad), "--out",
-                                 str(out), "-q"], capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "LORASCOPE_WAIT": "0"})
+        holder = subprocess.run(
+            [sys.executable, "-m", "lorascope.cli", "spectrum", str(ad), "--out", str(out), "-q"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "LORASCOPE_WAIT": "0"},
+        )
     assert holder.returncode == 2 and "another lorascope run is writing" in holder.stderr
     assert not out.exists()
 

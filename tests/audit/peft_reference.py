@@ -11,8 +11,12 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 torch = pytest.importorskip("torch")
 
-AUTO = {"base": "AutoModel", "causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM",
-        "seq-cls": "AutoModelForSequenceClassification"}
+AUTO = {
+    "base": "AutoModel",
+    "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "seq-cls": "AutoModelForSequenceClassification",
+}
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers")
 
 

@@ -51,10 +51,15 @@ def test_targets_that_match_nothing(real_fixtures):
 def test_modules_to_save_suffix_and_task_heads(real_fixtures):
     result = audit(real_fixtures / "peft" / "Tashu014+lora-imdb-distilbert")
     assert result.saved_params == (768 * 768 + 768) + (2 * 768 + 2)
-    assert any("pre_classifier was saved and trained in full" in m and "plain string suffix" in m
-               for m in messages(result, "warning"))
+    assert any(
+        "pre_classifier was saved and trained in full" in m and "plain string suffix" in m
+        for m in messages(result, "warning")
+    )
     assert settings_of({"r": 8, "task_type": "SEQ_CLS", "modules_to_save": ["x"]}).modules_to_save == (
-        "x", "classifier", "score")
+        "x",
+        "classifier",
+        "score",
+    )
 
 
 def lora_layers(n=2, r=4, zero_b=False, rank_of=None):
@@ -88,8 +93,14 @@ def test_rank_mismatch_and_nan(tmp_path):
 
 def test_against_the_wrong_base_model(tmp_path):
     folder = peft_folder(tmp_path / "a", lora_layers(), {"r": 4})
-    llama = {"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 8,
-             "num_hidden_layers": 3, "vocab_size": 10}
+    llama = {
+        "model_type": "llama",
+        "hidden_size": 16,
+        "num_attention_heads": 2,
+        "intermediate_size": 8,
+        "num_hidden_layers": 3,
+        "vocab_size": 10,
+    }
     result = audit(folder, rule_shapes(llama))  # q_proj is 16×16 here, 24×16 in the adapter; layer 2 missing
     assert any("differ in shape from the given base model" in m for m in messages(result, "error"))
     assert any(

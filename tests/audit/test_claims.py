@@ -115,4 +115,8 @@ def test_figure_rows_are_the_row_model(configs):
     assert wrong["exact_text"] == "4,194,304 (4.19M)" and wrong["relative_error"] == pytest.approx(1.0)
     assert wrong["mistakes"] and wrong["explanation"].startswith("reproduced by") and wrong["fit"] < 0.02
     assert (right["figure"], right["verdict"], right["explanation"], right["mistakes"]) == (
-        "percent of the model", "ok", "", "")
+        "percent of the model",
+        "ok",
+        "",
+        "",
+    )

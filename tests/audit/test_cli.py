@@ -64,8 +64,18 @@ def test_params_json_and_out(tmp_path, config_dir):
 
 
 def test_params_on_an_adapter(real_fixtures, config_dir):
-    res = run("params", real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", "--model",
-              config_dir / "gpt2.json", "--shapes", "rules", "--claim", "811K", "-r", "4")
+    res = run(
+        "params",
+        real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora",
+        "--model",
+        config_dir / "gpt2.json",
+        "--shapes",
+        "rules",
+        "--claim",
+        "811K",
+        "-r",
+        "4",
+    )
     assert res.exit_code == 0, res.output
     assert "--rank ignored" in res.output
     assert "c_proj │ attn.c_proj ×12, mlp.c_proj ×12" in res.output
@@ -140,16 +150,26 @@ def test_unknown_model_type_and_missing_shape_keys(tmp_path):
 
 
 # sizes are checked when the config is read, before transformers
-@pytest.mark.parametrize("change, message", [
-    ({"hidden_size": "64"}, "'hidden_size' is '64'; expected a whole number from 0 to"),
-    ({"num_hidden_layers": 2.5}, "'num_hidden_layers' is 2.5; expected a whole number"),
-    ({"intermediate_size": -128}, "'intermediate_size' is -128; expected a whole number"),
-    ({"num_hidden_layers": 1e12}, "'num_hidden_layers' is 1000000000000.0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hidden_size": "64"}, "'hidden_size' is '64'; expected a whole number from 0 to"),
+        ({"num_hidden_layers": 2.5}, "'num_hidden_layers' is 2.5; expected a whole number"),
+        ({"intermediate_size": -128}, "'intermediate_size' is -128; expected a whole number"),
+        ({"num_hidden_layers": 1e12}, "'num_hidden_layers' is 1000000000000.0"),
+    ],
+)
 def test_config_values_transformers_rejects_are_clean_errors(tmp_path, change, message):
     pytest.importorskip("transformers", reason="needs the hf extra (transformers)")
-    config = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "vocab_size": 100, **change}
+    config = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "vocab_size": 100,
+        **change,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     res = run("params", tmp_path / "config.json", "--shapes", "hf")
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
@@ -158,20 +178,46 @@ def test_config_values_transformers_rejects_are_clean_errors(tmp_path, change, m
 def test_params_cli_and_claims_file_take_ensure_weight_tying(config_dir, tmp_path):
     from lorascope.audit.claims_file import read_claims
 
-    args = ["params", str(config_dir / "gpt2.json"), "-r", "4", "-t", "c_attn", "--modules-to-save",
-            "lm_head", "--json"]
+    args = [
+        "params",
+        str(config_dir / "gpt2.json"),
+        "-r",
+        "4",
+        "-t",
+        "c_attn",
+        "--modules-to-save",
+        "lm_head",
+        "--json",
+    ]
     untied = json.loads(run(*args).output)
     tied = json.loads(run(*[*args, "--ensure-weight-tying"]).output)
     vocab_by_hidden = 50257 * 768
     assert untied["counts"]["modules_to_save"] == tied["counts"]["modules_to_save"] == vocab_by_hidden
     assert "separate copy" in untied["warnings"][0] and "transformer.wte" in tied["warnings"][0]
     claims = tmp_path / "claims.yaml"
-    claims.write_text(yaml.safe_dump({"claims": [
-        {"name": "tied", "model": str(config_dir / "gpt2.json"), "rank": 4, "targets": "c_attn",
-         "modules_to_save": ["lm_head"], "ensure_weight_tying": True, "claimed": {"lora": 1}},
-        {"name": "bad", "model": str(config_dir / "gpt2.json"), "ensure_weight_tying": "yes",
-         "claimed": {"lora": 1}},
-    ]}))
+    claims.write_text(
+        yaml.safe_dump(
+            {
+                "claims": [
+                    {
+                        "name": "tied",
+                        "model": str(config_dir / "gpt2.json"),
+                        "rank": 4,
+                        "targets": "c_attn",
+                        "modules_to_save": ["lm_head"],
+                        "ensure_weight_tying": True,
+                        "claimed": {"lora": 1},
+                    },
+                    {
+                        "name": "bad",
+                        "model": str(config_dir / "gpt2.json"),
+                        "ensure_weight_tying": "yes",
+                        "claimed": {"lora": 1},
+                    },
+                ]
+            }
+        )
+    )
     res = run(*["audit", str(claims), "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 2 and "ensure_weight_tying must be true or false" in res.output
     good = tmp_path / "good.yaml"

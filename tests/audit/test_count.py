@@ -184,8 +184,11 @@ CASES = [
 ]
 # modules PEFT adds to modules_to_save for a task type
 TASK_SAVED = {"SEQ_CLS": ("classifier", "score")}
-CHECKPOINT_LAYOUT_ONLY = {("mixtral-8x7b-v0.1", "all-linear"), ("mixtral-8x7b-v0.1", "mlp"),
-                          ("mixtral-8x7b-v0.1", "w1,w3,gate")}
+CHECKPOINT_LAYOUT_ONLY = {
+    ("mixtral-8x7b-v0.1", "all-linear"),
+    ("mixtral-8x7b-v0.1", "mlp"),
+    ("mixtral-8x7b-v0.1", "w1,w3,gate"),
+}
 
 
 def settings_for(targets, r, extra) -> LoraSettings:
@@ -304,20 +307,38 @@ def test_fused_experts_refusals_match_peft(configs, ref):
 # layers), two tiny tied Gemma-2 and Llama configs, and BERT / DistilBERT's tied masked-LM heads.
 
 TINY = {
-    "tiny-gemma2": {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "vocab_size": 97,
-                    "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-                    "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
-                    "tie_word_embeddings": True},
-    "tiny-llama-tied": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 101,
-                        "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": 2,
-                        "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True},
+    "tiny-gemma2": {
+        "model_type": "gemma2",
+        "architectures": ["Gemma2ForCausalLM"],
+        "vocab_size": 97,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "tie_word_embeddings": True,
+    },
+    "tiny-llama-tied": {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 101,
+        "hidden_size": 24,
+        "intermediate_size": 40,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": True,
+    },
 }
 # per architecture: (attention targets, input embedding leaf, tied output head leaf)
-NAMES = {"gemma2": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
-         "llama": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
-         "gpt2": (["c_attn"], "wte", "lm_head"),
-         "bert": (["query", "value"], "word_embeddings", "decoder"),
-         "distilbert": (["q_lin", "v_lin"], "word_embeddings", "vocab_projector")}
+NAMES = {
+    "gemma2": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
+    "llama": (["q_proj", "v_proj"], "embed_tokens", "lm_head"),
+    "gpt2": (["c_attn"], "wte", "lm_head"),
+    "bert": (["query", "value"], "word_embeddings", "decoder"),
+    "distilbert": (["q_lin", "v_lin"], "word_embeddings", "vocab_projector"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -334,19 +355,34 @@ def tied_configs(configs, ref) -> dict[str, dict]:
     return {**out, **TINY}
 
 
-def ours(cfg: dict | ModelShapes, targets: list[str], r: int, modules_to_save: list[str] | None,
-         ensure_weight_tying: bool = False):
+def ours(
+    cfg: dict | ModelShapes,
+    targets: list[str],
+    r: int,
+    modules_to_save: list[str] | None,
+    ensure_weight_tying: bool = False,
+):
     from lorascope.audit.shape_source import hf_shapes
 
     model = cfg if isinstance(cfg, ModelShapes) else hf_shapes(cfg)
-    settings = LoraSettings(rank=r, targets=parse_targets(targets),
-                            modules_to_save=tuple(modules_to_save or ()),
-                            ensure_weight_tying=ensure_weight_tying, allow_unmatched=True)
+    settings = LoraSettings(
+        rank=r,
+        targets=parse_targets(targets),
+        modules_to_save=tuple(modules_to_save or ()),
+        ensure_weight_tying=ensure_weight_tying,
+        allow_unmatched=True,
+    )
     return count_lora(model, settings)
 
 
-def peft_count(ref, cfg: dict, targets: list[str], r: int, modules_to_save: list[str] | None,
-               ensure_weight_tying: bool = False) -> tuple[int, int]:
+def peft_count(
+    ref,
+    cfg: dict,
+    targets: list[str],
+    r: int,
+    modules_to_save: list[str] | None,
+    ensure_weight_tying: bool = False,
+) -> tuple[int, int]:
     from lorascope.audit.shapes import head_of
 
     return ref.peft_reference(
@@ -361,12 +397,18 @@ def peft_count(ref, cfg: dict, targets: list[str], r: int, modules_to_save: list
 
 def cases(arch: str) -> list[tuple[str, list[str], list[str] | None, bool]]:
     attn, embed, head = NAMES[arch]
-    out = [("head saved", attn, [head], False), ("embedding and head saved", attn, [embed, head], False),
-           ("head saved, tied", attn, [head], True), ("embedding saved, tied", attn, [embed], True)]
+    out = [
+        ("head saved", attn, [head], False),
+        ("embedding and head saved", attn, [embed, head], False),
+        ("head saved, tied", attn, [head], True),
+        ("embedding saved, tied", attn, [embed], True),
+    ]
     if head == "lm_head":  # PEFT ties LoRA targets only for the names in its EMBEDDING_LAYER_NAMES
-        out += [("LoRA on the head, tied", [*attn, head], None, True),
-                ("LoRA on the embedding, tied", [*attn, embed], None, True),
-                ("LoRA on the head, untied", [*attn, head], None, False)]
+        out += [
+            ("LoRA on the head, tied", [*attn, head], None, True),
+            ("LoRA on the embedding, tied", [*attn, embed], None, True),
+            ("LoRA on the head, untied", [*attn, head], None, False),
+        ]
     return out
 
 
@@ -412,7 +454,14 @@ def test_tying_rewrite_is_peft_rewrite(ref):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref.peft.get_peft_model(ref.meta_model(cfg, "causal-lm"), config)
-        tying = peft_tying(model, LoraSettings(rank=2, targets=parse_targets(targets),
-                                               modules_to_save=tuple(mts or ()), ensure_weight_tying=True))
+        tying = peft_tying(
+            model,
+            LoraSettings(
+                rank=2,
+                targets=parse_targets(targets),
+                modules_to_save=tuple(mts or ()),
+                ensure_weight_tying=True,
+            ),
+        )
         assert set(tying.modules_to_save) == set(config.modules_to_save or ())
         assert set(tying.targets.names) == set(config.target_modules)

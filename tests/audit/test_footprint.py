@@ -35,10 +35,13 @@ def test_adapter_size_equals_what_safetensors_writes(tmp_path, configs):
     assert safetensors_size([("x", (3,))], "fp32") == 8 + 88 + 3 * 4
 
 
-@pytest.mark.parametrize(("folder", "cfg_changes", "head", "targets", "saved"), [
-    ("abrhaleyarefaine1997+gpt2-tigrinya-lora", {}, "causal-lm", "c_attn,c_proj", ()),
-    ("anirudh-ak+peft-gpt2", {"num_labels": 6}, "seq-cls", "c_attn", ("score",)),
-])
+@pytest.mark.parametrize(
+    ("folder", "cfg_changes", "head", "targets", "saved"),
+    [
+        ("abrhaleyarefaine1997+gpt2-tigrinya-lora", {}, "causal-lm", "c_attn,c_proj", ()),
+        ("anirudh-ak+peft-gpt2", {"num_labels": 6}, "seq-cls", "c_attn", ("score",)),
+    ],
+)
 def test_adapter_size_equals_real_peft_files(
     real_fixtures, configs, folder, cfg_changes, head, targets, saved
 ):

@@ -45,9 +45,14 @@ def test_llama_style_checkpoint(tmp_path):
 
 
 def test_gpt2_conv1d_is_transposed_and_buffers_skipped():
-    shapes = {"wte.weight": ((50, 8), True), "h.0.attn.c_attn.weight": ((8, 24), True),
-              "h.0.attn.c_attn.bias": ((24,), True), "h.0.attn.bias": ((1, 1, 4, 4), True),
-              "h.0.mlp.c_fc.weight": ((8, 32), True), "step": ((), False)}
+    shapes = {
+        "wte.weight": ((50, 8), True),
+        "h.0.attn.c_attn.weight": ((8, 24), True),
+        "h.0.attn.c_attn.bias": ((24,), True),
+        "h.0.attn.bias": ((1, 1, 4, 4), True),
+        "h.0.mlp.c_fc.weight": ((8, 32), True),
+        "step": ((), False),
+    }
     model = checkpoint_shapes(shapes)
     assert (
         model.by_name()["h.0.attn.c_attn"].shape == (24, 8)
@@ -58,8 +63,15 @@ def test_gpt2_conv1d_is_transposed_and_buffers_skipped():
 
 # ---------------------------------------------------------------- bitsandbytes
 
-CONFIG = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False}
+CONFIG = {
+    "vocab_size": 96,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": False,
+}
 LORA = LoraSettings(rank=8, targets=parse_targets("q_proj,v_proj"))
 BLOCK, NESTED_BLOCK = 64, 256
 
@@ -76,19 +88,28 @@ def tiny_llama(transformers):
         return transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIG))
 
 
-def quantized_4bit(key: str, shape: tuple[int, int], quant_type: str = "nf4", nested: bool = True,
-                   storage: torch.dtype = torch.uint8) -> dict[str, torch.Tensor]:
+def quantized_4bit(
+    key: str,
+    shape: tuple[int, int],
+    quant_type: str = "nf4",
+    nested: bool = True,
+    storage: torch.dtype = torch.uint8,
+) -> dict[str, torch.Tensor]:
     """The tensors bitsandbytes saves for one Params4bit weight (values are irrelevant to counting)."""
     n = shape[0] * shape[1]
     per_element = 2 * torch.empty((), dtype=storage).element_size()
     blocks = math.ceil(n / BLOCK)
-    out = {key: torch.zeros(math.ceil(n / per_element), 1, dtype=storage),
-           f"{key}.quant_map": torch.zeros(16, dtype=torch.float32)}
+    out = {
+        key: torch.zeros(math.ceil(n / per_element), 1, dtype=storage),
+        f"{key}.quant_map": torch.zeros(16, dtype=torch.float32),
+    }
     state = {"quant_type": quant_type, "blocksize": BLOCK, "dtype": "float32", "shape": list(shape)}
     if nested:
-        out |= {f"{key}.absmax": torch.zeros(blocks, dtype=torch.uint8),
-                f"{key}.nested_absmax": torch.zeros(math.ceil(blocks / NESTED_BLOCK), dtype=torch.float32),
-                f"{key}.nested_quant_map": torch.zeros(256, dtype=torch.float32)}
+        out |= {
+            f"{key}.absmax": torch.zeros(blocks, dtype=torch.uint8),
+            f"{key}.nested_absmax": torch.zeros(math.ceil(blocks / NESTED_BLOCK), dtype=torch.float32),
+            f"{key}.nested_quant_map": torch.zeros(256, dtype=torch.float32),
+        }
         state |= {"nested_blocksize": NESTED_BLOCK, "nested_dtype": "float32", "nested_offset": 0.05}
     else:
         out[f"{key}.absmax"] = torch.zeros(blocks, dtype=torch.float32)
@@ -99,9 +120,11 @@ def quantized_4bit(key: str, shape: tuple[int, int], quant_type: str = "nf4", ne
 
 def quantized_8bit(key: str, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
     module = key.removesuffix(".weight")
-    return {key: torch.zeros(shape, dtype=torch.int8),
-            f"{module}.SCB": torch.zeros(shape[0], dtype=torch.float32),
-            f"{module}.weight_format": torch.tensor(0, dtype=torch.uint8)}
+    return {
+        key: torch.zeros(shape, dtype=torch.int8),
+        f"{module}.SCB": torch.zeros(shape[0], dtype=torch.float32),
+        f"{module}.weight_format": torch.tensor(0, dtype=torch.uint8),
+    }
 
 
 def is_quantized_linear(key: str) -> bool:
@@ -154,8 +177,11 @@ def test_the_issue_lone_4bit_file_is_counted_in_full(tmp_path, transformers):
 
 
 def test_layout_names_the_state_tensors():
-    keys = {**quantized_4bit("a.q_proj.weight", (8, 8)), **quantized_8bit("a.k_proj.weight", (4, 8)),
-            "a.norm.weight": torch.zeros(8)}
+    keys = {
+        **quantized_4bit("a.q_proj.weight", (8, 8)),
+        **quantized_8bit("a.k_proj.weight", (4, 8)),
+        "a.norm.weight": torch.zeros(8),
+    }
     layout = bnb_layout(keys)
     assert layout.four_bit == {"a.q_proj.weight": "a.q_proj.weight.quant_state.bitsandbytes__nf4"}
     assert layout.eight_bit == ("a.k_proj.weight",)
@@ -168,13 +194,19 @@ def test_refused_where_a_shape_cannot_be_known(tmp_path):
     del lost["model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4"]
     save_st(tmp_path / "lost.safetensors", base | lost)
     lost_shape = r"q_proj\.weight is a bitsandbytes 4-bit packed tensor \[32, 1\]"
-    with pytest.raises(LorascopeError, match=lost_shape + r".*no model\.layers\.0\.self_attn\.q_proj\.weight"
-                                             r"\.quant_state.*config\.json"):
+    with pytest.raises(
+        LorascopeError,
+        match=lost_shape + r".*no model\.layers\.0\.self_attn\.q_proj\.weight"
+        r"\.quant_state.*config\.json",
+    ):
         load_model(tmp_path / "lost.safetensors")
     bare = {"model.layers.0.mlp.up_proj.weight": torch.zeros(16, 8, dtype=torch.int8)}
     save_st(tmp_path / "bare.safetensors", base | bare)
-    with pytest.raises(LorascopeError, match=r"up_proj\.weight is an integer weight \[16, 8\] that no known "
-                                             r"quantization layout explains"):
+    with pytest.raises(
+        LorascopeError,
+        match=r"up_proj\.weight is an integer weight \[16, 8\] that no known "
+        r"quantization layout explains",
+    ):
         load_model(tmp_path / "bare.safetensors")
     wrong = quantized_4bit("model.layers.0.self_attn.q_proj.weight", (8, 8))
     wrong["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(20, 1, dtype=torch.uint8)
@@ -197,26 +229,32 @@ def test_real_bitsandbytes_save_matches_layout_and_peft(tmp_path, transformers, 
     from safetensors import safe_open
 
     tiny_llama(transformers).save_pretrained(tmp_path / "plain")
-    quant = {"4bit-nf4-double": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                     bnb_4bit_use_double_quant=True),
-             "4bit-fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4"),
-             "8bit": dict(load_in_8bit=True)}[mode]
+    quant = {
+        "4bit-nf4-double": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True),
+        "4bit-fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4"),
+        "8bit": dict(load_in_8bit=True),
+    }[mode]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            tmp_path / "plain", quantization_config=transformers.BitsAndBytesConfig(**quant),
-            device_map="cpu")
+            tmp_path / "plain", quantization_config=transformers.BitsAndBytesConfig(**quant), device_map="cpu"
+        )
         model.save_pretrained(tmp_path / "quantized")
-        want, _ = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
-                                      ).get_nb_trainable_parameters()
+        want, _ = peft.get_peft_model(
+            model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+        ).get_nb_trainable_parameters()
     with safe_open(str(tmp_path / "quantized" / "model.safetensors"), "pt") as fh:
         real = {k: (fh.get_slice(k).get_dtype(), tuple(fh.get_slice(k).get_shape())) for k in fh.keys()}
     key, shape = "model.layers.0.self_attn.q_proj.weight", (64, 64)
     if mode == "8bit":
         ours = quantized_8bit(key, shape)
     else:
-        ours = quantized_4bit(key, shape, quant_type=quant.get("bnb_4bit_quant_type", "fp4"),
-                              nested=quant.get("bnb_4bit_use_double_quant", False))
+        ours = quantized_4bit(
+            key,
+            shape,
+            quant_type=quant.get("bnb_4bit_quant_type", "fp4"),
+            nested=quant.get("bnb_4bit_use_double_quant", False),
+        )
     tags = {torch.uint8: "U8", torch.int8: "I8", torch.float32: "F32"}
     hand = {k: (tags[v.dtype], tuple(v.shape)) for k, v in ours.items()}
     state_key = next((k for k in hand if ".quant_state." in k), None)

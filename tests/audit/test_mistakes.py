@@ -149,8 +149,11 @@ PLANTED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "targets", "options", "claimed", "mistake", "words"), PLANTED,
-                         ids=[f"{p[4]}-{p[0]}-{p[1]}" for p in PLANTED])
+@pytest.mark.parametrize(
+    ("name", "targets", "options", "claimed", "mistake", "words"),
+    PLANTED,
+    ids=[f"{p[4]}-{p[0]}-{p[1]}" for p in PLANTED],
+)
 def test_planted_mistake_is_named(configs, name, targets, options, claimed, mistake, words):
     f = only(check(configs, name, targets, Claim(**claimed), **options))
     assert f.verdict == "wrong"

@@ -6,10 +6,20 @@ from lorascope.audit.numbers import both, human_bytes, parse_count, parse_layers
 from lorascope.errors import LorascopeError
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("33M", 33_000_000), ("4.2B", 4_200_000_000), ("1,234,567", 1_234_567), ("7e9", 7_000_000_000),
-    ("4.19m", 4_190_000), ("12 K", 12_000), ("1_000", 1000), (4194304, 4_194_304), ("0.5T", 500_000_000_000),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("33M", 33_000_000),
+        ("4.2B", 4_200_000_000),
+        ("1,234,567", 1_234_567),
+        ("7e9", 7_000_000_000),
+        ("4.19m", 4_190_000),
+        ("12 K", 12_000),
+        ("1_000", 1000),
+        (4194304, 4_194_304),
+        ("0.5T", 500_000_000_000),
+    ],
+)
 def test_parse_count(text, value):
     assert parse_count(text) == value
 

@@ -13,11 +13,14 @@ def test_the_audit_says_what_the_tie_does(config_dir):
     lora = {"rank": 8, "targets": parse_targets("q_proj,v_proj")}
     broken = audit_source(config_dir / "gemma-2-9b.json", LoraSettings(**lora, modules_to_save=("lm_head",)))
     assert broken.count.trainable == 921_976_832
-    assert any("separate copy" in w and "917,504,000" in w and "ensure_weight_tying" in w
-               for w in broken.warnings)
-    shared = audit_source(config_dir / "gemma-2-9b.json",
-                          LoraSettings(**lora, modules_to_save=("lm_head",), ensure_weight_tying=True),
-                          AuditOptions(shapes="rules"))
+    assert any(
+        "separate copy" in w and "917,504,000" in w and "ensure_weight_tying" in w for w in broken.warnings
+    )
+    shared = audit_source(
+        config_dir / "gemma-2-9b.json",
+        LoraSettings(**lora, modules_to_save=("lm_head",), ensure_weight_tying=True),
+        AuditOptions(shapes="rules"),
+    )
     assert shared.count.saved_modules == ("model.embed_tokens",) and shared.count.trainable == 921_976_832
     assert any("shares it" in w for w in shared.warnings)
     assert shared.to_dict()["lora"]["ensure_weight_tying"] is True

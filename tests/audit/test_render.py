@@ -19,8 +19,13 @@ def console():
 
 
 def test_layer_runs():
-    by_layer = pd.DataFrame({"layer": pd.array([0, 1, 2, 4, None], dtype="Int64"), "modules": [2, 2, 2, 2, 1],
-                             "params": [10, 10, 20, 20, 5]})
+    by_layer = pd.DataFrame(
+        {
+            "layer": pd.array([0, 1, 2, 4, None], dtype="Int64"),
+            "modules": [2, 2, 2, 2, 1],
+            "params": [10, 10, 20, 20, 5],
+        }
+    )
     assert layer_runs(by_layer) == [("0–1", 2, 10), ("2", 2, 20), ("4", 2, 20), ("outside layers", 1, 5)]
 
 
@@ -50,8 +55,12 @@ def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir):
     }
     (tmp_path / "claims.yaml").write_text(yaml.safe_dump([claim]))
     table = run_claims(read_claims(tmp_path / "claims.yaml"))
-    single = audit_source(config_dir / "gpt2.json", LoraSettings(rank=8, targets=parse_targets("c_proj")),
-                          AuditOptions(shapes="rules"), Claim(lora=12 * 8 * 1536, percent=0.5))
+    single = audit_source(
+        config_dir / "gpt2.json",
+        LoraSettings(rank=8, targets=parse_targets("c_proj")),
+        AuditOptions(shapes="rules"),
+        Claim(lora=12 * 8 * 1536, percent=0.5),
+    )
     rows = figure_rows(single.claim)
     shared = ["figure", "claimed_text", "exact_text", "relative_error", "verdict", "explanation", "mistakes"]
     assert table[shared].to_dict("records") == [{k: r[k] for k in shared} for r in rows]

@@ -66,8 +66,14 @@ def test_qwen3_without_head_dim_uses_transformers_default(configs):
     small = {**cfg, "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8}
     assert shape(rule_shapes(small), "model.layers.0.self_attn.q_proj") == (16 * 128, 1024)
     # Llama has no such default: hidden // heads
-    llama = {"model_type": "llama", "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 64,
-             "num_hidden_layers": 1, "vocab_size": 10}
+    llama = {
+        "model_type": "llama",
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "vocab_size": 10,
+    }
     assert shape(rule_shapes(llama), "model.layers.0.self_attn.q_proj") == (1024, 1024)
 
 
@@ -107,8 +113,15 @@ def test_missing_and_bad_keys_are_named(configs):
 
 
 def test_gemma_without_fixture_by_hand():
-    gemma1 = {"model_type": "gemma", "hidden_size": 3072, "intermediate_size": 24576, "num_hidden_layers": 28,
-              "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 256000}
+    gemma1 = {
+        "model_type": "gemma",
+        "hidden_size": 3072,
+        "intermediate_size": 24576,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "vocab_size": 256000,
+    }
     # Gemma-7B: embeddings 256000·3072 + 28 · (4 · 4096·3072 + 3 · 24576·3072 + 2·3072) + 3072 (tied head)
     assert rule_shapes(gemma1).total == 8_537_680_896
     assert set(ARCHITECTURES) == {

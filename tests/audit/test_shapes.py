@@ -23,7 +23,10 @@ def test_roles_and_relayer(configs):
     assert relayer(m, 80).total == 68_976_648_192  # Llama-2-70B as published
     one = relayer(m, 1)
     assert one.num_layers == 1 and [n.name for n in one.modules][:3] == [
-        "model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.self_attn.q_proj"]
+        "model.embed_tokens",
+        "model.layers.0.input_layernorm",
+        "model.layers.0.self_attn.q_proj",
+    ]
     with pytest.raises(ValueError, match="n_layers must be ≥ 1"):
         relayer(m, 0)
 

@@ -16,8 +16,17 @@ from lorascope.errors import LorascopeError
 
 
 def tiny_gpt2(layers=2, head="causal-lm"):
-    return rule_shapes({"model_type": "gpt2", "n_embd": 8, "n_layer": layers, "n_head": 2, "vocab_size": 10,
-                        "n_positions": 4}, head=head)
+    return rule_shapes(
+        {
+            "model_type": "gpt2",
+            "n_embd": 8,
+            "n_layer": layers,
+            "n_head": 2,
+            "vocab_size": 10,
+            "n_positions": 4,
+        },
+        head=head,
+    )
 
 
 def tiny_llama(layers=3):
@@ -52,11 +61,17 @@ def test_parse_targets_forms():
 def test_name_matches_by_dotted_suffix_and_c_proj_reaches_two_types():
     m = tiny_gpt2()
     match = match_targets(m, parse_targets("c_proj"))
-    assert match.modules == ("transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_proj",
-                             "transformer.h.1.attn.c_proj", "transformer.h.1.mlp.c_proj")
+    assert match.modules == (
+        "transformer.h.0.attn.c_proj",
+        "transformer.h.0.mlp.c_proj",
+        "transformer.h.1.attn.c_proj",
+        "transformer.h.1.mlp.c_proj",
+    )
     assert set(match.groups()) == {"attn.c_proj", "mlp.c_proj"}
-    assert match_targets(m, parse_targets("attn.c_proj")).modules == ("transformer.h.0.attn.c_proj",
-                                                                       "transformer.h.1.attn.c_proj")
+    assert match_targets(m, parse_targets("attn.c_proj")).modules == (
+        "transformer.h.0.attn.c_proj",
+        "transformer.h.1.attn.c_proj",
+    )
     # a suffix must end at a dot: 'proj' is not a name of any module
     assert match_targets(m, parse_targets("proj")).modules == ()
 
@@ -152,7 +167,8 @@ def test_unmatched_targets_are_loud():
     ):
         check_match(match, m)
     assert check_match(match, m, allow_unmatched=True) == [
-        "target 'q' matched no module; names containing it: self_attn.q_proj"]
+        "target 'q' matched no module; names containing it: self_attn.q_proj"
+    ]
     with pytest.raises(LorascopeError, match="matched nothing in this model.*not found in the base model"):
         check_match(match_targets(m, parse_targets("query")), m)
 
@@ -166,6 +182,13 @@ def test_targets_that_reach_a_non_linear_module_are_refused():
 def test_target_parameters_only_on_transformers_trees():
     # a fused-expert parameter in a rules-built model is never converted (PEFT's conversion is for
     # transformers 5)
-    fake = ModelShapes("mixtral", "causal-lm", (ModuleShape("m.layers.0.q_proj", "linear", (4, 4), 16),),
-                       shapes_from="rules")
-    assert match_targets(fake, parse_targets("w1,q_proj"), ).parameters == ()
+    fake = ModelShapes(
+        "mixtral", "causal-lm", (ModuleShape("m.layers.0.q_proj", "linear", (4, 4), 16),), shapes_from="rules"
+    )
+    assert (
+        match_targets(
+            fake,
+            parse_targets("w1,q_proj"),
+        ).parameters
+        == ()
+    )

@@ -33,10 +33,18 @@ CONFIGS = {
     "loha": ("loha", {}, "loha", 0.5),
     "loha-tucker": ("loha", {"use_tucker": True}, "loha", 0.5),
     "lokr": ("lokr", {}, "lokr", 0.5),  # W1 full, W2 low-rank (linear); both full on the convs: s = 1
-    "lokr-both": ("lokr", {"decompose_both": True, "factor": 8, "linear_dim": 2, "conv_dim": 2,
-                           "linear_alpha": 1}, "lokr", 0.5),
-    "lokr-tucker": ("lokr", {"use_tucker": True, "linear_dim": 2, "conv_dim": 2, "factor": 4,
-                             "linear_alpha": 1}, "lokr", 0.5),
+    "lokr-both": (
+        "lokr",
+        {"decompose_both": True, "factor": 8, "linear_dim": 2, "conv_dim": 2, "linear_alpha": 1},
+        "lokr",
+        0.5,
+    ),
+    "lokr-tucker": (
+        "lokr",
+        {"use_tucker": True, "linear_dim": 2, "conv_dim": 2, "factor": 4, "linear_alpha": 1},
+        "lokr",
+        0.5,
+    ),
     "lokr-full": ("lokr", {"full_matrix": True}, "lokr", 1.0),  # α is stored, LyCORIS applies s = 1
     "full": ("full", {}, "full", 1.0),
     "ia3-out": ("ia3", {}, "ia3", 1.0),
@@ -75,8 +83,9 @@ def prefix(name: str):
         LycorisNetwork.LORA_PREFIX = before
 
 
-def build(folder: Path, algo: str, seed: int = 0, key_prefix: str = "lycoris", net_seed: int | None = None,
-          **kwargs):
+def build(
+    folder: Path, algo: str, seed: int = 0, key_prefix: str = "lycoris", net_seed: int | None = None, **kwargs
+):
     """A random Tiny base (from ``seed``) saved as ``base.safetensors`` and a randomized LyCORIS network on it
     (from ``net_seed``) saved with its own ``save_weights`` as ``<algo>.safetensors``; returns (model,
     network, adapter path, base path)."""

@@ -397,7 +397,11 @@ def test_online_fetches_only_the_needed_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in found.path.iterdir()) == ["config.json", "model.safetensors"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # later, offline: the partial snapshot is all lorascope needs
     again = hub.resolve("org/base")
-    assert again.path == found.path and again.commit == COMMIT and fake.fetched == ["config.json", "model.safetensors"]
+    assert (
+        again.path == found.path
+        and again.commit == COMMIT
+        and fake.fetched == ["config.json", "model.safetensors"]
+    )
 
 
 def test_online_falls_back_to_the_cache_when_the_hub_is_unreachable(tmp_path, monkeypatch):

@@ -94,12 +94,15 @@ def test_ambiguous_unknown_and_te3_stems_keep_their_kohya_form(monkeypatch):
 
 def test_a_name_kept_in_kohya_form_is_a_warning_of_the_run(tmp_path):
     g = torch.Generator().manual_seed(0)
-    p = save_st(tmp_path / "k.safetensors", {
-        "lora_unet_x_0_y.lora_down.weight": torch.randn(2, 6, generator=g),
-        "lora_unet_x_0_y.lora_up.weight": torch.randn(6, 2, generator=g),
-        "lora_unet_mid_block_resnets_0_conv1.lora_down.weight": torch.randn(2, 6, generator=g),
-        "lora_unet_mid_block_resnets_0_conv1.lora_up.weight": torch.randn(6, 2, generator=g),
-    })
+    p = save_st(
+        tmp_path / "k.safetensors",
+        {
+            "lora_unet_x_0_y.lora_down.weight": torch.randn(2, 6, generator=g),
+            "lora_unet_x_0_y.lora_up.weight": torch.randn(6, 2, generator=g),
+            "lora_unet_mid_block_resnets_0_conv1.lora_down.weight": torch.randn(2, 6, generator=g),
+            "lora_unet_mid_block_resnets_0_conv1.lora_up.weight": torch.randn(6, 2, generator=g),
+        },
+    )
     res = lorascope.analyze(p)
     assert set(res.modules["name"]) == {"unet_x.0.y", "unet.mid_block.resnets.0.conv1"}
     kept = [w for w in res.summary["warnings"] if "flattened" in w["reason"]]
@@ -194,12 +197,19 @@ def test_a_kohya_component_pairs_only_under_its_own_prefixes(tmp_path):
     model's weight and pairs with nothing (here nothing pairs at all, so the base is refused)."""
     g = torch.Generator().manual_seed(1)
     stem = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    adapter = save_st(tmp_path / "te.safetensors", {f"{stem}.lora_down.weight": torch.randn(2, 8, generator=g),
-                                                    f"{stem}.lora_up.weight": torch.randn(8, 2, generator=g)})
+    adapter = save_st(
+        tmp_path / "te.safetensors",
+        {
+            f"{stem}.lora_down.weight": torch.randn(2, 8, generator=g),
+            f"{stem}.lora_up.weight": torch.randn(8, 2, generator=g),
+        },
+    )
     wrong = "model.diffusion_model.text_model.encoder.layers.0.self_attn.q_proj"
     right = "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj"
-    base = save_st(tmp_path / "b.safetensors", {f"{wrong}.weight": torch.randn(8, 8, generator=g),
-                                                "other.weight": torch.randn(8, 8, generator=g)})
+    base = save_st(
+        tmp_path / "b.safetensors",
+        {f"{wrong}.weight": torch.randn(8, 8, generator=g), "other.weight": torch.randn(8, 8, generator=g)},
+    )
     with pytest.raises(lorascope.LorascopeError, match="Is this the adapter's base model"):
         lorascope.analyze(base, adapter)
     base = save_st(tmp_path / "b2.safetensors", {f"{right}.weight": torch.randn(8, 8, generator=g)})
@@ -214,12 +224,21 @@ def test_a_dotted_component_name_pairs_under_its_components_prefixes(tmp_path):
     down, up = torch.randn(2, 8, generator=g), torch.randn(8, 2, generator=g)
     w = torch.randn(8, 8, generator=g)
     adapters = {
-        "unet": save_st(tmp_path / "d.safetensors", {"unet.blocks.0.q.lora_A.weight": down,
-                                                     "unet.blocks.0.q.lora_B.weight": up}),
-        "comfy": save_st(tmp_path / "c.safetensors", {"diffusion_model.blocks.0.q.lora_A.weight": down,
-                                                      "diffusion_model.blocks.0.q.lora_B.weight": up}),
-        "lycoris": save_st(tmp_path / "l.safetensors", {"lycoris_blocks_0_q.lora_down.weight": down,
-                                                        "lycoris_blocks_0_q.lora_up.weight": up}),
+        "unet": save_st(
+            tmp_path / "d.safetensors",
+            {"unet.blocks.0.q.lora_A.weight": down, "unet.blocks.0.q.lora_B.weight": up},
+        ),
+        "comfy": save_st(
+            tmp_path / "c.safetensors",
+            {
+                "diffusion_model.blocks.0.q.lora_A.weight": down,
+                "diffusion_model.blocks.0.q.lora_B.weight": up,
+            },
+        ),
+        "lycoris": save_st(
+            tmp_path / "l.safetensors",
+            {"lycoris_blocks_0_q.lora_down.weight": down, "lycoris_blocks_0_q.lora_up.weight": up},
+        ),
     }
     for key in ("blocks.0.q", "model.diffusion_model.blocks.0.q"):
         base = save_st(tmp_path / f"{key[:5]}.safetensors", {f"{key}.weight": w})
@@ -227,7 +246,9 @@ def test_a_dotted_component_name_pairs_under_its_components_prefixes(tmp_path):
             if kind == "lycoris" and key != "blocks.0.q":
                 continue  # a LyCORIS network wraps one module: no checkpoint prefix is declared for it
             assert list(lorascope.analyze(base, adapter).modules["name"]) == [key], kind
-    both = save_st(tmp_path / "both.safetensors",
-                   {"blocks.0.q.weight": w, "model.diffusion_model.blocks.0.q.weight": w.clone()})
+    both = save_st(
+        tmp_path / "both.safetensors",
+        {"blocks.0.q.weight": w, "model.diffusion_model.blocks.0.q.weight": w.clone()},
+    )
     with pytest.raises(lorascope.LorascopeError, match=r"ambiguous.*blocks\.0\.q"):
         lorascope.analyze(both, adapters["unet"])

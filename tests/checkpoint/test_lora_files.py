@@ -28,82 +28,123 @@ def spectra(path):
 def test_kohya_linear_and_conv_with_alpha(tmp_path):
     down, up = rnd(4, 32), rnd(48, 4)
     cdown, cup = rnd(4, 8, 3, 3), rnd(16, 4, 1, 1)
-    p = save_st(tmp_path / "k.safetensors", {
-        "lora_unet_down_blocks_0_attentions_1_proj_in.lora_down.weight": down,
-        "lora_unet_down_blocks_0_attentions_1_proj_in.lora_up.weight": up,
-        "lora_unet_down_blocks_0_attentions_1_proj_in.alpha": torch.tensor(2.0),
-        "lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight": cdown,
-        "lora_unet_down_blocks_1_resnets_0_conv1.lora_up.weight": cup,
-        "lora_unet_down_blocks_1_resnets_0_conv1.alpha": torch.tensor(8.0),
-    })
+    p = save_st(
+        tmp_path / "k.safetensors",
+        {
+            "lora_unet_down_blocks_0_attentions_1_proj_in.lora_down.weight": down,
+            "lora_unet_down_blocks_0_attentions_1_proj_in.lora_up.weight": up,
+            "lora_unet_down_blocks_0_attentions_1_proj_in.alpha": torch.tensor(2.0),
+            "lora_unet_down_blocks_1_resnets_0_conv1.lora_down.weight": cdown,
+            "lora_unet_down_blocks_1_resnets_0_conv1.lora_up.weight": cup,
+            "lora_unet_down_blocks_1_resnets_0_conv1.alpha": torch.tensor(8.0),
+        },
+    )
     res, rows = spectra(p)
     lin = "unet.down_blocks.0.attentions.1.proj_in"
     conv = "unet.down_blocks.1.resnets.0.conv1"
     assert rows.loc[lin, "scale"] == pytest.approx(2.0 / 4) and rows.loc[lin, "layer"] == 0
     assert_sigma_close(res.spectrum(lin), ref_sigma(0.5 * (up.double() @ down.double()).numpy()), 1e-6, 1e-9)
-    dense_conv = (cup.reshape(16, 4).double() @ cdown.reshape(4, 72).double()).numpy() * 2.0  # flattened (out, in·kh·kw)
+    dense_conv = (
+        cup.reshape(16, 4).double() @ cdown.reshape(4, 72).double()
+    ).numpy() * 2.0  # flattened (out, in·kh·kw)
     assert (rows.loc[conv, "rows"], rows.loc[conv, "cols"]) == (16, 72)
     assert_sigma_close(res.spectrum(conv), ref_sigma(dense_conv), 1e-6, 1e-9)
     assert set(rows["source"]) == {"kohya"}
 
 
 def test_kohya_without_alpha_uses_scale_one_and_warns(tmp_path):
-    p = save_st(tmp_path / "k.safetensors", {
-        "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_down.weight": rnd(2, 8),
-        "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_up.weight": rnd(8, 2),
-    })
+    p = save_st(
+        tmp_path / "k.safetensors",
+        {
+            "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_down.weight": rnd(2, 8),
+            "lora_te_text_model_encoder_layers_3_mlp_fc1_lora_up.weight": rnd(8, 2),
+        },
+    )
     res, rows = spectra(p)
     assert rows["scale"].tolist() == [1.0]
     assert any("alpha" in w["reason"] for w in res.summary["warnings"])
-    assert kohya_name("lora_te_text_model_encoder_layers_3_mlp_fc1") == "text_encoder.text_model.encoder.layers.3.mlp.fc1"
+    assert (
+        kohya_name("lora_te_text_model_encoder_layers_3_mlp_fc1")
+        == "text_encoder.text_model.encoder.layers.3.mlp.fc1"
+    )
 
 
 def test_diffusers_processor_keys_map_to_module_names(tmp_path):
     pre = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"
-    p = save_st(tmp_path / "pytorch_lora_weights.safetensors", {
-        f"{pre}.to_q_lora.down.weight": rnd(4, 10), f"{pre}.to_q_lora.up.weight": rnd(10, 4),
-        f"{pre}.to_out_lora.down.weight": rnd(4, 10), f"{pre}.to_out_lora.up.weight": rnd(10, 4),
-        "unet.mid_block.attentions.0.proj_in.lora.down.weight": rnd(4, 10),
-        "unet.mid_block.attentions.0.proj_in.lora.up.weight": rnd(12, 4),
-    })
+    p = save_st(
+        tmp_path / "pytorch_lora_weights.safetensors",
+        {
+            f"{pre}.to_q_lora.down.weight": rnd(4, 10),
+            f"{pre}.to_q_lora.up.weight": rnd(10, 4),
+            f"{pre}.to_out_lora.down.weight": rnd(4, 10),
+            f"{pre}.to_out_lora.up.weight": rnd(10, 4),
+            "unet.mid_block.attentions.0.proj_in.lora.down.weight": rnd(4, 10),
+            "unet.mid_block.attentions.0.proj_in.lora.up.weight": rnd(12, 4),
+        },
+    )
     ckpt = open_checkpoint(p)
     assert ckpt.format == "diffusers"
     names = sorted(m.name for m in ckpt.modules)
-    assert names == ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
-                     "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
-                     "unet.mid_block.attentions.0.proj_in"]
+    assert names == [
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0",
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        "unet.mid_block.attentions.0.proj_in",
+    ]
 
 
 def test_lora_ab_scale_from_alpha_tensor_then_metadata_then_one(tmp_path):
     a, b = rnd(4, 20), rnd(6, 4)
-    with_alpha = save_st(tmp_path / "a.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
-                                                      "transformer.blocks.0.proj.lora_B.weight": b,
-                                                      "transformer.blocks.0.proj.alpha": torch.tensor(8.0)})
-    with_meta = save_st(tmp_path / "m.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
-                                                     "transformer.blocks.0.proj.lora_B.weight": b},
-                        {"ss_network_alpha": "2", "ss_network_dim": "4"})
-    bare = save_st(tmp_path / "b.safetensors", {"transformer.blocks.0.proj.lora_A.weight": a,
-                                                "transformer.blocks.0.proj.lora_B.weight": b})
+    with_alpha = save_st(
+        tmp_path / "a.safetensors",
+        {
+            "transformer.blocks.0.proj.lora_A.weight": a,
+            "transformer.blocks.0.proj.lora_B.weight": b,
+            "transformer.blocks.0.proj.alpha": torch.tensor(8.0),
+        },
+    )
+    with_meta = save_st(
+        tmp_path / "m.safetensors",
+        {"transformer.blocks.0.proj.lora_A.weight": a, "transformer.blocks.0.proj.lora_B.weight": b},
+        {"ss_network_alpha": "2", "ss_network_dim": "4"},
+    )
+    bare = save_st(
+        tmp_path / "b.safetensors",
+        {"transformer.blocks.0.proj.lora_A.weight": a, "transformer.blocks.0.proj.lora_B.weight": b},
+    )
     for path, scale in ((with_alpha, 2.0), (with_meta, 0.5), (bare, 1.0)):
         res, rows = spectra(path)
         assert rows["scale"].iloc[0] == pytest.approx(scale)
         assert rows["source"].iloc[0] == "lora-ab"
-        assert_sigma_close(res.spectrum("transformer.blocks.0.proj"), ref_sigma(scale * (b.double() @ a.double()).numpy()), 1e-6, 1e-9)
+        assert_sigma_close(
+            res.spectrum("transformer.blocks.0.proj"),
+            ref_sigma(scale * (b.double() @ a.double()).numpy()),
+            1e-6,
+            1e-9,
+        )
     assert any("scale 1 assumed" in w["reason"] for w in lorascope.analyze(bare).summary["warnings"])
 
 
 def test_cloneofsimo_rank_from_metadata(tmp_path):
-    p = save_st(tmp_path / "c.safetensors", {"unet:0:down": rnd(3, 16), "unet:0:up": rnd(16, 3),
-                                            "unet:1:down": rnd(3, 16), "unet:1:up": rnd(16, 3)},
-                {"unet:0:rank": "3", "unet:1:rank": "5"})
+    p = save_st(
+        tmp_path / "c.safetensors",
+        {
+            "unet:0:down": rnd(3, 16),
+            "unet:0:up": rnd(16, 3),
+            "unet:1:down": rnd(3, 16),
+            "unet:1:up": rnd(16, 3),
+        },
+        {"unet:0:rank": "3", "unet:1:rank": "5"},
+    )
     ckpt = open_checkpoint(p)
     assert ckpt.format == "cloneofsimo" and [m.name for m in ckpt.modules] == ["unet.0", "unet.1"]
     assert any("metadata says rank 5" in w["reason"] for w in ckpt.warnings)
 
 
 def test_unsupported_and_unknown_layouts_fail_clearly(tmp_path):
-    oft = save_st(tmp_path / "oft.safetensors", {"lycoris_x.oft_blocks": rnd(2, 4, 4),
-                                                 "lycoris_x.alpha": torch.tensor(1.0)})
+    oft = save_st(
+        tmp_path / "oft.safetensors",
+        {"lycoris_x.oft_blocks": rnd(2, 4, 4), "lycoris_x.alpha": torch.tensor(1.0)},
+    )
     with pytest.raises(LorascopeError, match="OFT"):
         open_checkpoint(oft)
     unknown = save_st(tmp_path / "u.safetensors", {"w_a_000": rnd(4, 8), "w_b_000": rnd(8, 4)})
@@ -115,8 +156,10 @@ def test_unsupported_and_unknown_layouts_fail_clearly(tmp_path):
 
 
 def test_forced_format_overrides_detection(tmp_path):
-    p = save_st(tmp_path / "k.safetensors", {"lora_unet_x_0_y.lora_down.weight": rnd(2, 6),
-                                             "lora_unet_x_0_y.lora_up.weight": rnd(6, 2)})
+    p = save_st(
+        tmp_path / "k.safetensors",
+        {"lora_unet_x_0_y.lora_down.weight": rnd(2, 6), "lora_unet_x_0_y.lora_up.weight": rnd(6, 2)},
+    )
     assert open_checkpoint(p, "kohya").format == "kohya"
     assert open_checkpoint(p, "safetensors").kind == "weights"
     with pytest.raises(LorascopeError, match="unknown format"):
@@ -135,8 +178,10 @@ def test_ai_toolkit_dora_magnitude_is_exact_with_the_base(tmp_path):
     m = rnd(out).abs() + 0.5
     key = "transformer.single_transformer_blocks.0.attn.to_q"
     base = save_st(tmp_path / "base.safetensors", {f"{key}.weight": w0})
-    dora = save_st(tmp_path / "dora.safetensors", {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b,
-                                                   f"{key}.magnitude": m})
+    dora = save_st(
+        tmp_path / "dora.safetensors",
+        {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.magnitude": m},
+    )
     x = np.eye(inp)  # the forward on the identity, in float64: columns of the effective weight
     w, ba = w0.double().numpy(), (b.double() @ a.double()).numpy()
     merged = w + ba
@@ -161,19 +206,32 @@ def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
     import json
 
     a, b = rnd(4, 20), rnd(6, 4)
-    tensors = {f"{m}.lora_{ab}.weight": t for m in ("transformer.blocks.0.proj", "transformer.blocks.1.proj",
-                                                     "text_encoder.layers.0.q")
-               for ab, t in (("A", a.clone()), ("B", b.clone()))}
-    header = {"transformer.r": 4, "transformer.lora_alpha": 8,
-              "transformer.alpha_pattern": {"blocks.1.proj": 2},
-              "transformer.rank_pattern": {}, "text_encoder.r": 4, "text_encoder.lora_alpha": 4,
-              "text_encoder.use_rslora": True}
-    p = save_st(tmp_path / "pytorch_lora_weights.safetensors", tensors,
-                {"format": "pt", "lora_adapter_metadata": json.dumps(header)})
+    tensors = {
+        f"{m}.lora_{ab}.weight": t
+        for m in ("transformer.blocks.0.proj", "transformer.blocks.1.proj", "text_encoder.layers.0.q")
+        for ab, t in (("A", a.clone()), ("B", b.clone()))
+    }
+    header = {
+        "transformer.r": 4,
+        "transformer.lora_alpha": 8,
+        "transformer.alpha_pattern": {"blocks.1.proj": 2},
+        "transformer.rank_pattern": {},
+        "text_encoder.r": 4,
+        "text_encoder.lora_alpha": 4,
+        "text_encoder.use_rslora": True,
+    }
+    p = save_st(
+        tmp_path / "pytorch_lora_weights.safetensors",
+        tensors,
+        {"format": "pt", "lora_adapter_metadata": json.dumps(header)},
+    )
     scales = {m.name: m.scale for m in open_checkpoint(p).modules}
     # PEFT: s = lora_alpha / r, alpha_pattern overriding α; rsLoRA: α / √r
-    assert scales == {"transformer.blocks.0.proj": 8 / 4, "transformer.blocks.1.proj": 2 / 4,
-                      "text_encoder.layers.0.q": 4 / math.sqrt(4)}
+    assert scales == {
+        "transformer.blocks.0.proj": 8 / 4,
+        "transformer.blocks.1.proj": 2 / 4,
+        "text_encoder.layers.0.q": 4 / math.sqrt(4),
+    }
     res = lorascope.analyze(p)
     want = ref_sigma(0.5 * (b.double() @ a.double()).numpy())
     assert_sigma_close(res.spectrum("transformer.blocks.1.proj"), want, 1e-6, 1e-9)
@@ -181,9 +239,11 @@ def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
     bad = save_st(tmp_path / "bad.safetensors", tensors, {"lora_adapter_metadata": json.dumps(header)})
     with pytest.raises(LorascopeError, match="lora_adapter_metadata.*transformer.*lora_alpha"):
         open_checkpoint(bad)
-    both = save_st(tmp_path / "both.safetensors",
-                   {**tensors, "transformer.blocks.0.proj.alpha": torch.tensor(1.0)},
-                   {"lora_adapter_metadata": json.dumps({**header, "transformer.lora_alpha": 8})})
+    both = save_st(
+        tmp_path / "both.safetensors",
+        {**tensors, "transformer.blocks.0.proj.alpha": torch.tensor(1.0)},
+        {"lora_adapter_metadata": json.dumps({**header, "transformer.lora_alpha": 8})},
+    )
     with pytest.raises(LorascopeError, match="declares its scale twice"):
         open_checkpoint(both)
 
@@ -196,9 +256,15 @@ def test_peft_names_with_an_adapter_name_or_without_weight_suffix(tmp_path):
     for p in (named, bare):
         ckpt = open_checkpoint(p)
         assert [(m.name, m.family, m.source) for m in ckpt.modules] == [("x", "lora", "lora-ab")]
-    two = save_st(tmp_path / "t.safetensors", {"x.lora_A.one.weight": a, "x.lora_B.one.weight": b,
-                                               "x.lora_A.two.weight": a.clone(),
-                                               "x.lora_B.two.weight": b.clone()})
+    two = save_st(
+        tmp_path / "t.safetensors",
+        {
+            "x.lora_A.one.weight": a,
+            "x.lora_B.one.weight": b,
+            "x.lora_A.two.weight": a.clone(),
+            "x.lora_B.two.weight": b.clone(),
+        },
+    )
     with pytest.raises(LorascopeError, match="more than one adapter"):
         open_checkpoint(two)
 
@@ -207,7 +273,9 @@ def test_a_model_checkpoint_with_a_stray_diff_tensor_stays_a_model(tmp_path):
     model = {f"layers.{i}.proj.weight": rnd(4, 4) for i in range(3)}
     p = save_st(tmp_path / "m.safetensors", {**model, "layers.0.time.diff": rnd(4, 4)})
     assert open_checkpoint(p).kind == "weights"
-    full = save_st(tmp_path / "f.safetensors", {"lycoris_a.diff": rnd(4, 4), "lycoris_b.diff": rnd(4, 4),
-                                                "lycoris_a.diff_b": rnd(4)})
+    full = save_st(
+        tmp_path / "f.safetensors",
+        {"lycoris_a.diff": rnd(4, 4), "lycoris_b.diff": rnd(4, 4), "lycoris_a.diff_b": rnd(4)},
+    )
     ckpt = open_checkpoint(full)
     assert ckpt.families == ["full"] and list(ckpt.vectors) == ["lycoris_a.diff_b"]

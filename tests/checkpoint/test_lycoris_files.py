@@ -85,10 +85,17 @@ def test_kohya_prefix_from_lycoris_save(tmp_path):
 
 
 # every family under every prefix style at least once (all pairs would triple the time for no new path)
-REKEYED = [("locon-tucker", "ai-toolkit"), ("locon", "diffusers"), ("loha-tucker", "comfyui"),
-           ("lokr-both", "diffusers"), ("lokr-tucker", "comfyui"), ("full", "ai-toolkit"),
-           ("ia3-in", "comfyui"),
-           ("dora-in", "ai-toolkit"), ("dokr-out", "diffusers")]
+REKEYED = [
+    ("locon-tucker", "ai-toolkit"),
+    ("locon", "diffusers"),
+    ("loha-tucker", "comfyui"),
+    ("lokr-both", "diffusers"),
+    ("lokr-tucker", "comfyui"),
+    ("full", "ai-toolkit"),
+    ("ia3-in", "comfyui"),
+    ("dora-in", "ai-toolkit"),
+    ("dokr-out", "diffusers"),
+]
 SOURCES = {"diffusers": "diffusers", "comfyui": "diffusers", "ai-toolkit": "lora-ab"}
 
 
@@ -260,8 +267,14 @@ def test_parts_that_do_not_fit_are_refused_naming_the_module(tmp_path):
 
 # ---- every command on every family ---------------------------------------------------------------------
 
-MIXED = {"blocks.0.q": "lokr-both", "blocks.0.conv": "loha-tucker", "blocks.0.point": "locon",
-         "blocks.1.q": "dora-in", "blocks.1.conv": "full", "blocks.1.point": "ia3-in"}
+MIXED = {
+    "blocks.0.q": "lokr-both",
+    "blocks.0.conv": "loha-tucker",
+    "blocks.0.point": "locon",
+    "blocks.1.q": "dora-in",
+    "blocks.1.conv": "full",
+    "blocks.1.point": "ia3-in",
+}
 
 
 def test_every_command_on_a_file_mixing_the_families(tmp_path):
@@ -273,8 +286,13 @@ def test_every_command_on_a_file_mixing_the_families(tmp_path):
     other, _, refs_b = lycoris_nets.mixed(tmp_path / "b", MIXED, net_seed=2)
     res = lorascope.analyze(base, path)
     assert dict(zip(res.modules["name"], res.modules["family"])) == {
-        "blocks.0.q": "lokr", "blocks.0.conv": "loha", "blocks.0.point": "lora", "blocks.1.q": "dora",
-        "blocks.1.conv": "full", "blocks.1.point": "ia3"}
+        "blocks.0.q": "lokr",
+        "blocks.0.conv": "loha",
+        "blocks.0.point": "lora",
+        "blocks.1.q": "dora",
+        "blocks.1.conv": "full",
+        "blocks.1.point": "ia3",
+    }
     check_spectra(res, refs)
     folder = res.save(tmp_path / "spectrum")
     assert render_report(folder).stat().st_size > 0
@@ -302,8 +320,9 @@ def test_cli_reads_lycoris_files_and_refuses_bad_ones_cleanly(tmp_path):
     from lorascope.cli import main
 
     _, path, base, _, _ = make(tmp_path, "dokr-out")
-    ok = CliRunner().invoke(main, ["spectrum", str(base), str(path), "--out", str(tmp_path / "o"), "-q",
-                                   "--no-report"])
+    ok = CliRunner().invoke(
+        main, ["spectrum", str(base), str(path), "--out", str(tmp_path / "o"), "-q", "--no-report"]
+    )
     assert ok.exit_code == 0, ok.output
     assert lorascope.load_results(tmp_path / "o").modules["family"].tolist() == ["dora"] * 6
     raw = load_file(str(path))

@@ -42,7 +42,12 @@ def test_pattern_key_follows_peft():
 
 
 def test_scale_rules():
-    cfg = {"r": 8, "lora_alpha": 16, "rank_pattern": {"q_proj": 4}, "alpha_pattern": {"layers.0.self_attn.q_proj": 2}}
+    cfg = {
+        "r": 8,
+        "lora_alpha": 16,
+        "rank_pattern": {"q_proj": 4},
+        "alpha_pattern": {"layers.0.self_attn.q_proj": 2},
+    }
     assert module_scale(cfg, "model.layers.0.self_attn.q_proj") == (4, 2.0, 0.5)
     assert module_scale(cfg, "model.layers.1.self_attn.q_proj") == (4, 16.0, 4.0)
     assert module_scale(cfg, "model.layers.1.self_attn.v_proj") == (8, 16.0, 2.0)
@@ -53,7 +58,12 @@ def test_scale_rules():
 def test_rank_and_alpha_patterns_end_to_end(tmp_path, weights):
     q1 = "model.layers.1.self_attn.q_proj"
     tensors = layers(r_by_name={q1: 2})
-    cfg = {"r": 4, "lora_alpha": 8, "rank_pattern": {"layers.1.self_attn.q_proj": 2}, "alpha_pattern": {"v_proj": 1}}
+    cfg = {
+        "r": 4,
+        "lora_alpha": 8,
+        "rank_pattern": {"layers.1.self_attn.q_proj": 2},
+        "alpha_pattern": {"v_proj": 1},
+    }
     res = lorascope.analyze(peft_folder(tmp_path / "ad", tensors, cfg, weights))
     rows = res.modules.set_index("name")
     for i in range(2):
@@ -62,13 +72,17 @@ def test_rank_and_alpha_patterns_end_to_end(tmp_path, weights):
             r, alpha = (2, 8) if name == q1 else (4, 1 if proj == "v_proj" else 8)
             a, b = tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"]
             assert rows.loc[name, "lora_rank"] == r and rows.loc[name, "scale"] == pytest.approx(alpha / r)
-            assert_sigma_close(res.spectrum(name), ref_sigma(alpha / r * (b.double() @ a.double()).numpy()), 1e-6, 1e-9)
+            assert_sigma_close(
+                res.spectrum(name), ref_sigma(alpha / r * (b.double() @ a.double()).numpy()), 1e-6, 1e-9
+            )
     assert res.summary["inputs"][0]["format"] == "peft" and res.summary["kind"] == "adapter"
 
 
 def test_rslora_scale(tmp_path):
     tensors = layers(n=1, r=9)
-    res = lorascope.analyze(peft_folder(tmp_path / "ad", tensors, {"r": 9, "lora_alpha": 6, "use_rslora": True}))
+    res = lorascope.analyze(
+        peft_folder(tmp_path / "ad", tensors, {"r": 9, "lora_alpha": 6, "use_rslora": True})
+    )
     assert set(res.modules["scale"].round(12)) == {round(6 / math.sqrt(9), 12)}
 
 
@@ -108,7 +122,9 @@ def test_module_with_one_factor_is_an_error(tmp_path):
 
 def test_modules_to_save_listed_as_skipped_without_base(tmp_path):
     tensors = {**layers(n=1), "classifier.weight": torch.randn(3, 12), "classifier.bias": torch.zeros(3)}
-    res = lorascope.analyze(peft_folder(tmp_path / "ad", tensors, {"r": 4, "modules_to_save": ["classifier"]}))
+    res = lorascope.analyze(
+        peft_folder(tmp_path / "ad", tensors, {"r": 4, "modules_to_save": ["classifier"]})
+    )
     reasons = {w["name"]: w["reason"] for w in res.summary["warnings"]}
     assert "modules_to_save" in reasons["classifier"] and "classifier.bias" in reasons
     assert "classifier" not in set(res.modules["name"])
@@ -117,28 +133,37 @@ def test_modules_to_save_listed_as_skipped_without_base(tmp_path):
 # ---- every peft_type: config checks and what no family claims (hand-built folders) ---------------------
 
 
-@pytest.mark.parametrize("config, match", [
-    ({"r": 4, "lora_alpha": float("nan")}, r"not valid JSON \(NaN is not a JSON number\)"),  # strict JSON
-    ({"r": 4, "lora_alpha": 0.0}, "'lora_alpha' must be a positive number, found 0.0"),
-    ({"r": 4, "lora_alpha": -2}, "'lora_alpha' must be a positive number"),
-    ({"r": 4, "rank_pattern": {"q_proj": 0}}, "'rank_pattern' entry 'q_proj' must be a positive integer"),
-    ({"r": 4, "alpha_pattern": {"q_proj": float("inf")}}, r"not valid JSON \(Infinity is not a JSON number\)"),
-    ({"r": 4, "alpha_pattern": {"q_proj": -1.5}}, "'alpha_pattern' entry 'q_proj'"),
-    ({"r": 4, "use_qalora": True}, "use_qalora"),
-    ({"r": 4, "kasa_config": {"x": 1}}, "kasa_config"),
-    ({"r": 4, "layer_replication": [[0, 1]]}, "layer_replication"),
-])
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"r": 4, "lora_alpha": float("nan")}, r"not valid JSON \(NaN is not a JSON number\)"),  # strict JSON
+        ({"r": 4, "lora_alpha": 0.0}, "'lora_alpha' must be a positive number, found 0.0"),
+        ({"r": 4, "lora_alpha": -2}, "'lora_alpha' must be a positive number"),
+        ({"r": 4, "rank_pattern": {"q_proj": 0}}, "'rank_pattern' entry 'q_proj' must be a positive integer"),
+        (
+            {"r": 4, "alpha_pattern": {"q_proj": float("inf")}},
+            r"not valid JSON \(Infinity is not a JSON number\)",
+        ),
+        ({"r": 4, "alpha_pattern": {"q_proj": -1.5}}, "'alpha_pattern' entry 'q_proj'"),
+        ({"r": 4, "use_qalora": True}, "use_qalora"),
+        ({"r": 4, "kasa_config": {"x": 1}}, "kasa_config"),
+        ({"r": 4, "layer_replication": [[0, 1]]}, "layer_replication"),
+    ],
+)
 def test_lora_configs_that_are_not_usable_name_the_key(tmp_path, config, match):
     with pytest.raises(LorascopeError, match=match):
         open_checkpoint(peft_folder(tmp_path / "ad", layers(n=1), config))
 
 
-@pytest.mark.parametrize("peft_type, config, match", [
-    ("LOHA", {"r": 2, "alpha": 0}, "'alpha' must be a positive number"),
-    ("LOKR", {"r": -1, "alpha": 4}, "'r' must be a positive integer"),
-    ("ADALORA", {"init_r": 4, "lora_alpha": 0}, "'lora_alpha'"),
-    ("OFT", {"r": 0}, "no 'oft_block_size'"),
-])
+@pytest.mark.parametrize(
+    "peft_type, config, match",
+    [
+        ("LOHA", {"r": 2, "alpha": 0}, "'alpha' must be a positive number"),
+        ("LOKR", {"r": -1, "alpha": 4}, "'r' must be a positive integer"),
+        ("ADALORA", {"init_r": 4, "lora_alpha": 0}, "'lora_alpha'"),
+        ("OFT", {"r": 0}, "no 'oft_block_size'"),
+    ],
+)
 def test_other_types_check_their_config(tmp_path, peft_type, config, match):
     with pytest.raises(LorascopeError, match=match):
         tensors = {"m.x.ia3_l": torch.ones(3, 1)}
@@ -156,10 +181,15 @@ def test_a_tensor_of_another_type_is_a_warning_and_an_adapter_of_none_is_refused
 
 
 def test_ia3_axis_comes_from_feedforward_modules_and_must_fit_the_stored_shape(tmp_path):
-    tensors = {"model.layers.0.mlp.down_proj.ia3_l": torch.ones(1, 8),
-               "model.layers.0.self_attn.q_proj.ia3_l": torch.ones(6, 1)}
-    cfg = {"peft_type": "IA3", "target_modules": ["q_proj", "down_proj"],
-           "feedforward_modules": ["down_proj"]}
+    tensors = {
+        "model.layers.0.mlp.down_proj.ia3_l": torch.ones(1, 8),
+        "model.layers.0.self_attn.q_proj.ia3_l": torch.ones(6, 1),
+    }
+    cfg = {
+        "peft_type": "IA3",
+        "target_modules": ["q_proj", "down_proj"],
+        "feedforward_modules": ["down_proj"],
+    }
     adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
     axes = {m.name: m.params["axis"] for m in adapter.modules}
     assert axes == {"model.layers.0.mlp.down_proj": "in", "model.layers.0.self_attn.q_proj": "out"}
@@ -178,8 +208,12 @@ def test_vera_without_its_projections_is_refused_naming_the_prng_key(tmp_path):
 
 def test_adalora_ranks_must_match_the_allocation_and_a_stored_ranknum_applies(tmp_path):
     a, b, e = torch.randn(2, 5), torch.randn(6, 2), torch.randn(2, 1)
-    tensors = {"model.q.lora_A": a, "model.q.lora_B": b, "model.q.lora_E": e,
-               "model.q.ranknum": torch.tensor([3.0])}
+    tensors = {
+        "model.q.lora_A": a,
+        "model.q.lora_B": b,
+        "model.q.lora_E": e,
+        "model.q.ranknum": torch.tensor([3.0]),
+    }
     cfg = {"peft_type": "ADALORA", "init_r": 4, "lora_alpha": 6}
     adapter = open_checkpoint(peft_folder(tmp_path / "ok", tensors, cfg))
     (m,) = adapter.modules
@@ -193,8 +227,10 @@ def test_adalora_ranks_must_match_the_allocation_and_a_stored_ranknum_applies(tm
 
 
 def test_target_parameters_factors_must_chain_per_expert(tmp_path):
-    tensors = {"model.experts.lora_A.weight": torch.randn(5, 4),
-               "model.experts.lora_B.weight": torch.randn(6, 5)}
+    tensors = {
+        "model.experts.lora_A.weight": torch.randn(5, 4),
+        "model.experts.lora_B.weight": torch.randn(6, 5),
+    }
     cfg = {"r": 2, "target_modules": [], "target_parameters": ["experts.w"]}
     with pytest.raises(LorascopeError, match=r"not \(E·r, in\) and \(out, r·E\) for r=2"):
         open_checkpoint(peft_folder(tmp_path / "ad", tensors, cfg))

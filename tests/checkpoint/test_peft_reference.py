@@ -21,8 +21,14 @@ pytestmark = pytest.mark.hf
 
 def tiny_llama():
     cfg = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg).double()
@@ -53,8 +59,11 @@ def make(tmp_path, model, lora_kwargs):
     merged = pm.merge_and_unload()
     merged_sd = merged.state_dict()
     merged.float().save_pretrained(tmp_path / "merged")
-    deltas = {k.removesuffix(".weight"): (merged_sd[k].double() - base_sd[k].double()).numpy()
-              for k in base_sd if k in merged_sd and not torch.equal(merged_sd[k].double(), base_sd[k].double())}
+    deltas = {
+        k.removesuffix(".weight"): (merged_sd[k].double() - base_sd[k].double()).numpy()
+        for k in base_sd
+        if k in merged_sd and not torch.equal(merged_sd[k].double(), base_sd[k].double())
+    }
     return tmp_path / "base", tmp_path / "adapter", tmp_path / "merged", deltas
 
 
@@ -65,19 +74,27 @@ def check(results, deltas, transpose_names=(), rtol=1e-5):
             dw = dw.T  # GPT-2 Conv1D is stored (in, out); ΔW is reported as (out, in)
         assert name in rows.index, f"{name} missing from {list(rows.index)[:5]}"
         want = ref_sigma(dw)
-        assert_sigma_close(results.spectrum(name), want[: len(results.spectrum(name))], rtol=rtol, atol_rel=1e-6)
+        assert_sigma_close(
+            results.spectrum(name), want[: len(results.spectrum(name))], rtol=rtol, atol_rel=1e-6
+        )
         assert rows.loc[name, "fro_norm"] == pytest.approx(np.linalg.norm(dw), rel=1e-5)
         assert (rows.loc[name, "rows"], rows.loc[name, "cols"]) == dw.shape
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"use_rslora": True},
-    {"rank_pattern": {"layers.1.self_attn.q_proj": 3}, "alpha_pattern": {"v_proj": 40}},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"use_rslora": True},
+        {"rank_pattern": {"layers.1.self_attn.q_proj": 3}, "alpha_pattern": {"v_proj": 40}},
+    ],
+)
 def test_llama_lora_matches_peft_merge(tmp_path, extra):
-    base, adapter, merged, deltas = make(tmp_path, tiny_llama(), {
-        "r": 6, "lora_alpha": 12, "target_modules": ["q_proj", "k_proj", "v_proj", "down_proj"], **extra})
+    base, adapter, merged, deltas = make(
+        tmp_path,
+        tiny_llama(),
+        {"r": 6, "lora_alpha": 12, "target_modules": ["q_proj", "k_proj", "v_proj", "down_proj"], **extra},
+    )
     assert len(deltas) == 8
     alone = lorascope.analyze(adapter)
     check(alone, deltas)
@@ -96,8 +113,11 @@ def test_llama_lora_matches_peft_merge(tmp_path, extra):
 
 
 def test_dora_exact_update_needs_the_base(tmp_path):
-    base, adapter, merged, deltas = make(tmp_path, tiny_llama(), {
-        "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True})
+    base, adapter, merged, deltas = make(
+        tmp_path,
+        tiny_llama(),
+        {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True},
+    )
     exact = lorascope.analyze(base, adapter)
     assert set(exact.modules["family"]) == {"dora"} and set(exact.modules["method"]) == {"exact"}
     check(exact, deltas)
@@ -107,8 +127,11 @@ def test_dora_exact_update_needs_the_base(tmp_path):
 
 
 def test_gpt2_conv1d_fan_in_fan_out(tmp_path):
-    base, adapter, merged, deltas = make(tmp_path, tiny_gpt2(), {
-        "r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"], "fan_in_fan_out": True})
+    base, adapter, merged, deltas = make(
+        tmp_path,
+        tiny_gpt2(),
+        {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"], "fan_in_fan_out": True},
+    )
     conv1d = ("c_attn", "c_proj")
     check(lorascope.analyze(adapter), deltas, transpose_names=conv1d)
     on_base = lorascope.analyze(base, adapter)
@@ -118,8 +141,9 @@ def test_gpt2_conv1d_fan_in_fan_out(tmp_path):
 
 
 def test_embedding_lora(tmp_path):
-    base, adapter, merged, deltas = make(tmp_path, tiny_llama(), {
-        "r": 5, "lora_alpha": 5, "target_modules": ["embed_tokens", "o_proj"]})
+    base, adapter, merged, deltas = make(
+        tmp_path, tiny_llama(), {"r": 5, "lora_alpha": 5, "target_modules": ["embed_tokens", "o_proj"]}
+    )
     assert "model.embed_tokens" in deltas
     check(lorascope.analyze(adapter), deltas)
     check(lorascope.analyze(base, adapter), deltas)
@@ -128,8 +152,17 @@ def test_embedding_lora(tmp_path):
 def test_gpt2_dora_on_square_conv1d_layers_uses_the_declared_orientation(tmp_path):
     """attn.c_proj is square (24×24): its base weight must be transposed because the formats declare Conv1D,
     not because the shapes happen to fit. DoRA's update depends on W0's orientation, so a wrong one shows."""
-    base, adapter, merged, deltas = make(tmp_path, tiny_gpt2(), {
-        "r": 4, "lora_alpha": 8, "target_modules": ["c_attn", "c_proj"], "fan_in_fan_out": True, "use_dora": True})
+    base, adapter, merged, deltas = make(
+        tmp_path,
+        tiny_gpt2(),
+        {
+            "r": 4,
+            "lora_alpha": 8,
+            "target_modules": ["c_attn", "c_proj"],
+            "fan_in_fan_out": True,
+            "use_dora": True,
+        },
+    )
     on_base = lorascope.analyze(base, adapter)
     assert set(on_base.modules["family"]) == {"dora"}
     assert {"attn.c_proj", "mlp.c_proj"} <= set(on_base.modules["module"])
@@ -138,8 +171,9 @@ def test_gpt2_dora_on_square_conv1d_layers_uses_the_declared_orientation(tmp_pat
 
 def test_gpt2_amplification_on_a_square_layer_uses_w_as_out_by_in(tmp_path):
     """Table 7's ‖UᵀWV‖_F with W (out, in): on the square attn.c_proj a base used untransposed gives another value."""
-    base, adapter, merged, deltas = make(tmp_path, tiny_gpt2(), {
-        "r": 4, "lora_alpha": 8, "target_modules": ["c_proj"], "fan_in_fan_out": True})
+    base, adapter, merged, deltas = make(
+        tmp_path, tiny_gpt2(), {"r": 4, "lora_alpha": 8, "target_modules": ["c_proj"], "fan_in_fan_out": True}
+    )
     from lorascope.compare.run import compare
 
     res = compare(adapter, merged, base, intruders=False)

@@ -66,9 +66,7 @@ def check_merged(case, tmp_path):
         w0 = d.base.load(torch.float64).numpy()
         dw = np.asarray(torch.as_tensor(load_form(d, "float64").to_dense()).double())
         want = (
-            TensorRef(merged, d.base.key, d.base.view, d.base.rows, d.base.index)
-            .load(torch.float64)
-            .numpy()
+            TensorRef(merged, d.base.key, d.base.view, d.base.rows, d.base.index).load(torch.float64).numpy()
         )
         np.testing.assert_allclose(w0 + dw, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=d.name)
         paired += 1

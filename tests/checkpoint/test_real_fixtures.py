@@ -18,11 +18,21 @@ from lorascope.checkpoint import open_checkpoint
 from lorascope.cli import main
 
 # The fixtures MANIFEST.md lists; a test for each, skipping with the reason where the folder is absent.
-PEFT = ["Tashu014+lora-imdb-distilbert", "TheSotti+Lightweight-Fine-Tuning-to-FM",
-        "abrhaleyarefaine1997+gpt2-tigrinya-lora", "anirudh-ak+peft-gpt2",
-        "dayanidhi04+emotion-classification-distilbert-lora", "sidkris+Parameter-Efficient-Fine-Tuning-with-LoRA"]
-FILES = ["catundchat_pytorch_lora_weights.safetensors", "cloneofsimo_analog_svd_rank4.safetensors",
-         "leighwoods_lora.safetensors", "timohavdk_new.safetensors", "timohavdk_pytorch_lora_weights.safetensors"]
+PEFT = [
+    "Tashu014+lora-imdb-distilbert",
+    "TheSotti+Lightweight-Fine-Tuning-to-FM",
+    "abrhaleyarefaine1997+gpt2-tigrinya-lora",
+    "anirudh-ak+peft-gpt2",
+    "dayanidhi04+emotion-classification-distilbert-lora",
+    "sidkris+Parameter-Efficient-Fine-Tuning-with-LoRA",
+]
+FILES = [
+    "catundchat_pytorch_lora_weights.safetensors",
+    "cloneofsimo_analog_svd_rank4.safetensors",
+    "leighwoods_lora.safetensors",
+    "timohavdk_new.safetensors",
+    "timohavdk_pytorch_lora_weights.safetensors",
+]
 NEGATIVE = ["huggingface+peft_mt0-large_IA3", "JamesQFreeman_LoRA-ViT_lora.safetensors"]
 
 
@@ -75,7 +85,9 @@ def check_adapter(path, weight_file, expected_scale):
 def test_real_peft_adapter(real_fixtures, name):
     folder = real_fixtures / "peft" / name
     cfg = json.loads((folder / "adapter_config.json").read_text())
-    weights = next(folder / f for f in ("adapter_model.safetensors", "adapter_model.bin") if (folder / f).exists())
+    weights = next(
+        folder / f for f in ("adapter_model.safetensors", "adapter_model.bin") if (folder / f).exists()
+    )
     res = check_adapter(folder, weights, lambda m: cfg["lora_alpha"] / cfg["r"])
     assert res.summary["inputs"][0]["format"] == "peft"
 
@@ -106,8 +118,22 @@ def test_unrelated_pickled_state_dicts_fail_listing_every_mismatch(real_fixtures
     base = real_fixtures / "negative" / "persimmon_vanilla_model.pt"
     tuned = real_fixtures / "negative" / "persimmon_finetuned_model.pt"
     before = (base.stat().st_mtime_ns, tuned.stat().st_mtime_ns)
-    proc = subprocess.run([sys.executable, "-m", "lorascope.cli", "spectrum", str(base), str(tuned), "-q",
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lorascope.cli",
+            "spectrum",
+            str(base),
+            str(tuned),
+            "-q",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     for key in ("layer1.0.weight", "layer2.0.weight", "fc1.weight", "fc2.weight"):

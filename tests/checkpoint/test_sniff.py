@@ -13,7 +13,9 @@ def test_a_header_length_whose_low_byte_is_0x80_is_safetensors_not_a_pickle(tmp_
     data = np.arange(6, dtype=np.float32)
     header = {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, data.nbytes]}}
     text = json.dumps(header).encode()
-    text += b" " * (0x180 - len(text))  # 384 header bytes: the length's first byte is 0x80, pickle's PROTO opcode
+    text += b" " * (
+        0x180 - len(text)
+    )  # 384 header bytes: the length's first byte is 0x80, pickle's PROTO opcode
     path = tmp_path / "w.safetensors"
     path.write_bytes(struct.pack("<Q", len(text)) + text + data.tobytes())
     assert path.read_bytes()[0] == 0x80

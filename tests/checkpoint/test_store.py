@@ -13,8 +13,11 @@ from lorascope.errors import LorascopeError
 
 
 def test_safetensors_header_only_infos(tmp_path):
-    p = save_st(tmp_path / "w.bin", {"a.weight": torch.zeros(3, 4, dtype=torch.bfloat16),
-                                     "b": torch.zeros(5, dtype=torch.float16)}, {"k": "v"})
+    p = save_st(
+        tmp_path / "w.bin",
+        {"a.weight": torch.zeros(3, 4, dtype=torch.bfloat16), "b": torch.zeros(5, dtype=torch.float16)},
+        {"k": "v"},
+    )
     assert sniff(p) == "safetensors"  # recognized from content, not the .bin extension
     store = open_store(p)
     assert store.info("a.weight").shape == (3, 4) and store.info("a.weight").dtype == "bfloat16"
@@ -38,8 +41,13 @@ def test_low_precision_dtypes_are_upcast(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16])
 def test_numpy_widening_matches_torch_for_every_bit_pattern(tmp_path, dtype):
-    bits = torch.arange(256, dtype=torch.uint8) if dtype.itemsize == 1 else torch.randint(
-        0, 2**16, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.int32).to(torch.uint16)
+    bits = (
+        torch.arange(256, dtype=torch.uint8)
+        if dtype.itemsize == 1
+        else torch.randint(
+            0, 2**16, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.int32
+        ).to(torch.uint16)
+    )
     x = bits.view(dtype)
     p = save_st(tmp_path / "all.safetensors", {"x": x})
     got = open_store(p).get_numpy("x")
@@ -51,8 +59,16 @@ def test_numpy_widening_matches_torch_for_every_bit_pattern(tmp_path, dtype):
 def test_sharded_safetensors_folder_via_index(tmp_path):
     save_st(tmp_path / "model-00001-of-00002.safetensors", {"a.weight": torch.ones(2, 2)})
     save_st(tmp_path / "model-00002-of-00002.safetensors", {"b.weight": torch.ones(3, 2)})
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a.weight": "model-00001-of-00002.safetensors",
+                    "b.weight": "model-00002-of-00002.safetensors",
+                }
+            }
+        )
+    )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     ckpt = open_checkpoint(tmp_path)
     assert ckpt.format == "hf" and sorted(ckpt.store.keys()) == ["a.weight", "b.weight"]
@@ -61,7 +77,9 @@ def test_sharded_safetensors_folder_via_index(tmp_path):
 
 
 def test_index_naming_a_missing_shard_fails_clearly(tmp_path):
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "gone.safetensors"}})
+    )
     with pytest.raises(LorascopeError, match="gone.safetensors"):
         open_store(tmp_path)
 
@@ -69,8 +87,9 @@ def test_index_naming_a_missing_shard_fails_clearly(tmp_path):
 def test_sharded_torch_bin_and_state_dict_wrapper(tmp_path):
     torch.save({"state_dict": {"a.weight": torch.ones(2, 2)}, "epoch": 3}, tmp_path / "pytorch_model-1.bin")
     torch.save({"b.weight": torch.ones(2, 2)}, tmp_path / "pytorch_model-2.bin")
-    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
-        "a.weight": "pytorch_model-1.bin", "b.weight": "pytorch_model-2.bin"}}))
+    (tmp_path / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"weight_map": {"a.weight": "pytorch_model-1.bin", "b.weight": "pytorch_model-2.bin"}})
+    )
     store = open_store(tmp_path)
     assert sorted(store.keys()) == ["a.weight", "b.weight"] and store.format == "torch-sharded"
 

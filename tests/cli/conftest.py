@@ -25,8 +25,11 @@ def _run(folder: Path, base: Path, name: str, rank: int, seed: int) -> Path:
     for n in MODULES:
         factors[f"{n}.lora_A.weight"] = torch.randn(rank, HIDDEN, generator=g)
         factors[f"{n}.lora_B.weight"] = torch.randn(HIDDEN, rank, generator=g)
-    peft_folder(folder / name / "adapter", factors,
-                {"r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]})
+    peft_folder(
+        folder / name / "adapter",
+        factors,
+        {"r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]},
+    )
     (folder / name / "tuned").mkdir()
     metrics = metrics_of("lora", rank, "q_proj+v_proj", 0) | {"run": name, "base": str(base)}
     (folder / name / "metrics.json").write_text(json.dumps(metrics))
@@ -47,14 +50,33 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     base = tmp / "base"
     weights = {f"{n}.weight": torch.randn(HIDDEN, HIDDEN, generator=g) for n in MODULES}
     save_st(base / "model.safetensors", weights)
-    (base / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
-        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-        "intermediate_size": 2 * HIDDEN, "vocab_size": 32}))
+    (base / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": HIDDEN,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "intermediate_size": 2 * HIDDEN,
+                "vocab_size": 32,
+            }
+        )
+    )
     sweep = tmp / "sweep"
     runs = [_run(sweep, base, f"lora-r{r}-q_proj-v_proj", r, seed=r) for r in (2, R)]
-    rows = [{"run": p.name, "method": "lora", "rank": r, "targets": "q_proj+v_proj", "folder": p.name,
-             "trainable_parameters": 4 * r * 2 * HIDDEN} for p, r in zip(runs, (2, R))]
+    rows = [
+        {
+            "run": p.name,
+            "method": "lora",
+            "rank": r,
+            "targets": "q_proj+v_proj",
+            "folder": p.name,
+            "trainable_parameters": 4 * r * 2 * HIDDEN,
+        }
+        for p, r in zip(runs, (2, R))
+    ]
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(sweep / "index.csv", index=False)
@@ -71,5 +93,14 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     audit = tmp / "audit"
     audit.mkdir()
     (audit / "audit.csv").write_text("name,verdict\n")
-    return {"base": base, "run": runs[1], "run2": runs[0], "train-sweep": sweep, "results": results,
-            "compare": compared, "demo": demo, "params": params, "audit": audit}
+    return {
+        "base": base,
+        "run": runs[1],
+        "run2": runs[0],
+        "train-sweep": sweep,
+        "results": results,
+        "compare": compared,
+        "demo": demo,
+        "params": params,
+        "audit": audit,
+    }

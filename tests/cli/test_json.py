@@ -19,8 +19,11 @@ from click.testing import CliRunner
 
 from lorascope.cli import COMMANDS, main
 
-CHECKED_ELSEWHERE = {"train": "tests/train/test_cli.py", "train-sweep": "tests/train/test_cli.py",
-                     "demo": "tests/train/test_demo.py"}
+CHECKED_ELSEWHERE = {
+    "train": "tests/train/test_cli.py",
+    "train-sweep": "tests/train/test_cli.py",
+    "demo": "tests/train/test_demo.py",
+}
 CHECKED_HERE = {"spectrum", "sweep", "select", "report", "compare", "intruders", "params", "audit"}
 
 
@@ -60,8 +63,17 @@ def test_sweep_and_select(folders, tmp_path):
     assert doc["ranks"] == [1, 2, 4] and doc["modules"] == 4 and doc["functional"] is None
     uniform = pd.read_csv(tmp_path / "sw" / "sweep_uniform.csv")
     assert [row["k"] for row in doc["uniform"]] == uniform["k"].tolist()
-    res = run("select", tmp_path / "sw", "--energy", "0.9", "--export", tmp_path / "small", "--out",
-              tmp_path / "sel", "--json")
+    res = run(
+        "select",
+        tmp_path / "sw",
+        "--energy",
+        "0.9",
+        "--export",
+        tmp_path / "small",
+        "--out",
+        tmp_path / "sel",
+        "--json",
+    )
     doc = document(res.stdout, "select")
     assert doc["written"]["adapter"] == str(tmp_path / "small") and doc["export"]["modules"] == 4
     selection = pd.read_csv(tmp_path / "sel" / "selection.csv").set_index("name")
@@ -70,14 +82,29 @@ def test_sweep_and_select(folders, tmp_path):
 
 
 def test_report_of_each_kind(folders, tmp_path):
-    for kind, sections in [("results", "headline"), ("compare", None), ("train-sweep", "answer"),
-                           ("run", "history"), ("demo", "answer")]:
+    for kind, sections in [
+        ("results", "headline"),
+        ("compare", None),
+        ("train-sweep", "answer"),
+        ("run", "history"),
+        ("demo", "answer"),
+    ]:
         res = run("report", folders[kind], "--out", tmp_path / f"{kind}.html", "--json")
         doc = document(res.stdout, "report")
         assert doc["written"]["report"] == str(tmp_path / f"{kind}.html")
         assert sections is None or sections in doc["sections"], (kind, doc["sections"])
-    res = run("report", folders["results"], folders["demo"] / "spectra" / folders["run"].name, "--label", "a",
-              "--label", "b", "--out", tmp_path / "two.html", "--json")
+    res = run(
+        "report",
+        folders["results"],
+        folders["demo"] / "spectra" / folders["run"].name,
+        "--label",
+        "a",
+        "--label",
+        "b",
+        "--out",
+        tmp_path / "two.html",
+        "--json",
+    )
     doc = document(res.stdout, "report")
     assert doc["sections"][0] == "answer" and "runs" in doc["sections"]  # both analyzed a run's adapter
     assert "functional" not in doc["sections"]  # neither folder holds a functional sweep
@@ -99,10 +126,22 @@ def test_params_and_audit(folders, tmp_path):
     res = run("params", folders["run"], "--json")
     doc = document(res.stdout, "params")
     assert doc["written"] == {} and doc["counts"]["actual"] == 4 * 4 * (24 + 24)  # 4 modules, r = 4, 24 × 24
-    (tmp_path / "claims.yaml").write_text(yaml.safe_dump({"shapes": "rules", "claims": [
-        {"name": "q and v", "model": str(folders["base"] / "config.json"), "rank": 4,
-         "targets": "q_proj,v_proj",
-         "claimed": "1"}]}))
+    (tmp_path / "claims.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "shapes": "rules",
+                "claims": [
+                    {
+                        "name": "q and v",
+                        "model": str(folders["base"] / "config.json"),
+                        "rank": 4,
+                        "targets": "q_proj,v_proj",
+                        "claimed": "1",
+                    }
+                ],
+            }
+        )
+    )
     res = run("audit", tmp_path / "claims.yaml", "--out", tmp_path / "a", "--json")
     assert res.exit_code == 0, res.output  # a wrong claim is a finding, not an error
     doc = document(res.stdout, "audit")
@@ -111,12 +150,15 @@ def test_params_and_audit(folders, tmp_path):
     assert [c["name"] for c in doc["claims"]] == ["q and v"] and sum(doc["verdicts"].values()) == 1
 
 
-@pytest.mark.parametrize("args, exit_code, words", [
-    (["spectrum", "does-not-exist"], 2, "does-not-exist"),
-    (["sweep", "--ranks", "x"], 2, ""),
-    (["report", "PARAMS"], 2, "parameter-count folder"),
-    (["select", "DEMO", "--energy", "0.9"], 2, "give one run folder"),
-])
+@pytest.mark.parametrize(
+    "args, exit_code, words",
+    [
+        (["spectrum", "does-not-exist"], 2, "does-not-exist"),
+        (["sweep", "--ranks", "x"], 2, ""),
+        (["report", "PARAMS"], 2, "parameter-count folder"),
+        (["select", "DEMO", "--energy", "0.9"], 2, "give one run folder"),
+    ],
+)
 def test_failures_are_documents_too(folders, args, exit_code, words):
     named = {"PARAMS": str(folders["params"]), "DEMO": str(folders["demo"])}
     args = [named.get(a, a) for a in args]

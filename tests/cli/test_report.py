@@ -20,7 +20,9 @@ def test_rerender_one_folder_in_place_and_to_a_file(tmp_path):
     assert (folder / "figures" / "spectra.png").is_file()
     res = run("report", folder, "--out", tmp_path / "elsewhere.html")
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "elsewhere.html").is_file() and (tmp_path / "elsewhere-figures" / "energy.png").is_file()
+    assert (tmp_path / "elsewhere.html").is_file() and (
+        tmp_path / "elsewhere-figures" / "energy.png"
+    ).is_file()
 
 
 def test_compare_two_folders_with_labels(tmp_path, monkeypatch):
@@ -37,8 +39,12 @@ def test_compare_two_folders_with_labels(tmp_path, monkeypatch):
 def test_bad_input_exits_2_without_traceback(tmp_path):
     (tmp_path / "notes.txt").write_text("not results")
     folder = synthetic_results(2, kind="adapter", r=4, hidden=16).save(tmp_path / "run")
-    for args in ([tmp_path], [tmp_path / "missing"], [tmp_path, tmp_path, "--label", "only-one"],
-                 [folder, folder, "--label", "a", "--label", "a"]):
+    for args in (
+        [tmp_path],
+        [tmp_path / "missing"],
+        [tmp_path, tmp_path, "--label", "only-one"],
+        [folder, folder, "--label", "a", "--label", "a"],
+    ):
         res = run("report", *args)
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output and "error:" in res.output
@@ -64,7 +70,9 @@ def test_figures_never_overwrite_pngs_of_a_folder_lorascope_did_not_write(tmp_pa
     (slides / "figures").mkdir(parents=True)
     (slides / "figures" / "spectra.png").write_bytes(b"my own figure")
     res = run("report", folder, "--out", slides)
-    assert res.exit_code == 2 and "which lorascope did not write" in res.output and "Traceback" not in res.output
+    assert (
+        res.exit_code == 2 and "which lorascope did not write" in res.output and "Traceback" not in res.output
+    )
     assert (slides / "figures" / "spectra.png").read_bytes() == b"my own figure"
     assert not (slides / "report.html").exists()
     # the same folder once lorascope's page is in it (it wrote the figures beside it) is re-rendered in place
@@ -88,11 +96,17 @@ def test_damaged_results_folders_are_clean_errors(tmp_path):
         (bad / name).write_text(content)
         for cmd in ("report", "sweep"):
             res = run(cmd, bad, "--out", tmp_path / f"{cmd}{i}")
-            assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (name, res.output)
+            assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (
+                name,
+                res.output,
+            )
     bad = shutil.copytree(good, tmp_path / "renamed")
     (bad / "modules.csv").write_text((good / "modules.csv").read_text().replace(first, "model.other"))
     res = run("report", bad)
-    assert res.exit_code == 2 and "have no spectrum in singular_values.safetensors (e.g. model.other" in res.output
+    assert (
+        res.exit_code == 2
+        and "have no spectrum in singular_values.safetensors (e.g. model.other" in res.output
+    )
 
 
 def test_an_unexpected_failure_is_one_paragraph_and_exit_code_1(tmp_path, monkeypatch):
@@ -105,7 +119,11 @@ def test_an_unexpected_failure_is_one_paragraph_and_exit_code_1(tmp_path, monkey
 
     monkeypatch.setattr(lorascope.report, "render_report", broken)
     res = run("report", folder)
-    assert res.exit_code == 1 and "unexpected RuntimeError: boom" in res.output and "LORASCOPE_DEBUG=1" in res.output
+    assert (
+        res.exit_code == 1
+        and "unexpected RuntimeError: boom" in res.output
+        and "LORASCOPE_DEBUG=1" in res.output
+    )
     assert "Traceback" not in res.output
     monkeypatch.setenv("LORASCOPE_DEBUG", "1")
     res = run("report", folder)

@@ -29,7 +29,12 @@ def test_adapter_to_default_folder_with_summary(tmp_path, monkeypatch):
     res = run("spectrum", ad, "--no-report")
     assert res.exit_code == 0, res.output
     out = tmp_path / "reports" / "spectrum-my-adapter"
-    assert {p.name for p in out.iterdir()} >= {"modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv"}
+    assert {p.name for p in out.iterdir()} >= {
+        "modules.csv",
+        "singular_values.safetensors",
+        "summary.json",
+        "vectors.csv",
+    }
     assert "results written to reports/spectrum-my-adapter" in res.output
     assert "Median per module type" in res.output and "self_attn.q_proj" in res.output
     assert "largest updates" in res.output
@@ -96,7 +101,10 @@ def test_help_lists_commands():
 
 def test_nan_or_inf_in_any_matrix_is_a_clean_error_naming_file_and_tensor(tmp_path):
     key = "model.layers.1.self_attn.v_proj.weight"
-    base = {key: torch.randn(8, 8, generator=g), "model.layers.1.self_attn.q_proj.weight": torch.randn(8, 8, generator=g)}
+    base = {
+        key: torch.randn(8, 8, generator=g),
+        "model.layers.1.self_attn.q_proj.weight": torch.randn(8, 8, generator=g),
+    }
     save_st(tmp_path / "base.safetensors", base)
     for i, bad in enumerate((float("nan"), float("inf"), float("-inf"))):
         tuned = {k: v + 0.1 for k, v in base.items()}
@@ -104,7 +112,9 @@ def test_nan_or_inf_in_any_matrix_is_a_clean_error_naming_file_and_tensor(tmp_pa
         tuned[key][i, 2] = bad
         tuned_file = save_st(tmp_path / f"tuned{i}.safetensors", tuned)
         for cmd in ("spectrum", "intruders"):
-            res = run(cmd, tmp_path / "base.safetensors", tuned_file, "--out", tmp_path / f"{cmd}{i}", "--no-report")
+            res = run(
+                cmd, tmp_path / "base.safetensors", tuned_file, "--out", tmp_path / f"{cmd}{i}", "--no-report"
+            )
             assert res.exit_code == 2 and "Traceback" not in res.output, res.output
             assert f"{tuned_file}: tensor {key} holds 1 NaN or Inf value(s) of 64" in res.output
             assert not (tmp_path / f"{cmd}{i}").exists()
@@ -114,23 +124,35 @@ def test_nan_or_inf_in_any_matrix_is_a_clean_error_naming_file_and_tensor(tmp_pa
     tensors = load_file(str(ad / "adapter_model.safetensors"))
     lora_b = next(k for k in tensors if k.endswith("layers.2.self_attn.q_proj.lora_B.weight"))
     tensors[lora_b][0, 0] = float("nan")
-    bad = peft_folder(tmp_path / "nan-adapter", {k.removeprefix("base_model.model."): v for k, v in tensors.items()},
-                      {"r": 4, "lora_alpha": 8})
+    bad = peft_folder(
+        tmp_path / "nan-adapter",
+        {k.removeprefix("base_model.model."): v for k, v in tensors.items()},
+        {"r": 4, "lora_alpha": 8},
+    )
     res = run("spectrum", bad, "--out", tmp_path / "o", "--no-report")
     assert res.exit_code == 2 and f"tensor {lora_b} holds 1 NaN" in res.output
 
 
 def test_a_forced_format_the_input_does_not_have_is_a_clean_error(tmp_path):
-    plain = save_st(tmp_path / "plain.safetensors", {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 4, generator=g)})
+    plain = save_st(
+        tmp_path / "plain.safetensors", {"model.layers.0.mlp.up_proj.weight": torch.randn(8, 4, generator=g)}
+    )
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "config.json").write_text("{}")
-    cases = [("peft", plain, "was given as peft but is not a PEFT adapter folder"),
-             ("peft", tmp_path / "folder", "was given as peft but is not a PEFT adapter folder")]
-    cases += [(fmt, plain, f"was given as {fmt} but holds no {fmt} LoRA factors")
-              for fmt in ("kohya", "diffusers", "cloneofsimo")]
+    cases = [
+        ("peft", plain, "was given as peft but is not a PEFT adapter folder"),
+        ("peft", tmp_path / "folder", "was given as peft but is not a PEFT adapter folder"),
+    ]
+    cases += [
+        (fmt, plain, f"was given as {fmt} but holds no {fmt} LoRA factors")
+        for fmt in ("kohya", "diffusers", "cloneofsimo")
+    ]
     for fmt, path, message in cases:
         res = run("spectrum", "--format", fmt, path, "--out", tmp_path / "o", "--no-report")
-        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (fmt, res.output)
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (
+            fmt,
+            res.output,
+        )
         assert not (tmp_path / "o").exists()
 
 

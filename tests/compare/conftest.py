@@ -23,14 +23,19 @@ def key(layer: int, module: str) -> str:
 class Tiny:
     root: Path
     base: np.ndarray | None = None
-    weights: dict[str, np.ndarray] = field(default_factory=dict)  # name -> W (m, n), float32 values in float64
+    weights: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # name -> W (m, n), float32 values in float64
     deltas: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # input label -> name -> dense ΔW
 
     def base_file(self) -> Path:
-        return save_st(self.root / "base" / "model.safetensors", {f"{k}.weight": t(w) for k, w in self.weights.items()})
+        return save_st(
+            self.root / "base" / "model.safetensors", {f"{k}.weight": t(w) for k, w in self.weights.items()}
+        )
 
-    def adapter(self, label: str, r: int, seed: int, alpha: float | None = None, prefix: str = "",
-                only: str = "") -> Path:
+    def adapter(
+        self, label: str, r: int, seed: int, alpha: float | None = None, prefix: str = "", only: str = ""
+    ) -> Path:
         """A PEFT adapter of rank r on every module (whose name contains ``only``); ΔW recorded as s·B@A."""
         rng = np.random.default_rng(seed)
         alpha = alpha if alpha is not None else 2 * r
@@ -47,7 +52,9 @@ class Tiny:
             deltas[name] = (alpha / r) * b.astype(np.float64) @ a.astype(np.float64)
         self.deltas[label] = deltas
         targets = sorted({n.split(".")[-1] for n in self.weights})
-        return peft_folder(self.root / label, tensors, {"r": r, "lora_alpha": alpha, "target_modules": targets})
+        return peft_folder(
+            self.root / label, tensors, {"r": r, "lora_alpha": alpha, "target_modules": targets}
+        )
 
     def full(self, label: str, seed: int, updates: dict[str, np.ndarray] | None = None) -> Path:
         """A fully fine-tuned checkpoint: W + ΔW with ΔW dense noise (or given), stored as float32."""

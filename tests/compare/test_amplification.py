@@ -43,11 +43,15 @@ def test_rank_one_update_on_ws_own_pair_amplifies_by_c_over_sigma_j(weight, j):
 def test_ws_own_top_r_directions_give_sqrt_sum_sigma_squared(weight, r):
     w, u, s, v = weight
     want = np.sqrt(np.sum(s[:r] ** 2))
-    assert projection_norm(torch.tensor(w), torch.tensor(u[:, :r]), torch.tensor(v[:, :r])) == pytest.approx(want, rel=1e-10)
+    assert projection_norm(torch.tensor(w), torch.tensor(u[:, :r]), torch.tensor(v[:, :r])) == pytest.approx(
+        want, rel=1e-10
+    )
     assert own_top_norm(s, r) == pytest.approx(want, rel=1e-12)
     # an update built on W's top-r pairs (any positive weights, factors mixed) projects W onto exactly those
     mix = np.random.default_rng(r).standard_normal((r, r)) + 3 * np.eye(r)
-    delta = LowRank(torch.tensor(u[:, :r] * np.linspace(2, 1, r) @ mix), torch.tensor(np.linalg.solve(mix, v[:, :r].T)))
+    delta = LowRank(
+        torch.tensor(u[:, :r] * np.linspace(2, 1, r) @ mix), torch.tensor(np.linalg.solve(mix, v[:, :r].T))
+    )
     svd = update_svd(delta)
     assert projection_norm(torch.tensor(w), svd.u, svd.v) == pytest.approx(want, rel=1e-8)
 
@@ -66,8 +70,12 @@ def test_random_expectation_reproduces_hu_table7_scaled():
     wt = torch.tensor(w)
     for r, hu in ((4, 0.020), (64, 0.32)):
         rng = np.random.default_rng(r)
-        draws = np.array([projection_norm(wt, random_orthonormal(d, r, rng), random_orthonormal(d, r, rng))
-                          for _ in range(200)])
+        draws = np.array(
+            [
+                projection_norm(wt, random_orthonormal(d, r, rng), random_orthonormal(d, r, rng))
+                for _ in range(200)
+            ]
+        )
         rms = np.sqrt(np.mean(draws**2))
         assert rms == pytest.approx(random_expected(np.linalg.norm(w), r, (d, d)), rel=0.05)
         assert rms == pytest.approx(hu, rel=0.06)
@@ -105,7 +113,9 @@ def test_pair_amplification_rank_and_dense_partner(weight):
     rng = np.random.default_rng(5)
     x = LowRank(torch.tensor(rng.standard_normal((80, 4))), torch.tensor(rng.standard_normal((4, 60))), 0.1)
     dy = 0.01 * rng.standard_normal((80, 60))
-    res = compare_pair(x, Dense(torch.tensor(dy)), torch.tensor(w), PairOptions(intruders=None), ("lora", "full"))
+    res = compare_pair(
+        x, Dense(torch.tensor(dy)), torch.tensor(w), PairOptions(intruders=None), ("lora", "full")
+    )
     lora, full = res.amplification
     assert lora["update"] == "lora" and lora["rank"] == 4 and full["rank"] == 4
     uy, sy, vyt = np.linalg.svd(dy)

@@ -22,8 +22,12 @@ def test_compare_two_adapters_to_default_folder(tiny, monkeypatch):
     assert "results written to reports/compare-r4-vs-r8" in res.output
     assert "6 modules compared" in res.output
     files = {p.name for p in out.iterdir()}
-    assert files == {"compare_modules.csv", "subspace_similarity.csv", "compare_summary.json",
-                     ".lorascope-manifest.json"}
+    assert files == {
+        "compare_modules.csv",
+        "subspace_similarity.csv",
+        "compare_summary.json",
+        ".lorascope-manifest.json",
+    }
     assert len(pd.read_csv(out / "compare_modules.csv")) == 6
 
 
@@ -32,15 +36,43 @@ def test_compare_with_base_writes_every_table_and_a_report(tiny):
     lora = tiny.adapter("lora", 4, seed=3)
     full = tiny.full("full", seed=4)
     out = tiny.root / "res"
-    res = run("compare", lora, full, "--base", base, "--out", out, "-q", "--intruder-k", 4, "--epsilon", 0.4,
-              "--labels", "LoRA", "FFT")
+    res = run(
+        "compare",
+        lora,
+        full,
+        "--base",
+        base,
+        "--out",
+        out,
+        "-q",
+        "--intruder-k",
+        4,
+        "--epsilon",
+        0.4,
+        "--labels",
+        "LoRA",
+        "FFT",
+    )
     assert res.exit_code == 0, res.output
     assert "modules compared" not in res.output and f"results written to {out}" in res.output
     files = {p.name for p in out.iterdir()}
-    assert files >= {"compare_modules.csv", "subspace_similarity.csv", "amplification.csv", "intruders.csv",
-                     "intruder_modules.csv", "intruder_sweep.csv", "compare_summary.json", "report.html", "figures"}
+    assert files >= {
+        "compare_modules.csv",
+        "subspace_similarity.csv",
+        "amplification.csv",
+        "intruders.csv",
+        "intruder_modules.csv",
+        "intruder_sweep.csv",
+        "compare_summary.json",
+        "report.html",
+        "figures",
+    }
     assert {p.name for p in (out / "figures").iterdir()} == {
-        "compare_phi.png", "compare_overlap.png", "compare_amplification.png", "compare_intruders.png"}
+        "compare_phi.png",
+        "compare_overlap.png",
+        "compare_amplification.png",
+        "compare_intruders.png",
+    }
     summary = json.loads((out / "compare_summary.json").read_text())
     assert summary["labels"] == ["LoRA", "FFT"] and summary["options"]["intruders"]["epsilon"] == 0.4
     assert set(pd.read_csv(out / "intruders.csv")["j"]) == {1, 2, 3, 4}
@@ -121,9 +153,12 @@ def test_a_folder_with_only_a_summary_json_is_not_taken_for_results(tiny):
         (mine / name).write_text(f"my {name}")
     for args in (("compare", a, b), ("intruders", tiny.base_file(), a), ("spectrum", a)):
         res = run(*args, "--out", mine, "-q")
-        assert res.exit_code == 2 and "refusing to write into it" in res.output and "Traceback" not in res.output
+        assert (
+            res.exit_code == 2 and "refusing to write into it" in res.output and "Traceback" not in res.output
+        )
     assert {p.name: p.read_text() for p in mine.iterdir()} == {
-        n: f"my {n}" for n in ("summary.json", "intruders.csv", "amplification.csv")}
+        n: f"my {n}" for n in ("summary.json", "intruders.csv", "amplification.csv")
+    }
 
 
 def test_the_same_label_twice_is_refused(tiny):

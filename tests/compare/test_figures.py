@@ -15,7 +15,12 @@ def test_figures_and_blocks_from_saved_tables(tiny, tmp_path):
     back = load_compare(res.save(tmp_path / "out"))
     blocks = cf.compare_blocks(back)
     figures = [b for b in blocks if isinstance(b, FigureBlock)]
-    assert [f.key for f in figures] == ["compare_phi", "compare_overlap", "compare_amplification", "compare_intruders"]
+    assert [f.key for f in figures] == [
+        "compare_phi",
+        "compare_overlap",
+        "compare_amplification",
+        "compare_intruders",
+    ]
     for f in figures:
         fig = f.draw()
         assert isinstance(fig, Figure) and fig.axes
@@ -24,16 +29,25 @@ def test_figures_and_blocks_from_saved_tables(tiny, tmp_path):
     tables = [b.data for b in blocks if isinstance(b, TableBlock)]
     t7 = next(t for t in tables if "amplification" in t.columns and "‖UᵀWV‖ random" in t.columns)
     assert set(t7["update"]) == {"r4", "r8"} and len(t7) == 6
-    med = back.amplification.query("update == 'r4' and module == 'self_attn.q_proj'")["amplification"].median()
+    med = back.amplification.query("update == 'r4' and module == 'self_attn.q_proj'")[
+        "amplification"
+    ].median()
     assert t7.query("update == 'r4' and `module type` == 'self_attn.q_proj'")["amplification"].item() == med
 
 
 def test_mean_phi_grid_averages_layers():
-    sim = pd.DataFrame({
-        "name": ["model.layers.0.q", "model.layers.0.q", "model.layers.1.q", "model.layers.1.q"],
-        "layer": [0, 0, 1, 1], "module": ["q"] * 4, "side": ["left"] * 4,
-        "i": [1, 1, 1, 1], "j": [1, 2, 1, 2], "phi": [0.2, 0.4, 0.6, 1.0], "random": [0.1] * 4,
-    })
+    sim = pd.DataFrame(
+        {
+            "name": ["model.layers.0.q", "model.layers.0.q", "model.layers.1.q", "model.layers.1.q"],
+            "layer": [0, 0, 1, 1],
+            "module": ["q"] * 4,
+            "side": ["left"] * 4,
+            "i": [1, 1, 1, 1],
+            "j": [1, 2, 1, 2],
+            "phi": [0.2, 0.4, 0.6, 1.0],
+            "random": [0.1] * 4,
+        }
+    )
     grid = cf.mean_phi_grids(sim)["q"]
     np.testing.assert_allclose(grid.to_numpy(), [[0.4, 0.7]])
 

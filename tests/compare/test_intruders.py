@@ -63,7 +63,9 @@ def test_small_dense_noise_gives_no_intruders(base):
     table = find_intruders(merged(w, noise), bu, bs)
     assert table["intruder"].sum() == 0
     assert table["max_cos"].min() > 0.99
-    assert (table["base_index"] == np.arange(1, 11)).all()  # each top direction matches its own base direction
+    assert (
+        table["base_index"] == np.arange(1, 11)
+    ).all()  # each top direction matches its own base direction
 
 
 def test_fine_tune_within_ws_directions_is_no_intruder(base):
@@ -124,10 +126,15 @@ def test_max_cosines_on_a_basis():
 
 
 def test_sweep_and_counts():
-    table = pd.DataFrame({
-        "name": ["a"] * 3 + ["b"] * 3, "layer": [0] * 3 + [1] * 3, "module": ["q"] * 6, "update": ["lora"] * 6,
-        "max_cos": [0.2, 0.6, 0.95, 0.45, 0.9, 0.99],
-    })
+    table = pd.DataFrame(
+        {
+            "name": ["a"] * 3 + ["b"] * 3,
+            "layer": [0] * 3 + [1] * 3,
+            "module": ["q"] * 6,
+            "update": ["lora"] * 6,
+            "max_cos": [0.2, 0.6, 0.95, 0.45, 0.9, 0.99],
+        }
+    )
     assert count_intruders(table["max_cos"].to_numpy(), 0.5) == 2
     sweep = intruder_sweep(table, (0.1, 0.5, 0.7, 0.96))
     assert sweep["intruders"].tolist() == [0, 2, 3, 5]

@@ -70,7 +70,9 @@ def test_adapter_against_full_fine_tune_with_base(tiny):
             assert row["rank"] == 4
             assert row["proj_delta"] == pytest.approx(proj, rel=1e-4)
             assert row["amplification"] == pytest.approx(np.linalg.norm(dw) / proj, rel=1e-4)
-            assert row["proj_w"] == pytest.approx(np.sqrt(np.sum(np.linalg.svd(w, compute_uv=False)[:4] ** 2)), rel=1e-5)
+            assert row["proj_w"] == pytest.approx(
+                np.sqrt(np.sum(np.linalg.svd(w, compute_uv=False)[:4] ** 2)), rel=1e-5
+            )
             assert row["base_fro_norm"] == pytest.approx(np.linalg.norm(w), rel=1e-6)
         assert mods.loc[name, "amplification_x"] == pytest.approx(amp.loc[(name, "lora"), "amplification"])
     intr = res.intruders
@@ -83,7 +85,9 @@ def test_adapter_against_full_fine_tune_with_base(tiny):
     assert (counts["intruders"] == per.reindex(counts.index)).all()
     sweep = res.sweep
     assert len(sweep) == 2 * 17 and (sweep.groupby("update")["intruders"].diff().dropna() >= 0).all()
-    assert res.summary["headline"]["updates"]["full"]["intruders"] == int(counts.xs("full", level="update")["intruders"].sum())
+    assert res.summary["headline"]["updates"]["full"]["intruders"] == int(
+        counts.xs("full", level="update")["intruders"].sum()
+    )
 
 
 def test_planted_intruder_shows_in_one_module(tiny):
@@ -96,8 +100,10 @@ def test_planted_intruder_shows_in_one_module(tiny):
     v = np.random.default_rng(6).standard_normal(48)
     v /= np.linalg.norm(v)
     lam = 2.5 * np.linalg.svd(tiny.weights[name], compute_uv=False)[0]
-    tensors = {f"{name}.lora_A.weight": torch.tensor(v[None, :], dtype=torch.float32),
-               f"{name}.lora_B.weight": torch.tensor(lam * v[:, None], dtype=torch.float32)}
+    tensors = {
+        f"{name}.lora_A.weight": torch.tensor(v[None, :], dtype=torch.float32),
+        f"{name}.lora_B.weight": torch.tensor(lam * v[:, None], dtype=torch.float32),
+    }
     other = "model.layers.0.self_attn.q_proj"  # a tiny update elsewhere
     tensors[f"{other}.lora_A.weight"] = torch.tensor(v[None, :] * 1e-3, dtype=torch.float32)
     tensors[f"{other}.lora_B.weight"] = torch.tensor(v[:, None] * 1e-3, dtype=torch.float32)
@@ -113,7 +119,10 @@ def test_full_fine_tune_intruders_and_saved_tables_round_trip(tiny, tmp_path):
     base = tiny.base_file()
     full = tiny.full("full", seed=7)
     res = intruders(base, full, include="q_proj", intruder_k=3, epsilon=0.3)
-    assert set(res.intruders["name"]) == {"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"}
+    assert set(res.intruders["name"]) == {
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.1.self_attn.q_proj",
+    }
     assert (res.intruder_modules["epsilon"] == 0.3).all() and len(res.intruders) == 6
     out = res.save(tmp_path / "out")
     back = load_compare(out)

@@ -18,7 +18,9 @@ from lorascope.linalg import Dense, LowRank
 
 
 def lowrank(m, n, r, rng, scale=1.0):
-    return LowRank(torch.tensor(rng.standard_normal((m, r))), torch.tensor(rng.standard_normal((r, n))), scale)
+    return LowRank(
+        torch.tensor(rng.standard_normal((m, r))), torch.tensor(rng.standard_normal((r, n))), scale
+    )
 
 
 def ref_phi(dw1, dw2, i, j, side="left"):

@@ -95,6 +95,8 @@ def test_torch_inputs_give_the_same_forms():
         form = form_from("lora", tensors, params={"groups": 2}, shape=(6, 7))
         np.testing.assert_allclose(np.asarray(form.to_dense()), grouped_up(b, 2) @ a, atol=1e-12)
     lora_a, lora_b = rng.standard_normal((6, 4)), rng.standard_normal((5, 6))
-    forms = [form_from("lora_expert", {"lora_A": x, "lora_B": y}, shape=(5, 4), params={"expert": 1, "experts": 3})
-             for x, y in ((lora_a, lora_b), (torch.tensor(lora_a), torch.tensor(lora_b)))]
+    forms = [
+        form_from("lora_expert", {"lora_A": x, "lora_B": y}, shape=(5, 4), params={"expert": 1, "experts": 3})
+        for x, y in ((lora_a, lora_b), (torch.tensor(lora_a), torch.tensor(lora_b)))
+    ]
     np.testing.assert_allclose(np.asarray(forms[0].to_dense()), np.asarray(forms[1].to_dense()), atol=1e-12)

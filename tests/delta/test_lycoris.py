@@ -26,7 +26,7 @@ def check(form, dense):
     want = ref_sigma(dense)
     assert got.complete
     np.testing.assert_allclose(got.s, want[: got.s.size], rtol=1e-9, atol=1e-11 * want[0])
-    assert np.all(want[got.s.size:] <= 1e-10 * want[0])
+    assert np.all(want[got.s.size :] <= 1e-10 * want[0])
     assert got.fro_norm == pytest.approx(np.linalg.norm(dense), rel=1e-11)
 
 
@@ -41,18 +41,30 @@ def test_loha_linear(m, n, r):
 
 def test_loha_tucker_conv():
     out, inp, k, r = 12, 5, 3, 2
-    t = {"hada_t1": rand(r, r, k, k), "hada_w1_a": rand(r, out), "hada_w1_b": rand(r, inp),
-         "hada_t2": rand(r, r, k, k), "hada_w2_a": rand(r, out), "hada_w2_b": rand(r, inp)}
+    t = {
+        "hada_t1": rand(r, r, k, k),
+        "hada_w1_a": rand(r, out),
+        "hada_w1_b": rand(r, inp),
+        "hada_t2": rand(r, r, k, k),
+        "hada_w2_a": rand(r, out),
+        "hada_w2_b": rand(r, inp),
+    }
     w = cp(t["hada_t1"], t["hada_w1_a"], t["hada_w1_b"]) * cp(t["hada_t2"], t["hada_w2_a"], t["hada_w2_b"])
     check(form_from("loha", t, scale=2.0, shape=(out, inp * k * k)), 2.0 * w.reshape(out, -1))
 
 
-@pytest.mark.parametrize("w1,w2", [("full", "full"), ("full", "lowrank"), ("lowrank", "lowrank"), ("lowrank", "full")])
+@pytest.mark.parametrize(
+    "w1,w2", [("full", "full"), ("full", "lowrank"), ("lowrank", "lowrank"), ("lowrank", "full")]
+)
 def test_lokr_linear(w1, w2):
     (o1, i1), (o2, i2), r = (4, 6), (10, 8), 3
     t = {}
-    t.update({"lokr_w1": rand(o1, i1)} if w1 == "full" else {"lokr_w1_a": rand(o1, r), "lokr_w1_b": rand(r, i1)})
-    t.update({"lokr_w2": rand(o2, i2)} if w2 == "full" else {"lokr_w2_a": rand(o2, r), "lokr_w2_b": rand(r, i2)})
+    t.update(
+        {"lokr_w1": rand(o1, i1)} if w1 == "full" else {"lokr_w1_a": rand(o1, r), "lokr_w1_b": rand(r, i1)}
+    )
+    t.update(
+        {"lokr_w2": rand(o2, i2)} if w2 == "full" else {"lokr_w2_a": rand(o2, r), "lokr_w2_b": rand(r, i2)}
+    )
     a = t["lokr_w1"] if w1 == "full" else t["lokr_w1_a"] @ t["lokr_w1_b"]
     b = t["lokr_w2"] if w2 == "full" else t["lokr_w2_a"] @ t["lokr_w2_b"]
     form = form_from("lokr", t, scale=-0.5, shape=(o1 * o2, i1 * i2))
@@ -69,7 +81,10 @@ def test_lokr_conv_full_and_tucker():
     check(form_from("lokr", {"lokr_w1": w1, "lokr_w2": w2.reshape(o2, -1)}, shape=want.shape), want)
     t2, wa, wb = rand(r, r, k, k), rand(r, o2), rand(r, i2)
     want = np.kron(w1[:, :, None, None], cp(t2, wa, wb)).reshape(o1 * o2, -1)
-    check(form_from("lokr", {"lokr_w1": w1, "lokr_t2": t2, "lokr_w2_a": wa, "lokr_w2_b": wb}, shape=want.shape), want)
+    check(
+        form_from("lokr", {"lokr_w1": w1, "lokr_t2": t2, "lokr_w2_a": wa, "lokr_w2_b": wb}, shape=want.shape),
+        want,
+    )
 
 
 def test_ia3_both_axes_and_conv_columns():
@@ -108,14 +123,19 @@ def test_dora_per_input_channel_norm_of_a_conv_and_over_loha():
     rows and that channel's kernel positions; DoRA over LoHa decomposes LoHa's own ΔW′."""
     out, inp, k, r = 6, 4, 9, 2
     w0 = rand(out, inp * k)
-    t = {"hada_w1_a": rand(out, r), "hada_w1_b": rand(r, inp * k), "hada_w2_a": rand(out, r),
-         "hada_w2_b": rand(r, inp * k)}
+    t = {
+        "hada_w1_a": rand(out, r),
+        "hada_w1_b": rand(r, inp * k),
+        "hada_w2_a": rand(out, r),
+        "hada_w2_b": rand(r, inp * k),
+    }
     inner = 0.5 * (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"])
     m = np.abs(rand(inp)) + 0.5
     merged = (w0 + inner).reshape(out, inp, k)
     norms = np.sqrt((merged**2).sum(axis=(0, 2)))  # (in,)
     want = (m / norms)[None, :, None] * merged
     tensors = {key: torch.tensor(v) for key, v in {**t, "base": w0, "magnitude": m}.items()}
-    got = form_from("dora", tensors, scale=0.5, params={"inner": "loha", "dora_axis": "in"},
-                    shape=(out, inp * k))
+    got = form_from(
+        "dora", tensors, scale=0.5, params={"inner": "loha", "dora_axis": "in"}, shape=(out, inp * k)
+    )
     np.testing.assert_allclose(got.matrix.numpy(), want.reshape(out, -1) - w0, rtol=1e-12, atol=1e-12)

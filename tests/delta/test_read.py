@@ -11,8 +11,10 @@ from lorascope.delta.read import SharedArrays
 
 def expert_adapter(path, seed):
     gen = torch.Generator().manual_seed(seed)
-    tensors = {"model.experts.lora_A.weight": torch.randn(8, 5, generator=gen),
-               "model.experts.lora_B.weight": torch.randn(6, 8, generator=gen)}
+    tensors = {
+        "model.experts.lora_A.weight": torch.randn(8, 5, generator=gen),
+        "model.experts.lora_B.weight": torch.randn(6, 8, generator=gen),
+    }
     cfg = {"r": 2, "lora_alpha": 2, "target_modules": [], "target_parameters": ["experts.w"]}
     return open_checkpoint(peft_folder(path, tensors, cfg)), tensors
 

@@ -2,7 +2,7 @@
 
 transformers saves a tied model without ``lm_head.weight``; a fine-tune that unties the head saves its own.
 The tuned head is paired with the base's embedding, which is the weight the base's head uses, as the base's
-config declares — never by a coincidence of shapes — and a warning says so. """
+config declares — never by a coincidence of shapes — and a warning says so."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ from lorascope.delta import plan_deltas
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-CONFIG = dict(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
-              num_key_value_heads=1)
+CONFIG = dict(
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+)
 
 
 def save(model, path):
@@ -62,8 +68,9 @@ def test_tuned_head_is_paired_with_the_base_embedding(pair):
     res = lorascope.analyze(base, tuned)
     row = res.modules.set_index("name").loc["lm_head"]
     assert row["fro_norm"] == pytest.approx(np.linalg.norm(update), rel=1e-5)
-    np.testing.assert_allclose(res.spectrum("lm_head"), np.linalg.svd(update, compute_uv=False), rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        res.spectrum("lm_head"), np.linalg.svd(update, compute_uv=False), rtol=1e-4, atol=1e-6
+    )
     reasons = " ".join(w["reason"] for w in res.summary["warnings"])
     assert "hold the same weights" not in reasons and "only in the tuned checkpoint" not in reasons
 
@@ -78,8 +85,9 @@ def test_no_pairing_where_the_base_does_not_declare_a_tie(pair, tmp_path):
     (base / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
     plan = plan_deltas(open_checkpoint(base), open_checkpoint(pair[1]))
     assert "lm_head" not in {d.name for d in plan.deltas}
-    assert any(w["name"] == "lm_head.weight" and "only in the tuned checkpoint" in w["reason"]
-               for w in plan.warnings)
+    assert any(
+        w["name"] == "lm_head.weight" and "only in the tuned checkpoint" in w["reason"] for w in plan.warnings
+    )
 
 
 def test_model_type_default_counts_as_declared(pair, tmp_path):

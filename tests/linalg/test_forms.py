@@ -106,7 +106,7 @@ def test_kronecker_singular_values_are_products_and_vectors_reconstruct():
     got = linalg.svd(k, compute_uv=True)
     want = np.linalg.svd(dw, compute_uv=False)
     np.testing.assert_allclose(got.s, want[: got.s.size], rtol=1e-12, atol=1e-12 * want[0])
-    assert np.all(want[got.s.size:] < 1e-12 * want[0])  # the rest are exact zeros: the spectrum is complete
+    assert np.all(want[got.s.size :] < 1e-12 * want[0])  # the rest are exact zeros: the spectrum is complete
     assert got.method == "kronecker" and got.complete
     assert got.fro_norm == pytest.approx(np.linalg.norm(dw), rel=1e-12)
     u, s, v = np.asarray(got.u), np.asarray(got.s), np.asarray(got.v)
@@ -118,7 +118,12 @@ def test_kronecker_singular_values_are_products_and_vectors_reconstruct():
 
 def test_khatri_rao_factors_the_hadamard_product():
     rng = np.random.default_rng(1)
-    l1, r1, l2, r2 = rng.standard_normal((7, 2)), rng.standard_normal((2, 9)), rng.standard_normal((7, 3)), rng.standard_normal((3, 9))
+    l1, r1, l2, r2 = (
+        rng.standard_normal((7, 2)),
+        rng.standard_normal((2, 9)),
+        rng.standard_normal((7, 3)),
+        rng.standard_normal((3, 9)),
+    )
     left, right = khatri_rao(l1, r1, l2, r2)
     assert left.shape == (7, 6) and right.shape == (6, 9)
     np.testing.assert_allclose(left @ right, (l1 @ r1) * (l2 @ r2), atol=1e-12)

@@ -14,8 +14,12 @@ def test_factored_matches_dense_float64(m, n, r):
     b = rng.standard_normal((m, r))
     a = rng.standard_normal((r, n))
     scale = 2.5
-    got = linalg.factored_svd(torch.tensor(b, dtype=torch.float32), torch.tensor(a, dtype=torch.float32), scale)
-    ref = ref_sigma(scale * (b.astype(np.float32).astype(np.float64) @ a.astype(np.float32).astype(np.float64)))
+    got = linalg.factored_svd(
+        torch.tensor(b, dtype=torch.float32), torch.tensor(a, dtype=torch.float32), scale
+    )
+    ref = ref_sigma(
+        scale * (b.astype(np.float32).astype(np.float64) @ a.astype(np.float32).astype(np.float64))
+    )
     assert got.complete and got.method == "factored"
     assert len(got.s) == min(m, n, r)
     assert_sigma_close(got.s, ref, rtol=1e-9, atol_rel=1e-12)
@@ -125,14 +129,16 @@ def test_gram_route_is_within_its_bound(shape):
 def test_gram_route_streamed_in_blocks_equals_in_memory_within_bound():
     x = planted(900, 260, np.geomspace(2, 1e-3, 260), seed=13)
     whole = linalg.gram_svd_dense(x)
-    blocks = linalg.gram_svd((x[i:i + 128] for i in range(0, 900, 128)), 900, 260)
+    blocks = linalg.gram_svd((x[i : i + 128] for i in range(0, 900, 128)), 900, 260)
     within_floor(blocks.s, ref_sigma(x), blocks.floor)
     np.testing.assert_allclose(blocks.s, whole.s, rtol=1e-10, atol=whole.floor)
     with pytest.raises(ValueError, match="blocks held"):
         linalg.gram_svd(iter([x[:100]]), 900, 260)
 
 
-@pytest.mark.parametrize("dtype,eps", [(np.float32, np.finfo(np.float32).eps), (np.float64, np.finfo(np.float64).eps)])
+@pytest.mark.parametrize(
+    "dtype,eps", [(np.float32, np.finfo(np.float32).eps), (np.float64, np.finfo(np.float64).eps)]
+)
 def test_exact_route_floor_bounds_its_error(dtype, eps):
     x = planted(400, 300, np.geomspace(5, 1e-6, 300), seed=14)
     got = linalg.exact_svd(x.astype(dtype))
@@ -147,7 +153,9 @@ def test_factored_route_is_within_its_bound(m, n, r):
     a = (rng.standard_normal((r, n)) / np.sqrt(n)).astype(np.float16).astype(np.float64)
     got = linalg.factored_svd(b, a, 2.0)
     ref = ref_sigma(2.0 * (b @ a))[: min(m, n, r)]
-    assert got.floor == pytest.approx(linalg.factored_floor((m, n), r, 2.0, np.linalg.norm(b), np.linalg.norm(a)))
+    assert got.floor == pytest.approx(
+        linalg.factored_floor((m, n), r, 2.0, np.linalg.norm(b), np.linalg.norm(a))
+    )
     within_floor(got.s, ref, got.floor)
     np.testing.assert_allclose(got.s, ref, rtol=1e-10)
 
@@ -175,7 +183,10 @@ def test_cholqr2_r_factor_equals_householder_up_to_signs():
 
 
 def test_kronecker_floor_combines_the_factors():
-    a, b = linalg.exact_svd(planted(6, 5, [3.0, 1.0], seed=1)), linalg.exact_svd(planted(4, 7, [2.0, 0.5], seed=2))
+    a, b = (
+        linalg.exact_svd(planted(6, 5, [3.0, 1.0], seed=1)),
+        linalg.exact_svd(planted(4, 7, [2.0, 0.5], seed=2)),
+    )
     k = linalg.kronecker_svd(a, b, -1.5)
     assert k.floor == pytest.approx(1.5 * (3.0 * b.floor + 2.0 * a.floor + a.floor * b.floor), rel=1e-9)
 
@@ -189,7 +200,13 @@ def test_routes_round_the_same_on_any_number_of_threads():
     runs = []
     for threads in (1, 2):
         with threadpool_limits(threads):
-            runs.append((linalg.gram_svd_dense(x).s, linalg.factored_svd(b, a).s, linalg.exact_svd(x[:300, :200]).s,
-                         linalg.gram_svd((x[i:i + 256] for i in range(0, 1200, 256)), 1200, 700).s))
+            runs.append(
+                (
+                    linalg.gram_svd_dense(x).s,
+                    linalg.factored_svd(b, a).s,
+                    linalg.exact_svd(x[:300, :200]).s,
+                    linalg.gram_svd((x[i : i + 256] for i in range(0, 1200, 256)), 1200, 700).s,
+                )
+            )
     for one, two in zip(*runs):
         assert np.array_equal(one, two)

@@ -41,8 +41,13 @@ def low_rank_plus_noise(m: int, n: int, rank: int, signal: float, noise: float, 
     return dw + noise * rng.standard_normal((m, n))
 
 
-def adapter(tmp_path, shapes: dict[str, tuple[int, int]], sigmas: dict[str, list[float]], config: dict,
-            name: str = "adapter"):
+def adapter(
+    tmp_path,
+    shapes: dict[str, tuple[int, int]],
+    sigmas: dict[str, list[float]],
+    config: dict,
+    name: str = "adapter",
+):
     """A PEFT adapter whose module ΔW = s·B@A has exactly the given singular values (s from ``config``)."""
     from lorascope.checkpoint.peft import module_scale
 
@@ -54,6 +59,8 @@ def adapter(tmp_path, shapes: dict[str, tuple[int, int]], sigmas: dict[str, list
         b, a = planted_factors(m, n, np.pad(sig, (0, r - sig.size)) / scale, seed=i)
         tensors[f"{module}.lora_A.weight"] = torch.tensor(a, dtype=torch.float32)
         tensors[f"{module}.lora_B.weight"] = torch.tensor(b, dtype=torch.float32)
-        refs[module] = scale * (tensors[f"{module}.lora_B.weight"].double().numpy()
-                                @ tensors[f"{module}.lora_A.weight"].double().numpy())
+        refs[module] = scale * (
+            tensors[f"{module}.lora_B.weight"].double().numpy()
+            @ tensors[f"{module}.lora_A.weight"].double().numpy()
+        )
     return peft_folder(tmp_path / name, tensors, cfg), refs

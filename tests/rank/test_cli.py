@@ -30,7 +30,9 @@ def test_sweep_then_select_from_its_folder_and_export(tmp_path, ad, monkeypatch)
     assert res.exit_code == 0, res.output
     out = tmp_path / "reports" / "sweep-my-adapter"
     assert "sweep written to reports/sweep-my-adapter" in res.output and "budget-optimal energy" in res.output
-    assert {"sweep.csv", "sweep_uniform.csv", "sweep_frontier.csv", "sweep.json", "modules.csv"} <= {p.name for p in out.iterdir()}
+    assert {"sweep.csv", "sweep_uniform.csv", "sweep_frontier.csv", "sweep.json", "modules.csv"} <= {
+        p.name for p in out.iterdir()
+    }
     assert sorted(pd.read_csv(out / "sweep.csv")["k"].unique()) == [1, 2, 4, 8]
     assert "report written to reports/sweep-my-adapter/report.html" in res.output
     assert 'id="sweep"' in (out / "report.html").read_text()
@@ -47,17 +49,22 @@ def test_sweep_then_select_from_its_folder_and_export(tmp_path, ad, monkeypatch)
 def test_select_prints_the_recommendation(tmp_path, ad):
     res = run("select", ad, "--energy", "0.9", "--out", tmp_path / "sel")
     assert res.exit_code == 0, res.output
-    assert "Selected ranks per module type" in res.output and "Policy: energy τ = 0.9 per module" in res.output
+    assert (
+        "Selected ranks per module type" in res.output and "Policy: energy τ = 0.9 per module" in res.output
+    )
     assert "of the original adapter's" in " ".join(res.output.split())  # the terminal wraps the sentence
     table = pd.read_csv(tmp_path / "sel" / "selection.csv")
     assert len(table) == 6 and (table["energy"] >= 0.9).all()
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "give exactly one policy"),
-    (("--energy", "0.9", "--noise"), "got --energy, --noise"),
-    (("--budget", "twenty"), "is not a parameter count"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "give exactly one policy"),
+        (("--energy", "0.9", "--noise"), "got --energy, --noise"),
+        (("--budget", "twenty"), "is not a parameter count"),
+    ],
+)
 def test_select_refuses_bad_policies_cleanly(tmp_path, ad, args, message):
     res = run("select", ad, *args, "--out", tmp_path / "sel")
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
@@ -71,7 +78,11 @@ def test_missing_functional_sweep_is_a_clean_error(tmp_path, ad):
 
 def test_counts_and_rank_lists_parse():
     assert parse_count("20M") == 20_000_000 and parse_count("1.5B") == 1_500_000_000
-    assert parse_count("500k") == 500_000 and parse_count("20_000_000") == 20_000_000 and parse_count("2e7") == 20_000_000
+    assert (
+        parse_count("500k") == 500_000
+        and parse_count("20_000_000") == 20_000_000
+        and parse_count("2e7") == 20_000_000
+    )
     for bad in ("1.5", "20X", "-3", ""):
         with pytest.raises(click.BadParameter):
             parse_count(bad)
@@ -91,12 +102,26 @@ def test_analysis_options_on_a_results_folder_are_refused_not_ignored(tmp_path, 
     assert run("sweep", ad, "--out", tmp_path / "sw", "-q", "--no-report").exit_code == 0
     for cmd, policy in (("sweep", ()), ("select", ("--energy", "0.9"))):
         res = run(cmd, tmp_path / "sw", *policy, "--include", "q_proj", "--out", tmp_path / f"{cmd}-o")
-        assert res.exit_code == 2 and "holds results already computed, so --include cannot change them" in res.output
+        assert (
+            res.exit_code == 2
+            and "holds results already computed, so --include cannot change them" in res.output
+        )
 
 
 def test_export_from_results_refuses_a_source_changed_since(tmp_path, ad):
     assert run("sweep", ad, "--out", tmp_path / "sw", "-q", "--no-report").exit_code == 0
     weights = ad / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes().replace(b"lora_A", b"lora_A", 1) + b" ")  # one byte more: a new sha256
-    res = run("select", tmp_path / "sw", "--energy", "0.9", "--export", tmp_path / "small", "--out", tmp_path / "sel")
+    weights.write_bytes(
+        weights.read_bytes().replace(b"lora_A", b"lora_A", 1) + b" "
+    )  # one byte more: a new sha256
+    res = run(
+        "select",
+        tmp_path / "sw",
+        "--energy",
+        "0.9",
+        "--export",
+        tmp_path / "small",
+        "--out",
+        tmp_path / "sel",
+    )
     assert res.exit_code == 2 and "has changed since" in res.output and not (tmp_path / "small").exists()

@@ -13,14 +13,23 @@ from lorascope.rank.functional import pick_rank
 
 WORDS = tuple(f"w{i}" for i in range(60))
 LINES = [" ".join(WORDS[(7 * i + 3 * j) % 60] for j in range(12)) for i in range(16)]
-TUNED = ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj", "model.layers.1.mlp.down_proj",
-         "lm_head")  # fine-tuned on the evaluation lines, then cut to exactly rank 2
+TUNED = (
+    "model.layers.0.self_attn.q_proj",
+    "model.layers.1.self_attn.v_proj",
+    "model.layers.1.mlp.down_proj",
+    "lm_head",
+)  # fine-tuned on the evaluation lines, then cut to exactly rank 2
 
 
 def test_pick_rank_is_the_smallest_k_within_tolerance():
     # the fine-tune moved the loss from 4.0 to 2.0: tolerance t allows loss_k ≤ 2.0 + t · 2.0
-    table = pd.DataFrame({"point": ["base", "truncated", "truncated", "truncated", "full"],
-                          "k": [0, 1, 2, 4, np.nan], "loss": [4.0, 3.0, 2.03, 2.0, 2.0]})
+    table = pd.DataFrame(
+        {
+            "point": ["base", "truncated", "truncated", "truncated", "full"],
+            "k": [0, 1, 2, 4, np.nan],
+            "loss": [4.0, 3.0, 2.03, 2.0, 2.0],
+        }
+    )
     assert pick_rank(table, 0.02)["k"] == 2
     assert pick_rank(table, 0.01)["k"] == 4
     assert pick_rank(table, 0.5)["k"] == 1
@@ -39,10 +48,19 @@ def folders(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("functional")
     tok = WordTokenizer(WORDS)
-    cfg = transformers.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   tie_word_embeddings=False, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                                   pad_token_id=tok.pad_id)
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg)
     model.save_pretrained(tmp / "base")
@@ -91,9 +109,12 @@ def test_functional_sweep_matches_independent_models(folders):
     tmp, tok, transformers = folders
     from lorascope.rank import run_sweep
 
-    out = run_sweep([tmp / "base", tmp / "tuned"], tmp / "sweep", [1, 2, 4], eval_data=tmp / "eval.txt",
-                    tolerance=1e-3)
-    table = out.functional.set_index(out.functional["point"] + out.functional["k"].fillna(-1).astype(int).astype(str))
+    out = run_sweep(
+        [tmp / "base", tmp / "tuned"], tmp / "sweep", [1, 2, 4], eval_data=tmp / "eval.txt", tolerance=1e-3
+    )
+    table = out.functional.set_index(
+        out.functional["point"] + out.functional["k"].fillna(-1).astype(int).astype(str)
+    )
     load = lambda folder: transformers.LlamaForCausalLM.from_pretrained(str(folder)).eval()  # noqa: E731
     base_loss, full_loss = reference_loss(load(tmp / "base"), tok), reference_loss(load(tmp / "tuned"), tok)
     assert table.loc["base0", "loss"] == pytest.approx(base_loss, rel=1e-5)
@@ -124,9 +145,14 @@ def test_functional_sweep_needs_the_base(folders, tmp_path):
 
     from lorascope.rank import run_sweep
 
-    ad = peft_folder(tmp_path / "ad", {"model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 32),
-                                       "model.layers.0.self_attn.q_proj.lora_B.weight": torch.ones(32, 2)},
-                     {"r": 2, "lora_alpha": 2})
+    ad = peft_folder(
+        tmp_path / "ad",
+        {
+            "model.layers.0.self_attn.q_proj.lora_A.weight": torch.ones(2, 32),
+            "model.layers.0.self_attn.q_proj.lora_B.weight": torch.ones(32, 2),
+        },
+        {"r": 2, "lora_alpha": 2},
+    )
     with pytest.raises(LorascopeError, match="needs the base model"):
         run_sweep([ad], tmp_path / "out", [1], eval_data=tmp / "eval.txt")
 

@@ -30,7 +30,7 @@ def dp_reference(gains, costs, budget):
             if r * c > budget:
                 break
             shifted = np.full(budget + 1, -np.inf)
-            shifted[r * c:] = best[: budget + 1 - r * c] + prefix[r]
+            shifted[r * c :] = best[: budget + 1 - r * c] + prefix[r]
             new = np.maximum(new, shifted)
         best = new
     return float(best[budget])
@@ -53,7 +53,9 @@ def value_of(gains, ranks):
 def test_exact_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
     for _ in range(25):
-        gains, costs = random_case(rng, int(rng.integers(1, 5)), 4, [3, 4, 5, 7, 8, 12], flat=bool(rng.random() < 0.4))
+        gains, costs = random_case(
+            rng, int(rng.integers(1, 5)), 4, [3, 4, 5, 7, 8, 12], flat=bool(rng.random() < 0.4)
+        )
         knap = RankKnapsack(gains, costs)
         for budget in rng.integers(0, 60, size=4):
             want, _ = brute_force(gains, costs, int(budget))
@@ -71,8 +73,9 @@ def test_exact_equals_brute_force(seed):
 def test_exact_equals_integer_dp_on_larger_cases():
     rng = np.random.default_rng(7)
     for _ in range(40):
-        gains, costs = random_case(rng, int(rng.integers(2, 12)), 30, rng.integers(5, 40, size=5),
-                                   flat=bool(rng.random() < 0.5))
+        gains, costs = random_case(
+            rng, int(rng.integers(2, 12)), 30, rng.integers(5, 40, size=5), flat=bool(rng.random() < 0.5)
+        )
         knap = RankKnapsack(gains, costs)
         full = sum(len(g) * c for g, c in zip(gains, costs))
         for budget in rng.integers(0, int(full * 1.1) + 1, size=3):

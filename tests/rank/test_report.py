@@ -36,16 +36,34 @@ def test_sections_follow_their_files(folder):
     from lorascope.outputs import writing
 
     with writing(out, "sweep", mode="update") as tx:  # tables a functional and a training sweep would add
-        pd.DataFrame({"point": ["base", "truncated", "truncated", "full"], "k": [0, 1, 2, None],
-                      "loss": [3.0, 2.5, 2.01, 2.0]}).to_csv(tx.stage / "functional.csv", index=False)
+        pd.DataFrame(
+            {
+                "point": ["base", "truncated", "truncated", "full"],
+                "k": [0, 1, 2, None],
+                "loss": [3.0, 2.5, 2.01, 2.0],
+            }
+        ).to_csv(tx.stage / "functional.csv", index=False)
         info = json.loads((tx.stage / "sweep.json").read_text())
-        info["functional_pick"] = {"k": 2, "loss": 2.01, "full_loss": 2.0, "base_loss": 3.0,
-                                   "tolerance": 0.05, "within": True, "metric": "eval_loss",
-                                   "recovered": 0.99}
+        info["functional_pick"] = {
+            "k": 2,
+            "loss": 2.01,
+            "full_loss": 2.0,
+            "base_loss": 3.0,
+            "tolerance": 0.05,
+            "within": True,
+            "metric": "eval_loss",
+            "recovered": 0.99,
+        }
         tx.file("sweep.json").write_text(json.dumps(info))
-        pd.DataFrame({"run": ["a", "b", "f"], "method": ["lora", "lora", "full"], "rank": [1, 4, None],
-                      "trainable_parameters": [10, 40, 500], "edit_acc": [0.5, 0.9, 1.0]}).to_csv(
-            tx.stage / "training.csv", index=False)
+        pd.DataFrame(
+            {
+                "run": ["a", "b", "f"],
+                "method": ["lora", "lora", "full"],
+                "rank": [1, 4, None],
+                "trainable_parameters": [10, 40, 500],
+                "edit_acc": [0.5, 0.9, 1.0],
+            }
+        ).to_csv(tx.stage / "training.csv", index=False)
     page = build_page(load_results(out))
     assert {s.key for s in page.sections} & RANK_SECTIONS == RANK_SECTIONS
     html = render_report(out)
@@ -70,8 +88,13 @@ def test_frontier_figure_and_milestones(folder):
 
 
 def test_functional_figure_marks_the_pick():
-    table = pd.DataFrame({"point": ["base", "truncated", "truncated", "full"], "k": [0, 1, 2, None],
-                          "loss": [3.0, 2.5, 2.01, 2.0]})
+    table = pd.DataFrame(
+        {
+            "point": ["base", "truncated", "truncated", "full"],
+            "k": [0, 1, 2, None],
+            "loss": [3.0, 2.5, 2.01, 2.0],
+        }
+    )
     fig = functional_figure(table, {"k": 2, "tolerance": 0.05, "metric": "edit_loss"})
     ax = fig.axes[0]
     assert ax.get_ylabel().startswith("edit_loss")

@@ -27,8 +27,10 @@ PLANTED = {
 def noisy(tmp_path_factory):
     """Each ΔW: a sum of r rank-one updates of size 8 over N(0, 0.01²) noise — the noise edge
     0.01·(√m + √n) ≈ 0.18 is far below 8, and the noise keeps < 0.1 % of the energy."""
-    deltas = {name: low_rank_plus_noise(m, n, r, signal=8.0, noise=0.01, seed=i)
-              for i, (name, (m, n, r)) in enumerate(PLANTED.items())}
+    deltas = {
+        name: low_rank_plus_noise(m, n, r, signal=8.0, noise=0.01, seed=i)
+        for i, (name, (m, n, r)) in enumerate(PLANTED.items())
+    }
     base, tuned, refs = full_finetune(tmp_path_factory.mktemp("select"), deltas)
     return spectra_of(lorascope.analyze(base, tuned)), refs
 
@@ -80,11 +82,17 @@ def brute_force(spectra, budget, max_rank=4):
 
 
 def test_budget_policy_equals_brute_force(tmp_path):
-    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.0.mlp.up_proj",
-             "model.layers.1.mlp.up_proj"]
+    names = [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.0.mlp.up_proj",
+        "model.layers.1.mlp.up_proj",
+    ]
     shapes = [(12, 12), (6, 12), (20, 12), (20, 12)]
-    deltas = {n: planted(m, k, np.array([3.0, 1.6, 0.9, 0.4]) * (1 + 0.3 * i), seed=i)
-              for i, (n, (m, k)) in enumerate(zip(names, shapes))}
+    deltas = {
+        n: planted(m, k, np.array([3.0, 1.6, 0.9, 0.4]) * (1 + 0.3 * i), seed=i)
+        for i, (n, (m, k)) in enumerate(zip(names, shapes))
+    }
     spectra = spectra_of(lorascope.analyze(*full_finetune(tmp_path, deltas)[:2]))
     total = float(spectra.totals.sum())
     for budget in (0, 17, 40, 100, 155, 230):
@@ -99,8 +107,13 @@ def test_budget_policy_equals_brute_force(tmp_path):
 
 def test_functional_policy_uses_the_smallest_k_within_tolerance(noisy):
     spectra, _ = noisy
-    table = pd.DataFrame({"point": ["base", "truncated", "truncated", "truncated", "full"],
-                          "k": [0, 2, 4, 8, np.nan], "loss": [3.0, 2.5, 2.02, 2.001, 2.0]})
+    table = pd.DataFrame(
+        {
+            "point": ["base", "truncated", "truncated", "truncated", "full"],
+            "k": [0, 2, 4, 8, np.nan],
+            "loss": [3.0, 2.5, 2.02, 2.001, 2.0],
+        }
+    )
     # tolerance = a share of the fine-tune's change (3.0 − 2.0): 2.02 is within 3 %, not within 1.5 %
     sel = select_ranks(spectra, Policy("functional", tolerance=0.03), table)
     assert sel.notes["functional"]["k"] == 4 and sel.notes["functional"]["within"]
@@ -115,9 +128,15 @@ def test_functional_policy_uses_the_smallest_k_within_tolerance(noisy):
 
 
 def test_recommendation_states_the_numbers(tmp_path):
-    ad, _ = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
-                    {"model.layers.0.self_attn.q_proj": [4, 2, 1, 0.5, 0.1, 0.05, 0.01, 0.01],
-                     "model.layers.1.self_attn.q_proj": [1, 0.5]}, {"r": 8, "lora_alpha": 8})
+    ad, _ = adapter(
+        tmp_path,
+        {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
+        {
+            "model.layers.0.self_attn.q_proj": [4, 2, 1, 0.5, 0.1, 0.05, 0.01, 0.01],
+            "model.layers.1.self_attn.q_proj": [1, 0.5],
+        },
+        {"r": 8, "lora_alpha": 8},
+    )
     spectra = spectra_of(lorascope.analyze(ad))
     sel = select_ranks(spectra, Policy("energy", energy=0.9))
     text = sel.recommendation
@@ -128,7 +147,9 @@ def test_recommendation_states_the_numbers(tmp_path):
     assert "2 of 2 modules rank 2 each" in text
     assert "25% of the original adapter's 1.02k parameters" in text
     noise = select_ranks(spectra, Policy("noise"))
-    assert "finds no noise" in noise.recommendation  # an exactly low-rank adapter: nothing below the threshold
+    assert (
+        "finds no noise" in noise.recommendation
+    )  # an exactly low-rank adapter: nothing below the threshold
     budget = select_ranks(spectra, Policy("budget", budget=200))
     assert "proven optimal" in budget.recommendation and "LP bound" in budget.recommendation
 
@@ -172,9 +193,15 @@ def test_budget_on_a_top_k_spectrum_claims_no_global_optimum(tmp_path):
 def test_uniform_baseline_is_priced_as_the_sweep_prices_it(tmp_path):
     from lorascope.rank.sweep import uniform_table
 
-    ad, _ = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
-                    {"model.layers.0.self_attn.q_proj": [1.0], "model.layers.1.self_attn.q_proj": list(np.geomspace(4, 1, 8))},
-                    {"r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 1}})
+    ad, _ = adapter(
+        tmp_path,
+        {"model.layers.0.self_attn.q_proj": (32, 32), "model.layers.1.self_attn.q_proj": (32, 32)},
+        {
+            "model.layers.0.self_attn.q_proj": [1.0],
+            "model.layers.1.self_attn.q_proj": list(np.geomspace(4, 1, 8)),
+        },
+        {"r": 8, "lora_alpha": 8, "rank_pattern": {"layers.0.self_attn.q_proj": 1}},
+    )
     spectra = spectra_of(lorascope.analyze(ad))
     sel = select_ranks(spectra, Policy("energy", energy=0.999))
     t = sel.totals

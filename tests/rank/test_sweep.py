@@ -11,15 +11,21 @@ import lorascope
 from lorascope.rank.spectra import spectra_of
 from lorascope.rank.sweep import check_ranks, default_ranks, frontier, truncation_table, uniform_table
 
-SHAPES = {"model.layers.0.self_attn.q_proj": (24, 24), "model.layers.0.mlp.up_proj": (40, 24),
-          "model.layers.1.self_attn.q_proj": (24, 24), "model.layers.1.mlp.up_proj": (40, 24)}
+SHAPES = {
+    "model.layers.0.self_attn.q_proj": (24, 24),
+    "model.layers.0.mlp.up_proj": (40, 24),
+    "model.layers.1.self_attn.q_proj": (24, 24),
+    "model.layers.1.mlp.up_proj": (40, 24),
+}
 
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    deltas = {name: planted(m, n, np.geomspace(4.0, 0.02, min(m, n)) * (1 + i), seed=i)
-              for i, (name, (m, n)) in enumerate(SHAPES.items())}
+    deltas = {
+        name: planted(m, n, np.geomspace(4.0, 0.02, min(m, n)) * (1 + i), seed=i)
+        for i, (name, (m, n)) in enumerate(SHAPES.items())
+    }
     base, tuned, refs = full_finetune(tmp, deltas)
     return lorascope.analyze(base, tuned), refs
 
@@ -80,7 +86,9 @@ def test_randomized_top_k_leaves_unknown_energies_empty(tmp_path):
     base, tuned, refs = full_finetune(tmp_path, {"model.layers.0.mlp.down_proj": dw})
     results = lorascope.analyze(base, tuned, top_k=4)
     table = truncation_table(spectra_of(results), [2, 4, 8])
-    assert table["energy"].iloc[:2].tolist() == pytest.approx([energy_ref(dw, 2), energy_ref(dw, 4)], abs=1e-5)
+    assert table["energy"].iloc[:2].tolist() == pytest.approx(
+        [energy_ref(dw, 2), energy_ref(dw, 4)], abs=1e-5
+    )
     assert np.isnan(table["energy"].iloc[2])  # beyond the stored top-4: unknown, not guessed
     assert table["rank"].tolist() == [2, 4, 8]
 
@@ -88,8 +96,12 @@ def test_randomized_top_k_leaves_unknown_energies_empty(tmp_path):
 def test_adapter_ranks_stop_at_the_adapter_rank(tmp_path):
     from rank.planting import adapter
 
-    ad, refs = adapter(tmp_path, {"model.layers.0.self_attn.q_proj": (32, 16)},
-                       {"model.layers.0.self_attn.q_proj": [3, 2, 1, 0.5]}, {"r": 4, "lora_alpha": 8})
+    ad, refs = adapter(
+        tmp_path,
+        {"model.layers.0.self_attn.q_proj": (32, 16)},
+        {"model.layers.0.self_attn.q_proj": [3, 2, 1, 0.5]},
+        {"r": 4, "lora_alpha": 8},
+    )
     spectra = spectra_of(lorascope.analyze(ad))
     assert default_ranks(spectra) == [1, 2, 4]
     table = truncation_table(spectra, [2, 16])

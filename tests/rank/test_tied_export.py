@@ -28,9 +28,15 @@ NEW_IDS = torch.tensor([[1, 64, 9, 66, 2, 67, 33, 65, 11, 3]])  # with tokens of
 
 
 def llama(tie: bool, vocab: int = 64):
-    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   tie_word_embeddings=tie)
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tie,
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg)
 
@@ -87,8 +93,11 @@ def export(tmp_path, base, tuned):
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_tied_embedding_update_works_unmerged(tmp_path, arch):
     """The embedding's update reaches the tied head (ensure_weight_tying); the note's merge recipe works."""
-    cls, model = (transformers.LlamaForCausalLM, llama(tie=True)) if arch == "llama" else (
-        transformers.GPT2LMHeadModel, gpt2())
+    cls, model = (
+        (transformers.LlamaForCausalLM, llama(tie=True))
+        if arch == "llama"
+        else (transformers.GPT2LMHeadModel, gpt2())
+    )
     embedding = "model.embed_tokens" if arch == "llama" else "transformer.wte"
     base = save(model, tmp_path / "base")
     tuned = copy.deepcopy(model)
@@ -128,8 +137,9 @@ def test_untied_tuned_head_exports_both_updates(tmp_path):
     """The base ties lm_head; the tuned model untied and changed it on its own: exact unmerged, said so."""
     model = llama(tie=True)
     base = save(model, tmp_path / "base")
-    tuned = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**model.config.to_dict(),
-                                                                     "tie_word_embeddings": False}))
+    tuned = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**{**model.config.to_dict(), "tie_word_embeddings": False})
+    )
     tuned.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         tuned.lm_head.weight.copy_(model.model.embed_tokens.weight + low_rank((64, 32), 2, 2))
@@ -139,8 +149,10 @@ def test_untied_tuned_head_exports_both_updates(tmp_path):
     ranks = table.set_index("name")["rank"]
     assert ranks["lm_head"] == 2 and ranks["model.embed_tokens"] == 3
     assert "ensure_weight_tying" not in result.config
-    assert any("unties its output head" in n and "merge only into a base whose head is untied" in n
-               for n in result.notes)
+    assert any(
+        "unties its output head" in n and "merge only into a base whose head is untied" in n
+        for n in result.notes
+    )
     want = logits(load(transformers.LlamaForCausalLM, tmp_path / "tuned"))
     plain = logits(load(transformers.LlamaForCausalLM, base))
     got = logits(peft_model(transformers.LlamaForCausalLM, base, tmp_path / "adapter"))
@@ -170,8 +182,10 @@ def extended(tmp_path, embed_update: bool):
 def test_new_vocabulary_rows_export_through_trainable_tokens(tmp_path):
     base, tuned = extended(tmp_path, embed_update=False)
     result, table = export(tmp_path, base, tuned)
-    assert result.config["trainable_token_indices"] == {"model.embed_tokens": [64, 65, 66, 67],
-                                                        "lm_head": [64, 65, 66, 67]}
+    assert result.config["trainable_token_indices"] == {
+        "model.embed_tokens": [64, 65, 66, 67],
+        "lm_head": [64, 65, 66, 67],
+    }
     rows = table[table["kind"] == "rows"]
     assert set(rows["name"]) == {"model.embed_tokens rows 64–67", "lm_head rows 64–67"}
     assert rows["exported"].all() and len(result.exported) == 1  # q_proj; the token rows are listed apart
@@ -188,8 +202,20 @@ def test_new_rows_beside_a_lora_update_are_named_as_dropped(tmp_path, capsys):
     from lorascope.cli import main
 
     base, tuned = extended(tmp_path, embed_update=True)
-    res = CliRunner().invoke(main, ["select", str(base), str(tuned), "--energy", "0.99999", "--out",
-                                    str(tmp_path / "sel"), "--export", str(tmp_path / "adapter")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "select",
+            str(base),
+            str(tuned),
+            "--energy",
+            "0.99999",
+            "--out",
+            str(tmp_path / "sel"),
+            "--export",
+            str(tmp_path / "adapter"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     table = pd.read_csv(tmp_path / "sel" / "export.csv").set_index("name")
     dropped = table.loc["model.embed_tokens rows 64–67"]
@@ -212,8 +238,9 @@ def test_resizing_an_adapter_trained_with_ensure_weight_tying(tmp_path):
     resized at full energy: the smaller adapter gives the source adapter's logits, unmerged."""
     model = llama(tie=True)
     base = save(model, tmp_path / "base")
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"],
-                             ensure_weight_tying=True)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "embed_tokens"], ensure_weight_tying=True
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = peft.get_peft_model(copy.deepcopy(model), config)

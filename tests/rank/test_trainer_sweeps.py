@@ -25,8 +25,15 @@ def train_sweep(tmp_path_factory):
     world = build_world(WorldConfig(n_entities=8, seed=0))
     tok = WordTokenizer(tuple(world.words()))
     save_minigpt(tmp / "base", build(sized_config("tiny", tok.vocab_size), seed=0), tok, world)
-    template = RunSpec(task="edit:4", loop=LoopConfig(steps=12, batch_size=8, eval_every=0, rank_every=0), device="cpu")
-    sweep(expand_sweep(["lora", "full"], [1, 2, 4], ["attn"], template), tmp / "base", tmp / "sweep", copy_base=True)
+    template = RunSpec(
+        task="edit:4", loop=LoopConfig(steps=12, batch_size=8, eval_every=0, rank_every=0), device="cpu"
+    )
+    sweep(
+        expand_sweep(["lora", "full"], [1, 2, 4], ["attn"], template),
+        tmp / "base",
+        tmp / "sweep",
+        copy_base=True,
+    )
     return tmp / "sweep"
 
 
@@ -59,7 +66,11 @@ def test_trainer_run_functional_sweep_measures_its_task(train_sweep, tmp_path):
     with torch.no_grad():
         for key in [k for k in tensors if k.endswith("lora_A.weight")]:
             name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-            dw = scale * tensors[key.replace("lora_A", "lora_B")].astype(np.float64) @ tensors[key].astype(np.float64)
+            dw = (
+                scale
+                * tensors[key.replace("lora_A", "lora_B")].astype(np.float64)
+                @ tensors[key].astype(np.float64)
+            )
             u, s, vt = np.linalg.svd(dw)
             params[f"{name}.weight"].add_(torch.tensor(s[0] * np.outer(u[:, 0], vt[0]), dtype=torch.float32))
     task = load_task(metrics["task"]["spec"], base, metrics["loop"]["seed"])
@@ -78,7 +89,10 @@ def test_train_sweep_table_knees_and_full_reference(train_sweep, tmp_path):
     assert set(out.results.modules["method"]) == {"exact"}  # dense full-diff spectra
     training = pd.read_csv(tmp_path / "out" / "training.csv")
     assert list(training["rank"].iloc[:3]) == [1, 2, 4] and training["method"].iloc[3] == "full"
-    assert training["trainable_parameters"].iloc[3] == index.loc[index["method"] == "full", "trainable_parameters"].iat[0]
+    assert (
+        training["trainable_parameters"].iloc[3]
+        == index.loc[index["method"] == "full", "trainable_parameters"].iat[0]
+    )
     k = pd.read_csv(tmp_path / "out" / "training_knees.csv")
     assert {"edit_loss", "eval_loss", "edit_acc"} <= set(k["metric"]) and "full_value" in k.columns
     full = out.functional.set_index("point").loc["full"]
@@ -96,9 +110,17 @@ def test_knee_is_the_point_farthest_above_the_chord():
     assert knee(r, 3 - acc, lower_better=True)["rank"] == 4  # the same curve as a loss
     assert knee(r, np.log2(r), lower_better=False)["rank"] is None  # a straight line on log r has no knee
     assert knee(r[:2], acc[:2], lower_better=False)["rank"] is None
-    table = training_table(pd.DataFrame({"run": ["a", "b", "c", "d", "f"], "method": ["lora"] * 4 + ["full"],
-                                         "rank": [8, 1, 2, 4, None], "targets": ["attn"] * 4 + [None],
-                                         "edit_acc": [0.95, 0.2, 0.7, 0.9, 1.0]}))
+    table = training_table(
+        pd.DataFrame(
+            {
+                "run": ["a", "b", "c", "d", "f"],
+                "method": ["lora"] * 4 + ["full"],
+                "rank": [8, 1, 2, 4, None],
+                "targets": ["attn"] * 4 + [None],
+                "edit_acc": [0.95, 0.2, 0.7, 0.9, 1.0],
+            }
+        )
+    )
     assert table["run"].tolist() == ["b", "c", "d", "a", "f"]
     row = knees(table).iloc[0]
     assert row["knee_rank"] == 2 and row["full_value"] == 1.0

@@ -13,8 +13,14 @@ def cli(*args, cwd=None, env=None):
     e = dict(os.environ, HF_HUB_OFFLINE="1", LORASCOPE_FSYNC="0")
     if env:
         e.update(env)
-    return subprocess.run([sys.executable, "-m", "lorascope.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=e, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lorascope.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=e,
+        timeout=300,
+    )
 
 
 def json_doc(proc):

@@ -16,9 +16,14 @@ def test_hub_notice_is_printed_once_without_source_lines(tmp_path):
     stem = "lora_unet_down_blocks_0_attentions_0_proj_in"
     folder = tmp_path / "adapter"
     folder.mkdir()
-    save_file({f"{stem}.lora_down.weight": torch.randn(4, 24, generator=g),
-               f"{stem}.lora_up.weight": torch.randn(32, 4, generator=g), f"{stem}.alpha": torch.tensor(4.0)},
-              folder / "lora.safetensors")
+    save_file(
+        {
+            f"{stem}.lora_down.weight": torch.randn(4, 24, generator=g),
+            f"{stem}.lora_up.weight": torch.randn(32, 4, generator=g),
+            f"{stem}.alpha": torch.tensor(4.0),
+        },
+        folder / "lora.safetensors",
+    )
     p = cli("spectrum", "adapter/lora.safetensors", "--no-report", "--out", "res", cwd=tmp_path)
     q = cli("spectrum", "adapter", "--no-report", "--out", "res2", cwd=tmp_path)
     for proc in (p, q):

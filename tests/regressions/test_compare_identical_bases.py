@@ -21,14 +21,23 @@ def _run(root, name, base, seed):
     g = torch.Generator().manual_seed(seed)
     ad = root / name / "adapter"
     ad.mkdir(parents=True)
-    save_file({f"base_model.model.{n}.lora_{p}.weight": torch.randn(*((2, HIDDEN) if p == "A" else (HIDDEN, 2)),
-                                                                   generator=g)
-               for n in MODULES for p in "AB"}, ad / "adapter_model.safetensors")
-    (ad / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
-                                                        "target_modules": ["q_proj"]}))
+    save_file(
+        {
+            f"base_model.model.{n}.lora_{p}.weight": torch.randn(
+                *((2, HIDDEN) if p == "A" else (HIDDEN, 2)), generator=g
+            )
+            for n in MODULES
+            for p in "AB"
+        },
+        ad / "adapter_model.safetensors",
+    )
+    (ad / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]})
+    )
     (root / name / "tuned").mkdir()
-    (root / name / "metrics.json").write_text(json.dumps({"run": name, "method": "lora", "rank": 2,
-                                                          "targets": "q_proj", "base": str(base)}))
+    (root / name / "metrics.json").write_text(
+        json.dumps({"run": name, "method": "lora", "rank": 2, "targets": "q_proj", "base": str(base)})
+    )
     return root / name
 
 
@@ -36,12 +45,24 @@ def test_compare_runs_whose_bases_are_identical_copies(tmp_path):
     g = torch.Generator().manual_seed(0)
     base_a = tmp_path / "a-base"
     base_a.mkdir()
-    save_file({f"{n}.weight": torch.randn(HIDDEN, HIDDEN, generator=g) for n in MODULES},
-              base_a / "model.safetensors")
-    (base_a / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
-        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-        "intermediate_size": 2 * HIDDEN, "vocab_size": 32}))
+    save_file(
+        {f"{n}.weight": torch.randn(HIDDEN, HIDDEN, generator=g) for n in MODULES},
+        base_a / "model.safetensors",
+    )
+    (base_a / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": HIDDEN,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "intermediate_size": 2 * HIDDEN,
+                "vocab_size": 32,
+            }
+        )
+    )
     base_b = tmp_path / "b-base"
     shutil.copytree(base_a, base_b)
     a = _run(tmp_path, "a", base_a, 1)

@@ -21,8 +21,9 @@ def test_gpt2_embedding_lora_with_fan_in_fan_out_pairs_with_base(tmp_path):
     model = transformers.GPT2LMHeadModel(cfg)
     model.save_pretrained(tmp_path / "base")
     w0 = model.transformer.wte.weight.detach().double().clone()
-    conf = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["wte", "c_attn"], fan_in_fan_out=True,
-                           init_lora_weights=False)
+    conf = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["wte", "c_attn"], fan_in_fan_out=True, init_lora_weights=False
+    )
     pm = peft.get_peft_model(model, conf)
     pm.save_pretrained(tmp_path / "adapter")
     merged = pm.merge_and_unload()

@@ -33,7 +33,9 @@ def test_planted_rank_3_in_float32_gets_gd_rank_3(tmp_path, seed):
 
     b, t = _pair(tmp_path, seed)
     row = lorascope.analyze(str(b), str(t)).modules.iloc[0]
-    assert (row["numerical_rank"], row["gd_rank"]) == (3, 3), row[["gd_rank", "numerical_rank", "sigma_floor"]]
+    assert (row["numerical_rank"], row["gd_rank"]) == (3, 3), row[
+        ["gd_rank", "numerical_rank", "sigma_floor"]
+    ]
 
 
 def test_an_update_larger_than_its_weights_keeps_numerical_rank(tmp_path):

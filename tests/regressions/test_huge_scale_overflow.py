@@ -19,9 +19,14 @@ STEM = "lora_unet_down_blocks_0_attentions_0_proj_in"
 def _file(tmp_path):
     g = torch.Generator().manual_seed(0)
     path = tmp_path / "huge.safetensors"
-    save_file({f"{STEM}.lora_down.weight": torch.randn(4, 24, generator=g),
-               f"{STEM}.lora_up.weight": torch.randn(32, 4, generator=g),
-               f"{STEM}.alpha": torch.tensor(1e38)}, path)
+    save_file(
+        {
+            f"{STEM}.lora_down.weight": torch.randn(4, 24, generator=g),
+            f"{STEM}.lora_up.weight": torch.randn(32, 4, generator=g),
+            f"{STEM}.alpha": torch.tensor(1e38),
+        },
+        path,
+    )
     return path
 
 
@@ -37,9 +42,11 @@ def test_commands_on_saved_results_do_not_crash(tmp_path):
     p = cli("spectrum", _file(tmp_path), "--no-report", "--out", tmp_path / "res")
     if p.returncode == 2:
         return  # refused up front: fine
-    for args in (("report", tmp_path / "res", "--out", tmp_path / "page.html"),
-                 ("sweep", tmp_path / "res", "--no-report", "--out", tmp_path / "sw"),
-                 ("select", tmp_path / "res", "--energy", "0.9", "--out", tmp_path / "sel")):
+    for args in (
+        ("report", tmp_path / "res", "--out", tmp_path / "page.html"),
+        ("sweep", tmp_path / "res", "--no-report", "--out", tmp_path / "sw"),
+        ("select", tmp_path / "res", "--energy", "0.9", "--out", tmp_path / "sel"),
+    ):
         q = cli(*args)
         assert q.returncode in (0, 2), (args[0], q.stderr)
         assert "unexpected" not in q.stderr
@@ -57,10 +64,16 @@ def test_peft_alpha_1e300_gives_finite_norms_or_is_refused(tmp_path):
     folder = tmp_path / "adapter"
     folder.mkdir()
     key = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{key}.lora_A.weight": torch.randn(4, 64, generator=g),
-               f"{key}.lora_B.weight": torch.randn(64, 4, generator=g)}, folder / "adapter_model.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": 4, "lora_alpha": 1e300, "target_modules": ["q_proj"]}))
+    save_file(
+        {
+            f"{key}.lora_A.weight": torch.randn(4, 64, generator=g),
+            f"{key}.lora_B.weight": torch.randn(64, 4, generator=g),
+        },
+        folder / "adapter_model.safetensors",
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 1e300, "target_modules": ["q_proj"]})
+    )
     p = cli("spectrum", folder, "--no-report", "--out", tmp_path / "res")
     assert p.returncode in (0, 2), p.stderr
     if p.returncode == 0:

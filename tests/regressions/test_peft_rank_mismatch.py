@@ -20,9 +20,15 @@ def test_config_rank_that_does_not_match_the_factors_is_refused(tmp_path, config
     folder = tmp_path / "adapter"
     folder.mkdir()
     key = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{key}.lora_A.weight": torch.randn(4, 64, generator=g),
-               f"{key}.lora_B.weight": torch.randn(64, 4, generator=g)}, folder / "adapter_model.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "lora_alpha": 8, "target_modules": ["q_proj"], **config}))
+    save_file(
+        {
+            f"{key}.lora_A.weight": torch.randn(4, 64, generator=g),
+            f"{key}.lora_B.weight": torch.randn(64, 4, generator=g),
+        },
+        folder / "adapter_model.safetensors",
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "lora_alpha": 8, "target_modules": ["q_proj"], **config})
+    )
     p = cli("spectrum", folder, "--no-report", "--out", tmp_path / "res")
     assert p.returncode == 2, p.stderr

@@ -20,10 +20,16 @@ def _adapter(tmp_path):
     folder = tmp_path / "adapter"
     folder.mkdir()
     key = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{key}.lora_A.weight": torch.randn(4, 32, generator=g),
-               f"{key}.lora_B.weight": torch.randn(32, 4, generator=g)}, folder / "adapter_model.safetensors")
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}))
+    save_file(
+        {
+            f"{key}.lora_A.weight": torch.randn(4, 32, generator=g),
+            f"{key}.lora_B.weight": torch.randn(32, 4, generator=g),
+        },
+        folder / "adapter_model.safetensors",
+    )
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})
+    )
     return folder
 
 
@@ -31,7 +37,9 @@ def test_export_and_out_in_one_folder(tmp_path):
     out = tmp_path / "x"
     p = cli("select", _adapter(tmp_path), "--energy", "0.9", "--no-report", "--out", out, "--export", out)
     if p.returncode == 0:
-        assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists(), p.stderr
+        assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists(), (
+            p.stderr
+        )
         assert (out / "selection.csv").exists()
     else:
         assert p.returncode == 2, p.stderr
@@ -39,7 +47,17 @@ def test_export_and_out_in_one_folder(tmp_path):
 
 def test_export_inside_out_does_not_write_when_the_selection_is_refused(tmp_path):
     out = tmp_path / "x"
-    p = cli("select", _adapter(tmp_path), "--energy", "0.9", "--no-report", "--out", out, "--export", out / "adapter")
+    p = cli(
+        "select",
+        _adapter(tmp_path),
+        "--energy",
+        "0.9",
+        "--no-report",
+        "--out",
+        out,
+        "--export",
+        out / "adapter",
+    )
     if p.returncode != 0:
         assert p.returncode == 2, p.stderr
         assert not (out / "adapter").exists(), "a refused run left an exported adapter behind"

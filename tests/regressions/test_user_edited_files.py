@@ -15,8 +15,14 @@ def _adapter(tmp_path):
     g = torch.Generator().manual_seed(0)
     stem = "lora_unet_down_blocks_0_attentions_0_proj_in"
     path = tmp_path / "a.safetensors"
-    save_file({f"{stem}.lora_down.weight": torch.randn(4, 24, generator=g),
-               f"{stem}.lora_up.weight": torch.randn(32, 4, generator=g), f"{stem}.alpha": torch.tensor(4.0)}, path)
+    save_file(
+        {
+            f"{stem}.lora_down.weight": torch.randn(4, 24, generator=g),
+            f"{stem}.lora_up.weight": torch.randn(32, 4, generator=g),
+            f"{stem}.alpha": torch.tensor(4.0),
+        },
+        path,
+    )
     return path
 
 

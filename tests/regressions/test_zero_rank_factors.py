@@ -13,8 +13,14 @@ STEM = "lora_unet_down_blocks_0_attentions_0_proj_in"
 
 def test_rank_zero_factors_are_bad_input(tmp_path):
     path = tmp_path / "r0.safetensors"
-    save_file({f"{STEM}.lora_down.weight": torch.zeros(0, 24), f"{STEM}.lora_up.weight": torch.zeros(32, 0),
-               f"{STEM}.alpha": torch.tensor(1.0)}, path)
+    save_file(
+        {
+            f"{STEM}.lora_down.weight": torch.zeros(0, 24),
+            f"{STEM}.lora_up.weight": torch.zeros(32, 0),
+            f"{STEM}.alpha": torch.tensor(1.0),
+        },
+        path,
+    )
     p = cli("spectrum", path, "--no-report", "--out", tmp_path / "out")
     assert p.returncode == 2, p.stderr
     assert "unexpected" not in p.stderr

@@ -21,10 +21,20 @@ from typing import Any
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--no-default-browser-check", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-    "--remote-debugging-pipe", "about:blank",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--remote-debugging-pipe",
+    "about:blank",
 ]
 
 
@@ -55,8 +65,13 @@ class Browser:
         profile.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [executable, f"--user-data-dir={profile}", *FLAGS], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, pass_fds=(3, 4), preexec_fn=as_fd3_fd4)  # noqa: PLW1509 (started before the reader thread)
+                [executable, f"--user-data-dir={profile}", *FLAGS],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(3, 4),
+                preexec_fn=as_fd3_fd4,
+            )  # noqa: PLW1509 (started before the reader thread)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._next_id = 0
@@ -95,7 +110,9 @@ class Browser:
             while self._next_id not in self._replies:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.proc.poll() is not None:
-                    raise CDPError(f"no reply to {method} (browser log: {self.log.read_text(errors='replace')[-2000:]})")
+                    raise CDPError(
+                        f"no reply to {method} (browser log: {self.log.read_text(errors='replace')[-2000:]})"
+                    )
                 self._lock.wait(left)
             reply = self._replies.pop(self._next_id)
         if "error" in reply:
@@ -157,7 +174,9 @@ class Tab:
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
-        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        res = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
         if "exceptionDetails" in res:
             raise CDPError(f"{expression[:80]}: {res['exceptionDetails']}")
         return res["result"].get("value")
@@ -166,10 +185,13 @@ class Tab:
         """A real left click (mouse pressed and released) at the middle of the element."""
         box = self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
-            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent",
-                      {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1},
+            )
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
@@ -181,7 +203,9 @@ class Tab:
         for e in self.events:
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
-                out.append(f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}")
+                out.append(
+                    f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}"
+                )
             elif e["method"] == "Runtime.exceptionThrown":
                 out.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") in ("error", "warning"):
@@ -191,4 +215,6 @@ class Tab:
     def requests(self) -> list[str]:
         """URLs of every request the tab made (data: URIs included where the browser reports them)."""
         self._drain()
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
+        ]

@@ -123,8 +123,10 @@ def text_problems(fig: Figure, slack: float = 1.0) -> list[str]:
     for t, box, poly in shapes:
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         if lo[0] < -slack or lo[1] < -slack or hi[0] > width + slack or hi[1] > height + slack:
-            problems.append(f"clipped by the canvas: {_name(t)} at {tuple(round(v) for v in (*lo, *hi))} "
-                            f"(canvas {width:.0f}×{height:.0f})")
+            problems.append(
+                f"clipped by the canvas: {_name(t)} at {tuple(round(v) for v in (*lo, *hi))} "
+                f"(canvas {width:.0f}×{height:.0f})"
+            )
     for (a, box_a, poly_a), (b, box_b, poly_b) in itertools.combinations(shapes, 2):
         if _overlap(box_a, box_b, slack) and _polygons_meet(poly_a, poly_b, slack / 2):
             problems.append(f"overlap: {_name(a)} and {_name(b)}")
@@ -133,12 +135,17 @@ def text_problems(fig: Figure, slack: float = 1.0) -> list[str]:
         own = {id(t) for t in [*lg.get_texts(), lg.get_title()]}
         frame = lg.get_window_extent(renderer)
         for t, box, poly in shapes:
-            if id(t) not in own and _overlap(frame, box, slack) and _polygons_meet(_rectangle(frame), poly,
-                                                                                   slack / 2):
+            if (
+                id(t) not in own
+                and _overlap(frame, box, slack)
+                and _polygons_meet(_rectangle(frame), poly, slack / 2)
+            ):
                 entries = [x.get_text() for x in lg.get_texts()][:3]
                 problems.append(f"on a legend: {_name(t)} sits on the legend {entries}")
     for a, b in itertools.combinations(legends, 2):
         if _overlap(a.get_window_extent(renderer), b.get_window_extent(renderer), slack):
-            problems.append(f"two legends overlap: {[x.get_text() for x in a.get_texts()][:2]} and "
-                            f"{[x.get_text() for x in b.get_texts()][:2]}")
+            problems.append(
+                f"two legends overlap: {[x.get_text() for x in a.get_texts()][:2]} and "
+                f"{[x.get_text() for x in b.get_texts()][:2]}"
+            )
     return problems

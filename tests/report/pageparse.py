@@ -19,7 +19,9 @@ class ParsedPage:
     sections: list[str] = field(default_factory=list)  # data-section keys in page order
     images: list[dict[str, str]] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    urls: list[tuple[str, str, str]] = field(default_factory=list)  # (tag, attribute, value) of every src / href
+    urls: list[tuple[str, str, str]] = field(
+        default_factory=list
+    )  # (tag, attribute, value) of every src / href
     meta: list[dict[str, str]] = field(default_factory=list)
     scripts: int = 0
 

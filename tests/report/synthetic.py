@@ -14,8 +14,12 @@ from lorascope.metrics import module_metrics
 from lorascope.results import Results, modules_frame, vectors_frame
 
 LLAMA_TYPES = {  # module -> (rows, cols) at hidden size d, intermediate 2.75·d, grouped-query k/v
-    "self_attn.q_proj": (1.0, 1.0), "self_attn.k_proj": (0.25, 1.0), "self_attn.v_proj": (0.25, 1.0),
-    "self_attn.o_proj": (1.0, 1.0), "mlp.gate_proj": (2.75, 1.0), "mlp.up_proj": (2.75, 1.0),
+    "self_attn.q_proj": (1.0, 1.0),
+    "self_attn.k_proj": (0.25, 1.0),
+    "self_attn.v_proj": (0.25, 1.0),
+    "self_attn.o_proj": (1.0, 1.0),
+    "mlp.gate_proj": (2.75, 1.0),
+    "mlp.up_proj": (2.75, 1.0),
     "mlp.down_proj": (1.0, 2.75),
 }
 
@@ -46,31 +50,54 @@ def synthetic_results(
         p = min(m, n) if kind != "adapter" else min(r, m, n)
         depth = 0.0 if layer is None else layer / max(n_layers - 1, 1)
         decay = 0.5 + 0.4 * j / max(len(types), 1)
-        bulk = 0.03 * np.sqrt(1 - np.arange(p) / p) if kind != "adapter" else 0.0  # a noise floor of dense updates
+        bulk = (
+            0.03 * np.sqrt(1 - np.arange(p) / p) if kind != "adapter" else 0.0
+        )  # a noise floor of dense updates
         sigma = (0.5 + 2.0 * depth) * (decay ** np.arange(p) + bulk) * (1 + 0.05 * rng.random(p))
         sigma = np.sort(sigma)[::-1]
         fro = float(np.sqrt(np.sum(sigma**2)))
         complete = top_k is None or kind == "adapter" or top_k >= p
         stored = sigma if complete else sigma[:top_k]
         base = None if kind == "adapter" else float(np.sqrt(m * n)) * 0.02
-        row = {"name": name, "layer": layer, "module": module, "rows": m, "cols": n,
-               "source": "lora" if kind == "adapter" else "dense",
-               "method": "factored" if kind == "adapter" else ("exact" if complete else "randomized"),
-               "lora_rank": r if kind == "adapter" else None, "scale": 2.0 if kind == "adapter" else None,
-               "seconds": 0.001}
+        row = {
+            "name": name,
+            "layer": layer,
+            "module": module,
+            "rows": m,
+            "cols": n,
+            "source": "lora" if kind == "adapter" else "dense",
+            "method": "factored" if kind == "adapter" else ("exact" if complete else "randomized"),
+            "lora_rank": r if kind == "adapter" else None,
+            "scale": 2.0 if kind == "adapter" else None,
+            "seconds": 0.001,
+        }
         row.update(module_metrics(stored, (m, n), fro, complete=complete, base_fro_norm=base))
         rows.append(row)
         spectra[name] = stored.astype(np.float32)
     modules = modules_frame(rows)
     summary = {
-        "lorascope_version": "0.1.0", "created": "2025-01-01T00:00:00+00:00", "kind": kind,
-        "inputs": [{"role": "adapter" if kind == "adapter" else "tuned", "path": f"/data/synthetic-{kind}",
-                    "format": "peft" if kind == "adapter" else "safetensors", "bytes": 123456, "sha256": None,
-                    "n_tensors": 2 * len(rows)}],
+        "lorascope_version": "0.1.0",
+        "created": "2025-01-01T00:00:00+00:00",
+        "kind": kind,
+        "inputs": [
+            {
+                "role": "adapter" if kind == "adapter" else "tuned",
+                "path": f"/data/synthetic-{kind}",
+                "format": "peft" if kind == "adapter" else "safetensors",
+                "bytes": 123456,
+                "sha256": None,
+                "n_tensors": 2 * len(rows),
+            }
+        ],
         "options": {"precision": "float32", "top_k": top_k, "seed": 0},
         "versions": {"python": "3.11", "numpy": np.__version__},
-        "totals": {"modules": len(rows), "vectors": 0, "skipped": 1,
-                   "delta_parameters": int((modules["rows"] * modules["cols"]).sum()), "adapter_parameters": 0},
+        "totals": {
+            "modules": len(rows),
+            "vectors": 0,
+            "skipped": 1,
+            "delta_parameters": int((modules["rows"] * modules["cols"]).sum()),
+            "adapter_parameters": 0,
+        },
         "timing": {"total_seconds": 0.5},
         "warnings": [{"name": "model.norm.weight", "reason": "no partner in the base checkpoint"}],
     }

@@ -43,25 +43,51 @@ def metrics_of(method: str, rank: int | None, targets: str | None, j: int, steps
     else:
         edit, forget = 1 - 2 ** (-rank / speed), min(0.9, 0.05 * math.log2(2 * rank) * (1 + 0.2 * j))
         trainable = rank * 768 * (1 + 2 * j)
-    final = {"step": steps, "edit_acc": edit, "edit_loss": 7 * (1 - edit) + 0.1, "paraphrase_acc": 0.9 * edit,
-             "paraphrase_loss": 7 * (1 - 0.9 * edit) + 0.2, "retain_same_acc": 1 - forget,
-             "retain_same_loss": forget, "retain_other_acc": 1 - forget / 2, "retain_other_loss": forget / 2,
-             "eval_loss": 0.5 + forget}
-    base = {"step": 0, "edit_acc": 0.0, "edit_loss": 7.0, "paraphrase_acc": 0.0, "paraphrase_loss": 7.1,
-            "retain_same_acc": 1.0, "retain_same_loss": 0.02, "retain_other_acc": 1.0,
-            "retain_other_loss": 0.05,
-            "eval_loss": 0.6}
+    final = {
+        "step": steps,
+        "edit_acc": edit,
+        "edit_loss": 7 * (1 - edit) + 0.1,
+        "paraphrase_acc": 0.9 * edit,
+        "paraphrase_loss": 7 * (1 - 0.9 * edit) + 0.2,
+        "retain_same_acc": 1 - forget,
+        "retain_same_loss": forget,
+        "retain_other_acc": 1 - forget / 2,
+        "retain_other_loss": forget / 2,
+        "eval_loss": 0.5 + forget,
+    }
+    base = {
+        "step": 0,
+        "edit_acc": 0.0,
+        "edit_loss": 7.0,
+        "paraphrase_acc": 0.0,
+        "paraphrase_loss": 7.1,
+        "retain_same_acc": 1.0,
+        "retain_same_loss": 0.02,
+        "retain_other_acc": 1.0,
+        "retain_other_loss": 0.05,
+        "eval_loss": 0.6,
+    }
     reference = "full" if method == "full" else "freeze-b1"
     name = f"{method}-r{rank}-{targets.replace('+', '-')}" if rank else reference
     lora = {"r": rank, "alpha": 2.0 * rank, "scale": 2.0, "targets": targets} if rank else None
-    return {"run": name, "method": method, "options": {"rank": rank or 8, "targets": targets or "attn",
-                                                       "train_blocks": 1},
-            "lora": lora, "task": {"spec": "edit:20", "name": "edit:20", "n_train": 40,
-                                   "n_eval": {s: 40 for s in SETS}},
-            "optim": {"lr": 1e-3}, "loop": {"steps": steps, "batch_size": 16, "rank_every": 5, "seed": 0},
-            "trainable_parameters": trainable, "total_parameters": 745_344, "train_seconds": 3.0,
-            "memory": {"peak_rss_bytes": 4e8}, "optimizer_state_bytes": 8 * trainable, "device": "cpu",
-            "base_eval": base, "final": final, "notes": []}
+    return {
+        "run": name,
+        "method": method,
+        "options": {"rank": rank or 8, "targets": targets or "attn", "train_blocks": 1},
+        "lora": lora,
+        "task": {"spec": "edit:20", "name": "edit:20", "n_train": 40, "n_eval": {s: 40 for s in SETS}},
+        "optim": {"lr": 1e-3},
+        "loop": {"steps": steps, "batch_size": 16, "rank_every": 5, "seed": 0},
+        "trainable_parameters": trainable,
+        "total_parameters": 745_344,
+        "train_seconds": 3.0,
+        "memory": {"peak_rss_bytes": 4e8},
+        "optimizer_state_bytes": 8 * trainable,
+        "device": "cpu",
+        "base_eval": base,
+        "final": final,
+        "notes": [],
+    }
 
 
 def histories(metrics: dict, steps: int = 100, every: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,17 +97,33 @@ def histories(metrics: dict, steps: int = 100, every: int = 5) -> tuple[pd.DataF
     rows = []
     for step in range(0, steps + 1, 25):
         t = step / steps
-        rows.append({"step": step, "lr": 1e-3, "train_loss": np.nan if step == 0 else 1.0,
-                     **{k: base[k] + t * (final[k] - base[k]) for k in final if k != "step"}})
+        rows.append(
+            {
+                "step": step,
+                "lr": 1e-3,
+                "train_loss": np.nan if step == 0 else 1.0,
+                **{k: base[k] + t * (final[k] - base[k]) for k in final if k != "step"},
+            }
+        )
     target = (metrics["lora"] or {}).get("r") or 48
     ranks = []
     for step in range(0, steps + 1, every):
         for layer in range(4):
             e = target * (1 - math.exp(-step / 20)) * (0.9 + 0.05 * layer)
-            ranks.append({"step": step, "name": f"model.layers.{layer}.self_attn.v_proj", "source": "lora",
-                          "rows": 64, "cols": 128, "lora_rank": target, "entropy_rank": e,
-                          "rank_90": math.ceil(0.8 * e), "fro_norm": step / steps,
-                          "spectral_norm": step / steps})
+            ranks.append(
+                {
+                    "step": step,
+                    "name": f"model.layers.{layer}.self_attn.v_proj",
+                    "source": "lora",
+                    "rows": 64,
+                    "cols": 128,
+                    "lora_rank": target,
+                    "entropy_rank": e,
+                    "rank_90": math.ceil(0.8 * e),
+                    "fro_norm": step / steps,
+                    "spectral_norm": step / steps,
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(ranks)
 
 
@@ -107,7 +149,14 @@ def sweep_folder(folder: Path, n: int) -> Path:
         (d / "metrics.json").write_text(json.dumps(run.metrics))
         run.history.to_csv(d / "history.csv", index=False)
         run.rank_history.to_csv(d / "rank_history.csv", index=False)
-        rows.append({"run": run.label, "method": run.method, "rank": run.rank, "targets": run.targets,
-                     "folder": run.label})
+        rows.append(
+            {
+                "run": run.label,
+                "method": run.method,
+                "rank": run.rank,
+                "targets": run.targets,
+                "folder": run.label,
+            }
+        )
     pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
     return folder

@@ -19,13 +19,17 @@ TABLE = "table.sortable"
 def tab(adapter_report, tmp_path_factory):
     exe = find_chromium()
     if exe is None:
-        pytest.skip("no headless Chromium found: install Debian's `chromium` package (.ci/run does) "
-                    "or point LORASCOPE_CHROMIUM at a Chrome/Chromium binary")
+        pytest.skip(
+            "no headless Chromium found: install Debian's `chromium` package (.ci/run does) "
+            "or point LORASCOPE_CHROMIUM at a Chrome/Chromium binary"
+        )
     browser = Browser(exe, tmp_path_factory.mktemp("chromium-profile"))
     try:
         tab = browser.tab()
-        tab.send("Emulation.setDeviceMetricsOverride",
-                 {"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+        tab.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
         tab.goto(adapter_report.as_uri())
         yield tab
     finally:
@@ -36,12 +40,15 @@ def column(tab, name: str) -> list[str]:
     return tab.evaluate(
         f"(() => {{ const t = document.querySelector('{TABLE}');"
         f" const i = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent === '{name}');"
-        " return Array.from(t.tBodies[0].rows).map(r => r.cells[i].textContent); })()")
+        " return Array.from(t.tBodies[0].rows).map(r => r.cells[i].textContent); })()"
+    )
 
 
 def header_selector(tab, name: str) -> str:
-    index = tab.evaluate(f"Array.from(document.querySelector('{TABLE}').tHead.rows[0].cells)"
-                         f".findIndex(c => c.textContent === '{name}')")
+    index = tab.evaluate(
+        f"Array.from(document.querySelector('{TABLE}').tHead.rows[0].cells)"
+        f".findIndex(c => c.textContent === '{name}')"
+    )
     assert index >= 0
     return f"{TABLE} thead th:nth-child({index + 1})"
 
@@ -53,8 +60,10 @@ def test_no_console_errors_and_no_network_requests(tab, adapter_report):
 
 
 def test_every_figure_decodes(tab):
-    sizes = tab.evaluate("Promise.all(Array.from(document.images).map("
-                         "i => i.decode().then(() => [i.naturalWidth, i.naturalHeight, i.complete])))")
+    sizes = tab.evaluate(
+        "Promise.all(Array.from(document.images).map("
+        "i => i.decode().then(() => [i.naturalWidth, i.naturalHeight, i.complete])))"
+    )
     assert len(sizes) == 7
     assert all(w > 0 and h > 0 and done for w, h, done in sizes)
 
@@ -76,8 +85,12 @@ def test_clicking_a_column_header_sorts_the_table(tab):
     tab.click(header_selector(tab, "fro_norm"))
     ascending = [float(v) for v in column(tab, "fro_norm")]
     assert ascending == sorted(ascending) and ascending != [float(v) for v in original]
-    assert tab.evaluate(f"document.querySelector('{header_selector(tab, 'fro_norm')}').getAttribute('aria-sort')") \
+    assert (
+        tab.evaluate(
+            f"document.querySelector('{header_selector(tab, 'fro_norm')}').getAttribute('aria-sort')"
+        )
         == "ascending"
+    )
     tab.click(header_selector(tab, "fro_norm"))
     descending = [float(v) for v in column(tab, "fro_norm")]
     assert descending == sorted(ascending, reverse=True)
@@ -96,6 +109,7 @@ def test_filter_box_hides_rows_by_name(tab):
         "(() => { const f = document.querySelector('input.filter'); f.value = 'layers.2 q_proj';"
         " f.dispatchEvent(new Event('input')); const t = document.querySelector('table.sortable');"
         " return [Array.from(t.tBodies[0].rows).filter(r => !r.hidden).map(r => r.cells[0].textContent),"
-        " document.getElementById(f.dataset.count).textContent]; })()")
+        " document.getElementById(f.dataset.count).textContent]; })()"
+    )
     assert shown == [["model.layers.2.self_attn.q_proj"], "1 of 13"]
     assert tab.problems() == []

@@ -56,8 +56,13 @@ def test_zero_updates_are_named_and_left_out_of_medians_and_heatmaps():
 def test_each_runs_warnings_are_carried_over():
     a = synthetic_results(2, TYPES, hidden=16, seed=1)
     b = synthetic_results(2, TYPES, hidden=16, seed=2)
-    b.summary = {**b.summary, "warnings": [{"name": "lm_head.weight", "reason": "shape differs"},
-                                           {"name": "model.norm.weight", "reason": "no partner"}]}
+    b.summary = {
+        **b.summary,
+        "warnings": [
+            {"name": "lm_head.weight", "reason": "shape differs"},
+            {"name": "model.norm.weight", "reason": "no partner"},
+        ],
+    }
     ctx = ComparisonContext([a, b], ["a", "b"])
     blocks = comparison.runs_section(ctx)
     note = next(x for x in blocks if getattr(x, "text", "").startswith("3 warnings"))
@@ -66,7 +71,8 @@ def test_each_runs_warnings_are_carried_over():
     assert table.to_dict("records") == [
         {"run": "a", "name": "model.norm.weight", "reason": "no partner in the base checkpoint"},
         {"run": "b", "name": "lm_head.weight", "reason": "shape differs"},
-        {"run": "b", "name": "model.norm.weight", "reason": "no partner"}]
+        {"run": "b", "name": "model.norm.weight", "reason": "no partner"},
+    ]
 
 
 def test_trainer_runs_open_the_page_with_their_outcome(tmp_path):
@@ -90,10 +96,17 @@ def test_trainer_runs_open_the_page_with_their_outcome(tmp_path):
     answer = page.sections[0].blocks
     assert "1 analysis did not come from a trainer run folder" in answer[0].text
     assert "elsewhere" in answer[0].text
-    outcome = next(b.data for b in answer if isinstance(getattr(b, "data", None), pd.DataFrame)
-                   and "edit_acc" in b.data.columns)
+    outcome = next(
+        b.data
+        for b in answer
+        if isinstance(getattr(b, "data", None), pd.DataFrame) and "edit_acc" in b.data.columns
+    )
     assert outcome["run"].tolist() == labels
     expected = [metrics_of("lora", r, "attn", 0)["final"]["edit_acc"] for r in (2, 8)]
     assert outcome["edit_acc"].tolist() == expected
     assert {b.key for s in page.sections for b in s.blocks if hasattr(b, "draw")} >= {
-        "outcome_rank", "outcome_parameters", "rank_evolution", "forgetting_rank"}
+        "outcome_rank",
+        "outcome_parameters",
+        "rank_evolution",
+        "forgetting_rank",
+    }

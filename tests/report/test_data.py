@@ -15,20 +15,24 @@ from lorascope.results import modules_frame
 
 def rows(specs):
     """specs: (name, layer, module, rows, cols, fro_norm, metric) -> a modules table."""
-    return modules_frame([
-        {"name": n, "layer": l, "module": m, "rows": r, "cols": c, "fro_norm": f, "entropy_rank": e}
-        for n, l, m, r, c, f, e in specs
-    ])
+    return modules_frame(
+        [
+            {"name": n, "layer": l, "module": m, "rows": r, "cols": c, "fro_norm": f, "entropy_rank": e}
+            for n, l, m, r, c, f, e in specs
+        ]
+    )
 
 
 def test_grid_averages_modules_sharing_a_cell_and_leaves_out_unlayered_ones():
-    m = rows([
-        ("down_blocks.1.attentions.0.to_q", 1, "attentions.0.to_q", 4, 4, 1.0, 2.0),
-        ("up_blocks.1.attentions.0.to_q", 1, "attentions.0.to_q", 4, 4, 1.0, 4.0),
-        ("up_blocks.1.attentions.1.to_q", 1, "attentions.1.to_q", 4, 4, 1.0, 9.0),
-        ("down_blocks.0.attentions.0.to_k", 0, "attentions.0.to_k", 4, 4, 1.0, 1.0),
-        ("conv_in", None, "conv_in", 4, 4, 1.0, 100.0),
-    ])
+    m = rows(
+        [
+            ("down_blocks.1.attentions.0.to_q", 1, "attentions.0.to_q", 4, 4, 1.0, 2.0),
+            ("up_blocks.1.attentions.0.to_q", 1, "attentions.0.to_q", 4, 4, 1.0, 4.0),
+            ("up_blocks.1.attentions.1.to_q", 1, "attentions.1.to_q", 4, 4, 1.0, 9.0),
+            ("down_blocks.0.attentions.0.to_k", 0, "attentions.0.to_k", 4, 4, 1.0, 1.0),
+            ("conv_in", None, "conv_in", 4, 4, 1.0, 100.0),
+        ]
+    )
     grid = data.layer_grid(m, "entropy_rank")
     assert list(grid.values.columns) == ["attentions.*.to_k", "attentions.*.to_q"]
     assert list(grid.values.index) == [0, 1]
@@ -40,16 +44,22 @@ def test_grid_averages_modules_sharing_a_cell_and_leaves_out_unlayered_ones():
 
 
 def test_types_come_in_model_order_and_labels_are_short_and_unique():
-    m = rows([
-        ("lm_head", None, "lm_head", 4, 4, 1.0, 1.0),
-        ("model.layers.0.self_attn.q_proj", 0, "self_attn.q_proj", 4, 4, 1.0, 1.0),
-        ("model.layers.0.mlp.experts.3.w1", 0, "mlp.experts.3.w1", 4, 4, 1.0, 1.0),
-        ("model.layers.1.self_attn.k_proj", 1, "self_attn.k_proj", 4, 4, 1.0, 1.0),
-    ])
+    m = rows(
+        [
+            ("lm_head", None, "lm_head", 4, 4, 1.0, 1.0),
+            ("model.layers.0.self_attn.q_proj", 0, "self_attn.q_proj", 4, 4, 1.0, 1.0),
+            ("model.layers.0.mlp.experts.3.w1", 0, "mlp.experts.3.w1", 4, 4, 1.0, 1.0),
+            ("model.layers.1.self_attn.k_proj", 1, "self_attn.k_proj", 4, 4, 1.0, 1.0),
+        ]
+    )
     assert data.type_order(m) == ["self_attn.q_proj", "mlp.experts.*.w1", "self_attn.k_proj", "lm_head"]
-    labels = data.short_labels([
-        "attentions.*.transformer_blocks.*.attn1.to_q", "transformer_blocks.*.attn1.to_q", "mlp.experts.*.w1",
-    ])
+    labels = data.short_labels(
+        [
+            "attentions.*.transformer_blocks.*.attn1.to_q",
+            "transformer_blocks.*.attn1.to_q",
+            "mlp.experts.*.w1",
+        ]
+    )
     assert labels == {
         "attentions.*.transformer_blocks.*.attn1.to_q": "attentions…attn1.to_q",
         "transformer_blocks.*.attn1.to_q": "transformer_blocks.attn1.to_q",
@@ -85,7 +95,9 @@ def test_uniform_rank_sweep_matches_the_definition():
         assert row["error"] == pytest.approx(err, rel=1e-6, abs=1e-7)
         assert row["energy"] == pytest.approx(1 - err**2, rel=1e-6, abs=1e-7)
         assert row["adapter_parameters"] == params
-    assert sweep.table["error"].iloc[-1] == 0.0  # the whole spectrum kept: no tail, whatever the float32 rounding
+    assert (
+        sweep.table["error"].iloc[-1] == 0.0
+    )  # the whole spectrum kept: no tail, whatever the float32 rounding
 
 
 def test_sweep_of_an_adapter_reaches_zero_at_its_rank():
@@ -152,8 +164,20 @@ def test_sweep_error_is_summed_from_the_tail_not_cancelled():
 
     s = np.array([3.0, 2.0, 1.0, 2e-9, 1e-9])
     fro = float(np.sqrt(np.sum(s**2)))
-    modules = modules_frame([{"name": "layers.0.w", "layer": 0, "module": "w", "rows": 8, "cols": 5,
-                              "method": "exact", "fro_norm": fro, "rank_beyond_k": False}])
+    modules = modules_frame(
+        [
+            {
+                "name": "layers.0.w",
+                "layer": 0,
+                "module": "w",
+                "rows": 8,
+                "cols": 5,
+                "method": "exact",
+                "fro_norm": fro,
+                "rank_beyond_k": False,
+            }
+        ]
+    )
     t = data.uniform_rank_sweep(modules, {"layers.0.w": s.astype(np.float32)}).table.set_index("k")
     want = np.sqrt(np.sum(s[3:] ** 2)) / fro
     assert t.loc[3, "error"] == pytest.approx(want, rel=1e-6)

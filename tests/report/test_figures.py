@@ -36,8 +36,10 @@ def test_heatmaps_at_80_layers_thin_layer_labels_and_skip_cell_numbers(big):
 def test_heatmaps_of_a_small_model_print_the_values():
     res = llama_like(2, hidden=32)
     types = data.type_order(res.modules)
-    fig = fg.heatmaps([fg.HeatPanel("entropy_rank", data.layer_grid(res.modules, "entropy_rank", types), "u")],
-                      data.short_labels(types))
+    fig = fg.heatmaps(
+        [fg.HeatPanel("entropy_rank", data.layer_grid(res.modules, "entropy_rank", types), "u")],
+        data.short_labels(types),
+    )
     assert len(fig.axes[0].texts) == 14
 
 
@@ -74,13 +76,24 @@ def test_every_figure_function_draws_from_small_data():
     sweep = data.uniform_rank_sweep(m, res.spectra)
     figs = [
         fg.energy_curves(data.energy_by_type(m, res.spectra, types), {}, labels),
-        fg.magnitude_distribution({t: m.loc[data.with_types(m)["type"] == t, ["fro_norm", "layer"]]
-                                  .rename(columns={"fro_norm": "value"}) for t in types}, labels, "u"),
+        fg.magnitude_distribution(
+            {
+                t: m.loc[data.with_types(m)["type"] == t, ["fro_norm", "layer"]].rename(
+                    columns={"fro_norm": "value"}
+                )
+                for t in types
+            },
+            labels,
+            "u",
+        ),
         fg.layer_profile(data.layer_grid(m, "fro_norm").values, labels, "u"),
         fg.sweep_error(sweep.table, [4], None),
         fg.sweep_energy_params(sweep.table, data.actual_adapter_parameters(m)),
-        fg.energy_overlay({types[0]: {"a": fg.Band(np.array([0.5, 1.0]), np.array([0.4, 1.0]), np.array([0.6, 1.0]), 3)}},
-                          ["a"], labels),
+        fg.energy_overlay(
+            {types[0]: {"a": fg.Band(np.array([0.5, 1.0]), np.array([0.4, 1.0]), np.array([0.6, 1.0]), 3)}},
+            ["a"],
+            labels,
+        ),
     ]
     for fig in figs:
         assert isinstance(fig, Figure) and fig.axes

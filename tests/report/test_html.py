@@ -14,7 +14,15 @@ from lorascope.report.sections import SECTIONS
 from lorascope.results import load_results
 
 BUILT_IN = ["inputs", "headline", "heatmaps", "spectra", "energy", "magnitudes", "sweep", "modules"]
-FIGURES = ["heatmaps", "spectra", "energy", "magnitude_distribution", "magnitude_profile", "sweep_error", "sweep_params"]
+FIGURES = [
+    "heatmaps",
+    "spectra",
+    "energy",
+    "magnitude_distribution",
+    "magnitude_profile",
+    "sweep_error",
+    "sweep_params",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +37,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_every_section_is_present_in_order(page):
     assert page.sections == BUILT_IN
-    keys = [s.key for s in SECTIONS.specs]  # later analyses register more sections, which need their own files
+    keys = [
+        s.key for s in SECTIONS.specs
+    ]  # later analyses register more sections, which need their own files
     assert [k for k in keys if k in BUILT_IN] == BUILT_IN
 
 
@@ -78,7 +88,9 @@ def test_page_loads_nothing_from_anywhere(page, adapter_report):
 
 
 def test_unlayered_modules_get_their_own_table(page):
-    table = next(t for t in page.tables if t.rows and t.rows[0][0] == "lm_head" and "sortable" not in t.classes)
+    table = next(
+        t for t in page.tables if t.rows and t.rows[0][0] == "lm_head" and "sortable" not in t.classes
+    )
     assert len(table.rows) == 1
 
 

@@ -41,8 +41,10 @@ def answer_figures(n: int) -> dict[str, Figure]:
 
 
 def comparison_figures(n: int) -> dict[str, Figure]:
-    runs = [synthetic_results(4, kind="adapter" if i % 3 else "full-diff", r=2 ** (i % 6), hidden=32, seed=i)
-            for i in range(n)]
+    runs = [
+        synthetic_results(4, kind="adapter" if i % 3 else "full-diff", r=2 ** (i % 6), hidden=32, seed=i)
+        for i in range(n)
+    ]
     labels = [f"lora-r{2 ** (i % 6)}-all-linear-{i}" for i in range(n)]
     ctx = comparison.ComparisonContext(runs, labels)
     figs = {}
@@ -69,8 +71,13 @@ def test_comparison_figures_have_no_clipped_or_overlapping_text(n):
 
 
 def test_functional_beside_energy_reads_cleanly():
-    shares = pd.DataFrame({"k": [1, 2, 4, 8, 16, 32, 64], "loss_kept": [0.3, 0.6, 0.9, 0.995, 1, 1, 1],
-                           "energy": [0.27, 0.41, 0.62, 0.83, 0.93, 0.97, 0.99]})
+    shares = pd.DataFrame(
+        {
+            "k": [1, 2, 4, 8, 16, 32, 64],
+            "loss_kept": [0.3, 0.6, 0.9, 0.995, 1, 1, 1],
+            "energy": [0.27, 0.41, 0.62, 0.83, 0.93, 0.97, 0.99],
+        }
+    )
     pick = {"k": 8, "tolerance": 0.01}
     assert text_problems(of.functional_beside_energy(shares, pick, "edit_loss")) == []
 
@@ -139,19 +146,34 @@ def test_legends_sit_beside_the_lines_and_labels_of_sweep_and_compare_figures():
     from lorascope.report.compare_figures import amplification_by_layer, overlap_by_layer
     from lorascope.report.rank_figures import functional_figure
 
-    functional = pd.DataFrame({"point": ["base"] + ["truncated"] * 5 + ["full"],
-                               "k": [0, 1, 2, 4, 8, 16, None],
-                               "loss": [7.7, 5.2, 3.1, 0.86, 0.23, 0.18, 0.17],
-                               "energy": [0, .27, .42, .62, .83, .93, 1]})
+    functional = pd.DataFrame(
+        {
+            "point": ["base"] + ["truncated"] * 5 + ["full"],
+            "k": [0, 1, 2, 4, 8, 16, None],
+            "loss": [7.7, 5.2, 3.1, 0.86, 0.23, 0.18, 0.17],
+            "energy": [0, 0.27, 0.42, 0.62, 0.83, 0.93, 1],
+        }
+    )
     pick = {"k": 8, "tolerance": 0.05, "metric": "edit_loss"}
     assert text_problems(functional_figure(functional, pick)) == []
     rng = np.random.default_rng(0)
     for layers in (4, 32):
-        rows = [{"name": f"model.layers.{i}.self_attn.{p}", "module": f"self_attn.{p}", "layer": i,
-                 "cosine": rng.random(), "phi_1_1": rng.random(), "phi_all": rng.random(), "random_all": 0.5,
-                 "amplification": 0.1 + rng.random(), "update": u}
-                for i in range(layers) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
-                for u in ("r8", "full")]
+        rows = [
+            {
+                "name": f"model.layers.{i}.self_attn.{p}",
+                "module": f"self_attn.{p}",
+                "layer": i,
+                "cosine": rng.random(),
+                "phi_1_1": rng.random(),
+                "phi_all": rng.random(),
+                "random_all": 0.5,
+                "amplification": 0.1 + rng.random(),
+                "update": u,
+            }
+            for i in range(layers)
+            for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+            for u in ("r8", "full")
+        ]
         table = pd.DataFrame(rows)
         for fig in (overlap_by_layer(table[table["update"] == "r8"]), amplification_by_layer(table)):
             assert text_problems(fig) == [], layers

@@ -43,7 +43,8 @@ def test_a_plugin_module_is_imported_only_where_its_file_is(tmp_path, monkeypatc
     (tmp_path / "late_sections.py").write_text(
         "from lorascope.report.blocks import NoteBlock\n"
         "from test_registry_target import REG\n"
-        "REG.register('extra', 'Extra', order=70)(lambda ctx: [NoteBlock('extra')])\n")
+        "REG.register('extra', 'Extra', order=70)(lambda ctx: [NoteBlock('extra')])\n"
+    )
     (tmp_path / "test_registry_target.py").write_text("REG = None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import test_registry_target

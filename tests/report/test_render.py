@@ -21,8 +21,17 @@ g = torch.Generator().manual_seed(0)
 def test_default_paths_and_an_explicit_out(adapter_dir, adapter_report, tmp_path):
     assert adapter_report == adapter_dir / "report.html"
     assert sorted(p.name for p in (adapter_dir / "figures").iterdir()) == sorted(
-        f"{k}.png" for k in ("heatmaps", "spectra", "energy", "magnitude_distribution", "magnitude_profile",
-                             "sweep_error", "sweep_params"))
+        f"{k}.png"
+        for k in (
+            "heatmaps",
+            "spectra",
+            "energy",
+            "magnitude_distribution",
+            "magnitude_profile",
+            "sweep_error",
+            "sweep_params",
+        )
+    )
     out = render_report(load_results(adapter_dir), tmp_path / "slides" / "run.html")
     assert out == tmp_path / "slides" / "run.html" and out.is_file()
     assert (tmp_path / "slides" / "run-figures" / "spectra.png").is_file()
@@ -48,7 +57,16 @@ def test_real_fixture_adapter(real_fixtures, tmp_path):
     adapter = real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora"
     folder = lorascope.analyze(adapter).save(tmp_path / "gpt2")
     page = parse_page(render_report(folder).read_text(encoding="utf-8"))
-    assert page.sections[:8] == ["inputs", "headline", "heatmaps", "spectra", "energy", "magnitudes", "sweep", "modules"]
+    assert page.sections[:8] == [
+        "inputs",
+        "headline",
+        "heatmaps",
+        "spectra",
+        "energy",
+        "magnitudes",
+        "sweep",
+        "modules",
+    ]
     assert len(page.images) == 7 and all(i["src"].startswith("data:image/png;base64,") for i in page.images)
     table = page.table("sortable")
     assert len(table.rows) == 36  # 12 layers × attn.c_attn, attn.c_proj, mlp.c_proj
@@ -68,7 +86,9 @@ def test_truncated_spectra_are_flagged(tmp_path):
     page = build_page(load_results(folder))
     sweep = next(s for s in page.sections if s.key == "sweep")
     assert any(getattr(b, "level", "") == "warn" and "randomized top-k" in b.text for b in sweep.blocks)
-    assert any("top-k" in getattr(b, "text", "") for b in next(s for s in page.sections if s.key == "modules").blocks)
+    assert any(
+        "top-k" in getattr(b, "text", "") for b in next(s for s in page.sections if s.key == "modules").blocks
+    )
 
 
 def test_not_a_results_folder(tmp_path):
@@ -90,8 +110,12 @@ def test_comparison_of_three_runs(tmp_path):
     page = parse_page(out.read_text(encoding="utf-8"))
     assert page.sections == ["runs", "headline", "energy", "heatmaps", "joined"]
     assert [i["data-figure"] for i in page.images] == [
-        "compare_energy", "compare_heatmap_entropy_rank", "compare_heatmap_rank_90",
-        "compare_heatmap_fro_norm", "compare_heatmap_stable_rank"]
+        "compare_energy",
+        "compare_heatmap_entropy_rank",
+        "compare_heatmap_rank_90",
+        "compare_heatmap_fro_norm",
+        "compare_heatmap_stable_rank",
+    ]
     assert (tmp_path / "compare-figures" / "compare_energy.png").is_file()
     joined = page.table("sortable")
     assert len(joined.rows) == 10  # 9 shared names + lm_head of the full fine-tune

@@ -20,8 +20,22 @@ def run(*args):
 
 
 def test_train_writes_a_run_and_says_where(tiny_base, tmp_path):
-    res = run("train", "--model", tiny_base, "--method", "dora", "--rank", "2", "--targets", "q_proj+v_proj",
-              "--task", "edit:3", *FAST, "--out", tmp_path / "r")
+    res = run(
+        "train",
+        "--model",
+        tiny_base,
+        "--method",
+        "dora",
+        "--rank",
+        "2",
+        "--targets",
+        "q_proj+v_proj",
+        "--task",
+        "edit:3",
+        *FAST,
+        "--out",
+        tmp_path / "r",
+    )
     assert res.exit_code == 0, res.output
     assert f"run written to {tmp_path / 'r'}" in res.output
     assert "dora-r2-q_proj+v_proj" in res.output and "edit_acc" in res.output  # the summary table
@@ -30,8 +44,21 @@ def test_train_writes_a_run_and_says_where(tiny_base, tmp_path):
 
 def test_train_json_and_the_run_folder_as_input(tiny_base, tmp_path):
     """`train --json`, then the run folder given where commands take an update: its adapter on its base."""
-    res = run("train", "--model", tiny_base, "--rank", "2", "--targets", "attn", "--task", "edit:3", *FAST,
-              "--out", tmp_path / "r", "--json")
+    res = run(
+        "train",
+        "--model",
+        tiny_base,
+        "--rank",
+        "2",
+        "--targets",
+        "attn",
+        "--task",
+        "edit:3",
+        *FAST,
+        "--out",
+        tmp_path / "r",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     doc = document(res.stdout, "train")
     assert doc["written"] == {"run": str(tmp_path / "r"), "metrics": str(tmp_path / "r" / "metrics.json")}
@@ -56,28 +83,56 @@ def test_train_default_out_folder(tiny_base, tmp_path, monkeypatch):
 
 
 def test_train_sweep(tiny_base, tmp_path):
-    res = run("train-sweep", "--model", tiny_base, "--methods", "lora,full", "--ranks", "1,2", "--targets",
-              "v_proj,attn", "--task", "edit:3", *FAST, "-q", "--out", tmp_path / "sw", "--json")
+    res = run(
+        "train-sweep",
+        "--model",
+        tiny_base,
+        "--methods",
+        "lora,full",
+        "--ranks",
+        "1,2",
+        "--targets",
+        "v_proj,attn",
+        "--task",
+        "edit:3",
+        *FAST,
+        "-q",
+        "--out",
+        tmp_path / "sw",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     doc = document(res.stdout, "train-sweep")
     table = pd.read_csv(tmp_path / "sw" / "index.csv")
     assert [r["run"] for r in doc["runs"]] == table["run"].tolist()
-    assert table["run"].tolist() == ["lora-r1-v_proj", "lora-r2-v_proj", "lora-r1-attn", "lora-r2-attn", "full"]
-    assert table.set_index("run").loc["full", "lr"] == 1e-4 and table.set_index("run").loc["lora-r1-attn", "lr"] == 1e-3
+    assert table["run"].tolist() == [
+        "lora-r1-v_proj",
+        "lora-r2-v_proj",
+        "lora-r1-attn",
+        "lora-r2-attn",
+        "full",
+    ]
+    assert (
+        table.set_index("run").loc["full", "lr"] == 1e-4
+        and table.set_index("run").loc["lora-r1-attn", "lr"] == 1e-3
+    )
     assert f"index written to {tmp_path / 'sw' / 'index.csv'}" in res.stderr
     assert not (tmp_path / "sw" / "base").exists()  # a --model folder is referenced, not copied
 
 
-@pytest.mark.parametrize("args,match", [
-    (["train", "--targets", "qkv"], "match no linear module"),
-    (["train", "--targets", "re:(("], "not a valid regular expression"),
-    (["train", "--task", "missing.jsonl"], "does not exist"),
-    (["train", "--task", "edit:999"], "1 ≤ K"),
-    (["train", "--alpha", "-2"], "alpha must be positive"),
-    (["train-sweep", "--ranks", "1,x"], "comma-separated list"),
-    (["train-sweep", "--ranks", "0,2"], "positive integer"),
-    (["train-sweep", "--methods", "lora,adapterx"], "unknown method"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["train", "--targets", "qkv"], "match no linear module"),
+        (["train", "--targets", "re:(("], "not a valid regular expression"),
+        (["train", "--task", "missing.jsonl"], "does not exist"),
+        (["train", "--task", "edit:999"], "1 ≤ K"),
+        (["train", "--alpha", "-2"], "alpha must be positive"),
+        (["train-sweep", "--ranks", "1,x"], "comma-separated list"),
+        (["train-sweep", "--ranks", "0,2"], "positive integer"),
+        (["train-sweep", "--methods", "lora,adapterx"], "unknown method"),
+    ],
+)
 def test_bad_input_is_one_clear_error(tiny_base, tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
     res = run(*args, "--model", tiny_base, *FAST, "-q", "--out", tmp_path / "o")

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from lorascope.errors import LorascopeError
-from lorascope.train.data import IGNORE, Example, encode, examples_from_lines, file_task, pretrain_corpus, world_task
+from lorascope.train.data import (
+    IGNORE,
+    Example,
+    encode,
+    examples_from_lines,
+    file_task,
+    pretrain_corpus,
+    world_task,
+)
 from lorascope.train.folders import read_task_file
 from lorascope.train.tokenizer import WordTokenizer, from_hf_tokenizer_json, hf_tokenizer_json
 from lorascope.train.world import WorldConfig, build_world, world_from_dict, world_to_dict
@@ -46,8 +54,9 @@ def test_edit_task_sets():
     assert {e.completion for e in task.train} <= {e["new"] for e in edits}
     assert len(task.evals["retain_same"]) == (12 * 3 - 7) * 4
     assert len(task.evals["retain_other"]) == 12 * 3 * 4
-    edited_prompts = {WORLD.relations[e["relation"]].render(t, e["entity"], "")[0]
-                      for e in edits for t in range(4)}
+    edited_prompts = {
+        WORLD.relations[e["relation"]].render(t, e["entity"], "")[0] for e in edits for t in range(4)
+    }
     assert not edited_prompts & {e.prompt for e in task.evals["retain_same"]}
     assert world_task("edit:7", WORLD, seed=1) == task and world_task("edit:7", WORLD, seed=2) != task
 
@@ -58,8 +67,15 @@ def test_domain_task_teaches_the_unseen_relation():
     assert len(task.train) == 12 * 2 and len(task.evals["retain"]) == 12 * 6 * 4
 
 
-@pytest.mark.parametrize("spec,match", [("edit:0", "1 ≤ K"), ("edit:500", "1 ≤ K"), ("edit:x", "number of edits"),
-                                        ("rewrite:3", "unknown task")])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("edit:0", "1 ≤ K"),
+        ("edit:500", "1 ≤ K"),
+        ("edit:x", "number of edits"),
+        ("rewrite:3", "unknown task"),
+    ],
+)
 def test_bad_task_specs(spec, match):
     with pytest.raises(LorascopeError, match=match):
         world_task(spec, WORLD, 0)
@@ -113,9 +129,22 @@ def test_saved_tokenizer_loads_in_transformers(tmp_path):
     from lorascope.train.model import MiniGPTConfig, build
 
     tok = WordTokenizer(tuple(WORLD.words()))
-    save_minigpt(tmp_path, build(MiniGPTConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=16,
-                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2), 0),
-                 tok, WORLD)
+    save_minigpt(
+        tmp_path,
+        build(
+            MiniGPTConfig(
+                vocab_size=tok.vocab_size,
+                hidden_size=16,
+                intermediate_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+            ),
+            0,
+        ),
+        tok,
+        WORLD,
+    )
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     text = f"The capital of {WORLD.entities[3].title()} is {WORLD.facts[(WORLD.entities[3], 'capital')]} , zorblax!"
     assert hf(text)["input_ids"] == [tok.bos_id] + tok.encode(text)

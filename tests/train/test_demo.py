@@ -23,8 +23,15 @@ NAMES = ["lora-r1-v_proj", "lora-r4-v_proj", "lora-r1-all-linear", "lora-r4-all-
 
 
 def small_config(tiny_config) -> DemoConfig:
-    return DemoConfig(ranks=(1, 4), targets=("v_proj", "all-linear"), steps=8, rank_every=4, task="edit:4",
-                      pretrain=tiny_config, functional_ranks=(1, 2, 4, 8))
+    return DemoConfig(
+        ranks=(1, 4),
+        targets=("v_proj", "all-linear"),
+        steps=8,
+        rank_every=4,
+        task="edit:4",
+        pretrain=tiny_config,
+        functional_ranks=(1, 2, 4, 8),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +82,23 @@ def test_the_page_opens_with_every_runs_outcome(demo):
     assert page.sections[:4] == ["answer", "functional", "rank-during-training", "forgetting"]
     assert page.sections.index("answer") < page.sections.index("runs") < page.sections.index("heatmaps")
     figures = {i.get("data-figure") for i in page.images}
-    assert {"outcome_rank", "outcome_parameters", "rank_evolution", "forgetting_rank",
-            "functional_energy_full"} <= figures
+    assert {
+        "outcome_rank",
+        "outcome_parameters",
+        "rank_evolution",
+        "forgetting_rank",
+        "functional_energy_full",
+    } <= figures
     index = pd.read_csv(out / "runs" / "index.csv").set_index("run")
     outcome = next(t for t in page.tables if t.header[:4] == ["run", "method", "targets", "r"])
     rows = {r[0]: dict(zip(outcome.header, r)) for r in outcome.rows}
     assert list(rows) == NAMES
     for name in NAMES:
         for metric in ("edit_acc", "paraphrase_acc", "retain_same_acc", "retain_other_acc", "eval_loss"):
-            assert float(rows[name][metric]) == pytest.approx(index.loc[name, metric], rel=1e-3, abs=1e-4), \
-                (name, metric)
+            assert float(rows[name][metric]) == pytest.approx(index.loc[name, metric], rel=1e-3, abs=1e-4), (
+                name,
+                metric,
+            )
         assert int(rows[name]["parameters"]) == index.loc[name, "trainable_parameters"]
     for name in ("full", "freeze-b1"):
         assert rows[name]["r"] == ""  # references: no rank
@@ -98,8 +112,9 @@ def test_zero_updates_are_named_and_left_out(demo):
     n_zero = int((frozen["fro_norm"] == 0).sum())
     assert f"freeze-b1: {n_zero} of {len(frozen)}" in note
     zero_table = next(t for t in parse_page(html).tables if t.header == ["run", "module"])
-    assert sorted(r[1] for r in zero_table.rows if r[0] == "freeze-b1") == \
-        sorted(frozen.loc[frozen["fro_norm"] == 0, "name"])
+    assert sorted(r[1] for r in zero_table.rows if r[0] == "freeze-b1") == sorted(
+        frozen.loc[frozen["fro_norm"] == 0, "name"]
+    )
 
 
 def test_report_of_the_demo_folder_re_renders_its_page(demo):
@@ -114,8 +129,9 @@ def test_report_of_the_demo_folder_re_renders_its_page(demo):
     assert doc["title"].startswith("lorascope demo: 6 fine-tunes of one base")
     assert {p.split("/")[-1] for p in doc["figures"]} >= {"outcome_rank.png", "rank_evolution.png"}
     # the runs folder alone has a page too: the training sweep's answer, no spectra
-    res = CliRunner().invoke(main, ["report", str(out / "runs"), "--out", str(out.parent / "runs.html"),
-                                    "--json"])
+    res = CliRunner().invoke(
+        main, ["report", str(out / "runs"), "--out", str(out.parent / "runs.html"), "--json"]
+    )
     runs_doc = document(res.stdout, "report")
     assert runs_doc["sections"][:1] == ["answer"] and "rank-during-training" in runs_doc["sections"]
 
@@ -149,23 +165,30 @@ def test_the_demo_page_in_a_browser(demo, tmp_path):
 
     exe = find_chromium()
     if exe is None:
-        pytest.skip("no headless Chromium found: install Debian's `chromium` package or set "
-                    "LORASCOPE_CHROMIUM")
+        pytest.skip(
+            "no headless Chromium found: install Debian's `chromium` package or set LORASCOPE_CHROMIUM"
+        )
     out, _ = demo
     page = out / "report.html"
     browser = Browser(exe, tmp_path / "profile")
     try:
         tab = browser.tab()
-        tab.send("Emulation.setDeviceMetricsOverride",
-                 {"width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": False})
+        tab.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": False},
+        )
         tab.goto(page.as_uri())
         assert tab.problems() == []
         assert [u for u in tab.requests() if not u.startswith("data:")] == [page.as_uri()]
-        sizes = tab.evaluate("Promise.all(Array.from(document.images).map("
-                             "i => i.decode().then(() => [i.naturalWidth, i.naturalHeight])))")
+        sizes = tab.evaluate(
+            "Promise.all(Array.from(document.images).map("
+            "i => i.decode().then(() => [i.naturalWidth, i.naturalHeight])))"
+        )
         assert len(sizes) >= 5 and all(w > 0 and h > 0 for w, h in sizes)
-        top = tab.evaluate("(() => { const r = document.querySelector('img[data-figure=\"outcome_rank\"]')"
-                           ".getBoundingClientRect(); return [r.top, r.bottom]; })()")
+        top = tab.evaluate(
+            "(() => { const r = document.querySelector('img[data-figure=\"outcome_rank\"]')"
+            ".getBoundingClientRect(); return [r.top, r.bottom]; })()"
+        )
         assert 0 < top[0] < 1400, "the outcome figure starts on the first screen"
         cards = tab.evaluate("Array.from(document.querySelectorAll('#answer .card')).map(c => c.textContent)")
         assert len(cards) == 4 and any("full" in c.lower() for c in cards)  # 2 target sets, full, freeze

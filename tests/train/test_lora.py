@@ -24,8 +24,15 @@ from lorascope.train.lora import (
 )
 from lorascope.train.model import MiniGPTConfig, build
 
-CFG = MiniGPTConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
-                    num_key_value_heads=1, max_position_embeddings=16)
+CFG = MiniGPTConfig(
+    vocab_size=40,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=16,
+)
 
 
 def linear(out_f: int, in_f: int, seed: int = 0, bias: bool = False) -> nn.Linear:
@@ -153,7 +160,9 @@ def test_model_merge_and_unload_gives_plain_modules():
 def test_targets_presets_names_and_regex():
     model = build(CFG, 0)
     attn = resolve_targets(model, "attn")
-    assert len(attn) == 8 and all(n.rpartition(".")[2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in attn)
+    assert len(attn) == 8 and all(
+        n.rpartition(".")[2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in attn
+    )
     assert len(resolve_targets(model, "mlp")) == 6
     every = resolve_targets(model, "all-linear")
     assert len(every) == 14 and "lm_head" not in every  # the output layer stays out, as in PEFT
@@ -169,12 +178,24 @@ def test_bad_targets_raise_a_helpful_error(spec):
 
 
 def test_peft_target_modules_are_shortest_exact_suffixes():
-    names = ["model.layers.0.attn.c_proj", "model.layers.0.mlp.c_proj", "model.layers.0.attn.c_attn", "lm_head"]
-    assert peft_target_modules(["model.layers.0.attn.c_proj", "model.layers.0.attn.c_attn"], names) == \
-        ["attn.c_proj", "c_attn"]
+    names = [
+        "model.layers.0.attn.c_proj",
+        "model.layers.0.mlp.c_proj",
+        "model.layers.0.attn.c_attn",
+        "lm_head",
+    ]
+    assert peft_target_modules(["model.layers.0.attn.c_proj", "model.layers.0.attn.c_attn"], names) == [
+        "attn.c_proj",
+        "c_attn",
+    ]
     model = build(CFG, 0)
     all_names = list(adaptable_modules(model))
-    assert peft_target_modules(resolve_targets(model, "attn"), all_names) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert peft_target_modules(resolve_targets(model, "attn"), all_names) == [
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "v_proj",
+    ]
     one = ["model.layers.1.self_attn.v_proj"]
     assert peft_target_modules(one, all_names) == ["1.self_attn.v_proj"]
 

@@ -23,15 +23,30 @@ STEPS = 20
 
 
 def tiny_llama() -> torch.nn.Module:
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def tiny_gpt2() -> torch.nn.Module:
-    cfg = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=32,
-                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = transformers.GPT2Config(
+        vocab_size=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(cfg).eval()
 
@@ -46,8 +61,15 @@ def token_data(n: int = 48, t: int = 12) -> Encoded:
 
 
 def run(model: torch.nn.Module, params: list, lr: float = 1e-2) -> list[float]:
-    result = train(model, [{"params": params}], token_data(), {}, OptimConfig(lr=lr, warmup_steps=3, clip=1.0),
-                   LoopConfig(steps=STEPS, batch_size=8, eval_every=0, rank_every=0, seed=0), torch.device("cpu"))
+    result = train(
+        model,
+        [{"params": params}],
+        token_data(),
+        {},
+        OptimConfig(lr=lr, warmup_steps=3, clip=1.0),
+        LoopConfig(steps=STEPS, batch_size=8, eval_every=0, rank_every=0, seed=0),
+        torch.device("cpu"),
+    )
     return result.losses
 
 
@@ -55,11 +77,21 @@ def ours_and_peft(make, targets: str, peft_targets: list[str], spec: LoraSpec, f
     base = make()
     ours = copy.deepcopy(base)
     inject(ours, resolve_targets(ours, targets), spec)
-    config = peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=peft_targets,
-                             use_rslora=spec.rslora, use_dora=spec.dora, fan_in_fan_out=fan_in_fan_out)
+    config = peft.LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=peft_targets,
+        use_rslora=spec.rslora,
+        use_dora=spec.dora,
+        fan_in_fan_out=fan_in_fan_out,
+    )
     theirs = peft.get_peft_model(copy.deepcopy(base), config)
-    theirs_layers = {n.removeprefix("base_model.model."): m for n, m in theirs.named_modules()
-                     if isinstance(m, peft.tuners.lora.LoraLayer)}
+    theirs_layers = {
+        n.removeprefix("base_model.model."): m
+        for n, m in theirs.named_modules()
+        if isinstance(m, peft.tuners.lora.LoraLayer)
+    }
     assert set(theirs_layers) == {n for n, _ in lora_layers(ours)}
     with torch.no_grad():  # the same initial A and B (and magnitude) on both sides
         for name, layer in lora_layers(ours):
@@ -68,7 +100,9 @@ def ours_and_peft(make, targets: str, peft_targets: list[str], spec: LoraSpec, f
             other.lora_A["default"].weight.copy_(layer.lora_A.weight)
             other.lora_B["default"].weight.copy_(layer.lora_B.weight)
             if spec.dora:
-                assert torch.allclose(other.lora_magnitude_vector["default"].weight, layer.lora_magnitude_vector)
+                assert torch.allclose(
+                    other.lora_magnitude_vector["default"].weight, layer.lora_magnitude_vector
+                )
                 other.lora_magnitude_vector["default"].weight.copy_(layer.lora_magnitude_vector)
     ours_params = [p for group in adapter_parameters(ours).values() for p in group]
     theirs_params = [p for p in theirs.parameters() if p.requires_grad]
@@ -76,16 +110,24 @@ def ours_and_peft(make, targets: str, peft_targets: list[str], spec: LoraSpec, f
     return ours, ours_params, theirs, theirs_params
 
 
-@pytest.mark.parametrize("spec,targets", [
-    (LoraSpec(r=4, alpha=8.0), "attn"),
-    (LoraSpec(r=3, alpha=5.0, rslora=True), "all-linear"),
-    (LoraSpec(r=4, alpha=8.0, dora=True), "all-linear"),
-    (LoraSpec(r=4, alpha=8.0, dropout=0.2), "attn"),  # same seed, same masks: dropout acts where PEFT's does
-    (LoraSpec(r=4, alpha=8.0, dropout=0.2, dora=True), "attn"),
-])
+@pytest.mark.parametrize(
+    "spec,targets",
+    [
+        (LoraSpec(r=4, alpha=8.0), "attn"),
+        (LoraSpec(r=3, alpha=5.0, rslora=True), "all-linear"),
+        (LoraSpec(r=4, alpha=8.0, dora=True), "all-linear"),
+        (
+            LoraSpec(r=4, alpha=8.0, dropout=0.2),
+            "attn",
+        ),  # same seed, same masks: dropout acts where PEFT's does
+        (LoraSpec(r=4, alpha=8.0, dropout=0.2, dora=True), "attn"),
+    ],
+)
 def test_losses_match_peft_every_step(spec, targets):
-    names = {"attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-             "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}[targets]
+    names = {
+        "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    }[targets]
     ours, ours_params, theirs, theirs_params = ours_and_peft(tiny_llama, targets, names, spec)
     ours_losses = run(ours, ours_params)
     theirs_losses = run(theirs, theirs_params)
@@ -96,8 +138,9 @@ def test_losses_match_peft_every_step(spec, targets):
 
 def test_conv1d_losses_match_peft_with_fan_in_fan_out():
     spec = LoraSpec(r=4, alpha=8.0)
-    ours, ours_params, theirs, theirs_params = ours_and_peft(tiny_gpt2, "attn", ["c_attn", "attn.c_proj"], spec,
-                                                             fan_in_fan_out=True)
+    ours, ours_params, theirs, theirs_params = ours_and_peft(
+        tiny_gpt2, "attn", ["c_attn", "attn.c_proj"], spec, fan_in_fan_out=True
+    )
     ours_losses, theirs_losses = run(ours, ours_params), run(theirs, theirs_params)
     assert ours_losses[-1] < ours_losses[0] - 0.05
     assert max(abs(a - b) for a, b in zip(ours_losses, theirs_losses)) < 1e-5
@@ -109,12 +152,18 @@ def test_saved_adapter_loads_in_peft_with_our_merged_logits(tiny_base, tmp_path,
     from lorascope.train.methods import MethodConfig
     from lorascope.train.runs import RunSpec, train_run
 
-    spec = RunSpec(method=MethodConfig(method=method, rank=4, targets="all-linear"), task="edit:4",
-                   optim=OptimConfig(lr=1e-2), loop=LoopConfig(steps=15, batch_size=8, eval_every=0, rank_every=0),
-                   device="cpu")
+    spec = RunSpec(
+        method=MethodConfig(method=method, rank=4, targets="all-linear"),
+        task="edit:4",
+        optim=OptimConfig(lr=1e-2),
+        loop=LoopConfig(steps=15, batch_size=8, eval_every=0, rank_every=0),
+        device="cpu",
+    )
     train_run(spec, tiny_base, tmp_path / "run")
     cfg = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
-    assert cfg["use_dora"] is (method == "dora") and cfg["base_model_name_or_path"] == str(tiny_base.resolve())
+    assert cfg["use_dora"] is (method == "dora") and cfg["base_model_name_or_path"] == str(
+        tiny_base.resolve()
+    )
     base = transformers.LlamaForCausalLM.from_pretrained(str(tiny_base), dtype=torch.float32)
     loaded = peft.PeftModel.from_pretrained(base, str(tmp_path / "run" / "adapter")).eval()
     tuned = load_minigpt(tmp_path / "run" / "tuned").model.eval()

@@ -12,8 +12,15 @@ from lorascope.train.nf4 import NF4Linear
 from lorascope.train.trainer import OptimConfig, build_optimizer
 
 # GQA: q_proj and o_proj are 32×32, k_proj and v_proj 16×32; the MLP is 32↔40
-CFG = MiniGPTConfig(vocab_size=50, hidden_size=32, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=16)
+CFG = MiniGPTConfig(
+    vocab_size=50,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=16,
+)
 
 
 def trainable(model) -> int:
@@ -38,14 +45,19 @@ def test_full_and_freeze():
     prepare(model, MethodConfig(method="freeze", train_blocks=2))
     block = sum(p.numel() for p in model.model.layers[0].parameters())
     assert trainable(model) == 2 * block + 32 + 50 * 32  # two blocks, the final norm, the head
-    assert not model.model.embed_tokens.weight.requires_grad and not model.model.layers[0].mlp.up_proj.weight.requires_grad
+    assert (
+        not model.model.embed_tokens.weight.requires_grad
+        and not model.model.layers[0].mlp.up_proj.weight.requires_grad
+    )
     with pytest.raises(LorascopeError, match="train-blocks"):
         prepare(build(CFG, 0), MethodConfig(method="freeze", train_blocks=4))
 
 
 def test_lora_plus_gives_b_a_larger_learning_rate():
     model = build(CFG, 0)
-    prepared = prepare(model, MethodConfig(method="lora-plus", rank=2, targets="v_proj", lora_plus_ratio=16.0))
+    prepared = prepare(
+        model, MethodConfig(method="lora-plus", rank=2, targets="v_proj", lora_plus_ratio=16.0)
+    )
     opt = build_optimizer(prepared.groups, OptimConfig(lr=1e-3))
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"A": 1e-3, "B": pytest.approx(1.6e-2)}
@@ -61,7 +73,9 @@ def test_qlora_quantizes_the_blocks_and_adapts_on_top():
     assert trainable(model) == 3 * 2 * ((32 + 32) * 2 + (16 + 32) * 2 + 3 * (32 + 40))
 
 
-@pytest.mark.parametrize("field,value", [("method", "prefix"), ("rank", 0), ("alpha", -1.0), ("train_blocks", 0)])
+@pytest.mark.parametrize(
+    "field,value", [("method", "prefix"), ("rank", 0), ("alpha", -1.0), ("train_blocks", 0)]
+)
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         MethodConfig(**{field: value})

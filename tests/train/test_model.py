@@ -11,8 +11,15 @@ from lorascope.train.folders import load_minigpt, save_minigpt
 from lorascope.train.model import MiniGPTConfig, apply_rotary, build, config_from_hf, hf_config, sized_config
 from lorascope.train.tokenizer import WordTokenizer
 
-GQA = MiniGPTConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=16)
+GQA = MiniGPTConfig(
+    vocab_size=50,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=16,
+)
 
 
 def test_llama_parameter_names_and_gqa_shapes():
@@ -38,7 +45,9 @@ def test_rotary_rotates_pairs_by_position_times_frequency():
         assert y[t, 0].item() == pytest.approx(math.cos(t)) and y[t, 2].item() == pytest.approx(math.sin(t))
     x = torch.tensor([0.0, 1.0, 0.0, 0.0]).expand(3, 4)
     y = apply_rotary(x, cos, sin)
-    assert y[2, 1].item() == pytest.approx(math.cos(2 * 0.1)) and y[2, 3].item() == pytest.approx(math.sin(2 * 0.1))
+    assert y[2, 1].item() == pytest.approx(math.cos(2 * 0.1)) and y[2, 3].item() == pytest.approx(
+        math.sin(2 * 0.1)
+    )
 
 
 def test_causal_and_deterministic():
@@ -68,7 +77,10 @@ def test_size_presets_and_overrides():
 
 def test_hf_config_roundtrip_and_rope_keys():
     hf = hf_config(GQA, 2, 3, 0)
-    assert hf["model_type"] == "llama" and hf["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0}
+    assert hf["model_type"] == "llama" and hf["rope_parameters"] == {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+    }
     assert hf["tie_word_embeddings"] is False and hf["head_dim"] == 8
     assert config_from_hf(hf) == GQA
 

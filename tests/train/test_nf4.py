@@ -31,10 +31,14 @@ def test_roundtrip_error_within_the_codebook_bound():
     err = (back - w).abs().reshape(-1, BLOCK)
     bound = max_error_bound(absmax)[:, None]
     assert torch.all(err <= bound * (1 + 1e-6))
-    assert float(bound.max() / absmax.max()) == pytest.approx((1 - 0.6961928009986877) / 2)  # widest gap: −1 → −0.696
+    assert float(bound.max() / absmax.max()) == pytest.approx(
+        (1 - 0.6961928009986877) / 2
+    )  # widest gap: −1 → −0.696
     # every block keeps its absmax exactly (±1 are levels), so the largest value of each block is exact
     idx = w.reshape(-1, BLOCK).abs().argmax(1)
-    assert torch.equal(back.reshape(-1, BLOCK).gather(1, idx[:, None]), w.reshape(-1, BLOCK).gather(1, idx[:, None]))
+    assert torch.equal(
+        back.reshape(-1, BLOCK).gather(1, idx[:, None]), w.reshape(-1, BLOCK).gather(1, idx[:, None])
+    )
 
 
 def test_levels_roundtrip_exactly_and_odd_sizes_pack():
@@ -65,8 +69,13 @@ def test_qlora_trains_and_lowers_the_loss(tiny_base, tmp_path):
     from lorascope.train.runs import RunSpec, train_run
     from lorascope.train.trainer import LoopConfig, OptimConfig
 
-    spec = RunSpec(method=MethodConfig(method="qlora", rank=4, targets="all-linear"), task="edit:4", device="cpu",
-                   optim=OptimConfig(lr=1e-2), loop=LoopConfig(steps=30, batch_size=8, eval_every=10, rank_every=10))
+    spec = RunSpec(
+        method=MethodConfig(method="qlora", rank=4, targets="all-linear"),
+        task="edit:4",
+        device="cpu",
+        optim=OptimConfig(lr=1e-2),
+        loop=LoopConfig(steps=30, batch_size=8, eval_every=10, rank_every=10),
+    )
     row = train_run(spec, tiny_base, tmp_path / "q")
     metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert metrics["quantized_modules"] == 14  # every linear layer of the 2 blocks; the head stays dense

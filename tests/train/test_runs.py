@@ -22,24 +22,43 @@ LOOP = LoopConfig(steps=12, batch_size=8, eval_every=4, rank_every=6)
 
 def spec(method: str = "lora", **kw) -> RunSpec:
     m = MethodConfig(method=method, rank=kw.pop("rank", 2), targets=kw.pop("targets", "attn"))
-    return RunSpec(method=m, task=kw.pop("task", "edit:4"), optim=OptimConfig(lr=kw.pop("lr", 1e-2)), loop=LOOP,
-                   device="cpu", **kw)
+    return RunSpec(
+        method=m,
+        task=kw.pop("task", "edit:4"),
+        optim=OptimConfig(lr=kw.pop("lr", 1e-2)),
+        loop=LOOP,
+        device="cpu",
+        **kw,
+    )
 
 
 def test_lora_run_folder(tiny_base, tmp_path):
     out = tmp_path / "r2"
     row = train_run(spec(), tiny_base, out)
-    assert {p.name for p in out.iterdir()} == {"tuned", "adapter", "metrics.json", "history.csv", "rank_history.csv"}
+    assert {p.name for p in out.iterdir()} == {
+        "tuned",
+        "adapter",
+        "metrics.json",
+        "history.csv",
+        "rank_history.csv",
+    }
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "lora" and m["options"]["rank"] == 2 and m["lora"]["scale"] == 2.0
-    assert m["lora"]["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"] and m["lora"]["modules"] == 8
+    assert (
+        m["lora"]["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"] and m["lora"]["modules"] == 8
+    )
     # tiny model: hidden 32, 4 heads / 2 kv heads of 8 → q, o 32×32; k, v 16×32; two layers
     assert m["trainable_parameters"] == 2 * 2 * (64 + 48 + 48 + 64)
     assert m["total_parameters"] == load_minigpt(tiny_base).model.num_parameters() + m["trainable_parameters"]
     assert m["optimizer_state_bytes"] >= 2 * 4 * m["trainable_parameters"]
     assert m["wall_seconds"] >= m["train_seconds"] > 0 and m["memory"]["peak_rss_bytes"] > 0
-    assert m["final"]["step"] == 12 and set(m["final"]) >= {"edit_acc", "paraphrase_acc", "retain_same_acc",
-                                                            "retain_other_acc", "eval_loss"}
+    assert m["final"]["step"] == 12 and set(m["final"]) >= {
+        "edit_acc",
+        "paraphrase_acc",
+        "retain_same_acc",
+        "retain_other_acc",
+        "eval_loss",
+    }
     assert len(m["task"]["edits"]) == 4 and m["base"] == str(tiny_base.resolve())
     history = pd.read_csv(out / "history.csv")
     assert history["step"].tolist() == [0, 4, 8, 12] and "train_loss" in history and "edit_acc" in history
@@ -48,9 +67,16 @@ def test_lora_run_folder(tiny_base, tmp_path):
     assert set(ranks.columns) >= {"name", "entropy_rank", "rank_90", "fro_norm"}
     assert (ranks[ranks.step == 0]["fro_norm"] == 0).all() and (ranks[ranks.step == 12]["fro_norm"] > 0).all()
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert {k: cfg[k] for k in ("r", "lora_alpha", "use_rslora", "use_dora", "peft_type")} == \
-        {"r": 2, "lora_alpha": 4.0, "use_rslora": False, "use_dora": False, "peft_type": "LORA"}
-    assert row["run"] == "lora-r2-attn" and row["folder"] == "r2" and row["edit_acc"] == m["final"]["edit_acc"]
+    assert {k: cfg[k] for k in ("r", "lora_alpha", "use_rslora", "use_dora", "peft_type")} == {
+        "r": 2,
+        "lora_alpha": 4.0,
+        "use_rslora": False,
+        "use_dora": False,
+        "peft_type": "LORA",
+    }
+    assert (
+        row["run"] == "lora-r2-attn" and row["folder"] == "r2" and row["edit_acc"] == m["final"]["edit_acc"]
+    )
 
 
 def test_the_spectrum_engine_reads_our_adapter_and_agrees_with_rank_history(tiny_base, tmp_path):
@@ -83,11 +109,22 @@ def test_full_run_has_no_adapter_and_dense_rank_history(tiny_base, tmp_path):
 def test_sweep_shares_one_base_and_writes_an_index(tiny_base, tmp_path):
     template = spec()
     specs = expand_sweep(["lora", "full", "freeze"], [1, 2], ["v_proj", "mlp"], template)
-    assert [s.run_name() for s in specs] == ["lora-r1-v_proj", "lora-r2-v_proj", "lora-r1-mlp", "lora-r2-mlp",
-                                             "full", "freeze-b1"]
+    assert [s.run_name() for s in specs] == [
+        "lora-r1-v_proj",
+        "lora-r2-v_proj",
+        "lora-r1-mlp",
+        "lora-r2-mlp",
+        "full",
+        "freeze-b1",
+    ]
     seen = []
-    index = sweep(specs[:2] + specs[4:], tiny_base, tmp_path / "sw", copy_base=True,
-                  on_run=lambda i, n, row: seen.append((i, n, row["run"])))
+    index = sweep(
+        specs[:2] + specs[4:],
+        tiny_base,
+        tmp_path / "sw",
+        copy_base=True,
+        on_run=lambda i, n, row: seen.append((i, n, row["run"])),
+    )
     table = pd.read_csv(index)
     assert table["run"].tolist() == ["lora-r1-v_proj", "lora-r2-v_proj", "full", "freeze-b1"]
     assert seen[-1] == (4, 4, "freeze-b1")
@@ -109,7 +146,9 @@ def test_default_base_is_pretrained_once_and_copied(tiny_base, tiny_config, cach
     monkeypatch.setenv("LORASCOPE_CACHE", str(cache))
     train_one(spec("freeze"), tmp_path / "one", None, tiny_config)
     assert (tmp_path / "one" / "base" / "config.json").is_file()  # the cached base (from the fixture), copied
-    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["base"] == str((tmp_path / "one" / "base").resolve())
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["base"] == str(
+        (tmp_path / "one" / "base").resolve()
+    )
 
 
 def test_text_task_on_minigpt_notes_unknown_words(tiny_base, tmp_path):
@@ -136,14 +175,24 @@ def test_hugging_face_gpt2_folder_with_conv1d(tmp_path):
     from lorascope.train.tokenizer import WordTokenizer, hf_tokenizer_config, hf_tokenizer_json
 
     tok = WordTokenizer(tuple("alpha beta gamma delta is the of what".split()))
-    cfg = transformers.GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=32,
-                                  bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    cfg = transformers.GPT2Config(
+        vocab_size=tok.vocab_size,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(str(tmp_path / "gpt2"))
     write_json(tmp_path / "gpt2" / "tokenizer.json", hf_tokenizer_json(tok))
     write_json(tmp_path / "gpt2" / "tokenizer_config.json", hf_tokenizer_config(tok, 32))
-    lines = [json.dumps({"prompt": f"what is {a}", "completion": b}) for a, b in
-             [("alpha", "beta"), ("beta", "gamma"), ("gamma", "delta"), ("delta", "alpha")] * 5]
+    lines = [
+        json.dumps({"prompt": f"what is {a}", "completion": b})
+        for a, b in [("alpha", "beta"), ("beta", "gamma"), ("gamma", "delta"), ("delta", "alpha")] * 5
+    ]
     (tmp_path / "task.jsonl").write_text("\n".join(lines))
     run = spec(targets="attn", task=str(tmp_path / "task.jsonl"), lr=2e-2)
     train_run(run, tmp_path / "gpt2", tmp_path / "run")
@@ -173,11 +222,18 @@ def test_failed_sweep_leaves_nothing_behind_and_keeps_finished_runs(tiny_base, t
     with pytest.raises(LorascopeError, match="match no linear module"):
         sweep([spec(rank=1), spec(rank=2, targets="qkv")], tiny_base, out, copy_base=True)
     # the failed run is gone
-    assert {p.name for p in out.iterdir()} == {"base", "lora-r1-attn", "index.csv", ".lorascope-manifest.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "base",
+        "lora-r1-attn",
+        "index.csv",
+        ".lorascope-manifest.json",
+    }
     assert pd.read_csv(out / "index.csv")["run"].tolist() == ["lora-r1-attn"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)"
+)
 @pytest.mark.parametrize("method", ["lora", "dora", "full"])
 def test_a_run_on_the_gpu_trains_and_saves_what_the_cpu_reads(tiny_base, tmp_path, method):
     out = tmp_path / method

@@ -24,8 +24,15 @@ from lorascope.train.trainer import (
     train,
 )
 
-CFG = MiniGPTConfig(vocab_size=30, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    num_key_value_heads=2, max_position_embeddings=16)
+CFG = MiniGPTConfig(
+    vocab_size=30,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    max_position_embeddings=16,
+)
 CPU = torch.device("cpu")
 
 
@@ -70,14 +77,18 @@ def test_batches_are_seeded_epochs_trimmed_to_labels():
     data = Encoded(torch.arange(12).view(6, 2), torch.tensor([[IGNORE, 1]] * 6))
     first = [b[0][:, 0].tolist() for _, b in zip(range(3), batches(data, 4, seed=7))]
     again = [b[0][:, 0].tolist() for _, b in zip(range(3), batches(data, 4, seed=7))]
-    assert first == again and sorted(first[0] + first[1]) == list(range(0, 12, 2))  # one epoch covers every row once
+    assert first == again and sorted(first[0] + first[1]) == list(
+        range(0, 12, 2)
+    )  # one epoch covers every row once
     assert [len(b) for b in first] == [4, 2, 4]
 
 
 def lora_model(seed: int = 0) -> tuple[nn.Module, list]:
     model = build(CFG, 0)
     torch.manual_seed(seed)
-    inject(model, resolve_targets(model, "re:.*"), LoraSpec(r=2, alpha=4.0))  # every linear layer and the head
+    inject(
+        model, resolve_targets(model, "re:.*"), LoraSpec(r=2, alpha=4.0)
+    )  # every linear layer and the head
     return model, [{"params": p} for p in adapter_parameters(model).values()]
 
 
@@ -85,8 +96,17 @@ def test_training_is_deterministic_and_learns():
     runs = []
     for _ in range(2):
         model, groups = lora_model()
-        runs.append(train(model, groups, pattern_data(), {"train": pattern_data()}, OptimConfig(lr=5e-2),
-                          LoopConfig(steps=30, batch_size=8, eval_every=10, rank_every=10), CPU))
+        runs.append(
+            train(
+                model,
+                groups,
+                pattern_data(),
+                {"train": pattern_data()},
+                OptimConfig(lr=5e-2),
+                LoopConfig(steps=30, batch_size=8, eval_every=10, rank_every=10),
+                CPU,
+            )
+        )
     a, b = runs
     assert a.losses == b.losses  # bit for bit
     assert a.final["eval_loss"] < 0.8 * a.history[0]["eval_loss"]
@@ -128,8 +148,15 @@ def test_dense_snapshot_of_a_full_fine_tune():
     assert rows["lm_head"]["fro_norm"] == 0.0
 
 
-@pytest.mark.parametrize("cls,field,value", [(OptimConfig, "lr", -1.0), (OptimConfig, "clip", 0.0),
-                                             (LoopConfig, "steps", 0), (LoopConfig, "rank_every", -1)])
+@pytest.mark.parametrize(
+    "cls,field,value",
+    [
+        (OptimConfig, "lr", -1.0),
+        (OptimConfig, "clip", 0.0),
+        (LoopConfig, "steps", 0),
+        (LoopConfig, "rank_every", -1),
+    ],
+)
 def test_config_validation_names_the_field(cls, field, value):
     with pytest.raises(ValueError, match=field):
         cls(**{field: value})
