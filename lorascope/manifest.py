@@ -66,6 +66,21 @@ def verify(folder: Path, names: Iterable[str]) -> list[str]:
     return bad
 
 
+def edited_message(folder: Path) -> str | None:
+    """Why a run may not write ``folder``: files the manifest lists whose bytes changed since lorascope wrote
+    them are the user's now, and a run would replace or remove them. None when there are none."""
+    edited = [n for n in verify(folder, written_files(folder)) if (Path(folder) / n).is_file()]
+    if not edited:
+        return None
+    names = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
+    it = "it" if len(edited) == 1 else "them"
+    return (
+        f"--out {folder}: {names} changed since lorascope wrote {it} (the bytes differ from {MANIFEST}); "
+        f"this run would replace or remove {it}. Move the edited file(s) out of the folder, or give another "
+        "--out."
+    )
+
+
 def walk(folder: Path) -> tuple[list[str], list[str]]:
     """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out — except
     the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels with it."""

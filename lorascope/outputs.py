@@ -1,25 +1,22 @@
 """Output folders as transactions: every command that writes a folder writes it through ``writing``.
 
-A run writes into a temporary *stage* folder beside ``--out``, and the stage replaces the folder only when
-it is complete, in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames and a
-journal that the next run finishes). So:
+A run writes a *stage* folder beside ``--out``, which replaces the folder only when complete, in one atomic
+step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames and a journal the next run finishes). So:
 
-- a failed or interrupted run leaves the previous results exactly as they were, and says so (a note on its
-  error); staged files are fsynced before the swap, so this holds across a power loss too
-  (``LORASCOPE_FSYNC=0`` skips that, keeping the atomic swap);
+- a failed or interrupted run leaves the previous results as they were, and says so; staged files are fsynced
+  before the swap, so this holds across a power loss too (``LORASCOPE_FSYNC=0`` skips that);
 - a lock (``filelock``, ``.<name>.lorascope-lock`` beside the folder) makes a second run into the same folder
   wait ``LORASCOPE_WAIT`` seconds (default 0) and then refuse, naming the folder;
-- lorascope knows which files it wrote from a manifest it keeps in the folder (``.lorascope-manifest.json``:
-  each file with its size and sha256), never from file names. It writes only into a new or empty folder or
-  one holding its manifest. A file it did not write (one a user put beside the results) is never deleted or
-  overwritten: it is carried into the new folder as a hard link (same inode, content untouched), and a run
-  that would write a file of the same name is refused before anything changes;
+- lorascope knows its files from a manifest in the folder (``.lorascope-manifest.json``: each file's size and
+  sha256), never from names. It writes only into a new or empty folder or one holding its manifest. A file it
+  did not write is never deleted or overwritten: it is carried into the new folder as a hard link, and a run
+  that would write a file of its name is refused before anything changes; so is a run into a folder where a
+  file of ours was edited since (``manifest.edited_message``);
 - files of ours that the new run does not write are dropped unless the command keeps them (``keep``, or
   ``mode="update"`` for commands that add to a folder, such as a sweep beside spectrum results).
 
-A run killed mid-way (SIGKILL, power loss) leaves at most a stage folder or a journal beside the folder; the
-next run into the same folder removes or finishes them before it starts. Single files written beside other
-people's files (a report page given as ``--out page.html``) are replaced atomically with ``atomic_file``.
+A killed run leaves at most a stage folder or a journal, which the next run into the folder removes or finishes
+first. Single files beside other people's files (``--out page.html``) are replaced by ``atomic_file``.
 """
 
 from __future__ import annotations
@@ -43,7 +40,8 @@ from .filesystem import durable, fsync, glob_escape, link_or_copy
 from .filesystem import remove_stage_tree, wait_seconds, write_journal
 from .filesystem import cleanup_old as _cleanup_old  # looked up here when a transaction commits (a test
 from .filesystem import exchange as _exchange  # replaces them to stop a run between the two steps)
-from .manifest import HASH_LIMIT, INTERNAL, MANIFEST, file_sha256, read_manifest, under, walk, written_files
+from .manifest import HASH_LIMIT, INTERNAL, MANIFEST, edited_message, file_sha256, read_manifest, under, walk
+from .manifest import written_files
 from .manifest import verify as verify  # re-exported: results check their files against the manifest
 
 # in update mode, files of ours this large are hard-linked into the stage, not copied
@@ -159,7 +157,10 @@ class Output:
         self._acquire()
         try:
             self._recover()
-            self._refuse_edited()
+            if self.path.is_dir() and (
+                edited := edited_message(self.path)
+            ):  # a file of ours the user changed
+                raise LorascopeError(edited)
             self._prepare()
         except BaseException:
             self._discard()
@@ -184,21 +185,6 @@ class Output:
             raise LorascopeError(
                 f"cannot lock {self.path} for writing ({exc.strerror or exc}); is its parent folder writable?"
             ) from None
-
-    def _refuse_edited(self) -> None:
-        """A file the manifest lists whose bytes changed since lorascope wrote it is the user's now: refuse
-        rather than replace or remove it."""
-        if not self.path.is_dir():
-            return
-        edited = [n for n in verify(self.path, written_files(self.path)) if (self.path / n).is_file()]
-        if edited:
-            names = ", ".join(edited[:5]) + (f" and {len(edited) - 5} more" if len(edited) > 5 else "")
-            it = "it" if len(edited) == 1 else "them"
-            raise LorascopeError(
-                f"--out {self.path}: {names} changed since lorascope wrote {it} (the bytes differ from "
-                f"{MANIFEST}); this run would replace or remove {it}. Move the edited file(s) out of the folder, "
-                "or give another --out."
-            )
 
     def _release(self) -> None:
         if self._lock is not None:
