@@ -160,6 +160,15 @@ def open_checkpoint(
     opened = FORMATS[fmt](path)
     if fmt in ("safetensors", "torch") and not opened.store.format.startswith(fmt):
         raise LorascopeError(f"{path} was given as {fmt} but its content is {opened.store.format}.")
+    mismatched = [
+        m.params["config_rank"] for m in getattr(opened, "modules", ()) if "config_rank" in m.params
+    ]
+    if mismatched:
+        raise LorascopeError(
+            f"{path}: {len(mismatched)} module(s) hold factors of another rank than the config gives (e.g. "
+            f"{mismatched[0]}); PEFT cannot load them and the scale α/r is ambiguous. Correct r or "
+            "rank_pattern in adapter_config.json (lorascope audit ADAPTER lists every such module)."
+        )
     return opened
 
 

@@ -161,13 +161,14 @@ def _lora_module(
         r, alpha, scale = module_scale(cfg, name)
     else:
         r, alpha, scale = rank, None, 1.0
-    if r != rank:  # PEFT builds the layer at the config's r and refuses these factors (size mismatch)
+    if r != rank:  # PEFT builds the layer at the config's r and cannot load these factors (size mismatch)
         key = "rank_pattern" if r != cfg.get("r") else "r"
-        problems.append(
-            f"{name}: the factors have rank {rank} but adapter_config.json's {key} gives r={r}; "
-            "the scale α/r is ambiguous and PEFT cannot load these factors"
+        params[
+            "config_rank"
+        ] = (  # the audit reports it; open_checkpoint refuses it (``refuse_rank_mismatch``)
+            f"{name}: the factors have rank {rank} but adapter_config.json's {key} gives r={r}"
         )
-        return None
+        warnings.append({"name": name, "reason": f"tensors have rank {rank} but the config gives r={r}"})
     parts = {"up": left, "down": right}
     if "lora_magnitude_vector" in p:
         if params.get("groups"):

@@ -38,10 +38,16 @@ def test_linear_dora_embedding_and_conv_modules(tmp_path):
     assert conv.kind == "conv" and conv.kernel == (3, 3) and conv.shape == (5, 27)
 
 
-def test_a_config_rank_other_than_the_tensors_is_warned_and_used(tmp_path):
+def test_a_config_rank_other_than_the_tensors_is_marked_for_the_audit(tmp_path):
+    """The reader keeps the module and marks it (the audit reports it); open_checkpoint refuses it
+    (tests/checkpoint/test_peft.py)."""
     s = store(tmp_path, {f"{P}.q.lora_A.weight": torch.ones(2, 4), f"{P}.q.lora_B.weight": torch.ones(4, 2)})
     adapter = open_lora(tmp_path, s, lora_config(8, 16, ["q"]))
-    assert adapter.modules[0].scale == 2.0 and "rank 2 but the config gives r=8" in str(adapter.warnings)
+    assert "rank 2 but the config gives r=8" in str(adapter.warnings)
+    assert (
+        "factors have rank 2 but adapter_config.json's r gives r=8"
+        in adapter.modules[0].params["config_rank"]
+    )
 
 
 @pytest.mark.parametrize("key", sorted(UNREAD_VARIANTS))
