@@ -196,8 +196,8 @@ class Output:
             it = "it" if len(edited) == 1 else "them"
             raise LorascopeError(
                 f"--out {self.path}: {names} changed since lorascope wrote {it} (the bytes differ from "
-                f"{MANIFEST}); this run would replace or remove {it}. Move the edited file(s) out of the folder, "
-                "or give another --out."
+                f"{MANIFEST}); this run would replace or remove {it}. Move the edited file(s) out of the "
+                "folder, or give another --out."
             )
 
     def _release(self) -> None:

@@ -323,8 +323,9 @@ def heat_norm(panels: Sequence[HeatPanel], span: float | None = None) -> Normali
     return Normalize(vmin=vals.min(), vmax=vals.max() if vals.max() > vals.min() else vals.min() + 1)
 
 
-# Cells that carry their value as text: up to 16 layers of 7 module types. Larger grids are read from their colour
-# and the page's table; at 32 layers the text costs as much to draw as the rest of the figure and is hard to read.
+# Cells that carry their value as text: up to 16 layers of 7 module types. Larger grids are read from their
+# colour and the page's table; at 32 layers the text costs as much to draw as the rest of the figure and is
+# hard to read.
 ANNOTATED_CELLS = 112
 
 

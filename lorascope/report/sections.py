@@ -23,7 +23,9 @@ from .registry import SectionRegistry, folder_has
 
 KIND_TEXT = {
     "adapter": "a LoRA adapter alone: ΔW = s·B@A",
-    "adapter+base": "an adapter on its base model: ΔW = s·B@A (DoRA: the exact merged update), with base norms",
+    "adapter+base": (
+        "an adapter on its base model: ΔW = s·B@A (DoRA: the exact merged update), with base norms"
+    ),
     "full-diff": "a base and a fine-tuned checkpoint: ΔW = W_tuned − W_base",
 }
 HEATMAP_METRICS = {  # column -> (panel title, colour-bar label with units)
@@ -175,8 +177,8 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
         blocks.append(
             NoteBlock(
                 f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
-                f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
-                "heatmaps and figures of this page leave them out; the modules table lists them.",
+                f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the "
+                "numbers, heatmaps and figures of this page leave them out; the modules table lists them.",
                 level="warn",
             )
         )
@@ -191,8 +193,8 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
         blocks.append(
             TableBlock(
                 data.rank_use(m, ctx.types),
-                caption="Nominal adapter rank r beside the rank the updates actually use (medians per module type): "
-                "rank_99 / r near 1 means the adapter uses all of its rank",
+                caption="Nominal adapter rank r beside the rank the updates actually use (medians per module "
+                "type): rank_99 / r near 1 means the adapter uses all of its rank",
             )
         )
     return blocks
@@ -259,14 +261,15 @@ def heatmap_section(ctx: RunContext) -> list[Block] | None:
         if averaged:
             blocks.append(
                 NoteBlock(
-                    f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a layer index, "
-                    "experts); they show the mean."
+                    f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a "
+                    "layer index, experts); they show the mean."
                 )
             )
         if ctx.size == "fro_norm":
             blocks.append(
                 NoteBlock(
-                    "No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than relative updates."
+                    "No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than "
+                    "relative updates."
                 )
             )
     off = data.unlayered(m)
@@ -308,8 +311,9 @@ def energy_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = [
         FigureBlock(
             "energy",
-            "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular values; where a line "
-            "crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / rank_99.",
+            "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular "
+            "values; where a line crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / "
+            "rank_99.",
             functools.partial(fg.energy_curves, curves, ranks, ctx.labels),
         )
     ]
@@ -411,8 +415,9 @@ def sweep_section(ctx: RunContext) -> list[Block] | None:
     if sweep.truncated:
         blocks.append(
             NoteBlock(
-                f"{len(sweep.truncated)} module(s) have only their top singular values stored (randomized top-k): "
-                f"the error uses the exact Frobenius norms (fro_norm) from the modules table and the sweep stops at k = {sweep.k_limit}.",
+                f"{len(sweep.truncated)} module(s) have only their top singular values stored (randomized "
+                "top-k): the error uses the exact Frobenius norms (fro_norm) from the modules table and "
+                f"the sweep stops at k = {sweep.k_limit}.",
                 level="warn",
             )
         )
@@ -430,7 +435,8 @@ def modules_section(ctx: RunContext) -> list[Block]:
     table = m[cols]
     note = (
         "Click a column header to sort (again to reverse); type in the box to filter by name. "
-        "Empty cells are values that could not be determined (a rank beyond a randomized top-k, no base given)."
+        "Empty cells are values that could not be determined (a rank beyond a randomized top-k, no base "
+        "given)."
     )
     blocks: list[Block] = [
         NoteBlock(note),
