@@ -90,7 +90,8 @@ def run_local(plan: Plan, opts: Options, progress: bool = True) -> list[Computed
 
 def _read_ahead(d: Delta, opts: Options) -> bool:
     """Whether reading ``d`` is worth a thread: a dense update read whole. Factored modules read in
-    milliseconds (a thread would only trade the GIL back and forth) and streamed ones read their own blocks."""
+    milliseconds (a thread would only trade the GIL back and forth) and streamed ones read their own
+    blocks."""
     return not FAMILIES[d.family].numpy and not streams(d, opts)
 
 

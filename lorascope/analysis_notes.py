@@ -26,7 +26,8 @@ FLOOR_BY_METHOD = {
 
 
 def numerics_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """How the spectra were computed: the floor rule, and per method its bound and how many modules used it."""
+    """How the spectra were computed: the floor rule,
+    and per method its bound and how many modules used it."""
     methods: dict[str, int] = {}
     for r in rows:
         methods[r["method"]] = methods.get(r["method"], 0) + 1
@@ -45,7 +46,8 @@ def _tensor_dtype(ref: Any) -> str:
 
 
 def dtype_census(plan: Plan) -> dict[str, Any]:
-    """Every input tensor's dtype, compactly: counts per dtype per input, and the modules whose dtypes differ."""
+    """Every input tensor's dtype, compactly: counts per dtype per input,
+    and the modules whose dtypes differ."""
     stores: dict[str, Any] = {}
     for d in plan.deltas:
         for ref in d.parts.values():
@@ -99,11 +101,12 @@ def mixed_dtype_warnings(plan: Plan) -> list[dict[str, str]]:
             {
                 "name": "mixed dtypes",
                 "reason": (
-                    f"{len(names)} module(s) subtract a {b} base from a {t} fine-tuned tensor (e.g. {names[0]}): ΔW then "
-                    f"holds the {coarse} rounding of every weight (about {_ROUNDOFF.get(coarse, 0):.0e} of its size) as "
-                    "well as the update, full-rank noise that raises entropy_rank, numerical_rank and the energy ranks. "
-                    f"Compare checkpoints saved in one dtype (convert the {b if coarse == t else t} one to {coarse}) for "
-                    "the update alone; summary.json 'dtypes' lists the modules."
+                    f"{len(names)} module(s) subtract a {b} base from a {t} fine-tuned tensor (e.g. "
+                    f"{names[0]}): ΔW then holds the {coarse} rounding of every weight (about "
+                    f"{_ROUNDOFF.get(coarse, 0):.0e} of its size) as well as the update, full-rank noise "
+                    "that raises entropy_rank, numerical_rank and the energy ranks. Compare checkpoints "
+                    f"saved in one dtype (convert the {b if coarse == t else t} one to {coarse}) for the "
+                    "update alone; summary.json 'dtypes' lists the modules."
                 ),
             }
         )
@@ -117,8 +120,8 @@ def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         return []
     if len(zero) == len(rows) and all(r["source"] != "dense" for r in rows):
         reason = (
-            f"ΔW is exactly zero in every one of the {len(rows)} adapter modules: their lora_B (up) factors are "
-            "all zeros, as initialized; this adapter was saved before any training step changed it"
+            f"ΔW is exactly zero in every one of the {len(rows)} adapter modules: their lora_B (up) factors "
+            "are all zeros, as initialized; this adapter was saved before any training step changed it"
         )
     elif len(zero) == len(rows):
         reason = (
@@ -127,7 +130,7 @@ def zero_update_warnings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         )
     else:
         reason = (
-            f"ΔW is exactly zero in {len(zero)} of {len(rows)} modules, unchanged by the fine-tune (frozen?): "
-            f"{', '.join(zero[:3])}{' …' if len(zero) > 3 else ''}; their ranks are 0"
+            f"ΔW is exactly zero in {len(zero)} of {len(rows)} modules, unchanged by the fine-tune "
+            f"(frozen?): {', '.join(zero[:3])}{' …' if len(zero) > 3 else ''}; their ranks are 0"
         )
     return [{"name": "zero updates", "reason": reason}]

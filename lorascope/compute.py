@@ -31,7 +31,8 @@ from .units import human_bytes
 
 @dataclass(frozen=True)
 class Options:
-    """How to compute. Defaults: float64 spectra on the best device, one module at a time, 60 % of the free memory."""
+    """How to compute. Defaults: float64 spectra on the best device, one module at a time,
+    60 % of the free memory."""
 
     precision: str = "float64"  # dense ΔW dtype; the factored and streamed (Gram) routes are always float64
     # 'auto': dense SVDs on a GPU when torch sees one; factored SVDs of LoRA factors (tiny r×r cores)
@@ -137,8 +138,9 @@ def fetch(d: Delta, opts: Options) -> Fetched | Streamed:
             else "or leave it out with --exclude"
         )
         raise LorascopeError(
-            f"module {d.name} ({m}×{n}, {d.family}) needs about {human_bytes(need, 'MiB')} to compute in memory, but "
-            f"the memory budget is {human_bytes(budget, 'MiB')}{' per worker' if opts.workers > 1 else ''}. Give more with "
+            f"module {d.name} ({m}×{n}, {d.family}) needs about {human_bytes(need, 'MiB')} to compute in "
+            "memory, but the memory budget is "
+            f"{human_bytes(budget, 'MiB')}{' per worker' if opts.workers > 1 else ''}. Give more with "
             f"--memory (e.g. --memory {-(-need * opts.workers // 2**20)}M), {hint}."
         )
     return read_delta(d, opts.device)
@@ -163,7 +165,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_range(d: Delta, sigma: np.ndarray, fro_norm: float) -> None:
-    """Raise LorascopeError where ΔW's values or norm overflow (an absurd scale): never an inf in the tables."""
+    """Raise LorascopeError where ΔW's values or norm overflow (an absurd scale):
+    never an inf in the tables."""
     largest = max(float(sigma.max()) if sigma.size else 0.0, fro_norm)
     if not math.isfinite(largest) or largest >= FLOAT32_MAX:
         raise LorascopeError(

@@ -1,6 +1,7 @@
 """The file-system steps output transactions are made of: fsync, hard links, the atomic exchange of two
-folders (Linux ``renameat2(RENAME_EXCHANGE)``), journals, removing a stage, clearing the previous folder after a
-swap, and replacing one file atomically. ``lorascope.outputs`` puts them together; nothing here takes a lock.
+folders (Linux ``renameat2(RENAME_EXCHANGE)``), journals, removing a stage, clearing the previous folder
+after a swap, and replacing one file atomically. ``lorascope.outputs`` puts them together; nothing here takes
+a lock.
 """
 
 from __future__ import annotations

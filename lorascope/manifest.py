@@ -1,8 +1,10 @@
-"""The manifest of a folder lorascope wrote: which files are its own, their size and sha256, checked on reading.
+"""The manifest of a folder lorascope wrote: which files are its own, their size and sha256, checked on
+reading.
 
 ``.lorascope-manifest.json`` lists every file a transaction wrote (``lorascope.outputs``), so lorascope knows
-its files from the manifest, never from their names, and ``verify`` tells a file changed since. ``file_sha256``
-is the one file hash lorascope computes (the manifest's, and the input hashes summary.json records).
+its files from the manifest, never from their names, and ``verify`` tells a file changed since.
+``file_sha256`` is the one file hash lorascope computes (the manifest's, and the input hashes summary.json
+records).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def edited_message(folder: Path) -> str | None:
 
 def walk(folder: Path) -> tuple[list[str], list[str]]:
     """(files and symlinks, folders) under ``folder`` as relative '/'-paths, internal names left out — except
-    the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels with it."""
+    the manifest of a subfolder written by a transaction of its own (a demo's runs/), which travels with
+    it."""
     files, dirs = [], []
     for root, subdirs, names in os.walk(folder):
         rel = Path(root).relative_to(folder)

@@ -120,8 +120,9 @@ def entropy_rank(sigma: Any, floor: float = 0.0) -> float:
 
 
 def numerical_rank(sigma: Any, shape: tuple[int, int], floor: float = 0.0) -> int:
-    """#{σi > max(σ1 · max(m, n) · eps(float32), floor)} (docs/METRICS.md 'numerical_rank'; numpy's matrix_rank
-    rule at float32, the precision weights are stored in, and never below the computation's floor)."""
+    """#{σi > max(σ1 · max(m, n) · eps(float32), floor)} (docs/METRICS.md 'numerical_rank'; numpy's
+    matrix_rank rule at float32, the precision weights are stored in, and never below the computation's
+    floor)."""
     s = _as_sigma(sigma)
     if s.size == 0 or s[0] == 0.0:
         return 0

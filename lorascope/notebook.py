@@ -2,8 +2,8 @@
 
 ``lorascope.results.Results`` is the data every step passes along (tables, spectra, summary, files) and the
 report reads; this subclass adds its views — the HTML a notebook shows (``lorascope.report.notebook``), the
-report's figures (``lorascope.figures``) and the training record (``lorascope.training_record``). The views sit
-above the report, so the report depends on the data alone.
+report's figures (``lorascope.figures``) and the training record (``lorascope.training_record``). The views
+sit above the report, so the report depends on the data alone.
 
     results = lorascope.analyze("my-adapter/")
     results                      # in a notebook: headline cards and the main figures

@@ -132,8 +132,8 @@ def run_ray(
                     plan.warnings.append(
                         {
                             "name": plan.deltas[groups[g][0]].name,
-                            "reason": f"Ray task for {len(groups[g])} module(s) failed ({type(exc).__name__}); "
-                            f"retried (attempt {attempts[g]} of {max_attempts})",
+                            "reason": f"Ray task for {len(groups[g])} module(s) failed "
+                            f"({type(exc).__name__}); retried (attempt {attempts[g]} of {max_attempts})",
                         }
                     )
                     time.sleep(0.1)

@@ -1,4 +1,5 @@
-"""The exact spectra of a PEFT model in memory: its adapter modules, one step's snapshot, its headline numbers.
+"""The exact spectra of a PEFT model in memory: its adapter modules, one step's snapshot, its headline
+numbers.
 
 ``snapshot(model)`` gives one row of per-matrix metrics and the singular values of each adapter module, from
 the tensors in memory, by the family's own form (``lorascope.delta.form_from``) and ``lorascope.linalg.svd``

@@ -113,8 +113,9 @@ def _row_elems(shape: tuple[int, ...], index: int | None) -> tuple[int, int]:
 
 
 def read_rows(ref: TensorRef, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of ``ref``'s matrix as stored (expert slice and flattening applied, never transposed),
-    as a numpy array in the stored dtype widened as ``TensorStore.get_numpy`` widens (bfloat16 → float32)."""
+    """Rows [start, stop) of ``ref``'s matrix as stored (expert slice and flattening applied, never
+    transposed), as a numpy array in the stored dtype widened as ``TensorStore.get_numpy`` widens (bfloat16 →
+    float32)."""
     store = ref.store
     info = store.info(ref.key)
     rows, per_row = _row_elems(info.shape, ref.index)
@@ -127,8 +128,8 @@ def read_rows(ref: TensorRef, start: int, stop: int) -> np.ndarray:
 
 
 def _expert_rows(store: Any, key: str, start: int, stop: int, per_row: int) -> np.ndarray:
-    """Rows [start, stop) of a stacked tensor seen as (E·R, C): a byte range of a safetensors file, a slice of a
-    memory-mapped torch pickle, else (other stores) the tensor read whole."""
+    """Rows [start, stop) of a stacked tensor seen as (E·R, C): a byte range of a safetensors file, a slice
+    of a memory-mapped torch pickle, else (other stores) the tensor read whole."""
     if isinstance(store, MultiFileStore):
         store._index()
         return _expert_rows(store.parts[store._owner[key]], key, start, stop, per_row)
@@ -190,10 +191,10 @@ def stream_plan(tuned: TensorRef, base: TensorRef, budget: int) -> Plan:
     need = 8 * p * p + (PREFETCH + 2) * block
     if need > budget:
         raise LorascopeError(
-            f"{tuned.store.path}: tensor {tuned.key} ({a}×{b}) needs at least {human_bytes(need, 'MiB')} to stream "
-            f"(its {p}×{p} float64 Gram matrix and {PREFETCH + 2} blocks of rows), but the memory budget is "
-            f"{human_bytes(budget, 'MiB')}. Give more with --memory (e.g. --memory {_mib_ceil(need)}M), or leave "
-            "this module out with --exclude."
+            f"{tuned.store.path}: tensor {tuned.key} ({a}×{b}) needs at least {human_bytes(need, 'MiB')} to "
+            f"stream (its {p}×{p} float64 Gram matrix and {PREFETCH + 2} blocks of rows), but the memory "
+            f"budget is {human_bytes(budget, 'MiB')}. Give more with --memory (e.g. --memory "
+            f"{_mib_ceil(need)}M), or leave this module out with --exclude."
         )
     hold = False
     if not by_rows:
@@ -253,7 +254,8 @@ def delta_blocks(
 def _column_window(
     tuned: TensorRef, base: TensorRef, a: int, n_cols: int, c0: int, c1: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Columns [c0, c1) of both stored (a, n_cols) matrices, read row block by row block (one pass over the rows)."""
+    """Columns [c0, c1) of both stored (a, n_cols) matrices,
+    read row block by row block (one pass over the rows)."""
     step = max(1, BLOCK_BYTES // (8 * n_cols))
     parts_t, parts_b = [], []
     for r0 in range(0, a, step):
@@ -291,7 +293,8 @@ def _count_non_finite(ref: TensorRef) -> tuple[int, int]:
 
 
 def prefetched(make: Callable[[], Iterator[np.ndarray]], depth: int = PREFETCH) -> Iterator[np.ndarray]:
-    """The items of ``make()``, produced by a background thread up to ``depth`` ahead; its errors re-raised here."""
+    """The items of ``make()``, produced by a background thread up to ``depth`` ahead;
+    its errors re-raised here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()

@@ -45,9 +45,10 @@ def parse_count(value: str | int | float, where: str = "count") -> int:
     """A parameter count from ``33M``, ``4.2B``, ``500k``, ``1,234,567``, ``20_000_000``, ``7e9`` or a number.
 
     Raises:
-        ValueError: naming ``where``, when the value is not a positive, finite, whole number of parameters with
-            an optional k/M/B/G/T suffix (commas only as thousands separators). 'Whole' allows the rounding of
-            decimal suffixes ('1.1B' is 1100000000.0000002 in binary floating point), nothing more.
+        ValueError: naming ``where``, when the value is not a positive, finite, whole number of parameters
+            with an optional k/M/B/G/T suffix (commas only as thousands separators). 'Whole' allows the
+            rounding of decimal suffixes ('1.1B' is 1100000000.0000002 in binary floating point), nothing
+            more.
     """
     if isinstance(value, bool):
         raise ValueError(f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B or 1,234,567.")
@@ -110,8 +111,8 @@ def parse_bytes(value: str | int | float, where: str = "size") -> int:
 def human_bytes(n: Any, unit: str | None = None) -> str:
     """``16777216`` -> ``16.0 MiB``; bytes below 1 KiB as a whole number (``512 B``); None or NaN -> '–'.
 
-    With ``unit`` (one of ``BYTE_UNITS``), in that unit, rounded up to a whole number with thousands separators
-    (``27,513 MiB``): what a message suggests for an option that takes sizes (``--memory 27513M``).
+    With ``unit`` (one of ``BYTE_UNITS``), in that unit, rounded up to a whole number with thousands
+    separators (``27,513 MiB``): what a message suggests for an option that takes sizes (``--memory 27513M``).
     """
     if _missing(n):
         return MISSING

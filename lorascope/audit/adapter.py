@@ -204,8 +204,8 @@ def _tensor_findings(table: pd.DataFrame, stats: dict[str, TensorStats]) -> list
             Finding(
                 "error" if every else "warning",
                 (
-                    f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW = s·B·A "
-                    f"is exactly zero there, as PEFT initializes it{end}"
+                    f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW "
+                    f"= s·B·A is exactly zero there, as PEFT initializes it{end}"
                 ),
             )
         )
@@ -233,9 +233,9 @@ def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding
                 Finding(
                     "warning",
                     (
-                        f"{module} was saved and trained in full although modules_to_save {list(listed)} does not "
-                        f"name it: PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also "
-                        f"reaches {module} ({n:,} parameters)."
+                        f"{module} was saved and trained in full although modules_to_save {list(listed)} "
+                        "does not name it: PEFT matches modules_to_save by plain string suffix, so "
+                        f"{by_suffix[0]!r} also reaches {module} ({n:,} parameters)."
                     ),
                 )
             )
@@ -244,8 +244,8 @@ def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding
                 Finding(
                     "note",
                     (
-                        f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not name it "
-                        "(a trained bias, or a tensor saved by hand)."
+                        f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not "
+                        "name it (a trained bias, or a tensor saved by hand)."
                     ),
                 )
             )
@@ -259,8 +259,8 @@ def _target_findings(targets: dict[str, dict[str, int]]) -> list[Finding]:
             Finding(
                 "warning",
                 (
-                    f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in this "
-                    "adapter: PEFT ignores a target that matches nothing as long as another one matches."
+                    f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in "
+                    "this adapter: PEFT ignores a target that matches nothing as long as another one matches."
                 ),
             )
         )
@@ -292,8 +292,8 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
             Finding(
                 "error",
                 (
-                    f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter was "
-                    f"trained on another model: {'; '.join(mismatched[:3])}."
+                    f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter "
+                    f"was trained on another model: {'; '.join(mismatched[:3])}."
                 ),
             )
         )
@@ -302,8 +302,8 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
             Finding(
                 "warning",
                 (
-                    f"the config reaches {len(missing)} module(s) of the base model that the adapter does not hold, "
-                    f"e.g. {', '.join(missing[:3])}."
+                    f"the config reaches {len(missing)} module(s) of the base model that the adapter does "
+                    f"not hold, e.g. {', '.join(missing[:3])}."
                 ),
             )
         )
@@ -312,8 +312,8 @@ def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, se
             Finding(
                 "warning",
                 (
-                    f"the adapter holds {len(extra)} module(s) its config would not create on this model, e.g. "
-                    f"{', '.join(extra[:3])}."
+                    f"the adapter holds {len(extra)} module(s) its config would not create on this model, "
+                    f"e.g. {', '.join(extra[:3])}."
                 ),
             )
         )

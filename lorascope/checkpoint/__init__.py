@@ -121,8 +121,9 @@ def _forced_gguf(path: Path) -> Weights | Adapter:
 def _forced_peft(path: Path) -> Adapter:
     if not is_peft_folder(path):
         raise LorascopeError(
-            f"{path} was given as peft but is not a PEFT adapter folder: expected a folder holding adapter_config.json "
-            "and adapter_model.safetensors (or adapter_model.bin); leave --format out to detect the format."
+            f"{path} was given as peft but is not a PEFT adapter folder: expected a folder holding "
+            "adapter_config.json and adapter_model.safetensors (or adapter_model.bin); leave --format out to "
+            "detect the format."
         )
     return open_peft(path)
 

@@ -1,11 +1,11 @@
 """Where a single-file adapter declares its scale: ``.alpha`` tensors, diffusers' ``lora_adapter_metadata``
 header, kohya's ``ss_network_alpha`` metadata — read and validated here, applied by ``checkpoint.families``.
 
-| source | applies to | scale |
-| --- | --- | --- |
-| ``<module>.alpha`` (0-d or one-element tensor) | every family with a rank | α / r |
-| ``lora_adapter_metadata`` (JSON: a PEFT ``LoraConfig``, its keys prefixed per component, e.g. ``transformer.r``) | LoRA/DoRA modules under that component | PEFT's rules: ``r``, ``lora_alpha``, ``rank_pattern``, ``alpha_pattern``, ``use_rslora`` (``peft.module_scale``) |
-| ``ss_network_alpha`` (kohya training metadata) | diffusers and lora-ab LoRA modules | α / r |
+- ``<module>.alpha`` (0-d or one-element tensor): applies to every family with a rank; scale α / r
+- ``lora_adapter_metadata`` (JSON: a PEFT ``LoraConfig``, its keys prefixed per component, e.g.
+  ``transformer.r``): applies to LoRA/DoRA modules under that component; scale PEFT's rules: ``r``,
+  ``lora_alpha``, ``rank_pattern``, ``alpha_pattern``, ``use_rslora`` (``peft.module_scale``)
+- ``ss_network_alpha`` (kohya training metadata): applies to diffusers and lora-ab LoRA modules; scale α / r
 
 diffusers writes the header in ``write_lora_layers`` (``LORA_ADAPTER_METADATA_KEY``) from each component's
 ``peft_config.to_dict()`` packed as ``<component>.<field>`` (``_pack_dict_with_prefix``), or unprefixed by a

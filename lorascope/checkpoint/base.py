@@ -1,4 +1,5 @@
-"""What an opened checkpoint is: dense ``Weights`` or an ``Adapter`` of low-rank modules, with lazy tensor refs."""
+"""What an opened checkpoint is: dense ``Weights`` or an ``Adapter`` of low-rank modules,
+with lazy tensor refs."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ class TensorRef:
     def load(
         self, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", copy: bool = False
     ) -> torch.Tensor:
-        """The tensor upcast to ``dtype`` (default float32) on ``device``; ``copy=True`` guarantees writable memory."""
+        """The tensor upcast to ``dtype`` (default float32) on ``device``;
+        ``copy=True`` guarantees writable memory."""
         import torch
 
         return upcast(self.fetch(), dtype or torch.float32, device, copy)
@@ -122,8 +124,8 @@ class TensorRef:
     def _non_finite(self, bad: int, size: int) -> None:
         raise LorascopeError(
             f"{self.store.path}: tensor {self.key} holds {bad} NaN or Inf value(s) of {size}; a matrix with "
-            "non-finite entries has no singular values to report. The checkpoint is damaged or its training diverged "
-            "(--exclude can leave this module out)."
+            "non-finite entries has no singular values to report. The checkpoint is damaged or its training "
+            "diverged (--exclude can leave this module out)."
         )
 
 
@@ -185,7 +187,8 @@ class Weights:
 
 @dataclass
 class Adapter:
-    """An adapter: its modules (any update family), plus full tensors it carries (PEFT modules_to_save, biases)."""
+    """An adapter: its modules (any update family), plus full tensors it carries (PEFT modules_to_save,
+    biases)."""
 
     path: Path
     format: str

@@ -1,14 +1,21 @@
 """One adapter module from the parts a single file holds: the family the registry claims
 (``delta.family.claim``), ΔW's shape, kind and rank from the stored shapes, and the scale each tool applies.
 
-| family | geometry (stored shapes) | rank r for α / r | scale without α |
-| --- | --- | --- | --- |
-| lora | up (out, r[, 1, 1]), down (r, in[, kh, kw]); Tucker: down (r, in, 1, 1), mid (r, r, kh, kw) | down's rows | 1 (kohya, diffusers, LyCORIS read α = r), warned |
-| loha | hada_w*_a (out, r), hada_w*_b (r, in·kh·kw); Tucker: hada_w*_a (r, out), hada_w*_b (r, in), hada_t* (r, r, kh, kw) | hada_w1_b's rows | 1, warned |
-| lokr | lokr_w1 (a, c) or w1_a (a, r) w1_b (r, c); lokr_w2 (b, d[, kh, kw]) or w2_a (b, r) w2_b (r, d·kh·kw), or Tucker w2_a (r, b) w2_b (r, d) lokr_t2 (r, r, kh, kw) | w1_b's rows, else w2_b's; both factors full: none, s = 1 whatever α says (LyCORIS ``LokrModule``: "use scale = 1") | 1, warned |
-| full | diff (out, in[, kh, kw]) | — | 1 |
-| ia3 | weight (c,) or (1, c, 1, 1), c = out or, with on_input = 1, in | — | 1 (the increment is stored) |
-| dora | the parts of lora, loha or lokr + magnitude: (out,), (out, 1[, 1, 1]) per output row, (1, in[, 1, 1]) per input channel (LyCORIS ``wd_on_output=False``) | as the inner family | as the inner family |
+Per family: its geometry (stored shapes), the rank r that α / r divides by, and the scale without α.
+
+- lora: up (out, r[, 1, 1]), down (r, in[, kh, kw]); Tucker: down (r, in, 1, 1), mid (r, r, kh, kw). Rank r:
+  down's rows. Scale without α: 1 (kohya, diffusers, LyCORIS read α = r), warned.
+- loha: hada_w*_a (out, r), hada_w*_b (r, in·kh·kw); Tucker: hada_w*_a (r, out), hada_w*_b (r, in), hada_t*
+  (r, r, kh, kw). Rank r: hada_w1_b's rows. Scale without α: 1, warned.
+- lokr: lokr_w1 (a, c) or w1_a (a, r) w1_b (r, c); lokr_w2 (b, d[, kh, kw]) or w2_a (b, r) w2_b (r, d·kh·kw),
+  or Tucker w2_a (r, b) w2_b (r, d) lokr_t2 (r, r, kh, kw). Rank r: w1_b's rows, else w2_b's; both factors
+  full: none, s = 1 whatever α says (LyCORIS ``LokrModule``: "use scale = 1"). Scale without α: 1, warned.
+- full: diff (out, in[, kh, kw]). Rank r: —. Scale without α: 1.
+- ia3: weight (c,) or (1, c, 1, 1), c = out or, with on_input = 1, in. Rank r: —. Scale without α: 1 (the
+  increment is stored).
+- dora: the parts of lora, loha or lokr + magnitude: (out,), (out, 1[, 1, 1]) per output row, (1, in[, 1, 1])
+  per input channel (LyCORIS ``wd_on_output=False``). Rank r: as the inner family. Scale without α: as the
+  inner family.
 
 A conv layer is recognised from a factor stored with kernel dims (or a 4-D ``dora_scale``); its ΔW is the
 flattened (out, in·kh·kw). LyCORIS LoKr/LoHa factors of older files hold the kernel inside their 2-D columns:

@@ -139,7 +139,8 @@ def _declared_alpha(path: Path, store: GGUFFile) -> float:
     if alpha < 0:  # 0 means scale 1 in llama.cpp; a negative α is no scale any tool writes
         raise LorascopeError(
             f"{path}: the GGUF LoRA adapter's {LORA_ALPHA} is {alpha!r}; an alpha must be finite and "
-            "non-negative (0 means scale 1, as llama.cpp reads it). The file is damaged: convert the adapter again."
+            "non-negative (0 means scale 1, as llama.cpp reads it). The file is damaged: convert the adapter "
+            "again."
         )
     return float(alpha)
 

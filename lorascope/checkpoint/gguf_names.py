@@ -45,8 +45,8 @@ class GGUFBaseNames:
         if arch not in arches:
             raise LorascopeError(
                 f"{adapter.path}: {ARCHITECTURE} is {arch!r}, which the installed gguf package "
-                f"({gguf_version()}) does not name; its tensors cannot be matched to the base model's. Upgrade "
-                "gguf, or analyze the adapter alone."
+                f"({gguf_version()}) does not name; its tensors cannot be matched to the base model's. "
+                "Upgrade gguf, or analyze the adapter alone."
             )
         self.base, self.arch, self.adapter_path = base, arch, adapter.path
         blocks = [int(m[1]) for mod in adapter.modules if (m := _BLOCK.match(mod.name))]

@@ -69,7 +69,8 @@ class Resolved:
     note: str | None = None
 
 
-# A local file with one of these suffixes is a weights file, not a Hub repo id that happens to match it: no note.
+# A local file with one of these suffixes is a weights file, not a Hub repo id that happens to match it: no
+# note.
 WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf"})
 
 
@@ -291,10 +292,10 @@ def _from_cache(repo_id: str, revision: str | None, need: str, where: str, why: 
 
 
 def snapshot_folder(repo_id: str, revision: str | None) -> tuple[Path | None, str]:
-    """(the cache's snapshot folder of ``repo_id`` at ``revision``, or None with the reason), as huggingface_hub
-    lays out its cache: ``models--org--name/refs/<branch or tag>`` holds the commit of
-    ``models--org--name/snapshots/<commit>/``. Files are not checked here (the caller checks the ones it needs:
-    ``snapshot_download(local_files_only=True)`` would ask for every file of a repo it once listed)."""
+    """(the cache's snapshot folder of ``repo_id`` at ``revision``, or None with the reason), as
+    huggingface_hub lays out its cache: ``models--org--name/refs/<branch or tag>`` holds the commit of
+    ``models--org--name/snapshots/<commit>/``. Files are not checked here (the caller checks the ones it
+    needs: ``snapshot_download(local_files_only=True)`` would ask for every file of a repo it once listed)."""
     _hub()
     from huggingface_hub.file_download import repo_folder_name
 

@@ -1,5 +1,5 @@
-"""The grammar of kohya's flattened stems: a vocabulary entry (a module path with indexed components) and every
-way a stem's '_'-separated tokens split into its components.
+"""The grammar of kohya's flattened stems: a vocabulary entry (a module path with indexed components) and
+every way a stem's '_'-separated tokens split into its components.
 """
 
 from __future__ import annotations

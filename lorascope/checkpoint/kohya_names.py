@@ -151,11 +151,12 @@ def stem_of_key(key: str) -> str | None:
     return m["stem"] if m else None
 
 
-# Where each kohya component lives in the checkpoints people pair a kohya file with: a diffusers component folder
-# (no prefix), a diffusers pipeline state dict ('unet.', 'text_encoder.'), or an original single-file checkpoint
-# (SD / SDXL 'model.diffusion_model.', 'cond_stage_model.transformer.', 'conditioner.embedders.N.…'; FLUX / SD3
-# saved by ComfyUI under 'model.diffusion_model.'). A base name pairs with a kohya stem only when removing one of
-# its component's prefixes leaves exactly the stem's path (kohya's own tokens, or the resolved name's).
+# Where each kohya component lives in the checkpoints people pair a kohya file with: a diffusers component
+# folder (no prefix), a diffusers pipeline state dict ('unet.', 'text_encoder.'), or an original single-file
+# checkpoint (SD / SDXL 'model.diffusion_model.', 'cond_stage_model.transformer.',
+# 'conditioner.embedders.N.…'; FLUX / SD3 saved by ComfyUI under 'model.diffusion_model.'). A base name pairs
+# with a kohya stem only when removing one of its component's prefixes leaves exactly the stem's path
+# (kohya's own tokens, or the resolved name's).
 COMPONENT_PREFIXES: dict[str | None, tuple[str, ...]] = {
     "unet": ("", "unet.", "model.diffusion_model."),
     "transformer": ("", "transformer.", "model.diffusion_model."),
@@ -171,7 +172,8 @@ COMPONENT_PREFIXES: dict[str | None, tuple[str, ...]] = {
     "diffusion_model": ("", "model.diffusion_model."),
 }
 # LyCORIS's create_lycoris on any torch module names each wrapped layer 'lycoris_' + its path in that module
-# with '.' flattened to '_' (lycoris.wrapper.LycorisNetwork.LORA_PREFIX): the base is the wrapped module itself.
+# with '.' flattened to '_' (lycoris.wrapper.LycorisNetwork.LORA_PREFIX): the base is the wrapped module
+# itself.
 LYCORIS_PREFIX = "lycoris_"
 
 

@@ -1,10 +1,10 @@
-"""The vocabulary kohya stems are read against: the module paths of the SD UNet (diffusers and sgm names), FLUX and
-SD3 transformers (diffusers, BFL and SAI names), CLIP text encoders and transformers language models.
+"""The vocabulary kohya stems are read against: the module paths of the SD UNet (diffusers and sgm names),
+FLUX and SD3 transformers (diffusers, BFL and SAI names), CLIP text encoders and transformers language models.
 
 Written from diffusers' UNet2DConditionModel, FluxTransformer2DModel, SD3Transformer2DModel and its
 ``lora_conversion_utils`` (``_convert_kohya_flux_lora_to_diffusers``, ``_maybe_map_sgm_blocks_to_diffusers``),
-``single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers``, and transformers' CLIP, Llama, Qwen2-MoE,
-Mixtral, GPT-2, GPT-NeoX and Falcon models (``kohya_names`` says how a stem is resolved).
+``single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers``, and transformers' CLIP, Llama,
+Qwen2-MoE, Mixtral, GPT-2, GPT-NeoX and Falcon models (``kohya_names`` says how a stem is resolved).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ grouped by module, and the family registry claims each module from the set of pa
 (``delta.family.claim``: LoRA/LoCon, LoHa, LoKr, full, IA3, DoRA over any of the first three);
 ``checkpoint.families`` reads its geometry and scale. Names follow the module string's style:
 
-| style | module string | name | source |
-| --- | --- | --- | --- |
-| flattened (kohya, LyCORIS, ComfyUI, ai-toolkit) | ``lora_unet_…``, ``lora_te1_…``, ``lycoris_…``, ``lora_transformer_…`` | ``kohya_name`` (integer components dotted) | kohya |
-| dotted (diffusers, ai-toolkit, ComfyUI) | ``unet.…``, ``transformer.…``, ``text_encoder.…``, ``diffusion_model.…`` | the path (old attention processors mapped) | lora-ab for lora_A/lora_B parts, else diffusers |
-| cloneofsimo | ``group:i`` | ``group.i`` | cloneofsimo |
+- flattened (kohya, LyCORIS, ComfyUI, ai-toolkit): module strings ``lora_unet_…``, ``lora_te1_…``,
+  ``lycoris_…``, ``lora_transformer_…``; name ``kohya_name`` (integer components dotted); source kohya.
+- dotted (diffusers, ai-toolkit, ComfyUI): module strings ``unet.…``, ``transformer.…``, ``text_encoder.…``,
+  ``diffusion_model.…``; name the path (old attention processors mapped); source lora-ab for lora_A/lora_B
+  parts, else diffusers.
+- cloneofsimo: module strings ``group:i``; name ``group.i``; source cloneofsimo.
 
 Nothing is guessed: a tensor no family claims is a warning naming it, a file whose tensors no family claims is
 refused, and every α must be finite and positive.

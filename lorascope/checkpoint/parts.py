@@ -4,15 +4,18 @@ A key is ``<module><tail>``; the tail names the part. One table (``PARTS``) hold
 tools write, the canonical part it stands for (the names ``lorascope.delta`` families list in their
 layouts), the grammar it belongs to and how the tensor is arranged:
 
-| grammar | tails | written by |
-| --- | --- | --- |
-| kohya | ``.lora_up.weight`` / ``.lora_down.weight`` (also ``_lora_up``), ``.lora_mid.weight`` | sd-scripts, LyCORIS LoCon, ComfyUI |
-| diffusers | ``.lora.up.weight``, ``_lora.up.weight`` (attention processors), ``.lora_linear_layer.up.weight`` | diffusers |
-| lora-ab | ``.lora_A[.name][.weight]`` / ``.lora_B…``, ``.lora_embedding_A/B``, ``.lora_B.bias``, ``.lora_magnitude_vector`` | PEFT names without a config: ai-toolkit, newer diffusers, ComfyUI |
-| lycoris | ``.hada_w1_a`` … ``.hada_t2``, ``.lokr_w1`` … ``.lokr_t2``, ``.diff`` / ``.diff_b``, ``.weight`` + ``.on_input`` (IA3), ``.dora_scale``, ``.w_norm`` / ``.b_norm`` | LyCORIS (``weight_list`` of each module) |
-| ai-toolkit | ``.magnitude`` (DoRA) | ai-toolkit ``DoRAModule`` |
-| any | ``.alpha`` | kohya, LyCORIS, ai-toolkit LoKr |
-| cloneofsimo | ``:down`` / ``:up`` (module ``group:i``) | cloneofsimo/lora |
+- kohya: ``.lora_up.weight`` / ``.lora_down.weight`` (also ``_lora_up``), ``.lora_mid.weight``. Written by
+  sd-scripts, LyCORIS LoCon, ComfyUI.
+- diffusers: ``.lora.up.weight``, ``_lora.up.weight`` (attention processors),
+  ``.lora_linear_layer.up.weight``. Written by diffusers.
+- lora-ab: ``.lora_A[.name][.weight]`` / ``.lora_B…``, ``.lora_embedding_A/B``, ``.lora_B.bias``,
+  ``.lora_magnitude_vector``. Written by PEFT names without a config: ai-toolkit, newer diffusers, ComfyUI.
+- lycoris: ``.hada_w1_a`` … ``.hada_t2``, ``.lokr_w1`` … ``.lokr_t2``, ``.diff`` / ``.diff_b``, ``.weight`` +
+  ``.on_input`` (IA3), ``.dora_scale``, ``.w_norm`` / ``.b_norm``. Written by LyCORIS (``weight_list`` of each
+  module).
+- ai-toolkit: ``.magnitude`` (DoRA). Written by ai-toolkit ``DoRAModule``.
+- any: ``.alpha``. Written by kohya, LyCORIS, ai-toolkit LoKr.
+- cloneofsimo: ``:down`` / ``:up`` (module ``group:i``). Written by cloneofsimo/lora.
 
 The first matching row wins, so the catch-all IA3 ``.weight`` comes last: a ``<module>.weight`` is IA3's
 vector only beside an ``.on_input`` of the same module (the reader checks), else no family claims it.

@@ -1,11 +1,11 @@
 """PEFT adapter folders (adapter_config.json + adapter_model.safetensors or .bin), read by ``peft_type``.
 
 ``open_peft`` reads the config (``read_config``: strict JSON, an object, a type lorascope reads), checks it
-with its type's check, and hands the weights to the reader registered for that type (``peft_keys.PEFT_TYPES``):
-LoRA and its variants (``peft_lora``, ``peft_experts``), LoHa, LoKr, AdaLoRA, VeRA (``peft_types``), IA3, OFT,
-BOFT (``peft_multiplicative``). Each reader groups the saved tensors into ``AdapterModule``s of one
-``lorascope.delta`` family, with the scale PEFT applies (``peft_config``). The names the config module and the
-readers define are importable from here too, as they always were.
+with its type's check, and hands the weights to the reader registered for that type
+(``peft_keys.PEFT_TYPES``): LoRA and its variants (``peft_lora``, ``peft_experts``), LoHa, LoKr, AdaLoRA,
+VeRA (``peft_types``), IA3, OFT, BOFT (``peft_multiplicative``). Each reader groups the saved tensors into
+``AdapterModule``s of one ``lorascope.delta`` family, with the scale PEFT applies (``peft_config``). The
+names the config module and the readers define are importable from here too, as they always were.
 """
 
 from __future__ import annotations

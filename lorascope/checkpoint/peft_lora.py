@@ -2,8 +2,9 @@
 
 Each module's ``lora_A``/``lora_B`` (or ``lora_embedding_A``/``_B``) become an ``AdapterModule`` of the
 ``lora`` family, ``dora`` with a ``lora_magnitude_vector``; LoRA on parameters (``target_parameters``, PEFT's
-``ParamWrapper`` on fused MoE experts) is ``peft_experts``'. The scale is PEFT's (``peft_config.module_scale``).
-Variants whose update is not s·B@A of the stored factors are refused by name (``UNREAD_VARIANTS``).
+``ParamWrapper`` on fused MoE experts) is ``peft_experts``'. The scale is PEFT's
+(``peft_config.module_scale``). Variants whose update is not s·B@A of the stored factors are refused by name
+(``UNREAD_VARIANTS``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class TensorStore:
-    """Base class: subclasses fill the index (``_infos``: key → TensorInfo) in ``_load`` and implement ``_read``.
+    """Base class: subclasses fill the index (``_infos``: key → TensorInfo) in ``_load`` and implement
+    ``_read``.
 
     The index is built when the store is opened (so bad files fail early) and left out when the store
     is pickled: a worker rebuilds it from the file headers on first use, so tasks stay small.
@@ -165,8 +166,8 @@ class MultiFileStore(TensorStore):
             missing = sorted(set(weight_map) - set(self._index()))
             if missing:
                 raise LorascopeError(
-                    f"{path} lists {len(missing)} tensor(s) that no shard holds, e.g. {', '.join(missing[:5])}. "
-                    "A shard may be missing or incomplete."
+                    f"{path} lists {len(missing)} tensor(s) that no shard holds, e.g. "
+                    f"{', '.join(missing[:5])}. A shard may be missing or incomplete."
                 )
         self.format = f"{parts[0].format}-sharded" if parts else "sharded"
 

@@ -272,8 +272,9 @@ def audit(claims, out, quiet, as_json):
     """Check many claimed parameter counts at once, listed in CLAIMS.yaml.
 
     Writes audit.csv and audit.html (a self-contained page) to --out and prints the table. Each claim names a
-    model (config.json, folder or checkpoint), LoRA settings (rank, alpha, targets, layers, rank_pattern, dora,
-    bias, modules_to_save) and claimed figures (lora, percent, total); see `lorascope.audit.claims_file`.
+    model (config.json, folder or checkpoint), LoRA settings (rank, alpha, targets, layers, rank_pattern,
+    dora, bias, modules_to_save) and claimed figures (lora, percent, total); see
+    `lorascope.audit.claims_file`.
     """
     from .. import __version__
     from ..audit.claims_file import read_claims, run_claims

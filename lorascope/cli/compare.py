@@ -1,4 +1,5 @@
-"""`lorascope compare` and `lorascope intruders`: two updates side by side, and the intruder dimensions of one."""
+"""`lorascope compare` and `lorascope intruders`: two updates side by side,
+and the intruder dimensions of one."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def _common_options(f):
             type=click.FloatRange(min=0, max=1, min_open=True),
             default=0.5,
             show_default=True,
-            help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below this; "
-            "the counts for 0.10 … 0.90 are written too.",
+            help="Intruders: a vector is an intruder when its largest |cos| with any base vector is below "
+            "this; the counts for 0.10 … 0.90 are written too.",
         ),
         svd_option(
             "exact",

@@ -1,6 +1,7 @@
 """Options several commands share, spelled one way: ``--svd`` (how a dense top-k is computed, the choice
-``lorascope.linalg.svd`` makes), and old spellings that still work — a hidden option under the old name that says
-what it is now called and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new option).
+``lorascope.linalg.svd`` makes), and old spellings that still work — a hidden option under the old name that
+says what it is now called and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new
+option).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ SVD_CHOICES = [
 
 
 def svd_option(default: str, what: str, **extra):
-    """``--svd``: how a dense top-k is computed (``lorascope.linalg.svd``), the same choices in every command."""
+    """``--svd``: how a dense top-k is computed (``lorascope.linalg.svd``),
+    the same choices in every command."""
     return click.option(
         "--svd",
         type=click.Choice(SVD_CHOICES),

@@ -1,6 +1,6 @@
-"""What ``lorascope sweep`` and ``lorascope select`` share: parameter counts and rank lists parsed, the analysis
-options for checkpoint inputs, the report of their folder, and the terminal's number format. The commands
-themselves are ``cli/sweep.py`` and ``cli/select.py``."""
+"""What ``lorascope sweep`` and ``lorascope select`` share: parameter counts and rank lists parsed, the
+analysis options for checkpoint inputs, the report of their folder, and the terminal's number format. The
+commands themselves are ``cli/sweep.py`` and ``cli/select.py``."""
 
 from __future__ import annotations
 

@@ -21,14 +21,15 @@ from .rank import (
 
 
 def _apart(export: Path, out: Path) -> None:
-    """The exported adapter and the selection's results folder are two transactions: neither inside the other."""
+    """The exported adapter and the selection's results folder are two transactions:
+    neither inside the other."""
     from ..errors import LorascopeError
 
     e, o = export.resolve(), out.resolve()
     if e == o or o in e.parents or e in o.parents:
         raise LorascopeError(
-            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written as "
-            "two separate folders. Give --export a folder outside --out (e.g. beside it)."
+            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written "
+            "as two separate folders. Give --export a folder outside --out (e.g. beside it)."
         )
 
 
@@ -229,8 +230,9 @@ def print_selection(result) -> None:
         skipped = e.skipped
         out_console.print(
             f"Exported {len(e.exported)} module(s): r = {e.config['r']}, "
-            f"{len(e.config['rank_pattern'])} rank_pattern entr{'y' if len(e.config['rank_pattern']) == 1 else 'ies'}, "
-            f"scale 1 (lora_alpha = r per module)."
+            f"{len(e.config['rank_pattern'])} rank_pattern "
+            f"entr{'y' if len(e.config['rank_pattern']) == 1 else 'ies'}, scale 1 (lora_alpha = r per "
+            "module)."
         )
         for note in e.notes:
             out_console.print(f"  [yellow]![/] {note}")

@@ -1,4 +1,5 @@
-"""``lorascope sweep``: truncation and functional sweeps of a results folder or checkpoints, and their table."""
+"""``lorascope sweep``: truncation and functional sweeps of a results folder or checkpoints,
+and their table."""
 
 from __future__ import annotations
 

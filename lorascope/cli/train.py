@@ -1,4 +1,5 @@
-"""`lorascope train`, `train-sweep` and `demo`: thin shells over the reference trainer in ``lorascope.train``."""
+"""`lorascope train`, `train-sweep` and `demo`: thin shells over the reference trainer in
+``lorascope.train``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Comparing two weight updates: subspace similarity, amplification and intruder dimensions (docs/METRICS.md 'Between matrices').
+"""Comparing two weight updates: subspace similarity, amplification and intruder dimensions (docs/METRICS.md
+'Between matrices').
 
 Rooms: ``updates`` (ΔW as factors or dense; inner products, cosine, SVD), ``subspace`` (φ, Hu et al. 2021
 §7.2), ``amplification`` (Hu et al. §7.3, Table 7), ``intruders`` (Shuttleworth et al. 2024, Algorithm 1),

@@ -3,8 +3,8 @@
 Shuttleworth et al. 2024 ("LoRA vs Full Fine-tuning: An Illusion of Equivalence"), Algorithm 1: take the
 SVD of W_base and of W_tuned = W_base + ΔW; the j-th left singular vector y_j of W_tuned (j ≤ k) is an
 intruder when max_i |cos(y_j, x_i)| < ε over the left singular vectors x_i of W_base (docs/METRICS.md
-'intruder dimensions'; default k = 10, ε = 0.5: ``intruder_k`` and ``epsilon``). The count depends strongly on ε, so every top-k vector's
-max |cos| is kept and the count is swept over ε.
+'intruder dimensions'; default k = 10, ε = 0.5: ``intruder_k`` and ``epsilon``). The count depends strongly
+on ε, so every top-k vector's max |cos| is kept and the count is swept over ε.
 
 Which base vectors: all of them, because a large cosine can sit on any x_i. When m ≤ n and W_base has full
 rank, the x_i are an orthonormal basis of R^m and max_i |cos(y_j, x_i)| is the largest coordinate of y_j in

@@ -1,4 +1,5 @@
-"""The comparison's options: flat keyword options routed to the dataclass that owns each, one name per concept.
+"""The comparison's options: flat keyword options routed to the dataclass that owns each, one name per
+concept.
 
 ``RunOptions`` says where dense work runs and which modules are read; ``build_options`` hands every other
 option to the grid (``subspace.GridOptions``), the intruder settings (``intruders.IntruderOptions``) or the

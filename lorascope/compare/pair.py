@@ -144,7 +144,8 @@ def compare_pair(
     labels: tuple[str, str] = ("x", "y"),
     rng: np.random.Generator | None = None,
 ) -> PairResult:
-    """Cosine, φ and (with the base weight ``w``) Table 7 and intruder dimensions of two updates of one matrix.
+    """Cosine, φ and (with the base weight ``w``) Table 7 and intruder dimensions of two updates of one
+    matrix.
 
     Args:
         x: ΔW₁ (m, n), factors or dense.

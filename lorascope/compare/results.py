@@ -1,4 +1,5 @@
-"""Comparison results on disk: the tables ``lorascope compare`` and ``lorascope intruders`` write, and reading them back.
+"""Comparison results on disk: the tables ``lorascope compare`` and ``lorascope intruders`` write, and
+reading them back.
 
 A results folder holds whichever of these the run produced (the report adds its compare section when
 ``compare_summary.json`` is there):

@@ -41,7 +41,8 @@ Source = str | Path | Weights | Adapter
 
 
 def load_update(d: Delta, dtype: torch.dtype, device: torch.device) -> Update:
-    """The form of one module's ΔW: factors stay factors (float64, CPU), dense updates in ``dtype`` on ``device``."""
+    """The form of one module's ΔW: factors stay factors (float64, CPU),
+    dense updates in ``dtype`` on ``device``."""
     precision = "float64" if dtype == torch.float64 else "float32"
     return load_form(d, precision, str(device))
 
@@ -153,7 +154,8 @@ def compare(
     progress: bool = False,
     **options: Any,
 ) -> CompareResults:
-    """Compare two updates of the same base module by module (Hu et al. 2021 §7.2–7.3; Shuttleworth et al. 2024).
+    """Compare two updates of the same base module by module (Hu et al. 2021 §7.2–7.3; Shuttleworth et al.
+    2024).
 
     Args:
         x: an adapter or a fine-tuned checkpoint.

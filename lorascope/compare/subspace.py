@@ -1,7 +1,7 @@
 """Subspace similarity φ(i, j) between the singular directions of two updates (Hu et al. 2021, §7.2, Eq. 4).
 
-φ(A₁, A₂, i, j) = ‖U₁[:, :i]ᵀ U₂[:, :j]‖_F² / min(i, j) ∈ [0, 1] (docs/METRICS.md 'subspace similarity'): 1 when
-the smaller subspace lies in the larger, about max(i, j)/m for two independent random subspaces of R^m
+φ(A₁, A₂, i, j) = ‖U₁[:, :i]ᵀ U₂[:, :j]‖_F² / min(i, j) ∈ [0, 1] (docs/METRICS.md 'subspace similarity'): 1
+when the smaller subspace lies in the larger, about max(i, j)/m for two independent random subspaces of R^m
 (E‖P_iᵀ P_j‖_F² = i·j/m). Pure functions of singular-vector matrices; the driver picks left or right
 vectors (``GridOptions.side``).
 """
@@ -37,7 +37,8 @@ class GridOptions:
 
 
 def grid_points(k: int, full_to: int = 16, per_octave: int = 4) -> np.ndarray:
-    """1, 2, …, min(k, full_to), then about ``per_octave`` log-spaced integers per doubling up to k (k included)."""
+    """1, 2, …, min(k, full_to), then about ``per_octave`` log-spaced integers per doubling up to k (k
+    included)."""
     if k < 1:
         return np.zeros(0, dtype=np.int64)
     dense = np.arange(1, min(k, full_to) + 1)

@@ -20,7 +20,8 @@ from .family import FAMILIES
 from .full_diff import declares_conv1d
 from .items import Delta, Plan, VectorDelta, dense_delta, module_delta, weight_name
 
-# 1-D tensors that are updates themselves, not new values: PEFT lora_B bias, LyCORIS full diff_b and norm diffs.
+# 1-D tensors that are updates themselves, not new values: PEFT lora_B bias, LyCORIS full diff_b and norm
+# diffs.
 UPDATE_VECTORS = (".lora_B.bias", ".diff_b", ".w_norm", ".b_norm")
 
 
@@ -32,7 +33,8 @@ def plan_adapter(adapter: Adapter, base: Weights | None) -> Plan:
 
 
 def _without_base(m: AdapterModule, warnings: list[dict[str, str]]) -> Delta | None:
-    """The module's Delta when no base weight is given: its own family, or its stand-in with a warning, or None."""
+    """The module's Delta when no base weight is given: its own family, or its stand-in with a warning,
+    or None."""
     family = FAMILIES[m.family]
     if not family.needs_base:
         return module_delta(m.name, m)
@@ -96,8 +98,9 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
         warnings.append(
             {
                 "name": "*",
-                "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the undecomposed update "
-                "(s·B@A for LoRA), ignoring the magnitude vector. Give the base model (lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
+                "reason": f"{len(stood_in)} DoRA module(s) analyzed without the base: ΔW taken as the "
+                "undecomposed update (s·B@A for LoRA), ignoring the magnitude vector. Give the base model "
+                "(lorascope spectrum BASE ADAPTER) for the exact DoRA update.",
             }
         )
     warnings += skipped
@@ -105,7 +108,9 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
         warnings.append(
             {
                 "name": name,
-                "reason": "full tensor saved with the adapter (modules_to_save); its update needs the base model",
+                "reason": (
+                    "full tensor saved with the adapter (modules_to_save); its update needs the base model"
+                ),
             }
         )
     vectors = []
@@ -119,9 +124,9 @@ def _plan_adapter_alone(adapter: Adapter, warnings: list[dict[str, str]]) -> Pla
     return Plan(deltas, vectors, warnings, "adapter")
 
 
-# The leading component of a dotted adapter name -> its kohya_names.COMPONENT_PREFIXES entry: diffusers pipeline
-# LoRAs name modules 'unet.…' / 'text_encoder.…'; ComfyUI saves the diffusion model's under 'diffusion_model.'
-# (its 'model.diffusion_model.' checkpoint prefix, less 'model.').
+# The leading component of a dotted adapter name -> its kohya_names.COMPONENT_PREFIXES entry: diffusers
+# pipeline LoRAs name modules 'unet.…' / 'text_encoder.…'; ComfyUI saves the diffusion model's under
+# 'diffusion_model.' (its 'model.diffusion_model.' checkpoint prefix, less 'model.').
 DOTTED_COMPONENTS = {
     "unet": "unet",
     "text_encoder": "text_encoder",
@@ -132,8 +137,8 @@ DOTTED_COMPONENTS = {
 
 
 class BaseLookup:
-    """Finds the base weight key an adapter module refers to: by dotted name, by kohya's '_'-flattened name, or
-    through GGUF's names for the adapter's architecture (``checkpoint.gguf.GGUFBaseNames``)."""
+    """Finds the base weight key an adapter module refers to: by dotted name, by kohya's '_'-flattened name,
+    or through GGUF's names for the adapter's architecture (``checkpoint.gguf.GGUFBaseNames``)."""
 
     def __init__(self, base: Weights, adapter: Adapter | None = None):
         self.key_of = {weight_name(k): k for k in base.store.keys()}
@@ -148,7 +153,8 @@ class BaseLookup:
         self.gguf = GGUFBaseNames(base, adapter) if adapter is not None and adapter.format == "gguf" else None
 
     def pair(self, m: AdapterModule) -> tuple[Match, AdapterModule]:
-        """(the base key found or why not, the module with its parts as the base orders them) of one module."""
+        """(the base key found or why not, the module with its parts as the base orders them) of one
+        module."""
         if self.gguf is not None and m.source == "gguf":
             key, m = self.gguf.pair(m)
             return Match(key, "" if key else "no base tensor maps to this GGUF name"), m
@@ -189,8 +195,9 @@ class BaseLookup:
     def match(self, name: str, source: str = "peft") -> Match:
         """The base weight key of an adapter module (``Match.name``), or None and why.
 
-        A dotted name that starts with a pipeline component (diffusers' ``unet.``, ComfyUI's ``diffusion_model.``,
-        ``DOTTED_COMPONENTS``) pairs under that component's declared checkpoint prefixes first."""
+        A dotted name that starts with a pipeline component (diffusers' ``unet.``, ComfyUI's
+        ``diffusion_model.``, ``DOTTED_COMPONENTS``) pairs under that component's declared checkpoint
+        prefixes first."""
         if source == "kohya":
             hit = self.flat.match(name.replace(".", "_"))
             return Match(self.flat_key_of[hit.name]) if hit.name is not None else hit
@@ -212,8 +219,8 @@ def _base_ref(
     """The base weight in ΔW's (out, in) orientation as the formats declare it, the module completed from it
     (the family's ``fit_base``), or (None, m, the problem).
 
-    Transposed when the adapter declares ``fan_in_fan_out`` (not for an embedding: PEFT's Embedding ignores it)
-    or the base's config declares a Conv1D layer;
+    Transposed when the adapter declares ``fan_in_fan_out`` (not for an embedding: PEFT's Embedding ignores
+    it) or the base's config declares a Conv1D layer;
     as stored (conv kernels flattened) otherwise. A shape that fits only the other orientation is refused,
     never guessed: on a square layer a guess cannot be checked.
     """
@@ -341,9 +348,9 @@ def _plan_adapter_on_base(adapter: Adapter, base: Weights, warnings: list[dict[s
     )
     if adapter.modules and matched == 0:
         raise LorascopeError(
-            f"none of the {len(adapter.modules)} adapter modules of {adapter.path} (e.g. {adapter.modules[0].name}) "
-            f"has a weight in the base {base.path} (which has e.g. {', '.join(base.store.keys()[:3])}). "
-            "Is this the adapter's base model?"
+            f"none of the {len(adapter.modules)} adapter modules of {adapter.path} (e.g. "
+            f"{adapter.modules[0].name}) has a weight in the base {base.path} (which has e.g. "
+            f"{', '.join(base.store.keys()[:3])}). Is this the adapter's base model?"
         )
     for name, ref in adapter.dense.items():
         key = lookup.find(name)

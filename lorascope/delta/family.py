@@ -1,4 +1,5 @@
-"""What an update family is: its stored tensors, its ΔW formula and source, whether it needs the base, its form.
+"""What an update family is: its stored tensors, its ΔW formula and source, whether it needs the base, its
+form.
 
 A ``Family`` is one registry entry of ``FAMILIES``. Readers (``lorascope.checkpoint``) name each adapter
 module's family and hand over its stored tensors by part name; ``build`` turns those tensors into the
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 
 
 class Tensors:
-    """A module's tensors by part name, cast on access to the working type: float64 numpy for factored families
-    computed on the CPU, else torch in the working precision on the working device.
+    """A module's tensors by part name, cast on access to the working type: float64 numpy for factored
+    families computed on the CPU, else torch in the working precision on the working device.
 
     ``copy(part)`` returns memory that may be written in place (the stored tensor is never modified).
     """
@@ -62,8 +63,8 @@ class Family:
             the base does not fit; None where the module is complete as read.
         shared: parts several modules store once (a fused parameter's LoRA factors, VeRA's projections):
             read once and reused by the modules that follow.
-        part_sets: the part-name sets a single-file reader may find for one module of this family, each exactly
-            (``claim`` picks the family from them); empty for families no file format names by parts.
+        part_sets: the part-name sets a single-file reader may find for one module of this family, each
+            exactly (``claim`` picks the family from them); empty for families no file format names by parts.
         decomposable: a ``magnitude`` beside these parts makes the module weight-decomposed (DoRA over this
             family, as LyCORIS ``weight_decompose`` does for LoCon, LoHa and LoKr).
     """
@@ -103,7 +104,8 @@ def register(family: Family) -> Family:
 
 
 def claim(parts: Collection[str]) -> tuple[str, dict[str, str]] | None:
-    """The family whose part set is exactly ``parts``, with its parameters, or None when no family claims them.
+    """The family whose part set is exactly ``parts``, with its parameters, or None when no family claims
+    them.
 
     A ``magnitude`` beside the parts of a decomposable family gives ``('dora', {'inner': family})``: DoRA over
     that family's update (Liu et al. 2024, Eq. 5; LyCORIS ``weight_decompose``). Data-driven: each family

@@ -118,7 +118,8 @@ def plan_full_diff(base: Weights, tuned: Weights) -> Plan:
     if not deltas and not vectors:
         raise LorascopeError(
             f"{base.path} and {tuned.path} share no tensor names; they are not two versions of one model "
-            f"(base has e.g. {', '.join(b_store.keys()[:2])}; tuned has e.g. {', '.join(t_store.keys()[:2])})."
+            f"(base has e.g. {', '.join(b_store.keys()[:2])}; tuned has e.g. "
+            f"{', '.join(t_store.keys()[:2])})."
         )
     return Plan(deltas, vectors, warnings, "full-diff")
 

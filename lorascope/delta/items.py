@@ -20,7 +20,8 @@ from ..errors import LorascopeError
 
 @dataclass(eq=False)
 class Delta:
-    """One update, read lazily: its family, stored tensors by part, ΔW's shape and the base weight where given.
+    """One update, read lazily: its family, stored tensors by part, ΔW's shape and the base weight where
+    given.
 
     ``parts`` of the dense family hold ``tuned``; an adapter module's are the module's own. ``source`` is the
     format the update came from (dense, peft, kohya, …, modules_to_save).

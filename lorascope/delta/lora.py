@@ -7,8 +7,8 @@
   g·r/G … (g+1)·r/G, so B is the block-diagonal (out, r) matrix of those blocks (PEFT ``lora.Conv2d``).
   A LyCORIS LoCon conv module with a Tucker core adds ``mid`` (r, r, kh, kw) and stores ``down`` as (r, in) (a
   1×1 kernel): ΔW (flattened) = s · up @ (mid ×₂ down), still rank r and kept factored (``tucker_right``).
-- ``dora``: DoRA's magnitude-and-direction update (Liu et al. 2024, Eq. 5). ``magnitude``: one value per output
-  feature (PEFT's ``lora_magnitude_vector``, ai-toolkit's ``magnitude``, LyCORIS ``dora_scale`` with
+- ``dora``: DoRA's magnitude-and-direction update (Liu et al. 2024, Eq. 5). ``magnitude``: one value per
+  output feature (PEFT's ``lora_magnitude_vector``, ai-toolkit's ``magnitude``, LyCORIS ``dora_scale`` with
   ``wd_on_output=True``) or, where the format says so (``params['dora_axis'] == 'in'``), per input feature —
   per input *channel* of a conv layer, the norm then running over the output rows and the kernel (LyCORIS
   ``dora_scale`` with ``wd_on_output=False``). The update decomposed is LoRA's by default, or that of
@@ -164,8 +164,8 @@ DORA = register(
     Family(
         name="dora",
         parts=("up", "down", "magnitude"),
-        formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row (PEFT) or "
-        "input channel",
+        formula="m ⊙ (W0 + ΔW′) / ‖W0 + ΔW′‖ − W0, ΔW′ = s·B@A (or LoHa/LoKr), the norm per output row "
+        "(PEFT) or input channel",
         reference="Liu et al. 2024, Eq. 5; PEFT DoraLinearLayer; LyCORIS weight_decompose (dora_scale, "
         "wd_on_output); "
         "ai-toolkit DoRAModule (magnitude)",
@@ -271,7 +271,9 @@ VERA = register(
     Family(
         name="vera",
         parts=("vera_A", "vera_B", "lambda_b", "lambda_d"),
-        formula="Λ_b B[:m] Λ_d A[:, :n]; the shared projections sliced to the layer, n the base's input width",
+        formula=(
+            "Λ_b B[:m] Λ_d A[:, :n]; the shared projections sliced to the layer, n the base's input width"
+        ),
         reference="Kopiczko et al. 2024 (VeRA), Eq. 1; PEFT vera.Linear.get_delta_weight",
         needs_base=True,  # for n only: the adapter does not record each layer's input width
         form="LowRank",

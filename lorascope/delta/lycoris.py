@@ -1,12 +1,12 @@
-"""LoHa, LoKr and full: Hadamard and Kronecker products of low-rank factors (LyCORIS; PEFT's LoHa and LoKr tuners),
-and LyCORIS's ``full`` algorithm, which stores ΔW itself.
+"""LoHa, LoKr and full: Hadamard and Kronecker products of low-rank factors (LyCORIS; PEFT's LoHa and LoKr
+tuners), and LyCORIS's ``full`` algorithm, which stores ΔW itself.
 
 Parts use the names both LyCORIS and PEFT store: ``hada_w1_a``, ``hada_w1_b``, ``hada_w2_a``, ``hada_w2_b``
 (and the Tucker cores ``hada_t1``, ``hada_t2`` of a conv layer), ``lokr_w1`` or ``lokr_w1_a``/``lokr_w1_b``,
-``lokr_w2`` or ``lokr_w2_a``/``lokr_w2_b`` (and the Tucker core ``lokr_t2``). Readers hand them over as stored,
-except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw) — all but
-a Conv1d's full 3-D ``lokr_w2`` where the format declares ``params['kron'] == 'peft-conv1d'`` (PEFT's product
-is then not W1 ⊗ W2_flat: ``_lokr_conv1d_full``).
+``lokr_w2`` or ``lokr_w2_a``/``lokr_w2_b`` (and the Tucker core ``lokr_t2``). Readers hand them over as
+stored, except that a conv factor without a Tucker core is flattened to 2-D (its columns are in·kh·kw) — all
+but a Conv1d's full 3-D ``lokr_w2`` where the format declares ``params['kron'] == 'peft-conv1d'`` (PEFT's
+product is then not W1 ⊗ W2_flat: ``_lokr_conv1d_full``).
 
 Neither update is formed to take its spectrum:
 
@@ -17,11 +17,11 @@ Neither update is formed to take its spectrum:
   stored as a low-rank pair (``linalg.Kronecker``).
 
 A Tucker (CP) conv factor, W[p, r, k, l] = Σ_ij t[i, j, k, l] wa[i, p] wb[j, r] (LyCORIS / PEFT
-``make_weight_cp``), flattened to (out, in·kh·kw) is waᵀ @ M with M[i, (r, k, l)] = Σ_j t[i, j, k, l] wb[j, r]:
-rank r again (``tucker_right``); Conv1d and Conv3d cores have one and three kernel dims.
+``make_weight_cp``), flattened to (out, in·kh·kw) is waᵀ @ M with M[i, (r, k, l)] = Σ_j t[i, j, k, l]
+wb[j, r]: rank r again (``tucker_right``); Conv1d and Conv3d cores have one and three kernel dims.
 
-- full, ΔW = diff: LyCORIS ``FullModule`` saves the trained weight minus the original as ``diff`` (and the bias
-  difference as ``diff_b``, a 1-D update the reader keeps beside the module). Dense, no base needed.
+- full, ΔW = diff: LyCORIS ``FullModule`` saves the trained weight minus the original as ``diff`` (and the
+  bias difference as ``diff_b``, a 1-D update the reader keeps beside the module). Dense, no base needed.
 """
 
 from __future__ import annotations
@@ -141,10 +141,13 @@ def _lokr_conv1d_full(d, t: Tensors) -> Dense:
 LOKR = register(
     Family(
         name="lokr",
-        parts=(),  # one of lokr_w1 | lokr_w1_a + lokr_w1_b, and one of lokr_w2 | lokr_w2_a + lokr_w2_b (+ lokr_t2)
+        # one of lokr_w1 | lokr_w1_a + lokr_w1_b, and one of lokr_w2 | lokr_w2_a + lokr_w2_b (+ lokr_t2)
+        parts=(),
         optional=("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
         formula="s · W1 ⊗ W2, each factor full or a low-rank pair (W2 also a Tucker conv factor)",
-        reference="Yeh et al. 2024 (LyCORIS), §3.3; LyCORIS lokr.py make_kron; PEFT LoKrLayer.get_delta_weight",
+        reference=(
+            "Yeh et al. 2024 (LyCORIS), §3.3; LyCORIS lokr.py make_kron; PEFT LoKrLayer.get_delta_weight"
+        ),
         needs_base=False,
         form="Kronecker",
         build=_lokr,

@@ -149,7 +149,8 @@ OFT = register(
         name="oft",
         parts=("oft_R",),
         formula="W0 (Rᵀ − I), R = diag(R₁ … R_k) orthogonal Cayley blocks (W0 (R − I) for an embedding)",
-        reference="Qiu et al. 2023 (OFT), Eq. 2, §4 (COFT); PEFT OFTRotationModule.get_weight, oft.Linear.merge",
+        reference="Qiu et al. 2023 (OFT), Eq. 2, §4 (COFT); PEFT OFTRotationModule.get_weight, "
+        "oft.Linear.merge",
         needs_base=True,
         form="Dense",
         build=_oft,

@@ -1,4 +1,5 @@
-"""Pair modules by normalized name and describe each update ΔW as a lazy ``Delta`` item (docs/METRICS.md 'The update ΔW').
+"""Pair modules by normalized name and describe each update ΔW as a lazy ``Delta`` item (docs/METRICS.md 'The
+update ΔW').
 
 ``plan_deltas(base, tuned)`` is the entry: a full fine-tune is paired tensor by tensor (``full_diff``), an
 adapter module by module, alone or on its base (``adapter_plan``); the items themselves are ``items``'. It

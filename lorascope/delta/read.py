@@ -97,8 +97,8 @@ def fetch(d: Delta, device: str = "cpu") -> Fetched:
 
 
 def norm(t: Any) -> float:
-    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix), on the CPU
-    by fixed-chunk pairwise sums, which round the same on any number of threads."""
+    """‖t‖_F accumulated in float64 (torch tensor or numpy array; no float64 copy of a large matrix), on the
+    CPU by fixed-chunk pairwise sums, which round the same on any number of threads."""
     if isinstance(t, np.ndarray) or t.device.type == "cpu":
         from ..linalg import sum_squares
 

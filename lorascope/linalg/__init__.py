@@ -2,13 +2,16 @@
 
 ``svd(form)`` dispatches on the update's form (``lorascope.linalg.forms``) and on what the caller needs:
 
-| form | route | cost |
-| --- | --- | --- |
-| ``LowRank`` s·L@R | R factors of L and Rᵀ (CholeskyQR2, Householder where ill-conditioned), SVD of the k×k core (``factored_svd``), float64 | O((m + n)k² + k³) |
-| ``Kronecker`` s·A⊗B | the SVDs of A and B, products of their singular values (``kronecker_svd``) | that of A and B |
-| ``Blocks`` (streamed), p ≥ ``GRAM_MIN`` | float64 Gram matrix accumulated over row blocks, its eigenvalues (``gram_svd``) | mn·p + (4/3)p³, memory 8p² bytes |
-| ``Dense``, float64 on the CPU, values only, p ≥ ``GRAM_MIN`` | the same Gram route on the matrix in memory (``gram_svd_dense``) | mn·p + (4/3)p³ |
-| ``Dense``, otherwise | all σ by LAPACK (``exact_svd``), or the top-k by a randomized range finder (``randomized_svd``) | O(mn·p) |
+- ``LowRank`` s·L@R: R factors of L and Rᵀ (CholeskyQR2, Householder where ill-conditioned), SVD of the k×k
+  core (``factored_svd``), float64; cost O((m + n)k² + k³)
+- ``Kronecker`` s·A⊗B: the SVDs of A and B, products of their singular values (``kronecker_svd``); cost that
+  of A and B
+- ``Blocks`` (streamed), p ≥ ``GRAM_MIN``: float64 Gram matrix accumulated over row blocks, its eigenvalues
+  (``gram_svd``); cost mn·p + (4/3)p³, memory 8p² bytes
+- ``Dense``, float64 on the CPU, values only, p ≥ ``GRAM_MIN``: the same Gram route on the matrix in memory
+  (``gram_svd_dense``); cost mn·p + (4/3)p³
+- ``Dense``, otherwise: all σ by LAPACK (``exact_svd``), or the top-k by a randomized range finder
+  (``randomized_svd``); cost O(mn·p)
 
 p = min(m, n). Every result carries its absolute error bound (``SVD.floor``, docs/METRICS.md 'The numerical
 floor'). No other module picks a route; callers say what they need (vectors or not, a top-k or all) and, for
@@ -86,8 +89,9 @@ __all__ = [
 # Below this short side a dense SVD costs milliseconds and LAPACK's tighter bound (ε·max(m, n)·σ₁ instead of
 # the Gram route's √δ) comes for free, so small matrices take the exact route.
 GRAM_MIN = 256
-# How a dense top-k is computed (``svd(method=...)``); 'auto' takes the randomized route when k is at most this
-# fraction of min(m, n): there a range finder of k + oversampling columns is several times faster than LAPACK.
+# How a dense top-k is computed (``svd(method=...)``); 'auto' takes the randomized route when k is at most
+# this fraction of min(m, n): there a range finder of k + oversampling columns is several times faster than
+# LAPACK.
 SVD_METHODS = ("auto", "exact", "randomized")
 RANDOMIZED_BELOW = 0.1
 
@@ -154,10 +158,10 @@ def svd(
     Args:
         form: the update as its family stores it (or as row blocks read from its files).
         compute_uv: also return U (m, ·) and V (n, ·) with deterministic signs.
-        k: the top-k wanted, or None for every value. For a dense form, ``method`` says how the top-k is found:
-            by the randomized route (``complete`` is then False) or exactly (every value, the caller keeps
-            the first k); for factored forms every value is exact anyway and ``k`` only limits the vectors
-            formed.
+        k: the top-k wanted, or None for every value. For a dense form, ``method`` says how the top-k is
+            found: by the randomized route (``complete`` is then False) or exactly (every value, the caller
+            keeps the first k); for factored forms every value is exact anyway and ``k`` only limits the
+            vectors formed.
         method: 'exact', 'randomized' or 'auto' (module docstring); it matters only for a dense top-k.
         seed: of the randomized route's test matrix.
 

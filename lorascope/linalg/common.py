@@ -136,8 +136,9 @@ def one_thread() -> Iterator[None]:
 
 
 def sum_squares(x: Any, chunk: int = 1 << 20) -> float:
-    """Σ x² in float64, by numpy's pairwise summation over fixed chunks: the same bits on any number of threads
-    (a BLAS dot product splits its sum by thread). Numpy arrays or CPU torch tensors of any float dtype."""
+    """Σ x² in float64, by numpy's pairwise summation over fixed chunks: the same bits on any number of
+    threads (a BLAS dot product splits its sum by thread). Numpy arrays or CPU torch tensors of any float
+    dtype."""
     flat = as_numpy(x).reshape(-1)
     total = 0.0
     for i in range(0, flat.size, chunk):
@@ -147,7 +148,8 @@ def sum_squares(x: Any, chunk: int = 1 << 20) -> float:
 
 
 def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
-    """Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's svd_flip)."""
+    """Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's
+    svd_flip)."""
     cols = np.arange(u.shape[1])
     if is_torch(u):
         import torch
@@ -163,10 +165,10 @@ def svd_flip(u: Any, vh: Any) -> tuple[Any, Any]:
 def cusolver_driver(t: Any) -> str | None:
     """'gesvd' for a CUDA tensor, None (torch's choice) otherwise.
 
-    torch's default on CUDA can be cuSOLVER's Jacobi solver (gesvdj), which stops at a tolerance: in float32 its
-    values were off by up to 1.1e-3 of σ1 on an H200 (benchmarks/full_diff.py, two Llama-7B-shaped matrices),
-    above the LAPACK bound ε·max(m, n)·σ1 that ``routes.exact_floor`` states. gesvd is the QR-based LAPACK
-    algorithm, for which that bound holds.
+    torch's default on CUDA can be cuSOLVER's Jacobi solver (gesvdj), which stops at a tolerance: in float32
+    its values were off by up to 1.1e-3 of σ1 on an H200 (benchmarks/full_diff.py, two Llama-7B-shaped
+    matrices), above the LAPACK bound ε·max(m, n)·σ1 that ``routes.exact_floor`` states. gesvd is the
+    QR-based LAPACK algorithm, for which that bound holds.
     """
     return "gesvd" if getattr(getattr(t, "device", None), "type", "cpu") == "cuda" else None
 

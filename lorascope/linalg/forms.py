@@ -2,12 +2,12 @@
 
 Every adapter family reduces to one of three forms (``lorascope.delta`` builds them):
 
-| form | ΔW (m, n) | families |
-| --- | --- | --- |
-| ``LowRank(L, R, s)`` | s · L @ R, L (m, k), R (k, n) | LoRA, AdaLoRA, VeRA, LoCon/Tucker, LoHa (Khatri–Rao), MoE experts |
-| ``Kronecker(A, B, s)`` | s · A ⊗ B, A and B forms themselves | LoKr |
-| ``Dense(M)`` | M | full fine-tunes, DoRA, IA3, OFT/BOFT, LyCORIS full |
-| ``Blocks(shape, blocks)`` | M read in row blocks, never whole | full fine-tunes streamed from their files |
+- ``LowRank(L, R, s)``: ΔW (m, n) = s · L @ R, L (m, k), R (k, n) — LoRA, AdaLoRA, VeRA, LoCon/Tucker, LoHa
+  (Khatri–Rao), MoE experts
+- ``Kronecker(A, B, s)``: ΔW (m, n) = s · A ⊗ B, A and B forms themselves — LoKr
+- ``Dense(M)``: ΔW (m, n) = M — full fine-tunes, DoRA, IA3, OFT/BOFT, LyCORIS full
+- ``Blocks(shape, blocks)``: ΔW (m, n) = M read in row blocks, never whole — full fine-tunes streamed from
+  their files
 
 This module owns the arithmetic between forms that never forms a low-rank or Kronecker product:
 ⟨ΔW₁, ΔW₂⟩_F, ‖ΔW‖_F, the cosine of two updates, and W + ΔW (the one place a product is formed, where a
@@ -208,7 +208,8 @@ def _kron_dense(k: Kronecker, d: Dense) -> float:
 
 
 def _kron_kron(x: Kronecker, y: Kronecker) -> float:
-    """⟨A₁ ⊗ B₁, A₂ ⊗ B₂⟩_F = ⟨A₁, A₂⟩_F ⟨B₁, B₂⟩_F when the factors' shapes agree; else through ``_kron_dense``."""
+    """⟨A₁ ⊗ B₁, A₂ ⊗ B₂⟩_F = ⟨A₁, A₂⟩_F ⟨B₁, B₂⟩_F when the factors' shapes agree;
+    else through ``_kron_dense``."""
     if x.a.shape == y.a.shape and x.b.shape == y.b.shape:
         return x.scale * y.scale * inner(x.a, y.a) * inner(x.b, y.b)
     return _kron_dense(x, Dense(_np2(y.to_dense())))  # factor shapes differ: one side formed (rare)

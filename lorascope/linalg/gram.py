@@ -1,5 +1,5 @@
-"""The Gram route: eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW, accumulated over
-row blocks (a full-diff ΔW streamed from its files) or formed from a matrix in memory; floor √δ,
+"""The Gram route: eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW, accumulated
+over row blocks (a full-diff ΔW streamed from its files) or formed from a matrix in memory; floor √δ,
 δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²) (docs/METRICS.md 'The numerical floor').
 """
 

@@ -1,19 +1,23 @@
 """The SVD routes: each computes the singular values (and vectors on request) of one kind of update form,
 together with an absolute error bound on every value it returns (the numerical floor, docs/METRICS.md).
 
-| route | computes | floor: a bound on every \\|σ̂ᵢ − σᵢ\\| |
-| --- | --- | --- |
-| ``factored_svd`` | ΔW = s·L@R never formed: R factors of L and Rᵀ by CholeskyQR2 (Householder QR when a factor is too ill-conditioned for it), SVD of the k×k core; float64 | ε·max(m, n)·k·\\|s\\|·‖L‖_F‖R‖_F |
-| ``gram_svd`` (``gram.py``) | eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW, accumulated over row blocks | √δ, δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²) |
-| ``exact_svd`` | LAPACK's SVD of the dense ΔW in the dtype it arrives in | ε_dtype·max(m, n)·σ̂₁ |
-| ``randomized_svd`` | the top k by a randomized range finder (lower bounds of σ₁…σ_k) | ε_dtype·max(m, n)·σ̂₁ (arithmetic only) |
-| ``kronecker_svd`` | products of the factors' singular values | first-order product of the factors' floors |
+Each route, what it computes, and its floor (a bound on every |σ̂ᵢ − σᵢ|):
+
+- ``factored_svd``: ΔW = s·L@R never formed: R factors of L and Rᵀ by CholeskyQR2 (Householder QR when a
+  factor is too ill-conditioned for it), SVD of the k×k core; float64. Floor: ε·max(m, n)·k·|s|·‖L‖_F‖R‖_F
+- ``gram_svd`` (``gram.py``): eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW,
+  accumulated over row blocks. Floor: √δ, δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²)
+- ``exact_svd``: LAPACK's SVD of the dense ΔW in the dtype it arrives in. Floor: ε_dtype·max(m, n)·σ̂₁
+- ``randomized_svd``: the top k by a randomized range finder (lower bounds of σ₁…σ_k). Floor:
+  ε_dtype·max(m, n)·σ̂₁ (arithmetic only)
+- ``kronecker_svd``: products of the factors' singular values. Floor: first-order product of the factors'
+  floors
 
 ε is the float64 machine epsilon 2⁻⁵² unless a dtype is named. Which route serves which form is decided in one
 place, ``lorascope.linalg.svd``. This file owns no file access and no printing.
 
-On the CPU every route runs on numpy / scipy (one BLAS library), and the LAPACK calls whose rounding depends on
-the number of threads (SVD, QR, symmetric eigensolvers) run on one thread (``common.one_thread``), so a
+On the CPU every route runs on numpy / scipy (one BLAS library), and the LAPACK calls whose rounding depends
+on the number of threads (SVD, QR, symmetric eigensolvers) run on one thread (``common.one_thread``), so a
 spectrum is bit-for-bit the same however many modules are computed at once; BLAS-3 products (syrk, gemm,
 trsm) split their output among threads and keep each entry's summation order. torch is used only for tensors
 on a GPU. The Gram route is ``gram.py``'s; what the routes share (the ``SVD`` result, dtypes, signs) is
@@ -105,7 +109,8 @@ def factored_floor(shape: tuple[int, int], k: int, scale: float, left_fro: float
 
 
 def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = False) -> SVD:
-    """Exact SVD of s · left @ right without forming it (docs/METRICS.md: R factors of both, SVD of the k×k core).
+    """Exact SVD of s · left @ right without forming it (docs/METRICS.md: R factors of both, SVD of the k×k
+    core).
 
     Args:
         left: L (m, k), numpy or torch.
@@ -341,7 +346,8 @@ def _randomized_torch(delta: Any, k: int, seed: int, compute_uv: bool) -> SVD:
 
 
 def kronecker_svd(a: SVD, b: SVD, scale: float = 1.0, compute_uv: bool = False, k: int | None = None) -> SVD:
-    """The SVD of s · A ⊗ B from the SVDs of A and B: σ = |s| σᵢ(A) σⱼ(B), u = u_A,i ⊗ u_B,j, v = v_A,i ⊗ v_B,j.
+    """The SVD of s · A ⊗ B from the SVDs of A and B: σ = |s| σᵢ(A) σⱼ(B), u = u_A,i ⊗ u_B,j, v = v_A,i ⊗
+    v_B,j.
 
     (Van Loan 2000, §2.) ‖ΔW‖_F = |s| ‖A‖_F ‖B‖_F; complete when both factors' spectra are. With
     ``compute_uv``, vectors are formed for the top ``k`` products only (all when ``k`` is None). The floor

@@ -1,4 +1,5 @@
-"""Rank sweeps, rank selection and adapter export: which rank each module needed, and an adapter that proves it.
+"""Rank sweeps, rank selection and adapter export: which rank each module needed, and an adapter that proves
+it.
 
 Rooms, each with one job:
 

@@ -1,9 +1,9 @@
 """What a functional sweep evaluates a truncated model with: a Hugging Face model folder and a text/JSONL file
 (the ``hf`` extra), or a trainer run folder (its base, its task, the trainer's own metrics).
 
-Each builds an ``Evaluate`` callable ``model -> {metric: value}`` with an ``eval_loss`` from the trainer's task
-encoding and evaluation loop (``train/data.py``, ``train/trainer.py``); ``functional.functional_sweep`` calls it
-once per rank k.
+Each builds an ``Evaluate`` callable ``model -> {metric: value}`` with an ``eval_loss`` from the trainer's
+task encoding and evaluation loop (``train/data.py``, ``train/trainer.py``); ``functional.functional_sweep``
+calls it once per rank k.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def hf_evaluation(
     return model, evaluate
 
 
-# ---- evaluation of a trainer run (train/runs.py): its base, its task, the trainer's metrics ------------------
+# ---- evaluation of a trainer run (train/runs.py): its base, its task, the trainer's metrics
+# ------------------
 
 RUN_METRICS = "metrics.json"
 
@@ -165,10 +166,11 @@ def trainer_run(path: str | Path) -> TrainerRun:
 def trainer_evaluation(
     run: TrainerRun, batch_size: int | None = None, device: str = "cpu"
 ) -> tuple[Any, Evaluate, str]:
-    """(base model, evaluate, primary loss) for a trainer run: its base (MiniGPT or Hugging Face) and its task's
-    evaluation sets, measured by the trainer's own ``evaluate`` (per-set loss and accuracy, and the pooled
-    ``eval_loss``). The primary loss is the task's first set (``edit``, ``domain``, ``heldout``): what the run
-    was trained to change; the pooled loss mixes in the retention sets a fine-tune is meant to leave alone."""
+    """(base model, evaluate, primary loss) for a trainer run: its base (MiniGPT or Hugging Face) and its
+    task's evaluation sets, measured by the trainer's own ``evaluate`` (per-set loss and accuracy, and the
+    pooled ``eval_loss``). The primary loss is the task's first set (``edit``, ``domain``, ``heldout``): what
+    the run was trained to change; the pooled loss mixes in the retention sets a fine-tune is meant to leave
+    alone."""
     import torch
 
     from ..train.data import encode

@@ -1,4 +1,5 @@
-"""Export a rank selection as a PEFT LoRA adapter folder: a resize of an adapter, or an extraction from a full fine-tune.
+"""Export a rank selection as a PEFT LoRA adapter folder: a resize of an adapter, or an extraction from a
+full fine-tune.
 
 Each selected module's ΔW is truncated to its rank r_l by its own top-r_l SVD (``truncate.py``, one module
 at a time) and written as factors B = U·√S (m, r) and A = √S·Vᵀ (r, n), so B @ A is the truncated ΔW.
@@ -16,7 +17,8 @@ module is listed as not exported. Experts of one fused parameter share one rank 
 is exported at its own rank and zero-padded to the largest, in PEFT's layout (expert e uses rows e·r … (e+1)·r
 of lora_A and columns e, e+E, … of lora_B); several parameters of one module keep the source's nesting.
 
-Modules at rank 0, expert slices of stacked tensors and 1-D tensors are not exported and are listed with the reason.
+Modules at rank 0, expert slices of stacked tensors and 1-D tensors are not exported and are listed with the
+reason.
 
 A resize keeps what the source adapter trained besides its LoRA factors: the full tensors it saved for
 ``modules_to_save`` (a classifier head, say) are copied unchanged, under their own keys and dtype, and the
@@ -162,7 +164,8 @@ def export_adapter(
     if missing:
         raise LorascopeError(
             f"{len(missing)} selected module(s) are not updates of these inputs (e.g. {missing[0]}); "
-            f"the inputs have e.g. {', '.join(list(by_name)[:3])}. Were the results computed from other checkpoints?"
+            f"the inputs have e.g. {', '.join(list(by_name)[:3])}. Were the results computed from other "
+            "checkpoints?"
         )
     check_export_dir(out, [getattr(c, "path", None) for c in (base, tuned)])
     carried = _modules_to_save(tuned)
@@ -300,7 +303,8 @@ def _exported_row(tk: TopK) -> dict[str, Any]:
 
 
 def _modules_to_save(tuned: Weights | Adapter | None) -> dict[str, Any]:
-    """The source adapter's modules_to_save tensors (store key -> tensor as stored), when it is a PEFT adapter."""
+    """The source adapter's modules_to_save tensors (store key -> tensor as stored),
+    when it is a PEFT adapter."""
     if not isinstance(tuned, Adapter) or not (tuned.config or {}).get("modules_to_save"):
         return {}
     refs = [

@@ -1,12 +1,12 @@
 """Where an exported module's factors go in a PEFT adapter: the PEFT layer they are shaped for, their tensors
 under PEFT's saved key names, and the experts of a fused parameter packed as ``target_parameters`` wants them.
 
-| module | tensors |
-| --- | --- |
-| Linear, GPT-2 Conv1D (``fan_in_fan_out``) | ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r) |
-| Embedding, ΔW (num, dim) | ``lora_embedding_A`` (r, num) = (U√S)ᵀ, ``lora_embedding_B`` (dim, r) = V√S |
-| ConvNd, ΔW flattened (out, in·k…) | ``lora_A.weight`` (r, in, k…), ``lora_B.weight`` (out, r, 1…) |
-| expert e of a fused (E, ·, ·) parameter | ``target_parameters``: ``lora_A`` (E·r, in), ``lora_B`` (out, r·E) |
+Each module and the tensors it is exported as:
+
+- Linear, GPT-2 Conv1D (``fan_in_fan_out``): ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r)
+- Embedding, ΔW (num, dim): ``lora_embedding_A`` (r, num) = (U√S)ᵀ, ``lora_embedding_B`` (dim, r) = V√S
+- ConvNd, ΔW flattened (out, in·k…): ``lora_A.weight`` (r, in, k…), ``lora_B.weight`` (out, r, 1…)
+- expert e of a fused (E, ·, ·) parameter: ``target_parameters``: ``lora_A`` (E·r, in), ``lora_B`` (out, r·E)
 
 Pure: arrays in, arrays out.
 """

@@ -3,17 +3,19 @@
 A sweep or selection folder is a results folder (``results.py``: modules.csv, singular_values.safetensors,
 summary.json, vectors.csv) with the rank tables added, so the report renders it with its optional sections:
 
-| file | written by | content |
-| --- | --- | --- |
-| sweep.csv | ``run_sweep`` | per module and k: rank, params, energy(k), sqrt(1 − energy(k)) |
-| sweep_uniform.csv | ``run_sweep`` | the model at uniform rank k: params, pooled energy, spread |
-| sweep_frontier.csv | ``run_sweep`` | params → energy: uniform, budget-optimal (exact) and greedy |
-| functional.csv | ``run_sweep`` with evaluation data or a trainer run | loss (and task metrics) per k, base, untruncated |
-| training.csv, training_knees.csv | ``run_sweep`` of a train-sweep folder | runs against r, full, freeze; knee per metric |
-| sweep.json | ``run_sweep`` | the grid, inputs, functional pick, timing |
-| selection.csv | ``run_select`` | per module: chosen rank, params, energy, error |
-| selection.json | ``run_select`` | policy, totals, notes (knapsack exact vs greedy), recommendation, export |
-| export.csv | ``run_select --export`` | per module: exported rank, SVD route, achieved and optimal error, or why not |
+- sweep.csv, written by ``run_sweep``: per module and k: rank, params, energy(k), sqrt(1 − energy(k))
+- sweep_uniform.csv, written by ``run_sweep``: the model at uniform rank k: params, pooled energy, spread
+- sweep_frontier.csv, written by ``run_sweep``: params → energy: uniform, budget-optimal (exact) and greedy
+- functional.csv, written by ``run_sweep`` with evaluation data or a trainer run: loss (and task metrics) per
+  k, base, untruncated
+- training.csv, training_knees.csv, written by ``run_sweep`` of a train-sweep folder: runs against r, full,
+  freeze; knee per metric
+- sweep.json, written by ``run_sweep``: the grid, inputs, functional pick, timing
+- selection.csv, written by ``run_select``: per module: chosen rank, params, energy, error
+- selection.json, written by ``run_select``: policy, totals, notes (knapsack exact vs greedy), recommendation,
+  export
+- export.csv, written by ``run_select --export``: per module: exported rank, SVD route, achieved and optimal
+  error, or why not
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ from .files import (
 )
 from .inputs import plan_for, reopen_inputs, results_for
 
-__all__ = [  # the commands' entry points; the files' names and the inputs' functions stay importable from here
+# The commands' entry points; the files' names and the inputs' functions stay importable from here.
+__all__ = [
     "EXPORT_CSV",
     "FRONTIER_CSV",
     "FUNCTIONAL_CSV",
@@ -107,15 +108,15 @@ def run_sweep(
     progress: bool = False,
     **analyze_options: Any,
 ) -> SweepOutput:
-    """Truncation sweep from saved spectra (analyzing checkpoints first if needed), the functional sweep where a
-    model and evaluation data exist, and a training sweep's table; everything written to ``out``.
+    """Truncation sweep from saved spectra (analyzing checkpoints first if needed), the functional sweep
+    where a model and evaluation data exist, and a training sweep's table; everything written to ``out``.
 
     Inputs, by what they are:
 
     - a results folder, an adapter, or base and tuned/adapter checkpoints: the truncation sweep; with
       ``eval_data`` (a text/JSONL file) also the functional sweep on the base Hugging Face folder;
-    - a trainer run folder (``metrics.json``, ``tuned/``, ``adapter/``): its update (the adapter where there is
-      one) against its base, and the functional sweep on its task with the trainer's metrics;
+    - a trainer run folder (``metrics.json``, ``tuned/``, ``adapter/``): its update (the adapter where there
+      is one) against its base, and the functional sweep on its task with the trainer's metrics;
     - a ``train-sweep`` folder (``index.csv``): the training table (metrics against r, full, freeze, time,
       memory) and its knees, plus both sweeps of its reference run: the full fine-tune where there is one
       ("what LoRA would have matched it?"), else the adapter of largest rank; the grid defaults to the
@@ -200,7 +201,8 @@ def read_train_index(folder: str | Path) -> pd.DataFrame:
 
 
 def reference_run(folder: str | Path, index: pd.DataFrame) -> Path:
-    """The run a training sweep's truncation sweeps analyze: 'full' if present, else the largest adapter rank."""
+    """The run a training sweep's truncation sweeps analyze: 'full' if present,
+    else the largest adapter rank."""
     full = index[index["method"] == "full"] if "method" in index.columns else index.iloc[:0]
     if len(full):
         return Path(folder) / str(full["folder"].iat[0])

@@ -76,13 +76,13 @@ def pick_rank(table: pd.DataFrame, tolerance: float) -> dict[str, Any]:
     a share of the fine-tune's change does not: tolerance 0.05 asks for 95 % of the change the update made.
 
     Args:
-        table: a functional sweep (columns point ∈ {base, truncated, full}, k, loss; the base row may be absent,
-            then the tolerance is taken relative to the untruncated loss itself).
+        table: a functional sweep (columns point ∈ {base, truncated, full}, k, loss; the base row may be
+            absent, then the tolerance is taken relative to the untruncated loss itself).
         tolerance: the share of the fine-tune's loss change a truncation may give up.
 
     Returns:
-        k, its loss, the untruncated and base losses, the tolerance, whether some k qualified (``within``; else
-        the largest k is named) and ``recovered`` = (base − loss_k) / (base − full).
+        k, its loss, the untruncated and base losses, the tolerance, whether some k qualified (``within``;
+        else the largest k is named) and ``recovered`` = (base − loss_k) / (base − full).
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be non-negative, got {tolerance}")

@@ -61,7 +61,8 @@ def reopen_inputs(results: Results) -> tuple[Any, Any]:
 
 
 def _check_unchanged(entry: dict[str, Any]) -> None:
-    """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are hashed)."""
+    """Refuse an input whose files differ from the sha256 the results recorded (files up to 64 MiB are
+    hashed)."""
     from ..manifest import file_sha256
 
     for item in entry.get("files") or []:

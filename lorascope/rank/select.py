@@ -2,12 +2,12 @@
 
 Policies (docs/METRICS.md 'Rank selection'), picked from ``POLICIES`` by name:
 
-| policy | rank of module l |
-| --- | --- |
-| energy τ | rank_τ: the smallest k with energy(k) ≥ τ |
-| budget B | the exact optimum of the multiple-choice knapsack max Σ_l Σ_{i≤r_l} σ²_{l,i} s.t. Σ_l r_l(m_l+n_l) ≤ B (``knapsack.py``), the greedy beside it |
-| noise | gd_rank: the singular values above the Gavish–Donoho threshold (Gavish & Donoho 2014) |
-| functional | the smallest uniform k whose measured loss is within a tolerance of the untruncated loss (a share of the fine-tune's loss change, ``functional.pick_rank``) |
+- energy τ: rank_τ: the smallest k with energy(k) ≥ τ
+- budget B: the exact optimum of the multiple-choice knapsack max Σ_l Σ_{i≤r_l} σ²_{l,i}
+  s.t. Σ_l r_l(m_l+n_l) ≤ B (``knapsack.py``), the greedy beside it
+- noise: gd_rank: the singular values above the Gavish–Donoho threshold (Gavish & Donoho 2014)
+- functional: the smallest uniform k whose measured loss is within a tolerance of the untruncated loss (a
+  share of the fine-tune's loss change, ``functional.pick_rank``)
 
 Pure: a ``Spectra`` (and, for 'functional', a functional sweep table) in, a ``Selection`` out.
 """
@@ -72,7 +72,8 @@ class Policy:
             "energy": f"energy τ = {self.energy:g} per module",
             "budget": f"parameter budget B = {human_count(self.budget or 0)}",
             "noise": "noise rank (Gavish–Donoho threshold)",
-            "functional": f"functional: the smallest rank keeping {1 - self.tolerance:.0%} of the fine-tune's loss change",
+            "functional": f"functional: the smallest rank keeping {1 - self.tolerance:.0%} of the "
+            "fine-tune's loss change",
         }[self.name]
 
 
@@ -176,8 +177,8 @@ def _noise_ranks(
         ranks.append(r or 0)
     if unknown:
         raise LorascopeError(
-            f"the noise rank needs every singular value, but {len(unknown)} module(s) (e.g. {unknown[0]}) were "
-            "analyzed with a randomized top-k SVD; run `lorascope spectrum` again without --top-k."
+            f"the noise rank needs every singular value, but {len(unknown)} module(s) (e.g. {unknown[0]}) "
+            "were analyzed with a randomized top-k SVD; run `lorascope spectrum` again without --top-k."
         )
     return np.asarray(ranks, dtype=np.int64), {}
 
@@ -187,8 +188,8 @@ def _functional_ranks(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     if functional is None or functional.empty:
         raise LorascopeError(
-            "the functional policy needs a functional sweep (functional.csv in a `lorascope sweep` folder run "
-            "with --eval-data); give that folder with --from-sweep."
+            "the functional policy needs a functional sweep (functional.csv in a `lorascope sweep` folder "
+            "run with --eval-data); give that folder with --from-sweep."
         )
     pick = pick_rank(functional, policy.tolerance)
     return rank_used(spectra, pick["k"]), {"functional": pick}
@@ -274,7 +275,8 @@ def selection_totals(spectra: Spectra, ranks: np.ndarray) -> dict[str, Any]:
 
 
 def _uniform_rank_within(spectra: Spectra, params: int) -> int:
-    """The largest uniform k whose truncation (capped at each module's rank, as the sweep counts it) costs ≤ params."""
+    """The largest uniform k whose truncation (capped at each module's rank,
+    as the sweep counts it) costs ≤ params."""
     best = 0
     for k in range(1, int(spectra.max_ranks.max(initial=0)) + 1):
         if int(np.sum(rank_used(spectra, k) * spectra.unit_costs)) > params:
@@ -316,7 +318,8 @@ def recommendation(selection: Selection, spectra: Spectra) -> str:
     dropped = t[t["rank"] == 0]
     if len(dropped):
         parts.append(
-            f"{len(dropped)} module(s) get rank 0 and are left out of an export (e.g. {dropped['name'].iat[0]})."
+            f"{len(dropped)} module(s) get rank 0 and are left out of an export (e.g. "
+            f"{dropped['name'].iat[0]})."
         )
     return " ".join(parts)
 
@@ -325,8 +328,8 @@ def _energy_words(selection: Selection, spectra: Spectra) -> list[str]:
     beyond = selection.notes.get("rank_beyond_top_k")
     if beyond:
         return [
-            f"{len(beyond)} module(s) do not reach τ within their stored top-k singular values and were capped "
-            "there; run the spectrum without --top-k for their true rank."
+            f"{len(beyond)} module(s) do not reach τ within their stored top-k singular values and were "
+            "capped there; run the spectrum without --top-k for their true rank."
         ]
     return []
 
@@ -335,8 +338,9 @@ def _budget_words(selection: Selection, spectra: Spectra) -> list[str]:
     k = selection.notes["knapsack"]
     if k.get("top_k_modules"):
         proof = (
-            f"optimal only among ranks within the computed top-k: {k['top_k_modules']} module(s) have a randomized "
-            "top-k spectrum, and larger ranks there were never computed (not proven optimal overall)"
+            f"optimal only among ranks within the computed top-k: {k['top_k_modules']} module(s) have a "
+            "randomized top-k spectrum, and larger ranks there were never computed (not proven optimal "
+            "overall)"
         )
     elif k["exact"]:
         proof = "proven optimal"
@@ -355,8 +359,8 @@ def _budget_words(selection: Selection, spectra: Spectra) -> list[str]:
         else "no upper bound is known"
     )
     return [
-        f"The allocation is {proof} (multiple-choice knapsack over {k['cost_classes']} cost class(es)); {cmp}; "
-        f"{bound}."
+        f"The allocation is {proof} (multiple-choice knapsack over {k['cost_classes']} cost class(es)); "
+        f"{cmp}; {bound}."
     ]
 
 
@@ -379,9 +383,9 @@ def _functional_words(selection: Selection, spectra: Spectra) -> list[str]:
     f = selection.notes["functional"]
     verdict = "" if f["within"] else " No measured rank is within the tolerance; the largest one is used."
     return [
-        f"Measured ({f.get('metric', 'loss')}): rank {f['k']} reaches {f['loss']:.4f} against {f['full_loss']:.4f} "
-        f"for the untruncated update and {f['base_loss']:.4f} for the base model, {f['recovered']:.0%} of the "
-        f"fine-tune's change (tolerance {f['tolerance']:.0%} of it).{verdict}"
+        f"Measured ({f.get('metric', 'loss')}): rank {f['k']} reaches {f['loss']:.4f} against "
+        f"{f['full_loss']:.4f} for the untruncated update and {f['base_loss']:.4f} for the base model, "
+        f"{f['recovered']:.0%} of the fine-tune's change (tolerance {f['tolerance']:.0%} of it).{verdict}"
     ]
 
 

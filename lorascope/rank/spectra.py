@@ -44,7 +44,8 @@ class Spectra:
 
     @property
     def unit_costs(self) -> np.ndarray:
-        """m + n: the parameters one unit of LoRA rank costs on each module (docs/METRICS.md 'Parameter counts')."""
+        """m + n: the parameters one unit of LoRA rank costs on each module (docs/METRICS.md 'Parameter
+        counts')."""
         return self.table["rows"].to_numpy(np.int64) + self.table["cols"].to_numpy(np.int64)
 
     @property
@@ -82,7 +83,8 @@ class Spectra:
         return out
 
     def rel_error_at(self, ranks: np.ndarray) -> np.ndarray:
-        """sqrt(1 − energy(r_l)) per module (docs/METRICS.md 'truncation error'), from the tail (see ``lost``)."""
+        """sqrt(1 − energy(r_l)) per module (docs/METRICS.md 'truncation error'),
+        from the tail (see ``lost``)."""
         totals = self.totals
         lost = self.lost(ranks)
         with np.errstate(invalid="ignore", divide="ignore"):

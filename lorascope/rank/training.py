@@ -78,7 +78,8 @@ def knee(ranks: np.ndarray, values: np.ndarray, lower_better: bool) -> dict[str,
 
 
 def knees(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per adapter method × target set × metric: its knee rank, and the full / freeze values beside it."""
+    """One row per adapter method × target set × metric: its knee rank,
+    and the full / freeze values beside it."""
     rows = []
     if "rank" not in table.columns:
         return pd.DataFrame(rows)

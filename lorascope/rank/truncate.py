@@ -1,4 +1,5 @@
-"""One module's top-k singular triplets, read from its checkpoint: the streaming unit of export and functional sweeps.
+"""One module's top-k singular triplets, read from its checkpoint: the streaming unit of export and
+functional sweeps.
 
 The saved spectra hold σ only; a truncation needs the singular vectors too, so they are recomputed one
 module at a time (never two dense updates in memory):

@@ -214,4 +214,7 @@ def footer_text(runs: list[Results]) -> str:
     from ..outputs import shown
 
     where = ", ".join(str(shown(r.path)) for r in runs if r.path is not None)
-    return f"Written by lorascope {__version__} from the saved results in {where or 'memory'}; it reads no checkpoint."
+    return (
+        f"Written by lorascope {__version__} from the saved results in {where or 'memory'}; "
+        "it reads no checkpoint."
+    )

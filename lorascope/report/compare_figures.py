@@ -199,7 +199,8 @@ def _legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
 
 @fg.styled
 def amplification_by_layer(amplification: pd.DataFrame) -> Figure:
-    """Amplification ‖ΔW‖_F / ‖UᵀWV‖_F per layer, one panel per update, one line per module type (log scale)."""
+    """Amplification ‖ΔW‖_F / ‖UᵀWV‖_F per layer, one panel per update,
+    one line per module type (log scale)."""
     _, types, names = _typed(amplification)
     updates = list(dict.fromkeys(amplification["update"]))
     fig, axes = fg.panel_grid(len(updates), ncols=2, panel_w=4.6, panel_h=2.8, sharey=True)
@@ -288,9 +289,9 @@ def compare_blocks(res: CompareResults) -> list[Block]:
         blocks.append(
             FigureBlock(
                 "compare_phi",
-                f"Subspace similarity φ(i, j) = ‖U_xᵢᵀ U_yⱼ‖²_F / min(i, j) of the {side} singular vectors (Hu et al. 2021, "
-                f"Eq. 4), averaged over layers: 1 (light) where {labels[0]}'s top-i directions lie in {labels[1]}'s top-j, "
-                "max(i, j)/m for unrelated random directions.",
+                f"Subspace similarity φ(i, j) = ‖U_xᵢᵀ U_yⱼ‖²_F / min(i, j) of the {side} singular vectors "
+                f"(Hu et al. 2021, Eq. 4), averaged over layers: 1 (light) where {labels[0]}'s top-i "
+                f"directions lie in {labels[1]}'s top-j, max(i, j)/m for unrelated random directions.",
                 functools.partial(phi_heatmaps, mean_phi_grids(res.similarity), labels, names),
             )
         )
@@ -309,8 +310,8 @@ def compare_blocks(res: CompareResults) -> list[Block]:
         blocks.append(
             FigureBlock(
                 "compare_amplification",
-                "How strongly each update amplifies directions already in W: ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the top-r "
-                "singular vectors of ΔW (Hu et al. 2021, §7.3).",
+                "How strongly each update amplifies directions already in W: ‖ΔW‖_F / ‖UᵀWV‖_F with U, V the "
+                "top-r singular vectors of ΔW (Hu et al. 2021, §7.3).",
                 functools.partial(amplification_by_layer, res.amplification),
             )
         )
@@ -318,9 +319,9 @@ def compare_blocks(res: CompareResults) -> list[Block]:
             TableBlock(
                 table7(res.amplification),
                 caption=(
-                    "As Hu et al.'s Table 7: ‖UᵀWV‖_F for ΔW's top-r directions, W's own top-r and random directions "
-                    "(expected r‖W‖_F/√(mn)); a value near W's own means ΔW reuses W's strong directions, near random "
-                    "means it amplifies directions W barely uses"
+                    "As Hu et al.'s Table 7: ‖UᵀWV‖_F for ΔW's top-r directions, W's own top-r and random "
+                    "directions (expected r‖W‖_F/√(mn)); a value near W's own means ΔW reuses W's strong "
+                    "directions, near random means it amplifies directions W barely uses"
                 ),
             )
         )
@@ -329,9 +330,9 @@ def compare_blocks(res: CompareResults) -> list[Block]:
         blocks.append(
             FigureBlock(
                 "compare_intruders",
-                "Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): of the top-k left singular vectors of "
-                "W + ΔW, those whose largest |cos| with every left singular vector of W is below ε. The count depends "
-                "strongly on ε; the dashed line marks the ε of the tables.",
+                "Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): of the top-k left singular "
+                "vectors of W + ΔW, those whose largest |cos| with every left singular vector of W is below "
+                "ε. The count depends strongly on ε; the dashed line marks the ε of the tables.",
                 functools.partial(intruders_vs_epsilon, res.sweep, eps.get("epsilon")),
             )
         )
@@ -377,7 +378,10 @@ def render_compare_report(results_dir: str | Path, out: str | Path | None = None
         if kind == "compare"
         else f"intruder dimensions: {' → '.join(names)}"
     )
-    subtitle = f"lorascope {kind} report · {(s.get('totals') or {}).get('modules', 0)} modules · {s.get('created', '')}"
+    subtitle = (
+        f"lorascope {kind} report · {(s.get('totals') or {}).get('modules', 0)} modules · "
+        f"{s.get('created', '')}"
+    )
     from ..outputs import shown
 
     section_title = "Comparing two updates" if kind == "compare" else "Intruder dimensions"

@@ -335,9 +335,9 @@ def heatmap_section(ctx: ComparisonContext) -> list[Block] | None:
         return [
             FigureBlock(
                 "compare_heatmap_runs",
-                "One panel per metric: rows are runs, columns module types, each cell the median over the type's "
-                "layers; each panel has its own colour scale (logarithmic where values span more than 10×), grey "
-                "means no update of that type.",
+                "One panel per metric: rows are runs, columns module types, each cell the median over the "
+                "type's layers; each panel has its own colour scale (logarithmic where values span more than "
+                "10×), grey means no update of that type.",
                 functools.partial(fg.heatmaps, panels, ctx.type_labels),
             )
         ]
@@ -352,8 +352,9 @@ def heatmap_section(ctx: ComparisonContext) -> list[Block] | None:
         blocks.append(
             FigureBlock(
                 f"compare_heatmap_{metric}",
-                f"{title}: one panel per run on one {'logarithmic ' if log else ''}colour scale, rows are layers "
-                "and columns module types; the same colour means the same value in every panel, grey no update.",
+                f"{title}: one panel per run on one {'logarithmic ' if log else ''}colour scale, rows are "
+                "layers and columns module types; the same colour means the same value in every panel, grey "
+                "no update.",
                 functools.partial(fg.heatmaps, panels, ctx.type_labels, True),
             )
         )

@@ -275,8 +275,8 @@ _sweep_ks = sweep_ks
 
 
 def truncated_modules(modules: pd.DataFrame, spectra: Mapping[str, np.ndarray]) -> list[str]:
-    """Modules whose stored σ are a top-k (``rank.spectra.complete_spectrum``: a randomized method, a rank beyond
-    k, or Σσ² short of ‖ΔW‖_F²)."""
+    """Modules whose stored σ are a top-k (``rank.spectra.complete_spectrum``: a randomized method, a rank
+    beyond k, or Σσ² short of ‖ΔW‖_F²)."""
     return [
         str(rec["name"])
         for rec in modules.to_dict("records")

@@ -55,9 +55,9 @@ def answer_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         blocks.append(
             FigureBlock(
                 "outcome_rank",
-                f"How to read: each panel is one {task} metric against the LoRA rank r; a line per target set, "
-                "the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and a ring "
-                "marks where a line's gain flattens (its knee).",
+                f"How to read: each panel is one {task} metric against the LoRA rank r; a line per target "
+                "set, the horizontal lines are the runs without an adapter (full fine-tuning, freezing), and "
+                "a ring marks where a line's gain flattens (its knee).",
                 functools.partial(of.outcome_vs_rank, table, metrics, knees),
             )
         )
@@ -65,8 +65,8 @@ def answer_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         blocks.append(
             FigureBlock(
                 "outcome_parameters",
-                "How to read: the same metrics against the parameters each run trained (log scale); further left "
-                "is cheaper, so the best method for a budget is the highest point left of it.",
+                "How to read: the same metrics against the parameters each run trained (log scale); further "
+                "left is cheaper, so the best method for a budget is the highest point left of it.",
                 functools.partial(of.outcome_vs_parameters, table, metrics),
             )
         )
@@ -143,8 +143,9 @@ def forgetting_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
     return [
         FigureBlock(
             "forgetting_rank",
-            "How to read: the share of facts the base model knew that each run no longer states (base accuracy "
-            "minus final accuracy on the retention sets) against r; lower is better, 0 means nothing forgotten.",
+            "How to read: the share of facts the base model knew that each run no longer states (base "
+            "accuracy minus final accuracy on the retention sets) against r; lower is better, 0 means "
+            "nothing forgotten.",
             functools.partial(of.forgetting_vs_rank, table, columns),
         )
     ]
@@ -160,8 +161,8 @@ def evolution_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         FigureBlock(
             "rank_evolution",
             "How to read: each line is one run's median entropy rank (effective number of directions) of its "
-            "trained matrices at each recorded step, from rank_history.csv; a line that flattens early stopped "
-            "adding directions.",
+            "trained matrices at each recorded step, from rank_history.csv; a line that flattens early "
+            "stopped adding directions.",
             functools.partial(of.rank_during_training, evolutions, table),
         )
     ]
@@ -203,17 +204,18 @@ def functional_blocks(runs: list[tr.TrainedRun]) -> list[Block] | None:
         )
         blocks.append(
             NoteBlock(
-                f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} "
-                f"of the fine-tune's change in {metric} ({pick['loss']:.4f} against {pick['full_loss']:.4f} "
-                f"untruncated and {pick['base_loss']:.4f} for the base); that k keeps {energy:.1%} of ‖ΔW‖²."
+                f"{run.label}: truncating every ΔW to rank k = {pick['k']} {verdict} "
+                f"{1 - pick['tolerance']:.0%} of the fine-tune's change in {metric} ({pick['loss']:.4f} "
+                f"against {pick['full_loss']:.4f} untruncated and {pick['base_loss']:.4f} for the base); "
+                f"that k keeps {energy:.1%} of ‖ΔW‖²."
             )
         )
         blocks.append(
             FigureBlock(
                 f"functional_energy_{_slug(run.label)}",
-                f"How to read: for {run.label}, every ΔW truncated to its top k singular directions; blue is the "
-                "share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the dotted line "
-                "first is the rank the update needed.",
+                f"How to read: for {run.label}, every ΔW truncated to its top k singular directions; blue is "
+                "the share of the loss change kept, green the share of ‖ΔW‖² kept: where blue passes the "
+                "dotted line first is the rank the update needed.",
                 functools.partial(of.functional_beside_energy, shares, pick, metric),
             )
         )

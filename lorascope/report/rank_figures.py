@@ -191,10 +191,10 @@ def frontier_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = [
         FigureBlock(
             "rank_frontier",
-            "Energy kept against the adapter parameters spent: every module at the same rank k (blue), and the "
-            "best ranks per module for the same budget (red, solved exactly as a multiple-choice knapsack; "
-            "green dashed, the greedy σ²/(rows+cols) order). The gap between blue and red is what a "
-            "per-module rank choice gains.",
+            "Energy kept against the adapter parameters spent: every module at the same rank k (blue), and "
+            "the best ranks per module for the same budget (red, solved exactly as a multiple-choice "
+            "knapsack; green dashed, the greedy σ²/(rows+cols) order). The gap between blue and red is what "
+            "a per-module rank choice gains.",
             functools.partial(frontier_figure, frontier),
         ),
         TableBlock(
@@ -208,7 +208,10 @@ def frontier_section(ctx: RunContext) -> list[Block] | None:
             NoteBlock(
                 "The greedy allocation reaches the exact optimum at every budget shown."
                 if gap <= 1e-12
-                else f"The greedy allocation falls short of the exact optimum by at most {gap:.2e} of the total energy."
+                else (
+                    f"The greedy allocation falls short of the exact optimum by at most {gap:.2e} "
+                    "of the total energy."
+                )
             )
         )
     return blocks
@@ -238,8 +241,8 @@ def functional_section(ctx: RunContext) -> list[Block] | None:
         blocks.append(
             NoteBlock(
                 f"k = {pick['k']} {verdict} {1 - pick['tolerance']:.0%} of the fine-tune's change in "
-                f"{pick.get('metric', 'the loss')}: {pick['loss']:.4f} against {pick['full_loss']:.4f} untruncated and "
-                f"{pick['base_loss']:.4f} for the base"
+                f"{pick.get('metric', 'the loss')}: {pick['loss']:.4f} against {pick['full_loss']:.4f} "
+                f"untruncated and {pick['base_loss']:.4f} for the base"
                 + (f" ({recovered:.0%} of the change kept)." if recovered is not None else ".")
             )
         )
@@ -315,7 +318,10 @@ def selection_section(ctx: RunContext) -> list[Block] | None:
         )
         excess = export.get("max_excess_rel_error")
         if excess is not None and math.isfinite(excess):
-            text += f" The largest excess of a module's relative error over the optimal sqrt(1 − energy) is {excess:.2e}."
+            text += (
+                " The largest excess of a module's relative error over the optimal sqrt(1 − energy) "
+                f"is {excess:.2e}."
+            )
         blocks.append(NoteBlock(text))
         blocks += [NoteBlock(note, level="warn") for note in export.get("notes") or []]
         skipped = export.get("not_exported") or []

@@ -2,85 +2,35 @@
 
 Each builder turns a ``RunContext`` (saved results, read once) into blocks: facts, tables, notes
 and deferred figures. Computing is in ``data.py``, drawing in ``figures.py``, HTML in ``html.py``.
+This module holds sections 1–5 (inputs, headline numbers, heatmaps, spectra, energy);
+``detail_sections.py`` holds 6–8 and ``run_context.py`` the context and the registry.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from ..results import MODULE_COLUMNS, Results
 from . import data
 from . import figures as fg
 from .blocks import Block, CardsBlock, FactsBlock, FigureBlock, NoteBlock, TableBlock
 from .formatting import counted, human_bytes, human_count, plain, seconds
-from .registry import SectionRegistry, folder_has
+from .run_context import (
+    HEATMAP_METRICS,
+    KIND_TEXT,
+    SECTIONS,
+    RunContext,
+)
 
-KIND_TEXT = {
-    "adapter": "a LoRA adapter alone: ΔW = s·B@A",
-    "adapter+base": "an adapter on its base model: ΔW = s·B@A (DoRA: the exact merged update), with base norms",
-    "full-diff": "a base and a fine-tuned checkpoint: ΔW = W_tuned − W_base",
-}
-HEATMAP_METRICS = {  # column -> (panel title, colour-bar label with units)
-    "entropy_rank": ("entropy_rank", "entropy rank (directions)"),
-    "rank_90": ("rank_90", "rank_90 (directions for 90 % energy)"),
-    "relative_update": ("relative_update", data.SIZE_UNITS["relative_update"]),
-    "fro_norm": ("fro_norm", data.SIZE_UNITS["fro_norm"]),
-    "stable_rank": ("stable_rank", "stable rank Σσ²/σ₁²"),
-}
-
-
-@dataclass
-class RunContext:
-    """One results folder as the sections see it, with the derived tables each section shares."""
-
-    results: Results
-
-    def has_file(self, name: str) -> bool:
-        return folder_has(self.results.path, name)
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.results.summary or {}
-
-    @cached_property
-    def all_modules(self) -> pd.DataFrame:
-        """Every analyzed module, with its type."""
-        return data.with_types(self.results.modules)
-
-    @cached_property
-    def modules(self) -> pd.DataFrame:
-        """What the statistics and figures summarize: the modules whose ΔW is not exactly zero."""
-        return data.updated(self.all_modules)
-
-    @cached_property
-    def zeros(self) -> pd.DataFrame:
-        """Modules whose ΔW is exactly zero (not trained): named on the page, left out of its statistics."""
-        return data.zero_updates(self.all_modules)
-
-    @cached_property
-    def types(self) -> list[str]:
-        return data.type_order(self.modules if len(self.modules) else self.all_modules)
-
-    @cached_property
-    def labels(self) -> dict[str, str]:
-        return data.short_labels(self.types)
-
-    @cached_property
-    def size(self) -> str:
-        return data.size_column(self.modules)
-
-    @cached_property
-    def is_adapter(self) -> bool:
-        return bool(self.modules["lora_rank"].notna().any())
-
-
-SECTIONS: SectionRegistry[RunContext] = SectionRegistry()
+# The later sections register themselves on import; their builders and the shared state stay importable
+# from here.
+from .detail_sections import (
+    magnitude_section as magnitude_section,
+    modules_section as modules_section,
+    sweep_section as sweep_section,
+)
 
 
 # ---- 1. inputs and run -------------------------------------------------------------------------
@@ -175,8 +125,8 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
         blocks.append(
             NoteBlock(
                 f"{len(ctx.zeros)} of {len(ctx.all_modules)} modules have ΔW = 0 exactly (not trained): "
-                f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the numbers, "
-                "heatmaps and figures of this page leave them out; the modules table lists them.",
+                f"{data.name_list(list(ctx.zeros['name']))}. Their ranks are 0 by definition, so the "
+                "numbers, heatmaps and figures of this page leave them out; the modules table lists them.",
                 level="warn",
             )
         )
@@ -191,8 +141,8 @@ def headline_section(ctx: RunContext) -> list[Block] | None:
         blocks.append(
             TableBlock(
                 data.rank_use(m, ctx.types),
-                caption="Nominal adapter rank r beside the rank the updates actually use (medians per module type): "
-                "rank_99 / r near 1 means the adapter uses all of its rank",
+                caption="Nominal adapter rank r beside the rank the updates actually use (medians per module "
+                "type): rank_99 / r near 1 means the adapter uses all of its rank",
             )
         )
     return blocks
@@ -259,14 +209,15 @@ def heatmap_section(ctx: RunContext) -> list[Block] | None:
         if averaged:
             blocks.append(
                 NoteBlock(
-                    f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a layer index, "
-                    "experts); they show the mean."
+                    f"{averaged} cell(s) hold several modules of one type at one layer (blocks sharing a "
+                    "layer index, experts); they show the mean."
                 )
             )
         if ctx.size == "fro_norm":
             blocks.append(
                 NoteBlock(
-                    "No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than relative updates."
+                    "No base model was given, so magnitudes are Frobenius norms ‖ΔW‖ (fro_norm) rather than "
+                    "relative updates."
                 )
             )
     off = data.unlayered(m)
@@ -308,142 +259,12 @@ def energy_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = [
         FigureBlock(
             "energy",
-            "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular values; where a line "
-            "crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / rank_99.",
+            "Each line shows the share of a module's squared Frobenius norm ‖ΔW‖² kept by its top k singular "
+            "values; where a line crosses the dotted 90 / 95 / 99 % guides is its rank_90 / rank_95 / "
+            "rank_99.",
             functools.partial(fg.energy_curves, curves, ranks, ctx.labels),
         )
     ]
-    return blocks
-
-
-# ---- 6. magnitudes -----------------------------------------------------------------------------
-
-
-@SECTIONS.register("magnitudes", "Update magnitudes", order=60)
-def magnitude_section(ctx: RunContext) -> list[Block] | None:
-    m = ctx.modules
-    if m.empty:
-        return None
-    unit = data.SIZE_UNITS[ctx.size]
-    values = {
-        t: pd.DataFrame(
-            {
-                "value": pd.to_numeric(m.loc[m["type"] == t, ctx.size], errors="coerce"),
-                "layer": data.layer_values(m[m["type"] == t]),
-            }
-        )
-        for t in ctx.types
-    }
-    boxed = [t for t, v in values.items() if v["value"].notna().sum() >= fg.BOX_MIN_MODULES]
-    if len(boxed) == len(values):
-        how = (
-            "the box spans the middle half of its module type, the orange bar is the median and the "
-            "whiskers reach 5 % and 95 %."
-        )
-    elif boxed:
-        how = (
-            f"module types with {fg.BOX_MIN_MODULES} or more modules also get a box (middle half, orange "
-            "median, whiskers at 5 % and 95 %); fewer are shown as dots alone."
-        )
-    else:
-        how = (
-            f"every module type has fewer than {fg.BOX_MIN_MODULES} modules, so each is shown as its dots "
-            "alone, without a box."
-        )
-    blocks: list[Block] = [
-        FigureBlock(
-            "magnitude_distribution",
-            f"Each dot is one module (coloured by layer); {how}",
-            functools.partial(fg.magnitude_distribution, values, ctx.labels, unit),
-        )
-    ]
-    if m["layer"].notna().any():
-        grid = data.layer_grid(m, ctx.size, [t for t in ctx.types if t in set(data.layered(m)["type"])])
-        blocks.append(
-            FigureBlock(
-                "magnitude_profile",
-                "Each line follows one module type through the depth of the model "
-                "(mean where several modules share a layer).",
-                functools.partial(fg.layer_profile, grid.values, ctx.labels, unit),
-            )
-        )
-    vectors = ctx.results.vectors
-    if vectors is not None and len(vectors):
-        col = "relative_update" if vectors["relative_update"].notna().any() else "fro_norm"
-        top = vectors.assign(**{col: pd.to_numeric(vectors[col], errors="coerce")}).nlargest(
-            min(10, len(vectors)), col
-        )
-        blocks.append(
-            TableBlock(
-                top[["name", "size", "fro_norm", "relative_update"]],
-                caption=f"Largest 1-D updates (biases, norm weights) by {col}, of {len(vectors)}",
-            )
-        )
-    return blocks
-
-
-# ---- 7. rank sweep -----------------------------------------------------------------------------
-
-
-@SECTIONS.register("sweep", "Rank sweep", order=70)
-def sweep_section(ctx: RunContext) -> list[Block] | None:
-    sweep = data.uniform_rank_sweep(ctx.modules, ctx.results.spectra)
-    if sweep.table.empty:
-        return None
-    ranks = sorted({r for rs in data.nominal_ranks(ctx.modules, ctx.types).values() for r in rs})
-    actual = data.actual_adapter_parameters(ctx.modules)
-    blocks: list[Block] = [
-        FigureBlock(
-            "sweep_error",
-            "The error left if every module were truncated to the same rank k, over the whole "
-            "model: the dotted lines are where 90 / 95 / 99 % of the energy is kept.",
-            functools.partial(fg.sweep_error, sweep.table, ranks, sweep.k_limit),
-            width="half",
-        ),
-        FigureBlock(
-            "sweep_params",
-            "The energy kept against the adapter parameters a uniform rank k would cost; "
-            "the curve flattening early means a smaller rank would do.",
-            functools.partial(fg.sweep_energy_params, sweep.table, actual),
-            width="half",
-        ),
-    ]
-    if sweep.truncated:
-        blocks.append(
-            NoteBlock(
-                f"{len(sweep.truncated)} module(s) have only their top singular values stored (randomized top-k): "
-                f"the error uses the exact Frobenius norms (fro_norm) from the modules table and the sweep stops at k = {sweep.k_limit}.",
-                level="warn",
-            )
-        )
-    blocks.append(TableBlock(data.sweep_milestones(sweep), caption="The sweep at powers of two"))
-    return blocks
-
-
-# ---- 8. modules table --------------------------------------------------------------------------
-
-
-@SECTIONS.register("modules", "All modules", order=80)
-def modules_section(ctx: RunContext) -> list[Block]:
-    m = ctx.results.modules
-    cols = [c for c in MODULE_COLUMNS if c in m.columns] + [c for c in m.columns if c not in MODULE_COLUMNS]
-    table = m[cols]
-    note = (
-        "Click a column header to sort (again to reverse); type in the box to filter by name. "
-        "Empty cells are values that could not be determined (a rank beyond a randomized top-k, no base given)."
-    )
-    blocks: list[Block] = [
-        NoteBlock(note),
-        TableBlock(table, caption=f"{len(table)} modules", interactive=True, csv_name="modules.csv"),
-    ]
-    if np.any(m["rank_beyond_k"].to_numpy(dtype=bool)):
-        blocks.insert(
-            0,
-            NoteBlock(
-                "Some spectra are a randomized top-k: ranks beyond the computed k are left empty.",
-                level="warn",
-            ),
-        )
     return blocks
 
 

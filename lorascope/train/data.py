@@ -74,15 +74,17 @@ def world_eval(world: World) -> list[Example]:
 
 
 def edit_task(world: World, k: int, seed: int) -> Task:
-    """Change ``k`` facts of half of the editable relations (seeded), each to a different value of its pool."""
+    """Change ``k`` facts of half of the editable relations (seeded),
+    each to a different value of its pool."""
     rng = random.Random(seed)
     editable = [r for r in world.pretrained_relations if not world.relations[r].unique]
     edited = sorted(sample(rng, editable, max(1, math.ceil(len(editable) / 2))))
     candidates = [f for r in edited for f in world.facts_of(r)]
     if not 1 <= k <= len(candidates):
         raise LorascopeError(
-            f"task edit:{k} asks for {k} edits, but the world has {len(candidates)} facts in the edited relations "
-            f"({', '.join(edited)}); use edit:K with 1 ≤ K ≤ {len(candidates)}, or a world with more entities."
+            f"task edit:{k} asks for {k} edits, but the world has {len(candidates)} facts in the edited "
+            f"relations ({', '.join(edited)}); use edit:K with 1 ≤ K ≤ {len(candidates)}, or a world with "
+            "more entities."
         )
     chosen = sample(rng, candidates, k)
     edits = []
@@ -132,7 +134,8 @@ def domain_task(world: World, seed: int) -> Task:
 def file_task(
     name: str, examples: list[Example], world: World | None, seed: int, eval_fraction: float = 0.1
 ) -> Task:
-    """A user's examples: a seeded tenth (at least one) held out; world retention when the base has a world."""
+    """A user's examples: a seeded tenth (at least one) held out;
+    world retention when the base has a world."""
     if not examples:
         raise LorascopeError(f"task file {name} has no examples (no non-empty lines).")
     order = list(range(len(examples)))
@@ -200,8 +203,8 @@ def world_task(spec: str, world: World | None, seed: int) -> Task:
     name, _, arg = spec.partition(":")
     if name not in TASKS:
         raise LorascopeError(
-            f"unknown task {spec!r}: expected one of edit:K (change K facts), domain (a relation the base never saw), "
-            "or the path of a .txt or .jsonl file with one example per line."
+            f"unknown task {spec!r}: expected one of edit:K (change K facts), domain (a relation the base "
+            "never saw), or the path of a .txt or .jsonl file with one example per line."
         )
     if world is None:
         raise LorascopeError(
@@ -223,7 +226,8 @@ class Encoded:
 
 
 def encode(examples: list[Example], tok: Tokenizer, max_len: int) -> tuple[Encoded, int]:
-    """Token ids of prompt + completion, labels on the completion; returns the number of truncated examples."""
+    """Token ids of prompt + completion, labels on the completion;
+    returns the number of truncated examples."""
     rows, truncated = [], 0
     for ex in examples:
         prompt = ([tok.bos_id] if tok.bos_id is not None else []) + (

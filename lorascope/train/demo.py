@@ -184,7 +184,8 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], Any] = lambda s: None,
 ) -> DemoResult:
-    """Pre-train (or reuse) the base, train the sweep, analyze every run and render the report into ``out``."""
+    """Pre-train (or reuse) the base, train the sweep,
+    analyze every run and render the report into ``out``."""
     seconds: dict[str, float] = {}
     # the folder is lorascope's (a manifest) before runs/ go into it
     with writing(out, "demo", mode="update"):

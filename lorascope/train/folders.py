@@ -103,7 +103,8 @@ def save_minigpt(path: Path, model: MiniGPT, tok: WordTokenizer, world: World | 
 
 
 def is_minigpt_folder(path: Path) -> bool:
-    """A Llama folder with a word-level tokenizer.json: lorascope's own models, loadable without transformers."""
+    """A Llama folder with a word-level tokenizer.json: lorascope's own models,
+    loadable without transformers."""
     if not (
         (path / "config.json").is_file()
         and (path / "tokenizer.json").is_file()
@@ -154,7 +155,8 @@ def load_hf(path: Path) -> Base:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise LorascopeError(
-            f"--model {path} is a Hugging Face folder; loading it needs the hf extra: pip install 'lorascope[hf]'."
+            f"--model {path} is a Hugging Face folder; loading it needs the hf extra: pip install "
+            "'lorascope[hf]'."
         ) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
@@ -214,8 +216,8 @@ def save_tuned(path: Path, base: Base, model: nn.Module) -> Path:
 
 
 def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
-    """A PEFT adapter folder: ``adapter_config.json`` and ``adapter_model.safetensors``, written by the one PEFT
-    adapter writer (``checkpoint.peft_config.write_adapter``)."""
+    """A PEFT adapter folder: ``adapter_config.json`` and ``adapter_model.safetensors``, written by the one
+    PEFT adapter writer (``checkpoint.peft_config.write_adapter``)."""
     from ..checkpoint.peft_config import write_adapter
 
     return write_adapter(path, config, tensors)

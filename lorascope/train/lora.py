@@ -128,11 +128,13 @@ class LoraLinear(nn.Module):
         return self.kind.shape(self.base_layer)
 
     def delta_weight(self) -> torch.Tensor:
-        """s · B @ A, (out, r) @ (r, in) -> (out, in): the LoRA part of the update (for DoRA, its direction)."""
+        """s · B @ A, (out, r) @ (r, in) -> (out, in): the LoRA part of the update (for DoRA,
+        its direction)."""
         return self.scaling * (self.lora_B.weight @ self.lora_A.weight)
 
     def merged_weight(self) -> torch.Tensor:
-        """The (out, in) weight this layer computes with: W0 + s·BA, or DoRA's m · (W0 + s·BA) / ‖W0 + s·BA‖."""
+        """The (out, in) weight this layer computes with: W0 + s·BA,
+        or DoRA's m · (W0 + s·BA) / ‖W0 + s·BA‖."""
         w0 = self.original_weight().detach()
         combined = w0 + self.delta_weight().detach()
         if not self.spec.dora:
@@ -160,7 +162,8 @@ class LoraLinear(nn.Module):
         return result + (factor - 1) * base_out + factor * lora
 
     def merge(self) -> None:
-        """Fold the update into the base weight; the original is kept, so ``unmerge`` restores it bit for bit."""
+        """Fold the update into the base weight; the original is kept,
+        so ``unmerge`` restores it bit for bit."""
         if self.merged:
             return
         if isinstance(self.base_layer, NF4Linear):
@@ -252,7 +255,8 @@ def resolve_targets(model: nn.Module, spec: str) -> list[str]:
         raise LorascopeError(
             f"targets {spec!r} match no linear module of the model. Use a preset (attn, mlp, all-linear), "
             f"module names joined by '+' (q_proj+v_proj), or re:<regex> matched against full names such as "
-            f"{next(iter(candidates), 'model.layers.0.self_attn.q_proj')!r}. Linear modules here end in: {', '.join(leaves)}."
+            f"{next(iter(candidates), 'model.layers.0.self_attn.q_proj')!r}. Linear modules here end in: "
+            f"{', '.join(leaves)}."
         )
     return names
 
@@ -352,7 +356,8 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's tensors under PEFT's saved key names (adapter name dropped, DoRA's '.weight' stripped)."""
+    """The adapter's tensors under PEFT's saved key names (adapter name dropped,
+    DoRA's '.weight' stripped)."""
     out: dict[str, torch.Tensor] = {}
     for name, layer in lora_layers(model):
         key = PEFT_PREFIX + name

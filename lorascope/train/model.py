@@ -50,7 +50,8 @@ class MiniGPTConfig:
                 raise ValueError(f"{field} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
@@ -59,7 +60,8 @@ class MiniGPTConfig:
             )
         if self.head_dim % 2:
             raise ValueError(
-                f"head_dim = hidden_size / num_attention_heads must be even for rotary embeddings, got {self.head_dim}"
+                "head_dim = hidden_size / num_attention_heads must be even for rotary embeddings, got "
+                f"{self.head_dim}"
             )
         if self.rope_theta <= 0 or self.rms_norm_eps <= 0 or self.initializer_range <= 0:
             raise ValueError("rope_theta, rms_norm_eps and initializer_range must be positive")

@@ -120,7 +120,8 @@ class NF4Linear(nn.Module):
 
 
 def quantize_linears(model: nn.Module, include: callable, block: int = BLOCK) -> list[str]:
-    """Replace every ``nn.Linear`` whose name ``include(name)`` accepts with an ``NF4Linear``; returns the names."""
+    """Replace every ``nn.Linear`` whose name ``include(name)`` accepts with an ``NF4Linear``;
+    returns the names."""
     names = [n for n, m in model.named_modules() if type(m) is nn.Linear and include(n)]
     for name in names:
         parent_name, _, attr = name.rpartition(".")

@@ -85,7 +85,7 @@ def _slug(text: str) -> str:
 
 
 def pick_device(name: str) -> tuple[torch.device, str | None]:
-    """The torch device for ``name``; a CUDA request on a machine without CUDA falls back to the CPU, with a note."""
+    """The torch device for ``name``; a CUDA request without CUDA falls back to the CPU, with a note."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -266,7 +266,7 @@ def index_row(metrics: dict[str, Any], folder: Path) -> dict[str, Any]:
 def expand_sweep(
     methods: list[str], ranks: list[int], targets: list[str], template: RunSpec
 ) -> list[RunSpec]:
-    """Adapter methods × ranks × target sets, plus one run of each method without an adapter (full, freeze)."""
+    """Adapter methods × ranks × target sets, plus one run per method without an adapter (full, freeze)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise LorascopeError(

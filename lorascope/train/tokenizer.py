@@ -67,7 +67,8 @@ class WordTokenizer:
 
 
 def hf_tokenizer_json(tok: WordTokenizer) -> dict[str, Any]:
-    """``tokenizer.json`` for the ``tokenizers`` library: Lowercase → Whitespace → WordLevel, [BOS] prepended."""
+    """``tokenizer.json`` for the ``tokenizers`` library: Lowercase → Whitespace → WordLevel,
+    [BOS] prepended."""
     added = [
         {
             "id": i,

@@ -280,7 +280,8 @@ def build_world(cfg: WorldConfig) -> World:
 
 
 def world_to_dict(world: World) -> dict:
-    """A JSON-ready record of the world, facts included, so a saved model carries exactly what it was taught."""
+    """A JSON-ready record of the world, facts included,
+    so a saved model carries exactly what it was taught."""
     return {
         "config": {
             "n_entities": world.config.n_entities,

@@ -1,0 +1,203 @@
+"""The report's figure style: palettes, sizes, rc settings (``styled``), and the axis, tick and colour
+helpers every figure shares.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+
+# Okabe & Ito (2008), reordered so that the low-contrast yellow comes last.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442"]
+LINESTYLES = ["-", "--", ":", "-."]  # cycled after the eight colours, for more categories than that
+# one style per run of a comparison: eight colours × five dash patterns, then markers, so that no two of
+# 40 runs share a (colour, line style) and no two of 240 share a (colour, line style, marker)
+RUN_DASHES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (2, 1, 2, 1, 6, 1))]
+RUN_MARKERS = [None, "o", "s", "^", "D", "v"]
+BOX_MIN_MODULES = 5  # magnitude_distribution draws a box over a module type from this many modules on
+DEPTH_CMAP = mpl.colormaps["viridis"].resampled(256)
+DEPTH_RANGE = (0.0, 0.88)  # viridis without its palest yellows, which vanish on white
+HEAT_CMAP = mpl.colormaps["cividis"]
+NO_LAYER_COLOR = "0.45"
+FULL_WIDTH = 10.0  # inches; at 150 dpi a full-width figure is 1500 px, shown at about 1100 px
+HALF_WIDTH = 5.4
+# boxplot's orientation keyword arrived in matplotlib 3.10, replacing vert=False
+HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if tuple(map(int, mpl.__version__.split(".")[:2])) >= (3, 10)
+    else {"vert": False}
+)
+MAX_POINTS = 600  # points drawn per line; longer spectra are thinned (they are smooth and monotone)
+
+ENERGY_LABEL = r"energy kept  $\sum_{i\leq k}\sigma_i^2\,/\,\|\Delta W\|_F^2$"
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.35,
+    "grid.linewidth": 0.5,
+    "axes.titlelocation": "left",
+    "figure.facecolor": "white",
+}
+
+
+def styled(func):
+    """Build the figure under the report's rc settings, without touching the caller's global style."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs) -> Figure:
+        with mpl.rc_context(STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+
+
+def category_style(i: int) -> dict:
+    """Colour and line style of the i-th category (Okabe–Ito, then the same colours dashed …)."""
+    return {
+        "color": OKABE_ITO[i % len(OKABE_ITO)],
+        "linestyle": LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)],
+    }
+
+
+def run_style(i: int) -> dict:
+    """Colour, line style and marker of the i-th run of a comparison: distinct for every run up to 240.
+
+    Okabe–Ito's yellow, too faint for a line on white, is replaced by a mid grey."""
+    colors = OKABE_ITO[:7] + ["#8C8C8C"]
+    n_c, n_d = len(colors), len(RUN_DASHES)
+    return {
+        "color": colors[i % n_c],
+        "linestyle": RUN_DASHES[(i // n_c) % n_d],
+        "marker": RUN_MARKERS[(i // (n_c * n_d)) % len(RUN_MARKERS)],
+    }
+
+
+def legend_columns(labels: Sequence[str], width_in: float, fontsize: float = 8.0, handle: float = 3.0) -> int:
+    """How many legend columns fit ``width_in`` inches for these labels: per column a handle of ``handle`` em,
+    the text (about 0.6 em a character) and matplotlib's padding (0.8 em) and column spacing (2 em)."""
+    longest = max((len(s) for s in labels), default=1)
+    per = (handle + 0.8 + 2.0 + 0.6 * longest) * fontsize / 72
+    return max(1, min(len(labels), int(width_in // per)))
+
+
+def line_alpha(n: int) -> float:
+    """Opacity for n overlaid lines: opaque for a few, faint enough at hundreds that density shows."""
+    return float(np.clip(3.5 / math.sqrt(max(n, 1)), 0.15, 0.95))
+
+
+def depth_norm(layer_range: tuple[float, float]) -> Normalize:
+    lo, hi = layer_range
+    return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+
+
+def depth_color(layer: float, norm: Normalize):
+    if not np.isfinite(layer):
+        return mpl.colors.to_rgba(NO_LAYER_COLOR)
+    a, b = DEPTH_RANGE
+    return DEPTH_CMAP(a + (b - a) * float(norm(layer)))
+
+
+def depth_mappable(norm: Normalize) -> mpl.cm.ScalarMappable:
+    a, b = DEPTH_RANGE
+    cmap = mpl.colors.ListedColormap(DEPTH_CMAP(np.linspace(a, b, 256)))
+    return mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+
+
+def thin_points(y: np.ndarray, log_x: bool, n: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) with x = 1..len(y), thinned to about n points (geometrically spaced on a log axis)."""
+    m = len(y)
+    if m <= n:
+        idx = np.arange(m)
+    elif log_x:
+        idx = np.unique(np.round(np.geomspace(1, m, n)).astype(np.int64) - 1)
+    else:
+        idx = np.unique(np.round(np.linspace(0, m - 1, n)).astype(np.int64))
+    return idx + 1.0, y[idx]
+
+
+def index_axis(ax, k_max: int, log: bool) -> None:
+    """An x axis over indices 1..k_max: integer ticks when linear, a log scale when long."""
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(0.9, k_max * 1.1)
+        log_ticks(ax.xaxis)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        ax.set_xlim(0.5, k_max + 0.5)
+
+
+def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool = False):
+    """A figure of n small panels in rows of ``ncols``; unused panels are removed."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(
+        figsize=(min(FULL_WIDTH, panel_w * ncols + 1.2), panel_h * nrows + 0.6), layout="constrained"
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def plain_number(v: float) -> str:
+    """A tick label without exponents: 0.001, 0.5, 3, 1000, 20000."""
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def log_ticks(axis) -> None:
+    """Plain-number labels on a log axis ('0.02', '3'); minor ones at 2× and 5× only when it spans under
+    two decades, so a narrow axis still has labels and a wide one is not crowded."""
+    lo, hi = sorted(axis.get_view_interval())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+    axis.set_minor_locator(
+        LogLocator(subs=(2.0, 5.0))
+    )  # two minor ticks a decade: fewer to lay out, as readable
+    labelled = lo > 0 and hi / lo < 100
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)) if labelled else NullFormatter())
+
+
+def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:
+    """Dashed vertical lines at the adapter ranks r of a panel, labelled at the top (or bottom)."""
+    shown = list(ranks) if len(ranks) <= 3 else [min(ranks), max(ranks)]
+    for r in shown:
+        ax.axvline(r, color="0.2", linestyle="--", linewidth=0.9, zorder=3)
+        ax.annotate(
+            f"r = {r}",
+            (r, 0.0 if bottom else 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, 3 if bottom else -3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom" if bottom else "top",
+            fontsize=7.5,
+            color="0.2",
+            in_layout=False,
+        )
+
+
+def energy_ticks(axes: list, levels: Sequence[float]) -> None:
+    """Percent ticks on shared energy axes: quarters and the lowest and highest guide (95 % is drawn
+    but not labelled: too close to its neighbours)."""
+    ticks = [0, 0.25, 0.5, 0.75, min(levels), max(levels)]
+    for ax in axes:
+        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
