@@ -1,12 +1,13 @@
-"""Spectrum of a Mistral-7B-shaped PEFT adapter: lorascope's factored path vs forming s·B@A densely, and gradience.
+"""Spectrum of a Mistral-7B-shaped PEFT adapter: lorascope's factored path vs forming s·B@A densely, and
+gradience.
 
     python benchmarks/adapter_spectrum.py [--layers 32] [--rank 16] [--repeats 5] [--dense-layers 1]
 
 Builds a synthetic adapter (32 layers; q, k, v, o, gate, up, down; r = 16; fp16; grouped-query shapes:
 hidden 4096, 8 KV heads of 128 → k/v 1024 wide, MLP 14336) in a temporary folder, then measures, per
 tool, the whole process (python start-up and imports included): wall time (median of --repeats), peak
-RSS, and the largest relative error of the top singular values against a float64 reference (lorascope's through
-its API, in float64: its singular_values.safetensors stores float32).
+RSS, and the largest relative error of the top singular values against a float64 reference (lorascope's
+through its API, in float64: its singular_values.safetensors stores float32).
 
 - lorascope: `lorascope spectrum ADAPTER -q --no-report`.
 - dense: a script that forms each s·B@A in float32 and calls torch.linalg.svdvals — run over the first
@@ -219,7 +220,8 @@ def main() -> None:
         cmd = [
             "sh",
             "-c",
-            f'"{gradience}" audit --peft-dir "{adapter}" --json --layers --top-singular-values {args.rank} > "{gjson}"',
+            f'"{gradience}" audit --peft-dir "{adapter}" --json --layers '
+            f'--top-singular-values {args.rank} > "{gjson}"',
         ]
         med, runs = median_run(cmd, args.repeats)
         gradience_runs = [r.seconds for r in runs]
@@ -294,7 +296,8 @@ def main() -> None:
 
 
 def fresh(folder: Path) -> Path:
-    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    """An output folder emptied of an earlier run's results (a stale folder from another version is
+    refused)."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)

@@ -108,9 +108,10 @@ def small_step_seconds(rank: int, repeats: int) -> tuple[float, float, object]:
 
 
 def gpu_7b(rank: int, repeats: int, every: int, batch: int, seq: int) -> None:
-    """Measured on a GPU: a real Llama-2-7B-shaped model (random bf16 weights, built on the GPU), PEFT LoRA r on
-    every linear layer, one training step (forward, backward, AdamW on the adapter; gradient checkpointing) of
-    batch × seq tokens, against one ``record_spectra`` of the same model (factors read from the GPU)."""
+    """Measured on a GPU: a real Llama-2-7B-shaped model (random bf16 weights, built on the GPU), PEFT LoRA r
+    on every linear layer, one training step (forward, backward, AdamW on the adapter; gradient
+    checkpointing) of batch × seq tokens, against one ``record_spectra`` of the same model (factors read
+    from the GPU)."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -141,9 +142,10 @@ def gpu_7b(rank: int, repeats: int, every: int, batch: int, seq: int) -> None:
         rec_wall, rec_cpu = timed(lambda: record_spectra(model, next(counter), Path(tmp) / "rec"), repeats)
     tokens = batch * seq
     print(
-        f"\nmeasured on {torch.cuda.get_device_name()}: Llama-2-7B shapes, bf16, LoRA r = {rank} on every linear "
-        f"layer, {batch} × {seq} = {tokens} tokens per step, gradient checkpointing; peak GPU memory "
-        f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB\n\n| what | wall s (median of {repeats}) | "
+        f"\nmeasured on {torch.cuda.get_device_name()}: Llama-2-7B shapes, bf16, LoRA r = {rank} "
+        f"on every linear layer, {batch} × {seq} = {tokens} tokens per step, gradient checkpointing; "
+        f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB\n\n"
+        f"| what | wall s (median of {repeats}) | "
         f"share of one step | amortized, every {every} steps |\n| --- | --- | --- | --- |\n"
         f"| training step | {step_wall:.3f} | | |\n"
         f"| record_spectra | {rec_wall:.3f} (CPU {rec_cpu:.3f}) | {rec_wall / step_wall:.2%} | "

@@ -1,17 +1,20 @@
-"""Full-diff spectra side by side: lorascope against the plain float32 loop a user would write, and WeightWatcher.
+"""Full-diff spectra side by side: lorascope against the plain float32 loop a user would write, and
+WeightWatcher.
 
-    python benchmarks/full_diff.py [--repeats 3] [--modules self_attn.q_proj,mlp.up_proj] [--layers 1] [--work DIR]
+    python benchmarks/full_diff.py [--repeats 3] [--modules self_attn.q_proj,mlp.up_proj] [--layers 1]
+                                   [--work DIR]
 
-Writes a Llama-2-7B-shaped pair (bfloat16, W ~ N(0, 1/n), ΔW = a rank-64 signal plus small noise; by default the
-two matrices the issue measured, q_proj 4096×4096 and up_proj 11008×4096), then measures each tool as a whole
-process (start-up and imports included): wall time (median of --repeats), peak RSS, and the largest error of its
-singular values against a float64 LAPACK SVD of the same ΔW, as a fraction of σ1.
+Writes a Llama-2-7B-shaped pair (bfloat16, W ~ N(0, 1/n), ΔW = a rank-64 signal plus small noise; by default
+the two matrices the issue measured, q_proj 4096×4096 and up_proj 11008×4096), then measures each tool as a
+whole process (start-up and imports included): wall time (median of --repeats), peak RSS, and the largest
+error of its singular values against a float64 LAPACK SVD of the same ΔW, as a fraction of σ1.
 
-- lorascope: `lorascope spectrum BASE TUNED -q --no-report` (defaults: float64, ΔW streamed in row blocks through
-  a float64 Gram matrix), and with `--workers 2`. Its σ error is taken from the same computation through the
-  Python API, in float64 (singular_values.safetensors stores float32, 6e-8 relative).
+- lorascope: `lorascope spectrum BASE TUNED -q --no-report` (defaults: float64, ΔW streamed in row blocks
+  through a float64 Gram matrix), and with `--workers 2`. Its σ error is taken from the same computation
+  through the Python API, in float64 (singular_values.safetensors stores float32, 6e-8 relative).
 - plain loop: safetensors → (tuned.float() − base.float()) → torch.linalg.svdvals, one matrix at a time.
-- WeightWatcher: `WeightWatcher().analyze(model=TUNED, base_model=BASE)` (its ΔW analysis), where it is installed.
+- WeightWatcher: `WeightWatcher().analyze(model=TUNED, base_model=BASE)` (its ΔW analysis), where it is
+  installed.
 - On a GPU (when torch sees one): lorascope --device cuda and the plain loop on cuda.
 
 The machine's load average is printed beside the table: timings taken while other work runs are noisy.
@@ -65,7 +68,8 @@ def write_pair(
     update_rank: int,
     modules: tuple[str, ...] = ALL_MODULES,
 ) -> tuple[Path, Path]:
-    """Base W ~ N(0, 1/width) and tuned W + ΔW, ΔW = rank-`update_rank` signal + small noise; shard per layer."""
+    """Base W ~ N(0, 1/width) and tuned W + ΔW, ΔW = rank-`update_rank` signal + small noise; shard per
+    layer."""
     import torch
     from safetensors.torch import save_file
 
@@ -140,7 +144,8 @@ def ensure_pair(args: argparse.Namespace, prefix: str, modules: tuple[str, ...] 
 
 
 def plain_worker(base: str, tuned: str, out: str, device: str) -> None:
-    """Child process: the loop a user would write — float32 ΔW and torch.linalg.svdvals, one matrix at a time."""
+    """Child process: the loop a user would write — float32 ΔW and torch.linalg.svdvals, one matrix at a
+    time."""
     import torch
     from safetensors import safe_open
 
@@ -197,7 +202,8 @@ def lorascope_sigmas(base: Path, tuned: Path, device: str = "cpu") -> tuple[dict
 
 
 def fresh(folder: Path) -> Path:
-    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    """An output folder emptied of an earlier run's results (a stale folder from another version is
+    refused)."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -241,7 +247,8 @@ def main() -> None:
         f"{m} {r}×{c}" for m, (r, c) in shapes(args.width, args.intermediate, modules).items()
     )
     print(
-        f"pair: {args.layers} layer(s) × ({shape_text}), bfloat16, {(folder_bytes(base) + folder_bytes(tuned)) / 2**20:.0f} "
+        f"pair: {args.layers} layer(s) × ({shape_text}), bfloat16, "
+        f"{(folder_bytes(base) + folder_bytes(tuned)) / 2**20:.0f} "
         f"MiB on disk together, at {work}",
         flush=True,
     )
@@ -274,7 +281,8 @@ def main() -> None:
         )
         rows.append((label, med.seconds, [r.seconds for r in runs], med.peak_rss_mb, max_error(sig, ref)))
     print(
-        f"lorascope: largest floor / σ1 {floor:.1e} (values under it count as zero in the noise-sensitive ranks)"
+        f"lorascope: largest floor / σ1 {floor:.1e} "
+        "(values under it count as zero in the noise-sensitive ranks)"
     )
 
     npz = work / "plain.npz"
@@ -359,8 +367,8 @@ def main() -> None:
 
     load_after = os.getloadavg()
     print(
-        f"\nwhole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
-        f"after, on {os.cpu_count()} CPUs\n"
+        f"\nwhole process, median of {args.repeats}; load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after, on {os.cpu_count()} CPUs\n"
     )
     print(f"{'tool':<44}{'wall s':>8}{'peak RSS MiB':>14}{'max |σ − σ64| / σ1':>22}   runs (s)")
     plain = next(r[1] for r in rows if r[0].startswith("plain loop (float32"))

@@ -1,4 +1,5 @@
-"""Whole-process measurements for the benchmarks: wall time and peak RSS of a child, optionally under a memory cap."""
+"""Whole-process measurements for the benchmarks: wall time and peak RSS of a child, optionally under a
+memory cap."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class Run:
 
 
 class MemoryCap:
-    """A cgroup-v1 memory limit for child processes, where this machine lets us make one (root, v1 memory controller).
+    """A cgroup-v1 memory limit for child processes, where this machine lets us make one (root, v1 memory
+    controller).
 
     The kernel reclaims page cache inside the limit and kills the child if its own memory exceeds it, so a
     run that finishes under the cap really fitted in it. ``enforced`` is False where no cgroup can be made.
@@ -66,7 +68,9 @@ for line in sys.stdin:
             with open(os.path.join(cg, "cgroup.procs"), "w") as fh:
                 fh.write(str(os.getpid()))
     start = time.perf_counter()
-    p = subprocess.Popen(req["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=enter)
+    p = subprocess.Popen(
+        req["cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=enter
+    )
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)

@@ -1,7 +1,7 @@
 """Spectra of a LoRA on fused MoE experts (PEFT target_parameters), Qwen3-30B-A3B-shaped: lorascope vs dense.
 
-    python benchmarks/peft_experts.py [--layers 4] [--experts 128] [--rank 8] [--repeats 3] [--dense-experts 8]
-                                      [--threads 1]
+    python benchmarks/peft_experts.py [--layers 4] [--experts 128] [--rank 8] [--repeats 3]
+                                      [--dense-experts 8] [--threads 1]
 
 Writes a synthetic PEFT adapter on ``mlp.experts.gate_up_proj`` (E experts of (2·768) × 2048, as
 Qwen3-30B-A3B; lora_A (E·r, 2048), lora_B (1536, r·E), float32) in a temporary folder, then measures the whole
@@ -13,7 +13,8 @@ process (start-up included): wall time (median of --repeats) and peak RSS of
 
 and the largest error of lorascope's top singular values against a float64 dense SVD of a few experts,
 relative to σ1. Both children run with --threads BLAS/OpenMP threads (default 1: on a shared machine more
-threads than free cores make LAPACK spin, and a dense 1536 × 2048 SVD then takes a minute instead of a second).
+threads than free cores make LAPACK spin, and a dense 1536 × 2048 SVD then takes a minute instead of a
+second).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ for i in range(layers):
 
 
 def reference_error(folder: Path, results: Path, experts: int, rank: int, check: int) -> float:
-    """max |σ_lorascope − σ_ref| / σ1 over the first ``check`` experts of layer 0 (float64 dense reference)."""
+    """max |σ_lorascope − σ_ref| / σ1 over the first ``check`` experts of layer 0 (float64 dense
+    reference)."""
     from safetensors.numpy import load_file as load_np
 
     from lorascope.results import load_results

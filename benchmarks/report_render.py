@@ -41,7 +41,8 @@ def children_cpu() -> float:
 
 
 def render_seconds(folder: Path, repeat: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of rendering in a fresh process (CPU time is steadier on a busy machine)."""
+    """Median wall and CPU seconds of rendering in a fresh process (CPU time is steadier on a busy
+    machine)."""
     wall, cpu = [], []
     for _ in range(repeat):
         start, cpu0 = time.perf_counter(), children_cpu()
@@ -67,7 +68,8 @@ def main() -> None:
         html_mib = (folder / "report.html").stat().st_size / 2**20
         fig_kib = sum(p.stat().st_size for p in (folder / "figures").glob("*.png")) / 1024
         print(
-            f"| {label} | {len(results.modules)} | {seconds:.2f} | {cpu:.2f} | {html_mib:.2f} | {fig_kib:.0f} |",
+            f"| {label} | {len(results.modules)} | {seconds:.2f} | {cpu:.2f} | {html_mib:.2f} "
+            f"| {fig_kib:.0f} |",
             flush=True,
         )
     if args.keep:

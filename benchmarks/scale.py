@@ -127,8 +127,8 @@ def main() -> None:
         )
     print(f"\n{args.layers} layers × 7 matrices, width {args.width}, MLP {args.intermediate}, bfloat16\n")
     print(
-        f"{'configuration':<30}{'wall s':>8}{'s/matrix':>10}{'host GiB':>10}{'GPU GiB':>9}{'max rel diff':>14}"
-        f"{'7B est.':>10}{'70B est.':>10}"
+        f"{'configuration':<30}{'wall s':>8}{'s/matrix':>10}{'host GiB':>10}{'GPU GiB':>9}"
+        f"{'max rel diff':>14}{'7B est.':>10}{'70B est.':>10}"
     )
     for label, wall, per, host, gpu, diff, e7, e70 in rows:
         print(

@@ -1,16 +1,18 @@
-"""A tall full diff (an embedding-sized 131072×1024 float32 pair, 512 MiB each): memory that does not grow with it.
+"""A tall full diff (an embedding-sized 131072×1024 float32 pair, 512 MiB each): memory that does not grow
+with it.
 
     python benchmarks/tall_matrix.py [--rows 131072] [--cols 1024] [--repeats 3] [--work DIR]
 
 Writes base W ~ N(0, 1/cols) and tuned = W + ΔW in float32, ΔW = U diag(σ) Vᵀ with planted σ (geometric,
 1 down to 1e-3) and U = [D₁H; …; D_kH]/√k (H a random orthogonal 1024×1024, Dⱼ random signs: orthonormal
-columns without a 131072-row QR), then measures whole processes — wall time (median of --repeats) and peak RSS:
+columns without a 131072-row QR), then measures whole processes — wall time (median of --repeats) and peak
+RSS:
 
 - lorascope spectrum BASE TUNED (defaults: ΔW streamed in row blocks through a float64 Gram matrix), and with
   --memory 768M;
 - the plain loop: (tuned.float() − base.float()) and torch.linalg.svdvals;
-- a pair of headers claiming 60000×60000 float32 tensors (sparse files, 13.4 GiB each): lorascope must refuse it
-  from the header, naming the memory it would need, without reading.
+- a pair of headers claiming 60000×60000 float32 tensors (sparse files, 13.4 GiB each): lorascope must refuse
+  it from the header, naming the memory it would need, without reading.
 
 Accuracy: lorascope's σ (float64, through the API) against a float64 LAPACK SVD of the stored ΔW (the exact
 reference; float32 storage rounds the planted values by about 1e-7 of σ1), as a fraction of σ1.
@@ -39,7 +41,8 @@ def planted_sigma(cols: int) -> np.ndarray:
 
 
 def write_pair(work: Path, rows: int, cols: int) -> tuple[Path, Path]:
-    """base.safetensors and tuned.safetensors (float32), written block by block (never a float64 rows×cols)."""
+    """base.safetensors and tuned.safetensors (float32), written block by block (never a float64
+    rows×cols)."""
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
@@ -197,32 +200,37 @@ def main() -> None:
 
     print(
         f"\n{args.rows}×{args.cols} float32 pair ({2 * args.rows * args.cols * 4 / 2**20:.0f} MiB together); "
-        f"whole process, median of {args.repeats}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} "
-        f"after, on {os.cpu_count()} CPUs\n"
+        f"whole process, median of {args.repeats}; load average {load_before[0]:.2f} before, "
+        f"{load_after[0]:.2f} after, on {os.cpu_count()} CPUs\n"
     )
     print(f"{'run':<42}{'wall s':>8}{'peak RSS MiB':>14}   runs (s)")
     for label, secs, rss, times in rows:
         print(f"{label:<42}{secs:>8.2f}{rss:>14.0f}   {' '.join(f'{t:.1f}' for t in times)}")
     refused = huge.returncode == 2 and "needs at least" in huge.output
     print(
-        f"{'60000×60000 claimed in a header, --memory 8G':<42}{huge.seconds:>8.2f}{huge.peak_rss_mb:>14.0f}   "
+        f"{'60000×60000 claimed in a header, --memory 8G':<42}"
+        f"{huge.seconds:>8.2f}{huge.peak_rss_mb:>14.0f}   "
         f"exit {huge.returncode}: {'refused' if refused else 'NOT refused'}"
     )
     print(f"  {huge.output.strip().splitlines()[-1][:300] if huge.output.strip() else ''}")
     print(f"\nlorascope route: {method}; floor {floor:.2e} ({floor / ref[0]:.1e} of σ1)")
     print(
-        f"max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: {np.max(np.abs(got - ref)) / ref[0]:.1e}"
+        "max |σ − σ64| / σ1 against float64 LAPACK of the stored ΔW: "
+        f"{np.max(np.abs(got - ref)) / ref[0]:.1e}"
     )
     print(
-        f"max |σ − planted| / σ1 (includes float32 storage rounding): {np.max(np.abs(got - planted)) / planted[0]:.1e}"
+        "max |σ − planted| / σ1 (includes float32 storage rounding): "
+        f"{np.max(np.abs(got - planted)) / planted[0]:.1e}"
     )
     print(
-        f"max |σ64 − planted| / σ1 (the storage rounding alone): {np.max(np.abs(ref - planted)) / planted[0]:.1e}"
+        "max |σ64 − planted| / σ1 (the storage rounding alone): "
+        f"{np.max(np.abs(ref - planted)) / planted[0]:.1e}"
     )
 
 
 def fresh(folder: Path) -> Path:
-    """An output folder emptied of an earlier run's results (a stale folder from another version is refused)."""
+    """An output folder emptied of an earlier run's results (a stale folder from another version is
+    refused)."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)

@@ -15,7 +15,7 @@ step (``renameat2(RENAME_EXCHANGE)`` on Linux; elsewhere two renames and a journ
 - files of ours that the new run does not write are dropped unless the command keeps them (``keep``, or
   ``mode="update"`` for commands that add to a folder, such as a sweep beside spectrum results).
 
-A killed run leaves at most a stage folder or a journal, which the next run into the folder removes or finishes
+A killed run leaves at most a stage folder or a journal, which the next run into the folder removes or ends
 first. Single files beside other people's files (``--out page.html``) are replaced by ``atomic_file``.
 """
 

@@ -1,4 +1,5 @@
-"""Independent float64 references for the numbers lorascope prints (docs/METRICS.md), written directly with numpy."""
+"""Independent float64 references for the numbers lorascope prints (docs/METRICS.md), written directly
+with numpy."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def planted(m: int, n: int, sigmas, seed: int = 0) -> np.ndarray:
 
 
 def planted_factors(m: int, n: int, sigmas, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(B (m, r), A (r, n)) whose product has exactly the given singular values, the factors not orthogonal."""
+    """(B (m, r), A (r, n)) whose product has exactly the given singular values, the factors not
+    orthogonal."""
     rng = np.random.default_rng(seed)
     r = len(sigmas)
     u, _ = np.linalg.qr(rng.standard_normal((m, r)))

@@ -1,4 +1,5 @@
-"""lorascope.analyze on full fine-tunes built in tmp_path: every column against numpy float64 on the dense ΔW."""
+"""lorascope.analyze on full fine-tunes built in tmp_path: every column against numpy float64 on the
+dense ΔW."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""lorascope/analysis_notes.py: what summary.json says beside the tables — floors per method, dtypes, warnings."""
+"""lorascope/analysis_notes.py: what summary.json says beside the tables — floors per method, dtypes,
+warnings."""
 
 import torch
 from builders import save_st

@@ -1,4 +1,5 @@
-"""Device paths: the torch code used on GPUs, exercised on the CPU here, and GPU-vs-CPU equality where a GPU exists."""
+"""Device paths: the torch code used on GPUs, exercised on the CPU here, and GPU-vs-CPU equality where a
+GPU exists."""
 
 import numpy as np
 import pytest
@@ -67,8 +68,8 @@ def test_gpu_results_equal_cpu_results(tmp_path):
         assert gpu.summary["timing"]["gpu_peak_bytes"] > 0
 
 
-# Every family's torch path on a GPU, checked against the update PEFT itself applies (its merge minus the base, in
-# float64), to the same 1e-5 of σ1 as on the CPU; and the other commands that take --device.
+# Every family's torch path on a GPU, checked against the update PEFT itself applies (its merge minus the
+# base, in float64), to the same 1e-5 of σ1 as on the CPU; and the other commands that take --device.
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a GPU machine)"
 )

@@ -1,4 +1,5 @@
-"""lorascope/__init__.py: the public API, imported lazily — nothing of the package runs at ``import lorascope``."""
+"""lorascope/__init__.py: the public API, imported lazily — nothing of the package runs at
+``import lorascope``."""
 
 import importlib.metadata
 import re

@@ -76,7 +76,8 @@ def test_planted_adapter_rank_at_every_storage_dtype(tmp_path, storage):
 
 
 def test_floor_metrics_against_float64_definitions():
-    """gd_rank, entropy_rank and numerical_rank on σ zeroed under the floor equal the plain definitions on it."""
+    """gd_rank, entropy_rank and numerical_rank on σ zeroed under the floor equal the plain definitions on
+    it."""
     s = np.concatenate([SIGNAL, np.geomspace(3e-6, 1e-7, 300)])  # signal, then a tail under a 1e-5 floor
     floor = 1e-5
     clean = np.where(s > floor, s, 0.0)

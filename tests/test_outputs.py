@@ -1,4 +1,5 @@
-"""lorascope/outputs.py: output folders written as transactions — all or nothing, and never a file of others."""
+"""lorascope/outputs.py: output folders written as transactions — all or nothing, and never a file of
+others."""
 
 import pytest
 

@@ -1,4 +1,5 @@
-"""The Ray backend on a local cluster: same results as the local backend; a killed task is retried and reported."""
+"""The Ray backend on a local cluster: same results as the local backend; a killed task is retried and
+reported."""
 
 import os
 
@@ -119,8 +120,8 @@ def test_groups_keep_order_and_bound_cost():
 
 
 def test_ray_writes_the_same_bytes_as_local_workers(cluster, tmp_path):
-    """Determinism: one pair (streamed Gram, column blocks, small exact) gives byte-identical tables and spectra
-    with 1 worker, 2 workers and Ray tasks."""
+    """Determinism: one pair (streamed Gram, column blocks, small exact) gives byte-identical tables and
+    spectra with 1 worker, 2 workers and Ray tasks."""
     g = torch.Generator().manual_seed(3)
     shapes = {
         "model.layers.0.mlp.up_proj.weight": (600, 280),

@@ -1,4 +1,5 @@
-"""lorascope/checkpoint/kohya_grammar.py: a flattened stem's tokens split into a vocabulary entry's components."""
+"""lorascope/checkpoint/kohya_grammar.py: a flattened stem's tokens split into a vocabulary entry's
+components."""
 
 from lorascope.checkpoint.kohya_grammar import keep, parses, path
 

@@ -1,5 +1,5 @@
-"""lorascope/checkpoint/kohya_vocabulary.py: the module paths kohya stems resolve to, checked against the module
-names the libraries define (tests/checkpoint/module_names, dumped from diffusers and transformers)."""
+"""lorascope/checkpoint/kohya_vocabulary.py: the module paths kohya stems resolve to, checked against the
+module names the libraries define (tests/checkpoint/module_names, dumped from diffusers and transformers)."""
 
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Single-file LoRAs of diffusion tools, built in tmp_path: layout detection, names, scales, conv flattening."""
+"""Single-file LoRAs of diffusion tools, built in tmp_path: layout detection, names, scales, conv
+flattening."""
 
 import math
 
@@ -172,7 +173,8 @@ def test_forced_format_overrides_detection(tmp_path):
 
 def test_ai_toolkit_dora_magnitude_is_exact_with_the_base(tmp_path):
     """ai-toolkit's DoRAModule (toolkit/models/DoRA.py; the forward in toolkit/network_mixins.py) adds
-    (m / ‖W + BA‖_row − 1) ⊙ ((W + BA) x) to W x + B A x, B A unscaled: W' = diag(m / ‖W + BA‖_row) (W + BA)."""
+    (m / ‖W + BA‖_row − 1) ⊙ ((W + BA) x) to W x + B A x, B A unscaled:
+    W' = diag(m / ‖W + BA‖_row) (W + BA)."""
     out, inp, r = 12, 10, 3
     w0, a, b = rnd(out, inp), rnd(r, inp), 0.3 * rnd(out, r)
     m = rnd(out).abs() + 0.5

@@ -1,4 +1,5 @@
-"""PEFT adapter folders built by hand: PEFT's scale rules (rank_pattern, alpha_pattern, rslora), .bin weights, errors."""
+"""PEFT adapter folders built by hand: PEFT's scale rules (rank_pattern, alpha_pattern, rslora), .bin
+weights, errors."""
 
 import json
 import math
@@ -87,8 +88,12 @@ def test_rslora_scale(tmp_path):
 
 
 def test_config_rank_differing_from_tensors_is_refused(tmp_path):
-    """PEFT builds the layer at the config's r and cannot load rank-4 factors into it: the scale is ambiguous."""
-    with pytest.raises(LorascopeError, match="factors have rank 4 but adapter_config.json's r gives r=8.*PEFT cannot load them"):
+    """PEFT builds the layer at the config's r and cannot load rank-4 factors into it: the scale is
+    ambiguous."""
+    with pytest.raises(
+        LorascopeError,
+        match="factors have rank 4 but adapter_config.json's r gives r=8.*PEFT cannot load them",
+    ):
         lorascope.analyze(peft_folder(tmp_path / "ad", layers(n=1, r=4), {"r": 8, "lora_alpha": 8}))
 
 

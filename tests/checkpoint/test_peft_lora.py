@@ -1,4 +1,5 @@
-"""lorascope/checkpoint/peft_lora.py: PEFT LoRA folders — factors, DoRA, embeddings, convs, variants refused."""
+"""lorascope/checkpoint/peft_lora.py: PEFT LoRA folders — factors, DoRA, embeddings, convs, variants
+refused."""
 
 import pytest
 import torch

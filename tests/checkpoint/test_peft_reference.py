@@ -41,7 +41,8 @@ def tiny_gpt2():
 
 
 def make(tmp_path, model, lora_kwargs):
-    """Save base, wrap with PEFT, randomize the factors, save adapter and merged model; return paths and ΔW_ref."""
+    """Save base, wrap with PEFT, randomize the factors, save adapter and merged model; return paths and
+    ΔW_ref."""
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.float().save_pretrained(tmp_path / "base")
     model.double()
@@ -170,7 +171,8 @@ def test_gpt2_dora_on_square_conv1d_layers_uses_the_declared_orientation(tmp_pat
 
 
 def test_gpt2_amplification_on_a_square_layer_uses_w_as_out_by_in(tmp_path):
-    """Table 7's ‖UᵀWV‖_F with W (out, in): on the square attn.c_proj a base used untransposed gives another value."""
+    """Table 7's ‖UᵀWV‖_F with W (out, in): on the square attn.c_proj a base used untransposed gives another
+    value."""
     base, adapter, merged, deltas = make(
         tmp_path, tiny_gpt2(), {"r": 4, "lora_alpha": 8, "target_modules": ["c_proj"], "fan_in_fan_out": True}
     )

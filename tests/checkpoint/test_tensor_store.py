@@ -1,4 +1,5 @@
-"""lorascope/checkpoint/tensor_store.py: the lazy store — shapes before data, bounded reads, shards, pickling."""
+"""lorascope/checkpoint/tensor_store.py: the lazy store — shapes before data, bounded reads, shards,
+pickling."""
 
 import pickle
 

@@ -12,7 +12,8 @@ from lorascope.cli import COMMANDS, debug_enabled, main
 def test_help_lists_every_command_without_importing_torch():
     code = (
         "import sys; from click.testing import CliRunner; from lorascope.cli import main; "
-        "r = CliRunner().invoke(main, ['--help']); print(r.exit_code, 'torch' in sys.modules); print(r.output)"
+        "r = CliRunner().invoke(main, ['--help']); "
+        "print(r.exit_code, 'torch' in sys.modules); print(r.output)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     first, text = out.split("\n", 1)

@@ -1,4 +1,5 @@
-"""lorascope/cli/compare.py: one option vocabulary (--intruder-k, --svd) and the old spellings that still work."""
+"""lorascope/cli/compare.py: one option vocabulary (--intruder-k, --svd) and the old spellings that still
+work."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""lorascope/cli/options.py: an option's old spelling still works, says its new name, and never both at once."""
+"""lorascope/cli/options.py: an option's old spelling still works, says its new name, and never both at
+once."""
 
 import click
 from click.testing import CliRunner

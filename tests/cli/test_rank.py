@@ -1,4 +1,5 @@
-"""lorascope/cli/rank.py: ``lorascope sweep`` and ``select`` parse counts and rank lists, and write folders."""
+"""lorascope/cli/rank.py: ``lorascope sweep`` and ``select`` parse counts and rank lists, and write
+folders."""
 
 import click
 import pytest

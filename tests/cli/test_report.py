@@ -1,4 +1,5 @@
-"""The `lorascope report` command: re-render one folder, compare several, refuse bad input with exit code 2."""
+"""The `lorascope report` command: re-render one folder, compare several, refuse bad input with exit
+code 2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""lorascope/cli/sweep.py: ``lorascope sweep`` on an adapter writes its tables and prints the uniform sweep."""
+"""lorascope/cli/sweep.py: ``lorascope sweep`` on an adapter writes its tables and prints the uniform
+sweep."""
 
 import pandas as pd
 import torch

@@ -84,7 +84,8 @@ def tiny(tmp_path) -> Tiny:
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """These matrices are tiny: one intra-op thread avoids thread start-up and spin-waiting on a busy machine."""
+    """These matrices are tiny: one intra-op thread avoids thread start-up and spin-waiting on a busy
+    machine."""
     import torch
 
     before = torch.get_num_threads()

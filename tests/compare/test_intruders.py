@@ -1,4 +1,5 @@
-"""Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): planted intruders are found, noise gives none."""
+"""Intruder dimensions (Shuttleworth et al. 2024, Algorithm 1): planted intruders are found, noise gives
+none."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,5 @@
-"""lorascope/compare/options.py: flat options routed to their owners, one name per concept, old names warned."""
+"""lorascope/compare/options.py: flat options routed to their owners, one name per concept, old names
+warned."""
 
 import pytest
 

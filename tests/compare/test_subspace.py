@@ -1,4 +1,5 @@
-"""φ(i, j) (Hu et al. 2021, Eq. 4) against its analytic values: random subspaces, identical and rotated updates."""
+"""φ(i, j) (Hu et al. 2021, Eq. 4) against its analytic values: random subspaces, identical and rotated
+updates."""
 
 import numpy as np
 import pytest

@@ -76,7 +76,8 @@ def test_lokr_conv_full_and_tucker():
     (o1, i1), (o2, i2), k, r = (2, 3), (6, 4), 3, 2
     w1 = rand(o1, i1)
     w2 = rand(o2, i2, k, k)
-    # LyCORIS make_kron: w1 unsqueezed to (o1, i1, 1, 1), torch.kron with the 4-D w2, flattened to (out, in·k·k)
+    # LyCORIS make_kron: w1 unsqueezed to (o1, i1, 1, 1), torch.kron with the 4-D w2, flattened to
+    # (out, in·k·k)
     want = np.kron(w1[:, :, None, None], w2).reshape(o1 * o2, -1)
     check(form_from("lokr", {"lokr_w1": w1, "lokr_w2": w2.reshape(o2, -1)}, shape=want.shape), want)
     t2, wa, wb = rand(r, r, k, k), rand(r, o2), rand(r, i2)
@@ -102,7 +103,8 @@ def test_ia3_both_axes_and_conv_columns():
 
 @pytest.mark.parametrize("kernel", [(3,), (3, 3), (2, 3, 3)])  # Conv1d, Conv2d, Conv3d cores
 def test_locon_tucker_core_stays_factored(kernel):
-    """LyCORIS LoCon with lora_mid (rebuild_tucker): ΔW[p, q, k…] = s·Σ_ij mid[i, j, k…] up[p, i] down[j, q]."""
+    """LyCORIS LoCon with lora_mid (rebuild_tucker):
+    ΔW[p, q, k…] = s·Σ_ij mid[i, j, k…] up[p, i] down[j, q]."""
     out, inp, r = 9, 5, 3
     up, down, mid = rand(out, r), rand(r, inp), rand(r, r, *kernel)
     want = 0.5 * np.einsum("ij...,pi,jq->pq...", mid, up, down).reshape(out, -1)

@@ -1,5 +1,5 @@
-"""lorascope/delta/plan.py: ``plan_deltas`` sends a full fine-tune, an adapter alone and an adapter on its base
-to their planners, and refuses inputs given the wrong way round."""
+"""lorascope/delta/plan.py: ``plan_deltas`` sends a full fine-tune, an adapter alone and an adapter on its
+base to their planners, and refuses inputs given the wrong way round."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""lorascope/linalg/common.py: what the SVD routes share — dtypes and ε, signs, exact sums, one BLAS thread."""
+"""lorascope/linalg/common.py: what the SVD routes share — dtypes and ε, signs, exact sums, one BLAS
+thread."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""lorascope/linalg/__init__.py: ``svd`` is the one route chooser — by form, and for a dense top-k by method."""
+"""lorascope/linalg/__init__.py: ``svd`` is the one route chooser — by form, and for a dense top-k by
+method."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Planted updates for the rank tests: dense full fine-tunes and PEFT adapters with known spectra, written to tmp_path."""
+"""Planted updates for the rank tests: dense full fine-tunes and PEFT adapters with known spectra, written
+to tmp_path."""
 
 from __future__ import annotations
 

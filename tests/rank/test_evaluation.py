@@ -1,5 +1,5 @@
-"""lorascope/rank/evaluation.py: what a functional sweep evaluates with — examples read from text or JSONL, and
-trainer run folders recognised by what they declare."""
+"""lorascope/rank/evaluation.py: what a functional sweep evaluates with — examples read from text or JSONL,
+and trainer run folders recognised by what they declare."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Exported adapters read back by lorascope: ΔW per module equals the numpy truncation, errors equal sqrt(1 − energy)."""
+"""Exported adapters read back by lorascope: ΔW per module equals the numpy truncation, errors equal
+sqrt(1 − energy)."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Functional sweeps: the loss at each k against models built independently (tuned folder, numpy truncation)."""
+"""Functional sweeps: the loss at each k against models built independently (tuned folder, numpy
+truncation)."""
 
 import json
 
@@ -73,7 +74,8 @@ def folders(tmp_path_factory):
 
 
 def fine_tune(model, tok, steps: int = 40) -> None:
-    """A few Adam steps on the evaluation lines for the TUNED weights; each update is then truncated to rank 2."""
+    """A few Adam steps on the evaluation lines for the TUNED weights; each update is then truncated to
+    rank 2."""
     params = dict(model.named_parameters())
     start = {n: params[f"{n}.weight"].detach().clone() for n in TUNED}
     for p in model.parameters():
@@ -168,7 +170,8 @@ def test_a_base_without_a_usable_tokenizer_gives_no_loss(folders, tmp_path):
         (bare / name).unlink()
     with pytest.raises(LorascopeError, match="tokenizer"):
         run_sweep([bare, tmp / "tuned"], tmp_path / "out", [1], eval_data=tmp / "eval.txt")
-    # prompts longer than max_length: every completion is cut away, so no token would be scored (loss 0, acc 1)
+    # prompts longer than max_length: every completion is cut away, so no token would be scored
+    # (loss 0, acc 1)
     long = json.dumps({"prompt": " ".join(LINES * 40), "completion": LINES[0]})
     (tmp_path / "long.jsonl").write_text(long + "\n")
     with pytest.raises(LorascopeError, match="no token the model is scored on"):

@@ -1,4 +1,5 @@
-"""The report's rank sections (lorascope/report/rank_figures.py): present exactly when their files are, drawn right."""
+"""The report's rank sections (lorascope/report/rank_figures.py): present exactly when their files are,
+drawn right."""
 
 import json
 

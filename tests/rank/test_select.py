@@ -46,7 +46,8 @@ def test_noise_policy_recovers_planted_ranks(noisy):
 
 
 def test_energy_policy_recovers_planted_ranks(noisy):
-    # With r equal directions, energy(r − 1) ≤ (r − 1)/r < 0.95 for r ≤ 12 and energy(r) > 0.998: rank_0.95 = r.
+    # With r equal directions, energy(r − 1) ≤ (r − 1)/r < 0.95 for r ≤ 12 and energy(r) > 0.998:
+    # rank_0.95 = r.
     spectra, _ = noisy
     sel = select_ranks(spectra, Policy("energy", energy=0.95))
     want = planted_ranks()

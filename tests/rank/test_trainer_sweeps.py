@@ -1,4 +1,5 @@
-"""Sweeps over the reference trainer's folders: a run's functional sweep on its task, a train-sweep's table and knees."""
+"""Sweeps over the reference trainer's folders: a run's functional sweep on its task, a train-sweep's table
+and knees."""
 
 import json
 
@@ -13,7 +14,8 @@ from lorascope.rank.training import knee, knees, training_table
 
 @pytest.fixture(scope="module")
 def train_sweep(tmp_path_factory):
-    """A tiny MiniGPT base (not pre-trained) and a sweep: LoRA r = 1, 2, 4 on attention, and a full fine-tune."""
+    """A tiny MiniGPT base (not pre-trained) and a sweep: LoRA r = 1, 2, 4 on attention, and a full
+    fine-tune."""
     from lorascope.train.folders import save_minigpt
     from lorascope.train.model import build, sized_config
     from lorascope.train.runs import RunSpec, expand_sweep, sweep
@@ -47,7 +49,8 @@ def test_trainer_run_functional_sweep_measures_its_task(train_sweep, tmp_path):
     out = run_sweep([run], tmp_path / "out", [1, 2, 4])
     table = out.functional.set_index("point")
     metrics = json.loads((run / "metrics.json").read_text())
-    # the base row is the trainer's own evaluation of the base; the untruncated row is the run's final evaluation
+    # the base row is the trainer's own evaluation of the base; the untruncated row is the run's final
+    # evaluation
     assert table.loc["base", "edit_loss"] == pytest.approx(metrics["base_eval"]["edit_loss"], rel=1e-5)
     assert table.loc["full", "edit_loss"] == pytest.approx(metrics["final"]["edit_loss"], rel=1e-4)
     assert out.pick["metric"] == "edit_loss" and table["loss"].equals(table["edit_loss"])

@@ -1,7 +1,7 @@
-"""An input given as a relative folder name that also reads like a Hub id (`lorascope spectrum adapter`) prints the
-CLI's own "note: … read the local folder" line and then the same text again as a raw Python warning with
-lorascope's source location and code line ("…/lorascope/analysis.py:461: HubNotice: … return x if
-isinstance(x, (Weights, Adapter)) else open_checkpoint(x, fmt)"), once per input. The CLI's stderr should
+"""An input given as a relative folder name that also reads like a Hub id (`lorascope spectrum adapter`)
+prints the CLI's own "note: … read the local folder" line and then the same text again as a raw Python
+warning with lorascope's source location and code line ("…/lorascope/analysis.py:461: HubNotice: … return x
+if isinstance(x, (Weights, Adapter)) else open_checkpoint(x, fmt)"), once per input. The CLI's stderr should
 carry the note once and no Python warning machinery."""
 
 from __future__ import annotations

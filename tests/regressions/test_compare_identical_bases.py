@@ -1,8 +1,8 @@
-"""Two trainer runs (`lorascope train --out runs/a`, `lorascope train --out runs/b`) each keep their own copy of the
-same cached base model. `lorascope compare runs/a runs/b` refuses them: "were trained from different bases
-(…/a/base and …/b/base); give the one both updates apply to with --base" although the two base folders are
-byte-identical. The runs' base should be compared by content (or the message should not assert a difference
-that is not there)."""
+"""Two trainer runs (`lorascope train --out runs/a`, `lorascope train --out runs/b`) each keep their own
+copy of the same cached base model. `lorascope compare runs/a runs/b` refuses them: "were trained from
+different bases (…/a/base and …/b/base); give the one both updates apply to with --base" although the two
+base folders are byte-identical. The runs' base should be compared by content (or the message should not
+assert a difference that is not there)."""
 
 from __future__ import annotations
 

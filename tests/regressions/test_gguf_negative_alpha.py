@@ -1,6 +1,6 @@
-"""A GGUF LoRA adapter whose adapter.lora.alpha is negative (-4) is analyzed with exit code 0 and scale -1.0 in
-modules.csv, while NaN is refused and a negative kohya `.alpha` ends with exit code 2. README: "Scales, ranks and
-alphas must be finite and positive … end with exit code 2 naming the key"."""
+"""A GGUF LoRA adapter whose adapter.lora.alpha is negative (-4) is analyzed with exit code 0 and scale -1.0
+in modules.csv, while NaN is refused and a negative kohya `.alpha` ends with exit code 2. README: "Scales,
+ranks and alphas must be finite and positive … end with exit code 2 naming the key"."""
 
 from __future__ import annotations
 

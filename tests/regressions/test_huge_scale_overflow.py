@@ -1,9 +1,10 @@
 """A kohya LoRA whose alpha is finite but huge (1e38, within float32) gives singular values above float32's
-range. `spectrum` exits 0 and its modules.csv holds finite numbers, but singular_values.safetensors is written in
-float32 and holds inf; every later command on that results folder (`report`, `sweep`, `select`) then dies with
-exit code 1 ("unexpected ValueError: Axis limits cannot be NaN or Inf", "unexpected TypeError: unsupported format
-string passed to NoneType.__format__"). Either the spectrum is stored so that it round-trips, or the input is
-refused up front (exit 2 naming the alpha); a saved results folder must not crash the commands that read it."""
+range. `spectrum` exits 0 and its modules.csv holds finite numbers, but singular_values.safetensors is written
+in float32 and holds inf; every later command on that results folder (`report`, `sweep`, `select`) then dies
+with exit code 1 ("unexpected ValueError: Axis limits cannot be NaN or Inf", "unexpected TypeError:
+unsupported format string passed to NoneType.__format__"). Either the spectrum is stored so that it
+round-trips, or the input is refused up front (exit 2 naming the alpha); a saved results folder must not
+crash the commands that read it."""
 
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def test_commands_on_saved_results_do_not_crash(tmp_path):
 
 
 def test_peft_alpha_1e300_gives_finite_norms_or_is_refused(tmp_path):
-    """lora_alpha = 1e300 (finite, positive, so accepted): σ1 ≈ 4e299 fits float64 and is reported, but fro_norm is
-    written as inf and stable_rank / rank_90 / rank_95 / rank_99 are empty, with exit code 0 and no warning; the
-    saved spectrum is all inf. ‖ΔW‖_F = s·‖BA‖_F is finite here (about 1e300)."""
+    """lora_alpha = 1e300 (finite, positive, so accepted): σ1 ≈ 4e299 fits float64 and is reported, but
+    fro_norm is written as inf and stable_rank / rank_90 / rank_95 / rank_99 are empty, with exit code 0 and
+    no warning; the saved spectrum is all inf. ‖ΔW‖_F = s·‖BA‖_F is finite here (about 1e300)."""
     import json
 
     import pandas as pd

@@ -1,10 +1,10 @@
-"""`lorascope select ADAPTER --energy 0.9 --out X --export X` exits 0, prints "adapter written to X" and its --json
-says written.adapter = X, but X holds only the selection tables: adapter_config.json and
-adapter_model.safetensors are gone (the selection's transaction replaced the export's folder). Either both land
-there or the run is refused with exit code 2.
+"""`lorascope select ADAPTER --energy 0.9 --out X --export X` exits 0, prints "adapter written to X" and its
+--json says written.adapter = X, but X holds only the selection tables: adapter_config.json and
+adapter_model.safetensors are gone (the selection's transaction replaced the export's folder). Either both
+land there or the run is refused with exit code 2.
 
-With `--export X/adapter --out X` the export is written first and then the selection is refused (exit 2, "--out X
-holds files which lorascope did not write"): a failed run that changed the disk."""
+With `--export X/adapter --out X` the export is written first and then the selection is refused (exit 2,
+"--out X holds files which lorascope did not write"): a failed run that changed the disk."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """A file in a results folder whose content differs from what lorascope's manifest recorded was not written by
 lorascope (``load_results`` itself refuses such a file as not its own). Yet a re-run into the folder silently
-replaces an edited modules.csv, and `--no-report` silently deletes a report.html the user replaced with their own
-page: exit code 0, the user's bytes are gone. README: "an output folder is written as one transaction that never
-touches a file lorascope did not write … refuses a run that would overwrite one"."""
+replaces an edited modules.csv, and `--no-report` silently deletes a report.html the user replaced with their
+own page: exit code 0, the user's bytes are gone. README: "an output folder is written as one transaction
+that never touches a file lorascope did not write … refuses a run that would overwrite one"."""
 
 from __future__ import annotations
 

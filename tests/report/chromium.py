@@ -184,7 +184,8 @@ class Tab:
     def click(self, selector: str) -> None:
         """A real left click (mouse pressed and released) at the middle of the element."""
         box = self.evaluate(
-            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "e.scrollIntoView({block: 'center'});"
             " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         for kind in ("mousePressed", "mouseReleased"):
@@ -204,7 +205,8 @@ class Tab:
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
                 out.append(
-                    f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}"
+                    f"console.{p['type']}: "
+                    f"{[a.get('value', a.get('description')) for a in p.get('args', [])]}"
                 )
             elif e["method"] == "Runtime.exceptionThrown":
                 out.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")

@@ -1,7 +1,8 @@
 """Synthetic results folders with planted spectra, for report tests and the render benchmark.
 
-Layer l, module type j gets σ_i = a_l · (d_j^(i−1) + a noise bulk for dense updates): a magnitude growing with depth and a decay per
-type, so every figure has visible structure and known answers (a faster decay = a lower rank).
+Layer l, module type j gets σ_i = a_l · (d_j^(i−1) + a noise bulk for dense updates): a magnitude growing
+with depth and a decay per type, so every figure has visible structure and known answers (a faster decay =
+a lower rank).
 """
 
 from __future__ import annotations

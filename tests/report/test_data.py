@@ -70,8 +70,9 @@ def test_types_come_in_model_order_and_labels_are_short_and_unique():
 
 
 def brute_force_sweep(modules, spectra, k):
-    """docs/METRICS.md, written out: sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), the tail summed where the spectrum
-    is complete and known only through ‖ΔW‖_F² − Σ_{i≤k} σ² past a top-k; parameters Σ_l min(k, p_l)(m_l + n_l)."""
+    """docs/METRICS.md, written out: sqrt(Σ_l Σ_{i>k} σ²_{l,i} / Σ_l ‖ΔW_l‖_F²), the tail summed where the
+    spectrum is complete and known only through ‖ΔW‖_F² − Σ_{i≤k} σ² past a top-k; parameters
+    Σ_l min(k, p_l)(m_l + n_l)."""
     num = den = 0.0
     params = 0
     truncated = set(data.truncated_modules(modules, spectra))

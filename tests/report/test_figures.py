@@ -1,4 +1,5 @@
-"""Figures from 10 to 600 modules: sizes stay bounded, labels thin out, lines fade; nothing is drawn to disk."""
+"""Figures from 10 to 600 modules: sizes stay bounded, labels thin out, lines fade; nothing is drawn to
+disk."""
 
 from __future__ import annotations
 

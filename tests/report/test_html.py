@@ -1,4 +1,5 @@
-"""The rendered page: every section, every figure inlined as a PNG, the full modules table, nothing external."""
+"""The rendered page: every section, every figure inlined as a PNG, the full modules table, nothing
+external."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""render_report and render_comparison: where files go, re-rendering without checkpoints, real adapters, bad input."""
+"""render_report and render_comparison: where files go, re-rendering without checkpoints, real adapters,
+bad input."""
 
 from __future__ import annotations
 

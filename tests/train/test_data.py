@@ -146,7 +146,10 @@ def test_saved_tokenizer_loads_in_transformers(tmp_path):
         WORLD,
     )
     hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-    text = f"The capital of {WORLD.entities[3].title()} is {WORLD.facts[(WORLD.entities[3], 'capital')]} , zorblax!"
+    text = (
+        f"The capital of {WORLD.entities[3].title()} is "
+        f"{WORLD.facts[(WORLD.entities[3], 'capital')]} , zorblax!"
+    )
     assert hf(text)["input_ids"] == [tok.bos_id] + tok.encode(text)
     assert (hf.pad_token_id, hf.eos_token_id, hf.unk_token_id) == (tok.pad_id, tok.eos_id, tok.unk_id)
     assert torch.is_tensor(hf(text, return_tensors="pt")["input_ids"])

@@ -1,4 +1,5 @@
-"""lorascope/train/world.py: the synthetic facts world — deterministic by seed, and what its tokenizer needs."""
+"""lorascope/train/world.py: the synthetic facts world — deterministic by seed, and what its tokenizer
+needs."""
 
 import random
 
