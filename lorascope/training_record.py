@@ -20,32 +20,19 @@ import pandas as pd
 
 from . import __version__
 from .errors import LorascopeError
-from .results import TRAINING_CSV, TRAINING_SIGMA_DIR, Results
+from .results import MODULE_COLUMNS, TRAINING_CSV, TRAINING_SIGMA_DIR, Results
 from .snapshot import Snapshot, headline, snapshot
 
 STEP_FILE = "step-{step:08d}.safetensors"
-ROW_COLUMNS = [  # of training_spectra.csv: the step, then the modules.csv columns a snapshot has
+# of training_spectra.csv: the step, then the modules.csv columns a snapshot of factors in memory has (no
+# base, every value computed), then the seconds it took
+ROW_COLUMNS = [
     "step",
-    "name",
-    "layer",
-    "module",
-    "rows",
-    "cols",
-    "source",
-    "family",
-    "method",
-    "lora_rank",
-    "scale",
-    "fro_norm",
-    "spectral_norm",
-    "stable_rank",
-    "entropy_rank",
-    "rank_90",
-    "rank_95",
-    "rank_99",
-    "numerical_rank",
-    "gd_rank",
-    "n_singular",
+    *(
+        c
+        for c in MODULE_COLUMNS
+        if c not in ("base_fro_norm", "relative_update", "rank_beyond_k", "sigma_floor")
+    ),
     "seconds",
 ]
 
