@@ -246,8 +246,20 @@ def versions() -> dict[str, str]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """``obj`` as indented JSON; numpy scalars, paths, tuples and sets are written as plain values."""
-    Path(path).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """``obj`` as indented strict JSON (what ``limits.loads_json`` reads back): numpy scalars, paths, tuples
+    and sets as plain values, a NaN or infinite float as null."""
+    Path(path).write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None (numpy's float64 is a float: json never asks ``default``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

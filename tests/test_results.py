@@ -89,3 +89,18 @@ def test_json_is_written_with_plain_values(tmp_path):
     assert vectors_frame([]).columns[0] == "name"
     v = versions()
     assert v["lorascope"] and v["python"].count(".") == 2 and "numpy" in v
+
+
+def test_write_json_writes_strict_json_that_reads_back(tmp_path):
+    """numpy's float64 is a float, so json.dumps would write a bare NaN that the strict reader refuses."""
+    from lorascope.limits import loads_json
+    from lorascope.results import write_json
+
+    write_json(
+        tmp_path / "s.json", {"a": np.float64("nan"), "b": [float("inf"), 1.5], "c": (np.float32(2.0),)}
+    )
+    assert loads_json((tmp_path / "s.json").read_text(), "s.json") == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": [2.0],
+    }
