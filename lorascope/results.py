@@ -252,7 +252,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float as None (numpy's float64 is a float: json never asks ``default``)."""
+    """``obj`` with each non-finite float as None (a numpy float64 is a float: json never calls default)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
