@@ -1,5 +1,5 @@
 """Owns the audit's human-readable numbers: parse ``33M``, ``4.2B``, ``1,234,567``, ``0.45%``, ``0-15``; print
-``33.6M``, ``4,194,304``, ``16.8 MB``, ``0-2,5``."""
+``33.6M``, ``4,194,304``, ``16.0 MiB``, ``0-2,5`` (counts and byte sizes through ``lorascope.units``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Iterable
 
+from .. import units
 from ..errors import LorascopeError
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -18,27 +19,15 @@ MAX_LAYERS = 100_000
 
 
 def parse_count(value: str | int | float, where: str = "claim") -> int:
-    """A parameter count from ``33M``, ``4.2B``, ``1,234,567``, ``7e9`` or a number.
+    """A parameter count from ``33M``, ``4.2B``, ``1,234,567``, ``7e9`` or a number (``units.parse_count``).
 
     Raises:
-        LorascopeError: the value is not a positive, finite number with an optional K/M/B/T suffix.
+        LorascopeError: the value is not a positive, finite, whole number with an optional k/M/B/T suffix.
     """
-    if isinstance(value, bool):
-        number = math.nan
-    elif isinstance(value, (int, float)):
-        number = float(value)
-    elif (m := _COUNT.fullmatch(str(value))) and ("," not in m["num"] or _THOUSANDS.fullmatch(m["num"])):
-        number = float(m["num"].replace(",", "").replace("_", "")) * SUFFIXES[m["suffix"].upper()]
-    else:
-        raise LorascopeError(
-            f"{where} {value!r} is not a parameter count; expected e.g. 33M, 4.2B, 1,234,567 or 7e9."
-        )
-    if not math.isfinite(number) or round(number) <= 0:
-        raise LorascopeError(
-            f"{where} {value!r} is not a parameter count; expected a positive, finite "
-            "number such as 33M, 4.2B or 1,234,567."
-        )
-    return round(number)
+    try:
+        return units.parse_count(value, where)
+    except ValueError as exc:
+        raise LorascopeError(str(exc)) from None
 
 
 def parse_percent(value: str | int | float, where: str = "percent claim") -> float:
@@ -59,12 +48,8 @@ def parse_percent(value: str | int | float, where: str = "percent claim") -> flo
 
 
 def short(n: float) -> str:
-    """``33554432`` -> ``33.6M``; ``6738415616`` -> ``6.74B``; three significant digits."""
-    n = float(n)
-    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return f"{n:.3g}" if n != int(n) else str(int(n))
+    """``33554432`` -> ``33.6M``; ``6738415616`` -> ``6.74B``: ``units.human_count``."""
+    return units.human_count(n)
 
 
 def exact(n: int) -> str:
@@ -77,12 +62,7 @@ def both(n: int) -> str:
     return f"{exact(n)} ({short(n)})" if abs(n) >= 1000 else exact(n)
 
 
-def human_bytes(n: float) -> str:
-    """Bytes in decimal units: 16,777,216 -> '16.8 MB'."""
-    for suffix, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {suffix}"
-    return f"{int(n)} B"
+human_bytes = units.human_bytes  # binary units (16,777,216 -> '16.0 MiB'), as every command prints them
 
 
 def parse_layers(value: str | int | list | tuple | None, where: str = "--layers") -> tuple[int, ...] | None:

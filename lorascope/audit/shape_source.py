@@ -18,8 +18,8 @@ from typing import Any
 
 from ..checkpoint import open_store
 from ..checkpoint.peft import is_peft_folder
+from ..checkpoint.configs import read_config as read_config  # the one config reader
 from ..errors import LorascopeError
-from ..limits import check_config_sizes, read_json
 from .headers import store_shapes
 from .shape_rules import ARCHITECTURES, rule_shapes
 from .shapes import ModelShapes, ModuleShape, ParamShape, head_of, model_type_of
@@ -56,21 +56,6 @@ def source_kind(path: str | Path) -> str:
     if p.is_file() and p.suffix == ".json" and not p.name.endswith(".index.json"):
         return "config"
     return "config" if p.is_dir() and (p / "config.json").is_file() else "checkpoint"
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """A config.json (or a model folder's) as a dict, its sizes checked against lorascope's limits.
-
-    Raises:
-        LorascopeError: unreadable, not JSON, not a JSON object, or a size beyond any model.
-    """
-    p = Path(path).expanduser()
-    p = p / "config.json" if p.is_dir() else p
-    data = read_json(p, "a model config")
-    if not isinstance(data, dict):
-        raise LorascopeError(f"{p} must hold a JSON object (a model config), found {type(data).__name__}.")
-    check_config_sizes(data, str(p))
-    return data
 
 
 def load_model(path: str | Path, shapes: str = "auto", head: str | None = None) -> ModelShapes:

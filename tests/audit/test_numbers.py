@@ -75,4 +75,4 @@ def test_short_forms():
     assert short(6_738_415_616) == "6.74B"
     assert short(512) == "512"
     assert both(4_194_304) == "4,194,304 (4.19M)"
-    assert human_bytes(8_405_600) == "8.41 MB"
+    assert human_bytes(8_405_600) == "8.0 MiB"  # binary units, as every command prints sizes
