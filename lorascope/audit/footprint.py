@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..names import ADAPTER_PREFIXES
+from ..names import PEFT_PREFIX
 from .count import LoraCount, copy_params
 
 # safetensors dtype tag and bytes per element, by the names --dtype accepts
@@ -31,7 +31,7 @@ DTYPES: dict[str, tuple[str, int]] = {
 
 def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
     """The tensors PEFT's save_pretrained writes for this configuration: (key as PEFT names it, shape)."""
-    prefix = ADAPTER_PREFIXES[0]  # base_model.model.
+    prefix = PEFT_PREFIX
     index = count.model.by_name()
     out: list[tuple[str, tuple[int, ...]]] = []
     for row in count.rows:
