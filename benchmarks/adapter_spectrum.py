@@ -32,18 +32,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import MISTRAL_7B_SHAPES as SHAPES  # noqa: E402
 from measure import median_run, start_launcher, which  # noqa: E402
-
-HIDDEN, KV, MLP = 4096, 1024, 14336
-SHAPES = {  # module -> (out, in)
-    "self_attn.q_proj": (HIDDEN, HIDDEN),
-    "self_attn.k_proj": (KV, HIDDEN),
-    "self_attn.v_proj": (KV, HIDDEN),
-    "self_attn.o_proj": (HIDDEN, HIDDEN),
-    "mlp.gate_proj": (MLP, HIDDEN),
-    "mlp.up_proj": (MLP, HIDDEN),
-    "mlp.down_proj": (HIDDEN, MLP),
-}
 
 
 def build_adapter(folder: Path, layers: int, rank: int, alpha: float) -> Path:

@@ -58,6 +58,17 @@ class MemoryCap:
 # A small process that starts the measured commands. A child's peak RSS (ru_maxrss) starts from the
 # size of the process it was forked from, so commands are forked from this launcher (a few MiB), never
 # from the benchmark itself, which may hold gigabytes of reference data.
+# Mistral-7B's linear layers, module -> (out, in): hidden 4096, 8 KV heads of 128 (k/v 1024 wide), MLP 14336
+MISTRAL_7B_SHAPES = {
+    "self_attn.q_proj": (4096, 4096),
+    "self_attn.k_proj": (1024, 4096),
+    "self_attn.v_proj": (1024, 4096),
+    "self_attn.o_proj": (4096, 4096),
+    "mlp.gate_proj": (14336, 4096),
+    "mlp.up_proj": (14336, 4096),
+    "mlp.down_proj": (4096, 14336),
+}
+
 _LAUNCHER = r"""
 import json, os, subprocess, sys, time
 for line in sys.stdin:
