@@ -20,19 +20,6 @@ from .rank import (
 )
 
 
-def _apart(export: Path, out: Path) -> None:
-    """The exported adapter and the selection's results folder are two transactions:
-    neither inside the other."""
-    from ..errors import LorascopeError
-
-    e, o = export.resolve(), out.resolve()
-    if e == o or o in e.parents or e in o.parents:
-        raise LorascopeError(
-            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written "
-            "as two separate folders. Give --export a folder outside --out (e.g. beside it)."
-        )
-
-
 @click.command()
 @click.argument("inputs", nargs=-1, type=CHECKPOINT)
 @click.option(
@@ -112,7 +99,7 @@ def select(
     """
     from ..errors import LorascopeError
     from ..rank import Policy, run_select
-    from ..rank.export import ExportOptions, check_export_dir
+    from ..rank.export import ExportOptions
     from ..rank.truncate import TruncateOptions
 
     chosen = [
@@ -149,9 +136,6 @@ def select(
     from .folders import select_inputs
 
     paths = select_inputs(resolve_inputs(inputs, revision, base_revision, quiet))
-    if export is not None:
-        _apart(export, out)
-        check_export_dir(export, paths)
     result = run_select(
         paths,
         out,

@@ -63,6 +63,7 @@ __all__ = [  # this module's entry points, and the names the export's rooms defi
     "TiedEmbedding",
     "WRITTEN_BY",
     "adapter_config",
+    "check_apart",
     "check_export_dir",
     "expert_tensors",
     "export_adapter",
@@ -349,6 +350,17 @@ def check_export_dir(out: str | Path, inputs: Iterable[str | Path | None] = ()) 
             "refusing to write into it so nothing there is overwritten. Give a new or empty folder."
         )
     return out
+
+
+def check_apart(export: str | Path, out: str | Path) -> None:
+    """Refuse an export folder that is, holds or lies in the results folder ``out``: the adapter and the
+    results are written as two transactions, and one would replace the other."""
+    e, o = Path(export).resolve(), Path(out).resolve()
+    if e == o or o in e.parents or e in o.parents:
+        raise LorascopeError(
+            f"--export {export} and --out {out} overlap; the adapter and the selection's results are written "
+            "as two separate folders. Give --export a folder outside --out (e.g. beside it)."
+        )
 
 
 def _exported_here(out: Path) -> bool:

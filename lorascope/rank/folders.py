@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import LorascopeError
 from ..results import Results, is_results_folder, write_json
-from .export import ExportOptions, ExportResult, export_adapter
+from .export import ExportOptions, ExportResult, check_apart, check_export_dir, export_adapter
 from .functional import (
     EvalOptions,
     functional_sweep,
@@ -291,6 +291,9 @@ def run_select(
         progress: progress bars on stderr.
         **analyze_options: ``lorascope.analyze`` options when checkpoints are given.
     """
+    if export is not None:  # before any work: neither an input nor the results may be overwritten
+        check_export_dir(export, [*inputs, from_sweep])
+        check_apart(export, out)
     if not inputs:
         if from_sweep is None:
             raise LorascopeError("give a results folder or checkpoints to select from (or --from-sweep DIR).")

@@ -61,3 +61,16 @@ def test_export_inside_out_does_not_write_when_the_selection_is_refused(tmp_path
     if p.returncode != 0:
         assert p.returncode == 2, p.stderr
         assert not (out / "adapter").exists(), "a refused run left an exported adapter behind"
+
+
+def test_the_library_refuses_it_too_before_any_work(tmp_path):
+    import pytest
+
+    from lorascope.errors import LorascopeError
+    from lorascope.rank.folders import run_select
+    from lorascope.rank.select import Policy
+
+    out = tmp_path / "x"
+    with pytest.raises(LorascopeError, match="overlap"):
+        run_select([_adapter(tmp_path)], out, Policy(name="energy", energy=0.9), export=out / "adapter")
+    assert not out.exists()
