@@ -168,7 +168,8 @@ def open_checkpoint(
         raise LorascopeError(
             f"{path}: {len(mismatched)} module(s) hold factors of another rank than the config gives (e.g. "
             f"{mismatched[0]}); PEFT cannot load them and the scale α/r is ambiguous. Correct r or "
-            "rank_pattern in adapter_config.json (lorascope audit ADAPTER lists every such module)."
+            "rank_pattern in adapter_config.json or in the lora_adapter_metadata header (lorascope audit "
+            "ADAPTER lists every such module of a PEFT folder)."
         )
     return opened
 

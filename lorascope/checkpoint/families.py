@@ -285,10 +285,9 @@ def build_module(
         )
     s = module_scale(inner, g, alpha if g.rank is not None else None, name, source, declared)
     rank = s.rank if s.rank is not None else g.rank
-    if s.rank is not None and s.rank != g.rank:
-        warning = (
-            f"tensors have rank {g.rank} but the lora_adapter_metadata header gives r={s.rank}; the scale "
-            f"uses r={s.rank} as PEFT does"
+    if s.rank is not None and s.rank != g.rank:  # refused by open_checkpoint, as for a PEFT folder
+        params["config_rank"] = (
+            f"{name}: the factors have rank {g.rank} but the lora_adapter_metadata header gives r={s.rank}"
         )
     module = AdapterModule(
         name, family, parts, g.shape, rank, s.alpha, s.scale, g.kind, source, kernel=g.kernel, params=params

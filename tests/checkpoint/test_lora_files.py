@@ -248,6 +248,16 @@ def test_diffusers_lora_adapter_metadata_gives_r_and_alpha(tmp_path):
     )
     with pytest.raises(LorascopeError, match="declares its scale twice"):
         open_checkpoint(both)
+    header["transformer.lora_alpha"] = 8
+    other_r = save_st(
+        tmp_path / "r8.safetensors",
+        tensors,
+        {"lora_adapter_metadata": json.dumps({**header, "transformer.r": 8})},
+    )
+    with pytest.raises(
+        LorascopeError, match="factors have rank 4 but the lora_adapter_metadata header gives r=8"
+    ):
+        open_checkpoint(other_r)  # PEFT builds rank-8 layers and cannot load these factors
 
 
 def test_peft_names_with_an_adapter_name_or_without_weight_suffix(tmp_path):
