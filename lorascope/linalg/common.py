@@ -104,6 +104,32 @@ def blas_libraries() -> list[Any]:
     return _BLAS[key]
 
 
+_SYMBOLS: dict[str, tuple[Any, Any] | None] = {}  # name -> (function, integer type) or None, once looked up
+
+
+def blas_function(name: str) -> tuple[Any, Any] | None:
+    """A CBLAS / LAPACKE function of the BLAS library numpy loaded, by its reference name (``cblas_dtrsm``,
+    ``LAPACKE_dsyevd_2stage``), with the integer type of its interface; None where no loaded library exports
+    it. Builds differ in how they decorate names: numpy 2's OpenBLAS (``scipy_`` prefix, ``64_`` suffix,
+    64-bit integers), numpy 1's (``64_``), MKL and system libraries (plain names, 32-bit integers). Callers
+    set ``argtypes`` from the integer type and keep a fallback for None.
+    """
+    if name not in _SYMBOLS:
+        import ctypes
+
+        found = None
+        decorations = (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32))
+        for lib in blas_libraries():
+            dll = getattr(lib, "dynlib", None)
+            for prefix in ("scipy_", ""):
+                for suffix, int_t in decorations:
+                    fn = getattr(dll, f"{prefix}{name}{suffix}", None) if dll is not None else None
+                    if fn is not None and found is None:
+                        found = (fn, int_t)
+        _SYMBOLS[name] = found
+    return _SYMBOLS[name]
+
+
 def _set_threads(lib: Any, n: int) -> None:
     # OpenBLAS's pool is process-wide; the reference count in one_thread() serializes changes, so the
     # direct setter is used rather than threadpoolctl's first-thread-controls rule

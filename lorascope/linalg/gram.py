@@ -5,13 +5,14 @@ over row blocks (a full-diff ΔW streamed from its files) or formed from a matri
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from .common import EPS64, SVD, as_numpy, blas_libraries, like, one_thread
+from .common import EPS64, SVD, as_numpy, blas_function, like, one_thread
 
 
 def gram_update(g: np.ndarray | None, x: np.ndarray) -> np.ndarray:
@@ -84,38 +85,25 @@ def _gram_spectrum(g: np.ndarray, rows: int) -> SVD:
     return SVD(np.sqrt(lam), math.sqrt(max(fro_sq, 0.0)), "gram", True, floor=floor)
 
 
-_TWO_STAGE: list[Any] = []  # [LAPACKE dsyevd_2stage, its integer type] once looked up; [None] if not there
-
-
+@functools.cache
 def _two_stage() -> tuple[Any, Any] | None:
-    """LAPACK's dsyevd_2stage from the loaded OpenBLAS (through its LAPACKE interface), or None."""
-    if not _TWO_STAGE:
+    """LAPACKE's dsyevd_2stage from the loaded BLAS library with its argument types, or None."""
+    found = blas_function("LAPACKE_dsyevd_2stage")
+    if found is not None:
         import ctypes
 
-        found = None
-        for lib in blas_libraries():
-            dll = getattr(lib, "dynlib", None)
-            for prefix in ("scipy_", ""):
-                for suffix, int_t in (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32)):
-                    fn = (
-                        getattr(dll, f"{prefix}LAPACKE_dsyevd_2stage{suffix}", None)
-                        if dll is not None
-                        else None
-                    )
-                    if fn is not None and found is None:
-                        fn.restype = int_t
-                        fn.argtypes = [
-                            ctypes.c_int,
-                            ctypes.c_char,
-                            ctypes.c_char,
-                            int_t,
-                            ctypes.c_void_p,
-                            int_t,
-                            ctypes.c_void_p,
-                        ]
-                        found = (fn, int_t)
-        _TWO_STAGE.append(found)
-    return _TWO_STAGE[0]
+        fn, int_t = found
+        fn.restype = int_t
+        fn.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char,
+            ctypes.c_char,
+            int_t,
+            ctypes.c_void_p,
+            int_t,
+            ctypes.c_void_p,
+        ]
+    return found
 
 
 def eigvalsh_upper(g: np.ndarray) -> np.ndarray:

@@ -3,8 +3,9 @@ together with an absolute error bound on every value it returns (the numerical f
 
 Each route, what it computes, and its floor (a bound on every |σ̂ᵢ − σᵢ|):
 
-- ``factored_svd``: ΔW = s·L@R never formed: R factors of L and Rᵀ by CholeskyQR2 (Householder QR when a
-  factor is too ill-conditioned for it), SVD of the k×k core; float64. Floor: ε·max(m, n)·k·|s|·‖L‖_F‖R‖_F
+- ``factored_svd``: ΔW = s·L@R never formed: R factors of L and Rᵀ (``qr.r_factor``: CholeskyQR2,
+  Householder QR when a factor is too ill-conditioned for it), SVD of the k×k core; float64.
+  Floor: ε·max(m, n)·k·|s|·‖L‖_F‖R‖_F
 - ``gram_svd`` (``gram.py``): eigenvalues of the float64 Gram matrix MᵀM of the tall orientation M of ΔW,
   accumulated over row blocks. Floor: √δ, δ = ε·(rows·‖ΔW‖_F² + p·σ̂₁²)
 - ``exact_svd``: LAPACK's SVD of the dense ΔW in the dtype it arrives in. Floor: ε_dtype·max(m, n)·σ̂₁
@@ -44,61 +45,10 @@ from .common import (
     svd_flip,
 )
 
+from .qr import r_factor
+
 
 # ---- factored: s·L@R ------------------------------------------------------------------------------------
-
-
-def _cholesky_upper(g: np.ndarray) -> np.ndarray | None:
-    """Upper R with RᵀR = G, or None when G is not numerically positive definite."""
-    try:
-        return np.linalg.cholesky(g).T  # numpy returns the lower factor L = Rᵀ
-    except np.linalg.LinAlgError:
-        return None
-
-
-def _cholqr2_r(x: np.ndarray) -> np.ndarray | None:
-    """R (k, k) of x = QR (x: (m, k), m ≥ k, float64) by CholeskyQR2, or None where it is not backward stable.
-
-    CholeskyQR2 (Fukaya et al. 2014; Yamamoto, Nakatsukasa, Yanagisawa & Fukaya 2015, ETNA 44, Thm 3.3):
-    R₁ = chol(xᵀx), Q₁ = x R₁⁻¹, R₂ = chol(Q₁ᵀQ₁), R = R₂R₁. When 8·κ₂(x)·√(m·k·u + k(k+1)·u) ≤ 1
-    (u = ε/2) its Q is orthonormal to 6(m·k·u + k(k+1)·u) and ‖QR − x‖_F ≤ 5k²u‖x‖₂: as accurate as
-    Householder QR, in a few passes over x instead of k BLAS-2 ones. numpy only (no scipy import for
-    adapter runs): xᵀx by matmul (BLAS syrk for a transposed pair), Q₁ᵀ by forward substitution.
-    """
-    m, k = x.shape
-    xt = np.ascontiguousarray(x.T)  # (k, m); no copy for the right factor, whose transpose is stored
-    r1 = _cholesky_upper(xt @ xt.T)  # (k, m) @ (m, k) -> (k, k)
-    if r1 is None:
-        return None
-    sv = np.linalg.svd(r1, compute_uv=False)  # k × k: κ₂(x) = κ₂(R₁) to first order
-    u = EPS64 / 2
-    if not (sv[-1] > 0 and 8 * (sv[0] / sv[-1]) * math.sqrt(m * k * u + k * (k + 1) * u) <= 1):
-        return None
-    q1t = _forward_substitution(r1, xt)  # R₁ᵀ Q₁ᵀ = xᵀ -> Q₁ᵀ (k, m)
-    r2 = _cholesky_upper(q1t @ q1t.T)  # (k, m) @ (m, k) -> (k, k)
-    return None if r2 is None else r2 @ r1  # (k, k) @ (k, k)
-
-
-def _forward_substitution(r: np.ndarray, bt: np.ndarray) -> np.ndarray:
-    """Y (k, m) with rᵀ Y = bt, r upper triangular (k, k): row by row, each row one BLAS-2 product
-    (backward stable, Higham 2002, Thm 8.5: (rᵀ + Δ) y = b with |Δ| ≤ γ_k |rᵀ|, as LAPACK's trsm)."""
-    y = np.empty_like(bt)
-    for i in range(r.shape[0]):
-        y[i] = (bt[i] - r[:i, i] @ y[:i]) / r[i, i]  # (i,) @ (i, m) -> (m,)
-    return y
-
-
-def _householder_r(x: np.ndarray) -> np.ndarray:
-    return np.linalg.qr(x, mode="r")  # (min(m, k), k); callers hold one_thread()
-
-
-def _r_factor(x: np.ndarray) -> np.ndarray:
-    """The R factor of a tall (m, k) float64 matrix: CholeskyQR2 where backward stable, else Householder."""
-    if x.shape[0] >= x.shape[1]:
-        r = _cholqr2_r(x)
-        if r is not None:
-            return r
-    return _householder_r(x)
 
 
 def factored_floor(shape: tuple[int, int], k: int, scale: float, left_fro: float, right_fro: float) -> float:
@@ -134,7 +84,7 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
     if compute_uv:
         return _factored_vectors(lf, rf, scale, left, shape)
     with one_thread():  # k-wide factors: threads cost more in synchronization than they save
-        r_l, r_r = _r_factor(lf), _r_factor(rf.T)  # (k1, k), (k2, k)
+        r_l, r_r = r_factor(lf), r_factor(rf.T)  # (k1, k), (k2, k)
         core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
         s = np.linalg.svd(core, compute_uv=False)
     floor = factored_floor(shape, k, scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))

@@ -1,6 +1,8 @@
 """lorascope/linalg/common.py: what the SVD routes share — dtypes and ε, signs, exact sums, one BLAS
 thread."""
 
+import ctypes
+
 import numpy as np
 import pytest
 import torch
@@ -54,3 +56,15 @@ def test_arrays_convert_both_ways_and_devices_resolve():
         resolve_device("tpu")
     with one_thread(), one_thread():  # re-entrant
         pass
+
+
+def test_blas_function_finds_numpys_openblas_symbols_and_answers_none_for_unknown_names():
+    from threadpoolctl import threadpool_info
+
+    from lorascope.linalg.common import blas_function
+
+    assert blas_function("cblas_no_such_routine") is None
+    if not any(i["internal_api"] == "openblas" for i in threadpool_info()):
+        pytest.skip("numpy is not linked to OpenBLAS here; its symbol decorations are OpenBLAS's")
+    fn, int_t = blas_function("cblas_dtrsm")  # numpy 2: scipy_cblas_dtrsm64_, 64-bit integers
+    assert callable(fn) and int_t in (ctypes.c_int64, ctypes.c_int32)

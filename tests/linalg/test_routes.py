@@ -164,7 +164,7 @@ def test_factored_route_falls_back_to_householder_when_ill_conditioned():
     # a factor of condition 1e12 breaks CholeskyQR2's condition; Householder QR keeps the small values exact
     sig = [1.0, 1e-3, 1e-6, 1e-9, 1e-12]
     b, a = planted_factors(300, 200, sig, seed=16)
-    assert linalg.routes._cholqr2_r(b) is None  # the condition check refuses it
+    assert linalg.qr.cholqr2_r(b) is None  # the condition check refuses it
     got = linalg.factored_svd(b, a)
     within_floor(got.s, sig, got.floor)
     assert_sigma_close(got.s[:3], sig[:3], rtol=1e-8)
@@ -173,13 +173,6 @@ def test_factored_route_falls_back_to_householder_when_ill_conditioned():
 def test_factored_route_of_a_zero_factor():
     got = linalg.factored_svd(np.zeros((50, 4)), np.ones((4, 30)))
     assert np.all(np.asarray(got.s) == 0) and got.fro_norm == 0 and got.floor == 0
-
-
-def test_cholqr2_r_factor_equals_householder_up_to_signs():
-    x = np.random.default_rng(17).standard_normal((2000, 16)) * np.geomspace(1, 1e-4, 16)
-    r = linalg.routes._cholqr2_r(x)
-    h = np.linalg.qr(x, mode="r")
-    np.testing.assert_allclose(np.abs(r), np.abs(h), rtol=1e-9, atol=1e-13 * np.abs(h).max())
 
 
 def test_kronecker_floor_combines_the_factors():
