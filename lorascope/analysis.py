@@ -34,7 +34,7 @@ from .linalg import resolve_device, sum_squares
 from .names import split_name
 from .notebook import Results
 from .progress import progress_bar
-from .results import modules_frame, vectors_frame, versions
+from .results import versions
 from .analysis_notes import dtype_census, mixed_dtype_warnings, numerics_summary, zero_update_warnings
 from .stream import default_budget, parse_memory
 
@@ -171,10 +171,9 @@ def build_results(
 ) -> Results:
     """Assemble tables and summary from computed rows (shared by every execution backend)."""
     rows = [c.row for c in computed]
-    modules = modules_frame(rows)
     module_seconds = {c.row["name"]: round(c.seconds, 4) for c in computed}
     spectra = {c.row["name"]: c.sigma for c in computed}
-    vectors = vectors_frame([vector_row(v) for v in plan.vectors])
+    vectors = [vector_row(v) for v in plan.vectors]
     adapter_params = int(
         sum(
             FAMILIES[d.family].params(d)
@@ -205,7 +204,7 @@ def build_results(
         "dtypes": dtype_census(plan),
         "warnings": plan.warnings + zero_update_warnings(rows) + mixed_dtype_warnings(plan),
     }
-    return Results(modules, spectra, summary, vectors)
+    return Results(rows, spectra, summary, vectors)  # DataFrames made when first read
 
 
 def open_inputs(

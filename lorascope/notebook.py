@@ -12,12 +12,13 @@ sit above the report, so the report depends on the data alone.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from . import results as data
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Results(data.Results):
@@ -28,7 +29,7 @@ class Results(data.Results):
         """The same analysis (the same tables, not copies) with its views."""
         if isinstance(results, cls):
             return results
-        return cls(**{f.name: getattr(results, f.name) for f in dataclasses.fields(data.Results)})
+        return cls(*results.parts())
 
     def _repr_html_(self) -> str:
         """What a notebook shows for these results: the headline cards and the main figures, inline."""

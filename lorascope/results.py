@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 import math
 import platform
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from . import __version__
 from .errors import LorascopeError
+from .tables import (
+    LATER_COLUMNS,
+    MODULE_COLUMNS,
+    is_frame,
+    modules_frame,
+    module_rows,
+    table_rows,
+    vector_rows,
+    spectra_series,
+    vectors_frame,
+    write_csv,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODULES_CSV = "modules.csv"
 SPECTRA_FILE = "singular_values.safetensors"
@@ -29,121 +43,85 @@ TRAINING_CSV = "training_spectra.csv"
 TRAINING_SIGMA_DIR = "training_spectra"
 RESULTS_FILES = (MODULES_CSV, SPECTRA_FILE, SUMMARY_JSON)  # what makes a folder a results folder
 
-# Column order of modules.csv. Integer columns are nullable: an empty cell means "not determined"
-# (a rank beyond a randomized top-k, or no base given), never zero.
-MODULE_COLUMNS = [
-    "name",
-    "layer",
-    "module",
-    "rows",
-    "cols",
-    "source",
-    "family",
-    "method",
-    "lora_rank",
-    "scale",
-    "fro_norm",
-    "spectral_norm",
-    "base_fro_norm",
-    "relative_update",
-    "stable_rank",
-    "entropy_rank",
-    "rank_90",
-    "rank_95",
-    "rank_99",
-    "numerical_rank",
-    "gd_rank",
-    "n_singular",
-    "rank_beyond_k",
-    "sigma_floor",
-]
-# added after the first release: results written before lack them (read as empty). Per-module times moved
-# from a 'seconds' column to summary.json (timing.per_module_seconds), so tables repeat exactly.
-LATER_COLUMNS = ("family", "sigma_floor")
-INT_COLUMNS = [
-    "layer",
-    "rows",
-    "cols",
-    "lora_rank",
-    "rank_90",
-    "rank_95",
-    "rank_99",
-    "numerical_rank",
-    "gd_rank",
-    "n_singular",
-]
-VECTOR_COLUMNS = ["name", "layer", "module", "size", "fro_norm", "base_fro_norm", "relative_update"]
 
-
-def modules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """A modules table in schema order with nullable integer columns; extra keys are kept after the
-    schema's."""
-    df = pd.DataFrame(rows)
-    for col in MODULE_COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    extra = [c for c in df.columns if c not in MODULE_COLUMNS]
-    df = df[MODULE_COLUMNS + extra]
-    for col in INT_COLUMNS:
-        df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
-    df["rank_beyond_k"] = df["rank_beyond_k"].fillna(False).astype(bool)
-    for col in (
-        "scale",
-        "fro_norm",
-        "spectral_norm",
-        "base_fro_norm",
-        "relative_update",
-        "stable_rank",
-        "entropy_rank",
-        "sigma_floor",
-    ):
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    return df
-
-
-def vectors_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=VECTOR_COLUMNS)
-    df["layer"] = df["layer"].astype("Int64")
-    return df
-
-
-def spectra_series(spectra: Any) -> pd.Series:
-    """A name -> σ mapping as a pandas Series of float arrays (object dtype, indexed by module name)."""
-    items = list(spectra.items())
-    values = np.empty(len(items), dtype=object)  # filled one by one: equal-length arrays must not become 2-D
-    for i, (_, v) in enumerate(items):
-        values[i] = v
-    index = pd.Index([k for k, _ in items], dtype=object, name="name")
-    return pd.Series(values, index=index, name="singular_values")
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
-
-
-@dataclass
 class Results:
     """One analysis: the modules table, each module's singular values, 1-D updates and the run summary.
 
     The data every step passes along; ``lorascope.Results`` (``lorascope.notebook``) is this with its views
-    (what a notebook shows, the report's figures, the training record)."""
+    (what a notebook shows, the report's figures, the training record).
 
-    modules: pd.DataFrame
-    spectra: pd.Series  # module name -> σ, descending (a dict given here becomes this Series)
-    summary: dict[str, Any]
-    vectors: pd.DataFrame = field(default_factory=lambda: vectors_frame([]))
-    path: Path | None = None
+    Args:
+        modules: one row per analyzed matrix (modules.csv's schema), a DataFrame or a list of row dicts.
+        spectra: module name -> σ (descending), a mapping or a pandas Series.
+        summary: summary.json's object.
+        vectors: 1-D updates (vectors.csv), a DataFrame or a list of row dicts.
+        path: the folder the results were read from or saved to.
 
-    def __post_init__(self) -> None:
-        """``spectra`` as a pandas Series indexed by module name, each value that module's σ array (so
-        ``spectra[name]``, ``.items()`` and ``name in spectra`` read as from a dict; notebooks get pandas)."""
-        if not isinstance(self.spectra, pd.Series):
-            self.spectra = spectra_series(self.spectra)
+    ``modules``, ``spectra`` and ``vectors`` read as pandas objects; rows given as dicts become a DataFrame
+    only when first read, so writing results (``save``, ``write``) needs no pandas.
+    """
+
+    def __init__(
+        self,
+        modules: pd.DataFrame | list[dict[str, Any]],
+        spectra: Mapping[str, Any],
+        summary: dict[str, Any],
+        vectors: pd.DataFrame | list[dict[str, Any]] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self._modules = modules
+        self._spectra = spectra
+        self.summary = summary
+        self._vectors = [] if vectors is None else vectors
+        self.path = path
+
+    @property
+    def modules(self) -> pd.DataFrame:
+        """One row per analyzed matrix, in modules.csv's schema (``modules_frame``)."""
+        if not is_frame(self._modules):
+            self._modules = modules_frame(self._modules)
+        return self._modules
+
+    @modules.setter
+    def modules(self, value: pd.DataFrame) -> None:
+        self._modules = value
+
+    @property
+    def spectra(self) -> pd.Series:
+        """Module name -> σ as a pandas Series of float arrays (so ``spectra[name]``, ``.items()`` and ``name
+        in spectra`` read as from a dict; notebooks get pandas)."""
+        if not is_frame(self._spectra):
+            self._spectra = spectra_series(self._spectra)
+        return self._spectra
+
+    @spectra.setter
+    def spectra(self, value: Mapping[str, Any]) -> None:
+        self._spectra = value
+
+    @property
+    def vectors(self) -> pd.DataFrame:
+        """The 1-D updates (biases, norms), in vectors.csv's columns."""
+        if not is_frame(self._vectors):
+            self._vectors = vectors_frame(self._vectors)
+        return self._vectors
+
+    @vectors.setter
+    def vectors(self, value: pd.DataFrame) -> None:
+        self._vectors = value
+
+    def parts(self) -> tuple[Any, Any, dict[str, Any], Any, Path | None]:
+        """(modules, spectra, summary, vectors, path) as held, rows not yet made DataFrames: what a subclass
+        is built from without copying or converting."""
+        return self._modules, self._spectra, self.summary, self._vectors, self.path
+
+    def __repr__(self) -> str:
+        kind, n = self.summary.get("kind"), len(self._modules)
+        return f"{type(self).__name__}(kind={kind!r}, modules={n}, path={self.path})"
 
     def spectrum(self, name: str) -> np.ndarray:
         """Singular values of one module, descending (float64)."""
         try:
-            return np.asarray(self.spectra[name], dtype=np.float64)
+            return np.asarray(self._spectra[name], dtype=np.float64)
         except KeyError:
             raise KeyError(f"no module named {name!r} in these results") from None
 
@@ -180,9 +158,9 @@ class Results:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.modules.to_csv(folder / MODULES_CSV, index=False)
-        self.vectors.to_csv(folder / VECTORS_CSV, index=False)
-        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.spectra.items()}
+        write_csv(folder / MODULES_CSV, *table_rows(self._modules, module_rows))
+        write_csv(folder / VECTORS_CSV, *table_rows(self._vectors, vector_rows))
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self._spectra.items()}
         save_file(arrays, str(folder / SPECTRA_FILE), metadata={"content": "singular values, descending"})
         write_json(folder / SUMMARY_JSON, self.summary)
         self.path = folder
@@ -292,6 +270,8 @@ def load_results(path: str | Path) -> Results:
             "Results folders are written by `lorascope spectrum` (or Results.save)."
         )
     try:
+        import pandas as pd
+
         raw = pd.read_csv(path / MODULES_CSV, keep_default_na=True)
         spectra = {k: v.astype(np.float64) for k, v in load_file(str(path / SPECTRA_FILE)).items()}
         with open(path / SUMMARY_JSON, encoding="utf-8") as fh:

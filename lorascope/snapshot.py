@@ -31,7 +31,7 @@ from .errors import LorascopeError
 from .linalg import svd
 from .metrics import module_metrics
 from .names import module_type, split_name, strip_adapter_prefix
-from .results import modules_frame
+from .tables import modules_frame
 
 HEADLINE_PREFIX = "lorascope/"
 DORA_NOTE = (

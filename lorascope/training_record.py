@@ -20,7 +20,8 @@ import pandas as pd
 
 from . import __version__
 from .errors import LorascopeError
-from .results import MODULE_COLUMNS, TRAINING_CSV, TRAINING_SIGMA_DIR, Results
+from .results import TRAINING_CSV, TRAINING_SIGMA_DIR, Results
+from .tables import MODULE_COLUMNS
 from .snapshot import Snapshot, headline, snapshot
 
 STEP_FILE = "step-{step:08d}.safetensors"

@@ -138,7 +138,6 @@ def spectrum(
     """
     from ..analysis import analyze
     from ..errors import LorascopeError
-    from .summary import print_summary
 
     if len(inputs) > 2:
         raise LorascopeError(
@@ -183,11 +182,16 @@ def spectrum(
             write_report(results, tx.stage / REPORT_HTML)
     results.path = tx.path
     if not quiet and not json_mode():
+        from .summary import print_summary
+
         print_summary(results)
     wrote(out)
     if not no_report:
         wrote(out / REPORT_HTML, "report")
-    emit({"results": out, "report": None if no_report else out / REPORT_HTML}, **spectrum_document(results))
+    if json_mode():
+        emit(
+            {"results": out, "report": None if no_report else out / REPORT_HTML}, **spectrum_document(results)
+        )
 
 
 def spectrum_document(results) -> dict:

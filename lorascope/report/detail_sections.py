@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from ..results import MODULE_COLUMNS
+from ..tables import MODULE_COLUMNS
 from . import data
 from . import figures as fg
 from .blocks import Block, FigureBlock, NoteBlock, TableBlock
