@@ -1,18 +1,10 @@
-"""Owns claims files (``lorascope audit CLAIMS.yaml``): reading and validating them, and running every claim
-into one table, which ``render`` shows in the terminal and writes as audit.csv and audit.html.
+"""Owns claims files (``lorascope audit CLAIMS.yaml``, e.g. examples/claims.yaml): reading and validating
+them, and running every claim into one table, which ``render`` shows and writes as audit.csv and audit.html.
 
-The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim (any claim
-key, e.g. ``tolerance``, ``shapes``, ``dtype``). One claim::
-
-    - name: "Blog post X: Llama-2-7B, q and v, r=8"
-      model: configs/llama-2-7b-hf.json       # config.json, model folder or checkpoint, relative to this file
-      rank: 8
-      alpha: 16
-      targets: [q_proj, v_proj]               # or attn | mlp | all-linear | a regex string
-      claimed: {lora: 4.2M, percent: 0.06, total: 6.7B}
-      source: https://example.org/post        # free text, shown in the table
-
-``read_claims`` validates every entry and raises once with all problems; ``run_claims`` evaluates them.
+The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim. A claim
+names a ``model`` (config.json, folder or checkpoint, relative to the file), LoRA settings (``KEYS``, PEFT's
+names accepted), ``claimed`` figures (``lora``, ``percent``, ``total``: 4.2M, 0.06, 6.7B) and a free-text
+``source``. ``read_claims`` raises once with every problem; ``run_claims`` evaluates the claims.
 """
 
 from __future__ import annotations

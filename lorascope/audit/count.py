@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ..checkpoint.peft import pattern_key
+from ..checkpoint.peft_config import pattern_key, pattern_problems
 from ..errors import LorascopeError
 from .shapes import ModelShapes, ModuleShape, layer_of, type_of
 from .targets import TargetMatch, TargetSpec, match_targets, names_component
@@ -66,10 +66,7 @@ class LoraSettings:
             out.append(f"bias must be one of {BIAS_MODES}, got {bias!r}")
         if (layers := f.get("layers")) is not None and (not layers or any(i < 0 for i in layers)):
             out.append(f"layers must be a non-empty list of layer indices ≥ 0, got {layers!r}")
-        if not isinstance(pattern := f.get("rank_pattern", {}), Mapping):
-            out.append(f"rank_pattern must be a mapping of name patterns to ranks, found {pattern!r}")
-        for k, r in pattern.items() if isinstance(pattern, Mapping) else ():
-            out += [] if count(r) else [f"rank_pattern[{k!r}] must be a positive integer rank, got {r!r}"]
+        out += pattern_problems({"rank_pattern": f.get("rank_pattern")}, {"rank_pattern": True})  # as PEFT's
         saved = f.get("modules_to_save", ())
         if not isinstance(saved, (list, tuple)) or not all(isinstance(m, str) for m in saved):
             out.append(f"modules_to_save must be a module name or a list of names, found {saved!r}")

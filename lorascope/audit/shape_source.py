@@ -34,18 +34,20 @@ IGNORED_KEYS = ("auto_map", "_name_or_path", "transformers_version", "architectu
 # Keys that set the shapes of most architectures; transformers fills any that are missing with its defaults.
 SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 # The built-in rule's architectures: model_type -> (what its transformers config class fills in for keys a
-# config.json leaves out, how its layers differ from Llama's). Mixtral's experts (num_local_experts) follow
-# the checkpoint layout, one Linear per expert, as adapters trained on it name them.
+# config.json leaves out, how its layers differ from a bias-free Llama: the config keys it reads for biases,
+# q/k/v always biased, q/k RMSNorm, sandwich norms, fused qkv_proj and gate_up_proj). Mixtral's experts
+# (num_local_experts) follow the checkpoint layout, one Linear per expert, as adapters trained on it hold.
 DECODERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "llama": ({}, ()),
+    "llama": ({}, ("attention_bias", "mlp_bias")),
     "mistral": ({"num_key_value_heads": 8}, ()),
     "mixtral": ({"num_key_value_heads": 8, "num_local_experts": 8}, ()),
-    "qwen2": ({"num_key_value_heads": 32}, ("qkv_bias",)),  # q, k, v biased and o not, always
-    "qwen3": ({"num_key_value_heads": 32, "head_dim": 128}, ("qk_norm",)),  # RMSNorm over head_dim on q, k
-    "gemma": ({"num_key_value_heads": 16, "head_dim": 256, "tie_word_embeddings": True}, ()),
-    "gemma2": ({"num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True}, ("sandwich_norms",)),
-    "phi3": ({}, ("fused",)),  # qkv_proj and gate_up_proj
-}
+    "qwen2": ({"num_key_value_heads": 32}, ("qkv_bias",)),
+    "qwen3": ({"num_key_value_heads": 32, "head_dim": 128}, ("attention_bias", "qk_norm")),
+    "gemma": ({"num_key_value_heads": 16, "head_dim": 256, "tie_word_embeddings": True}, ("attention_bias",)),
+    "gemma2": ({"num_key_value_heads": 4, "head_dim": 256, "tie_word_embeddings": True},
+               ("attention_bias", "sandwich_norms")),
+    "phi3": ({}, ("fused",)),
+}  # fmt: skip
 RULE_HEADS = ("base", "causal-lm", "seq-cls")
 
 
@@ -242,8 +244,8 @@ def _quiet():
 def rule_shapes(config: dict[str, Any], head: str | None = None, where: str = "config.json") -> ModelShapes:
     """A model's modules from its config by lorascope's one rule for the Llama family (``DECODERS``): the
     module tree transformers builds from hidden_size, intermediate_size, num_attention_heads,
-    num_key_value_heads, head_dim, vocab_size, num_hidden_layers, num_local_experts, attention_bias, mlp_bias
-    and tie_word_embeddings. A head puts the backbone under ``model.``, as ``…ForCausalLM`` wraps ``…Model``.
+    num_key_value_heads, head_dim, vocab_size, num_hidden_layers, num_local_experts, the bias keys and
+    tie_word_embeddings. A head puts the backbone under ``model.``, as ``…ForCausalLM`` wraps ``…Model``.
 
     Raises:
         LorascopeError: an architecture or head outside the rule, or a missing or invalid config key.
@@ -279,8 +281,8 @@ def rule_shapes(config: dict[str, Any], head: str | None = None, where: str = "c
                                                   "vocab_size"))  # fmt: skip
     q, kv = heads * (hd := size("head_dim", None) or h // heads), size("num_key_value_heads", heads) * hd
     experts, fused = size("num_local_experts", None), "fused" in quirks
-    attn_bias, mlp_bias = bool(c.get("attention_bias")), bool(c.get("mlp_bias"))
-    qkv_bias, o_bias = attn_bias or "qkv_bias" in quirks, attn_bias and "qkv_bias" not in quirks
+    o_bias, mlp_bias = (k in quirks and bool(c.get(k)) for k in ("attention_bias", "mlp_bias"))
+    qkv_bias = o_bias or "qkv_bias" in quirks
     sandwich = (
         ("pre_feedforward_layernorm", "post_feedforward_layernorm") if "sandwich_norms" in quirks else ()
     )

@@ -1,8 +1,7 @@
 """Owns what a model is made of, for counting: its named modules with weight shapes and tied weights.
 
-The data types every audit step shares (``ModuleShape``, ``ParamShape``, ``ModelShapes``) and pure
-operations on them: totals, module types and roles, re-layering, the head a config names. Where shapes come
-from is ``shape_source``'s concern.
+The data types every audit step shares and pure operations on them: totals, module types and roles,
+re-layering, the head a config names. Where shapes come from is ``shape_source``'s concern.
 """
 
 from __future__ import annotations
@@ -31,9 +30,8 @@ ROLE_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("attn.c_attn", "qkv"), ("attn.c_proj", "o"), ("mlp.c_fc", "up"), ("mlp.c_proj", "down"),
     ("gate_up_proj", "gate_up"), ("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down"),
     ("experts.*.w1", "gate"), ("experts.*.w3", "up"), ("experts.*.w2", "down"),
-    ("block_sparse_moe.gate", "router"), ("ffn.lin1", "up"), ("ffn.lin2", "down"),
-    ("embed_tokens", "embed"), ("wte", "embed"), ("word_embeddings", "embed"),
-    ("lm_head", "head"), ("vocab_projector", "head"), ("predictions.decoder", "head"),
+    ("ffn.lin1", "up"), ("ffn.lin2", "down"), ("lm_head", "head"), ("vocab_projector", "head"),
+    ("predictions.decoder", "head"),
 )  # fmt: skip
 ATTENTION_ROLES = ("q", "k", "v", "o", "qkv")
 MLP_ROLES = ("gate", "up", "down", "gate_up")
@@ -50,7 +48,7 @@ def layer_of(name: str) -> int | None:
 
 
 def role_of(name: str) -> str | None:
-    """'q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'router', 'embed', 'head' or None."""
+    """'q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'head' (an output head) or None."""
     typed = module_type(name)
     return next((r for s, r in ROLE_SUFFIXES if typed == s or typed.endswith("." + s)), None)
 

@@ -1,16 +1,10 @@
 """Owns which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
 
-- A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` matches
-  both ``attn.c_proj`` and ``mlp.c_proj`` in GPT-2).
-- A string is a regular expression that must match the whole module name (``re.fullmatch``).
-- ``all-linear`` is every Linear / Conv1D layer except the output layer (the output embeddings, or for a
-  classifier the ``score`` / ``classifier`` head).
-- ``layers_to_transform`` (``--layers``) keeps only modules whose first numbered component is listed; PEFT
-  applies it to name lists only and refuses it with a regex or all-linear.
-- A module named by ``modules_to_save`` is never a LoRA target.
-
-``attn`` and ``mlp`` are lorascope presets per architecture (``PRESETS``); with no targets, PEFT's default
-for the architecture is used (``PEFT_DEFAULTS``, PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` reaches
+``attn.c_proj`` and ``mlp.c_proj`` in GPT-2); a string is a full-match regex; ``all-linear`` is every Linear
+and Conv1D layer but the output layer. ``layers_to_transform`` filters name lists only; ``modules_to_save``
+is never a LoRA target. ``attn`` and ``mlp`` are lorascope presets (``PRESETS``); no targets means PEFT's
+default for the architecture (``PEFT_DEFAULTS``: TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 """
 
 from __future__ import annotations

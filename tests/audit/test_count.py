@@ -101,7 +101,7 @@ def test_settings_validate_fields():
         LoraSettings(rank=0)
     with pytest.raises(ValueError, match="bias must be one of"):
         LoraSettings(bias="some")
-    with pytest.raises(ValueError, match=r"rank_pattern\['v_proj'\] must be a positive integer"):
+    with pytest.raises(ValueError, match=r"'rank_pattern' entry 'v_proj' must be a positive integer"):
         LoraSettings(rank_pattern={"v_proj": 0})
     assert LoraSettings(targets=TargetSpec(preset="attn")).targets.preset == "attn"
 

@@ -247,3 +247,19 @@ def test_rules_equal_transformers_module_by_module(configs, name):
         theirs = {k: v for k, v in theirs.items() if ".mlp." not in k}
         assert len(hf.parameters) == 3 * 32 and "fused as 3-D parameters" in hf.notes[0]
     assert ours == theirs
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("arch", sorted(DECODERS))
+def test_the_rule_reads_the_bias_keys_as_transformers_does(arch, hf):
+    """attention_bias and mlp_bias set: each architecture's biases as its transformers modeling code has them
+    (read from the config by Llama, Qwen3 and Gemma; fixed by Mistral, Mixtral, Phi-3 and Qwen2)."""
+    tiny = {"model_type": arch, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 11,
+            "num_local_experts": 2, "attention_bias": True, "mlp_bias": True, "pad_token_id": 0}  # fmt: skip
+    cfg = tiny if arch == "mixtral" else {k: v for k, v in tiny.items() if k != "num_local_experts"}
+    rules, theirs = rule_shapes(cfg), hf(cfg)
+    biases = {m.name: m.bias for m in rules.modules if m.bias}
+    if arch != "mixtral":  # transformers 5 fuses Mixtral's experts; the biases are compared by total below
+        assert biases == {m.name: m.bias for m in theirs.modules if m.bias}
+    assert rules.total == theirs.total
