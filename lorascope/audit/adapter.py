@@ -128,27 +128,16 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
         stats: values of its tensors by key (``scan_adapter``).
         model: the base model's shapes, optional.
     """
-    cfg, settings = adapter.config, settings_of(adapter.config)
-    findings = []
-
-    def find(severity: str, message: str) -> None:
-        findings.append(Finding(severity, message))
-
-    for w in adapter.warnings:  # a rank other than the config's is reported below, as an error
-        if not w["reason"].startswith("tensors have rank"):
-            find("note", f"{w['name']}: {w['reason']}")
+    settings = settings_of(adapter.config)
     rows = []
     for m in adapter.modules:
         (out, inn), held = m.shape, [r for r in (m.left, m.right, m.magnitude) if r is not None]
-        zero = [
-            next((p for p in FACTORS if p in r.key), r.key) for r in held[:2] if stats[r.key].all_zero
-        ]  # B, A
+        zero = [next((p for p in FACTORS if p in r.key), r.key) for r in held[:2] if stats[r.key].all_zero]
         bad = sum(stats[r.key].nan + stats[r.key].inf for r in held)
         magnitude = (inn if m.kind == "embedding" else out) if settings.dora else 0
         actual, configured = sum(math.prod(r.shape) for r in held), m.rank * (out + inn) + magnitude
         rows.append((m.name, layer_of(m.name), type_of(m.name), m.kind, out, inn, m.tensor_rank, m.rank,
                      actual, configured, ",".join(zero), bad))  # fmt: skip
-    table = pd.DataFrame(rows, columns=COLUMNS)
     saved = []
     for name, ref in {**adapter.dense, **adapter.vectors}.items():
         info, owner = (
@@ -156,86 +145,96 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
             name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name,
         )
         saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, owner))
-    saved = pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"])
     # the adapter's own modules as a model, to match its config's targets against
     own = [
         ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0)
         for m in adapter.modules
     ]
-    own = ModelShapes("adapter", "unknown", tuple(own))
-    match = match_targets(own, settings.targets, settings.layers, (), settings.layers_pattern)
-    targets = {t: dict(Counter(map(type_of, names))) for t, names in match.by_target.items()}
+    match = match_targets(ModelShapes("adapter", "unknown", tuple(own)), settings.targets, settings.layers,
+                          (), settings.layers_pattern)  # fmt: skip
+    audit = AdapterAudit(
+        str(adapter.path), adapter.config, pd.DataFrame(rows, columns=COLUMNS),
+        pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"]),
+        {t: dict(Counter(map(type_of, names))) for t, names in match.by_target.items()}, (),
+    )  # fmt: skip
+    notes = [Finding("note", f"{w['name']}: {w['reason']}") for w in adapter.warnings
+             if not w["reason"].startswith("tensors have rank")]  # reported as an error below  # fmt: skip
+    audit = replace(audit, findings=(*notes, *_findings(audit, stats, settings.modules_to_save)))
+    return audit if model is None else _against_model(audit, adapter, model, settings)
 
+
+def _findings(a: AdapterAudit, stats: dict[str, TensorStats], listed: tuple[str, ...]) -> list[Finding]:
+    """Ranks other than the config's, all-zero factors, NaN or Inf, full tensors, targets reaching nothing
+    or several module types."""
+    out, table, saved = [], a.modules, a.saved
     if not (off := table[table["tensor_rank"] != table["r"]]).empty:
         shown = ", ".join(f"{r.name} (rank {r.tensor_rank}, config r={r.r})" for r in off[:5].itertuples())
-        find("error", f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
-             f"adapter_config.json: {shown}{f' and {len(off) - 5} more' if len(off) > 5 else ''}. PEFT would "
-             "refuse to load them (size mismatch).")  # fmt: skip
+        shown += f" and {len(off) - 5} more" if len(off) > 5 else ""
+        what = f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in adapter_config"
+        out.append(("error", f"{what}.json: {shown}. PEFT would refuse to load them (size mismatch)."))
     if not (zero := table[table["zero_factor"] != ""]).empty:
         every = len(zero) == len(table)
-        scope = (
-            "every module" if every else f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
-        )
+        scope = f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
         end = " — this adapter never trained (or was saved before training)." if every else "."
-        find("error" if every else "warning", f"{zero['zero_factor'].iloc[0]} is all zeros in {scope}: ΔW = "
-             f"s·B·A is exactly zero there, as PEFT initializes it{end}")  # fmt: skip
+        what = f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}"
+        out.append(("error" if every else "warning", f"{what}: ΔW = s·B·A is exactly zero there, as PEFT "
+                    f"initializes it{end}"))  # fmt: skip
     if bad := {k: s for k, s in stats.items() if s.nan or s.inf}:
         shown = ", ".join(f"{k} ({s.nan} NaN, {s.inf} Inf)" for k, s in list(bad.items())[:4])
-        find("error", f"{len(bad)} tensor(s) hold NaN or Inf values: {shown}.")
-    listed = settings.modules_to_save
+        out.append(("error", f"{len(bad)} tensor(s) hold NaN or Inf values: {shown}."))
     if not saved.empty:
         shown = ", ".join(f"{r.name} {'×'.join(map(str, r.shape))}" for r in saved.head(6).itertuples())
         total = f"{int(saved['params'].sum()):,} parameters, {int(saved['bytes'].sum()):,} bytes"
-        find("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({total}): {shown}")
+        out.append(("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({total}): {shown}"))
     for module in dict.fromkeys(saved["module"]):
+        by_suffix = [t for t in listed if module.endswith(t)]
         if any(names_component(t, module) for t in listed):
             continue
-        if by_suffix := [t for t in listed if module.endswith(t)]:
+        if by_suffix:
             n = int(saved.loc[saved["module"] == module, "params"].sum())
-            find("warning", f"{module} was saved and trained in full although modules_to_save {list(listed)} "
-                 "does not name it: PEFT matches modules_to_save by plain string suffix, so "
-                 f"{by_suffix[0]!r} also reaches {module} ({n:,} parameters).")  # fmt: skip
+            why = f"PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also reaches"
+            out.append(("warning", f"{module} was saved and trained in full although modules_to_save "
+                        f"{list(listed)} does not name it: {why} {module} ({n:,} parameters)."))  # fmt: skip
         else:
-            find("note", f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not "
-                 "name it (a trained bias, or a tensor saved by hand).")  # fmt: skip
-    if dead := [t for t, types in targets.items() if not types]:
-        find("warning", f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in "
-             "this adapter: PEFT ignores a target that matches nothing as long as another one "
-             "matches.")  # fmt: skip
-    for t, types in targets.items():
-        if len(types) > 1:
-            listed_types = ", ".join(f"{k} (×{n})" for k, n in types.items())
-            find("note", f"target {t!r} reaches {len(types)} module types: {listed_types}.")
-    audit = AdapterAudit(str(adapter.path), cfg, table, saved, targets, tuple(findings))
-    return audit if model is None else _against_model(audit, adapter, model, settings)
+            out.append(("note", f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) "
+                        "does not name it (a trained bias, or a tensor saved by hand)."))  # fmt: skip
+    if dead := [t for t, types in a.targets.items() if not types]:
+        why = "PEFT ignores a target that matches nothing as long as another one matches"
+        out.append(("warning", f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no "
+                    f"module in this adapter: {why}."))  # fmt: skip
+    for t, types in a.targets.items():
+        listed_types = ", ".join(f"{k} (×{n})" for k, n in types.items())
+        out += (
+            [("note", f"target {t!r} reaches {len(types)} module types: {listed_types}.")]
+            if len(types) > 1
+            else []
+        )
+    return [Finding(*f) for f in out]
 
 
 def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings):
     """Expected modules and counts from the config on the base model, compared with what the adapter holds."""
     count, held, shapes = count_lora(model, settings), {m.name: m for m in adapter.modules}, model.by_name()
     index, missing, mismatched, found = NameIndex(held), [], [], set()
-    tied = (
-        count.tying.tied_lora if count.tying.embedding in count.match.modules else ()
-    )  # PEFT saves them too
+    tied = count.tying.tied_lora if count.tying.embedding in count.match.modules else ()  # PEFT saves them
     for name in (*count.match.modules, *tied):
         if (hit := index.find(name)) is None:
             missing.append(name)
         elif tuple(held[hit].shape) != tuple(want := shapes[name].shape):
             mismatched.append(f"{hit} {held[hit].shape} vs the model's {want}")
         found.add(hit)
-    extra = [n for n in held if n not in found]
-    findings = [*audit.findings]
+    extra, out = [n for n in held if n not in found], [*audit.findings]
     if mismatched:
         why = f"this adapter was trained on another model: {'; '.join(mismatched[:3])}"
-        findings.append(
+        out.append(
             Finding(
                 "error", f"{len(mismatched)} module(s) differ in shape from the given base model — {why}."
             )
         )
     if missing:
         held_not = f"{len(missing)} module(s) of the base model that the adapter does not hold"
-        findings.append(Finding("warning", f"the config reaches {held_not}, e.g. {', '.join(missing[:3])}."))
+        out.append(Finding("warning", f"the config reaches {held_not}, e.g. {', '.join(missing[:3])}."))
     if extra:
         created = f"{len(extra)} module(s) its config would not create on this model"
-        findings.append(Finding("warning", f"the adapter holds {created}, e.g. {', '.join(extra[:3])}."))
-    return replace(audit, findings=tuple(findings), model_count=count)
+        out.append(Finding("warning", f"the adapter holds {created}, e.g. {', '.join(extra[:3])}."))
+    return replace(audit, findings=tuple(out), model_count=count)

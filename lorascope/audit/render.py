@@ -32,6 +32,13 @@ PAGE_COLUMNS = {
 }  # fmt: skip
 
 
+def escape(text: str) -> str:
+    """User and library text printed as is: '[hf]' is not a rich style tag."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
 def _console(console: Any | None):
     from rich.console import Console
 
@@ -83,9 +90,9 @@ def print_params(result: Any, console: Any | None = None) -> None:
     lora = f"r={s.rank} · alpha={s.alpha:g} · targets {c.match.label} → {len(c.rows)} modules"
     con.print(f"[bold]LoRA[/]    {lora}" + "".join(f" · {e}" for e in extras if e))
     for w in result.warnings:
-        con.print(f"[yellow]warning:[/] {w}")
+        con.print(f"[yellow]warning:[/] {escape(w)}")
     for note in m.notes:
-        con.print(f"[cyan]note:[/] {note}")
+        con.print(f"[cyan]note:[/] {escape(note)}")
     _print_matched(con, c)
     types = [(r.module_type, r.modules, f"{r.rows}×{r.cols}", r.r, f"{r.params // r.modules:,}",
               f"{r.params:,}") for r in c.by_type().itertuples()]  # fmt: skip
@@ -139,7 +146,7 @@ def _figures_table(con: Any, rows: list[dict[str, Any]], title: str | None = Non
         error = "" if pd.isna(r["relative_error"]) else f"{r['relative_error']:+.2%}"
         verdict = f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]"
         cells.append([r["figure"], r["claimed_text"], r["exact_text"], error, verdict])
-        cells[-1] = [r["name"], *cells[-1], r["explanation"] or ""] if named else cells[-1]
+        cells[-1] = [escape(r["name"]), *cells[-1], escape(r["explanation"] or "")] if named else cells[-1]
     columns = ("figure", "claimed", "exact", "error", "verdict")
     _table(con, ("name", *columns, "explanation") if named else columns, cells, title)
 
@@ -150,9 +157,9 @@ def print_claim(check: ClaimCheck, console: Any | None = None) -> None:
     _figures_table(con, rows, f"claim (tolerance {check.figures[0].tolerance:.1%})")
     for r in rows:
         if r["explanation"]:
-            con.print(f"  {r['figure']}: {r['explanation']} (claim within {r['fit']:.2%})")
+            con.print(f"  {r['figure']}: {escape(r['explanation'])} (claim within {r['fit']:.2%})")
             for other in r["also"]:
-                con.print(f"    [dim]also consistent: {other}[/]")
+                con.print(f"    [dim]also consistent: {escape(other)}[/]")
         elif r["verdict"] != "ok":
             con.print(f"  {r['figure']}: no common mistake changes this figure")
 
@@ -190,7 +197,7 @@ def print_adapter(result: Any, console: Any | None = None) -> None:
         con.print(f"[bold]on the base model[/] ({both(c.total)} parameters): the config creates "
                   f"{both(c.trainable)} trainable; the adapter holds {share} of the model")  # fmt: skip
     for f in a.findings:
-        con.print(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}:[/] {f.message}")
+        con.print(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}:[/] {escape(f.message)}")
     if not a.findings:
         con.print("[green]no findings[/]")
     if result.claim is not None:
@@ -202,7 +209,7 @@ def print_claims_table(table: pd.DataFrame, console: Any | None = None) -> None:
     con = _console(console)
     _figures_table(con, table.to_dict("records"), named=True)
     for name, note in claim_notes(table):
-        con.print(f"[yellow]note[/] {name}: {note}")
+        con.print(f"[yellow]note[/] {escape(name)}: {escape(note)}")
 
 
 def render_page(table: pd.DataFrame, title: str, subtitle: str = "", footer: str = "") -> str:

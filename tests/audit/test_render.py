@@ -76,3 +76,15 @@ def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir, hf):
     assert list(csv["verdict"]) == [r["verdict"] for r in rows]
     assert list(csv["relative_error"]) == [r["relative_error"] for r in rows]
     assert "claimed_text" not in csv.columns
+
+
+def test_notes_print_as_written(config_dir, monkeypatch):
+    from lorascope.audit import shape_source
+
+    monkeypatch.setattr(shape_source, "transformers_available", lambda: False)
+    result = audit_source(
+        config_dir / "llama-2-7b-hf.json", LoraSettings(rank=8, targets=parse_targets("q_proj"))
+    )
+    con = console()
+    print_params(result, con)
+    assert "pip install 'lorascope[hf]'" in con.file.getvalue()  # not read as a rich style tag
