@@ -140,18 +140,13 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
                      actual, configured, ",".join(zero), bad))  # fmt: skip
     saved = []
     for name, ref in {**adapter.dense, **adapter.vectors}.items():
-        info, owner = (
-            ref.store.info(ref.key),
-            name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name,
-        )
-        saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, owner))
+        info, module = ref.store.info(ref.key), name.removesuffix(".weight").removesuffix(".bias")
+        saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, module))
     # the adapter's own modules as a model, to match its config's targets against
-    own = [
-        ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0)
-        for m in adapter.modules
-    ]
-    match = match_targets(ModelShapes("adapter", "unknown", tuple(own)), settings.targets, settings.layers,
-                          (), settings.layers_pattern)  # fmt: skip
+    own = [ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0)
+           for m in adapter.modules]  # fmt: skip
+    own = ModelShapes("adapter", "unknown", tuple(own))
+    match = match_targets(own, settings.targets, settings.layers, (), settings.layers_pattern)
     audit = AdapterAudit(
         str(adapter.path), adapter.config, pd.DataFrame(rows, columns=COLUMNS),
         pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"]),
