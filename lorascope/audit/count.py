@@ -56,8 +56,8 @@ class LoraSettings:
     @staticmethod
     def problems(f: Mapping[str, Any]) -> list[str]:
         """Every invalid field among ``f`` (LoraSettings field -> value), one sentence each."""
-        out, count = [], lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-        if not count(rank := f.get("rank", 16)):
+        out, rank = [], f.get("rank", 16)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             out.append(f"rank must be a positive integer, got {rank!r}")
         alpha = f.get("alpha", 32)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
