@@ -165,22 +165,31 @@ def loads_json(text: str | bytes, where: str) -> Any:
 
 
 def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> Any:
-    """A JSON file read with the limits of ``loads_json`` and at most ``max_bytes`` long.
+    """A JSON file read with the limits of ``loads_json`` and at most ``max_bytes`` long (``read_text``).
 
     Raises:
         LorascopeError: missing, a folder, unreadable, too long, not UTF-8 or not strict JSON.
+    """
+    return loads_json(read_text(path, what or "a JSON file", max_bytes), str(path))
+
+
+def read_text(path: Path, what: str, max_bytes: int, kind: str = "JSON config or index") -> str:
+    """A UTF-8 text file at most ``max_bytes`` long (a ``kind`` of file, for messages; ``what`` says what the
+    file should be).
+
+    Raises:
+        LorascopeError: missing, not a regular file, unreadable, too long or not UTF-8, naming the file.
     """
     path = Path(path)
     label = str(path)  # messages read "<path> is not valid JSON …"; ``what`` says what the file should be
     try:
         size = path.stat().st_size
         if not path.is_file():
-            raise LorascopeError(f"{label} is not a regular file; expected {what or 'a JSON file'}.")
+            raise LorascopeError(f"{label} is not a regular file; expected {what}.")
         if size > max_bytes:
             raise LorascopeError(
-                f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a "
-                f"JSON config or index may be; it is not {what or 'one'} lorascope can read "
-                "safely."
+                f"{label} is {human_bytes(size)}, more than the {human_bytes(max_bytes)} a {kind} may be; it "
+                f"is not {what} lorascope can read safely."
             )
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
@@ -188,7 +197,10 @@ def read_json(path: Path, what: str = "", max_bytes: int = MAX_JSON_BYTES) -> An
         raise LorascopeError(f"{label} does not exist.") from None
     except OSError as exc:
         raise LorascopeError(f"{label} could not be read: {exc.strerror or exc}.") from None
-    return loads_json(raw, label)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LorascopeError(f"{label} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
 
 
 # ---- numbers from configs --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ model's shapes, against what that config would create on it.
 Findings: actual versus configured parameter counts, tensors whose rank differs from ``r`` / ``rank_pattern``,
 targets that reached nothing or more than one module type, ``lora_B`` all zeros (an update that is exactly
 zero: never trained), NaN or Inf values, and the full tensors saved for ``modules_to_save``. Tensor values
-are read once, as ``TensorStats`` (``scan_adapter``); the checks are pure.
+are read once (``scan_adapter``); the checks are pure.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -22,25 +22,57 @@ from ..checkpoint import Adapter
 from ..checkpoint.peft import open_peft
 from ..errors import LorascopeError
 from ..names import NameIndex
-from .count import LoraCount, LoraSettings, count_lora, peft_match, peft_tying
+from .count import LoraCount, LoraSettings, count_lora
 from .shapes import ModelShapes, ModuleShape, layer_of, type_of
-from .targets import ALL_LINEAR, TargetSpec, in_modules_to_save, match_targets
+from .targets import ALL_LINEAR, TargetSpec, match_targets, names_component
 
 SEVERITIES = ("error", "warning", "note")
 # modules PEFT adds to modules_to_save for a task type (PeftModelForSequenceClassification and friends)
-TASK_SAVED = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score"),
-              "QUESTION_ANS": ("qa_outputs",)}  # fmt: skip
+TASK_SAVED = {
+    "SEQ_CLS": ("classifier", "score"),
+    "TOKEN_CLS": ("classifier", "score"),
+    "QUESTION_ANS": ("qa_outputs",),
+}
 FACTORS = ("lora_embedding_A", "lora_embedding_B", "lora_A", "lora_B")
+COLUMNS = ["name", "layer", "module_type", "kind", "rows", "cols", "tensor_rank", "r", "actual", "configured",
+           "zero_factor", "nonfinite"]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class TensorStats:
+class TensorStats(NamedTuple):
     """What the adapter audit needs from a tensor's values."""
 
-    numel: int
     all_zero: bool
     nan: int
     inf: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # error | warning | note
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+@dataclass(frozen=True)
+class AdapterAudit:
+    """Everything the adapter audit found."""
+
+    path: str
+    config: dict[str, Any]
+    modules: pd.DataFrame  # one row per LoRA module (``COLUMNS``)
+    saved: pd.DataFrame  # one row per full tensor (modules_to_save, biases)
+    targets: dict[str, dict[str, int]]  # config target -> {module type: modules reached}
+    findings: tuple[Finding, ...]
+    model_count: LoraCount | None = None  # the config applied to the base model, when its shapes were given
+
+    actual = property(lambda self: int(self.modules["actual"].sum()))
+    configured = property(lambda self: int(self.modules["configured"].sum()))
+    saved_params = property(lambda self: int(self.saved["params"].sum()) if not self.saved.empty else 0)
+    trainable = property(lambda self: self.actual + self.saved_params)
+    ok = property(lambda self: not any(f.severity == "error" for f in self.findings))
 
 
 def load_adapter(path: str | Path) -> Adapter:
@@ -64,74 +96,27 @@ def scan_adapter(adapter: Adapter) -> dict[str, TensorStats]:
     out = {}
     for ref in (*refs, *adapter.dense.values(), *adapter.vectors.values()):
         values = ref.load_numpy(np.float32, finite=False)  # counted here, not refused
-        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
-        out[ref.key] = TensorStats(values.size, not values.any(), nan, inf)
+        out[ref.key] = TensorStats(not values.any(), int(np.isnan(values).sum()), int(np.isinf(values).sum()))
     return out
 
 
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # error | warning | note
-    message: str
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
-
-
-@dataclass(frozen=True)
-class AdapterAudit:
-    """Everything the adapter audit found."""
-
-    path: str
-    config: dict[str, Any]
-    modules: pd.DataFrame  # one row per LoRA module
-    saved: pd.DataFrame  # one row per full tensor (modules_to_save, biases)
-    targets: dict[str, dict[str, int]]  # config target -> {module type: modules reached}
-    findings: tuple[Finding, ...]
-    model_count: LoraCount | None = None  # the config applied to the base model, when its shapes were given
-    model_total: int | None = None
-
-    @property
-    def actual(self) -> int:
-        return int(self.modules["actual"].sum())
-
-    @property
-    def configured(self) -> int:
-        return int(self.modules["configured"].sum())
-
-    @property
-    def saved_params(self) -> int:
-        return int(self.saved["params"].sum()) if not self.saved.empty else 0
-
-    @property
-    def trainable(self) -> int:
-        return self.actual + self.saved_params
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-
-def target_spec(config: dict[str, Any]) -> TargetSpec:
-    """target_modules as PEFT reads it: a list of names, or a string: a full-match regex or all-linear."""
-    value = config.get("target_modules")
-    if isinstance(value, str):
-        return TargetSpec(preset=ALL_LINEAR) if value.lower() == ALL_LINEAR else TargetSpec(regex=value)
-    return TargetSpec(names=tuple(str(v) for v in value or ()))
-
-
 def settings_of(config: dict[str, Any]) -> LoraSettings:
-    """The LoraSettings an adapter_config.json describes; modules_to_save includes what its task type adds."""
-    layers = config.get("layers_to_transform")
+    """The LoraSettings an adapter_config.json describes: target_modules as PEFT reads it (a list of names, or
+    a string: a full-match regex or all-linear); modules_to_save with what its task type adds."""
+    value, layers = config.get("target_modules"), config.get("layers_to_transform")
+    if isinstance(value, str):
+        targets = TargetSpec(preset=ALL_LINEAR) if value.lower() == ALL_LINEAR else TargetSpec(regex=value)
+    else:
+        targets = TargetSpec(names=tuple(str(v) for v in value or ()))
     layers = [layers] if isinstance(layers, int) else layers
     saved = [*(config.get("modules_to_save") or ()), *TASK_SAVED.get(str(config.get("task_type")), ())]
     return LoraSettings(
-        rank=int(config.get("r", 8)), alpha=float(config.get("lora_alpha", 8)), targets=target_spec(config),
+        rank=int(config.get("r", 8)), alpha=float(config.get("lora_alpha", 8)), targets=targets,
         layers=tuple(layers) if layers else None, rank_pattern=dict(config.get("rank_pattern") or {}),
         dora=bool(config.get("use_dora")), bias=str(config.get("bias") or "none"),
         modules_to_save=tuple(dict.fromkeys(saved)), allow_unmatched=True,
         ensure_weight_tying=bool(config.get("ensure_weight_tying")),
+        layers_pattern=config.get("layers_pattern"),
     )  # fmt: skip
 
 
@@ -143,179 +128,108 @@ def audit_adapter(adapter: Adapter, stats: dict[str, TensorStats], model: ModelS
         stats: values of its tensors by key (``scan_adapter``).
         model: the base model's shapes, optional.
     """
-    cfg, settings = adapter.config, settings_of(adapter.config)
-    # a rank other than the config's is reported below, as an error
-    findings = [Finding("note", f"{w['name']}: {w['reason']}") for w in adapter.warnings
-                if not w["reason"].startswith("tensors have rank")]  # fmt: skip
+    settings = settings_of(adapter.config)
     rows = []
     for m in adapter.modules:
-        out, inn = m.shape
-        held = [r for r in (m.left, m.right, m.magnitude) if r is not None]
+        (out, inn), held = m.shape, [r for r in (m.left, m.right, m.magnitude) if r is not None]
+        zero = [next((p for p in FACTORS if p in r.key), r.key) for r in held[:2] if stats[r.key].all_zero]
+        bad = sum(stats[r.key].nan + stats[r.key].inf for r in held)
         magnitude = (inn if m.kind == "embedding" else out) if settings.dora else 0
-        zero = [next((p for p in FACTORS if p in r.key), r.key) for r in held[:2]  # B, A
-                if r.key in stats and stats[r.key].all_zero]  # fmt: skip
-        bad = sum(stats[r.key].nan + stats[r.key].inf for r in held if r.key in stats)
-        actual = sum(math.prod(r.shape) for r in held)
-        configured = m.rank * (out + inn) + magnitude
+        actual, configured = sum(math.prod(r.shape) for r in held), m.rank * (out + inn) + magnitude
         rows.append((m.name, layer_of(m.name), type_of(m.name), m.kind, out, inn, m.tensor_rank, m.rank,
                      actual, configured, ",".join(zero), bad))  # fmt: skip
-    columns = ["name", "layer", "module_type", "kind", "rows", "cols", "tensor_rank", "r", "actual",
-               "configured", "zero_factor", "nonfinite"]  # fmt: skip
-    table = pd.DataFrame(rows, columns=columns)
     saved = []
     for name, ref in {**adapter.dense, **adapter.vectors}.items():
-        info = ref.store.info(ref.key)
-        owner = name.rsplit(".", 1)[0] if name.endswith((".weight", ".bias")) else name
-        saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, owner))
-    saved = pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"])
+        info, module = ref.store.info(ref.key), name.removesuffix(".weight").removesuffix(".bias")
+        saved.append((name, tuple(info.shape), info.dtype, info.numel, info.nbytes, module))
     # the adapter's own modules as a model, to match its config's targets against
     own = [ModuleShape(m.name, "embedding" if m.kind == "embedding" else "linear", m.shape, 0)
            for m in adapter.modules]  # fmt: skip
-    own = ModelShapes("adapter", "unknown", tuple(own), shapes_from="headers")
-    match = match_targets(own, settings.targets, settings.layers, (), cfg.get("layers_pattern"))
-    targets = {t: dict(Counter(map(type_of, names))) for t, names in match.by_target.items()}
-    findings += _tensor_findings(table, stats) + _saved_findings(saved, settings) + _target_findings(targets)
-    audit = AdapterAudit(str(adapter.path), cfg, table, saved, targets, tuple(findings))
+    own = ModelShapes("adapter", "unknown", tuple(own))
+    match = match_targets(own, settings.targets, settings.layers, (), settings.layers_pattern)
+    audit = AdapterAudit(
+        str(adapter.path), adapter.config, pd.DataFrame(rows, columns=COLUMNS),
+        pd.DataFrame(saved, columns=["name", "shape", "dtype", "params", "bytes", "module"]),
+        {t: dict(Counter(map(type_of, names))) for t, names in match.by_target.items()}, (),
+    )  # fmt: skip
+    notes = [Finding("note", f"{w['name']}: {w['reason']}") for w in adapter.warnings
+             if not w["reason"].startswith("tensors have rank")]  # reported as an error below  # fmt: skip
+    audit = replace(audit, findings=(*notes, *_findings(audit, stats, settings.modules_to_save)))
     return audit if model is None else _against_model(audit, adapter, model, settings)
 
 
-def _tensor_findings(table: pd.DataFrame, stats: dict[str, TensorStats]) -> list[Finding]:
-    """Ranks other than the config's, factors that are all zeros, NaN or Inf values."""
-    out = []
-    off = table[table["tensor_rank"] != table["r"]]
-    if not off.empty:
+def _findings(a: AdapterAudit, stats: dict[str, TensorStats], listed: tuple[str, ...]) -> list[Finding]:
+    """Ranks other than the config's, all-zero factors, NaN or Inf, full tensors, targets reaching nothing
+    or several module types."""
+    out, table, saved = [], a.modules, a.saved
+    if not (off := table[table["tensor_rank"] != table["r"]]).empty:
         shown = ", ".join(f"{r.name} (rank {r.tensor_rank}, config r={r.r})" for r in off[:5].itertuples())
         shown += f" and {len(off) - 5} more" if len(off) > 5 else ""
-        out.append(
-            Finding(
-                "error",
-                (
-                    f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in "
-                    f"adapter_config.json: {shown}. PEFT would refuse to load them (size mismatch)."
-                ),
-            )
-        )
-    zero = table[table["zero_factor"] != ""]
-    if not zero.empty:
+        what = f"{len(off)} module(s) hold tensors whose rank differs from r / rank_pattern in adapter_config"
+        out.append(("error", f"{what}.json: {shown}. PEFT would refuse to load them (size mismatch)."))
+    if not (zero := table[table["zero_factor"] != ""]).empty:
         every = len(zero) == len(table)
         scope = f"{len(zero)} of {len(table)} modules (e.g. {zero['name'].iloc[0]})"
         end = " — this adapter never trained (or was saved before training)." if every else "."
-        out.append(
-            Finding(
-                "error" if every else "warning",
-                (
-                    f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}: ΔW "
-                    f"= s·B·A is exactly zero there, as PEFT initializes it{end}"
-                ),
-            )
-        )
-    bad = {k: s for k, s in stats.items() if s.nan or s.inf}
-    if bad:
+        what = f"{zero['zero_factor'].iloc[0]} is all zeros in {'every module' if every else scope}"
+        out.append(("error" if every else "warning", f"{what}: ΔW = s·B·A is exactly zero there, as PEFT "
+                    f"initializes it{end}"))  # fmt: skip
+    if bad := {k: s for k, s in stats.items() if s.nan or s.inf}:
         shown = ", ".join(f"{k} ({s.nan} NaN, {s.inf} Inf)" for k, s in list(bad.items())[:4])
-        out.append(Finding("error", f"{len(bad)} tensor(s) hold NaN or Inf values: {shown}."))
-    return out
-
-
-def _saved_findings(saved: pd.DataFrame, settings: LoraSettings) -> list[Finding]:
-    if saved.empty:
-        return []
-    listed = settings.modules_to_save
-    shown = ", ".join(f"{r.name} {'×'.join(map(str, r.shape))}" for r in saved.head(6).itertuples())
-    total = f"{int(saved['params'].sum()):,} parameters, {int(saved['bytes'].sum()):,} bytes"
-    out = [Finding("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({total}): {shown}")]
+        out.append(("error", f"{len(bad)} tensor(s) hold NaN or Inf values: {shown}."))
+    if not saved.empty:
+        shown = ", ".join(f"{r.name} {'×'.join(map(str, r.shape))}" for r in saved.head(6).itertuples())
+        total = f"{int(saved['params'].sum()):,} parameters, {int(saved['bytes'].sum()):,} bytes"
+        out.append(("note", f"{len(saved)} full tensor(s) saved beside the LoRA factors ({total}): {shown}"))
     for module in dict.fromkeys(saved["module"]):
         by_suffix = [t for t in listed if module.endswith(t)]
-        if in_modules_to_save(module, listed):
+        if any(names_component(t, module) for t in listed):
             continue
         if by_suffix:
             n = int(saved.loc[saved["module"] == module, "params"].sum())
-            out.append(
-                Finding(
-                    "warning",
-                    (
-                        f"{module} was saved and trained in full although modules_to_save {list(listed)} "
-                        "does not name it: PEFT matches modules_to_save by plain string suffix, so "
-                        f"{by_suffix[0]!r} also reaches {module} ({n:,} parameters)."
-                    ),
-                )
-            )
+            why = f"PEFT matches modules_to_save by plain string suffix, so {by_suffix[0]!r} also reaches"
+            out.append(("warning", f"{module} was saved and trained in full although modules_to_save "
+                        f"{list(listed)} does not name it: {why} {module} ({n:,} parameters)."))  # fmt: skip
         else:
-            out.append(
-                Finding(
-                    "note",
-                    (
-                        f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) does not "
-                        "name it (a trained bias, or a tensor saved by hand)."
-                    ),
-                )
-            )
-    return out
-
-
-def _target_findings(targets: dict[str, dict[str, int]]) -> list[Finding]:
-    out = []
-    if dead := [t for t, types in targets.items() if not types]:
-        out.append(
-            Finding(
-                "warning",
-                (
-                    f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no module in "
-                    "this adapter: PEFT ignores a target that matches nothing as long as another one matches."
-                ),
-            )
+            out.append(("note", f"{module} is saved in full but modules_to_save ({list(listed) or 'none'}) "
+                        "does not name it (a trained bias, or a tensor saved by hand)."))  # fmt: skip
+    if dead := [t for t, types in a.targets.items() if not types]:
+        why = "PEFT ignores a target that matches nothing as long as another one matches"
+        out.append(("warning", f"target(s) {', '.join(map(repr, dead))} in adapter_config.json reached no "
+                    f"module in this adapter: {why}."))  # fmt: skip
+    for t, types in a.targets.items():
+        listed_types = ", ".join(f"{k} (×{n})" for k, n in types.items())
+        out += (
+            [("note", f"target {t!r} reaches {len(types)} module types: {listed_types}.")]
+            if len(types) > 1
+            else []
         )
-    for t, types in targets.items():
-        if len(types) > 1:
-            listed = ", ".join(f"{k} (×{n})" for k, n in types.items())
-            out.append(Finding("note", f"target {t!r} reaches {len(types)} module types: {listed}."))
-    return out
+    return [Finding(*f) for f in out]
 
 
 def _against_model(audit: AdapterAudit, adapter: Adapter, model: ModelShapes, settings: LoraSettings):
     """Expected modules and counts from the config on the base model, compared with what the adapter holds."""
-    tying = peft_tying(model, settings)
-    match = peft_match(model, settings, tying, audit.config.get("layers_pattern"))
-    index, held, shapes = NameIndex(held := {m.name: m for m in adapter.modules}), held, model.by_name()
-    missing, mismatched, found = [], [], set()
-    tied = [n for n in tying.tied_lora if tying.embedding in match.modules]  # PEFT saves their factors too
-    for name in (*match.modules, *tied):
+    count, held, shapes = count_lora(model, settings), {m.name: m for m in adapter.modules}, model.by_name()
+    index, missing, mismatched, found = NameIndex(held), [], [], set()
+    tied = count.tying.tied_lora if count.tying.embedding in count.match.modules else ()  # PEFT saves them
+    for name in (*count.match.modules, *tied):
         if (hit := index.find(name)) is None:
             missing.append(name)
-            continue
-        found.add(hit)
-        if tuple(held[hit].shape) != tuple(want := shapes[name].shape):
+        elif tuple(held[hit].shape) != tuple(want := shapes[name].shape):
             mismatched.append(f"{hit} {held[hit].shape} vs the model's {want}")
-    extra = [n for n in held if n not in found]
-    findings = list(audit.findings)
+        found.add(hit)
+    extra, out = [n for n in held if n not in found], [*audit.findings]
     if mismatched:
-        findings.append(
+        why = f"this adapter was trained on another model: {'; '.join(mismatched[:3])}"
+        out.append(
             Finding(
-                "error",
-                (
-                    f"{len(mismatched)} module(s) differ in shape from the given base model — this adapter "
-                    f"was trained on another model: {'; '.join(mismatched[:3])}."
-                ),
+                "error", f"{len(mismatched)} module(s) differ in shape from the given base model — {why}."
             )
         )
     if missing:
-        findings.append(
-            Finding(
-                "warning",
-                (
-                    f"the config reaches {len(missing)} module(s) of the base model that the adapter does "
-                    f"not hold, e.g. {', '.join(missing[:3])}."
-                ),
-            )
-        )
+        held_not = f"{len(missing)} module(s) of the base model that the adapter does not hold"
+        out.append(Finding("warning", f"the config reaches {held_not}, e.g. {', '.join(missing[:3])}."))
     if extra:
-        findings.append(
-            Finding(
-                "warning",
-                (
-                    f"the adapter holds {len(extra)} module(s) its config would not create on this model, "
-                    f"e.g. {', '.join(extra[:3])}."
-                ),
-            )
-        )
-    count = count_lora(model, settings, match)
-    return replace(audit, findings=tuple(findings), model_count=count, model_total=model.total)
+        created = f"{len(extra)} module(s) its config would not create on this model"
+        out.append(Finding("warning", f"the adapter holds {created}, e.g. {', '.join(extra[:3])}."))
+    return replace(audit, findings=tuple(out), model_count=count)

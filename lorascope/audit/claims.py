@@ -10,17 +10,16 @@ when none reproduces the claim, pairs of them — and a pair is named only when 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Any
 
 from ..errors import LorascopeError
 from .count import LoraCount
 from .mistakes import BROAD, MISTAKES, Scenario
-from .numbers import exact, short
+from .numbers import both
 
-FIGURES = ("lora", "percent", "total")
 FIGURE_LABELS = {"lora": "LoRA parameters", "percent": "percent of the model", "total": "model parameters"}
 # A pair of mistakes (or one of many similar candidates) must reproduce a claim this closely, or within the
 # claim's tolerance if tighter: pairs are many, and only a near-exact fit is evidence for one.
@@ -41,15 +40,11 @@ class Claim:
             raise ValueError("a claim needs at least one of lora, percent, total")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must lie between 0 and 1 (0.02 = 2 %), got {self.tolerance!r}")
-        for name in ("lora", "total"):
-            value = getattr(self, name)
+        for name, value in (("lora", self.lora), ("total", self.total)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive count, got {value!r}")
         if self.percent is not None and not 0 < self.percent <= 100:
             raise ValueError(f"percent must lie in (0, 100], got {self.percent!r}")
-
-    def given(self) -> dict[str, float]:
-        return {f: getattr(self, f) for f in FIGURES if getattr(self, f) is not None}
 
 
 @dataclass(frozen=True)
@@ -78,29 +73,18 @@ class FigureCheck:
     tolerance: float
     explanation: Explanation | None = None
 
-    @property
-    def error(self) -> float:
-        """Signed relative error of the claim: (claimed − exact) / exact."""
-        return (self.claimed - self.exact) / self.exact
-
-    @property
-    def ok(self) -> bool:
-        return abs(self.error) <= self.tolerance
-
-    @property
-    def verdict(self) -> str:
-        return "ok" if self.ok else "wrong"
+    error = property(lambda self: (self.claimed - self.exact) / self.exact, doc="(claimed − exact) / exact")
+    ok = property(lambda self: abs(self.error) <= self.tolerance)
+    verdict = property(lambda self: "ok" if self.ok else "wrong")
 
 
 @dataclass(frozen=True)
 class ClaimCheck:
     claim: Claim
     count: LoraCount
-    figures: tuple[FigureCheck, ...] = field(default_factory=tuple)
+    figures: tuple[FigureCheck, ...]
 
-    @property
-    def ok(self) -> bool:
-        return all(f.ok for f in self.figures)
+    ok = property(lambda self: all(f.ok for f in self.figures))
 
 
 def exact_figure(count: LoraCount, figure: str) -> float:
@@ -108,27 +92,22 @@ def exact_figure(count: LoraCount, figure: str) -> float:
 
 
 def check_claim(count: LoraCount, claim: Claim, explain: bool = True) -> ClaimCheck:
-    """Compare each claimed figure with the exact one; explain the wrong ones.
-
-    Args:
-        count: the exact count of the claimed configuration.
-        claim: claimed figures and the tolerance.
-        explain: search the common mistakes for wrong figures.
+    """Compare each claimed figure with the exact one; explain the wrong ones (``explain``).
 
     Raises:
         LorascopeError: a LoRA count or percentage claimed for a configuration that reaches no module.
     """
     if not count.trainable and (claim.lora is not None or claim.percent is not None):
         raise LorascopeError(
-            f"targets {count.match.resolved.label} reach no module of this model, so there is no count to "
-            "check the claim against (is the model the one the claim is about?)."
+            f"targets {count.match.label} reach no module of this model, so there is no count to check the "
+            "claim against (is the model the one the claim is about?)."
         )
     checks = []
-    for figure, claimed in claim.given().items():
-        check = FigureCheck(figure, float(claimed), float(exact_figure(count, figure)), claim.tolerance)
-        if explain and not check.ok:
-            check = replace(check, explanation=explain_figure(count, claim, figure))
-        checks.append(check)
+    for figure in (f for f in FIGURE_LABELS if getattr(claim, f) is not None):
+        exact = float(exact_figure(count, figure))
+        check = FigureCheck(figure, float(getattr(claim, figure)), exact, claim.tolerance)
+        why = None if check.ok or not explain else explain_figure(count, claim, figure)
+        checks.append(replace(check, explanation=why))
     return ClaimCheck(claim, count, tuple(checks))
 
 
@@ -151,11 +130,22 @@ def explain_figure(count: LoraCount, claim: Claim, figure: str) -> Explanation |
         return out
 
     base = Scenario(count.model, count.settings)
-    singles = [alt for mistake in MISTAKES.values() for alt in mistake.vary(base, count, figure)]
+    singles = [alt for m in MISTAKES.values() for alt in m.vary(base, count, figure)]
     found = scored(singles)
     within = [f for f in found if f[0] <= (strict if f[1].strict else claim.tolerance)]
-    if not within:
-        within = [f for f in scored(_pairs(count, figure, singles)) if f[0] <= strict]
+    if (
+        not within
+    ):  # pairs of combinable mistakes (at most one of them broad), the second on the first's result
+        keys = [k for k, m in MISTAKES.items() if m.combinable]
+        pairs = [(a, b) for a, b in combinations(keys, 2) if not (a in BROAD and b in BROAD)]
+        alts = (
+            alt
+            for a, b in pairs
+            for one in singles
+            if one.keys == (a,)
+            for alt in MISTAKES[b].vary(one, count, figure)
+        )
+        within = [f for f in scored(alts) if f[0] <= strict]
     if not found and not within:
         return None
     order = {key: i for i, key in enumerate(MISTAKES)}
@@ -165,17 +155,9 @@ def explain_figure(count: LoraCount, claim: Claim, figure: str) -> Explanation |
     return Explanation(figure, best.keys, best.steps, value, error, bool(within), also)
 
 
-def _pairs(count: LoraCount, figure: str, singles: list[Scenario]) -> Iterator[Scenario]:
-    """Pairs of combinable mistakes (at most one of them broad), the second applied to the first's result."""
-    keys = [k for k, m in MISTAKES.items() if m.combinable]
-    for a, b in combinations(keys, 2):
-        if not (a in BROAD and b in BROAD):
-            for first in (s for s in singles if s.keys == (a,)):
-                yield from MISTAKES[b].vary(first, count, figure)
-
-
 def figure_rows(check: ClaimCheck) -> list[dict[str, Any]]:
-    """One row per claimed figure: the row model every rendering of a check reads (terminal, CSV, HTML)."""
+    """One row per claimed figure: the row model every rendering of a check reads (terminal, CSV, HTML,
+    JSON)."""
     rows = []
     for f in check.figures:
         e = f.explanation
@@ -193,6 +175,4 @@ def figure_rows(check: ClaimCheck) -> list[dict[str, Any]]:
 
 def format_figure(figure: str, v: float) -> str:
     """A figure as printed: counts exact with a short form, percentages to 4 significant digits."""
-    if figure == "percent":
-        return f"{v:.4g} %"
-    return f"{exact(int(v))} ({short(v)})" if abs(v) >= 1000 else exact(int(v))
+    return f"{v:.4g} %" if figure == "percent" else both(int(v))

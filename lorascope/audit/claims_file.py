@@ -1,18 +1,10 @@
-"""Owns claims files (``lorascope audit CLAIMS.yaml``): reading and validating them, and running every claim
-into one table, which ``render`` shows in the terminal and writes as audit.csv and audit.html.
+"""Owns claims files (``lorascope audit CLAIMS.yaml``, e.g. examples/claims.yaml): reading and validating
+them, and running every claim into one table, which ``render`` shows and writes as audit.csv and audit.html.
 
-The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim (any claim
-key, e.g. ``tolerance``, ``shapes``, ``dtype``). One claim::
-
-    - name: "Blog post X: Llama-2-7B, q and v, r=8"
-      model: configs/llama-2-7b-hf.json       # config.json, model folder or checkpoint, relative to this file
-      rank: 8
-      alpha: 16
-      targets: [q_proj, v_proj]               # or attn | mlp | all-linear | a regex string
-      claimed: {lora: 4.2M, percent: 0.06, total: 6.7B}
-      source: https://example.org/post        # free text, shown in the table
-
-``read_claims`` validates every entry and raises once with all problems; ``run_claims`` evaluates them.
+The YAML file holds a list of claims, or a mapping with ``claims:`` and defaults for every claim. A claim
+names a ``model`` (config.json, folder or checkpoint, relative to the file), LoRA settings (``KEYS``, PEFT's
+names accepted), ``claimed`` figures (``lora``, ``percent``, ``total``: 4.2M, 0.06, 6.7B) and a free-text
+``source``. ``read_claims`` raises once with every problem; ``run_claims`` evaluates the claims.
 """
 
 from __future__ import annotations
@@ -24,13 +16,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import LorascopeError, raise_collected
-from ..limits import load_yaml
+from ..limits import load_yaml, read_text
 from .claims import Claim, figure_rows
-from .count import BIAS_MODES, LoraSettings
-from .footprint import DTYPES
+from .count import FLAGS, LoraSettings
 from .numbers import parse_count, parse_layers, parse_percent
 from .params import AuditOptions, count_config
-from .shape_source import SHAPE_SOURCES, load_model
+from .shape_source import load_model
 from .targets import parse_targets
 
 # claim key -> accepted aliases (PEFT's LoraConfig names)
@@ -40,10 +31,11 @@ KEYS: dict[str, tuple[str, ...]] = {
     "rank_pattern": (), "dora": ("use_dora",), "bias": (), "modules_to_save": (), "allow_unmatched": (),
     "ensure_weight_tying": (), "claimed": ("claim",), "tolerance": (),
 }  # fmt: skip
-CLAIMED_KEYS = {"lora": ("trainable", "params", "parameters"), "percent": ("percentage",),
-                "total": ("model_params",)}  # fmt: skip
-FLAGS = ("dora", "allow_unmatched", "ensure_weight_tying")
-CHOICES = {"bias": BIAS_MODES, "dtype": tuple(DTYPES), "shapes": SHAPE_SOURCES}
+CLAIMED_KEYS = {
+    "lora": ("trainable", "params", "parameters"),
+    "percent": ("percentage",),
+    "total": ("model_params",),
+}
 MAX_CLAIMS_BYTES = 4 * 1024 * 1024  # a claims file of a thousand claims is under 1 MB
 NOTE_SEP = " | "  # between the notes of one claim in its "notes" cell
 COLUMNS = ["name", "model", "arch", "targets", "rank", "modules", "figure", "claimed", "exact",
@@ -70,32 +62,16 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
         LorascopeError: unreadable or malformed YAML, or any invalid entry (all problems listed at once).
     """
     path = Path(path).expanduser()
-    try:
-        if path.is_file() and path.stat().st_size > MAX_CLAIMS_BYTES:
-            raise LorascopeError(
-                f"{path} is {path.stat().st_size:,} bytes; a claims file may be at most "
-                f"{MAX_CLAIMS_BYTES:,} bytes."
-            )
-        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
-    except FileNotFoundError:
-        raise LorascopeError(f"{path} does not exist.") from None
-    except IsADirectoryError:
-        expected = "expected a claims YAML file (see examples/claims.yaml)"
-        raise LorascopeError(f"{path} is a folder; {expected}.") from None
-    except UnicodeDecodeError as exc:
-        where = f"{exc.reason} at byte {exc.start}"
-        raise LorascopeError(f"{path} is not UTF-8 text ({where}); expected a claims YAML file.") from None
-    except OSError as exc:
-        raise LorascopeError(f"{path} could not be read: {exc.strerror or exc}.") from None
+    expected = "a claims YAML file (see examples/claims.yaml)"
+    data = load_yaml(read_text(path, expected, MAX_CLAIMS_BYTES, "claims file"), str(path))
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
         if "claims" not in data:
+            found = f"found keys {', '.join(map(str, data))}"
             raise LorascopeError(
-                f"{path}: expected a list of claims, or a mapping with a 'claims:' list "
-                f"(found keys {', '.join(map(str, data))})."
+                f"{path}: expected a list of claims, or a mapping with a 'claims:' list ({found})."
             )
-        defaults = {k: v for k, v in data.items() if k != "claims"}
-        data = data["claims"]
+        defaults, data = {k: v for k, v in data.items() if k != "claims"}, data["claims"]
     if not isinstance(data, list) or not data:
         found = type(data).__name__
         raise LorascopeError(f"{path}: 'claims' must be a non-empty list of claims, found {found}.")
@@ -107,13 +83,11 @@ def read_claims(path: str | Path) -> list[ClaimSpec]:
         if not isinstance(entry, dict):
             problems.append(f"claim {i}: expected a mapping of claim keys, found {entry!r}")
             continue
-        merged = {**defaults, **entry}
+        merged, errors = {**defaults, **entry}, []
         where = f"claim {i} ({merged['name']})" if merged.get("name") else f"claim {i}"
-        errors: list[str] = []
         spec = _spec(merged, where, path.parent, errors)
         problems += [f"{where}: {e}" for e in errors]
-        if not errors:
-            specs.append(spec)
+        specs += [spec] if not errors else []
     raise_collected(problems, f"{path} has {len(problems)} problem(s):")
     return specs
 
@@ -145,30 +119,24 @@ def _spec(entry: dict[str, Any], where: str, base: Path, errors: list[str]) -> C
     if not model.exists():
         errors.append(f"model {v['model']!r} does not exist (looked for {model})")
     claim = checked(_claim, v["claimed"], v.get("tolerance", 0.02))
-    rank_pattern, mts = v.get("rank_pattern") or {}, v.get("modules_to_save") or ()
+    mts = v.get("modules_to_save") or ()
     mts = (mts,) if isinstance(mts, str) else mts
-    if not isinstance(rank_pattern, dict):
-        errors.append(f"rank_pattern must be a mapping of name patterns to ranks, found {rank_pattern!r}")
-    if not isinstance(mts, (list, tuple)) or not all(isinstance(m, str) for m in mts):
-        errors.append(f"modules_to_save must be a module name or a list of names, found {mts!r}")
-    for k in FLAGS:
-        if not isinstance(v.get(k, False), bool):
-            errors.append(f"{k} must be true or false, found {v[k]!r}")
-    for k, ok in CHOICES.items():
-        if k in v and v[k] not in ok:
-            errors.append(f"{k} {v[k]!r} is not one of {', '.join(ok)}")
     fields = {"rank": v.get("rank", 16), "alpha": v.get("alpha", 32), "bias": str(v.get("bias", "none")),
               "targets": checked(parse_targets, v.get("targets"), "targets"),
               "layers": checked(parse_layers, v.get("layers"), "layers"),
+              "rank_pattern": v.get("rank_pattern") or {}, "modules_to_save": mts,
               **{k: v.get(k, False) for k in FLAGS}}  # fmt: skip
-    rank_pattern = rank_pattern if isinstance(rank_pattern, dict) else {}
-    for field in ({"rank": fields["rank"]}, {"alpha": fields["alpha"]}, {"rank_pattern": rank_pattern}):
-        checked(lambda f=field: LoraSettings(**f))  # each field's own message
+    options = {
+        "shapes": str(v.get("shapes", "auto")),
+        "head": v.get("head"),
+        "dtype": str(v.get("dtype", "bf16")),
+    }
+    errors += LoraSettings.problems(fields) + AuditOptions.problems(options)
     if errors:
         return None
-    settings = LoraSettings(**fields, rank_pattern=rank_pattern, modules_to_save=tuple(mts))
-    options = AuditOptions(str(v.get("shapes", "auto")), v.get("head"), str(v.get("dtype", "bf16")))
-    return ClaimSpec(str(v.get("name") or where), model, settings, options, claim, str(v.get("source") or ""))
+    settings = LoraSettings(**{**fields, "modules_to_save": tuple(fields["modules_to_save"])})
+    name, source = str(v.get("name") or where), str(v.get("source") or "")
+    return ClaimSpec(name, model, settings, AuditOptions(**options), claim, source)
 
 
 def _claim(claimed: Any, tolerance: Any) -> Claim:
@@ -178,8 +146,7 @@ def _claim(claimed: Any, tolerance: Any) -> Claim:
         name = next((f for f, aliases in CLAIMED_KEYS.items() if key == f or key in aliases), None)
         if name is None:
             raise LorascopeError(f"claimed key {key!r} is not known; expected {', '.join(CLAIMED_KEYS)}")
-        parse = parse_percent if name == "percent" else parse_count
-        figures[name] = parse(value, f"claimed {key}")
+        figures[name] = (parse_percent if name == "percent" else parse_count)(value, f"claimed {key}")
     if not figures:
         raise LorascopeError("'claimed' is empty; give at least one of lora, percent, total")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
@@ -194,38 +161,27 @@ def run_claims(specs: list[ClaimSpec], progress: Any | None = None) -> pd.DataFr
         specs: validated claims (``read_claims``).
         progress: a progress task with ``advance(note=…)``, optional.
     """
-    rows = []
-    models: dict[tuple, Any] = {}
+    rows, models = [], {}
     for spec in specs:
+        s = spec.settings
+        claim = {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(s.targets),
+                 "rank": s.rank, "modules": 0, "notes": "", "source": spec.source}  # fmt: skip
         try:
             key = (str(spec.model), spec.options.shapes, spec.options.head)
             if key not in models:
-                models[key] = load_model(spec.model, spec.options.shapes, spec.options.head)
+                models[key] = load_model(*key)
             result = count_config(models[key], spec.settings, spec.options, spec.claim, str(spec.model))
         except LorascopeError as exc:
-            rows.append(_error_row(spec, str(exc)))
+            rows.append({**claim, "figure": "", "tolerance": spec.claim.tolerance, "verdict": "error",
+                         "explanation": str(exc)})  # fmt: skip
         else:
-            rows.extend(_rows(spec, result))
+            c = result.count
+            claim |= {"arch": c.model.arch, "targets": c.match.label, "modules": len(c.rows),
+                      "notes": NOTE_SEP.join(result.warnings)}  # fmt: skip
+            rows += [{**claim, **row} for row in figure_rows(result.claim)]
         if progress is not None:
             progress.advance(note=spec.name)
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def _rows(spec: ClaimSpec, result) -> list[dict[str, Any]]:
-    c = result.count
-    claim = {"name": spec.name, "model": str(spec.model), "arch": c.model.arch,
-             "targets": c.match.resolved.label, "rank": spec.settings.rank, "modules": len(c.rows),
-             "notes": NOTE_SEP.join(result.warnings), "source": spec.source}  # fmt: skip
-    return [{**claim, **row} for row in figure_rows(result.claim)]
-
-
-def _error_row(spec: ClaimSpec, message: str) -> dict[str, Any]:
-    nan = float("nan")
-    return {"name": spec.name, "model": str(spec.model), "arch": "", "targets": str(spec.settings.targets),
-            "rank": spec.settings.rank, "modules": 0, "figure": "", "claimed": nan, "exact": nan,
-            "relative_error": nan, "tolerance": spec.claim.tolerance, "verdict": "error",
-            "explanation": message, "mistakes": "", "notes": "", "claimed_text": "", "exact_text": "",
-            "source": spec.source}  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS).fillna({"mistakes": "", "claimed_text": "", "exact_text": ""})
 
 
 def claim_notes(table: pd.DataFrame) -> list[tuple[str, str]]:

@@ -16,21 +16,21 @@ sharing storage, which PEFT counts twice. Everything here is pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ..checkpoint.peft import pattern_key
+from ..checkpoint.peft_config import pattern_key, pattern_problems
 from ..errors import LorascopeError
-from .shapes import ModelShapes, ModuleShape, ParamShape, layer_of, type_of
+from .shapes import ModelShapes, ModuleShape, layer_of, type_of
 from .targets import TargetMatch, TargetSpec, match_targets, names_component
 
 BIAS_MODES = ("none", "all", "lora_only")
-# PEFT's EMBEDDING_LAYER_NAMES: the last name components that make ensure_weight_tying act on a config
-TIE_NAMES = ("embed_tokens", "lm_head")
+TIE_NAMES = ("embed_tokens", "lm_head")  # PEFT's EMBEDDING_LAYER_NAMES: what ensure_weight_tying acts on
+FLAGS = ("dora", "allow_unmatched", "ensure_weight_tying")
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,34 @@ class LoraSettings:
     modules_to_save: tuple[str, ...] = ()  # modules trained in full and saved with the adapter
     allow_unmatched: bool = False  # count the targets that match, as PEFT does, when some match nothing
     ensure_weight_tying: bool = False  # PEFT's LoraConfig.ensure_weight_tying: tied modules share one copy
+    layers_pattern: Sequence[str] | str | None = None  # where PEFT reads the layer index of a name
 
     def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise ValueError(f"alpha must be a positive number, got {self.alpha!r}")
-        if self.bias not in BIAS_MODES:
-            raise ValueError(f"bias must be one of {BIAS_MODES}, got {self.bias!r}")
-        if self.layers is not None and (not self.layers or any(i < 0 for i in self.layers)):
-            raise ValueError(f"layers must be a non-empty list of layer indices ≥ 0, got {self.layers!r}")
-        for key, r in self.rank_pattern.items():
-            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                raise ValueError(f"rank_pattern[{key!r}] must be a positive integer rank, got {r!r}")
+        if problems := self.problems(self.__dict__):
+            raise ValueError("; ".join(problems))
+
+    @staticmethod
+    def problems(f: Mapping[str, Any]) -> list[str]:
+        """Every invalid field among ``f`` (LoraSettings field -> value), one sentence each."""
+        out, rank = [], f.get("rank", 16)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            out.append(f"rank must be a positive integer, got {rank!r}")
+        alpha = f.get("alpha", 32)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            out.append(f"alpha must be a positive number, got {alpha!r}")
+        if (bias := f.get("bias", "none")) not in BIAS_MODES:
+            out.append(f"bias must be one of {BIAS_MODES}, got {bias!r}")
+        if (layers := f.get("layers")) is not None and (not layers or any(i < 0 for i in layers)):
+            out.append(f"layers must be a non-empty list of layer indices ≥ 0, got {layers!r}")
+        out += pattern_problems({"rank_pattern": f.get("rank_pattern")}, {"rank_pattern": True})  # as PEFT's
+        saved = f.get("modules_to_save", ())
+        if not isinstance(saved, (list, tuple)) or not all(isinstance(m, str) for m in saved):
+            out.append(f"modules_to_save must be a module name or a list of names, found {saved!r}")
+        return out + [
+            f"{k} must be true or false, found {f[k]!r}"
+            for k in FLAGS
+            if not isinstance(f.get(k, False), bool)
+        ]
 
     def rank_for(self, name: str) -> int:
         """r of one module: the first rank_pattern key matching it (as PEFT's get_pattern_key), else rank."""
@@ -103,66 +118,37 @@ class LoraCount:
 
     model: ModelShapes
     settings: LoraSettings
-    match: TargetMatch
+    match: TargetMatch  # the modules PEFT puts LoRA on, after its rewrite of tied configurations
     rows: tuple[Row, ...]  # one per LoRA module
     bias: int  # trained biases
     saved: int  # modules_to_save: full copies trained
-    saved_modules: tuple[str, ...] = ()
-    tying: Tying | None = None  # what PEFT made of tied weights in this configuration
+    saved_modules: tuple[str, ...]
+    tying: Tying  # what PEFT made of tied weights in this configuration
 
     @cached_property
     def table(self) -> pd.DataFrame:
         """One row per LoRA module (the ``Row`` fields as columns)."""
         return pd.DataFrame(self.rows, columns=list(Row._fields))
 
-    @property
-    def lora(self) -> int:
-        return sum(row.lora for row in self.rows)
-
-    @property
-    def magnitude(self) -> int:
-        return sum(row.magnitude for row in self.rows)
-
-    @property
-    def trainable(self) -> int:
-        return self.lora + self.magnitude + self.bias + self.saved
-
-    @property
-    def total(self) -> int:
-        """Parameters of the model itself, tied weights once."""
-        return self.model.total
-
-    @property
-    def percent(self) -> float:
-        """Trainable parameters as a percentage of the model's parameters."""
-        return 100.0 * self.trainable / self.total
-
-    @property
-    def peft_total(self) -> int:
-        """'all params' as PEFT's print_trainable_parameters counts them: model, adapter and copies."""
-        return self.total + self.lora + self.magnitude + self.saved
-
-    @property
-    def peft_percent(self) -> float:
-        return 100.0 * self.trainable / self.peft_total
+    lora = property(lambda self: sum(row.lora for row in self.rows))
+    magnitude = property(lambda self: sum(row.magnitude for row in self.rows))
+    trainable = property(lambda self: self.lora + self.magnitude + self.bias + self.saved)
+    total = property(lambda self: self.model.total, doc="Parameters of the model itself, tied weights once.")
+    percent = property(
+        lambda self: 100.0 * self.trainable / self.total, doc="Trainable share of the model, %."
+    )
+    # 'all params' as PEFT's print_trainable_parameters counts them: model, adapter and copies
+    peft_total = property(lambda self: self.total + self.lora + self.magnitude + self.saved)
+    peft_percent = property(lambda self: 100.0 * self.trainable / self.peft_total)
 
     def by_type(self) -> pd.DataFrame:
         """Per module type: count, shape, rank and parameters (rows in model order)."""
-        t = self.table
-        if t.empty:
-            return pd.DataFrame(columns=["module_type", "modules", "rows", "cols", "r", "params"])
         ranks = lambda s: s.iloc[0] if s.nunique() == 1 else f"{s.min()}–{s.max()}"  # noqa: E731
-        return (
-            t.groupby("module_type", sort=False)
-            .agg(
-                modules=("name", "size"),
-                rows=("rows", "first"),
-                cols=("cols", "first"),
-                r=("r", ranks),
-                params=("params", "sum"),
-            )
-            .reset_index()
-        )
+        agg = dict(modules=("name", "size"), rows=("rows", "first"), cols=("cols", "first"), r=("r", ranks),
+                   params=("params", "sum"))  # fmt: skip
+        if self.table.empty:
+            return pd.DataFrame(columns=["module_type", *agg])
+        return self.table.groupby("module_type", sort=False).agg(**agg).reset_index()
 
     def by_layer(self) -> pd.DataFrame:
         """Per layer (None for modules outside the layer stack)."""
@@ -173,18 +159,16 @@ class LoraCount:
         return g.agg(modules=("name", "size"), params=("params", "sum")).reset_index()
 
 
-def saved_modules(model: ModelShapes, modules_to_save: tuple[str, ...]) -> tuple[ModuleShape, ...]:
+def saved_modules(model: ModelShapes, modules_to_save: Sequence[str]) -> tuple[ModuleShape, ...]:
     """Modules PEFT trains in full for ``modules_to_save``: those with a path that ends with a listed name.
 
     PEFT tests ``key.endswith(name)`` on every module path — a plain string suffix, so ``classifier`` also
     reaches ``pre_classifier``.
     """
-    out = []
-    for m in model.modules if modules_to_save else ():
-        parts = m.name.split(".")
-        if any(".".join(parts[: i + 1]).endswith(t) for i in range(len(parts)) for t in modules_to_save):
-            out.append(m)
-    return tuple(out)
+    ends = lambda name: any(name.endswith(t) for t in modules_to_save)  # noqa: E731
+    return tuple(
+        m for m in model.modules if any(ends(m.name.rsplit(".", i)[0]) for i in range(m.name.count(".") + 1))
+    )
 
 
 def copy_params(m: ModuleShape) -> int:
@@ -196,34 +180,30 @@ def copy_params(m: ModuleShape) -> int:
 
 def peft_tying(model: ModelShapes, settings: LoraSettings) -> Tying:
     """The configuration PEFT really applies on ``model``, given its weights tied to the input embedding."""
-    mts, spec = tuple(settings.modules_to_save), settings.targets
-    index = model.by_name()
-    tied = [m for m in model.tied if m.tied_to in index and index[m.tied_to].kind == "embedding"]
+    mts, spec, index = tuple(settings.modules_to_save), settings.targets, model.by_name()
+    tied = [m.name for m in model.tied if m.tied_to in index and index[m.tied_to].kind == "embedding"]
     if not tied:
         return Tying(mts, spec)
-    embedding, keys = tied[0].tied_to, [m.name for m in tied]
+    embedding = index[tied[0]].tied_to
     if not settings.ensure_weight_tying:
         untied = tuple(m.name for m in saved_modules(model, mts) if m.tied_to is not None)
         return Tying(mts, spec, embedding=embedding, untied_copies=untied)
     if any(m.split(".")[-1] in TIE_NAMES for m in mts):
-        entries = _without_tied([*mts, *([embedding] if embedding not in mts else [])], keys)
-        return Tying(tuple(entries), spec, shared_copy=tuple(keys), embedding=embedding)
-    if spec.regex is not None:
-        if not any(re.fullmatch(spec.regex, n) for n in TIE_NAMES):
-            return Tying(mts, spec)
+        entries = _without_tied([*mts, *([embedding] if embedding not in mts else [])], tied)
+        return Tying(tuple(entries), spec, shared_copy=tuple(tied), embedding=embedding)
+    if spec.regex is not None and any(re.fullmatch(spec.regex, n) for n in TIE_NAMES):
         targets = TargetSpec(regex=rf"(?:{spec.regex}|^{re.escape(embedding)}$)")
-    elif any(t.split(".")[-1] in TIE_NAMES for t in spec.names):
-        targets = TargetSpec(names=tuple(_without_tied(list(dict.fromkeys([*spec.names, embedding])), keys)))
+    elif spec.regex is None and any(t.split(".")[-1] in TIE_NAMES for t in spec.names):
+        targets = TargetSpec(names=tuple(_without_tied(list(dict.fromkeys([*spec.names, embedding])), tied)))
     else:
         return Tying(mts, spec)
-    return Tying(mts, targets, tied_lora=tuple(keys), embedding=embedding)
+    return Tying(mts, targets, tied_lora=tuple(tied), embedding=embedding)
 
 
 def _without_tied(entries: list[str], tied: list[str]) -> list[str]:
     """``entries`` less, for each tied module, the first entry PEFT removes for it."""
     for key in tied:
-        hit = next((e for e in entries if names_component(e, key)), None)
-        if hit is not None:
+        if (hit := next((e for e in entries if names_component(e, key)), None)) is not None:
             entries.remove(hit)
     return entries
 
@@ -252,74 +232,44 @@ def tying_notes(model: ModelShapes, tying: Tying) -> list[str]:
     return notes
 
 
-def peft_match(
-    model: ModelShapes,
-    settings: LoraSettings,
-    tying: Tying | None = None,
-    layers_pattern: str | list | None = None,
-) -> TargetMatch:
-    """The modules PEFT puts LoRA on, after its rewrite of tied configurations (tied modules not included)."""
-    tying = tying or peft_tying(model, settings)
-    return match_targets(model, tying.targets, settings.layers, tying.modules_to_save, layers_pattern)
-
-
-def count_lora(model: ModelShapes, settings: LoraSettings, match: TargetMatch | None = None) -> LoraCount:
-    """Exact LoRA parameters of ``settings`` on ``model``.
-
-    Args:
-        model: the model's modules.
-        settings: rank, targets, layers, rank_pattern, DoRA, bias, modules_to_save.
-        match: the target match, when already computed (it is recomputed otherwise).
-
-    Returns:
-        The count, with one row per LoRA module.
+def count_lora(model: ModelShapes, settings: LoraSettings) -> LoraCount:
+    """Exact LoRA parameters of ``settings`` on ``model``: the modules PEFT puts LoRA on (``match_targets``
+    on the configuration PEFT applies, ``peft_tying``), one row each.
 
     Raises:
         LorascopeError: DoRA with targets that reach fused parameters (PEFT refuses it); a MoE target PEFT
             refuses (``match_targets``).
     """
-    tying = peft_tying(model, settings)
-    match = match or peft_match(model, settings, tying)
-    rows = tuple(_module_rows(model, settings, match, tying))
-    bias = sum(m.bias for m in model.modules) if settings.bias == "all" else sum(row.bias for row in rows)
-    saved = [m for m in saved_modules(model, tying.modules_to_save) if m.name not in tying.shared_copy]
-    return LoraCount(
-        model, settings, match, rows, bias, sum(map(copy_params, saved)), tuple(m.name for m in saved), tying
-    )
-
-
-def _module_rows(model: ModelShapes, settings: LoraSettings, match: TargetMatch, tying: Tying):
-    index = model.by_name()
-
-    def row(name: str, m: ModuleShape | ParamShape, kind: str, r: int, lora: int, mag: int = 0, bias=0):
-        out, inn = m.shape[-2:]
-        return Row(name, layer_of(name), type_of(name), kind, out, inn, r, lora, mag, bias, lora + mag + bias)
-
-    for name in match.modules:
-        if name in tying.tied_lora:
-            continue  # below, with the embedding's rank
-        m, r = index[name], settings.rank_for(name)
-        magnitude = (m.shape[1] if m.kind == "embedding" else m.shape[0]) if settings.dora else 0
-        bias = m.bias if settings.bias == "lora_only" else 0
-        yield row(name, m, m.kind, r, r * sum(m.shape), magnitude, bias)
-    if tying.tied_lora and tying.embedding in match.modules:
-        r = settings.rank_for(tying.embedding)  # the tied module holds the embedding's factors, transposed
-        for name in tying.tied_lora:
-            yield row(name, index[name], index[name].kind, r, r * sum(index[name].shape))
-    if match.parameters and settings.dora:
+    s, tying, index = settings, peft_tying(model, settings), model.by_name()
+    match = match_targets(model, tying.targets, s.layers, tying.modules_to_save, s.layers_pattern)
+    if match.parameters and s.dora:
         raise LorascopeError(
             f"DoRA cannot be combined with targets that reach fused parameters ({match.parameters[0]} …): "
             "PEFT's lora.ParamWrapper does not work with use_dora=True."
         )
-    params = {p.name: p for p in model.parameters}
-    for name in match.parameters:
-        p, r = params[name], param_rank(settings, match, name)
+
+    def row(name: str, shape: tuple[int, ...], kind: str, r: int, lora: int, mag: int = 0, bias: int = 0):
+        out, inn = shape[-2:]
+        return Row(name, layer_of(name), type_of(name), kind, out, inn, r, lora, mag, bias, lora + mag + bias)
+
+    rows = []
+    for m in (index[n] for n in match.modules if n not in tying.tied_lora):
+        r = s.rank_for(m.name)
+        magnitude = (m.shape[1] if m.kind == "embedding" else m.shape[0]) if s.dora else 0
+        rows.append(
+            row(m.name, m.shape, m.kind, r, r * sum(m.shape), magnitude, m.bias * (s.bias == "lora_only"))
+        )
+    if tying.tied_lora and tying.embedding in match.modules:
+        r = s.rank_for(tying.embedding)  # the tied module holds the embedding's factors, transposed
+        rows += [row(n, index[n].shape, index[n].kind, r, r * sum(index[n].shape)) for n in tying.tied_lora]
+    for p in (p for p in model.parameters if p.name in match.parameters):
         # lora.ParamWrapper on (E, out, in): A (r·E, in), B (out, r·E): one LoRA of rank r·E over all experts
-        yield row(name, p, "param", r, r * p.experts * (p.shape[-2] + p.shape[-1]))
-
-
-def param_rank(settings: LoraSettings, match: TargetMatch, name: str) -> int:
-    """r of a target parameter: a rank_pattern key, else PEFT's r·len(group) for a fused group, else r."""
-    if settings.rank_pattern and pattern_key(dict(settings.rank_pattern), name) is not None:
-        return settings.rank_for(name)
-    return settings.rank * match.rank_factor.get(name.rsplit(".", 1)[-1], 1)
+        if s.rank_pattern and pattern_key(dict(s.rank_pattern), p.name) is not None:
+            r = s.rank_for(p.name)
+        else:  # PEFT's r·len(group) for a fused group
+            r = s.rank * match.rank_factor.get(p.name.rsplit(".", 1)[-1], 1)
+        rows.append(row(p.name, p.shape, "param", r, r * p.experts * (p.shape[-2] + p.shape[-1])))
+    bias = sum(m.bias for m in model.modules) if s.bias == "all" else sum(row.bias for row in rows)
+    saved = [m for m in saved_modules(model, tying.modules_to_save) if m.name not in tying.shared_copy]
+    return LoraCount(model, s, match, tuple(rows), bias, sum(map(copy_params, saved)),
+                     tuple(m.name for m in saved), tying)  # fmt: skip

@@ -31,31 +31,20 @@ DTYPES: dict[str, tuple[str, int]] = {
 
 def adapter_tensors(count: LoraCount) -> list[tuple[str, tuple[int, ...]]]:
     """The tensors PEFT's save_pretrained writes for this configuration: (key as PEFT names it, shape)."""
-    prefix = PEFT_PREFIX
-    index = count.model.by_name()
     out: list[tuple[str, tuple[int, ...]]] = []
     for row in count.rows:
-        key = prefix + row.name
-        if row.kind == "param":  # approximate: ParamWrapper's factors as two matrices of rank r·E
-            r = row.lora // (row.rows + row.cols)
-            out += [(f"{key}.lora_A.weight", (r, row.cols)), (f"{key}.lora_B.weight", (row.rows, r))]
-            continue
+        key, r = PEFT_PREFIX + row.name, row.r if row.kind != "param" else row.lora // (row.rows + row.cols)
         if row.kind == "embedding":  # A (r, num_embeddings), B (dim, r)
-            out += [(f"{key}.lora_embedding_A", (row.r, row.rows)),
-                    (f"{key}.lora_embedding_B", (row.cols, row.r))]  # fmt: skip
-        else:  # A (r, in), B (out, r)
-            out += [(f"{key}.lora_A.weight", (row.r, row.cols)), (f"{key}.lora_B.weight", (row.rows, row.r))]
-        if row.magnitude:
-            out.append((f"{key}.lora_magnitude_vector", (row.magnitude,)))
-        if row.bias:
-            out.append((f"{key}.bias", (row.bias,)))
+            out += [(f"{key}.lora_embedding_A", (r, row.rows)), (f"{key}.lora_embedding_B", (row.cols, r))]
+        else:  # A (r, in), B (out, r); a ParamWrapper's as two matrices of rank r·E (approximate)
+            out += [(f"{key}.lora_A.weight", (r, row.cols)), (f"{key}.lora_B.weight", (row.rows, r))]
+        out += [(f"{key}.lora_magnitude_vector", (row.magnitude,))] if row.magnitude else []
+        out += [(f"{key}.bias", (row.bias,))] if row.bias else []
     if count.settings.bias == "all":
-        out += [(f"{prefix}{m.name}.bias", (m.bias,)) for m in count.model.modules if m.bias]
-    for m in map(index.get, count.saved_modules):
-        if copy_params(m) - m.bias:
-            out.append((f"{prefix}{m.name}.weight", m.shape))
-        if m.bias:
-            out.append((f"{prefix}{m.name}.bias", (m.bias,)))
+        out += [(f"{PEFT_PREFIX}{m.name}.bias", (m.bias,)) for m in count.model.modules if m.bias]
+    for m in map(count.model.by_name().get, count.saved_modules):
+        out += [(f"{PEFT_PREFIX}{m.name}.weight", m.shape)] if copy_params(m) - m.bias else []
+        out += [(f"{PEFT_PREFIX}{m.name}.bias", (m.bias,))] if m.bias else []
     return list(dict(out).items())  # a key listed twice (a bias trained and saved) holds the same tensor
 
 
@@ -98,11 +87,11 @@ class MemoryAssumptions:
         master = (
             "an fp32 master copy of each 16-bit trainable weight" if self.master_weights else "no master copy"
         )
-        states = f"{self.optimizer_states} states × {self.state_bytes} bytes per trainable parameter"
         return [
             f"weights in {self.weights_dtype}; LoRA adapter weights in {self.adapter_dtype}",
             "gradients only for trainable parameters, in the dtype of their weights",
-            f"AdamW: {states}; {master}",
+            f"AdamW: {self.optimizer_states} states × {self.state_bytes} bytes per trainable parameter; "
+            + master,
             "activations, KV cache, temporary buffers and framework overhead are not included",
         ]
 

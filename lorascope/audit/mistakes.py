@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 
 from .count import LoraCount, LoraSettings, count_lora
 from .numbers import both
-from .shapes import ATTENTION_ROLES, LORA_KINDS, MLP_ROLES, ModelShapes, ModuleShape, layer_of, relayer
-from .shapes import type_of
+from .shapes import ATTENTION_ROLES, LORA_KINDS, MLP_ROLES, ModelShapes, layer_of, relayer, type_of
 from .targets import PRESET_WORDS, TargetSpec, match_targets
 
 # Layer counts of published model families (1 to 126 layers): a claim made for a sibling model's depth.
@@ -37,8 +36,10 @@ class Scenario:
     steps: tuple[str, ...] = ()  # what was done differently, in words
     keys: tuple[str, ...] = ()  # MISTAKES keys applied
 
-    def then(self, key: str, step: str, **changes) -> Scenario:
-        return replace(self, steps=(*self.steps, step), keys=(*self.keys, key), **changes)
+    def then(self, key: str, step: str, keep_total: bool = True, **changes) -> Scenario:
+        """This scenario with one more mistake; ``keep_total``: the model size stays what it was."""
+        total = {"total": self.model_total()} if keep_total and "total" not in changes else {}
+        return replace(self, steps=(*self.steps, step), keys=(*self.keys, key), **total, **changes)
 
     def at_depth(self, measure: Callable[[ModelShapes], int]) -> int:
         """``measure`` of the model at the scenario's layer count: counts are linear in the number of
@@ -54,9 +55,11 @@ class Scenario:
 
     def figure(self, figure: str) -> float:
         """The claimed figure ('lora', 'percent' or 'total') this way of counting produces."""
-        lora = self.lora
-        if lora is None:
-            lora = self.at_depth(lambda m: count_lora(m, self.settings).trainable)
+        lora = (
+            self.lora
+            if self.lora is not None
+            else self.at_depth(lambda m: count_lora(m, self.settings).trainable)
+        )
         total = self.model_total()
         return {"lora": lora, "total": total, "percent": 100.0 * lora / total * self.percent_scale}[figure]
 
@@ -65,87 +68,64 @@ class Scenario:
 Vary = Callable[[Scenario, LoraCount, str], Iterator[Scenario]]
 
 
-def _reshaped(model: ModelShapes, shape_for: Callable[[ModuleShape], tuple[int, int] | None]):
-    """The model with linear layers reshaped by ``shape_for`` (None: kept), or None when nothing changed."""
-    out = [replace(m, shape=new) if m.kind in ("linear", "conv1d") and (new := shape_for(m)) else m
-           for m in model.modules]  # fmt: skip
-    return model.with_modules(out) if out != list(model.modules) else None
-
-
 def _matched(s: Scenario, spec: TargetSpec | None = None, layers: object = ...):
     spec, layers = spec or s.settings.targets, s.settings.layers if layers is ... else layers
     return match_targets(s.model, spec, layers, s.settings.modules_to_save)
 
 
-def _real_shapes(s: Scenario, roles: tuple[str, ...]) -> str:
-    matched = set(_matched(s).modules)
-    seen: dict[str, tuple[int, ...]] = {}
-    for m in s.model.modules:
-        if m.role in roles and m.name in matched:
-            seen.setdefault(type_of(m.name), m.shape)
-    return ", ".join(f"{t} is {a}×{b}" for t, (a, b) in seen.items())
-
-
-def _changes_count(s: Scenario, model: ModelShapes | None) -> bool:
-    trainable = lambda m: count_lora(m, s.settings).trainable  # noqa: E731
-    return model is not None and trainable(model) != trainable(s.model)
+def _squared(s: Scenario, key: str, shapes: dict[str, tuple[int, int]], roles: tuple[str, ...], what: str):
+    """The scenario with the linear layers of these roles reshaped (``what`` the counter assumed), if that
+    changes the count; the step says what they really are."""
+    model = s.model.with_modules(replace(m, shape=shapes[m.role]) if m.kind in ("linear", "conv1d")
+                                 and m.role in shapes else m for m in s.model.modules)  # fmt: skip
+    if count_lora(model, s.settings).trainable != count_lora(s.model, s.settings).trainable:
+        matched, real = set(_matched(s).modules), {}
+        for m in (m for m in s.model.modules if m.role in roles and m.name in matched):
+            real.setdefault(type_of(m.name), m.shape)
+        really = ", ".join(f"{t} is {a}×{b}" for t, (a, b) in real.items())
+        yield s.then(key, f"{what}really {really})", model=model)
 
 
 def square_attention(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     """k_proj/v_proj (and, second, every attention projection) taken as d×d."""
-    h = s.model.hidden
-    if not h:
-        return
-    fused = {"qkv": (3 * h, h)}
-    kv = _reshaped(s.model, lambda m: (h, h) if m.role in ("k", "v") else fused.get(m.role))
-    if _changes_count(s, kv):
-        real = _real_shapes(s, ("k", "v", "qkv"))
-        step = f"k/v projections taken as d×d = {h}×{h} (grouped-query attention ignored; really {real})"
-        yield s.then("square_kv", step, model=kv, total=s.model_total())
-    every = _reshaped(s.model, lambda m: (h, h) if m.role in ("q", "k", "v", "o") else fused.get(m.role))
-    if every != kv and _changes_count(s, every):
-        real = _real_shapes(s, ATTENTION_ROLES)
-        step = f"every attention projection taken as d×d = {h}×{h} (really {real})"
-        yield s.then("square_kv", step, model=every, total=s.model_total())
+    if h := s.model.hidden:
+        kv = {"k": (h, h), "v": (h, h), "qkv": (3 * h, h)}
+        what = f"k/v projections taken as d×d = {h}×{h} (grouped-query attention ignored; "
+        first = list(_squared(s, "square_kv", kv, ("k", "v", "qkv"), what))
+        what = f"every attention projection taken as d×d = {h}×{h} ("
+        every = list(_squared(s, "square_kv", {**kv, "q": (h, h), "o": (h, h)}, ATTENTION_ROLES, what))
+        yield from first + [e for e in every if not first or e.model != first[0].model]
 
 
 def square_mlp(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     """MLP projections taken as d×d, or the MLP taken as 4·d wide."""
-    h = s.model.hidden
-    if not h:
-        return
-    for w, words in ((h, f"d×d = {h}×{h}"), (4 * h, f"4·d wide ({4 * h})")):
-        wide = {"gate": (w, h), "up": (w, h), "down": (h, w), "gate_up": (2 * w, h)}
-        alt = _reshaped(s.model, lambda m, wide=wide: wide.get(m.role or ""))
-        if _changes_count(s, alt):
-            step = f"MLP projections taken as {words} (really {_real_shapes(s, MLP_ROLES)})"
-            yield s.then("square_mlp", step, model=alt, total=s.model_total())
+    if h := s.model.hidden:
+        for w, words in ((h, f"d×d = {h}×{h}"), (4 * h, f"4·d wide ({4 * h})")):
+            wide = {"gate": (w, h), "up": (w, h), "down": (h, w), "gate_up": (2 * w, h)}
+            yield from _squared(s, "square_mlp", wide, MLP_ROLES, f"MLP projections taken as {words} (")
 
 
 def layer_count(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     """A different number of layers: off by one or two, one layer, or a common layer count (strict)."""
     n_now = len(s.settings.layers) if s.settings.layers else s.model.num_layers
-    if n_now == 0:
-        return
     near = {n_now - 2, n_now - 1, n_now + 1, n_now + 2, 1}
-    for n in sorted(c for c in {*COMMON_LAYER_COUNTS, *near} if c > 0 and c != n_now):
+    for n in sorted(c for c in {*COMMON_LAYER_COUNTS, *near} if c > 0 and c != n_now) if n_now else ():
         strict = s.strict or n not in near
         if s.settings.layers:
             settings = replace(s.settings, layers=tuple(range(n)))
-            step = f"{n} adapted layers counted instead of {n_now}"
-            yield s.then("layers", step, settings=settings, strict=strict)
+            yield s.then("layers", f"{n} adapted layers counted instead of {n_now}", False, settings=settings,
+                         strict=strict)  # fmt: skip
         else:
             step = f"{n} layer{'s' if n > 1 else ''} counted where the model has {n_now}"
-            yield s.then("layers", step, n_layers=n, strict=strict)
+            yield s.then("layers", step, False, n_layers=n, strict=strict)
 
 
 def tied_embeddings(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     """Tied input/output embeddings counted twice, or untied ones counted once."""
-    total = s.model_total()
-    tied = sum(m.weight_numel for m in s.model.tied)
+    total, tied = s.model_total(), sum(m.weight_numel for m in s.model.tied)
     if tied:
-        step = f"the tied embedding matrix counted twice (input and output, +{both(tied)})"
-        yield s.then("tied", step, total=total + tied)
+        yield s.then("tied", f"the tied embedding matrix counted twice (input and output, +{both(tied)})",
+                     total=total + tied)  # fmt: skip
     untied = [m for m in s.model.modules if m.role == "head" and m.tied_to is None and m.kind == "linear"]
     if untied:
         n = untied[0].weight_numel
@@ -156,20 +136,14 @@ def tied_embeddings(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scen
 def alpha_as_rank(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     a, r = s.settings.alpha, s.settings.rank
     if float(a).is_integer() and int(a) != r and a >= 1:
-        step = f"lora_alpha={int(a)} read as the rank (r={r})"
-        yield s.then("alpha_as_rank", step, settings=replace(s.settings, rank=int(a)), total=s.model_total())
+        yield s.then("alpha_as_rank", f"lora_alpha={int(a)} read as the rank (r={r})",
+                     settings=replace(s.settings, rank=int(a)))  # fmt: skip
 
 
 def rank_pattern_ignored(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     if s.settings.rank_pattern:
-        step = f"rank_pattern ignored (every module at r={s.settings.rank})"
-        settings = replace(s.settings, rank_pattern={})
-        yield s.then("rank_pattern", step, settings=settings, total=s.model_total())
-
-
-def _with_targets(s: Scenario, step: str, names: tuple[str, ...]) -> Scenario:
-    settings = replace(s.settings, targets=TargetSpec(names=names), layers=None)
-    return s.then("targets", step, settings=settings, total=s.model_total())
+        yield s.then("rank_pattern", f"rank_pattern ignored (every module at r={s.settings.rank})",
+                     settings=replace(s.settings, rank_pattern={}))  # fmt: skip
 
 
 def other_targets(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
@@ -178,61 +152,58 @@ def other_targets(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenar
     match = _matched(s)
     if match.parameters:  # target_parameters cannot be listed by name: not varied
         return
-    groups = match.groups()
+
+    def targets(step: str, names: tuple[str, ...]) -> Scenario:
+        settings = replace(s.settings, targets=TargetSpec(names=names), layers=None)
+        return s.then("targets", step, settings=settings)
+
+    groups, have = match.groups(), set(match.modules)
     owners = {name: t for t, names in match.by_target.items() for name in names}
     for kind, names in groups.items() if len(groups) > 1 else ():
         target = owners.get(names[0])
         types = {type_of(n) for n in match.by_target.get(target, ())}
         also = f"; target {target!r} reaches it as well as {', '.join(sorted(types - {kind}))}"
         rest = tuple(n for n in match.modules if n not in names)
-        step = f"{kind} ({len(names)} modules) not counted{also if len(types) > 1 else ''}"
-        yield _with_targets(s, step, rest)
-    have = set(match.modules)
-    if s.model.output_head and s.model.output_head not in have:
+        yield targets(f"{kind} ({len(names)} modules) not counted{also if len(types) > 1 else ''}", rest)
+    if (head := s.model.output_head) and head not in have:
         alt = _matched(s, TargetSpec(preset="all-linear"), None)
-        step = f"all linear layers including the output head {s.model.output_head}"
-        yield _with_targets(s, step, (*alt.modules, s.model.output_head))
-    layers = set(s.settings.layers or ())
-    extra: dict[str, list[str]] = {}
+        yield targets(f"all linear layers including the output head {head}", (*alt.modules, head))
+    layers, extra = set(s.settings.layers or ()), {}
     for m in s.model.modules:
         if m.kind in LORA_KINDS and m.name not in have and (not layers or layer_of(m.name) in layers):
             extra.setdefault(type_of(m.name), []).append(m.name)
     for kind, names in extra.items():
-        step = f"{kind} ({len(names)} modules) counted as a target too"
-        yield _with_targets(s, step, (*match.modules, *names))
+        yield targets(f"{kind} ({len(names)} modules) counted as a target too", (*match.modules, *names))
     for preset in PRESET_WORDS:
         try:
             alt = _matched(s, TargetSpec(preset=preset), None)
         except Exception:  # no such preset for this architecture
             continue
         if set(alt.modules) != have and alt.modules:
-            yield _with_targets(s, f"targets taken as {preset} ({len(alt.modules)} modules)", alt.modules)
+            yield targets(f"targets taken as {preset} ({len(alt.modules)} modules)", alt.modules)
 
 
 def dora_toggled(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     step = "DoRA magnitude vectors " + ("left out" if s.settings.dora else "counted (DoRA is off)")
-    yield s.then("dora", step, settings=replace(s.settings, dora=not s.settings.dora), total=s.model_total())
+    yield s.then("dora", step, settings=replace(s.settings, dora=not s.settings.dora))
 
 
 def percent_as_fraction(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     if figure == "percent":
-        step = "the fraction written as a percentage (0.0045 given for 0.45 %)"
-        yield s.then("percent_scale", step, percent_scale=0.01)
-        yield s.then("percent_scale", "the percentage multiplied by 100 again", percent_scale=100.0)
+        yield s.then("percent_scale", "the fraction written as a percentage (0.0045 given for 0.45 %)", False,
+                     percent_scale=0.01)  # fmt: skip
+        yield s.then("percent_scale", "the percentage multiplied by 100 again", False, percent_scale=100.0)
 
 
 def full_matrices(s: Scenario, count: LoraCount, figure: str) -> Iterator[Scenario]:
     """The targeted weights themselves counted (Σ out·in), as if fully fine-tuned."""
-    if not count.rows:
-        return
-    index, params = count.model.by_name(), {p.name: p.shape for p in count.model.parameters}
-    full = sum(index[n].weight_numel for n in count.match.modules)
-    full += sum(math.prod(params[n]) for n in count.match.parameters)
-    step = (
-        f"the full weight matrices of the {len(count.rows)} targeted modules counted (Σ out·in) instead of "
-        "the LoRA factors r·(out+in)"
-    )
-    yield s.then("full_matrices", step, lora=full, total=s.model_total())
+    if count.rows:
+        index, params = count.model.by_name(), {p.name: p.shape for p in count.model.parameters}
+        full = sum(index[n].weight_numel for n in count.match.modules)
+        full += sum(math.prod(params[n]) for n in count.match.parameters)
+        step = (f"the full weight matrices of the {len(count.rows)} targeted modules counted (Σ out·in) "
+                "instead of the LoRA factors r·(out+in)")  # fmt: skip
+        yield s.then("full_matrices", step, lora=full)
 
 
 @dataclass(frozen=True)
@@ -254,7 +225,7 @@ MISTAKES: dict[str, Mistake] = {
     "dora": Mistake("DoRA magnitude vectors counted or left out", dora_toggled, combinable=False),
     "percent_scale": Mistake("a fraction written as a percentage", percent_as_fraction, combinable=False),
     "full_matrices": Mistake(
-        "full weight matrices counted instead of the LoRA factors", full_matrices, combinable=False
+        "full weight matrices counted instead of the LoRA factors", full_matrices, False
     ),
 }
 # Mistakes with many variants; two of them together could fit almost any number, so they are never paired.

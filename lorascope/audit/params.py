@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..errors import LorascopeError
 from .adapter import AdapterAudit, audit_adapter, load_adapter, scan_adapter
-from .claims import Claim, ClaimCheck, check_claim
-from .count import LoraCount, LoraSettings, count_lora, peft_match, peft_tying, tying_notes
+from .claims import Claim, ClaimCheck, check_claim, figure_rows
+from .count import LoraCount, LoraSettings, count_lora, tying_notes
 from .footprint import DTYPES, MemoryAssumptions, adapter_file_size, training_memory
-from .shape_source import load_model, source_kind
+from .shape_source import SHAPE_SOURCES, load_model, source_kind
 from .shapes import ModelShapes
 from .targets import check_match
 
@@ -36,8 +36,18 @@ class AuditOptions:
     model: str | Path | None = None  # the base model, for an adapter SOURCE
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if problems := self.problems(self.__dict__):
+            raise ValueError("; ".join(problems))
+
+    @staticmethod
+    def problems(f: dict[str, Any]) -> list[str]:
+        """Every invalid field among ``f`` (AuditOptions field -> value), one sentence each."""
+        allowed = {"shapes": SHAPE_SOURCES, "dtype": tuple(DTYPES)}
+        return [
+            f"{k} {f[k]!r} is not one of {', '.join(ok)}"
+            for k, ok in allowed.items()
+            if f.get(k, ok[0]) not in ok
+        ]
 
     @property
     def memory(self) -> MemoryAssumptions:
@@ -55,24 +65,19 @@ class ParamsResult:
     claim: ClaimCheck | None = None
 
     model = property(lambda self: self.count.model)
-    dtype = property(lambda self: self.options.dtype)
-    assumptions = property(lambda self: self.options.memory)
-    file_bytes = property(lambda self: adapter_file_size(self.count, self.dtype))
-
-    @property
-    def memory(self) -> pd.DataFrame:
-        return training_memory(self.count.total, self.count.trainable, self.assumptions)
+    file_bytes = property(lambda self: adapter_file_size(self.count, self.options.dtype))
+    memory = property(
+        lambda self: training_memory(self.count.total, self.count.trainable, self.options.memory)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         c, m, s = self.count, self.count.model, self.count.settings
-        by_layer = [{"layer": None if pd.isna(r["layer"]) else r["layer"], "modules": r["modules"],
-                     "params": r["params"]} for r in c.by_layer().to_dict(orient="records")]  # fmt: skip
         return _plain({
             "source": self.source,
             "model": {"arch": m.arch, "head": m.head, "shapes_from": m.shapes_from, "parameters": c.total,
                       "layers": m.num_layers, "hidden": m.hidden,
                       "tied": [{"module": t.name, "tied_to": t.tied_to} for t in m.tied], "notes": m.notes},
-            "lora": {"rank": s.rank, "alpha": s.alpha, "targets": c.match.resolved.label, "layers": s.layers,
+            "lora": {"rank": s.rank, "alpha": s.alpha, "targets": c.match.label, "layers": s.layers,
                      "rank_pattern": dict(s.rank_pattern), "dora": s.dora, "bias": s.bias,
                      "modules_to_save": s.modules_to_save, "ensure_weight_tying": s.ensure_weight_tying,
                      "modules": len(c.rows)},
@@ -80,11 +85,12 @@ class ParamsResult:
             "counts": {"lora": c.lora, "dora_magnitude": c.magnitude, "bias": c.bias,
                        "modules_to_save": c.saved, "trainable": c.trainable, "total": c.total,
                        "percent": c.percent, "peft_all_params": c.peft_total, "peft_percent": c.peft_percent},
-            "by_module_type": c.by_type().to_dict(orient="records"), "by_layer": by_layer,
-            "adapter_file": {"dtype": self.dtype, "bytes": self.file_bytes, "format": "safetensors"},
-            "memory": {"assumptions": self.assumptions.lines(),
+            "by_module_type": c.by_type().to_dict(orient="records"),
+            "by_layer": c.by_layer().to_dict(orient="records"),
+            "adapter_file": {"dtype": self.options.dtype, "bytes": self.file_bytes, "format": "safetensors"},
+            "memory": {"assumptions": self.options.memory.lines(),
                        "bytes": self.memory.to_dict(orient="records")},
-            "warnings": self.warnings, **({"claim": claim_dict(self.claim)} if self.claim else {}),
+            "warnings": self.warnings, **_claim(self.claim),
         })  # fmt: skip
 
 
@@ -97,43 +103,35 @@ class AdapterResult:
     claim: ClaimCheck | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        a = self.audit
+        a, c = self.audit, self.audit.model_count
         keys = ("r", "lora_alpha", "target_modules", "rank_pattern", "use_dora", "modules_to_save",
                 "task_type", "base_model_name_or_path")  # fmt: skip
-        out: dict[str, Any] = {
+        return _plain({
             "source": self.source, "config": {k: a.config.get(k) for k in keys},
             "counts": {"actual": a.actual, "configured": a.configured, "saved_full_tensors": a.saved_params,
                        "trainable": a.trainable},
             "targets": a.targets, "modules": a.modules.to_dict(orient="records"),
             "saved": a.saved.to_dict(orient="records"),
             "findings": [{"severity": f.severity, "message": f.message} for f in a.findings],
-        }  # fmt: skip
-        if a.model_count is not None:
-            out["model"] = {"parameters": a.model_total, "configured_on_model": a.model_count.trainable,
-                            "percent": 100.0 * a.trainable / a.model_total}  # fmt: skip
-        return _plain({**out, **({"claim": claim_dict(self.claim)} if self.claim else {})})
+            **({} if c is None else {"model": {"parameters": c.total, "configured_on_model": c.trainable,
+                                               "percent": 100.0 * a.trainable / c.total}}),
+            **_claim(self.claim),
+        })  # fmt: skip
 
 
-def claim_dict(check: ClaimCheck) -> dict[str, Any]:
-    """A claim check as JSON: each figure with its verdict, and the mistakes that explain a wrong one."""
-    rows = []
-    for f in check.figures:
-        e = f.explanation
-        explained = e and {"mistakes": e.keys, "steps": e.steps, "value": e.value, "error": e.error,
-                           "reproduces": e.reproduces, "also": e.also}  # fmt: skip
-        rows.append({"figure": f.figure, "claimed": f.claimed, "exact": f.exact, "relative_error": f.error,
-                     "tolerance": f.tolerance, "verdict": f.verdict, "explanation": explained})  # fmt: skip
-    return {"ok": check.ok, "figures": rows}
+def _claim(check: ClaimCheck | None) -> dict[str, Any]:
+    """A claim check as JSON: each figure's row (``claims.figure_rows``), as audit.csv holds it."""
+    return {} if check is None else {"claim": {"ok": check.ok, "figures": figure_rows(check)}}
 
 
 def _plain(x: Any) -> Any:
-    """JSON-ready: numpy scalars to Python numbers, tuples to lists, NaN (no layer) to null."""
+    """JSON-ready: numpy scalars to Python numbers, tuples to lists, NaN (no layer, no fit) to null."""
     if isinstance(x, dict):
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return None if math.isnan(x) else float(x)
+    if isinstance(x, (float, np.floating)) or x is pd.NA:
+        return None if x is pd.NA or math.isnan(x) else float(x)
     return x.item() if isinstance(x, np.generic) else x
 
 
@@ -144,10 +142,8 @@ def count_config(model: ModelShapes, settings: LoraSettings, options: AuditOptio
     Raises:
         LorascopeError: targets that match nothing (unless allowed) or reach layers LoRA cannot wrap.
     """
-    tying = peft_tying(model, settings)
-    match = peft_match(model, settings, tying)
-    warnings = check_match(match, model, settings.allow_unmatched) + tying_notes(model, tying)
-    count = count_lora(model, settings, match)
+    count = count_lora(model, settings)
+    warnings = check_match(count.match, model, settings.allow_unmatched) + tying_notes(model, count.tying)
     checked = check_claim(count, claim) if claim is not None else None
     return ParamsResult(source, count, options, tuple(warnings), checked)
 
@@ -167,8 +163,9 @@ def audit_source(source: str | Path, settings: LoraSettings, options: AuditOptio
     """
     options = options or AuditOptions()
     if source_kind(source) != "adapter":
-        model = load_model(source, options.shapes, options.head)
-        return count_config(model, settings, options, claim, str(source))
+        return count_config(
+            load_model(source, options.shapes, options.head), settings, options, claim, str(source)
+        )
     adapter = load_adapter(source)
     model = load_model(options.model, options.shapes, options.head) if options.model else None
     audit = audit_adapter(adapter, scan_adapter(adapter), model)
@@ -177,5 +174,4 @@ def audit_source(source: str | Path, settings: LoraSettings, options: AuditOptio
             f"checking a claim against the adapter {source} needs the base model's shapes: "
             "pass --model CONFIG_OR_FOLDER (the model the adapter was trained on)."
         )
-    checked = check_claim(audit.model_count, claim) if claim is not None else None
-    return AdapterResult(str(source), audit, checked)
+    return AdapterResult(str(source), audit, check_claim(audit.model_count, claim) if claim else None)

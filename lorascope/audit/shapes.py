@@ -1,34 +1,26 @@
 """Owns what a model is made of, for counting: its named modules with weight shapes and tied weights.
 
-The data types every audit step shares (``ModuleShape``, ``ParamShape``, ``ModelShapes``) and pure
-operations on them: totals, module types and roles, re-layering, the head a config names. Where shapes come
-from is ``shape_source``'s concern.
+The data types every audit step shares and pure operations on them: totals, module types and roles,
+re-layering, the head a config names. Where shapes come from is ``shape_source``'s concern.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import LorascopeError
 from ..names import module_type, split_name
 
-# Kinds of module. LoRA can wrap the first three (PEFT refuses anything else as a target).
-LORA_KINDS = ("linear", "conv1d", "embedding")
+LORA_KINDS = ("linear", "conv1d", "embedding")  # what LoRA can wrap (PEFT refuses other targets)
 KINDS = (*LORA_KINDS, "other")
-HEADS = ("base", "causal-lm", "masked-lm", "seq-cls")
 # The head an `architectures` entry names, by the end of its class name.
-HEAD_SUFFIXES = (
-    ("ForCausalLM", "causal-lm"),
-    ("LMHeadModel", "causal-lm"),
-    ("ForMaskedLM", "masked-lm"),
-    ("ForSequenceClassification", "seq-cls"),
-    ("Model", "base"),
-)
+HEAD_SUFFIXES = (("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"), ("ForMaskedLM", "masked-lm"),
+                 ("ForSequenceClassification", "seq-cls"), ("Model", "base"))  # fmt: skip
 CAUSAL_LM_BY_DEFAULT = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")
-# Role of a module from the end of its type, most specific first. Roles drive the common-mistake
+# Role of a module from the end of its type, most specific first; roles drive the common-mistake
 # recomputations (square k/v, square MLP, tied head) and nothing else.
 ROLE_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("attention.self.query", "q"), ("attention.self.key", "k"), ("attention.self.value", "v"),
@@ -38,9 +30,8 @@ ROLE_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("attn.c_attn", "qkv"), ("attn.c_proj", "o"), ("mlp.c_fc", "up"), ("mlp.c_proj", "down"),
     ("gate_up_proj", "gate_up"), ("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down"),
     ("experts.*.w1", "gate"), ("experts.*.w3", "up"), ("experts.*.w2", "down"),
-    ("block_sparse_moe.gate", "router"), ("ffn.lin1", "up"), ("ffn.lin2", "down"),
-    ("embed_tokens", "embed"), ("wte", "embed"), ("word_embeddings", "embed"),
-    ("lm_head", "head"), ("vocab_projector", "head"), ("predictions.decoder", "head"),
+    ("ffn.lin1", "up"), ("ffn.lin2", "down"), ("lm_head", "head"), ("vocab_projector", "head"),
+    ("predictions.decoder", "head"),
 )  # fmt: skip
 ATTENTION_ROLES = ("q", "k", "v", "o", "qkv")
 MLP_ROLES = ("gate", "up", "down", "gate_up")
@@ -57,7 +48,7 @@ def layer_of(name: str) -> int | None:
 
 
 def role_of(name: str) -> str | None:
-    """'q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'router', 'embed', 'head' or None."""
+    """'q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'head' (an output head) or None."""
     typed = module_type(name)
     return next((r for s, r in ROLE_SUFFIXES if typed == s or typed.endswith("." + s)), None)
 
@@ -119,7 +110,6 @@ class ModelShapes:
     shapes_from: str = "rules"  # hf (transformers) | rules (lorascope's table) | headers (a checkpoint's)
     notes: tuple[str, ...] = ()
     parameters: tuple[ParamShape, ...] = ()  # reachable only as target_parameters (fused experts, routers)
-    config: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def total(self) -> int:
@@ -159,7 +149,7 @@ def model_type_of(config: dict[str, Any], where: str) -> str:
 def head_of(config: dict[str, Any], arch: str) -> str:
     """The head a config's ``architectures`` names (LlamaForCausalLM -> 'causal-lm'); without one, a
     decoder-only architecture is a causal LM and anything else its base model."""
-    names = config.get("architectures") or []
+    names = config.get("architectures")
     for cls in names if isinstance(names, list) else []:
         for suffix, head in HEAD_SUFFIXES:
             if isinstance(cls, str) and cls.endswith(suffix):
@@ -168,31 +158,24 @@ def head_of(config: dict[str, Any], arch: str) -> str:
 
 
 def relayer(model: ModelShapes, n_layers: int) -> ModelShapes:
-    """The same model with ``n_layers`` copies of its first layer (the 'different layer count' mistake)."""
+    """The same model with its layer stack replaced by ``n_layers`` copies of its first layer (the
+    'different layer count' mistake); modules outside the stack stay where they are."""
     if n_layers < 1:
         raise ValueError(f"n_layers must be ≥ 1, got {n_layers}")
     first = min((i for m in model.modules if (i := layer_of(m.name)) is not None), default=None)
+
+    def stack(items: tuple) -> list:
+        start = next((i for i, m in enumerate(items) if layer_of(m.name) is not None), len(items))
+        template = [m for m in items if layer_of(m.name) == first]
+        copies = [replace(t, name=_renumbered(t.name, i)) for i in range(n_layers) for t in template]
+        return [*items[:start], *copies, *(m for m in items[start:] if layer_of(m.name) is None)]
+
     if first is None:
         return model
-    parameters = tuple(_relayered(model.parameters, first, n_layers))
-    return model.with_modules(_relayered(model.modules, first, n_layers), parameters=parameters)
+    return model.with_modules(stack(model.modules), parameters=tuple(stack(model.parameters)))
 
 
-def _relayered(items, first: int, n_layers: int) -> list:
-    """Items outside the layer stack kept in place; the stack replaced by n copies of layer ``first``."""
-    template = [m for m in items if layer_of(m.name) == first]
-    out: list = []
-    placed = False
-    for m in items:
-        if layer_of(m.name) is None:
-            out.append(m)
-        elif not placed:
-            out.extend(_renumbered(t, i) for i in range(n_layers) for t in template)
-            placed = True
-    return out
-
-
-def _renumbered(m, new: int):
-    parts = m.name.split(".")
+def _renumbered(name: str, new: int) -> str:
+    parts = name.split(".")
     i = next(i for i, p in enumerate(parts) if p.isdigit())
-    return replace(m, name=".".join([*parts[:i], str(new), *parts[i + 1 :]]))
+    return ".".join([*parts[:i], str(new), *parts[i + 1 :]])

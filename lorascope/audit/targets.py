@@ -1,16 +1,10 @@
 """Owns which modules a LoRA target specification reaches, by PEFT's rules (peft/tuners/tuners_utils.py).
 
-- A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` matches
-  both ``attn.c_proj`` and ``mlp.c_proj`` in GPT-2).
-- A string is a regular expression that must match the whole module name (``re.fullmatch``).
-- ``all-linear`` is every Linear / Conv1D layer except the output layer (the output embeddings, or for a
-  classifier the ``score`` / ``classifier`` head).
-- ``layers_to_transform`` (``--layers``) keeps only modules whose first numbered component is listed; PEFT
-  applies it to name lists only and refuses it with a regex or all-linear.
-- A module named by ``modules_to_save`` is never a LoRA target.
-
-``attn`` and ``mlp`` are lorascope presets per architecture (``PRESETS``); with no targets, PEFT's default
-for the architecture is used (``PEFT_DEFAULTS``, PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+A list of names matches a module whose name equals a name or ends with ``.`` + name (``c_proj`` reaches
+``attn.c_proj`` and ``mlp.c_proj`` in GPT-2); a string is a full-match regex; ``all-linear`` is every Linear
+and Conv1D layer but the output layer. ``layers_to_transform`` filters name lists only; ``modules_to_save``
+is never a LoRA target. ``attn`` and ``mlp`` are lorascope presets (``PRESETS``); no targets means PEFT's
+default for the architecture (``PEFT_DEFAULTS``: TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 """
 
 from __future__ import annotations
@@ -25,45 +19,36 @@ from .numbers import format_ranges
 from .shapes import LORA_KINDS, ModelShapes, type_of
 
 ALL_LINEAR = "all-linear"
-_REGEX_CHARS = set("*+?[](){}|^$\\")
-
+PRESET_WORDS = (ALL_LINEAR, "attn", "mlp")
 _LLAMA_LIKE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2")
-_LLAMA_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
-_LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
 # Preset target sets per architecture: a tuple of names (PEFT list semantics) or a regex string.
 PRESETS: dict[str, dict[str, tuple[str, ...] | str]] = {
     "attn": {
-        **dict.fromkeys(_LLAMA_LIKE, _LLAMA_ATTN),
-        "phi3": ("qkv_proj", "o_proj"),
-        "gpt2": ("attn.c_attn", "attn.c_proj"),
+        **dict.fromkeys(_LLAMA_LIKE, ("q_proj", "k_proj", "v_proj", "o_proj")),
+        "phi3": ("qkv_proj", "o_proj"), "gpt2": ("attn.c_attn", "attn.c_proj"),
         "bert": ("query", "key", "value", "attention.output.dense"),
         "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin"),
     },
     "mlp": {
-        **dict.fromkeys(("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"), _LLAMA_MLP),
-        "mixtral": ("w1", "w2", "w3"),
-        "phi3": ("gate_up_proj", "down_proj"),
+        **dict.fromkeys((a for a in _LLAMA_LIKE if a != "mixtral"), ("gate_proj", "up_proj", "down_proj")),
+        "mixtral": ("w1", "w2", "w3"), "phi3": ("gate_up_proj", "down_proj"),
         "gpt2": ("mlp.c_fc", "mlp.c_proj"),
         # not ("intermediate.dense", "output.dense"): 'output.dense' also ends 'attention.output.dense'
-        "bert": r".*\.layer\.\d+\.(intermediate|output)\.dense",
-        "distilbert": ("ffn.lin1", "ffn.lin2"),
+        "bert": r".*\.layer\.\d+\.(intermediate|output)\.dense", "distilbert": ("ffn.lin1", "ffn.lin2"),
     },
-}
-PEFT_DEFAULTS: dict[str, tuple[str, ...]] = {
+}  # fmt: skip
+PEFT_DEFAULTS = {
     **dict.fromkeys(_LLAMA_LIKE, ("q_proj", "v_proj")),
     "gpt2": ("c_attn",),
     "bert": ("query", "value"),
 }
-PRESET_WORDS = (ALL_LINEAR, "attn", "mlp")
-
 # PEFT ≥ 0.21 on transformers ≥ 5 (peft/utils/transformers_weight_conversion.py): MoE models whose experts
-# transformers now fuses into 3-D parameters get their transformers-4 target names mapped to
-# target_parameters.
-# old leaf name -> parameter it now targets; fused groups must be targeted together and get rank r·len(group).
-MOE_TARGETS: dict[str, dict[str, str]] = {
-    "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"},
+# transformers fuses into 3-D parameters get their transformers-4 target names mapped to target_parameters
+# (old leaf name -> the parameter it now targets); a fused group is targeted whole, at rank r·len(group).
+MOE_TARGETS = {
+    "mixtral": {"gate": "gate.weight", "w1": "gate_up_proj", "w3": "gate_up_proj", "w2": "down_proj"}
 }
-MOE_FUSED: dict[str, dict[str, tuple[str, ...]]] = {"mixtral": {"gate_up_proj": ("w1", "w3")}}
+MOE_FUSED = {"mixtral": {"gate_up_proj": ("w1", "w3")}}
 
 
 @dataclass(frozen=True)
@@ -79,10 +64,6 @@ class TargetSpec:
             raise ValueError("TargetSpec takes one of names, regex or preset")
         if self.preset is not None and self.preset not in PRESET_WORDS:
             raise ValueError(f"preset must be one of {PRESET_WORDS}, got {self.preset!r}")
-
-    @property
-    def is_default(self) -> bool:
-        return not self.names and self.regex is None and self.preset is None
 
     def __str__(self) -> str:
         return ",".join(self.names) or (self.regex if self.regex is not None else self.preset or "default")
@@ -103,8 +84,8 @@ def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -
         text = value.strip()
         if text.lower() in PRESET_WORDS:
             return TargetSpec(preset=text.lower())
-        if text.startswith("re:") or _REGEX_CHARS & set(text):
-            pattern = text[3:] if text.startswith("re:") else text
+        if text.startswith("re:") or set("*+?[](){}|^$\\") & set(text):
+            pattern = text.removeprefix("re:")
             try:
                 re.compile(pattern)
             except re.error as exc:
@@ -114,7 +95,7 @@ def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -
             return TargetSpec(regex=pattern)
         value = text.split(",")
     names = tuple(str(n).strip() for n in value)
-    if not names or any(not n for n in names):
+    if not names or not all(names):
         raise LorascopeError(
             f"{where} {value!r} has an empty target name; give names separated by commas (q_proj,v_proj), a "
             "preset (attn, mlp, all-linear) or a regex."
@@ -123,80 +104,12 @@ def parse_targets(value: str | Sequence[str] | None, where: str = "--targets") -
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """A TargetSpec made concrete for one model: the names or regex PEFT would receive."""
-
-    names: tuple[str, ...] = ()  # PEFT list semantics (full names from all-linear included)
-    regex: str | None = None
-    label: str = ""  # how the targets were chosen, for messages
-    full_names: bool = False  # all-linear: exact module names, which PEFT does not filter by layer
-
-
-def resolve(spec: TargetSpec, model: ModelShapes) -> Resolved:
-    """Turn presets and the default into the names or regex PEFT would get for this model.
-
-    Raises:
-        LorascopeError: a preset or default that does not exist for the architecture.
-    """
-    if spec.names:
-        return Resolved(names=spec.names, label=str(spec))
-    if spec.regex is not None:
-        return Resolved(regex=spec.regex, label=f"regex {spec.regex}")
-    if spec.preset == ALL_LINEAR:
-        head = model.output_head
-        names = tuple(m.name for m in model.modules if m.kind in ("linear", "conv1d") and m.name != head)
-        left_out = f" (leaves out the output layer {head})" if head else ""
-        return Resolved(names=names, label=ALL_LINEAR + left_out, full_names=True)
-    if spec.preset is not None:
-        table = PRESETS[spec.preset]
-        if model.arch not in table:
-            raise LorascopeError(
-                f"--targets {spec.preset}: no {spec.preset} preset for model_type {model.arch!r} (presets "
-                f"exist for {', '.join(sorted(table))}); give the module names instead."
-            )
-        value = table[model.arch]
-        if isinstance(value, str):
-            return Resolved(regex=value, label=f"{spec.preset} = regex {value}")
-        return Resolved(names=value, label=f"{spec.preset} = {','.join(value)}")
-    if model.arch not in PEFT_DEFAULTS:
-        raise LorascopeError(
-            f"no --targets given and PEFT has no default targets for model_type {model.arch!r}; give "
-            "--targets (names, attn, mlp, all-linear or a regex)."
-        )
-    names = PEFT_DEFAULTS[model.arch]
-    return Resolved(names=names, label=f"{','.join(names)} (PEFT's default for {model.arch})")
-
-
-def peft_layer_index(name: str, layers_pattern: Sequence[str] | str | None = None) -> int | None:
-    """The layer index PEFT's layers_to_transform reads from a module name (its first numbered component
-    after at least two others, or after one of ``layers_pattern``), or None."""
-    if not layers_pattern:
-        m = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", name)
-        return int(m["idx"]) if m else None
-    for pattern in [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern:
-        if m := re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", name):
-            return int(m["idx"])
-    return None
-
-
-def names_component(entry: str, name: str) -> bool:
-    """Whether ``entry`` names whole components of ``name``, as PEFT's ``re.match`` of
-    ``(^|.*\\.){entry}($|\\..*)`` decides it: how modules_to_save keeps LoRA off a module and how
-    ensure_weight_tying finds a tied one."""
-    return re.match(rf"(^|.*\.){entry}($|\..*)", name) is not None
-
-
-def in_modules_to_save(name: str, modules_to_save: Sequence[str]) -> bool:
-    """PEFT never puts LoRA on a module that modules_to_save names (as a whole component path)."""
-    return any(names_component(m, name) for m in modules_to_save)
-
-
-@dataclass(frozen=True)
 class TargetMatch:
     """The modules one target specification reaches in one model."""
 
-    resolved: Resolved
+    label: str  # how the targets were chosen, for messages
     modules: tuple[str, ...]  # LoRA modules, in model order
+    regex: str | None = None  # the full-match regex PEFT receives, if any
     by_target: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each target -> modules it reached
     unmatched: tuple[str, ...] = ()  # targets that reached nothing
     refused: tuple[tuple[str, str], ...] = ()  # (name, kind) reached but not a layer LoRA can wrap
@@ -208,10 +121,56 @@ class TargetMatch:
 
     def groups(self) -> dict[str, tuple[str, ...]]:
         """Matched modules by module type (``self_attn.q_proj``, ``block_sparse_moe.experts.*.w1``)."""
-        out: dict[str, list[str]] = {}
+        out: dict[str, tuple[str, ...]] = {}
         for name in (*self.modules, *self.parameters):
-            out.setdefault(type_of(name), []).append(name)
-        return {k: tuple(v) for k, v in out.items()}
+            out[type_of(name)] = (*out.get(type_of(name), ()), name)
+        return out
+
+
+def resolve(spec: TargetSpec, model: ModelShapes) -> tuple[tuple[str, ...], str | None, str, bool]:
+    """(names, regex, label, full_names) PEFT would get for this model: presets and the default made concrete;
+    ``full_names`` for all-linear's exact module names, which PEFT does not filter by layer.
+
+    Raises:
+        LorascopeError: a preset or default that does not exist for the architecture.
+    """
+    if spec.names or spec.regex is not None:
+        return spec.names, spec.regex, str(spec) if spec.names else f"regex {spec.regex}", False
+    if spec.preset == ALL_LINEAR:
+        head = model.output_head
+        names = tuple(m.name for m in model.modules if m.kind in ("linear", "conv1d") and m.name != head)
+        return names, None, ALL_LINEAR + (f" (leaves out the output layer {head})" if head else ""), True
+    table = PRESETS[spec.preset] if spec.preset else PEFT_DEFAULTS
+    if model.arch not in table and spec.preset:
+        raise LorascopeError(
+            f"--targets {spec.preset}: no {spec.preset} preset for model_type {model.arch!r} (presets exist "
+            f"for {', '.join(sorted(table))}); give the module names instead."
+        )
+    if model.arch not in table:
+        raise LorascopeError(
+            f"no --targets given and PEFT has no default targets for model_type {model.arch!r}; give "
+            "--targets (names, attn, mlp, all-linear or a regex)."
+        )
+    value = table[model.arch]
+    if isinstance(value, str):
+        return (), value, f"{spec.preset} = regex {value}", False
+    default = f"{','.join(value)} (PEFT's default for {model.arch})"
+    return value, None, f"{spec.preset} = {','.join(value)}" if spec.preset else default, False
+
+
+def peft_layer_index(name: str, layers_pattern: Sequence[str] | str | None = None) -> int | None:
+    """The layer index PEFT's layers_to_transform reads from a module name (its first numbered component
+    after at least two others, or after one of ``layers_pattern``), or None."""
+    patterns = [layers_pattern] if isinstance(layers_pattern, str) else layers_pattern or [r"[^.]*"]
+    lead = r"(?:^|.*?\.)" if layers_pattern else r".*?\."
+    return next((int(m[1]) for p in patterns if (m := re.match(rf"{lead}{p}\.(\d+)\.", name))), None)
+
+
+def names_component(entry: str, name: str) -> bool:
+    """Whether ``entry`` names whole components of ``name``, as PEFT's ``re.match`` of
+    ``(^|.*\\.){entry}($|\\..*)`` decides it: how modules_to_save keeps LoRA off a module and how
+    ensure_weight_tying finds a tied one."""
+    return re.match(rf"(^|.*\.){entry}($|\..*)", name) is not None
 
 
 def match_targets(
@@ -224,133 +183,100 @@ def match_targets(
     """The modules PEFT would put LoRA on (check_target_module_exists over every module owning parameters).
 
     Raises:
-        LorascopeError: ``layers`` with a regex or all-linear (PEFT refuses that combination).
+        LorascopeError: ``layers`` with a regex or all-linear (PEFT refuses that combination); one member of
+            a fused expert group targeted without the others (``_moe_conversion``).
     """
-    resolved = resolve(spec, model)
-    if layers is not None and (resolved.regex is not None or resolved.full_names):
+    names, regex, label, full_names = resolve(spec, model)
+    if layers is not None and (regex is not None or full_names):
         raise LorascopeError(
-            f"--layers cannot be combined with targets {resolved.label}: PEFT applies layers_to_transform to "
-            "lists of names only (LoraConfig raises 'layers_to_transform cannot be used when target_modules "
-            "is a str'). Give module names, or put the layer range into the regex."
+            f"--layers cannot be combined with targets {label}: PEFT applies layers_to_transform to lists of "
+            "names only (LoraConfig raises 'layers_to_transform cannot be used when target_modules is a "
+            "str'). Give module names, or put the layer range into the regex."
         )
-    resolved, param_targets, rank_factor = _moe_conversion(resolved, model)
-    hits: list[str] = []
-    refused: list[tuple[str, str]] = []
-    by_target: dict[str, list[str]] = {t: [] for t in (resolved.names if not resolved.full_names else ())}
-    if resolved.regex is not None:
-        by_target[resolved.regex] = []
-    names_set = set(resolved.names)
-    outside = 0
+    names, regex, label, param_targets, rank_factor = _moe_conversion(names, regex, label, full_names, model)
+    full_names = full_names and not param_targets  # converted all-linear: leaf names, PEFT list semantics
+    by_target: dict[str, list[str]] = {t: [] for t in (() if full_names else names)}
+    by_target |= {regex: []} if regex is not None else {}
+    hits, refused, outside, wanted = [], [], 0, set(names)
     for m in model.modules:
-        if modules_to_save and in_modules_to_save(m.name, modules_to_save):
+        if any(names_component(t, m.name) for t in modules_to_save):
             continue
-        if resolved.regex is not None:
-            found = re.fullmatch(resolved.regex, m.name) is not None
-            targets = [resolved.regex] if found else []
-        elif m.name in names_set:
-            found, targets = True, [m.name]
-        else:  # every proper dotted suffix: 'a.b.c' -> 'b.c', 'c'
-            parts = m.name.split(".")
-            targets = [t for i in range(1, len(parts)) if (t := ".".join(parts[i:])) in names_set]
-            found = bool(targets)
-            if found and layers is not None and peft_layer_index(m.name, layers_pattern) not in set(layers):
+        parts = m.name.split(".")
+        if regex is not None:
+            targets = [regex] if re.fullmatch(regex, m.name) else []
+        elif m.name in wanted:
+            targets = [m.name]
+        elif targets := [t for i in range(1, len(parts)) if (t := ".".join(parts[i:])) in wanted]:
+            if layers is not None and peft_layer_index(m.name, layers_pattern) not in set(layers):
                 outside += 1
                 continue
-        if not found:
-            continue
-        if m.kind not in LORA_KINDS:
+        if targets and m.kind not in LORA_KINDS:
             refused.append((m.name, m.kind))
-            continue
-        hits.append(m.name)
-        if not resolved.full_names:
-            for t in targets:
+        elif targets:
+            hits.append(m.name)
+            for t in () if full_names else targets:
                 by_target[t].append(m.name)
-    if resolved.full_names:
-        by_target = {ALL_LINEAR: hits}
-    params: list[str] = []
-    for t in param_targets:
-        by_target.setdefault(t, [])
+    by_target = {ALL_LINEAR: hits} if full_names else by_target
+    by_target |= {t: [] for t in param_targets if t not in by_target}
+    params = []
     for p in model.parameters:
-        reached = [t for t in param_targets if p.name == t or p.name.endswith("." + t)]
-        if reached:
+        if reached := [t for t in param_targets if p.name == t or p.name.endswith("." + t)]:
             params.append(p.name)
             for t in reached:
                 by_target[t].append(p.name)
-    unmatched = tuple(t for t, found in by_target.items() if not found)
-    have: set[int] = set()
-    if layers is not None:
-        have = {i for m in model.modules if (i := peft_layer_index(m.name, layers_pattern)) is not None}
-    absent = tuple(sorted(set(layers or ()) - have))
-    by_target = {k: tuple(v) for k, v in by_target.items()}
+    indices = (peft_layer_index(m.name, layers_pattern) for m in model.modules) if layers is not None else ()
+    have = {i for i in indices if i is not None}
     return TargetMatch(
-        resolved,
-        tuple(hits),
-        by_target,
-        unmatched,
-        tuple(refused),
-        outside,
-        tuple(params),
-        rank_factor,
-        absent,
-        tuple(sorted(have)),
-    )
+        label, tuple(hits), regex, {k: tuple(v) for k, v in by_target.items()},
+        tuple(t for t, found in by_target.items() if not found), tuple(refused), outside, tuple(params),
+        rank_factor, tuple(sorted(set(layers or ()) - have)), tuple(sorted(have)),
+    )  # fmt: skip
 
 
-def _moe_conversion(resolved: Resolved, model: ModelShapes):
-    """PEFT's MoE target conversion for transformers-5 module trees (``MOE_TARGETS``); a no-op elsewhere.
+def _moe_conversion(
+    names: tuple[str, ...], regex: str | None, label: str, full_names: bool, model: ModelShapes
+):
+    """PEFT's MoE target conversion for transformers-5 module trees (``MOE_TARGETS``); a no-op elsewhere:
+    (names, regex, label, target_parameters, rank factor per fused parameter).
 
-    all-linear and regexes become leaf names first (all-linear adds every expert and router name); names that
-    map to fused parameters move to target_parameters, which layers_to_transform does not filter.
+    all-linear and regexes become leaf names first (all-linear adds every expert and router name; a regex the
+    transformers-4 expert names it would have matched, probed on the fused parameters' containers); names
+    that map to fused parameters move to target_parameters, which layers_to_transform does not filter.
 
     Raises:
         LorascopeError: one member of a fused group targeted without the others (PEFT refuses it).
     """
     mapping = MOE_TARGETS.get(model.arch)
     if model.shapes_from != "hf" or not mapping or not any(len(p.shape) == 3 for p in model.parameters):
-        return resolved, (), {}
-    names = resolved.names
-    if resolved.full_names:
-        names = tuple(dict.fromkeys([n.rsplit(".", 1)[-1] for n in resolved.names] + list(mapping)))
-    elif resolved.regex is not None:
-        names = _regex_leaves(resolved.regex, model, mapping)
-        if not names:
-            return resolved, (), {}
-    params: list[str] = []
-    remaining: list[str] = []
+        return names, regex, label, (), {}
+    if full_names:
+        names = tuple(dict.fromkeys([n.rsplit(".", 1)[-1] for n in names] + list(mapping)))
+    elif regex is not None:
+        keys = [m.name for m in model.modules] + [p.name for p in model.parameters]
+        leaves = {k.rsplit(".", 1)[-1] for k in keys if re.fullmatch(regex, k)}
+        for container, _, leaf in (p.name.rpartition(".") for p in model.parameters):
+            old = {o for o, new in mapping.items() if new == leaf and re.fullmatch(regex, f"{container}.{o}")}
+            leaves |= old
+        if not leaves:
+            return names, regex, label, (), {}
+        names = tuple(sorted(leaves))
     present: dict[str, set[str]] = {}
     for target in names:
-        old = next((o for o in mapping if target == o or target.endswith("." + o)), None)
-        if old is None:
-            remaining.append(target)
-            continue
-        params.append(mapping[old])
-        present.setdefault(mapping[old], set()).add(old)
-    factor = {}
+        if old := next((o for o in mapping if target == o or target.endswith("." + o)), None):
+            present.setdefault(mapping[old], set()).add(old)
     for new, group in MOE_FUSED.get(model.arch, {}).items():
-        have = present.get(new, set())
-        if have and len(have) < len(group):
+        if present.get(new) and present[new] != set(group):
             raise LorascopeError(
-                f"targets {resolved.label}: {', '.join(sorted(have))} cannot be targeted without "
-                f"{', '.join(sorted(set(group) - have))} on this model, because transformers fuses them into "
-                f"{new} (PEFT raises the same error). Target them together."
+                f"targets {label}: {', '.join(sorted(present[new]))} cannot be targeted without "
+                f"{', '.join(sorted(set(group) - present[new]))} on this model, because transformers fuses "
+                f"them into {new} (PEFT raises the same error). Target them together."
             )
-        if len(have) == len(group) > 1:
-            factor[new] = len(group)
-    label = f"{resolved.label} (experts and router as target_parameters)" if params else resolved.label
-    return Resolved(names=tuple(remaining), label=label), tuple(dict.fromkeys(params)), factor
-
-
-def _regex_leaves(regex: str, model: ModelShapes, mapping: dict[str, str]) -> tuple[str, ...]:
-    """Leaf names of the module and parameter paths a regex matches, plus transformers-4 expert names it would
-    have matched (probed on the fused parameters' containers)."""
-    keys = [m.name for m in model.modules] + [p.name for p in model.parameters]
-    leaves = {k.rsplit(".", 1)[-1] for k in keys if re.fullmatch(regex, k)}
-    for p in model.parameters:
-        container, _, leaf = p.name.rpartition(".")
-        for old, new in mapping.items():
-            if new == leaf and old not in leaves and re.fullmatch(regex, f"{container}.{old}"):
-                leaves.add(old)
-    return tuple(sorted(leaves))
+    remaining = tuple(t for t in names if not any(t == o or t.endswith("." + o) for o in mapping))
+    factor = {
+        new: len(g) for new, g in MOE_FUSED.get(model.arch, {}).items() if new in present and len(g) > 1
+    }
+    label += " (experts and router as target_parameters)" if present else ""
+    return remaining, None, label, tuple(present), factor
 
 
 def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = False) -> list[str]:
@@ -364,11 +290,10 @@ def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = 
             (unless ``allow_unmatched``).
     """
     if match.refused:
-        shown = ", ".join(f"{n} ({k})" for n, k in match.refused[:4])
         raise LorascopeError(
-            f"targets {match.resolved.label} reach {len(match.refused)} module(s) LoRA cannot wrap: {shown}. "
-            "PEFT accepts Linear, Conv1D and Embedding layers only (it raises 'Target module … is not "
-            "supported'). Narrow the targets."
+            f"targets {match.label} reach {len(match.refused)} module(s) LoRA cannot wrap: "
+            f"{', '.join(f'{n} ({k})' for n, k in match.refused[:4])}. PEFT accepts Linear, Conv1D and "
+            "Embedding layers only (it raises 'Target module … is not supported'). Narrow the targets."
         )
     wrappable = {m.name: type_of(m.name) for m in model.modules if m.kind in LORA_KINDS}
     messages = []
@@ -379,18 +304,19 @@ def check_match(match: TargetMatch, model: ModelShapes, allow_unmatched: bool = 
         messages.append(f"target {target!r} matched no module{why}{hint}")
     reached = bool(match.modules or match.parameters)
     if not reached or (messages and not allow_unmatched):
-        intro = "some LoRA targets matched nothing" if reached else ("LoRA targets matched nothing in this "
-                 "model (PEFT raises 'Target modules … not found in the base model')")  # fmt: skip
+        peft = "PEFT raises 'Target modules … not found in the base model'"
+        intro = (
+            "some LoRA targets matched nothing"
+            if reached
+            else f"LoRA targets matched nothing in this model ({peft})"
+        )
         tail = " Pass --allow-unmatched to count the rest anyway, as PEFT silently does." if reached else ""
         listed = ", ".join(f"{t} (×{n})" if n > 1 else t for t, n in Counter(wrappable.values()).items())
-        reasons = "\n".join(f"  - {x}" for x in messages or [f"targets {match.resolved.label}"])
+        reasons = "\n".join(f"  - {x}" for x in messages or [f"targets {match.label}"])
         raise LorascopeError(f"{intro}:\n{reasons}\n  layers LoRA can wrap in this model: {listed}{tail}")
     if match.absent_layers:
-        has = (
-            f"its layers are {format_ranges(match.model_layers)}"
-            if match.model_layers
-            else "it has no numbered layers"
-        )
+        has = f"its layers are {format_ranges(match.model_layers)}" if match.model_layers else ""
+        has = has or "it has no numbered layers"
         messages.append(
             f"--layers (layers_to_transform) names layers this model does not have: "
             f"{format_ranges(match.absent_layers)} ({has}); PEFT skips them silently, so they add nothing to "

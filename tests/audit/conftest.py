@@ -43,3 +43,31 @@ def configs(real_fixtures) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def config_dir(real_fixtures) -> Path:
     return real_fixtures / "configs"
+
+
+@pytest.fixture(scope="session")
+def hf():
+    """``hf_shapes``: a config's modules as transformers builds them on the meta device — the authority, and
+    the only source for architectures outside the built-in rule (GPT-2, BERT, DistilBERT). Skips without
+    the hf extra."""
+    pytest.importorskip("transformers")
+    from lorascope.audit.shape_source import hf_shapes
+
+    return hf_shapes
+
+
+@pytest.fixture(scope="session")
+def shapes(configs):
+    """A config's shapes by fixture name: the built-in rule where it covers the architecture, transformers for
+    the others (skips without the hf extra)."""
+    from lorascope.audit.shape_source import DECODERS, rule_shapes
+
+    def get(name: str, head: str | None = None):
+        if configs[name]["model_type"] in DECODERS:
+            return rule_shapes(configs[name], head)
+        pytest.importorskip("transformers")
+        from lorascope.audit.shape_source import hf_shapes
+
+        return hf_shapes(configs[name], head)
+
+    return get

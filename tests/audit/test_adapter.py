@@ -7,7 +7,7 @@ import torch
 from builders import peft_folder
 
 from lorascope.audit.adapter import audit_adapter, load_adapter, scan_adapter, settings_of
-from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shape_source import rule_shapes
 
 g = torch.Generator().manual_seed(0)
 
@@ -30,15 +30,13 @@ def test_real_adapters_audit_without_error(real_fixtures):
         assert not messages(result, "error"), (folder.name, messages(result))
 
 
-def test_gpt2_c_proj_reaches_two_module_types(real_fixtures, configs):
-    result = audit(
-        real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", rule_shapes(configs["gpt2"])
-    )
+def test_gpt2_c_proj_reaches_two_module_types(real_fixtures, configs, hf):
+    result = audit(real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora", hf(configs["gpt2"]))
     assert result.targets["c_proj"] == {"attn.c_proj": 12, "mlp.c_proj": 12}
     assert any("target 'c_proj' reaches 2 module types" in m for m in messages(result))
     # 12 · 8 · ((768+2304) + (768+768) + (3072+768))
     assert result.actual == 12 * 8 * (3072 + 1536 + 3840) == 811_008
-    assert result.model_count.trainable == result.actual and result.model_total == 124_439_808
+    assert result.model_count.trainable == result.actual and result.model_count.total == 124_439_808
     assert not messages(result, "warning")  # the config creates exactly what the adapter holds
 
 

@@ -34,12 +34,18 @@ def claims(config_dir):
                 "claimed": {"lora": 32 * 16 * 4 * 8192},
                 "source": "https://example.org/post",
             },
-            {"name": "nothing", "model": str(config_dir / "gpt2.json"), "targets": "q_proj", "claimed": "1M"},
+            {
+                "name": "nothing",
+                "model": str(config_dir / "gpt2.json"),
+                "shapes": "hf",
+                "targets": "q_proj",
+                "claimed": "1M",
+            },  # gpt2: shapes from transformers
         ],
     }
 
 
-def test_runs_every_claim(tmp_path, config_dir):
+def test_runs_every_claim(tmp_path, config_dir, hf):
     specs = read_claims(write(tmp_path, claims(config_dir)))
     assert [s.name for s in specs] == ["correct", "square kv", "nothing"]
     table = run_claims(specs)
@@ -58,21 +64,10 @@ def test_runs_every_claim(tmp_path, config_dir):
 
 def test_relative_model_paths(tmp_path, config_dir):
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "gpt2.json").write_text((config_dir / "gpt2.json").read_text())
-    path = write(
-        tmp_path,
-        [
-            {
-                "model": "cfg/gpt2.json",
-                "rank": 8,
-                "targets": "c_attn",
-                "claimed": {"lora": 294912},
-                "shapes": "rules",
-            }
-        ],
-    )
-    (spec,) = read_claims(path)
-    assert spec.model == tmp_path / "cfg" / "gpt2.json"
+    (tmp_path / "cfg" / "llama.json").write_text((config_dir / "llama-2-7b-hf.json").read_text())
+    claim = {"model": "cfg/llama.json", "rank": 8, "targets": "q_proj,v_proj", "claimed": {"lora": 4_194_304}}
+    (spec,) = read_claims(write(tmp_path, [{**claim, "shapes": "rules"}]))
+    assert spec.model == tmp_path / "cfg" / "llama.json"
     assert list(run_claims([spec])["verdict"]) == ["ok"]
 
 
@@ -135,7 +130,7 @@ def test_malformed_yaml(tmp_path):
 
 def test_a_folder_or_binary_file_is_not_a_claims_file(tmp_path):
     (tmp_path / "folder").mkdir()
-    with pytest.raises(LorascopeError, match="is a folder; expected a claims YAML file"):
+    with pytest.raises(LorascopeError, match="is not a regular file; expected a claims YAML file"):
         read_claims(tmp_path / "folder")
     (tmp_path / "binary.yaml").write_bytes(b"claims:\n  - name: \xff\xfe\n")
     with pytest.raises(LorascopeError, match="is not UTF-8 text"):

@@ -30,7 +30,7 @@ def test_params_prints_counts_memory_and_claim(config_dir):
     )
     assert res.exit_code == 0, res.output
     out = res.output
-    assert "6,738,415,616 (6.74B) parameters" in out
+    assert "shapes from lorascope's built-in shape table" in out and "6,738,415,616 (6.74B) parameters" in out
     assert "self_attn.v_proj ×32  4096×4096  ← v_proj" in out
     assert "trainable 4,194,304 (4.19M)" in out and "0.06224 % of the model" in out
     assert "adapter file 8,405,600 bytes" in out
@@ -63,14 +63,14 @@ def test_params_json_and_out(tmp_path, config_dir):
     assert data["ok"] and data["command"] == "params" and data["written"] == {"params": str(tmp_path / "p")}
 
 
-def test_params_on_an_adapter(real_fixtures, config_dir):
+def test_params_on_an_adapter(real_fixtures, config_dir, hf):
     res = run(
         "params",
         real_fixtures / "peft" / "abrhaleyarefaine1997+gpt2-tigrinya-lora",
         "--model",
         config_dir / "gpt2.json",
         "--shapes",
-        "rules",
+        "hf",
         "--claim",
         "811K",
         "-r",
@@ -84,7 +84,8 @@ def test_params_on_an_adapter(real_fixtures, config_dir):
 
 def test_bad_input_exits_cleanly(tmp_path, config_dir):
     cases = [
-        (["params", config_dir / "gpt2.json", "-t", "q_proj", "--shapes", "rules"], "matched nothing"),
+        (["params", config_dir / "llama-2-7b-hf.json", "-t", "q", "--shapes", "rules"], "matched nothing"),
+        (["params", config_dir / "gpt2.json", "--shapes", "rules"], "model_type 'gpt2' has no shape rules"),
         (
             ["params", config_dir / "gpt2.json", "-t", ".*(", "--shapes", "rules"],
             "not a valid regular expression",
@@ -112,12 +113,17 @@ def test_audit_writes_default_folder(tmp_path, monkeypatch, config_dir):
                 "claims": [
                     {
                         "name": "post",
-                        "model": str(config_dir / "gpt2.json"),
+                        "model": str(config_dir / "llama-2-7b-hf.json"),
                         "rank": 8,
-                        "targets": "c_attn",
-                        "claimed": "295K",
+                        "targets": "q_proj,v_proj",
+                        "claimed": "4.2M",
                     },
-                    {"name": "bad", "model": str(config_dir / "gpt2.json"), "targets": "q", "claimed": "1M"},
+                    {
+                        "name": "bad",
+                        "model": str(config_dir / "llama-2-7b-hf.json"),
+                        "targets": "q",
+                        "claimed": "1M",
+                    },
                 ],
             }
         )

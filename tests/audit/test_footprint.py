@@ -16,7 +16,6 @@ from lorascope.audit.footprint import (
     safetensors_size,
     training_memory,
 )
-from lorascope.audit.shape_rules import rule_shapes
 from lorascope.audit.targets import parse_targets
 
 
@@ -24,8 +23,8 @@ def settings(targets="q_proj,v_proj", **kw):
     return LoraSettings(targets=parse_targets(targets), **kw)
 
 
-def test_adapter_size_equals_what_safetensors_writes(tmp_path, configs):
-    gpt2 = rule_shapes(configs["gpt2"])
+def test_adapter_size_equals_what_safetensors_writes(tmp_path, shapes):
+    gpt2 = shapes("gpt2")
     count = count_lora(gpt2, settings("c_attn,c_proj", rank=4, dora=True, bias="lora_only"))
     tensors = {k: torch.zeros(shape, dtype=torch.bfloat16) for k, shape in adapter_tensors(count)}
     save_file(tensors, tmp_path / "a.safetensors", metadata={"format": "pt"})
@@ -43,11 +42,11 @@ def test_adapter_size_equals_what_safetensors_writes(tmp_path, configs):
     ],
 )
 def test_adapter_size_equals_real_peft_files(
-    real_fixtures, configs, folder, cfg_changes, head, targets, saved
+    real_fixtures, configs, hf, folder, cfg_changes, head, targets, saved
 ):
     """The same configuration as these real adapters predicts their files to the byte (fp32, as they were
     saved)."""
-    model = rule_shapes({**configs["gpt2"], **cfg_changes}, head=head)
+    model = hf({**configs["gpt2"], **cfg_changes}, head)
     count = count_lora(model, settings(targets, rank=8, modules_to_save=saved))
     assert adapter_file_size(count, "fp32") == os.path.getsize(
         real_fixtures / "peft" / folder / "adapter_model.safetensors"

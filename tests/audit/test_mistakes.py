@@ -6,12 +6,12 @@ import pytest
 from lorascope.audit.claims import Claim, check_claim
 from lorascope.audit.count import LoraSettings, count_lora
 from lorascope.audit.mistakes import MISTAKES, Scenario, layer_count
-from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shape_source import rule_shapes
 from lorascope.audit.targets import parse_targets
 
 
-def check(configs, name, targets, claim, **kw):
-    count = count_lora(rule_shapes(configs[name]), LoraSettings(targets=parse_targets(targets), **kw))
+def check(shapes, name, targets, claim, **kw):
+    count = count_lora(shapes(name), LoraSettings(targets=parse_targets(targets), **kw))
     return check_claim(count, claim)
 
 
@@ -154,8 +154,8 @@ PLANTED = [
     PLANTED,
     ids=[f"{p[4]}-{p[0]}-{p[1]}" for p in PLANTED],
 )
-def test_planted_mistake_is_named(configs, name, targets, options, claimed, mistake, words):
-    f = only(check(configs, name, targets, Claim(**claimed), **options))
+def test_planted_mistake_is_named(shapes, name, targets, options, claimed, mistake, words):
+    f = only(check(shapes, name, targets, Claim(**claimed), **options))
     assert f.verdict == "wrong"
     e = f.explanation
     assert e is not None and e.reproduces, e

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lorascope.audit.numbers import both, human_bytes, parse_count, parse_layers, parse_percent, short
+from lorascope.audit.numbers import both, format_ranges, parse_count, parse_layers, parse_percent
 from lorascope.errors import LorascopeError
 
 
@@ -70,9 +70,7 @@ def test_parse_layers():
         parse_layers("0,x")
 
 
-def test_short_forms():
-    assert short(33_554_432) == "33.6M"
-    assert short(6_738_415_616) == "6.74B"
-    assert short(512) == "512"
-    assert both(4_194_304) == "4,194,304 (4.19M)"
-    assert human_bytes(8_405_600) == "8.0 MiB"  # binary units, as every command prints sizes
+def test_counts_print_exactly_and_in_short():
+    assert both(4_194_304) == "4,194,304 (4.19M)" and both(6_738_415_616) == "6,738,415,616 (6.74B)"
+    assert both(512) == "512"  # short forms are lorascope.units.human_count's (tests/test_units.py)
+    assert format_ranges([5, 0, 2, 1, 7, 8]) == "0-2,5,7-8"

@@ -46,8 +46,8 @@ def test_an_adapter_claim_needs_the_right_base_model(real_fixtures, config_dir):
     adapter = real_fixtures / "peft" / "Tashu014+lora-imdb-distilbert"
     with pytest.raises(LorascopeError, match="needs the base model's shapes: pass --model"):
         audit_source(adapter, LoraSettings(), claim=Claim(lora=1_000))
-    # a distilbert adapter against gpt2: its config reaches nothing there, so no count to check the claim with
-    options = AuditOptions(shapes="rules", model=config_dir / "gpt2.json")
+    # a distilbert adapter on llama: its config reaches nothing there, so no count to check the claim with
+    options = AuditOptions(shapes="rules", model=config_dir / "llama-2-7b-hf.json")
     assert audit_source(adapter, LoraSettings(), options).audit.model_count.trainable == 0
     with pytest.raises(LorascopeError, match="reach no module of this model"):
         audit_source(adapter, LoraSettings(), options, Claim(lora=811_000))

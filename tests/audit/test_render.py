@@ -29,26 +29,26 @@ def test_layer_runs():
     assert layer_runs(by_layer) == [("0–1", 2, 10), ("2", 2, 20), ("4", 2, 20), ("outside layers", 1, 5)]
 
 
-def test_params_in_the_terminal(config_dir):
+def test_params_in_the_terminal(config_dir, hf):
     settings = LoraSettings(rank=8, targets=parse_targets("c_proj"))
     result = audit_source(
-        config_dir / "gpt2.json", settings, AuditOptions(shapes="rules"), Claim(lora=12 * 8 * 1536)
+        config_dir / "gpt2.json", settings, AuditOptions(shapes="hf"), Claim(lora=12 * 8 * 1536)
     )
     con = console()
     print_params(result, con)
     out = con.file.getvalue()
-    assert "shapes from lorascope's built-in shape table" in out
+    assert "shapes from transformers on the meta device" in out
     assert "note: target 'c_proj' matches 2 module types: attn.c_proj, mlp.c_proj" in out
     assert "0–11   │       2 │           43,008" in out  # 8·(768+768) + 8·(768+3072) per layer
     assert "LoRA parameters: reproduced by: mlp.c_proj (12 modules) not counted" in out
     assert "(claim within 0.00%)" in out
 
 
-def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir):
+def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir, hf):
     claim = {
         "name": "post",
         "model": str(config_dir / "gpt2.json"),
-        "shapes": "rules",
+        "shapes": "hf",
         "rank": 8,
         "targets": "c_proj",
         "claimed": {"lora": 12 * 8 * 1536, "percent": 0.5},
@@ -58,7 +58,7 @@ def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir):
     single = audit_source(
         config_dir / "gpt2.json",
         LoraSettings(rank=8, targets=parse_targets("c_proj")),
-        AuditOptions(shapes="rules"),
+        AuditOptions(shapes="hf"),
         Claim(lora=12 * 8 * 1536, percent=0.5),
     )
     rows = figure_rows(single.claim)
@@ -76,3 +76,15 @@ def test_one_row_model_for_terminal_csv_and_html(tmp_path, config_dir):
     assert list(csv["verdict"]) == [r["verdict"] for r in rows]
     assert list(csv["relative_error"]) == [r["relative_error"] for r in rows]
     assert "claimed_text" not in csv.columns
+
+
+def test_notes_print_as_written(config_dir, monkeypatch):
+    from lorascope.audit import shape_source
+
+    monkeypatch.setattr(shape_source, "transformers_available", lambda: False)
+    result = audit_source(
+        config_dir / "llama-2-7b-hf.json", LoraSettings(rank=8, targets=parse_targets("q_proj"))
+    )
+    con = console()
+    print_params(result, con)
+    assert "pip install 'lorascope[hf]'" in con.file.getvalue()  # not read as a rich style tag

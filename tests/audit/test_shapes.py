@@ -2,7 +2,7 @@
 
 import pytest
 
-from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shape_source import rule_shapes
 from lorascope.audit.shapes import ModuleShape, head_of, layer_of, relayer, role_of, type_of
 
 

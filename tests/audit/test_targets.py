@@ -3,7 +3,7 @@ errors."""
 
 import pytest
 
-from lorascope.audit.shape_rules import rule_shapes
+from lorascope.audit.shape_source import rule_shapes
 from lorascope.audit.shapes import ModelShapes, ModuleShape
 from lorascope.audit.targets import (
     TargetSpec,
@@ -15,18 +15,13 @@ from lorascope.audit.targets import (
 from lorascope.errors import LorascopeError
 
 
-def tiny_gpt2(layers=2, head="causal-lm"):
-    return rule_shapes(
-        {
-            "model_type": "gpt2",
-            "n_embd": 8,
-            "n_layer": layers,
-            "n_head": 2,
-            "vocab_size": 10,
-            "n_positions": 4,
-        },
-        head=head,
-    )
+@pytest.fixture(scope="module")
+def tiny_gpt2(hf):
+    def build(layers=2, head="causal-lm"):
+        tiny = {"model_type": "gpt2", "n_embd": 8, "n_layer": layers, "n_head": 2, "vocab_size": 10}
+        return hf({**tiny, "n_positions": 4}, head)
+
+    return build
 
 
 def tiny_llama(layers=3):
@@ -51,14 +46,14 @@ def test_parse_targets_forms():
     assert parse_targets(r".*\.(q|v)_proj").regex == r".*\.(q|v)_proj"
     assert parse_targets("re:q_proj").regex == "q_proj"
     assert parse_targets(["q_proj", "k_proj"]).names == ("q_proj", "k_proj")
-    assert parse_targets(None).is_default
+    assert parse_targets(None) == TargetSpec()
     with pytest.raises(LorascopeError, match=r"--targets '\.\*\(q' is not a valid regular expression"):
         parse_targets(".*(q")
     with pytest.raises(LorascopeError, match="empty target name"):
         parse_targets("q_proj,,v_proj")
 
 
-def test_name_matches_by_dotted_suffix_and_c_proj_reaches_two_types():
+def test_name_matches_by_dotted_suffix_and_c_proj_reaches_two_types(tiny_gpt2):
     m = tiny_gpt2()
     match = match_targets(m, parse_targets("c_proj"))
     assert match.modules == (
@@ -85,17 +80,17 @@ def test_regex_is_a_full_match():
     assert match.modules == tuple(f"model.layers.{i}.self_attn.{p}_proj" for i in (0, 1) for p in ("q", "v"))
 
 
-def test_all_linear_leaves_out_the_output_layer_even_when_tied():
+def test_all_linear_leaves_out_the_output_layer_even_when_tied(tiny_gpt2):
     m = tiny_gpt2()
     assert m.by_name()["lm_head"].tied_to == "transformer.wte"
     match = match_targets(m, TargetSpec(preset="all-linear"))
     assert "lm_head" not in match.modules and len(match.modules) == 2 * 4
-    assert "leaves out the output layer lm_head" in match.resolved.label
+    assert "leaves out the output layer lm_head" in match.label
     base = tiny_gpt2(head="base")  # no output layer to leave out
     assert len(match_targets(base, TargetSpec(preset="all-linear")).modules) == 8
 
 
-def test_layers_follow_peft_layer_index():
+def test_layers_follow_peft_layer_index(tiny_gpt2):
     assert peft_layer_index("model.layers.3.self_attn.q_proj") == 3
     assert (
         peft_layer_index("model.layers.1.block_sparse_moe.experts.7.w1") == 1
@@ -123,8 +118,8 @@ def test_modules_to_save_are_never_lora_targets():
     assert not any(n.endswith("down_proj") for n in match.modules)
 
 
-def test_presets_per_architecture():
-    bert = rule_shapes(
+def test_presets_per_architecture(hf):
+    bert = hf(
         {
             "model_type": "bert",
             "hidden_size": 8,
@@ -141,7 +136,11 @@ def test_presets_per_architecture():
     assert len(match_targets(bert, parse_targets("output.dense")).modules) == 2 * 1
     attn = match_targets(tiny_llama(1), TargetSpec(preset="attn")).modules
     assert [n.rsplit(".", 1)[1] for n in attn] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert match_targets(tiny_llama(1), TargetSpec()).resolved.names == ("q_proj", "v_proj")  # PEFT's default
+    default = match_targets(tiny_llama(1), TargetSpec())  # PEFT's default for llama
+    assert [n.rsplit(".", 1)[1] for n in default.modules] == [
+        "q_proj",
+        "v_proj",
+    ] and "PEFT's" in default.label
     phi3 = rule_shapes(
         {
             "model_type": "phi3",
