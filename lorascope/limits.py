@@ -242,6 +242,22 @@ def finite_number(value: Any) -> bool:
 # ---- YAML ------------------------------------------------------------------------------------------------
 
 
+def _refuse_duplicate_keys(node: Any, where: str) -> None:
+    """A mapping that gives one key twice is ambiguous (PyYAML keeps the last value silently): refused,
+    naming the key and both lines. Merge keys (``<<``) may repeat."""
+    seen: dict[str, int] = {}
+    for k, _ in node.value:
+        if not hasattr(k, "style") or k.tag == "tag:yaml.org,2002:merge":  # a scalar key only
+            continue
+        line = k.start_mark.line + 1
+        if k.value in seen:
+            raise LorascopeError(
+                f"{where} gives the key {k.value!r} twice in one mapping (lines {seen[k.value]} and {line}); "
+                "YAML readers would silently keep one of them. Keep the one you mean and delete the other."
+            )
+        seen[k.value] = line
+
+
 def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     """``yaml.safe_load`` of ``text`` after counting its nodes with every alias expanded.
 
@@ -250,7 +266,8 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     that expands past ``max_nodes`` — or refers to itself — is refused before anything is built from it.
 
     Raises:
-        LorascopeError: too many nodes after expansion, a recursive alias, or invalid YAML.
+        LorascopeError: too many nodes after expansion, a recursive alias, a key given twice in one mapping,
+            or invalid YAML.
     """
     import yaml
 
@@ -279,6 +296,7 @@ def load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
         if isinstance(node, yaml.SequenceNode):
             total += sum(size(child) for child in node.value)
         elif isinstance(node, yaml.MappingNode):
+            _refuse_duplicate_keys(node, where)
             total += sum(size(k) + size(v) for k, v in node.value)
         active.discard(key)
         sizes[key] = total

@@ -21,14 +21,15 @@ from .errors import LorascopeError
 from .tables import (
     LATER_COLUMNS,
     MODULE_COLUMNS,
+    TEXT_COLUMNS,
     is_frame,
     modules_frame,
     module_rows,
-    table_rows,
+    parse_cells,
     vector_rows,
     spectra_series,
     vectors_frame,
-    write_csv,
+    write_table,
 )
 
 if TYPE_CHECKING:
@@ -158,8 +159,8 @@ class Results:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_csv(folder / MODULES_CSV, *table_rows(self._modules, module_rows))
-        write_csv(folder / VECTORS_CSV, *table_rows(self._vectors, vector_rows))
+        write_table(folder / MODULES_CSV, self._modules, module_rows)
+        write_table(folder / VECTORS_CSV, self._vectors, vector_rows)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self._spectra.items()}
         save_file(arrays, str(folder / SPECTRA_FILE), metadata={"content": "singular values, descending"})
         write_json(folder / SUMMARY_JSON, self.summary)
@@ -254,6 +255,23 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def read_table(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """The rows of a CSV table ``Results.write`` wrote, each value as it was written: every cell read as
+    text (so a module named "0.10", "NA" or "None" stays that name), names kept as text and every other
+    column parsed as one kind (``tables.parse_cells``); only a line feed ends a row, so a carriage return
+    inside a name (which the csv module leaves unquoted before Python 3.13, as pandas does) stays in it.
+    Returns the header's columns and the rows."""
+    import pandas as pd
+
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, lineterminator="\n")
+    columns = {str(c): [str(v) for v in raw[c]] for c in raw.columns}
+    parsed = {
+        c: cells if c == "name" else [v or None for v in cells] if c in TEXT_COLUMNS else parse_cells(cells)
+        for c, cells in columns.items()
+    }  # a name is never missing: an empty cell is the name ""
+    return list(parsed), [{c: parsed[c][i] for c in parsed} for i in range(len(raw))]
+
+
 def load_results(path: str | Path) -> Results:
     """Read a results folder written by ``Results.save``.
 
@@ -270,14 +288,12 @@ def load_results(path: str | Path) -> Results:
             "Results folders are written by `lorascope spectrum` (or Results.save)."
         )
     try:
-        import pandas as pd
-
-        raw = pd.read_csv(path / MODULES_CSV, keep_default_na=True)
+        columns, raw = read_table(path / MODULES_CSV)
         spectra = {k: v.astype(np.float64) for k, v in load_file(str(path / SPECTRA_FILE)).items()}
         with open(path / SUMMARY_JSON, encoding="utf-8") as fh:
             summary = json.load(fh)
         vectors = (
-            vectors_frame(pd.read_csv(path / VECTORS_CSV).to_dict("records"))
+            vectors_frame(read_table(path / VECTORS_CSV)[1])
             if (path / VECTORS_CSV).is_file()
             else vectors_frame([])
         )
@@ -286,7 +302,7 @@ def load_results(path: str | Path) -> Results:
             f"could not read the results folder {path}: {' '.join(str(exc).split())[:300]}. "
             "Re-run the analysis that wrote it."
         ) from None
-    missing_columns = [c for c in MODULE_COLUMNS if c not in raw.columns and c not in LATER_COLUMNS]
+    missing_columns = [c for c in MODULE_COLUMNS if c not in columns and c not in LATER_COLUMNS]
     if missing_columns:
         raise LorascopeError(
             f"{path / MODULES_CSV} is not a lorascope modules table: it lacks the column(s) "
@@ -297,14 +313,16 @@ def load_results(path: str | Path) -> Results:
             f"{path / SUMMARY_JSON} holds a {type(summary).__name__}, not the summary object "
             "lorascope writes. Re-run the analysis that wrote it."
         )
-    unmatched = [str(n) for n in raw["name"] if str(n) not in spectra]
+    unmatched = [str(row["name"]) for row in raw if str(row["name"]) not in spectra]
     if unmatched:
         raise LorascopeError(
             f"{path}: {len(unmatched)} module(s) of {MODULES_CSV} have no spectrum in {SPECTRA_FILE} "
             f"(e.g. {unmatched[0]}); the two files are from different runs or damaged."
         )
     try:
-        modules = modules_frame(raw.to_dict("records"))
+        modules = modules_frame(raw)
+        if not raw:  # no rows to carry the columns outside the schema: the header does
+            modules = modules.reindex(columns=[*modules.columns, *(c for c in columns if c not in modules)])
     except (TypeError, ValueError) as exc:
         raise LorascopeError(f"{path / MODULES_CSV} holds values of the wrong type ({exc}).") from None
     from .outputs import verify

@@ -54,8 +54,30 @@ from .qr import r_factor
 def factored_floor(shape: tuple[int, int], k: int, scale: float, left_fro: float, right_fro: float) -> float:
     """ε·max(m, n)·k·|s|·‖L‖_F‖R‖_F: the QR backward error (Higham 2002, Thm 19.4: ‖ΔL‖_F ≤ γ̃_{mk}‖L‖_F;
     the same order for CholeskyQR2 under its condition) carried through s·(L + ΔL)(R + ΔR) by Weyl's
-    inequality; the k×k core's own SVD error, ε·k·σ₁, is smaller."""
-    return EPS64 * max(shape) * k * abs(scale) * left_fro * right_fro
+    inequality; the k×k core's own SVD error, ε·k·σ₁, is smaller. Where the plain product underflows or
+    overflows on the way, it is multiplied as mantissas and exponents, so factors of extreme sizes whose
+    product is representable (‖L‖_F ~ 1e-160, ‖R‖_F ~ 1e160) give their floor, not 0, ∞ or NaN."""
+    terms = [EPS64 * max(shape) * k, abs(scale), left_fro, right_fro]
+    plain = math.prod(terms)
+    if any(t == 0 for t in terms) or 1e-300 < plain < math.inf:
+        return plain
+    parts = [math.frexp(t) for t in terms]  # t = mantissa · 2^exponent, mantissa in [0.5, 1)
+    return math.ldexp(math.prod(m for m, _ in parts), sum(e for _, e in parts))
+
+
+def fro_norm(x: Any) -> float:
+    """‖x‖_F of a numpy array or torch tensor (float64) without overflow or underflow of its squares: where
+    max|xᵢ| is outside (1e-140, 1e140), max|xᵢ| times the norm of x / max|xᵢ| (LAPACK's dnrm2 scales so)."""
+    n = x.size if isinstance(x, np.ndarray) else x.numel()
+    big = float(abs(x).max()) if n else 0.0
+    if big == 0 or not math.isfinite(big):
+        return big
+    unit = 1.0 if 1e-140 < big < 1e140 else big  # squares of these entries neither overflow nor underflow
+    if isinstance(x, np.ndarray):
+        return unit * float(np.linalg.norm(x / unit))
+    import torch
+
+    return unit * float(torch.linalg.norm(x / unit))
 
 
 def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = False) -> SVD:
@@ -87,8 +109,8 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
         r_l, r_r = r_factor(lf), r_factor(rf.T)  # (k1, k), (k2, k)
         core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
         s = np.linalg.svd(core, compute_uv=False)
-    floor = factored_floor(shape, k, scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
-    return SVD(like(s, left), float(np.linalg.norm(core)), "factored", True, floor=floor)
+    floor = factored_floor(shape, k, scale, fro_norm(r_l), fro_norm(r_r))
+    return SVD(like(s, left), fro_norm(core), "factored", True, floor=floor)
 
 
 def _factored_vectors(
@@ -102,10 +124,10 @@ def _factored_vectors(
     u = q_l @ u_c  # (m, k1) @ (k1, q) -> (m, q)
     vh = vh_c @ q_r.T  # (q, k2) @ (k2, n) -> (q, n)
     u, vh = svd_flip(u, vh)
-    floor = factored_floor(shape, lf.shape[1], scale, float(np.linalg.norm(r_l)), float(np.linalg.norm(r_r)))
+    floor = factored_floor(shape, lf.shape[1], scale, fro_norm(r_l), fro_norm(r_r))
     return SVD(
         like(s, template),
-        float(np.linalg.norm(core)),
+        fro_norm(core),
         "factored",
         True,
         like(u, template),
@@ -130,10 +152,8 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
         r_l = torch.linalg.qr(left, mode="r")[1]
         r_r = torch.linalg.qr(right.T, mode="r")[1]
     core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
-    fro = float(torch.linalg.norm(core))
-    floor = factored_floor(
-        shape, int(left.shape[1]), scale, float(torch.linalg.norm(r_l)), float(torch.linalg.norm(r_r))
-    )
+    fro = fro_norm(core)
+    floor = factored_floor(shape, int(left.shape[1]), scale, fro_norm(r_l), fro_norm(r_r))
     if not compute_uv:
         return SVD(
             torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor
