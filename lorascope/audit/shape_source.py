@@ -49,6 +49,11 @@ DECODERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "phi3": ({}, ("fused",)),
 }  # fmt: skip
 RULE_HEADS = ("base", "causal-lm", "seq-cls")
+EXPERTS_NOTE = (
+    "experts are counted as one Linear per expert (w1, w2, w3), as transformers 4.x builds Mixtral and as "
+    "adapters trained on it hold them; transformers 5 fuses each layer's experts into parameters, and counts "
+    "on a model it builds differ: install the transformers you train with (pip install 'lorascope[hf]')."
+)
 
 
 def source_kind(path: str | Path) -> str:
@@ -306,12 +311,13 @@ def rule_shapes(config: dict[str, Any], head: str | None = None, where: str = "c
             mods += [linear(p + "mlp.down_proj", h, inter, mlp_bias)]
         mods += [norm(p + n, h) for n in sandwich[1:]]
     mods.append(norm("norm", h))
+    notes = (EXPERTS_NOTE,) if experts else ()
     if head == "base":
-        return ModelShapes(arch, head, tuple(mods), h)
+        return ModelShapes(arch, head, tuple(mods), h, notes=notes)
     mods = [replace(m, name="model." + m.name) for m in mods]
     if head == "seq-cls":
         labels = size("num_labels", None) or len(c.get("id2label") or {}) or 2
-        return ModelShapes(arch, head, (*mods, linear("score", labels, h)), h, "score")
+        return ModelShapes(arch, head, (*mods, linear("score", labels, h)), h, "score", notes=notes)
     tied = ModuleShape("lm_head", "linear", (vocab, h), 0, 0, "model.embed_tokens", vocab * h)
     lm_head = tied if c.get("tie_word_embeddings") else linear("lm_head", vocab, h)
-    return ModelShapes(arch, head, (*mods, lm_head), h, "lm_head")
+    return ModelShapes(arch, head, (*mods, lm_head), h, "lm_head", notes=notes)

@@ -137,6 +137,8 @@ def test_grouped_query_attention_shapes_by_hand(configs):
     x = rule_shapes(configs["mixtral-8x7b-v0.1"])
     assert shape(x, "model.layers.0.block_sparse_moe.experts.7.w2") == (4096, 14336)
     assert shape(x, "model.layers.0.block_sparse_moe.gate") == (8, 4096)
+    assert any("transformers 5 fuses" in n for n in x.notes)  # the layout it counts is said
+    assert not any("transformers 5" in n for n in m.notes + g.notes + p.notes)
 
 
 def test_gpt2_conv1d_counts_logical_orientation(shapes):
