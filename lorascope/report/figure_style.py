@@ -14,6 +14,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from .figure_layout import EDGE, GAP, Margins, Region, decorations, fit_grid, grid_of, new_figure, place
+from .figure_layout import text_extent
+
 
 # Okabe & Ito (2008), reordered so that the low-contrast yellow comes last.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442"]
@@ -157,6 +160,61 @@ def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool 
     for ax in flat[n:]:
         ax.remove()
     return fig, flat[:n]
+
+
+SMALL_PANEL_H = 2.05  # inches: the plotting area of one panel of small multiples (titles and ticks around it)
+LABEL_GAP = 0.08  # inches between a figure-wide axis label and the panels' tick labels
+
+
+def small_multiples(n: int, ncols: int, sharey: bool = False) -> tuple[Figure, list]:
+    """A full-width figure of n panels in rows of ``ncols`` (y shared: tick labels on the first column only),
+    to be laid out by ``lay_out_small_multiples`` once drawn."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(FULL_WIDTH, (SMALL_PANEL_H + 0.5) * nrows + 0.6)
+    spec = fig.add_gridspec(nrows, ncols)
+    axes: list = []
+    for i in range(n):
+        ax = fig.add_subplot(spec[i // ncols, i % ncols], sharey=axes[0] if sharey and axes else None)
+        if sharey and i % ncols:
+            ax.yaxis.set_tick_params(which="both", labelleft=False)
+        axes.append(ax)
+    return fig, axes
+
+
+def lay_out_small_multiples(
+    fig: Figure,
+    axes: list,
+    xlabel: str,
+    ylabel: str,
+    colorbar: mpl.cm.ScalarMappable | None = None,
+    colorbar_label: str = "",
+) -> None:
+    """Place the panels of ``small_multiples`` (``SMALL_PANEL_H`` tall, sharing the width), a figure-wide x
+    label under them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right
+    (0.9 of their height)."""
+    sx = fig.supxlabel(xlabel, fontsize=9)
+    sy = fig.supylabel(ylabel, fontsize=9)
+    around = Margins(left=text_extent(sy)[0] + LABEL_GAP, bottom=text_extent(sx)[1] + LABEL_GAP)
+    grid = grid_of(axes)
+    cax, cb_w = None, 0.0
+    if colorbar is not None:
+        cb_h = 0.9 * SMALL_PANEL_H * len(grid)
+        cb_w = max(0.12, cb_h / 30)
+        width, height = fig.get_size_inches()
+        cax = fig.add_axes((0.9, 0.05, cb_w / width, min(cb_h / height, 0.9)))
+        cb = fig.colorbar(colorbar, cax=cax)
+        cb.set_label(colorbar_label)
+        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        around = around + Margins(right=GAP + cb_w + decorations(cax).right)
+    fit = fit_grid(fig, grid, around, panel_height=SMALL_PANEL_H)
+    width, height = fig.get_size_inches()
+    panels, outer = fit.panels, fit.outer
+    sx.set_position((panels.center_x / width, EDGE / height))
+    sy.set_position((EDGE / width, panels.center_y / height))
+    if cax is not None:
+        inset = 0.05 * panels.height
+        place(fig, cax, Region(outer.x1 + GAP, panels.y0 + inset, outer.x1 + GAP + cb_w, panels.y1 - inset))
 
 
 def plain_number(v: float) -> str:

@@ -52,10 +52,12 @@ from .figure_style import (
     legend_columns,
     line_alpha,
     log_ticks,
+    lay_out_small_multiples,
     mark_ranks,
     panel_grid,
     plain_number as plain_number,
     run_style,
+    small_multiples,
     styled,
     thin_points,
 )
@@ -76,11 +78,10 @@ def _layer_range(curves: Mapping[str, list[Curve]]) -> tuple[float, float]:
     return (min(layers), max(layers)) if layers else (0.0, 1.0)
 
 
-def _add_depth_colorbar(fig: Figure, axes: list, norm: Normalize, has_layers: bool) -> None:
-    if has_layers:
-        cb = fig.colorbar(depth_mappable(norm), ax=axes, shrink=0.9, aspect=30, pad=0.01)
-        cb.set_label("layer (depth)")
-        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+def _depth_bar(curves: Mapping[str, list[Curve]], norm: Normalize):
+    """The layer colour scale to show beside the panels, None when no module has a layer."""
+    has_layers = any(np.isfinite(c.layer) for cs in curves.values() for c in cs)
+    return depth_mappable(norm) if has_layers else None
 
 
 def _curves_panel(ax, curves: list[Curve], norm: Normalize, log_x: bool, positive: bool) -> None:
@@ -110,7 +111,7 @@ def spectra(
 ) -> Figure:
     """σ_i against index i, log scale, one panel per module type, one line per module coloured by layer."""
     types = [t for t in curves if curves[t]]
-    fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5)
+    fig, axes = small_multiples(len(types), 3 if len(types) <= 9 else 4)
     norm = depth_norm(_layer_range(curves))
     k_max = max(len(c.y) for t in types for c in curves[t])
     for ax, t in zip(axes, types):
@@ -124,9 +125,14 @@ def spectra(
         log_ticks(ax.yaxis)
         mark_ranks(ax, ranks.get(t, []))
         ax.set_title(f"{labels.get(t, t)}  ({len(curves[t])})")
-    fig.supxlabel("index i (singular values in descending order)", fontsize=9)
-    fig.supylabel("singular value σᵢ (update units)", fontsize=9)
-    _add_depth_colorbar(fig, axes, norm, any(np.isfinite(c.layer) for t in types for c in curves[t]))
+    lay_out_small_multiples(
+        fig,
+        axes,
+        "index i (singular values in descending order)",
+        "singular value σᵢ (update units)",
+        _depth_bar(curves, norm),
+        "layer (depth)",
+    )
     return fig
 
 
@@ -139,7 +145,7 @@ def energy_curves(
 ) -> Figure:
     """Cumulative energy against rank k with 90 / 95 / 99 % guides, one panel per module type."""
     types = [t for t in curves if curves[t]]
-    fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5, sharey=True)
+    fig, axes = small_multiples(len(types), 3 if len(types) <= 9 else 4, sharey=True)
     norm = depth_norm(_layer_range(curves))
     k_max = max(len(c.y) for t in types for c in curves[t])
     for ax, t in zip(axes, types):
@@ -151,9 +157,14 @@ def energy_curves(
         mark_ranks(ax, ranks.get(t, []), bottom=True)
         ax.set_title(f"{labels.get(t, t)}  ({len(curves[t])})")
     energy_ticks(axes, levels)
-    fig.supxlabel("rank k (number of leading singular values kept)", fontsize=9)
-    fig.supylabel(ENERGY_LABEL, fontsize=9)
-    _add_depth_colorbar(fig, axes, norm, any(np.isfinite(c.layer) for t in types for c in curves[t]))
+    lay_out_small_multiples(
+        fig,
+        axes,
+        "rank k (number of leading singular values kept)",
+        ENERGY_LABEL,
+        _depth_bar(curves, norm),
+        "layer (depth)",
+    )
     return fig
 
 
