@@ -1,4 +1,4 @@
-"""Where a figure's panels go: one explicit layout, measured once, in place of matplotlib's constrained layout.
+"""Where a figure's panels go: one explicit layout, measured once, in place of constrained layout.
 
 Constrained layout measures every decoration twice per figure and then has the figure drawn twice (once to lay
 out, once to render). Here a figure is built on the Agg canvas it will be saved with, each panel's tick
@@ -26,7 +26,8 @@ SLACK_PX = 0.5  # a decoration that outgrows its room by more than this after pl
 
 @dataclass(frozen=True)
 class Margins:
-    """Room in inches on each side of a box (a panel's decorations, or what a figure keeps around its grid)."""
+    """Room in inches on each side of a box: what a panel's decorations need, or what a figure keeps around
+    its grid."""
 
     left: float = 0.0
     right: float = 0.0
@@ -79,7 +80,7 @@ class Region:
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure of ``width`` × ``height`` inches on the Agg canvas it is measured and saved with, at ``DPI``."""
+    """A ``width`` × ``height`` inch figure at ``DPI`` on the Agg canvas it is measured and saved with."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
