@@ -13,7 +13,7 @@ Children run with their bytecode cached (``PYTHONPYCACHEPREFIX`` in a temporary 
 run per case), as an installed copy runs after its first use; ``--no-pyc-cache`` leaves the environment's
 setting alone (with ``PYTHONDONTWRITEBYTECODE=1`` every run then compiles lorascope's modules again).
 
-    python benchmarks/report_render.py [--repeat 3] [--keep DIR] [--no-pyc-cache]
+    python benchmarks/report_render.py [--repeat 3] [--keep DIR] [--no-pyc-cache] [--case N ...]
 """
 
 from __future__ import annotations
@@ -84,6 +84,9 @@ def main() -> None:
         action="store_true",
         help="leave the environment's bytecode setting alone (no cache folder, no warm-up run)",
     )
+    ap.add_argument(
+        "--case", type=int, action="append", default=None, help="run only this case (0-based row; repeatable)"
+    )
     args = ap.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="lorascope-report-bench-"))
     pyc = None if args.no_pyc_cache else Path(tempfile.mkdtemp(prefix="lorascope-report-bench-pyc-"))
@@ -95,6 +98,8 @@ def main() -> None:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for i, (label, layers, kind, hidden) in enumerate(CASES):
+        if args.case is not None and i not in args.case:
+            continue
         folder = base / f"case{i}"
         results = llama_like(layers, kind=kind, hidden=hidden, r=16)
         results.save(folder)

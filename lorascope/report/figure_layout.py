@@ -18,7 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-DPI = 150  # the resolution figures are saved at (html.png_bytes); measuring at it lets the draw reuse metrics
+from .html import DPI  # the resolution figures are saved at: measured at it, the draw reuses text metrics
+
 EDGE = 0.06  # inches kept free at the figure's edges
 GAP = 0.12  # inches between one panel's decorations and the next panel's
 SLACK_PX = 0.5  # a decoration that outgrows its room by more than this after placing is placed again
@@ -107,19 +108,40 @@ def box_of(fig: Figure, ax: Axes) -> Region:
 
 
 def decorations(ax: Axes, rend=None) -> Margins:
-    """How far the axes' tick labels, axis labels, title and other unclipped artists reach beyond its box, in
-    inches (at their full width: a title wider than its panel needs room beside it)."""
+    """How far the axes' tick labels, axis labels and titles reach beyond its box, in inches (at their full
+    width: a title wider than its panel needs room beside it).
+
+    Texts placed inside the axes are not counted, nor the spines and tick marks (within the tick labels' pad).
+    """
     fig = ax.get_figure(root=True)
     rend = rend or renderer(fig)
     box = ax.get_window_extent(rend)
-    tight = ax.get_tightbbox(rend)
+    boxes = [box]
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_visible():
+            tight = axis.get_tightbbox(rend)
+            if tight is not None and tight.width > 0 and tight.height > 0:
+                boxes.append(tight)
+    for title in titles(ax):
+        boxes.append(title.get_window_extent(rend))
+    x0 = min(b.x0 for b in boxes)
+    x1 = max(b.x1 for b in boxes)
+    y0 = min(b.y0 for b in boxes)
+    y1 = max(b.y1 for b in boxes)
     dpi = fig.dpi
     return Margins(
-        max(0.0, box.x0 - tight.x0) / dpi,
-        max(0.0, tight.x1 - box.x1) / dpi,
-        max(0.0, tight.y1 - box.y1) / dpi,
-        max(0.0, box.y0 - tight.y0) / dpi,
+        max(0.0, box.x0 - x0) / dpi,
+        max(0.0, x1 - box.x1) / dpi,
+        max(0.0, y1 - box.y1) / dpi,
+        max(0.0, box.y0 - y0) / dpi,
     )
+
+
+def titles(ax: Axes) -> list:
+    """The axes' title texts that show something: centre, left and right (matplotlib keeps the last two as
+    ``_left_title`` and ``_right_title``; ``get_title(loc)`` gives their strings only)."""
+    found = [ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None)]
+    return [t for t in found if t is not None and t.get_visible() and t.get_text()]
 
 
 def text_extent(text, rend=None) -> tuple[float, float]:
@@ -168,15 +190,39 @@ def fit_grid(
     """
     extra = dict(extra or {})
     measure = measure or decorations
+    panels = [ax for row in grid for ax in row if ax]
+    for ax in panels:
+        unplaced_empty_labels(ax)
     rend = renderer(fig)
-    need = {ax: measure(ax, rend) + extra.get(ax, Margins()) for row in grid for ax in row if ax}
+    need = {ax: measure(ax, rend) + extra.get(ax, Margins()) for ax in panels}
+    ticks = {ax: tick_locations(ax) for ax in panels}
     fit = _place_grid(fig, grid, need, around, panel_height, gap)
-    rend = renderer(fig)  # the figure's height may have changed
-    again = {ax: measure(ax, rend) + extra.get(ax, Margins()) for ax in need}
-    if any(again[ax].exceeds(need[ax], SLACK_PX / fig.dpi) for ax in need):  # new ticks after resizing
-        grown = {ax: _larger(need[ax], again[ax]) for ax in need}
-        fit = _place_grid(fig, grid, grown, around, panel_height, gap)
+    moved = [ax for ax in panels if tick_locations(ax) != ticks[ax]]  # a resized axis may pick other ticks
+    if moved:
+        rend = renderer(fig)
+        grown = dict(need)
+        for ax in moved:
+            grown[ax] = _larger(need[ax], measure(ax, rend) + extra.get(ax, Margins()))
+        if any(grown[ax].exceeds(need[ax], SLACK_PX / fig.dpi) for ax in moved):
+            fit = _place_grid(fig, grid, grown, around, panel_height, gap)
     return fit
+
+
+def tick_locations(ax: Axes) -> tuple:
+    """Where the axes' major and minor ticks are (what its tick labels depend on)."""
+    return tuple(
+        tuple(locs)
+        for axis in (ax.xaxis, ax.yaxis)
+        for locs in (axis.get_majorticklocs(), axis.get_minorticklocs())
+    )
+
+
+def unplaced_empty_labels(ax: Axes) -> None:
+    """Fix the position of axis labels without text, so that matplotlib does not lay each one out against
+    the tick labels at every draw (``Axis.set_label_coords`` turns that off); an empty label draws nothing."""
+    for axis, coords in ((ax.xaxis, (0.5, 0.0)), (ax.yaxis, (0.0, 0.5))):
+        if not axis.label.get_text():
+            axis.set_label_coords(*coords)
 
 
 def _larger(a: Margins, b: Margins) -> Margins:

@@ -12,7 +12,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from .figure_layout import EDGE, GAP, Margins, Region, decorations, fit_grid, grid_of, new_figure, place
 from .figure_layout import text_extent
@@ -55,6 +55,7 @@ STYLE = {
     "grid.alpha": 0.35,
     "grid.linewidth": 0.5,
     "axes.titlelocation": "left",
+    "axes.titley": 1.0,  # titles just above the axes; matplotlib's search for a place above top ticks is off
     "figure.facecolor": "white",
 }
 
@@ -119,6 +120,17 @@ def depth_color(layer: float, norm: Normalize):
     return DEPTH_CMAP(a + (b - a) * float(norm(layer)))
 
 
+def depth_colors(layers: np.ndarray, norm: Normalize) -> np.ndarray:
+    """``depth_color`` of many layers at once: (n,) layers (NaN: none) -> (n, 4) RGBA."""
+    layers = np.asarray(layers, dtype=np.float64)
+    a, b = DEPTH_RANGE
+    known = np.isfinite(layers)
+    out = np.tile(mpl.colors.to_rgba(NO_LAYER_COLOR), (len(layers), 1))
+    if known.any():
+        out[known] = DEPTH_CMAP(a + (b - a) * np.asarray(norm(layers[known]), dtype=np.float64))
+    return out
+
+
 def depth_mappable(norm: Normalize) -> mpl.cm.ScalarMappable:
     a, b = DEPTH_RANGE
     cmap = mpl.colors.ListedColormap(DEPTH_CMAP(np.linspace(a, b, 256)))
@@ -144,8 +156,10 @@ def index_axis(ax, k_max: int, log: bool) -> None:
         ax.set_xlim(0.9, k_max * 1.1)
         log_ticks(ax.xaxis)
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-        ax.set_xlim(0.5, k_max + 0.5)
+        lo, hi = 0.5, k_max + 0.5
+        ax.set_xlim(lo, hi)
+        ticks = MaxNLocator(integer=True, nbins=8).tick_values(lo, hi)
+        ax.set_xticks([t for t in ticks if lo <= t <= hi])  # only those shown: each tick costs a few artists
 
 
 def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool = False):
@@ -192,29 +206,76 @@ def lay_out_small_multiples(
 ) -> None:
     """Place the panels of ``small_multiples`` (``SMALL_PANEL_H`` tall, sharing the width), a figure-wide x
     label under them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right
-    (0.9 of their height)."""
-    sx = fig.supxlabel(xlabel, fontsize=9)
-    sy = fig.supylabel(ylabel, fontsize=9)
-    around = Margins(left=text_extent(sy)[0] + LABEL_GAP, bottom=text_extent(sx)[1] + LABEL_GAP)
-    grid = grid_of(axes)
-    cax, cb_w = None, 0.0
+    (0.9 of their height, as thick as a 30th of that)."""
+    cax = None
     if colorbar is not None:
-        cb_h = 0.9 * SMALL_PANEL_H * len(grid)
-        cb_w = max(0.12, cb_h / 30)
-        width, height = fig.get_size_inches()
-        cax = fig.add_axes((0.9, 0.05, cb_w / width, min(cb_h / height, 0.9)))
-        cb = fig.colorbar(colorbar, cax=cax)
-        cb.set_label(colorbar_label)
-        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-        around = around + Margins(right=GAP + cb_w + decorations(cax).right)
-    fit = fit_grid(fig, grid, around, panel_height=SMALL_PANEL_H)
+        cax = colorbar_axes(fig, colorbar, colorbar_label, MaxNLocator(integer=True, nbins=8))
+    lay_out(fig, axes, xlabel, ylabel, cax, panel_height=SMALL_PANEL_H)
+
+
+def colorbar_axes(
+    fig: Figure, mappable: mpl.cm.ScalarMappable, label: str, locator, fontsize: float | None = None
+):
+    """A vertical colour bar of ``mappable`` on axes of its own, for ``lay_out`` to place; returns those
+    axes."""
+    cax = fig.add_axes((0.9, 0.1, 0.02, 0.8))
+    cb = fig.colorbar(mappable, cax=cax)
+    cb.set_label(label, fontsize=fontsize)
+    cb.ax.yaxis.set_major_locator(locator)
+    return cax
+
+
+def lay_out(
+    fig: Figure,
+    axes: list,
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar=None,
+    legend=None,
+    panel_height: float | None = None,
+    shrink: float = 0.9,
+    aspect: float = 30.0,
+) -> None:
+    """Place panels (subplots of one grid, equal in size), figure-wide axis labels (``xlabel`` under the
+    panels, ``ylabel`` left of them) and what stands at their right: the axes of a vertical colour bar
+    (``colorbar_axes``; ``shrink`` of the panels' height, as thick as a 1/``aspect`` of its length) or a
+    figure legend (its top level with the panels' top).
+
+    ``panel_height``: each panel's height in inches, the figure's height then set to fit; None keeps the
+    figure's size."""
+    around = Margins()
+    sx = sy = None
+    if xlabel:
+        sx = fig.supxlabel(xlabel, fontsize=9)
+        around = around + Margins(bottom=text_extent(sx)[1] + LABEL_GAP)
+    if ylabel:
+        sy = fig.supylabel(ylabel, fontsize=9)
+        around = around + Margins(left=text_extent(sy)[0] + LABEL_GAP)
+    grid = grid_of(axes)
+    width, height = fig.get_size_inches()
+    cb_w = 0.0
+    if colorbar is not None:
+        length = shrink * (panel_height * len(grid) if panel_height else 0.8 * height)
+        cb_w = max(0.12, length / aspect)
+        colorbar.set_position((0.9, 0.1, cb_w / width, min(0.9, length / height)))
+        around = around + Margins(right=GAP + cb_w + decorations(colorbar).right)
+    if legend is not None:  # its box, and the pad matplotlib keeps between the anchor and the box
+        pad = legend.borderaxespad * legend.prop.get_size_in_points() / 72
+        around = around + Margins(right=GAP + pad + text_extent(legend)[0])
+    fit = fit_grid(fig, grid, around, panel_height=panel_height)
     width, height = fig.get_size_inches()
     panels, outer = fit.panels, fit.outer
-    sx.set_position((panels.center_x / width, EDGE / height))
-    sy.set_position((EDGE / width, panels.center_y / height))
-    if cax is not None:
-        inset = 0.05 * panels.height
-        place(fig, cax, Region(outer.x1 + GAP, panels.y0 + inset, outer.x1 + GAP + cb_w, panels.y1 - inset))
+    if sx is not None:
+        sx.set_position((panels.center_x / width, EDGE / height))
+    if sy is not None:
+        sy.set_position((EDGE / width, panels.center_y / height))
+    if colorbar is not None:
+        inset = (1 - shrink) / 2 * panels.height
+        place(
+            fig, colorbar, Region(outer.x1 + GAP, panels.y0 + inset, outer.x1 + GAP + cb_w, panels.y1 - inset)
+        )
+    if legend is not None:
+        legend.set_bbox_to_anchor(((outer.x1 + GAP) / width, panels.y1 / height), transform=fig.transFigure)
 
 
 def plain_number(v: float) -> str:
@@ -227,11 +288,11 @@ def log_ticks(axis) -> None:
     two decades, so a narrow axis still has labels and a wide one is not crowded."""
     lo, hi = sorted(axis.get_view_interval())
     axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
-    axis.set_minor_locator(
-        LogLocator(subs=(2.0, 5.0))
-    )  # two minor ticks a decade: fewer to lay out, as readable
-    labelled = lo > 0 and hi / lo < 100
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)) if labelled else NullFormatter())
+    if lo > 0 and hi / lo < 100:  # two labelled minor ticks a decade
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+    else:  # the decades alone: unlabelled marks between them cost as much to draw as labels
+        axis.set_minor_locator(NullLocator())
 
 
 def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:
@@ -257,5 +318,8 @@ def energy_ticks(axes: list, levels: Sequence[float]) -> None:
     """Percent ticks on shared energy axes: quarters and the lowest and highest guide (95 % is drawn
     but not labelled: too close to its neighbours)."""
     ticks = [0, 0.25, 0.5, 0.75, min(levels), max(levels)]
-    for ax in axes:
-        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
+    done: list = []
+    for ax in axes:  # axes sharing y share their ticks: set them once per group
+        if not any(ax.get_shared_y_axes().joined(ax, other) for other in done):
+            ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
+            done.append(ax)

@@ -106,6 +106,9 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
         gap=PANEL_GAP,
         measure=lambda ax, rend: _room(ax, rend, ax in last),
     )
+    rend = renderer(fig)
+    for ax in axes:
+        lift_title(ax, rend)
     for ax, cax in bars:
         box = box_of(fig, ax)
         length = 0.9 * box.width
@@ -125,6 +128,7 @@ def _room(ax, rend, last: bool) -> Margins:
     """The room a heatmap panel needs around it. Its tilted module-type labels rise to the right over the
     next panel's corner, parallel to that panel's own labels and below its title, so only the last panel of a
     row keeps room for them at its right (a title wider than the panel still counts on both sides)."""
+    lift_title(ax, rend)
     need = decorations(ax, rend)
     if last:
         return need
@@ -132,6 +136,15 @@ def _room(ax, rend, last: bool) -> Margins:
     dpi = ax.get_figure(root=True).dpi
     overflow = max(0.0, title.x1 - box.x1, box.x0 - title.x0) / dpi
     return Margins(max(need.left, overflow), overflow, need.top, need.bottom)
+
+
+def lift_title(ax, rend) -> None:
+    """Set the panel's title just above its module-type labels (at the top of the panel)."""
+    box = ax.get_window_extent(rend)
+    top = ax.xaxis.get_tightbbox(rend).y1
+    ax.title.set_y(1.0)
+    lift = max(0.0, top - ax.title.get_window_extent(rend).y0)
+    ax.title.set_y(1.0 + lift / box.height)
 
 
 def _thickness(length: float, aspect: float) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,8 @@ from .formatting import cell
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-DPI = 150
+DPI = 150  # figures are laid out (figure_layout) and drawn at this resolution
+PNG_LEVEL = 3  # zlib level of the figures' PNGs
 CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, so its fonts read at their point size
 TEMPLATE = "report.html.j2"
 
@@ -43,12 +43,30 @@ class Png:
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> Png:
-    """Encode a figure as PNG (no timestamp metadata, so identical figures give identical files)."""
+    """Draw a figure with Agg at ``dpi`` on white and encode it as an RGB PNG (no timestamp metadata, so
+    identical figures give identical files).
+
+    The figure is drawn once (a layout engine, where it has one, runs inside that draw), and the pixels go to
+    PIL as RGB at zlib level 3: on white every pixel is opaque, so the alpha channel ``savefig`` would write
+    carries nothing, and level 3 encodes about a third faster than the default 6 for files of the same size.
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    if fig.dpi != dpi:
+        fig.set_dpi(dpi)
+    fig.patch.set_facecolor("white")
+    canvas.draw()
+    rgb = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])  # (height, width, 3) uint8
+    info = PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": PNG_SOFTWARE})
-    raw = buf.getvalue()
-    width, height = struct.unpack(">II", raw[16:24])  # IHDR: the first chunk of every PNG
-    return Png(raw, width, height)
+    Image.fromarray(rgb).save(buf, format="png", compress_level=PNG_LEVEL, pnginfo=info, dpi=(dpi, dpi))
+    height, width = rgb.shape[:2]
+    return Png(buf.getvalue(), width, height)
 
 
 def draw_figures(page: Page) -> dict[str, Png]:
