@@ -59,7 +59,8 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     (or one shared bar for all panels when ``shared_scale``).
 
     As many panels share a row as fit ``MAX_WIDTH`` inches, and the rows are balanced (four panels that do not
-    fit one row make two rows of two, not three and one)."""
+    fit one row make two rows of two, not three and one). Where every panel has the same rows, a row of panels
+    names them once at its left (and again at its right from three panels on), as small multiples do."""
     n_layers = max(len(p.grid.values.index) for p in panels)
     n_types = max(len(p.grid.values.columns) for p in panels)
     annotate = n_layers * n_types <= ANNOTATED_CELLS and n_layers <= 16
@@ -75,11 +76,13 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
     spec = fig.add_gridspec(nrows, ncols)
     axes = [fig.add_subplot(spec[i // ncols, i % ncols]) for i in range(len(panels))]
     shared = heat_norm(panels, span=10) if shared_scale else None
+    same_rows = all(list(p.grid.values.index) == list(panels[0].grid.values.index) for p in panels)
     rend = renderer(fig)
     bars, extra = [], {}
-    for ax, panel in zip(axes, panels):
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
         norm = shared or heat_norm([panel])
-        im = _heat_panel(ax, panel, norm, labels, annotate=annotate)
+        side = _row_label_side(i % ncols, min(ncols, len(panels) - i // ncols * ncols), same_rows)
+        im = _heat_panel(ax, panel, norm, labels, annotate=annotate, row_labels=side)
         if not shared_scale:
             cax = _colorbar(fig, im, norm, panel.unit, panel_w * 0.9, 25, fontsize=(8.5, 7.5))
             below = decorations(cax, rend)
@@ -93,9 +96,6 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
         cax = _colorbar(fig, im, shared, panels[0].unit, length, 40, fontsize=(9.0, 8.0))
         around = Margins(bottom=CB_GAP + _thickness(length, 40) + decorations(cax, rend).bottom)
     grid = [axes[r * ncols : (r + 1) * ncols] for r in range(nrows)]
-    for row in grid:
-        for ax in row[1:]:  # the same rows in every panel: their name once, left of each row of panels
-            ax.set_ylabel("")
     last = {row[-1] for row in grid}
     placed = fit_grid(
         fig,
@@ -122,6 +122,14 @@ def heatmaps(panels: Sequence[HeatPanel], labels: Mapping[str, str], shared_scal
         y1 = placed.outer.y0 - CB_GAP
         place(fig, cax, Region(x0, y1 - thick, x0 + length, y1))
     return fig
+
+
+def _row_label_side(column: int, in_row: int, same_rows: bool) -> str | None:
+    """Where a panel's row labels go: left on the first panel of a row; with the same rows in every panel,
+    none on the others but the last of three or more, which has them at its right."""
+    if column == 0 or not same_rows:
+        return "left"
+    return "right" if column == in_row - 1 and in_row >= 3 else None
 
 
 def _room(ax, rend, last: bool) -> Margins:
@@ -165,7 +173,14 @@ def _colorbar(fig: Figure, im, norm: Normalize, unit: str, length: float, aspect
     return cax
 
 
-def _heat_panel(ax, panel: HeatPanel, norm: Normalize, labels: Mapping[str, str], annotate: bool):
+def _heat_panel(
+    ax,
+    panel: HeatPanel,
+    norm: Normalize,
+    labels: Mapping[str, str],
+    annotate: bool,
+    row_labels: str | None = "left",
+):
     v = panel.grid.values
     data = np.ma.masked_invalid(v.to_numpy(dtype=np.float64))
     cmap = HEAT_CMAP.with_extremes(bad="#e4e4e4")
@@ -185,9 +200,12 @@ def _heat_panel(ax, panel: HeatPanel, norm: Normalize, labels: Mapping[str, str]
     )
     layers = list(v.index)
     step = max(1, math.ceil(len(layers) / 24)) if panel.rows == "layer" else 1  # ~24 layer labels at most
-    ticks = list(range(0, len(layers), step))
+    ticks = list(range(0, len(layers), step)) if row_labels else []
     ax.set_yticks(ticks, [str(layers[i]) for i in ticks], fontsize=8.5 if len(layers) <= 24 else 7.5)
-    ax.set_ylabel(panel.rows, fontsize=9)
+    if row_labels == "right":
+        ax.yaxis.tick_right()
+    if row_labels == "left":
+        ax.set_ylabel(panel.rows, fontsize=9)
     ax.tick_params(length=0)
     if annotate:
         for (i, j), val in np.ndenumerate(data.filled(np.nan)):
