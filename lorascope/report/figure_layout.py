@@ -108,10 +108,11 @@ def box_of(fig: Figure, ax: Axes) -> Region:
 
 
 def decorations(ax: Axes, rend=None) -> Margins:
-    """How far the axes' tick labels, axis labels and titles reach beyond its box, in inches (at their full
-    width: a title wider than its panel needs room beside it).
+    """How far the axes' tick labels, axis labels, titles and texts reach beyond its box, in inches (at their
+    full width: a title wider than its panel needs room beside it).
 
-    Texts placed inside the axes are not counted, nor the spines and tick marks (within the tick labels' pad).
+    Texts marked ``in_layout=False`` (placed inside the axes) are not counted, nor the spines and tick marks
+    (within the tick labels' pad).
     """
     fig = ax.get_figure(root=True)
     rend = rend or renderer(fig)
@@ -124,6 +125,9 @@ def decorations(ax: Axes, rend=None) -> Margins:
                 boxes.append(tight)
     for title in titles(ax):
         boxes.append(title.get_window_extent(rend))
+    for text in ax.texts:  # annotations: labels of points and guides, which may stand beyond the axes
+        if text.get_visible() and text.get_in_layout() and text.get_text():
+            boxes.append(text.get_window_extent(rend))
     x0 = min(b.x0 for b in boxes)
     x1 = max(b.x1 for b in boxes)
     y0 = min(b.y0 for b in boxes)

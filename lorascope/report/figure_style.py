@@ -283,22 +283,26 @@ def plain_number(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 
-def log_ticks(axis) -> None:
-    """Plain-number labels on a log axis ('0.02', '3'); minor ones at 2× and 5× only when it spans under
-    two decades, so a narrow axis still has labels and a wide one is not crowded."""
+def log_ticks(axis, label=plain_number) -> None:
+    """Labels on a log axis written by ``label`` (default plain numbers: '0.02', '3'); minor ticks at 2×
+    and 5×, labelled too, only when it spans under two decades, so a narrow axis still has labels and a
+    wide one is not crowded."""
     lo, hi = sorted(axis.get_view_interval())
-    axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
     if lo > 0 and hi / lo < 100:  # two labelled minor ticks a decade
         axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: label(v)))
     else:  # the decades alone: unlabelled marks between them cost as much to draw as labels
         axis.set_minor_locator(NullLocator())
 
 
 def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:
-    """Dashed vertical lines at the adapter ranks r of a panel, labelled at the top (or bottom)."""
+    """Dashed vertical lines at the adapter ranks r of a panel, labelled at the top (or bottom); a rank beyond
+    the x axis (r above the matrix's smaller side, so past its last σ) is not marked: its label would stand
+    outside the panel."""
     shown = list(ranks) if len(ranks) <= 3 else [min(ranks), max(ranks)]
-    for r in shown:
+    lo, hi = sorted(ax.get_xlim())
+    for r in [r for r in shown if lo <= r <= hi]:
         ax.axvline(r, color="0.2", linestyle="--", linewidth=0.9, zorder=3)
         ax.annotate(
             f"r = {r}",

@@ -9,11 +9,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .data import ENERGY_LEVELS
 from .figure_layout import new_figure
-from .figure_style import HALF_WIDTH, OKABE_ITO, index_axis, lay_out, mark_ranks, styled
+from .figure_style import HALF_WIDTH, OKABE_ITO, index_axis, lay_out, log_ticks, mark_ranks, styled
 
 
 def _energy_error_guides(ax, levels: Sequence[float]) -> None:
@@ -108,9 +107,9 @@ def sweep_energy_params(
             ha="right",
         )
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(min(0.0, float(y.min())), 1.03)
+    ax.autoscale_view()
+    log_ticks(ax.xaxis, _si)  # '20 M', '50 M', '100 M': within two decades the 2× and 5× ticks are labelled
     ax.set_xlabel("adapter parameters at uniform rank k  Σ k·(rows + cols)")
     ax.set_ylabel("energy kept (all modules together)")
     lay_out(fig, [ax])
