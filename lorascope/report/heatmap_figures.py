@@ -184,7 +184,12 @@ def _heat_panel(
     v = panel.grid.values
     data = np.ma.masked_invalid(v.to_numpy(dtype=np.float64))
     cmap = HEAT_CMAP.with_extremes(bad="#e4e4e4")
-    im = ax.imshow(data, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    rows, cols = data.shape
+    # one filled quadrilateral per cell, centred on integer (column, row) like an image's pixels, first row on
+    # top; grey (the colour map's 'bad') where no module is
+    im = ax.pcolormesh(np.arange(cols + 1) - 0.5, np.arange(rows + 1) - 0.5, data, cmap=cmap, norm=norm)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
     ax.grid(False)
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)

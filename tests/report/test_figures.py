@@ -173,7 +173,7 @@ def _grid_panels(n_panels: int, layers_of=lambda i: 8):
 def test_heatmap_panels_with_the_same_rows_name_them_at_the_ends_of_each_row_of_panels():
     panels, labels = _grid_panels(4)
     fig = fg.heatmaps(panels, labels)
-    heat = [a for a in fig.axes if a.get_images()]
+    heat = [a for a in fig.axes if a.get_title()]
     assert len(heat) == 4 and len({round(a.get_position().y0, 9) for a in heat}) == 1  # one row of four
     left = [visible_labels(a.yaxis) for a in heat]
     assert left[0] == [str(i) for i in range(8)] and left[1] == left[2] == []
@@ -185,6 +185,6 @@ def test_heatmap_panels_with_the_same_rows_name_them_at_the_ends_of_each_row_of_
 def test_heatmap_panels_with_different_rows_each_name_their_own():
     panels, labels = _grid_panels(3, layers_of=lambda i: 4 + 2 * i)
     fig = fg.heatmaps(panels, labels)
-    heat = [a for a in fig.axes if a.get_images()]
+    heat = [a for a in fig.axes if a.get_title()]
     assert [len(visible_labels(a.yaxis)) for a in heat] == [4, 6, 8]
     assert all(a.yaxis.get_ticks_position() == "left" for a in heat)
