@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
@@ -294,6 +295,23 @@ def log_ticks(axis, label=plain_number) -> None:
         axis.set_minor_formatter(FuncFormatter(lambda v, _: label(v)))
     else:  # the decades alone: unlabelled marks between them cost as much to draw as labels
         axis.set_minor_locator(NullLocator())
+
+
+def level_guides(ax, levels: Sequence[float], zorder: float = 1) -> None:
+    """Dotted horizontal lines across the axes at y = each level, as one collection (cheaper to draw than a
+    line each)."""
+    segments = [[(0.0, level), (1.0, level)] for level in levels]
+    ax.add_collection(
+        LineCollection(
+            segments,
+            transform=ax.get_yaxis_transform(),  # x in axes fraction, y in data
+            colors="0.35",
+            linewidths=0.7,
+            linestyles=":",
+            zorder=zorder,
+        ),
+        autolim=False,
+    )
 
 
 def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:

@@ -58,6 +58,7 @@ from .figure_style import (
     colorbar_axes,
     lay_out,
     lay_out_small_multiples,
+    level_guides,
     mark_ranks,
     panel_grid,
     plain_number as plain_number,
@@ -156,8 +157,7 @@ def energy_curves(
     k_max = max(len(c.y) for t in types for c in curves[t])
     for ax, t in zip(axes, types):
         index_axis(ax, max(len(c.y) for c in curves[t]), log=k_max > 64)
-        for level in levels:
-            ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":", zorder=1)
+        level_guides(ax, levels)
         _curves_panel(ax, curves[t], norm, log_x=k_max > 64, positive=False)
         ax.set_ylim(0, 1.03)
         mark_ranks(ax, ranks.get(t, []), bottom=True)
@@ -324,8 +324,7 @@ def energy_overlay(
     log_x = k_max > 64
     for ax, t in zip(axes, types):
         index_axis(ax, max(len(b.median) for b in bands[t].values()), log=log_x)
-        for level in levels:
-            ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":", zorder=1)
+        level_guides(ax, levels)
         for i, run in enumerate(runs):
             b = bands[t].get(run)
             if b is None:
