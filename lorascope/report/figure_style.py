@@ -207,11 +207,34 @@ def lay_out_small_multiples(
 ) -> None:
     """Place the panels of ``small_multiples`` (``SMALL_PANEL_H`` tall, sharing the width), a figure-wide x
     label under them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right
-    (0.9 of their height, as thick as a 30th of that)."""
+    (0.9 of their height, as thick as a 30th of that). Where every panel has the same x axis, only the lowest
+    panel of each column labels it."""
+    label_lowest_x(axes)
     cax = None
     if colorbar is not None:
         cax = colorbar_axes(fig, colorbar, colorbar_label, MaxNLocator(integer=True, nbins=8))
     lay_out(fig, axes, xlabel, ylabel, cax, panel_height=SMALL_PANEL_H)
+
+
+def label_lowest_x(axes: list) -> None:
+    """Hide the x tick labels of panels with another panel below them, where all panels have the same x
+    limits, scale and ticks (their ticks and grid lines stay)."""
+    first = axes[0].xaxis
+
+    def same(ax) -> bool:
+        return (
+            ax.get_xlim() == axes[0].get_xlim()
+            and ax.get_xscale() == axes[0].get_xscale()
+            and list(ax.xaxis.get_majorticklocs()) == list(first.get_majorticklocs())
+        )
+
+    if not all(same(ax) for ax in axes):
+        return
+    cells = {(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes}
+    for ax in axes:
+        row, col = ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start
+        if any((below, col) in cells for below in range(row + 1, row + 1 + len(axes))):
+            ax.xaxis.set_tick_params(which="both", labelbottom=False)
 
 
 def colorbar_axes(

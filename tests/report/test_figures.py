@@ -188,3 +188,17 @@ def test_heatmap_panels_with_different_rows_each_name_their_own():
     heat = [a for a in fig.axes if a.get_title()]
     assert [len(visible_labels(a.yaxis)) for a in heat] == [4, 6, 8]
     assert all(a.yaxis.get_ticks_position() == "left" for a in heat)
+
+
+def test_small_multiples_label_a_shared_x_axis_under_each_column_only():
+    same = llama_like(4, kind="adapter", r=8, hidden=32)  # every type has 8 singular values: one x axis
+    types = data.type_order(same.modules)
+    fig = fg.spectra(data.spectra_by_type(same.modules, same.spectra, types), {}, data.short_labels(types))
+    panels = [a for a in fig.axes if a.get_title(loc="left")]
+    labelled = {a.get_title(loc="left").split()[0]: bool(visible_labels(a.xaxis)) for a in panels}
+    # 7 panels in rows of 3 (q k v / o gate up / down): the lowest panel of each column keeps its labels
+    assert [t for t, shown in labelled.items() if shown] == ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    assert len([a for a in panels if a.xaxis.get_gridlines()]) == 7  # every panel keeps its ticks and grid
+    dense = llama_like(4, kind="full-diff", hidden=32)  # k/v have a quarter of q's singular values
+    fig = fg.spectra(data.spectra_by_type(dense.modules, dense.spectra, types), {}, data.short_labels(types))
+    assert all(visible_labels(a.xaxis) for a in fig.axes if a.get_title(loc="left"))
