@@ -185,6 +185,7 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
     check_writable(out)
     with collector_paused():
         pngs = draw_figures(page)
+        text = render_html(page, pngs, footer)
     if figures_dir is not None:
         check_figures_writable([figures_dir / f"{key}.png" for key in pngs])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,5 +193,5 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
         figures_dir.mkdir(parents=True, exist_ok=True)
         for key, png in pngs.items():
             (figures_dir / f"{key}.png").write_bytes(png.data)
-    atomic_file(out, render_html(page, pngs, footer).encode("utf-8"))
+    atomic_file(out, text.encode("utf-8"))
     return out
