@@ -177,7 +177,7 @@ def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool 
     return fig, flat[:n]
 
 
-SMALL_PANEL_H = 2.05  # inches: the plotting area of one panel of small multiples (titles and ticks around it)
+SMALL_ROW_H = 2.5  # inches per row of small multiples: a panel of about 2 in with its title and tick labels
 LABEL_GAP = 0.08  # inches between a figure-wide axis label and the panels' tick labels
 
 
@@ -186,7 +186,7 @@ def small_multiples(n: int, ncols: int, sharey: bool = False) -> tuple[Figure, l
     to be laid out by ``lay_out_small_multiples`` once drawn."""
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = new_figure(FULL_WIDTH, (SMALL_PANEL_H + 0.5) * nrows + 0.6)
+    fig = new_figure(FULL_WIDTH, SMALL_ROW_H * nrows + 0.5)
     spec = fig.add_gridspec(nrows, ncols)
     axes: list = []
     for i in range(n):
@@ -205,15 +205,16 @@ def lay_out_small_multiples(
     colorbar: mpl.cm.ScalarMappable | None = None,
     colorbar_label: str = "",
 ) -> None:
-    """Place the panels of ``small_multiples`` (``SMALL_PANEL_H`` tall, sharing the width), a figure-wide x
-    label under them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right
-    (0.9 of their height, as thick as a 30th of that). Where every panel has the same x axis, only the lowest
-    panel of each column labels it."""
+    """Place the panels of ``small_multiples`` (sharing the figure's width and height, which stay as they
+    were made: the text measured for the layout is then measured at the draw), a figure-wide x label under
+    them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right (0.9 of their
+    height, as thick as a 30th of that). Where every panel has the same x axis, only the lowest panel of each
+    column labels it."""
     label_lowest_x(axes)
     cax = None
     if colorbar is not None:
         cax = colorbar_axes(fig, colorbar, colorbar_label, MaxNLocator(integer=True, nbins=8))
-    lay_out(fig, axes, xlabel, ylabel, cax, panel_height=SMALL_PANEL_H)
+    lay_out(fig, axes, xlabel, ylabel, cax)
 
 
 def label_lowest_x(axes: list) -> None:
