@@ -2,11 +2,11 @@
 
 Constrained layout measures every decoration twice per figure and then has the figure drawn twice (once to lay
 out, once to render). Here a figure is built on the Agg canvas it will be saved with, each panel's tick
-labels, axis labels and title are measured with that canvas' renderer (the draw then reuses those text
-metrics), and the panels are placed so that their decorations fit between them and inside the figure: a grid
-of equal panels, columns as wide as their widest decorations need, rows as tall. What sits around the grid
-(a colour bar, a legend, a figure-wide axis label) is reserved by the caller as ``Margins`` and placed against
-the ``Region`` the grid takes.
+labels, axis labels and title are measured with that canvas' renderer (where the figure keeps its size, the
+draw reuses those text metrics), and the panels are placed so that their decorations fit between them and
+inside the figure: a grid of equal panels, columns as wide as their widest decorations need, rows as tall.
+What sits around the grid (a colour bar, a legend, a figure-wide axis label) is reserved by the caller as
+``Margins`` and placed against the ``Region`` the grid takes.
 """
 
 from __future__ import annotations
