@@ -18,11 +18,35 @@ Rooms, each with one job:
 
 from __future__ import annotations
 
-from .folders import SelectOutput, SweepOutput, run_select, run_sweep
-from .knapsack import Allocation, RankKnapsack
-from .select import POLICIES, Policy, Selection, select_ranks
-from .spectra import Spectra, spectra_of
-from .sweep import default_ranks, frontier, truncation_table, uniform_table
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .folders import SelectOutput, SweepOutput, run_select, run_sweep
+    from .knapsack import Allocation, RankKnapsack
+    from .select import POLICIES, Policy, Selection, select_ranks
+    from .spectra import Spectra, spectra_of
+    from .sweep import default_ranks, frontier, truncation_table, uniform_table
+
+# Imported on first use, so that a user of one room (a report reading rank.sweep) does not load the others
+# (folders and export pull in every checkpoint reader).
+_LAZY = {
+    "SelectOutput": "folders",
+    "SweepOutput": "folders",
+    "run_select": "folders",
+    "run_sweep": "folders",
+    "Allocation": "knapsack",
+    "RankKnapsack": "knapsack",
+    "POLICIES": "select",
+    "Policy": "select",
+    "Selection": "select",
+    "select_ranks": "select",
+    "Spectra": "spectra",
+    "spectra_of": "spectra",
+    "default_ranks": "sweep",
+    "frontier": "sweep",
+    "truncation_table": "sweep",
+    "uniform_table": "sweep",
+}
 
 __all__ = [
     "Allocation",
@@ -42,3 +66,17 @@ __all__ = [
     "truncation_table",
     "uniform_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

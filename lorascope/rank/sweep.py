@@ -144,7 +144,8 @@ def uniform_sweep(spectra: Spectra, max_points: int = 400) -> UniformSweep:
         lost += spectra.tails(l)[np.minimum(ks, lengths[l])]  # (K,): this module's tail at each k
     total = float(spectra.totals.sum())
     error = np.sqrt(lost / total) if total > 0 else np.zeros(len(ks))
-    params = np.array([int(np.sum(rank_used(spectra, int(k)) * spectra.unit_costs)) for k in ks])
+    cap = rank_used(spectra, np.iinfo(np.int64).max)  # (L,): each module's usable rank, counted once
+    params = np.minimum(ks[:, None], cap[None, :]) @ spectra.unit_costs  # (K, L) @ (L,) -> (K,) at each k
     table = pd.DataFrame({"k": ks, "error": error, "energy": 1.0 - error**2, "adapter_parameters": params})
     return UniformSweep(table, truncated, k_limit)
 

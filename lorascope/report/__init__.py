@@ -64,13 +64,12 @@ def render_report(results_dir: str | Path | Results, out: str | Path | None = No
 def write_report(results: Results, html: Path, figures: Path | None = None) -> Path:
     """Draw the report of ``results`` into ``html`` and ``figures`` as they are (inside a transaction's
     stage)."""
-    from .html import write_page
+    from .html import collector_paused, write_page
 
+    with collector_paused():  # building imports matplotlib and the figure modules: nothing to collect there
+        page = build_page(results)
     return write_page(
-        build_page(results),
-        html,
-        figures if figures is not None else figures_dir(html),
-        footer=footer_text([results]),
+        page, html, figures if figures is not None else figures_dir(html), footer=footer_text([results])
     )
 
 

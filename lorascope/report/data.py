@@ -63,7 +63,9 @@ def name_list(names: list[str], most: int = 6) -> str:
 
 def with_types(modules: pd.DataFrame) -> pd.DataFrame:
     """The modules table plus a ``type`` column (``module_type`` of ``module``: experts and blocks group)."""
-    return modules.assign(type=modules["module"].astype(str).map(module_type))
+    names = modules["module"].astype(str)
+    types = {name: module_type(name) for name in names.unique()}  # a few module names over many layers
+    return modules.assign(type=names.map(types))
 
 
 def type_order(modules: pd.DataFrame) -> list[str]:
@@ -241,7 +243,7 @@ def energy_by_type(
     The total is the stored fro_norm, so a truncated (top-k) spectrum ends below 1 instead of faking it.
     """
 
-    def curve(row: pd.Series) -> np.ndarray:
+    def curve(row: Mapping) -> np.ndarray:
         s = np.asarray(spectra.get(row["name"], ()), dtype=np.float64)
         fro = row["fro_norm"]
         return energy(s, None if pd.isna(fro) else float(fro) ** 2)
@@ -253,7 +255,7 @@ def _curves(modules: pd.DataFrame, types: list[str], values) -> dict[str, list[C
     df = with_types(modules)
     df = df.assign(_layer=layer_values(df))
     out: dict[str, list[Curve]] = {t: [] for t in types}
-    for _, row in df.sort_values("_layer", kind="stable").iterrows():
+    for row in df.sort_values("_layer", kind="stable").to_dict("records"):
         if row["type"] in out:
             y = values(row)
             if y.size:

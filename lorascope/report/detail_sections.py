@@ -58,7 +58,7 @@ def magnitude_section(ctx: RunContext) -> list[Block] | None:
         )
     ]
     if m["layer"].notna().any():
-        grid = data.layer_grid(m, ctx.size, [t for t in ctx.types if t in set(data.layered(m)["type"])])
+        grid = ctx.layer_grid(ctx.size)
         blocks.append(
             FigureBlock(
                 "magnitude_profile",
@@ -90,7 +90,7 @@ def sweep_section(ctx: RunContext) -> list[Block] | None:
     sweep = data.uniform_rank_sweep(ctx.modules, ctx.results.spectra)
     if sweep.table.empty:
         return None
-    ranks = sorted({r for rs in data.nominal_ranks(ctx.modules, ctx.types).values() for r in rs})
+    ranks = sorted({r for rs in ctx.nominal_ranks.values() for r in rs})
     actual = data.actual_adapter_parameters(ctx.modules)
     blocks: list[Block] = [
         FigureBlock(

@@ -10,9 +10,13 @@ from collections.abc import Sequence
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+from .figure_layout import EDGE, GAP, Margins, Region, decorations, fit_grid, grid_of, new_figure, place
+from .figure_layout import text_extent
 
 
 # Okabe & Ito (2008), reordered so that the low-contrast yellow comes last.
@@ -52,6 +56,7 @@ STYLE = {
     "grid.alpha": 0.35,
     "grid.linewidth": 0.5,
     "axes.titlelocation": "left",
+    "axes.titley": 1.0,  # titles just above the axes; matplotlib's search for a place above top ticks is off
     "figure.facecolor": "white",
 }
 
@@ -116,6 +121,17 @@ def depth_color(layer: float, norm: Normalize):
     return DEPTH_CMAP(a + (b - a) * float(norm(layer)))
 
 
+def depth_colors(layers: np.ndarray, norm: Normalize) -> np.ndarray:
+    """``depth_color`` of many layers at once: (n,) layers (NaN: none) -> (n, 4) RGBA."""
+    layers = np.asarray(layers, dtype=np.float64)
+    a, b = DEPTH_RANGE
+    known = np.isfinite(layers)
+    out = np.tile(mpl.colors.to_rgba(NO_LAYER_COLOR), (len(layers), 1))
+    if known.any():
+        out[known] = DEPTH_CMAP(a + (b - a) * np.asarray(norm(layers[known]), dtype=np.float64))
+    return out
+
+
 def depth_mappable(norm: Normalize) -> mpl.cm.ScalarMappable:
     a, b = DEPTH_RANGE
     cmap = mpl.colors.ListedColormap(DEPTH_CMAP(np.linspace(a, b, 256)))
@@ -141,8 +157,10 @@ def index_axis(ax, k_max: int, log: bool) -> None:
         ax.set_xlim(0.9, k_max * 1.1)
         log_ticks(ax.xaxis)
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-        ax.set_xlim(0.5, k_max + 0.5)
+        lo, hi = 0.5, k_max + 0.5
+        ax.set_xlim(lo, hi)
+        ticks = MaxNLocator(integer=True, nbins=8).tick_values(lo, hi)
+        ax.set_xticks([t for t in ticks if lo <= t <= hi])  # only those shown: each tick costs a few artists
 
 
 def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool = False):
@@ -159,27 +177,174 @@ def panel_grid(n: int, ncols: int, panel_w: float, panel_h: float, sharey: bool 
     return fig, flat[:n]
 
 
+SMALL_ROW_H = 2.5  # inches per row of small multiples: a panel of about 2 in with its title and tick labels
+LABEL_GAP = 0.08  # inches between a figure-wide axis label and the panels' tick labels
+
+
+def small_multiples(n: int, ncols: int, sharey: bool = False) -> tuple[Figure, list]:
+    """A full-width figure of n panels in rows of ``ncols`` (y shared: tick labels on the first column only),
+    to be laid out by ``lay_out_small_multiples`` once drawn."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = new_figure(FULL_WIDTH, SMALL_ROW_H * nrows + 0.5)
+    spec = fig.add_gridspec(nrows, ncols)
+    axes: list = []
+    for i in range(n):
+        ax = fig.add_subplot(spec[i // ncols, i % ncols], sharey=axes[0] if sharey and axes else None)
+        if sharey and i % ncols:
+            ax.yaxis.set_tick_params(which="both", labelleft=False)
+        axes.append(ax)
+    return fig, axes
+
+
+def lay_out_small_multiples(
+    fig: Figure,
+    axes: list,
+    xlabel: str,
+    ylabel: str,
+    colorbar: mpl.cm.ScalarMappable | None = None,
+    colorbar_label: str = "",
+) -> None:
+    """Place the panels of ``small_multiples`` (sharing the figure's width and height, which stay as they
+    were made: the text measured for the layout is then measured at the draw), a figure-wide x label under
+    them, a y label left of them and, given a ``colorbar``, a vertical colour bar at their right (0.9 of their
+    height, as thick as a 30th of that). Where every panel has the same x axis, only the lowest panel of each
+    column labels it."""
+    label_lowest_x(axes)
+    cax = None
+    if colorbar is not None:
+        cax = colorbar_axes(fig, colorbar, colorbar_label, MaxNLocator(integer=True, nbins=8))
+    lay_out(fig, axes, xlabel, ylabel, cax)
+
+
+def label_lowest_x(axes: list) -> None:
+    """Hide the x tick labels of panels with another panel below them, where all panels have the same x
+    limits, scale and ticks (their ticks and grid lines stay)."""
+    first = axes[0].xaxis
+
+    def same(ax) -> bool:
+        return (
+            ax.get_xlim() == axes[0].get_xlim()
+            and ax.get_xscale() == axes[0].get_xscale()
+            and list(ax.xaxis.get_majorticklocs()) == list(first.get_majorticklocs())
+        )
+
+    if not all(same(ax) for ax in axes):
+        return
+    cells = {(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes}
+    for ax in axes:
+        row, col = ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start
+        if any((below, col) in cells for below in range(row + 1, row + 1 + len(axes))):
+            ax.xaxis.set_tick_params(which="both", labelbottom=False)
+
+
+def colorbar_axes(
+    fig: Figure, mappable: mpl.cm.ScalarMappable, label: str, locator, fontsize: float | None = None
+):
+    """A vertical colour bar of ``mappable`` on axes of its own, for ``lay_out`` to place; returns those
+    axes."""
+    cax = fig.add_axes((0.9, 0.1, 0.02, 0.8))
+    cb = fig.colorbar(mappable, cax=cax)
+    cb.set_label(label, fontsize=fontsize)
+    cb.ax.yaxis.set_major_locator(locator)
+    return cax
+
+
+def lay_out(
+    fig: Figure,
+    axes: list,
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar=None,
+    legend=None,
+    panel_height: float | None = None,
+    shrink: float = 0.9,
+    aspect: float = 30.0,
+) -> None:
+    """Place panels (subplots of one grid, equal in size), figure-wide axis labels (``xlabel`` under the
+    panels, ``ylabel`` left of them) and what stands at their right: the axes of a vertical colour bar
+    (``colorbar_axes``; ``shrink`` of the panels' height, as thick as a 1/``aspect`` of its length) or a
+    figure legend (its top level with the panels' top).
+
+    ``panel_height``: each panel's height in inches, the figure's height then set to fit; None keeps the
+    figure's size."""
+    around = Margins()
+    sx = sy = None
+    if xlabel:
+        sx = fig.supxlabel(xlabel, fontsize=9)
+        around = around + Margins(bottom=text_extent(sx)[1] + LABEL_GAP)
+    if ylabel:
+        sy = fig.supylabel(ylabel, fontsize=9)
+        around = around + Margins(left=text_extent(sy)[0] + LABEL_GAP)
+    grid = grid_of(axes)
+    width, height = fig.get_size_inches()
+    cb_w = 0.0
+    if colorbar is not None:
+        length = shrink * (panel_height * len(grid) if panel_height else 0.8 * height)
+        cb_w = max(0.12, length / aspect)
+        colorbar.set_position((0.9, 0.1, cb_w / width, min(0.9, length / height)))
+        around = around + Margins(right=GAP + cb_w + decorations(colorbar).right)
+    if legend is not None:  # its box, and the pad matplotlib keeps between the anchor and the box
+        pad = legend.borderaxespad * legend.prop.get_size_in_points() / 72
+        around = around + Margins(right=GAP + pad + text_extent(legend)[0])
+    fit = fit_grid(fig, grid, around, panel_height=panel_height)
+    width, height = fig.get_size_inches()
+    panels, outer = fit.panels, fit.outer
+    if sx is not None:
+        sx.set_position((panels.center_x / width, EDGE / height))
+    if sy is not None:
+        sy.set_position((EDGE / width, panels.center_y / height))
+    if colorbar is not None:
+        inset = (1 - shrink) / 2 * panels.height
+        place(
+            fig, colorbar, Region(outer.x1 + GAP, panels.y0 + inset, outer.x1 + GAP + cb_w, panels.y1 - inset)
+        )
+    if legend is not None:
+        legend.set_bbox_to_anchor(((outer.x1 + GAP) / width, panels.y1 / height), transform=fig.transFigure)
+
+
 def plain_number(v: float) -> str:
     """A tick label without exponents: 0.001, 0.5, 3, 1000, 20000."""
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
 
 
-def log_ticks(axis) -> None:
-    """Plain-number labels on a log axis ('0.02', '3'); minor ones at 2× and 5× only when it spans under
-    two decades, so a narrow axis still has labels and a wide one is not crowded."""
+def log_ticks(axis, label=plain_number) -> None:
+    """Labels on a log axis written by ``label`` (default plain numbers: '0.02', '3'); minor ticks at 2×
+    and 5×, labelled too, only when it spans under two decades, so a narrow axis still has labels and a
+    wide one is not crowded."""
     lo, hi = sorted(axis.get_view_interval())
-    axis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
-    axis.set_minor_locator(
-        LogLocator(subs=(2.0, 5.0))
-    )  # two minor ticks a decade: fewer to lay out, as readable
-    labelled = lo > 0 and hi / lo < 100
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: plain_number(v)) if labelled else NullFormatter())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    if lo > 0 and hi / lo < 100:  # two labelled minor ticks a decade
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: label(v)))
+    else:  # the decades alone: unlabelled marks between them cost as much to draw as labels
+        axis.set_minor_locator(NullLocator())
+
+
+def level_guides(ax, levels: Sequence[float], zorder: float = 1) -> None:
+    """Dotted horizontal lines across the axes at y = each level, as one collection (cheaper to draw than a
+    line each)."""
+    segments = [[(0.0, level), (1.0, level)] for level in levels]
+    ax.add_collection(
+        LineCollection(
+            segments,
+            transform=ax.get_yaxis_transform(),  # x in axes fraction, y in data
+            colors="0.35",
+            linewidths=0.7,
+            linestyles=":",
+            zorder=zorder,
+        ),
+        autolim=False,
+    )
 
 
 def mark_ranks(ax, ranks: Sequence[int], bottom: bool = False) -> None:
-    """Dashed vertical lines at the adapter ranks r of a panel, labelled at the top (or bottom)."""
+    """Dashed vertical lines at the adapter ranks r of a panel, labelled at the top (or bottom); a rank beyond
+    the x axis (r above the matrix's smaller side, so past its last σ) is not marked: its label would stand
+    outside the panel."""
     shown = list(ranks) if len(ranks) <= 3 else [min(ranks), max(ranks)]
-    for r in shown:
+    lo, hi = sorted(ax.get_xlim())
+    for r in [r for r in shown if lo <= r <= hi]:
         ax.axvline(r, color="0.2", linestyle="--", linewidth=0.9, zorder=3)
         ax.annotate(
             f"r = {r}",
@@ -199,5 +364,8 @@ def energy_ticks(axes: list, levels: Sequence[float]) -> None:
     """Percent ticks on shared energy axes: quarters and the lowest and highest guide (95 % is drawn
     but not labelled: too close to its neighbours)."""
     ticks = [0, 0.25, 0.5, 0.75, min(levels), max(levels)]
-    for ax in axes:
-        ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
+    done: list = []
+    for ax in axes:  # axes sharing y share their ticks: set them once per group
+        if not any(ax.get_shared_y_axes().joined(ax, other) for other in done):
+            ax.set_yticks(ticks, [f"{t:.0%}" for t in ticks])
+            done.append(ax)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib import cbook
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm as LogNorm  # re-exported: callers use fg.LogNorm
 from matplotlib.colors import Normalize
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .data import ENERGY_LEVELS, Curve, layer_values
+from .figure_layout import new_figure
 
 # Names imported 'as' themselves are re-exported: the report's modules and its tests use fg.<name>.
 from .figure_style import (
@@ -35,7 +37,7 @@ from .figure_style import (
     FULL_WIDTH,
     HALF_WIDTH as HALF_WIDTH,
     HEAT_CMAP as HEAT_CMAP,
-    HORIZONTAL,
+    HORIZONTAL as HORIZONTAL,
     LINESTYLES as LINESTYLES,
     MAX_POINTS as MAX_POINTS,
     NO_LAYER_COLOR as NO_LAYER_COLOR,
@@ -44,7 +46,8 @@ from .figure_style import (
     RUN_MARKERS as RUN_MARKERS,
     STYLE as STYLE,
     category_style,
-    depth_color,
+    depth_color as depth_color,
+    depth_colors,
     depth_mappable,
     depth_norm,
     energy_ticks,
@@ -52,10 +55,15 @@ from .figure_style import (
     legend_columns,
     line_alpha,
     log_ticks,
+    colorbar_axes,
+    lay_out,
+    lay_out_small_multiples,
+    level_guides,
     mark_ranks,
     panel_grid,
     plain_number as plain_number,
     run_style,
+    small_multiples,
     styled,
     thin_points,
 )
@@ -76,16 +84,15 @@ def _layer_range(curves: Mapping[str, list[Curve]]) -> tuple[float, float]:
     return (min(layers), max(layers)) if layers else (0.0, 1.0)
 
 
-def _add_depth_colorbar(fig: Figure, axes: list, norm: Normalize, has_layers: bool) -> None:
-    if has_layers:
-        cb = fig.colorbar(depth_mappable(norm), ax=axes, shrink=0.9, aspect=30, pad=0.01)
-        cb.set_label("layer (depth)")
-        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+def _depth_bar(curves: Mapping[str, list[Curve]], norm: Normalize):
+    """The layer colour scale to show beside the panels, None when no module has a layer."""
+    has_layers = any(np.isfinite(c.layer) for cs in curves.values() for c in cs)
+    return depth_mappable(norm) if has_layers else None
 
 
 def _curves_panel(ax, curves: list[Curve], norm: Normalize, log_x: bool, positive: bool) -> None:
     """One line per module, coloured by layer, drawn as one LineCollection (fast at hundreds of lines)."""
-    segments, colors = [], []
+    segments, layers = [], []
     for c in curves:
         x, y = thin_points(c.y, log_x)
         if positive:
@@ -95,7 +102,8 @@ def _curves_panel(ax, curves: list[Curve], norm: Normalize, log_x: bool, positiv
             x, y = np.array([x[0] - 0.2, x[0] + 0.2]), np.repeat(y, 2)
         if len(x):
             segments.append(np.column_stack([x, y]))
-            colors.append(depth_color(c.layer, norm))
+            layers.append(c.layer)
+    colors = depth_colors(np.array(layers), norm)
     lw = 1.3 if len(segments) <= 16 else 0.9
     ax.add_collection(LineCollection(segments, colors=colors, linewidths=lw, alpha=line_alpha(len(segments))))
     ax.autoscale_view()
@@ -110,7 +118,7 @@ def spectra(
 ) -> Figure:
     """σ_i against index i, log scale, one panel per module type, one line per module coloured by layer."""
     types = [t for t in curves if curves[t]]
-    fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5)
+    fig, axes = small_multiples(len(types), 3 if len(types) <= 9 else 4)
     norm = depth_norm(_layer_range(curves))
     k_max = max(len(c.y) for t in types for c in curves[t])
     for ax, t in zip(axes, types):
@@ -124,9 +132,14 @@ def spectra(
         log_ticks(ax.yaxis)
         mark_ranks(ax, ranks.get(t, []))
         ax.set_title(f"{labels.get(t, t)}  ({len(curves[t])})")
-    fig.supxlabel("index i (singular values in descending order)", fontsize=9)
-    fig.supylabel("singular value σᵢ (update units)", fontsize=9)
-    _add_depth_colorbar(fig, axes, norm, any(np.isfinite(c.layer) for t in types for c in curves[t]))
+    lay_out_small_multiples(
+        fig,
+        axes,
+        "index i (singular values in descending order)",
+        "singular value σᵢ (update units)",
+        _depth_bar(curves, norm),
+        "layer (depth)",
+    )
     return fig
 
 
@@ -139,21 +152,25 @@ def energy_curves(
 ) -> Figure:
     """Cumulative energy against rank k with 90 / 95 / 99 % guides, one panel per module type."""
     types = [t for t in curves if curves[t]]
-    fig, axes = panel_grid(len(types), 3 if len(types) <= 9 else 4, 3.2, 2.5, sharey=True)
+    fig, axes = small_multiples(len(types), 3 if len(types) <= 9 else 4, sharey=True)
     norm = depth_norm(_layer_range(curves))
     k_max = max(len(c.y) for t in types for c in curves[t])
     for ax, t in zip(axes, types):
         index_axis(ax, max(len(c.y) for c in curves[t]), log=k_max > 64)
-        for level in levels:
-            ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":", zorder=1)
+        level_guides(ax, levels)
         _curves_panel(ax, curves[t], norm, log_x=k_max > 64, positive=False)
         ax.set_ylim(0, 1.03)
         mark_ranks(ax, ranks.get(t, []), bottom=True)
         ax.set_title(f"{labels.get(t, t)}  ({len(curves[t])})")
     energy_ticks(axes, levels)
-    fig.supxlabel("rank k (number of leading singular values kept)", fontsize=9)
-    fig.supylabel(ENERGY_LABEL, fontsize=9)
-    _add_depth_colorbar(fig, axes, norm, any(np.isfinite(c.layer) for t in types for c in curves[t]))
+    lay_out_small_multiples(
+        fig,
+        axes,
+        "rank k (number of leading singular values kept)",
+        ENERGY_LABEL,
+        _depth_bar(curves, norm),
+        "layer (depth)",
+    )
     return fig
 
 
@@ -174,42 +191,30 @@ def magnitude_distribution(
     ``values[type]`` has columns ``value`` and ``layer``.
     """
     types = [t for t in values if len(values[t])]
-    fig = Figure(figsize=(FULL_WIDTH, 0.5 * len(types) + 1.3), layout="constrained")
-    ax = fig.subplots()
+    fig = new_figure(FULL_WIDTH, 0.5 * len(types) + 1.3)
+    ax = fig.add_subplot()
     layers = np.concatenate([layer_values(values[t]) for t in types])
     finite = layers[np.isfinite(layers)]
     norm = depth_norm((finite.min(), finite.max()) if len(finite) else (0, 1))
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     n_all = sum(len(values[t]) for t in types)
     dot = 24 if n_all < 100 else 10 if n_all < 300 else 6
+    boxed = []
     for i, t in enumerate(types):
         v = pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         ok = np.isfinite(v)
         if ok.sum() >= BOX_MIN_MODULES:  # a box summarizes five or more modules; fewer are shown as dots only
-            ax.boxplot(
-                v[ok],
-                positions=[i],
-                **HORIZONTAL,
-                widths=0.6,
-                whis=(5, 95),
-                showfliers=False,
-                patch_artist=True,
-                boxprops={"facecolor": "#eef2f7", "edgecolor": "0.35"},
-                medianprops={"color": "#D55E00", "linewidth": 1.6},
-                whiskerprops={"color": "0.35"},
-                capprops={"color": "0.35"},
-                zorder=1,
-            )
-        colors = [depth_color(lay, norm) for lay in layer_values(values[t])[ok]]
+            boxed.append((i, v[ok]))
         ax.scatter(
             v[ok],
             i + rng.uniform(-0.22, 0.22, ok.sum()),
             s=dot,
-            c=colors,
+            c=depth_colors(layer_values(values[t])[ok], norm),
             alpha=line_alpha(len(v)) if len(v) > 20 else 0.9,
             linewidths=0,
             zorder=2,
         )
+    _horizontal_boxes(ax, boxed)
     all_v = np.concatenate(
         [
             pd.to_numeric(values[t]["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -222,18 +227,48 @@ def magnitude_distribution(
     ax.set_ylim(len(types) - 0.5, -0.5)  # first module type on top
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(unit)
+    cax = None
     if len(finite):
-        cb = fig.colorbar(depth_mappable(norm), ax=ax, pad=0.01, aspect=max(8, 12 * len(types) / 3))
-        cb.set_label("layer", fontsize=8)
-        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        locator = MaxNLocator(integer=True, nbins=6)
+        cax = colorbar_axes(fig, depth_mappable(norm), "layer", locator, fontsize=8)
+    lay_out(fig, [ax], colorbar=cax, shrink=1.0, aspect=max(8, 12 * len(types) / 3))
     return fig
+
+
+BOX_HEIGHT = 0.6  # of the unit spacing between module types; caps half as tall
+
+
+def _horizontal_boxes(ax, boxed: list[tuple[float, np.ndarray]]) -> None:
+    """Box-and-whisker marks at y positions: the box from the first to the third quartile, an orange median,
+    whiskers to the most extreme values within the 5th and 95th percentiles (matplotlib's
+    ``cbook.boxplot_stats`` with ``whis=(5, 95)``, as ``Axes.boxplot`` draws them), without fliers.
+
+    Drawn as one bar container and two line collections: ``Axes.boxplot`` reads every rc setting, and reading
+    the backend one imports pyplot and picks a GUI backend, which a report written to files never needs.
+    """
+    if not boxed:
+        return
+    y = np.array([pos for pos, _ in boxed], dtype=np.float64)
+    stats = cbook.boxplot_stats([v for _, v in boxed], whis=(5, 95))
+    q1, med, q3 = (np.array([st[k] for st in stats]) for k in ("q1", "med", "q3"))
+    lo, hi = np.array([st["whislo"] for st in stats]), np.array([st["whishi"] for st in stats])
+    half, cap = BOX_HEIGHT / 2, BOX_HEIGHT / 4
+    box = {"color": "#eef2f7", "edgecolor": "0.35", "linewidth": 1.0, "zorder": 1}
+    ax.barh(y, q3 - q1, left=q1, height=BOX_HEIGHT, **box)
+    whiskers = [[(lo[i], y[i]), (q1[i], y[i])] for i in range(len(y))]
+    whiskers += [[(q3[i], y[i]), (hi[i], y[i])] for i in range(len(y))]
+    whiskers += [[(x[i], y[i] - cap), (x[i], y[i] + cap)] for x in (lo, hi) for i in range(len(y))]
+    ax.add_collection(LineCollection(whiskers, colors="0.35", linewidths=1.0, zorder=1))
+    medians = [[(med[i], y[i] - half), (med[i], y[i] + half)] for i in range(len(y))]
+    ax.add_collection(LineCollection(medians, colors="#D55E00", linewidths=1.6, zorder=1.5))
+    ax.autoscale_view()
 
 
 @styled
 def layer_profile(profile: pd.DataFrame, labels: Mapping[str, str], unit: str) -> Figure:
     """One line per module type over layer index (``profile``: index layer, a column per type)."""
-    fig = Figure(figsize=(FULL_WIDTH, 3.6), layout="constrained")
-    ax = fig.subplots()
+    fig = new_figure(FULL_WIDTH, 3.6)
+    ax = fig.add_subplot()
     marker = "o" if len(profile.index) <= 40 else None
     for i, t in enumerate(profile.columns):
         s = profile[t].dropna()
@@ -252,7 +287,8 @@ def layer_profile(profile: pd.DataFrame, labels: Mapping[str, str], unit: str) -
     ax.set_xlabel("layer")
     ax.set_ylabel(unit)
     ncol = 1 if len(profile.columns) <= 10 else 2
-    fig.legend(loc="outside right upper", ncol=ncol, frameon=False, title="module type")
+    legend = fig.legend(loc="upper left", ncol=ncol, frameon=False, title="module type")
+    lay_out(fig, [ax], legend=legend)
     return fig
 
 
@@ -288,8 +324,7 @@ def energy_overlay(
     log_x = k_max > 64
     for ax, t in zip(axes, types):
         index_axis(ax, max(len(b.median) for b in bands[t].values()), log=log_x)
-        for level in levels:
-            ax.axhline(level, color="0.35", linewidth=0.7, linestyle=":", zorder=1)
+        level_guides(ax, levels)
         for i, run in enumerate(runs):
             b = bands[t].get(run)
             if b is None:

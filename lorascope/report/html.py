@@ -8,8 +8,9 @@ no CDN, no web font, and a Content-Security-Policy that forbids every request a 
 from __future__ import annotations
 
 import base64
+import gc
 import io
-import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,8 @@ from .formatting import cell
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-DPI = 150
+DPI = 150  # figures are laid out (figure_layout) and drawn at this resolution
+PNG_LEVEL = 3  # zlib level of the figures' PNGs
 CSS_PX_PER_INCH = 96  # a figure is shown at its size in inches, so its fonts read at their point size
 TEMPLATE = "report.html.j2"
 
@@ -43,12 +45,46 @@ class Png:
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> Png:
-    """Encode a figure as PNG (no timestamp metadata, so identical figures give identical files)."""
+    """Draw a figure with Agg at ``dpi`` on white and encode it as an RGB PNG (no timestamp metadata, so
+    identical figures give identical files).
+
+    The figure is drawn once (a layout engine, where it has one, runs inside that draw), and the pixels go to
+    PIL as RGB at zlib level 3: on white every pixel is opaque, so the alpha channel ``savefig`` would write
+    carries nothing, and level 3 encodes about a third faster than the default 6 for files of the same size.
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    if fig.dpi != dpi:
+        fig.set_dpi(dpi)
+    fig.patch.set_facecolor("white")
+    canvas.draw()
+    image = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")  # (height, width, 4) -> RGB
+    info = PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": PNG_SOFTWARE})
-    raw = buf.getvalue()
-    width, height = struct.unpack(">II", raw[16:24])  # IHDR: the first chunk of every PNG
-    return Png(raw, width, height)
+    image.save(buf, format="png", compress_level=PNG_LEVEL, pnginfo=info, dpi=(dpi, dpi))
+    return Png(buf.getvalue(), *image.size)
+
+
+@contextmanager
+def collector_paused():
+    """Pause Python's automatic garbage collection for the block, restoring it after.
+
+    A figure allocates tens of thousands of objects, most of them alive until it is drawn; the collector
+    would walk them again and again (and the whole heap of imported modules at each full collection), about
+    a tenth of a report's drawing time. ``draw_figures`` collects each figure's garbage itself.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def draw_figures(page: Page) -> dict[str, Png]:
@@ -57,9 +93,8 @@ def draw_figures(page: Page) -> dict[str, Png]:
     for block in page.figures:
         if block.key in pngs:
             raise ValueError(f"two figures of the page are keyed {block.key!r}")
-        fig = block.draw()
-        pngs[block.key] = png_bytes(fig)
-        fig.clear()  # drop artists now rather than at garbage collection
+        pngs[block.key] = png_bytes(block.draw())
+        gc.collect(0)  # the figure's cycles, all young: the rest of the heap is not walked
     return pngs
 
 
@@ -148,7 +183,9 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
     from ..outputs import atomic_file
 
     check_writable(out)
-    pngs = draw_figures(page)
+    with collector_paused():
+        pngs = draw_figures(page)
+        text = render_html(page, pngs, footer)
     if figures_dir is not None:
         check_figures_writable([figures_dir / f"{key}.png" for key in pngs])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,5 +193,5 @@ def write_page(page: Page, out: Path, figures_dir: Path | None, footer: str = ""
         figures_dir.mkdir(parents=True, exist_ok=True)
         for key, png in pngs.items():
             (figures_dir / f"{key}.png").write_bytes(png.data)
-    atomic_file(out, render_html(page, pngs, footer).encode("utf-8"))
+    atomic_file(out, text.encode("utf-8"))
     return out

@@ -4,7 +4,7 @@ the ``SECTIONS`` registry, and the texts several sections use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -36,6 +36,7 @@ class RunContext:
     """One results folder as the sections see it, with the derived tables each section shares."""
 
     results: Results
+    _grids: dict[str, data.Grid] = field(default_factory=dict, repr=False)
 
     def has_file(self, name: str) -> bool:
         return folder_has(self.results.path, name)
@@ -74,6 +75,23 @@ class RunContext:
     @cached_property
     def is_adapter(self) -> bool:
         return bool(self.modules["lora_rank"].notna().any())
+
+    @cached_property
+    def layered_types(self) -> list[str]:
+        """The module types (in model order) that have a module with a layer index: the heatmaps' columns."""
+        present = set(data.layered(self.modules)["type"])
+        return [t for t in self.types if t in present]
+
+    @cached_property
+    def nominal_ranks(self) -> dict[str, list[int]]:
+        """The distinct adapter ranks r of each module type (``data.nominal_ranks``)."""
+        return data.nominal_ranks(self.modules, self.types)
+
+    def layer_grid(self, metric: str) -> data.Grid:
+        """``metric`` on the layer × module type grid of the updated modules, computed once per metric."""
+        if metric not in self._grids:
+            self._grids[metric] = data.layer_grid(self.modules, metric, self.layered_types)
+        return self._grids[metric]
 
 
 SECTIONS: SectionRegistry[RunContext] = SectionRegistry()

@@ -189,10 +189,7 @@ def heatmap_section(ctx: RunContext) -> list[Block] | None:
     blocks: list[Block] = []
     if m["layer"].notna().any():
         metrics = ["entropy_rank", "rank_90", ctx.size, "stable_rank"]
-        grids = [
-            data.layer_grid(m, c, [t for t in ctx.types if t in set(data.layered(m)["type"])])
-            for c in metrics
-        ]
+        grids = [ctx.layer_grid(c) for c in metrics]
         panels = [
             fg.HeatPanel(HEATMAP_METRICS[c][0], g, HEATMAP_METRICS[c][1], log=c == ctx.size)
             for c, g in zip(metrics, grids)
@@ -241,7 +238,7 @@ def spectra_section(ctx: RunContext) -> list[Block] | None:
     curves = data.spectra_by_type(ctx.modules, ctx.results.spectra, ctx.types)
     if not any(curves.values()):
         return None
-    ranks = data.nominal_ranks(ctx.modules, ctx.types)
+    ranks = ctx.nominal_ranks
     caption = (
         "Each line is one module's singular values σᵢ in descending order (log scale), coloured by its layer "
         "(grey: no layer); a steep drop means few directions carry the update"
@@ -255,7 +252,7 @@ def energy_section(ctx: RunContext) -> list[Block] | None:
     curves = data.energy_by_type(ctx.modules, ctx.results.spectra, ctx.types)
     if not any(curves.values()):
         return None
-    ranks = data.nominal_ranks(ctx.modules, ctx.types)
+    ranks = ctx.nominal_ranks
     blocks: list[Block] = [
         FigureBlock(
             "energy",

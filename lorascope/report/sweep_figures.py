@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .data import ENERGY_LEVELS
-from .figure_style import HALF_WIDTH, OKABE_ITO, index_axis, mark_ranks, styled
+from .figure_layout import new_figure
+from .figure_style import HALF_WIDTH, OKABE_ITO, index_axis, lay_out, log_ticks, mark_ranks, styled
 
 
 def _energy_error_guides(ax, levels: Sequence[float]) -> None:
@@ -37,8 +37,8 @@ def sweep_error(
     table: pd.DataFrame, ranks: Sequence[int], k_limit: int | None, levels: Sequence[float] = ENERGY_LEVELS
 ) -> Figure:
     """Aggregate relative Frobenius error of a uniform rank-k truncation against k."""
-    fig = Figure(figsize=(HALF_WIDTH, 3.6), layout="constrained")
-    ax = fig.subplots()
+    fig = new_figure(HALF_WIDTH, 3.6)
+    ax = fig.add_subplot()
     k = table["k"].to_numpy()
     ax.plot(
         k,
@@ -58,6 +58,7 @@ def sweep_error(
     )
     if k_limit:
         ax.set_title(f"stops at k = {k_limit}: spectra beyond it were not computed", fontsize=8, color="0.3")
+    lay_out(fig, [ax])
     return fig
 
 
@@ -66,8 +67,8 @@ def sweep_energy_params(
     table: pd.DataFrame, actual_params: int | None, levels: Sequence[float] = ENERGY_LEVELS
 ) -> Figure:
     """Retained energy against the adapter parameters a uniform rank k costs, ranks k labelled."""
-    fig = Figure(figsize=(HALF_WIDTH, 3.6), layout="constrained")
-    ax = fig.subplots()
+    fig = new_figure(HALF_WIDTH, 3.6)
+    ax = fig.add_subplot()
     x, y, k = table["adapter_parameters"].to_numpy(), table["energy"].to_numpy(), table["k"].to_numpy()
     ax.plot(x, y, color=OKABE_ITO[2], linewidth=1.8)
     pow2 = [i for i, kk in enumerate(k) if kk & (kk - 1) == 0]
@@ -106,11 +107,12 @@ def sweep_energy_params(
             ha="right",
         )
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(min(0.0, float(y.min())), 1.03)
+    ax.autoscale_view()
+    log_ticks(ax.xaxis, _si)  # '20 M', '50 M', '100 M': within two decades the 2× and 5× ticks are labelled
     ax.set_xlabel("adapter parameters at uniform rank k  Σ k·(rows + cols)")
     ax.set_ylabel("energy kept (all modules together)")
+    lay_out(fig, [ax])
     return fig
 
 

@@ -99,3 +99,55 @@ def test_inputs_and_warnings_are_shown(adapter_report):
     html = adapter_report.read_text(encoding="utf-8")
     assert "/data/synthetic-adapter" in html
     assert "model.norm.weight" in html and "no partner in the base checkpoint" in html
+
+
+def _figure_with_text_and_lines(dpi_figure: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2), dpi=dpi_figure)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [1, 0], color="#D55E00")
+    ax.set_title("a title")
+    return fig
+
+
+def test_figures_are_opaque_rgb_pngs_drawn_the_same_every_time():
+    """On white every pixel is opaque, so the PNG is RGB (no alpha channel to carry); a figure drawn twice, or
+    made at another resolution, gives the same bytes at DPI."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from lorascope.report.html import PNG_SOFTWARE, png_bytes
+
+    first = png_bytes(_figure_with_text_and_lines(100))
+    again = png_bytes(_figure_with_text_and_lines(DPI))
+    assert first.data == again.data
+    assert (first.width, first.height) == (3 * DPI, 2 * DPI) == png_size(first.data)
+    image = Image.open(io.BytesIO(first.data))
+    assert image.mode == "RGB" and image.info["Software"] == PNG_SOFTWARE
+    pixels = np.asarray(image)
+    assert (pixels == 255).all(axis=2).mean() > 0.5  # mostly the white background
+    assert ((pixels[..., 0] > 150) & (pixels[..., 2] < 80)).any()  # the orange line is there
+
+
+def test_the_collector_is_paused_inside_and_left_as_it_was():
+    import gc
+
+    from lorascope.report.html import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("drawing failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own pause is not undone
+    finally:
+        gc.enable()

@@ -134,7 +134,12 @@ def test_a_big_model_heatmap_comparison_switches_to_runs_by_type():
     blocks = comparison.heatmap_section(ctx)
     assert [b.key for b in blocks] == ["compare_heatmap_runs"]
     fig = blocks[0].draw()
-    assert len([a for a in fig.axes if a.get_ylabel() == "run"]) == 4
+    panels = [a for a in fig.axes if a.get_title()]  # one heatmap per metric (colour bars have no title)
+    assert len(panels) == 4
+    named = [a for a in panels if [t.get_text() for t in a.get_yticklabels()] == ctx.labels]
+    assert named and all(a.get_ylabel() == "run" for a in named)
+    for a in panels:  # every panel sits in a row of panels that names every run
+        assert any(abs(a.get_position().y0 - b.get_position().y0) < 1e-9 for b in named)
     assert text_problems(fig) == []
     grid = data.run_type_grid(ctx.tables, "entropy_rank", data.type_order(runs[0].modules))
     assert list(grid.values.index) == ctx.labels

@@ -168,3 +168,28 @@ def test_many_runs_get_a_short_title_and_a_table_per_metric():
     first = tables[0].data.set_index("run")
     assert first.shape[1] == med.size  # one column per module type
     assert sorted(first.loc["r4"].to_numpy()) == pytest.approx(sorted(med.to_numpy()))
+
+
+def test_a_report_loads_no_checkpoint_reader(adapter_dir, tmp_path):
+    """Rendering reads saved results only: in a fresh interpreter it imports neither lorascope.checkpoint nor
+    the rank package's sweep and export commands (``lorascope.rank`` loads its rooms on first use)."""
+    import ast
+    import shutil
+    import subprocess
+    import sys
+
+    folder = shutil.copytree(adapter_dir, tmp_path / "results")
+    code = (
+        "import sys; from lorascope.report import render_report; render_report(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.startswith(('lorascope.checkpoint', 'lorascope.rank'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True
+    )
+    loaded = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert loaded == [
+        "lorascope.rank",
+        "lorascope.rank.knapsack",
+        "lorascope.rank.spectra",
+        "lorascope.rank.sweep",
+    ]
