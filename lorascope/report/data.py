@@ -19,8 +19,8 @@ from ..rank.sweep import UniformSweep, sweep_ks, uniform_sweep
 
 
 SIZE_UNITS = {
-    "relative_update": r"relative update $\|\Delta W\|_F\,/\,\|W_{base}\|_F$",
-    "fro_norm": r"$\|\Delta W\|_F$ (weight units)",
+    "relative_update": "relative update ‖ΔW‖ / ‖W₀‖ (Frobenius; W₀ the base)",
+    "fro_norm": "‖ΔW‖ (Frobenius, weight units)",
 }
 
 

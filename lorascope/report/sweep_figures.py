@@ -53,9 +53,7 @@ def sweep_error(
     mark_ranks(ax, ranks)
     ax.set_ylim(0, max(1.0, float(table["error"].max())) * 1.03)
     ax.set_xlabel("uniform rank k (every module truncated to k)")
-    ax.set_ylabel(
-        r"relative error  $\|\Delta W - \Delta W_k\|_F\,/\,\|\Delta W\|_F$" "\n(all modules together)"
-    )
+    ax.set_ylabel("relative error  ‖ΔW − ΔWₖ‖ / ‖ΔW‖ (Frobenius)\n(all modules together)")
     if k_limit:
         ax.set_title(f"stops at k = {k_limit}: spectra beyond it were not computed", fontsize=8, color="0.3")
     lay_out(fig, [ax])
