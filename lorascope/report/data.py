@@ -19,7 +19,7 @@ from ..rank.sweep import UniformSweep, sweep_ks, uniform_sweep
 
 
 SIZE_UNITS = {
-    "relative_update": "relative update ‖ΔW‖ / ‖W₀‖ (Frobenius; W₀ the base)",
+    "relative_update": "relative update ‖ΔW‖ / ‖W_base‖",
     "fro_norm": "‖ΔW‖ (Frobenius, weight units)",
 }
 
