@@ -95,9 +95,8 @@ def _curves_panel(ax, curves: list[Curve], norm: Normalize, log_x: bool, positiv
     segments, layers = [], []
     for c in curves:
         x, y = thin_points(c.y, log_x)
-        if positive:
-            keep = y > 0
-            x, y = x[keep], y[keep]
+        keep = np.isfinite(y) & (y > 0) if positive else np.isfinite(y)  # a NaN or ±inf σ has no place
+        x, y = x[keep], y[keep]
         if len(x) == 1:  # a single value draws as a short flat tick
             x, y = np.array([x[0] - 0.2, x[0] + 0.2]), np.repeat(y, 2)
         if len(x):
@@ -125,7 +124,7 @@ def spectra(
         ax.set_yscale("log")
         index_axis(ax, max(len(c.y) for c in curves[t]), log=k_max > 64)
         _curves_panel(ax, curves[t], norm, log_x=k_max > 64, positive=True)
-        positive = [c.y[c.y > 0] for c in curves[t] if (c.y > 0).any()]
+        positive = [y[y > 0] for y in (c.y[np.isfinite(c.y)] for c in curves[t]) if (y > 0).any()]
         if positive:  # show down to the smallest σ, but no further than 7 decades below the largest
             top = max(float(y.max()) for y in positive)
             ax.set_ylim(max(min(float(y.min()) for y in positive), top * 1e-7) / 1.5, top * 1.5)
