@@ -100,7 +100,31 @@ def short_labels(types: list[str], width: int = 24) -> dict[str, str]:
     for level in (1, 2):
         counts = pd.Series(list(labels.values())).value_counts()
         labels = {t: forms(t)[level] if counts[label] > 1 else label for t, label in labels.items()}
-    return labels
+    return _capped(labels, LABEL_LIMIT)
+
+
+LABEL_LIMIT = 40  # characters: the longest module-type label a figure's tick, title or legend shows
+
+
+def _capped(labels: dict[str, str], limit: int) -> dict[str, str]:
+    """Labels longer than ``limit`` characters cut in the middle ('model_a_very…ong_name_q_proj'), so that
+    no figure has to make room for a 200-character name; cut labels that would clash are numbered."""
+
+    def cut(label: str) -> str:
+        if len(label) <= limit:
+            return label
+        head = (limit - 1) // 2
+        return label[:head] + "…" + label[len(label) - (limit - 1 - head) :]
+
+    out = {t: cut(label) for t, label in labels.items()}
+    counts = pd.Series(list(out.values()), dtype=object).value_counts()
+    seen: dict[str, int] = {}
+    for t, label in out.items():
+        if counts[label] > 1 and label != labels[t]:
+            seen[label] = seen.get(label, 0) + 1
+            tag = f" #{seen[label]}"
+            out[t] = cut(labels[t])[: limit - len(tag)] + tag
+    return out
 
 
 def layered(modules: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from .figure_layout import EDGE, GAP, Margins, Region, decorations, fit_grid, grid_of, new_figure, place
-from .figure_layout import text_extent
+from .figure_layout import text_extent, titles
 
 
 # Okabe & Ito (2008), reordered so that the low-contrast yellow comes last.
@@ -216,6 +216,18 @@ def lay_out_small_multiples(
     if colorbar is not None:
         cax = colorbar_axes(fig, colorbar, colorbar_label, MaxNLocator(integer=True, nbins=8))
     lay_out(fig, axes, xlabel, ylabel, cax)
+    fit_titles(fig, axes)
+
+
+def fit_titles(fig: Figure, axes: list, smallest: float = 5.0) -> None:
+    """Shrink a panel title wider than its panel until it fits (no smaller than ``smallest`` points): a
+    long module-type name must not run into the next panel's title or off the canvas. Only shrinking, after
+    the layout: the title's height can only fall, so nothing placed around it comes to overlap."""
+    rend = fig.canvas.get_renderer()
+    for ax, title in ((ax, t) for ax in axes for t in titles(ax)):
+        width, room = title.get_window_extent(rend).width, ax.get_window_extent(rend).width
+        if width > room > 0:
+            title.set_fontsize(max(smallest, title.get_fontsize() * room / width * 0.98))
 
 
 def label_lowest_x(axes: list) -> None:
