@@ -234,6 +234,7 @@ def magnitude_distribution(
     return fig
 
 
+PROFILE_LEGEND_ROW = 0.19  # inches per legend entry of the layer profile (8 pt text, its spacing)
 BOX_HEIGHT = 0.6  # of the unit spacing between module types; caps half as tall
 
 
@@ -266,7 +267,9 @@ def _horizontal_boxes(ax, boxed: list[tuple[float, np.ndarray]]) -> None:
 @styled
 def layer_profile(profile: pd.DataFrame, labels: Mapping[str, str], unit: str) -> Figure:
     """One line per module type over layer index (``profile``: index layer, a column per type)."""
-    fig = new_figure(FULL_WIDTH, 3.6)
+    ncol = 1 if len(profile.columns) <= 10 else 2 if len(profile.columns) <= 40 else 3
+    rows = math.ceil(len(profile.columns) / ncol)
+    fig = new_figure(FULL_WIDTH, max(3.6, PROFILE_LEGEND_ROW * rows + 0.8))  # every legend row on the canvas
     ax = fig.add_subplot()
     marker = "o" if len(profile.index) <= 40 else None
     for i, t in enumerate(profile.columns):
@@ -283,9 +286,11 @@ def layer_profile(profile: pd.DataFrame, labels: Mapping[str, str], unit: str) -
     if _spans_decades(profile.to_numpy(dtype=np.float64).ravel()):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=20))
+    layers = pd.to_numeric(pd.Series(profile.index), errors="coerce").dropna()
+    if len(layers) and layers.max() - layers.min() < 2:  # one or two layers: whole-number ticks around them
+        ax.set_xlim(layers.min() - 1, layers.max() + 1)
     ax.set_xlabel("layer")
     ax.set_ylabel(unit)
-    ncol = 1 if len(profile.columns) <= 10 else 2
     legend = fig.legend(loc="upper left", ncol=ncol, frameon=False, title="module type")
     lay_out(fig, [ax], legend=legend)
     return fig
