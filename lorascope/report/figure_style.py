@@ -317,8 +317,21 @@ def lay_out(
 
 
 def plain_number(v: float) -> str:
-    """A tick label without exponents: 0.001, 0.5, 3, 1000, 20000."""
+    """A tick label without exponents from 0.0001 to 999 999 (0.001, 0.5, 3, 1000, 20000); beyond, the short
+    scientific form of ``short_number`` ('2e30', '1e−30'), not thirty digits."""
+    if v != 0 and not 1e-4 <= abs(v) < 1e6:
+        return short_number(v, 3)
     return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def short_number(v: float, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits, with a bare exponent where it has one: '1.2e30', '3e−7',
+    '0.25', '120' (no '+', no leading zeros, a Unicode minus)."""
+    text = f"{v:.{digits}g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text.replace("-", "−")
 
 
 def log_ticks(axis, label=plain_number) -> None:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import FuncFormatter
 from matplotlib.figure import Figure
 
 from .data import Grid
 from .figure_layout import Margins, Region, box_of, decorations, fit_grid, new_figure, place, renderer
-from .figure_style import HEAT_CMAP, log_ticks, styled
+from .figure_style import HEAT_CMAP, log_ticks, plain_number, short_number, styled
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,11 @@ def heat_norm(panels: Sequence[HeatPanel], span: float | None = None) -> Normali
         return LogNorm(vmin=vals.min(), vmax=max(vals.max(), vals.min() * 1.0001))
     if not vals.size:
         return Normalize(0, 1)
-    return Normalize(vmin=vals.min(), vmax=vals.max() if vals.max() > vals.min() else vals.min() + 1)
+    low, high = float(vals.min()), float(vals.max())
+    if high - low <= 1e-9 * max(abs(low), abs(high)) or high == low:  # equal but for rounding: one colour
+        pad = 0.1 * abs(low) if low else 1.0  # a scale around the value at any magnitude (1e30 + 1 == 1e30)
+        return Normalize(vmin=low, vmax=low + pad)
+    return Normalize(vmin=low, vmax=high)
 
 
 # Cells that carry their value as text: up to 16 layers of 7 module types. Larger grids are read from their
@@ -170,6 +175,8 @@ def _colorbar(fig: Figure, im, norm: Normalize, unit: str, length: float, aspect
     cb.ax.tick_params(labelsize=fontsize[1])
     if isinstance(norm, LogNorm):
         log_ticks(cb.ax.xaxis)
+    else:  # whole tick values: an offset ('1e−6+1') would sit at the bar's end, on its label
+        cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
     return cax
 
 
@@ -219,7 +226,7 @@ def _heat_panel(
                 ax.text(
                     j,
                     i,
-                    f"{val:.3g}",
+                    short_number(val, 3 if 1e-3 <= abs(val) < 1e4 or val == 0 else 2),  # fits a cell
                     ha="center",
                     va="center",
                     fontsize=7.5 if len(v.columns) <= 6 else 6.8,
