@@ -15,13 +15,15 @@ from lorascope.report import figures as fg
 def _profile(layers, n_types):
     rng = np.random.default_rng(0)
     cols = [f"t{j}_proj" for j in range(n_types)]
-    return pd.DataFrame(rng.random((len(layers), n_types)) + 1, index=pd.Index(layers, name="layer"), columns=cols)
+    values = rng.random((len(layers), n_types)) + 1
+    return pd.DataFrame(values, index=pd.Index(layers, name="layer"), columns=cols)
 
 
 def test_forty_types_in_one_layer_fit_the_canvas():
     fig = fg.layer_profile(_profile([0], 40), {}, "‖ΔW‖ (Frobenius, weight units)")
     assert text_problems(fig) == []
-    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    low, high = fig.axes[0].get_xlim()
+    ticks = [t for t in fig.axes[0].get_xticks() if low <= t <= high]
     assert all(float(t).is_integer() for t in ticks)
 
 
