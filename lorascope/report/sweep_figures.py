@@ -71,11 +71,13 @@ def sweep_energy_params(
     ax.plot(x, y, color=OKABE_ITO[2], linewidth=1.8)
     pow2 = [i for i, kk in enumerate(k) if kk & (kk - 1) == 0]
     ax.scatter(x[pow2], y[pow2], s=14, color=OKABE_ITO[2], zorder=3)
+    low, high = min(0.0, float(y.min())), 1.03
     for n, i in enumerate(pow2[:: max(1, math.ceil(len(pow2) / 10))]):
+        room_below = (y[i] - low) / (high - low) > 0.1  # else a label below would sit on the tick labels
         ax.annotate(
             f"k={k[i]}",
             (x[i], y[i]),
-            xytext=(5, -11 if n % 2 == 0 else 5),
+            xytext=(5, -11 if n % 2 == 0 and room_below else 5),
             textcoords="offset points",
             fontsize=7,
             color="0.25",
@@ -105,7 +107,7 @@ def sweep_energy_params(
             ha="right",
         )
     ax.set_xscale("log")
-    ax.set_ylim(min(0.0, float(y.min())), 1.03)
+    ax.set_ylim(low, high)
     ax.autoscale_view()
     log_ticks(ax.xaxis, _si)  # '20 M', '50 M', '100 M': within two decades the 2× and 5× ticks are labelled
     ax.set_xlabel("adapter parameters at uniform rank k  Σ k·(rows + cols)")
