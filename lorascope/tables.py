@@ -197,10 +197,7 @@ def _frame(columns: list[str], rows: list[dict[str, Any]], kinds: Mapping[str, s
         if kind == "bool":
             return np.array(values, dtype=bool)
         if kind == "object":  # as given: pandas must not infer a dtype of its own (a date, a float32)
-            arr = np.empty(len(values), dtype=object)
-            for i, v in enumerate(values):  # one by one: a list value must stay one cell
-                arr[i] = v
-            return pd.Series(arr, dtype=object)
+            return pd.Series(_object_array(values), dtype=object)
         return values  # text: pandas infers strings, or object where mixed
 
     return pd.DataFrame({col: column(col) for col in columns}, columns=columns)
@@ -211,11 +208,17 @@ def spectra_series(spectra: Any) -> pd.Series:
     import pandas as pd
 
     items = list(spectra.items())
-    values = np.empty(len(items), dtype=object)  # filled one by one: equal-length arrays must not become 2-D
-    for i, (_, v) in enumerate(items):
-        values[i] = v
     index = pd.Index([k for k, _ in items], dtype=object, name="name")
-    return pd.Series(values, index=index, name="singular_values")
+    return pd.Series(_object_array([v for _, v in items]), index=index, name="singular_values")
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    """A 1-D object array holding each value as one element: filled one by one, so that equal-length arrays
+    or lists do not become a 2-D array."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 def write_table(path: str | Path, table: Any, rule: Callable[[Any], tuple[list[str], list[dict]]]) -> None:

@@ -65,7 +65,7 @@ def factored_floor(shape: tuple[int, int], k: int, scale: float, left_fro: float
     return math.ldexp(math.prod(m for m, _ in parts), sum(e for _, e in parts))
 
 
-def fro_norm(x: Any) -> float:
+def _array_fro_norm(x: Any) -> float:
     """‖x‖_F of a numpy array or torch tensor (float64) without overflow or underflow of its squares: where
     max|xᵢ| is outside (1e-140, 1e140), max|xᵢ| times the norm of x / max|xᵢ| (LAPACK's dnrm2 scales so)."""
     n = x.size if isinstance(x, np.ndarray) else x.numel()
@@ -109,8 +109,8 @@ def factored_svd(left: Any, right: Any, scale: float = 1.0, compute_uv: bool = F
         r_l, r_r = r_factor(lf), r_factor(rf.T)  # (k1, k), (k2, k)
         core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
         s = np.linalg.svd(core, compute_uv=False)
-    floor = factored_floor(shape, k, scale, fro_norm(r_l), fro_norm(r_r))
-    return SVD(like(s, left), fro_norm(core), "factored", True, floor=floor)
+    floor = factored_floor(shape, k, scale, _array_fro_norm(r_l), _array_fro_norm(r_r))
+    return SVD(like(s, left), _array_fro_norm(core), "factored", True, floor=floor)
 
 
 def _factored_vectors(
@@ -124,10 +124,10 @@ def _factored_vectors(
     u = q_l @ u_c  # (m, k1) @ (k1, q) -> (m, q)
     vh = vh_c @ q_r.T  # (q, k2) @ (k2, n) -> (q, n)
     u, vh = svd_flip(u, vh)
-    floor = factored_floor(shape, lf.shape[1], scale, fro_norm(r_l), fro_norm(r_r))
+    floor = factored_floor(shape, lf.shape[1], scale, _array_fro_norm(r_l), _array_fro_norm(r_r))
     return SVD(
         like(s, template),
-        fro_norm(core),
+        _array_fro_norm(core),
         "factored",
         True,
         like(u, template),
@@ -152,8 +152,8 @@ def _factored_torch(left: Any, right: Any, scale: float, compute_uv: bool, shape
         r_l = torch.linalg.qr(left, mode="r")[1]
         r_r = torch.linalg.qr(right.T, mode="r")[1]
     core = scale * (r_l @ r_r.T)  # (k1, k) @ (k, k2) -> (k1, k2)
-    fro = fro_norm(core)
-    floor = factored_floor(shape, int(left.shape[1]), scale, fro_norm(r_l), fro_norm(r_r))
+    fro = _array_fro_norm(core)
+    floor = factored_floor(shape, int(left.shape[1]), scale, _array_fro_norm(r_l), _array_fro_norm(r_r))
     if not compute_uv:
         return SVD(
             torch.linalg.svdvals(core, driver=cusolver_driver(core)).cpu(), fro, "factored", True, floor=floor
