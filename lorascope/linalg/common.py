@@ -5,6 +5,7 @@ same however many modules are computed at once).
 
 from __future__ import annotations
 
+import functools
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,9 +105,7 @@ def blas_libraries() -> list[Any]:
     return _BLAS[key]
 
 
-_SYMBOLS: dict[str, tuple[Any, Any] | None] = {}  # name -> (function, integer type) or None, once looked up
-
-
+@functools.cache
 def blas_function(name: str) -> tuple[Any, Any] | None:
     """A CBLAS / LAPACKE function of the BLAS library numpy loaded, by its reference name (``cblas_dtrsm``,
     ``LAPACKE_dsyevd_2stage``), with the integer type of its interface; None where no loaded library exports
@@ -114,20 +113,17 @@ def blas_function(name: str) -> tuple[Any, Any] | None:
     64-bit integers), numpy 1's (``64_``), MKL and system libraries (plain names, 32-bit integers). Callers
     set ``argtypes`` from the integer type and keep a fallback for None.
     """
-    if name not in _SYMBOLS:
-        import ctypes
+    import ctypes
 
-        found = None
-        decorations = (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32))
-        for lib in blas_libraries():
-            dll = getattr(lib, "dynlib", None)
-            for prefix in ("scipy_", ""):
-                for suffix, int_t in decorations:
-                    fn = getattr(dll, f"{prefix}{name}{suffix}", None) if dll is not None else None
-                    if fn is not None and found is None:
-                        found = (fn, int_t)
-        _SYMBOLS[name] = found
-    return _SYMBOLS[name]
+    decorations = (("64_", ctypes.c_int64), ("_64", ctypes.c_int64), ("", ctypes.c_int32))
+    for lib in blas_libraries():
+        dll = getattr(lib, "dynlib", None)
+        for prefix in ("scipy_", ""):
+            for suffix, int_t in decorations:
+                fn = getattr(dll, f"{prefix}{name}{suffix}", None) if dll is not None else None
+                if fn is not None:
+                    return fn, int_t
+    return None
 
 
 def _set_threads(lib: Any, n: int) -> None:
