@@ -60,9 +60,8 @@ def solve_right_upper(x: np.ndarray, r: np.ndarray) -> np.ndarray:
     q = np.array(x, dtype=np.float64, order="C" if row_major else "F")  # a copy: trsm works in place
     a = np.ascontiguousarray(r) if row_major else np.asfortranarray(r)
     order, ldq = (_ROW_MAJOR, k) if row_major else (_COL_MAJOR, m)
-    fn(
-        order, _RIGHT, _UPPER, _NO_TRANS, _NON_UNIT, m, k, 1.0, a.ctypes.data, k, q.ctypes.data, ldq
-    )  # Q·r = x
+    # B·A = alpha·B solved in place for B = Q (m, k), A = r: side Right, Upper, NoTrans, NonUnit
+    fn(order, _RIGHT, _UPPER, _NO_TRANS, _NON_UNIT, m, k, 1.0, a.ctypes.data, k, q.ctypes.data, ldq)
     return q
 
 
@@ -92,14 +91,10 @@ def _forward_substitution(r: np.ndarray, bt: np.ndarray) -> np.ndarray:
     return y
 
 
-def _householder_r(x: np.ndarray) -> np.ndarray:
-    return np.linalg.qr(x, mode="r")  # (min(m, k), k); callers hold one_thread()
-
-
 def r_factor(x: np.ndarray) -> np.ndarray:
     """The R factor of a tall (m, k) float64 matrix: CholeskyQR2 where backward stable, else Householder."""
     if x.shape[0] >= x.shape[1]:
         r = cholqr2_r(x)
         if r is not None:
             return r
-    return _householder_r(x)
+    return np.linalg.qr(x, mode="r")  # (min(m, k), k); callers hold one_thread()
