@@ -115,11 +115,9 @@ def depth_norm(layer_range: tuple[float, float]) -> Normalize:
     return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
 
 
-def depth_color(layer: float, norm: Normalize):
-    if not np.isfinite(layer):
-        return mpl.colors.to_rgba(NO_LAYER_COLOR)
-    a, b = DEPTH_RANGE
-    return DEPTH_CMAP(a + (b - a) * float(norm(layer)))
+def depth_color(layer: float, norm: Normalize) -> tuple[float, float, float, float]:
+    """The RGBA colour of one layer (NaN: a module outside the layers), as ``depth_colors``."""
+    return tuple(float(c) for c in depth_colors(np.array([layer]), norm)[0])
 
 
 def depth_colors(layers: np.ndarray, norm: Normalize) -> np.ndarray:
