@@ -8,20 +8,7 @@ from pathlib import Path
 import click
 
 from ._common import CHECKPOINT, check_out, default_out, emit, json_mode, json_option, resolve_input, wrote
-from .options import SVD_CHOICES, renamed, svd_option, takes_renamed
-
-FORMAT_CHOICES = [
-    "auto",
-    "safetensors",
-    "torch",
-    "hf",
-    "peft",
-    "gguf",
-    "kohya",
-    "diffusers",
-    "lora-ab",
-    "cloneofsimo",
-]
+from .options import SVD_CHOICES, format_option, renamed, svd_option, takes_renamed
 
 
 def _fmt(value: str) -> str | None:
@@ -120,27 +107,9 @@ def _common_options(f):
 @click.option(
     "--labels", nargs=2, default=None, metavar="X_LABEL Y_LABEL", help="Names of X and Y in the tables."
 )
-@click.option(
-    "--format-x",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force X's format.",
-)
-@click.option(
-    "--format-y",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force Y's format.",
-)
-@click.option(
-    "--base-format",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force the base's format.",
-)
+@format_option("--format-x", help="Force X's format.")
+@format_option("--format-y", help="Force Y's format.")
+@format_option("--base-format", help="Force the base's format.")
 @click.option("--revision-x", default=None, help="Hub revision (branch, tag or commit) of X, if a Hub id.")
 @click.option("--revision-y", default=None, help="Hub revision of Y, when it is a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of --base, when it is a Hub id.")
@@ -226,21 +195,8 @@ def compare(
 @click.argument("base", type=CHECKPOINT)
 @click.argument("tuned", type=CHECKPOINT)
 @click.option("--label", default=None, help="Name of the update in the tables [default: from its path].")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force the format of the tuned checkpoint or adapter.",
-)
-@click.option(
-    "--base-format",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force the base's format.",
-)
+@format_option("--format", "fmt", help="Force the format of the tuned checkpoint or adapter.")
+@format_option("--base-format", help="Force the base's format.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of TUNED, if a Hub id.")
 @click.option("--base-revision", default=None, help="Hub revision of BASE, when it is a Hub id.")
 @_common_options

@@ -1,7 +1,7 @@
 """Options several commands share, spelled one way: ``--svd`` (how a dense top-k is computed, the choice
-``lorascope.linalg.svd`` makes), and old spellings that still work — a hidden option under the old name that
-says what it is now called and hands its value to the new one (``renamed`` with ``takes_renamed`` on the new
-option).
+``lorascope.linalg.svd`` makes), the input formats (``format_option``), and old spellings that still work — a
+hidden option under the old name that says what it is now called and hands its value to the new one
+(``renamed`` with ``takes_renamed`` on the new option).
 """
 
 from __future__ import annotations
@@ -13,6 +13,28 @@ SVD_CHOICES = [
     "exact",
     "randomized",
 ]  # lorascope.linalg.SVD_METHODS (kept here: --help imports no numpy)
+
+# lorascope.checkpoint.FORMATS' names (kept here: --help imports no numpy; a test holds the two equal)
+FORMAT_CHOICES = [
+    "auto",
+    "safetensors",
+    "torch",
+    "hf",
+    "peft",
+    "gguf",
+    "kohya",
+    "diffusers",
+    "lora-ab",
+    "cloneofsimo",
+]
+
+
+def format_option(*names: str, help: str):
+    """An input's format (``lorascope.checkpoint.open_checkpoint``'s ``format``), 'auto' by default: detected
+    from content."""
+    return click.option(
+        *names, type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help=help
+    )
 
 
 def svd_option(default: str, what: str, **extra):

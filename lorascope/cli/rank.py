@@ -9,19 +9,8 @@ from pathlib import Path
 import click
 
 from ._common import json_option, resolve_input, wrote
+from .options import format_option
 
-FORMAT_CHOICES = [
-    "auto",
-    "safetensors",
-    "torch",
-    "hf",
-    "peft",
-    "gguf",
-    "kohya",
-    "diffusers",
-    "lora-ab",
-    "cloneofsimo",
-]
 WRITES = ("modules.csv", "singular_values.safetensors", "summary.json", "vectors.csv", "report.html")
 
 
@@ -59,21 +48,8 @@ def parse_ranks(text: str | None) -> list[int] | None:
 def analysis_options(f):
     """Options passed to ``lorascope.analyze`` when checkpoints (not a results folder) are given."""
     options = [
-        click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(FORMAT_CHOICES),
-            default="auto",
-            show_default=True,
-            help="Force the format of the adapter / tuned input.",
-        ),
-        click.option(
-            "--base-format",
-            type=click.Choice(FORMAT_CHOICES),
-            default="auto",
-            show_default=True,
-            help="Force the format of the base input.",
-        ),
+        format_option("--format", "fmt", help="Force the format of the adapter / tuned input."),
+        format_option("--base-format", help="Force the format of the base input."),
         click.option(
             "--revision",
             default=None,

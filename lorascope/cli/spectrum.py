@@ -17,19 +17,7 @@ from ._common import (
     resolve_input,
     wrote,
 )
-
-FORMAT_CHOICES = [
-    "auto",
-    "safetensors",
-    "torch",
-    "hf",
-    "peft",
-    "gguf",
-    "kohya",
-    "diffusers",
-    "lora-ab",
-    "cloneofsimo",
-]
+from .options import format_option
 
 
 @click.command()
@@ -37,21 +25,12 @@ FORMAT_CHOICES = [
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Results folder [default: reports/spectrum-<inputs>]."
 )
-@click.option(
+@format_option(
     "--format",
     "fmt",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
     help="Force the format of the adapter / tuned input instead of detecting it from content.",
 )
-@click.option(
-    "--base-format",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Force the format of the base input.",
-)
+@format_option("--base-format", help="Force the format of the base input.")
 @click.option(
     "--revision",
     default=None,

@@ -34,3 +34,26 @@ def test_the_svd_choices_are_linalgs():
 
         help_text = CliRunner().invoke(main, [cmd, "--help"]).output
         assert "--svd [auto|exact|randomized]" in help_text, cmd
+
+
+def test_the_format_choices_are_the_formats_open_checkpoint_takes():
+    from lorascope.checkpoint import FORMATS
+    from lorascope.cli.options import FORMAT_CHOICES
+
+    assert FORMAT_CHOICES == list(FORMATS)
+
+
+def test_every_command_with_a_format_option_offers_the_same_choices():
+    from lorascope.cli import COMMANDS, main
+    from lorascope.cli.options import FORMAT_CHOICES
+
+    seen = 0
+    for name in COMMANDS:
+        command = main.get_command(None, name)
+        for param in command.params:
+            if isinstance(param, click.Option) and any("format" in o for o in param.opts):
+                if isinstance(param.type, click.Choice) and "auto" in param.type.choices:
+                    assert list(param.type.choices) == FORMAT_CHOICES, (name, param.opts)
+                    assert param.default == "auto"
+                    seen += 1
+    assert seen >= 9  # spectrum, sweep, select (2 each), compare (3), intruders (2)
